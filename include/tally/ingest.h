@@ -46,7 +46,7 @@ enum tally_network {
 
 /* One validated event. ARTICLE points into the batch that holds the event. */
 struct tally_event {
-    const char *article; /* ARTICLE_LEN bytes, valid per tally_article_check(); NUL-terminated */
+    const char *article; /* ARTICLE_LEN bytes, valid per tally_article_valid(); NUL-terminated */
     uint16_t article_len;
     uint8_t type;    /* enum tally_event_type */
     uint8_t network; /* enum tally_network; TALLY_NETWORK_OTHER unless a share */
@@ -84,7 +84,8 @@ bool tally_utf8_valid(const char *s, size_t len);
  * TALLY_JSON_DEPTH_MAX, a NUL or \u0000 anywhere and invalid UTF-8 are errors; "delta" must be
  * an integral number. Unknown members are ignored. Comment events are returned as they are:
  * checking the token is the caller's business.
- * Returns 0 and fills OUT, or TALLY_EINVAL and fills ERR (OUT is then unspecified). */
+ * Returns 0 and fills OUT, or TALLY_EINVAL and fills ERR (OUT is then unspecified), or
+ * TALLY_ENOMEM (ERR filled, code "out_of_memory") when no copy of a large body can be made. */
 int tally_ingest_parse(const char *body, size_t len, struct tally_batch *out,
                        struct tally_error *err);
 
