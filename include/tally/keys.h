@@ -1,0 +1,40 @@
+/* keys.h -- the Redis key schema, built in one place.
+ *
+ * Every key starts with the configured prefix P, then a hash tag {bb} derived from the
+ * article id (never the raw id: a hostile id such as "}x" must not split one article's keys
+ * over several cluster slots), then a one-letter kind:
+ *
+ *   P{bb}a:<id>            HASH   totals: views, shares, comments, share:<network>
+ *   P{bb}u:<id>            HLL    distinct visitors (daily-salted ids, so a visitor on two
+ *                                 days counts twice)
+ *   P{bb}w:<visitor>:<id>  STRING a recent view by that visitor (expires after --view-window)
+ *   P{bb}i:<key-hash>      STRING an Idempotency-Key's first answer (24 h)
+ *   P{bb}x:<attempt>       STRING a write unit's outcome, or "aborted" once fenced (10 min)
+ *   Psalt:<YYYYMMDD>       STRING the day's visitor salt, shared by every collector
+ *
+ * bb is SipHash(article) mod TALLY_BUCKETS in two hex digits, so all keys of one article
+ * share a slot, and buckets spread articles evenly over cluster masters. */
+#ifndef TALLY_KEYS_H
+#define TALLY_KEYS_H
+
+#include <stddef.h>
+
+#define TALLY_BUCKETS 256
+#define TALLY_KEY_MAX 512 /* prefix (64) + tag + kind + visitor + id (256) fits */
+
+/* The bucket of the article ID (LEN bytes): 0..TALLY_BUCKETS-1, the same on every collector. */
+unsigned tally_key_bucket(const char *id, size_t len);
+
+/* Write "P{bb}K:" for bucket BUCKET and kind letter KIND into OUT (room for CAP bytes, NUL
+ * written). Returns its length. */
+size_t tally_key_base(char *out, size_t cap, const char *prefix, unsigned bucket, char kind);
+
+/* Write the key of kind KIND for article ID (LEN bytes): "P{bb}K:<id>". Returns its length,
+ * or 0 if it does not fit in CAP. */
+size_t tally_key_article(char *out, size_t cap, const char *prefix, char kind, const char *id,
+                         size_t len);
+
+/* Redis Cluster's slot of KEY (LEN bytes): CRC16-XMODEM of the hash tag, mod 16384. */
+unsigned tally_key_slot(const char *key, size_t len);
+
+#endif
