@@ -1,0 +1,82 @@
+/* agg.h -- aggregation: turns the events of many held requests into one write unit.
+ *
+ * A write unit is one call of the apply script (src/scripts/apply.lua): it carries every
+ * counted event of the requests in it, coalesced per article (40 views of one article become
+ * one increment), and is applied by Redis atomically. Requests without an Idempotency-Key
+ * share one segment; each keyed request gets its own, so a retry of it is answered as the
+ * first time. Pure: builds bytes and reads replies, no I/O. */
+#ifndef TALLY_AGG_H
+#define TALLY_AGG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "tally/buf.h"
+#include "tally/ingest.h"
+
+#define TALLY_ATTEMPT_TTL 600   /* seconds a unit's marker answers for it */
+#define TALLY_IDEM_TTL 86400    /* seconds an Idempotency-Key is remembered */
+#define TALLY_IDEM_MAX 128      /* bytes of an Idempotency-Key */
+
+/* One request's part of a unit. The caller owns it and everything it points to, which must
+ * stay valid until the unit's reply has been applied. */
+struct tally_agg_req {
+    const struct tally_event *ev; /* N events to count */
+    size_t n;
+    const uint64_t *visitor;      /* per event: the visitor id (views); NULL for none */
+    const char *idem_key;         /* the Redis key of its Idempotency-Key marker, or NULL */
+    size_t idem_len;
+    uint32_t bot, prefetch;       /* events already ignored, for the answer */
+    /* Filled by tally_agg_apply_reply(): */
+    uint32_t accepted, repeat;    /* the answer: repeat views are ignored too */
+    uint32_t bot_out, prefetch_out; /* as first answered (differs from the input on a replay) */
+    bool replayed;                /* an earlier answer to the same Idempotency-Key */
+};
+
+struct agg_rec;
+struct agg_vis;
+struct agg_delta;
+
+struct tally_agg {
+    const char *prefix;
+    uint32_t window;              /* --view-window */
+    struct tally_buf body;        /* the unit: script arguments from numkeys on, as RESP */
+    size_t nargs;                 /* RESP arguments in BODY */
+    char attempt_key[128];
+    size_t attempt_len;
+    /* Scratch reused for every unit. */
+    struct agg_rec *rec;
+    size_t n_rec, cap_rec;
+    struct agg_vis *vis;
+    size_t n_vis, cap_vis;
+    struct agg_delta *deltas;
+    size_t n_deltas, cap_deltas;
+    uint32_t *slots;              /* open addressing over REC, 0 = empty, else index + 1 */
+    size_t n_slots;
+    uint32_t *vis_req;            /* per visitor of the shared segment, in order: its request */
+    size_t cap_vis_req, n_vis_req;
+};
+
+void tally_agg_init(struct tally_agg *a, const char *prefix, uint32_t window);
+void tally_agg_release(struct tally_agg *a);
+
+/* Build the unit for the N requests REQS (borrowed until tally_agg_apply_reply()) under the
+ * attempt id ATTEMPT (unique per unit; a resend of the same unit keeps it). The unit's RESP
+ * body is then a->body (a->nargs arguments: numkeys, the marker key, the script's ARGV).
+ * Returns 0, TALLY_EINVAL when N is 0 or no request has an event, or TALLY_ENOMEM. */
+int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size_t n,
+                    const char *attempt);
+
+/* Read the script's REPLY for the unit last built from REQS and fill each request's answer.
+ * Returns 0; TALLY_EFENCED when the unit was fenced (nothing of it was applied);
+ * TALLY_EREDIS when the reply is an error or not of the script's shape. */
+int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
+                          struct tally_agg_req *const *reqs, size_t n);
+
+/* Hex-encode a visitor id as the 16 characters the script stores. */
+void tally_agg_visitor_hex(uint64_t v, char out[16]);
+
+#endif

@@ -1,0 +1,433 @@
+/* agg.c -- builds write units: the events of many held requests, coalesced per article, as
+ * the arguments of one apply-script call; and reads the script's answer back per request. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tally/agg.h"
+#include "tally/error.h"
+#include "tally/hash.h"
+#include "tally/keys.h"
+
+#define AGG_NONE UINT32_MAX
+
+/* One article's counters within a segment. */
+struct agg_rec {
+    const char *id;
+    uint16_t len;
+    uint8_t bucket;
+    uint32_t slot;     /* its place in a->slots, to clear it cheaply */
+    uint32_t views;    /* views counted without a repeat check */
+    uint32_t n_vis, vis_head, vis_tail;
+    uint32_t n_deltas, del_head, del_tail;
+    uint32_t shares[TALLY_NETWORKS];
+};
+
+/* A visitor entry of a view (or a comment delta), chained per article in arrival order. */
+struct agg_vis {
+    uint64_t id;
+    uint32_t req;
+    uint32_t next;
+};
+
+struct agg_delta {
+    int16_t d;
+    uint32_t next;
+};
+
+void tally_agg_init(struct tally_agg *a, const char *prefix, uint32_t window)
+{
+    memset(a, 0, sizeof(*a));
+    a->prefix = prefix;
+    a->window = window;
+    tally_buf_init(&a->body);
+}
+
+void tally_agg_release(struct tally_agg *a)
+{
+    tally_buf_release(&a->body);
+    free(a->rec);
+    free(a->vis);
+    free(a->deltas);
+    free(a->slots);
+    free(a->vis_req);
+    memset(a, 0, sizeof(*a));
+}
+
+void tally_agg_visitor_hex(uint64_t v, char out[16])
+{
+    static const char hex[] = "0123456789abcdef";
+
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = hex[v & 15];
+}
+
+/* Grow *P (an array of SIZE-byte items with room for *CAP) to hold NEED. */
+static int agg_grow(void *p, size_t *cap, size_t need, size_t size)
+{
+    void **arr = p;
+    size_t n = *cap != 0 ? *cap : 64;
+    void *q;
+
+    if (need <= *cap)
+        return 0;
+    while (n < need)
+        n *= 2;
+    q = realloc(*arr, n * size);
+    if (q == NULL)
+        return TALLY_ENOMEM;
+    *arr = q;
+    *cap = n;
+    return 0;
+}
+
+/* ---- Segments: articles coalesced in an open-addressing table ---- */
+
+static int agg_reserve(struct tally_agg *a, size_t events)
+{
+    size_t need = a->n_rec + events, slots = a->n_slots;
+
+    if (agg_grow(&a->rec, &a->cap_rec, need, sizeof(*a->rec)) < 0 ||
+        agg_grow(&a->vis, &a->cap_vis, a->n_vis + events, sizeof(*a->vis)) < 0 ||
+        agg_grow(&a->deltas, &a->cap_deltas, a->n_deltas + events, sizeof(*a->deltas)) < 0)
+        return TALLY_ENOMEM;
+    if (slots >= 2 * need)
+        return 0;
+    /* Rehash: the table is only ever half full. */
+    while (slots < 2 * need)
+        slots = slots != 0 ? slots * 2 : 1024;
+    free(a->slots);
+    a->slots = calloc(slots, sizeof(*a->slots));
+    if (a->slots == NULL) {
+        a->n_slots = 0;
+        return TALLY_ENOMEM;
+    }
+    a->n_slots = slots;
+    for (size_t i = 0; i < a->n_rec; i++) {
+        uint32_t s = (uint32_t)(tally_siphash((const uint8_t *)"tally agg table!", a->rec[i].id,
+                                              a->rec[i].len) &
+                                (slots - 1));
+
+        while (a->slots[s] != 0)
+            s = (uint32_t)((s + 1) & (slots - 1));
+        a->slots[s] = (uint32_t)i + 1;
+        a->rec[i].slot = s;
+    }
+    return 0;
+}
+
+static struct agg_rec *agg_find(struct tally_agg *a, const struct tally_event *ev)
+{
+    uint64_t h = tally_siphash((const uint8_t *)"tally agg table!", ev->article, ev->article_len);
+    uint32_t s = (uint32_t)(h & (a->n_slots - 1));
+    struct agg_rec *r;
+
+    for (; a->slots[s] != 0; s = (uint32_t)((s + 1) & (a->n_slots - 1))) {
+        r = &a->rec[a->slots[s] - 1];
+        if (r->len == ev->article_len && memcmp(r->id, ev->article, r->len) == 0)
+            return r;
+    }
+    r = &a->rec[a->n_rec];
+    memset(r, 0, sizeof(*r));
+    r->id = ev->article;
+    r->len = ev->article_len;
+    r->bucket = (uint8_t)tally_key_bucket(ev->article, ev->article_len);
+    r->slot = s;
+    r->vis_head = r->del_head = AGG_NONE;
+    a->slots[s] = (uint32_t)++a->n_rec;
+    return r;
+}
+
+static void agg_add_visitor(struct tally_agg *a, struct agg_rec *r, uint64_t id, uint32_t req)
+{
+    uint32_t i = (uint32_t)a->n_vis++;
+
+    a->vis[i] = (struct agg_vis){.id = id, .req = req, .next = AGG_NONE};
+    if (r->vis_head == AGG_NONE)
+        r->vis_head = i;
+    else
+        a->vis[r->vis_tail].next = i;
+    r->vis_tail = i;
+    r->n_vis++;
+}
+
+static void agg_add_delta(struct tally_agg *a, struct agg_rec *r, int16_t d)
+{
+    struct agg_delta *del = a->deltas;
+    uint32_t i = (uint32_t)a->n_deltas++;
+
+    del[i] = (struct agg_delta){.d = d, .next = AGG_NONE};
+    if (r->del_head == AGG_NONE)
+        r->del_head = i;
+    else
+        del[r->del_tail].next = i;
+    r->del_tail = i;
+    r->n_deltas++;
+}
+
+static void agg_add_event(struct tally_agg *a, const struct tally_agg_req *q, size_t i,
+                          uint32_t req)
+{
+    const struct tally_event *ev = &q->ev[i];
+    struct agg_rec *r = agg_find(a, ev);
+
+    switch (ev->type) {
+    case TALLY_EVENT_VIEW:
+        if (q->visitor != NULL)
+            agg_add_visitor(a, r, q->visitor[i], req);
+        /* With a window the script counts checked views itself. */
+        if (q->visitor == NULL || a->window == 0)
+            r->views++;
+        break;
+    case TALLY_EVENT_SHARE:
+        r->shares[ev->network]++;
+        break;
+    default:
+        agg_add_delta(a, r, ev->delta);
+        break;
+    }
+}
+
+static void agg_seg_clear(struct tally_agg *a)
+{
+    for (size_t i = 0; i < a->n_rec; i++)
+        a->slots[a->rec[i].slot] = 0;
+    a->n_rec = a->n_vis = a->n_deltas = 0;
+}
+
+/* ---- Emitting a segment as RESP arguments ---- */
+
+static void agg_arg(struct tally_agg *a, const void *p, size_t n)
+{
+    tally_buf_add_bulk(&a->body, p, n);
+    a->nargs++;
+}
+
+static void agg_arg_int(struct tally_agg *a, int64_t v)
+{
+    tally_buf_add_bulk_i64(&a->body, v);
+    a->nargs++;
+}
+
+static void agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool shared)
+{
+    const struct agg_delta *del = a->deltas;
+    static const char hex[] = "0123456789abcdef";
+    char tag[2] = {hex[r->bucket >> 4], hex[r->bucket & 15]}, vh[16];
+    size_t nshares = 0;
+
+    agg_arg(a, tag, 2);
+    agg_arg(a, r->id, r->len);
+    agg_arg_int(a, r->views);
+    agg_arg_int(a, r->n_vis);
+    for (uint32_t v = r->vis_head; v != AGG_NONE; v = a->vis[v].next) {
+        tally_agg_visitor_hex(a->vis[v].id, vh);
+        agg_arg(a, vh, sizeof(vh));
+        if (shared)
+            a->vis_req[a->n_vis_req++] = a->vis[v].req;
+    }
+    for (int k = 0; k < TALLY_NETWORKS; k++)
+        nshares += r->shares[k] != 0;
+    agg_arg_int(a, (int64_t)nshares);
+    for (int k = 0; k < TALLY_NETWORKS; k++) {
+        if (r->shares[k] == 0)
+            continue;
+        agg_arg(a, tally_network_name((enum tally_network)k),
+                strlen(tally_network_name((enum tally_network)k)));
+        agg_arg_int(a, r->shares[k]);
+    }
+    agg_arg_int(a, r->n_deltas);
+    for (uint32_t d = r->del_head; d != AGG_NONE; d = del[d].next)
+        agg_arg_int(a, del[d].d);
+}
+
+/* Emit the segment collected so far. For the shared segment (IDEM NULL), VIS_REQ records the
+ * request of each visitor entry, to attribute the repeats the script finds. */
+static int agg_emit_seg(struct tally_agg *a, const struct tally_agg_req *idem, uint64_t accepted,
+                        uint64_t bot, uint64_t prefetch)
+{
+    if (idem == NULL &&
+        agg_grow(&a->vis_req, &a->cap_vis_req, a->n_vis, sizeof(*a->vis_req)) < 0)
+        return TALLY_ENOMEM;
+    if (idem != NULL)
+        agg_arg(a, idem->idem_key, idem->idem_len);
+    else
+        agg_arg(a, "", 0);
+    agg_arg_int(a, (int64_t)accepted);
+    agg_arg_int(a, (int64_t)bot);
+    agg_arg_int(a, (int64_t)prefetch);
+    agg_arg_int(a, (int64_t)a->n_rec);
+    for (size_t i = 0; i < a->n_rec; i++)
+        agg_emit_rec(a, &a->rec[i], idem == NULL);
+    return a->body.oom ? TALLY_ENOMEM : 0;
+}
+
+/* ---- Units ---- */
+
+static int agg_header(struct tally_agg *a, const struct tally_event *first, const char *attempt)
+{
+    size_t n = tally_key_base(a->attempt_key, sizeof(a->attempt_key), a->prefix,
+                              tally_key_bucket(first->article, first->article_len), 'x');
+    size_t alen = strlen(attempt);
+
+    if (n == 0 || n + alen >= sizeof(a->attempt_key))
+        return TALLY_EINVAL;
+    memcpy(a->attempt_key + n, attempt, alen + 1);
+    a->attempt_len = n + alen;
+    agg_arg(a, "1", 1);
+    agg_arg(a, a->attempt_key, a->attempt_len);
+    agg_arg(a, a->prefix, strlen(a->prefix));
+    agg_arg_int(a, a->window);
+    agg_arg_int(a, TALLY_ATTEMPT_TTL);
+    agg_arg_int(a, TALLY_IDEM_TTL);
+    return 0;
+}
+
+static int agg_add_req(struct tally_agg *a, const struct tally_agg_req *q, uint32_t req)
+{
+    if (agg_reserve(a, q->n) < 0)
+        return TALLY_ENOMEM;
+    for (size_t i = 0; i < q->n; i++)
+        agg_add_event(a, q, i, req);
+    return 0;
+}
+
+static int agg_shared_segment(struct tally_agg *a, struct tally_agg_req *const *reqs, size_t n)
+{
+    uint64_t accepted = 0, bot = 0, prefetch = 0;
+    int rc;
+
+    for (size_t i = 0; i < n; i++) {
+        if (reqs[i]->idem_key != NULL || reqs[i]->n == 0)
+            continue;
+        if ((rc = agg_add_req(a, reqs[i], (uint32_t)i)) < 0)
+            return rc;
+        accepted += reqs[i]->n;
+        bot += reqs[i]->bot;
+        prefetch += reqs[i]->prefetch;
+    }
+    if (a->n_rec == 0)
+        return 0;
+    rc = agg_emit_seg(a, NULL, accepted, bot, prefetch);
+    agg_seg_clear(a);
+    return rc;
+}
+
+int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size_t n,
+                    const char *attempt)
+{
+    const struct tally_event *first = NULL;
+    int rc;
+
+    for (size_t i = 0; i < n && first == NULL; i++)
+        if (reqs[i]->n > 0)
+            first = &reqs[i]->ev[0];
+    if (first == NULL)
+        return TALLY_EINVAL;
+    tally_buf_reset(&a->body);
+    a->nargs = a->n_vis_req = 0;
+    agg_seg_clear(a);
+    if ((rc = agg_header(a, first, attempt)) < 0 || (rc = agg_shared_segment(a, reqs, n)) < 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        const struct tally_agg_req *q = reqs[i];
+
+        if (q->idem_key == NULL || q->n == 0)
+            continue;
+        if ((rc = agg_add_req(a, q, (uint32_t)i)) < 0)
+            return rc;
+        rc = agg_emit_seg(a, q, q->n, q->bot, q->prefetch);
+        agg_seg_clear(a);
+        if (rc < 0)
+            return rc;
+    }
+    return a->body.oom ? TALLY_ENOMEM : 0;
+}
+
+/* ---- Reading the answer ---- */
+
+static bool agg_int_at(const redisReply *seg, size_t i, long long *v)
+{
+    if (i >= seg->elements || seg->element[i]->type != REDIS_REPLY_INTEGER)
+        return false;
+    *v = seg->element[i]->integer;
+    return *v >= 0;
+}
+
+static bool agg_seg_ok(const redisReply *seg)
+{
+    long long v;
+
+    if (seg->type != REDIS_REPLY_ARRAY || seg->elements < 5)
+        return false;
+    for (size_t i = 0; i < seg->elements; i++)
+        if (!agg_int_at(seg, i, &v))
+            return false;
+    return true;
+}
+
+/* The shared segment: attribute each repeat to the request whose visitor it was. */
+static int agg_read_shared(struct tally_agg *a, const redisReply *seg,
+                           struct tally_agg_req *const *reqs, size_t n)
+{
+    for (size_t i = 5; i < seg->elements; i++) {
+        long long idx = seg->element[i]->integer;
+
+        if (idx < 1 || (size_t)idx > a->n_vis_req || a->vis_req[idx - 1] >= n)
+            return TALLY_EREDIS;
+        reqs[a->vis_req[idx - 1]]->repeat++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct tally_agg_req *q = reqs[i];
+
+        if (q->idem_key != NULL || q->n == 0)
+            continue;
+        if (q->repeat > q->n)
+            return TALLY_EREDIS;
+        q->accepted = (uint32_t)q->n - q->repeat;
+        q->bot_out = q->bot;
+        q->prefetch_out = q->prefetch;
+    }
+    return 0;
+}
+
+static void agg_read_keyed(const redisReply *seg, struct tally_agg_req *q)
+{
+    q->replayed = seg->element[0]->integer == 0;
+    q->accepted = (uint32_t)seg->element[1]->integer;
+    q->bot_out = (uint32_t)seg->element[2]->integer;
+    q->prefetch_out = (uint32_t)seg->element[3]->integer;
+    q->repeat = (uint32_t)seg->element[4]->integer;
+}
+
+int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
+                          struct tally_agg_req *const *reqs, size_t n)
+{
+    size_t next = 1;
+    bool shared = false;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+        (reply->element[0]->type != REDIS_REPLY_STATUS &&
+         reply->element[0]->type != REDIS_REPLY_STRING))
+        return TALLY_EREDIS;
+    if (strcmp(reply->element[0]->str, "fenced") == 0)
+        return TALLY_EFENCED;
+    for (size_t i = 0; i < n; i++) {
+        reqs[i]->repeat = 0;
+        reqs[i]->replayed = false;
+        shared |= reqs[i]->idem_key == NULL && reqs[i]->n > 0;
+    }
+    if (shared) {
+        if (next >= reply->elements || !agg_seg_ok(reply->element[next]) ||
+            agg_read_shared(a, reply->element[next], reqs, n) < 0)
+            return TALLY_EREDIS;
+        next++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (reqs[i]->idem_key == NULL || reqs[i]->n == 0)
+            continue;
+        if (next >= reply->elements || !agg_seg_ok(reply->element[next]))
+            return TALLY_EREDIS;
+        agg_read_keyed(reply->element[next++], reqs[i]);
+    }
+    return next == reply->elements ? 0 : TALLY_EREDIS;
+}
