@@ -1,0 +1,58 @@
+/* store.h -- one asynchronous Redis connection on a libevent base.
+ *
+ * The store connects by itself and keeps reconnecting with backoff and jitter; it sends
+ * commands only while ready (connected, authenticated, the apply script loaded), and gives
+ * every command a deadline, since hiredis 0.14 has none: a connection whose oldest command
+ * is late is dropped. Not thread-safe: one store per event base. */
+#ifndef TALLY_STORE_H
+#define TALLY_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "tally/config.h"
+
+struct tally_store;
+struct tally_metrics;
+
+/* Runs whenever the store becomes ready or stops being ready. */
+typedef void tally_store_state_cb(struct tally_store *st, bool ready, void *arg);
+
+/* Runs exactly once per command that tally_store_*() accepted. STATUS is 0 with REPLY
+ * (possibly an error reply; it dies when the callback returns), TALLY_EUNKNOWN when the
+ * command was sent but no reply came (it may or may not have run), or TALLY_EUNAVAIL when it
+ * surely did not run. */
+typedef void tally_store_reply_cb(int status, redisReply *reply, void *arg);
+
+/* A store for CFG's --redis on BASE; it starts connecting at once. CFG, SCRIPT (the apply
+ * script, SCRIPT_LEN bytes) and METRICS are borrowed for the store's life. ON_STATE may be
+ * NULL. Returns NULL only when out of memory. */
+struct tally_store *tally_store_new(struct event_base *base, const struct tally_config *cfg,
+                                    const char *script, size_t script_len,
+                                    struct tally_metrics *metrics,
+                                    tally_store_state_cb *on_state, void *arg);
+
+/* Drop the connection; pending commands get TALLY_EUNKNOWN; no state callback runs. */
+void tally_store_free(struct tally_store *st);
+
+bool tally_store_ready(const struct tally_store *st);
+
+/* Run the apply script with the RESP arguments BODY (LEN bytes, NARGS arguments, from
+ * numkeys on). BODY is borrowed until DONE runs: on NOSCRIPT the store sends it again with
+ * the script's text. Returns 0 and later calls DONE, or TALLY_EUNAVAIL (not ready) or
+ * TALLY_ENOMEM without calling it. */
+int tally_store_eval(struct tally_store *st, const char *body, size_t len, size_t nargs,
+                     tally_store_reply_cb *done, void *arg);
+
+/* Send one command of ARGC arguments with explicit lengths (copied at once). Same return
+ * and callback rules as tally_store_eval(). */
+int tally_store_command(struct tally_store *st, int argc, const char **argv,
+                        const size_t *argvlen, tally_store_reply_cb *done, void *arg);
+
+/* Milliseconds since an arbitrary start, from the monotonic clock. */
+uint64_t tally_now_ms(void);
+
+#endif

@@ -1,0 +1,489 @@
+/* store_redis.c -- one asynchronous hiredis connection per event base: connects and
+ * reconnects with backoff, authenticates, loads the apply script, and gives every command a
+ * deadline of its own (hiredis 0.14 has neither connect nor command timeouts). */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+
+#include "tally/buf.h"
+#include "tally/error.h"
+#include "tally/log.h"
+#include "tally/metrics.h"
+#include "tally/store.h"
+
+#define STORE_BACKOFF_MIN_MS 100
+#define STORE_BACKOFF_MAX_MS 5000
+
+enum store_state { STORE_DOWN, STORE_CONNECTING, STORE_HANDSHAKE, STORE_READY };
+
+/* A command on the wire. Freed by its reply callback, which hiredis runs exactly once. */
+struct store_cmd {
+    struct tally_store *st;
+    tally_store_reply_cb *done;
+    void *arg;
+    uint64_t deadline; /* ms, monotonic */
+    const char *body;  /* an eval's borrowed arguments, to resend on NOSCRIPT; else NULL */
+    size_t len, nargs;
+    bool handshake;
+    TAILQ_ENTRY(store_cmd) link;
+};
+
+TAILQ_HEAD(store_cmd_list, store_cmd);
+
+struct tally_store {
+    struct event_base *base;
+    const struct tally_config *cfg;
+    const char *script;
+    size_t script_len;
+    char sha[41];
+    struct tally_metrics *metrics;
+    tally_store_state_cb *on_state;
+    void *arg;
+    redisAsyncContext *ac;      /* NULL while down; hiredis frees it, see on_connect */
+    enum store_state state;
+    unsigned attempts;          /* failed connects in a row, for the backoff */
+    bool ever_ready, warned;
+    struct store_cmd_list inflight; /* in send order; the head is the oldest */
+    struct event *retry_ev;     /* reconnect after backoff */
+    struct event *deadline_ev;  /* the connect deadline, then the head command's */
+    uint64_t connect_deadline;
+    struct tally_buf cmd;       /* scratch for building evals */
+};
+
+uint64_t tally_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void store_connect(struct tally_store *st);
+static void store_arm_deadline(struct tally_store *st);
+
+/* ---- State ---- */
+
+static void store_set_state(struct tally_store *st, enum store_state s)
+{
+    bool was = st->state == STORE_READY, is = s == STORE_READY;
+
+    st->state = s;
+    tally_gauge_set(&st->metrics->redis_up, is);
+    if (was != is && st->on_state != NULL)
+        st->on_state(st, is, st->arg);
+}
+
+static void store_schedule_retry(struct tally_store *st)
+{
+    unsigned shift = st->attempts < 6 ? st->attempts : 6;
+    uint64_t ms = (uint64_t)STORE_BACKOFF_MIN_MS << shift;
+    struct timeval tv;
+
+    if (ms > STORE_BACKOFF_MAX_MS)
+        ms = STORE_BACKOFF_MAX_MS;
+    /* +-20 % so that many collectors do not reconnect in step. */
+    ms = ms * (80 + arc4random_uniform(41)) / 100;
+    st->attempts++;
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    evtimer_add(st->retry_ev, &tv);
+}
+
+/* The context is gone (hiredis freed it, or is about to): forget it and try again later. */
+static void store_lost(struct tally_store *st, const char *why)
+{
+    st->ac = NULL;
+    if (st->state == STORE_READY || !st->warned) {
+        log_warn("redis connection lost: %s; reconnecting", why);
+        st->warned = true;
+    }
+    store_set_state(st, STORE_DOWN);
+    evtimer_del(st->deadline_ev);
+    store_schedule_retry(st);
+}
+
+/* Drop the connection from our side (deadline passed, handshake failed). Outside hiredis
+ * callbacks the free is immediate: pending replies run with NULL, then on_disconnect. */
+static void store_drop(struct tally_store *st, const char *why)
+{
+    redisAsyncContext *ac = st->ac;
+
+    if (ac == NULL)
+        return;
+    log_debug("dropping redis connection: %s", why);
+    if (st->state == STORE_CONNECTING) {
+        /* No disconnect callback follows a connect that never completed. */
+        ac->data = NULL;
+        redisAsyncFree(ac);
+        store_lost(st, why);
+        return;
+    }
+    redisAsyncFree(ac);
+}
+
+/* ---- Replies ---- */
+
+static void store_finish(struct store_cmd *c, int status, redisReply *reply)
+{
+    struct tally_store *st = c->st;
+
+    TAILQ_REMOVE(&st->inflight, c, link);
+    if (st->state != STORE_DOWN)
+        store_arm_deadline(st);
+    if (c->done != NULL)
+        c->done(status, reply, c->arg);
+    free(c);
+}
+
+static bool store_is_noscript(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+static int store_send_eval(struct tally_store *st, struct store_cmd *c, bool with_text);
+
+static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct store_cmd *c = privdata;
+    struct tally_store *st = c->st;
+    redisReply *reply = r;
+
+    (void)ac;
+    if (reply == NULL) {
+        tally_metric_add(&st->metrics->redis_errors, 1);
+        store_finish(c, TALLY_EUNKNOWN, NULL);
+        return;
+    }
+    tally_metric_add(&st->metrics->redis_roundtrips, 1);
+    if (reply->type == REDIS_REPLY_ERROR)
+        tally_metric_add(&st->metrics->redis_errors, 1);
+    if (c->body != NULL && store_is_noscript(reply)) {
+        /* The script cache was flushed: nothing ran. Send the text itself, once. */
+        TAILQ_REMOVE(&st->inflight, c, link);
+        c->deadline = tally_now_ms() + st->cfg->redis_timeout_ms;
+        if (store_send_eval(st, c, true) == 0)
+            return;
+        TAILQ_INSERT_HEAD(&st->inflight, c, link);
+        store_finish(c, TALLY_EUNAVAIL, NULL);
+        return;
+    }
+    store_finish(c, 0, reply);
+}
+
+/* ---- Deadlines ---- */
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct tally_store *st = arg;
+    struct store_cmd *head = TAILQ_FIRST(&st->inflight);
+    uint64_t now = tally_now_ms();
+
+    (void)fd;
+    (void)what;
+    if (st->state == STORE_CONNECTING || st->state == STORE_HANDSHAKE) {
+        if (now >= st->connect_deadline) {
+            tally_metric_add(&st->metrics->redis_timeouts, 1);
+            store_drop(st, "connect timed out");
+            return;
+        }
+    } else if (head != NULL && now >= head->deadline) {
+        tally_metric_add(&st->metrics->redis_timeouts, 1);
+        log_warn("redis did not answer within %u ms; dropping the connection",
+                 st->cfg->redis_timeout_ms);
+        store_drop(st, "command timed out");
+        return;
+    }
+    store_arm_deadline(st);
+}
+
+static void store_arm_deadline(struct tally_store *st)
+{
+    struct store_cmd *head = TAILQ_FIRST(&st->inflight);
+    uint64_t at = 0, now = tally_now_ms();
+    struct timeval tv;
+
+    if (st->state == STORE_CONNECTING || st->state == STORE_HANDSHAKE)
+        at = st->connect_deadline;
+    else if (head != NULL)
+        at = head->deadline;
+    if (at == 0) {
+        evtimer_del(st->deadline_ev);
+        return;
+    }
+    at = at > now ? at - now : 0;
+    tv.tv_sec = (time_t)(at / 1000);
+    tv.tv_usec = (suseconds_t)(at % 1000) * 1000;
+    evtimer_add(st->deadline_ev, &tv);
+}
+
+/* ---- Sending ---- */
+
+static struct store_cmd *store_cmd_new(struct tally_store *st, tally_store_reply_cb *done,
+                                       void *arg)
+{
+    struct store_cmd *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return NULL;
+    c->st = st;
+    c->done = done;
+    c->arg = arg;
+    c->deadline = tally_now_ms() + st->cfg->redis_timeout_ms;
+    return c;
+}
+
+static void store_track(struct tally_store *st, struct store_cmd *c)
+{
+    bool first = TAILQ_EMPTY(&st->inflight);
+
+    TAILQ_INSERT_TAIL(&st->inflight, c, link);
+    if (first)
+        store_arm_deadline(st);
+}
+
+static int store_send_argv(struct tally_store *st, struct store_cmd *c, int argc,
+                           const char **argv, const size_t *argvlen)
+{
+    if (st->ac == NULL ||
+        redisAsyncCommandArgv(st->ac, on_reply, c, argc, argv, argvlen) != REDIS_OK)
+        return TALLY_EUNAVAIL;
+    store_track(st, c);
+    return 0;
+}
+
+/* EVALSHA sha, or EVAL text, followed by C's body, as one RESP command. */
+static int store_send_eval(struct tally_store *st, struct store_cmd *c, bool with_text)
+{
+    struct tally_buf *b = &st->cmd;
+
+    tally_buf_reset(b);
+    tally_buf_add(b, "*", 1);
+    tally_buf_add_u64(b, c->nargs + 2);
+    tally_buf_add(b, "\r\n", 2);
+    if (with_text) {
+        tally_buf_add_bulk(b, "EVAL", 4);
+        tally_buf_add_bulk(b, st->script, st->script_len);
+    } else {
+        tally_buf_add_bulk(b, "EVALSHA", 7);
+        tally_buf_add_bulk(b, st->sha, 40);
+    }
+    tally_buf_add(b, c->body, c->len);
+    if (b->oom)
+        return TALLY_ENOMEM;
+    if (st->ac == NULL ||
+        redisAsyncFormattedCommand(st->ac, on_reply, c, b->data, b->len) != REDIS_OK)
+        return TALLY_EUNAVAIL;
+    store_track(st, c);
+    return 0;
+}
+
+int tally_store_eval(struct tally_store *st, const char *body, size_t len, size_t nargs,
+                     tally_store_reply_cb *done, void *arg)
+{
+    struct store_cmd *c;
+    int rc;
+
+    if (st->state != STORE_READY)
+        return TALLY_EUNAVAIL;
+    if ((c = store_cmd_new(st, done, arg)) == NULL)
+        return TALLY_ENOMEM;
+    c->body = body;
+    c->len = len;
+    c->nargs = nargs;
+    if ((rc = store_send_eval(st, c, false)) < 0)
+        free(c);
+    return rc;
+}
+
+int tally_store_command(struct tally_store *st, int argc, const char **argv,
+                        const size_t *argvlen, tally_store_reply_cb *done, void *arg)
+{
+    struct store_cmd *c;
+    int rc;
+
+    if (st->state != STORE_READY)
+        return TALLY_EUNAVAIL;
+    if ((c = store_cmd_new(st, done, arg)) == NULL)
+        return TALLY_ENOMEM;
+    if ((rc = store_send_argv(st, c, argc, argv, argvlen)) < 0)
+        free(c);
+    return rc;
+}
+
+bool tally_store_ready(const struct tally_store *st)
+{
+    return st->state == STORE_READY;
+}
+
+/* ---- Connecting and the handshake ---- */
+
+/* One handshake step answered. The last one (PING) makes the store ready. */
+static void on_handshake(int status, redisReply *reply, void *arg)
+{
+    struct tally_store *st = arg;
+    bool last = TAILQ_EMPTY(&st->inflight);
+
+    if (status < 0 || st->state != STORE_HANDSHAKE)
+        return; /* the connection is going away; on_disconnect takes it from here */
+    if (reply->type == REDIS_REPLY_ERROR) {
+        log_error("redis refused the handshake: %s", reply->str);
+        store_drop(st, "handshake failed");
+        return;
+    }
+    if (reply->type == REDIS_REPLY_STRING && reply->len == 40)
+        memcpy(st->sha, reply->str, 41);
+    if (!last)
+        return;
+    if (st->ever_ready)
+        tally_metric_add(&st->metrics->redis_reconnects, 1);
+    log_info("redis ready at %s", st->cfg->redis.is_unix ? st->cfg->redis.path
+                                                          : st->cfg->redis.addr.host);
+    st->ever_ready = true;
+    st->warned = false;
+    st->attempts = 0;
+    store_set_state(st, STORE_READY);
+    store_arm_deadline(st);
+}
+
+static void store_handshake_cmd(struct tally_store *st, int argc, const char **argv)
+{
+    size_t len[4];
+    struct store_cmd *c = store_cmd_new(st, on_handshake, st);
+
+    for (int i = 0; i < argc; i++)
+        len[i] = strlen(argv[i]);
+    if (c == NULL)
+        return;
+    c->handshake = true;
+    if (store_send_argv(st, c, argc, argv, len) < 0)
+        free(c);
+}
+
+static void store_handshake(struct tally_store *st)
+{
+    const struct tally_redis_target *r = &st->cfg->redis;
+    char db[12];
+    const char *auth[] = {"AUTH", r->username, r->password};
+    const char *sel[] = {"SELECT", db};
+    const char *load[] = {"SCRIPT", "LOAD", st->script};
+    const char *ping[] = {"PING"};
+
+    st->state = STORE_HANDSHAKE;
+    if (r->password[0] != '\0' && r->username[0] != '\0')
+        store_handshake_cmd(st, 3, auth);
+    else if (r->password[0] != '\0')
+        store_handshake_cmd(st, 2, (const char *[]){"AUTH", r->password});
+    if (r->db != 0) {
+        snprintf(db, sizeof(db), "%u", r->db);
+        store_handshake_cmd(st, 2, sel);
+    }
+    store_handshake_cmd(st, 3, load);
+    store_handshake_cmd(st, 1, ping);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct tally_store *st = ac->data;
+
+    if (st == NULL)
+        return; /* we dropped it while connecting */
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback; no disconnect callback follows. */
+        store_lost(st, ac->errstr);
+        return;
+    }
+    store_handshake(st);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct tally_store *st = ac->data;
+
+    (void)status;
+    if (st == NULL)
+        return; /* tally_store_free() is tearing down */
+    store_lost(st, ac->err != 0 ? ac->errstr : "closed");
+}
+
+static void store_connect(struct tally_store *st)
+{
+    const struct tally_redis_target *r = &st->cfg->redis;
+    redisAsyncContext *ac;
+
+    ac = r->is_unix ? redisAsyncConnectUnix(r->path)
+                    : redisAsyncConnect(r->addr.host, r->addr.port);
+    if (ac == NULL || ac->err != 0) {
+        if (!st->warned)
+            log_warn("cannot connect to redis: %s", ac != NULL ? ac->errstr : "out of memory");
+        st->warned = true;
+        if (ac != NULL)
+            redisAsyncFree(ac);
+        store_schedule_retry(st);
+        return;
+    }
+    ac->data = st;
+    st->ac = ac;
+    redisLibeventAttach(ac, st->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    st->state = STORE_CONNECTING;
+    st->connect_deadline = tally_now_ms() + st->cfg->redis_timeout_ms;
+    store_arm_deadline(st);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    store_connect(arg);
+}
+
+struct tally_store *tally_store_new(struct event_base *base, const struct tally_config *cfg,
+                                    const char *script, size_t script_len,
+                                    struct tally_metrics *metrics,
+                                    tally_store_state_cb *on_state, void *arg)
+{
+    struct tally_store *st = calloc(1, sizeof(*st));
+
+    if (st == NULL)
+        return NULL;
+    st->base = base;
+    st->cfg = cfg;
+    st->script = script;
+    st->script_len = script_len;
+    st->metrics = metrics;
+    st->on_state = on_state;
+    st->arg = arg;
+    TAILQ_INIT(&st->inflight);
+    tally_buf_init(&st->cmd);
+    st->retry_ev = evtimer_new(base, on_retry, st);
+    st->deadline_ev = evtimer_new(base, on_deadline, st);
+    if (st->retry_ev == NULL || st->deadline_ev == NULL) {
+        tally_store_free(st);
+        return NULL;
+    }
+    store_connect(st);
+    return st;
+}
+
+void tally_store_free(struct tally_store *st)
+{
+    if (st == NULL)
+        return;
+    st->on_state = NULL;
+    if (st->ac != NULL) {
+        /* The disconnect callback may still run from inside the free: it must not touch us. */
+        st->ac->data = NULL;
+        redisAsyncFree(st->ac);
+    }
+    if (st->retry_ev != NULL)
+        event_free(st->retry_ev);
+    if (st->deadline_ev != NULL)
+        event_free(st->deadline_ev);
+    tally_buf_release(&st->cmd);
+    free(st);
+}
