@@ -1,0 +1,70 @@
+/* query.h -- stats reads: which articles a request names, reading their counters from
+ * Redis, and the JSON the contract promises. Parsing and rendering are pure. */
+#ifndef TALLY_QUERY_H
+#define TALLY_QUERY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "tally/buf.h"
+#include "tally/ingest.h"
+
+struct tally_store;
+
+struct tally_stats {
+    int64_t views, visitors, shares, comments;
+    int64_t by_network[TALLY_NETWORKS];
+};
+
+struct tally_query;
+
+/* Runs exactly once per started query. STATUS 0: Q->stats hold the counters; else a
+ * negative TALLY_E* code (Redis unavailable or broken). */
+typedef void tally_query_done_cb(int status, struct tally_query *q, void *arg);
+
+/* A read of 1..TALLY_BATCH_MAX articles. */
+struct tally_query {
+    size_t n;
+    const char *id[TALLY_BATCH_MAX];
+    uint16_t len[TALLY_BATCH_MAX];
+    struct tally_stats stats[TALLY_BATCH_MAX];
+    size_t text_len;
+    char text[TALLY_BATCH_MAX * (TALLY_ARTICLE_MAX + 1)];
+    /* Private. */
+    const char *prefix;
+    size_t pending;
+    int status;
+    tally_query_done_cb *done;
+    void *arg;
+};
+
+/* Fill Q with the articles of GET /v1/stats?article=A&article=B (QUERY, LEN bytes): 1..100
+ * of them, decoded strictly, each a valid id, in order (repeats are kept). Other parameters
+ * are ignored. Returns 0 or TALLY_EINVAL with ERR filled. */
+int tally_query_parse_articles(struct tally_query *q, const char *query, size_t len,
+                               struct tally_error *err);
+
+/* Fill Q with the one article of a path tail (RAW, LEN bytes, percent-encoded; '/' may be
+ * encoded or not). Returns 0 or TALLY_EINVAL with ERR filled. */
+int tally_query_parse_path(struct tally_query *q, const char *raw, size_t len,
+                           struct tally_error *err);
+
+/* Read every article of Q from ST: Q stays borrowed until DONE. Returns 0 and later calls
+ * DONE, or a negative TALLY_E* code without calling it. */
+int tally_query_start(struct tally_query *q, struct tally_store *st, const char *prefix,
+                      tally_query_done_cb *done, void *arg);
+
+/* Fill S from a reply to HGETALL of an article's totals. Returns 0 or TALLY_EREDIS. */
+int tally_query_read_totals(const redisReply *r, struct tally_stats *s);
+
+/* {"article":..., "views":..., "visitors":..., "shares":..., "shares_by_network":{...},
+ *  "comments":...}: only networks with a non-zero count are listed. */
+void tally_query_render_one(struct tally_buf *out, const char *id, size_t len,
+                            const struct tally_stats *s);
+
+/* {"articles":[...]} in Q's order. */
+void tally_query_render_many(struct tally_buf *out, const struct tally_query *q);
+
+#endif

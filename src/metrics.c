@@ -1,0 +1,237 @@
+/* metrics.c -- per-thread counters and their Prometheus text rendering. */
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <cjson/cJSON.h>
+
+#include "tally/metrics.h"
+
+static const double metrics_bounds[TALLY_LATENCY_BUCKETS] = TALLY_LATENCY_BOUNDS;
+
+static const char *const metrics_outcomes[] = {
+#define X(name, text) text,
+    TALLY_OUTCOME_MAP(X)
+#undef X
+};
+static const char *const metrics_ignores[] = {
+#define X(name, text) text,
+    TALLY_IGNORE_MAP(X)
+#undef X
+};
+static const char *const metrics_rejects[] = {
+#define X(name, text) text,
+    TALLY_REJECT_MAP(X)
+#undef X
+};
+static const char *const metrics_routes[] = {
+#define X(name, text) text,
+    TALLY_ROUTE_MAP(X)
+#undef X
+};
+
+void tally_metrics_request(struct tally_metrics *m, enum tally_route route, int status,
+                           double seconds)
+{
+    int cls = status / 100 - 1;
+    size_t b = 0;
+
+    if (cls < 0 || cls >= TALLY_STATUS_CLASSES)
+        cls = TALLY_STATUS_CLASSES - 1;
+    tally_metric_add(&m->requests[route][cls], 1);
+    while (b < TALLY_LATENCY_BUCKETS && seconds > metrics_bounds[b])
+        b++;
+    tally_metric_add(&m->latency[route][b], 1);
+    tally_metric_add(&m->latency_sum_us[route], (uint64_t)(seconds * 1e6));
+}
+
+/* ---- Rendering ---- */
+
+static uint64_t metrics_sum(struct tally_metrics *const *m, size_t n, size_t offset)
+{
+    uint64_t v = 0;
+
+    for (size_t i = 0; i < n; i++)
+        v += atomic_load_explicit((_Atomic uint64_t *)((char *)m[i] + offset),
+                                  memory_order_relaxed);
+    return v;
+}
+
+static int64_t metrics_gauge(struct tally_metrics *const *m, size_t n, size_t offset)
+{
+    int64_t v = 0;
+
+    for (size_t i = 0; i < n; i++)
+        v += atomic_load_explicit((_Atomic int64_t *)((char *)m[i] + offset),
+                                  memory_order_relaxed);
+    return v;
+}
+
+#define SUM(field) metrics_sum(m, n, offsetof(struct tally_metrics, field))
+#define GAUGE(field) metrics_gauge(m, n, offsetof(struct tally_metrics, field))
+
+static void metrics_head(struct tally_buf *out, const char *name, const char *type,
+                         const char *help)
+{
+    char line[512];
+
+    snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    tally_buf_adds(out, line);
+}
+
+static void metrics_sample(struct tally_buf *out, const char *name, const char *labels,
+                           double v)
+{
+    char line[512];
+
+    snprintf(line, sizeof(line), "%s%s %.17g\n", name, labels, v);
+    tally_buf_adds(out, line);
+}
+
+static void metrics_events(struct tally_buf *out, struct tally_metrics *const *m, size_t n)
+{
+    char labels[128];
+
+    metrics_head(out, "tally_events_total", "counter",
+                 "Events received, by type and outcome (counted, ignored, rejected, failed).");
+    for (int t = 0; t < TALLY_EVENT_TYPES; t++)
+        for (int o = 0; o < TALLY_OUTCOMES; o++) {
+            snprintf(labels, sizeof(labels), "{type=\"%s\",outcome=\"%s\"}",
+                     tally_event_type_name((enum tally_event_type)t), metrics_outcomes[o]);
+            metrics_sample(out, "tally_events_total", labels, (double)SUM(events[t][o]));
+        }
+    metrics_head(out, "tally_events_ignored_total", "counter",
+                 "Valid events not counted on purpose, by reason.");
+    for (int r = 0; r < TALLY_IGNORES; r++) {
+        snprintf(labels, sizeof(labels), "{reason=\"%s\"}", metrics_ignores[r]);
+        metrics_sample(out, "tally_events_ignored_total", labels, (double)SUM(ignored[r]));
+    }
+    metrics_head(out, "tally_requests_rejected_total", "counter",
+                 "Ingest requests refused, by reason.");
+    for (int r = 0; r < TALLY_REJECTS; r++) {
+        snprintf(labels, sizeof(labels), "{reason=\"%s\"}", metrics_rejects[r]);
+        metrics_sample(out, "tally_requests_rejected_total", labels, (double)SUM(rejected[r]));
+    }
+}
+
+static void metrics_http(struct tally_buf *out, struct tally_metrics *const *m, size_t n)
+{
+    static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+    const char *h = "tally_http_request_duration_seconds";
+    char labels[128], name[128];
+
+    metrics_head(out, "tally_http_requests_total", "counter",
+                 "HTTP requests answered, by route and status class.");
+    for (int r = 0; r < TALLY_ROUTES; r++)
+        for (int c = 0; c < TALLY_STATUS_CLASSES; c++) {
+            snprintf(labels, sizeof(labels), "{route=\"%s\",code=\"%s\"}", metrics_routes[r],
+                     classes[c]);
+            metrics_sample(out, "tally_http_requests_total", labels,
+                           (double)SUM(requests[r][c]));
+        }
+    metrics_head(out, h, "histogram", "Time from request to answer, by route.");
+    for (int r = 0; r < TALLY_ROUTES; r++) {
+        uint64_t cum = 0;
+
+        for (int b = 0; b <= TALLY_LATENCY_BUCKETS; b++) {
+            cum += SUM(latency[r][b]);
+            if (b < TALLY_LATENCY_BUCKETS)
+                snprintf(labels, sizeof(labels), "{route=\"%s\",le=\"%g\"}", metrics_routes[r],
+                         metrics_bounds[b]);
+            else
+                snprintf(labels, sizeof(labels), "{route=\"%s\",le=\"+Inf\"}",
+                         metrics_routes[r]);
+            snprintf(name, sizeof(name), "%s_bucket", h);
+            metrics_sample(out, name, labels, (double)cum);
+        }
+        snprintf(labels, sizeof(labels), "{route=\"%s\"}", metrics_routes[r]);
+        snprintf(name, sizeof(name), "%s_sum", h);
+        metrics_sample(out, name, labels, (double)SUM(latency_sum_us[r]) / 1e6);
+        snprintf(name, sizeof(name), "%s_count", h);
+        metrics_sample(out, name, labels, (double)cum);
+    }
+}
+
+static void metrics_counter(struct tally_buf *out, const char *name, const char *help,
+                            double v)
+{
+    metrics_head(out, name, "counter", help);
+    metrics_sample(out, name, "", v);
+}
+
+static void metrics_gauge_line(struct tally_buf *out, const char *name, const char *help,
+                               double v)
+{
+    metrics_head(out, name, "gauge", help);
+    metrics_sample(out, name, "", v);
+}
+
+static void metrics_redis(struct tally_buf *out, struct tally_metrics *const *m, size_t n)
+{
+    metrics_counter(out, "tally_redis_roundtrips_total", "Replies received from Redis.",
+                    (double)SUM(redis_roundtrips));
+    metrics_counter(out, "tally_redis_errors_total", "Redis error replies and lost replies.",
+                    (double)SUM(redis_errors));
+    metrics_counter(out, "tally_redis_timeouts_total",
+                    "Redis connections dropped because a reply was late.",
+                    (double)SUM(redis_timeouts));
+    metrics_counter(out, "tally_redis_reconnects_total", "Redis connections re-established.",
+                    (double)SUM(redis_reconnects));
+    metrics_counter(out, "tally_redis_write_units_total",
+                    "Write units (atomic script calls) applied.", (double)SUM(redis_units));
+    metrics_counter(out, "tally_redis_write_unit_events_total",
+                    "Events carried by the applied write units.",
+                    (double)SUM(redis_unit_events));
+    metrics_counter(out, "tally_requests_indeterminate_total",
+                    "Requests closed without an answer because their write's outcome "
+                    "stayed unknown.",
+                    (double)SUM(indeterminate));
+    metrics_gauge_line(out, "tally_redis_up",
+                       "Worker threads whose Redis connection is ready.", (double)GAUGE(redis_up));
+    metrics_gauge_line(out, "tally_pending_events", "Events held while waiting for Redis.",
+                       (double)GAUGE(held_events));
+    metrics_gauge_line(out, "tally_pending_requests", "Requests held while waiting for Redis.",
+                       (double)GAUGE(held_requests));
+    metrics_gauge_line(out, "tally_http_connections", "Open HTTP connections.",
+                       (double)GAUGE(connections));
+}
+
+static void metrics_process(struct tally_buf *out, double start_time)
+{
+    struct rusage ru;
+    char labels[256];
+    long rss = 0, pages;
+    FILE *f = fopen("/proc/self/statm", "r");
+
+    if (f != NULL) {
+        if (fscanf(f, "%*s %ld", &pages) == 1)
+            rss = pages * sysconf(_SC_PAGESIZE);
+        fclose(f);
+    }
+    getrusage(RUSAGE_SELF, &ru);
+    metrics_counter(out, "process_cpu_seconds_total", "User and system CPU time spent.",
+                    (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                        (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6);
+    metrics_gauge_line(out, "process_resident_memory_bytes", "Resident memory size.",
+                       (double)rss);
+    metrics_gauge_line(out, "process_start_time_seconds",
+                       "Start time of the process since the Unix epoch.", start_time);
+    metrics_head(out, "tally_build_info", "gauge", "Versions tally was built with.");
+    snprintf(labels, sizeof(labels),
+             "{version=\"%s\",libevent=\"%s\",hiredis=\"%d.%d.%d\",cjson=\"%s\"}",
+             TALLY_VERSION, event_get_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
+             cJSON_Version());
+    metrics_sample(out, "tally_build_info", labels, 1);
+}
+
+void tally_metrics_render(struct tally_buf *out, struct tally_metrics *const *m, size_t n,
+                          double start_time)
+{
+    metrics_events(out, m, n);
+    metrics_http(out, m, n);
+    metrics_redis(out, m, n);
+    metrics_process(out, start_time);
+}

@@ -1,0 +1,214 @@
+/* query.c -- stats reads: parse which articles are asked for, read their totals and
+ * visitor estimates from Redis in one pipeline, render the contract's JSON. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tally/error.h"
+#include "tally/keys.h"
+#include "tally/query.h"
+#include "tally/store.h"
+#include "tally/uri.h"
+
+/* ---- Parsing ---- */
+
+static int query_add(struct tally_query *q, const char *raw, size_t len, unsigned flags,
+                     struct tally_error *err)
+{
+    char *dst = q->text + q->text_len;
+    long n;
+
+    if (q->n == TALLY_BATCH_MAX) {
+        err->code = "too_many_articles";
+        snprintf(err->message, sizeof(err->message), "article: at most %d per request",
+                 TALLY_BATCH_MAX);
+        return TALLY_EINVAL;
+    }
+    n = len <= TALLY_ARTICLE_MAX * 3 ? tally_uri_decode(raw, len, dst, TALLY_ARTICLE_MAX, flags)
+                                     : -1;
+    if (n < 0 || !tally_article_valid(dst, (size_t)n)) {
+        err->code = "invalid_article";
+        snprintf(err->message, sizeof(err->message),
+                 "article: 1-256 bytes of UTF-8, no whitespace or control characters");
+        return TALLY_EINVAL;
+    }
+    dst[n] = '\0';
+    q->id[q->n] = dst;
+    q->len[q->n++] = (uint16_t)n;
+    q->text_len += (size_t)n + 1;
+    return 0;
+}
+
+int tally_query_parse_articles(struct tally_query *q, const char *query, size_t len,
+                               struct tally_error *err)
+{
+    struct tally_query_iter it;
+    const char *k, *v;
+    size_t klen, vlen;
+    int rc;
+
+    q->n = q->text_len = 0;
+    tally_query_iter_init(&it, query, len);
+    while (tally_query_next(&it, &k, &klen, &v, &vlen)) {
+        if (!tally_query_key_is(k, klen, "article"))
+            continue;
+        if ((rc = query_add(q, v, vlen, TALLY_URI_PLUS_SPACE, err)) < 0)
+            return rc;
+    }
+    if (q->n == 0) {
+        err->code = "missing_article";
+        snprintf(err->message, sizeof(err->message), "article: give 1-%d article parameters",
+                 TALLY_BATCH_MAX);
+        return TALLY_EINVAL;
+    }
+    return 0;
+}
+
+int tally_query_parse_path(struct tally_query *q, const char *raw, size_t len,
+                           struct tally_error *err)
+{
+    q->n = q->text_len = 0;
+    return query_add(q, raw, len, 0, err);
+}
+
+/* ---- Reading Redis ---- */
+
+int tally_query_read_totals(const redisReply *r, struct tally_stats *s)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0)
+        return TALLY_EREDIS;
+    for (size_t i = 0; i < r->elements; i += 2) {
+        const redisReply *f = r->element[i], *v = r->element[i + 1];
+        int64_t n;
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            return TALLY_EREDIS;
+        n = strtoll(v->str, NULL, 10);
+        if (strcmp(f->str, "views") == 0)
+            s->views = n;
+        else if (strcmp(f->str, "shares") == 0)
+            s->shares = n;
+        else if (strcmp(f->str, "comments") == 0)
+            s->comments = n;
+        else if (strncmp(f->str, "share:", 6) == 0)
+            s->by_network[tally_network_from(f->str + 6, f->len - 6)] += n;
+    }
+    return 0;
+}
+
+/* Each command's reply slot: which article, and which of its reads. */
+struct query_slot {
+    struct tally_query *q;
+    size_t i;
+    char kind; /* 'a' totals, 'u' visitors */
+};
+
+static void query_settle(struct tally_query *q, int status)
+{
+    if (status < 0 && q->status == 0)
+        q->status = status;
+    if (--q->pending == 0)
+        q->done(q->status, q, q->arg);
+}
+
+static void on_read(int status, redisReply *reply, void *arg)
+{
+    struct query_slot *slot = arg;
+    struct tally_query *q = slot->q;
+    struct tally_stats *s = &q->stats[slot->i];
+
+    if (status == 0 && reply->type == REDIS_REPLY_ERROR)
+        status = TALLY_EREDIS;
+    else if (status == 0 && slot->kind == 'u')
+        s->visitors = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
+    else if (status == 0)
+        status = tally_query_read_totals(reply, s);
+    free(slot);
+    query_settle(q, status < 0 ? TALLY_EUNAVAIL : 0);
+}
+
+static int query_send(struct tally_query *q, struct tally_store *st, size_t i, char kind)
+{
+    char key[TALLY_KEY_MAX];
+    size_t klen = tally_key_article(key, sizeof(key), q->prefix, kind, q->id[i], q->len[i]);
+    const char *argv[2] = {kind == 'a' ? "HGETALL" : "PFCOUNT", key};
+    size_t argvlen[2] = {strlen(argv[0]), klen};
+    struct query_slot *slot = malloc(sizeof(*slot));
+    int rc;
+
+    if (slot == NULL)
+        return TALLY_ENOMEM;
+    *slot = (struct query_slot){.q = q, .i = i, .kind = kind};
+    q->pending++;
+    rc = tally_store_command(st, 2, argv, argvlen, on_read, slot);
+    if (rc < 0) {
+        q->pending--;
+        free(slot);
+    }
+    return rc;
+}
+
+int tally_query_start(struct tally_query *q, struct tally_store *st, const char *prefix,
+                      tally_query_done_cb *done, void *arg)
+{
+    int rc = 0;
+
+    memset(q->stats, 0, sizeof(q->stats[0]) * q->n);
+    q->prefix = prefix;
+    q->done = done;
+    q->arg = arg;
+    q->status = 0;
+    /* One extra count keeps DONE from running while commands are still being sent. */
+    q->pending = 1;
+    for (size_t i = 0; i < q->n && rc == 0; i++) {
+        rc = query_send(q, st, i, 'a');
+        if (rc == 0)
+            rc = query_send(q, st, i, 'u');
+    }
+    if (rc < 0 && q->pending == 1)
+        return rc; /* nothing was sent: DONE will not run */
+    query_settle(q, rc);
+    return 0;
+}
+
+/* ---- Rendering ---- */
+
+static void query_field(struct tally_buf *out, const char *name, int64_t v)
+{
+    tally_buf_adds(out, name);
+    tally_buf_add_i64(out, v);
+}
+
+void tally_query_render_one(struct tally_buf *out, const char *id, size_t len,
+                            const struct tally_stats *s)
+{
+    bool first = true;
+
+    tally_buf_adds(out, "{\"article\":");
+    tally_buf_add_json_str(out, id, len);
+    query_field(out, ",\"views\":", s->views);
+    query_field(out, ",\"visitors\":", s->visitors);
+    query_field(out, ",\"shares\":", s->shares);
+    tally_buf_adds(out, ",\"shares_by_network\":{");
+    for (int k = 0; k < TALLY_NETWORKS; k++) {
+        if (s->by_network[k] == 0)
+            continue;
+        tally_buf_adds(out, first ? "\"" : ",\"");
+        tally_buf_adds(out, tally_network_name((enum tally_network)k));
+        query_field(out, "\":", s->by_network[k]);
+        first = false;
+    }
+    query_field(out, "},\"comments\":", s->comments);
+    tally_buf_adds(out, "}");
+}
+
+void tally_query_render_many(struct tally_buf *out, const struct tally_query *q)
+{
+    tally_buf_adds(out, "{\"articles\":[");
+    for (size_t i = 0; i < q->n; i++) {
+        if (i > 0)
+            tally_buf_adds(out, ",");
+        tally_query_render_one(out, q->id[i], q->len[i], &q->stats[i]);
+    }
+    tally_buf_adds(out, "]}");
+}
