@@ -1,0 +1,65 @@
+/* assets.c -- the files tallyd serves from memory: tally.js and the demo pages. */
+#include <stdio.h>
+#include <string.h>
+
+#include "http.h"
+
+#define ASSET(name)                                                                                \
+    extern const unsigned char tally_asset_##name[];                                               \
+    extern const size_t tally_asset_##name##_len;
+ASSET(tally_js)
+ASSET(demo_article)
+ASSET(demo_list)
+ASSET(demo_css)
+#undef ASSET
+
+struct asset {
+    const char *path;
+    const char *ctype;
+    const unsigned char *data;
+    const size_t *len;
+    const char *cache;
+    bool demo; /* served only with --demo */
+};
+
+#define A(name) tally_asset_##name, &tally_asset_##name##_len
+static const struct asset assets[] = {
+    {"/tally.js", "text/javascript; charset=utf-8", A(tally_js), "public, max-age=86400", false},
+    {"/demo/", "text/html; charset=utf-8", A(demo_article), "no-cache", true},
+    {"/demo/list", "text/html; charset=utf-8", A(demo_list), "no-cache", true},
+    {"/demo/demo.css", "text/css; charset=utf-8", A(demo_css), "no-cache", true},
+};
+#undef A
+
+/* An asset's ETag: a hash of its bytes, which never change while the process runs. */
+static void asset_etag(const struct asset *a, char out[32])
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (size_t i = 0; i < *a->len; i++)
+        h = (h ^ a->data[i]) * 1099511628211ULL;
+    snprintf(out, 32, "\"%016llx\"", (unsigned long long)h);
+}
+
+void tally_route_asset(struct tally_http_req *h)
+{
+    const char *inm = tally_http_get(h, "If-None-Match");
+    char etag[32];
+
+    for (size_t i = 0; i < sizeof(assets) / sizeof(assets[0]); i++) {
+        const struct asset *a = &assets[i];
+
+        if (strcmp(h->path, a->path) != 0 || (a->demo && !h->w->cfg->demo))
+            continue;
+        asset_etag(a, etag);
+        tally_http_header(h, "ETag", etag);
+        tally_http_header(h, "Cache-Control", a->cache);
+        tally_http_header(h, "X-Content-Type-Options", "nosniff");
+        if (inm != NULL && strcmp(inm, etag) == 0)
+            tally_http_send(h, 304, NULL, NULL, 0);
+        else
+            tally_http_send(h, 200, a->ctype, a->data, *a->len);
+        return;
+    }
+    tally_http_send_error(h, 404, "not_found", "path: no such file");
+}

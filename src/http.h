@@ -1,0 +1,66 @@
+/* http.h -- what the route handlers and the HTTP server share (private to src/). */
+#ifndef TALLY_HTTP_H
+#define TALLY_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/http.h>
+
+#include "tally/metrics.h"
+#include "worker.h"
+
+/* One request being handled: the libevent request, its worker, its route for metrics, when
+ * it started, and the raw path and query of its URI. */
+struct tally_http_req {
+    struct evhttp_request *req;
+    struct tally_worker *w;
+    enum tally_route route;
+    uint64_t t0_us;
+    const char *path;   /* up to the '?', still percent-encoded; NUL-terminated copy */
+    size_t path_len;
+    const char *query;  /* after the '?', or "" */
+    size_t query_len;
+    const char *tail;   /* for prefix routes: the path after the prefix */
+    size_t tail_len;
+    bool v1;            /* under /v1/: CORS applies */
+};
+/* PATH, QUERY and TAIL live only while the handler runs: an asynchronous handler copies what
+ * it needs. */
+
+/* Send the answer: CODE, CTYPE (NULL: none) and LEN bytes of BODY; adds the CORS headers
+ * the request's Origin earns, records metrics, and frees the request (evhttp's rule: exactly
+ * one send per request). */
+void tally_http_send(struct tally_http_req *h, int code, const char *ctype, const void *body,
+                     size_t len);
+
+/* A JSON error body {"error":CODE,"message":MESSAGE} with status STATUS. */
+void tally_http_send_error(struct tally_http_req *h, int status, const char *code,
+                           const char *message);
+
+/* 503 with Retry-After (1-2 s, jittered so that clients do not retry in step). */
+void tally_http_send_unavailable(struct tally_http_req *h, const char *message);
+
+/* Add a response header. */
+void tally_http_header(struct tally_http_req *h, const char *name, const char *value);
+
+/* The request header NAME, or NULL. */
+const char *tally_http_get(struct tally_http_req *h, const char *name);
+
+/* Close the connection without an answer: for a write whose outcome is unknown. */
+void tally_http_abandon(struct tally_http_req *h);
+
+uint64_t tally_http_now_us(void);
+
+/* Route handlers (http_routes.c). */
+void tally_route_events(struct tally_http_req *h);
+void tally_route_pixel(struct tally_http_req *h);
+void tally_route_stats(struct tally_http_req *h);
+void tally_route_stats_one(struct tally_http_req *h);
+void tally_route_healthz(struct tally_http_req *h);
+void tally_route_readyz(struct tally_http_req *h);
+void tally_route_metrics(struct tally_http_req *h);
+void tally_route_asset(struct tally_http_req *h);
+
+#endif

@@ -1,0 +1,261 @@
+/* http_server.c -- each worker's evhttp: limits, the route table, CORS, and the reply
+ * helpers every handler answers through. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+
+#include "http.h"
+#include "tally/buf.h"
+#include "tally/log.h"
+
+#define HTTP_HEADERS_MAX 16384
+#define HTTP_TIMEOUT_S 30
+#define HTTP_PATH_MAX 4096
+
+enum http_methods {
+    M_GET = EVHTTP_REQ_GET | EVHTTP_REQ_HEAD,
+    M_POST = EVHTTP_REQ_POST,
+};
+
+struct http_route {
+    const char *path;
+    bool prefix; /* PATH is a prefix: the rest is the handler's "tail" */
+    unsigned methods;
+    enum tally_route metric;
+    void (*fn)(struct tally_http_req *h);
+};
+
+static const struct http_route http_routes[] = {
+    {"/v1/events", false, M_POST, TALLY_ROUTE_EVENTS, tally_route_events},
+    {"/v1/pixel.gif", false, M_GET, TALLY_ROUTE_PIXEL, tally_route_pixel},
+    {"/v1/stats", false, M_GET, TALLY_ROUTE_STATS, tally_route_stats},
+    {"/v1/stats/", true, M_GET, TALLY_ROUTE_STATS, tally_route_stats_one},
+    {"/healthz", false, M_GET, TALLY_ROUTE_HEALTH, tally_route_healthz},
+    {"/readyz", false, M_GET, TALLY_ROUTE_HEALTH, tally_route_readyz},
+    {"/metrics", false, M_GET, TALLY_ROUTE_METRICS, tally_route_metrics},
+    {"/tally.js", false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
+    {"/demo/", false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
+    {"/demo/", true, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
+};
+
+uint64_t tally_http_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ---- Replies ---- */
+
+const char *tally_http_get(struct tally_http_req *h, const char *name)
+{
+    return evhttp_find_header(evhttp_request_get_input_headers(h->req), name);
+}
+
+void tally_http_header(struct tally_http_req *h, const char *name, const char *value)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(h->req), name, value);
+}
+
+/* Browsers may read /v1/ answers from allowed origins: "*" when every origin is, else the
+ * origin echoed (never an unlisted one) with Vary: Origin. */
+static void http_cors(struct tally_http_req *h)
+{
+    const struct tally_config *cfg = h->w->cfg;
+    const char *origin;
+
+    if (!h->v1)
+        return;
+    if (cfg->any_origin) {
+        tally_http_header(h, "Access-Control-Allow-Origin", "*");
+        return;
+    }
+    tally_http_header(h, "Vary", "Origin");
+    origin = tally_http_get(h, "Origin");
+    if (origin != NULL && tally_config_origin_allowed(cfg, origin, strlen(origin)))
+        tally_http_header(h, "Access-Control-Allow-Origin", origin);
+}
+
+void tally_http_send(struct tally_http_req *h, int code, const char *ctype, const void *body,
+                     size_t len)
+{
+    double secs = (double)(tally_http_now_us() - h->t0_us) / 1e6;
+
+    if (ctype != NULL)
+        tally_http_header(h, "Content-Type", ctype);
+    http_cors(h);
+    if (h->w->draining)
+        tally_http_header(h, "Connection", "close");
+    if (len > 0)
+        evbuffer_add(evhttp_request_get_output_buffer(h->req), body, len);
+    tally_metrics_request(&h->w->metrics, h->route, code, secs);
+    evhttp_send_reply(h->req, code, NULL, NULL);
+}
+
+void tally_http_send_error(struct tally_http_req *h, int status, const char *code,
+                           const char *message)
+{
+    struct tally_buf *b = &h->w->out;
+
+    tally_buf_reset(b);
+    tally_buf_adds(b, "{\"error\":");
+    tally_buf_add_json_str(b, code, strlen(code));
+    tally_buf_adds(b, ",\"message\":");
+    tally_buf_add_json_str(b, message, strlen(message));
+    tally_buf_adds(b, "}\n");
+    tally_http_header(h, "Cache-Control", "no-store");
+    tally_http_send(h, status, "application/json", b->data, b->len);
+}
+
+void tally_http_send_unavailable(struct tally_http_req *h, const char *message)
+{
+    tally_http_header(h, "Retry-After", arc4random_uniform(2) ? "2" : "1");
+    tally_http_send_error(h, 503, "unavailable", message);
+}
+
+void tally_http_abandon(struct tally_http_req *h)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(h->req);
+
+    tally_metric_add(&h->w->metrics.indeterminate, 1);
+    if (evcon == NULL) {
+        /* The client is gone already: sending is how the request gets freed. */
+        evhttp_send_reply(h->req, 500, NULL, NULL);
+        return;
+    }
+    evhttp_connection_free(evcon);
+}
+
+/* ---- Dispatch ---- */
+
+/* More than one Content-Length, or one beside Transfer-Encoding: the framing is ambiguous,
+ * and libevent 2.1 would act on one of them (a smuggling vector). */
+static bool http_framing_ambiguous(struct evhttp_request *req)
+{
+    struct evkeyvalq *hdrs = evhttp_request_get_input_headers(req);
+    struct evkeyval *kv;
+    int cl = 0, te = 0;
+
+    for (kv = hdrs->tqh_first; kv != NULL; kv = kv->next.tqe_next) {
+        cl += strcasecmp(kv->key, "Content-Length") == 0;
+        te += strcasecmp(kv->key, "Transfer-Encoding") == 0;
+    }
+    return cl > 1 || te > 1 || (cl > 0 && te > 0);
+}
+
+static void http_preflight(struct tally_http_req *h)
+{
+    tally_http_header(h, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+    tally_http_header(h, "Access-Control-Allow-Headers",
+                      "Content-Type, Authorization, Idempotency-Key");
+    tally_http_header(h, "Access-Control-Max-Age", "7200");
+    tally_http_send(h, 204, NULL, NULL, 0);
+}
+
+static const struct http_route *http_find(const char *path, size_t len)
+{
+    for (size_t i = 0; i < sizeof(http_routes) / sizeof(http_routes[0]); i++) {
+        const struct http_route *r = &http_routes[i];
+        size_t n = strlen(r->path);
+
+        if (r->prefix ? len > n && memcmp(path, r->path, n) == 0
+                      : len == n && memcmp(path, r->path, n) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+static void http_dispatch(struct tally_http_req *h)
+{
+    const struct http_route *r = http_find(h->path, h->path_len);
+    enum evhttp_cmd_type method = evhttp_request_get_command(h->req);
+
+    if (r == NULL) {
+        tally_http_send_error(h, 404, "not_found", "path: no such endpoint");
+        return;
+    }
+    h->route = r->metric;
+    if (method == EVHTTP_REQ_OPTIONS && h->v1) {
+        http_preflight(h);
+        return;
+    }
+    if (((unsigned)method & r->methods) == 0) {
+        tally_http_header(h, "Allow", r->methods == M_POST ? "POST, OPTIONS" : "GET, HEAD");
+        tally_http_send_error(h, 405, "method_not_allowed", "method: not allowed here");
+        return;
+    }
+    if (r->prefix) {
+        h->tail = h->path + strlen(r->path);
+        h->tail_len = h->path_len - strlen(r->path);
+    }
+    r->fn(h);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct tally_http_req h = {.req = req, .w = arg, .route = TALLY_ROUTE_OTHER,
+                               .t0_us = tally_http_now_us(), .path = "", .query = ""};
+    const char *uri = evhttp_request_get_uri(req), *q;
+    char path[HTTP_PATH_MAX + 1];
+
+    q = strchr(uri, '?');
+    h.path_len = q != NULL ? (size_t)(q - uri) : strlen(uri);
+    if (h.path_len > HTTP_PATH_MAX || uri[0] != '/') {
+        tally_http_send_error(&h, 400, "invalid_uri", "uri: must be a path of at most 4096 bytes");
+        return;
+    }
+    memcpy(path, uri, h.path_len);
+    path[h.path_len] = '\0';
+    h.path = path;
+    h.v1 = strncmp(path, "/v1/", 4) == 0;
+    if (q != NULL) {
+        h.query = q + 1;
+        h.query_len = strlen(q + 1);
+    }
+    if (http_framing_ambiguous(req)) {
+        tally_http_header(&h, "Connection", "close");
+        tally_http_send_error(&h, 400, "ambiguous_framing",
+                              "headers: repeated or conflicting Content-Length/Transfer-Encoding");
+        return;
+    }
+    http_dispatch(&h);
+}
+
+/* ---- Setup ---- */
+
+int tally_http_setup(struct tally_worker *w, evutil_socket_t listener)
+{
+    struct evconnlistener *lst;
+
+    w->http = evhttp_new(w->base);
+    if (w->http == NULL)
+        return -1;
+    evhttp_set_max_body_size(w->http, TALLY_BODY_MAX);
+    evhttp_set_max_headers_size(w->http, HTTP_HEADERS_MAX);
+    evhttp_set_timeout(w->http, HTTP_TIMEOUT_S);
+    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_DELETE);
+    evhttp_set_default_content_type(w->http, "application/json");
+    evhttp_set_gencb(w->http, on_request, w);
+    lst = evconnlistener_new(w->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                             -1, listener);
+    if (lst == NULL)
+        return -1;
+    w->bound = evhttp_bind_listener(w->http, lst);
+    return w->bound != NULL ? 0 : -1;
+}
+
+void tally_http_stop_accepting(struct tally_worker *w)
+{
+    if (w->bound != NULL) {
+        evhttp_del_accept_socket(w->http, w->bound);
+        w->bound = NULL;
+    }
+}
