@@ -83,7 +83,7 @@ static const struct cfg_option cfg_options[] = {
     {"trust-proxy", cfg_parse_trust, CFG_FIELD(trust), NULL, "LIST", 0, 0, CFG_LATER,
      "proxy IPs/CIDRs whose X-Forwarded-For is believed"},
     {"view-window", cfg_parse_uint, CFG_FIELD(view_window), "1800", "S", 0, 86400, CFG_LATER,
-     "repeat views within S s not counted (0..86400, 0 = off)"},
+     "skip repeat views within S s (0..86400, 0 = off)"},
     {"redis-timeout", cfg_parse_uint, CFG_FIELD(redis_timeout_ms), "2000", "MS", 100, 60000, 0,
      "ms allowed to connect to Redis and for each command (100..60000)"},
     {"hold", cfg_parse_uint, CFG_FIELD(hold_ms), "1000", "MS", 0, 30000, 0,
