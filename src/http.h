@@ -48,6 +48,10 @@ void tally_http_header(struct tally_http_req *h, const char *name, const char *v
 /* The request header NAME, or NULL. */
 const char *tally_http_get(struct tally_http_req *h, const char *name);
 
+/* The client's address (16 bytes, IPv4-mapped): the peer, or with a trusted peer the hop
+ * that X-Forwarded-For names (see tally_client_addr()). */
+void tally_http_client(struct tally_http_req *h, uint8_t out[16]);
+
 /* Close the connection without an answer: for a write whose outcome is unknown. */
 void tally_http_abandon(struct tally_http_req *h);
 

@@ -8,11 +8,13 @@
 #include <event2/buffer.h>
 
 #include "http.h"
+#include "tally/bots.h"
 #include "tally/error.h"
 #include "tally/keys.h"
 #include "tally/log.h"
 #include "tally/query.h"
 #include "tally/store.h"
+#include "tally/visitor.h"
 #include "tally/writer.h"
 
 /* ---- Ingest: POST /v1/events and GET /v1/pixel.gif ---- */
@@ -26,7 +28,8 @@ struct ingest_call {
     uint32_t n_views;               /* views among the events to count */
     uint32_t ignored[TALLY_IGNORES]; /* known before writing (bots, prefetch) */
     char idem_key[TALLY_KEY_MAX];
-    struct tally_event ev[];         /* then the article text */
+    uint64_t *visitor;               /* N visitor ids, after the events */
+    struct tally_event ev[];         /* then the visitor ids, then the article text */
 };
 
 static const unsigned char ingest_gif[] = {
@@ -109,40 +112,60 @@ static void ingest_send_ok(struct tally_http_req *h, bool pixel, uint32_t accept
     tally_http_send(h, 200, "application/json", b->data, b->len);
 }
 
-/* Comment events need the bearer token: 403 when none is configured, 401 when it is wrong. */
-static int ingest_authorize(struct tally_http_req *h, const struct tally_batch *b)
+/* TEMPORARY until src/bots.c lands. */
+__attribute__((weak)) bool tally_bot_match(const char *ua, size_t len)
+{
+    (void)ua;
+    (void)len;
+    return false;
+}
+
+enum ingest_token { TOKEN_NONE_CONFIGURED, TOKEN_WRONG, TOKEN_OK };
+
+/* Does the request carry the configured bearer token? Compared in time independent of where
+ * the two differ. */
+static enum ingest_token ingest_token(struct tally_http_req *h)
 {
     const char *token = h->w->cfg->token, *auth;
     size_t tlen = strlen(token), alen;
     unsigned char diff = 0;
-    bool comments = false;
 
-    for (size_t i = 0; i < b->n; i++)
-        comments |= b->ev[i].type == TALLY_EVENT_COMMENT;
-    if (!comments)
-        return 0;
     if (tlen == 0)
-        return 403;
+        return TOKEN_NONE_CONFIGURED;
     auth = tally_http_get(h, "Authorization");
     if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
-        return 401;
+        return TOKEN_WRONG;
     auth += 7;
     alen = strlen(auth);
-    /* Compare in time independent of where they differ. */
     for (size_t i = 0; i < tlen; i++)
         diff |= (unsigned char)(token[i] ^ (i < alen ? auth[i] : 0));
-    return diff == 0 && alen == tlen ? 0 : 401;
+    return diff == 0 && alen == tlen ? TOKEN_OK : TOKEN_WRONG;
 }
 
-/* Requests the collector answers normally but does not count. */
+static bool ingest_has_comments(const struct tally_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        if (b->ev[i].type == TALLY_EVENT_COMMENT)
+            return true;
+    return false;
+}
+
+/* Why a browser's request is answered but not counted: a prefetch or prerender, or a bot,
+ * crawler or link preview. -1 when it counts. */
 static int ingest_ignore_reason(struct tally_http_req *h)
 {
-    const char *p = tally_http_get(h, "Sec-Purpose");
+    static const char *const purposes[] = {"Sec-Purpose", "Purpose", "X-Purpose", "X-Moz"};
+    const char *ua;
 
-    if (p == NULL)
-        p = tally_http_get(h, "Purpose");
-    if (p != NULL && strstr(p, "prefetch") != NULL)
-        return TALLY_IGNORE_PREFETCH;
+    for (size_t i = 0; i < sizeof(purposes) / sizeof(purposes[0]); i++) {
+        const char *p = tally_http_get(h, purposes[i]);
+
+        if (p != NULL && (strstr(p, "prefetch") != NULL || strstr(p, "preview") != NULL))
+            return TALLY_IGNORE_PREFETCH;
+    }
+    ua = tally_http_get(h, "User-Agent");
+    if (tally_bot_match(ua, ua != NULL ? strlen(ua) : 0))
+        return TALLY_IGNORE_BOT;
     return -1;
 }
 
@@ -192,7 +215,8 @@ static void on_written(int status, struct tally_write *wr, void *arg)
 static struct ingest_call *ingest_call_new(struct tally_http_req *h, const struct tally_batch *b,
                                            bool pixel)
 {
-    struct ingest_call *c = malloc(sizeof(*c) + b->n * sizeof(c->ev[0]) + b->text_len);
+    struct ingest_call *c = malloc(sizeof(*c) + b->n * (sizeof(c->ev[0]) + sizeof(uint64_t)) +
+                                   b->text_len);
     char *text;
 
     if (c == NULL)
@@ -201,7 +225,8 @@ static struct ingest_call *ingest_call_new(struct tally_http_req *h, const struc
     c->h = *h;
     c->h.path = c->h.query = c->h.tail = NULL;
     c->pixel = pixel;
-    text = (char *)&c->ev[b->n];
+    c->visitor = (uint64_t *)&c->ev[b->n];
+    text = (char *)&c->visitor[b->n];
     memcpy(text, b->text, b->text_len);
     for (size_t i = 0; i < b->n; i++) {
         c->ev[i] = b->ev[i];
@@ -213,6 +238,21 @@ static struct ingest_call *ingest_call_new(struct tally_http_req *h, const struc
     c->wr.done = on_written;
     c->wr.arg = c;
     return c;
+}
+
+/* Views carry who sent them, as an unsalted digest that never leaves memory; the writer turns
+ * it into per-article visitor ids under the day's salt. */
+static void ingest_visitor(struct tally_http_req *h, struct ingest_call *c)
+{
+    const char *ua = tally_http_get(h, "User-Agent");
+    uint8_t addr[16];
+
+    if (c->n_views == 0)
+        return;
+    tally_http_client(h, addr);
+    c->wr.has_digest = true;
+    c->wr.digest = tally_visitor_digest(addr, ua != NULL ? ua : "", ua != NULL ? strlen(ua) : 0);
+    c->wr.visitor = c->visitor;
 }
 
 /* The marker of an Idempotency-Key lives in the bucket of the request's first article, so
@@ -234,10 +274,13 @@ static void ingest_submit(struct tally_http_req *h, const struct tally_batch *b,
                           const char *idem)
 {
     struct tally_worker *w = h->w;
-    int why = ingest_ignore_reason(h), rc;
     uint32_t ignored[TALLY_IGNORES] = {0};
     struct ingest_call *c;
+    int why = -1, rc;
 
+    /* A server with the token speaks for itself: no bot or prefetch rules. */
+    if (ingest_token(h) != TOKEN_OK)
+        why = ingest_ignore_reason(h);
     if (why >= 0) {
         ignored[why] = (uint32_t)b->n;
         tally_metric_add(&w->metrics.ignored[why], b->n);
@@ -251,6 +294,7 @@ static void ingest_submit(struct tally_http_req *h, const struct tally_batch *b,
     }
     if (idem != NULL)
         ingest_idem_key(c, w->cfg->prefix, idem);
+    ingest_visitor(h, c);
     rc = tally_writer_submit(w->writer, &c->wr);
     if (rc < 0) {
         free(c);
@@ -296,7 +340,7 @@ static bool ingest_type_ok(const char *ctype)
 static bool ingest_admit(struct tally_http_req *h, const struct tally_batch *b, bool pixel)
 {
     const char *origin = tally_http_get(h, "Origin");
-    int auth;
+    enum ingest_token auth;
 
     if (origin != NULL &&
         !tally_config_origin_allowed(h->w->cfg, origin, strlen(origin))) {
@@ -305,11 +349,10 @@ static bool ingest_admit(struct tally_http_req *h, const struct tally_batch *b, 
                       "origin: not in --allowed-origins");
         return false;
     }
-    auth = ingest_authorize(h, b);
-    if (auth == 0)
+    if (!ingest_has_comments(b) || (auth = ingest_token(h)) == TOKEN_OK)
         return true;
     ingest_count(h->w, b, 0, TALLY_OUTCOME_REJECTED);
-    if (auth == 403)
+    if (auth == TOKEN_NONE_CONFIGURED)
         ingest_reject(h, pixel, 403, TALLY_REJECT_FORBIDDEN, "token_not_configured",
                       "authorization: comment events need a token, and none is configured");
     else

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
@@ -13,6 +15,7 @@
 #include "http.h"
 #include "tally/buf.h"
 #include "tally/log.h"
+#include "tally/visitor.h"
 
 #define HTTP_HEADERS_MAX 16384
 #define HTTP_TIMEOUT_S 30
@@ -118,6 +121,44 @@ void tally_http_send_unavailable(struct tally_http_req *h, const char *message)
 {
     tally_http_header(h, "Retry-After", arc4random_uniform(2) ? "2" : "1");
     tally_http_send_error(h, 503, "unavailable", message);
+}
+
+static void http_peer(struct evhttp_request *req, uint8_t out[16])
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    const struct sockaddr *sa = evcon != NULL ? evhttp_connection_get_addr(evcon) : NULL;
+
+    memset(out, 0, 16);
+    if (sa != NULL && sa->sa_family == AF_INET6) {
+        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    } else if (sa != NULL && sa->sa_family == AF_INET) {
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    }
+}
+
+void tally_http_client(struct tally_http_req *h, uint8_t out[16])
+{
+    struct evkeyvalq *hdrs = evhttp_request_get_input_headers(h->req);
+    struct tally_buf *b = &h->w->scratch;
+    struct evkeyval *kv;
+    uint8_t peer[16];
+
+    http_peer(h->req, peer);
+    if (h->w->cfg->n_trust == 0 || !tally_config_trusted(h->w->cfg, peer)) {
+        memcpy(out, peer, 16);
+        return;
+    }
+    /* Every X-Forwarded-For line, in order, is one list. */
+    tally_buf_reset(b);
+    for (kv = hdrs->tqh_first; kv != NULL; kv = kv->next.tqe_next) {
+        if (strcasecmp(kv->key, "X-Forwarded-For") != 0)
+            continue;
+        if (b->len > 0)
+            tally_buf_add(b, ",", 1);
+        tally_buf_adds(b, kv->value);
+    }
+    tally_client_addr(h->w->cfg, peer, b->len > 0 ? b->data : NULL, b->len, out);
 }
 
 void tally_http_abandon(struct tally_http_req *h)

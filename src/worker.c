@@ -8,6 +8,7 @@
 
 #include "tally/error.h"
 #include "tally/log.h"
+#include "tally/salt.h"
 #include "tally/store.h"
 #include "tally/writer.h"
 #include "worker.h"
@@ -24,6 +25,14 @@ static void on_store_state(struct tally_store *st, bool ready, void *arg)
 
     (void)st;
     if (ready && w->writer != NULL)
+        tally_writer_kick(w->writer);
+}
+
+static void on_salt(void *arg)
+{
+    struct tally_worker *w = arg;
+
+    if (w->writer != NULL)
         tally_writer_kick(w->writer);
 }
 
@@ -71,6 +80,7 @@ struct tally_worker *tally_worker_new(unsigned id, struct tally_server *server,
     w->server = server;
     w->cfg = server->cfg;
     tally_buf_init(&w->out);
+    tally_buf_init(&w->scratch);
     w->base = event_base_new();
     if (w->base == NULL || tally_http_setup(w, listener) < 0) {
         snprintf(err, errlen, "cannot set up the HTTP server of worker %u", id);
@@ -81,8 +91,10 @@ struct tally_worker *tally_worker_new(unsigned id, struct tally_server *server,
     }
     w->store = tally_store_new(w->base, w->cfg, (const char *)tally_asset_apply_lua,
                                tally_asset_apply_lua_len, &w->metrics, on_store_state, w);
-    w->writer = w->store != NULL ? tally_writer_new(w->base, w->store, w->cfg, &w->metrics)
-                                 : NULL;
+    w->salts = w->store != NULL ? tally_salts_new(w->store, w->cfg->prefix, on_salt, w) : NULL;
+    w->writer = w->salts != NULL
+                    ? tally_writer_new(w->base, w->store, w->salts, w->cfg, &w->metrics)
+                    : NULL;
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->drain_ev = event_new(w->base, -1, EV_PERSIST, on_drain, w);
     if (w->writer == NULL || w->stop_ev == NULL || w->drain_ev == NULL) {
@@ -101,6 +113,7 @@ void tally_worker_free(struct tally_worker *w)
      * whatever is held, before the HTTP server (and its requests) go. */
     tally_store_free(w->store);
     tally_writer_free(w->writer);
+    tally_salts_free(w->salts);
     if (w->http != NULL)
         evhttp_free(w->http);
     if (w->stop_ev != NULL)
@@ -110,6 +123,7 @@ void tally_worker_free(struct tally_worker *w)
     if (w->base != NULL)
         event_base_free(w->base);
     tally_buf_release(&w->out);
+    tally_buf_release(&w->scratch);
     free(w);
 }
 

@@ -35,10 +35,12 @@ struct tally_worker {
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct tally_store *store;
+    struct tally_salts *salts;
     struct tally_writer *writer;
     struct tally_metrics metrics;
     struct tally_batch batch;    /* scratch for parsing a request */
     struct tally_buf out;        /* scratch for building a reply */
+    struct tally_buf scratch;    /* scratch for joining headers */
     struct event *stop_ev;       /* activated from the main thread */
     struct event *drain_ev;      /* polls until nothing is held */
     uint64_t drain_deadline;     /* ms */

@@ -3,10 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tally/error.h"
 #include "tally/log.h"
 #include "tally/metrics.h"
+#include "tally/salt.h"
 #include "tally/store.h"
 #include "tally/writer.h"
 
@@ -25,6 +27,7 @@ enum unit_state {
 struct tally_writer {
     struct event_base *base;
     struct tally_store *store;
+    struct tally_salts *salts;
     const struct tally_config *cfg;
     struct tally_metrics *metrics;
     struct tally_agg agg;
@@ -146,6 +149,37 @@ static int writer_take(struct tally_writer *w)
     return 0;
 }
 
+/* Give the unit's views their visitor ids under today's salt. False while the salt is not
+ * known yet: the salts call back (and kick the writer) when it arrives. */
+static bool writer_visitors(struct tally_writer *w)
+{
+    uint8_t salt[TALLY_SALT_LEN];
+    bool need = false;
+
+    for (size_t i = 0; i < w->n_unit && !need; i++)
+        need = w->unit[i]->has_digest;
+    if (!need)
+        return true;
+    if (!tally_salts_get(w->salts, time(NULL), salt))
+        return false;
+    for (size_t i = 0; i < w->n_unit; i++) {
+        struct tally_write *wr = w->unit[i];
+
+        if (!wr->has_digest)
+            continue;
+        for (size_t j = 0; j < wr->req.n; j++) {
+            const struct tally_event *ev = &wr->req.ev[j];
+
+            wr->visitor[j] = ev->type != TALLY_EVENT_VIEW
+                                 ? 0
+                                 : tally_visitor_id(salt, wr->digest, ev->article,
+                                                    ev->article_len);
+        }
+        wr->req.visitor = wr->visitor;
+    }
+    return true;
+}
+
 static void writer_flush(struct tally_writer *w)
 {
     int rc;
@@ -159,6 +193,10 @@ static void writer_flush(struct tally_writer *w)
     if (TAILQ_EMPTY(&w->pending))
         return;
     rc = writer_take(w);
+    if (rc == 0 && !writer_visitors(w)) {
+        writer_requeue_unit(w);
+        return;
+    }
     snprintf(w->attempt, sizeof(w->attempt), "%s-%llu", w->nonce,
              (unsigned long long)++w->seq);
     if (rc == 0)
@@ -314,7 +352,7 @@ size_t tally_writer_held(const struct tally_writer *w)
 }
 
 struct tally_writer *tally_writer_new(struct event_base *base, struct tally_store *store,
-                                      const struct tally_config *cfg,
+                                      struct tally_salts *salts, const struct tally_config *cfg,
                                       struct tally_metrics *metrics)
 {
     struct tally_writer *w = calloc(1, sizeof(*w));
@@ -324,6 +362,7 @@ struct tally_writer *tally_writer_new(struct event_base *base, struct tally_stor
         return NULL;
     w->base = base;
     w->store = store;
+    w->salts = salts;
     w->cfg = cfg;
     w->metrics = metrics;
     TAILQ_INIT(&w->pending);

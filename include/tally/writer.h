@@ -18,6 +18,7 @@
 #include "tally/config.h"
 
 struct tally_writer;
+struct tally_salts;
 struct tally_store;
 struct tally_metrics;
 struct tally_write;
@@ -33,13 +34,17 @@ struct tally_write {
     struct tally_agg_req req;
     tally_write_done_cb *done;
     void *arg;
+    bool has_digest;              /* views carry visitor ids, from DIGEST at write time */
+    uint64_t digest;              /* the client's unsalted digest: memory only */
+    uint64_t *visitor;            /* room for req.n visitor ids, when HAS_DIGEST */
     uint64_t deadline;            /* ms: answer 503 if still not sent by then */
     TAILQ_ENTRY(tally_write) link; /* the writer's */
 };
 
-/* A writer for STORE on BASE. Everything is borrowed for its life. */
+/* A writer for STORE on BASE, taking visitor salts from SALTS. Everything is borrowed for its
+ * life. */
 struct tally_writer *tally_writer_new(struct event_base *base, struct tally_store *store,
-                                      const struct tally_config *cfg,
+                                      struct tally_salts *salts, const struct tally_config *cfg,
                                       struct tally_metrics *metrics);
 
 /* Answers every held write (not written: TALLY_EUNAVAIL; in flight: TALLY_EUNKNOWN), then

@@ -1,0 +1,31 @@
+/* salt.h -- the day's visitor salt, shared by every collector on one Redis.
+ *
+ * The first collector to need a day's salt creates it (SET NX, random, expiring after two
+ * days); every collector then reads the same one, so they agree on visitor ids. Each worker
+ * caches today's and tomorrow's salt and fetches tomorrow's during the last hour of a day. */
+#ifndef TALLY_SALT_H
+#define TALLY_SALT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "tally/visitor.h"
+
+#define TALLY_SALT_TTL 172800 /* seconds a salt is kept in Redis: two days, then ids are unlinkable */
+
+struct tally_salts;
+struct tally_store;
+
+/* Runs when a salt arrived, so that whoever waited for it can go on. */
+typedef void tally_salts_cb(void *arg);
+
+struct tally_salts *tally_salts_new(struct tally_store *st, const char *prefix,
+                                    tally_salts_cb *cb, void *arg);
+void tally_salts_free(struct tally_salts *s);
+
+/* The salt of the UTC day of NOW into OUT, when known: returns true. Otherwise asks Redis for
+ * it (one request at a time), returns false, and calls the callback when it arrives. */
+bool tally_salts_get(struct tally_salts *s, time_t now, uint8_t out[TALLY_SALT_LEN]);
+
+#endif
