@@ -1,5 +1,6 @@
-/* query.c -- stats reads: parse which articles are asked for, read their totals and
- * visitor estimates from Redis in one pipeline, render the contract's JSON. */
+/* query.c -- stats reads: parse which articles are asked for, read their totals (one hash
+ * per article, visitor estimate included) from Redis in one pipeline, render the contract's
+ * JSON. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,8 @@ int tally_query_read_totals(const redisReply *r, struct tally_stats *s)
         n = strtoll(v->str, NULL, 10);
         if (strcmp(f->str, "views") == 0)
             s->views = n;
+        else if (strcmp(f->str, "visitors") == 0)
+            s->visitors = n;
         else if (strcmp(f->str, "shares") == 0)
             s->shares = n;
         else if (strcmp(f->str, "comments") == 0)
@@ -96,11 +99,10 @@ int tally_query_read_totals(const redisReply *r, struct tally_stats *s)
     return 0;
 }
 
-/* Each command's reply slot: which article, and which of its reads. */
+/* Each command's reply slot: which article. */
 struct query_slot {
     struct tally_query *q;
     size_t i;
-    char kind; /* 'a' totals, 'u' visitors */
 };
 
 static void query_settle(struct tally_query *q, int status)
@@ -119,26 +121,24 @@ static void on_read(int status, redisReply *reply, void *arg)
 
     if (status == 0 && reply->type == REDIS_REPLY_ERROR)
         status = TALLY_EREDIS;
-    else if (status == 0 && slot->kind == 'u')
-        s->visitors = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
     else if (status == 0)
         status = tally_query_read_totals(reply, s);
     free(slot);
     query_settle(q, status < 0 ? TALLY_EUNAVAIL : 0);
 }
 
-static int query_send(struct tally_query *q, struct tally_store *st, size_t i, char kind)
+static int query_send(struct tally_query *q, struct tally_store *st, size_t i)
 {
     char key[TALLY_KEY_MAX];
-    size_t klen = tally_key_article(key, sizeof(key), q->prefix, kind, q->id[i], q->len[i]);
-    const char *argv[2] = {kind == 'a' ? "HGETALL" : "PFCOUNT", key};
-    size_t argvlen[2] = {strlen(argv[0]), klen};
+    size_t klen = tally_key_article(key, sizeof(key), q->prefix, 'a', q->id[i], q->len[i]);
+    const char *argv[2] = {"HGETALL", key};
+    size_t argvlen[2] = {7, klen};
     struct query_slot *slot = malloc(sizeof(*slot));
     int rc;
 
     if (slot == NULL)
         return TALLY_ENOMEM;
-    *slot = (struct query_slot){.q = q, .i = i, .kind = kind};
+    *slot = (struct query_slot){.q = q, .i = i};
     q->pending++;
     rc = tally_store_command(st, 2, argv, argvlen, on_read, slot);
     if (rc < 0) {
@@ -160,11 +160,8 @@ int tally_query_start(struct tally_query *q, struct tally_store *st, const char 
     q->status = 0;
     /* One extra count keeps DONE from running while commands are still being sent. */
     q->pending = 1;
-    for (size_t i = 0; i < q->n && rc == 0; i++) {
-        rc = query_send(q, st, i, 'a');
-        if (rc == 0)
-            rc = query_send(q, st, i, 'u');
-    }
+    for (size_t i = 0; i < q->n && rc == 0; i++)
+        rc = query_send(q, st, i);
     if (rc < 0 && q->pending == 1)
         return rc; /* nothing was sent: DONE will not run */
     query_settle(q, rc);

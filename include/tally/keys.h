@@ -4,14 +4,24 @@
  * article id (never the raw id: a hostile id such as "}x" must not split one article's keys
  * over several cluster slots), then a one-letter kind:
  *
- *   P{bb}a:<id>            HASH   totals: views, shares, comments, share:<network>
- *   P{bb}u:<id>            HLL    distinct visitors (daily-salted ids, so a visitor on two
- *                                 days counts twice)
- *   P{bb}w:<visitor>:<id>  STRING a recent view by that visitor (expires after --view-window)
- *   P{bb}i:<key-hash>      STRING an Idempotency-Key's first answer (24 h)
- *   P{bb}x:<attempt>       STRING a write unit's outcome, or "aborted" once fenced (10 min)
- *   Psalt:<YYYYMMDD>       STRING the day's visitor salt, shared by every collector
+ *   P{bb}a:<id>                 HASH   totals: views, visitors, shares, comments, share:<network>
+ *   P{bb}u:<id>                 HLL    distinct visitors, all time (daily-salted ids, so a
+ *                                      visitor on two days counts twice)
+ *   P{bb}v:<YYYYMMDD>:<id>      HLL    distinct visitors of a day (2 days)
+ *   P{bb}v:<YYYYMMDDHH>:<id>    HLL    distinct visitors of an hour (2 hours)
+ *   P{bb}h:<metric>:<YYYYMMDDHH> HASH  per article: the metric in that hour (9 days)
+ *   P{bb}d:<metric>:<YYYYMMDD>  ZSET   per article: the metric that day (405 days); the
+ *                                      bucket's top list of the day
+ *   P{bb}t:<metric>             ZSET   per article: the metric of all time; top list
+ *   P{bb}w:<id>:<slot>          HASH   visitor -> time of a counted view, per window-long
+ *                                      slot (2 windows)
+ *   P{bb}i:<Idempotency-Key>    STRING the key's first answer (24 h)
+ *   P{bb}x:<attempt>            STRING a write unit's outcome, or "aborted" once fenced
+ *                                      (10 min)
+ *   Psalt:<YYYYMMDD>            STRING the day's visitor salt, shared by every collector
+ *                                      (2 days)
  *
+ * metric is views, visitors, shares or comments. Days and hours are UTC, from Redis's clock.
  * bb is SipHash(article) mod TALLY_BUCKETS in two hex digits, so all keys of one article
  * share a slot, and buckets spread articles evenly over cluster masters. */
 #ifndef TALLY_KEYS_H

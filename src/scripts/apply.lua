@@ -1,5 +1,6 @@
--- apply.lua -- applies one write unit atomically: every counter of every event in it, the
--- repeat-view checks and the idempotency markers, or (fenced) nothing at all.
+-- apply.lua -- applies one write unit atomically: every counter of every event in it (totals,
+-- hourly and daily buckets, top lists, distinct visitors), the repeat-view checks and the
+-- idempotency markers; or, when fenced, nothing at all.
 --
 -- KEYS[1]  the unit's attempt marker. It holds this script's answer once applied, so a unit
 --          sent again after a lost connection is answered as the first time and counted
@@ -12,12 +13,15 @@
 --            ncomments delta...
 --            (tag is the bucket's two hex digits; with a window > 0 each visitor entry is a
 --            view to check for a repeat, else the views are in plain_views and the visitors
---            only feed the HyperLogLog)
+--            only feed the distinct-visitor estimates)
 -- Returns {"ok", seg...} or {"fenced"}; each seg is
 --   {first, accepted, bot, prefetch, repeat, repeat_index...}
 -- where first is 1 when applied now, 0 when an earlier answer is repeated, and each
 -- repeat_index is the 1-based position of a repeated view among the segment's visitors.
 -- All values were validated by the collector: nothing below can fail half-way.
+--
+-- Days and hours are Redis's (TIME, UTC), so every collector files an event in the same
+-- bucket. Keys of one article share its tag's slot: P{tag}kind:...
 
 local marker = redis.call('GET', KEYS[1])
 if marker then
@@ -27,11 +31,36 @@ if marker then
     return cjson.decode(marker)
 end
 
+local HOUR_TTL = 9 * 86400   -- hourly buckets: at least 8 days
+local DAY_TTL = 405 * 86400  -- daily buckets: at least 400 days
+local HLL_DAY_TTL = 2 * 86400
+local HLL_HOUR_TTL = 2 * 3600
+
 local P = ARGV[1]
 local window = tonumber(ARGV[2])
 local marker_ttl = tonumber(ARGV[3])
 local idem_ttl = tonumber(ARGV[4])
 local pos = 5
+
+-- The civil date of a day number (days since 1970-01-01), as YYYYMMDD (H. Hinnant's
+-- days_from_civil, inverted).
+local function ymd(days)
+    local z = days + 719468
+    local era = math.floor(z / 146097)
+    local doe = z - era * 146097
+    local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+                            - math.floor(doe / 146096)) / 365)
+    local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+    local mp = math.floor((5 * doy + 2) / 153)
+    local d = doy - math.floor((153 * mp + 2) / 5) + 1
+    local m = mp < 10 and mp + 3 or mp - 9
+    local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+    return string.format('%04d%02d%02d', y, m, d)
+end
+
+local now = tonumber(redis.call('TIME')[1])
+local DAY = ymd(math.floor(now / 86400))
+local HOUR = DAY .. string.format('%02d', math.floor((now % 86400) / 3600))
 
 local function take()
     local v = ARGV[pos]
@@ -39,14 +68,77 @@ local function take()
     return v
 end
 
-local function pfadd(key, list)
-    for i = 1, #list, 1000 do
-        redis.call('PFADD', key, unpack(list, i, math.min(i + 999, #list)))
+local expiring = {}
+local function expire(key, ttl)
+    if not expiring[key] then
+        expiring[key] = true
+        redis.call('EXPIRE', key, ttl, 'NX')
     end
 end
 
+-- Add N to METRIC of article ID in this hour's and day's buckets and the all-time top list.
+local function bump(kp, metric, id, n)
+    if n == 0 then
+        return
+    end
+    local d = kp .. 'd:' .. metric .. ':' .. DAY
+    local h = kp .. 'h:' .. metric .. ':' .. HOUR
+    redis.call('ZINCRBY', d, n, id)
+    expire(d, DAY_TTL)
+    redis.call('HINCRBY', h, id, n)
+    expire(h, HOUR_TTL)
+    redis.call('ZINCRBY', kp .. 't:' .. metric, n, id)
+end
+
+local function pfadd(key, list)
+    local changed = 0
+    for i = 1, #list, 1000 do
+        changed = changed + redis.call('PFADD', key, unpack(list, i, math.min(i + 999, #list)))
+    end
+    return changed > 0
+end
+
+-- Distinct visitors: all-time (the stats' "visitors"), per day and per hour. Each estimate
+-- is stored as a number where the series and top lists read it.
+local function visitors(kp, totals, id, list)
+    local u = kp .. 'u:' .. id
+    if pfadd(u, list) then
+        local c = redis.call('PFCOUNT', u)
+        redis.call('HSET', totals, 'visitors', c)
+        redis.call('ZADD', kp .. 't:visitors', c, id)
+    end
+    local vd = kp .. 'v:' .. DAY .. ':' .. id
+    if pfadd(vd, list) then
+        local d = kp .. 'd:visitors:' .. DAY
+        redis.call('ZADD', d, redis.call('PFCOUNT', vd), id)
+        expire(d, DAY_TTL)
+    end
+    expire(vd, HLL_DAY_TTL)
+    local vh = kp .. 'v:' .. HOUR .. ':' .. id
+    if pfadd(vh, list) then
+        local h = kp .. 'h:visitors:' .. HOUR
+        redis.call('HSET', h, id, redis.call('PFCOUNT', vh))
+        expire(h, HOUR_TTL)
+    end
+    expire(vh, HLL_HOUR_TTL)
+end
+
+-- Is V's view of the article a repeat within the window? Views are remembered in hashes
+-- per window-long slot; the current and the previous slot cover every view within a window.
+local function is_repeat(kp, id, v)
+    local slot = math.floor(now / window)
+    local cur = kp .. 'w:' .. id .. ':' .. slot
+    local seen = redis.call('HGET', cur, v) or redis.call('HGET', kp .. 'w:' .. id .. ':' .. (slot - 1), v)
+    if seen and now - tonumber(seen) < window then
+        return true
+    end
+    redis.call('HSET', cur, v, now)
+    expire(cur, 2 * window)
+    return false
+end
+
 -- Applies one article's record; returns the repeats found, appending their positions to REP
--- (numbered from BASE + 1).
+-- (numbered from BASE + 1), and the number of visitor entries.
 local function apply_article(rep, base)
     local tag = take()
     local id = take()
@@ -54,32 +146,38 @@ local function apply_article(rep, base)
     local totals = kp .. 'a:' .. id
     local views = tonumber(take())
     local nvis = tonumber(take())
-    local visitors = {}
+    local list = {}
     local repeats = 0
     for i = 1, nvis do
         local v = take()
-        visitors[i] = v
+        list[i] = v
         if window > 0 then
-            if redis.call('SET', kp .. 'w:' .. v .. ':' .. id, '1', 'NX', 'EX', window) then
-                views = views + 1
-            else
+            if is_repeat(kp, id, v) then
                 repeats = repeats + 1
                 rep[#rep + 1] = base + i
+            else
+                views = views + 1
             end
         end
     end
     if views > 0 then
         redis.call('HINCRBY', totals, 'views', views)
+        bump(kp, 'views', id, views)
     end
     if nvis > 0 then
-        pfadd(kp .. 'u:' .. id, visitors)
+        visitors(kp, totals, id, list)
     end
     local nshares = tonumber(take())
+    local shares = 0
     for _ = 1, nshares do
         local network = take()
         local n = tonumber(take())
-        redis.call('HINCRBY', totals, 'shares', n)
+        shares = shares + n
         redis.call('HINCRBY', totals, 'share:' .. network, n)
+    end
+    if shares > 0 then
+        redis.call('HINCRBY', totals, 'shares', shares)
+        bump(kp, 'shares', id, shares)
     end
     local ncomments = tonumber(take())
     if ncomments > 0 then
@@ -94,6 +192,7 @@ local function apply_article(rep, base)
         end
         if cur ~= start then
             redis.call('HSET', totals, 'comments', cur)
+            bump(kp, 'comments', id, cur - start)
         end
     end
     return repeats, nvis
