@@ -411,6 +411,8 @@ int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
         return TALLY_EREDIS;
     if (strcmp(reply->element[0]->str, "fenced") == 0)
         return TALLY_EFENCED;
+    if (strcmp(reply->element[0]->str, "ok") != 0)
+        return TALLY_EREDIS;
     for (size_t i = 0; i < n; i++) {
         reqs[i]->repeat = 0;
         reqs[i]->replayed = false;

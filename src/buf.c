@@ -22,12 +22,13 @@ static bool buf_reserve(struct tally_buf *b, size_t n)
 
     if (b->oom)
         return false;
-    if (b->len + n <= b->cap)
+    if (n <= b->cap - b->len)
         return true;
     cap = b->cap != 0 ? b->cap : 256;
-    while (cap < b->len + n)
+    /* A size no doubling reaches fails like any allocation, not by wrapping around. */
+    while (cap < b->len + n && cap <= SIZE_MAX / 2)
         cap *= 2;
-    p = realloc(b->data, cap);
+    p = n <= SIZE_MAX - b->len && cap >= b->len + n ? realloc(b->data, cap) : NULL;
     if (p == NULL) {
         b->oom = true;
         return false;

@@ -1,0 +1,1216 @@
+/* test_agg.c -- write units: the apply script's arguments built from requests, and its answer
+ * read back per request. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tally/agg.h"
+#include "tally/error.h"
+#include "tally/keys.h"
+
+#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+#define S(lit) lit, sizeof(lit) - 1
+
+/* ---- Reading the unit's RESP body back ---- */
+
+struct resp {
+    size_t n, cap;
+    const char **p;
+    size_t *len;
+};
+
+static void resp_push(struct resp *r, const char *p, size_t len)
+{
+    if (r->n == r->cap) {
+        r->cap = r->cap != 0 ? 2 * r->cap : 64;
+        r->p = realloc(r->p, r->cap * sizeof(*r->p));
+        r->len = realloc(r->len, r->cap * sizeof(*r->len));
+        assert_non_null(r->p);
+        assert_non_null(r->len);
+    }
+    r->p[r->n] = p;
+    r->len[r->n++] = len;
+}
+
+/* Split BODY into its bulk strings, asserting the framing is exactly "$<n>\r\n<n bytes>\r\n". */
+static void resp_read(struct resp *r, const char *body, size_t len)
+{
+    size_t i = 0;
+
+    r->n = 0;
+    while (i < len) {
+        size_t n = 0, digits = 0;
+
+        assert_int_equal(body[i++], '$');
+        while (i < len && body[i] >= '0' && body[i] <= '9') {
+            n = n * 10 + (size_t)(body[i++] - '0');
+            digits++;
+        }
+        assert_true(digits > 0 && (digits == 1 || body[i - digits] != '0'));
+        assert_true(len - i >= 2 && n <= len - i - 2 && len - i - 2 - n >= 2);
+        assert_memory_equal(body + i, "\r\n", 2);
+        resp_push(r, body + i + 2, n);
+        i += 2 + n;
+        assert_memory_equal(body + i, "\r\n", 2);
+        i += 2;
+    }
+}
+
+static void resp_free(struct resp *r)
+{
+    free(r->p);
+    free(r->len);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Walks the arguments, asserting each one. */
+struct cur {
+    const struct resp *r;
+    size_t i;
+};
+
+static void cur_bytes(struct cur *c, const char *want, size_t len)
+{
+    if (c->i >= c->r->n) {
+        print_error("argument %zu: missing, want '%.*s'\n", c->i, (int)len, want);
+        fail();
+    }
+    if (c->r->len[c->i] != len || memcmp(c->r->p[c->i], want, len) != 0) {
+        print_error("argument %zu: got '%.*s', want '%.*s'\n", c->i, (int)c->r->len[c->i],
+                    c->r->p[c->i], (int)len, want);
+        fail();
+    }
+    c->i++;
+}
+
+static void cur_str(struct cur *c, const char *want)
+{
+    cur_bytes(c, want, strlen(want));
+}
+
+static void cur_int(struct cur *c, long long v)
+{
+    char tmp[24];
+
+    snprintf(tmp, sizeof(tmp), "%lld", v);
+    cur_str(c, tmp);
+}
+
+static void cur_end(const struct cur *c)
+{
+    if (c->i != c->r->n) {
+        print_error("%zu arguments, want %zu\n", c->r->n, c->i);
+        fail();
+    }
+}
+
+/* ---- Building requests ---- */
+
+static struct tally_event ev_make(const char *id, enum tally_event_type type,
+                                  enum tally_network net, int delta)
+{
+    return (struct tally_event){.article = id,
+                                .article_len = (uint16_t)strlen(id),
+                                .type = (uint8_t)type,
+                                .network = (uint8_t)net,
+                                .delta = (int16_t)delta};
+}
+
+static struct tally_event ev_view(const char *id)
+{
+    return ev_make(id, TALLY_EVENT_VIEW, TALLY_NETWORK_OTHER, 1);
+}
+
+static struct tally_event ev_share(const char *id, enum tally_network net)
+{
+    return ev_make(id, TALLY_EVENT_SHARE, net, 1);
+}
+
+static struct tally_event ev_comment(const char *id, int delta)
+{
+    return ev_make(id, TALLY_EVENT_COMMENT, TALLY_NETWORK_OTHER, delta);
+}
+
+/* ---- Expectations ---- */
+
+static void bucket_hex(const char *id, size_t len, char out[3])
+{
+    snprintf(out, 3, "%02x", tally_key_bucket(id, len));
+}
+
+/* Split the comma-separated LIST into at most MAX items of up to 31 bytes. */
+static size_t split(const char *list, char items[][32], size_t max)
+{
+    size_t n = 0;
+
+    while (*list != '\0') {
+        size_t len = strcspn(list, ",");
+
+        assert_true(n < max && len < 32);
+        memcpy(items[n], list, len);
+        items[n++][len] = '\0';
+        list += len + (list[len] == ',');
+    }
+    return n;
+}
+
+/* One article record. VISITORS: hex visitor ids, SHARES: "network=count", DELTAS: integers,
+ * each a comma-separated list. */
+struct want_art {
+    const char *id;
+    long long views;
+    const char *visitors, *shares, *deltas;
+};
+
+static void expect_article(struct cur *c, const struct want_art *w)
+{
+    char items[64][32], tag[3], hex[17];
+    size_t n;
+
+    bucket_hex(w->id, strlen(w->id), tag);
+    cur_str(c, tag);
+    cur_str(c, w->id);
+    cur_int(c, w->views);
+    cur_int(c, (long long)(n = split(w->visitors, items, 64)));
+    for (size_t i = 0; i < n; i++) {
+        snprintf(hex, sizeof(hex), "%016llx", strtoull(items[i], NULL, 16));
+        cur_str(c, hex);
+    }
+    cur_int(c, (long long)(n = split(w->shares, items, 64)));
+    for (size_t i = 0; i < n; i++) {
+        char *eq = strchr(items[i], '=');
+
+        assert_non_null(eq);
+        *eq = '\0';
+        cur_str(c, items[i]);
+        cur_str(c, eq + 1);
+    }
+    cur_int(c, (long long)(n = split(w->deltas, items, 64)));
+    for (size_t i = 0; i < n; i++)
+        cur_str(c, items[i]);
+}
+
+static void expect_segment(struct cur *c, const char *idem, long long accepted, long long bot,
+                           long long prefetch, const struct want_art *arts, size_t n)
+{
+    cur_str(c, idem != NULL ? idem : "");
+    cur_int(c, accepted);
+    cur_int(c, bot);
+    cur_int(c, prefetch);
+    cur_int(c, (long long)n);
+    for (size_t i = 0; i < n; i++)
+        expect_article(c, &arts[i]);
+}
+
+/* "1", "P{bb}x:<attempt>" with bb the bucket of FIRST_ID, "P", window, 600, 86400. */
+static void expect_header(struct cur *c, const struct tally_agg *a, const char *first_id,
+                          const char *attempt)
+{
+    char key[TALLY_KEY_MAX], tag[3];
+
+    bucket_hex(first_id, strlen(first_id), tag);
+    snprintf(key, sizeof(key), "%s{%s}x:%s", a->prefix, tag, attempt);
+    cur_str(c, "1");
+    cur_str(c, key);
+    cur_str(c, a->prefix);
+    cur_int(c, a->window);
+    cur_str(c, "600");
+    cur_str(c, "86400");
+    assert_int_equal(a->attempt_len, strlen(key));
+    assert_string_equal(a->attempt_key, key);
+}
+
+/* Build the unit of REQS and split its body into R, checking the argument count. */
+static void agg_build_ok(struct tally_agg *a, struct tally_agg_req *const *reqs, size_t n,
+                         const char *attempt, struct resp *r, struct cur *c)
+{
+    assert_int_equal(tally_agg_build(a, reqs, n, attempt), 0);
+    assert_false(a->body.oom);
+    resp_read(r, a->body.data, a->body.len);
+    assert_int_equal(r->n, a->nargs);
+    *c = (struct cur){.r = r, .i = 0};
+}
+
+/* ---- Building units ---- */
+
+static void test_agg_writes_visitor_ids_as_sixteen_hex_digits(void **state)
+{
+    static const struct {
+        uint64_t v;
+        const char *want;
+    } cases[] = {
+        {0, "0000000000000000"},
+        {1, "0000000000000001"},
+        {0x0123456789abcdefULL, "0123456789abcdef"},
+        {0xfedcba9876543210ULL, "fedcba9876543210"},
+        {UINT64_MAX, "ffffffffffffffff"},
+    };
+    char out[17];
+
+    (void)state;
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        out[16] = '#';
+        tally_agg_visitor_hex(cases[i].v, out);
+        assert_memory_equal(out, cases[i].want, 16);
+        assert_int_equal(out[16], '#');
+    }
+}
+
+static void test_agg_frames_a_one_view_unit_exactly(void **state)
+{
+    static const char want[] = "$1\r\n1\r\n"
+                               "$16\r\ntally:{8c}x:n0-1\r\n"
+                               "$6\r\ntally:\r\n"
+                               "$4\r\n1800\r\n"
+                               "$3\r\n600\r\n"
+                               "$5\r\n86400\r\n"
+                               "$0\r\n\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n1\r\n"
+                               "$2\r\n8c\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n"
+                               "$1\r\n0\r\n";
+    struct tally_event ev[] = {ev_view("a")};
+    struct tally_agg_req r0 = {.ev = ev, .n = 1};
+    struct tally_agg_req *reqs[] = {&r0};
+    struct tally_agg a;
+
+    (void)state;
+    tally_agg_init(&a, "tally:", 1800);
+    assert_int_equal(tally_agg_build(&a, reqs, 1, "n0-1"), 0);
+    assert_int_equal(a.nargs, 17);
+    assert_int_equal(a.body.len, sizeof(want) - 1);
+    assert_memory_equal(a.body.data, want, sizeof(want) - 1);
+    tally_agg_release(&a);
+}
+
+static void test_agg_header_names_the_marker_key_and_settings(void **state)
+{
+    struct tally_event ev0[] = {ev_view("news/2025/kim-missiles"), ev_view("b")};
+    struct tally_event ev1[] = {ev_share("c", TALLY_NETWORK_EMAIL)};
+    struct tally_agg_req r0 = {.ev = ev0, .n = 2, .bot = 3, .prefetch = 1};
+    struct tally_agg_req r1 = {.ev = ev1, .n = 1, .bot = 2};
+    struct tally_agg_req *reqs[] = {&r0, &r1};
+    const struct want_art arts[] = {
+        {"news/2025/kim-missiles", 1, "", "", ""},
+        {"b", 1, "", "", ""},
+        {"c", 0, "", "email=1", ""},
+    };
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+
+    (void)state;
+    tally_agg_init(&a, "site7/", 0);
+    agg_build_ok(&a, reqs, 2, "abcdef0123456789-42", &r, &c);
+    expect_header(&c, &a, "news/2025/kim-missiles", "abcdef0123456789-42");
+    expect_segment(&c, NULL, 3, 5, 1, arts, N_ELEMS(arts));
+    cur_end(&c);
+    tally_agg_release(&a);
+    resp_free(&r);
+}
+
+static void test_agg_coalesces_views_of_one_article(void **state)
+{
+    struct tally_event ev[40], other[] = {ev_view("other")};
+    struct tally_agg_req rq[5];
+    struct tally_agg_req *reqs[5];
+    const struct want_art arts[] = {
+        {"hot", 40, "", "", ""},
+        {"other", 1, "", "", ""},
+    };
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+
+    (void)state;
+    for (size_t i = 0; i < 40; i++)
+        ev[i] = ev_view("hot");
+    /* 10 views in each of four requests, and one of another article between them. */
+    for (size_t i = 0; i < 5; i++) {
+        rq[i] = (struct tally_agg_req){.ev = &ev[10 * (i - (i > 2))], .n = 10};
+        reqs[i] = &rq[i];
+    }
+    rq[2] = (struct tally_agg_req){.ev = other, .n = 1};
+    tally_agg_init(&a, "tally:", 1800);
+    agg_build_ok(&a, reqs, 5, "u-1", &r, &c);
+    expect_header(&c, &a, "hot", "u-1");
+    expect_segment(&c, NULL, 41, 0, 0, arts, N_ELEMS(arts));
+    cur_end(&c);
+    tally_agg_release(&a);
+    resp_free(&r);
+}
+
+static void test_agg_counts_shares_per_network_in_contract_order(void **state)
+{
+    struct tally_event ev0[] = {
+        ev_share("a", TALLY_NETWORK_TWITTER), ev_share("a", TALLY_NETWORK_OTHER),
+        ev_share("b", TALLY_NETWORK_NATIVE),  ev_share("a", TALLY_NETWORK_TWITTER),
+        ev_share("a", TALLY_NETWORK_COPY),
+    };
+    struct tally_event ev1[] = {
+        ev_share("a", TALLY_NETWORK_FACEBOOK),
+        ev_share("a", TALLY_NETWORK_TWITTER),
+        ev_share("a", TALLY_NETWORK_OTHER),
+    };
+    struct tally_agg_req r0 = {.ev = ev0, .n = N_ELEMS(ev0)}, r1 = {.ev = ev1, .n = N_ELEMS(ev1)};
+    struct tally_agg_req *reqs[] = {&r0, &r1};
+    const struct want_art arts[] = {
+        {"a", 0, "", "facebook=1,twitter=3,copy=1,other=2", ""},
+        {"b", 0, "", "native=1", ""},
+    };
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+
+    (void)state;
+    tally_agg_init(&a, "tally:", 1800);
+    agg_build_ok(&a, reqs, 2, "u-1", &r, &c);
+    expect_header(&c, &a, "a", "u-1");
+    expect_segment(&c, NULL, 8, 0, 0, arts, N_ELEMS(arts));
+    cur_end(&c);
+    tally_agg_release(&a);
+    resp_free(&r);
+}
+
+static void test_agg_keeps_comment_deltas_in_arrival_order(void **state)
+{
+    struct tally_event ev0[] = {ev_comment("a", 5), ev_comment("b", 1), ev_comment("a", -1)};
+    struct tally_event ev1[] = {ev_comment("a", -1000), ev_view("b"), ev_comment("a", 1000),
+                                ev_comment("a", -1)};
+    struct tally_agg_req r0 = {.ev = ev0, .n = N_ELEMS(ev0)}, r1 = {.ev = ev1, .n = N_ELEMS(ev1)};
+    struct tally_agg_req *reqs[] = {&r0, &r1};
+    const struct want_art arts[] = {
+        {"a", 0, "", "", "5,-1,-1000,1000,-1"},
+        {"b", 1, "", "", "1"},
+    };
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+
+    (void)state;
+    tally_agg_init(&a, "tally:", 1800);
+    agg_build_ok(&a, reqs, 2, "u-1", &r, &c);
+    expect_header(&c, &a, "a", "u-1");
+    expect_segment(&c, NULL, 7, 0, 0, arts, N_ELEMS(arts));
+    cur_end(&c);
+    tally_agg_release(&a);
+    resp_free(&r);
+}
+
+/* With a window, a view with a visitor is checked by the script and is not in plain_views;
+ * without one, every view is plain and the visitors only feed the HyperLogLog. */
+static void test_agg_sends_visitors_in_arrival_order(void **state)
+{
+    static const struct {
+        uint32_t window;
+        long long views_a, views_b;
+    } cases[] = {{1800, 2, 0}, {1, 2, 0}, {0, 5, 2}};
+    struct tally_event ev0[] = {ev_view("a"),       ev_share("b", TALLY_NETWORK_REDDIT),
+                                ev_view("b"),       ev_view("a"),
+                                ev_comment("a", 2), ev_view("b")};
+    const uint64_t vis0[] = {0x11, 0xdead, 0xfedcba9876543210ULL, 0x13, 0xbeef, 0x11};
+    struct tally_event ev1[] = {ev_view("a"), ev_view("a")};
+    struct tally_event ev2[] = {ev_view("a")};
+    const uint64_t vis2[] = {0x21};
+    struct tally_agg_req r0 = {.ev = ev0, .n = N_ELEMS(ev0), .visitor = vis0};
+    struct tally_agg_req r1 = {.ev = ev1, .n = N_ELEMS(ev1)}; /* no visitor ids */
+    struct tally_agg_req r2 = {.ev = ev2, .n = N_ELEMS(ev2), .visitor = vis2};
+    struct tally_agg_req *reqs[] = {&r0, &r1, &r2};
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+
+    (void)state;
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        const struct want_art arts[] = {
+            {"a", cases[i].views_a, "11,13,21", "", "2"},
+            {"b", cases[i].views_b, "fedcba9876543210,11", "reddit=1", ""},
+        };
+
+        tally_agg_init(&a, "tally:", cases[i].window);
+        agg_build_ok(&a, reqs, 3, "u-1", &r, &c);
+        expect_header(&c, &a, "a", "u-1");
+        expect_segment(&c, NULL, 9, 0, 0, arts, N_ELEMS(arts));
+        cur_end(&c);
+        tally_agg_release(&a);
+    }
+    resp_free(&r);
+}
+
+static void test_agg_gives_each_keyed_request_its_own_segment(void **state)
+{
+    static const char idem_b[] = "tally:{8c}i:retry-1", idem_d[] = "tally:{8c}i:{x}";
+    struct tally_event eva[] = {ev_view("a"), ev_view("a")};
+    struct tally_event evb[] = {ev_view("a"), ev_share("b", TALLY_NETWORK_TWITTER), ev_view("a")};
+    struct tally_event evc[] = {ev_view("c"), ev_comment("a", -1)};
+    struct tally_event evd[] = {ev_view("a"), ev_view("a"), ev_view("a")};
+    const uint64_t visd[] = {1, 2, 3};
+    struct tally_agg_req ra = {.ev = eva, .n = 2, .bot = 1};
+    struct tally_agg_req rb = {
+        .ev = evb, .n = 3, .idem_key = idem_b, .idem_len = 19, .bot = 2, .prefetch = 1};
+    struct tally_agg_req rc = {.ev = evc, .n = 2, .prefetch = 3};
+    struct tally_agg_req rd = {
+        .ev = evd, .n = 3, .visitor = visd, .idem_key = idem_d, .idem_len = 15};
+    struct tally_agg_req *reqs[] = {&ra, &rb, &rc, &rd};
+    const struct want_art shared[] = {{"a", 2, "", "", "-1"}, {"c", 1, "", "", ""}};
+    const struct want_art keyed_b[] = {{"a", 2, "", "", ""}, {"b", 0, "", "twitter=1", ""}};
+    const struct want_art keyed_d[] = {{"a", 0, "1,2,3", "", ""}};
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+
+    (void)state;
+    tally_agg_init(&a, "tally:", 1800);
+    agg_build_ok(&a, reqs, 4, "u-7", &r, &c);
+    expect_header(&c, &a, "a", "u-7");
+    expect_segment(&c, NULL, 4, 1, 3, shared, N_ELEMS(shared));
+    expect_segment(&c, idem_b, 3, 2, 1, keyed_b, N_ELEMS(keyed_b));
+    expect_segment(&c, idem_d, 3, 0, 0, keyed_d, N_ELEMS(keyed_d));
+    cur_end(&c);
+
+    /* Only keyed requests: no shared segment; the marker follows the first request's article. */
+    reqs[0] = &rd;
+    reqs[1] = &rb;
+    agg_build_ok(&a, reqs, 2, "u-8", &r, &c);
+    expect_header(&c, &a, "a", "u-8");
+    expect_segment(&c, idem_d, 3, 0, 0, keyed_d, N_ELEMS(keyed_d));
+    expect_segment(&c, idem_b, 3, 2, 1, keyed_b, N_ELEMS(keyed_b));
+    cur_end(&c);
+    tally_agg_release(&a);
+    resp_free(&r);
+}
+
+static void test_agg_skips_requests_without_events(void **state)
+{
+    struct tally_event ev[] = {ev_view("z"), ev_view("y")};
+    struct tally_agg_req empty0 = {.ev = ev, .n = 0, .bot = 5, .prefetch = 5};
+    struct tally_agg_req empty1 = {
+        .ev = ev, .n = 0, .bot = 2, .idem_key = "tally:{00}i:k", .idem_len = 13};
+    struct tally_agg_req one = {.ev = ev + 1, .n = 1, .bot = 1};
+    struct tally_agg_req *reqs[] = {&empty0, &one, &empty1};
+    const struct want_art arts[] = {{"y", 1, "", "", ""}};
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+
+    (void)state;
+    tally_agg_init(&a, "tally:", 1800);
+    agg_build_ok(&a, reqs, 3, "u-1", &r, &c);
+    expect_header(&c, &a, "y", "u-1"); /* not "z": the empty request has no first event */
+    expect_segment(&c, NULL, 1, 1, 0, arts, N_ELEMS(arts));
+    cur_end(&c);
+    tally_agg_release(&a);
+    resp_free(&r);
+}
+
+static void test_agg_refuses_units_without_events(void **state)
+{
+    struct tally_event ev[] = {ev_view("a")};
+    struct tally_agg_req empty = {.ev = ev, .n = 0, .bot = 1};
+    struct tally_agg_req empty_keyed = {.ev = ev, .n = 0, .idem_key = "k", .idem_len = 1};
+    struct tally_agg_req *reqs[] = {&empty, &empty_keyed};
+    struct tally_agg a;
+
+    (void)state;
+    tally_agg_init(&a, "tally:", 1800);
+    assert_int_equal(tally_agg_build(&a, reqs, 0, "u-1"), TALLY_EINVAL);
+    assert_int_equal(tally_agg_build(&a, reqs, 1, "u-1"), TALLY_EINVAL);
+    assert_int_equal(tally_agg_build(&a, reqs, 2, "u-1"), TALLY_EINVAL);
+    tally_agg_release(&a);
+}
+
+static void test_agg_refuses_an_attempt_too_long_for_its_key(void **state)
+{
+    struct tally_event ev[] = {ev_view("a")};
+    struct tally_agg_req one = {.ev = ev, .n = 1};
+    struct tally_agg_req *reqs[] = {&one};
+    char attempt[200];
+    struct tally_agg a;
+
+    (void)state;
+    tally_agg_init(&a, "tally:", 0);
+    /* The marker key "tally:{8c}x:" + attempt must fit in 128 bytes with its NUL. */
+    memset(attempt, 'n', sizeof(attempt));
+    attempt[115] = '\0';
+    assert_int_equal(tally_agg_build(&a, reqs, 1, attempt), 0);
+    assert_int_equal(a.attempt_len, 127);
+    attempt[115] = 'n';
+    attempt[116] = '\0';
+    assert_int_equal(tally_agg_build(&a, reqs, 1, attempt), TALLY_EINVAL);
+    attempt[199] = '\0';
+    assert_int_equal(tally_agg_build(&a, reqs, 1, attempt), TALLY_EINVAL);
+    tally_agg_release(&a);
+}
+
+static void test_agg_reuses_its_scratch_between_units(void **state)
+{
+    struct tally_event ev0[] = {ev_view("a"), ev_comment("b", 3), ev_view("a")};
+    const uint64_t vis0[] = {7, 0, 8};
+    struct tally_event ev1[] = {ev_share("c", TALLY_NETWORK_TELEGRAM)};
+    struct tally_agg_req r0 = {.ev = ev0, .n = 3, .visitor = vis0};
+    struct tally_agg_req r1 = {.ev = ev1, .n = 1};
+    struct tally_agg_req *first[] = {&r0}, *second[] = {&r1};
+    const struct want_art arts[] = {{"c", 0, "", "telegram=1", ""}};
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+    char *copy;
+    size_t len;
+
+    (void)state;
+    tally_agg_init(&a, "tally:", 1800);
+    assert_int_equal(tally_agg_build(&a, first, 1, "u-1"), 0);
+    len = a.body.len;
+    copy = malloc(len);
+    assert_non_null(copy);
+    memcpy(copy, a.body.data, len);
+    agg_build_ok(&a, second, 1, "u-2", &r, &c);
+    expect_header(&c, &a, "c", "u-2");
+    expect_segment(&c, NULL, 1, 0, 0, arts, N_ELEMS(arts));
+    cur_end(&c);
+    /* Built again, the first unit is byte for byte what it was. */
+    assert_int_equal(tally_agg_build(&a, first, 1, "u-1"), 0);
+    assert_int_equal(a.body.len, len);
+    assert_memory_equal(a.body.data, copy, len);
+    free(copy);
+    tally_agg_release(&a);
+    resp_free(&r);
+}
+
+/* ---- Replies, written in a compact notation ---- */
+
+static redisReply *reply_new(int type)
+{
+    redisReply *r = calloc(1, sizeof(*r));
+
+    assert_non_null(r);
+    r->type = type;
+    return r;
+}
+
+static redisReply *reply_text(int type, const char *s, size_t len)
+{
+    redisReply *r = reply_new(type);
+
+    r->str = malloc(len + 1);
+    assert_non_null(r->str);
+    memcpy(r->str, s, len);
+    r->str[len] = '\0';
+    r->len = len;
+    return r;
+}
+
+static redisReply *reply_int(long long v)
+{
+    redisReply *r = reply_new(REDIS_REPLY_INTEGER);
+
+    r->integer = v;
+    return r;
+}
+
+static redisReply *reply_array(size_t n)
+{
+    redisReply *r = reply_new(REDIS_REPLY_ARRAY);
+
+    r->elements = n;
+    r->element = calloc(n != 0 ? n : 1, sizeof(*r->element));
+    assert_non_null(r->element);
+    return r;
+}
+
+/* "[...]" an array, "12" or "-1" an integer, "nil", "+word" a status, "!word" an error,
+ * any other word a bulk string. */
+static redisReply *reply_parse(const char **s)
+{
+    redisReply *items[64], *r;
+    size_t n = 0, len;
+
+    *s += strspn(*s, " ");
+    if (**s == '[') {
+        ++*s;
+        for (;;) {
+            *s += strspn(*s, " ");
+            if (**s == ']')
+                break;
+            assert_true(**s != '\0' && n < N_ELEMS(items));
+            items[n++] = reply_parse(s);
+        }
+        ++*s;
+        r = reply_array(n);
+        memcpy(r->element, items, n * sizeof(items[0]));
+        return r;
+    }
+    len = strcspn(*s, " ]");
+    assert_true(len > 0);
+    if (((*s)[0] >= '0' && (*s)[0] <= '9') || ((*s)[0] == '-' && len > 1))
+        r = reply_int(strtoll(*s, NULL, 10));
+    else if (len == 3 && memcmp(*s, "nil", 3) == 0)
+        r = reply_new(REDIS_REPLY_NIL);
+    else if ((*s)[0] == '+')
+        r = reply_text(REDIS_REPLY_STATUS, *s + 1, len - 1);
+    else if ((*s)[0] == '!')
+        r = reply_text(REDIS_REPLY_ERROR, *s + 1, len - 1);
+    else
+        r = reply_text(REDIS_REPLY_STRING, *s, len);
+    *s += len;
+    return r;
+}
+
+static redisReply *reply_of(const char *text)
+{
+    const char *s = text;
+    redisReply *r = reply_parse(&s);
+
+    assert_int_equal(s[strspn(s, " ")], '\0');
+    return r;
+}
+
+static int apply_text(struct tally_agg *a, const char *text, struct tally_agg_req *const *reqs,
+                      size_t n)
+{
+    redisReply *r = reply_of(text);
+    int rc = tally_agg_apply_reply(a, r, reqs, n);
+
+    freeReplyObject(r);
+    return rc;
+}
+
+/* The unit the reply tests answer. Shared visitors in emission order (per article, then in
+ * arrival order): x: 11 (R0), 13 (R0), 21 (R1); y: 12 (R0); z: 41 (R3). So repeat_index 1, 2
+ * and 4 are R0's, 3 is R1's, 5 is R3's. R2 is keyed. */
+struct reply_unit {
+    struct tally_event ev0[3], ev1[2], ev2[1], ev3[1];
+    uint64_t vis0[3], vis1[2], vis2[1], vis3[1];
+    struct tally_agg_req rq[4];
+    struct tally_agg_req *reqs[4];
+    struct tally_agg a;
+};
+
+static void reply_unit_build(struct reply_unit *u)
+{
+    static const char idem[] = "tally:{00}i:k2";
+    struct resp r = {0};
+    struct cur c;
+    const struct want_art shared[] = {
+        {"x", 0, "11,13,21", "", ""},
+        {"y", 0, "12", "whatsapp=1", ""},
+        {"z", 0, "41", "", ""},
+    };
+    const struct want_art keyed[] = {{"x", 0, "31", "", ""}};
+
+    u->ev0[0] = ev_view("x");
+    u->ev0[1] = ev_view("y");
+    u->ev0[2] = ev_view("x");
+    u->ev1[0] = ev_view("x");
+    u->ev1[1] = ev_share("y", TALLY_NETWORK_WHATSAPP);
+    u->ev2[0] = ev_view("x");
+    u->ev3[0] = ev_view("z");
+    u->vis0[0] = 0x11;
+    u->vis0[1] = 0x12;
+    u->vis0[2] = 0x13;
+    u->vis1[0] = 0x21;
+    u->vis1[1] = 0;
+    u->vis2[0] = 0x31;
+    u->vis3[0] = 0x41;
+    u->rq[0] = (struct tally_agg_req){.ev = u->ev0, .n = 3, .visitor = u->vis0};
+    u->rq[1] = (struct tally_agg_req){.ev = u->ev1, .n = 2, .visitor = u->vis1, .prefetch = 2};
+    u->rq[2] = (struct tally_agg_req){.ev = u->ev2,
+                                      .n = 1,
+                                      .visitor = u->vis2,
+                                      .idem_key = idem,
+                                      .idem_len = 14,
+                                      .bot = 1,
+                                      .prefetch = 2};
+    u->rq[3] = (struct tally_agg_req){.ev = u->ev3, .n = 1, .visitor = u->vis3, .bot = 4};
+    for (size_t i = 0; i < 4; i++)
+        u->reqs[i] = &u->rq[i];
+    tally_agg_init(&u->a, "tally:", 1800);
+    agg_build_ok(&u->a, u->reqs, 4, "u-1", &r, &c);
+    expect_header(&c, &u->a, "x", "u-1");
+    expect_segment(&c, NULL, 6, 4, 2, shared, N_ELEMS(shared));
+    expect_segment(&c, idem, 1, 1, 2, keyed, N_ELEMS(keyed));
+    cur_end(&c);
+    resp_free(&r);
+}
+
+struct answer {
+    uint32_t accepted, repeat, bot_out, prefetch_out;
+    bool replayed;
+};
+
+static void expect_answers(const struct reply_unit *u, const struct answer want[4])
+{
+    for (size_t i = 0; i < 4; i++) {
+        const struct tally_agg_req *q = &u->rq[i];
+
+        if (q->accepted != want[i].accepted || q->repeat != want[i].repeat ||
+            q->bot_out != want[i].bot_out || q->prefetch_out != want[i].prefetch_out ||
+            q->replayed != want[i].replayed) {
+            print_error("request %zu: got accepted %u repeat %u bot %u prefetch %u replayed %d, "
+                        "want %u %u %u %u %d\n",
+                        i, q->accepted, q->repeat, q->bot_out, q->prefetch_out, q->replayed,
+                        want[i].accepted, want[i].repeat, want[i].bot_out, want[i].prefetch_out,
+                        want[i].replayed);
+            fail();
+        }
+    }
+}
+
+static void test_agg_reads_an_answer_without_repeats(void **state)
+{
+    static const struct answer want[4] = {
+        {3, 0, 0, 0, false}, {2, 0, 0, 2, false}, {1, 0, 1, 2, false}, {1, 0, 4, 0, false}};
+    struct reply_unit u;
+
+    (void)state;
+    reply_unit_build(&u);
+    assert_int_equal(apply_text(&u.a, "[ok [1 7 4 2 0] [1 1 1 2 0]]", u.reqs, 4), 0);
+    expect_answers(&u, want);
+    /* The status form of "ok" reads the same. */
+    assert_int_equal(apply_text(&u.a, "[+ok [1 7 4 2 0] [1 1 1 2 0]]", u.reqs, 4), 0);
+    expect_answers(&u, want);
+    tally_agg_release(&u.a);
+}
+
+static void test_agg_attributes_repeats_to_their_requests(void **state)
+{
+    static const struct {
+        const char *reply;
+        struct answer want[4];
+    } cases[] = {
+        {"[ok [1 5 4 2 2 3 5] [1 1 1 2 0]]",
+         {{3, 0, 0, 0, false}, {1, 1, 0, 2, false}, {1, 0, 1, 2, false}, {0, 1, 4, 0, false}}},
+        {"[ok [1 4 4 2 3 1 2 4] [1 1 1 2 0]]",
+         {{0, 3, 0, 0, false}, {2, 0, 0, 2, false}, {1, 0, 1, 2, false}, {1, 0, 4, 0, false}}},
+        {"[ok [1 6 4 2 1 4] [1 0 1 2 1 1]]",
+         {{2, 1, 0, 0, false}, {2, 0, 0, 2, false}, {0, 1, 1, 2, false}, {1, 0, 4, 0, false}}},
+        {"[ok [1 2 4 2 5 1 2 3 4 5] [1 1 1 2 0]]",
+         {{0, 3, 0, 0, false}, {1, 1, 0, 2, false}, {1, 0, 1, 2, false}, {0, 1, 4, 0, false}}},
+    };
+    struct reply_unit u;
+
+    (void)state;
+    reply_unit_build(&u);
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        /* Applied twice: the second reading starts from nothing, it does not add up. */
+        assert_int_equal(apply_text(&u.a, cases[i].reply, u.reqs, 4), 0);
+        assert_int_equal(apply_text(&u.a, cases[i].reply, u.reqs, 4), 0);
+        expect_answers(&u, cases[i].want);
+    }
+    tally_agg_release(&u.a);
+}
+
+static void test_agg_reads_a_replayed_keyed_segment(void **state)
+{
+    static const struct answer want[4] = {
+        {3, 0, 0, 0, false}, {2, 0, 0, 2, false}, {0, 1, 3, 0, true}, {1, 0, 4, 0, false}};
+    struct reply_unit u;
+
+    (void)state;
+    reply_unit_build(&u);
+    /* The stored first answer: accepted 0, bot 3, prefetch 0, repeat 1; not this request's. */
+    assert_int_equal(apply_text(&u.a, "[ok [1 7 4 2 0] [0 0 3 0 1]]", u.reqs, 4), 0);
+    expect_answers(&u, want);
+    tally_agg_release(&u.a);
+}
+
+static void test_agg_reports_a_fenced_unit(void **state)
+{
+    static const char *const cases[] = {"[fenced]", "[+fenced]"};
+    struct reply_unit u;
+
+    (void)state;
+    reply_unit_build(&u);
+    for (size_t i = 0; i < N_ELEMS(cases); i++)
+        assert_int_equal(apply_text(&u.a, cases[i], u.reqs, 4), TALLY_EFENCED);
+    tally_agg_release(&u.a);
+}
+
+static void test_agg_rejects_replies_of_another_shape(void **state)
+{
+    static const char *const cases[] = {
+        "!NOSCRIPT",
+        "!ERR",
+        "5",
+        "nil",
+        "ok",
+        "+OK",
+        "[]",
+        "[1 [1 7 4 2 0] [1 1 1 2 0]]",
+        "[nil [1 7 4 2 0] [1 1 1 2 0]]",
+        "[[ok] [1 7 4 2 0] [1 1 1 2 0]]",
+        "[!ok [1 7 4 2 0] [1 1 1 2 0]]",
+        "[okay [1 7 4 2 0] [1 1 1 2 0]]",
+        "[fence [1 7 4 2 0] [1 1 1 2 0]]",
+        "[ok]",                                     /* both segments missing */
+        "[ok [1 7 4 2 0]]",                         /* the keyed segment missing */
+        "[ok [1 7 4 2 0] [1 1 1 2 0] [1 1 1 2 0]]", /* one segment too many */
+        "[ok [1 7 4 2 0] [1 1 1 2 0] 0]",
+        "[ok [1 7 4 2] [1 1 1 2 0]]", /* short segments */
+        "[ok [1 7 4 2 0] [1 1 1 2]]",
+        "[ok [] [1 1 1 2 0]]",
+        "[ok 1 [1 1 1 2 0]]", /* segments that are not arrays */
+        "[ok [1 7 4 2 0] nil]",
+        "[ok [1 7 4 2 0] ok]",
+        "[ok [1 7 4 2 x] [1 1 1 2 0]]", /* members that are not integers */
+        "[ok [1 7 4 2 0] [1 1 1 2 +0]]",
+        "[ok [1 7 4 2 0] [1 1 1 [2] 0]]",
+        "[ok [1 7 4 2 1 nil] [1 1 1 2 0]]",
+        "[ok [1 7 4 2 -1] [1 1 1 2 0]]", /* negative counts */
+        "[ok [1 7 4 2 0] [1 -1 1 2 0]]",
+        "[ok [1 7 4 2 1 0] [1 1 1 2 0]]", /* repeat_index out of range */
+        "[ok [1 7 4 2 1 6] [1 1 1 2 0]]",
+        "[ok [1 7 4 2 1 -5] [1 1 1 2 0]]",
+        "[ok [1 7 4 2 1 4294967297] [1 1 1 2 0]]",
+        "[ok [1 7 4 2 2 5 5] [1 1 1 2 0]]", /* more repeats than R3 has events */
+    };
+    struct reply_unit u;
+
+    (void)state;
+    reply_unit_build(&u);
+    assert_int_equal(tally_agg_apply_reply(&u.a, NULL, u.reqs, 4), TALLY_EREDIS);
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        int rc = apply_text(&u.a, cases[i], u.reqs, 4);
+
+        if (rc != TALLY_EREDIS) {
+            print_error("reply %s: got %d, want TALLY_EREDIS\n", cases[i], rc);
+            fail();
+        }
+    }
+    tally_agg_release(&u.a);
+}
+
+static void test_agg_reads_answers_of_units_without_a_shared_segment(void **state)
+{
+    struct tally_event ev[] = {ev_view("a")};
+    struct tally_agg_req r0 = {.ev = ev, .n = 1, .idem_key = "k0", .idem_len = 2};
+    struct tally_agg_req r1 = {.ev = ev, .n = 1, .idem_key = "k1", .idem_len = 2, .bot = 1};
+    struct tally_agg_req empty = {.ev = ev, .n = 0};
+    struct tally_agg_req *reqs[] = {&r0, &empty, &r1};
+    struct tally_agg a;
+
+    (void)state;
+    tally_agg_init(&a, "tally:", 0);
+    assert_int_equal(tally_agg_build(&a, reqs, 3, "u-1"), 0);
+    assert_int_equal(apply_text(&a, "[ok [1 1 0 0 0] [0 1 1 0 0]]", reqs, 3), 0);
+    assert_int_equal(r0.accepted, 1);
+    assert_false(r0.replayed);
+    assert_int_equal(r1.accepted, 1);
+    assert_int_equal(r1.bot_out, 1);
+    assert_true(r1.replayed);
+    /* No shared segment was sent, so none may come back. */
+    assert_int_equal(apply_text(&a, "[ok [1 0 0 0 0] [1 1 0 0 0] [1 1 1 0 0]]", reqs, 3),
+                     TALLY_EREDIS);
+    assert_int_equal(apply_text(&a, "[ok [1 1 0 0 0]]", reqs, 3), TALLY_EREDIS);
+    tally_agg_release(&a);
+}
+
+/* ---- Many requests against a brute-force count ---- */
+
+#define RAND_ARTICLES 3000
+#define RAND_REQUESTS 400
+#define RAND_EVENTS_MAX 40
+
+static uint64_t rand_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static uint32_t rand_below(uint64_t *s, uint32_t n)
+{
+    return (uint32_t)(rand_next(s) % n);
+}
+
+/* A comment delta: -1000..1000, never 0. */
+static int rand_delta(uint64_t *s)
+{
+    int d = (int)rand_below(s, 2001) - 1000;
+
+    return d != 0 ? d : 7;
+}
+
+struct rand_unit {
+    char ids[RAND_ARTICLES][24];
+    struct tally_event ev[RAND_REQUESTS * RAND_EVENTS_MAX];
+    uint32_t art[RAND_REQUESTS * RAND_EVENTS_MAX]; /* the article index of each event */
+    uint64_t vis[RAND_REQUESTS * RAND_EVENTS_MAX];
+    char idem[RAND_REQUESTS][32];
+    struct tally_agg_req rq[RAND_REQUESTS];
+    struct tally_agg_req *reqs[RAND_REQUESTS];
+    /* Brute force, per segment. */
+    uint32_t order[RAND_ARTICLES]; /* articles in order of first appearance */
+    int32_t seen[RAND_ARTICLES];
+    uint32_t vis_req[RAND_REQUESTS * RAND_EVENTS_MAX]; /* per emitted shared visitor */
+    size_t n_vis_req;
+};
+
+static void rand_fill(struct rand_unit *u, uint64_t seed)
+{
+    uint64_t s = seed;
+    size_t used = 0;
+
+    for (uint32_t i = 0; i < RAND_ARTICLES; i++)
+        snprintf(u->ids[i], sizeof(u->ids[i]), i % 7 == 0 ? "\xc3\xa9t\xc3\xa9/%u" : "art-%u", i);
+    for (uint32_t i = 0; i < RAND_REQUESTS; i++) {
+        struct tally_agg_req *q = &u->rq[i];
+        uint32_t roll = rand_below(&s, 100);
+
+        *q = (struct tally_agg_req){.ev = &u->ev[used],
+                                    .n = roll < 3 ? 0 : 1 + rand_below(&s, RAND_EVENTS_MAX),
+                                    .bot = rand_below(&s, 3),
+                                    .prefetch = rand_below(&s, 2)};
+        if (rand_below(&s, 2) == 0)
+            q->visitor = &u->vis[used];
+        if (rand_below(&s, 10) == 0) {
+            snprintf(u->idem[i], sizeof(u->idem[i]), "tally:{00}i:key-%u", i);
+            q->idem_key = u->idem[i];
+            q->idem_len = strlen(u->idem[i]);
+        }
+        for (size_t k = 0; k < q->n; k++, used++) {
+            uint32_t a = rand_below(&s, RAND_ARTICLES), t = rand_below(&s, 20);
+
+            u->art[used] = a;
+            u->vis[used] = rand_next(&s);
+            if (t < 12)
+                u->ev[used] = ev_view(u->ids[a]);
+            else if (t < 17)
+                u->ev[used] = ev_share(u->ids[a], (enum tally_network)rand_below(&s, 10));
+            else
+                u->ev[used] = ev_comment(u->ids[a], rand_delta(&s));
+        }
+        u->reqs[i] = q;
+    }
+}
+
+/* Is request Q in the segment for KEYED (NULL: the shared one)? */
+static bool rand_in_segment(const struct tally_agg_req *q, const struct tally_agg_req *keyed)
+{
+    if (q->n == 0)
+        return false;
+    return keyed != NULL ? q == keyed : q->idem_key == NULL;
+}
+
+/* The expected record of article A in the segment, from every event of its requests. */
+static void rand_expect_article(struct rand_unit *u, struct cur *c, uint32_t window,
+                                const struct tally_agg_req *keyed, uint32_t a)
+{
+    long long views = 0, shares[TALLY_NETWORKS] = {0}, n_vis = 0, n_deltas = 0, n_net = 0;
+    char tag[3], hex[17];
+
+    for (size_t i = 0; i < RAND_REQUESTS; i++) {
+        const struct tally_agg_req *q = &u->rq[i];
+
+        for (size_t k = 0; rand_in_segment(q, keyed) && k < q->n; k++) {
+            size_t e = (size_t)(q->ev - u->ev) + k;
+
+            if (u->art[e] != a)
+                continue;
+            if (q->ev[k].type == TALLY_EVENT_VIEW) {
+                views += q->visitor == NULL || window == 0;
+                n_vis += q->visitor != NULL;
+            } else if (q->ev[k].type == TALLY_EVENT_SHARE) {
+                n_net += shares[q->ev[k].network]++ == 0;
+            } else {
+                n_deltas++;
+            }
+        }
+    }
+    bucket_hex(u->ids[a], strlen(u->ids[a]), tag);
+    cur_str(c, tag);
+    cur_str(c, u->ids[a]);
+    cur_int(c, views);
+    cur_int(c, n_vis);
+    for (size_t i = 0; i < RAND_REQUESTS; i++) {
+        const struct tally_agg_req *q = &u->rq[i];
+
+        for (size_t k = 0; rand_in_segment(q, keyed) && q->visitor != NULL && k < q->n; k++) {
+            if (u->art[(size_t)(q->ev - u->ev) + k] != a || q->ev[k].type != TALLY_EVENT_VIEW)
+                continue;
+            snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)q->visitor[k]);
+            cur_str(c, hex);
+            if (keyed == NULL)
+                u->vis_req[u->n_vis_req++] = (uint32_t)i;
+        }
+    }
+    cur_int(c, n_net);
+    for (int k = 0; k < TALLY_NETWORKS; k++) {
+        if (shares[k] == 0)
+            continue;
+        cur_str(c, tally_network_name((enum tally_network)k));
+        cur_int(c, shares[k]);
+    }
+    cur_int(c, n_deltas);
+    for (size_t i = 0; i < RAND_REQUESTS; i++) {
+        const struct tally_agg_req *q = &u->rq[i];
+
+        for (size_t k = 0; rand_in_segment(q, keyed) && k < q->n; k++)
+            if (u->art[(size_t)(q->ev - u->ev) + k] == a && q->ev[k].type == TALLY_EVENT_COMMENT)
+                cur_int(c, q->ev[k].delta);
+    }
+}
+
+/* Check the segment of KEYED (NULL: the shared one); returns its number of articles. */
+static size_t rand_expect_segment(struct rand_unit *u, struct cur *c, uint32_t window,
+                                  const struct tally_agg_req *keyed)
+{
+    long long accepted = 0, bot = 0, prefetch = 0;
+    size_t n_art = 0;
+
+    memset(u->seen, 0, sizeof(u->seen));
+    for (size_t i = 0; i < RAND_REQUESTS; i++) {
+        const struct tally_agg_req *q = &u->rq[i];
+
+        if (!rand_in_segment(q, keyed))
+            continue;
+        accepted += (long long)q->n;
+        bot += q->bot;
+        prefetch += q->prefetch;
+        for (size_t k = 0; k < q->n; k++) {
+            uint32_t a = u->art[(size_t)(q->ev - u->ev) + k];
+
+            if (!u->seen[a]) {
+                u->seen[a] = 1;
+                u->order[n_art++] = a;
+            }
+        }
+    }
+    if (n_art == 0)
+        return 0;
+    cur_str(c, keyed != NULL ? keyed->idem_key : "");
+    cur_int(c, accepted);
+    cur_int(c, bot);
+    cur_int(c, prefetch);
+    cur_int(c, (long long)n_art);
+    for (size_t i = 0; i < n_art; i++)
+        rand_expect_article(u, c, window, keyed, u->order[i]);
+    return n_art;
+}
+
+/* Answer the unit with random repeats and check each request's reading of it. */
+static void rand_check_reply(struct rand_unit *u, struct tally_agg *a, uint64_t *s)
+{
+    uint32_t repeats[RAND_REQUESTS] = {0}, keyed[RAND_REQUESTS][5];
+    size_t n_seg = 1, n_rep = 0, next = 1; /* the shared segment always has requests here */
+    redisReply *r, *seg;
+
+    for (size_t i = 0; i < u->n_vis_req; i++)
+        n_rep += rand_below(s, 3) == 0;
+    for (size_t i = 0; i < RAND_REQUESTS; i++)
+        n_seg += u->rq[i].idem_key != NULL && u->rq[i].n > 0;
+    r = reply_array(1 + n_seg);
+    r->element[0] = reply_text(REDIS_REPLY_STRING, S("ok"));
+    seg = r->element[next++] = reply_array(5 + n_rep);
+    for (size_t i = 0; i < 5; i++)
+        seg->element[i] = reply_int(0);
+    for (size_t i = 0, j = 5; j < seg->elements; i++) {
+        if (rand_below(s, 3) != 0 && u->n_vis_req - i > seg->elements - j)
+            continue;
+        seg->element[j++] = reply_int((long long)i + 1);
+        repeats[u->vis_req[i]]++;
+    }
+    for (size_t i = 0; i < RAND_REQUESTS; i++) {
+        if (u->rq[i].idem_key == NULL || u->rq[i].n == 0)
+            continue;
+        seg = r->element[next++] = reply_array(5);
+        for (size_t k = 0; k < 5; k++) {
+            keyed[i][k] = rand_below(s, k == 0 ? 2 : 50);
+            seg->element[k] = reply_int(keyed[i][k]);
+        }
+    }
+    assert_int_equal(next, r->elements);
+    assert_int_equal(tally_agg_apply_reply(a, r, u->reqs, RAND_REQUESTS), 0);
+    freeReplyObject(r);
+    for (size_t i = 0; i < RAND_REQUESTS; i++) {
+        const struct tally_agg_req *q = &u->rq[i];
+
+        if (q->n == 0)
+            continue;
+        if (q->idem_key == NULL) {
+            assert_int_equal(q->repeat, repeats[i]);
+            assert_int_equal(q->accepted, q->n - repeats[i]);
+            assert_int_equal(q->bot_out, q->bot);
+            assert_int_equal(q->prefetch_out, q->prefetch);
+            assert_false(q->replayed);
+        } else {
+            assert_int_equal(q->replayed, keyed[i][0] == 0);
+            assert_int_equal(q->accepted, keyed[i][1]);
+            assert_int_equal(q->bot_out, keyed[i][2]);
+            assert_int_equal(q->prefetch_out, keyed[i][3]);
+            assert_int_equal(q->repeat, keyed[i][4]);
+        }
+    }
+}
+
+static void test_agg_matches_a_brute_force_count_of_many_requests(void **state)
+{
+    static const struct {
+        uint64_t seed;
+        uint32_t window;
+    } rounds[] = {{0x9e3779b97f4a7c15ULL, 1800}, {42, 0}, {0xdecafbad, 60}};
+    struct rand_unit *u = calloc(1, sizeof(*u));
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+    char attempt[32];
+
+    (void)state;
+    assert_non_null(u);
+    tally_agg_init(&a, "tally:", 0);
+    for (size_t round = 0; round < N_ELEMS(rounds); round++) {
+        uint64_t s = rounds[round].seed;
+        size_t first = 0, n_shared;
+
+        a.window = rounds[round].window;
+        rand_fill(u, rounds[round].seed);
+        snprintf(attempt, sizeof(attempt), "rand-%zu", round);
+        agg_build_ok(&a, u->reqs, RAND_REQUESTS, attempt, &r, &c);
+        while (u->rq[first].n == 0)
+            first++;
+        expect_header(&c, &a, u->rq[first].ev[0].article, attempt);
+        u->n_vis_req = 0;
+        n_shared = rand_expect_segment(u, &c, a.window, NULL);
+        assert_true(n_shared > 1024); /* the table rehashed, more than once */
+        for (size_t i = 0; i < RAND_REQUESTS; i++)
+            if (u->rq[i].idem_key != NULL && u->rq[i].n > 0)
+                assert_true(rand_expect_segment(u, &c, a.window, &u->rq[i]) > 0);
+        cur_end(&c);
+        rand_check_reply(u, &a, &s);
+    }
+    tally_agg_release(&a);
+    resp_free(&r);
+    free(u);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_agg_writes_visitor_ids_as_sixteen_hex_digits),
+        cmocka_unit_test(test_agg_frames_a_one_view_unit_exactly),
+        cmocka_unit_test(test_agg_header_names_the_marker_key_and_settings),
+        cmocka_unit_test(test_agg_coalesces_views_of_one_article),
+        cmocka_unit_test(test_agg_counts_shares_per_network_in_contract_order),
+        cmocka_unit_test(test_agg_keeps_comment_deltas_in_arrival_order),
+        cmocka_unit_test(test_agg_sends_visitors_in_arrival_order),
+        cmocka_unit_test(test_agg_gives_each_keyed_request_its_own_segment),
+        cmocka_unit_test(test_agg_skips_requests_without_events),
+        cmocka_unit_test(test_agg_refuses_units_without_events),
+        cmocka_unit_test(test_agg_refuses_an_attempt_too_long_for_its_key),
+        cmocka_unit_test(test_agg_reuses_its_scratch_between_units),
+        cmocka_unit_test(test_agg_reads_an_answer_without_repeats),
+        cmocka_unit_test(test_agg_attributes_repeats_to_their_requests),
+        cmocka_unit_test(test_agg_reads_a_replayed_keyed_segment),
+        cmocka_unit_test(test_agg_reports_a_fenced_unit),
+        cmocka_unit_test(test_agg_rejects_replies_of_another_shape),
+        cmocka_unit_test(test_agg_reads_answers_of_units_without_a_shared_segment),
+        cmocka_unit_test(test_agg_matches_a_brute_force_count_of_many_requests),
+    };
+
+    return cmocka_run_group_tests_name("agg", tests, NULL, NULL);
+}
