@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tally/error.h"
+#include "tally/fanout.h"
 #include "tally/keys.h"
 #include "tally/query.h"
 #include "tally/store.h"
@@ -99,73 +100,39 @@ int tally_query_read_totals(const redisReply *r, struct tally_stats *s)
     return 0;
 }
 
-/* Each command's reply slot: which article. */
-struct query_slot {
-    struct tally_query *q;
-    size_t i;
-};
-
-static void query_settle(struct tally_query *q, int status)
+static int on_totals(struct tally_fanout *f, size_t i, const redisReply *reply)
 {
-    if (status < 0 && q->status == 0)
-        q->status = status;
-    if (--q->pending == 0)
-        q->done(q->status, q, q->arg);
+    struct tally_query *q = f->arg;
+
+    return tally_query_read_totals(reply, &q->stats[i]);
 }
 
-static void on_read(int status, redisReply *reply, void *arg)
+static void on_totals_done(struct tally_fanout *f, int status)
 {
-    struct query_slot *slot = arg;
-    struct tally_query *q = slot->q;
-    struct tally_stats *s = &q->stats[slot->i];
+    struct tally_query *q = f->arg;
 
-    if (status == 0 && reply->type == REDIS_REPLY_ERROR)
-        status = TALLY_EREDIS;
-    else if (status == 0)
-        status = tally_query_read_totals(reply, s);
-    free(slot);
-    query_settle(q, status < 0 ? TALLY_EUNAVAIL : 0);
-}
-
-static int query_send(struct tally_query *q, struct tally_store *st, size_t i)
-{
-    char key[TALLY_KEY_MAX];
-    size_t klen = tally_key_article(key, sizeof(key), q->prefix, 'a', q->id[i], q->len[i]);
-    const char *argv[2] = {"HGETALL", key};
-    size_t argvlen[2] = {7, klen};
-    struct query_slot *slot = malloc(sizeof(*slot));
-    int rc;
-
-    if (slot == NULL)
-        return TALLY_ENOMEM;
-    *slot = (struct query_slot){.q = q, .i = i};
-    q->pending++;
-    rc = tally_store_command(st, 2, argv, argvlen, on_read, slot);
-    if (rc < 0) {
-        q->pending--;
-        free(slot);
-    }
-    return rc;
+    q->done(status, q, q->arg);
 }
 
 int tally_query_start(struct tally_query *q, struct tally_store *st, const char *prefix,
                       tally_query_done_cb *done, void *arg)
 {
-    int rc = 0;
+    int rc = tally_fanout_init(&q->fan, q->n, on_totals, on_totals_done, q);
 
+    if (rc < 0)
+        return rc;
     memset(q->stats, 0, sizeof(q->stats[0]) * q->n);
-    q->prefix = prefix;
     q->done = done;
     q->arg = arg;
-    q->status = 0;
-    /* One extra count keeps DONE from running while commands are still being sent. */
-    q->pending = 1;
-    for (size_t i = 0; i < q->n && rc == 0; i++)
-        rc = query_send(q, st, i);
-    if (rc < 0 && q->pending == 1)
-        return rc; /* nothing was sent: DONE will not run */
-    query_settle(q, rc);
-    return 0;
+    for (size_t i = 0; i < q->n && rc == 0; i++) {
+        char key[TALLY_KEY_MAX];
+        size_t klen = tally_key_article(key, sizeof(key), prefix, 'a', q->id[i], q->len[i]);
+        const char *argv[2] = {"HGETALL", key};
+        size_t argvlen[2] = {7, klen};
+
+        rc = tally_fanout_command(&q->fan, st, 2, argv, argvlen);
+    }
+    return tally_fanout_end(&q->fan);
 }
 
 /* ---- Rendering ---- */

@@ -1,5 +1,5 @@
 /* store_redis.c -- one asynchronous hiredis connection per event base: connects and
- * reconnects with backoff, authenticates, loads the apply script, and gives every command a
+ * reconnects with backoff, authenticates, loads the scripts, and gives every command a
  * deadline of its own (hiredis 0.14 has neither connect nor command timeouts). */
 #include <stdlib.h>
 #include <string.h>
@@ -28,18 +28,41 @@ struct store_cmd {
     uint64_t deadline; /* ms, monotonic */
     const char *body;  /* an eval's borrowed arguments, to resend on NOSCRIPT; else NULL */
     size_t len, nargs;
+    enum tally_script script;
     bool handshake;
     TAILQ_ENTRY(store_cmd) link;
 };
 
 TAILQ_HEAD(store_cmd_list, store_cmd);
 
+/* The scripts' text, compiled in by cmake/embed.cmake, in enum tally_script's order. */
+#define SCRIPT(name)                                                                               \
+    extern const unsigned char tally_asset_##name[];                                               \
+    extern const size_t tally_asset_##name##_len;
+SCRIPT(apply_lua)
+SCRIPT(top_lua)
+SCRIPT(forget_lua)
+#undef SCRIPT
+
+static const struct {
+    const unsigned char *text;
+    const size_t *len;
+} store_scripts[TALLY_SCRIPTS] = {
+    {tally_asset_apply_lua, &tally_asset_apply_lua_len},
+    {tally_asset_top_lua, &tally_asset_top_lua_len},
+    {tally_asset_forget_lua, &tally_asset_forget_lua_len},
+};
+
+/* A handshake command's context: which script a SCRIPT LOAD was for (-1: not one). */
+struct handshake_step {
+    struct tally_store *st;
+    int script;
+};
+
 struct tally_store {
     struct event_base *base;
     const struct tally_config *cfg;
-    const char *script;
-    size_t script_len;
-    char sha[41];
+    char sha[TALLY_SCRIPTS][41];
     struct tally_metrics *metrics;
     tally_store_state_cb *on_state;
     void *arg;
@@ -266,10 +289,10 @@ static int store_send_eval(struct tally_store *st, struct store_cmd *c, bool wit
     tally_buf_add(b, "\r\n", 2);
     if (with_text) {
         tally_buf_add_bulk(b, "EVAL", 4);
-        tally_buf_add_bulk(b, st->script, st->script_len);
+        tally_buf_add_bulk(b, store_scripts[c->script].text, *store_scripts[c->script].len);
     } else {
         tally_buf_add_bulk(b, "EVALSHA", 7);
-        tally_buf_add_bulk(b, st->sha, 40);
+        tally_buf_add_bulk(b, st->sha[c->script], 40);
     }
     tally_buf_add(b, c->body, c->len);
     if (b->oom)
@@ -281,8 +304,8 @@ static int store_send_eval(struct tally_store *st, struct store_cmd *c, bool wit
     return 0;
 }
 
-int tally_store_eval(struct tally_store *st, const char *body, size_t len, size_t nargs,
-                     tally_store_reply_cb *done, void *arg)
+int tally_store_eval(struct tally_store *st, enum tally_script script, const char *body,
+                     size_t len, size_t nargs, tally_store_reply_cb *done, void *arg)
 {
     struct store_cmd *c;
     int rc;
@@ -294,6 +317,7 @@ int tally_store_eval(struct tally_store *st, const char *body, size_t len, size_
     c->body = body;
     c->len = len;
     c->nargs = nargs;
+    c->script = script;
     if ((rc = store_send_eval(st, c, false)) < 0)
         free(c);
     return rc;
@@ -324,9 +348,12 @@ bool tally_store_ready(const struct tally_store *st)
 /* One handshake step answered. The last one (PING) makes the store ready. */
 static void on_handshake(int status, redisReply *reply, void *arg)
 {
-    struct tally_store *st = arg;
+    struct handshake_step *step = arg;
+    struct tally_store *st = step->st;
+    int script = step->script;
     bool last = TAILQ_EMPTY(&st->inflight);
 
+    free(step);
     if (status < 0 || st->state != STORE_HANDSHAKE)
         return; /* the connection is going away; on_disconnect takes it from here */
     if (reply->type == REDIS_REPLY_ERROR) {
@@ -334,8 +361,8 @@ static void on_handshake(int status, redisReply *reply, void *arg)
         store_drop(st, "handshake failed");
         return;
     }
-    if (reply->type == REDIS_REPLY_STRING && reply->len == 40)
-        memcpy(st->sha, reply->str, 41);
+    if (script >= 0 && reply->type == REDIS_REPLY_STRING && reply->len == 40)
+        memcpy(st->sha[script], reply->str, 41);
     if (!last)
         return;
     if (st->ever_ready)
@@ -349,18 +376,33 @@ static void on_handshake(int status, redisReply *reply, void *arg)
     store_arm_deadline(st);
 }
 
-static void store_handshake_cmd(struct tally_store *st, int argc, const char **argv)
+/* SCRIPT is the index of the script a SCRIPT LOAD loads, else -1. */
+static void store_handshake_cmd(struct tally_store *st, int argc, const char **argv,
+                                const size_t *len, int script)
 {
-    size_t len[4];
-    struct store_cmd *c = store_cmd_new(st, on_handshake, st);
+    struct handshake_step *step = malloc(sizeof(*step));
+    struct store_cmd *c = step != NULL ? store_cmd_new(st, on_handshake, step) : NULL;
+
+    if (c == NULL) {
+        free(step);
+        return;
+    }
+    step->st = st;
+    step->script = script;
+    c->handshake = true;
+    if (store_send_argv(st, c, argc, argv, len) < 0) {
+        free(step);
+        free(c);
+    }
+}
+
+static void store_handshake_words(struct tally_store *st, int argc, const char **argv)
+{
+    size_t len[3];
 
     for (int i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
-    if (c == NULL)
-        return;
-    c->handshake = true;
-    if (store_send_argv(st, c, argc, argv, len) < 0)
-        free(c);
+    store_handshake_cmd(st, argc, argv, len, -1);
 }
 
 static void store_handshake(struct tally_store *st)
@@ -369,20 +411,24 @@ static void store_handshake(struct tally_store *st)
     char db[12];
     const char *auth[] = {"AUTH", r->username, r->password};
     const char *sel[] = {"SELECT", db};
-    const char *load[] = {"SCRIPT", "LOAD", st->script};
     const char *ping[] = {"PING"};
 
     st->state = STORE_HANDSHAKE;
     if (r->password[0] != '\0' && r->username[0] != '\0')
-        store_handshake_cmd(st, 3, auth);
+        store_handshake_words(st, 3, auth);
     else if (r->password[0] != '\0')
-        store_handshake_cmd(st, 2, (const char *[]){"AUTH", r->password});
+        store_handshake_words(st, 2, (const char *[]){"AUTH", r->password});
     if (r->db != 0) {
         snprintf(db, sizeof(db), "%u", r->db);
-        store_handshake_cmd(st, 2, sel);
+        store_handshake_words(st, 2, sel);
     }
-    store_handshake_cmd(st, 3, load);
-    store_handshake_cmd(st, 1, ping);
+    for (int i = 0; i < TALLY_SCRIPTS; i++) {
+        const char *load[] = {"SCRIPT", "LOAD", (const char *)store_scripts[i].text};
+        size_t len[] = {6, 4, *store_scripts[i].len};
+
+        store_handshake_cmd(st, 3, load, len, i);
+    }
+    store_handshake_words(st, 1, ping);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -443,7 +489,6 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 }
 
 struct tally_store *tally_store_new(struct event_base *base, const struct tally_config *cfg,
-                                    const char *script, size_t script_len,
                                     struct tally_metrics *metrics,
                                     tally_store_state_cb *on_state, void *arg)
 {
@@ -453,8 +498,6 @@ struct tally_store *tally_store_new(struct event_base *base, const struct tally_
         return NULL;
     st->base = base;
     st->cfg = cfg;
-    st->script = script;
-    st->script_len = script_len;
     st->metrics = metrics;
     st->on_state = on_state;
     st->arg = arg;

@@ -16,9 +16,6 @@
 #define WORKER_DRAIN_POLL_MS 20
 #define WORKER_DRAIN_MAX_MS 35000 /* past the writer's longest wait for an unknown outcome */
 
-extern const unsigned char tally_asset_apply_lua[];
-extern const size_t tally_asset_apply_lua_len;
-
 static void on_store_state(struct tally_store *st, bool ready, void *arg)
 {
     struct tally_worker *w = arg;
@@ -89,8 +86,7 @@ struct tally_worker *tally_worker_new(unsigned id, struct tally_server *server,
         tally_worker_free(w);
         return NULL;
     }
-    w->store = tally_store_new(w->base, w->cfg, (const char *)tally_asset_apply_lua,
-                               tally_asset_apply_lua_len, &w->metrics, on_store_state, w);
+    w->store = tally_store_new(w->base, w->cfg, &w->metrics, on_store_state, w);
     w->salts = w->store != NULL ? tally_salts_new(w->store, w->cfg->prefix, on_salt, w) : NULL;
     w->writer = w->salts != NULL
                     ? tally_writer_new(w->base, w->store, w->salts, w->cfg, &w->metrics)

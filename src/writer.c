@@ -97,7 +97,8 @@ static void writer_schedule(struct tally_writer *w)
 static void writer_send(struct tally_writer *w)
 {
     struct tally_buf *b = &w->agg.body;
-    int rc = tally_store_eval(w->store, b->data, b->len, w->agg.nargs, on_unit_reply, w);
+    int rc = tally_store_eval(w->store, TALLY_SCRIPT_APPLY, b->data, b->len, w->agg.nargs,
+                              on_unit_reply, w);
 
     if (rc == 0) {
         if (w->state == UNIT_NONE)

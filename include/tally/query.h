@@ -9,6 +9,7 @@
 #include <hiredis/hiredis.h>
 
 #include "tally/buf.h"
+#include "tally/fanout.h"
 #include "tally/ingest.h"
 
 struct tally_store;
@@ -33,9 +34,7 @@ struct tally_query {
     size_t text_len;
     char text[TALLY_BATCH_MAX * (TALLY_ARTICLE_MAX + 1)];
     /* Private. */
-    const char *prefix;
-    size_t pending;
-    int status;
+    struct tally_fanout fan;
     tally_query_done_cb *done;
     void *arg;
 };
@@ -51,8 +50,8 @@ int tally_query_parse_articles(struct tally_query *q, const char *query, size_t 
 int tally_query_parse_path(struct tally_query *q, const char *raw, size_t len,
                            struct tally_error *err);
 
-/* Read every article of Q from ST: Q stays borrowed until DONE. Returns 0 and later calls
- * DONE, or a negative TALLY_E* code without calling it. */
+/* Read every article of Q from ST (keys under PREFIX): Q stays borrowed until DONE. Returns 0
+ * and later calls DONE, or a negative TALLY_E* code without calling it. */
 int tally_query_start(struct tally_query *q, struct tally_store *st, const char *prefix,
                       tally_query_done_cb *done, void *arg);
 

@@ -18,6 +18,14 @@
 struct tally_store;
 struct tally_metrics;
 
+/* The server-side scripts, loaded on every connection. */
+enum tally_script {
+    TALLY_SCRIPT_APPLY,  /* src/scripts/apply.lua: a write unit */
+    TALLY_SCRIPT_TOP,    /* src/scripts/top.lua: one bucket's top list */
+    TALLY_SCRIPT_FORGET, /* src/scripts/forget.lua: every key of one article */
+    TALLY_SCRIPTS
+};
+
 /* Runs whenever the store becomes ready or stops being ready. */
 typedef void tally_store_state_cb(struct tally_store *st, bool ready, void *arg);
 
@@ -27,11 +35,9 @@ typedef void tally_store_state_cb(struct tally_store *st, bool ready, void *arg)
  * surely did not run. */
 typedef void tally_store_reply_cb(int status, redisReply *reply, void *arg);
 
-/* A store for CFG's --redis on BASE; it starts connecting at once. CFG, SCRIPT (the apply
- * script, SCRIPT_LEN bytes) and METRICS are borrowed for the store's life. ON_STATE may be
- * NULL. Returns NULL only when out of memory. */
+/* A store for CFG's --redis on BASE; it starts connecting at once. CFG and METRICS are
+ * borrowed for the store's life. ON_STATE may be NULL. Returns NULL only when out of memory. */
 struct tally_store *tally_store_new(struct event_base *base, const struct tally_config *cfg,
-                                    const char *script, size_t script_len,
                                     struct tally_metrics *metrics,
                                     tally_store_state_cb *on_state, void *arg);
 
@@ -40,12 +46,12 @@ void tally_store_free(struct tally_store *st);
 
 bool tally_store_ready(const struct tally_store *st);
 
-/* Run the apply script with the RESP arguments BODY (LEN bytes, NARGS arguments, from
- * numkeys on). BODY is borrowed until DONE runs: on NOSCRIPT the store sends it again with
- * the script's text. Returns 0 and later calls DONE, or TALLY_EUNAVAIL (not ready) or
- * TALLY_ENOMEM without calling it. */
-int tally_store_eval(struct tally_store *st, const char *body, size_t len, size_t nargs,
-                     tally_store_reply_cb *done, void *arg);
+/* Run SCRIPT with the RESP arguments BODY (LEN bytes, NARGS arguments, from numkeys on).
+ * BODY is borrowed until DONE runs: on NOSCRIPT the store sends it again with the script's
+ * text. Returns 0 and later calls DONE, or TALLY_EUNAVAIL (not ready) or TALLY_ENOMEM
+ * without calling it. */
+int tally_store_eval(struct tally_store *st, enum tally_script script, const char *body,
+                     size_t len, size_t nargs, tally_store_reply_cb *done, void *arg);
 
 /* Send one command of ARGC arguments with explicit lengths (copied at once). Same return
  * and callback rules as tally_store_eval(). */

@@ -76,11 +76,20 @@ local function expire(key, ttl)
     end
 end
 
+-- Site totals per bucket, added up over the unit and written once per bucket at the end.
+local site = {}
+
 -- Add N to METRIC of article ID in this hour's and day's buckets and the all-time top list.
 local function bump(kp, metric, id, n)
     if n == 0 then
         return
     end
+    local t = site[kp]
+    if not t then
+        t = {}
+        site[kp] = t
+    end
+    t[metric] = (t[metric] or 0) + n
     local d = kp .. 'd:' .. metric .. ':' .. DAY
     local h = kp .. 'h:' .. metric .. ':' .. HOUR
     redis.call('ZINCRBY', d, n, id)
@@ -242,6 +251,15 @@ while pos <= #ARGV do
         end
         result[s + 1] = seg
     end
+end
+
+for kp, t in pairs(site) do
+    local day = kp .. 's:' .. DAY
+    for metric, n in pairs(t) do
+        redis.call('HINCRBY', day, metric, n)
+        redis.call('HINCRBY', kp .. 's:all', metric, n)
+    end
+    expire(day, DAY_TTL)
 end
 
 redis.call('SET', KEYS[1], cjson.encode(result), 'EX', marker_ttl)

@@ -1,0 +1,171 @@
+/* reports.h -- what editors look at over time: top articles, an article's series, site
+ * totals, and forgetting an article. Parameter parsing, time arithmetic, merging and
+ * rendering are pure; the reads go through a fan-out of Redis commands. */
+#ifndef TALLY_REPORTS_H
+#define TALLY_REPORTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "tally/buf.h"
+#include "tally/fanout.h"
+#include "tally/ingest.h"
+
+#define TALLY_TOP_MAX 100
+#define TALLY_SERIES_HOURS_MAX (31 * 24) /* points of an hourly series */
+#define TALLY_SERIES_DAYS_MAX 731        /* points of a daily series */
+
+#define TALLY_METRIC_MAP(X)                                                                        \
+    X(VIEWS, "views")                                                                              \
+    X(VISITORS, "visitors")                                                                        \
+    X(SHARES, "shares")                                                                            \
+    X(COMMENTS, "comments")
+
+enum tally_metric {
+#define X(name, text) TALLY_METRIC_##name,
+    TALLY_METRIC_MAP(X)
+#undef X
+        TALLY_METRICS
+};
+
+enum tally_period { TALLY_PERIOD_DAY, TALLY_PERIOD_WEEK, TALLY_PERIOD_MONTH, TALLY_PERIOD_ALL };
+enum tally_interval { TALLY_INTERVAL_HOUR, TALLY_INTERVAL_DAY };
+
+const char *tally_metric_name(enum tally_metric m);
+const char *tally_period_name(enum tally_period p);
+
+/* The days of PERIOD ending on the day of NOW: 1, 7, 30; 0 for all time. */
+int tally_period_days(enum tally_period p);
+
+/* Parse a time parameter: "YYYY-MM-DD" (midnight UTC) or RFC 3339 ("2026-11-27T13:05:00Z",
+ * fractions and numeric offsets allowed). Returns 0 with *OUT in Unix seconds, or
+ * TALLY_EINVAL. */
+int tally_time_parse(const char *s, size_t len, int64_t *out);
+
+/* "2026-11-27T13:00:00Z" */
+void tally_time_format(int64_t t, char out[21]);
+
+/* ---- Top ---- */
+
+struct tally_top_params {
+    enum tally_metric metric; /* default views */
+    enum tally_period period; /* default day */
+    unsigned limit;           /* 1..100, default 10 */
+};
+
+int tally_top_parse(const char *query, size_t len, struct tally_top_params *p,
+                    struct tally_error *err);
+
+struct tally_top_entry {
+    char *id; /* owned by the top's arena */
+    uint16_t len;
+    int64_t count;
+};
+
+struct tally_top;
+typedef void tally_top_done_cb(int status, struct tally_top *t, void *arg);
+
+/* A top list being read: candidates from every bucket, then merged. */
+struct tally_top {
+    struct tally_top_params p;
+    struct tally_top_entry *entries; /* sorted: count descending, then id ascending */
+    size_t n, cap;
+    struct tally_buf arena;
+    /* Private. */
+    struct tally_fanout fan;
+    tally_top_done_cb *done;
+    void *arg;
+};
+
+/* Read the top list P from ST as of NOW (keys under PREFIX). T is initialised here and
+ * borrowed until DONE; free it with tally_top_release(). Returns 0 and later calls DONE, or
+ * a negative TALLY_E* code without calling it. */
+int tally_top_start(struct tally_top *t, const struct tally_top_params *p,
+                    struct tally_store *st, const char *prefix, time_t now,
+                    tally_top_done_cb *done, void *arg);
+void tally_top_release(struct tally_top *t);
+
+/* Add a candidate (for tests and the reader): copies ID. Returns 0 or TALLY_ENOMEM. */
+int tally_top_add(struct tally_top *t, const char *id, size_t len, int64_t count);
+
+/* Sort the candidates, fold repeats (an article listed twice keeps its larger count) and
+ * keep the first LIMIT. */
+void tally_top_finish(struct tally_top *t);
+
+void tally_top_render(struct tally_buf *out, const struct tally_top *t);
+
+/* ---- Series ---- */
+
+struct tally_series_params {
+    enum tally_metric metric;     /* default views */
+    enum tally_interval interval; /* default day */
+    int64_t from, to;             /* aligned to the interval, inclusive */
+    size_t n;                     /* points */
+};
+
+/* Parse the query of GET /v1/series/{article} as of NOW. */
+int tally_series_parse(const char *query, size_t len, time_t now, struct tally_series_params *p,
+                       struct tally_error *err);
+
+struct tally_series;
+typedef void tally_series_done_cb(int status, struct tally_series *s, void *arg);
+
+struct tally_series {
+    struct tally_series_params p;
+    const char *id;
+    uint16_t len;
+    int64_t *values; /* P.n points */
+    /* Private. */
+    struct tally_fanout fan;
+    tally_series_done_cb *done;
+    void *arg;
+};
+
+/* Read the series P of article ID (LEN bytes, borrowed until DONE). Release with
+ * tally_series_release(). Same return rules as tally_top_start(). */
+int tally_series_start(struct tally_series *s, const struct tally_series_params *p,
+                       const char *id, size_t len, struct tally_store *st, const char *prefix,
+                       tally_series_done_cb *done, void *arg);
+void tally_series_release(struct tally_series *s);
+
+void tally_series_render(struct tally_buf *out, const struct tally_series *s);
+
+/* ---- Site totals (GET /v1/totals) ---- */
+
+struct tally_totals;
+typedef void tally_totals_done_cb(int status, struct tally_totals *t, void *arg);
+
+struct tally_totals {
+    enum tally_period period;
+    int64_t views, shares, comments;
+    /* Private. */
+    struct tally_fanout fan;
+    tally_totals_done_cb *done;
+    void *arg;
+};
+
+int tally_totals_parse(const char *query, size_t len, enum tally_period *period,
+                       struct tally_error *err);
+int tally_totals_start(struct tally_totals *t, enum tally_period period, struct tally_store *st,
+                       const char *prefix, time_t now, tally_totals_done_cb *done, void *arg);
+void tally_totals_render(struct tally_buf *out, const struct tally_totals *t);
+
+/* ---- Forgetting (DELETE /v1/articles/{article}) ---- */
+
+struct tally_forget;
+typedef void tally_forget_done_cb(int status, struct tally_forget *f, void *arg);
+
+struct tally_forget {
+    struct tally_fanout fan;
+    tally_forget_done_cb *done;
+    void *arg;
+};
+
+/* Remove every key of article ID (LEN bytes) in one script call. WINDOW is --view-window. */
+int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint32_t window,
+                       struct tally_store *st, const char *prefix, tally_forget_done_cb *done,
+                       void *arg);
+
+#endif

@@ -1,0 +1,122 @@
+/* fanout.c -- sends many commands for one request and calls back once, after the last. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tally/error.h"
+#include "tally/fanout.h"
+
+struct fanout_slot {
+    struct tally_fanout *f;
+    size_t i;
+    char *body; /* an eval's copy of its arguments, kept until its reply */
+};
+
+int tally_fanout_init(struct tally_fanout *f, size_t n, tally_fanout_reply_cb *on_reply,
+                      tally_fanout_done_cb *done, void *arg)
+{
+    f->slots = calloc(n > 0 ? n : 1, sizeof(*f->slots));
+    if (f->slots == NULL)
+        return TALLY_ENOMEM;
+    f->on_reply = on_reply;
+    f->done = done;
+    f->arg = arg;
+    f->n = n;
+    f->sent = 0;
+    f->status = 0;
+    /* One count for the sender, so DONE cannot run while commands are still going out. */
+    f->pending = 1;
+    return 0;
+}
+
+static void fanout_settle(struct tally_fanout *f, int status)
+{
+    if (status < 0 && f->status == 0)
+        f->status = status;
+    if (--f->pending > 0)
+        return;
+    free(f->slots);
+    f->slots = NULL;
+    f->done(f, f->status);
+}
+
+static void on_fanout_reply(int status, redisReply *reply, void *arg)
+{
+    struct fanout_slot *slot = arg;
+    struct tally_fanout *f = slot->f;
+
+    free(slot->body);
+    slot->body = NULL;
+    if (status < 0)
+        status = TALLY_EUNAVAIL;
+    else if (reply->type == REDIS_REPLY_ERROR)
+        status = TALLY_EREDIS;
+    else
+        status = f->on_reply(f, slot->i, reply);
+    fanout_settle(f, status);
+}
+
+static struct fanout_slot *fanout_next(struct tally_fanout *f)
+{
+    struct fanout_slot *slot;
+
+    if (f->sent == f->n)
+        return NULL;
+    slot = &f->slots[f->sent];
+    slot->f = f;
+    slot->i = f->sent;
+    return slot;
+}
+
+static int fanout_sent(struct tally_fanout *f, int rc)
+{
+    if (rc < 0) {
+        if (f->status == 0)
+            f->status = rc;
+        return rc;
+    }
+    f->sent++;
+    f->pending++;
+    return 0;
+}
+
+int tally_fanout_command(struct tally_fanout *f, struct tally_store *st, int argc,
+                         const char **argv, const size_t *argvlen)
+{
+    struct fanout_slot *slot = fanout_next(f);
+
+    if (slot == NULL)
+        return TALLY_EINVAL;
+    return fanout_sent(f, tally_store_command(st, argc, argv, argvlen, on_fanout_reply, slot));
+}
+
+int tally_fanout_eval(struct tally_fanout *f, struct tally_store *st, enum tally_script script,
+                      const char *body, size_t len, size_t nargs)
+{
+    struct fanout_slot *slot = fanout_next(f);
+    int rc;
+
+    if (slot == NULL)
+        return TALLY_EINVAL;
+    if ((slot->body = malloc(len > 0 ? len : 1)) == NULL)
+        return fanout_sent(f, TALLY_ENOMEM);
+    memcpy(slot->body, body, len);
+    rc = tally_store_eval(st, script, slot->body, len, nargs, on_fanout_reply, slot);
+    if (rc < 0) {
+        free(slot->body);
+        slot->body = NULL;
+    }
+    return fanout_sent(f, rc);
+}
+
+int tally_fanout_end(struct tally_fanout *f)
+{
+    int rc = f->status;
+
+    if (f->sent == 0) {
+        free(f->slots);
+        f->slots = NULL;
+        return rc < 0 ? rc : TALLY_EINVAL;
+    }
+    fanout_settle(f, 0);
+    return 0;
+}

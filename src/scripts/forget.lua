@@ -1,0 +1,70 @@
+-- forget.lua -- removes every key and list entry of one article: its totals, distinct-visitor
+-- estimates, hourly and daily buckets, top-list entries and recent-view memory, and takes
+-- its share out of the bucket's site totals.
+--
+-- KEYS[1]  the article's totals hash (it routes the call to the article's slot)
+-- ARGV     P tag id window
+-- Returns 1 when the article had totals, else 0.
+
+local P, tag, id, window = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local kp = P .. '{' .. tag .. '}'
+local METRICS = {'views', 'visitors', 'shares', 'comments'}
+local SUMMED = {views = true, shares = true, comments = true} -- kept in site totals
+local DAYS, HOURS = 406, 9 * 24 + 1
+
+local function ymd(days)
+    local z = days + 719468
+    local era = math.floor(z / 146097)
+    local doe = z - era * 146097
+    local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+                            - math.floor(doe / 146096)) / 365)
+    local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+    local mp = math.floor((5 * doy + 2) / 153)
+    local d = doy - math.floor((153 * mp + 2) / 5) + 1
+    local m = mp < 10 and mp + 3 or mp - 9
+    local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+    return string.format('%04d%02d%02d', y, m, d)
+end
+
+local function hour_of(t)
+    return ymd(math.floor(t / 86400)) .. string.format('%02d', math.floor((t % 86400) / 3600))
+end
+
+local now = tonumber(redis.call('TIME')[1])
+local today = math.floor(now / 86400)
+
+for _, m in ipairs(METRICS) do
+    for d = 0, DAYS - 1 do
+        local day = ymd(today - d)
+        local key = kp .. 'd:' .. m .. ':' .. day
+        local score = redis.call('ZSCORE', key, id)
+        if score then
+            redis.call('ZREM', key, id)
+            if SUMMED[m] then
+                redis.call('HINCRBY', kp .. 's:' .. day, m, -tonumber(score))
+            end
+        end
+    end
+    for h = 0, HOURS - 1 do
+        redis.call('HDEL', kp .. 'h:' .. m .. ':' .. hour_of(now - 3600 * h), id)
+    end
+    redis.call('ZREM', kp .. 't:' .. m, id)
+end
+
+local totals = KEYS[1]
+local had = redis.call('EXISTS', totals)
+for m in pairs(SUMMED) do
+    local n = tonumber(redis.call('HGET', totals, m) or '0')
+    if n ~= 0 then
+        redis.call('HINCRBY', kp .. 's:all', m, -n)
+    end
+end
+redis.call('DEL', totals, kp .. 'u:' .. id,
+           kp .. 'v:' .. ymd(today) .. ':' .. id, kp .. 'v:' .. ymd(today - 1) .. ':' .. id,
+           kp .. 'v:' .. hour_of(now) .. ':' .. id, kp .. 'v:' .. hour_of(now - 3600) .. ':' .. id,
+           kp .. 'v:' .. hour_of(now - 7200) .. ':' .. id)
+if window > 0 then
+    local slot = math.floor(now / window)
+    redis.call('DEL', kp .. 'w:' .. id .. ':' .. slot, kp .. 'w:' .. id .. ':' .. (slot - 1))
+end
+return had
