@@ -1,4 +1,5 @@
-/* assets.c -- the files tallyd serves from memory: tally.js and the demo pages. */
+/* assets.c -- the files tallyd serves from memory: tally.js, the dashboard and the demo
+ * pages. */
 #include <stdio.h>
 #include <string.h>
 
@@ -11,6 +12,7 @@ ASSET(tally_js)
 ASSET(demo_article)
 ASSET(demo_list)
 ASSET(demo_css)
+ASSET(dashboard)
 #undef ASSET
 
 struct asset {
@@ -25,6 +27,7 @@ struct asset {
 #define A(name) tally_asset_##name, &tally_asset_##name##_len
 static const struct asset assets[] = {
     {"/tally.js", "text/javascript; charset=utf-8", A(tally_js), "public, max-age=86400", false},
+    {"/dashboard", "text/html; charset=utf-8", A(dashboard), "no-cache", false},
     {"/demo/", "text/html; charset=utf-8", A(demo_article), "no-cache", true},
     {"/demo/list", "text/html; charset=utf-8", A(demo_list), "no-cache", true},
     {"/demo/demo.css", "text/css; charset=utf-8", A(demo_css), "no-cache", true},

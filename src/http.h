@@ -52,6 +52,10 @@ const char *tally_http_get(struct tally_http_req *h, const char *name);
  * that X-Forwarded-For names (see tally_client_addr()). */
 void tally_http_client(struct tally_http_req *h, uint8_t out[16]);
 
+/* Does the request carry --token as "Authorization: Bearer <token>"? 0 when it does, 401
+ * when not, 403 when no token is configured. */
+int tally_http_authorized(struct tally_http_req *h);
+
 /* Close the connection without an answer: for a write whose outcome is unknown. */
 void tally_http_abandon(struct tally_http_req *h);
 
@@ -66,5 +70,12 @@ void tally_route_healthz(struct tally_http_req *h);
 void tally_route_readyz(struct tally_http_req *h);
 void tally_route_metrics(struct tally_http_req *h);
 void tally_route_asset(struct tally_http_req *h);
+
+/* http_reports.c */
+void tally_route_top(struct tally_http_req *h);
+void tally_route_series(struct tally_http_req *h);
+void tally_route_totals(struct tally_http_req *h);
+void tally_route_badge(struct tally_http_req *h);
+void tally_route_forget(struct tally_http_req *h);
 
 #endif

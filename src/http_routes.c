@@ -120,28 +120,6 @@ __attribute__((weak)) bool tally_bot_match(const char *ua, size_t len)
     return false;
 }
 
-enum ingest_token { TOKEN_NONE_CONFIGURED, TOKEN_WRONG, TOKEN_OK };
-
-/* Does the request carry the configured bearer token? Compared in time independent of where
- * the two differ. */
-static enum ingest_token ingest_token(struct tally_http_req *h)
-{
-    const char *token = h->w->cfg->token, *auth;
-    size_t tlen = strlen(token), alen;
-    unsigned char diff = 0;
-
-    if (tlen == 0)
-        return TOKEN_NONE_CONFIGURED;
-    auth = tally_http_get(h, "Authorization");
-    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
-        return TOKEN_WRONG;
-    auth += 7;
-    alen = strlen(auth);
-    for (size_t i = 0; i < tlen; i++)
-        diff |= (unsigned char)(token[i] ^ (i < alen ? auth[i] : 0));
-    return diff == 0 && alen == tlen ? TOKEN_OK : TOKEN_WRONG;
-}
-
 static bool ingest_has_comments(const struct tally_batch *b)
 {
     for (size_t i = 0; i < b->n; i++)
@@ -279,7 +257,7 @@ static void ingest_submit(struct tally_http_req *h, const struct tally_batch *b,
     int why = -1, rc;
 
     /* A server with the token speaks for itself: no bot or prefetch rules. */
-    if (ingest_token(h) != TOKEN_OK)
+    if (tally_http_authorized(h) != 0)
         why = ingest_ignore_reason(h);
     if (why >= 0) {
         ignored[why] = (uint32_t)b->n;
@@ -340,7 +318,7 @@ static bool ingest_type_ok(const char *ctype)
 static bool ingest_admit(struct tally_http_req *h, const struct tally_batch *b, bool pixel)
 {
     const char *origin = tally_http_get(h, "Origin");
-    enum ingest_token auth;
+    int auth;
 
     if (origin != NULL &&
         !tally_config_origin_allowed(h->w->cfg, origin, strlen(origin))) {
@@ -349,10 +327,10 @@ static bool ingest_admit(struct tally_http_req *h, const struct tally_batch *b, 
                       "origin: not in --allowed-origins");
         return false;
     }
-    if (!ingest_has_comments(b) || (auth = ingest_token(h)) == TOKEN_OK)
+    if (!ingest_has_comments(b) || (auth = tally_http_authorized(h)) == 0)
         return true;
     ingest_count(h->w, b, 0, TALLY_OUTCOME_REJECTED);
-    if (auth == TOKEN_NONE_CONFIGURED)
+    if (auth == 403)
         ingest_reject(h, pixel, 403, TALLY_REJECT_FORBIDDEN, "token_not_configured",
                       "authorization: comment events need a token, and none is configured");
     else

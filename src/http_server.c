@@ -24,6 +24,7 @@
 enum http_methods {
     M_GET = EVHTTP_REQ_GET | EVHTTP_REQ_HEAD,
     M_POST = EVHTTP_REQ_POST,
+    M_DELETE = EVHTTP_REQ_DELETE,
 };
 
 struct http_route {
@@ -39,6 +40,12 @@ static const struct http_route http_routes[] = {
     {"/v1/pixel.gif", false, M_GET, TALLY_ROUTE_PIXEL, tally_route_pixel},
     {"/v1/stats", false, M_GET, TALLY_ROUTE_STATS, tally_route_stats},
     {"/v1/stats/", true, M_GET, TALLY_ROUTE_STATS, tally_route_stats_one},
+    {"/v1/top", false, M_GET, TALLY_ROUTE_TOP, tally_route_top},
+    {"/v1/series/", true, M_GET, TALLY_ROUTE_SERIES, tally_route_series},
+    {"/v1/totals", false, M_GET, TALLY_ROUTE_TOP, tally_route_totals},
+    {"/v1/badge/", true, M_GET, TALLY_ROUTE_BADGE, tally_route_badge},
+    {"/v1/articles/", true, M_DELETE, TALLY_ROUTE_ARTICLES, tally_route_forget},
+    {"/dashboard", false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
     {"/healthz", false, M_GET, TALLY_ROUTE_HEALTH, tally_route_healthz},
     {"/readyz", false, M_GET, TALLY_ROUTE_HEALTH, tally_route_readyz},
     {"/metrics", false, M_GET, TALLY_ROUTE_METRICS, tally_route_metrics},
@@ -121,6 +128,25 @@ void tally_http_send_unavailable(struct tally_http_req *h, const char *message)
 {
     tally_http_header(h, "Retry-After", arc4random_uniform(2) ? "2" : "1");
     tally_http_send_error(h, 503, "unavailable", message);
+}
+
+int tally_http_authorized(struct tally_http_req *h)
+{
+    const char *token = h->w->cfg->token, *auth;
+    size_t tlen = strlen(token), alen;
+    unsigned char diff = 0;
+
+    if (tlen == 0)
+        return 403;
+    auth = tally_http_get(h, "Authorization");
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+        return 401;
+    auth += 7;
+    alen = strlen(auth);
+    /* In time independent of where the two differ. */
+    for (size_t i = 0; i < tlen; i++)
+        diff |= (unsigned char)(token[i] ^ (i < alen ? auth[i] : 0));
+    return diff == 0 && alen == tlen ? 0 : 401;
 }
 
 static void http_peer(struct evhttp_request *req, uint8_t out[16])
@@ -228,7 +254,9 @@ static void http_dispatch(struct tally_http_req *h)
         return;
     }
     if (((unsigned)method & r->methods) == 0) {
-        tally_http_header(h, "Allow", r->methods == M_POST ? "POST, OPTIONS" : "GET, HEAD");
+        tally_http_header(h, "Allow", r->methods == M_POST     ? "POST, OPTIONS"
+                                      : r->methods == M_DELETE ? "DELETE, OPTIONS"
+                                                               : "GET, HEAD");
         tally_http_send_error(h, 405, "method_not_allowed", "method: not allowed here");
         return;
     }

@@ -39,7 +39,12 @@ if #KEYS == 1 then
 end
 
 -- ZUNION answers in ascending order: the top is at the end.
-local asc = redis.call('ZUNION', #KEYS, unpack(KEYS), 'WITHSCORES')
+local args = {'ZUNION', #KEYS}
+for i = 1, #KEYS do
+    args[#args + 1] = KEYS[i]
+end
+args[#args + 1] = 'WITHSCORES'
+local asc = redis.call(unpack(args))
 local n = #asc / 2
 local first = 1
 if n > limit then

@@ -1,0 +1,307 @@
+/* http_reports.c -- handlers for what editors and pages read over time: top lists, series,
+ * site totals, badges, and forgetting an article. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "http.h"
+#include "tally/badge.h"
+#include "tally/error.h"
+#include "tally/query.h"
+#include "tally/reports.h"
+#include "tally/uri.h"
+
+/* Every handler here reads asynchronously: its call (of SIZE bytes, beginning with a copy of
+ * the request) outlives the handler. NULL when out of memory, and the request is answered. */
+static void *reports_call(struct tally_http_req *h, size_t size)
+{
+    struct tally_http_req *c = calloc(1, size);
+
+    if (c == NULL)
+        tally_http_send_unavailable(h, "out of memory");
+    else
+        *c = *h;
+    return c;
+}
+
+/* After a start function: it answered through its callback, or nothing was sent. */
+static void reports_started(struct tally_http_req *h, void *c, int rc)
+{
+    if (rc < 0) {
+        tally_http_send_unavailable(h, "redis is unavailable; retry later");
+        free(c);
+        return;
+    }
+    h->w->busy++;
+}
+
+static void reports_send_json(struct tally_http_req *h, const char *cache)
+{
+    struct tally_buf *b = &h->w->out;
+
+    tally_buf_adds(b, "\n");
+    tally_http_header(h, "Cache-Control", cache);
+    tally_http_send(h, 200, "application/json", b->data, b->len);
+}
+
+/* ---- GET /v1/top ---- */
+
+struct top_call {
+    struct tally_http_req h;
+    struct tally_top top;
+};
+
+static void on_top(int status, struct tally_top *t, void *arg)
+{
+    struct top_call *c = arg;
+
+    c->h.w->busy--;
+    if (status < 0) {
+        tally_http_send_unavailable(&c->h, "redis is unavailable; retry later");
+    } else {
+        tally_buf_reset(&c->h.w->out);
+        tally_top_render(&c->h.w->out, t);
+        reports_send_json(&c->h, "public, max-age=1");
+    }
+    tally_top_release(t);
+    free(c);
+}
+
+void tally_route_top(struct tally_http_req *h)
+{
+    struct tally_top_params p;
+    struct tally_error err;
+    struct top_call *c;
+
+    if (tally_top_parse(h->query, h->query_len, &p, &err) < 0) {
+        tally_http_send_error(h, 400, err.code, err.message);
+        return;
+    }
+    if ((c = reports_call(h, sizeof(*c))) == NULL)
+        return;
+    reports_started(h, c, tally_top_start(&c->top, &p, h->w->store, h->w->cfg->prefix,
+                                          time(NULL), on_top, c));
+}
+
+/* ---- GET /v1/series/{article} ---- */
+
+struct series_call {
+    struct tally_http_req h;
+    struct tally_series series;
+    struct tally_query q; /* the article, decoded */
+};
+
+static void on_series(int status, struct tally_series *s, void *arg)
+{
+    struct series_call *c = arg;
+
+    c->h.w->busy--;
+    if (status < 0) {
+        tally_http_send_unavailable(&c->h, "redis is unavailable; retry later");
+    } else {
+        tally_buf_reset(&c->h.w->out);
+        tally_series_render(&c->h.w->out, s);
+        reports_send_json(&c->h, "public, max-age=1");
+    }
+    tally_series_release(s);
+    free(c);
+}
+
+void tally_route_series(struct tally_http_req *h)
+{
+    struct tally_series_params p;
+    struct tally_error err;
+    struct series_call *c = reports_call(h, sizeof(*c));
+    int rc;
+
+    if (c == NULL)
+        return;
+    rc = tally_query_parse_path(&c->q, h->tail, h->tail_len, &err);
+    if (rc == 0)
+        rc = tally_series_parse(h->query, h->query_len, time(NULL), &p, &err);
+    if (rc < 0) {
+        tally_http_send_error(h, 400, err.code, err.message);
+        free(c);
+        return;
+    }
+    rc = tally_series_start(&c->series, &p, c->q.id[0], c->q.len[0], h->w->store,
+                            h->w->cfg->prefix, on_series, c);
+    if (rc < 0)
+        tally_series_release(&c->series);
+    reports_started(h, c, rc);
+}
+
+/* ---- GET /v1/totals ---- */
+
+struct totals_call {
+    struct tally_http_req h;
+    struct tally_totals totals;
+};
+
+static void on_totals(int status, struct tally_totals *t, void *arg)
+{
+    struct totals_call *c = arg;
+
+    c->h.w->busy--;
+    if (status < 0) {
+        tally_http_send_unavailable(&c->h, "redis is unavailable; retry later");
+    } else {
+        tally_buf_reset(&c->h.w->out);
+        tally_totals_render(&c->h.w->out, t);
+        reports_send_json(&c->h, "public, max-age=1");
+    }
+    free(c);
+}
+
+void tally_route_totals(struct tally_http_req *h)
+{
+    enum tally_period period;
+    struct tally_error err;
+    struct totals_call *c;
+
+    if (tally_totals_parse(h->query, h->query_len, &period, &err) < 0) {
+        tally_http_send_error(h, 400, err.code, err.message);
+        return;
+    }
+    if ((c = reports_call(h, sizeof(*c))) == NULL)
+        return;
+    reports_started(h, c, tally_totals_start(&c->totals, period, h->w->store, h->w->cfg->prefix,
+                                             time(NULL), on_totals, c));
+}
+
+/* ---- GET /v1/badge/{article}.svg ---- */
+
+struct badge_call {
+    struct tally_http_req h;
+    enum tally_metric metric;
+    char label[TALLY_BADGE_LABEL_MAX + 1];
+    struct tally_query q;
+};
+
+static void on_badge(int status, struct tally_query *q, void *arg)
+{
+    struct badge_call *c = arg;
+    const struct tally_stats *s = &q->stats[0];
+    int64_t v[] = {s->views, s->visitors, s->shares, s->comments};
+    char value[32];
+
+    c->h.w->busy--;
+    if (status < 0) {
+        tally_http_send_unavailable(&c->h, "redis is unavailable; retry later");
+        free(c);
+        return;
+    }
+    tally_badge_format(value, v[c->metric]);
+    tally_buf_reset(&c->h.w->out);
+    tally_badge_render(&c->h.w->out, c->label, strlen(c->label), value, strlen(value));
+    tally_http_header(&c->h, "Cache-Control", "public, max-age=10");
+    tally_http_header(&c->h, "X-Content-Type-Options", "nosniff");
+    tally_http_header(&c->h, "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'");
+    tally_http_header(&c->h, "Cross-Origin-Resource-Policy", "cross-origin");
+    tally_http_send(&c->h, 200, "image/svg+xml; charset=utf-8", c->h.w->out.data,
+                    c->h.w->out.len);
+    free(c);
+}
+
+/* metric= and label= of a badge; the label defaults to the metric's name. */
+static int badge_params(struct badge_call *c, const char *query, size_t len,
+                        struct tally_error *err)
+{
+    struct tally_top_params p;
+    struct tally_query_iter it;
+    const char *k, *v;
+    size_t klen, vlen;
+    long n;
+
+    /* The top-list parser knows metric=; a badge has no period or limit to misuse. */
+    if (tally_top_parse(query, len, &p, err) < 0)
+        return TALLY_EINVAL;
+    c->metric = p.metric;
+    snprintf(c->label, sizeof(c->label), "%s", tally_metric_name(p.metric));
+    tally_query_iter_init(&it, query, len);
+    while (tally_query_next(&it, &k, &klen, &v, &vlen)) {
+        if (!tally_query_key_is(k, klen, "label"))
+            continue;
+        n = vlen <= 3 * TALLY_BADGE_LABEL_MAX
+                ? tally_uri_decode(v, vlen, c->label, TALLY_BADGE_LABEL_MAX, TALLY_URI_PLUS_SPACE)
+                : -1;
+        if (n < 0 || !tally_utf8_valid(c->label, (size_t)n)) {
+            err->code = "invalid_parameter";
+            snprintf(err->message, sizeof(err->message), "label: at most 64 bytes of UTF-8");
+            return TALLY_EINVAL;
+        }
+        c->label[n] = '\0';
+    }
+    return 0;
+}
+
+void tally_route_badge(struct tally_http_req *h)
+{
+    struct tally_error err = {"invalid_article", "article: the path must end in .svg"};
+    struct badge_call *c = reports_call(h, sizeof(*c));
+    int rc = TALLY_EINVAL;
+
+    if (c == NULL)
+        return;
+    if (h->tail_len > 4 && memcmp(h->tail + h->tail_len - 4, ".svg", 4) == 0)
+        rc = tally_query_parse_path(&c->q, h->tail, h->tail_len - 4, &err);
+    if (rc == 0)
+        rc = badge_params(c, h->query, h->query_len, &err);
+    if (rc < 0) {
+        tally_http_send_error(h, 400, err.code, err.message);
+        free(c);
+        return;
+    }
+    reports_started(h, c, tally_query_start(&c->q, h->w->store, h->w->cfg->prefix, on_badge, c));
+}
+
+/* ---- DELETE /v1/articles/{article} ---- */
+
+struct forget_call {
+    struct tally_http_req h;
+    struct tally_forget forget;
+    struct tally_query q;
+};
+
+static void on_forget(int status, struct tally_forget *f, void *arg)
+{
+    struct forget_call *c = arg;
+
+    (void)f;
+    c->h.w->busy--;
+    if (status < 0) {
+        tally_http_send_unavailable(&c->h, "redis is unavailable; retry later");
+    } else {
+        tally_http_header(&c->h, "Cache-Control", "no-store");
+        tally_http_send(&c->h, 204, NULL, NULL, 0);
+    }
+    free(c);
+}
+
+void tally_route_forget(struct tally_http_req *h)
+{
+    struct tally_error err;
+    struct forget_call *c;
+    int auth = tally_http_authorized(h);
+
+    if (auth != 0) {
+        if (auth == 401)
+            tally_http_header(h, "WWW-Authenticate", "Bearer");
+        tally_http_send_error(h, auth, auth == 401 ? "unauthorized" : "token_not_configured",
+                              auth == 401 ? "authorization: needs 'Authorization: Bearer <token>'"
+                                          : "authorization: needs a token, and none is configured");
+        return;
+    }
+    if ((c = reports_call(h, sizeof(*c))) == NULL)
+        return;
+    if (tally_query_parse_path(&c->q, h->tail, h->tail_len, &err) < 0) {
+        tally_http_send_error(h, 400, err.code, err.message);
+        free(c);
+        return;
+    }
+    reports_started(h, c, tally_forget_start(&c->forget, c->q.id[0], c->q.len[0],
+                                             h->w->cfg->view_window, h->w->store,
+                                             h->w->cfg->prefix, on_forget, c));
+}
