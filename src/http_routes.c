@@ -220,14 +220,12 @@ static struct ingest_call *ingest_call_new(struct tally_http_req *h, const struc
 
 /* Views carry who sent them, as an unsalted digest that never leaves memory; the writer turns
  * it into per-article visitor ids under the day's salt. */
-static void ingest_visitor(struct tally_http_req *h, struct ingest_call *c)
+static void ingest_visitor(struct tally_http_req *h, struct ingest_call *c, const uint8_t addr[16])
 {
     const char *ua = tally_http_get(h, "User-Agent");
-    uint8_t addr[16];
 
     if (c->n_views == 0)
         return;
-    tally_http_client(h, addr);
     c->wr.has_digest = true;
     c->wr.digest = tally_visitor_digest(addr, ua != NULL ? ua : "", ua != NULL ? strlen(ua) : 0);
     c->wr.visitor = c->visitor;
@@ -252,13 +250,26 @@ static void ingest_submit(struct tally_http_req *h, const struct tally_batch *b,
                           const char *idem)
 {
     struct tally_worker *w = h->w;
-    uint32_t ignored[TALLY_IGNORES] = {0};
+    uint32_t ignored[TALLY_IGNORES] = {0}, retry;
     struct ingest_call *c;
+    uint8_t addr[16];
+    char retry_after[12];
     int why = -1, rc;
 
-    /* A server with the token speaks for itself: no bot or prefetch rules. */
-    if (tally_http_authorized(h) != 0)
+    tally_http_client(h, addr);
+    /* A server with the token speaks for itself: no rate limit, bot or prefetch rules. */
+    if (tally_http_authorized(h) != 0) {
+        if (!tally_ratelimit_take(&w->server->ratelimit, addr, (uint32_t)b->n,
+                                  tally_http_now_us(), &retry)) {
+            ingest_count(w, b, 0, TALLY_OUTCOME_REJECTED);
+            snprintf(retry_after, sizeof(retry_after), "%u", retry);
+            tally_http_header(h, "Retry-After", retry_after);
+            ingest_reject(h, pixel, 429, TALLY_REJECT_RATE_LIMITED, "rate_limited",
+                          "client: over --rate-limit events per second; retry later");
+            return;
+        }
         why = ingest_ignore_reason(h);
+    }
     if (why >= 0) {
         ignored[why] = (uint32_t)b->n;
         tally_metric_add(&w->metrics.ignored[why], b->n);
@@ -272,7 +283,7 @@ static void ingest_submit(struct tally_http_req *h, const struct tally_batch *b,
     }
     if (idem != NULL)
         ingest_idem_key(c, w->cfg->prefix, idem);
-    ingest_visitor(h, c);
+    ingest_visitor(h, c, addr);
     rc = tally_writer_submit(w->writer, &c->wr);
     if (rc < 0) {
         free(c);

@@ -68,7 +68,7 @@ int tally_server_start(struct tally_server *s, const struct tally_config *cfg, c
     s->cfg = cfg;
     s->start_time = (double)now.tv_sec + (double)now.tv_usec / 1e6;
     s->workers = calloc(cfg->threads, sizeof(*s->workers));
-    if (s->workers == NULL) {
+    if (s->workers == NULL || tally_ratelimit_init(&s->ratelimit, cfg->rate_limit) < 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -114,4 +114,5 @@ void tally_server_free(struct tally_server *s)
     free(s->workers);
     s->workers = NULL;
     s->n_workers = 0;
+    tally_ratelimit_release(&s->ratelimit);
 }

@@ -14,6 +14,7 @@
 #include "tally/config.h"
 #include "tally/ingest.h"
 #include "tally/metrics.h"
+#include "tally/ratelimit.h"
 
 struct tally_worker;
 
@@ -24,6 +25,7 @@ struct tally_server {
     size_t n_workers;
     size_t n_started;            /* workers whose thread runs */
     double start_time;           /* Unix seconds */
+    struct tally_ratelimit ratelimit; /* shared by every worker, lock-free */
     char listen_desc[300];       /* "127.0.0.1:8080", for logs */
 };
 
