@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 
@@ -18,7 +20,9 @@
 #include "tally/visitor.h"
 
 #define HTTP_HEADERS_MAX 16384
-#define HTTP_TIMEOUT_S 30
+#define HTTP_HEADER_COUNT_MAX 100
+#define HTTP_TIMEOUT_S 10             /* idle: no byte for this long closes a connection */
+#define HTTP_REQUEST_MAX_US 10000000  /* a request must arrive whole within this from its first byte */
 #define HTTP_PATH_MAX 4096
 
 enum http_methods {
@@ -217,6 +221,17 @@ static bool http_framing_ambiguous(struct evhttp_request *req)
     return cl > 1 || te > 1 || (cl > 0 && te > 0);
 }
 
+static size_t http_header_count(struct evhttp_request *req)
+{
+    struct evkeyvalq *hdrs = evhttp_request_get_input_headers(req);
+    struct evkeyval *kv;
+    size_t n = 0;
+
+    for (kv = hdrs->tqh_first; kv != NULL; kv = kv->next.tqe_next)
+        n++;
+    return n;
+}
+
 static void http_preflight(struct tally_http_req *h)
 {
     tally_http_header(h, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
@@ -288,6 +303,11 @@ static void on_request(struct evhttp_request *req, void *arg)
         h.query = q + 1;
         h.query_len = strlen(q + 1);
     }
+    if (http_header_count(req) > HTTP_HEADER_COUNT_MAX) {
+        tally_http_header(&h, "Connection", "close");
+        tally_http_send_error(&h, 400, "too_many_headers", "headers: at most 100");
+        return;
+    }
     if (http_framing_ambiguous(req)) {
         tally_http_header(&h, "Connection", "close");
         tally_http_send_error(&h, 400, "ambiguous_framing",
@@ -295,6 +315,127 @@ static void on_request(struct evhttp_request *req, void *arg)
         return;
     }
     http_dispatch(&h);
+}
+
+/* ---- Connections ----
+ *
+ * The worker makes each connection's bufferevent itself (evhttp's bevcb), so that it can
+ * count connections -- and stop accepting at its share of --max-connections: the rest wait
+ * in the kernel's backlog, not in our memory -- and cut off a client that trickles a request
+ * in: evhttp only has an idle timeout, which a byte every few seconds keeps resetting. The
+ * connection's end is learnt from evhttp's close callback, set once evhttp has taken the
+ * bufferevent over. */
+
+struct conn_guard {
+    struct tally_worker *w;
+    struct bufferevent *bev;
+    struct event attach;    /* runs once evhttp's accept has finished with the connection */
+    uint64_t reading_since; /* us: the first byte of the request being received, or 0 */
+};
+
+static size_t http_conn_cap(const struct tally_worker *w)
+{
+    size_t cap = w->cfg->max_connections / w->server->n_workers;
+
+    return cap > 0 ? cap : 1;
+}
+
+static void http_conn_gone(struct conn_guard *g)
+{
+    struct tally_worker *w = g->w;
+
+    event_del(&g->attach);
+    free(g);
+    w->conns--;
+    tally_gauge_add(&w->metrics.connections, -1);
+    if (w->paused && w->conns < http_conn_cap(w) && w->bound != NULL) {
+        evconnlistener_enable(evhttp_bound_socket_get_listener(w->bound));
+        w->paused = false;
+    }
+}
+
+static void on_conn_close(struct evhttp_connection *evcon, void *arg)
+{
+    evhttp_connection_set_closecb(evcon, NULL, NULL);
+    http_conn_gone(arg);
+}
+
+/* Bytes arrived (or were consumed): a request must arrive whole within its time. */
+static void on_conn_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct conn_guard *g = arg;
+    uint64_t now;
+
+    (void)buf;
+    if (info->n_added == 0 || g->bev == NULL)
+        return;
+    now = tally_http_now_us();
+    if (g->reading_since == 0) {
+        g->reading_since = now;
+    } else if (now - g->reading_since > HTTP_REQUEST_MAX_US) {
+        /* Deferred: evhttp frees the connection in its error callback, not under us. */
+        tally_metric_add(&g->w->metrics.slow_clients, 1);
+        g->reading_since = now; /* one cut is enough */
+        bufferevent_disable(g->bev, EV_READ);
+        bufferevent_trigger_event(g->bev, BEV_EVENT_READING | BEV_EVENT_ERROR,
+                                  BEV_TRIG_DEFER_CALLBACKS);
+    }
+}
+
+/* An answer going out: the request is complete; the next one starts its own clock. */
+static void on_conn_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct conn_guard *g = arg;
+
+    (void)buf;
+    if (info->n_added > 0)
+        g->reading_since = 0;
+}
+
+/* evhttp has set the bufferevent up, with its connection as the callbacks' argument, or has
+ * already given up on it (its callbacks are then cleared). Our reference kept it alive. */
+static void on_conn_attach(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn_guard *g = arg;
+    struct bufferevent *bev = g->bev;
+    void *evcon = NULL;
+
+    (void)fd;
+    (void)what;
+    bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
+    if (evcon != NULL)
+        evhttp_connection_set_closecb(evcon, on_conn_close, g);
+    else
+        http_conn_gone(g);
+    bufferevent_decref(bev);
+}
+
+static struct bufferevent *on_conn_new(struct event_base *base, void *arg)
+{
+    struct tally_worker *w = arg;
+    struct conn_guard *g = calloc(1, sizeof(*g));
+    struct bufferevent *bev = g != NULL ? bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE)
+                                        : NULL;
+
+    if (bev == NULL) {
+        /* evhttp makes its own bufferevent when given none: served, uncounted. */
+        free(g);
+        return NULL;
+    }
+    g->w = w;
+    g->bev = bev;
+    bufferevent_incref(bev);
+    evbuffer_add_cb(bufferevent_get_input(bev), on_conn_input, g);
+    evbuffer_add_cb(bufferevent_get_output(bev), on_conn_output, g);
+    event_assign(&g->attach, base, -1, 0, on_conn_attach, g);
+    event_active(&g->attach, EV_TIMEOUT, 0);
+    w->conns++;
+    tally_gauge_add(&w->metrics.connections, 1);
+    if (w->conns >= http_conn_cap(w) && w->bound != NULL && !w->paused) {
+        evconnlistener_disable(evhttp_bound_socket_get_listener(w->bound));
+        w->paused = true;
+    }
+    return bev;
 }
 
 /* ---- Setup ---- */
@@ -313,6 +454,7 @@ int tally_http_setup(struct tally_worker *w, evutil_socket_t listener)
                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_DELETE);
     evhttp_set_default_content_type(w->http, "application/json");
     evhttp_set_gencb(w->http, on_request, w);
+    evhttp_set_bevcb(w->http, on_conn_new, w);
     lst = evconnlistener_new(w->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
                              -1, listener);
     if (lst == NULL)

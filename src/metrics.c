@@ -189,6 +189,9 @@ static void metrics_redis(struct tally_buf *out, struct tally_metrics *const *m,
                     "Requests closed without an answer because their write's outcome "
                     "stayed unknown.",
                     (double)SUM(indeterminate));
+    metrics_counter(out, "tally_http_slow_clients_total",
+                    "Connections closed because a request took over 10 s to arrive.",
+                    (double)SUM(slow_clients));
     metrics_gauge_line(out, "tally_redis_up",
                        "Worker threads whose Redis connection is ready.", (double)GAUGE(redis_up));
     metrics_gauge_line(out, "tally_pending_events", "Events held while waiting for Redis.",

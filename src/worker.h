@@ -48,6 +48,8 @@ struct tally_worker {
     uint64_t drain_deadline;     /* ms */
     bool draining;
     size_t busy;                 /* requests waiting for Redis, reads and writes */
+    size_t conns;                /* open HTTP connections */
+    bool paused;                 /* not accepting: CONNS reached this worker's share of the cap */
     pthread_t thread;
 };
 

@@ -60,6 +60,7 @@ struct tally_config {
     uint32_t redis_timeout_ms;     /* connect and command deadline */
     uint32_t hold_ms;              /* how long an event may wait for an unreachable Redis */
     uint32_t max_held;             /* events held at once per worker before 503s */
+    uint32_t max_connections;      /* open HTTP connections, all workers together */
     enum tally_log_level log_level;
     bool demo;                     /* serve the demo pages under /demo/ */
 };

@@ -136,6 +136,7 @@ static void assert_defaults(const struct tally_config *c, uint32_t threads)
     assert_int_equal(c->redis_timeout_ms, 2000);
     assert_int_equal(c->hold_ms, 1000);
     assert_int_equal(c->max_held, 10000);
+    assert_int_equal(c->max_connections, 10000);
     assert_int_equal(c->log_level, TALLY_LOG_INFO);
     assert_false(c->demo);
 }
@@ -247,6 +248,10 @@ static void check_max_held(const struct tally_config *c)
 {
     assert_int_equal(c->max_held, 1);
 }
+static void check_max_connections(const struct tally_config *c)
+{
+    assert_int_equal(c->max_connections, 64);
+}
 static void check_log_level(const struct tally_config *c)
 {
     assert_int_equal(c->log_level, TALLY_LOG_DEBUG);
@@ -273,6 +278,7 @@ static const struct flag_case {
     {"redis-timeout", "TALLY_REDIS_TIMEOUT", "100", check_redis_timeout},
     {"hold", "TALLY_HOLD", "30000", check_hold},
     {"max-held", "TALLY_MAX_HELD", "1", check_max_held},
+    {"max-connections", "TALLY_MAX_CONNECTIONS", "64", check_max_connections},
     {"log-level", "TALLY_LOG_LEVEL", "debug", check_log_level},
     {"demo", "TALLY_DEMO", "yes", check_demo},
 };
@@ -663,6 +669,7 @@ static void test_config_rejects_bad_numbers(void **state)
         {"hold", {"30001", "'30001' must be 0..30000"}},
         {"max-held", {"0", "'0' must be 1..1000000"}},
         {"max-held", {"1000001", "'1000001' must be 1..1000000"}},
+        {"max-connections", {"0", "'0' must be 1..1000000"}},
     };
 
     (void)state;
