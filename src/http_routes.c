@@ -112,14 +112,6 @@ static void ingest_send_ok(struct tally_http_req *h, bool pixel, uint32_t accept
     tally_http_send(h, 200, "application/json", b->data, b->len);
 }
 
-/* TEMPORARY until src/bots.c lands. */
-__attribute__((weak)) bool tally_bot_match(const char *ua, size_t len)
-{
-    (void)ua;
-    (void)len;
-    return false;
-}
-
 static bool ingest_has_comments(const struct tally_batch *b)
 {
     for (size_t i = 0; i < b->n; i++)
