@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test.sh -- install what the tests need, build with AddressSanitizer and
-# UndefinedBehaviorSanitizer, and run every test: unit, integration, browser and docs.
-# Each test starts the services it needs (redis-server on free loopback ports, Chromium)
-# and stops them again.
+# UndefinedBehaviorSanitizer, and run every test: unit, integration, browser and docs; then
+# build the libFuzzer harnesses with clang and fuzz each target for a bounded time
+# (TALLY_FUZZ_SECONDS, default 60). Each test starts the services it needs (redis-server on
+# free loopback ports, Chromium) and stops them again.
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,3 +15,10 @@ build="$top/build-test"
 cmake -S "$top" -B "$build" -DTALLY_SANITIZE=ON -DTALLY_WERROR=ON >/dev/null
 cmake --build "$build" -j"$(nproc)"
 ctest --test-dir "$build" --output-on-failure -j2 "$@"
+
+# Fuzzing: clang with libFuzzer, every target for a bounded time.
+fuzz="$top/build-fuzz"
+CC=clang cmake -S "$top" -B "$fuzz" -DTALLY_FUZZ=ON \
+    -DTALLY_FUZZ_SECONDS="${TALLY_FUZZ_SECONDS:-60}" >/dev/null
+cmake --build "$fuzz" -j"$(nproc)" --target fuzz_events fuzz_query fuzz_config
+ctest --test-dir "$fuzz" --output-on-failure -j2 -R '^fuzz\.'
