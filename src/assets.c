@@ -46,7 +46,7 @@ static void asset_etag(const struct asset *a, char out[32])
 
 void tally_route_asset(struct tally_http_req *h)
 {
-    const char *inm = tally_http_get(h, "If-None-Match");
+    const char *inm = h->hdr.if_none_match;
     char etag[32];
 
     for (size_t i = 0; i < sizeof(assets) / sizeof(assets[0]); i++) {

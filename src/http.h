@@ -11,6 +11,15 @@
 #include "tally/metrics.h"
 #include "worker.h"
 
+/* The request headers tally looks at, found in one pass (NULL when absent). They point into
+ * the request's header list: valid while the request is. */
+struct tally_http_headers {
+    const char *content_type, *idempotency_key, *origin, *authorization, *user_agent,
+        *if_none_match;
+    const char *purpose;         /* Sec-Purpose, Purpose, X-Purpose or X-Moz */
+    unsigned n, n_content_length, n_transfer_encoding, n_forwarded_for;
+};
+
 /* One request being handled: the libevent request, its worker, its route for metrics, when
  * it started, and the raw path and query of its URI. */
 struct tally_http_req {
@@ -25,6 +34,8 @@ struct tally_http_req {
     const char *tail;   /* for prefix routes: the path after the prefix */
     size_t tail_len;
     bool v1;            /* under /v1/: CORS applies */
+    struct tally_http_headers hdr;
+    int authorized;     /* tally_http_authorized(), once asked; -1 before */
 };
 /* PATH, QUERY and TAIL live only while the handler runs: an asynchronous handler copies what
  * it needs. */
@@ -44,9 +55,6 @@ void tally_http_send_unavailable(struct tally_http_req *h, const char *message);
 
 /* Add a response header. */
 void tally_http_header(struct tally_http_req *h, const char *name, const char *value);
-
-/* The request header NAME, or NULL. */
-const char *tally_http_get(struct tally_http_req *h, const char *name);
 
 /* The client's address (16 bytes, IPv4-mapped): the peer, or with a trusted peer the hop
  * that X-Forwarded-For names (see tally_client_addr()). */

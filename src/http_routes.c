@@ -124,16 +124,10 @@ static bool ingest_has_comments(const struct tally_batch *b)
  * crawler or link preview. -1 when it counts. */
 static int ingest_ignore_reason(struct tally_http_req *h)
 {
-    static const char *const purposes[] = {"Sec-Purpose", "Purpose", "X-Purpose", "X-Moz"};
-    const char *ua;
+    const char *p = h->hdr.purpose, *ua = h->hdr.user_agent;
 
-    for (size_t i = 0; i < sizeof(purposes) / sizeof(purposes[0]); i++) {
-        const char *p = tally_http_get(h, purposes[i]);
-
-        if (p != NULL && (strstr(p, "prefetch") != NULL || strstr(p, "preview") != NULL))
-            return TALLY_IGNORE_PREFETCH;
-    }
-    ua = tally_http_get(h, "User-Agent");
+    if (p != NULL && (strstr(p, "prefetch") != NULL || strstr(p, "preview") != NULL))
+        return TALLY_IGNORE_PREFETCH;
     if (tally_bot_match(ua, ua != NULL ? strlen(ua) : 0))
         return TALLY_IGNORE_BOT;
     return -1;
@@ -214,7 +208,7 @@ static struct ingest_call *ingest_call_new(struct tally_http_req *h, const struc
  * it into per-article visitor ids under the day's salt. */
 static void ingest_visitor(struct tally_http_req *h, struct ingest_call *c, const uint8_t addr[16])
 {
-    const char *ua = tally_http_get(h, "User-Agent");
+    const char *ua = h->hdr.user_agent;
 
     if (c->n_views == 0)
         return;
@@ -320,7 +314,7 @@ static bool ingest_type_ok(const char *ctype)
  * token. Returns true when the request may be counted; else it has been answered. */
 static bool ingest_admit(struct tally_http_req *h, const struct tally_batch *b, bool pixel)
 {
-    const char *origin = tally_http_get(h, "Origin");
+    const char *origin = h->hdr.origin;
     int auth;
 
     if (origin != NULL &&
@@ -347,11 +341,11 @@ void tally_route_events(struct tally_http_req *h)
     struct tally_worker *w = h->w;
     struct evbuffer *in = evhttp_request_get_input_buffer(h->req);
     size_t len = evbuffer_get_length(in);
-    const char *idem = tally_http_get(h, "Idempotency-Key");
+    const char *idem = h->hdr.idempotency_key;
     struct tally_error err;
     int rc;
 
-    if (!ingest_type_ok(tally_http_get(h, "Content-Type"))) {
+    if (!ingest_type_ok(h->hdr.content_type)) {
         ingest_reject(h, false, 415, TALLY_REJECT_INVALID, "unsupported_media_type",
                       "content-type: send application/json or text/plain");
         return;
@@ -443,7 +437,7 @@ static void on_stats_ready(int status, struct tally_query *q, void *arg)
 static void stats_run(struct tally_http_req *h, bool many)
 {
     struct stats_call *c = malloc(sizeof(*c));
-    const char *inm = tally_http_get(h, "If-None-Match");
+    const char *inm = h->hdr.if_none_match;
     struct tally_error err;
     int rc;
 

@@ -1,5 +1,6 @@
 /* http_server.c -- each worker's evhttp: limits, the route table, CORS, and the reply
  * helpers every handler answers through. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,11 +69,6 @@ uint64_t tally_http_now_us(void)
 
 /* ---- Replies ---- */
 
-const char *tally_http_get(struct tally_http_req *h, const char *name)
-{
-    return evhttp_find_header(evhttp_request_get_input_headers(h->req), name);
-}
-
 void tally_http_header(struct tally_http_req *h, const char *name, const char *value)
 {
     evhttp_add_header(evhttp_request_get_output_headers(h->req), name, value);
@@ -92,7 +88,7 @@ static void http_cors(struct tally_http_req *h)
         return;
     }
     tally_http_header(h, "Vary", "Origin");
-    origin = tally_http_get(h, "Origin");
+    origin = h->hdr.origin;
     if (origin != NULL && tally_config_origin_allowed(cfg, origin, strlen(origin)))
         tally_http_header(h, "Access-Control-Allow-Origin", origin);
 }
@@ -134,15 +130,13 @@ void tally_http_send_unavailable(struct tally_http_req *h, const char *message)
     tally_http_send_error(h, 503, "unavailable", message);
 }
 
-int tally_http_authorized(struct tally_http_req *h)
+static int http_check_token(const char *token, const char *auth)
 {
-    const char *token = h->w->cfg->token, *auth;
     size_t tlen = strlen(token), alen;
     unsigned char diff = 0;
 
     if (tlen == 0)
         return 403;
-    auth = tally_http_get(h, "Authorization");
     if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
         return 401;
     auth += 7;
@@ -151,6 +145,13 @@ int tally_http_authorized(struct tally_http_req *h)
     for (size_t i = 0; i < tlen; i++)
         diff |= (unsigned char)(token[i] ^ (i < alen ? auth[i] : 0));
     return diff == 0 && alen == tlen ? 0 : 401;
+}
+
+int tally_http_authorized(struct tally_http_req *h)
+{
+    if (h->authorized < 0)
+        h->authorized = http_check_token(h->w->cfg->token, h->hdr.authorization);
+    return h->authorized;
 }
 
 static void http_peer(struct evhttp_request *req, uint8_t out[16])
@@ -175,7 +176,7 @@ void tally_http_client(struct tally_http_req *h, uint8_t out[16])
     uint8_t peer[16];
 
     http_peer(h->req, peer);
-    if (h->w->cfg->n_trust == 0 || !tally_config_trusted(h->w->cfg, peer)) {
+    if (h->hdr.n_forwarded_for == 0 || !tally_config_trusted(h->w->cfg, peer)) {
         memcpy(out, peer, 16);
         return;
     }
@@ -206,30 +207,51 @@ void tally_http_abandon(struct tally_http_req *h)
 
 /* ---- Dispatch ---- */
 
-/* More than one Content-Length, or one beside Transfer-Encoding: the framing is ambiguous,
- * and libevent 2.1 would act on one of them (a smuggling vector). */
-static bool http_framing_ambiguous(struct evhttp_request *req)
+/* One pass over the request headers: the ones tally reads, and counts for the checks. */
+static void http_scan_headers(struct evhttp_request *req, struct tally_http_headers *hd)
 {
+    static const struct {
+        const char *name;
+        size_t offset; /* of the field in struct tally_http_headers */
+    } wanted[] = {
+        {"Content-Type", offsetof(struct tally_http_headers, content_type)},
+        {"Idempotency-Key", offsetof(struct tally_http_headers, idempotency_key)},
+        {"Origin", offsetof(struct tally_http_headers, origin)},
+        {"Authorization", offsetof(struct tally_http_headers, authorization)},
+        {"User-Agent", offsetof(struct tally_http_headers, user_agent)},
+        {"If-None-Match", offsetof(struct tally_http_headers, if_none_match)},
+        {"Sec-Purpose", offsetof(struct tally_http_headers, purpose)},
+        {"Purpose", offsetof(struct tally_http_headers, purpose)},
+        {"X-Purpose", offsetof(struct tally_http_headers, purpose)},
+        {"X-Moz", offsetof(struct tally_http_headers, purpose)},
+    };
     struct evkeyvalq *hdrs = evhttp_request_get_input_headers(req);
     struct evkeyval *kv;
-    int cl = 0, te = 0;
 
+    memset(hd, 0, sizeof(*hd));
     for (kv = hdrs->tqh_first; kv != NULL; kv = kv->next.tqe_next) {
-        cl += strcasecmp(kv->key, "Content-Length") == 0;
-        te += strcasecmp(kv->key, "Transfer-Encoding") == 0;
+        size_t len = strlen(kv->key);
+
+        hd->n++;
+        hd->n_content_length += len == 14 && strcasecmp(kv->key, "Content-Length") == 0;
+        hd->n_transfer_encoding += len == 17 && strcasecmp(kv->key, "Transfer-Encoding") == 0;
+        hd->n_forwarded_for += len == 15 && strcasecmp(kv->key, "X-Forwarded-For") == 0;
+        for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++) {
+            const char **field = (const char **)((char *)hd + wanted[i].offset);
+
+            if (*field == NULL && len == strlen(wanted[i].name) &&
+                strcasecmp(kv->key, wanted[i].name) == 0)
+                *field = kv->value;
+        }
     }
-    return cl > 1 || te > 1 || (cl > 0 && te > 0);
 }
 
-static size_t http_header_count(struct evhttp_request *req)
+/* More than one Content-Length, or one beside Transfer-Encoding: the framing is ambiguous,
+ * and libevent 2.1 would act on one of them (a smuggling vector). */
+static bool http_framing_ambiguous(const struct tally_http_headers *hd)
 {
-    struct evkeyvalq *hdrs = evhttp_request_get_input_headers(req);
-    struct evkeyval *kv;
-    size_t n = 0;
-
-    for (kv = hdrs->tqh_first; kv != NULL; kv = kv->next.tqe_next)
-        n++;
-    return n;
+    return hd->n_content_length > 1 || hd->n_transfer_encoding > 1 ||
+           (hd->n_content_length > 0 && hd->n_transfer_encoding > 0);
 }
 
 static void http_preflight(struct tally_http_req *h)
@@ -285,7 +307,8 @@ static void http_dispatch(struct tally_http_req *h)
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct tally_http_req h = {.req = req, .w = arg, .route = TALLY_ROUTE_OTHER,
-                               .t0_us = tally_http_now_us(), .path = "", .query = ""};
+                               .t0_us = tally_http_now_us(), .path = "", .query = "",
+                               .authorized = -1};
     const char *uri = evhttp_request_get_uri(req), *q;
     char path[HTTP_PATH_MAX + 1];
 
@@ -303,12 +326,13 @@ static void on_request(struct evhttp_request *req, void *arg)
         h.query = q + 1;
         h.query_len = strlen(q + 1);
     }
-    if (http_header_count(req) > HTTP_HEADER_COUNT_MAX) {
+    http_scan_headers(req, &h.hdr);
+    if (h.hdr.n > HTTP_HEADER_COUNT_MAX) {
         tally_http_header(&h, "Connection", "close");
         tally_http_send_error(&h, 400, "too_many_headers", "headers: at most 100");
         return;
     }
-    if (http_framing_ambiguous(req)) {
+    if (http_framing_ambiguous(&h.hdr)) {
         tally_http_header(&h, "Connection", "close");
         tally_http_send_error(&h, 400, "ambiguous_framing",
                               "headers: repeated or conflicting Content-Length/Transfer-Encoding");

@@ -6,7 +6,6 @@
 
 #include <cjson/cJSON.h>
 #include <event2/event.h>
-#include <event2/thread.h>
 #include <hiredis/hiredis.h>
 
 #include "tally/config.h"
@@ -76,8 +75,7 @@ int main(int argc, char **argv)
     }
     tally_log_level = cfg.log_level;
     signal(SIGPIPE, SIG_IGN);
-    /* Workers are stopped from this thread: libevent must know about threads first. */
-    if (evthread_use_pthreads() < 0 || tally_server_start(&server, &cfg, err, sizeof(err)) < 0) {
+    if (tally_server_start(&server, &cfg, err, sizeof(err)) < 0) {
         log_error("cannot start: %s", err);
         tally_server_stop(&server);
         tally_server_free(&server);

@@ -4,7 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/thread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "tally/error.h"
 #include "tally/log.h"
@@ -52,15 +53,31 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 {
     struct tally_worker *w = arg;
     struct timeval tv = {0, WORKER_DRAIN_POLL_MS * 1000};
+    uint64_t one;
 
-    (void)fd;
     (void)what;
+    (void)!read(fd, &one, sizeof(one));
     if (w->draining)
         return;
     w->draining = true;
     w->drain_deadline = tally_now_ms() + WORKER_DRAIN_MAX_MS;
     tally_http_stop_accepting(w);
     event_add(w->drain_ev, &tv);
+}
+
+/* A worker's base is used by its thread alone: no locks; and epoll's interest list is updated
+ * once per loop turn, not once per enable and disable (evhttp toggles them per request). */
+static struct event_base *worker_base(void)
+{
+    struct event_config *cfg = event_config_new();
+    struct event_base *base;
+
+    if (cfg == NULL)
+        return NULL;
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    return base;
 }
 
 struct tally_worker *tally_worker_new(unsigned id, struct tally_server *server,
@@ -74,12 +91,14 @@ struct tally_worker *tally_worker_new(unsigned id, struct tally_server *server,
         return NULL;
     }
     w->id = id;
+    w->stop_fd = -1;
     w->server = server;
     w->cfg = server->cfg;
     tally_buf_init(&w->out);
     tally_buf_init(&w->scratch);
-    w->base = event_base_new();
-    if (w->base == NULL || tally_http_setup(w, listener) < 0) {
+    w->base = worker_base();
+    w->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->base == NULL || w->stop_fd < 0 || tally_http_setup(w, listener) < 0) {
         snprintf(err, errlen, "cannot set up the HTTP server of worker %u", id);
         if (w->http == NULL)
             evutil_closesocket(listener);
@@ -91,9 +110,10 @@ struct tally_worker *tally_worker_new(unsigned id, struct tally_server *server,
     w->writer = w->salts != NULL
                     ? tally_writer_new(w->base, w->store, w->salts, w->cfg, &w->metrics)
                     : NULL;
-    w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+    w->stop_ev = event_new(w->base, w->stop_fd, EV_READ, on_stop, w);
     w->drain_ev = event_new(w->base, -1, EV_PERSIST, on_drain, w);
-    if (w->writer == NULL || w->stop_ev == NULL || w->drain_ev == NULL) {
+    if (w->writer == NULL || w->stop_ev == NULL || w->drain_ev == NULL ||
+        event_add(w->stop_ev, NULL) < 0) {
         snprintf(err, errlen, "out of memory");
         tally_worker_free(w);
         return NULL;
@@ -118,6 +138,8 @@ void tally_worker_free(struct tally_worker *w)
         event_free(w->drain_ev);
     if (w->base != NULL)
         event_base_free(w->base);
+    if (w->stop_fd >= 0)
+        close(w->stop_fd);
     tally_buf_release(&w->out);
     tally_buf_release(&w->scratch);
     free(w);
@@ -138,7 +160,10 @@ int tally_worker_start(struct tally_worker *w)
 
 void tally_worker_stop(struct tally_worker *w)
 {
-    event_active(w->stop_ev, EV_TIMEOUT, 0);
+    uint64_t one = 1;
+
+    /* The only way into another worker's loop: its bases have no locks. */
+    (void)!write(w->stop_fd, &one, sizeof(one));
 }
 
 void tally_worker_join(struct tally_worker *w)

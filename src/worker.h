@@ -43,7 +43,8 @@ struct tally_worker {
     struct tally_batch batch;    /* scratch for parsing a request */
     struct tally_buf out;        /* scratch for building a reply */
     struct tally_buf scratch;    /* scratch for joining headers */
-    struct event *stop_ev;       /* activated from the main thread */
+    int stop_fd;                 /* eventfd the main thread writes to stop the worker */
+    struct event *stop_ev;
     struct event *drain_ev;      /* polls until nothing is held */
     uint64_t drain_deadline;     /* ms */
     bool draining;
