@@ -103,7 +103,8 @@ void tally_http_send(struct tally_http_req *h, int code, const char *ctype, cons
     http_cors(h);
     if (h->w->draining)
         tally_http_header(h, "Connection", "close");
-    if (len > 0)
+    /* libevent 2.1 would send a body after the headers of a HEAD answer too. */
+    if (len > 0 && evhttp_request_get_command(h->req) != EVHTTP_REQ_HEAD)
         evbuffer_add(evhttp_request_get_output_buffer(h->req), body, len);
     tally_metrics_request(&h->w->metrics, h->route, code, secs);
     evhttp_send_reply(h->req, code, NULL, NULL);
@@ -128,6 +129,39 @@ void tally_http_send_unavailable(struct tally_http_req *h, const char *message)
 {
     tally_http_header(h, "Retry-After", arc4random_uniform(2) ? "2" : "1");
     tally_http_send_error(h, 503, "unavailable", message);
+}
+
+/* TAG without a weak prefix; its length in *LEN. */
+static const char *http_strong(const char *tag, size_t *len)
+{
+    if (*len >= 2 && tag[0] == 'W' && tag[1] == '/') {
+        *len -= 2;
+        return tag + 2;
+    }
+    return tag;
+}
+
+bool tally_http_etag_match(const char *inm, const char *etag)
+{
+    size_t elen = strlen(etag);
+    const char *e = http_strong(etag, &elen);
+
+    while (inm != NULL && *inm != '\0') {
+        size_t n;
+        const char *t;
+
+        inm += strspn(inm, " \t,");
+        n = strcspn(inm, ",");
+        while (n > 0 && (inm[n - 1] == ' ' || inm[n - 1] == '\t'))
+            n--;
+        if (n == 1 && inm[0] == '*')
+            return true;
+        t = http_strong(inm, &n);
+        if (n > 0 && n == elen && memcmp(t, e, n) == 0)
+            return true;
+        inm += strcspn(inm, ",");
+    }
+    return false;
 }
 
 static int http_check_token(const char *token, const char *auth)
@@ -314,6 +348,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 
     q = strchr(uri, '?');
     h.path_len = q != NULL ? (size_t)(q - uri) : strlen(uri);
+    h.v1 = strncmp(uri, "/v1/", 4) == 0;
     if (h.path_len > HTTP_PATH_MAX || uri[0] != '/') {
         tally_http_send_error(&h, 400, "invalid_uri", "uri: must be a path of at most 4096 bytes");
         return;
@@ -321,7 +356,6 @@ static void on_request(struct evhttp_request *req, void *arg)
     memcpy(path, uri, h.path_len);
     path[h.path_len] = '\0';
     h.path = path;
-    h.v1 = strncmp(path, "/v1/", 4) == 0;
     if (q != NULL) {
         h.query = q + 1;
         h.query_len = strlen(q + 1);
@@ -353,8 +387,10 @@ static void on_request(struct evhttp_request *req, void *arg)
 struct conn_guard {
     struct tally_worker *w;
     struct bufferevent *bev;
+    struct evhttp_connection *evcon; /* once attached */
     struct event attach;    /* runs once evhttp's accept has finished with the connection */
     uint64_t reading_since; /* us: the first byte of the request being received, or 0 */
+    TAILQ_ENTRY(conn_guard) link;
 };
 
 static size_t http_conn_cap(const struct tally_worker *w)
@@ -369,6 +405,7 @@ static void http_conn_gone(struct conn_guard *g)
     struct tally_worker *w = g->w;
 
     event_del(&g->attach);
+    TAILQ_REMOVE(&w->conn_list, g, link);
     free(g);
     w->conns--;
     tally_gauge_add(&w->metrics.connections, -1);
@@ -427,6 +464,7 @@ static void on_conn_attach(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
+    g->evcon = evcon;
     if (evcon != NULL)
         evhttp_connection_set_closecb(evcon, on_conn_close, g);
     else
@@ -453,6 +491,7 @@ static struct bufferevent *on_conn_new(struct event_base *base, void *arg)
     evbuffer_add_cb(bufferevent_get_output(bev), on_conn_output, g);
     event_assign(&g->attach, base, -1, 0, on_conn_attach, g);
     event_active(&g->attach, EV_TIMEOUT, 0);
+    TAILQ_INSERT_TAIL(&w->conn_list, g, link);
     w->conns++;
     tally_gauge_add(&w->metrics.connections, 1);
     if (w->conns >= http_conn_cap(w) && w->bound != NULL && !w->paused) {
@@ -468,10 +507,13 @@ int tally_http_setup(struct tally_worker *w, evutil_socket_t listener)
 {
     struct evconnlistener *lst;
 
+    TAILQ_INIT(&w->conn_list);
     w->http = evhttp_new(w->base);
     if (w->http == NULL)
         return -1;
-    evhttp_set_max_body_size(w->http, TALLY_BODY_MAX);
+    /* Twice the limit, so that a body just over it gets tally's JSON 413, not libevent's
+     * HTML one (which larger bodies still get). */
+    evhttp_set_max_body_size(w->http, 2 * TALLY_BODY_MAX);
     evhttp_set_max_headers_size(w->http, HTTP_HEADERS_MAX);
     evhttp_set_timeout(w->http, HTTP_TIMEOUT_S);
     evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
@@ -485,6 +527,19 @@ int tally_http_setup(struct tally_worker *w, evutil_socket_t listener)
         return -1;
     w->bound = evhttp_bind_listener(w->http, lst);
     return w->bound != NULL ? 0 : -1;
+}
+
+void tally_http_close_idle(struct tally_worker *w)
+{
+    struct conn_guard *g, *next;
+
+    for (g = TAILQ_FIRST(&w->conn_list); g != NULL; g = next) {
+        next = TAILQ_NEXT(g, link);
+        /* Its close callback frees G (and unlinks it) from inside the free. */
+        if (g->evcon != NULL && g->reading_since == 0 &&
+            evbuffer_get_length(bufferevent_get_output(g->bev)) == 0)
+            evhttp_connection_free(g->evcon);
+    }
 }
 
 void tally_http_stop_accepting(struct tally_worker *w)

@@ -22,6 +22,8 @@ static void on_store_state(struct tally_store *st, bool ready, void *arg)
     struct tally_worker *w = arg;
 
     (void)st;
+    if (ready && w->salts != NULL)
+        tally_salts_stale(w->salts);
     if (ready && w->writer != NULL)
         tally_writer_kick(w->writer);
 }
@@ -34,13 +36,19 @@ static void on_salt(void *arg)
         tally_writer_kick(w->writer);
 }
 
+/* Draining: once nothing waits for Redis, close the connections that are between requests
+ * (answers in flight finish first: they carry "Connection: close"), and stop when none is
+ * left. */
 static void on_drain(evutil_socket_t fd, short what, void *arg)
 {
     struct tally_worker *w = arg;
+    bool late = tally_now_ms() >= w->drain_deadline;
 
     (void)fd;
     (void)what;
-    if (w->busy == 0 || tally_now_ms() >= w->drain_deadline) {
+    if (w->busy == 0)
+        tally_http_close_idle(w);
+    if ((w->busy == 0 && w->conns == 0) || late) {
         if (w->busy > 0)
             log_warn("worker %u stops with %zu requests still waiting", w->id, w->busy);
         event_del(w->drain_ev);
@@ -62,6 +70,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     w->draining = true;
     w->drain_deadline = tally_now_ms() + WORKER_DRAIN_MAX_MS;
     tally_http_stop_accepting(w);
+    tally_http_close_idle(w);
     event_add(w->drain_ev, &tv);
 }
 

@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <sys/queue.h>
 
 #include <event2/event.h>
 #include <event2/http.h>
@@ -17,6 +18,8 @@
 #include "tally/ratelimit.h"
 
 struct tally_worker;
+struct conn_guard;
+TAILQ_HEAD(conn_list, conn_guard);
 
 /* The process: what /metrics sums and what every worker may read. */
 struct tally_server {
@@ -50,6 +53,7 @@ struct tally_worker {
     bool draining;
     size_t busy;                 /* requests waiting for Redis, reads and writes */
     size_t conns;                /* open HTTP connections */
+    struct conn_list conn_list;  /* the counted ones (http_server.c) */
     bool paused;                 /* not accepting: CONNS reached this worker's share of the cap */
     pthread_t thread;
 };
@@ -88,5 +92,8 @@ int tally_http_setup(struct tally_worker *w, evutil_socket_t listener);
 
 /* Stop accepting new connections (existing ones are served until the loop ends). */
 void tally_http_stop_accepting(struct tally_worker *w);
+
+/* Close every connection that is between requests with nothing left to send. */
+void tally_http_close_idle(struct tally_worker *w);
 
 #endif
