@@ -38,6 +38,8 @@ struct tally_writer {
     enum unit_state state;
     bool uncertain;               /* the unit may have applied: only resend it as it is */
     uint64_t unit_sent_at;
+    uint64_t retry_at;            /* ms: after Redis refused a unit, wait until then */
+    unsigned refusals;            /* in a row, for the backoff */
     uint64_t seq;
     char nonce[17];
     char attempt[40];
@@ -185,7 +187,7 @@ static void writer_flush(struct tally_writer *w)
 {
     int rc;
 
-    if (w->state == UNIT_SENT || !tally_store_ready(w->store))
+    if (w->state == UNIT_SENT || !tally_store_ready(w->store) || tally_now_ms() < w->retry_at)
         return;
     if (w->state == UNIT_RESEND) {
         writer_send(w);
@@ -233,6 +235,11 @@ static bool writer_transient(const redisReply *r)
 
 static void writer_refused(struct tally_writer *w, const redisReply *reply)
 {
+    unsigned shift = w->refusals < 5 ? w->refusals : 5;
+
+    /* Back off (50 ms doubling to 1.6 s): the periodic tick sends again. */
+    w->retry_at = tally_now_ms() + (50u << shift);
+    w->refusals++;
     if (writer_transient(reply) || w->uncertain) {
         /* Nothing ran this time. A unit that may have run before keeps its attempt id. */
         log_debug("redis refused a write unit for now: %s", reply->str);
@@ -251,6 +258,7 @@ static void writer_applied(struct tally_writer *w, const redisReply *reply)
     int rc = tally_agg_apply_reply(&w->agg, reply, w->reqs, w->n_unit);
 
     if (rc == 0) {
+        w->refusals = 0;
         tally_metric_add(&w->metrics->redis_units, 1);
         for (size_t i = 0; i < w->n_unit; i++)
             tally_metric_add(&w->metrics->redis_unit_events, w->unit[i]->req.n);
