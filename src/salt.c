@@ -8,10 +8,13 @@
 #include "tally/salt.h"
 #include "tally/store.h"
 
+#define SALT_REFRESH_MS 600000 /* read a known salt again this often: Redis may have lost it */
+
 struct salt_slot {
     char day[9];
     uint8_t salt[TALLY_SALT_LEN];
     bool known, asked;
+    uint64_t fetched_at; /* ms */
 };
 
 struct tally_salts {
@@ -66,6 +69,7 @@ static void on_salt(int status, redisReply *reply, void *arg)
         return;
     }
     x->known = true;
+    x->fetched_at = tally_now_ms();
     if (s->cb != NULL)
         s->cb(s->arg);
 }
@@ -80,7 +84,10 @@ static void salt_fetch(struct tally_salts *s, struct salt_slot *x)
     size_t setlen[6], getlen[2];
     struct salt_fetch *f;
 
-    if (x->known || x->asked || (f = malloc(sizeof(*f))) == NULL)
+    /* A known salt is read again now and then: if Redis lost it (a flush, a restart without
+     * persistence), a new one was made, and every collector must move to it. */
+    if ((x->known && tally_now_ms() - x->fetched_at < SALT_REFRESH_MS) || x->asked ||
+        (f = malloc(sizeof(*f))) == NULL)
         return;
     f->s = s;
     memcpy(f->day, x->day, 9);
@@ -106,8 +113,7 @@ bool tally_salts_get(struct tally_salts *s, time_t now, uint8_t out[TALLY_SALT_L
 
     tally_visitor_day(now, today);
     x = salt_slot_for(s, today);
-    if (!x->known)
-        salt_fetch(s, x);
+    salt_fetch(s, x);
     /* In the last hour of a day, fetch tomorrow's too, so midnight waits for nothing. */
     if (now % 86400 >= 82800) {
         tally_visitor_day(now + 3600, tomorrow);
@@ -131,6 +137,12 @@ struct tally_salts *tally_salts_new(struct tally_store *st, const char *prefix,
     s->cb = cb;
     s->arg = arg;
     return s;
+}
+
+void tally_salts_stale(struct tally_salts *s)
+{
+    for (int i = 0; i < 2; i++)
+        s->slot[i].fetched_at = 0;
 }
 
 void tally_salts_free(struct tally_salts *s)

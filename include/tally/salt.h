@@ -20,6 +20,9 @@ struct tally_store;
 /* Runs when a salt arrived, so that whoever waited for it can go on. */
 typedef void tally_salts_cb(void *arg);
 
+/* Read the cached salts again at the next use (after a reconnect: Redis may have lost them). */
+void tally_salts_stale(struct tally_salts *s);
+
 struct tally_salts *tally_salts_new(struct tally_store *st, const char *prefix,
                                     tally_salts_cb *cb, void *arg);
 void tally_salts_free(struct tally_salts *s);
