@@ -58,7 +58,7 @@ void tally_route_asset(struct tally_http_req *h)
         tally_http_header(h, "ETag", etag);
         tally_http_header(h, "Cache-Control", a->cache);
         tally_http_header(h, "X-Content-Type-Options", "nosniff");
-        if (inm != NULL && strcmp(inm, etag) == 0)
+        if (tally_http_etag_match(inm, etag))
             tally_http_send(h, 304, NULL, NULL, 0);
         else
             tally_http_send(h, 200, a->ctype, a->data, *a->len);

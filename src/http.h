@@ -60,6 +60,10 @@ void tally_http_header(struct tally_http_req *h, const char *name, const char *v
  * that X-Forwarded-For names (see tally_client_addr()). */
 void tally_http_client(struct tally_http_req *h, uint8_t out[16]);
 
+/* Does an If-None-Match value (INM, may be NULL) match ETAG? "*" matches anything; a list
+ * matches when one entry does; comparison is weak (a W/ prefix is ignored), per RFC 9110. */
+bool tally_http_etag_match(const char *inm, const char *etag);
+
 /* Does the request carry --token as "Authorization: Bearer <token>"? 0 when it does, 401
  * when not, 403 when no token is configured. */
 int tally_http_authorized(struct tally_http_req *h);

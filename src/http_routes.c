@@ -137,6 +137,8 @@ static void ingest_count_written(struct tally_worker *w, const struct ingest_cal
 {
     uint32_t repeat = c->wr.req.repeat;
 
+    if (c->wr.req.replayed)
+        return; /* counted (or not) the first time */
     tally_metric_add(&w->metrics.ignored[TALLY_IGNORE_REPEAT], repeat);
     tally_metric_add(&w->metrics.events[TALLY_EVENT_VIEW][TALLY_OUTCOME_IGNORED], repeat);
     tally_metric_add(&w->metrics.events[TALLY_EVENT_VIEW][TALLY_OUTCOME_COUNTED],
@@ -378,6 +380,11 @@ void tally_route_pixel(struct tally_http_req *h)
     struct tally_worker *w = h->w;
     struct tally_error err;
 
+    /* HEAD asks what a GET would answer; it counts nothing. */
+    if (evhttp_request_get_command(h->req) == EVHTTP_REQ_HEAD) {
+        ingest_send_gif(h, "ignored");
+        return;
+    }
     if (tally_ingest_parse_query(h->query, h->query_len, &w->batch, &err) < 0) {
         ingest_reject(h, true, 400, TALLY_REJECT_INVALID, err.code, err.message);
         return;
@@ -427,7 +434,7 @@ static void on_stats_ready(int status, struct tally_query *q, void *arg)
     stats_etag(b, etag);
     tally_http_header(h, "ETag", etag);
     tally_http_header(h, "Cache-Control", "public, max-age=1");
-    if (strcmp(c->etag_in, etag) == 0)
+    if (tally_http_etag_match(c->etag_in, etag))
         tally_http_send(h, 304, NULL, NULL, 0);
     else
         tally_http_send(h, 200, "application/json", b->data, b->len);
