@@ -1,4 +1,5 @@
 /* metrics.c -- per-thread counters and their Prometheus text rendering. */
+#include <dirent.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -87,7 +88,12 @@ static void metrics_sample(struct tally_buf *out, const char *name, const char *
 {
     char line[512];
 
-    snprintf(line, sizeof(line), "%s%s %.17g\n", name, labels, v);
+    /* Counters are whole numbers: print them whole; sums of seconds need no more than 9
+     * significant digits. */
+    if (v == (double)(int64_t)v)
+        snprintf(line, sizeof(line), "%s%s %lld\n", name, labels, (long long)v);
+    else
+        snprintf(line, sizeof(line), "%s%s %.9g\n", name, labels, v);
     tally_buf_adds(out, line);
 }
 
@@ -194,12 +200,27 @@ static void metrics_redis(struct tally_buf *out, struct tally_metrics *const *m,
                     (double)SUM(slow_clients));
     metrics_gauge_line(out, "tally_redis_up",
                        "Worker threads whose Redis connection is ready.", (double)GAUGE(redis_up));
+    metrics_gauge_line(out, "tally_worker_threads", "Worker threads (--threads).", (double)n);
     metrics_gauge_line(out, "tally_pending_events", "Events held while waiting for Redis.",
                        (double)GAUGE(held_events));
     metrics_gauge_line(out, "tally_pending_requests", "Requests held while waiting for Redis.",
                        (double)GAUGE(held_requests));
     metrics_gauge_line(out, "tally_http_connections", "Open HTTP connections.",
                        (double)GAUGE(connections));
+}
+
+static long metrics_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    long n = 0;
+
+    if (d == NULL)
+        return 0;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
 }
 
 static void metrics_process(struct tally_buf *out, double start_time)
@@ -220,6 +241,7 @@ static void metrics_process(struct tally_buf *out, double start_time)
                         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6);
     metrics_gauge_line(out, "process_resident_memory_bytes", "Resident memory size.",
                        (double)rss);
+    metrics_gauge_line(out, "process_open_fds", "Open file descriptors.", (double)metrics_fds());
     metrics_gauge_line(out, "process_start_time_seconds",
                        "Start time of the process since the Unix epoch.", start_time);
     metrics_head(out, "tally_build_info", "gauge", "Versions tally was built with.");
