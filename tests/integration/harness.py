@@ -1,0 +1,740 @@
+"""harness.py -- shared helpers of the integration tests (Python 3 standard library only).
+
+Redis     a redis-server of our own on a free loopback port, in a scratch directory, with
+          an append-only file so that data survives stop()/start() on the same port and dir
+RespClient a tiny binary-safe RESP client (bulk, array, integer, status, error)
+Tallyd    a tallyd of our own, pointed at a Redis, with its stderr in a log file
+http      post_events() / get() / request() over http.client, raw() over a plain socket
+TallyTestCase  prints the daemons' logs when a test fails or errs
+wait_until     a bounded poller
+
+Environment: TALLYD (the binary), REDIS_SERVER (redis-server), TALLY_TEST_THREADS (tallyd's
+--threads, default 2), TALLY_TEST_KEEP=1 keeps the scratch directories.
+
+Every process is started with subprocess.Popen and only ever signalled through its own PID.
+"""
+
+import atexit
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+# A token that passes --token's rules (16..256 printable ASCII characters).
+TOKEN = "s3cret-token-0123456789"
+
+
+# ---- Configuration ----
+
+def tallyd_path():
+    p = os.environ.get("TALLYD", "")
+    if p and os.path.exists(p):
+        return p
+    for cand in ("build-it/tallyd", "build/tallyd"):
+        c = os.path.join(ROOT, cand)
+        if os.path.exists(c):
+            return c
+    raise RuntimeError("TALLYD is not set to a built tallyd (got %r)" % p)
+
+
+def redis_server_path():
+    p = os.environ.get("REDIS_SERVER", "")
+    if p and not p.endswith("NOTFOUND") and os.path.exists(p):
+        return p
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise RuntimeError("REDIS_SERVER is not set and redis-server is not on PATH")
+
+
+def tallyd_threads():
+    v = os.environ.get("TALLY_TEST_THREADS", "").strip()
+    return int(v) if v else 2
+
+
+def keep_tmp():
+    return os.environ.get("TALLY_TEST_KEEP", "") == "1"
+
+
+def free_port():
+    """A loopback port nobody listens on right now (bind 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port, host="127.0.0.1", timeout=0.5):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout=5.0, interval=0.02, message=None):
+    """Call PREDICATE until it returns something truthy (returned) or TIMEOUT seconds pass
+    (AssertionError). Exceptions from PREDICATE count as false until the last try."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = predicate()
+            if v:
+                return v
+            last_exc = None
+        except Exception as e:  # noqa: BLE001 -- polled conditions may fail for a while
+            last_exc = e
+        if time.monotonic() >= deadline:
+            msg = message or "condition not met within %.1f s" % timeout
+            if last_exc is not None:
+                msg += " (last error: %r)" % (last_exc,)
+            raise AssertionError(msg)
+        time.sleep(interval)
+
+
+def _signal_pid(proc, sig):
+    """Signal our own child PROC, unless it has already been reaped."""
+    if proc is not None and proc.poll() is None:
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _tail(path, lines=200):
+    try:
+        with open(path, "rb") as f:
+            data = f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return "(cannot read %s: %s)" % (path, e)
+    rows = data.splitlines()
+    if len(rows) > lines:
+        rows = ["... (%d earlier lines)" % (len(rows) - lines)] + rows[-lines:]
+    return "\n".join(rows)
+
+
+_scratch_dirs = []
+_children = []  # every Popen this process started
+
+
+def _at_exit():
+    """Whatever a crashed test left running is ours to stop (by PID), then the scratch
+    directories go."""
+    for proc in _children:
+        if proc.poll() is None:
+            _signal_pid(proc, signal.SIGCONT)
+            _signal_pid(proc, signal.SIGKILL)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+    for d in _scratch_dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_at_exit)
+
+
+def _spawn(args, **kw):
+    proc = subprocess.Popen(args, **kw)
+    _children.append(proc)
+    return proc
+
+
+def _scratch_dir(what):
+    """A new scratch directory. It goes when the test process exits, not when its daemon
+    stops: a failing test prints its daemons' logs after its cleanups have run."""
+    path = tempfile.mkdtemp(prefix="tally-%s-" % what)
+    if not keep_tmp():
+        _scratch_dirs.append(path)
+    return path
+
+
+def _report_kept(path, what):
+    if keep_tmp():
+        sys.stderr.write("kept %s dir %s\n" % (what, path))
+
+
+# ---- RESP ----
+
+class RespError(Exception):
+    """An error reply from Redis (-ERR ...)."""
+
+
+class RespClient:
+    """A blocking, binary-safe RESP2 client over one TCP connection."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=5.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    @staticmethod
+    def encode(args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if isinstance(a, str):
+                a = a.encode("utf-8")
+            elif isinstance(a, int):
+                a = str(a).encode()
+            out.append(b"$%d\r\n" % len(a))
+            out.append(a)
+            out.append(b"\r\n")
+        return b"".join(out)
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("redis closed the connection")
+        self.buf += chunk
+
+    def _line(self):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 2:]
+                return line
+            self._fill()
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode("utf-8", "replace")
+        if kind == b"-":
+            return RespError(rest.decode("utf-8", "replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n)
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise ConnectionError("bad RESP reply line %r" % line)
+
+    def command(self, *args):
+        """Send one command; return its reply (str status, bytes bulk, int, list, None), or
+        raise RespError for an error reply."""
+        self.sock.sendall(self.encode(args))
+        r = self._reply()
+        if isinstance(r, RespError):
+            raise r
+        return r
+
+
+# ---- Redis ----
+
+class Redis:
+    """A redis-server of our own. start() again after stop()/kill() reuses the port and the
+    directory, so the append-only file brings the data back."""
+
+    def __init__(self):
+        self.binary = redis_server_path()
+        self.dir = _scratch_dir("redis")
+        self.port = None
+        self.proc = None
+        self.paused = False
+        self._client = None
+
+    @property
+    def logfile(self):
+        return os.path.join(self.dir, "redis.log")
+
+    def log(self):
+        return _tail(self.logfile, 10 ** 6)
+
+    def _spawn(self):
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+                "--dir", self.dir, "--enable-debug-command", "local",
+                "--daemonize", "no", "--logfile", self.logfile]
+        self.proc = _spawn(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.STDOUT, cwd=self.dir)
+        self.paused = False
+
+    def _ping(self):
+        c = RespClient(self.port, timeout=1.0)
+        try:
+            return c.command("PING") == "PONG"
+        except RespError:  # LOADING while it reads the AOF
+            return False
+        finally:
+            c.close()
+
+    def start(self, timeout=10.0):
+        fresh = self.port is None
+        for attempt in range(5 if fresh else 1):
+            if fresh:
+                self.port = free_port()
+            self._spawn()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    if self._ping():
+                        return self
+                except OSError:
+                    pass
+                time.sleep(0.02)
+            if self.proc.poll() is None:
+                self.kill()
+            log = self.log()
+            if fresh and "Address already in use" in log and attempt < 4:
+                self.port = None
+                fresh = True
+                continue
+            sys.stderr.write("---- redis log (%s) ----\n%s\n----\n" % (self.logfile, log))
+            raise RuntimeError("redis-server did not answer PING on port %s" % self.port)
+        raise RuntimeError("redis-server could not find a free port")
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=5.0):
+        if not self.running():
+            return
+        self.drop_client()
+        if self.paused:
+            self.resume()
+        _signal_pid(self.proc, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _signal_pid(self.proc, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def kill(self):
+        self.drop_client()
+        if self.running():
+            _signal_pid(self.proc, signal.SIGKILL)
+            self.proc.wait(5)
+        self.paused = False
+
+    def pause(self):
+        _signal_pid(self.proc, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self):
+        _signal_pid(self.proc, signal.SIGCONT)
+        self.paused = False
+
+    # Commands, on one connection kept open (and reopened after a restart).
+    def drop_client(self):
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def command(self, *args):
+        for attempt in range(2):
+            if self._client is None:
+                self._client = RespClient(self.port)
+            try:
+                return self._client.command(*args)
+            except (OSError, ConnectionError):
+                self.drop_client()
+                if attempt == 1:
+                    raise
+        return None
+
+    def flushall(self):
+        return self.command("FLUSHALL")
+
+    def keys(self, pattern="*"):
+        """Every key matching PATTERN, through SCAN (bounded by the keyspace)."""
+        out, cursor = [], b"0"
+        for _ in range(100000):
+            cursor, batch = self.command("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            out.extend(batch)
+            if cursor == b"0":
+                return out
+        raise AssertionError("SCAN did not finish")
+
+    def article_totals(self, article, prefix="tally:"):
+        """The totals hash of ARTICLE read straight from Redis: {field: int}."""
+        pattern = glob_escape(prefix) + "{??}a:" + glob_escape(article)
+        keys = self.keys(pattern)
+        if not keys:
+            return {}
+        if len(keys) != 1:
+            raise AssertionError("article %r has %d totals keys: %r" % (article, len(keys), keys))
+        flat = self.command("HGETALL", keys[0])
+        return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    def close(self):
+        self.stop()
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+        _report_kept(self.dir, "redis")
+
+    def __enter__(self):
+        if not self.running():
+            self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def glob_escape(s):
+    return re.sub(r"([*?\[\]\\])", r"\\\1", s)
+
+
+# ---- HTTP ----
+
+class Response:
+    """status, headers (an http.client.HTTPMessage: case-insensitive), body (parsed JSON for
+    JSON answers, else bytes), raw (bytes). Unpacks as (status, headers, body)."""
+
+    def __init__(self, status, headers, raw):
+        self.status = status
+        self.headers = headers
+        self.raw = raw
+        ctype = headers.get("Content-Type", "") or ""
+        self.body = raw
+        if ctype.startswith("application/json") and raw:
+            try:
+                self.body = json.loads(raw.decode("utf-8"))
+            except ValueError:
+                self.body = raw
+
+    def __iter__(self):
+        return iter((self.status, self.headers, self.body))
+
+    def __repr__(self):
+        return "<Response %d %r %r>" % (self.status, dict(self.headers), self.raw[:300])
+
+
+# What a browser sends. http.client sends no User-Agent at all, which tallyd may take for a
+# bot; tests of bots and visitors pass their own.
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+
+
+def request(port, method, path, body=None, headers=None, timeout=10.0, host="127.0.0.1"):
+    headers = dict(headers or {})
+    if not any(k.lower() == "user-agent" for k in headers):
+        headers["User-Agent"] = BROWSER_UA
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+        return Response(resp.status, resp.headers, raw)
+    finally:
+        conn.close()
+
+
+def encode_body(body):
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def post_events(port, body, headers=None, content_type="application/json", timeout=10.0):
+    """POST BODY (bytes, str, or an object sent as JSON) to /v1/events. CONTENT_TYPE None sends
+    no Content-Type header."""
+    h = {}
+    if content_type is not None:
+        h["Content-Type"] = content_type
+    h.update(headers or {})
+    return request(port, "POST", "/v1/events", encode_body(body), h, timeout)
+
+
+def get(port, path, headers=None, timeout=10.0):
+    return request(port, "GET", path, None, headers, timeout)
+
+
+def raw(port, data, timeout=3.0, host="127.0.0.1"):
+    """Write DATA on a new connection and read until the server closes it or TIMEOUT passes
+    without a byte. Returns (bytes read, closed by the server?)."""
+    out = b""
+    closed = False
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # answered and closed before it read everything: read what it said
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                out += chunk
+        except socket.timeout:
+            pass
+        except ConnectionResetError:
+            closed = True
+    return out, closed
+
+
+def split_responses(data):
+    """Split raw bytes holding HTTP/1.x responses into [(status, headers{lower: value}, body)],
+    using Content-Length (tallyd always sends it)."""
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            out.append((None, {}, data))
+            break
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        hdrs = {}
+        for ln in lines[1:]:
+            k, _, v = ln.partition(":")
+            hdrs.setdefault(k.strip().lower(), v.strip())
+        n = int(hdrs.get("content-length", "0"))
+        out.append((status, hdrs, rest[:n]))
+        data = rest[n:]
+    return out
+
+
+def parse_metrics(text):
+    """Prometheus text into {(name, frozenset(labels.items())): float}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)$', line)
+        if m is None:
+            raise AssertionError("not a Prometheus sample line: %r" % line)
+        labels = {}
+        if m.group(3):
+            for lm in re.finditer(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(3)):
+                labels[lm.group(1)] = lm.group(2)
+        out[(m.group(1), frozenset(labels.items()))] = float(m.group(4))
+    return out
+
+
+def metric(samples, name, **labels):
+    return samples.get((name, frozenset(labels.items())))
+
+
+# ---- tallyd ----
+
+class Tallyd:
+    """A tallyd of our own, pointed at REDIS (or at REDIS_PORT), listening on a free port."""
+
+    def __init__(self, redis=None, args=(), env=None, threads=None, redis_port=None):
+        self.binary = tallyd_path()
+        self.redis = redis
+        self.redis_port = redis_port if redis_port is not None else redis.port
+        self.args = list(args)
+        self.env = dict(env or {})
+        self.threads = threads if threads is not None else tallyd_threads()
+        self.dir = _scratch_dir("tallyd")
+        self.logfile = os.path.join(self.dir, "tallyd.log")
+        self.port = None
+        self.proc = None
+        self.returncode = None
+
+    def environ(self):
+        env = {k: v for k, v in os.environ.items()
+               if not (k.startswith("TALLY_") and not k.startswith("TALLY_TEST_"))}
+        env.update(self.env)
+        return env
+
+    def argv(self):
+        # --rate-limit 0: every test client is 127.0.0.1, and most send far more than 50
+        # events a second. A test of the limit passes its own --rate-limit, which comes later
+        # and wins.
+        return [self.binary, "--listen", "127.0.0.1:%d" % self.port,
+                "--redis", "redis://127.0.0.1:%d/0" % self.redis_port,
+                "--threads", str(self.threads), "--log-level", "debug",
+                "--rate-limit", "0"] + self.args
+
+    def start(self, timeout=10.0):
+        for attempt in range(5):
+            self.port = free_port()
+            log = open(self.logfile, "ab")
+            try:
+                self.proc = _spawn(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=log, env=self.environ())
+            finally:
+                log.close()
+            self.returncode = None
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    if get(self.port, "/healthz", timeout=1.0).status == 200:
+                        return self
+                except OSError:
+                    pass
+                time.sleep(0.02)
+            if self.proc.poll() is None:
+                self.kill()
+            text = self.log()
+            if "cannot listen" in text and attempt < 4:
+                continue
+            raise RuntimeError("tallyd did not answer /healthz (exit %r); argv %r\n"
+                               "---- log ----\n%s" % (self.proc.returncode, self.argv(), text))
+        raise RuntimeError("tallyd could not find a free port")
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig):
+        _signal_pid(self.proc, sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Send SIG and wait up to TIMEOUT seconds: the exit code, or None after a SIGKILL."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is not None:
+            self.returncode = self.proc.returncode
+            return self.returncode
+        _signal_pid(self.proc, sig)
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.returncode = None
+        return self.returncode
+
+    def wait(self, timeout):
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self.returncode
+
+    def kill(self):
+        if self.running():
+            _signal_pid(self.proc, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def log(self):
+        return _tail(self.logfile, 10 ** 6)
+
+    def close(self):
+        self.kill()
+        _report_kept(self.dir, "tallyd")
+
+    def __enter__(self):
+        if not self.running():
+            self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # HTTP against this daemon.
+    def request(self, method, path, body=None, headers=None, timeout=10.0):
+        return request(self.port, method, path, body, headers, timeout)
+
+    def post_events(self, body, headers=None, content_type="application/json", timeout=10.0):
+        return post_events(self.port, body, headers, content_type, timeout)
+
+    def get(self, path, headers=None, timeout=10.0):
+        return get(self.port, path, headers, timeout)
+
+    def raw(self, data, timeout=3.0):
+        return raw(self.port, data, timeout)
+
+    def stats(self, article):
+        r = self.get("/v1/stats/" + quote(article))
+        if r.status != 200:
+            raise AssertionError("stats of %r: %r" % (article, r))
+        return r.body
+
+    def metrics(self):
+        r = self.get("/metrics")
+        if r.status != 200:
+            raise AssertionError("metrics: %r" % (r,))
+        return parse_metrics(r.raw.decode("utf-8"))
+
+
+def quote(s):
+    """Percent-encode S for a path segment or query value: everything but unreserved bytes."""
+    out = []
+    for b in s.encode("utf-8"):
+        c = chr(b)
+        if c.isalnum() and b < 0x80 or c in "-._~":
+            out.append(c)
+        else:
+            out.append("%%%02X" % b)
+    return "".join(out)
+
+
+STATS_KEYS = {"article", "views", "visitors", "shares", "shares_by_network", "comments"}
+
+
+def counts(stats):
+    """The counters of a stats object without "visitors" (an estimate the ingest tests do not
+    pin down), after checking that it has exactly the contract's members."""
+    if set(stats) != STATS_KEYS:
+        raise AssertionError("stats members %r, want %r" % (sorted(stats), sorted(STATS_KEYS)))
+    return {k: v for k, v in stats.items() if k != "visitors"}
+
+
+def zero_stats(article):
+    return {"article": article, "views": 0, "visitors": 0, "shares": 0,
+            "shares_by_network": {}, "comments": 0}
+
+
+# ---- Test cases ----
+
+class TallyTestCase(unittest.TestCase):
+    """Prints the logs of the daemons a test used when it fails: the class's REDIS and TALLYD
+    (set by setUpClass) and any registered with self.track()."""
+
+    redis = None
+    tallyd = None
+    daemons = ()  # more daemons of the class, whose logs are printed too
+
+    def track(self, *daemons):
+        self.__dict__.setdefault("_tracked", []).extend(daemons)
+        return daemons[0] if len(daemons) == 1 else daemons
+
+    def run(self, result=None):
+        before = None
+        if result is not None:
+            before = len(result.failures) + len(result.errors)
+        out = super().run(result)
+        if result is not None and len(result.failures) + len(result.errors) > before:
+            self.dump_logs()
+        return out
+
+    def dump_logs(self):
+        seen = []
+        cls = type(self)
+        for d in ([cls.tallyd] + list(cls.daemons) + self.__dict__.get("_tracked", [])
+                  + [cls.redis]):
+            if d is None or any(d is s for s in seen):
+                continue
+            seen.append(d)
+            if isinstance(d, Tallyd):
+                sys.stderr.write("\n---- tallyd log of %s (%s) ----\n%s\n----\n"
+                                 % (self.id(), d.logfile, _tail(d.logfile)))
+            elif isinstance(d, Redis):
+                sys.stderr.write("\n---- redis log of %s (%s) ----\n%s\n----\n"
+                                 % (self.id(), d.logfile, _tail(d.logfile, 60)))
+        sys.stderr.flush()

@@ -1,0 +1,306 @@
+"""Redis going away and coming back: readiness, 503 + Retry-After while it is gone, and under
+load that no acknowledged event is lost and (with Idempotency-Key retries) none is counted
+twice. Each test has a Redis of its own, with an append-only file that survives restarts."""
+
+import concurrent.futures
+import http.client
+import re
+import sys
+import threading
+import time
+import unittest
+
+import harness
+from harness import counts, wait_until
+
+LOAD_SECONDS = 6.0
+OUTAGE_AT = 2.0
+OUTAGE_SECONDS = 2.0
+CLIENTS = 8
+
+
+class OutageTest(harness.TallyTestCase):
+
+    def setUp(self):
+        self.redis = self.track(harness.Redis())
+        self.addCleanup(self.redis.close)
+
+    def start_tallyd(self, *args):
+        t = self.track(harness.Tallyd(self.redis, ["--view-window", "0"] + list(args)))
+        self.addCleanup(t.close)
+        return t.start()
+
+    def assertUnavailable(self, r):
+        self.assertEqual(r.status, 503, r)
+        retry = r.headers.get("Retry-After")
+        self.assertIsNotNone(retry, r)
+        self.assertRegex(retry, r"^[1-9][0-9]*$")
+        self.assertIsInstance(r.body, dict, r)
+        self.assertEqual(set(r.body), {"error", "message"}, r)
+        self.assertEqual(r.body["error"], "unavailable")
+
+    def assertOutageNoticed(self, t):
+        """Every worker lost Redis and connected again (whether or not a client saw a 503
+        depends on the reconnect backoff's jitter)."""
+        m = t.metrics()
+        self.assertGreaterEqual(harness.metric(m, "tally_redis_reconnects_total"), t.threads)
+
+    def ready(self, t):
+        """/readyz is 200, and every worker (not only the one that answered) has Redis."""
+        return (t.get("/readyz", timeout=5).status == 200 and
+                harness.metric(t.metrics(), "tally_redis_up") == t.threads)
+
+    def not_ready(self, t):
+        return (t.get("/readyz", timeout=5).status == 503 and
+                harness.metric(t.metrics(), "tally_redis_up") == 0)
+
+    def test_redis_stopped_and_started_again(self):
+        self.redis.start()
+        t = self.start_tallyd()
+        self.assertEqual(t.post_events({"type": "view", "article": "o/1"}).status, 200)
+
+        self.redis.stop()
+        wait_until(lambda: self.not_ready(t), 3.0, message="/readyz did not turn 503")
+        self.assertEqual(t.get("/healthz").status, 200)
+        r = t.post_events({"type": "view", "article": "o/1"})
+        self.assertUnavailable(r)
+        self.assertUnavailable(t.get("/v1/stats/o%2F1"))
+        self.assertUnavailable(t.get("/v1/stats?article=o%2F1"))
+
+        self.redis.start()
+        wait_until(lambda: self.ready(t), 10.0, message="/readyz did not turn 200 again")
+        r = t.post_events({"type": "view", "article": "o/1"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, {"accepted": 1, "ignored": 0})
+        # The view before the outage came back from the append-only file; the one refused
+        # during it was not counted.
+        self.assertEqual(counts(t.stats("o/1"))["views"], 2)
+
+    def test_starts_while_redis_is_down_and_becomes_ready(self):
+        self.redis.port = harness.free_port()  # nobody listens there yet
+        t = self.start_tallyd()
+        self.assertEqual(t.get("/healthz").status, 200)
+        r = t.get("/readyz")
+        self.assertEqual(r.status, 503, r)
+        self.assertUnavailable(t.post_events({"type": "view", "article": "o/late"}))
+        self.assertEqual(t.get("/readyz").status, 503)
+
+        self.redis.start()
+        wait_until(lambda: self.ready(t), 10.0, message="/readyz did not turn 200")
+        r = t.post_events({"type": "view", "article": "o/late"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(counts(t.stats("o/late"))["views"], 1)
+
+    def test_collector_that_can_hold_no_more_answers_503_at_once(self):
+        self.redis.start()
+        threads = harness.tallyd_threads()
+        t = self.start_tallyd("--max-held", "2")
+        n = 4 * threads + 8  # more than the THREADS x 2 events all workers may hold
+        body = harness.encode_body({"type": "view", "article": "o/full"})
+        self.redis.pause()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(n) as ex:
+                futures = [ex.submit(t.post_events, body, None, "application/json", 30)
+                           for _ in range(n)]
+                # The ones that do not fit are answered while Redis is still held.
+                wait_until(lambda: sum(f.done() for f in futures) >= n - 2 * threads, 5.0,
+                           message="requests beyond --max-held were not answered at once")
+                self.redis.resume()
+                answers = [f.result(timeout=30) for f in futures]
+        finally:
+            if self.redis.paused:
+                self.redis.resume()
+        statuses = sorted(r.status for r in answers)
+        self.assertEqual(set(statuses) - {200, 503}, set(), statuses)
+        for r in answers:
+            if r.status == 503:
+                self.assertUnavailable(r)
+        self.assertGreaterEqual(statuses.count(503), n - 2 * threads, statuses)
+        self.assertGreaterEqual(statuses.count(200), 1, statuses)
+        self.assertEqual(counts(t.stats("o/full"))["views"], statuses.count(200))
+
+    def test_redis_stalled_past_its_timeout_counts_each_answered_event_once(self):
+        # Redis stops answering for longer than --redis-timeout (2 s): tallyd drops the
+        # connection with a write in flight, which Redis still runs when it wakes up; the
+        # resent write must not count twice, and no 503 may hide a counted event.
+        self.redis.start()
+        t = self.start_tallyd()
+        n = 12
+        self.redis.pause()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(n) as ex:
+                futures = [ex.submit(t.post_events, {"type": "view", "article": "o/stall"}, None,
+                                     "application/json", 60) for _ in range(n)]
+                wait_until(lambda: harness.metric(t.metrics(), "tally_pending_requests") == n,
+                           10.0)
+                time.sleep(3.0)
+                self.redis.resume()
+                answers = [f.result(timeout=60) for f in futures]
+        finally:
+            if self.redis.paused:
+                self.redis.resume()
+        statuses = [r.status for r in answers]
+        self.assertEqual(set(statuses) - {200, 503}, set(), statuses)
+        wait_until(lambda: self.ready(t), 10.0)
+        self.assertEqual(counts(t.stats("o/stall"))["views"], statuses.count(200), statuses)
+
+    def test_redis_refusing_writes_is_not_hammered(self):
+        # OOM (like LOADING or BUSY) refuses a write without running it; tallyd retries
+        # until the request's deadline and then answers 503. It must retry at a bounded
+        # pace, not in a tight loop against a Redis that is already in trouble.
+        self.redis.start()
+        t = self.start_tallyd()
+        # One write first, so that the collector has everything it fetches once (scripts,
+        # the visitor salt) and the refused request is only about the write itself.
+        self.assertEqual(t.post_events({"type": "view", "article": "o/oom"}).status, 200)
+        self.redis.command("CONFIG", "SET", "maxmemory", "1")
+        try:
+            self.redis.command("CONFIG", "RESETSTAT")
+            started = time.monotonic()
+            r = t.post_events({"type": "view", "article": "o/oom"}, timeout=30)
+            elapsed = time.monotonic() - started
+            stats = self.redis.command("INFO", "commandstats").decode()
+        finally:
+            self.redis.command("CONFIG", "SET", "maxmemory", "0")
+        self.assertUnavailable(r)
+        calls = sum(int(m) for m in re.findall(r"cmdstat_eval(?:sha)?:calls=(\d+)", stats))
+        self.assertGreaterEqual(calls, 1)
+        self.assertLessEqual(calls, 200, "one request was tried %d times in %.1f s against a "
+                                         "Redis that refused it (OOM)" % (calls, elapsed))
+        r = t.post_events({"type": "view", "article": "o/oom"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(counts(t.stats("o/oom"))["views"], 2)
+
+    def test_flushed_script_cache_is_loaded_again(self):
+        self.redis.start()
+        t = self.start_tallyd()
+        self.assertEqual(t.post_events({"type": "view", "article": "o/noscript"}).status, 200)
+        self.redis.command("SCRIPT", "FLUSH")
+        r = t.post_events({"type": "view", "article": "o/noscript"})
+        self.assertEqual((r.status, r.body), (200, {"accepted": 1, "ignored": 0}))
+        self.assertEqual(counts(t.stats("o/noscript"))["views"], 2)
+
+    # ---- under load ----
+
+    def run_load(self, t, client, outage):
+        """Run CLIENT(index, stop_at, result) in CLIENTS threads for LOAD_SECONDS while
+        OUTAGE() takes Redis away for OUTAGE_SECONDS; return the per-client results."""
+        results = [dict(ok=0, unavailable=0, other=0, errors=0, attempts=0, keys={},
+                        error_list=[]) for _ in range(CLIENTS)]
+        stop_at = time.monotonic() + LOAD_SECONDS
+        threads = [threading.Thread(target=client, args=(i, stop_at, results[i]), daemon=True)
+                   for i in range(CLIENTS)]
+        for th in threads:
+            th.start()
+        try:
+            time.sleep(OUTAGE_AT)
+            outage()
+            time.sleep(OUTAGE_SECONDS)
+        finally:
+            if not self.redis.running():
+                self.redis.start()
+        for th in threads:
+            th.join(LOAD_SECONDS + 60)
+            self.assertFalse(th.is_alive(), "a load client did not finish")
+        wait_until(lambda: self.ready(t), 10.0, message="/readyz did not turn 200 after load")
+        return results
+
+    def test_no_acknowledged_write_is_lost_when_redis_stops_under_load(self):
+        self.redis.start()
+        t = self.start_tallyd()
+
+        def client(i, stop_at, res):
+            body = harness.encode_body({"type": "view", "article": "load/%d" % i})
+            n = 0
+            while time.monotonic() < stop_at and n < 50000:
+                n += 1
+                res["attempts"] += 1
+                try:
+                    r = t.post_events(body, timeout=15)
+                except (OSError, http.client.HTTPException) as e:
+                    res["errors"] += 1
+                    res["error_list"].append(repr(e))
+                    continue
+                if r.status == 200 and r.body == {"accepted": 1, "ignored": 0}:
+                    res["ok"] += 1
+                elif r.status == 503:
+                    res["unavailable"] += 1
+                else:
+                    res["other"] += 1
+                    res["error_list"].append(repr(r))
+
+        results = self.run_load(t, client, self.redis.stop)
+        summary = [(r["attempts"], r["ok"], r["unavailable"], r["errors"]) for r in results]
+        sys.stderr.write("\nload (attempts, 200, 503, errors) per client: %r\n" % (summary,))
+        for i, res in enumerate(results):
+            views = counts(t.stats("load/%d" % i))["views"]
+            with self.subTest(client=i, attempts=res["attempts"], ok=res["ok"], views=views):
+                self.assertGreaterEqual(views, res["ok"], "acknowledged views were lost")
+                self.assertLessEqual(views, res["attempts"], "more views than requests")
+                self.assertEqual(res["other"], 0, res["error_list"][:5])
+                self.assertEqual(res["errors"], 0, res["error_list"][:5])
+        self.assertGreater(sum(r["ok"] for r in results), 0, summary)
+        self.assertOutageNoticed(t)
+
+    def test_idempotent_retries_count_each_key_exactly_once_across_a_redis_crash(self):
+        self.redis.start()
+        t = self.start_tallyd()
+        retry_bound = LOAD_SECONDS + 40
+
+        def send_until_ok(article, key, res, give_up_at):
+            body = harness.encode_body({"type": "view", "article": article})
+            while time.monotonic() < give_up_at:
+                res["attempts"] += 1
+                try:
+                    r = t.post_events(body, {"Idempotency-Key": key}, timeout=15)
+                except (OSError, http.client.HTTPException) as e:
+                    res["errors"] += 1
+                    res["error_list"].append(repr(e))
+                    time.sleep(0.05)
+                    continue
+                if r.status == 200:
+                    if r.body != {"accepted": 1, "ignored": 0}:
+                        res["other"] += 1
+                        res["error_list"].append(repr(r))
+                    res["ok"] += 1
+                    res["keys"][key] = True
+                    return True
+                if r.status == 503:
+                    res["unavailable"] += 1
+                else:
+                    res["other"] += 1
+                    res["error_list"].append(repr(r))
+                time.sleep(0.05)
+            res["keys"][key] = False
+            return False
+
+        def client(i, stop_at, res):
+            give_up_at = time.monotonic() + retry_bound
+            n = 0
+            while time.monotonic() < stop_at and n < 50000:
+                send_until_ok("idem-load/%d" % i, "idem-load-%d-%d" % (i, n), res, give_up_at)
+                n += 1
+
+        # SIGKILL: whatever Redis acknowledged is in the append-only file (appendfsync always).
+        results = self.run_load(t, client, self.redis.kill)
+        for i, res in enumerate(results):
+            # Anything left unacknowledged is retried now that Redis is back.
+            for key, acked in list(res["keys"].items()):
+                if not acked:
+                    send_until_ok("idem-load/%d" % i, key, res, time.monotonic() + 20)
+        summary = [(r["attempts"], r["ok"], r["unavailable"], r["errors"]) for r in results]
+        sys.stderr.write("\nidempotent load (attempts, 200, 503, errors) per client: %r\n"
+                         % (summary,))
+        for i, res in enumerate(results):
+            acked = sum(1 for v in res["keys"].values() if v)
+            views = counts(t.stats("idem-load/%d" % i))["views"]
+            with self.subTest(client=i, keys=len(res["keys"]), acked=acked, views=views):
+                self.assertEqual(acked, len(res["keys"]), "keys never acknowledged")
+                self.assertEqual(views, acked)
+                self.assertEqual(res["other"], 0, res["error_list"][:5])
+        self.assertGreater(sum(r["ok"] for r in results), 0, summary)
+        self.assertOutageNoticed(t)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,84 @@
+"""Visitors, as the contract defines them: a salted hash of client address and User-Agent.
+A repeat view by one visitor within --view-window is not counted ("repeat"), a known bot or
+crawler is answered but not counted ("bot"), and stats report distinct visitors."""
+
+import unittest
+
+import harness
+from harness import counts
+
+BROWSER_A = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+BROWSER_B = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 "
+             "(KHTML, like Gecko) Version/17.5 Safari/605.1.15")
+BROWSER_C = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+             "(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36")
+BOTS = ["Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+        "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"]
+
+
+class VisitorsTest(harness.TallyTestCase):
+    """Fresh collectors for every test, started after FLUSHALL: each worker caches the day's
+    salt from Redis, and a collector that cached it before a FLUSHALL would hash visitors
+    differently from one that created a new salt after it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = harness.Redis().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.redis.close()
+
+    def setUp(self):
+        self.redis.flushall()
+        self.tallyd = self.track(harness.Tallyd(self.redis))  # the default --view-window
+        self.addCleanup(self.tallyd.close)
+        self.nowindow = self.track(harness.Tallyd(self.redis, ["--view-window", "0"]))
+        self.addCleanup(self.nowindow.close)
+        self.tallyd.start()
+        self.nowindow.start()
+
+    def view(self, t, article, ua):
+        return t.post_events({"type": "view", "article": article}, {"User-Agent": ua})
+
+    def test_repeat_view_within_the_window_is_not_counted(self):
+        t = self.tallyd
+        r = self.view(t, "v/repeat", BROWSER_A)
+        self.assertEqual((r.status, r.body), (200, {"accepted": 1, "ignored": 0}))
+        r = self.view(t, "v/repeat", BROWSER_A)
+        self.assertEqual((r.status, r.body),
+                         (200, {"accepted": 0, "ignored": 1, "ignored_reasons": {"repeat": 1}}))
+        # Another visitor, and the same visitor on another article, are counted.
+        self.assertEqual(self.view(t, "v/repeat", BROWSER_B).body,
+                         {"accepted": 1, "ignored": 0})
+        self.assertEqual(self.view(t, "v/other", BROWSER_A).body, {"accepted": 1, "ignored": 0})
+        self.assertEqual(counts(t.stats("v/repeat"))["views"], 2)
+
+    def test_repeat_within_one_batch_is_not_counted(self):
+        t = self.tallyd
+        r = t.post_events([{"type": "view", "article": "v/batch"}] * 3, {"User-Agent": BROWSER_A})
+        self.assertEqual((r.status, r.body),
+                         (200, {"accepted": 1, "ignored": 2, "ignored_reasons": {"repeat": 2}}))
+        self.assertEqual(counts(t.stats("v/batch"))["views"], 1)
+
+    def test_stats_count_distinct_visitors(self):
+        t = self.nowindow
+        for ua in (BROWSER_A, BROWSER_B, BROWSER_A, BROWSER_C, BROWSER_A):
+            self.assertEqual(self.view(t, "v/visitors", ua).status, 200)
+        s = t.stats("v/visitors")
+        self.assertEqual(s["views"], 5)
+        self.assertEqual(s["visitors"], 3)
+
+    def test_known_bots_are_answered_but_not_counted(self):
+        for ua in BOTS:
+            with self.subTest(user_agent=ua):
+                r = self.view(self.nowindow, "v/bot", ua)
+                self.assertEqual((r.status, r.body),
+                                 (200, {"accepted": 0, "ignored": 1,
+                                        "ignored_reasons": {"bot": 1}}))
+        self.assertEqual(self.redis.keys("tally:{??}a:*"), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
