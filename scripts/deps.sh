@@ -6,7 +6,7 @@ set -euo pipefail
 
 run=(libevent-dev libhiredis-dev libcjson-dev redis-server redis-tools cmake gcc make
      pkg-config ca-certificates curl)
-test=(libcmocka-dev python3 nodejs npm clang libclang-rt-14-dev)
+test=(libcmocka-dev python3 nodejs npm clang libclang-rt-14-dev chromium prometheus)
 
 want=("${run[@]}")
 if [ "${1:-}" = "--test" ]; then
