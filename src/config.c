@@ -96,6 +96,8 @@ static const struct cfg_option cfg_options[] = {
      "error, warn, info or debug"},
     {"demo", cfg_parse_bool, CFG_FIELD(demo), "off", NULL, 0, 0, 0,
      "serve demo pages under /demo/ (variable: 1/0, true/false, yes/no)"},
+    {"healthcheck", cfg_parse_bool, CFG_FIELD(healthcheck), "off", NULL, 0, 0, 0,
+     "ask the running tallyd at --listen for /healthz; exit 0 or 1"},
 };
 /* clang-format on */
 

@@ -9,6 +9,7 @@
 #include <hiredis/hiredis.h>
 
 #include "tally/config.h"
+#include "tally/healthcheck.h"
 #include "tally/log.h"
 #include "worker.h"
 
@@ -73,6 +74,8 @@ int main(int argc, char **argv)
         main_version();
         return 0;
     }
+    if (cfg.healthcheck)
+        return tally_healthcheck(&cfg);
     tally_log_level = cfg.log_level;
     signal(SIGPIPE, SIG_IGN);
     if (tally_server_start(&server, &cfg, err, sizeof(err)) < 0) {

@@ -63,6 +63,7 @@ struct tally_config {
     uint32_t max_connections;      /* open HTTP connections, all workers together */
     enum tally_log_level log_level;
     bool demo;                     /* serve the demo pages under /demo/ */
+    bool healthcheck;              /* only ask --listen's /healthz and exit 0 or 1 */
 };
 
 enum tally_config_action {

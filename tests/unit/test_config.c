@@ -139,6 +139,7 @@ static void assert_defaults(const struct tally_config *c, uint32_t threads)
     assert_int_equal(c->max_connections, 10000);
     assert_int_equal(c->log_level, TALLY_LOG_INFO);
     assert_false(c->demo);
+    assert_false(c->healthcheck);
 }
 
 static void test_config_defaults_fill_every_field(void **state)
@@ -260,6 +261,10 @@ static void check_demo(const struct tally_config *c)
 {
     assert_true(c->demo);
 }
+static void check_healthcheck(const struct tally_config *c)
+{
+    assert_true(c->healthcheck);
+}
 
 static const struct flag_case {
     const char *flag, *env, *value;
@@ -281,6 +286,7 @@ static const struct flag_case {
     {"max-connections", "TALLY_MAX_CONNECTIONS", "64", check_max_connections},
     {"log-level", "TALLY_LOG_LEVEL", "debug", check_log_level},
     {"demo", "TALLY_DEMO", "yes", check_demo},
+    {"healthcheck", "TALLY_HEALTHCHECK", "yes", check_healthcheck},
 };
 
 static void test_config_every_flag_takes_both_forms_and_its_variable(void **state)
@@ -292,7 +298,7 @@ static void test_config_every_flag_takes_both_forms_and_its_variable(void **stat
     for (size_t i = 0; i < sizeof(flag_cases) / sizeof(flag_cases[0]); i++) {
         const struct flag_case *fc = &flag_cases[i];
         const struct env_var env[] = {{fc->env, fc->value}, {NULL, NULL}};
-        bool is_switch = strcmp(fc->flag, "demo") == 0;
+        bool is_switch = strcmp(fc->flag, "demo") == 0 || strcmp(fc->flag, "healthcheck") == 0;
 
         snprintf(flag, sizeof(flag), "--%s", fc->flag);
         snprintf(eq, sizeof(eq), "--%s=%s", fc->flag, fc->value);
