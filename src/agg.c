@@ -1,6 +1,9 @@
 /* agg.c -- builds write units: the events of many held requests, coalesced per article, as
  * the arguments of one apply-script call; and reads the script's answer back per request. */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 #include "tally/agg.h"
@@ -40,11 +43,15 @@ void tally_agg_init(struct tally_agg *a, const char *prefix, uint32_t window)
     a->prefix = prefix;
     a->window = window;
     tally_buf_init(&a->body);
+    tally_buf_init(&a->keys);
+    tally_buf_init(&a->args);
 }
 
 void tally_agg_release(struct tally_agg *a)
 {
     tally_buf_release(&a->body);
+    tally_buf_release(&a->keys);
+    tally_buf_release(&a->args);
     free(a->rec);
     free(a->vis);
     free(a->deltas);
@@ -198,14 +205,71 @@ static void agg_seg_clear(struct tally_agg *a)
 
 static void agg_arg(struct tally_agg *a, const void *p, size_t n)
 {
-    tally_buf_add_bulk(&a->body, p, n);
+    tally_buf_add_bulk(&a->args, p, n);
     a->nargs++;
 }
 
 static void agg_arg_int(struct tally_agg *a, int64_t v)
 {
-    tally_buf_add_bulk_i64(&a->body, v);
+    tally_buf_add_bulk_i64(&a->args, v);
     a->nargs++;
+}
+
+/* ---- Declared keys (Redis Cluster) ----
+ *
+ * Every key the script will touch, built exactly as the script builds it, so that Redis
+ * checks them all -- a slot being migrated is refused before anything runs. */
+
+static void agg_key(struct tally_agg *a, unsigned bucket, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void agg_key(struct tally_agg *a, unsigned bucket, const char *fmt, ...)
+{
+    char key[TALLY_KEY_MAX];
+    size_t n = tally_key_base(key, sizeof(key), a->prefix, bucket, fmt[0]);
+    va_list ap;
+    int k;
+
+    va_start(ap, fmt);
+    k = vsnprintf(key + n, sizeof(key) - n, fmt + 1, ap);
+    va_end(ap);
+    if (k < 0 || (size_t)k >= sizeof(key) - n)
+        return;
+    tally_buf_add_bulk(&a->keys, key, n + (size_t)k);
+    a->nkeys++;
+}
+
+static void agg_declare_bucket(struct tally_agg *a, unsigned bucket)
+{
+    static const char *const metrics[] = {"views", "visitors", "shares", "comments"};
+
+    if (a->buckets_declared[bucket / 64] & (UINT64_C(1) << (bucket % 64)))
+        return;
+    a->buckets_declared[bucket / 64] |= UINT64_C(1) << (bucket % 64);
+    for (int m = 0; m < 4; m++) {
+        agg_key(a, bucket, "d%s:%s", metrics[m], a->day);
+        agg_key(a, bucket, "h%s:%s", metrics[m], a->hour);
+        agg_key(a, bucket, "t%s", metrics[m]);
+    }
+    agg_key(a, bucket, "s%s", a->day);
+    agg_key(a, bucket, "sall");
+}
+
+static void agg_declare_article(struct tally_agg *a, const struct agg_rec *r)
+{
+    int len = r->len;
+
+    agg_declare_bucket(a, r->bucket);
+    agg_key(a, r->bucket, "a%.*s", len, r->id);
+    agg_key(a, r->bucket, "u%.*s", len, r->id);
+    agg_key(a, r->bucket, "v%s:%.*s", a->day, len, r->id);
+    agg_key(a, r->bucket, "v%s:%.*s", a->hour, len, r->id);
+    if (a->window > 0) {
+        long long slot = (long long)(a->now / a->window);
+
+        agg_key(a, r->bucket, "w%.*s:%lld", len, r->id, slot);
+        agg_key(a, r->bucket, "w%.*s:%lld", len, r->id, slot - 1);
+    }
 }
 
 static void agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool shared)
@@ -215,6 +279,8 @@ static void agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool shar
     char tag[2] = {hex[r->bucket >> 4], hex[r->bucket & 15]}, vh[16];
     size_t nshares = 0;
 
+    if (a->declare)
+        agg_declare_article(a, r);
     agg_arg(a, tag, 2);
     agg_arg(a, r->id, r->len);
     agg_arg_int(a, r->views);
@@ -248,20 +314,36 @@ static int agg_emit_seg(struct tally_agg *a, const struct tally_agg_req *idem, u
     if (idem == NULL &&
         agg_grow(&a->vis_req, &a->cap_vis_req, a->n_vis, sizeof(*a->vis_req)) < 0)
         return TALLY_ENOMEM;
-    if (idem != NULL)
+    if (idem != NULL) {
         agg_arg(a, idem->idem_key, idem->idem_len);
-    else
+        if (a->declare) {
+            tally_buf_add_bulk(&a->keys, idem->idem_key, idem->idem_len);
+            a->nkeys++;
+        }
+    } else {
         agg_arg(a, "", 0);
+    }
     agg_arg_int(a, (int64_t)accepted);
     agg_arg_int(a, (int64_t)bot);
     agg_arg_int(a, (int64_t)prefetch);
     agg_arg_int(a, (int64_t)a->n_rec);
     for (size_t i = 0; i < a->n_rec; i++)
         agg_emit_rec(a, &a->rec[i], idem == NULL);
-    return a->body.oom ? TALLY_ENOMEM : 0;
+    return a->args.oom ? TALLY_ENOMEM : 0;
 }
 
 /* ---- Units ---- */
+
+/* The day and hour of the unit's time, as the script files them. */
+static void agg_stamp(struct tally_agg *a)
+{
+    time_t t = (time_t)a->now;
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(a->day, sizeof(a->day), "%Y%m%d", &tm);
+    strftime(a->hour, sizeof(a->hour), "%Y%m%d%H", &tm);
+}
 
 static int agg_header(struct tally_agg *a, const struct tally_event *first, const char *attempt)
 {
@@ -273,13 +355,25 @@ static int agg_header(struct tally_agg *a, const struct tally_event *first, cons
         return TALLY_EINVAL;
     memcpy(a->attempt_key + n, attempt, alen + 1);
     a->attempt_len = n + alen;
-    agg_arg(a, "1", 1);
-    agg_arg(a, a->attempt_key, a->attempt_len);
+    tally_buf_add_bulk(&a->keys, a->attempt_key, a->attempt_len);
+    a->nkeys = 1;
     agg_arg(a, a->prefix, strlen(a->prefix));
     agg_arg_int(a, a->window);
     agg_arg_int(a, TALLY_ATTEMPT_TTL);
     agg_arg_int(a, TALLY_IDEM_TTL);
+    agg_arg_int(a, a->now);
     return 0;
+}
+
+/* The unit: numkeys, the keys, then the script's arguments. */
+static int agg_assemble(struct tally_agg *a)
+{
+    tally_buf_reset(&a->body);
+    tally_buf_add_bulk_i64(&a->body, (int64_t)a->nkeys);
+    tally_buf_add(&a->body, a->keys.data, a->keys.len);
+    tally_buf_add(&a->body, a->args.data, a->args.len);
+    a->nargs += 1 + a->nkeys;
+    return a->body.oom || a->keys.oom || a->args.oom ? TALLY_ENOMEM : 0;
 }
 
 static int agg_add_req(struct tally_agg *a, const struct tally_agg_req *q, uint32_t req)
@@ -323,8 +417,11 @@ int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size
             first = &reqs[i]->ev[0];
     if (first == NULL)
         return TALLY_EINVAL;
-    tally_buf_reset(&a->body);
-    a->nargs = a->n_vis_req = 0;
+    tally_buf_reset(&a->keys);
+    tally_buf_reset(&a->args);
+    a->nargs = a->nkeys = a->n_vis_req = 0;
+    memset(a->buckets_declared, 0, sizeof(a->buckets_declared));
+    agg_stamp(a);
     agg_seg_clear(a);
     if ((rc = agg_header(a, first, attempt)) < 0 || (rc = agg_shared_segment(a, reqs, n)) < 0)
         return rc;
@@ -340,7 +437,7 @@ int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size
         if (rc < 0)
             return rc;
     }
-    return a->body.oom ? TALLY_ENOMEM : 0;
+    return agg_assemble(a);
 }
 
 /* ---- Reading the answer ---- */

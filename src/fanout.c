@@ -79,24 +79,31 @@ static int fanout_sent(struct tally_fanout *f, int rc)
     return 0;
 }
 
-int tally_fanout_command(struct tally_fanout *f, struct tally_store *st, int argc,
+int tally_fanout_command(struct tally_fanout *f, struct tally_redis *r, int argc,
                          const char **argv, const size_t *argvlen)
 {
     struct fanout_slot *slot = fanout_next(f);
+    struct tally_store *st = argc > 1 ? tally_redis_for_key(r, argv[1], argvlen[1]) : NULL;
 
     if (slot == NULL)
         return TALLY_EINVAL;
+    if (st == NULL)
+        return fanout_sent(f, TALLY_EUNAVAIL);
     return fanout_sent(f, tally_store_command(st, argc, argv, argvlen, on_fanout_reply, slot));
 }
 
-int tally_fanout_eval(struct tally_fanout *f, struct tally_store *st, enum tally_script script,
-                      const char *body, size_t len, size_t nargs)
+int tally_fanout_eval(struct tally_fanout *f, struct tally_redis *r, const char *key,
+                      size_t key_len, enum tally_script script, const char *body, size_t len,
+                      size_t nargs)
 {
     struct fanout_slot *slot = fanout_next(f);
+    struct tally_store *st = tally_redis_for_key(r, key, key_len);
     int rc;
 
     if (slot == NULL)
         return TALLY_EINVAL;
+    if (st == NULL)
+        return fanout_sent(f, TALLY_EUNAVAIL);
     if ((slot->body = malloc(len > 0 ? len : 1)) == NULL)
         return fanout_sent(f, TALLY_ENOMEM);
     memcpy(slot->body, body, len);

@@ -81,7 +81,7 @@ void tally_route_top(struct tally_http_req *h)
     }
     if ((c = reports_call(h, sizeof(*c))) == NULL)
         return;
-    reports_started(h, c, tally_top_start(&c->top, &p, h->w->store, h->w->cfg->prefix,
+    reports_started(h, c, tally_top_start(&c->top, &p, h->w->redis, h->w->cfg->prefix,
                                           time(NULL), on_top, c));
 }
 
@@ -126,7 +126,7 @@ void tally_route_series(struct tally_http_req *h)
         free(c);
         return;
     }
-    rc = tally_series_start(&c->series, &p, c->q.id[0], c->q.len[0], h->w->store,
+    rc = tally_series_start(&c->series, &p, c->q.id[0], c->q.len[0], h->w->redis,
                             h->w->cfg->prefix, on_series, c);
     if (rc < 0)
         tally_series_release(&c->series);
@@ -167,7 +167,7 @@ void tally_route_totals(struct tally_http_req *h)
     }
     if ((c = reports_call(h, sizeof(*c))) == NULL)
         return;
-    reports_started(h, c, tally_totals_start(&c->totals, period, h->w->store, h->w->cfg->prefix,
+    reports_started(h, c, tally_totals_start(&c->totals, period, h->w->redis, h->w->cfg->prefix,
                                              time(NULL), on_totals, c));
 }
 
@@ -254,7 +254,7 @@ void tally_route_badge(struct tally_http_req *h)
         free(c);
         return;
     }
-    reports_started(h, c, tally_query_start(&c->q, h->w->store, h->w->cfg->prefix, on_badge, c));
+    reports_started(h, c, tally_query_start(&c->q, h->w->redis, h->w->cfg->prefix, on_badge, c));
 }
 
 /* ---- DELETE /v1/articles/{article} ---- */
@@ -302,6 +302,6 @@ void tally_route_forget(struct tally_http_req *h)
         return;
     }
     reports_started(h, c, tally_forget_start(&c->forget, c->q.id[0], c->q.len[0],
-                                             h->w->cfg->view_window, h->w->store,
+                                             h->w->cfg->view_window, h->w->redis,
                                              h->w->cfg->prefix, on_forget, c));
 }

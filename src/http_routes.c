@@ -13,6 +13,7 @@
 #include "tally/keys.h"
 #include "tally/log.h"
 #include "tally/query.h"
+#include "tally/redis.h"
 #include "tally/store.h"
 #include "tally/visitor.h"
 #include "tally/writer.h"
@@ -27,7 +28,6 @@ struct ingest_call {
     bool pixel;
     uint32_t n_views;               /* views among the events to count */
     uint32_t ignored[TALLY_IGNORES]; /* known before writing (bots, prefetch) */
-    char idem_key[TALLY_KEY_MAX];
     uint64_t *visitor;               /* N visitor ids, after the events */
     struct tally_event ev[];         /* then the visitor ids, then the article text */
 };
@@ -219,20 +219,6 @@ static void ingest_visitor(struct tally_http_req *h, struct ingest_call *c, cons
     c->wr.visitor = c->visitor;
 }
 
-/* The marker of an Idempotency-Key lives in the bucket of the request's first article, so
- * that it shares a slot with what it guards. */
-static void ingest_idem_key(struct ingest_call *c, const char *prefix, const char *idem)
-{
-    const struct tally_event *ev = &c->ev[0];
-    size_t n = tally_key_base(c->idem_key, sizeof(c->idem_key), prefix,
-                              tally_key_bucket(ev->article, ev->article_len), 'i');
-    size_t len = strlen(idem);
-
-    memcpy(c->idem_key + n, idem, len + 1);
-    c->wr.req.idem_key = c->idem_key;
-    c->wr.req.idem_len = n + len;
-}
-
 /* Validated batch B, authorized: count it (or not) and answer when Redis has it. */
 static void ingest_submit(struct tally_http_req *h, const struct tally_batch *b, bool pixel,
                           const char *idem)
@@ -269,8 +255,7 @@ static void ingest_submit(struct tally_http_req *h, const struct tally_batch *b,
         ingest_reject(h, pixel, 503, TALLY_REJECT_UNAVAILABLE, "unavailable", "out of memory");
         return;
     }
-    if (idem != NULL)
-        ingest_idem_key(c, w->cfg->prefix, idem);
+    c->wr.idem = idem;
     ingest_visitor(h, c, addr);
     rc = tally_writer_submit(w->writer, &c->wr);
     if (rc < 0) {
@@ -462,7 +447,7 @@ static void stats_run(struct tally_http_req *h, bool many)
         free(c);
         return;
     }
-    rc = tally_query_start(&c->q, h->w->store, h->w->cfg->prefix, on_stats_ready, c);
+    rc = tally_query_start(&c->q, h->w->redis, h->w->cfg->prefix, on_stats_ready, c);
     if (rc < 0) {
         tally_http_send_unavailable(h, "redis is unavailable; retry later");
         free(c);
@@ -500,7 +485,7 @@ void tally_route_readyz(struct tally_http_req *h)
     tally_http_header(h, "Cache-Control", "no-store");
     if (h->w->draining)
         tally_http_send(h, 503, "application/json", stopping, sizeof(stopping) - 1);
-    else if (!tally_store_ready(h->w->store))
+    else if (!tally_redis_ready(h->w->redis))
         tally_http_send(h, 503, "application/json", down, sizeof(down) - 1);
     else
         tally_http_send(h, 200, "application/json", ok, sizeof(ok) - 1);

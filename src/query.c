@@ -114,7 +114,7 @@ static void on_totals_done(struct tally_fanout *f, int status)
     q->done(status, q, q->arg);
 }
 
-int tally_query_start(struct tally_query *q, struct tally_store *st, const char *prefix,
+int tally_query_start(struct tally_query *q, struct tally_redis *r, const char *prefix,
                       tally_query_done_cb *done, void *arg)
 {
     int rc = tally_fanout_init(&q->fan, q->n, on_totals, on_totals_done, q);
@@ -130,7 +130,7 @@ int tally_query_start(struct tally_query *q, struct tally_store *st, const char 
         const char *argv[2] = {"HGETALL", key};
         size_t argvlen[2] = {7, klen};
 
-        rc = tally_fanout_command(&q->fan, st, 2, argv, argvlen);
+        rc = tally_fanout_command(&q->fan, r, 2, argv, argvlen);
     }
     return tally_fanout_end(&q->fan);
 }

@@ -7,6 +7,7 @@
 #include "tally/error.h"
 #include "tally/keys.h"
 #include "tally/reports.h"
+#include "tally/redis.h"
 #include "tally/store.h"
 #include "tally/uri.h"
 #include "tally/visitor.h"
@@ -358,7 +359,7 @@ static void on_series_done(struct tally_fanout *f, int status)
 }
 
 int tally_series_start(struct tally_series *s, const struct tally_series_params *p,
-                       const char *id, size_t len, struct tally_store *st, const char *prefix,
+                       const char *id, size_t len, struct tally_redis *r, const char *prefix,
                        tally_series_done_cb *done, void *arg)
 {
     bool hour = p->interval == TALLY_INTERVAL_HOUR;
@@ -382,7 +383,7 @@ int tally_series_start(struct tally_series *s, const struct tally_series_params 
         const char *argv[3] = {hour ? "HGET" : "ZSCORE", key, id};
         size_t argvlen[3] = {strlen(argv[0]), klen, len};
 
-        rc = tally_fanout_command(&s->fan, st, 3, argv, argvlen);
+        rc = tally_fanout_command(&s->fan, r, 3, argv, argvlen);
     }
     return tally_fanout_end(&s->fan);
 }
@@ -497,12 +498,12 @@ static void on_top_done(struct tally_fanout *f, int status)
 }
 
 /* One bucket's call of top.lua: its sorted sets for the period, and the limit. */
-static int top_send_bucket(struct tally_top *t, struct tally_store *st, const char *prefix,
+static int top_send_bucket(struct tally_top *t, struct tally_redis *r, const char *prefix,
                            unsigned bucket, int64_t now, struct tally_buf *b)
 {
     int days = tally_period_days(t->p.period);
-    size_t nkeys = days > 0 ? (size_t)days : 1;
-    char key[TALLY_KEY_MAX];
+    size_t nkeys = days > 0 ? (size_t)days : 1, first_len = 0;
+    char key[TALLY_KEY_MAX], first[TALLY_KEY_MAX];
 
     tally_buf_reset(b);
     tally_buf_add_bulk_i64(b, (int64_t)nkeys);
@@ -511,21 +512,28 @@ static int top_send_bucket(struct tally_top *t, struct tally_store *st, const ch
 
         n += (size_t)snprintf(key + n, sizeof(key) - n, "%s", tally_metric_name(t->p.metric));
         tally_buf_add_bulk(b, key, n);
+        memcpy(first, key, n);
+        first_len = n;
     }
     for (int d = 0; d < days; d++) {
         size_t n = reports_bucket_key(key, sizeof(key), prefix, bucket, 'd', t->p.metric,
                                       now - 86400 * (int64_t)d, false);
 
         tally_buf_add_bulk(b, key, n);
+        if (d == 0) {
+            memcpy(first, key, n);
+            first_len = n;
+        }
     }
     tally_buf_add_bulk_i64(b, t->p.limit);
     if (b->oom)
         return TALLY_ENOMEM;
-    return tally_fanout_eval(&t->fan, st, TALLY_SCRIPT_TOP, b->data, b->len, nkeys + 2);
+    return tally_fanout_eval(&t->fan, r, first, first_len, TALLY_SCRIPT_TOP, b->data, b->len,
+                             nkeys + 2);
 }
 
 int tally_top_start(struct tally_top *t, const struct tally_top_params *p,
-                    struct tally_store *st, const char *prefix, time_t now,
+                    struct tally_redis *r, const char *prefix, time_t now,
                     tally_top_done_cb *done, void *arg)
 {
     struct tally_buf b;
@@ -540,7 +548,7 @@ int tally_top_start(struct tally_top *t, const struct tally_top_params *p,
         return rc;
     tally_buf_init(&b);
     for (unsigned k = 0; k < TALLY_BUCKETS && rc == 0; k++)
-        rc = top_send_bucket(t, st, prefix, k, (int64_t)now, &b);
+        rc = top_send_bucket(t, r, prefix, k, (int64_t)now, &b);
     tally_buf_release(&b);
     return tally_fanout_end(&t->fan);
 }
@@ -602,7 +610,7 @@ static void on_totals_done(struct tally_fanout *f, int status)
     t->done(status, t, t->arg);
 }
 
-int tally_totals_start(struct tally_totals *t, enum tally_period period, struct tally_store *st,
+int tally_totals_start(struct tally_totals *t, enum tally_period period, struct tally_redis *r,
                        const char *prefix, time_t now, tally_totals_done_cb *done, void *arg)
 {
     int days = tally_period_days(period);
@@ -625,7 +633,7 @@ int tally_totals_start(struct tally_totals *t, enum tally_period period, struct 
             n += (size_t)snprintf(key + n, sizeof(key) - n, "%s", days > 0 ? day : "all");
             argvlen[0] = 7;
             argvlen[1] = n;
-            rc = tally_fanout_command(&t->fan, st, 2, argv, argvlen);
+            rc = tally_fanout_command(&t->fan, r, 2, argv, argvlen);
         }
     }
     return rc == TALLY_ENOMEM && t->fan.slots == NULL ? rc : tally_fanout_end(&t->fan);
@@ -661,7 +669,7 @@ static void on_forget_done(struct tally_fanout *f, int status)
 }
 
 int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint32_t window,
-                       struct tally_store *st, const char *prefix, tally_forget_done_cb *done,
+                       struct tally_redis *r, const char *prefix, tally_forget_done_cb *done,
                        void *arg)
 {
     static const char hex[] = "0123456789abcdef";
@@ -682,7 +690,8 @@ int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint3
     tally_buf_add_bulk(&b, tag, 2);
     tally_buf_add_bulk(&b, id, len);
     tally_buf_add_bulk_i64(&b, window);
-    rc = b.oom ? TALLY_ENOMEM : tally_fanout_eval(&f->fan, st, TALLY_SCRIPT_FORGET, b.data, b.len, 6);
+    rc = b.oom ? TALLY_ENOMEM
+               : tally_fanout_eval(&f->fan, r, key, klen, TALLY_SCRIPT_FORGET, b.data, b.len, 6);
     tally_buf_release(&b);
     (void)rc;
     return tally_fanout_end(&f->fan);

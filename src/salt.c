@@ -6,6 +6,7 @@
 #include "tally/error.h"
 #include "tally/log.h"
 #include "tally/salt.h"
+#include "tally/redis.h"
 #include "tally/store.h"
 
 #define SALT_REFRESH_MS 600000 /* read a known salt again this often: Redis may have lost it */
@@ -18,7 +19,7 @@ struct salt_slot {
 };
 
 struct tally_salts {
-    struct tally_store *st;
+    struct tally_redis *router;
     const char *prefix;
     tally_salts_cb *cb;
     void *arg;
@@ -82,6 +83,7 @@ static void salt_fetch(struct tally_salts *s, struct salt_slot *x)
     const char *set[] = {"SET", key, fresh, "NX", "EX", "172800"};
     const char *get[] = {"GET", key};
     size_t setlen[6], getlen[2];
+    struct tally_store *st;
     struct salt_fetch *f;
 
     /* A known salt is read again now and then: if Redis lost it (a flush, a restart without
@@ -98,8 +100,9 @@ static void salt_fetch(struct tally_salts *s, struct salt_slot *x)
         setlen[i] = strlen(set[i]);
     getlen[0] = 3;
     getlen[1] = strlen(key);
-    if (tally_store_command(s->st, 6, set, setlen, NULL, NULL) < 0 ||
-        tally_store_command(s->st, 2, get, getlen, on_salt, f) < 0) {
+    st = tally_redis_for_key(s->router, key, strlen(key));
+    if (st == NULL || tally_store_command(st, 6, set, setlen, NULL, NULL) < 0 ||
+        tally_store_command(st, 2, get, getlen, on_salt, f) < 0) {
         free(f);
         return;
     }
@@ -125,14 +128,14 @@ bool tally_salts_get(struct tally_salts *s, time_t now, uint8_t out[TALLY_SALT_L
     return true;
 }
 
-struct tally_salts *tally_salts_new(struct tally_store *st, const char *prefix,
+struct tally_salts *tally_salts_new(struct tally_redis *router, const char *prefix,
                                     tally_salts_cb *cb, void *arg)
 {
     struct tally_salts *s = calloc(1, sizeof(*s));
 
     if (s == NULL)
         return NULL;
-    s->st = st;
+    s->router = router;
     s->prefix = prefix;
     s->cb = cb;
     s->arg = arg;

@@ -1,6 +1,7 @@
 /* store_redis.c -- one asynchronous hiredis connection per event base: connects and
  * reconnects with backoff, authenticates, loads the scripts, and gives every command a
  * deadline of its own (hiredis 0.14 has neither connect nor command timeouts). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
@@ -62,6 +63,8 @@ struct handshake_step {
 struct tally_store {
     struct event_base *base;
     const struct tally_config *cfg;
+    struct tally_redis_target target; /* where this connection goes */
+    char name[TALLY_HOST_MAX + 8];    /* "host:port" or the socket path, for logs */
     char sha[TALLY_SCRIPTS][41];
     struct tally_metrics *metrics;
     tally_store_state_cb *on_state;
@@ -121,7 +124,7 @@ static void store_lost(struct tally_store *st, const char *why)
 {
     st->ac = NULL;
     if (st->state == STORE_READY || !st->warned) {
-        log_warn("redis connection lost: %s; reconnecting", why);
+        log_warn("redis connection to %s lost: %s; reconnecting", st->name, why);
         st->warned = true;
     }
     store_set_state(st, STORE_DOWN);
@@ -307,10 +310,22 @@ static int store_send_eval(struct tally_store *st, struct store_cmd *c, bool wit
 int tally_store_eval(struct tally_store *st, enum tally_script script, const char *body,
                      size_t len, size_t nargs, tally_store_reply_cb *done, void *arg)
 {
+    return tally_store_eval_asking(st, false, script, body, len, nargs, done, arg);
+}
+
+int tally_store_eval_asking(struct tally_store *st, bool asking, enum tally_script script,
+                            const char *body, size_t len, size_t nargs,
+                            tally_store_reply_cb *done, void *arg)
+{
+    static const char *const ask[] = {"ASKING"};
+    static const size_t asklen[] = {6};
     struct store_cmd *c;
     int rc;
 
     if (st->state != STORE_READY)
+        return TALLY_EUNAVAIL;
+    /* ASKING lets the next command on this connection into a slot being imported. */
+    if (asking && tally_store_command(st, 1, (const char **)ask, asklen, NULL, NULL) < 0)
         return TALLY_EUNAVAIL;
     if ((c = store_cmd_new(st, done, arg)) == NULL)
         return TALLY_ENOMEM;
@@ -343,6 +358,11 @@ bool tally_store_ready(const struct tally_store *st)
     return st->state == STORE_READY;
 }
 
+const struct tally_redis_target *tally_store_target(const struct tally_store *st)
+{
+    return &st->target;
+}
+
 /* ---- Connecting and the handshake ---- */
 
 /* One handshake step answered. The last one (PING) makes the store ready. */
@@ -367,8 +387,7 @@ static void on_handshake(int status, redisReply *reply, void *arg)
         return;
     if (st->ever_ready)
         tally_metric_add(&st->metrics->redis_reconnects, 1);
-    log_info("redis ready at %s", st->cfg->redis.is_unix ? st->cfg->redis.path
-                                                          : st->cfg->redis.addr.host);
+    log_info("redis ready at %s", st->name);
     st->ever_ready = true;
     st->warned = false;
     st->attempts = 0;
@@ -407,7 +426,7 @@ static void store_handshake_words(struct tally_store *st, int argc, const char *
 
 static void store_handshake(struct tally_store *st)
 {
-    const struct tally_redis_target *r = &st->cfg->redis;
+    const struct tally_redis_target *r = &st->target;
     char db[12];
     const char *auth[] = {"AUTH", r->username, r->password};
     const char *sel[] = {"SELECT", db};
@@ -457,14 +476,15 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 
 static void store_connect(struct tally_store *st)
 {
-    const struct tally_redis_target *r = &st->cfg->redis;
+    const struct tally_redis_target *r = &st->target;
     redisAsyncContext *ac;
 
     ac = r->is_unix ? redisAsyncConnectUnix(r->path)
                     : redisAsyncConnect(r->addr.host, r->addr.port);
     if (ac == NULL || ac->err != 0) {
         if (!st->warned)
-            log_warn("cannot connect to redis: %s", ac != NULL ? ac->errstr : "out of memory");
+            log_warn("cannot connect to redis at %s: %s", st->name,
+                     ac != NULL ? ac->errstr : "out of memory");
         st->warned = true;
         if (ac != NULL)
             redisAsyncFree(ac);
@@ -489,6 +509,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 }
 
 struct tally_store *tally_store_new(struct event_base *base, const struct tally_config *cfg,
+                                    const struct tally_redis_target *target,
                                     struct tally_metrics *metrics,
                                     tally_store_state_cb *on_state, void *arg)
 {
@@ -498,6 +519,12 @@ struct tally_store *tally_store_new(struct event_base *base, const struct tally_
         return NULL;
     st->base = base;
     st->cfg = cfg;
+    st->target = *target;
+    if (target->is_unix)
+        snprintf(st->name, sizeof(st->name), "%s", target->path);
+    else
+        snprintf(st->name, sizeof(st->name), strchr(target->addr.host, ':') ? "[%s]:%u" : "%s:%u",
+                 target->addr.host, target->addr.port);
     st->metrics = metrics;
     st->on_state = on_state;
     st->arg = arg;

@@ -10,6 +10,7 @@
 #include "tally/error.h"
 #include "tally/log.h"
 #include "tally/salt.h"
+#include "tally/redis.h"
 #include "tally/store.h"
 #include "tally/writer.h"
 #include "worker.h"
@@ -17,11 +18,10 @@
 #define WORKER_DRAIN_POLL_MS 20
 #define WORKER_DRAIN_MAX_MS 35000 /* past the writer's longest wait for an unknown outcome */
 
-static void on_store_state(struct tally_store *st, bool ready, void *arg)
+static void on_redis_state(bool ready, void *arg)
 {
     struct tally_worker *w = arg;
 
-    (void)st;
     if (ready && w->salts != NULL)
         tally_salts_stale(w->salts);
     if (ready && w->writer != NULL)
@@ -114,10 +114,10 @@ struct tally_worker *tally_worker_new(unsigned id, struct tally_server *server,
         tally_worker_free(w);
         return NULL;
     }
-    w->store = tally_store_new(w->base, w->cfg, &w->metrics, on_store_state, w);
-    w->salts = w->store != NULL ? tally_salts_new(w->store, w->cfg->prefix, on_salt, w) : NULL;
+    w->redis = tally_redis_new(w->base, w->cfg, &w->metrics, on_redis_state, w);
+    w->salts = w->redis != NULL ? tally_salts_new(w->redis, w->cfg->prefix, on_salt, w) : NULL;
     w->writer = w->salts != NULL
-                    ? tally_writer_new(w->base, w->store, w->salts, w->cfg, &w->metrics)
+                    ? tally_writer_new(w->base, w->redis, w->salts, w->cfg, &w->metrics)
                     : NULL;
     w->stop_ev = event_new(w->base, w->stop_fd, EV_READ, on_stop, w);
     w->drain_ev = event_new(w->base, -1, EV_PERSIST, on_drain, w);
@@ -134,9 +134,9 @@ void tally_worker_free(struct tally_worker *w)
 {
     if (w == NULL)
         return;
-    /* The store first: its last callbacks still reach the writer, whose free then answers
+    /* Redis first: its last callbacks still reach the writer, whose free then answers
      * whatever is held, before the HTTP server (and its requests) go. */
-    tally_store_free(w->store);
+    tally_redis_free(w->redis);
     tally_writer_free(w->writer);
     tally_salts_free(w->salts);
     if (w->http != NULL)

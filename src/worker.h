@@ -39,7 +39,7 @@ struct tally_worker {
     struct event_base *base;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
-    struct tally_store *store;
+    struct tally_redis *redis;   /* one Redis, or the nodes of a cluster */
     struct tally_salts *salts;
     struct tally_writer *writer;
     struct tally_metrics metrics;

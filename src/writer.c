@@ -1,5 +1,6 @@
-/* writer.c -- group commit of held requests into write units, one unit in flight at a time,
- * with a deadline per request and exactly-once resends of a unit whose reply was lost. */
+/* writer.c -- group commit of held requests into write units, one unit in flight per lane,
+ * with a deadline per request, exactly-once resends of a unit whose reply was lost, and (in a
+ * Redis Cluster) one lane per key bucket, following MOVED and ASK. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "tally/error.h"
 #include "tally/log.h"
 #include "tally/metrics.h"
+#include "tally/redis.h"
 #include "tally/salt.h"
 #include "tally/store.h"
 #include "tally/writer.h"
@@ -16,74 +18,106 @@
 #define WRITER_UNKNOWN_MAX_MS 30000 /* how long a unit with a lost reply is resent */
 #define WRITER_TICK_MS 50
 
-TAILQ_HEAD(write_list, tally_write);
+TAILQ_HEAD(part_list, tally_write_part);
 
 enum unit_state {
     UNIT_NONE,   /* nothing in flight */
     UNIT_SENT,   /* in flight */
-    UNIT_RESEND, /* its reply was lost: send the same unit again, it applies at most once */
+    UNIT_RESEND, /* not confirmed yet: send the same unit again, it applies at most once */
+};
+
+/* A queue of parts with at most one unit in flight: the whole Redis, or one bucket's slot. */
+struct write_lane {
+    struct tally_writer *w;
+    unsigned slot;                 /* cluster: the bucket's slot */
+    struct tally_agg agg;
+    struct part_list pending;      /* not yet in a unit, oldest first */
+    struct tally_write_part **unit;
+    struct tally_agg_req **reqs;   /* the unit's parts, as the agg reads them */
+    size_t n_unit, cap_unit;
+    enum unit_state state;
+    bool uncertain;                /* the unit may have applied: only resend it as it is */
+    struct tally_store *redirect;  /* MOVED/ASK: where the next resend goes */
+    bool asking;
+    uint64_t sent_at, retry_at;    /* ms */
+    unsigned refusals;             /* in a row, for the backoff */
+    char attempt[40];
 };
 
 struct tally_writer {
     struct event_base *base;
-    struct tally_store *store;
+    struct tally_redis *router;
     struct tally_salts *salts;
     const struct tally_config *cfg;
     struct tally_metrics *metrics;
-    struct tally_agg agg;
-    struct write_list pending;    /* not yet in a unit, oldest first */
-    struct tally_write **unit;    /* the unit in flight */
-    struct tally_agg_req **reqs;  /* its requests, as the agg reads them */
-    size_t n_unit, cap_unit;
-    enum unit_state state;
-    bool uncertain;               /* the unit may have applied: only resend it as it is */
-    uint64_t unit_sent_at;
-    uint64_t retry_at;            /* ms: after Redis refused a unit, wait until then */
-    unsigned refusals;            /* in a row, for the backoff */
+    struct write_lane *lanes;
+    size_t n_lanes;                /* 1, or TALLY_BUCKETS in a cluster */
     uint64_t seq;
     char nonce[17];
-    char attempt[40];
     size_t held_events, held_requests;
-    struct event *flush_ev;       /* activated: runs after the callbacks already ready, so
-                                   * requests that arrived together leave together */
-    struct event *tick_ev;        /* deadlines */
+    struct event *flush_ev;        /* activated: runs after the callbacks already ready, so
+                                    * requests that arrived together leave together */
+    struct event *tick_ev;         /* deadlines, backoffs */
 };
 
 /* ---- Answering ---- */
 
-static void writer_release(struct tally_writer *w, struct tally_write *wr)
+/* Fold part P's outcome into its write, and answer the write after its last part. */
+static void writer_part_done(struct tally_writer *w, struct tally_write_part *p, int status)
 {
-    w->held_events -= wr->req.n;
-    w->held_requests--;
-    tally_gauge_add(&w->metrics->held_events, -(int64_t)wr->req.n);
-    tally_gauge_add(&w->metrics->held_requests, -1);
-}
+    struct tally_write *wr = p->w;
 
-static void writer_answer(struct tally_writer *w, struct tally_write *wr, int status)
-{
-    writer_release(w, wr);
+    w->held_events -= p->req.n;
+    tally_gauge_add(&w->metrics->held_events, -(int64_t)p->req.n);
+    if (status == 0) {
+        wr->applied++;
+        wr->req.accepted += p->req.accepted;
+        wr->req.repeat += p->req.repeat;
+        wr->req.bot_out += p->req.bot_out;
+        wr->req.prefetch_out += p->req.prefetch_out;
+        wr->req.replayed = wr->req.replayed && p->req.replayed;
+    } else if (status == TALLY_EUNKNOWN) {
+        wr->unknown++;
+    } else {
+        wr->failed++;
+        if (wr->failure == 0)
+            wr->failure = status;
+    }
+    if (--wr->parts_left > 0)
+        return;
+    /* Some parts written and others not: neither "written" nor "not written" is true. */
+    status = wr->unknown > 0 || (wr->applied > 0 && wr->failed > 0) ? TALLY_EUNKNOWN
+             : wr->failed > 0                                      ? wr->failure
+                                                                   : 0;
+    if (status == TALLY_EUNKNOWN && wr->unknown == 0)
+        log_warn("a request was written in part only (%u of %zu buckets); it gets no answer",
+                 wr->applied, wr->n_parts);
+    free(wr->parts);
+    wr->parts = NULL;
+    w->held_requests--;
+    tally_gauge_add(&w->metrics->held_requests, -1);
     wr->done(status, wr, wr->arg);
 }
 
-/* Take the unit's writes out of flight and answer them all with STATUS. */
-static void writer_answer_unit(struct tally_writer *w, int status)
+/* Take the unit's parts out of flight and answer them all with STATUS. */
+static void writer_answer_unit(struct write_lane *l, int status)
 {
-    size_t n = w->n_unit;
+    size_t n = l->n_unit;
 
-    w->n_unit = 0;
-    w->state = UNIT_NONE;
-    w->uncertain = false;
+    l->n_unit = 0;
+    l->state = UNIT_NONE;
+    l->uncertain = false;
     for (size_t i = 0; i < n; i++)
-        writer_answer(w, w->unit[i], status);
+        writer_part_done(l->w, l->unit[i], status);
 }
 
-/* The unit surely did not apply: its writes wait again, in their order, at the front. */
-static void writer_requeue_unit(struct tally_writer *w)
+/* The unit surely did not apply: its parts wait again, in their order, at the front. */
+static void writer_requeue_unit(struct write_lane *l)
 {
-    for (size_t i = w->n_unit; i-- > 0;)
-        TAILQ_INSERT_HEAD(&w->pending, w->unit[i], link);
-    w->n_unit = 0;
-    w->state = UNIT_NONE;
+    for (size_t i = l->n_unit; i-- > 0;)
+        TAILQ_INSERT_HEAD(&l->pending, l->unit[i], link);
+    l->n_unit = 0;
+    l->state = UNIT_NONE;
 }
 
 /* ---- Sending ---- */
@@ -96,127 +130,144 @@ static void writer_schedule(struct tally_writer *w)
         event_active(w->flush_ev, EV_TIMEOUT, 0);
 }
 
-static void writer_send(struct tally_writer *w)
+static struct tally_store *writer_store(struct write_lane *l)
 {
-    struct tally_buf *b = &w->agg.body;
-    int rc = tally_store_eval(w->store, TALLY_SCRIPT_APPLY, b->data, b->len, w->agg.nargs,
-                              on_unit_reply, w);
+    if (l->redirect != NULL)
+        return l->redirect;
+    return tally_redis_for_slot(l->w->router, l->slot);
+}
 
+static void writer_send(struct write_lane *l, struct tally_store *st)
+{
+    struct tally_buf *b = &l->agg.body;
+    int rc = tally_store_eval_asking(st, l->asking, TALLY_SCRIPT_APPLY, b->data, b->len,
+                                     l->agg.nargs, on_unit_reply, l);
+
+    l->redirect = NULL;
+    l->asking = false;
     if (rc == 0) {
-        if (w->state == UNIT_NONE)
-            w->unit_sent_at = tally_now_ms();
-        w->state = UNIT_SENT;
-    } else if (w->state == UNIT_NONE) {
-        writer_requeue_unit(w);
+        if (l->state == UNIT_NONE)
+            l->sent_at = tally_now_ms();
+        l->state = UNIT_SENT;
+    } else if (l->state == UNIT_NONE) {
+        writer_requeue_unit(l);
     }
 }
 
-static int writer_grow(struct tally_writer *w, size_t need)
+static int writer_grow(struct write_lane *l, size_t need)
 {
-    size_t cap = w->cap_unit != 0 ? w->cap_unit : 64;
-    struct tally_write **u;
+    size_t cap = l->cap_unit != 0 ? l->cap_unit : 64;
+    struct tally_write_part **u;
     struct tally_agg_req **r;
 
-    if (need <= w->cap_unit)
+    if (need <= l->cap_unit)
         return 0;
     while (cap < need)
         cap *= 2;
-    u = realloc(w->unit, cap * sizeof(*u));
+    u = realloc(l->unit, cap * sizeof(*u));
     if (u != NULL)
-        w->unit = u;
-    r = realloc(w->reqs, cap * sizeof(*r));
+        l->unit = u;
+    r = realloc(l->reqs, cap * sizeof(*r));
     if (r != NULL)
-        w->reqs = r;
+        l->reqs = r;
     if (u == NULL || r == NULL)
         return TALLY_ENOMEM;
-    w->cap_unit = cap;
+    l->cap_unit = cap;
     return 0;
 }
 
-/* Move the oldest waiting writes into a new unit, up to the unit's size. */
-static int writer_take(struct tally_writer *w)
+/* Move the oldest waiting parts into a new unit, up to the unit's size. */
+static int writer_take(struct write_lane *l)
 {
     size_t events = 0;
-    struct tally_write *wr;
+    struct tally_write_part *p;
 
-    while ((wr = TAILQ_FIRST(&w->pending)) != NULL) {
-        if (w->n_unit > 0 && events + wr->req.n > WRITER_UNIT_EVENTS_MAX)
+    while ((p = TAILQ_FIRST(&l->pending)) != NULL) {
+        if (l->n_unit > 0 && events + p->req.n > WRITER_UNIT_EVENTS_MAX)
             break;
-        if (writer_grow(w, w->n_unit + 1) < 0)
+        if (writer_grow(l, l->n_unit + 1) < 0)
             return TALLY_ENOMEM;
-        TAILQ_REMOVE(&w->pending, wr, link);
-        w->unit[w->n_unit] = wr;
-        w->reqs[w->n_unit++] = &wr->req;
-        events += wr->req.n;
+        TAILQ_REMOVE(&l->pending, p, link);
+        l->unit[l->n_unit] = p;
+        l->reqs[l->n_unit++] = &p->req;
+        events += p->req.n;
     }
     return 0;
 }
 
 /* Give the unit's views their visitor ids under today's salt. False while the salt is not
  * known yet: the salts call back (and kick the writer) when it arrives. */
-static bool writer_visitors(struct tally_writer *w)
+static bool writer_visitors(struct write_lane *l)
 {
     uint8_t salt[TALLY_SALT_LEN];
     bool need = false;
 
-    for (size_t i = 0; i < w->n_unit && !need; i++)
-        need = w->unit[i]->has_digest;
+    for (size_t i = 0; i < l->n_unit && !need; i++)
+        need = l->unit[i]->w->has_digest;
     if (!need)
         return true;
-    if (!tally_salts_get(w->salts, time(NULL), salt))
+    if (!tally_salts_get(l->w->salts, time(NULL), salt))
         return false;
-    for (size_t i = 0; i < w->n_unit; i++) {
-        struct tally_write *wr = w->unit[i];
+    for (size_t i = 0; i < l->n_unit; i++) {
+        struct tally_write_part *p = l->unit[i];
 
-        if (!wr->has_digest)
+        if (!p->w->has_digest)
             continue;
-        for (size_t j = 0; j < wr->req.n; j++) {
-            const struct tally_event *ev = &wr->req.ev[j];
+        for (size_t j = 0; j < p->req.n; j++) {
+            const struct tally_event *ev = &p->req.ev[j];
 
-            wr->visitor[j] = ev->type != TALLY_EVENT_VIEW
-                                 ? 0
-                                 : tally_visitor_id(salt, wr->digest, ev->article,
-                                                    ev->article_len);
+            p->visitor[j] = ev->type != TALLY_EVENT_VIEW
+                                ? 0
+                                : tally_visitor_id(salt, p->w->digest, ev->article,
+                                                   ev->article_len);
         }
-        wr->req.visitor = wr->visitor;
+        p->req.visitor = p->visitor;
     }
     return true;
 }
 
-static void writer_flush(struct tally_writer *w)
+static void writer_flush_lane(struct write_lane *l)
 {
+    struct tally_store *st;
     int rc;
 
-    if (w->state == UNIT_SENT || !tally_store_ready(w->store) || tally_now_ms() < w->retry_at)
+    if (l->state == UNIT_SENT || tally_now_ms() < l->retry_at)
         return;
-    if (w->state == UNIT_RESEND) {
-        writer_send(w);
+    if (l->state == UNIT_NONE && TAILQ_EMPTY(&l->pending))
         return;
-    }
-    if (TAILQ_EMPTY(&w->pending))
+    st = writer_store(l);
+    if (st == NULL || !tally_store_ready(st))
         return;
-    rc = writer_take(w);
-    if (rc == 0 && !writer_visitors(w)) {
-        writer_requeue_unit(w);
+    if (l->state == UNIT_RESEND) {
+        writer_send(l, st);
         return;
     }
-    snprintf(w->attempt, sizeof(w->attempt), "%s-%llu", w->nonce,
-             (unsigned long long)++w->seq);
+    rc = writer_take(l);
+    if (rc == 0 && !writer_visitors(l)) {
+        writer_requeue_unit(l);
+        return;
+    }
+    snprintf(l->attempt, sizeof(l->attempt), "%s-%llu", l->w->nonce,
+             (unsigned long long)++l->w->seq);
+    l->agg.now = (int64_t)time(NULL);
     if (rc == 0)
-        rc = tally_agg_build(&w->agg, w->reqs, w->n_unit, w->attempt);
+        rc = tally_agg_build(&l->agg, l->reqs, l->n_unit, l->attempt);
     if (rc < 0) {
         log_error("cannot build a write unit: %s", tally_strerror(rc));
-        writer_answer_unit(w, TALLY_EUNAVAIL);
+        writer_answer_unit(l, TALLY_EUNAVAIL);
         return;
     }
-    writer_send(w);
+    writer_send(l, st);
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
+    struct tally_writer *w = arg;
+
     (void)fd;
     (void)what;
-    writer_flush(arg);
+    for (size_t i = 0; i < w->n_lanes; i++)
+        writer_flush_lane(&w->lanes[i]);
 }
 
 /* ---- Replies ---- */
@@ -233,113 +284,220 @@ static bool writer_transient(const redisReply *r)
     return false;
 }
 
-static void writer_refused(struct tally_writer *w, const redisReply *reply)
+static void writer_refused(struct write_lane *l, const redisReply *reply)
 {
-    unsigned shift = w->refusals < 5 ? w->refusals : 5;
+    unsigned shift = l->refusals < 5 ? l->refusals : 5;
+    bool asking;
 
-    /* Back off (50 ms doubling to 1.6 s): the periodic tick sends again. */
-    w->retry_at = tally_now_ms() + (50u << shift);
-    w->refusals++;
-    if (writer_transient(reply) || w->uncertain) {
-        /* Nothing ran this time. A unit that may have run before keeps its attempt id. */
+    /* Nothing ran. MOVED and ASK say where to send the same unit at once. */
+    if ((l->redirect = tally_redis_redirect(l->w->router, reply, &asking)) != NULL) {
+        l->asking = asking;
+        l->state = UNIT_RESEND;
+        return;
+    }
+    /* Else back off (50 ms doubling to 1.6 s): the periodic tick sends again. */
+    l->retry_at = tally_now_ms() + (50u << shift);
+    l->refusals++;
+    if (writer_transient(reply) || l->uncertain) {
+        /* A unit that may have run before keeps its attempt id. */
         log_debug("redis refused a write unit for now: %s", reply->str);
-        if (w->uncertain)
-            w->state = UNIT_RESEND;
+        if (l->uncertain)
+            l->state = UNIT_RESEND;
         else
-            writer_requeue_unit(w);
+            writer_requeue_unit(l);
         return;
     }
     log_error("redis refused a write unit: %s", reply->str);
-    writer_answer_unit(w, TALLY_EREDIS);
+    writer_answer_unit(l, TALLY_EREDIS);
 }
 
-static void writer_applied(struct tally_writer *w, const redisReply *reply)
+static void writer_applied(struct write_lane *l, const redisReply *reply)
 {
-    int rc = tally_agg_apply_reply(&w->agg, reply, w->reqs, w->n_unit);
+    struct tally_writer *w = l->w;
+    int rc = tally_agg_apply_reply(&l->agg, reply, l->reqs, l->n_unit);
 
     if (rc == 0) {
-        w->refusals = 0;
+        l->refusals = 0;
         tally_metric_add(&w->metrics->redis_units, 1);
-        for (size_t i = 0; i < w->n_unit; i++)
-            tally_metric_add(&w->metrics->redis_unit_events, w->unit[i]->req.n);
-        writer_answer_unit(w, 0);
+        for (size_t i = 0; i < l->n_unit; i++)
+            tally_metric_add(&w->metrics->redis_unit_events, l->unit[i]->req.n);
+        writer_answer_unit(l, 0);
     } else if (rc == TALLY_EFENCED) {
-        writer_answer_unit(w, TALLY_EUNAVAIL);
+        writer_answer_unit(l, TALLY_EUNAVAIL);
     } else if (reply->type == REDIS_REPLY_ERROR) {
-        writer_refused(w, reply);
+        writer_refused(l, reply);
     } else {
         log_error("unexpected reply to a write unit (type %d)", reply->type);
-        writer_answer_unit(w, TALLY_EUNKNOWN);
+        writer_answer_unit(l, TALLY_EUNKNOWN);
     }
 }
 
 static void on_unit_reply(int status, redisReply *reply, void *arg)
 {
-    struct tally_writer *w = arg;
+    struct write_lane *l = arg;
 
-    if (w->n_unit == 0)
+    if (l->n_unit == 0)
         return; /* the writer is being freed */
     if (status == 0) {
-        writer_applied(w, reply);
+        writer_applied(l, reply);
     } else if (status == TALLY_EUNKNOWN) {
-        w->state = UNIT_RESEND;
-        w->uncertain = true;
-    } else if (w->uncertain) {
-        w->state = UNIT_RESEND;
+        l->state = UNIT_RESEND;
+        l->uncertain = true;
+    } else if (l->uncertain) {
+        l->state = UNIT_RESEND;
     } else {
-        writer_requeue_unit(w);
+        writer_requeue_unit(l);
     }
-    writer_schedule(w);
+    writer_schedule(l->w);
 }
 
 /* ---- Deadlines ---- */
 
-static void writer_expire(struct tally_writer *w, uint64_t now)
+static void writer_expire_lane(struct write_lane *l, uint64_t now)
 {
-    struct tally_write *wr, *next;
+    struct tally_write_part *p, *next;
 
-    for (wr = TAILQ_FIRST(&w->pending); wr != NULL; wr = next) {
-        next = TAILQ_NEXT(wr, link);
-        if (now < wr->deadline)
+    for (p = TAILQ_FIRST(&l->pending); p != NULL; p = next) {
+        next = TAILQ_NEXT(p, link);
+        if (now < p->w->deadline)
             continue;
-        TAILQ_REMOVE(&w->pending, wr, link);
-        writer_answer(w, wr, TALLY_EUNAVAIL);
+        TAILQ_REMOVE(&l->pending, p, link);
+        writer_part_done(l->w, p, TALLY_EUNAVAIL);
     }
-    if (w->uncertain && w->state == UNIT_RESEND && now - w->unit_sent_at > WRITER_UNKNOWN_MAX_MS) {
+    if (l->uncertain && l->state == UNIT_RESEND && now - l->sent_at > WRITER_UNKNOWN_MAX_MS) {
         log_error("a write unit's outcome stayed unknown for %d s; its %zu requests get no answer",
-                  WRITER_UNKNOWN_MAX_MS / 1000, w->n_unit);
-        writer_answer_unit(w, TALLY_EUNKNOWN);
+                  WRITER_UNKNOWN_MAX_MS / 1000, l->n_unit);
+        writer_answer_unit(l, TALLY_EUNKNOWN);
     }
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct tally_writer *w = arg;
+    uint64_t now = tally_now_ms();
 
     (void)fd;
     (void)what;
-    writer_expire(w, tally_now_ms());
-    writer_flush(w);
+    for (size_t i = 0; i < w->n_lanes; i++) {
+        writer_expire_lane(&w->lanes[i], now);
+        writer_flush_lane(&w->lanes[i]);
+    }
     if (w->held_requests == 0)
         event_del(w->tick_ev);
+}
+
+/* ---- Splitting a write into parts ---- */
+
+static void writer_part_init(struct tally_writer *w, struct tally_write_part *p,
+                             struct tally_write *wr, struct write_lane *lane)
+{
+    p->w = wr;
+    p->lane = lane;
+    p->req.idem_key = NULL;
+    if (wr->idem != NULL && p->req.n > 0) {
+        const struct tally_event *ev = &p->req.ev[0];
+        size_t n = tally_key_base(p->idem_key, sizeof(p->idem_key), w->cfg->prefix,
+                                  tally_key_bucket(ev->article, ev->article_len), 'i');
+        size_t len = strlen(wr->idem);
+
+        if (n > 0 && n + len < sizeof(p->idem_key)) {
+            memcpy(p->idem_key + n, wr->idem, len + 1);
+            p->req.idem_key = p->idem_key;
+            p->req.idem_len = n + len;
+        }
+    }
+}
+
+/* Cluster: one part per bucket the request touches, each with its own copy of its events
+ * and room for their visitor ids, in one allocation. */
+static int writer_split(struct tally_writer *w, struct tally_write *wr)
+{
+    uint16_t bucket[TALLY_BATCH_MAX], count[TALLY_BUCKETS] = {0};
+    size_t n = wr->req.n, n_parts = 0, at = 0;
+    struct tally_write_part *parts;
+    struct tally_event *ev;
+    uint64_t *vis;
+    int part_of[TALLY_BUCKETS];
+
+    for (size_t i = 0; i < n; i++) {
+        bucket[i] = (uint16_t)tally_key_bucket(wr->req.ev[i].article, wr->req.ev[i].article_len);
+        n_parts += count[bucket[i]]++ == 0;
+    }
+    parts = calloc(1, n_parts * sizeof(*parts) + n * (sizeof(*ev) + sizeof(*vis)));
+    if (parts == NULL)
+        return TALLY_ENOMEM;
+    ev = (struct tally_event *)&parts[n_parts];
+    vis = (uint64_t *)&ev[n];
+    memset(part_of, -1, sizeof(part_of));
+    for (size_t i = 0, k = 0; i < n; i++) {
+        struct tally_write_part *p;
+
+        if (part_of[bucket[i]] < 0) {
+            part_of[bucket[i]] = (int)k;
+            p = &parts[k++];
+            p->req.ev = ev + at;
+            p->visitor = vis + at;
+            p->lane = &w->lanes[bucket[i]];
+            at += count[bucket[i]];
+        }
+        p = &parts[part_of[bucket[i]]];
+        ((struct tally_event *)p->req.ev)[p->req.n++] = wr->req.ev[i];
+    }
+    /* What was ignored before the write is answered once: it rides on the first part. */
+    parts[0].req.bot = wr->req.bot;
+    parts[0].req.prefetch = wr->req.prefetch;
+    for (size_t k = 0; k < n_parts; k++)
+        writer_part_init(w, &parts[k], wr, parts[k].lane);
+    wr->parts = parts;
+    wr->n_parts = n_parts;
+    return 0;
+}
+
+static int writer_parts(struct tally_writer *w, struct tally_write *wr)
+{
+    struct tally_write_part *p = &wr->single;
+
+    wr->parts = NULL;
+    wr->applied = wr->failed = wr->unknown = 0;
+    wr->failure = 0;
+    wr->req.accepted = wr->req.repeat = wr->req.bot_out = wr->req.prefetch_out = 0;
+    wr->req.replayed = true;
+    if (w->n_lanes > 1)
+        return writer_split(w, wr);
+    memset(p, 0, sizeof(*p));
+    p->req.ev = wr->req.ev;
+    p->req.n = wr->req.n;
+    p->req.bot = wr->req.bot;
+    p->req.prefetch = wr->req.prefetch;
+    p->visitor = wr->visitor;
+    writer_part_init(w, p, wr, &w->lanes[0]);
+    wr->n_parts = 1;
+    return 0;
 }
 
 /* ---- Life ---- */
 
 int tally_writer_submit(struct tally_writer *w, struct tally_write *wr)
 {
-    bool ready = tally_store_ready(w->store);
+    bool ready = tally_redis_ready(w->router);
     uint64_t now = tally_now_ms();
     struct timeval tv = {0, WRITER_TICK_MS * 1000};
+    struct tally_write_part *parts;
+    int rc;
 
     if (w->held_events + wr->req.n > w->cfg->max_held)
         return TALLY_EFULL;
     if (!ready && w->cfg->hold_ms == 0)
         return TALLY_EUNAVAIL;
+    if ((rc = writer_parts(w, wr)) < 0)
+        return rc;
     /* Waiting behind a unit in flight is normal; waiting for a Redis that is down is what
      * --hold bounds. */
     wr->deadline = now + w->cfg->hold_ms + (ready ? w->cfg->redis_timeout_ms : 0);
-    TAILQ_INSERT_TAIL(&w->pending, wr, link);
+    wr->parts_left = wr->n_parts;
+    parts = wr->parts != NULL ? wr->parts : &wr->single;
+    for (size_t k = 0; k < wr->n_parts; k++)
+        TAILQ_INSERT_TAIL(&parts[k].lane->pending, &parts[k], link);
     w->held_events += wr->req.n;
     w->held_requests++;
     tally_gauge_add(&w->metrics->held_events, (int64_t)wr->req.n);
@@ -360,7 +518,21 @@ size_t tally_writer_held(const struct tally_writer *w)
     return w->held_events;
 }
 
-struct tally_writer *tally_writer_new(struct event_base *base, struct tally_store *store,
+static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsigned bucket)
+{
+    static const char hex[] = "0123456789abcdef";
+    char tag[4] = {'{', hex[bucket >> 4 & 15], hex[bucket & 15], '}'};
+
+    l->w = w;
+    l->slot = tally_key_slot(tag, sizeof(tag));
+    TAILQ_INIT(&l->pending);
+    tally_agg_init(&l->agg, w->cfg->prefix, w->cfg->view_window);
+    /* In a cluster every key is declared, so that a slot being migrated refuses the unit
+     * whole instead of failing half-way through it. */
+    l->agg.declare = w->n_lanes > 1;
+}
+
+struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redis *router,
                                       struct tally_salts *salts, const struct tally_config *cfg,
                                       struct tally_metrics *metrics)
 {
@@ -370,42 +542,51 @@ struct tally_writer *tally_writer_new(struct event_base *base, struct tally_stor
     if (w == NULL)
         return NULL;
     w->base = base;
-    w->store = store;
+    w->router = router;
     w->salts = salts;
     w->cfg = cfg;
     w->metrics = metrics;
-    TAILQ_INIT(&w->pending);
-    tally_agg_init(&w->agg, cfg->prefix, cfg->view_window);
+    w->n_lanes = tally_redis_is_cluster(router) ? TALLY_BUCKETS : 1;
+    w->lanes = calloc(w->n_lanes, sizeof(*w->lanes));
     /* Attempt ids must never repeat, across threads, restarts and collectors. */
     arc4random_buf(rnd, sizeof(rnd));
     for (int i = 0; i < 8; i++)
         snprintf(w->nonce + 2 * i, 3, "%02x", rnd[i]);
     w->flush_ev = event_new(base, -1, 0, on_flush, w);
     w->tick_ev = event_new(base, -1, EV_PERSIST, on_tick, w);
-    if (w->flush_ev == NULL || w->tick_ev == NULL) {
+    if (w->lanes == NULL || w->flush_ev == NULL || w->tick_ev == NULL) {
         tally_writer_free(w);
         return NULL;
     }
+    for (size_t i = 0; i < w->n_lanes; i++)
+        writer_lane_init(w, &w->lanes[i], (unsigned)i);
     return w;
+}
+
+static void writer_lane_release(struct write_lane *l)
+{
+    struct tally_write_part *p;
+
+    while ((p = TAILQ_FIRST(&l->pending)) != NULL) {
+        TAILQ_REMOVE(&l->pending, p, link);
+        writer_part_done(l->w, p, TALLY_EUNAVAIL);
+    }
+    writer_answer_unit(l, l->state == UNIT_NONE ? TALLY_EUNAVAIL : TALLY_EUNKNOWN);
+    tally_agg_release(&l->agg);
+    free(l->unit);
+    free(l->reqs);
 }
 
 void tally_writer_free(struct tally_writer *w)
 {
-    struct tally_write *wr;
-
     if (w == NULL)
         return;
-    while ((wr = TAILQ_FIRST(&w->pending)) != NULL) {
-        TAILQ_REMOVE(&w->pending, wr, link);
-        writer_answer(w, wr, TALLY_EUNAVAIL);
-    }
-    writer_answer_unit(w, w->state == UNIT_NONE ? TALLY_EUNAVAIL : TALLY_EUNKNOWN);
+    for (size_t i = 0; w->lanes != NULL && i < w->n_lanes; i++)
+        writer_lane_release(&w->lanes[i]);
     if (w->flush_ev != NULL)
         event_free(w->flush_ev);
     if (w->tick_ev != NULL)
         event_free(w->tick_ev);
-    tally_agg_release(&w->agg);
-    free(w->unit);
-    free(w->reqs);
+    free(w->lanes);
     free(w);
 }

@@ -16,6 +16,7 @@
 
 #include "tally/buf.h"
 #include "tally/ingest.h"
+#include "tally/keys.h"
 
 #define TALLY_ATTEMPT_TTL 600   /* seconds a unit's marker answers for it */
 #define TALLY_IDEM_TTL 86400    /* seconds an Idempotency-Key is remembered */
@@ -43,8 +44,15 @@ struct agg_delta;
 struct tally_agg {
     const char *prefix;
     uint32_t window;              /* --view-window */
+    bool declare;                 /* list every key the unit touches (Redis Cluster) */
+    int64_t now;                  /* the unit's time, Unix seconds: set before building */
     struct tally_buf body;        /* the unit: script arguments from numkeys on, as RESP */
     size_t nargs;                 /* RESP arguments in BODY */
+    /* Scratch for building BODY. */
+    struct tally_buf keys, args;
+    size_t nkeys;
+    uint64_t buckets_declared[TALLY_BUCKETS / 64];
+    char day[9], hour[11];
     char attempt_key[128];
     size_t attempt_len;
     /* Scratch reused for every unit. */
@@ -64,8 +72,9 @@ void tally_agg_init(struct tally_agg *a, const char *prefix, uint32_t window);
 void tally_agg_release(struct tally_agg *a);
 
 /* Build the unit for the N requests REQS (borrowed until tally_agg_apply_reply()) under the
- * attempt id ATTEMPT (unique per unit; a resend of the same unit keeps it). The unit's RESP
- * body is then a->body (a->nargs arguments: numkeys, the marker key, the script's ARGV).
+ * attempt id ATTEMPT (unique per unit; a resend of the same unit keeps it), filed at a->now.
+ * The unit's RESP body is then a->body (a->nargs arguments: numkeys, the marker key -- and,
+ * with a->declare, every other key the unit touches --, the script's ARGV).
  * Returns 0, TALLY_EINVAL when N is 0 or no request has an event, or TALLY_ENOMEM. */
 int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size_t n,
                     const char *attempt);

@@ -10,6 +10,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "tally/redis.h"
 #include "tally/store.h"
 
 struct tally_fanout;
@@ -36,13 +37,16 @@ struct tally_fanout {
 int tally_fanout_init(struct tally_fanout *f, size_t n, tally_fanout_reply_cb *on_reply,
                       tally_fanout_done_cb *done, void *arg);
 
-/* Send the next command (argument vectors with explicit lengths). */
-int tally_fanout_command(struct tally_fanout *f, struct tally_store *st, int argc,
+/* Send the next command (argument vectors with explicit lengths) to the node that serves its
+ * key, argv[1]. */
+int tally_fanout_command(struct tally_fanout *f, struct tally_redis *r, int argc,
                          const char **argv, const size_t *argvlen);
 
-/* Send the next command as a script call with the RESP arguments BODY (copied). */
-int tally_fanout_eval(struct tally_fanout *f, struct tally_store *st, enum tally_script script,
-                      const char *body, size_t len, size_t nargs);
+/* Send the next command as a script call with the RESP arguments BODY (copied), to the node
+ * that serves KEY (KEY_LEN bytes; its first declared key). */
+int tally_fanout_eval(struct tally_fanout *f, struct tally_redis *r, const char *key,
+                      size_t key_len, enum tally_script script, const char *body, size_t len,
+                      size_t nargs);
 
 /* Done sending. Returns 0 and DONE will run (perhaps at once), or, when nothing could be
  * sent, the first send error without DONE running; F is then released. */

@@ -12,7 +12,7 @@
 #include "tally/fanout.h"
 #include "tally/ingest.h"
 
-struct tally_store;
+struct tally_redis;
 
 struct tally_stats {
     int64_t views, visitors, shares, comments;
@@ -52,7 +52,7 @@ int tally_query_parse_path(struct tally_query *q, const char *raw, size_t len,
 
 /* Read every article of Q from ST (keys under PREFIX): Q stays borrowed until DONE. Returns 0
  * and later calls DONE, or a negative TALLY_E* code without calling it. */
-int tally_query_start(struct tally_query *q, struct tally_store *st, const char *prefix,
+int tally_query_start(struct tally_query *q, struct tally_redis *r, const char *prefix,
                       tally_query_done_cb *done, void *arg);
 
 /* Fill S from a reply to HGETALL of an article's totals. Returns 0 or TALLY_EREDIS. */

@@ -13,6 +13,8 @@
 #include "tally/fanout.h"
 #include "tally/ingest.h"
 
+struct tally_redis;
+
 #define TALLY_TOP_MAX 100
 #define TALLY_SERIES_HOURS_MAX (31 * 24) /* points of an hourly series */
 #define TALLY_SERIES_DAYS_MAX 731        /* points of a daily series */
@@ -83,7 +85,7 @@ struct tally_top {
  * borrowed until DONE; free it with tally_top_release(). Returns 0 and later calls DONE, or
  * a negative TALLY_E* code without calling it. */
 int tally_top_start(struct tally_top *t, const struct tally_top_params *p,
-                    struct tally_store *st, const char *prefix, time_t now,
+                    struct tally_redis *r, const char *prefix, time_t now,
                     tally_top_done_cb *done, void *arg);
 void tally_top_release(struct tally_top *t);
 
@@ -126,7 +128,7 @@ struct tally_series {
 /* Read the series P of article ID (LEN bytes, borrowed until DONE). Release with
  * tally_series_release(). Same return rules as tally_top_start(). */
 int tally_series_start(struct tally_series *s, const struct tally_series_params *p,
-                       const char *id, size_t len, struct tally_store *st, const char *prefix,
+                       const char *id, size_t len, struct tally_redis *r, const char *prefix,
                        tally_series_done_cb *done, void *arg);
 void tally_series_release(struct tally_series *s);
 
@@ -148,7 +150,7 @@ struct tally_totals {
 
 int tally_totals_parse(const char *query, size_t len, enum tally_period *period,
                        struct tally_error *err);
-int tally_totals_start(struct tally_totals *t, enum tally_period period, struct tally_store *st,
+int tally_totals_start(struct tally_totals *t, enum tally_period period, struct tally_redis *r,
                        const char *prefix, time_t now, tally_totals_done_cb *done, void *arg);
 void tally_totals_render(struct tally_buf *out, const struct tally_totals *t);
 
@@ -165,7 +167,7 @@ struct tally_forget {
 
 /* Remove every key of article ID (LEN bytes) in one script call. WINDOW is --view-window. */
 int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint32_t window,
-                       struct tally_store *st, const char *prefix, tally_forget_done_cb *done,
+                       struct tally_redis *r, const char *prefix, tally_forget_done_cb *done,
                        void *arg);
 
 #endif

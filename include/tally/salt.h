@@ -15,7 +15,7 @@
 #define TALLY_SALT_TTL 172800 /* seconds a salt is kept in Redis: two days, then ids are unlinkable */
 
 struct tally_salts;
-struct tally_store;
+struct tally_redis;
 
 /* Runs when a salt arrived, so that whoever waited for it can go on. */
 typedef void tally_salts_cb(void *arg);
@@ -23,7 +23,7 @@ typedef void tally_salts_cb(void *arg);
 /* Read the cached salts again at the next use (after a reconnect: Redis may have lost them). */
 void tally_salts_stale(struct tally_salts *s);
 
-struct tally_salts *tally_salts_new(struct tally_store *st, const char *prefix,
+struct tally_salts *tally_salts_new(struct tally_redis *router, const char *prefix,
                                     tally_salts_cb *cb, void *arg);
 void tally_salts_free(struct tally_salts *s);
 

@@ -35,9 +35,11 @@ typedef void tally_store_state_cb(struct tally_store *st, bool ready, void *arg)
  * surely did not run. */
 typedef void tally_store_reply_cb(int status, redisReply *reply, void *arg);
 
-/* A store for CFG's --redis on BASE; it starts connecting at once. CFG and METRICS are
- * borrowed for the store's life. ON_STATE may be NULL. Returns NULL only when out of memory. */
+/* A store for the Redis at TARGET (copied) on BASE; it starts connecting at once. CFG (for
+ * its timeouts) and METRICS are borrowed for the store's life. ON_STATE may be NULL. Returns
+ * NULL only when out of memory. */
 struct tally_store *tally_store_new(struct event_base *base, const struct tally_config *cfg,
+                                    const struct tally_redis_target *target,
                                     struct tally_metrics *metrics,
                                     tally_store_state_cb *on_state, void *arg);
 
@@ -46,12 +48,21 @@ void tally_store_free(struct tally_store *st);
 
 bool tally_store_ready(const struct tally_store *st);
 
+/* Where the store connects. */
+const struct tally_redis_target *tally_store_target(const struct tally_store *st);
+
 /* Run SCRIPT with the RESP arguments BODY (LEN bytes, NARGS arguments, from numkeys on).
  * BODY is borrowed until DONE runs: on NOSCRIPT the store sends it again with the script's
  * text. Returns 0 and later calls DONE, or TALLY_EUNAVAIL (not ready) or TALLY_ENOMEM
  * without calling it. */
 int tally_store_eval(struct tally_store *st, enum tally_script script, const char *body,
                      size_t len, size_t nargs, tally_store_reply_cb *done, void *arg);
+
+/* The same, preceded on the same connection by ASKING (a Redis Cluster redirection to a
+ * slot being imported) when ASKING is true. */
+int tally_store_eval_asking(struct tally_store *st, bool asking, enum tally_script script,
+                            const char *body, size_t len, size_t nargs,
+                            tally_store_reply_cb *done, void *arg);
 
 /* Send one command of ARGC arguments with explicit lengths (copied at once). Same return
  * and callback rules as tally_store_eval(). */

@@ -1,9 +1,14 @@
-/* writer.h -- group commit: held requests become write units, one in flight at a time.
+/* writer.h -- group commit: held requests become write units, one in flight per lane.
  *
- * While one unit is in flight, everything that arrives waits; when it returns, everything
- * waiting goes out as the next unit at once. At low load a request costs one round trip;
- * under load units grow by themselves. A request is answered only when Redis confirmed its
- * unit, or when it surely was not and will not be written. */
+ * While a lane's unit is in flight, everything that arrives for it waits; when it returns,
+ * everything waiting goes out as the next unit at once. At low load a request costs one round
+ * trip; under load units grow by themselves. A request is answered only when Redis confirmed
+ * its events, or when they surely were not and will not be written.
+ *
+ * With one Redis there is one lane, and a request is one part of one unit: all or nothing.
+ * With a Redis Cluster there is a lane per key bucket (each a slot, on whichever master owns
+ * it); a request touching several buckets is split into parts, each applied atomically and at
+ * most once by its own unit. */
 #ifndef TALLY_WRITER_H
 #define TALLY_WRITER_H
 
@@ -16,47 +21,66 @@
 
 #include "tally/agg.h"
 #include "tally/config.h"
+#include "tally/keys.h"
 
 struct tally_writer;
 struct tally_salts;
-struct tally_store;
+struct tally_redis;
 struct tally_metrics;
 struct tally_write;
+struct write_lane;
 
 /* Runs exactly once per accepted write. STATUS 0: written, W->req holds the answer.
  * TALLY_EUNAVAIL / TALLY_EREDIS: not written (Redis unreachable until the deadline, or it
- * refused the unit). TALLY_EUNKNOWN: the outcome could not be learnt in time (the unit may
- * still apply): the caller must not claim either way. */
+ * refused). TALLY_EUNKNOWN: the outcome could not be learnt in time, or (cluster) some parts
+ * were written and others not: the caller must not claim either way. */
 typedef void tally_write_done_cb(int status, struct tally_write *w, void *arg);
+
+/* The part of a write that goes to one lane. Private to the writer. */
+struct tally_write_part {
+    struct tally_agg_req req;
+    struct tally_write *w;
+    struct write_lane *lane;
+    uint64_t *visitor;            /* room for req.n ids, when the write has a digest */
+    char idem_key[TALLY_KEY_MAX]; /* its Idempotency-Key marker, in its own bucket */
+    TAILQ_ENTRY(tally_write_part) link;
+};
 
 /* One request's write, embedded in the caller's request context. */
 struct tally_write {
-    struct tally_agg_req req;
+    struct tally_agg_req req;     /* the events; the answer is filled in when done */
     tally_write_done_cb *done;
     void *arg;
+    const char *idem;             /* the request's Idempotency-Key, or NULL */
     bool has_digest;              /* views carry visitor ids, from DIGEST at write time */
     uint64_t digest;              /* the client's unsalted digest: memory only */
     uint64_t *visitor;            /* room for req.n visitor ids, when HAS_DIGEST */
-    uint64_t deadline;            /* ms: answer 503 if still not sent by then */
-    TAILQ_ENTRY(tally_write) link; /* the writer's */
+    uint64_t deadline;            /* ms: parts not sent by then are not written */
+    /* Private to the writer. */
+    struct tally_write_part single; /* the one part, unless split */
+    struct tally_write_part *parts; /* split: N_PARTS of them, owned */
+    size_t n_parts, parts_left;
+    unsigned applied, failed, unknown;
+    int failure;
 };
 
-/* A writer for STORE on BASE, taking visitor salts from SALTS. Everything is borrowed for its
- * life. */
-struct tally_writer *tally_writer_new(struct event_base *base, struct tally_store *store,
+/* A writer for ROUTER's Redis on BASE, taking visitor salts from SALTS. Everything is
+ * borrowed for its life. */
+struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redis *router,
                                       struct tally_salts *salts, const struct tally_config *cfg,
                                       struct tally_metrics *metrics);
 
 /* Answers every held write (not written: TALLY_EUNAVAIL; in flight: TALLY_EUNKNOWN), then
- * frees. */
+ * frees. Free the router first: its last replies still reach the writer. */
 void tally_writer_free(struct tally_writer *w);
 
-/* Hold W (filled by the caller: req, done, arg) until it is written. Returns 0 and later
- * calls W->done, or returns TALLY_EFULL (too much held) or TALLY_EUNAVAIL (Redis down and
- * no hold configured) without calling it. */
+/* Hold WR (filled by the caller: req.ev, req.n, req.bot, req.prefetch, done, arg, idem,
+ * digest) until it is written. Returns 0 and later calls WR->done, or returns TALLY_EFULL
+ * (too much held), TALLY_EUNAVAIL (Redis down and no hold configured) or TALLY_ENOMEM
+ * without calling it. */
 int tally_writer_submit(struct tally_writer *w, struct tally_write *wr);
 
-/* The store became ready: send what waits. */
+/* Redis (or a visitor salt) became ready: send what waits. */
 void tally_writer_kick(struct tally_writer *w);
 
 /* Events held now (waiting or in flight). */

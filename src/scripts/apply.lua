@@ -5,7 +5,10 @@
 -- KEYS[1]  the unit's attempt marker. It holds this script's answer once applied, so a unit
 --          sent again after a lost connection is answered as the first time and counted
 --          once; the collector sets it to "aborted" to fence a unit it gave up on.
--- ARGV     P window marker_ttl idem_ttl segment... (segments run to the last argument)
+-- KEYS[2..] in Redis Cluster, every other key the unit touches (all in one slot), so that a
+--          migrating slot is refused before anything runs; unused by the script itself.
+-- ARGV     P window marker_ttl idem_ttl now segment... (segments run to the last argument;
+--          now is the collector's clock, Unix seconds: days and hours are UTC)
 --   segment: idem_key accepted bot prefetch narticles article...
 --            (idem_key "" when the requests had no Idempotency-Key; accepted counts the
 --            events before repeat checks)
@@ -20,8 +23,7 @@
 -- repeat_index is the 1-based position of a repeated view among the segment's visitors.
 -- All values were validated by the collector: nothing below can fail half-way.
 --
--- Days and hours are Redis's (TIME, UTC), so every collector files an event in the same
--- bucket. Keys of one article share its tag's slot: P{tag}kind:...
+-- Keys of one article share its tag's slot: P{tag}kind:... (see include/tally/keys.h).
 
 local marker = redis.call('GET', KEYS[1])
 if marker then
@@ -40,7 +42,8 @@ local P = ARGV[1]
 local window = tonumber(ARGV[2])
 local marker_ttl = tonumber(ARGV[3])
 local idem_ttl = tonumber(ARGV[4])
-local pos = 5
+local now = tonumber(ARGV[5])
+local pos = 6
 
 -- The civil date of a day number (days since 1970-01-01), as YYYYMMDD (H. Hinnant's
 -- days_from_civil, inverted).
@@ -58,7 +61,6 @@ local function ymd(days)
     return string.format('%04d%02d%02d', y, m, d)
 end
 
-local now = tonumber(redis.call('TIME')[1])
 local DAY = ymd(math.floor(now / 86400))
 local HOUR = DAY .. string.format('%02d', math.floor((now % 86400) / 3600))
 

@@ -208,7 +208,7 @@ static void expect_segment(struct cur *c, const char *idem, long long accepted, 
         expect_article(c, &arts[i]);
 }
 
-/* "1", "P{bb}x:<attempt>" with bb the bucket of FIRST_ID, "P", window, 600, 86400. */
+/* "1", "P{bb}x:<attempt>" with bb the bucket of FIRST_ID, "P", window, 600, 86400, now. */
 static void expect_header(struct cur *c, const struct tally_agg *a, const char *first_id,
                           const char *attempt)
 {
@@ -222,6 +222,7 @@ static void expect_header(struct cur *c, const struct tally_agg *a, const char *
     cur_int(c, a->window);
     cur_str(c, "600");
     cur_str(c, "86400");
+    cur_int(c, a->now);
     assert_int_equal(a->attempt_len, strlen(key));
     assert_string_equal(a->attempt_key, key);
 }
@@ -270,6 +271,7 @@ static void test_agg_frames_a_one_view_unit_exactly(void **state)
                                "$4\r\n1800\r\n"
                                "$3\r\n600\r\n"
                                "$5\r\n86400\r\n"
+                               "$10\r\n1800000000\r\n"
                                "$0\r\n\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n1\r\n"
                                "$2\r\n8c\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n"
                                "$1\r\n0\r\n";
@@ -280,10 +282,55 @@ static void test_agg_frames_a_one_view_unit_exactly(void **state)
 
     (void)state;
     tally_agg_init(&a, "tally:", 1800);
+    a.now = 1800000000;
     assert_int_equal(tally_agg_build(&a, reqs, 1, "n0-1"), 0);
-    assert_int_equal(a.nargs, 17);
+    assert_int_equal(a.nargs, 18);
     assert_int_equal(a.body.len, sizeof(want) - 1);
     assert_memory_equal(a.body.data, want, sizeof(want) - 1);
+    tally_agg_release(&a);
+}
+
+/* Redis Cluster: every key the script will touch is declared, all in the article's slot. */
+static void test_agg_declares_every_key_in_cluster_mode(void **state)
+{
+    static const char *const want[] = {
+        "i{b}key-1",          "d{b}views:20270115", "h{b}views:2027011508", "t{b}views", "d{b}visitors:20270115",
+        "h{b}visitors:2027011508", "t{b}visitors", "d{b}shares:20270115",
+        "h{b}shares:2027011508", "t{b}shares", "d{b}comments:20270115",
+        "h{b}comments:2027011508", "t{b}comments", "s{b}20270115", "s{b}all", "a{b}x",
+        "u{b}x", "v{b}20270115:x", "v{b}2027011508:x", "w{b}x:1000001", "w{b}x:1000000"};
+    struct tally_event ev[] = {ev_view("x")};
+    struct tally_agg_req r0 = {.ev = ev, .n = 1, .idem_key = "IDEM", .idem_len = 4};
+    struct tally_agg_req *reqs[] = {&r0};
+    char tag[3], key[TALLY_KEY_MAX], idem[64];
+    struct tally_agg a;
+    struct resp r;
+    unsigned slot;
+
+    (void)state;
+    bucket_hex("x", 1, tag);
+    snprintf(idem, sizeof(idem), "t:{%s}i:key-1", tag);
+    r0.idem_key = idem;
+    r0.idem_len = strlen(idem);
+    tally_agg_init(&a, "t:", 1800);
+    a.declare = true;
+    a.now = 1800001800; /* 2027-01-15 08:30 UTC, window slot 1000001 */
+    assert_int_equal(tally_agg_build(&a, reqs, 1, "n-1"), 0);
+    memset(&r, 0, sizeof(r));
+    resp_read(&r, a.body.data, a.body.len);
+    assert_int_equal(atoi(r.p[0]), 1 + (int)(sizeof(want) / sizeof(want[0])));
+    slot = tally_key_slot(r.p[1], r.len[1]);
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const char *brace = strchr(want[i], '{');
+
+        /* "d{b}views:..." stands for "t:{<bucket>}d:views:..." */
+        snprintf(key, sizeof(key), "t:{%s}%.*s:%s", tag, (int)(brace - want[i]), want[i],
+                 brace + 3);
+        assert_int_equal(r.len[2 + i], strlen(key));
+        assert_memory_equal(r.p[2 + i], key, strlen(key));
+        assert_int_equal(tally_key_slot(r.p[2 + i], r.len[2 + i]), slot);
+    }
+    resp_free(&r);
     tally_agg_release(&a);
 }
 
@@ -1194,6 +1241,7 @@ int main(void)
         cmocka_unit_test(test_agg_writes_visitor_ids_as_sixteen_hex_digits),
         cmocka_unit_test(test_agg_frames_a_one_view_unit_exactly),
         cmocka_unit_test(test_agg_header_names_the_marker_key_and_settings),
+        cmocka_unit_test(test_agg_declares_every_key_in_cluster_mode),
         cmocka_unit_test(test_agg_coalesces_views_of_one_article),
         cmocka_unit_test(test_agg_counts_shares_per_network_in_contract_order),
         cmocka_unit_test(test_agg_keeps_comment_deltas_in_arrival_order),

@@ -1,0 +1,328 @@
+/* redis_router.c -- which connection serves which key: the one Redis of --redis, or the
+ * masters of a Redis Cluster, learnt with CLUSTER SLOTS and kept up to date by MOVED replies,
+ * lost connections and a periodic refresh. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tally/error.h"
+#include "tally/keys.h"
+#include "tally/log.h"
+#include "tally/redis.h"
+#include "tally/store.h"
+
+#define ROUTER_REFRESH_MS 30000     /* the map is read again this often */
+#define ROUTER_THROTTLE_MS 1000     /* and at most this often */
+#define ROUTER_NODES_MAX 64
+
+struct router_node {
+    struct tally_redis *r;
+    struct tally_store *st;
+    struct tally_hostport addr;
+};
+
+struct tally_redis {
+    struct event_base *base;
+    const struct tally_config *cfg;
+    struct tally_metrics *metrics;
+    tally_redis_state_cb *on_state;
+    void *arg;
+    bool cluster, ready;
+    struct router_node nodes[ROUTER_NODES_MAX];
+    size_t n_nodes;
+    int8_t slots[TALLY_SLOTS];      /* node index, or -1: no master known */
+    bool asking;                    /* a CLUSTER SLOTS is in flight */
+    uint64_t refreshed_at;          /* ms, when the last one was sent */
+    struct event *refresh_ev;
+};
+
+static void router_refresh(struct tally_redis *r);
+
+/* ---- State ---- */
+
+static bool router_compute_ready(const struct tally_redis *r)
+{
+    if (!r->cluster)
+        return r->n_nodes > 0 && tally_store_ready(r->nodes[0].st);
+    for (size_t s = 0; s < TALLY_SLOTS; s++)
+        if (r->slots[s] < 0 || !tally_store_ready(r->nodes[r->slots[s]].st))
+            return false;
+    return true;
+}
+
+static void router_update(struct tally_redis *r)
+{
+    bool ready = router_compute_ready(r);
+
+    if (ready == r->ready)
+        return;
+    r->ready = ready;
+    if (r->cluster)
+        log_info("redis cluster %s", ready ? "ready: every slot has a master" : "not ready");
+    if (r->on_state != NULL)
+        r->on_state(ready, r->arg);
+}
+
+static void on_node_state(struct tally_store *st, bool ready, void *arg)
+{
+    struct router_node *node = arg;
+    struct tally_redis *r = node->r;
+
+    (void)st;
+    /* A master gone may mean a failover: learn the new map. A node back may be the first
+     * chance to learn any map at all. */
+    if (r->cluster)
+        router_refresh(r);
+    router_update(r);
+    (void)ready;
+}
+
+/* ---- Nodes ---- */
+
+static int router_node(struct tally_redis *r, const struct tally_hostport *addr)
+{
+    struct tally_redis_target t = {0};
+    struct router_node *node;
+
+    for (size_t i = 0; i < r->n_nodes; i++)
+        if (r->nodes[i].addr.port == addr->port && strcmp(r->nodes[i].addr.host, addr->host) == 0)
+            return (int)i;
+    if (r->n_nodes == ROUTER_NODES_MAX)
+        return -1;
+    node = &r->nodes[r->n_nodes];
+    node->r = r;
+    node->addr = *addr;
+    t.addr = *addr;
+    node->st = tally_store_new(r->base, r->cfg, &t, r->metrics, on_node_state, node);
+    if (node->st == NULL)
+        return -1;
+    return (int)r->n_nodes++;
+}
+
+/* ---- The slot map ---- */
+
+/* One entry of CLUSTER SLOTS: [start, end, [ip, port, id, ...], replicas...]. */
+static int router_read_range(struct tally_redis *r, const redisReply *e,
+                             const struct tally_hostport *asked, int8_t *slots)
+{
+    const redisReply *m;
+    struct tally_hostport addr = {0};
+    long long lo, hi;
+    int node;
+
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 || e->element[0]->type != REDIS_REPLY_INTEGER ||
+        e->element[1]->type != REDIS_REPLY_INTEGER || e->element[2]->type != REDIS_REPLY_ARRAY)
+        return TALLY_EREDIS;
+    lo = e->element[0]->integer;
+    hi = e->element[1]->integer;
+    m = e->element[2];
+    if (lo < 0 || hi >= TALLY_SLOTS || lo > hi || m->elements < 2 ||
+        m->element[0]->type != REDIS_REPLY_STRING || m->element[1]->type != REDIS_REPLY_INTEGER)
+        return TALLY_EREDIS;
+    /* An empty address means "the node you asked". */
+    snprintf(addr.host, sizeof(addr.host), "%s", m->element[0]->len > 0 ? m->element[0]->str
+                                                                         : asked->host);
+    addr.port = (uint16_t)m->element[1]->integer;
+    if ((node = router_node(r, &addr)) < 0)
+        return TALLY_ENOMEM;
+    for (long long s = lo; s <= hi; s++)
+        slots[s] = (int8_t)node;
+    return 0;
+}
+
+struct slots_call {
+    struct tally_redis *r;
+    struct tally_hostport asked;
+};
+
+static void on_slots(int status, redisReply *reply, void *arg)
+{
+    struct slots_call *call = arg;
+    struct tally_redis *r = call->r;
+    int8_t slots[TALLY_SLOTS];
+    int rc = 0;
+
+    r->asking = false;
+    if (status < 0 || reply->type != REDIS_REPLY_ARRAY) {
+        if (status == 0)
+            log_warn("CLUSTER SLOTS failed: %s", reply->type == REDIS_REPLY_ERROR ? reply->str : "?");
+        free(call);
+        return;
+    }
+    memset(slots, -1, sizeof(slots));
+    for (size_t i = 0; i < reply->elements && rc == 0; i++)
+        rc = router_read_range(r, reply->element[i], &call->asked, slots);
+    free(call);
+    if (rc < 0) {
+        log_warn("cannot read the cluster's slot map: %s", tally_strerror(rc));
+        return;
+    }
+    memcpy(r->slots, slots, sizeof(slots));
+    router_update(r);
+}
+
+/* Ask any ready node for the map (at most once a second, one request at a time). */
+static void router_refresh(struct tally_redis *r)
+{
+    static const char *const argv[] = {"CLUSTER", "SLOTS"};
+    static const size_t argvlen[] = {7, 5};
+    uint64_t now = tally_now_ms();
+    struct slots_call *call;
+
+    if (!r->cluster || r->asking || now - r->refreshed_at < ROUTER_THROTTLE_MS)
+        return;
+    for (size_t i = 0; i < r->n_nodes; i++) {
+        struct tally_store *st = r->nodes[(i + now) % r->n_nodes].st;
+
+        if (!tally_store_ready(st) || (call = malloc(sizeof(*call))) == NULL)
+            continue;
+        call->r = r;
+        call->asked = tally_store_target(st)->addr;
+        if (tally_store_command(st, 2, (const char **)argv, argvlen, on_slots, call) < 0) {
+            free(call);
+            continue;
+        }
+        r->asking = true;
+        r->refreshed_at = now;
+        return;
+    }
+}
+
+static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    router_refresh(arg);
+}
+
+/* ---- Routing ---- */
+
+struct tally_store *tally_redis_for_slot(struct tally_redis *r, unsigned slot)
+{
+    if (!r->cluster)
+        return r->n_nodes > 0 ? r->nodes[0].st : NULL;
+    if (slot >= TALLY_SLOTS || r->slots[slot] < 0)
+        return NULL;
+    return r->nodes[r->slots[slot]].st;
+}
+
+struct tally_store *tally_redis_for_key(struct tally_redis *r, const char *key, size_t len)
+{
+    return tally_redis_for_slot(r, r->cluster ? tally_key_slot(key, len) : 0);
+}
+
+int tally_redis_parse_redirect(const char *err, size_t len, bool *ask, unsigned *slot,
+                               struct tally_hostport *to)
+{
+    const char *p, *colon, *end = err + len;
+    unsigned long s, port;
+    char *stop;
+
+    if (len > 5 && memcmp(err, "MOVED ", 6) == 0)
+        *ask = false, p = err + 6;
+    else if (len > 4 && memcmp(err, "ASK ", 4) == 0)
+        *ask = true, p = err + 4;
+    else
+        return TALLY_EINVAL;
+    s = strtoul(p, &stop, 10);
+    if (stop == p || *stop != ' ' || s >= TALLY_SLOTS)
+        return TALLY_EINVAL;
+    p = stop + 1;
+    /* host:port, the host possibly IPv6 (its last ':' separates the port). */
+    for (colon = end; colon > p && colon[-1] != ':'; colon--)
+        ;
+    if (colon <= p + 1 || (size_t)(colon - 1 - p) > TALLY_HOST_MAX)
+        return TALLY_EINVAL;
+    port = strtoul(colon, &stop, 10);
+    if (stop != end || port == 0 || port > 65535)
+        return TALLY_EINVAL;
+    memcpy(to->host, p, (size_t)(colon - 1 - p));
+    to->host[colon - 1 - p] = '\0';
+    to->port = (uint16_t)port;
+    *slot = (unsigned)s;
+    return 0;
+}
+
+struct tally_store *tally_redis_redirect(struct tally_redis *r, const redisReply *reply,
+                                         bool *asking)
+{
+    struct tally_hostport to;
+    unsigned slot;
+    int node;
+
+    *asking = false;
+    if (!r->cluster || reply == NULL || reply->type != REDIS_REPLY_ERROR)
+        return NULL;
+    if (tally_redis_parse_redirect(reply->str, reply->len, asking, &slot, &to) < 0) {
+        if (strncmp(reply->str, "CLUSTERDOWN", 11) == 0)
+            router_refresh(r);
+        return NULL;
+    }
+    if ((node = router_node(r, &to)) < 0)
+        return NULL;
+    if (!*asking) {
+        r->slots[slot] = (int8_t)node;
+        router_refresh(r);
+    }
+    return r->nodes[node].st;
+}
+
+/* ---- Life ---- */
+
+bool tally_redis_ready(const struct tally_redis *r)
+{
+    return r->ready;
+}
+
+bool tally_redis_is_cluster(const struct tally_redis *r)
+{
+    return r->cluster;
+}
+
+struct tally_redis *tally_redis_new(struct event_base *base, const struct tally_config *cfg,
+                                    struct tally_metrics *metrics, tally_redis_state_cb *on_state,
+                                    void *arg)
+{
+    struct tally_redis *r = calloc(1, sizeof(*r));
+    struct timeval every = {ROUTER_REFRESH_MS / 1000, 0};
+
+    if (r == NULL)
+        return NULL;
+    r->base = base;
+    r->cfg = cfg;
+    r->metrics = metrics;
+    r->on_state = on_state;
+    r->arg = arg;
+    r->cluster = cfg->n_cluster > 0;
+    memset(r->slots, -1, sizeof(r->slots));
+    if (!r->cluster) {
+        r->nodes[0].r = r;
+        r->nodes[0].st = tally_store_new(base, cfg, &cfg->redis, metrics, on_node_state, &r->nodes[0]);
+        r->n_nodes = r->nodes[0].st != NULL;
+        if (r->n_nodes == 0) {
+            free(r);
+            return NULL;
+        }
+        return r;
+    }
+    for (size_t i = 0; i < cfg->n_cluster; i++)
+        (void)router_node(r, &cfg->cluster[i]);
+    r->refresh_ev = event_new(base, -1, EV_PERSIST, on_refresh_timer, r);
+    if (r->n_nodes == 0 || r->refresh_ev == NULL || event_add(r->refresh_ev, &every) < 0) {
+        tally_redis_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void tally_redis_free(struct tally_redis *r)
+{
+    if (r == NULL)
+        return;
+    r->on_state = NULL;
+    for (size_t i = 0; i < r->n_nodes; i++)
+        tally_store_free(r->nodes[i].st);
+    if (r->refresh_ev != NULL)
+        event_free(r->refresh_ev);
+    free(r);
+}
