@@ -8,9 +8,11 @@ set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/deps.sh" --test
-if [ -f "$top/tests/tools/package.json" ]; then
-    (cd "$top/tests/tools" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+for dir in tests/tools tests/browser; do
+    if [ -f "$top/$dir/package.json" ]; then
+        (cd "$top/$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+    fi
+done
 build="$top/build-test"
 cmake -S "$top" -B "$build" -DTALLY_SANITIZE=ON -DTALLY_WERROR=ON >/dev/null
 cmake --build "$build" -j"$(nproc)"
