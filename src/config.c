@@ -40,9 +40,8 @@ struct cfg_ctx {
 typedef int cfg_parse_fn(struct cfg_ctx *ctx, struct tally_config *cfg, const char *value);
 
 enum cfg_flags {
-    CFG_LATER = 1 << 0,  /* accepted, but its feature has not landed: --help says so */
-    CFG_NCPU = 1 << 1,   /* no DEF: the default is the number of cores */
-    CFG_SECRET = 1 << 2, /* an error never repeats the value */
+    CFG_NCPU = 1 << 0,   /* no DEF: the default is the number of cores */
+    CFG_SECRET = 1 << 1, /* an error never repeats the value */
 };
 
 struct cfg_option {
@@ -53,7 +52,7 @@ struct cfg_option {
     const char *metavar; /* NULL: a switch, given without a value */
     uint32_t min, max;   /* bounds, for cfg_parse_uint */
     unsigned flags;      /* enum cfg_flags */
-    const char *help;    /* short: the line stays within 100 columns, with CFG_LATER's note */
+    const char *help;    /* short: the line stays within 100 columns */
 };
 
 static cfg_parse_fn cfg_parse_listen, cfg_parse_redis, cfg_parse_cluster, cfg_parse_prefix,
@@ -69,7 +68,7 @@ static const struct cfg_option cfg_options[] = {
     {"redis", cfg_parse_redis, CFG_FIELD(redis), "redis://127.0.0.1:6379/0", "URL", 0, 0, 0,
      "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH[?db=N]"},
     {"redis-cluster", cfg_parse_cluster, CFG_FIELD(cluster), NULL, "HOST:PORT,...", 0, 0,
-     CFG_LATER, "Redis Cluster seed nodes (1..16); replaces --redis"},
+     0, "Redis Cluster seed nodes (1..16); replaces --redis"},
     {"prefix", cfg_parse_prefix, CFG_FIELD(prefix), "tally:", "P", 0, 0, 0,
      "prefix of every Redis key the collector writes (no '{' or '}')"},
     {"token", cfg_parse_token, CFG_FIELD(token), NULL, "T", 0, 0, CFG_SECRET,
@@ -961,8 +960,7 @@ static void cfg_usage_option(FILE *out, const struct cfg_option *opt)
     cfg_env_name(opt, env, sizeof(env));
     if (def == NULL)
         def = opt->flags & CFG_NCPU ? "number of cores" : "none";
-    fprintf(out, "  %-*s  %s%s\n", CFG_USAGE_COL, left, opt->help,
-            opt->flags & CFG_LATER ? " (not yet active)" : "");
+    fprintf(out, "  %-*s  %s\n", CFG_USAGE_COL, left, opt->help);
     fprintf(out, "  %-*s  [env %s, default %s]\n", CFG_USAGE_COL, "", env, def);
 }
 
