@@ -1,0 +1,529 @@
+#!/usr/bin/env python3
+"""bench.py -- the Python half of bench/run.sh (standard library only).
+
+  bench.py ports N                     N free TCP ports on 127.0.0.1, one per line
+  bench.py record [options]            turn one wrk run's files into a JSON line (see --help)
+  bench.py idle --port P --pid PID --n N
+                                       open N idle keep-alive connections to 127.0.0.1:P,
+                                       read VmRSS of PID, close them; prints JSON
+  bench.py report RESULTS.jsonl RSS.json OUT.md
+                                       medians per scenario and target, the table, the count
+                                       checks and the targets; exit 1 when a count check failed
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import socket
+import statistics
+import sys
+import time
+
+TARGETS = ("tally", "nginx", "webdis")
+
+# Commands the harness itself sends between the two snapshots (INFO for the snapshots).
+HARNESS_COMMANDS = {"info"}
+
+
+# ---------------------------------------------------------------- ports
+
+
+def cmd_ports(args):
+    socks = []
+    try:
+        for _ in range(args.n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        for s in socks:
+            print(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+
+
+# ---------------------------------------------------------------- record
+
+
+def parse_info(path):
+    """used CPU seconds and {command: calls} from `INFO cpu` + `INFO commandstats` output."""
+    cpu = 0.0
+    calls = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith(("used_cpu_sys:", "used_cpu_user:")):
+                cpu += float(line.split(":", 1)[1])
+            m = re.match(r"cmdstat_([^:]+):calls=(\d+)", line)
+            if m:
+                calls[m.group(1)] = int(m.group(2))
+    return cpu, calls
+
+
+def parse_wrk(path):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("BENCH "):
+                return json.loads(line[6:])
+    return None
+
+
+def read_json(path):
+    if not path or not os.path.exists(path) or os.path.getsize(path) == 0:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read_int(path):
+    if not path or not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def metrics_counted(path):
+    """view + share events counted, from tallyd's /metrics."""
+    if not path or not os.path.exists(path):
+        return None
+    total = 0
+    found = False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = re.match(r'tally_events_total\{type="(view|share)",outcome="counted"\}\s+(\d+)', line)
+            if m:
+                total += int(m.group(2))
+                found = True
+    return total if found else None
+
+
+def tally_check(w, totals, seeded, counting, dedupe, metrics):
+    """PASS, FAIL or UNSURE, and why, for one tally run."""
+    if w is None:
+        return "FAIL", "no result line from wrk"
+    if totals is None:
+        return "FAIL", "could not read GET /v1/totals?period=all after the run"
+    counted = int(totals.get("views", 0)) + int(totals.get("shares", 0)) - seeded
+    if not counting:
+        if counted == 0:
+            return "PASS", "reads only: nothing counted"
+        return "FAIL", f"reads only, yet Redis counted {counted} events"
+    epr = w["events_per_request"]
+    acked = w["accepted"] if counting else 0
+    notes = []
+    if counting and not dedupe and w["accepted"] != w["ok"] * epr:
+        return "FAIL", (f"200 answers said accepted={w['accepted']} but carried "
+                        f"{w['ok']}x{epr}={w['ok'] * epr} events (nothing should be ignored)")
+    if metrics is not None and metrics - seeded != counted:
+        notes.append(f"/metrics says {metrics - seeded} counted")
+    unanswered = w["main_sent"] - w["main_recv"]
+    if counted == acked and unanswered == 0:
+        detail = f"Redis {counted} = acknowledged {acked}"
+        if dedupe:
+            detail += f" (+{w['ignored']} repeats ignored)"
+        return "PASS", "; ".join([detail] + notes)
+    if unanswered > 0 and counting and acked <= counted <= acked + unanswered * epr:
+        return "UNSURE", "; ".join([
+            f"Redis {counted}, acknowledged {acked}, but {unanswered} counting requests were "
+            f"unanswered when wrk stopped (a longer BENCH_DRAIN lets them finish)"] + notes)
+    return "FAIL", "; ".join([
+        f"Redis counted {counted} events, 200 answers acknowledged {acked} "
+        f"(difference {counted - acked:+d}; unanswered requests {unanswered})"] + notes)
+
+
+def cmd_record(a):
+    w = parse_wrk(a.wrk)
+    cpu0, calls0 = parse_info(a.before)
+    cpu1, calls1 = parse_info(a.after)
+    rec = {
+        "round": a.round, "scenario": a.scenario, "conns": a.conns, "articles": a.articles,
+        "target": a.target, "counting": bool(a.counting), "dedupe": bool(a.dedupe),
+    }
+    main_s = a.duration - a.drain
+    if w is None:
+        rec.update(ok=0, rps=0.0, eps=0.0, p50_us=None, p99_us=None, cpu_us_per_event=None,
+                   cmds_per_event=None, error="no BENCH line in wrk output")
+    else:
+        # webdis runs one command (one event) per request whatever the scenario.
+        epr = w["events_per_request"] if a.counting and a.target != "webdis" else 1
+        events = w["ok"] * epr
+        cmds = sum(v - calls0.get(k, 0) for k, v in calls1.items() if k not in HARNESS_COMMANDS)
+        rec.update(
+            wrk=w, main_s=main_s,
+            rps=w["main_recv"] / main_s, eps=events / main_s,
+            ok_rps=w["ok"] / main_s,
+            p50_us=w["p50_us"], p99_us=w["p99_us"],
+            cpu_us_per_event=((cpu1 - cpu0) * 1e6 / events) if events and a.target != "nginx" else None,
+            cmds_per_event=(cmds / events) if events and a.target != "nginx" else None,
+        )
+        # Group commit: how many events one Redis write (one EVALSHA of the apply script)
+        # carried on average.
+        writes = calls1.get("evalsha", 0) - calls0.get("evalsha", 0)
+        if a.target == "tally" and a.counting:
+            rec["redis_writes"] = writes
+            rec["events_per_write"] = (events / writes) if writes else None
+    if a.target == "tally":
+        totals = read_json(a.totals)
+        rec["totals"] = totals
+        rec["hwm_kib"] = read_int(a.hwm)
+        rec["check"], rec["check_detail"] = tally_check(
+            w, totals, a.seeded, a.counting, a.dedupe, metrics_counted(a.metrics))
+    elif a.target == "webdis" and w is not None:
+        got = read_int(a.webdis_sum)
+        want = (w["ok"] if a.counting else 0) + a.seeded
+        rec["webdis_check"] = "ok" if got == want else f"Redis {got}, 200s {want}"
+    with open(a.out, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec) + "\n")
+    # One progress line.
+    p99 = f"{rec['p99_us'] / 1000:.2f}ms" if rec.get("p99_us") is not None else "-"
+    chk = rec.get("check") or rec.get("webdis_check") or ""
+    epw = f" {rec['events_per_write']:.1f} ev/write" if rec.get("events_per_write") else ""
+    print(f"  round {a.round} {a.scenario:<18} c{a.conns:<4} {a.target:<6} "
+          f"{rec['rps']:>8.0f} req/s {rec['eps']:>9.0f} ev/s p99 {p99:>9} {chk}{epw}"
+          + (f"  [{rec['check_detail']}]" if rec.get("check") not in (None, "PASS") else ""),
+          flush=True)
+
+
+# ---------------------------------------------------------------- idle connections
+
+
+def vm(pid, field):
+    with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def cmd_idle(a):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = a.n + 64
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    before = vm(a.pid, "VmRSS")
+    socks = []
+    req = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Mozilla/5.0 bench\r\n\r\n"
+    answered = 0
+    try:
+        for _ in range(a.n):
+            s = socket.create_connection(("127.0.0.1", a.port), timeout=5)
+            socks.append(s)
+        # One request on each, so every connection has been served once and is now an idle
+        # keep-alive connection, as a browser leaves it.
+        for s in socks:
+            s.sendall(req)
+        for s in socks:
+            try:
+                if s.recv(4096).startswith(b"HTTP/1.1 200"):
+                    answered += 1
+            except OSError:
+                pass
+        time.sleep(a.settle)
+        rss = vm(a.pid, "VmRSS")
+        hwm = vm(a.pid, "VmHWM")
+        # Still open? A closed connection reads EOF at once.
+        alive = 0
+        for s in socks:
+            s.setblocking(False)
+            try:
+                alive += 0 if s.recv(1) == b"" else 1
+            except BlockingIOError:
+                alive += 1
+            except OSError:
+                pass
+    finally:
+        for s in socks:
+            s.close()
+    print(json.dumps({"n": a.n, "answered": answered, "alive": alive, "rss_idle_kib": before,
+                      "rss_kib": rss, "hwm_kib": hwm}))
+
+
+# ---------------------------------------------------------------- report
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt_num(v, digits=0):
+    if v is None:
+        return "-"
+    return f"{v:,.{digits}f}"
+
+
+def fmt_ms(us):
+    return "-" if us is None else f"{us / 1000:.2f} ms"
+
+
+def fmt_ratio(v):
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def scenario_label(s):
+    return f"{s['scenario']} c{s['conns']}"
+
+
+def cmd_report(a):
+    recs = []
+    with open(a.results, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                recs.append(json.loads(line))
+    rss = read_json(a.rss)
+
+    # Group by (scenario, conns) in first-seen order, then by target.
+    order = []
+    groups = {}
+    for r in recs:
+        key = (r["scenario"], r["conns"])
+        if key not in groups:
+            groups[key] = {"scenario": r["scenario"], "conns": r["conns"],
+                           "articles": r["articles"], "counting": r["counting"], "runs": {}}
+            order.append(key)
+        groups[key]["runs"].setdefault(r["target"], []).append(r)
+
+    rows = []
+    for key in order:
+        g = groups[key]
+        m = {}
+        for t in TARGETS:
+            runs = g["runs"].get(t)
+            if not runs:
+                continue
+            m[t] = {
+                "rps": med(r["rps"] for r in runs),
+                "eps": med(r["eps"] for r in runs),
+                "p50": med(r.get("p50_us") for r in runs),
+                "p99": med(r.get("p99_us") for r in runs),
+                "cpu": med(r.get("cpu_us_per_event") for r in runs),
+                "cmds": med(r.get("cmds_per_event") for r in runs),
+                "n": len(runs),
+            }
+            if t == "tally":
+                m[t]["epw"] = med(r.get("events_per_write") for r in runs)
+                checks = [r.get("check") for r in runs]
+                m[t]["check"] = ("FAIL" if "FAIL" in checks else
+                                 "UNSURE" if "UNSURE" in checks else "PASS")
+                m[t]["check_details"] = [f"round {r['round']}: {r.get('check')} {r.get('check_detail', '')}"
+                                         for r in runs]
+            elif t == "webdis":
+                wc = [r.get("webdis_check") for r in runs if r.get("webdis_check")]
+                m[t]["check"] = "ok" if wc and all(c == "ok" for c in wc) else ("; ".join(wc) or "-")
+            else:
+                m[t]["check"] = "-"
+        g["m"] = m
+        for t in TARGETS:
+            if t not in m:
+                continue
+            x = m[t]
+            rn = x["eps"] / m["nginx"]["eps"] if "nginx" in m and m["nginx"]["eps"] else None
+            rw = x["eps"] / m["webdis"]["eps"] if "webdis" in m and m["webdis"]["eps"] else None
+            rows.append([
+                scenario_label(g), t, fmt_num(x["rps"]), fmt_num(x["eps"]), fmt_ms(x["p50"]),
+                fmt_ms(x["p99"]), fmt_num(x["cpu"], 2), fmt_num(x["cmds"], 2), fmt_ratio(rn),
+                fmt_ratio(rw), x["check"],
+            ])
+
+    header = ["scenario", "target", "requests/s", "events/s", "p50", "p99",
+              "Redis CPU µs/event", "Redis cmds/event", "vs nginx", "vs webdis", "count check"]
+
+    def text_table(hdr, body):
+        widths = [max(len(str(r[i])) for r in [hdr] + body) for i in range(len(hdr))]
+        lines = ["  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
+                           for i, (c, w) in enumerate(zip(r, widths))) for r in [hdr] + body]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def md_table(hdr, body):
+        out = ["| " + " | ".join(hdr) + " |",
+               "|" + "|".join("---" if i < 2 else "---:" for i in range(len(hdr))) + "|"]
+        out += ["| " + " | ".join(str(c) for c in r) + " |" for r in body]
+        return "\n".join(out)
+
+    # ---- targets ----
+    def get(scen, conns, target):
+        g = groups.get((scen, conns))
+        return g["m"].get(target) if g and "m" in g else None
+
+    def conns_of(scen):
+        return [k[1] for k in order if k[0] == scen]
+
+    targets = []
+
+    def target(name, ok, detail):
+        targets.append([name, "n/a" if ok is None else ("PASS" if ok else "MISS"), detail])
+
+    for scen in ("view-uniform", "view-zipf"):
+        for c in conns_of(scen):
+            t, n = get(scen, c, "tally"), get(scen, c, "nginx")
+            if t and n and n["rps"]:
+                r = t["rps"] / n["rps"]
+                target(f"one view per POST ≥ 0.8× nginx ({scen} c{c})", r >= 0.8,
+                       f"{t['rps']:,.0f} vs {n['rps']:,.0f} req/s = {r:.2f}x")
+    for c in conns_of("batch20"):
+        t, n, w = get("batch20", c, "tally"), get("batch20", c, "nginx"), get("batch20", c, "webdis")
+        if t and w and w["eps"]:
+            r = t["eps"] / w["eps"]
+            target(f"20-event batches ≥ 2× webdis events/s (c{c})", r >= 2,
+                   f"{t['eps']:,.0f} vs {w['eps']:,.0f} events/s = {r:.2f}x")
+        if t and n and n["rps"]:
+            r = t["eps"] / (n["rps"] * 20)
+            target(f"20-event batches ≥ 0.5× nginx req/s × 20 (c{c})", r >= 0.5,
+                   f"{t['eps']:,.0f} vs {n['rps'] * 20:,.0f} events/s = {r:.2f}x")
+    for c in conns_of("stats-hot"):
+        t, n = get("stats-hot", c, "tally"), get("stats-hot", c, "nginx")
+        if t and n and n["rps"]:
+            r = t["rps"] / n["rps"]
+            target(f"hot stats GET ≥ 0.8× nginx (c{c})", r >= 0.8,
+                   f"{t['rps']:,.0f} vs {n['rps']:,.0f} req/s = {r:.2f}x")
+    for c in conns_of("view-zipf"):
+        t, w = get("view-zipf", c, "tally"), get("view-zipf", c, "webdis")
+        if t and w and t["cpu"] is not None and w["cpu"] is not None:
+            target(f"Redis CPU per event (view-zipf c{c}) ≤ webdis per request", t["cpu"] <= w["cpu"],
+                   f"{t['cpu']:.2f} vs {w['cpu']:.2f} µs")
+    t = get("view-uniform", 64, "tally")
+    if t and t["p99"] is not None:
+        target("p99 ≤ 5 ms at 64 connections (view-uniform c64)", t["p99"] <= 5000,
+               f"p99 {t['p99'] / 1000:.2f} ms (p50 {t['p50'] / 1000:.2f} ms)")
+    if rss and rss.get("rss_kib"):
+        mib = rss["rss_kib"] / 1024
+        ok = mib <= 32 and rss.get("alive") == rss.get("n")
+        target(f"RSS ≤ 32 MiB with {rss['n']:,} idle connections", ok,
+               f"VmRSS {mib:.1f} MiB (idle before: {rss['rss_idle_kib'] / 1024:.1f} MiB; "
+               f"{rss['alive']}/{rss['n']} connections still open, {rss['answered']} answered)")
+    else:
+        target("RSS ≤ 32 MiB with 1,000 idle connections", None, "not measured")
+    small = [k for k in order if k[0] == "view-uniform-100"]
+    big = [k for k in order if k[0] == "view-uniform-1M"]
+    if small and big:
+        for (s, c) in small:
+            if (big[0][0], c) in groups:
+                t100, t1m = get(s, c, "tally"), get(big[0][0], c, "tally")
+                if t100 and t1m and t100["rps"]:
+                    r = t1m["rps"] / t100["rps"]
+                    target(f"1,000,000 articles within 15 % of 100 articles (c{c})",
+                           abs(r - 1) <= 0.15,
+                           f"{t1m['rps']:,.0f} vs {t100['rps']:,.0f} req/s = {r:.2f}x")
+    else:
+        target("1,000,000 articles within 15 % of 100 articles", None, "not run (full mode only)")
+
+    checks = []
+    for key in order:
+        g = groups[key]
+        x = g["m"].get("tally")
+        if x:
+            checks.append([scenario_label(g), x["check"], x["check_details"]])
+    failed = [c for c in checks if c[1] == "FAIL"]
+
+    # ---- print ----
+    print()
+    print(text_table(header, rows))
+    print()
+    print("Count checks (Redis totals after each tally run vs the events its 200 answers acknowledged):")
+    for name, verdict, details in checks:
+        print(f"  {verdict:<6} {name}")
+        if verdict != "PASS" or a.verbose:
+            for d in details:
+                print(f"           {d}")
+    epw = [f"{scenario_label(groups[k])} {groups[k]['m']['tally']['epw']:.1f}" for k in order
+           if groups[k]["m"].get("tally", {}).get("epw")]
+    if epw:
+        print()
+        print("Group commit: events per Redis write (EVALSHA) of tally, median: " + ", ".join(epw))
+    print()
+    print("Targets (a MISS does not fail the run):")
+    tw = max(len(t[0]) for t in targets) if targets else 10
+    for name, verdict, detail in targets:
+        print(f"  {verdict:<4} {name.ljust(tw)}  {detail}")
+
+    meta = read_json(a.meta) or {}
+    with open(a.out, "w", encoding="utf-8") as f:
+        f.write("# tally benchmark\n\n")
+        if meta:
+            f.write(", ".join(f"{k}: {v}" for k, v in meta.items()) + "\n\n")
+        f.write(md_table(header, rows) + "\n\n")
+        f.write("Requests/s and events/s are medians over the rounds, measured over each run's "
+                "main phase; events/s counts the events in 200 answers (nginx: its requests/s × "
+                "the events each request carries; webdis: one command per request). Ratios compare "
+                "events/s. Redis CPU and commands are per event (for reads, per request); commands "
+                "include those run inside tally's Lua script.\n\n")
+        f.write("## Count checks\n\n")
+        for name, verdict, details in checks:
+            f.write(f"- **{verdict}** {name}" + ("" if verdict == "PASS" else ": " + "; ".join(details)) + "\n")
+        if epw:
+            f.write("\nGroup commit, events per Redis write (EVALSHA) of tally, median: "
+                    + ", ".join(epw) + "\n")
+        f.write("\n## Targets\n\n")
+        f.write(md_table(["target", "result", "measured"], targets) + "\n")
+    print()
+    print(f"written: {a.out}")
+    if failed:
+        print(f"FAIL: count mismatch in {len(failed)} scenario(s): " + ", ".join(c[0] for c in failed))
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    sp = sub.add_parser("ports")
+    sp.add_argument("n", type=int)
+
+    sr = sub.add_parser("record")
+    sr.add_argument("--out", required=True)
+    sr.add_argument("--round", type=int, required=True)
+    sr.add_argument("--scenario", required=True)
+    sr.add_argument("--conns", type=int, required=True)
+    sr.add_argument("--articles", type=int, required=True)
+    sr.add_argument("--target", choices=TARGETS, required=True)
+    sr.add_argument("--duration", type=float, required=True)
+    sr.add_argument("--drain", type=float, required=True)
+    sr.add_argument("--counting", type=int, default=1, help="1 when the requests carry events")
+    sr.add_argument("--dedupe", type=int, default=0)
+    sr.add_argument("--seeded", type=int, default=0, help="events written before the run")
+    sr.add_argument("--wrk", required=True)
+    sr.add_argument("--before", required=True)
+    sr.add_argument("--after", required=True)
+    sr.add_argument("--totals")
+    sr.add_argument("--metrics")
+    sr.add_argument("--hwm")
+    sr.add_argument("--webdis-sum")
+
+    si = sub.add_parser("idle")
+    si.add_argument("--port", type=int, required=True)
+    si.add_argument("--pid", type=int, required=True)
+    si.add_argument("--n", type=int, default=1000)
+    si.add_argument("--settle", type=float, default=1.0)
+
+    so = sub.add_parser("report")
+    so.add_argument("results")
+    so.add_argument("rss")
+    so.add_argument("out")
+    so.add_argument("--meta")
+    so.add_argument("--verbose", action="store_true")
+
+    a = p.parse_args()
+    if a.cmd == "ports":
+        cmd_ports(a)
+    elif a.cmd == "record":
+        cmd_record(a)
+    elif a.cmd == "idle":
+        cmd_idle(a)
+    elif a.cmd == "report":
+        sys.exit(cmd_report(a))
+
+
+if __name__ == "__main__":
+    main()

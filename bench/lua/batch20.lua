@@ -1,0 +1,28 @@
+-- batch20.lua -- a batch of 20 events per POST, articles Zipf-like; every 5th event is a
+-- share (networks in turn), the others views: 16 views + 4 shares per request.
+-- webdis has no batches: one HINCRBY per request, so its events/s is its requests/s.
+local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local bench = dofile(dir .. "common.lua")
+
+local BATCH = 20
+local nets = bench.NETWORKS
+
+bench.run {
+    events = BATCH,
+    dist = "zipf",
+    tally = function(ctx)
+        local ev = {}
+        for i = 1, BATCH do
+            local n = ctx.pick()
+            if i % 5 == 0 then
+                ev[i] = bench.share_json(n, nets[(ctx.seq + i) % #nets + 1])
+            else
+                ev[i] = bench.view_json(n)
+            end
+        end
+        return bench.post("/v1/events", "[" .. table.concat(ev, ",") .. "]")
+    end,
+    webdis = function(ctx)
+        return bench.get("/HINCRBY/" .. bench.webdis_key(ctx.pick()) .. "/views/1")
+    end,
+}

@@ -1,0 +1,453 @@
+#!/usr/bin/env bash
+# bench/run.sh -- benchmark tallyd against nginx (a fixed reply on the same routes: the
+# machine's ceiling) and webdis (one Redis command per request), with exact-count checks.
+#
+#   bench/run.sh           full run: every scenario, 3 rounds of 5 s runs (about 11 minutes on 2 cores)
+#   bench/run.sh --quick   smoke test: fewer scenarios, 1 round of 2 s runs (about 1 minute)
+#
+# From a clean clone, as root: installs what is missing (scripts/deps.sh for tally, then wrk,
+# nginx-light and webdis), builds tallyd in Release mode into build-bench/, starts on loopback
+# ports that are free a private redis-server, nginx and webdis (and a tallyd per run), runs the
+# wrk scenarios interleaved (tally, nginx, webdis, tally, ...), and prints one table of medians;
+# also written to bench/results/latest.md. Everything started is stopped by its PID at the end,
+# also on failure or Ctrl-C.
+#
+# Exit status: 0, or 1 when tally's counts differed from what its 200 answers acknowledged in
+# any run (a missed performance target does not fail the run), 2 on a usage error.
+#
+# Environment (defaults in brackets; --quick changes the first two and the scenario set):
+#   BENCH_ROUNDS [3]          rounds; each scenario's runs are interleaved over the rounds
+#   BENCH_DURATION [5]        seconds per wrk run (whole seconds)
+#   BENCH_DRAIN [0.5]         quiet tail: the last seconds of each run send nothing new, so every
+#                             request is answered before wrk stops (see lua/common.lua)
+#   BENCH_ARTICLES [10000]    distinct articles
+#   BENCH_VISITORS [50000]    dedupe scenario: X-Forwarded-For drawn from this many addresses
+#                             (0: a new address on every request)
+#   BENCH_WRK_THREADS [2]     wrk threads
+#   BENCH_TALLY_THREADS [2]   tallyd --threads
+#   BENCH_IDLE_CONNS [1000]   idle connections for the RSS measurement
+#   BENCH_ONLY                a regular expression: run only scenarios whose name matches
+#   BENCH_KEEP [0]            1: keep the temporary directory (logs, configs, raw outputs)
+#   BENCH_TALLYD              use this tallyd binary instead of building build-bench/ (e.g. while
+#                             the work tree does not build)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+PY=(python3 "$HERE/bench.py")
+
+QUICK=0
+for arg in "$@"; do
+    case "$arg" in
+    --quick) QUICK=1 ;;
+    -h | --help)
+        sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        echo "run.sh: unknown argument: $arg (try --help)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+if [ "$QUICK" -eq 1 ]; then
+    ROUNDS=${BENCH_ROUNDS:-1}
+    DURATION=${BENCH_DURATION:-2}
+    DRAIN=${BENCH_DRAIN:-0.4}
+else
+    ROUNDS=${BENCH_ROUNDS:-3}
+    DURATION=${BENCH_DURATION:-5}
+    DRAIN=${BENCH_DRAIN:-0.5}
+fi
+ARTICLES=${BENCH_ARTICLES:-10000}
+VISITORS=${BENCH_VISITORS:-50000}
+WRK_THREADS=${BENCH_WRK_THREADS:-2}
+TALLY_THREADS=${BENCH_TALLY_THREADS:-2}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-1000}
+ONLY=${BENCH_ONLY:-}
+KEEP=${BENCH_KEEP:-0}
+
+for v in ROUNDS DURATION ARTICLES VISITORS WRK_THREADS TALLY_THREADS IDLE_CONNS; do
+    if ! [[ ${!v} =~ ^[0-9]+$ ]] || { [ "${!v}" -eq 0 ] && [ "$v" != VISITORS ]; }; then
+        echo "run.sh: BENCH_$v must be a positive whole number, not '${!v}'" >&2
+        exit 2
+    fi
+done
+if ! [[ $DRAIN =~ ^[0-9]*\.?[0-9]+$ ]] || ! awk -v d="$DRAIN" -v t="$DURATION" 'BEGIN { exit !(d > 0 && d < t / 2) }'; then
+    echo "run.sh: BENCH_DRAIN must be a number of seconds above 0 and below half of BENCH_DURATION" >&2
+    exit 2
+fi
+
+# Scenarios: name|lua script|connections|articles|extra wrk-script arguments|in --quick.
+# Every scenario runs against all three targets. Names matter to bench.py's targets.
+SCENARIOS=(
+    "view-uniform|view_uniform|64|$ARTICLES||1"
+    "view-uniform|view_uniform|256|$ARTICLES||0"
+    "view-zipf|view_zipf|64|$ARTICLES||1"
+    "view-zipf|view_zipf|256|$ARTICLES||0"
+    "batch20|batch20|64|$ARTICLES||1"
+    "batch20|batch20|256|$ARTICLES||0"
+    "pixel|pixel|64|$ARTICLES||1"
+    "stats-cold|stats|64|$ARTICLES||0"
+    "stats-hot|stats|64|$ARTICLES|hot=1|1"
+    "stats-hot|stats|256|$ARTICLES|hot=1|0"
+    "dedupe|dedupe|64|$ARTICLES|visitors=$VISITORS|1"
+    "view-uniform-100|view_uniform|64|100||0"
+    "view-uniform-1M|view_uniform|64|1000000||0"
+)
+TARGET_ORDER=(tally nginx webdis)
+HOT_SEED=100 # views of the hot article written before a stats-hot run
+
+say() { printf '%s\n' "$*"; }
+die() {
+    printf 'run.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------- dependencies and build
+
+install_deps() {
+    bash "$ROOT/scripts/deps.sh"
+    local missing=() p
+    for p in wrk nginx-light webdis redis-server redis-tools curl; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        [ "$(id -u)" -eq 0 ] || die "missing packages: ${missing[*]} (run as root to install them)"
+        say "installing: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    # Debian's nginx and webdis packages may start system services of their own; this script
+    # never touches them and uses its own configurations and free ports.
+}
+
+build_tally() {
+    if [ -n "${BENCH_TALLYD:-}" ]; then
+        TALLYD=$BENCH_TALLYD
+        [ -x "$TALLYD" ] || die "BENCH_TALLYD=$TALLYD is not an executable"
+        say "using $TALLYD (not building)"
+        return
+    fi
+    say "building tallyd (Release) in build-bench/"
+    cmake -S "$ROOT" -B "$ROOT/build-bench" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
+    cmake --build "$ROOT/build-bench" -j "$(nproc)" >"$ROOT/build-bench/bench-build.log" 2>&1 ||
+        {
+            tail -n 30 "$ROOT/build-bench/bench-build.log" >&2
+            die "build failed"
+        }
+    TALLYD="$ROOT/build-bench/tallyd"
+    [ -x "$TALLYD" ] || die "no $TALLYD after the build"
+}
+
+# ---------------------------------------------------------------- processes
+
+WORK=""
+REDIS_PID=""
+NGINX_PID=""
+WEBDIS_PID=""
+TALLY_PID=""
+WRK_PID=""
+IDLE_PID=""
+
+stop_pid() { # stop_pid PID NAME: TERM, wait up to 10 s, then KILL
+    local pid=$1 name=$2 i
+    [ -n "$pid" ] || return 0
+    kill -0 "$pid" 2>/dev/null || {
+        wait "$pid" 2>/dev/null || true
+        return 0
+    }
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+        if [ "$i" -eq 100 ]; then
+            say "  $name (pid $pid) did not stop in 10 s: killing it" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    wait "$pid" 2>/dev/null || true
+}
+
+# shellcheck disable=SC2317 # invoked by the EXIT trap
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_pid "$WRK_PID" wrk
+    stop_pid "$IDLE_PID" "idle-connection helper"
+    stop_pid "$TALLY_PID" tallyd
+    stop_pid "$WEBDIS_PID" webdis
+    stop_pid "$NGINX_PID" nginx
+    stop_pid "$REDIS_PID" redis-server
+    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+        # Kept after a failure (not after Ctrl-C) for its logs and raw outputs.
+        if [ "$KEEP" = 1 ] || { [ "$rc" -ne 0 ] && [ "$rc" -ne 130 ] && [ "$rc" -ne 143 ]; }; then
+            say "kept logs and raw outputs in $WORK" >&2
+        else
+            rm -rf "$WORK"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+wait_for() { # wait_for PID NAME COMMAND...: until COMMAND succeeds, for up to 10 s
+    local pid=$1 name=$2 i
+    shift 2
+    for i in $(seq 200); do
+        "$@" >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || die "$name exited at start (see $WORK)"
+        if [ "$i" -lt 200 ]; then sleep 0.05; fi
+    done
+    die "$name did not become ready in 10 s (see $WORK)"
+}
+
+rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+start_redis() {
+    mkdir -p "$WORK/redis"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$WORK/redis" --daemonize no --protected-mode no --databases 4 \
+        --logfile "$WORK/redis/redis.log" &
+    REDIS_PID=$!
+    wait_for "$REDIS_PID" redis-server rcli ping
+}
+
+start_nginx() {
+    local d="$WORK/nginx"
+    mkdir -p "$d/tmp"
+    chmod 755 "$WORK" "$d" "$d/tmp"
+    cat >"$d/nginx.conf" <<EOF
+# The machine's ceiling: a fixed answer on tally's routes, nothing else.
+worker_processes 2;
+worker_rlimit_nofile 16384;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 75s;
+    default_type application/json;
+    server {
+        listen 127.0.0.1:$NGINX_PORT reuseport;
+        location = /v1/events { return 200 '{"accepted":1,"ignored":0}\n'; }
+        location = /v1/pixel.gif { add_header Cache-Control no-store; empty_gif; }
+        location /v1/stats/ {
+            return 200 '{"article":"news/2025/article-1","views":100,"visitors":1,"shares":0,"shares_by_network":{},"comments":0}\n';
+        }
+        location = /healthz { return 200 '{"status":"ok"}\n'; }
+    }
+}
+EOF
+    nginx -p "$d/" -c "$d/nginx.conf" -e "$d/error.log" -g 'daemon off;' &
+    NGINX_PID=$!
+    wait_for "$NGINX_PID" nginx curl -fsS "http://127.0.0.1:$NGINX_PORT/healthz"
+    local gif
+    gif=$(curl -fsS "http://127.0.0.1:$NGINX_PORT/v1/pixel.gif" | wc -c)
+    [ "$gif" -eq 43 ] || die "nginx's pixel is $gif bytes, not 43"
+}
+
+start_webdis() {
+    local d="$WORK/webdis"
+    mkdir -p "$d"
+    # Database 1 of the same Redis (tally uses 0); no command that could harm the bench.
+    cat >"$d/webdis.json" <<EOF
+{
+    "redis_host": "127.0.0.1",
+    "redis_port": $REDIS_PORT,
+    "redis_auth": null,
+    "http_host": "127.0.0.1",
+    "http_port": $WEBDIS_PORT,
+    "threads": 2,
+    "pool_size": 20,
+    "daemonize": false,
+    "websockets": false,
+    "database": 1,
+    "acl": [ { "disabled": ["DEBUG", "FLUSHALL", "FLUSHDB", "CONFIG", "SHUTDOWN", "KEYS"] } ],
+    "verbosity": 1,
+    "logfile": "$d/webdis.log"
+}
+EOF
+    webdis "$d/webdis.json" &
+    WEBDIS_PID=$!
+    wait_for "$WEBDIS_PID" webdis curl -fsS "http://127.0.0.1:$WEBDIS_PORT/PING"
+}
+
+TALLY_SEQ=0
+start_tally() { # start_tally EXTRA-FLAGS...: a fresh tallyd with a fresh prefix
+    TALLY_SEQ=$((TALLY_SEQ + 1))
+    TALLY_PREFIX="bench$TALLY_SEQ:"
+    "$TALLYD" --listen "127.0.0.1:$TALLY_PORT" --redis "redis://127.0.0.1:$REDIS_PORT/0" \
+        --threads "$TALLY_THREADS" --rate-limit 0 --view-window 0 --token "$TOKEN" \
+        --prefix "$TALLY_PREFIX" --log-level warn "$@" >>"$WORK/tallyd.log" 2>&1 &
+    TALLY_PID=$!
+    wait_for "$TALLY_PID" tallyd curl -fsS "http://127.0.0.1:$TALLY_PORT/readyz"
+}
+
+stop_tally() {
+    stop_pid "$TALLY_PID" tallyd
+    TALLY_PID=""
+}
+
+# ---------------------------------------------------------------- one run
+
+UA='Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36'
+RUN=0
+
+snapshot() { # snapshot FILE: Redis CPU and command counts
+    { rcli INFO cpu && rcli INFO commandstats; } | tr -d '\r' >"$1"
+}
+
+run_one() { # run_one ROUND SCENARIO-SPEC TARGET
+    local round=$1 spec=$2 target=$3
+    local name script conns articles extra _quick
+    IFS='|' read -r name script conns articles extra _quick <<<"$spec"
+    RUN=$((RUN + 1))
+    local base
+    base="$WORK/runs/$(printf '%03d' "$RUN")-$name-c$conns-$target"
+    local counting=1 dedupe=0 seeded=0 url
+    case "$name" in
+    stats-*) counting=0 ;;
+    esac
+
+    rcli FLUSHALL >/dev/null
+    case "$target" in
+    tally)
+        if [ "$name" = dedupe ]; then
+            dedupe=1
+            start_tally --view-window 1800 --trust-proxy 127.0.0.1
+        else
+            start_tally
+        fi
+        url="http://127.0.0.1:$TALLY_PORT"
+        ;;
+    nginx) url="http://127.0.0.1:$NGINX_PORT" ;;
+    webdis) url="http://127.0.0.1:$WEBDIS_PORT" ;;
+    esac
+    if [ "$name" = stats-hot ]; then
+        seeded=$HOT_SEED
+        if [ "$target" = tally ]; then
+            local body i
+            body="["
+            for i in $(seq "$HOT_SEED"); do
+                if [ "$i" -gt 1 ]; then body+=","; fi
+                body+='{"type":"view","article":"news/2025/article-1"}'
+            done
+            body+="]"
+            curl -fsS "$url/v1/events" -A "$UA" -H 'Content-Type: application/json' -d "$body" |
+                grep -q "\"accepted\":$HOT_SEED," || die "seeding the hot article failed"
+        elif [ "$target" = webdis ]; then
+            rcli -n 1 HSET bench:1 views "$HOT_SEED" >/dev/null
+        fi
+    fi
+
+    snapshot "$base.before"
+    # shellcheck disable=SC2086 # $extra is zero or more key=value words
+    wrk -t "$WRK_THREADS" -c "$conns" -d "${DURATION}s" --timeout 5s -s "$HERE/lua/$script.lua" \
+        "$url" -- "target=$target" "articles=$articles" "duration=$DURATION" "drain=$DRAIN" \
+        $extra >"$base.wrk" 2>&1 &
+    WRK_PID=$!
+    local rc=0
+    wait "$WRK_PID" || rc=$?
+    WRK_PID=""
+    snapshot "$base.after"
+    [ "$rc" -eq 0 ] || say "  wrk exited with status $rc (see $base.wrk)" >&2
+
+    local rec=(--out "$RESULTS" --round "$round" --scenario "$name" --conns "$conns"
+        --articles "$articles" --target "$target" --duration "$DURATION" --drain "$DRAIN"
+        --counting "$counting" --dedupe "$dedupe" --seeded "$seeded"
+        --wrk "$base.wrk" --before "$base.before" --after "$base.after")
+    if [ "$target" = tally ]; then
+        curl -fsS "$url/v1/totals?period=all" >"$base.totals" 2>>"$base.err" || true
+        curl -fsS "$url/metrics" >"$base.metrics" 2>>"$base.err" || true
+        awk '/^VmHWM:/ { print $2 }' "/proc/$TALLY_PID/status" >"$base.hwm" 2>/dev/null || true
+        stop_tally
+        rec+=(--totals "$base.totals" --metrics "$base.metrics" --hwm "$base.hwm")
+    elif [ "$target" = webdis ]; then
+        rcli -n 1 EVAL "local s = 0
+for _, k in ipairs(redis.call('KEYS', 'bench:*')) do
+    s = s + (tonumber(redis.call('HGET', k, 'views')) or 0)
+end
+return s" 0 >"$base.webdis" || true
+        rec+=(--webdis-sum "$base.webdis")
+    fi
+    "${PY[@]}" record "${rec[@]}"
+}
+
+# ---------------------------------------------------------------- main
+
+START=$(date +%s)
+install_deps
+build_tally
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tally-bench.XXXXXX")
+mkdir -p "$WORK/runs" "$HERE/results"
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+TOKEN="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+
+mapfile -t PORTS < <("${PY[@]}" ports 4)
+REDIS_PORT=${PORTS[0]}
+TALLY_PORT=${PORTS[1]}
+NGINX_PORT=${PORTS[2]}
+WEBDIS_PORT=${PORTS[3]}
+
+start_redis
+start_nginx
+start_webdis
+say "redis :$REDIS_PORT (pid $REDIS_PID), nginx :$NGINX_PORT (pid $NGINX_PID), webdis :$WEBDIS_PORT (pid $WEBDIS_PID), tallyd :$TALLY_PORT (one per run); work dir $WORK"
+
+# The scenarios of this run.
+PLAN=()
+for spec in "${SCENARIOS[@]}"; do
+    IFS='|' read -r name _ _ _ _ quick <<<"$spec"
+    [ "$QUICK" -eq 0 ] || [ "$quick" = 1 ] || continue
+    [ -z "$ONLY" ] || [[ $name =~ $ONLY ]] || continue
+    PLAN+=("$spec")
+done
+[ "${#PLAN[@]}" -gt 0 ] || die "no scenario matches BENCH_ONLY='$ONLY'"
+
+# Memory: tallyd's RSS with idle keep-alive connections.
+say "tallyd RSS with $IDLE_CONNS idle connections:"
+start_tally
+"${PY[@]}" idle --port "$TALLY_PORT" --pid "$TALLY_PID" --n "$IDLE_CONNS" >"$WORK/rss.json" &
+IDLE_PID=$!
+wait "$IDLE_PID" || die "the idle-connection helper failed"
+IDLE_PID=""
+stop_tally
+say "  $(cat "$WORK/rss.json")"
+
+runs=$((${#PLAN[@]} * ${#TARGET_ORDER[@]} * ROUNDS))
+say "$runs runs of ${DURATION} s: ${#PLAN[@]} scenarios x ${#TARGET_ORDER[@]} targets x $ROUNDS rounds, interleaved"
+for round in $(seq "$ROUNDS"); do
+    for spec in "${PLAN[@]}"; do
+        for target in "${TARGET_ORDER[@]}"; do
+            run_one "$round" "$spec" "$target"
+        done
+    done
+done
+
+ELAPSED=$(($(date +%s) - START))
+cat >"$WORK/meta.json" <<EOF
+{"date": "$(date -u +%Y-%m-%dT%H:%MZ)", "commit": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)",
+ "mode": "$([ "$QUICK" -eq 1 ] && echo quick || echo full)", "rounds": $ROUNDS, "seconds per run": $DURATION,
+ "articles": $ARTICLES, "wrk threads": $WRK_THREADS, "tallyd threads": $TALLY_THREADS, "cores": $(nproc),
+ "wall time s": $ELAPSED}
+EOF
+status=0
+"${PY[@]}" report "$RESULTS" "$WORK/rss.json" "$HERE/results/latest.md" --meta "$WORK/meta.json" || status=$?
+cp "$RESULTS" "$HERE/results/latest.jsonl"
+say "total time: $((($(date +%s) - START) / 60)) min $((($(date +%s) - START) % 60)) s"
+exit "$status"
