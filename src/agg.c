@@ -44,6 +44,7 @@ void tally_agg_init(struct tally_agg *a, const char *prefix, uint32_t window)
     a->window = window;
     tally_buf_init(&a->body);
     tally_buf_init(&a->keys);
+    tally_buf_init(&a->head);
     tally_buf_init(&a->args);
 }
 
@@ -51,6 +52,7 @@ void tally_agg_release(struct tally_agg *a)
 {
     tally_buf_release(&a->body);
     tally_buf_release(&a->keys);
+    tally_buf_release(&a->head);
     tally_buf_release(&a->args);
     free(a->rec);
     free(a->vis);
@@ -201,6 +203,47 @@ static void agg_seg_clear(struct tally_agg *a)
     a->n_rec = a->n_vis = a->n_deltas = 0;
 }
 
+/* ---- Which buckets' keys may be new ---- */
+
+static bool agg_bit(const uint64_t *set, unsigned b)
+{
+    return set != NULL && (set[b / 64] & (UINT64_C(1) << (b % 64))) != 0;
+}
+
+/* Note that bucket B's day and hour keys may be new, unless known to have their expiry. */
+static void agg_fresh(struct tally_agg *a, unsigned b)
+{
+    if (!agg_bit(a->known_day, b))
+        a->fresh_day[b / 64] |= UINT64_C(1) << (b % 64);
+    if (!agg_bit(a->known_hour, b))
+        a->fresh_hour[b / 64] |= UINT64_C(1) << (b % 64);
+}
+
+/* The "fresh" argument: "<tag>d" and "<tag>h" for the buckets noted by agg_fresh(). */
+static void agg_fresh_arg(struct tally_agg *a)
+{
+    static const char hex[] = "0123456789abcdef";
+    char list[TALLY_BUCKETS * 6];
+    size_t n = 0;
+
+    for (unsigned b = 0; b < TALLY_BUCKETS; b++) {
+        char tag[2] = {hex[b >> 4], hex[b & 15]};
+
+        if (agg_bit(a->fresh_day, b)) {
+            memcpy(list + n, tag, 2);
+            list[n + 2] = 'd';
+            n += 3;
+        }
+        if (agg_bit(a->fresh_hour, b)) {
+            memcpy(list + n, tag, 2);
+            list[n + 2] = 'h';
+            n += 3;
+        }
+    }
+    tally_buf_add_bulk(&a->head, list, n);
+    a->nargs++;
+}
+
 /* ---- Emitting a segment as RESP arguments ---- */
 
 static void agg_arg(struct tally_agg *a, const void *p, size_t n)
@@ -281,6 +324,7 @@ static void agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool shar
 
     if (a->declare)
         agg_declare_article(a, r);
+    agg_fresh(a, r->bucket);
     agg_arg(a, tag, 2);
     agg_arg(a, r->id, r->len);
     agg_arg_int(a, r->views);
@@ -357,23 +401,27 @@ static int agg_header(struct tally_agg *a, const struct tally_event *first, cons
     a->attempt_len = n + alen;
     tally_buf_add_bulk(&a->keys, a->attempt_key, a->attempt_len);
     a->nkeys = 1;
-    agg_arg(a, a->prefix, strlen(a->prefix));
-    agg_arg_int(a, a->window);
-    agg_arg_int(a, TALLY_ATTEMPT_TTL);
-    agg_arg_int(a, TALLY_IDEM_TTL);
-    agg_arg_int(a, a->now);
+    tally_buf_add_bulk(&a->head, a->prefix, strlen(a->prefix));
+    tally_buf_add_bulk_i64(&a->head, a->window);
+    tally_buf_add_bulk_i64(&a->head, TALLY_ATTEMPT_TTL);
+    tally_buf_add_bulk_i64(&a->head, TALLY_IDEM_TTL);
+    tally_buf_add_bulk_i64(&a->head, a->now);
+    a->nargs += 5;
     return 0;
 }
 
-/* The unit: numkeys, the keys, then the script's arguments. */
+/* The unit: numkeys, the keys, then the script's arguments: the settings, "fresh", and the
+ * segments. */
 static int agg_assemble(struct tally_agg *a)
 {
+    agg_fresh_arg(a);
     tally_buf_reset(&a->body);
     tally_buf_add_bulk_i64(&a->body, (int64_t)a->nkeys);
     tally_buf_add(&a->body, a->keys.data, a->keys.len);
+    tally_buf_add(&a->body, a->head.data, a->head.len);
     tally_buf_add(&a->body, a->args.data, a->args.len);
     a->nargs += 1 + a->nkeys;
-    return a->body.oom || a->keys.oom || a->args.oom ? TALLY_ENOMEM : 0;
+    return a->body.oom || a->keys.oom || a->head.oom || a->args.oom ? TALLY_ENOMEM : 0;
 }
 
 static int agg_add_req(struct tally_agg *a, const struct tally_agg_req *q, uint32_t req)
@@ -418,9 +466,12 @@ int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size
     if (first == NULL)
         return TALLY_EINVAL;
     tally_buf_reset(&a->keys);
+    tally_buf_reset(&a->head);
     tally_buf_reset(&a->args);
     a->nargs = a->nkeys = a->n_vis_req = 0;
     memset(a->buckets_declared, 0, sizeof(a->buckets_declared));
+    memset(a->fresh_day, 0, sizeof(a->fresh_day));
+    memset(a->fresh_hour, 0, sizeof(a->fresh_hour));
     agg_stamp(a);
     agg_seg_clear(a);
     if ((rc = agg_header(a, first, attempt)) < 0 || (rc = agg_shared_segment(a, reqs, n)) < 0)

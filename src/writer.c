@@ -54,6 +54,12 @@ struct tally_writer {
     size_t n_lanes;                /* 1, or TALLY_BUCKETS in a cluster */
     uint64_t seq;
     char nonce[17];
+    /* Buckets whose keys of this day and hour have their expiry set: units ask the script to
+     * set it only for the others. Forgotten at each new day or hour, and every 10 minutes in
+     * case Redis lost keys (a flush, a restart without persistence). */
+    uint64_t known_day[TALLY_BUCKETS / 64], known_hour[TALLY_BUCKETS / 64];
+    char known_stamp[11];
+    uint64_t known_since;
     size_t held_events, held_requests;
     struct event *flush_ev;        /* activated: runs after the callbacks already ready, so
                                     * requests that arrived together leave together */
@@ -226,6 +232,24 @@ static bool writer_visitors(struct write_lane *l)
     return true;
 }
 
+/* Start forgetting which keys have their expiry when the hour changes, or every 10 min. */
+static void writer_known(struct tally_writer *w, int64_t now)
+{
+    char stamp[11];
+    time_t t = (time_t)now;
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(stamp, sizeof(stamp), "%Y%m%d%H", &tm);
+    if (strcmp(stamp, w->known_stamp) == 0 && tally_now_ms() - w->known_since < 600000)
+        return;
+    if (strncmp(stamp, w->known_stamp, 8) != 0 || tally_now_ms() - w->known_since >= 600000)
+        memset(w->known_day, 0, sizeof(w->known_day));
+    memset(w->known_hour, 0, sizeof(w->known_hour));
+    memcpy(w->known_stamp, stamp, sizeof(stamp));
+    w->known_since = tally_now_ms();
+}
+
 static void writer_flush_lane(struct write_lane *l)
 {
     struct tally_store *st;
@@ -250,6 +274,7 @@ static void writer_flush_lane(struct write_lane *l)
     snprintf(l->attempt, sizeof(l->attempt), "%s-%llu", l->w->nonce,
              (unsigned long long)++l->w->seq);
     l->agg.now = (int64_t)time(NULL);
+    writer_known(l->w, l->agg.now);
     if (rc == 0)
         rc = tally_agg_build(&l->agg, l->reqs, l->n_unit, l->attempt);
     if (rc < 0) {
@@ -318,6 +343,10 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
 
     if (rc == 0) {
         l->refusals = 0;
+        for (size_t i = 0; i < TALLY_BUCKETS / 64; i++) {
+            w->known_day[i] |= l->agg.fresh_day[i];
+            w->known_hour[i] |= l->agg.fresh_hour[i];
+        }
         tally_metric_add(&w->metrics->redis_units, 1);
         for (size_t i = 0; i < l->n_unit; i++)
             tally_metric_add(&w->metrics->redis_unit_events, l->unit[i]->req.n);
@@ -527,6 +556,8 @@ static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsig
     l->slot = tally_key_slot(tag, sizeof(tag));
     TAILQ_INIT(&l->pending);
     tally_agg_init(&l->agg, w->cfg->prefix, w->cfg->view_window);
+    l->agg.known_day = w->known_day;
+    l->agg.known_hour = w->known_hour;
     /* In a cluster every key is declared, so that a slot being migrated refuses the unit
      * whole instead of failing half-way through it. */
     l->agg.declare = w->n_lanes > 1;

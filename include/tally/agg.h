@@ -48,8 +48,13 @@ struct tally_agg {
     int64_t now;                  /* the unit's time, Unix seconds: set before building */
     struct tally_buf body;        /* the unit: script arguments from numkeys on, as RESP */
     size_t nargs;                 /* RESP arguments in BODY */
+    /* Buckets whose day and hour keys have their expiry already: the script is told to set
+     * it only on the others. NULL: none is known. Borrowed; set before building. */
+    const uint64_t *known_day, *known_hour;
+    /* After a build: the buckets the unit asked to set the expiry of. */
+    uint64_t fresh_day[TALLY_BUCKETS / 64], fresh_hour[TALLY_BUCKETS / 64];
     /* Scratch for building BODY. */
-    struct tally_buf keys, args;
+    struct tally_buf keys, head, args;
     size_t nkeys;
     uint64_t buckets_declared[TALLY_BUCKETS / 64];
     char day[9], hour[11];

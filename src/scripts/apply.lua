@@ -7,8 +7,10 @@
 --          once; the collector sets it to "aborted" to fence a unit it gave up on.
 -- KEYS[2..] in Redis Cluster, every other key the unit touches (all in one slot), so that a
 --          migrating slot is refused before anything runs; unused by the script itself.
--- ARGV     P window marker_ttl idem_ttl now segment... (segments run to the last argument;
---          now is the collector's clock, Unix seconds: days and hours are UTC)
+-- ARGV     P window marker_ttl idem_ttl now fresh segment... (segments run to the last
+--          argument; now is the collector's clock, Unix seconds: days and hours are UTC;
+--          fresh lists the buckets whose day ("<tag>d") or hour ("<tag>h") keys may be new to
+--          this hour or day and need their expiry set -- the collector remembers the others)
 --   segment: idem_key accepted bot prefetch narticles article...
 --            (idem_key "" when the requests had no Idempotency-Key; accepted counts the
 --            events before repeat checks)
@@ -43,7 +45,11 @@ local window = tonumber(ARGV[2])
 local marker_ttl = tonumber(ARGV[3])
 local idem_ttl = tonumber(ARGV[4])
 local now = tonumber(ARGV[5])
-local pos = 6
+local fresh = {}
+for i = 1, #ARGV[6], 3 do
+    fresh[string.sub(ARGV[6], i, i + 2)] = true
+end
+local pos = 7
 
 -- The civil date of a day number (days since 1970-01-01), as YYYYMMDD (H. Hinnant's
 -- days_from_civil, inverted).
@@ -70,34 +76,38 @@ local function take()
     return v
 end
 
-local expiring = {}
 local function expire(key, ttl)
-    if not expiring[key] then
-        expiring[key] = true
-        redis.call('EXPIRE', key, ttl, 'NX')
+    redis.call('EXPIRE', key, ttl, 'NX')
+end
+
+-- Expire a bucket's day or hour key once, if the collector said it may be new.
+local expired = {}
+local function expire_fresh(tag, kind, key, ttl)
+    if fresh[tag .. kind] and not expired[key] then
+        expired[key] = true
+        expire(key, ttl)
     end
 end
 
--- Site totals per bucket, added up over the unit and written once per bucket at the end.
-local site = {}
+-- Site totals: summed over the unit and written once, into the first bucket it touches (the
+-- readers add every bucket's share up).
+local site, site_kp, site_tag = {}, nil, nil
 
 -- Add N to METRIC of article ID in this hour's and day's buckets and the all-time top list.
-local function bump(kp, metric, id, n)
+local function bump(tag, kp, metric, id, n)
     if n == 0 then
         return
     end
-    local t = site[kp]
-    if not t then
-        t = {}
-        site[kp] = t
+    if not site_kp then
+        site_kp, site_tag = kp, tag
     end
-    t[metric] = (t[metric] or 0) + n
+    site[metric] = (site[metric] or 0) + n
     local d = kp .. 'd:' .. metric .. ':' .. DAY
     local h = kp .. 'h:' .. metric .. ':' .. HOUR
     redis.call('ZINCRBY', d, n, id)
-    expire(d, DAY_TTL)
+    expire_fresh(tag, 'd', d, DAY_TTL)
     redis.call('HINCRBY', h, id, n)
-    expire(h, HOUR_TTL)
+    expire_fresh(tag, 'h', h, HOUR_TTL)
     redis.call('ZINCRBY', kp .. 't:' .. metric, n, id)
 end
 
@@ -110,8 +120,9 @@ local function pfadd(key, list)
 end
 
 -- Distinct visitors: all-time (the stats' "visitors"), per day and per hour. Each estimate
--- is stored as a number where the series and top lists read it.
-local function visitors(kp, totals, id, list)
+-- is stored as a number where the series and top lists read it. An estimate that did not
+-- change needs no write; an HLL that did not change was not created now and has its expiry.
+local function visitors(tag, kp, totals, id, list)
     local u = kp .. 'u:' .. id
     if pfadd(u, list) then
         local c = redis.call('PFCOUNT', u)
@@ -122,16 +133,16 @@ local function visitors(kp, totals, id, list)
     if pfadd(vd, list) then
         local d = kp .. 'd:visitors:' .. DAY
         redis.call('ZADD', d, redis.call('PFCOUNT', vd), id)
-        expire(d, DAY_TTL)
+        expire_fresh(tag, 'd', d, DAY_TTL)
+        expire(vd, HLL_DAY_TTL)
     end
-    expire(vd, HLL_DAY_TTL)
     local vh = kp .. 'v:' .. HOUR .. ':' .. id
     if pfadd(vh, list) then
         local h = kp .. 'h:visitors:' .. HOUR
         redis.call('HSET', h, id, redis.call('PFCOUNT', vh))
-        expire(h, HOUR_TTL)
+        expire_fresh(tag, 'h', h, HOUR_TTL)
+        expire(vh, HLL_HOUR_TTL)
     end
-    expire(vh, HLL_HOUR_TTL)
 end
 
 -- Is V's view of the article a repeat within the window? Views are remembered in hashes
@@ -143,8 +154,9 @@ local function is_repeat(kp, id, v)
     if seen and now - tonumber(seen) < window then
         return true
     end
-    redis.call('HSET', cur, v, now)
-    expire(cur, 2 * window)
+    if redis.call('HSET', cur, v, now) == 1 then
+        expire(cur, 2 * window)
+    end
     return false
 end
 
@@ -173,10 +185,10 @@ local function apply_article(rep, base)
     end
     if views > 0 then
         redis.call('HINCRBY', totals, 'views', views)
-        bump(kp, 'views', id, views)
+        bump(tag, kp, 'views', id, views)
     end
     if nvis > 0 then
-        visitors(kp, totals, id, list)
+        visitors(tag, kp, totals, id, list)
     end
     local nshares = tonumber(take())
     local shares = 0
@@ -188,7 +200,7 @@ local function apply_article(rep, base)
     end
     if shares > 0 then
         redis.call('HINCRBY', totals, 'shares', shares)
-        bump(kp, 'shares', id, shares)
+        bump(tag, kp, 'shares', id, shares)
     end
     local ncomments = tonumber(take())
     if ncomments > 0 then
@@ -203,7 +215,7 @@ local function apply_article(rep, base)
         end
         if cur ~= start then
             redis.call('HSET', totals, 'comments', cur)
-            bump(kp, 'comments', id, cur - start)
+            bump(tag, kp, 'comments', id, cur - start)
         end
     end
     return repeats, nvis
@@ -255,13 +267,13 @@ while pos <= #ARGV do
     end
 end
 
-for kp, t in pairs(site) do
-    local day = kp .. 's:' .. DAY
-    for metric, n in pairs(t) do
+if site_kp then
+    local day = site_kp .. 's:' .. DAY
+    for metric, n in pairs(site) do
         redis.call('HINCRBY', day, metric, n)
-        redis.call('HINCRBY', kp .. 's:all', metric, n)
+        redis.call('HINCRBY', site_kp .. 's:all', metric, n)
     end
-    expire(day, DAY_TTL)
+    expire_fresh(site_tag, 'd', day, DAY_TTL)
 end
 
 redis.call('SET', KEYS[1], cjson.encode(result), 'EX', marker_ttl)

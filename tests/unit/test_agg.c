@@ -208,7 +208,23 @@ static void expect_segment(struct cur *c, const char *idem, long long accepted, 
         expect_article(c, &arts[i]);
 }
 
-/* "1", "P{bb}x:<attempt>" with bb the bucket of FIRST_ID, "P", window, 600, 86400, now. */
+/* The "fresh" argument: whole "<2 hex>d<2 hex>h" pairs. */
+static void expect_fresh(struct cur *c)
+{
+    const char *f = c->r->p[c->i];
+    size_t len = c->r->len[c->i];
+
+    assert_int_equal(len % 6, 0);
+    for (size_t i = 0; i < len; i += 6) {
+        assert_memory_equal(f + i, f + i + 3, 2);
+        assert_int_equal(f[i + 2], 'd');
+        assert_int_equal(f[i + 5], 'h');
+    }
+    c->i++;
+}
+
+/* "1", "P{bb}x:<attempt>" with bb the bucket of FIRST_ID, "P", window, 600, 86400, now, and
+ * the "fresh" list: "<tag>d<tag>h" per bucket, none of them known here. */
 static void expect_header(struct cur *c, const struct tally_agg *a, const char *first_id,
                           const char *attempt)
 {
@@ -223,6 +239,7 @@ static void expect_header(struct cur *c, const struct tally_agg *a, const char *
     cur_str(c, "600");
     cur_str(c, "86400");
     cur_int(c, a->now);
+    expect_fresh(c);
     assert_int_equal(a->attempt_len, strlen(key));
     assert_string_equal(a->attempt_key, key);
 }
@@ -272,6 +289,7 @@ static void test_agg_frames_a_one_view_unit_exactly(void **state)
                                "$3\r\n600\r\n"
                                "$5\r\n86400\r\n"
                                "$10\r\n1800000000\r\n"
+                               "$6\r\n8cd8ch\r\n"
                                "$0\r\n\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n1\r\n"
                                "$2\r\n8c\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n"
                                "$1\r\n0\r\n";
@@ -284,7 +302,7 @@ static void test_agg_frames_a_one_view_unit_exactly(void **state)
     tally_agg_init(&a, "tally:", 1800);
     a.now = 1800000000;
     assert_int_equal(tally_agg_build(&a, reqs, 1, "n0-1"), 0);
-    assert_int_equal(a.nargs, 18);
+    assert_int_equal(a.nargs, 19);
     assert_int_equal(a.body.len, sizeof(want) - 1);
     assert_memory_equal(a.body.data, want, sizeof(want) - 1);
     tally_agg_release(&a);
@@ -330,6 +348,40 @@ static void test_agg_declares_every_key_in_cluster_mode(void **state)
         assert_memory_equal(r.p[2 + i], key, strlen(key));
         assert_int_equal(tally_key_slot(r.p[2 + i], r.len[2 + i]), slot);
     }
+    resp_free(&r);
+    tally_agg_release(&a);
+}
+
+/* Buckets known to have their day and hour keys' expiry are left out of "fresh". */
+static void test_agg_asks_for_expiry_only_where_it_may_be_missing(void **state)
+{
+    struct tally_event ev[] = {ev_view("a"), ev_view("b")};
+    struct tally_agg_req r0 = {.ev = ev, .n = 2};
+    struct tally_agg_req *reqs[] = {&r0};
+    uint64_t day[TALLY_BUCKETS / 64] = {0}, hour[TALLY_BUCKETS / 64] = {0};
+    unsigned ba = tally_key_bucket("a", 1), bb = tally_key_bucket("b", 1);
+    char want[16], ta[3], tb[3];
+    struct tally_agg a;
+    struct resp r = {0};
+
+    (void)state;
+    bucket_hex("a", 1, ta);
+    bucket_hex("b", 1, tb);
+    day[ba / 64] |= UINT64_C(1) << (ba % 64);
+    hour[ba / 64] |= UINT64_C(1) << (ba % 64);
+    hour[bb / 64] |= UINT64_C(1) << (bb % 64);
+    tally_agg_init(&a, "p:", 0);
+    a.known_day = day;
+    a.known_hour = hour;
+    assert_int_equal(tally_agg_build(&a, reqs, 1, "u-1"), 0);
+    resp_read(&r, a.body.data, a.body.len);
+    /* numkeys, marker, P, window, 600, 86400, now, fresh */
+    snprintf(want, sizeof(want), "%sd", tb);
+    assert_int_equal(r.len[7], strlen(want));
+    assert_memory_equal(r.p[7], want, strlen(want));
+    assert_true(a.fresh_day[bb / 64] & (UINT64_C(1) << (bb % 64)));
+    assert_false(a.fresh_day[ba / 64] & (UINT64_C(1) << (ba % 64)));
+    assert_false(a.fresh_hour[bb / 64] & (UINT64_C(1) << (bb % 64)));
     resp_free(&r);
     tally_agg_release(&a);
 }
@@ -1242,6 +1294,7 @@ int main(void)
         cmocka_unit_test(test_agg_frames_a_one_view_unit_exactly),
         cmocka_unit_test(test_agg_header_names_the_marker_key_and_settings),
         cmocka_unit_test(test_agg_declares_every_key_in_cluster_mode),
+        cmocka_unit_test(test_agg_asks_for_expiry_only_where_it_may_be_missing),
         cmocka_unit_test(test_agg_coalesces_views_of_one_article),
         cmocka_unit_test(test_agg_counts_shares_per_network_in_contract_order),
         cmocka_unit_test(test_agg_keeps_comment_deltas_in_arrival_order),
