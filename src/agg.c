@@ -210,9 +210,11 @@ static bool agg_bit(const uint64_t *set, unsigned b)
     return set != NULL && (set[b / 64] & (UINT64_C(1) << (b % 64))) != 0;
 }
 
-/* Note that bucket B's day and hour keys may be new, unless known to have their expiry. */
+/* Note that the unit touches bucket B, whose day and hour keys may be new unless known to have
+ * their expiry. */
 static void agg_fresh(struct tally_agg *a, unsigned b)
 {
+    a->touched[b / 64] |= UINT64_C(1) << (b % 64);
     if (!agg_bit(a->known_day, b))
         a->fresh_day[b / 64] |= UINT64_C(1) << (b % 64);
     if (!agg_bit(a->known_hour, b))
@@ -472,6 +474,7 @@ int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size
     memset(a->buckets_declared, 0, sizeof(a->buckets_declared));
     memset(a->fresh_day, 0, sizeof(a->fresh_day));
     memset(a->fresh_hour, 0, sizeof(a->fresh_hour));
+    memset(a->touched, 0, sizeof(a->touched));
     agg_stamp(a);
     agg_seg_clear(a);
     if ((rc = agg_header(a, first, attempt)) < 0 || (rc = agg_shared_segment(a, reqs, n)) < 0)

@@ -8,6 +8,7 @@
 
 #include "http.h"
 #include "tally/badge.h"
+#include "tally/cache.h"
 #include "tally/error.h"
 #include "tally/query.h"
 #include "tally/reports.h"
@@ -26,15 +27,15 @@ static void *reports_call(struct tally_http_req *h, size_t size)
     return c;
 }
 
-/* After a start function: it answered through its callback, or nothing was sent. */
+/* After a start function, called with the worker's BUSY count already raised: on failure no
+ * callback will come (and C is still ours); on success the callback may even have run. */
 static void reports_started(struct tally_http_req *h, void *c, int rc)
 {
-    if (rc < 0) {
-        tally_http_send_unavailable(h, "redis is unavailable; retry later");
-        free(c);
+    if (rc >= 0)
         return;
-    }
-    h->w->busy++;
+    h->w->busy--;
+    tally_http_send_unavailable(h, "redis is unavailable; retry later");
+    free(c);
 }
 
 static void reports_send_json(struct tally_http_req *h, const char *cache)
@@ -81,6 +82,7 @@ void tally_route_top(struct tally_http_req *h)
     }
     if ((c = reports_call(h, sizeof(*c))) == NULL)
         return;
+    h->w->busy++;
     reports_started(h, c, tally_top_start(&c->top, &p, h->w->redis, h->w->cfg->prefix,
                                           time(NULL), on_top, c));
 }
@@ -126,6 +128,7 @@ void tally_route_series(struct tally_http_req *h)
         free(c);
         return;
     }
+    h->w->busy++;
     rc = tally_series_start(&c->series, &p, c->q.id[0], c->q.len[0], h->w->redis,
                             h->w->cfg->prefix, on_series, c);
     if (rc < 0)
@@ -167,6 +170,7 @@ void tally_route_totals(struct tally_http_req *h)
     }
     if ((c = reports_call(h, sizeof(*c))) == NULL)
         return;
+    h->w->busy++;
     reports_started(h, c, tally_totals_start(&c->totals, period, h->w->redis, h->w->cfg->prefix,
                                              time(NULL), on_totals, c));
 }
@@ -254,7 +258,10 @@ void tally_route_badge(struct tally_http_req *h)
         free(c);
         return;
     }
-    reports_started(h, c, tally_query_start(&c->q, h->w->redis, h->w->cfg->prefix, on_badge, c));
+    h->w->busy++;
+    reports_started(h, c,
+                    tally_query_start(&c->q, h->w->redis, &h->w->cache, h->w->cfg->prefix,
+                                      on_badge, c));
 }
 
 /* ---- DELETE /v1/articles/{article} ---- */
@@ -274,6 +281,9 @@ static void on_forget(int status, struct tally_forget *f, void *arg)
     if (status < 0) {
         tally_http_send_unavailable(&c->h, "redis is unavailable; retry later");
     } else {
+        /* Cached totals of the article are stale now, in every worker. */
+        tally_epochs_bump(&c->h.w->server->epochs,
+                          tally_key_bucket(c->q.id[0], c->q.len[0]));
         tally_http_header(&c->h, "Cache-Control", "no-store");
         tally_http_send(&c->h, 204, NULL, NULL, 0);
     }
@@ -301,6 +311,7 @@ void tally_route_forget(struct tally_http_req *h)
         free(c);
         return;
     }
+    h->w->busy++;
     reports_started(h, c, tally_forget_start(&c->forget, c->q.id[0], c->q.len[0],
                                              h->w->cfg->view_window, h->w->redis,
                                              h->w->cfg->prefix, on_forget, c));

@@ -447,13 +447,15 @@ static void stats_run(struct tally_http_req *h, bool many)
         free(c);
         return;
     }
-    rc = tally_query_start(&c->q, h->w->redis, h->w->cfg->prefix, on_stats_ready, c);
+    /* Counted first: with every article cached, the answer goes out before this returns. */
+    h->w->busy++;
+    rc = tally_query_start(&c->q, h->w->redis, &h->w->cache, h->w->cfg->prefix, on_stats_ready,
+                           c);
     if (rc < 0) {
+        h->w->busy--;
         tally_http_send_unavailable(h, "redis is unavailable; retry later");
         free(c);
-        return;
     }
-    h->w->busy++;
 }
 
 void tally_route_stats(struct tally_http_req *h)

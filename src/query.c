@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tally/cache.h"
 #include "tally/error.h"
 #include "tally/fanout.h"
 #include "tally/keys.h"
@@ -100,39 +101,116 @@ int tally_query_read_totals(const redisReply *r, struct tally_stats *s)
     return 0;
 }
 
-static int on_totals(struct tally_fanout *f, size_t i, const redisReply *reply)
+/* Done when every command answered and every joined load woke us. */
+static void query_settle(struct tally_query *q)
+{
+    if (q->fan_done && q->waits == 0)
+        q->done(q->status, q, q->arg);
+}
+
+static int on_totals(struct tally_fanout *f, size_t k, const redisReply *reply)
 {
     struct tally_query *q = f->arg;
+    size_t i = q->sent[k];
+    int rc = tally_query_read_totals(reply, &q->stats[i]);
 
-    return tally_query_read_totals(reply, &q->stats[i]);
+    if (q->loads[i] != NULL) {
+        tally_cache_fill(q->cache, q->loads[i], &q->stats[i], rc);
+        q->loads[i] = NULL;
+    }
+    return rc;
 }
 
 static void on_totals_done(struct tally_fanout *f, int status)
 {
     struct tally_query *q = f->arg;
 
-    q->done(status, q, q->arg);
+    /* Loads whose reply never came: their waiters must not wait for ever. */
+    for (size_t i = 0; i < q->n; i++)
+        if (q->loads[i] != NULL) {
+            tally_cache_fill(q->cache, q->loads[i], NULL, status < 0 ? status : TALLY_EUNAVAIL);
+            q->loads[i] = NULL;
+        }
+    if (status < 0 && q->status == 0)
+        q->status = status;
+    q->fan_done = true;
+    query_settle(q);
 }
 
-int tally_query_start(struct tally_query *q, struct tally_redis *r, const char *prefix,
-                      tally_query_done_cb *done, void *arg)
+static void on_woken(void *arg, size_t i, const struct tally_stats *s, int status)
+{
+    struct tally_query *q = arg;
+
+    if (status == 0)
+        q->stats[i] = *s;
+    else if (q->status == 0)
+        q->status = status;
+    q->waits--;
+    query_settle(q);
+}
+
+/* Article I from the cache (hit or joined), or from Redis: 1 when a command was sent. */
+static int query_one(struct tally_query *q, struct tally_redis *r, const char *prefix, size_t i)
+{
+    char key[TALLY_KEY_MAX];
+    size_t klen = tally_key_article(key, sizeof(key), prefix, 'a', q->id[i], q->len[i]);
+    const char *argv[2] = {"HGETALL", key};
+    size_t argvlen[2] = {7, klen};
+    struct cache_entry *e = NULL;
+    int rc;
+
+    if (q->cache != NULL) {
+        switch (tally_cache_lookup(q->cache, q->id[i], q->len[i], &q->stats[i], on_woken, q, i,
+                                   &e)) {
+        case TALLY_CACHE_HIT:
+            return 0;
+        case TALLY_CACHE_JOINED:
+            q->waits++;
+            return 0;
+        default:
+            break;
+        }
+    }
+    q->sent[q->fan.sent] = (uint8_t)i;
+    q->loads[i] = e;
+    rc = tally_fanout_command(&q->fan, r, 2, argv, argvlen);
+    if (rc < 0 && e != NULL) {
+        tally_cache_fill(q->cache, e, NULL, rc);
+        q->loads[i] = NULL;
+    }
+    return rc < 0 ? rc : 1;
+}
+
+int tally_query_start(struct tally_query *q, struct tally_redis *r, struct tally_cache *cache,
+                      const char *prefix, tally_query_done_cb *done, void *arg)
 {
     int rc = tally_fanout_init(&q->fan, q->n, on_totals, on_totals_done, q);
+    size_t sent = 0;
 
     if (rc < 0)
         return rc;
     memset(q->stats, 0, sizeof(q->stats[0]) * q->n);
+    memset(q->loads, 0, sizeof(q->loads[0]) * q->n);
+    q->cache = cache;
     q->done = done;
     q->arg = arg;
-    for (size_t i = 0; i < q->n && rc == 0; i++) {
-        char key[TALLY_KEY_MAX];
-        size_t klen = tally_key_article(key, sizeof(key), prefix, 'a', q->id[i], q->len[i]);
-        const char *argv[2] = {"HGETALL", key};
-        size_t argvlen[2] = {7, klen};
-
-        rc = tally_fanout_command(&q->fan, r, 2, argv, argvlen);
-    }
-    return tally_fanout_end(&q->fan);
+    q->waits = 0;
+    q->status = 0;
+    q->fan_done = false;
+    for (size_t i = 0; i < q->n && rc >= 0; i++)
+        if ((rc = query_one(q, r, prefix, i)) > 0)
+            sent++;
+    if (sent > 0)
+        return tally_fanout_end(&q->fan); /* DONE after the replies, with any send error */
+    tally_fanout_end(&q->fan);            /* nothing sent: only releases it */
+    if (rc < 0 && q->waits == 0)
+        return rc;
+    /* Every article was cached, or is being loaded by another read that will wake us. */
+    if (rc < 0)
+        q->status = rc;
+    q->fan_done = true;
+    query_settle(q);
+    return 0;
 }
 
 /* ---- Rendering ---- */

@@ -105,6 +105,12 @@ struct tally_worker *tally_worker_new(unsigned id, struct tally_server *server,
     w->cfg = server->cfg;
     tally_buf_init(&w->out);
     tally_buf_init(&w->scratch);
+    if (tally_cache_init(&w->cache, &server->epochs) < 0) {
+        snprintf(err, errlen, "out of memory");
+        evutil_closesocket(listener);
+        free(w);
+        return NULL;
+    }
     w->base = worker_base();
     w->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->base == NULL || w->stop_fd < 0 || tally_http_setup(w, listener) < 0) {
@@ -117,7 +123,8 @@ struct tally_worker *tally_worker_new(unsigned id, struct tally_server *server,
     w->redis = tally_redis_new(w->base, w->cfg, &w->metrics, on_redis_state, w);
     w->salts = w->redis != NULL ? tally_salts_new(w->redis, w->cfg->prefix, on_salt, w) : NULL;
     w->writer = w->salts != NULL
-                    ? tally_writer_new(w->base, w->redis, w->salts, w->cfg, &w->metrics)
+                    ? tally_writer_new(w->base, w->redis, w->salts, w->cfg, &w->metrics,
+                                       &server->epochs)
                     : NULL;
     w->stop_ev = event_new(w->base, w->stop_fd, EV_READ, on_stop, w);
     w->drain_ev = event_new(w->base, -1, EV_PERSIST, on_drain, w);
@@ -139,6 +146,7 @@ void tally_worker_free(struct tally_worker *w)
     tally_redis_free(w->redis);
     tally_writer_free(w->writer);
     tally_salts_free(w->salts);
+    tally_cache_release(&w->cache);
     if (w->http != NULL)
         evhttp_free(w->http);
     if (w->stop_ev != NULL)

@@ -12,6 +12,7 @@
 #include <event2/listener.h>
 
 #include "tally/buf.h"
+#include "tally/cache.h"
 #include "tally/config.h"
 #include "tally/ingest.h"
 #include "tally/metrics.h"
@@ -29,6 +30,7 @@ struct tally_server {
     size_t n_started;            /* workers whose thread runs */
     double start_time;           /* Unix seconds */
     struct tally_ratelimit ratelimit; /* shared by every worker, lock-free */
+    struct tally_epochs epochs;  /* bumped by every write, read by every worker's cache */
     char listen_desc[300];       /* "127.0.0.1:8080", for logs */
 };
 
@@ -46,6 +48,7 @@ struct tally_worker {
     struct tally_batch batch;    /* scratch for parsing a request */
     struct tally_buf out;        /* scratch for building a reply */
     struct tally_buf scratch;    /* scratch for joining headers */
+    struct tally_cache cache;    /* recent article totals */
     int stop_fd;                 /* eventfd the main thread writes to stop the worker */
     struct event *stop_ev;
     struct event *drain_ev;      /* polls until nothing is held */

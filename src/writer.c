@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tally/cache.h"
 #include "tally/error.h"
 #include "tally/log.h"
 #include "tally/metrics.h"
@@ -50,6 +51,7 @@ struct tally_writer {
     struct tally_salts *salts;
     const struct tally_config *cfg;
     struct tally_metrics *metrics;
+    struct tally_epochs *epochs;
     struct write_lane *lanes;
     size_t n_lanes;                /* 1, or TALLY_BUCKETS in a cluster */
     uint64_t seq;
@@ -336,6 +338,14 @@ static void writer_refused(struct write_lane *l, const redisReply *reply)
     writer_answer_unit(l, TALLY_EREDIS);
 }
 
+/* Cached totals of the unit's buckets are stale, in every worker: before any answer goes. */
+static void writer_bump(struct tally_writer *w, const struct tally_agg *a)
+{
+    for (unsigned b = 0; b < TALLY_BUCKETS; b++)
+        if (a->touched[b / 64] & (UINT64_C(1) << (b % 64)))
+            tally_epochs_bump(w->epochs, b);
+}
+
 static void writer_applied(struct write_lane *l, const redisReply *reply)
 {
     struct tally_writer *w = l->w;
@@ -347,6 +357,7 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
             w->known_day[i] |= l->agg.fresh_day[i];
             w->known_hour[i] |= l->agg.fresh_hour[i];
         }
+        writer_bump(w, &l->agg);
         tally_metric_add(&w->metrics->redis_units, 1);
         for (size_t i = 0; i < l->n_unit; i++)
             tally_metric_add(&w->metrics->redis_unit_events, l->unit[i]->req.n);
@@ -565,7 +576,7 @@ static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsig
 
 struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redis *router,
                                       struct tally_salts *salts, const struct tally_config *cfg,
-                                      struct tally_metrics *metrics)
+                                      struct tally_metrics *metrics, struct tally_epochs *epochs)
 {
     struct tally_writer *w = calloc(1, sizeof(*w));
     uint8_t rnd[8];
@@ -577,6 +588,7 @@ struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redi
     w->salts = salts;
     w->cfg = cfg;
     w->metrics = metrics;
+    w->epochs = epochs;
     w->n_lanes = tally_redis_is_cluster(router) ? TALLY_BUCKETS : 1;
     w->lanes = calloc(w->n_lanes, sizeof(*w->lanes));
     /* Attempt ids must never repeat, across threads, restarts and collectors. */

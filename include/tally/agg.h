@@ -51,8 +51,9 @@ struct tally_agg {
     /* Buckets whose day and hour keys have their expiry already: the script is told to set
      * it only on the others. NULL: none is known. Borrowed; set before building. */
     const uint64_t *known_day, *known_hour;
-    /* After a build: the buckets the unit asked to set the expiry of. */
+    /* After a build: the buckets the unit asked to set the expiry of, and all it touches. */
     uint64_t fresh_day[TALLY_BUCKETS / 64], fresh_hour[TALLY_BUCKETS / 64];
+    uint64_t touched[TALLY_BUCKETS / 64];
     /* Scratch for building BODY. */
     struct tally_buf keys, head, args;
     size_t nkeys;

@@ -13,6 +13,8 @@
 #include "tally/ingest.h"
 
 struct tally_redis;
+struct tally_cache;
+struct cache_entry;
 
 struct tally_stats {
     int64_t views, visitors, shares, comments;
@@ -35,6 +37,12 @@ struct tally_query {
     char text[TALLY_BATCH_MAX * (TALLY_ARTICLE_MAX + 1)];
     /* Private. */
     struct tally_fanout fan;
+    struct tally_cache *cache;
+    struct cache_entry *loads[TALLY_BATCH_MAX]; /* per article: the cache slot it fills */
+    uint8_t sent[TALLY_BATCH_MAX];              /* per command sent: its article */
+    size_t waits;                               /* articles another read is loading */
+    bool fan_done;
+    int status;
     tally_query_done_cb *done;
     void *arg;
 };
@@ -50,10 +58,11 @@ int tally_query_parse_articles(struct tally_query *q, const char *query, size_t 
 int tally_query_parse_path(struct tally_query *q, const char *raw, size_t len,
                            struct tally_error *err);
 
-/* Read every article of Q from ST (keys under PREFIX): Q stays borrowed until DONE. Returns 0
- * and later calls DONE, or a negative TALLY_E* code without calling it. */
-int tally_query_start(struct tally_query *q, struct tally_redis *r, const char *prefix,
-                      tally_query_done_cb *done, void *arg);
+/* Read every article of Q (keys under PREFIX) through CACHE (may be NULL) from R: Q stays
+ * borrowed until DONE. Returns 0 and calls DONE once -- before returning when every article
+ * was cached --, or returns a negative TALLY_E* code without calling it. */
+int tally_query_start(struct tally_query *q, struct tally_redis *r, struct tally_cache *cache,
+                      const char *prefix, tally_query_done_cb *done, void *arg);
 
 /* Fill S from a reply to HGETALL of an article's totals. Returns 0 or TALLY_EREDIS. */
 int tally_query_read_totals(const redisReply *r, struct tally_stats *s);

@@ -27,6 +27,7 @@ struct tally_writer;
 struct tally_salts;
 struct tally_redis;
 struct tally_metrics;
+struct tally_epochs;
 struct tally_write;
 struct write_lane;
 
@@ -64,11 +65,12 @@ struct tally_write {
     int failure;
 };
 
-/* A writer for ROUTER's Redis on BASE, taking visitor salts from SALTS. Everything is
+/* A writer for ROUTER's Redis on BASE, taking visitor salts from SALTS, bumping EPOCHS for
+ * the buckets of every unit applied (before any of its requests is answered). Everything is
  * borrowed for its life. */
 struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redis *router,
                                       struct tally_salts *salts, const struct tally_config *cfg,
-                                      struct tally_metrics *metrics);
+                                      struct tally_metrics *metrics, struct tally_epochs *epochs);
 
 /* Answers every held write (not written: TALLY_EUNAVAIL; in flight: TALLY_EUNKNOWN), then
  * frees. Free the router first: its last replies still reach the writer. */
