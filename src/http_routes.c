@@ -10,6 +10,7 @@
 #include "http.h"
 #include "tally/bots.h"
 #include "tally/error.h"
+#include "tally/hash.h"
 #include "tally/keys.h"
 #include "tally/log.h"
 #include "tally/query.h"
@@ -120,6 +121,25 @@ static bool ingest_has_comments(const struct tally_batch *b)
     return false;
 }
 
+/* Is UA a bot's? Matching the list costs far more than hashing, and readers' browsers send a
+ * few User-Agents over and over: remember recent verdicts. */
+static bool ingest_is_bot(struct tally_worker *w, const char *ua)
+{
+    static const uint8_t key[16] = {'t', 'a', 'l', 'l', 'y', ' ', 'u', 's',
+                                    'e', 'r', '-', 'a', 'g', 'e', 'n', 't'};
+    size_t len = ua != NULL ? strlen(ua) : 0;
+    uint64_t h;
+
+    if (len == 0)
+        return tally_bot_match(ua, len);
+    h = tally_siphash(key, ua, len) | 1;
+    if (w->bot_seen[h & 255].ua != h) {
+        w->bot_seen[h & 255].ua = h;
+        w->bot_seen[h & 255].bot = tally_bot_match(ua, len);
+    }
+    return w->bot_seen[h & 255].bot;
+}
+
 /* Why a browser's request is answered but not counted: a prefetch or prerender, or a bot,
  * crawler or link preview. -1 when it counts. */
 static int ingest_ignore_reason(struct tally_http_req *h)
@@ -128,7 +148,7 @@ static int ingest_ignore_reason(struct tally_http_req *h)
 
     if (p != NULL && (strstr(p, "prefetch") != NULL || strstr(p, "preview") != NULL))
         return TALLY_IGNORE_PREFETCH;
-    if (tally_bot_match(ua, ua != NULL ? strlen(ua) : 0))
+    if (ingest_is_bot(h->w, ua))
         return TALLY_IGNORE_BOT;
     return -1;
 }
