@@ -17,7 +17,9 @@ struct tally_http_headers {
     const char *content_type, *idempotency_key, *origin, *authorization, *user_agent,
         *if_none_match;
     const char *purpose;         /* Sec-Purpose, Purpose, X-Purpose or X-Moz */
+    const char *transfer_encoding;
     unsigned n, n_content_length, n_transfer_encoding, n_forwarded_for;
+    bool bad_name;               /* a header name with whitespace ("Content-Length : 5") */
 };
 
 /* One request being handled: the libevent request, its worker, its route for metrics, when

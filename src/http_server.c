@@ -258,6 +258,7 @@ static void http_scan_headers(struct evhttp_request *req, struct tally_http_head
         {"Purpose", offsetof(struct tally_http_headers, purpose)},
         {"X-Purpose", offsetof(struct tally_http_headers, purpose)},
         {"X-Moz", offsetof(struct tally_http_headers, purpose)},
+        {"Transfer-Encoding", offsetof(struct tally_http_headers, transfer_encoding)},
     };
     struct evkeyvalq *hdrs = evhttp_request_get_input_headers(req);
     struct evkeyval *kv;
@@ -267,6 +268,7 @@ static void http_scan_headers(struct evhttp_request *req, struct tally_http_head
         size_t len = strlen(kv->key);
 
         hd->n++;
+        hd->bad_name |= strpbrk(kv->key, " \t") != NULL;
         hd->n_content_length += len == 14 && strcasecmp(kv->key, "Content-Length") == 0;
         hd->n_transfer_encoding += len == 17 && strcasecmp(kv->key, "Transfer-Encoding") == 0;
         hd->n_forwarded_for += len == 15 && strcasecmp(kv->key, "X-Forwarded-For") == 0;
@@ -280,11 +282,20 @@ static void http_scan_headers(struct evhttp_request *req, struct tally_http_head
     }
 }
 
-/* More than one Content-Length, or one beside Transfer-Encoding: the framing is ambiguous,
- * and libevent 2.1 would act on one of them (a smuggling vector). */
+/* Framing libevent 2.1 would read one way and a proxy in front another (RFC 9112 6.3, 5.1),
+ * so that a request could hide in a body: more than one Content-Length, one beside
+ * Transfer-Encoding, a Transfer-Encoding other than "chunked" (libevent would take the body
+ * as absent), or whitespace in a header name (a "Content-Length : 5" it would ignore). */
 static bool http_framing_ambiguous(const struct tally_http_headers *hd)
 {
-    return hd->n_content_length > 1 || hd->n_transfer_encoding > 1 ||
+    const char *te = hd->transfer_encoding;
+
+    if (te != NULL) {
+        te += strspn(te, " \t");
+        if (strncasecmp(te, "chunked", 7) != 0 || te[7 + strspn(te + 7, " \t")] != '\0')
+            return true;
+    }
+    return hd->bad_name || hd->n_content_length > 1 || hd->n_transfer_encoding > 1 ||
            (hd->n_content_length > 0 && hd->n_transfer_encoding > 0);
 }
 
@@ -338,6 +349,8 @@ static void http_dispatch(struct tally_http_req *h)
     r->fn(h);
 }
 
+static bool http_poisoned(struct tally_worker *w, struct evhttp_request *req);
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct tally_http_req h = {.req = req, .w = arg, .route = TALLY_ROUTE_OTHER,
@@ -366,6 +379,11 @@ static void on_request(struct evhttp_request *req, void *arg)
         tally_http_send_error(&h, 400, "too_many_headers", "headers: at most 100");
         return;
     }
+    if (http_poisoned(h.w, req)) {
+        tally_http_header(&h, "Connection", "close");
+        tally_http_send_error(&h, 400, "invalid_bytes", "request: holds a NUL byte");
+        return;
+    }
     if (http_framing_ambiguous(&h.hdr)) {
         tally_http_header(&h, "Connection", "close");
         tally_http_send_error(&h, 400, "ambiguous_framing",
@@ -388,6 +406,8 @@ struct conn_guard {
     struct tally_worker *w;
     struct bufferevent *bev;
     struct evhttp_connection *evcon; /* once attached */
+    bool poisoned;          /* a NUL byte came in a head: libevent would cut a value at it */
+    uint8_t head_end;       /* how much of the "\r\n\r\n" ending a head was seen; 4: body */
     struct event attach;    /* runs once evhttp's accept has finished with the connection */
     uint64_t reading_since; /* us: the first byte of the request being received, or 0 */
     TAILQ_ENTRY(conn_guard) link;
@@ -405,6 +425,8 @@ static void http_conn_gone(struct conn_guard *g)
     struct tally_worker *w = g->w;
 
     event_del(&g->attach);
+    if (g->poisoned)
+        w->poisoned--;
     TAILQ_REMOVE(&w->conn_list, g, link);
     free(g);
     w->conns--;
@@ -422,14 +444,41 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
 }
 
 /* Bytes arrived (or were consumed): a request must arrive whole within its time. */
+/* A request head (line and headers) with a NUL byte in it: libevent would cut the value at
+ * it and read the rest of the value as gone. Mark the connection: its request gets a 400.
+ * N bytes from AT are new; the head ends at the first "\r\n\r\n". */
+static void http_scan_head(struct conn_guard *g, struct evbuffer *buf, struct evbuffer_ptr *at,
+                           size_t n)
+{
+    static const char end[4] = {'\r', '\n', '\r', '\n'};
+    struct evbuffer_iovec v[8];
+    int nv = evbuffer_peek(buf, (ev_ssize_t)n, at, v, 8);
+
+    for (int k = 0; k < nv && k < 8 && g->head_end < 4; k++) {
+        const char *p = v[k].iov_base;
+
+        for (size_t i = 0; i < v[k].iov_len && g->head_end < 4; i++) {
+            if (p[i] == '\0') {
+                g->poisoned = true;
+                g->w->poisoned++;
+                return;
+            }
+            g->head_end = p[i] == end[g->head_end] ? g->head_end + 1 : p[i] == '\r';
+        }
+    }
+}
+
 static void on_conn_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     struct conn_guard *g = arg;
+    struct evbuffer_ptr at;
     uint64_t now;
 
-    (void)buf;
     if (info->n_added == 0 || g->bev == NULL)
         return;
+    if (g->head_end < 4 && !g->poisoned &&
+        evbuffer_ptr_set(buf, &at, info->orig_size, EVBUFFER_PTR_SET) == 0)
+        http_scan_head(g, buf, &at, info->n_added);
     now = tally_http_now_us();
     if (g->reading_since == 0) {
         g->reading_since = now;
@@ -449,8 +498,10 @@ static void on_conn_output(struct evbuffer *buf, const struct evbuffer_cb_info *
     struct conn_guard *g = arg;
 
     (void)buf;
-    if (info->n_added > 0)
+    if (info->n_added > 0) {
         g->reading_since = 0;
+        g->head_end = 0; /* the next request's head */
+    }
 }
 
 /* evhttp has set the bufferevent up, with its connection as the callbacks' argument, or has
@@ -521,12 +572,30 @@ int tally_http_setup(struct tally_worker *w, evutil_socket_t listener)
     evhttp_set_default_content_type(w->http, "application/json");
     evhttp_set_gencb(w->http, on_request, w);
     evhttp_set_bevcb(w->http, on_conn_new, w);
+    /* Backlog 0: the socket listens already, with server.c's backlog (-1 would shrink it to
+     * libevent's 128). */
     lst = evconnlistener_new(w->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                             -1, listener);
+                             0, listener);
     if (lst == NULL)
         return -1;
     w->bound = evhttp_bind_listener(w->http, lst);
     return w->bound != NULL ? 0 : -1;
+}
+
+/* Did a NUL byte arrive on REQ's connection? Rare: only then are the connections searched. */
+static bool http_poisoned(struct tally_worker *w, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev;
+    struct conn_guard *g;
+
+    if (w->poisoned == 0 || evcon == NULL)
+        return false;
+    bev = evhttp_connection_get_bufferevent(evcon);
+    TAILQ_FOREACH(g, &w->conn_list, link)
+        if (g->bev == bev)
+            return g->poisoned;
+    return false;
 }
 
 void tally_http_close_idle(struct tally_worker *w)

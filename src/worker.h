@@ -61,6 +61,7 @@ struct tally_worker {
     size_t busy;                 /* requests waiting for Redis, reads and writes */
     size_t conns;                /* open HTTP connections */
     struct conn_list conn_list;  /* the counted ones (http_server.c) */
+    size_t poisoned;             /* of them, those that sent a NUL byte */
     bool paused;                 /* not accepting: CONNS reached this worker's share of the cap */
     pthread_t thread;
 };

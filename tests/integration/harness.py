@@ -5,6 +5,8 @@ Redis     a redis-server of our own on a free loopback port, in a scratch direct
 RespClient a tiny binary-safe RESP client (bulk, array, integer, status, error)
 Tallyd    a tallyd of our own, pointed at a Redis, with its stderr in a log file
 http      post_events() / get() / request() over http.client, raw() over a plain socket
+KeepAliveClient one keep-alive connection that tells an answer from a refused connection, a
+          reset before the request was read, and an indeterminate end (fault tests)
 TallyTestCase  prints the daemons' logs when a test fails or errs
 wait_until     a bounded poller
 
@@ -16,9 +18,11 @@ Every process is started with subprocess.Popen and only ever signalled through i
 
 import atexit
 import http.client
+import io
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -471,14 +475,17 @@ def get(port, path, headers=None, timeout=10.0):
     return request(port, "GET", path, None, headers, timeout)
 
 
-def raw(port, data, timeout=3.0, host="127.0.0.1"):
+def raw(port, data, timeout=3.0, host="127.0.0.1", shut_write=False):
     """Write DATA on a new connection and read until the server closes it or TIMEOUT passes
-    without a byte. Returns (bytes read, closed by the server?)."""
+    without a byte. SHUT_WRITE: then close our side for writing (the server sees the end of
+    the stream after DATA). Returns (bytes read, closed by the server?)."""
     out = b""
     closed = False
     with socket.create_connection((host, port), timeout=timeout) as s:
         try:
             s.sendall(data)
+            if shut_write:
+                s.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             pass  # answered and closed before it read everything: read what it said
         try:
@@ -535,6 +542,173 @@ def parse_metrics(text):
 
 def metric(samples, name, **labels):
     return samples.get((name, frozenset(labels.items())))
+
+
+class Exchange:
+    """How one request on a KeepAliveClient ended.
+
+    kind      "answered": a whole answer came back (status, headers, raw, body as in Response);
+              "refused": no connection could be made, so nothing was sent;
+              "reset": the server reset the connection before a byte of an answer. Linux
+                  resets a connection closed while received bytes are still unread, or when
+                  bytes arrive after it was closed: either way the server had not read the
+                  whole request, so it was never handled. (The end of stream of a keep-alive
+                  connection closed just as the request went out is followed by such a reset,
+                  and counts as one.);
+              "no_answer": the request went out and was not refused unread, then the stream
+                  ended, broke off in the middle of an answer, or nothing whole came back
+                  within the timeout: indeterminate.
+    error     the exception behind refused/reset/no_answer, else None.
+    fresh     the request went out on a new connection."""
+
+    def __init__(self, kind, response=None, error=None, fresh=False):
+        self.kind = kind
+        self.response = response
+        self.error = error
+        self.fresh = fresh
+
+    @property
+    def status(self):
+        return self.response.status if self.response is not None else None
+
+    @property
+    def body(self):
+        return self.response.body if self.response is not None else None
+
+    def __repr__(self):
+        if self.kind == "answered":
+            return "<Exchange answered %r>" % (self.response,)
+        return "<Exchange %s %r fresh=%s>" % (self.kind, self.error, self.fresh)
+
+
+class KeepAliveClient:
+    """One HTTP/1.1 keep-alive connection, opened again whenever the server closed it, on a
+    plain socket so that the end of every request is known exactly (see Exchange). PORT is a
+    port or a callable that returns one, read at each connect: a client can follow a daemon
+    started again on another port. Answers must carry Content-Length (tallyd's and libevent's
+    do); HEAD is not supported. Not thread-safe: one client per thread."""
+
+    def __init__(self, port, timeout=10.0, connect_timeout=2.0, host="127.0.0.1",
+                 user_agent=BROWSER_UA):
+        self.port = port
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.host = host
+        self.user_agent = user_agent
+        self.sock = None
+        self.sock_port = None
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _port(self):
+        return self.port() if callable(self.port) else self.port
+
+    def _peer_closed(self):
+        """The server closed (or reset) this idle connection, or sent something unasked."""
+        p = select.poll()
+        p.register(self.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(p.poll(0))
+
+    def _reset_after_eof(self, wait=0.2):
+        """After an end of stream with nothing read: did a reset follow? The peer's kernel
+        answers bytes that reach a closed socket with one, at once on loopback; a server that
+        read the whole request and then closed sends none."""
+        deadline = time.monotonic() + wait
+        while True:
+            if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+    def request(self, method, path, body=None, headers=None):
+        body = encode_body(body) if body is not None else b""
+        fresh = False
+        if self.sock is not None and self._peer_closed():
+            self.close()
+        if self.sock is None:
+            self.sock_port = self._port()
+            try:
+                self.sock = socket.create_connection((self.host, self.sock_port),
+                                                     timeout=self.connect_timeout)
+            except OSError as e:
+                self.sock = None
+                return Exchange("refused", error=e, fresh=True)
+            fresh = True
+        h = {"Host": "%s:%d" % (self.host, self.sock_port), "User-Agent": self.user_agent}
+        h.update(headers or {})
+        if body or method in ("POST", "PUT"):
+            h["Content-Length"] = str(len(body))
+        head = "%s %s HTTP/1.1\r\n" % (method, path)
+        head += "".join("%s: %s\r\n" % kv for kv in h.items()) + "\r\n"
+        try:
+            self.sock.settimeout(self.timeout)
+            self.sock.sendall(head.encode("latin-1") + body)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            self.close()
+            return Exchange("reset", error=e, fresh=fresh)
+        except OSError as e:
+            self.close()
+            return Exchange("no_answer", error=e, fresh=fresh)
+        return self._read(fresh)
+
+    def post_events(self, body, headers=None, content_type="application/json"):
+        h = {"Content-Type": content_type}
+        h.update(headers or {})
+        return self.request("POST", "/v1/events", body, h)
+
+    def get(self, path, headers=None):
+        return self.request("GET", path, None, headers)
+
+    def _read(self, fresh):
+        buf = b""
+        deadline = time.monotonic() + self.timeout
+        try:
+            while True:
+                end = buf.find(b"\r\n\r\n")
+                if end >= 0:
+                    status_line, _, fields = buf[:end].partition(b"\r\n")
+                    version, status = status_line.decode("latin-1").split(" ", 2)[:2]
+                    hdrs = http.client.parse_headers(io.BytesIO(fields + b"\r\n\r\n"))
+                    n = int(hdrs.get("Content-Length", "0"))
+                    if len(buf) >= end + 4 + n:
+                        resp = Response(int(status), hdrs, buf[end + 4:end + 4 + n])
+                        if (len(buf) > end + 4 + n or version != "HTTP/1.1" or
+                                (hdrs.get("Connection", "") or "").lower() == "close"):
+                            self.close()
+                        return Exchange("answered", resp, fresh=fresh)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("no whole answer within %.1f s" % self.timeout)
+                self.sock.settimeout(left)
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    if not buf and self._reset_after_eof():
+                        self.close()
+                        return Exchange("reset", error=ConnectionResetError(
+                            "end of stream, then a reset in answer to the request"), fresh=fresh)
+                    raise EOFError("the server closed the connection after %d bytes of an answer"
+                                   % len(buf))
+                buf += chunk
+        except ConnectionResetError as e:
+            self.close()
+            return Exchange("reset" if not buf else "no_answer", error=e, fresh=fresh)
+        except (OSError, EOFError, ValueError) as e:
+            self.close()
+            return Exchange("no_answer", error=e, fresh=fresh)
 
 
 # ---- tallyd ----
@@ -630,6 +804,14 @@ class Tallyd:
             _signal_pid(self.proc, signal.SIGKILL)
             self.proc.wait(5)
 
+    def rss_bytes(self):
+        """The resident set size of the running daemon (VmRSS of /proc/<pid>/status)."""
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS in /proc/%d/status" % self.proc.pid)
+
     def log(self):
         return _tail(self.logfile, 10 ** 6)
 
@@ -656,8 +838,8 @@ class Tallyd:
     def get(self, path, headers=None, timeout=10.0):
         return get(self.port, path, headers, timeout)
 
-    def raw(self, data, timeout=3.0):
-        return raw(self.port, data, timeout)
+    def raw(self, data, timeout=3.0, shut_write=False):
+        return raw(self.port, data, timeout, shut_write=shut_write)
 
     def stats(self, article):
         r = self.get("/v1/stats/" + quote(article))
