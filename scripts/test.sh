@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # test.sh -- install what the tests need, build with AddressSanitizer and
 # UndefinedBehaviorSanitizer, and run every test: unit, integration, browser and docs; then
-# build the libFuzzer harnesses with clang and fuzz each target for a bounded time
-# (TALLY_FUZZ_SECONDS, default 60). Each test starts the services it needs (redis-server on
+# run the threaded parts under ThreadSanitizer; then build the libFuzzer harnesses with clang
+# and fuzz each target for a bounded time (TALLY_FUZZ_SECONDS, default 60). Each test starts the services it needs (redis-server on
 # free loopback ports, Chromium) and stops them again.
 set -euo pipefail
 
@@ -17,6 +17,15 @@ build="$top/build-test"
 cmake -S "$top" -B "$build" -DTALLY_SANITIZE=ON -DTALLY_WERROR=ON >/dev/null
 cmake --build "$build" -j"$(nproc)"
 ctest --test-dir "$build" --output-on-failure -j2 "$@"
+
+# ThreadSanitizer over what runs on several threads at once: the shared rate limiter and write
+# epochs, the per-thread metrics read by /metrics, ingest and reads on four worker threads.
+tsan="$top/build-tsan"
+CC=clang cmake -S "$top" -B "$tsan" -DTALLY_TSAN=ON >/dev/null
+cmake --build "$tsan" -j"$(nproc)"
+TALLY_TEST_THREADS=4 TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
+    ctest --test-dir "$tsan" --output-on-failure -j2 \
+    -R '^(unit\.(ratelimit|cache)|integration\.(ingest|stats|visitors)|docs\.metrics)$'
 
 # Fuzzing: clang with libFuzzer, every target for a bounded time.
 fuzz="$top/build-fuzz"
