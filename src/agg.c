@@ -306,9 +306,7 @@ static void agg_declare_article(struct tally_agg *a, const struct agg_rec *r)
 
     agg_declare_bucket(a, r->bucket);
     agg_key(a, r->bucket, "a%.*s", len, r->id);
-    agg_key(a, r->bucket, "u%.*s", len, r->id);
     agg_key(a, r->bucket, "v%s:%.*s", a->day, len, r->id);
-    agg_key(a, r->bucket, "v%s:%.*s", a->hour, len, r->id);
     if (a->window > 0) {
         long long slot = (long long)(a->now / a->window);
 

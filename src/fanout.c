@@ -7,9 +7,17 @@
 
 struct fanout_slot {
     struct tally_fanout *f;
+    struct tally_redis *r;
     size_t i;
-    char *body; /* an eval's copy of its arguments, kept until its reply */
+    char *cmd;      /* the command in RESP form, kept to resend it where MOVED or ASK says */
+    size_t len;
+    char *body;     /* or an eval's arguments */
+    size_t nargs;
+    enum tally_script script;
+    int redirects;
 };
+
+#define FANOUT_REDIRECTS_MAX 3
 
 int tally_fanout_init(struct tally_fanout *f, size_t n, tally_fanout_reply_cb *on_reply,
                       tally_fanout_done_cb *done, void *arg)
@@ -39,13 +47,35 @@ static void fanout_settle(struct tally_fanout *f, int status)
     f->done(f, f->status);
 }
 
+static void on_fanout_reply(int status, redisReply *reply, void *arg);
+
+/* A Redis Cluster redirection: send the same command where it says. Returns 0 when resent. */
+static int fanout_redirect(struct fanout_slot *slot, const redisReply *reply)
+{
+    bool asking;
+    struct tally_store *st;
+
+    if (slot->redirects++ >= FANOUT_REDIRECTS_MAX ||
+        (st = tally_redis_redirect(slot->r, reply, &asking)) == NULL)
+        return -1;
+    if (slot->cmd != NULL)
+        return tally_store_formatted(st, asking, slot->cmd, slot->len, on_fanout_reply, slot);
+    return tally_store_eval_asking(st, asking, slot->script, slot->body, slot->len, slot->nargs,
+                                   on_fanout_reply, slot);
+}
+
 static void on_fanout_reply(int status, redisReply *reply, void *arg)
 {
     struct fanout_slot *slot = arg;
     struct tally_fanout *f = slot->f;
 
+    if (status == 0 && reply->type == REDIS_REPLY_ERROR && fanout_redirect(slot, reply) == 0)
+        return;
     free(slot->body);
     slot->body = NULL;
+    if (slot->cmd != NULL)
+        redisFreeCommand(slot->cmd);
+    slot->cmd = NULL;
     if (status < 0)
         status = TALLY_EUNAVAIL;
     else if (reply->type == REDIS_REPLY_ERROR)
@@ -64,6 +94,7 @@ static struct fanout_slot *fanout_next(struct tally_fanout *f)
     slot = &f->slots[f->sent];
     slot->f = f;
     slot->i = f->sent;
+    slot->redirects = 0;
     return slot;
 }
 
@@ -84,12 +115,24 @@ int tally_fanout_command(struct tally_fanout *f, struct tally_redis *r, int argc
 {
     struct fanout_slot *slot = fanout_next(f);
     struct tally_store *st = argc > 1 ? tally_redis_for_key(r, argv[1], argvlen[1]) : NULL;
+    long long len;
+    int rc;
 
     if (slot == NULL)
         return TALLY_EINVAL;
     if (st == NULL)
         return fanout_sent(f, TALLY_EUNAVAIL);
-    return fanout_sent(f, tally_store_command(st, argc, argv, argvlen, on_fanout_reply, slot));
+    slot->r = r;
+    len = redisFormatCommandArgv(&slot->cmd, argc, argv, argvlen);
+    if (len < 0)
+        return fanout_sent(f, TALLY_ENOMEM);
+    slot->len = (size_t)len;
+    rc = tally_store_formatted(st, false, slot->cmd, slot->len, on_fanout_reply, slot);
+    if (rc < 0) {
+        redisFreeCommand(slot->cmd);
+        slot->cmd = NULL;
+    }
+    return fanout_sent(f, rc);
 }
 
 int tally_fanout_eval(struct tally_fanout *f, struct tally_redis *r, const char *key,
@@ -107,6 +150,10 @@ int tally_fanout_eval(struct tally_fanout *f, struct tally_redis *r, const char 
     if ((slot->body = malloc(len > 0 ? len : 1)) == NULL)
         return fanout_sent(f, TALLY_ENOMEM);
     memcpy(slot->body, body, len);
+    slot->r = r;
+    slot->len = len;
+    slot->nargs = nargs;
+    slot->script = script;
     rc = tally_store_eval(st, script, slot->body, len, nargs, on_fanout_reply, slot);
     if (rc < 0) {
         free(slot->body);

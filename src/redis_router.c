@@ -12,7 +12,8 @@
 #include "tally/store.h"
 
 #define ROUTER_REFRESH_MS 30000     /* the map is read again this often */
-#define ROUTER_THROTTLE_MS 1000     /* and at most this often */
+#define ROUTER_THROTTLE_MS 1000     /* and at most this often, which is how often it is read
+                                     * while some slot has no ready master (a failover) */
 #define ROUTER_NODES_MAX 64
 
 struct router_node {
@@ -188,11 +189,16 @@ static void router_refresh(struct tally_redis *r)
     }
 }
 
+/* Every second: while a slot has no ready master (its master died and a replica is being
+ * promoted), ask again until the map shows the new one; else only every 30 s. */
 static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
 {
+    struct tally_redis *r = arg;
+
     (void)fd;
     (void)what;
-    router_refresh(arg);
+    if (!r->ready || tally_now_ms() - r->refreshed_at >= ROUTER_REFRESH_MS)
+        router_refresh(r);
 }
 
 /* ---- Routing ---- */
@@ -211,12 +217,26 @@ struct tally_store *tally_redis_for_key(struct tally_redis *r, const char *key, 
     return tally_redis_for_slot(r, r->cluster ? tally_key_slot(key, len) : 0);
 }
 
+/* Digits from *P up to END, as a number no greater than MAX: the end of them in *P. */
+static int router_number(const char **p, const char *end, unsigned long max, unsigned long *out)
+{
+    const char *q = *p;
+    unsigned long v = 0;
+
+    while (q < end && *q >= '0' && *q <= '9' && v <= max)
+        v = v * 10 + (unsigned long)(*q++ - '0');
+    if (q == *p || v > max)
+        return TALLY_EINVAL;
+    *p = q;
+    *out = v;
+    return 0;
+}
+
 int tally_redis_parse_redirect(const char *err, size_t len, bool *ask, unsigned *slot,
                                struct tally_hostport *to)
 {
     const char *p, *colon, *end = err + len;
     unsigned long s, port;
-    char *stop;
 
     if (len > 5 && memcmp(err, "MOVED ", 6) == 0)
         *ask = false, p = err + 6;
@@ -224,20 +244,19 @@ int tally_redis_parse_redirect(const char *err, size_t len, bool *ask, unsigned 
         *ask = true, p = err + 4;
     else
         return TALLY_EINVAL;
-    s = strtoul(p, &stop, 10);
-    if (stop == p || *stop != ' ' || s >= TALLY_SLOTS)
+    if (router_number(&p, end, TALLY_SLOTS - 1, &s) < 0 || p == end || *p != ' ')
         return TALLY_EINVAL;
-    p = stop + 1;
+    p++;
     /* host:port, the host possibly IPv6 (its last ':' separates the port). */
     for (colon = end; colon > p && colon[-1] != ':'; colon--)
         ;
     if (colon <= p + 1 || (size_t)(colon - 1 - p) > TALLY_HOST_MAX)
         return TALLY_EINVAL;
-    port = strtoul(colon, &stop, 10);
-    if (stop != end || port == 0 || port > 65535)
-        return TALLY_EINVAL;
     memcpy(to->host, p, (size_t)(colon - 1 - p));
     to->host[colon - 1 - p] = '\0';
+    p = colon;
+    if (router_number(&p, end, 65535, &port) < 0 || p != end || port == 0)
+        return TALLY_EINVAL;
     to->port = (uint16_t)port;
     *slot = (unsigned)s;
     return 0;
@@ -284,7 +303,7 @@ struct tally_redis *tally_redis_new(struct event_base *base, const struct tally_
                                     void *arg)
 {
     struct tally_redis *r = calloc(1, sizeof(*r));
-    struct timeval every = {ROUTER_REFRESH_MS / 1000, 0};
+    struct timeval every = {ROUTER_THROTTLE_MS / 1000, 0};
 
     if (r == NULL)
         return NULL;

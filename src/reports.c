@@ -455,7 +455,8 @@ void tally_top_finish(struct tally_top *t)
 
     for (size_t i = 0; i < t->n; i++)
         t->entries[i].id = t->arena.data + (uintptr_t)t->entries[i].id;
-    qsort(t->entries, t->n, sizeof(*t->entries), top_order);
+    if (t->n > 1)
+        qsort(t->entries, t->n, sizeof(*t->entries), top_order);
     for (size_t i = 0; i < t->n && kept < t->p.limit; i++) {
         bool repeat = false;
 

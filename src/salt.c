@@ -58,17 +58,20 @@ static void on_salt(int status, redisReply *reply, void *arg)
     struct salt_fetch *f = arg;
     struct tally_salts *s = f->s;
     struct salt_slot *x = salt_find(s, f->day);
+    uint8_t salt[TALLY_SALT_LEN];
 
     free(f);
     if (x == NULL)
         return; /* a newer day took the slot meanwhile */
     x->asked = false;
+    /* Into a copy: a malformed value must not damage a salt already in use. */
     if (status < 0 || reply->type != REDIS_REPLY_STRING ||
-        tally_salt_decode(reply->str, reply->len, x->salt) < 0) {
+        tally_salt_decode(reply->str, reply->len, salt) < 0) {
         if (status == 0)
             log_warn("the visitor salt of %s in redis is not 32 hex digits", x->day);
         return;
     }
+    memcpy(x->salt, salt, sizeof(salt));
     x->known = true;
     x->fetched_at = tally_now_ms();
     if (s->cb != NULL)

@@ -353,6 +353,27 @@ int tally_store_command(struct tally_store *st, int argc, const char **argv,
     return rc;
 }
 
+int tally_store_formatted(struct tally_store *st, bool asking, const char *cmd, size_t len,
+                          tally_store_reply_cb *done, void *arg)
+{
+    static const char *const ask[] = {"ASKING"};
+    static const size_t asklen[] = {6};
+    struct store_cmd *c;
+
+    if (st->state != STORE_READY || st->ac == NULL)
+        return TALLY_EUNAVAIL;
+    if (asking && tally_store_command(st, 1, (const char **)ask, asklen, NULL, NULL) < 0)
+        return TALLY_EUNAVAIL;
+    if ((c = store_cmd_new(st, done, arg)) == NULL)
+        return TALLY_ENOMEM;
+    if (redisAsyncFormattedCommand(st->ac, on_reply, c, cmd, len) != REDIS_OK) {
+        free(c);
+        return TALLY_EUNAVAIL;
+    }
+    store_track(st, c);
+    return 0;
+}
+
 bool tally_store_ready(const struct tally_store *st)
 {
     return st->state == STORE_READY;

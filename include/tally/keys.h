@@ -5,10 +5,9 @@
  * over several cluster slots), then a one-letter kind:
  *
  *   P{bb}a:<id>                 HASH   totals: views, visitors, shares, comments, share:<network>
- *   P{bb}u:<id>                 HLL    distinct visitors, all time (daily-salted ids, so a
+ *                                      (visitors: the days' distinct visitors added up, so a
  *                                      visitor on two days counts twice)
  *   P{bb}v:<YYYYMMDD>:<id>      HLL    distinct visitors of a day (2 days)
- *   P{bb}v:<YYYYMMDDHH>:<id>    HLL    distinct visitors of an hour (2 hours)
  *   P{bb}h:<metric>:<YYYYMMDDHH> HASH  per article: the metric in that hour (9 days)
  *   P{bb}d:<metric>:<YYYYMMDD>  ZSET   per article: the metric that day (405 days); the
  *                                      bucket's top list of the day
@@ -21,7 +20,8 @@
  *   Psalt:<YYYYMMDD>            STRING the day's visitor salt, shared by every collector
  *                                      (2 days)
  *
- * metric is views, visitors, shares or comments. Days and hours are UTC, from Redis's clock.
+ * metric is views, visitors, shares or comments; an hour's visitors are the day's new distinct
+ * visitors in that hour. Days and hours are UTC, from the collector's clock.
  * bb is SipHash(article) mod TALLY_BUCKETS in two hex digits, so all keys of one article
  * share a slot, and buckets spread articles evenly over cluster masters. */
 #ifndef TALLY_KEYS_H

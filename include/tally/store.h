@@ -69,6 +69,11 @@ int tally_store_eval_asking(struct tally_store *st, bool asking, enum tally_scri
 int tally_store_command(struct tally_store *st, int argc, const char **argv,
                         const size_t *argvlen, tally_store_reply_cb *done, void *arg);
 
+/* Send a command already in RESP form (CMD, LEN bytes, copied at once), preceded by ASKING
+ * when ASKING is true. Same return and callback rules as tally_store_eval(). */
+int tally_store_formatted(struct tally_store *st, bool asking, const char *cmd, size_t len,
+                          tally_store_reply_cb *done, void *arg);
+
 /* Milliseconds since an arbitrary start, from the monotonic clock. */
 uint64_t tally_now_ms(void);
 

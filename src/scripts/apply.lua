@@ -38,7 +38,6 @@ end
 local HOUR_TTL = 9 * 86400   -- hourly buckets: at least 8 days
 local DAY_TTL = 405 * 86400  -- daily buckets: at least 400 days
 local HLL_DAY_TTL = 2 * 86400
-local HLL_HOUR_TTL = 2 * 3600
 
 local P = ARGV[1]
 local window = tonumber(ARGV[2])
@@ -119,30 +118,30 @@ local function pfadd(key, list)
     return changed > 0
 end
 
--- Distinct visitors: all-time (the stats' "visitors"), per day and per hour. Each estimate
--- is stored as a number where the series and top lists read it. An estimate that did not
--- change needs no write; an HLL that did not change was not created now and has its expiry.
+-- Distinct visitors. One HyperLogLog per article and day estimates the day's distinct
+-- visitors (ids are salted per day, so a visitor on two days is two visitors, as the contract
+-- says). When the estimate grows, the growth is added to the hour (the day's new visitors in
+-- that hour: an hour's values add up to the day's), to the all-time total and top list. A
+-- view by a visitor already counted today costs one PFADD.
 local function visitors(tag, kp, totals, id, list)
-    local u = kp .. 'u:' .. id
-    if pfadd(u, list) then
-        local c = redis.call('PFCOUNT', u)
-        redis.call('HSET', totals, 'visitors', c)
-        redis.call('ZADD', kp .. 't:visitors', c, id)
-    end
     local vd = kp .. 'v:' .. DAY .. ':' .. id
-    if pfadd(vd, list) then
-        local d = kp .. 'd:visitors:' .. DAY
-        redis.call('ZADD', d, redis.call('PFCOUNT', vd), id)
-        expire_fresh(tag, 'd', d, DAY_TTL)
-        expire(vd, HLL_DAY_TTL)
+    if not pfadd(vd, list) then
+        return
     end
-    local vh = kp .. 'v:' .. HOUR .. ':' .. id
-    if pfadd(vh, list) then
-        local h = kp .. 'h:visitors:' .. HOUR
-        redis.call('HSET', h, id, redis.call('PFCOUNT', vh))
-        expire_fresh(tag, 'h', h, HOUR_TTL)
-        expire(vh, HLL_HOUR_TTL)
+    expire(vd, HLL_DAY_TTL)
+    local d = kp .. 'd:visitors:' .. DAY
+    local now_count = redis.call('PFCOUNT', vd)
+    local grown = now_count - tonumber(redis.call('ZSCORE', d, id) or '0')
+    if grown <= 0 then
+        return
     end
+    redis.call('ZADD', d, now_count, id)
+    expire_fresh(tag, 'd', d, DAY_TTL)
+    local h = kp .. 'h:visitors:' .. HOUR
+    redis.call('HINCRBY', h, id, grown)
+    expire_fresh(tag, 'h', h, HOUR_TTL)
+    redis.call('HINCRBY', totals, 'visitors', grown)
+    redis.call('ZINCRBY', kp .. 't:visitors', grown, id)
 end
 
 -- Is V's view of the article a repeat within the window? Views are remembered in hashes

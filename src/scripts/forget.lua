@@ -59,10 +59,8 @@ for m in pairs(SUMMED) do
         redis.call('HINCRBY', kp .. 's:all', m, -n)
     end
 end
-redis.call('DEL', totals, kp .. 'u:' .. id,
-           kp .. 'v:' .. ymd(today) .. ':' .. id, kp .. 'v:' .. ymd(today - 1) .. ':' .. id,
-           kp .. 'v:' .. hour_of(now) .. ':' .. id, kp .. 'v:' .. hour_of(now - 3600) .. ':' .. id,
-           kp .. 'v:' .. hour_of(now - 7200) .. ':' .. id)
+redis.call('DEL', totals, kp .. 'v:' .. ymd(today) .. ':' .. id,
+           kp .. 'v:' .. ymd(today - 1) .. ':' .. id)
 if window > 0 then
     local slot = math.floor(now / window)
     redis.call('DEL', kp .. 'w:' .. id .. ':' .. slot, kp .. 'w:' .. id .. ':' .. (slot - 1))
