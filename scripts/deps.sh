@@ -6,7 +6,8 @@ set -euo pipefail
 
 run=(libevent-dev libhiredis-dev libcjson-dev redis-server redis-tools cmake gcc make
      pkg-config ca-certificates curl)
-test=(libcmocka-dev python3 nodejs npm clang libclang-rt-14-dev chromium prometheus)
+test=(libcmocka-dev python3 nodejs npm clang libclang-rt-14-dev chromium prometheus
+      systemd nginx-light docker-compose yamllint openssl)
 
 want=("${run[@]}")
 if [ "${1:-}" = "--test" ]; then

@@ -8,7 +8,7 @@ set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 "$top/scripts/deps.sh" --test
-for dir in tests/tools tests/browser; do
+for dir in tests/tools tests/tools/deploy tests/browser; do
     if [ -f "$top/$dir/package.json" ]; then
         (cd "$top/$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
     fi
