@@ -316,7 +316,7 @@ static void test_agg_declares_every_key_in_cluster_mode(void **state)
         "h{b}visitors:2027011508", "t{b}visitors", "d{b}shares:20270115",
         "h{b}shares:2027011508", "t{b}shares", "d{b}comments:20270115",
         "h{b}comments:2027011508", "t{b}comments", "s{b}20270115", "s{b}all", "a{b}x",
-        "u{b}x", "v{b}20270115:x", "v{b}2027011508:x", "w{b}x:1000001", "w{b}x:1000000"};
+        "v{b}20270115:x", "w{b}x:1000001", "w{b}x:1000000"};
     struct tally_event ev[] = {ev_view("x")};
     struct tally_agg_req r0 = {.ev = ev, .n = 1, .idem_key = "IDEM", .idem_len = 4};
     struct tally_agg_req *reqs[] = {&r0};
