@@ -431,7 +431,7 @@ else setTimeout(report, 1500);
     `--user-agent=${UA(800)}`, `${pages.origin}/t8/a.html`], 'chromium');
   t.after(async () => {
     await chrome.stopGracefully();
-    fs.rmSync(udd, { recursive: true, force: true });
+    fs.rmSync(udd, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
   });
 
   const prerenderFetch = () => pages.requests.find((r) => r.path === '/t8/b.html' && /prerender/.test(r.headers['sec-purpose'] || ''));
