@@ -1,6 +1,7 @@
 # embed.cmake -- turns files into one C source of byte arrays, so tallyd serves its
 # assets (tally.js, pages, the Redis script) from memory.
 #   cmake -DOUT=assets.c -DNAMES="a|b" -DFILES="/p/a|/p/b" -P embed.cmake
+# A file may be several joined with '+' ("a.lua+b.lua"): their bytes, one after the other.
 # Each file NAME becomes `const unsigned char tally_asset_NAME[]` and
 # `const size_t tally_asset_NAME_len` (the array also ends in a NUL that LEN excludes).
 string(REPLACE "|" ";" NAMES "${NAMES}")
@@ -10,8 +11,13 @@ list(LENGTH NAMES n)
 math(EXPR last "${n} - 1")
 foreach(i RANGE ${last})
   list(GET NAMES ${i} name)
-  list(GET FILES ${i} file)
-  file(READ "${file}" hex HEX)
+  list(GET FILES ${i} spec)
+  string(REPLACE "+" ";" parts "${spec}")
+  set(hex "")
+  foreach(part ${parts})
+    file(READ "${part}" part_hex HEX)
+    string(APPEND hex "${part_hex}")
+  endforeach()
   string(LENGTH "${hex}" hexlen)
   math(EXPR len "${hexlen} / 2")
   string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")

@@ -7,7 +7,7 @@
 
 #include "tally/uri.h"
 
-static int uri_hex(unsigned char c)
+int tally_hex_digit(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -28,8 +28,8 @@ long tally_uri_decode(const char *in, size_t len, char *out, size_t cap, unsigne
         unsigned char c = (unsigned char)in[i];
 
         if (c == '%') {
-            int hi = len - i > 2 ? uri_hex((unsigned char)in[i + 1]) : -1;
-            int lo = hi >= 0 ? uri_hex((unsigned char)in[i + 2]) : -1;
+            int hi = len - i > 2 ? tally_hex_digit((unsigned char)in[i + 1]) : -1;
+            int lo = hi >= 0 ? tally_hex_digit((unsigned char)in[i + 2]) : -1;
 
             if (lo < 0)
                 return -1;

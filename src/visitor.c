@@ -4,6 +4,7 @@
 
 #include "tally/error.h"
 #include "tally/hash.h"
+#include "tally/uri.h"
 #include "tally/visitor.h"
 
 /* Public and fixed: the digest must be the same on every collector, and it is never stored;
@@ -44,23 +45,12 @@ void tally_visitor_day(time_t t, char out[9])
     strftime(out, 9, "%Y%m%d", &tm);
 }
 
-static int visitor_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int tally_salt_decode(const char *hex, size_t len, uint8_t out[TALLY_SALT_LEN])
 {
     if (len != 2 * TALLY_SALT_LEN)
         return TALLY_EINVAL;
     for (size_t i = 0; i < TALLY_SALT_LEN; i++) {
-        int hi = visitor_hexval(hex[2 * i]), lo = visitor_hexval(hex[2 * i + 1]);
+        int hi = tally_hex_digit(hex[2 * i]), lo = tally_hex_digit(hex[2 * i + 1]);
 
         if (hi < 0 || lo < 0)
             return TALLY_EINVAL;

@@ -16,6 +16,9 @@ enum tally_uri_flags {
  * ('%' not followed by two hex digits), the result holds a NUL byte, or it does not fit. */
 long tally_uri_decode(const char *in, size_t len, char *out, size_t cap, unsigned flags);
 
+/* The value of the hex digit C (either case), or -1. */
+int tally_hex_digit(int c);
+
 /* Walks "k=v&k2=v2" without decoding. Empty pairs ("a=1&&b=2") are skipped; a pair without
  * '=' has an empty value. */
 struct tally_query_iter {
