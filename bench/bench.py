@@ -367,23 +367,23 @@ def cmd_report(a):
             if t and n and n["rps"]:
                 r = t["rps"] / n["rps"]
                 target(f"one view per POST ≥ 0.8× nginx ({scen} c{c})", r >= 0.8,
-                       f"{t['rps']:,.0f} vs {n['rps']:,.0f} req/s = {r:.2f}x")
+                       f"{t['rps']:,.0f} vs {n['rps']:,.0f} req/s = {r:.3f}x")
     for c in conns_of("batch20"):
         t, n, w = get("batch20", c, "tally"), get("batch20", c, "nginx"), get("batch20", c, "webdis")
         if t and w and w["eps"]:
             r = t["eps"] / w["eps"]
             target(f"20-event batches ≥ 2× webdis events/s (c{c})", r >= 2,
-                   f"{t['eps']:,.0f} vs {w['eps']:,.0f} events/s = {r:.2f}x")
+                   f"{t['eps']:,.0f} vs {w['eps']:,.0f} events/s = {r:.3f}x")
         if t and n and n["rps"]:
             r = t["eps"] / (n["rps"] * 20)
             target(f"20-event batches ≥ 0.5× nginx req/s × 20 (c{c})", r >= 0.5,
-                   f"{t['eps']:,.0f} vs {n['rps'] * 20:,.0f} events/s = {r:.2f}x")
+                   f"{t['eps']:,.0f} vs {n['rps'] * 20:,.0f} events/s = {r:.3f}x")
     for c in conns_of("stats-hot"):
         t, n = get("stats-hot", c, "tally"), get("stats-hot", c, "nginx")
         if t and n and n["rps"]:
             r = t["rps"] / n["rps"]
             target(f"hot stats GET ≥ 0.8× nginx (c{c})", r >= 0.8,
-                   f"{t['rps']:,.0f} vs {n['rps']:,.0f} req/s = {r:.2f}x")
+                   f"{t['rps']:,.0f} vs {n['rps']:,.0f} req/s = {r:.3f}x")
     for c in conns_of("view-zipf"):
         t, w = get("view-zipf", c, "tally"), get("view-zipf", c, "webdis")
         if t and w and t["cpu"] is not None and w["cpu"] is not None:
@@ -411,7 +411,7 @@ def cmd_report(a):
                     r = t1m["rps"] / t100["rps"]
                     target(f"1,000,000 articles within 15 % of 100 articles (c{c})",
                            abs(r - 1) <= 0.15,
-                           f"{t1m['rps']:,.0f} vs {t100['rps']:,.0f} req/s = {r:.2f}x")
+                           f"{t1m['rps']:,.0f} vs {t100['rps']:,.0f} req/s = {r:.3f}x")
     else:
         target("1,000,000 articles within 15 % of 100 articles", None, "not run (full mode only)")
 
