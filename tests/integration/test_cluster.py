@@ -701,22 +701,7 @@ class ClusterLoad:
         return ["%s/%s%d/a%d" % (self.name, kind, i, j) for j in range(ARTICLES_PER_CLIENT)]
 
     def classify(self, ex, n):
-        c = self.checker
-        if ex.kind == "answered":
-            if ex.status == 200:
-                if ex.body != {"accepted": n, "ignored": 0}:
-                    c.note_unexpected(ex)
-                return "ok"
-            if ex.status == 503:
-                if (ex.response.headers.get("Retry-After") is None or
-                        not isinstance(ex.body, dict) or ex.body.get("error") != "unavailable"):
-                    c.note_unexpected(ex)
-                return "fail"
-            c.note_unexpected(ex)
-            return "fail" if 400 <= ex.status < 500 else "info"
-        with c.lock:
-            c.unanswered.append((c.phase, ex))
-        return "fail" if ex.kind == "refused" else "info"
+        return self.checker.classify(ex, n)
 
     def one(self, cl, body, per, key=None):
         h = {"Idempotency-Key": key} if key else None

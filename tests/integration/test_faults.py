@@ -65,6 +65,27 @@ class CounterChecker:
         with self.lock:
             self.unexpected.append(what)
 
+    def classify(self, ex, events):
+        """The outcome ("ok", "fail" or "info") of one exchange that carried EVENTS unkeyed or
+        under one key: a 200 must acknowledge them all, a 503 must say "unavailable" with a
+        Retry-After; a refused connection sent nothing; a reset or a missing answer may or may
+        not have counted. Anything else is noted as unexpected."""
+        if ex.kind == "answered":
+            if ex.status == 200:
+                if ex.body != {"accepted": events, "ignored": 0}:
+                    self.note_unexpected(ex)
+                return "ok"
+            if ex.status == 503:
+                if (ex.response.headers.get("Retry-After") is None or
+                        not isinstance(ex.body, dict) or ex.body.get("error") != "unavailable"):
+                    self.note_unexpected(ex)
+                return "fail"
+            self.note_unexpected(ex)
+            return "fail" if 400 <= ex.status < 500 else "info"
+        with self.lock:
+            self.unanswered.append((self.phase, ex))
+        return "fail" if ex.kind == "refused" else "info"
+
     def articles(self):
         with self.lock:
             return sorted({op[0] for op in self.ops})
@@ -164,24 +185,7 @@ class Load:
         return self.current().port
 
     def classify(self, ex, events):
-        c = self.checker
-        if ex.kind == "answered":
-            if ex.status == 200:
-                if ex.body != {"accepted": events, "ignored": 0}:
-                    c.note_unexpected(ex)
-                return "ok"
-            if ex.status == 503:
-                if (ex.response.headers.get("Retry-After") is None or
-                        not isinstance(ex.body, dict) or ex.body.get("error") != "unavailable"):
-                    c.note_unexpected(ex)
-                return "fail"
-            c.note_unexpected(ex)
-            return "fail" if 400 <= ex.status < 500 else "info"
-        with c.lock:
-            c.unanswered.append((c.phase, ex))
-        if ex.kind == "refused":
-            return "fail"
-        return "info"  # reset, no_answer
+        return self.checker.classify(ex, events)
 
     def unkeyed(self, i):
         article = "%s/u%d" % (self.name, i)
