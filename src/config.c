@@ -899,25 +899,21 @@ static int cfg_action(int argc, char *const argv[])
     return help ? TALLY_CONFIG_HELP : version ? TALLY_CONFIG_VERSION : TALLY_CONFIG_RUN;
 }
 
-/* Options that are each fine but not together. Defaults do not count as given. */
-static int cfg_check_together(struct cfg_ctx *ctx, const enum cfg_source *src)
+/* --redis-cluster replaces --redis (the contract): a --redis given as well is ignored, and
+ * REDIS_REPLACED names it so that the daemon can say so. Defaults do not count as given. */
+static void cfg_note_replaced(struct tally_config *cfg, const enum cfg_source *src)
 {
     const struct cfg_option *cluster = cfg_lookup("--redis-cluster");
     const struct cfg_option *redis = cfg_lookup("--redis");
-    enum cfg_source c = src[cluster - cfg_options], r = src[redis - cfg_options];
-    char other[CFG_SHOWN_SIZE];
+    enum cfg_source r = src[redis - cfg_options];
 
-    if (c == CFG_FROM_DEFAULT || r == CFG_FROM_DEFAULT)
-        return 0;
-    if (c == CFG_FROM_ENV)
-        cfg_env_name(cluster, ctx->name, sizeof(ctx->name));
-    else
-        snprintf(ctx->name, sizeof(ctx->name), "--%s", cluster->flag);
+    cfg->redis_replaced[0] = '\0';
+    if (src[cluster - cfg_options] == CFG_FROM_DEFAULT || r == CFG_FROM_DEFAULT)
+        return;
     if (r == CFG_FROM_ENV)
-        cfg_env_name(redis, other, sizeof(other));
+        cfg_env_name(redis, cfg->redis_replaced, sizeof(cfg->redis_replaced));
     else
-        snprintf(other, sizeof(other), "--%s", redis->flag);
-    return cfg_fail(ctx, "cannot be combined with %s", other);
+        snprintf(cfg->redis_replaced, sizeof(cfg->redis_replaced), "--%s", redis->flag);
 }
 
 int tally_config_parse(struct tally_config *cfg, int argc, char *const argv[],
@@ -940,7 +936,7 @@ int tally_config_parse(struct tally_config *cfg, int argc, char *const argv[],
     if (rc == 0)
         rc = cfg_apply_argv(&ctx, cfg, src, argc, argv);
     if (rc == 0)
-        rc = cfg_check_together(&ctx, src);
+        cfg_note_replaced(cfg, src);
     if (action == TALLY_CONFIG_RUN)
         return rc;
     if (err != NULL && errlen > 0)

@@ -46,6 +46,8 @@ struct tally_config {
     struct tally_redis_target redis;
     struct tally_hostport cluster[TALLY_CLUSTER_SEEDS_MAX];
     size_t n_cluster;              /* 0: standalone --redis */
+    char redis_replaced[16];       /* "--redis" or "TALLY_REDIS" when given but replaced by
+                                    * --redis-cluster, else empty */
     char prefix[TALLY_PREFIX_MAX + 1];
     char token[TALLY_TOKEN_MAX + 1]; /* empty: no token configured */
     bool any_origin;               /* "*" */

@@ -855,30 +855,31 @@ static void test_config_cluster_seeds(void **state)
     assert_int_equal(cfg.n_cluster, 16);
 }
 
-static void test_config_cluster_cannot_be_combined_with_an_explicit_redis(void **state)
+/* --redis-cluster replaces --redis (the contract); a --redis given too is named for a warning. */
+static void test_config_cluster_replaces_redis(void **state)
 {
-    static const struct bad_case cases[] = {
-        {NULL,
-         NULL,
-         {"--redis", "redis://h", "--redis-cluster=a:1"},
-         "--redis-cluster: cannot be combined with --redis"},
-        {"TALLY_REDIS",
-         "redis://h",
-         {"--redis-cluster", "a:1"},
-         "--redis-cluster: cannot be combined with TALLY_REDIS"},
-        {"TALLY_REDIS_CLUSTER",
-         "a:1",
-         {"--redis", "redis://h"},
-         "TALLY_REDIS_CLUSTER: cannot be combined with --redis"},
-        /* Even a value equal to the default counts: the operator asked for both. */
-        {NULL,
-         NULL,
-         {"--redis-cluster=a:1", "--redis", "redis://127.0.0.1:6379/0"},
-         "--redis-cluster: cannot be combined with --redis"},
-    };
+    static const struct env_var redis_env[] = {{"TALLY_REDIS", "redis://h"}, {NULL, NULL}};
+    static const struct env_var cluster_env[] = {{"TALLY_REDIS_CLUSTER", "a:1"}, {NULL, NULL}};
+    struct tally_config cfg;
+    char err[256];
 
     (void)state;
-    run_bad_cases(cases, sizeof(cases) / sizeof(cases[0]));
+    assert_int_equal(parse(&cfg, err, sizeof(err), ARGS("--redis", "redis://h", "--redis-cluster=a:1")),
+                     TALLY_CONFIG_RUN);
+    assert_int_equal(cfg.n_cluster, 1);
+    assert_string_equal(cfg.redis_replaced, "--redis");
+    assert_int_equal(parse_env(&cfg, redis_env, err, sizeof(err), ARGS("--redis-cluster", "a:1")),
+                     TALLY_CONFIG_RUN);
+    assert_string_equal(cfg.redis_replaced, "TALLY_REDIS");
+    assert_int_equal(parse_env(&cfg, cluster_env, err, sizeof(err), ARGS("--redis", "redis://h")),
+                     TALLY_CONFIG_RUN);
+    assert_int_equal(cfg.n_cluster, 1);
+    assert_string_equal(cfg.redis_replaced, "--redis");
+    /* Defaults do not count as given. */
+    assert_int_equal(parse(&cfg, err, sizeof(err), ARGS("--redis-cluster", "a:1")), TALLY_CONFIG_RUN);
+    assert_string_equal(cfg.redis_replaced, "");
+    assert_int_equal(parse(&cfg, err, sizeof(err), ARGS("--redis", "redis://h")), TALLY_CONFIG_RUN);
+    assert_string_equal(cfg.redis_replaced, "");
 }
 
 /* ---- Origins ---- */
@@ -1215,7 +1216,7 @@ int main(void)
         cmocka_unit_test(test_config_listen_accepts_ipv6_and_names),
         cmocka_unit_test(test_config_redis_url_variants),
         cmocka_unit_test(test_config_cluster_seeds),
-        cmocka_unit_test(test_config_cluster_cannot_be_combined_with_an_explicit_redis),
+        cmocka_unit_test(test_config_cluster_replaces_redis),
         cmocka_unit_test(test_config_origins_are_stored_normalised),
         cmocka_unit_test(test_config_origin_allowed),
         cmocka_unit_test(test_config_any_origin_allows_everything),
