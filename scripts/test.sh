@@ -21,9 +21,9 @@ ctest --test-dir "$build" --output-on-failure -j2 "$@"
 # ThreadSanitizer over what runs on several threads at once: the shared rate limiter and write
 # epochs, the per-thread metrics read by /metrics, ingest and reads on four worker threads.
 tsan="$top/build-tsan"
-CC=clang cmake -S "$top" -B "$tsan" -DTALLY_TSAN=ON >/dev/null
+CC=clang cmake -S "$top" -B "$tsan" -DTALLY_TSAN=ON -DTALLY_TEST_THREADS=4 >/dev/null
 cmake --build "$tsan" -j"$(nproc)"
-TALLY_TEST_THREADS=4 TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
+TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
     ctest --test-dir "$tsan" --output-on-failure -j2 \
     -R '^(unit\.(ratelimit|cache)|integration\.(ingest|stats|visitors)|docs\.metrics)$'
 

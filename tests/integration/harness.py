@@ -64,7 +64,23 @@ def redis_server_path():
 
 def tallyd_threads():
     v = os.environ.get("TALLY_TEST_THREADS", "").strip()
-    return int(v) if v else 2
+    if not v:
+        return 2
+    if not v.isdigit() or int(v) < 1:
+        raise RuntimeError("TALLY_TEST_THREADS must be a positive integer, not %r" % v)
+    return int(v)
+
+
+_announced = []
+
+
+def _announce(binary):
+    """One line per test process saying which tallyd runs and on how many worker threads by
+    default (the log shows what a sanitizer stage really ran)."""
+    if not _announced:
+        _announced.append(True)
+        sys.stderr.write("harness: tallyd %s, --threads %d by default (TALLY_TEST_THREADS=%r)\n"
+                         % (binary, tallyd_threads(), os.environ.get("TALLY_TEST_THREADS", "")))
 
 
 def keep_tmp():
@@ -723,6 +739,7 @@ class Tallyd:
         self.args = list(args)
         self.env = dict(env or {})
         self.threads = threads if threads is not None else tallyd_threads()
+        _announce(self.binary)
         self.dir = _scratch_dir("tallyd")
         self.logfile = os.path.join(self.dir, "tallyd.log")
         self.port = None
