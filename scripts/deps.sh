@@ -4,8 +4,8 @@
 #   scripts/deps.sh --test     also what the whole test suite needs
 set -euo pipefail
 
-run=(libevent-dev libhiredis-dev libcjson-dev redis-server redis-tools cmake gcc make
-     pkg-config ca-certificates curl)
+run=(libevent-dev libhiredis-dev libcjson-dev redis-server redis-tools cmake gcc libc6-dev
+     make pkg-config ca-certificates curl)
 test=(libcmocka-dev python3 nodejs npm clang libclang-rt-14-dev chromium prometheus
       systemd nginx-light docker-compose yamllint openssl)
 
@@ -29,6 +29,31 @@ if [ "${#missing[@]}" -gt 0 ]; then
     sudo=()
     [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     export DEBIAN_FRONTEND=noninteractive
+    # Packages such as redis-server, nginx-light and prometheus would start system services of
+    # their own on install; tally starts its own processes on free ports, so keep those off
+    # with a policy-rc.d for the duration (unless the machine already has one).
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 755 "$policy"
+        own_policy=1
+        trap '"${sudo[@]}" rm -f "$policy"' EXIT
+    fi
     "${sudo[@]}" apt-get update -qq
     "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ "$own_policy" -eq 1 ]; then
+        "${sudo[@]}" rm -f "$policy"
+        trap - EXIT
+    fi
+fi
+
+# The test tools (redocly, playwright-core) need Node.js 20.19 or later; Debian 12's own
+# nodejs is 18. Say so now rather than failing half-way through the tests.
+if [ "${1:-}" = "--test" ]; then
+    v=$(node -p 'process.versions.node' 2>/dev/null || echo 0)
+    if ! printf '20.19.0\n%s\n' "$v" | sort -V -C; then
+        echo "deps.sh: the tests need Node.js 20.19 or later (found $v); install a newer nodejs" >&2
+        exit 1
+    fi
 fi

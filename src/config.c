@@ -94,7 +94,7 @@ static const struct cfg_option cfg_options[] = {
     {"log-level", cfg_parse_log_level, CFG_FIELD(log_level), "info", "LEVEL", 0, 0, 0,
      "error, warn, info or debug"},
     {"demo", cfg_parse_bool, CFG_FIELD(demo), "off", NULL, 0, 0, 0,
-     "serve demo pages under /demo/ (variable: 1/0, true/false, yes/no)"},
+     "serve the /demo/ pages (variable: 1/0, true/false, yes/no, on/off)"},
     {"healthcheck", cfg_parse_bool, CFG_FIELD(healthcheck), "off", NULL, 0, 0, 0,
      "ask the running tallyd at --listen for /healthz; exit 0 or 1"},
 };

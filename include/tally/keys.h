@@ -12,6 +12,7 @@
  *   P{bb}d:<metric>:<YYYYMMDD>  ZSET   per article: the metric that day (405 days); the
  *                                      bucket's top list of the day
  *   P{bb}t:<metric>             ZSET   per article: the metric of all time; top list
+ *   P{bb}s:<YYYYMMDD>, P{bb}s:all HASH the bucket's share of the site totals (405 days / kept)
  *   P{bb}w:<id>:<slot>          HASH   visitor -> time of a counted view, per window-long
  *                                      slot (2 windows)
  *   P{bb}i:<Idempotency-Key>    STRING the key's first answer (24 h)
