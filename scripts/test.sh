@@ -13,23 +13,37 @@ for dir in tests/tools tests/tools/deploy tests/browser; do
         (cd "$top/$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
     fi
 done
+# expect_tests DIR REGEX N: the filter REGEX selects exactly N tests in build DIR (a renamed or
+# dropped test must not shrink a stage silently).
+expect_tests() {
+    local n
+    n=$(ctest --test-dir "$1" -N -R "$2" | sed -n 's/^Total Tests: //p')
+    if [ "$n" != "$3" ]; then
+        echo "test.sh: '$2' selects ${n:-no} tests in $1, expected $3:" >&2
+        ctest --test-dir "$1" -N -R "$2" >&2
+        exit 1
+    fi
+}
+
 build="$top/build-test"
 cmake -S "$top" -B "$build" -DTALLY_SANITIZE=ON -DTALLY_WERROR=ON >/dev/null
 cmake --build "$build" -j"$(nproc)"
-ctest --test-dir "$build" --output-on-failure -j2 "$@"
+ctest --test-dir "$build" --output-on-failure --no-tests=error -j2 "$@"
 
 # ThreadSanitizer over what runs on several threads at once: the shared rate limiter and write
 # epochs, the per-thread metrics read by /metrics, ingest and reads on four worker threads.
 tsan="$top/build-tsan"
 CC=clang cmake -S "$top" -B "$tsan" -DTALLY_TSAN=ON -DTALLY_TEST_THREADS=4 >/dev/null
 cmake --build "$tsan" -j"$(nproc)"
+tsan_tests='^(unit\.(ratelimit|cache)|integration\.(ingest|stats|visitors)|docs\.metrics)$'
+expect_tests "$tsan" "$tsan_tests" 6
 TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
-    ctest --test-dir "$tsan" --output-on-failure -j2 \
-    -R '^(unit\.(ratelimit|cache)|integration\.(ingest|stats|visitors)|docs\.metrics)$'
+    ctest --test-dir "$tsan" --output-on-failure --no-tests=error -j2 -R "$tsan_tests"
 
 # Fuzzing: clang with libFuzzer, every target for a bounded time.
 fuzz="$top/build-fuzz"
 CC=clang cmake -S "$top" -B "$fuzz" -DTALLY_FUZZ=ON \
     -DTALLY_FUZZ_SECONDS="${TALLY_FUZZ_SECONDS:-60}" >/dev/null
 cmake --build "$fuzz" -j"$(nproc)" --target fuzz_events fuzz_query fuzz_config
-ctest --test-dir "$fuzz" --output-on-failure -j2 -R '^fuzz\.'
+expect_tests "$fuzz" '^fuzz\.' 6
+ctest --test-dir "$fuzz" --output-on-failure --no-tests=error -j2 -R '^fuzz\.'
