@@ -36,7 +36,8 @@ UA2 = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/
 def nginx_path():
     p = os.environ.get("NGINX", "") or shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(p):
-        raise unittest.SkipTest("nginx is not installed")
+        raise RuntimeError("nginx is not installed (%s is missing): install nginx-light "
+                           "(scripts/deps.sh --test) or point NGINX at an nginx binary" % p)
     return p
 
 
