@@ -10,8 +10,8 @@ KeepAliveClient one keep-alive connection that tells an answer from a refused co
 TallyTestCase  prints the daemons' logs when a test fails or errs
 wait_until     a bounded poller
 
-Environment: TALLYD (the binary), REDIS_SERVER (redis-server), TALLY_TEST_THREADS (tallyd's
---threads, default 2), TALLY_TEST_KEEP=1 keeps the scratch directories.
+Environment: TALLYD (the binary, required), REDIS_SERVER (redis-server), TALLY_TEST_THREADS
+(tallyd's --threads, default 2), TALLY_TEST_KEEP=1 keeps the scratch directories.
 
 Every process is started with subprocess.Popen and only ever signalled through its own PID.
 """
@@ -32,9 +32,6 @@ import tempfile
 import time
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-
 # A token that passes --token's rules (16..256 printable ASCII characters).
 TOKEN = "s3cret-token-0123456789"
 
@@ -42,14 +39,15 @@ TOKEN = "s3cret-token-0123456789"
 # ---- Configuration ----
 
 def tallyd_path():
+    """TALLYD, which must name an executable tallyd: ctest sets it to the build's own. No
+    fallback, so that a test never runs some other build than the one it was meant for."""
     p = os.environ.get("TALLYD", "")
-    if p and os.path.exists(p):
-        return p
-    for cand in ("build-it/tallyd", "build/tallyd"):
-        c = os.path.join(ROOT, cand)
-        if os.path.exists(c):
-            return c
-    raise RuntimeError("TALLYD is not set to a built tallyd (got %r)" % p)
+    if not p:
+        raise RuntimeError("TALLYD is not set: run the integration tests with ctest, or set "
+                           "TALLYD to the tallyd binary to test (e.g. TALLYD=build/tallyd)")
+    if not (os.path.isfile(p) and os.access(p, os.X_OK)):
+        raise RuntimeError("TALLYD=%r is not an executable file" % p)
+    return p
 
 
 def redis_server_path():
