@@ -3,10 +3,30 @@
 # UndefinedBehaviorSanitizer, and run every test: unit, integration, browser and docs; then
 # run the threaded parts under ThreadSanitizer; then build the libFuzzer harnesses with clang
 # and fuzz each target for a bounded time (TALLY_FUZZ_SECONDS, default 60). Each test starts the services it needs (redis-server on
-# free loopback ports, Chromium) and stops them again.
+# free loopback ports, Chromium) and stops them again. Temporary files go to one scratch
+# directory per run, removed at the end (TALLY_KEEP_TMP=1 keeps it and prints where).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
+
+# One scratch directory per run, the TMPDIR of everything below (ctest, the harnesses, redis,
+# Chromium); removed on exit, passed or failed, unless TALLY_KEEP_TMP=1 (or TALLY_TEST_KEEP=1,
+# which keeps the harnesses' own directories) asks to keep it. 0755: services that drop
+# privileges (nginx's workers in docs.deploy) must reach their files below it.
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/tally-test.XXXXXX")
+chmod 0755 "$scratch"
+cleanup() {
+    if [ "${TALLY_KEEP_TMP:-}" = 1 ] || [ "${TALLY_TEST_KEEP:-}" = 1 ]; then
+        echo "test.sh: scratch files kept in $scratch" >&2
+    else
+        rm -rf -- "$scratch" || echo "test.sh: could not remove all of $scratch" >&2
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+export TMPDIR="$scratch"
+
 "$top/scripts/deps.sh" --test
 for dir in tests/tools tests/tools/deploy tests/browser; do
     if [ -f "$top/$dir/package.json" ]; then
