@@ -10,6 +10,7 @@
 #include "tally/error.h"
 #include "tally/hash.h"
 #include "tally/keys.h"
+#include "tally/uri.h"
 
 #define AGG_NONE UINT32_MAX
 
@@ -205,42 +206,43 @@ static void agg_seg_clear(struct tally_agg *a)
 
 /* ---- Which buckets' keys may be new ---- */
 
-static bool agg_bit(const uint64_t *set, unsigned b)
+static bool agg_touched(const struct tally_agg *a, unsigned b)
 {
-    return set != NULL && (set[b / 64] & (UINT64_C(1) << (b % 64))) != 0;
+    return (a->touched[b / 64] & (UINT64_C(1) << (b % 64))) != 0;
 }
 
-/* Note that the unit touches bucket B, whose day and hour keys may be new unless known to have
- * their expiry. */
-static void agg_fresh(struct tally_agg *a, unsigned b)
-{
-    a->touched[b / 64] |= UINT64_C(1) << (b % 64);
-    if (!agg_bit(a->known_day, b))
-        a->fresh_day[b / 64] |= UINT64_C(1) << (b % 64);
-    if (!agg_bit(a->known_hour, b))
-        a->fresh_hour[b / 64] |= UINT64_C(1) << (b % 64);
-}
-
-/* The "fresh" argument: "<tag>d" and "<tag>h" for the buckets noted by agg_fresh(). */
-static void agg_fresh_arg(struct tally_agg *a)
+/* One "fresh" entry: "<tag><kind><mask>", MASK the metrics whose key may be new. */
+static size_t agg_fresh_entry(char *out, unsigned b, char kind, unsigned mask)
 {
     static const char hex[] = "0123456789abcdef";
-    char list[TALLY_BUCKETS * 6];
+
+    out[0] = hex[b >> 4];
+    out[1] = hex[b & 15];
+    out[2] = kind;
+    out[3] = hex[(mask >> 4) & 15];
+    out[4] = hex[mask & 15];
+    return 5;
+}
+
+/* The "fresh" argument: for each bucket the unit touches, its day and hour keys that are not
+ * known to have their expiry (any metric's may be new: which ones the script writes depends on
+ * what Redis holds, e.g. whether a visitor estimate grows). */
+static void agg_fresh_arg(struct tally_agg *a)
+{
+    char list[TALLY_BUCKETS * 10];
     size_t n = 0;
 
     for (unsigned b = 0; b < TALLY_BUCKETS; b++) {
-        char tag[2] = {hex[b >> 4], hex[b & 15]};
+        unsigned day, hour;
 
-        if (agg_bit(a->fresh_day, b)) {
-            memcpy(list + n, tag, 2);
-            list[n + 2] = 'd';
-            n += 3;
-        }
-        if (agg_bit(a->fresh_hour, b)) {
-            memcpy(list + n, tag, 2);
-            list[n + 2] = 'h';
-            n += 3;
-        }
+        if (!agg_touched(a, b))
+            continue;
+        day = TALLY_EXPIRY_DAY_ALL & ~(a->known_day != NULL ? a->known_day[b] : 0u);
+        hour = TALLY_EXPIRY_HOUR_ALL & ~(a->known_hour != NULL ? a->known_hour[b] : 0u);
+        if (day != 0)
+            n += agg_fresh_entry(list + n, b, 'd', day);
+        if (hour != 0)
+            n += agg_fresh_entry(list + n, b, 'h', hour);
     }
     tally_buf_add_bulk(&a->head, list, n);
     a->nargs++;
@@ -324,7 +326,7 @@ static void agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool shar
 
     if (a->declare)
         agg_declare_article(a, r);
-    agg_fresh(a, r->bucket);
+    a->touched[r->bucket / 64] |= UINT64_C(1) << (r->bucket % 64);
     agg_arg(a, tag, 2);
     agg_arg(a, r->id, r->len);
     agg_arg_int(a, r->views);
@@ -470,8 +472,6 @@ int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size
     tally_buf_reset(&a->args);
     a->nargs = a->nkeys = a->n_vis_req = 0;
     memset(a->buckets_declared, 0, sizeof(a->buckets_declared));
-    memset(a->fresh_day, 0, sizeof(a->fresh_day));
-    memset(a->fresh_hour, 0, sizeof(a->fresh_hour));
     memset(a->touched, 0, sizeof(a->touched));
     agg_stamp(a);
     agg_seg_clear(a);
@@ -548,10 +548,36 @@ static void agg_read_keyed(const redisReply *seg, struct tally_agg_req *q)
     q->repeat = (uint32_t)seg->element[4]->integer;
 }
 
+/* The script's list of the keys whose expiry it set: "<tag><kind><mask>" entries. */
+static int agg_read_expired(struct tally_agg *a, const redisReply *r)
+{
+    memset(a->expired_day, 0, sizeof(a->expired_day));
+    memset(a->expired_hour, 0, sizeof(a->expired_hour));
+    if (r->type != REDIS_REPLY_STRING || r->len % 5 != 0)
+        return TALLY_EREDIS;
+    for (size_t i = 0; i < r->len; i += 5) {
+        const char *e = r->str + i;
+        int t1 = tally_hex_digit(e[0]), t0 = tally_hex_digit(e[1]);
+        int m1 = tally_hex_digit(e[3]), m0 = tally_hex_digit(e[4]);
+        unsigned mask;
+
+        if (t1 < 0 || t0 < 0 || m1 < 0 || m0 < 0)
+            return TALLY_EREDIS;
+        mask = (unsigned)(m1 << 4 | m0);
+        if (e[2] == 'd' && (mask & ~TALLY_EXPIRY_DAY_ALL) == 0)
+            a->expired_day[t1 << 4 | t0] |= (uint8_t)mask;
+        else if (e[2] == 'h' && (mask & ~TALLY_EXPIRY_HOUR_ALL) == 0)
+            a->expired_hour[t1 << 4 | t0] |= (uint8_t)mask;
+        else
+            return TALLY_EREDIS;
+    }
+    return 0;
+}
+
 int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
                           struct tally_agg_req *const *reqs, size_t n)
 {
-    size_t next = 1;
+    size_t next = 2;
     bool shared = false;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
@@ -560,7 +586,8 @@ int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
         return TALLY_EREDIS;
     if (strcmp(reply->element[0]->str, "fenced") == 0)
         return TALLY_EFENCED;
-    if (strcmp(reply->element[0]->str, "ok") != 0)
+    if (strcmp(reply->element[0]->str, "ok") != 0 || reply->elements < 2 ||
+        agg_read_expired(a, reply->element[1]) < 0)
         return TALLY_EREDIS;
     for (size_t i = 0; i < n; i++) {
         reqs[i]->repeat = 0;

@@ -56,10 +56,11 @@ struct tally_writer {
     size_t n_lanes;                /* 1, or TALLY_BUCKETS in a cluster */
     uint64_t seq;
     char nonce[17];
-    /* Buckets whose keys of this day and hour have their expiry set: units ask the script to
-     * set it only for the others. Forgotten at each new day or hour, and every 10 minutes in
-     * case Redis lost keys (a flush, a restart without persistence). */
-    uint64_t known_day[TALLY_BUCKETS / 64], known_hour[TALLY_BUCKETS / 64];
+    /* Per bucket, the metrics whose key of this day and hour has its expiry set (as the
+     * script reported): units ask the script to set it only on the others. Forgotten at each
+     * new day or hour, and every 10 minutes in case Redis lost keys (a flush, a restart
+     * without persistence). */
+    uint8_t known_day[TALLY_BUCKETS], known_hour[TALLY_BUCKETS];
     char known_stamp[11];
     uint64_t known_since;
     size_t held_events, held_requests;
@@ -353,10 +354,12 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
 
     if (rc == 0) {
         l->refusals = 0;
-        for (size_t i = 0; i < TALLY_BUCKETS / 64; i++) {
-            w->known_day[i] |= l->agg.fresh_day[i];
-            w->known_hour[i] |= l->agg.fresh_hour[i];
-        }
+        /* A unit filed under an earlier hour set the expiry of that hour's keys. */
+        if (strcmp(l->agg.hour, w->known_stamp) == 0)
+            for (size_t b = 0; b < TALLY_BUCKETS; b++) {
+                w->known_day[b] |= l->agg.expired_day[b];
+                w->known_hour[b] |= l->agg.expired_hour[b];
+            }
         writer_bump(w, &l->agg);
         tally_metric_add(&w->metrics->redis_units, 1);
         for (size_t i = 0; i < l->n_unit; i++)

@@ -22,6 +22,15 @@
 #define TALLY_IDEM_TTL 86400    /* seconds an Idempotency-Key is remembered */
 #define TALLY_IDEM_MAX 128      /* bytes of an Idempotency-Key */
 
+/* Which of a bucket's day or hour keys: one bit per metric, and the site totals (day only). */
+#define TALLY_EXPIRY_VIEWS 0x01
+#define TALLY_EXPIRY_VISITORS 0x02
+#define TALLY_EXPIRY_SHARES 0x04
+#define TALLY_EXPIRY_COMMENTS 0x08
+#define TALLY_EXPIRY_SITE 0x10
+#define TALLY_EXPIRY_HOUR_ALL 0x0f
+#define TALLY_EXPIRY_DAY_ALL 0x1f
+
 /* One request's part of a unit. The caller owns it and everything it points to, which must
  * stay valid until the unit's reply has been applied. */
 struct tally_agg_req {
@@ -48,12 +57,14 @@ struct tally_agg {
     int64_t now;                  /* the unit's time, Unix seconds: set before building */
     struct tally_buf body;        /* the unit: script arguments from numkeys on, as RESP */
     size_t nargs;                 /* RESP arguments in BODY */
-    /* Buckets whose day and hour keys have their expiry already: the script is told to set
-     * it only on the others. NULL: none is known. Borrowed; set before building. */
-    const uint64_t *known_day, *known_hour;
-    /* After a build: the buckets the unit asked to set the expiry of, and all it touches. */
-    uint64_t fresh_day[TALLY_BUCKETS / 64], fresh_hour[TALLY_BUCKETS / 64];
+    /* Per bucket, the metrics (TALLY_EXPIRY_* bits) whose key of this day or hour is known to
+     * have its expiry: the script is told to set it only on the others. NULL: none is known.
+     * Borrowed; set before building. */
+    const uint8_t *known_day, *known_hour;
+    /* After a build: the buckets the unit touches. After its reply: per bucket, the metrics
+     * whose day or hour key the script set the expiry of. */
     uint64_t touched[TALLY_BUCKETS / 64];
+    uint8_t expired_day[TALLY_BUCKETS], expired_hour[TALLY_BUCKETS];
     /* Scratch for building BODY. */
     struct tally_buf keys, head, args;
     size_t nkeys;
@@ -85,7 +96,8 @@ void tally_agg_release(struct tally_agg *a);
 int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size_t n,
                     const char *attempt);
 
-/* Read the script's REPLY for the unit last built from REQS and fill each request's answer.
+/* Read the script's REPLY for the unit last built from REQS and fill each request's answer
+ * (and a->expired_day, a->expired_hour).
  * Returns 0; TALLY_EFENCED when the unit was fenced (nothing of it was applied);
  * TALLY_EREDIS when the reply is an error or not of the script's shape. */
 int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,

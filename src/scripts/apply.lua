@@ -9,8 +9,10 @@
 --          migrating slot is refused before anything runs; unused by the script itself.
 -- ARGV     P window marker_ttl idem_ttl now fresh segment... (segments run to the last
 --          argument; now is the collector's clock, Unix seconds: days and hours are UTC;
---          fresh lists the buckets whose day ("<tag>d") or hour ("<tag>h") keys may be new to
---          this hour or day and need their expiry set -- the collector remembers the others)
+--          fresh lists the bucket keys of this day or hour that may be new and need their
+--          expiry set, as "<tag><kind><mask>": kind d (day) or h (hour), mask two hex digits
+--          of metric bits (views 1, visitors 2, shares 4, comments 8, the site totals 16) --
+--          the collector remembers the others)
 --   segment: idem_key accepted bot prefetch narticles article...
 --            (idem_key "" when the requests had no Idempotency-Key; accepted counts the
 --            events before repeat checks)
@@ -19,7 +21,8 @@
 --            (tag is the bucket's two hex digits; with a window > 0 each visitor entry is a
 --            view to check for a repeat, else the views are in plain_views and the visitors
 --            only feed the distinct-visitor estimates)
--- Returns {"ok", seg...} or {"fenced"}; each seg is
+-- Returns {"ok", expired, seg...} or {"fenced"}: expired lists, in the form of fresh, the
+-- keys whose expiry this unit set (the collector then knows them); each seg is
 --   {first, accepted, bot, prefetch, repeat, repeat_index...}
 -- where first is 1 when applied now, 0 when an earlier answer is repeated, and each
 -- repeat_index is the 1-based position of a repeated view among the segment's visitors.
@@ -45,8 +48,8 @@ local marker_ttl = tonumber(ARGV[3])
 local idem_ttl = tonumber(ARGV[4])
 local now = tonumber(ARGV[5])
 local fresh = {}
-for i = 1, #ARGV[6], 3 do
-    fresh[string.sub(ARGV[6], i, i + 2)] = true
+for i = 1, #ARGV[6], 5 do
+    fresh[string.sub(ARGV[6], i, i + 2)] = tonumber(string.sub(ARGV[6], i + 3, i + 4), 16)
 end
 local pos = 7
 
@@ -63,11 +66,15 @@ local function expire(key, ttl)
     redis.call('EXPIRE', key, ttl, 'NX')
 end
 
--- Expire a bucket's day or hour key once, if the collector said it may be new.
-local expired = {}
-local function expire_fresh(tag, kind, key, ttl)
-    if fresh[tag .. kind] and not expired[key] then
-        expired[key] = true
+-- Expire a bucket's day or hour key of METRIC once, if the collector said it may be new, and
+-- note it in DONE (per "<tag><kind>": the metric bits) for the answer.
+local BIT = {views = 1, visitors = 2, shares = 4, comments = 8, site = 16}
+local done = {}
+local function expire_fresh(tag, kind, metric, key, ttl)
+    local t = tag .. kind
+    local b = BIT[metric]
+    if bit.band(fresh[t] or 0, b) ~= 0 and bit.band(done[t] or 0, b) == 0 then
+        done[t] = bit.bor(done[t] or 0, b)
         expire(key, ttl)
     end
 end
@@ -88,9 +95,9 @@ local function bump(tag, kp, metric, id, n)
     local d = kp .. 'd:' .. metric .. ':' .. DAY
     local h = kp .. 'h:' .. metric .. ':' .. HOUR
     redis.call('ZINCRBY', d, n, id)
-    expire_fresh(tag, 'd', d, DAY_TTL)
+    expire_fresh(tag, 'd', metric, d, DAY_TTL)
     redis.call('HINCRBY', h, id, n)
-    expire_fresh(tag, 'h', h, HOUR_TTL)
+    expire_fresh(tag, 'h', metric, h, HOUR_TTL)
     redis.call('ZINCRBY', kp .. 't:' .. metric, n, id)
 end
 
@@ -120,10 +127,10 @@ local function visitors(tag, kp, totals, id, list)
         return
     end
     redis.call('ZADD', d, now_count, id)
-    expire_fresh(tag, 'd', d, DAY_TTL)
+    expire_fresh(tag, 'd', 'visitors', d, DAY_TTL)
     local h = kp .. 'h:visitors:' .. HOUR
     redis.call('HINCRBY', h, id, grown)
-    expire_fresh(tag, 'h', h, HOUR_TTL)
+    expire_fresh(tag, 'h', 'visitors', h, HOUR_TTL)
     redis.call('HINCRBY', totals, 'visitors', grown)
     redis.call('ZINCRBY', kp .. 't:visitors', grown, id)
 end
@@ -213,8 +220,8 @@ local function skip_segment_articles(n)
     end
 end
 
-local result = {'ok'}
-local s = 0
+local result = {'ok', ''}
+local s = 1
 while pos <= #ARGV do
     s = s + 1
     local idem = take()
@@ -256,8 +263,14 @@ if site_kp then
         redis.call('HINCRBY', day, metric, n)
         redis.call('HINCRBY', site_kp .. 's:all', metric, n)
     end
-    expire_fresh(site_tag, 'd', day, DAY_TTL)
+    expire_fresh(site_tag, 'd', 'site', day, DAY_TTL)
 end
+
+local expired = {}
+for t, m in pairs(done) do
+    expired[#expired + 1] = t .. string.format('%02x', m)
+end
+result[2] = table.concat(expired)
 
 redis.call('SET', KEYS[1], cjson.encode(result), 'EX', marker_ttl)
 return result

@@ -208,23 +208,24 @@ static void expect_segment(struct cur *c, const char *idem, long long accepted, 
         expect_article(c, &arts[i]);
 }
 
-/* The "fresh" argument: whole "<2 hex>d<2 hex>h" pairs. */
+/* The "fresh" argument with nothing known: "<tag>d1f<tag>h0f" per bucket (every metric's day
+ * key and the site totals, every metric's hour key). */
 static void expect_fresh(struct cur *c)
 {
     const char *f = c->r->p[c->i];
     size_t len = c->r->len[c->i];
 
-    assert_int_equal(len % 6, 0);
-    for (size_t i = 0; i < len; i += 6) {
-        assert_memory_equal(f + i, f + i + 3, 2);
-        assert_int_equal(f[i + 2], 'd');
-        assert_int_equal(f[i + 5], 'h');
+    assert_int_equal(len % 10, 0);
+    for (size_t i = 0; i < len; i += 10) {
+        assert_memory_equal(f + i, f + i + 5, 2);
+        assert_memory_equal(f + i + 2, "d1f", 3);
+        assert_memory_equal(f + i + 7, "h0f", 3);
     }
     c->i++;
 }
 
 /* "1", "P{bb}x:<attempt>" with bb the bucket of FIRST_ID, "P", window, 600, 86400, now, and
- * the "fresh" list: "<tag>d<tag>h" per bucket, none of them known here. */
+ * the "fresh" list, nothing known here. */
 static void expect_header(struct cur *c, const struct tally_agg *a, const char *first_id,
                           const char *attempt)
 {
@@ -289,7 +290,7 @@ static void test_agg_frames_a_one_view_unit_exactly(void **state)
                                "$3\r\n600\r\n"
                                "$5\r\n86400\r\n"
                                "$10\r\n1800000000\r\n"
-                               "$6\r\n8cd8ch\r\n"
+                               "$10\r\n8cd1f8ch0f\r\n"
                                "$0\r\n\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n1\r\n"
                                "$2\r\n8c\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n"
                                "$1\r\n0\r\n";
@@ -352,39 +353,41 @@ static void test_agg_declares_every_key_in_cluster_mode(void **state)
     tally_agg_release(&a);
 }
 
-/* Buckets known to have their day and hour keys' expiry are left out of "fresh". */
+/* Keys known to have their expiry are left out of "fresh", per bucket and metric: knowing a
+ * bucket's views keys says nothing of its shares keys. */
 static void test_agg_asks_for_expiry_only_where_it_may_be_missing(void **state)
 {
     struct tally_event ev[] = {ev_view("a"), ev_view("b")};
     struct tally_agg_req r0 = {.ev = ev, .n = 2};
     struct tally_agg_req *reqs[] = {&r0};
-    uint64_t day[TALLY_BUCKETS / 64] = {0}, hour[TALLY_BUCKETS / 64] = {0};
+    uint8_t day[TALLY_BUCKETS] = {0}, hour[TALLY_BUCKETS] = {0};
     unsigned ba = tally_key_bucket("a", 1), bb = tally_key_bucket("b", 1);
-    char want[16], ta[3], tb[3];
+    char want[32], ta[3], tb[3];
     struct tally_agg a;
     struct resp r = {0};
 
     (void)state;
+    assert_int_not_equal(ba, bb);
     bucket_hex("a", 1, ta);
     bucket_hex("b", 1, tb);
-    day[ba / 64] |= UINT64_C(1) << (ba % 64);
-    hour[ba / 64] |= UINT64_C(1) << (ba % 64);
-    hour[bb / 64] |= UINT64_C(1) << (bb % 64);
+    day[ba] = TALLY_EXPIRY_DAY_ALL;
+    hour[ba] = TALLY_EXPIRY_HOUR_ALL;
+    day[bb] = TALLY_EXPIRY_VIEWS | TALLY_EXPIRY_SITE;
+    hour[bb] = TALLY_EXPIRY_HOUR_ALL;
     tally_agg_init(&a, "p:", 0);
     a.known_day = day;
     a.known_hour = hour;
     assert_int_equal(tally_agg_build(&a, reqs, 1, "u-1"), 0);
     resp_read(&r, a.body.data, a.body.len);
-    /* numkeys, marker, P, window, 600, 86400, now, fresh */
-    snprintf(want, sizeof(want), "%sd", tb);
+    /* numkeys, marker, P, window, 600, 86400, now, fresh: bucket b's day keys of visitors,
+     * shares and comments only */
+    snprintf(want, sizeof(want), "%sd0e", tb);
     assert_int_equal(r.len[7], strlen(want));
     assert_memory_equal(r.p[7], want, strlen(want));
-    assert_true(a.fresh_day[bb / 64] & (UINT64_C(1) << (bb % 64)));
-    assert_false(a.fresh_day[ba / 64] & (UINT64_C(1) << (ba % 64)));
-    assert_false(a.fresh_hour[bb / 64] & (UINT64_C(1) << (bb % 64)));
     resp_free(&r);
     tally_agg_release(&a);
 }
+
 
 static void test_agg_header_names_the_marker_key_and_settings(void **state)
 {
@@ -722,7 +725,7 @@ static redisReply *reply_array(size_t n)
 }
 
 /* "[...]" an array, "12" or "-1" an integer, "nil", "+word" a status, "!word" an error,
- * any other word a bulk string. */
+ * "" an empty bulk string, any other word a bulk string. */
 static redisReply *reply_parse(const char **s)
 {
     redisReply *items[64], *r;
@@ -749,6 +752,8 @@ static redisReply *reply_parse(const char **s)
         r = reply_int(strtoll(*s, NULL, 10));
     else if (len == 3 && memcmp(*s, "nil", 3) == 0)
         r = reply_new(REDIS_REPLY_NIL);
+    else if (len == 2 && memcmp(*s, "\"\"", 2) == 0)
+        r = reply_text(REDIS_REPLY_STRING, "", 0);
     else if ((*s)[0] == '+')
         r = reply_text(REDIS_REPLY_STATUS, *s + 1, len - 1);
     else if ((*s)[0] == '!')
@@ -859,6 +864,35 @@ static void expect_answers(const struct reply_unit *u, const struct answer want[
     }
 }
 
+/* The script's list of the keys it set the expiry of is read per bucket, kind and metric;
+ * anything malformed is an error. */
+static void test_agg_reads_the_expired_keys(void **state)
+{
+    struct tally_event ev[] = {ev_view("a")};
+    struct tally_agg_req r0 = {.ev = ev, .n = 1};
+    struct tally_agg_req *reqs[] = {&r0};
+    static const char *const bad[] = {"aa", "aad1", "aax01", "zzd01", "aad20", "aah10", "aadg1"};
+    struct tally_agg a;
+    char text[128];
+
+    (void)state;
+    tally_agg_init(&a, "p:", 0);
+    assert_int_equal(tally_agg_build(&a, reqs, 1, "u-1"), 0);
+    assert_int_equal(apply_text(&a, "[ok aad15ffh0caad02 [1 1 0 0 0]]", reqs, 1), 0);
+    assert_int_equal(a.expired_day[0xaa], 0x17);
+    assert_int_equal(a.expired_hour[0xff], 0x0c);
+    assert_int_equal(a.expired_day[0xff], 0);
+    assert_int_equal(a.expired_hour[0xaa], 0);
+    /* Each reply is read afresh. */
+    assert_int_equal(apply_text(&a, "[ok \"\" [1 1 0 0 0]]", reqs, 1), 0);
+    assert_int_equal(a.expired_day[0xaa], 0);
+    for (size_t i = 0; i < N_ELEMS(bad); i++) {
+        snprintf(text, sizeof(text), "[ok %s [1 1 0 0 0]]", bad[i]);
+        assert_int_equal(apply_text(&a, text, reqs, 1), TALLY_EREDIS);
+    }
+    tally_agg_release(&a);
+}
+
 static void test_agg_reads_an_answer_without_repeats(void **state)
 {
     static const struct answer want[4] = {
@@ -867,10 +901,10 @@ static void test_agg_reads_an_answer_without_repeats(void **state)
 
     (void)state;
     reply_unit_build(&u);
-    assert_int_equal(apply_text(&u.a, "[ok [1 7 4 2 0] [1 1 1 2 0]]", u.reqs, 4), 0);
+    assert_int_equal(apply_text(&u.a, "[ok \"\" [1 7 4 2 0] [1 1 1 2 0]]", u.reqs, 4), 0);
     expect_answers(&u, want);
     /* The status form of "ok" reads the same. */
-    assert_int_equal(apply_text(&u.a, "[+ok [1 7 4 2 0] [1 1 1 2 0]]", u.reqs, 4), 0);
+    assert_int_equal(apply_text(&u.a, "[+ok \"\" [1 7 4 2 0] [1 1 1 2 0]]", u.reqs, 4), 0);
     expect_answers(&u, want);
     tally_agg_release(&u.a);
 }
@@ -881,13 +915,13 @@ static void test_agg_attributes_repeats_to_their_requests(void **state)
         const char *reply;
         struct answer want[4];
     } cases[] = {
-        {"[ok [1 5 4 2 2 3 5] [1 1 1 2 0]]",
+        {"[ok \"\" [1 5 4 2 2 3 5] [1 1 1 2 0]]",
          {{3, 0, 0, 0, false}, {1, 1, 0, 2, false}, {1, 0, 1, 2, false}, {0, 1, 4, 0, false}}},
-        {"[ok [1 4 4 2 3 1 2 4] [1 1 1 2 0]]",
+        {"[ok \"\" [1 4 4 2 3 1 2 4] [1 1 1 2 0]]",
          {{0, 3, 0, 0, false}, {2, 0, 0, 2, false}, {1, 0, 1, 2, false}, {1, 0, 4, 0, false}}},
-        {"[ok [1 6 4 2 1 4] [1 0 1 2 1 1]]",
+        {"[ok \"\" [1 6 4 2 1 4] [1 0 1 2 1 1]]",
          {{2, 1, 0, 0, false}, {2, 0, 0, 2, false}, {0, 1, 1, 2, false}, {1, 0, 4, 0, false}}},
-        {"[ok [1 2 4 2 5 1 2 3 4 5] [1 1 1 2 0]]",
+        {"[ok \"\" [1 2 4 2 5 1 2 3 4 5] [1 1 1 2 0]]",
          {{0, 3, 0, 0, false}, {1, 1, 0, 2, false}, {1, 0, 1, 2, false}, {0, 1, 4, 0, false}}},
     };
     struct reply_unit u;
@@ -912,7 +946,7 @@ static void test_agg_reads_a_replayed_keyed_segment(void **state)
     (void)state;
     reply_unit_build(&u);
     /* The stored first answer: accepted 0, bot 3, prefetch 0, repeat 1; not this request's. */
-    assert_int_equal(apply_text(&u.a, "[ok [1 7 4 2 0] [0 0 3 0 1]]", u.reqs, 4), 0);
+    assert_int_equal(apply_text(&u.a, "[ok \"\" [1 7 4 2 0] [0 0 3 0 1]]", u.reqs, 4), 0);
     expect_answers(&u, want);
     tally_agg_release(&u.a);
 }
@@ -946,26 +980,29 @@ static void test_agg_rejects_replies_of_another_shape(void **state)
         "[okay [1 7 4 2 0] [1 1 1 2 0]]",
         "[fence [1 7 4 2 0] [1 1 1 2 0]]",
         "[ok]",                                     /* both segments missing */
-        "[ok [1 7 4 2 0]]",                         /* the keyed segment missing */
-        "[ok [1 7 4 2 0] [1 1 1 2 0] [1 1 1 2 0]]", /* one segment too many */
-        "[ok [1 7 4 2 0] [1 1 1 2 0] 0]",
-        "[ok [1 7 4 2] [1 1 1 2 0]]", /* short segments */
-        "[ok [1 7 4 2 0] [1 1 1 2]]",
-        "[ok [] [1 1 1 2 0]]",
-        "[ok 1 [1 1 1 2 0]]", /* segments that are not arrays */
-        "[ok [1 7 4 2 0] nil]",
-        "[ok [1 7 4 2 0] ok]",
-        "[ok [1 7 4 2 x] [1 1 1 2 0]]", /* members that are not integers */
-        "[ok [1 7 4 2 0] [1 1 1 2 +0]]",
-        "[ok [1 7 4 2 0] [1 1 1 [2] 0]]",
-        "[ok [1 7 4 2 1 nil] [1 1 1 2 0]]",
-        "[ok [1 7 4 2 -1] [1 1 1 2 0]]", /* negative counts */
-        "[ok [1 7 4 2 0] [1 -1 1 2 0]]",
-        "[ok [1 7 4 2 1 0] [1 1 1 2 0]]", /* repeat_index out of range */
-        "[ok [1 7 4 2 1 6] [1 1 1 2 0]]",
-        "[ok [1 7 4 2 1 -5] [1 1 1 2 0]]",
-        "[ok [1 7 4 2 1 4294967297] [1 1 1 2 0]]",
-        "[ok [1 7 4 2 2 5 5] [1 1 1 2 0]]", /* more repeats than R3 has events */
+        "[ok [1 7 4 2 0] [1 1 1 2 0]]",             /* the list of expired keys missing */
+        "[ok 1 [1 7 4 2 0] [1 1 1 2 0]]",
+        "[ok aad1 [1 7 4 2 0] [1 1 1 2 0]]",
+        "[ok \"\" [1 7 4 2 0]]",                         /* the keyed segment missing */
+        "[ok \"\" [1 7 4 2 0] [1 1 1 2 0] [1 1 1 2 0]]", /* one segment too many */
+        "[ok \"\" [1 7 4 2 0] [1 1 1 2 0] 0]",
+        "[ok \"\" [1 7 4 2] [1 1 1 2 0]]", /* short segments */
+        "[ok \"\" [1 7 4 2 0] [1 1 1 2]]",
+        "[ok \"\" [] [1 1 1 2 0]]",
+        "[ok \"\" 1 [1 1 1 2 0]]", /* segments that are not arrays */
+        "[ok \"\" [1 7 4 2 0] nil]",
+        "[ok \"\" [1 7 4 2 0] ok]",
+        "[ok \"\" [1 7 4 2 x] [1 1 1 2 0]]", /* members that are not integers */
+        "[ok \"\" [1 7 4 2 0] [1 1 1 2 +0]]",
+        "[ok \"\" [1 7 4 2 0] [1 1 1 [2] 0]]",
+        "[ok \"\" [1 7 4 2 1 nil] [1 1 1 2 0]]",
+        "[ok \"\" [1 7 4 2 -1] [1 1 1 2 0]]", /* negative counts */
+        "[ok \"\" [1 7 4 2 0] [1 -1 1 2 0]]",
+        "[ok \"\" [1 7 4 2 1 0] [1 1 1 2 0]]", /* repeat_index out of range */
+        "[ok \"\" [1 7 4 2 1 6] [1 1 1 2 0]]",
+        "[ok \"\" [1 7 4 2 1 -5] [1 1 1 2 0]]",
+        "[ok \"\" [1 7 4 2 1 4294967297] [1 1 1 2 0]]",
+        "[ok \"\" [1 7 4 2 2 5 5] [1 1 1 2 0]]", /* more repeats than R3 has events */
     };
     struct reply_unit u;
 
@@ -995,16 +1032,16 @@ static void test_agg_reads_answers_of_units_without_a_shared_segment(void **stat
     (void)state;
     tally_agg_init(&a, "tally:", 0);
     assert_int_equal(tally_agg_build(&a, reqs, 3, "u-1"), 0);
-    assert_int_equal(apply_text(&a, "[ok [1 1 0 0 0] [0 1 1 0 0]]", reqs, 3), 0);
+    assert_int_equal(apply_text(&a, "[ok \"\" [1 1 0 0 0] [0 1 1 0 0]]", reqs, 3), 0);
     assert_int_equal(r0.accepted, 1);
     assert_false(r0.replayed);
     assert_int_equal(r1.accepted, 1);
     assert_int_equal(r1.bot_out, 1);
     assert_true(r1.replayed);
     /* No shared segment was sent, so none may come back. */
-    assert_int_equal(apply_text(&a, "[ok [1 0 0 0 0] [1 1 0 0 0] [1 1 1 0 0]]", reqs, 3),
+    assert_int_equal(apply_text(&a, "[ok \"\" [1 0 0 0 0] [1 1 0 0 0] [1 1 1 0 0]]", reqs, 3),
                      TALLY_EREDIS);
-    assert_int_equal(apply_text(&a, "[ok [1 1 0 0 0]]", reqs, 3), TALLY_EREDIS);
+    assert_int_equal(apply_text(&a, "[ok \"\" [1 1 0 0 0]]", reqs, 3), TALLY_EREDIS);
     tally_agg_release(&a);
 }
 
@@ -1196,15 +1233,16 @@ static size_t rand_expect_segment(struct rand_unit *u, struct cur *c, uint32_t w
 static void rand_check_reply(struct rand_unit *u, struct tally_agg *a, uint64_t *s)
 {
     uint32_t repeats[RAND_REQUESTS] = {0}, keyed[RAND_REQUESTS][5];
-    size_t n_seg = 1, n_rep = 0, next = 1; /* the shared segment always has requests here */
+    size_t n_seg = 1, n_rep = 0, next = 2; /* the shared segment always has requests here */
     redisReply *r, *seg;
 
     for (size_t i = 0; i < u->n_vis_req; i++)
         n_rep += rand_below(s, 3) == 0;
     for (size_t i = 0; i < RAND_REQUESTS; i++)
         n_seg += u->rq[i].idem_key != NULL && u->rq[i].n > 0;
-    r = reply_array(1 + n_seg);
+    r = reply_array(2 + n_seg);
     r->element[0] = reply_text(REDIS_REPLY_STRING, S("ok"));
+    r->element[1] = reply_text(REDIS_REPLY_STRING, S(""));
     seg = r->element[next++] = reply_array(5 + n_rep);
     for (size_t i = 0; i < 5; i++)
         seg->element[i] = reply_int(0);
@@ -1295,6 +1333,7 @@ int main(void)
         cmocka_unit_test(test_agg_header_names_the_marker_key_and_settings),
         cmocka_unit_test(test_agg_declares_every_key_in_cluster_mode),
         cmocka_unit_test(test_agg_asks_for_expiry_only_where_it_may_be_missing),
+        cmocka_unit_test(test_agg_reads_the_expired_keys),
         cmocka_unit_test(test_agg_coalesces_views_of_one_article),
         cmocka_unit_test(test_agg_counts_shares_per_network_in_contract_order),
         cmocka_unit_test(test_agg_keeps_comment_deltas_in_arrival_order),

@@ -1,0 +1,130 @@
+"""Expiry: every key tally writes has the lifetime the key schema gives it. Only the totals
+(a:), the all-time top lists (t:) and the all-time site totals (s:all) are kept; hourly
+buckets live 9 days, daily ones 405, visitor estimates 2 days, repeat-view markers two
+windows, write outcomes 10 minutes, Idempotency-Keys a day, salts 2 days.
+
+The collector remembers which bucket keys of this hour and day already have their expiry, per
+metric: a key of another metric in a known bucket (a share after a view, a comment, a
+visitor estimate that grows later) must still get its own."""
+
+import unittest
+
+import harness
+
+DAY = 86400
+BROWSERS = ["Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/%d.0" % v
+            for v in range(120, 126)]
+
+# The lifetime each kind of key may have: (least, most) seconds left; None: kept for good.
+LIFETIMES = {
+    "a": None,
+    "t": None,
+    "s:all": None,
+    "s:day": (400 * DAY, 405 * DAY),
+    "d": (400 * DAY, 405 * DAY),
+    "h": (8 * DAY, 9 * DAY),
+    "v": (1 * DAY, 2 * DAY),
+    "w": (1, 2 * 1800),
+    "x": (1, 600),
+    "i": (DAY - 60, DAY),
+    "salt": (1, 2 * DAY),
+}
+
+
+def kind_of(key):
+    """The kind of a key under the prefix "tally:" (see include/tally/keys.h)."""
+    rest = key[len("tally:"):]
+    if rest.startswith("salt:"):
+        return "salt"
+    assert rest.startswith("{") and rest[3] == "}", key
+    kind = rest[4]
+    if kind == "s":
+        return "s:all" if rest[5:] == ":all" else "s:day"
+    return kind
+
+
+class ExpiryTest(harness.TallyTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = harness.Redis().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.redis.close()
+
+    def setUp(self):
+        self.redis.flushall()
+        self.tallyd = self.track(harness.Tallyd(self.redis, ["--token", harness.TOKEN]))
+        self.addCleanup(self.tallyd.close)
+        self.tallyd.start()
+
+    def post(self, body, ua=BROWSERS[0], headers=None):
+        h = {"User-Agent": ua, **(headers or {})}
+        r = self.tallyd.post_events(body, h)
+        self.assertEqual(r.status, 200, r)
+        return r
+
+    def lifetimes(self):
+        """{key: seconds left, or -1 when kept for good} of every key."""
+        c = harness.RespClient(self.redis.port)
+        try:
+            return {k.decode(): c.command("TTL", k) for k in self.redis.keys("*")}
+        finally:
+            c.close()
+
+    def check_lifetimes(self):
+        seen = set()
+        for key, ttl in sorted(self.lifetimes().items()):
+            kind = kind_of(key)
+            seen.add(kind)
+            want = LIFETIMES[kind]
+            with self.subTest(key=key):
+                if want is None:
+                    self.assertEqual(ttl, -1, "%s should be kept" % key)
+                else:
+                    self.assertTrue(want[0] <= ttl <= want[1],
+                                    "%s: %d s left, want %d..%d" % (key, ttl, want[0], want[1]))
+        return seen
+
+    def test_every_key_written_one_request_at_a_time_expires_as_its_kind(self):
+        article = "expiry/one"
+        auth = {"Authorization": "Bearer " + harness.TOKEN}
+        # One request at a time, so each is its own write: the first makes the bucket's views
+        # keys known; every later metric's keys are new in a known bucket.
+        self.post({"type": "view", "article": article})
+        self.post({"type": "share", "article": article, "network": "twitter"})
+        self.post({"type": "comment", "article": article}, headers=auth)
+        self.post({"type": "comment", "article": article, "delta": -1}, headers=auth)
+        self.post({"type": "comment", "article": article}, headers=auth)
+        for ua in BROWSERS[1:]:
+            self.post({"type": "view", "article": article}, ua=ua)
+        self.post({"type": "view", "article": "expiry/keyed"},
+                  headers={"Idempotency-Key": "expiry-key-1"})
+        stats = self.tallyd.stats(article)
+        self.assertEqual({k: stats[k] for k in ("views", "visitors", "shares", "comments")},
+                         {"views": 6, "visitors": 6, "shares": 1, "comments": 1})
+        seen = self.check_lifetimes()
+        self.assertEqual(seen, set(LIFETIMES), "every kind of key was written")
+        # The bucket keys of every metric are there, each with its own expiry.
+        keys = {k for k in self.lifetimes() if kind_of(k) in ("d", "h")}
+        for metric in ("views", "visitors", "shares", "comments"):
+            for kind in ("d", "h"):
+                self.assertTrue(any(("}%s:%s:" % (kind, metric)) in k for k in keys),
+                                "no %s key of %s in %s" % (kind, metric, sorted(keys)))
+
+    def test_keys_written_in_one_batch_expire_too(self):
+        auth = {"Authorization": "Bearer " + harness.TOKEN}
+        events = []
+        for i in range(30):
+            a = "expiry/batch-%d" % i
+            events += [{"type": "view", "article": a},
+                       {"type": "share", "article": a, "network": "email"},
+                       {"type": "comment", "article": a}]
+        self.post(events, headers=auth)
+        self.post({"type": "view", "article": "expiry/batch-0"}, ua=BROWSERS[1])
+        self.check_lifetimes()
+
+
+if __name__ == "__main__":
+    unittest.main()
