@@ -21,16 +21,18 @@ struct asset {
     const unsigned char *data;
     const size_t *len;
     const char *cache;
-    bool demo; /* served only with --demo */
+    bool demo;     /* served only with --demo */
+    bool embedded; /* loaded by other sites' pages: readable cross-origin */
 };
 
 #define A(name) tally_asset_##name, &tally_asset_##name##_len
 static const struct asset assets[] = {
-    {"/tally.js", "text/javascript; charset=utf-8", A(tally_js), "public, max-age=86400", false},
-    {"/dashboard", "text/html; charset=utf-8", A(dashboard), "no-cache", false},
-    {"/demo/", "text/html; charset=utf-8", A(demo_article), "no-cache", true},
-    {"/demo/list", "text/html; charset=utf-8", A(demo_list), "no-cache", true},
-    {"/demo/demo.css", "text/css; charset=utf-8", A(demo_css), "no-cache", true},
+    {"/tally.js", "text/javascript; charset=utf-8", A(tally_js), "public, max-age=86400", false,
+     true},
+    {"/dashboard", "text/html; charset=utf-8", A(dashboard), "no-cache", false, false},
+    {"/demo/", "text/html; charset=utf-8", A(demo_article), "no-cache", true, false},
+    {"/demo/list", "text/html; charset=utf-8", A(demo_list), "no-cache", true, false},
+    {"/demo/demo.css", "text/css; charset=utf-8", A(demo_css), "no-cache", true, false},
 };
 #undef A
 
@@ -58,6 +60,12 @@ void tally_route_asset(struct tally_http_req *h)
         tally_http_header(h, "ETag", etag);
         tally_http_header(h, "Cache-Control", a->cache);
         tally_http_header(h, "X-Content-Type-Options", "nosniff");
+        if (a->embedded) {
+            /* For <script crossorigin> (SRI, error reporting) and pages that require
+             * Cross-Origin-Resource-Policy of what they embed (COEP). */
+            tally_http_header(h, "Access-Control-Allow-Origin", "*");
+            tally_http_header(h, "Cross-Origin-Resource-Policy", "cross-origin");
+        }
         if (tally_http_etag_match(inm, etag))
             tally_http_send(h, 304, NULL, NULL, 0);
         else

@@ -72,7 +72,7 @@ static const struct cfg_option cfg_options[] = {
     {"prefix", cfg_parse_prefix, CFG_FIELD(prefix), "tally:", "P", 0, 0, 0,
      "prefix of every Redis key the collector writes (no '{' or '}')"},
     {"token", cfg_parse_token, CFG_FIELD(token), NULL, "T", 0, 0, CFG_SECRET,
-     "bearer token (16..256 chars) for comments and write/admin calls"},
+     "bearer token for comments and write/admin calls (16+ chars advised)"},
     {"allowed-origins", cfg_parse_origins, CFG_FIELD(origins), "*", "LIST", 0, 0, 0,
      "* or scheme://host[:port],... whose browsers may send events"},
     {"rate-limit", cfg_parse_uint, CFG_FIELD(rate_limit), "50", "N", 0, 1000000, 0,
@@ -442,12 +442,13 @@ static int cfg_parse_listen(struct cfg_ctx *ctx, struct tally_config *cfg, const
 static int cfg_redis_db(struct cfg_ctx *ctx, struct cfg_span db, unsigned *out)
 {
     uint32_t v = 0;
-    int rc = db.len == 0 ? 0 : cfg_number(db, 0, 15, &v); /* "redis://host/" is db 0 */
+    /* "redis://host/" is db 0; Redis itself says whether the number exists (SELECT). */
+    int rc = db.len == 0 ? 0 : cfg_number(db, 0, INT32_MAX, &v);
 
     if (rc < 0)
         return cfg_bad(ctx, "has a database that is not a number");
     if (rc > 0)
-        return cfg_bad(ctx, "database must be 0..15");
+        return cfg_bad(ctx, "database must be 0..2147483647");
     *out = v;
     return 0;
 }
@@ -572,8 +573,10 @@ static int cfg_parse_token(struct cfg_ctx *ctx, struct tally_config *cfg, const 
 {
     struct cfg_span s = cfg_span_of(value);
 
-    if (s.len < 16)
-        return cfg_fail(ctx, "at least 16 characters");
+    if (s.len == 0)
+        return cfg_fail(ctx, "at least 1 character");
+    if (s.len >= 9 && memcmp(s.p, "CHANGE-ME", 9) == 0)
+        return cfg_fail(ctx, "still the placeholder of deploy/; set a secret (openssl rand -hex 24)");
     if (s.len > TALLY_TOKEN_MAX)
         return cfg_fail(ctx, "at most %d characters", TALLY_TOKEN_MAX);
     if (!cfg_is_graph(s))

@@ -177,7 +177,9 @@ static void on_written(int status, struct tally_write *wr, void *arg)
 
     (void)wr;
     w->busy--;
-    if (status == TALLY_EUNKNOWN) {
+    if (status == TALLY_EUNKNOWN && c->pixel) {
+        ingest_send_gif(h, "unknown"); /* the pixel always answers; its GIF claims nothing */
+    } else if (status == TALLY_EUNKNOWN) {
         tally_http_abandon(h);
     } else if (status < 0) {
         for (size_t i = 0; i < c->wr.req.n; i++)

@@ -20,7 +20,9 @@
 #include "tally/log.h"
 #include "tally/visitor.h"
 
-#define HTTP_HEADERS_MAX 16384
+/* The request line and headers: room for a batch of 100 article ids of 256 bytes, every
+ * byte percent-encoded (GET /v1/stats?article=...&...). */
+#define HTTP_HEADERS_MAX 98304
 #define HTTP_HEADER_COUNT_MAX 100
 #define HTTP_TIMEOUT_S 10             /* idle: no byte for this long closes a connection */
 #define HTTP_REQUEST_MAX_US 10000000  /* a request must arrive whole within this from its first byte */
@@ -452,19 +454,31 @@ static void http_scan_head(struct conn_guard *g, struct evbuffer *buf, struct ev
 {
     static const char end[4] = {'\r', '\n', '\r', '\n'};
     struct evbuffer_iovec v[8];
-    int nv = evbuffer_peek(buf, (ev_ssize_t)n, at, v, 8);
 
-    for (int k = 0; k < nv && k < 8 && g->head_end < 4; k++) {
-        const char *p = v[k].iov_base;
+    while (n > 0 && g->head_end < 4) {
+        int nv = evbuffer_peek(buf, (ev_ssize_t)n, at, v, 8);
+        size_t seen = 0;
 
-        for (size_t i = 0; i < v[k].iov_len && g->head_end < 4; i++) {
-            if (p[i] == '\0') {
-                g->poisoned = true;
-                g->w->poisoned++;
-                return;
+        if (nv <= 0)
+            return;
+        for (int k = 0; k < nv && k < 8 && seen < n && g->head_end < 4; k++) {
+            const char *p = v[k].iov_base;
+            size_t len = v[k].iov_len < n - seen ? v[k].iov_len : n - seen;
+
+            for (size_t i = 0; i < len && g->head_end < 4; i++) {
+                if (p[i] == '\0') {
+                    g->poisoned = true;
+                    g->w->poisoned++;
+                    return;
+                }
+                g->head_end = p[i] == end[g->head_end] ? g->head_end + 1 : p[i] == '\r';
             }
-            g->head_end = p[i] == end[g->head_end] ? g->head_end + 1 : p[i] == '\r';
+            seen += len;
         }
+        /* More extents than V holds: go on after those scanned. */
+        if (seen == 0 || evbuffer_ptr_set(buf, at, seen, EVBUFFER_PTR_ADD) < 0)
+            return;
+        n -= seen;
     }
 }
 

@@ -95,6 +95,8 @@ int tally_server_start(struct tally_server *s, const struct tally_config *cfg, c
     }
     log_info("tallyd %s listening on %s with %u threads", TALLY_VERSION, s->listen_desc,
              cfg->threads);
+    if (cfg->token[0] != '\0' && strlen(cfg->token) < TALLY_TOKEN_ADVISED)
+        log_warn("the token has fewer than %d characters: easy to guess", TALLY_TOKEN_ADVISED);
     if (cfg->redis_replaced[0] != '\0')
         log_warn("%s is ignored: --redis-cluster replaces it", cfg->redis_replaced);
     return 0;

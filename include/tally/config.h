@@ -12,6 +12,7 @@
 
 #define TALLY_HOST_MAX 255
 #define TALLY_PREFIX_MAX 64
+#define TALLY_TOKEN_ADVISED 16 /* a shorter --token works, with a warning */
 #define TALLY_TOKEN_MAX 256
 #define TALLY_ORIGINS_MAX 32
 #define TALLY_ORIGIN_LEN_MAX 255

@@ -6,7 +6,7 @@
   w.__tally = 1;
 
   var base = s.src.replace(/[?#].*$/, '').replace(/[^\/]*$/, '');
-  var own = s.getAttribute('data-article') || canonical() || location.pathname;
+  var own = '';  // this page's article: read in start(), once <link rel=canonical> is parsed
   var compactAll = s.getAttribute('data-format') === 'compact';
   var shown = {};  // article -> {views:..., ...} as last rendered
 
@@ -51,18 +51,23 @@
     }
   }
 
+  /* One request per 100 articles, or fewer when their ids make the URL long (proxies and CDNs
+   * refuse URLs past about 8 KB). */
   function load() {
-    var els = elements(), want = [], seen = {};
+    var els = elements(), q = [], len = 0, seen = {};
     for (var i = 0; i < els.length; i++) {
-      var a = articleOf(els[i]);
-      if (!seen[a]) { seen[a] = 1; want.push(a); }
+      var a = articleOf(els[i]), p = 'article=' + encodeURIComponent(a);
+      if (seen[a]) continue;
+      seen[a] = 1;
+      if (q.length && (q.length === 100 || len + p.length > 7000)) { fetchStats(q); q = []; len = 0; }
+      q.push(p);
+      len += p.length + 1;
     }
-    for (var j = 0; j < want.length; j += 100) fetchStats(want.slice(j, j + 100));
+    if (q.length) fetchStats(q);
   }
 
-  function fetchStats(list) {
-    var q = list.map(function (a) { return 'article=' + encodeURIComponent(a); }).join('&');
-    fetch(base + 'v1/stats?' + q, {credentials: 'omit'}).then(function (r) {
+  function fetchStats(q) {
+    fetch(base + 'v1/stats?' + q.join('&'), {credentials: 'omit'}).then(function (r) {
       return r.ok ? r.json() : null;
     }).then(function (j) {
       if (!j) return;
@@ -98,6 +103,7 @@
   }
 
   function start() {
+    own = s.getAttribute('data-article') || canonical() || location.pathname;
     var url = s.getAttribute('data-count') === 'false' ? '' : post({type: 'view', article: own});
     d.addEventListener('click', function (e) {
       var t = e.target && e.target.closest ? e.target.closest('[data-tally-share]') : null;

@@ -34,7 +34,7 @@ static void check(const struct tally_config *c)
     CHECK(c->n_origins <= TALLY_ORIGINS_MAX && c->n_trust <= TALLY_TRUST_MAX);
     CHECK(c->n_cluster <= TALLY_CLUSTER_SEEDS_MAX);
     CHECK(c->view_window <= 86400 && c->redis_timeout_ms >= 100);
-    CHECK(c->token[0] == '\0' || strlen(c->token) >= 16);
+    CHECK(strlen(c->token) <= TALLY_TOKEN_MAX);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

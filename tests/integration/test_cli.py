@@ -92,7 +92,7 @@ class CliTest(harness.TallyTestCase):
             (["--listen", "127.0.0.1:99999"], {}, "--listen"),
             (["--prefix", "a{b"], {}, "--prefix"),
             (["--prefix", ""], {}, "--prefix"),
-            (["--token", "short"], {}, "--token"),
+            (["--token", "has space"], {}, "--token"),
             (["--bogus-flag"], {}, "--bogus-flag"),
             (["stray"], {}, "stray"),
             (["--prefix"], {}, "--prefix"),
@@ -111,7 +111,7 @@ class CliTest(harness.TallyTestCase):
     def test_bad_redis_url_is_refused(self):
         # Checked apart: it is --redis itself that is wrong here.
         port = harness.free_port()
-        for url in ("http://127.0.0.1:6379", "redis://127.0.0.1:0/0", "redis://h/16"):
+        for url in ("http://127.0.0.1:6379", "redis://127.0.0.1:0/0", "redis://h/2147483648"):
             with self.subTest(url=url):
                 code, out, err = run(["--listen", "127.0.0.1:%d" % port, "--redis", url])
                 self.assertEqual(code, 2, err)
@@ -122,7 +122,7 @@ class CliTest(harness.TallyTestCase):
     def test_token_errors_do_not_repeat_the_token(self):
         secret = "x" * 15 + " "  # long enough to matter, with a space: refused
         self.assertRefused(["--token", secret], {}, "--token", secret.strip())
-        self.assertRefused([], {"TALLY_TOKEN": "tiny-secret"}, "TALLY_TOKEN", "tiny-secret")
+        self.assertRefused([], {"TALLY_TOKEN": "tiny\tsecret"}, "TALLY_TOKEN", "tiny")
 
     # ---- the environment ----
 
@@ -162,6 +162,25 @@ class CliTest(harness.TallyTestCase):
         r = t.post_events(ev, {"Authorization": "Bearer " + TOKEN})
         self.assertEqual(r.status, 200, r)
         self.assertEqual(harness.counts(t.stats("env/token"))["comments"], 1)
+
+    def test_a_short_token_works_with_a_warning(self):
+        t = self.start(["--token", "secret"])
+        ev = {"type": "comment", "article": "short/token"}
+        self.assertEqual(t.post_events(ev, {"Authorization": "Bearer secrex"}).status, 401)
+        self.assertEqual(t.post_events(ev, {"Authorization": "Bearer secret"}).status, 200)
+        self.assertEqual(harness.counts(t.stats("short/token"))["comments"], 1)
+        self.assertIn("the token has fewer than 16 characters", t.log())
+        self.assertNotIn("secret", t.log())
+
+    def test_cluster_seeds_replace_redis_with_a_warning(self):
+        # The harness gives --redis; --redis-cluster wins. No cluster answers on that port, so
+        # tallyd runs unready: it must start, say what it ignored and answer /readyz 503.
+        t = self.track(harness.Tallyd(self.redis, ["--redis-cluster",
+                                                   "127.0.0.1:%d" % harness.free_port()]))
+        self.addCleanup(t.close)
+        t.start()
+        self.assertIn("--redis is ignored: --redis-cluster replaces it", t.log())
+        self.assertEqual(harness.get(t.port, "/readyz").status, 503)
 
     def test_allowed_origins_from_the_environment(self):
         t = self.start(env={"TALLY_ALLOWED_ORIGINS": "https://a.example, https://b.example"})
