@@ -95,6 +95,7 @@ static int agg_grow(void *p, size_t *cap, size_t need, size_t size)
 static int agg_reserve(struct tally_agg *a, size_t events)
 {
     size_t need = a->n_rec + events, slots = a->n_slots;
+    uint32_t *table;
 
     if (agg_grow(&a->rec, &a->cap_rec, need, sizeof(*a->rec)) < 0 ||
         agg_grow(&a->vis, &a->cap_vis, a->n_vis + events, sizeof(*a->vis)) < 0 ||
@@ -102,15 +103,14 @@ static int agg_reserve(struct tally_agg *a, size_t events)
         return TALLY_ENOMEM;
     if (slots >= 2 * need)
         return 0;
-    /* Rehash: the table is only ever half full. */
+    /* Rehash: the table is only ever half full. Out of memory, the old table stays. */
     while (slots < 2 * need)
         slots = slots != 0 ? slots * 2 : 1024;
-    free(a->slots);
-    a->slots = calloc(slots, sizeof(*a->slots));
-    if (a->slots == NULL) {
-        a->n_slots = 0;
+    table = calloc(slots, sizeof(*table));
+    if (table == NULL)
         return TALLY_ENOMEM;
-    }
+    free(a->slots);
+    a->slots = table;
     a->n_slots = slots;
     for (size_t i = 0; i < a->n_rec; i++) {
         uint32_t s = (uint32_t)(tally_siphash((const uint8_t *)"tally agg table!", a->rec[i].id,
@@ -584,8 +584,6 @@ int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
         (reply->element[0]->type != REDIS_REPLY_STATUS &&
          reply->element[0]->type != REDIS_REPLY_STRING))
         return TALLY_EREDIS;
-    if (strcmp(reply->element[0]->str, "fenced") == 0)
-        return TALLY_EFENCED;
     if (strcmp(reply->element[0]->str, "ok") != 0 || reply->elements < 2 ||
         agg_read_expired(a, reply->element[1]) < 0)
         return TALLY_EREDIS;

@@ -67,7 +67,9 @@ static void on_salt(int status, redisReply *reply, void *arg)
     /* Into a copy: a malformed value must not damage a salt already in use. */
     if (status < 0 || reply->type != REDIS_REPLY_STRING ||
         tally_salt_decode(reply->str, reply->len, salt) < 0) {
-        if (status == 0)
+        if (status == 0 && reply->type == REDIS_REPLY_NIL)
+            log_warn("the visitor salt of %s is missing in redis; asking again", x->day);
+        else if (status == 0)
             log_warn("the visitor salt of %s in redis is not 32 hex digits", x->day);
         return;
     }

@@ -116,6 +116,8 @@ static void writer_answer_unit(struct write_lane *l, int status)
     l->n_unit = 0;
     l->state = UNIT_NONE;
     l->uncertain = false;
+    l->redirect = NULL;
+    l->asking = false;
     for (size_t i = 0; i < n; i++)
         writer_part_done(l->w, l->unit[i], status);
 }
@@ -127,6 +129,8 @@ static void writer_requeue_unit(struct write_lane *l)
         TAILQ_INSERT_HEAD(&l->pending, l->unit[i], link);
     l->n_unit = 0;
     l->state = UNIT_NONE;
+    l->redirect = NULL;
+    l->asking = false;
 }
 
 /* ---- Sending ---- */
@@ -139,10 +143,14 @@ static void writer_schedule(struct tally_writer *w)
         event_active(w->flush_ev, EV_TIMEOUT, 0);
 }
 
+/* Where the lane's next unit goes: a MOVED or ASK target while it can take it, else the
+ * slot's master in the map (which answers with a redirect again if need be). */
 static struct tally_store *writer_store(struct write_lane *l)
 {
-    if (l->redirect != NULL)
+    if (l->redirect != NULL && tally_store_ready(l->redirect))
         return l->redirect;
+    l->redirect = NULL;
+    l->asking = false;
     return tally_redis_for_slot(l->w->router, l->slot);
 }
 
@@ -335,6 +343,13 @@ static void writer_refused(struct write_lane *l, const redisReply *reply)
             writer_requeue_unit(l);
         return;
     }
+    /* An error raised while the script ran ("... script: <sha>, on @user_script:N."): what it
+     * wrote before stays written, so "not counted" would not be true. */
+    if (strstr(reply->str, "@user_script:") != NULL) {
+        log_error("the write script failed part-way: %s", reply->str);
+        writer_answer_unit(l, TALLY_EUNKNOWN);
+        return;
+    }
     log_error("redis refused a write unit: %s", reply->str);
     writer_answer_unit(l, TALLY_EREDIS);
 }
@@ -365,8 +380,6 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
         for (size_t i = 0; i < l->n_unit; i++)
             tally_metric_add(&w->metrics->redis_unit_events, l->unit[i]->req.n);
         writer_answer_unit(l, 0);
-    } else if (rc == TALLY_EFENCED) {
-        writer_answer_unit(l, TALLY_EUNAVAIL);
     } else if (reply->type == REDIS_REPLY_ERROR) {
         writer_refused(l, reply);
     } else {
@@ -380,7 +393,7 @@ static void on_unit_reply(int status, redisReply *reply, void *arg)
     struct write_lane *l = arg;
 
     if (l->n_unit == 0)
-        return; /* the writer is being freed */
+        return; /* no unit in flight here any more (answered already): nothing to do */
     if (status == 0) {
         writer_applied(l, reply);
     } else if (status == TALLY_EUNKNOWN) {
@@ -400,6 +413,14 @@ static void writer_expire_lane(struct write_lane *l, uint64_t now)
 {
     struct tally_write_part *p, *next;
 
+    /* A unit refused with a redirect did not run: past a deadline, its parts wait with the
+     * others (and those whose time is up are answered below). */
+    if (l->state == UNIT_RESEND && !l->uncertain)
+        for (size_t i = 0; i < l->n_unit; i++)
+            if (now >= l->unit[i]->w->deadline) {
+                writer_requeue_unit(l);
+                break;
+            }
     for (p = TAILQ_FIRST(&l->pending); p != NULL; p = next) {
         next = TAILQ_NEXT(p, link);
         if (now < p->w->deadline)

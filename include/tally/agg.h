@@ -98,8 +98,7 @@ int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size
 
 /* Read the script's REPLY for the unit last built from REQS and fill each request's answer
  * (and a->expired_day, a->expired_hour).
- * Returns 0; TALLY_EFENCED when the unit was fenced (nothing of it was applied);
- * TALLY_EREDIS when the reply is an error or not of the script's shape. */
+ * Returns 0, or TALLY_EREDIS when the reply is an error or not of the script's shape. */
 int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
                           struct tally_agg_req *const *reqs, size_t n);
 

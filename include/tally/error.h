@@ -10,8 +10,7 @@
     X(EUNAVAIL, -5, "redis is unavailable")                                                        \
     X(ETIMEDOUT, -6, "redis did not answer in time")                                               \
     X(EFULL, -7, "too many events held; retry later")                                              \
-    X(EUNKNOWN, -8, "outcome of the write is unknown")                                             \
-    X(EFENCED, -9, "write was fenced and will never apply")
+    X(EUNKNOWN, -8, "outcome of the write is unknown")
 
 enum tally_errno {
 #define X(name, code, text) TALLY_##name = (code),

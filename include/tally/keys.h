@@ -16,8 +16,7 @@
  *   P{bb}w:<id>:<slot>          HASH   visitor -> time of a counted view, per window-long
  *                                      slot (2 windows)
  *   P{bb}i:<Idempotency-Key>    STRING the key's first answer (24 h)
- *   P{bb}x:<attempt>            STRING a write unit's outcome, or "aborted" once fenced
- *                                      (10 min)
+ *   P{bb}x:<attempt>            STRING a write unit's outcome (10 min)
  *   Psalt:<YYYYMMDD>            STRING the day's visitor salt, shared by every collector
  *                                      (2 days)
  *

@@ -1,10 +1,10 @@
 -- apply.lua -- applies one write unit atomically: every counter of every event in it (totals,
 -- hourly and daily buckets, top lists, distinct visitors), the repeat-view checks and the
--- idempotency markers; or, when fenced, nothing at all.
+-- idempotency markers.
 --
 -- KEYS[1]  the unit's attempt marker. It holds this script's answer once applied, so a unit
 --          sent again after a lost connection is answered as the first time and counted
---          once; the collector sets it to "aborted" to fence a unit it gave up on.
+--          once.
 -- KEYS[2..] in Redis Cluster, every other key the unit touches (all in one slot), so that a
 --          migrating slot is refused before anything runs; unused by the script itself.
 -- ARGV     P window marker_ttl idem_ttl now fresh segment... (segments run to the last
@@ -21,7 +21,7 @@
 --            (tag is the bucket's two hex digits; with a window > 0 each visitor entry is a
 --            view to check for a repeat, else the views are in plain_views and the visitors
 --            only feed the distinct-visitor estimates)
--- Returns {"ok", expired, seg...} or {"fenced"}: expired lists, in the form of fresh, the
+-- Returns {"ok", expired, seg...}: expired lists, in the form of fresh, the
 -- keys whose expiry this unit set (the collector then knows them); each seg is
 --   {first, accepted, bot, prefetch, repeat, repeat_index...}
 -- where first is 1 when applied now, 0 when an earlier answer is repeated, and each
@@ -32,9 +32,6 @@
 
 local marker = redis.call('GET', KEYS[1])
 if marker then
-    if marker == 'aborted' then
-        return {'fenced'}
-    end
     return cjson.decode(marker)
 end
 

@@ -951,18 +951,6 @@ static void test_agg_reads_a_replayed_keyed_segment(void **state)
     tally_agg_release(&u.a);
 }
 
-static void test_agg_reports_a_fenced_unit(void **state)
-{
-    static const char *const cases[] = {"[fenced]", "[+fenced]"};
-    struct reply_unit u;
-
-    (void)state;
-    reply_unit_build(&u);
-    for (size_t i = 0; i < N_ELEMS(cases); i++)
-        assert_int_equal(apply_text(&u.a, cases[i], u.reqs, 4), TALLY_EFENCED);
-    tally_agg_release(&u.a);
-}
-
 static void test_agg_rejects_replies_of_another_shape(void **state)
 {
     static const char *const cases[] = {
@@ -1346,7 +1334,6 @@ int main(void)
         cmocka_unit_test(test_agg_reads_an_answer_without_repeats),
         cmocka_unit_test(test_agg_attributes_repeats_to_their_requests),
         cmocka_unit_test(test_agg_reads_a_replayed_keyed_segment),
-        cmocka_unit_test(test_agg_reports_a_fenced_unit),
         cmocka_unit_test(test_agg_rejects_replies_of_another_shape),
         cmocka_unit_test(test_agg_reads_answers_of_units_without_a_shared_segment),
         cmocka_unit_test(test_agg_matches_a_brute_force_count_of_many_requests),
