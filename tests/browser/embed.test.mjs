@@ -324,6 +324,40 @@ test('5. list page: 20 teasers filled by ONE stats request, no view counted', as
   }
 });
 
+test('5b. list page with long ids: stats requests split so that no URL passes about 8 KB', async (t) => {
+  const tally = await startTally(redis, { viewWindow: 0 });
+  t.after(() => tally.stop());
+  // 30 ids of 254 bytes, mostly Korean (each byte percent-encoded: 757 characters a query
+  // entry): at most 9 fit in 7,000 characters, so 4 requests, in page order.
+  const N = 30;
+  const ids = Array.from({ length: N }, (_, i) => `t5b/${String(i).padStart(2, '0')}-` + '가'.repeat(82) + 'x');
+  assert.ok(ids.every((id) => Buffer.byteLength(id) === 254));
+  const seeded = await postEvents(tally.origin, ids.map((id) => ({ type: 'view', article: id })));
+  assert.equal(seeded.accepted, N);
+  pages.pages.set('/t5b/list.html', () => html({
+    src: `${tally.origin}/tally.js`,
+    attrs: { 'data-count': 'false' },
+    body: ids.map((id) => `<span class="v" data-tally="views" data-tally-article="${esc(id)}">–</span>`).join('\n'),
+  }));
+  const ctx = await newContext(browser, { ua: UA(501) });
+  try {
+    const page = await ctx.newPage();
+    await page.goto(`${pages.origin}/t5b/list.html`);
+    await waitFor(() => page.evaluate(() => ![...document.querySelectorAll('[data-tally]')].some((e) => e.textContent === '–')),
+      { what: 'every counter to be filled' });
+    assert.deepEqual(await page.evaluate(() => [...document.querySelectorAll('.v')].map((e) => e.textContent)),
+      ids.map(() => '1'));
+    const reqs = ctx.requestsTo(tally.origin).filter(([, u]) => u.startsWith('/v1/stats'));
+    assert.equal(reqs.length, 4, 'four stats requests');
+    assert.ok(reqs.every(([, u]) => u.length <= 8000), 'no URL over 8,000 characters');
+    const asked = reqs.flatMap(([, u]) => new URLSearchParams(u.split('?')[1]).getAll('article'));
+    assert.deepEqual(asked, ids, 'every article once, in page order');
+    assertNoErrors(ctx);
+  } finally {
+    await ctx.close();
+  }
+});
+
 test('6. number formatting: 1,234 in English, 1.234 in German, 1.2K compact', async (t) => {
   const tally = await startTally(redis, { viewWindow: 0 });
   t.after(() => tally.stop());

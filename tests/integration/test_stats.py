@@ -121,6 +121,19 @@ class StatsTest(harness.TallyTestCase):
         self.assertError(self.t.get("/v1/stats?article=ok&article=a%00b"), 400,
                          "invalid_article")
 
+    def test_batch_of_100_longest_ids_fully_encoded(self):
+        # 100 ids of 256 bytes (64 four-byte characters), every byte percent-encoded: a
+        # request line of about 77 KB, which the contract allows.
+        ids = ["%02d" % i + "\U0001F600" * 63 + "ab" for i in range(100)]
+        self.assertTrue(all(len(a.encode()) == 256 for a in ids))
+        self.view(ids[7], 3)
+        q = "&".join("article=" + "".join("%%%02X" % b for b in a.encode()) for a in ids)
+        self.assertGreater(len(q), 76000)
+        r = self.t.get("/v1/stats?" + q)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([s["article"] for s in r.body["articles"]], ids)
+        self.assertEqual(counts(r.body["articles"][7]), one(ids[7], views=3))
+
     # ---- caching ----
 
     def test_headers_etag_and_304(self):
