@@ -469,7 +469,18 @@ else setTimeout(report, 1500);
     `--user-agent=${UA(800)}`, `${pages.origin}/t8/a.html`], 'chromium');
   t.after(async () => {
     await chrome.stopGracefully();
-    fs.rmSync(udd, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
+    // Chromium's helper processes may still write into the profile for a moment after the
+    // browser has gone (rmSync's own retries only retry the rmdir, they do not list the
+    // directory again): remove it afresh until it is gone.
+    for (let i = 0; ; i++) {
+      try {
+        fs.rmSync(udd, { recursive: true, force: true });
+        break;
+      } catch (e) {
+        if (i >= 50) throw e;
+        await sleep(200);
+      }
+    }
   });
 
   const prerenderFetch = () => pages.requests.find((r) => r.path === '/t8/b.html' && /prerender/.test(r.headers['sec-purpose'] || ''));
