@@ -735,7 +735,13 @@ class ReportsTest(harness.TallyTestCase):
         today = int(time.time()) // DAY
         for metric in METRICS:
             for period in PERIODS:
-                self.assertEqual(self.model.top(metric, period, 1, today)[0]["article"], victim)
+                first = [e["article"] for e in self.model.top(metric, period, len(TOP_TIE), today)]
+                if metric == "visitors":
+                    # Visitors are HyperLogLog estimates under a random salt: one member of
+                    # the tie may come out one lower now and then, and lose the tie.
+                    self.assertIn(victim, first, (metric, period))
+                else:
+                    self.assertEqual(first[0], victim, (metric, period))
         before = self.check_totals()
         contribution = {p: {m: self.model.scores(m, p, today).get(victim, 0) for m in SUMMED}
                         for p in PERIODS}
