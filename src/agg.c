@@ -3,13 +3,13 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <string.h>
 
 #include "tally/agg.h"
 #include "tally/error.h"
 #include "tally/hash.h"
 #include "tally/keys.h"
+#include "tally/reports.h"
 #include "tally/uri.h"
 
 #define AGG_NONE UINT32_MAX
@@ -92,6 +92,12 @@ static int agg_grow(void *p, size_t *cap, size_t need, size_t size)
 
 /* ---- Segments: articles coalesced in an open-addressing table ---- */
 
+/* The home slot of article ID (LEN bytes) in a table of SLOTS (a power of two). */
+static uint32_t agg_home(const char *id, size_t len, size_t slots)
+{
+    return (uint32_t)(tally_siphash((const uint8_t *)"tally agg table!", id, len) & (slots - 1));
+}
+
 static int agg_reserve(struct tally_agg *a, size_t events)
 {
     size_t need = a->n_rec + events, slots = a->n_slots;
@@ -113,9 +119,7 @@ static int agg_reserve(struct tally_agg *a, size_t events)
     a->slots = table;
     a->n_slots = slots;
     for (size_t i = 0; i < a->n_rec; i++) {
-        uint32_t s = (uint32_t)(tally_siphash((const uint8_t *)"tally agg table!", a->rec[i].id,
-                                              a->rec[i].len) &
-                                (slots - 1));
+        uint32_t s = agg_home(a->rec[i].id, a->rec[i].len, slots);
 
         while (a->slots[s] != 0)
             s = (uint32_t)((s + 1) & (slots - 1));
@@ -127,8 +131,7 @@ static int agg_reserve(struct tally_agg *a, size_t events)
 
 static struct agg_rec *agg_find(struct tally_agg *a, const struct tally_event *ev)
 {
-    uint64_t h = tally_siphash((const uint8_t *)"tally agg table!", ev->article, ev->article_len);
-    uint32_t s = (uint32_t)(h & (a->n_slots - 1));
+    uint32_t s = agg_home(ev->article, ev->article_len, a->n_slots);
     struct agg_rec *r;
 
     for (; a->slots[s] != 0; s = (uint32_t)((s + 1) & (a->n_slots - 1))) {
@@ -214,13 +217,9 @@ static bool agg_touched(const struct tally_agg *a, unsigned b)
 /* One "fresh" entry: "<tag><kind><mask>", MASK the metrics whose key may be new. */
 static size_t agg_fresh_entry(char *out, unsigned b, char kind, unsigned mask)
 {
-    static const char hex[] = "0123456789abcdef";
-
-    out[0] = hex[b >> 4];
-    out[1] = hex[b & 15];
+    tally_key_tag(b, out);
     out[2] = kind;
-    out[3] = hex[(mask >> 4) & 15];
-    out[4] = hex[mask & 15];
+    tally_key_tag(mask, out + 3); /* two hex digits, like a tag */
     return 5;
 }
 
@@ -288,15 +287,15 @@ static void agg_key(struct tally_agg *a, unsigned bucket, const char *fmt, ...)
 
 static void agg_declare_bucket(struct tally_agg *a, unsigned bucket)
 {
-    static const char *const metrics[] = {"views", "visitors", "shares", "comments"};
-
     if (a->buckets_declared[bucket / 64] & (UINT64_C(1) << (bucket % 64)))
         return;
     a->buckets_declared[bucket / 64] |= UINT64_C(1) << (bucket % 64);
-    for (int m = 0; m < 4; m++) {
-        agg_key(a, bucket, "d%s:%s", metrics[m], a->day);
-        agg_key(a, bucket, "h%s:%s", metrics[m], a->hour);
-        agg_key(a, bucket, "t%s", metrics[m]);
+    for (int m = 0; m < TALLY_METRICS; m++) {
+        const char *name = tally_metric_name((enum tally_metric)m);
+
+        agg_key(a, bucket, "d%s:%s", name, a->day);
+        agg_key(a, bucket, "h%s:%s", name, a->hour);
+        agg_key(a, bucket, "t%s", name);
     }
     agg_key(a, bucket, "s%s", a->day);
     agg_key(a, bucket, "sall");
@@ -320,13 +319,13 @@ static void agg_declare_article(struct tally_agg *a, const struct agg_rec *r)
 static void agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool shared)
 {
     const struct agg_delta *del = a->deltas;
-    static const char hex[] = "0123456789abcdef";
-    char tag[2] = {hex[r->bucket >> 4], hex[r->bucket & 15]}, vh[16];
+    char tag[2], vh[16];
     size_t nshares = 0;
 
     if (a->declare)
         agg_declare_article(a, r);
     a->touched[r->bucket / 64] |= UINT64_C(1) << (r->bucket % 64);
+    tally_key_tag(r->bucket, tag);
     agg_arg(a, tag, 2);
     agg_arg(a, r->id, r->len);
     agg_arg_int(a, r->views);
@@ -383,24 +382,18 @@ static int agg_emit_seg(struct tally_agg *a, const struct tally_agg_req *idem, u
 /* The day and hour of the unit's time, as the script files them. */
 static void agg_stamp(struct tally_agg *a)
 {
-    time_t t = (time_t)a->now;
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    strftime(a->day, sizeof(a->day), "%Y%m%d", &tm);
-    strftime(a->hour, sizeof(a->hour), "%Y%m%d%H", &tm);
+    tally_key_hour(a->now, a->hour);
+    memcpy(a->day, a->hour, 8);
+    a->day[8] = '\0';
 }
 
 static int agg_header(struct tally_agg *a, const struct tally_event *first, const char *attempt)
 {
-    size_t n = tally_key_base(a->attempt_key, sizeof(a->attempt_key), a->prefix,
-                              tally_key_bucket(first->article, first->article_len), 'x');
-    size_t alen = strlen(attempt);
-
-    if (n == 0 || n + alen >= sizeof(a->attempt_key))
+    a->attempt_len = tally_key_make(a->attempt_key, sizeof(a->attempt_key), a->prefix,
+                                    tally_key_bucket(first->article, first->article_len), 'x',
+                                    attempt, strlen(attempt));
+    if (a->attempt_len == 0)
         return TALLY_EINVAL;
-    memcpy(a->attempt_key + n, attempt, alen + 1);
-    a->attempt_len = n + alen;
     tally_buf_add_bulk(&a->keys, a->attempt_key, a->attempt_len);
     a->nkeys = 1;
     tally_buf_add_bulk(&a->head, a->prefix, strlen(a->prefix));

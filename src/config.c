@@ -14,6 +14,7 @@
 
 #include "tally/config.h"
 #include "tally/error.h"
+#include "tally/log.h"
 
 /* ---- The table ---- */
 
@@ -102,8 +103,6 @@ static const struct cfg_option cfg_options[] = {
 
 #define CFG_N_OPTIONS (sizeof(cfg_options) / sizeof(cfg_options[0]))
 #define CFG_USAGE_COL 29 /* width of "--redis-cluster HOST:PORT,...", the longest */
-
-static const char *const cfg_log_levels[] = {"error", "warn", "info", "debug"};
 
 /* ---- Small helpers ---- */
 
@@ -729,9 +728,9 @@ static int cfg_parse_log_level(struct cfg_ctx *ctx, struct tally_config *cfg, co
 {
     enum tally_log_level *level = cfg_field(cfg, ctx->opt);
 
-    for (size_t i = 0; i < sizeof(cfg_log_levels) / sizeof(cfg_log_levels[0]); i++) {
-        if (cfg_equal_nocase(cfg_span_of(value), cfg_log_levels[i])) {
-            *level = (enum tally_log_level)i;
+    for (int l = TALLY_LOG_ERROR; l <= TALLY_LOG_DEBUG; l++) {
+        if (cfg_equal_nocase(cfg_span_of(value), tally_log_level_name((enum tally_log_level)l))) {
+            *level = (enum tally_log_level)l;
             return 0;
         }
     }

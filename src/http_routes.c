@@ -38,12 +38,6 @@ static const unsigned char ingest_gif[] = {
     0x00, 0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c,
     0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b};
 
-static const char *const ingest_ignore_names[] = {
-#define X(name, text) text,
-    TALLY_IGNORE_MAP(X)
-#undef X
-};
-
 static void ingest_count(struct tally_worker *w, const struct tally_batch *b, size_t from,
                          enum tally_outcome outcome)
 {
@@ -101,7 +95,7 @@ static void ingest_send_ok(struct tally_http_req *h, bool pixel, uint32_t accept
             if (ignored[r] == 0)
                 continue;
             tally_buf_adds(b, first ? "\"" : ",\"");
-            tally_buf_adds(b, ingest_ignore_names[r]);
+            tally_buf_adds(b, tally_ignore_name((enum tally_ignore)r));
             tally_buf_adds(b, "\":");
             tally_buf_add_u64(b, ignored[r]);
             first = false;

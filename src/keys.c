@@ -1,7 +1,7 @@
 /* keys.c -- builds every Redis key tally writes (see keys.h for the schema). */
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "tally/hash.h"
 #include "tally/keys.h"
@@ -16,23 +16,55 @@ unsigned tally_key_bucket(const char *id, size_t len)
     return (unsigned)(tally_siphash(keys_bucket_key, id, len) % TALLY_BUCKETS);
 }
 
+void tally_key_tag(unsigned bucket, char out[2])
+{
+    static const char hex[] = "0123456789abcdef";
+
+    out[0] = hex[bucket >> 4 & 15];
+    out[1] = hex[bucket & 15];
+}
+
 size_t tally_key_base(char *out, size_t cap, const char *prefix, unsigned bucket, char kind)
 {
-    int n = snprintf(out, cap, "%s{%02x}%c:", prefix, bucket & 0xffu, kind);
+    size_t n = strlen(prefix);
 
-    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+    if (n + 6 >= cap)
+        return 0;
+    memcpy(out, prefix, n);
+    out[n] = '{';
+    tally_key_tag(bucket, out + n + 1);
+    out[n + 3] = '}';
+    out[n + 4] = kind;
+    out[n + 5] = ':';
+    out[n + 6] = '\0';
+    return n + 6;
+}
+
+size_t tally_key_make(char *out, size_t cap, const char *prefix, unsigned bucket, char kind,
+                      const char *tail, size_t len)
+{
+    size_t n = tally_key_base(out, cap, prefix, bucket, kind);
+
+    if (n == 0 || n + len >= cap)
+        return 0;
+    memcpy(out + n, tail, len);
+    out[n + len] = '\0';
+    return n + len;
 }
 
 size_t tally_key_article(char *out, size_t cap, const char *prefix, char kind, const char *id,
                          size_t len)
 {
-    size_t n = tally_key_base(out, cap, prefix, tally_key_bucket(id, len), kind);
+    return tally_key_make(out, cap, prefix, tally_key_bucket(id, len), kind, id, len);
+}
 
-    if (n == 0 || n + len + 1 > cap)
-        return 0;
-    memcpy(out + n, id, len);
-    out[n + len] = '\0';
-    return n + len;
+void tally_key_hour(int64_t t, char out[11])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+
+    gmtime_r(&tt, &tm);
+    strftime(out, 11, "%Y%m%d%H", &tm);
 }
 
 /* CRC16-XMODEM (poly 0x1021, init 0), bit by bit: slots are computed rarely enough. */
@@ -60,4 +92,12 @@ unsigned tally_key_slot(const char *key, size_t len)
             return keys_crc16(open + 1, (size_t)(close - open - 1)) & 16383u;
     }
     return keys_crc16(key, len) & 16383u;
+}
+
+unsigned tally_key_bucket_slot(unsigned bucket)
+{
+    char tag[4] = {'{', 0, 0, '}'};
+
+    tally_key_tag(bucket, tag + 1);
+    return tally_key_slot(tag, sizeof(tag));
 }

@@ -12,6 +12,11 @@ enum tally_log_level tally_log_level = TALLY_LOG_INFO;
 
 static const char *const log_names[] = {"error", "warn", "info", "debug"};
 
+const char *tally_log_level_name(enum tally_log_level level)
+{
+    return (unsigned)level <= TALLY_LOG_DEBUG ? log_names[level] : "unknown";
+}
+
 void tally_log_write(enum tally_log_level level, const char *file, int line, const char *fmt,
                      ...)
 {

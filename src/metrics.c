@@ -34,6 +34,11 @@ static const char *const metrics_routes[] = {
 #undef X
 };
 
+const char *tally_ignore_name(enum tally_ignore r)
+{
+    return (unsigned)r < TALLY_IGNORES ? metrics_ignores[r] : "unknown";
+}
+
 void tally_metrics_request(struct tally_metrics *m, enum tally_route route, int status,
                            double seconds)
 {

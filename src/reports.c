@@ -319,17 +319,14 @@ int tally_series_parse(const char *query, size_t len, time_t now, struct tally_s
 static size_t reports_bucket_key(char *out, size_t cap, const char *prefix, unsigned bucket,
                                  char kind, enum tally_metric m, int64_t t, bool hour)
 {
-    size_t n = tally_key_base(out, cap, prefix, bucket, kind);
-    time_t tt = (time_t)t;
-    struct tm tm;
+    char stamp[11], tail[32];
     int k;
 
-    gmtime_r(&tt, &tm);
-    k = snprintf(out + n, cap - n, "%s:%04d%02d%02d", tally_metric_name(m), tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday);
-    if (k > 0 && hour)
-        k += snprintf(out + n + (size_t)k, cap - n - (size_t)k, "%02d", tm.tm_hour);
-    return k > 0 ? n + (size_t)k : 0;
+    tally_key_hour(t, stamp);
+    k = snprintf(tail, sizeof(tail), "%s:%.*s", tally_metric_name(m), hour ? 10 : 8, stamp);
+    if (k < 0 || (size_t)k >= sizeof(tail))
+        return 0;
+    return tally_key_make(out, cap, prefix, bucket, kind, tail, (size_t)k);
 }
 
 static int64_t reports_int(const redisReply *r)
@@ -509,9 +506,9 @@ static int top_send_bucket(struct tally_top *t, struct tally_redis *r, const cha
     tally_buf_reset(b);
     tally_buf_add_bulk_i64(b, (int64_t)nkeys);
     if (days == 0) {
-        size_t n = tally_key_base(key, sizeof(key), prefix, bucket, 't');
+        const char *metric = tally_metric_name(t->p.metric);
+        size_t n = tally_key_make(key, sizeof(key), prefix, bucket, 't', metric, strlen(metric));
 
-        n += (size_t)snprintf(key + n, sizeof(key) - n, "%s", tally_metric_name(t->p.metric));
         tally_buf_add_bulk(b, key, n);
         memcpy(first, key, n);
         first_len = n;
@@ -626,14 +623,12 @@ int tally_totals_start(struct tally_totals *t, enum tally_period period, struct 
     for (unsigned k = 0; k < TALLY_BUCKETS && rc == 0; k++) {
         for (size_t d = 0; d < per && rc == 0; d++) {
             char key[TALLY_KEY_MAX], day[9];
-            size_t n = tally_key_base(key, sizeof(key), prefix, k, 's');
             const char *argv[2] = {"HGETALL", key};
-            size_t argvlen[2];
+            size_t argvlen[2] = {7, 0};
 
             tally_visitor_day(now - 86400 * (time_t)d, day);
-            n += (size_t)snprintf(key + n, sizeof(key) - n, "%s", days > 0 ? day : "all");
-            argvlen[0] = 7;
-            argvlen[1] = n;
+            argvlen[1] = tally_key_make(key, sizeof(key), prefix, k, 's', days > 0 ? day : "all",
+                                        days > 0 ? 8 : 3);
             rc = tally_fanout_command(&t->fan, r, 2, argv, argvlen);
         }
     }
@@ -673,9 +668,7 @@ int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint3
                        struct tally_redis *r, const char *prefix, tally_forget_done_cb *done,
                        void *arg)
 {
-    static const char hex[] = "0123456789abcdef";
-    unsigned bucket = tally_key_bucket(id, len);
-    char key[TALLY_KEY_MAX], tag[2] = {hex[bucket >> 4], hex[bucket & 15]};
+    char key[TALLY_KEY_MAX], tag[2];
     size_t klen = tally_key_article(key, sizeof(key), prefix, 'a', id, len);
     struct tally_buf b;
     int rc;
@@ -684,6 +677,7 @@ int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint3
     f->arg = arg;
     if ((rc = tally_fanout_init(&f->fan, 1, on_forgot, on_forget_done, f)) < 0)
         return rc;
+    tally_key_tag(tally_key_bucket(id, len), tag);
     tally_buf_init(&b);
     tally_buf_add_bulk(&b, "1", 1);
     tally_buf_add_bulk(&b, key, klen);
@@ -691,9 +685,13 @@ int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint3
     tally_buf_add_bulk(&b, tag, 2);
     tally_buf_add_bulk(&b, id, len);
     tally_buf_add_bulk_i64(&b, window);
-    rc = b.oom ? TALLY_ENOMEM
-               : tally_fanout_eval(&f->fan, r, key, klen, TALLY_SCRIPT_FORGET, b.data, b.len, 6);
+    if (b.oom) {
+        tally_buf_release(&b);
+        (void)tally_fanout_end(&f->fan); /* nothing sent: only releases it */
+        return TALLY_ENOMEM;
+    }
+    /* A failed send is what tally_fanout_end() returns. */
+    (void)tally_fanout_eval(&f->fan, r, key, klen, TALLY_SCRIPT_FORGET, b.data, b.len, 6);
     tally_buf_release(&b);
-    (void)rc;
     return tally_fanout_end(&f->fan);
 }

@@ -307,6 +307,15 @@ static int store_send_eval(struct tally_store *st, struct store_cmd *c, bool wit
     return 0;
 }
 
+/* ASKING: lets the next command on this connection into a slot being imported. */
+static int store_asking(struct tally_store *st)
+{
+    static const char *const argv[] = {"ASKING"};
+    static const size_t len[] = {6};
+
+    return tally_store_command(st, 1, (const char **)argv, len, NULL, NULL);
+}
+
 int tally_store_eval(struct tally_store *st, enum tally_script script, const char *body,
                      size_t len, size_t nargs, tally_store_reply_cb *done, void *arg)
 {
@@ -317,15 +326,10 @@ int tally_store_eval_asking(struct tally_store *st, bool asking, enum tally_scri
                             const char *body, size_t len, size_t nargs,
                             tally_store_reply_cb *done, void *arg)
 {
-    static const char *const ask[] = {"ASKING"};
-    static const size_t asklen[] = {6};
     struct store_cmd *c;
     int rc;
 
-    if (st->state != STORE_READY)
-        return TALLY_EUNAVAIL;
-    /* ASKING lets the next command on this connection into a slot being imported. */
-    if (asking && tally_store_command(st, 1, (const char **)ask, asklen, NULL, NULL) < 0)
+    if (st->state != STORE_READY || (asking && store_asking(st) < 0))
         return TALLY_EUNAVAIL;
     if ((c = store_cmd_new(st, done, arg)) == NULL)
         return TALLY_ENOMEM;
@@ -356,13 +360,9 @@ int tally_store_command(struct tally_store *st, int argc, const char **argv,
 int tally_store_formatted(struct tally_store *st, bool asking, const char *cmd, size_t len,
                           tally_store_reply_cb *done, void *arg)
 {
-    static const char *const ask[] = {"ASKING"};
-    static const size_t asklen[] = {6};
     struct store_cmd *c;
 
-    if (st->state != STORE_READY || st->ac == NULL)
-        return TALLY_EUNAVAIL;
-    if (asking && tally_store_command(st, 1, (const char **)ask, asklen, NULL, NULL) < 0)
+    if (st->state != STORE_READY || st->ac == NULL || (asking && store_asking(st) < 0))
         return TALLY_EUNAVAIL;
     if ((c = store_cmd_new(st, done, arg)) == NULL)
         return TALLY_ENOMEM;

@@ -4,6 +4,7 @@
 
 #include "tally/error.h"
 #include "tally/hash.h"
+#include "tally/keys.h"
 #include "tally/uri.h"
 #include "tally/visitor.h"
 
@@ -39,10 +40,11 @@ uint64_t tally_visitor_id(const uint8_t salt[TALLY_SALT_LEN], uint64_t digest,
 
 void tally_visitor_day(time_t t, char out[9])
 {
-    struct tm tm;
+    char hour[11];
 
-    gmtime_r(&t, &tm);
-    strftime(out, 9, "%Y%m%d", &tm);
+    tally_key_hour((int64_t)t, hour);
+    memcpy(out, hour, 8);
+    out[8] = '\0';
 }
 
 int tally_salt_decode(const char *hex, size_t len, uint8_t out[TALLY_SALT_LEN])

@@ -247,11 +247,8 @@ static bool writer_visitors(struct write_lane *l)
 static void writer_known(struct tally_writer *w, int64_t now)
 {
     char stamp[11];
-    time_t t = (time_t)now;
-    struct tm tm;
 
-    gmtime_r(&t, &tm);
-    strftime(stamp, sizeof(stamp), "%Y%m%d%H", &tm);
+    tally_key_hour(now, stamp);
     if (strcmp(stamp, w->known_stamp) == 0 && tally_now_ms() - w->known_since < 600000)
         return;
     if (strncmp(stamp, w->known_stamp, 8) != 0 || tally_now_ms() - w->known_since >= 600000)
@@ -460,14 +457,13 @@ static void writer_part_init(struct tally_writer *w, struct tally_write_part *p,
     p->req.idem_key = NULL;
     if (wr->idem != NULL && p->req.n > 0) {
         const struct tally_event *ev = &p->req.ev[0];
-        size_t n = tally_key_base(p->idem_key, sizeof(p->idem_key), w->cfg->prefix,
-                                  tally_key_bucket(ev->article, ev->article_len), 'i');
-        size_t len = strlen(wr->idem);
+        size_t n = tally_key_make(p->idem_key, sizeof(p->idem_key), w->cfg->prefix,
+                                  tally_key_bucket(ev->article, ev->article_len), 'i', wr->idem,
+                                  strlen(wr->idem));
 
-        if (n > 0 && n + len < sizeof(p->idem_key)) {
-            memcpy(p->idem_key + n, wr->idem, len + 1);
+        if (n > 0) {
             p->req.idem_key = p->idem_key;
-            p->req.idem_len = n + len;
+            p->req.idem_len = n;
         }
     }
 }
@@ -584,11 +580,8 @@ size_t tally_writer_held(const struct tally_writer *w)
 
 static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsigned bucket)
 {
-    static const char hex[] = "0123456789abcdef";
-    char tag[4] = {'{', hex[bucket >> 4 & 15], hex[bucket & 15], '}'};
-
     l->w = w;
-    l->slot = tally_key_slot(tag, sizeof(tag));
+    l->slot = tally_key_bucket_slot(bucket);
     TAILQ_INIT(&l->pending);
     tally_agg_init(&l->agg, w->cfg->prefix, w->cfg->view_window);
     l->agg.known_day = w->known_day;

@@ -28,6 +28,7 @@
 #define TALLY_KEYS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define TALLY_BUCKETS 256
 #define TALLY_KEY_MAX 512 /* prefix (64) + tag + kind + visitor + id (256) fits */
@@ -35,16 +36,31 @@
 /* The bucket of the article ID (LEN bytes): 0..TALLY_BUCKETS-1, the same on every collector. */
 unsigned tally_key_bucket(const char *id, size_t len);
 
+/* The tag of BUCKET: the two lower-case hex digits between the braces of "{bb}". */
+void tally_key_tag(unsigned bucket, char out[2]);
+
 /* Write "P{bb}K:" for bucket BUCKET and kind letter KIND into OUT (room for CAP bytes, NUL
- * written). Returns its length. */
+ * written). Returns its length, or 0 if it does not fit. */
 size_t tally_key_base(char *out, size_t cap, const char *prefix, unsigned bucket, char kind);
 
-/* Write the key of kind KIND for article ID (LEN bytes): "P{bb}K:<id>". Returns its length,
- * or 0 if it does not fit in CAP. */
+/* Write "P{bb}K:<tail>" (TAIL, LEN bytes: an article id, an attempt id, an Idempotency-Key)
+ * into OUT (room for CAP bytes, NUL written). Returns its length, or 0 if it does not fit. */
+size_t tally_key_make(char *out, size_t cap, const char *prefix, unsigned bucket, char kind,
+                      const char *tail, size_t len);
+
+/* Write the key of kind KIND for article ID (LEN bytes), in the article's own bucket:
+ * "P{bb}K:<id>". Returns its length, or 0 if it does not fit in CAP. */
 size_t tally_key_article(char *out, size_t cap, const char *prefix, char kind, const char *id,
                          size_t len);
 
+/* The UTC hour of T (Unix seconds) as keys file it, "YYYYMMDDHH"; its first 8 characters are
+ * the day. */
+void tally_key_hour(int64_t t, char out[11]);
+
 /* Redis Cluster's slot of KEY (LEN bytes): CRC16-XMODEM of the hash tag, mod 16384. */
 unsigned tally_key_slot(const char *key, size_t len);
+
+/* The slot of every key of BUCKET. */
+unsigned tally_key_bucket_slot(unsigned bucket);
 
 #endif

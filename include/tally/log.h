@@ -6,6 +6,9 @@
 
 extern enum tally_log_level tally_log_level;
 
+/* "error", "warn", "info" or "debug". */
+const char *tally_log_level_name(enum tally_log_level level);
+
 /* Write one record: "2026-11-27T18:38:17.123Z level=warn src=store_redis.c:88 msg". The
  * message is written as one write(2), so records from threads do not interleave. */
 void tally_log_write(enum tally_log_level level, const char *file, int line, const char *fmt,

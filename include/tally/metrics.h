@@ -40,6 +40,9 @@ enum tally_ignore {
         TALLY_IGNORES
 };
 
+/* The name of reason R, as in "ignored_reasons" and the metrics' labels. */
+const char *tally_ignore_name(enum tally_ignore r);
+
 /* Why a request was refused. */
 #define TALLY_REJECT_MAP(X)                                                                        \
     X(INVALID, "invalid")                                                                          \
