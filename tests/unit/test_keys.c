@@ -285,6 +285,63 @@ static void test_keys_all_kinds_of_one_article_share_a_slot(void **state)
     }
 }
 
+/* ---- Tags, tails, hour stamps ---- */
+
+static void test_keys_tag_is_two_lower_hex_digits(void **state)
+{
+    char tag[2], key[64];
+
+    (void)state;
+    for (unsigned b = 0; b < TALLY_BUCKETS; b++) {
+        char want[3];
+
+        snprintf(want, sizeof(want), "%02x", b);
+        tally_key_tag(b, tag);
+        assert_memory_equal(tag, want, 2);
+        /* The same tag stands in every key of the bucket, and gives the bucket's slot. */
+        assert_int_equal(tally_key_base(key, sizeof(key), "p:", b, 'a'), 8);
+        assert_memory_equal(key + 3, want, 2);
+        assert_int_equal(tally_key_bucket_slot(b), tally_key_slot(key, 8));
+    }
+}
+
+static void test_keys_make_appends_the_tail_or_refuses(void **state)
+{
+    char key[16];
+
+    (void)state;
+    assert_int_equal(tally_key_make(key, sizeof(key), "p:", 0xab, 'x', S("n0-1")), 12);
+    assert_string_equal(key, "p:{ab}x:n0-1");
+    /* 15 bytes and the NUL fit exactly; one more does not. */
+    assert_int_equal(tally_key_make(key, sizeof(key), "p:", 0xab, 'x', S("n0-12345")), 0);
+    assert_int_equal(tally_key_make(key, sizeof(key), "p:", 0xab, 'x', S("n0-1234")), 15);
+    assert_string_equal(key, "p:{ab}x:n0-1234");
+    assert_int_equal(tally_key_make(key, sizeof(key), "p:", 0xab, 'i', S("")), 8);
+    assert_string_equal(key, "p:{ab}i:");
+}
+
+static void test_keys_hour_is_utc(void **state)
+{
+    static const struct {
+        int64_t t;
+        const char *want;
+    } cases[] = {
+        {0, "1970010100"},
+        {1800000000, "2027011508"},   /* 2027-01-15T08:00:00Z */
+        {1800003599, "2027011508"},
+        {1800003600, "2027011509"},
+        {951782400, "2000022900"},    /* a leap day */
+        {4102444799, "2099123123"},
+    };
+    char out[11];
+
+    (void)state;
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        tally_key_hour(cases[i].t, out);
+        assert_string_equal(out, cases[i].want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -300,6 +357,9 @@ int main(void)
         cmocka_unit_test(test_keys_slot_follows_the_cluster_spec),
         cmocka_unit_test(test_keys_slot_reads_length_bytes_only),
         cmocka_unit_test(test_keys_all_kinds_of_one_article_share_a_slot),
+        cmocka_unit_test(test_keys_tag_is_two_lower_hex_digits),
+        cmocka_unit_test(test_keys_make_appends_the_tail_or_refuses),
+        cmocka_unit_test(test_keys_hour_is_utc),
     };
 
     return cmocka_run_group_tests_name("keys", tests, NULL, NULL);
