@@ -830,9 +830,18 @@ class Tallyd:
     def log(self):
         return _tail(self.logfile, 10 ** 6)
 
+    # What a sanitizer writes when it finds something (the test builds run under ASan+UBSan
+    # or TSan); any of it in a log fails the test that ran the daemon.
+    SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                         "WARNING: ThreadSanitizer")
+
     def close(self):
         self.kill()
         _report_kept(self.dir, "tallyd")
+        found = [s for s in self.SANITIZER_REPORTS if s in self.log()]
+        if found:
+            raise AssertionError("sanitizer reports (%s) in %s:\n%s"
+                                 % (", ".join(found), self.logfile, _tail(self.logfile, 60)))
 
     def __enter__(self):
         if not self.running():

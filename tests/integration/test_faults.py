@@ -291,7 +291,7 @@ class FaultTest(harness.TallyTestCase):
         self.started = time.monotonic()
 
     def start_tallyd(self, *args):
-        t = self.track(harness.Tallyd(self.redis, ["--view-window", "0", "--rate-limit", "0"]
+        t = self.track(harness.Tallyd(self.redis, ["--view-window", "0"]
                                       + list(args)))
         self.addCleanup(t.close)
         return t.start()

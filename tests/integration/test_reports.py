@@ -178,8 +178,7 @@ class ReportsTest(harness.TallyTestCase):
                          % (SEED, SEED))
         cls.rng = random.Random(SEED)
         cls.redis = harness.Redis().start()
-        cls.tallyd = harness.Tallyd(cls.redis, ["--view-window", "0", "--rate-limit", "0",
-                                                "--token", TOKEN])
+        cls.tallyd = harness.Tallyd(cls.redis, ["--view-window", "0", "--token", TOKEN])
         try:
             cls.tallyd.start()
             cls.model = Model()

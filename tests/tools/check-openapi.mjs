@@ -11,8 +11,8 @@
 // conventions say, and the answer equal to the named example where the case says so.
 //
 // It also fails when
-//   - a path in PENDING is served (the list must not go stale), or a served path is not
-//     documented (the route table in src/http_server.c and src/assets.c is probed);
+//   - a served path is not documented (the route table in src/http_server.c and src/assets.c
+//     is probed);
 //   - a documented operation has no case;
 //   - a --flag of `tallyd --help` is missing from info.description's Configuration list, or
 //     the two disagree on which flags are "not yet active";
@@ -31,16 +31,6 @@ import { isDeepStrictEqual } from 'node:util';
 import Ajv2020 from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import YAML from 'yaml';
-
-// Paths of the document that tallyd does not serve yet, e.g. '/v1/top' while it is being
-// written: each must still answer 404 not_found (else this check fails until the path is
-// removed from here, so that its cases run). Every path of the contract is served today.
-const PENDING = new Set([]);
-
-// Contract behaviours behind a flag that `tallyd --help` still marks "(not yet active)", e.g.
-// '--view-window'. Each probe runs; it fails the check if the behaviour is there (remove the
-// entry), or if the flag lost its marker while the behaviour is still missing.
-const PENDING_BEHAVIOURS = new Set([]);
 
 const STANDARD_HEADERS = new Set(['date', 'content-length', 'content-type', 'connection',
                                   'transfer-encoding']);
@@ -104,7 +94,6 @@ const documentedPath = (p) => Object.keys(doc.paths).find((t) => templateRe(t).t
 
 const failures = [];
 let passed = 0;
-const skipped = [];
 let contract = null; // the API.md rule of the case being checked, for messages
 function fail(name, what) {
     if (contract)
@@ -583,8 +572,6 @@ function checkHelp(help) {
     checkHelp.flags = flags;
 }
 
-const notYetActive = (flag) => checkHelp.flags?.get(flag)?.includes('(not yet active)') ?? false;
-
 async function checkCases(A, B, redis) {
     const h = (...extra) => [['User-Agent', ua()], ...extra];
     const EV = '/v1/events';
@@ -607,10 +594,6 @@ async function checkCases(A, B, redis) {
     const covered = new Set();
     const served = async (c) => {
         covered.add(`${c.op?.[0] ?? ''} ${c.op?.[1] ?? ''}`);
-        if (c.op && PENDING.has(c.op[1])) {
-            skipped.push(c.name);
-            return null;
-        }
         return run(c);
     };
 
@@ -831,7 +814,7 @@ async function checkCases(A, B, redis) {
         expect: (r, b) => (b.articles.length === 100 ? null : `${b.articles.length} entries`) });
     await statN('stats: bad article', A, '?article=a+b', { status: 400, example: 'invalid_article' });
 
-    // ---- Pending operations (their cases run once the path leaves PENDING) ----
+    // ---- GET /v1/top ----
     const TOP = '/v1/top';
     const top = (name, d, q, extra = {}) => served({
         name, d, method: 'GET', target: `${TOP}${q}`, op: ['GET', TOP], headers: h(), ...extra });
@@ -1001,27 +984,7 @@ async function checkCases(A, B, redis) {
     await served({ name: 'unknown /v1/ path is 404', d: B, method: 'GET', target: '/v1/nope', headers: h(),
                    status: 404, generic: 'NotFound', example: 'not_found' });
 
-    // ---- PENDING paths must not be served; served paths must be documented ----
-    for (const p of PENDING) {
-        if (!doc.paths[p]) {
-            fail('PENDING', `${p} is in PENDING but not in the document`);
-            continue;
-        }
-        for (const m of METHODS.filter((x) => doc.paths[p][x])) {
-            const target = p.replace('{article}', enc(ARTICLE));
-            const r = await request(A.port, { method: m.toUpperCase(), target,
-                headers: [['Authorization', `Bearer ${A.token}`]] });
-            let err = null;
-            try {
-                if (r.status !== 404 || JSON.parse(r.body.toString('utf8')).error !== 'not_found')
-                    err = r.status;
-            } catch { err = r.status; }
-            if (err !== null)
-                fail('PENDING', `${m.toUpperCase()} ${target} answers ${err}: tallyd serves ${p} now. Remove it from PENDING in check-openapi.mjs so that its cases run.`);
-            else
-                pass(`pending ${m.toUpperCase()} ${p}`);
-        }
-    }
+    // ---- Served paths must be documented ----
     await probeRoutes(A);
 
     // ---- Coverage: every operation has a case ----
@@ -1029,8 +992,8 @@ async function checkCases(A, B, redis) {
         if (!covered.has(`${o.method} ${o.path}`))
             fail('coverage', `${o.method} ${o.path} is documented but check-openapi.mjs has no case for it`);
 
-    // ---- Pending behaviours ----
-    await pendingBehaviour('--view-window', 'view-window: a repeat view is not counted', async () => {
+    // ---- Behaviours behind flags ----
+    await behaviour('view-window: a repeat view is not counted', async () => {
         const who = ua();
         const body = JSON.stringify({ type: 'view', article: uniq('repeat') });
         const hd = [['User-Agent', who], json];
@@ -1047,7 +1010,7 @@ async function checkCases(A, B, redis) {
             return { present: false };
         return { err: `second view answered ${r2.status} ${JSON.stringify(b2)}` };
     });
-    await pendingBehaviour('--rate-limit', 'rate-limit: burst 4×N, then 429 with Retry-After', async () => {
+    await behaviour('rate-limit: burst 4×N, then 429 with Retry-After', async () => {
         // B runs with --rate-limit 1 (burst 4, one more event a second). From another loopback
         // address, so that no other case is limited.
         const from = { headers: h(json), localAddress: '127.0.0.3' };
@@ -1094,24 +1057,20 @@ async function checkCases(A, B, redis) {
     await pixel('pixel: Redis down', A, pixq, 'unavailable');
 }
 
-async function pendingBehaviour(flag, name, probe) {
+// Run PROBE, which tells whether a behaviour of the contract is there: it must be.
+async function behaviour(name, probe) {
     let r;
     try {
         r = await probe();
     } catch (e) {
         r = { err: e.message };
     }
-    if (r.err) {
+    if (r.err)
         fail(name, r.err);
-    } else if (r.present && PENDING_BEHAVIOURS.has(flag)) {
-        fail(name, `works now: remove ${flag} from PENDING_BEHAVIOURS in check-openapi.mjs (and the "not yet active" note from the document)`);
-    } else if (r.present) {
+    else if (r.present)
         pass(name);
-    } else if (PENDING_BEHAVIOURS.has(flag) && notYetActive(flag)) {
-        skipped.push(`${name} (${flag} not yet active)`);
-    } else {
-        fail(name, `missing, and tallyd --help does not mark ${flag} "(not yet active)"`);
-    }
+    else
+        fail(name, 'missing');
 }
 
 // Probe every path of the route table (src/http_server.c) and of the asset table
@@ -1153,8 +1112,6 @@ async function probeRoutes(d) {
         const t = prefix ? Object.keys(doc.paths).find((x) => x.startsWith(prefix)) : documentedPath(p);
         if (!notFound && !t)
             fail('routes', `${method} ${p} answers ${r.status} but no path of the document matches it`);
-        else if (!notFound && PENDING.has(t))
-            fail('routes', `${method} ${p} answers ${r.status}: ${t} is served now, remove it from PENDING`);
         else
             pass(`route ${method} ${p}`);
     }
@@ -1166,17 +1123,11 @@ main()
     })
     .finally(() => {
         const secs = ((Date.now() - T0) / 1000).toFixed(1);
-        if (process.env.CHECK_VERBOSE)
-            for (const s of skipped)
-                console.log(`skip ${s}`);
-        else if (skipped.length)
-            console.log(`pending, not checked yet: ${skipped.length} cases of ${[...PENDING].join(', ')}; ` +
-                        `behaviours of ${[...PENDING_BEHAVIOURS].join(', ')} (CHECK_VERBOSE=1 lists them)`);
         if (failures.length) {
-            console.log(`\ncheck-openapi: ${failures.length} mismatch(es), ${passed} checks passed, ${skipped.length} pending, ${secs} s`);
+            console.log(`\ncheck-openapi: ${failures.length} mismatch(es), ${passed} checks passed, ${secs} s`);
             process.exitCode = 1;
         } else {
-            console.log(`check-openapi: ${passed} checks passed, ${skipped.length} pending, ${secs} s`);
+            console.log(`check-openapi: ${passed} checks passed, ${secs} s`);
         }
         killAllNow();
         process.exit(); // with process.exitCode; nothing left to wait for

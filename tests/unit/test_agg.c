@@ -13,9 +13,7 @@
 #include "tally/agg.h"
 #include "tally/error.h"
 #include "tally/keys.h"
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
-#define S(lit) lit, sizeof(lit) - 1
+#include "unit.h"
 
 /* ---- Reading the unit's RESP body back ---- */
 
@@ -388,7 +386,6 @@ static void test_agg_asks_for_expiry_only_where_it_may_be_missing(void **state)
     tally_agg_release(&a);
 }
 
-
 static void test_agg_header_names_the_marker_key_and_settings(void **state)
 {
     struct tally_event ev0[] = {ev_view("news/2025/kim-missiles"), ev_view("b")};
@@ -684,45 +681,6 @@ static void test_agg_reuses_its_scratch_between_units(void **state)
 }
 
 /* ---- Replies, written in a compact notation ---- */
-
-static redisReply *reply_new(int type)
-{
-    redisReply *r = calloc(1, sizeof(*r));
-
-    assert_non_null(r);
-    r->type = type;
-    return r;
-}
-
-static redisReply *reply_text(int type, const char *s, size_t len)
-{
-    redisReply *r = reply_new(type);
-
-    r->str = malloc(len + 1);
-    assert_non_null(r->str);
-    memcpy(r->str, s, len);
-    r->str[len] = '\0';
-    r->len = len;
-    return r;
-}
-
-static redisReply *reply_int(long long v)
-{
-    redisReply *r = reply_new(REDIS_REPLY_INTEGER);
-
-    r->integer = v;
-    return r;
-}
-
-static redisReply *reply_array(size_t n)
-{
-    redisReply *r = reply_new(REDIS_REPLY_ARRAY);
-
-    r->elements = n;
-    r->element = calloc(n != 0 ? n : 1, sizeof(*r->element));
-    assert_non_null(r->element);
-    return r;
-}
 
 /* "[...]" an array, "12" or "-1" an integer, "nil", "+word" a status, "!word" an error,
  * "" an empty bulk string, any other word a bulk string. */

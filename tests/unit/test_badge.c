@@ -13,9 +13,7 @@
 #include <string.h>
 
 #include "tally/badge.h"
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
-#define S(lit) lit, sizeof(lit) - 1
+#include "unit.h"
 
 /* The width of TEXT in hundredths of a pixel, where the table's numbers are exact. */
 static long width_cents(const char *text, size_t len)

@@ -10,8 +10,7 @@
 #include <string.h>
 
 #include "tally/bots.h"
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+#include "unit.h"
 
 #define FIXTURE "data/bot-user-agents.txt" /* beside this file */
 #define MAX_UP 8                           /* directories to climb looking for it */

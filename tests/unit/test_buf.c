@@ -9,9 +9,7 @@
 #include <string.h>
 
 #include "tally/buf.h"
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
-#define S(lit) lit, sizeof(lit) - 1
+#include "unit.h"
 
 /* B holds exactly the LEN bytes WANT (and no failed append). */
 static void buf_expect(const struct tally_buf *b, const char *want, size_t len)

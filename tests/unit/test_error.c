@@ -9,8 +9,7 @@
 #include <string.h>
 
 #include "tally/error.h"
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+#include "unit.h"
 
 static void test_error_names_every_code(void **state)
 {

@@ -8,8 +8,7 @@
 #include <string.h>
 
 #include "tally/hash.h"
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+#include "unit.h"
 
 /* The reference implementation's vectors_sip64: key 00..0f, message 00..(n-1), n = 0..63. */
 static const uint64_t hash_vectors[64] = {

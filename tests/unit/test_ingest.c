@@ -13,9 +13,7 @@
 
 #include "tally/error.h"
 #include "tally/ingest.h"
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
-#define S(lit) lit, sizeof(lit) - 1
+#include "unit.h"
 
 /* Bodies of one event; ART and REST are spliced in as JSON text. */
 #define VIEW(art) "{\"type\":\"view\",\"article\":\"" art "\"}"

@@ -9,9 +9,7 @@
 #include <string.h>
 
 #include "tally/keys.h"
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
-#define S(lit) lit, sizeof(lit) - 1
+#include "unit.h"
 
 /* ---- Buckets ---- */
 

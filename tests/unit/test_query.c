@@ -11,9 +11,7 @@
 
 #include "tally/error.h"
 #include "tally/query.h"
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
-#define S(lit) lit, sizeof(lit) - 1
+#include "unit.h"
 
 /* struct tally_query is large: one for the whole run. */
 static struct tally_query query_q;
@@ -232,42 +230,16 @@ static void test_query_rejects_bad_path_articles(void **state)
 
 /* ---- Reading HGETALL ---- */
 
-static redisReply *reply_new(int type)
-{
-    redisReply *r = calloc(1, sizeof(*r));
-
-    assert_non_null(r);
-    r->type = type;
-    return r;
-}
-
 static redisReply *reply_str(const char *s)
 {
-    redisReply *r = reply_new(REDIS_REPLY_STRING);
-
-    r->len = strlen(s);
-    r->str = malloc(r->len + 1);
-    assert_non_null(r->str);
-    memcpy(r->str, s, r->len + 1);
-    return r;
-}
-
-static redisReply *reply_int(long long v)
-{
-    redisReply *r = reply_new(REDIS_REPLY_INTEGER);
-
-    r->integer = v;
-    return r;
+    return reply_text(REDIS_REPLY_STRING, s, strlen(s));
 }
 
 /* An array of the N strings in S (NULL entries become integers, to break the shape). */
 static redisReply *reply_strings(const char *const *s, size_t n)
 {
-    redisReply *r = reply_new(REDIS_REPLY_ARRAY);
+    redisReply *r = reply_array(n);
 
-    r->elements = n;
-    r->element = calloc(n != 0 ? n : 1, sizeof(*r->element));
-    assert_non_null(r->element);
     for (size_t i = 0; i < n; i++)
         r->element[i] = s[i] != NULL ? reply_str(s[i]) : reply_int(1);
     return r;
@@ -364,15 +336,6 @@ static void test_query_rejects_replies_of_another_shape(void **state)
 
 /* ---- Rendering ---- */
 
-static void query_expect_json(struct tally_buf *b, const char *want)
-{
-    assert_false(b->oom);
-    if (b->len != strlen(want) || memcmp(b->data, want, b->len) != 0) {
-        print_error("got  %.*s\nwant %s\n", (int)b->len, b->data, want);
-        fail();
-    }
-}
-
 static void test_query_renders_zeros(void **state)
 {
     struct tally_stats s;
@@ -382,7 +345,7 @@ static void test_query_renders_zeros(void **state)
     memset(&s, 0, sizeof(s));
     tally_buf_init(&b);
     tally_query_render_one(&b, S("news/2025/kim-missiles"), &s);
-    query_expect_json(&b, "{\"article\":\"news/2025/kim-missiles\",\"views\":0,\"visitors\":0,"
+    expect_buf(&b, "{\"article\":\"news/2025/kim-missiles\",\"views\":0,\"visitors\":0,"
                           "\"shares\":0,\"shares_by_network\":{},\"comments\":0}");
     tally_buf_release(&b);
 }
@@ -403,14 +366,14 @@ static void test_query_renders_only_networks_with_shares_in_contract_order(void 
     s.by_network[TALLY_NETWORK_FACEBOOK] = 2;
     tally_buf_init(&b);
     tally_query_render_one(&b, S("a"), &s);
-    query_expect_json(&b, "{\"article\":\"a\",\"views\":7,\"visitors\":5,\"shares\":6,"
+    expect_buf(&b, "{\"article\":\"a\",\"views\":7,\"visitors\":5,\"shares\":6,"
                           "\"shares_by_network\":{\"facebook\":2,\"native\":3,\"other\":1},"
                           "\"comments\":12}");
     for (int k = 0; k < TALLY_NETWORKS; k++)
         s.by_network[k] = k + 1;
     tally_buf_reset(&b);
     tally_query_render_one(&b, S("a"), &s);
-    query_expect_json(&b, "{\"article\":\"a\",\"views\":7,\"visitors\":5,\"shares\":6,"
+    expect_buf(&b, "{\"article\":\"a\",\"views\":7,\"visitors\":5,\"shares\":6,"
                           "\"shares_by_network\":{\"facebook\":1,\"twitter\":2,\"linkedin\":3,"
                           "\"reddit\":4,\"whatsapp\":5,\"telegram\":6,\"email\":7,\"copy\":8,"
                           "\"native\":9,\"other\":10},\"comments\":12}");
@@ -418,7 +381,7 @@ static void test_query_renders_only_networks_with_shares_in_contract_order(void 
     s.by_network[TALLY_NETWORK_TWITTER] = INT64_MAX;
     tally_buf_reset(&b);
     tally_query_render_one(&b, S("a"), &s);
-    query_expect_json(&b, "{\"article\":\"a\",\"views\":7,\"visitors\":5,\"shares\":6,"
+    expect_buf(&b, "{\"article\":\"a\",\"views\":7,\"visitors\":5,\"shares\":6,"
                           "\"shares_by_network\":{\"twitter\":9223372036854775807},"
                           "\"comments\":12}");
     tally_buf_release(&b);
@@ -433,7 +396,7 @@ static void test_query_renders_ids_as_json_strings(void **state)
     memset(&s, 0, sizeof(s));
     tally_buf_init(&b);
     tally_query_render_one(&b, S("a\"b\\c/caf\xc3\xa9"), &s);
-    query_expect_json(&b, "{\"article\":\"a\\\"b\\\\c/caf\xc3\xa9\",\"views\":0,\"visitors\":0,"
+    expect_buf(&b, "{\"article\":\"a\\\"b\\\\c/caf\xc3\xa9\",\"views\":0,\"visitors\":0,"
                           "\"shares\":0,\"shares_by_network\":{},\"comments\":0}");
     tally_buf_release(&b);
 }
@@ -455,7 +418,7 @@ static void test_query_renders_many_in_request_order(void **state)
     q->stats[2].comments = 2;
     tally_buf_init(&b);
     tally_query_render_many(&b, q);
-    query_expect_json(&b, "{\"articles\":["
+    expect_buf(&b, "{\"articles\":["
                           "{\"article\":\"b\",\"views\":3,\"visitors\":0,\"shares\":0,"
                           "\"shares_by_network\":{},\"comments\":0},"
                           "{\"article\":\"a/x\",\"views\":0,\"visitors\":1,\"shares\":1,"
@@ -466,7 +429,7 @@ static void test_query_renders_many_in_request_order(void **state)
     assert_int_equal(tally_query_parse_articles(q, S("article=z"), &err), 0);
     memset(q->stats, 0, sizeof(q->stats[0]));
     tally_query_render_many(&b, q);
-    query_expect_json(&b, "{\"articles\":[{\"article\":\"z\",\"views\":0,\"visitors\":0,"
+    expect_buf(&b, "{\"articles\":[{\"article\":\"z\",\"views\":0,\"visitors\":0,"
                           "\"shares\":0,\"shares_by_network\":{},\"comments\":0}]}");
     tally_buf_release(&b);
 }

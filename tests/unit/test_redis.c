@@ -12,8 +12,7 @@
 
 #include "tally/error.h"
 #include "tally/redis.h"
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+#include "unit.h"
 
 struct redirect_case {
     const char *err;

@@ -18,8 +18,7 @@
 #include "tally/error.h"
 #include "tally/salt.h"
 #include "tally/visitor.h"
-
-#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+#include "unit.h"
 
 /* ---- Helpers ---- */
 
