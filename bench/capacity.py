@@ -34,6 +34,8 @@ import tempfile
 import time
 import http.client
 
+import bench  # bench/bench.py: free ports, and reading wrk's and Redis's figures
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -43,9 +45,7 @@ PROCS = []
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return bench.free_ports(1)[0]
 
 
 def spawn(args, log):
@@ -296,10 +296,10 @@ def wrk_run(port, duration, articles):
          os.path.join(HERE, "lua", "view_uniform.lua"), "http://127.0.0.1:%d" % port, "--",
          "target=tally", "articles=%d" % articles, "duration=%d" % duration, "drain=0.5"],
         capture_output=True, text=True, timeout=duration + 60)
-    for line in out.stdout.splitlines():
-        if line.startswith("BENCH "):
-            return json.loads(line[6:])
-    sys.exit("capacity.py: no result from wrk:\n%s%s" % (out.stdout[-2000:], out.stderr[-2000:]))
+    w = bench.parse_wrk_text(out.stdout)
+    if w is None:
+        sys.exit("capacity.py: no result from wrk:\n%s%s" % (out.stdout[-2000:], out.stderr[-2000:]))
+    return w
 
 
 def redis_cpu(ports):
@@ -307,11 +307,11 @@ def redis_cpu(ports):
     cpu, writes = 0.0, 0
     for p in ports:
         r = Redis(p)
-        info = r.info("cpu")
-        stats = r.info("commandstats").get("cmdstat_evalsha", "calls=0")
+        text = r.command("INFO", "cpu").decode() + r.command("INFO", "commandstats").decode()
         r.close()
-        cpu += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
-        writes += int(stats.split(",")[0].split("=")[1])
+        c, calls = bench.parse_info_text(text)
+        cpu += c
+        writes += calls.get("evalsha", 0)
     return cpu, writes
 
 

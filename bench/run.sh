@@ -5,8 +5,8 @@
 #   bench/run.sh           full run: every scenario, 3 rounds of 5 s runs (about 11 minutes on 2 cores)
 #   bench/run.sh --quick   smoke test: fewer scenarios, 1 round of 2 s runs (about 1 minute)
 #
-# From a clean clone, as root: installs what is missing (scripts/deps.sh for tally, then wrk,
-# nginx-light and webdis), builds tallyd in Release mode into build-bench/, starts on loopback
+# From a clean clone, as root: installs what is missing (scripts/deps.sh --bench: tally's
+# packages, wrk, nginx-light and webdis), builds tallyd in Release mode into build-bench/, starts on loopback
 # ports that are free a private redis-server, nginx and webdis (and a tallyd per run), runs the
 # wrk scenarios interleaved (tally, nginx, webdis, tally, ...), and prints one table of medians;
 # also written to bench/results/latest.md. Everything started is stopped by its PID at the end,
@@ -84,8 +84,8 @@ fi
 SCENARIOS=(
     "view-uniform|view_uniform|64|$ARTICLES||1"
     "view-uniform|view_uniform|256|$ARTICLES||0"
-    "view-zipf|view_zipf|64|$ARTICLES||1"
-    "view-zipf|view_zipf|256|$ARTICLES||0"
+    "view-zipf|view_uniform|64|$ARTICLES|dist=zipf|1"
+    "view-zipf|view_uniform|256|$ARTICLES|dist=zipf|0"
     "batch20|batch20|64|$ARTICLES||1"
     "batch20|batch20|256|$ARTICLES||0"
     "pixel|pixel|64|$ARTICLES||1"
@@ -108,21 +108,9 @@ die() {
 # ---------------------------------------------------------------- dependencies and build
 
 install_deps() {
-    bash "$ROOT/scripts/deps.sh"
-    local missing=() p
-    for p in wrk nginx-light webdis redis-server redis-tools curl; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    command -v python3 >/dev/null 2>&1 || missing+=(python3)
-    if [ "${#missing[@]}" -gt 0 ]; then
-        [ "$(id -u)" -eq 0 ] || die "missing packages: ${missing[*]} (run as root to install them)"
-        say "installing: ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
-    # Debian's nginx and webdis packages may start system services of their own; this script
-    # never touches them and uses its own configurations and free ports.
+    # Without starting the system services of nginx or webdis: this script uses its own
+    # configurations and free ports.
+    bash "$ROOT/scripts/deps.sh" --bench
 }
 
 build_tally() {

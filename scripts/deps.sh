@@ -2,6 +2,7 @@
 # deps.sh -- install the Debian packages tally needs, only those that are missing.
 #   scripts/deps.sh            what building and running need
 #   scripts/deps.sh --test     also what the whole test suite needs
+#   scripts/deps.sh --bench    also what bench/run.sh needs (wrk, nginx, webdis)
 set -euo pipefail
 
 run=(libevent-dev libhiredis-dev libcjson-dev redis-server redis-tools cmake gcc libc6-dev
@@ -9,10 +10,13 @@ run=(libevent-dev libhiredis-dev libcjson-dev redis-server redis-tools cmake gcc
 test=(libcmocka-dev python3 nodejs npm clang libclang-rt-14-dev chromium prometheus
       systemd nginx-light docker-compose yamllint openssl)
 
+bench=(wrk nginx-light webdis python3)
+
 want=("${run[@]}")
-if [ "${1:-}" = "--test" ]; then
-    want+=("${test[@]}")
-fi
+case "${1:-}" in
+--test) want+=("${test[@]}") ;;
+--bench) want+=("${bench[@]}") ;;
+esac
 
 missing=()
 for p in "${want[@]}"; do

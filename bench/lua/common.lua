@@ -6,6 +6,8 @@
 --   target=tally|nginx|webdis   which server is measured (tally and nginx get the same requests;
 --                               webdis gets one Redis command per request in its URL)
 --   articles=N                  distinct articles (default 10000)
+--   dist=uniform|zipf           how articles are drawn (default: the scenario's); zipf_s=S
+--                               the Zipf exponent (default 1)
 --   duration=S                  the wrk -d value in seconds (needed for the quiet tail)
 --   drain=S                     the last S seconds send nothing new (default 0.5)
 --   visitors=N                  dedupe: visitors drawn from N addresses (0: one per request)
@@ -157,7 +159,6 @@ function bench.run(spec)
         host = wrk.headers["Host"] or wrk.host
         math.randomseed(os.time() * 1000 + ctx.thread_id * 7919)
         local n = tonumber(opt.articles or "10000")
-        ctx.articles = n
         if opt.hot == "1" then
             pick = function()
                 return 1
