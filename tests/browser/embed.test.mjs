@@ -190,11 +190,20 @@ test('3. which article: data-article, else the canonical URL path, else location
     src, body, head: '<link rel="canonical" href="https://example.com/news/x?utm=1">',
   }));
   pages.pages.set('/t3/plain.html', () => html({ src, body }));
+  // A blocking script in <head>, before the canonical link: the article is read once the page
+  // is parsed, not when the script runs.
+  pages.pages.set('/t3/early.html', () => `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tally browser test</title>
+<link rel="icon" href="data:,">
+<script src="${src}"></script>
+<link rel="canonical" href="https://example.com/news/early">
+</head><body>${body}</body></html>`);
 
   const cases = [
     ['/t3/explicit.html', 't3/explicit'],
     ['/t3/canonical.html', '/news/x'],
     ['/t3/plain.html', '/t3/plain.html'],
+    ['/t3/early.html', '/news/early'],
   ];
   const ctx = await newContext(browser, { ua: UA(301) });
   try {
@@ -207,11 +216,13 @@ test('3. which article: data-article, else the canonical URL path, else location
     }
     assert.equal((await stats(tally.origin, '/news/ignored')).views, 0);
     assert.equal((await stats(tally.origin, 'https://example.com/news/x?utm=1')).views, 0);
-    assert.equal(await metric(tally.origin, 'tally_events_total', 'type="view",outcome="counted"'), 3);
+    assert.equal((await stats(tally.origin, '/t3/early.html')).views, 0);
+    assert.equal(await metric(tally.origin, 'tally_events_total', 'type="view",outcome="counted"'), 4);
     // example.com appears in a canonical link only: nothing was fetched from it.
     assertOnlyOrigins(ctx, [pages.origin, tally.origin]);
     assert.deepEqual(ctx.requestsTo(tally.origin).map(([, u]) => u).filter((u) => u.startsWith('/v1/stats')), [
       '/v1/stats?article=t3%2Fexplicit', '/v1/stats?article=%2Fnews%2Fx', '/v1/stats?article=%2Ft3%2Fplain.html',
+      '/v1/stats?article=%2Fnews%2Fearly',
     ]);
     assertNoErrors(ctx);
   } finally {

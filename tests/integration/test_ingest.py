@@ -490,6 +490,24 @@ class IngestTest(harness.TallyTestCase):
         self.assertTrue(closed)
         self.assertNothingCounted()
 
+    # ---- a write script that fails part-way ----
+
+    def test_a_write_script_that_fails_gets_no_answer(self):
+        # The article's totals hash replaced by a string: the script fails at a write, and what
+        # it wrote before stays written, so neither a 200 nor "not counted" (503) would be true.
+        self.assertAccepted(self.post({"type": "view", "article": "i/broken"}), 1)
+        [key] = self.redis.keys("tally:{??}a:i/broken")
+        self.redis.command("DEL", key)
+        self.redis.command("SET", key, "not a hash")
+        name = "tally_requests_indeterminate_total"
+        before = harness.metric(self.t.metrics(), name)
+        body = b'{"type":"view","article":"i/broken"}'
+        out, closed = self.t.raw(POST_HEAD + b"Content-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.assertEqual((out, closed), (b"", True))
+        self.assertEqual(harness.metric(self.t.metrics(), name), before + 1)
+        self.assertIn("the write script failed part-way", self.t.log())
+
 
 class RateLimitTest(harness.TallyTestCase):
     """--rate-limit N: N events a second per client address, a burst of 4 x N; over it, 429
