@@ -79,13 +79,17 @@ bool tally_article_valid(const char *s, size_t len);
 bool tally_utf8_valid(const char *s, size_t len);
 
 /* Parse and validate a POST /v1/events body of LEN bytes (not NUL-terminated; may hold NULs).
- * The body is one event object or an array of 1..100 of them. Stricter than JSON parsers
- * usually are: trailing bytes, duplicate member names, nesting deeper than
- * TALLY_JSON_DEPTH_MAX, a NUL or \u0000 anywhere and invalid UTF-8 are errors; "delta" must be
- * an integral number. Unknown members are ignored. Comment events are returned as they are:
- * checking the token is the caller's business.
- * Returns 0 and fills OUT, or TALLY_EINVAL and fills ERR (OUT is then unspecified), or
- * TALLY_ENOMEM (ERR filled, code "out_of_memory") when no copy of a large body can be made. */
+ * The body is one event object or an array of 1..100 of them, as JSON text by RFC 8259 (no
+ * byte-order mark, no trailing bytes, valid UTF-8, surrogate escapes in pairs), with tally's
+ * rules on top: duplicate member names in an event or any object within it, a NUL or \u0000
+ * anywhere, nesting deeper than TALLY_JSON_DEPTH_MAX and more than TALLY_EVENT_FIELDS_MAX
+ * members in any object are errors; "delta" must be an integer (1.0 and -2.5e1 are). Unknown
+ * members are ignored, whatever JSON value they hold. Comment events are returned as they
+ * are: checking the token is the caller's business. Allocates nothing: OUT is filled in place,
+ * article ids decoded into its text.
+ * Returns 0 and fills OUT, or TALLY_EINVAL and fills ERR (OUT is then unspecified). Grammar
+ * errors and crossed limits are answered in byte order, before any fault of an event (the
+ * first faulty event is named, and within it: duplicates, type, article, delta). */
 int tally_ingest_parse(const char *body, size_t len, struct tally_batch *out,
                        struct tally_error *err);
 
