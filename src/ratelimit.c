@@ -42,10 +42,21 @@ static uint64_t rl_client(const struct tally_ratelimit *rl, const uint8_t addr[1
     return tally_siphash(rl->key, key, sizeof(key));
 }
 
+uint32_t tally_ratelimit_burst(const struct tally_ratelimit *rl)
+{
+    return 4 * rl->rate;
+}
+
+/* Whole seconds of NS, rounded up. */
+static uint32_t rl_seconds(uint64_t ns)
+{
+    return (uint32_t)((ns + 999999999) / 1000000000);
+}
+
 bool tally_ratelimit_take(struct tally_ratelimit *rl, const uint8_t addr[16], uint32_t cost,
                           uint64_t now_us, uint32_t *retry_s)
 {
-    uint64_t h, fp, now = now_us * 1000, charge, old, tat, next, burst_events;
+    uint64_t h, fp, now = now_us * 1000, charge, old, tat, next;
     _Atomic uint64_t *slot;
 
     if (rl->rate == 0)
@@ -53,18 +64,20 @@ bool tally_ratelimit_take(struct tally_ratelimit *rl, const uint8_t addr[16], ui
     h = rl_client(rl, addr);
     fp = (h >> RL_FP_SHIFT) | 1; /* never 0: an empty slot belongs to no one */
     slot = &rl->slots[h & (TALLY_RATELIMIT_SLOTS - 1)];
-    burst_events = 4 * (uint64_t)rl->rate;
-    charge = rl->emission_ns * (cost < burst_events ? cost : burst_events);
     old = atomic_load_explicit(slot, memory_order_relaxed);
+    if (cost > tally_ratelimit_burst(rl)) {
+        tat = (old >> RL_FP_SHIFT) == fp ? (old & RL_TAT_MASK) * 1000 : 0;
+        *retry_s = tat > now ? rl_seconds(tat - now) : 1;
+        return false;
+    }
+    charge = rl->emission_ns * cost;
     do {
         tat = (old >> RL_FP_SHIFT) == fp ? (old & RL_TAT_MASK) * 1000 : 0;
         if (tat < now)
             tat = now;
         next = tat + charge;
         if (next - now > rl->burst_ns) {
-            uint64_t wait = next - now - rl->burst_ns;
-
-            *retry_s = (uint32_t)((wait + 999999999) / 1000000000);
+            *retry_s = rl_seconds(next - now - rl->burst_ns);
             return false;
         }
     } while (!atomic_compare_exchange_weak_explicit(

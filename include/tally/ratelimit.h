@@ -30,9 +30,14 @@ void tally_ratelimit_release(struct tally_ratelimit *rl);
 
 /* Charge COST events to the client ADDR (16 bytes, IPv4-mapped) at NOW_US (microseconds on a
  * monotonic clock). Returns true when allowed (and charged); false when over the limit, with
- * *RETRY_S the whole seconds after which the same cost would pass. A cost above the burst is
- * charged as the burst, so that a large batch is possible at all. Thread-safe. */
+ * *RETRY_S the whole seconds after which the same cost would pass. A cost above the burst
+ * never passes and charges nothing: a batch must not get through for the price of the burst.
+ * It gets false, with *RETRY_S the seconds until the client's bucket is full (at least 1).
+ * Thread-safe. */
 bool tally_ratelimit_take(struct tally_ratelimit *rl, const uint8_t addr[16], uint32_t cost,
                           uint64_t now_us, uint32_t *retry_s);
+
+/* The burst: the most events one request may cost (4 x RATE); 0 when the limit is off. */
+uint32_t tally_ratelimit_burst(const struct tally_ratelimit *rl);
 
 #endif

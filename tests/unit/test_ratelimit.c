@@ -70,19 +70,48 @@ static void test_ratelimit_charges_a_batch_per_event(void **state)
     tally_ratelimit_release(&rl);
 }
 
-static void test_ratelimit_charges_a_batch_above_the_burst_as_the_burst(void **state)
+/* A batch above the burst never passes, and costs nothing: it must not get through for the
+ * price of the burst. Its Retry-After is the time until the bucket is full. */
+static void test_ratelimit_refuses_a_batch_above_the_burst_and_charges_nothing(void **state)
 {
     struct tally_ratelimit rl;
     uint32_t retry = 0;
 
     (void)state;
     assert_int_equal(tally_ratelimit_init(&rl, 5), 0);
-    /* The burst is 20: a batch of 100 must still be possible, from a full bucket only. */
-    assert_true(tally_ratelimit_take(&rl, client_a, 100, T0, &retry));
-    assert_false(tally_ratelimit_take(&rl, client_a, 1, T0, &retry));
-    assert_false(tally_ratelimit_take(&rl, client_a, 100, T0 + 3 * SEC, &retry));
+    assert_int_equal(tally_ratelimit_burst(&rl), 20);
+    assert_false(tally_ratelimit_take(&rl, client_a, 100, T0, &retry));
     assert_int_equal(retry, 1);
-    assert_true(tally_ratelimit_take(&rl, client_a, 100, T0 + 4 * SEC, &retry));
+    assert_false(tally_ratelimit_take(&rl, client_a, 21, T0, &retry));
+    assert_int_equal(retry, 1);
+    /* Nothing was charged: the whole burst is still there, and exactly the burst passes. */
+    assert_true(tally_ratelimit_take(&rl, client_a, 20, T0, &retry));
+    assert_false(tally_ratelimit_take(&rl, client_a, 1, T0, &retry));
+    /* One second later the bucket is 3 seconds from full. */
+    assert_false(tally_ratelimit_take(&rl, client_a, 21, T0 + SEC, &retry));
+    assert_int_equal(retry, 3);
+    /* A batch within the burst is charged per event: 5 now leave it full at T0 + 5 s. */
+    assert_true(tally_ratelimit_take(&rl, client_a, 5, T0 + SEC, &retry));
+    assert_false(tally_ratelimit_take(&rl, client_a, 20, T0 + 3 * SEC, &retry));
+    assert_int_equal(retry, 2);
+    assert_false(tally_ratelimit_take(&rl, client_a, 21, T0 + 3 * SEC, &retry));
+    assert_int_equal(retry, 2);
+    assert_true(tally_ratelimit_take(&rl, client_a, 20, T0 + 5 * SEC, &retry));
+    /* Another client is not affected. */
+    assert_true(tally_ratelimit_take(&rl, client_b, 20, T0 + 5 * SEC, &retry));
+    tally_ratelimit_release(&rl);
+}
+
+static void test_ratelimit_burst_is_four_times_the_rate_or_off(void **state)
+{
+    struct tally_ratelimit rl;
+
+    (void)state;
+    assert_int_equal(tally_ratelimit_init(&rl, 2), 0);
+    assert_int_equal(tally_ratelimit_burst(&rl), 8);
+    tally_ratelimit_release(&rl);
+    assert_int_equal(tally_ratelimit_init(&rl, 0), 0);
+    assert_int_equal(tally_ratelimit_burst(&rl), 0);
     tally_ratelimit_release(&rl);
 }
 
@@ -178,7 +207,8 @@ int main(void)
         cmocka_unit_test(test_ratelimit_allows_a_burst_of_four_times_the_rate),
         cmocka_unit_test(test_ratelimit_refills_at_the_rate),
         cmocka_unit_test(test_ratelimit_charges_a_batch_per_event),
-        cmocka_unit_test(test_ratelimit_charges_a_batch_above_the_burst_as_the_burst),
+        cmocka_unit_test(test_ratelimit_refuses_a_batch_above_the_burst_and_charges_nothing),
+        cmocka_unit_test(test_ratelimit_burst_is_four_times_the_rate_or_off),
         cmocka_unit_test(test_ratelimit_keeps_clients_apart),
         cmocka_unit_test(test_ratelimit_counts_an_ipv6_slash_64_as_one_client),
         cmocka_unit_test(test_ratelimit_zero_is_off),
