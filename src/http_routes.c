@@ -8,9 +8,8 @@
 #include <event2/buffer.h>
 
 #include "http.h"
-#include "tally/bots.h"
+#include "tally/admit.h"
 #include "tally/error.h"
-#include "tally/hash.h"
 #include "tally/keys.h"
 #include "tally/log.h"
 #include "tally/query.h"
@@ -19,7 +18,10 @@
 #include "tally/visitor.h"
 #include "tally/writer.h"
 
-/* ---- Ingest: POST /v1/events and GET /v1/pixel.gif ---- */
+/* ---- Ingest: POST /v1/events and GET /v1/pixel.gif ----
+ *
+ * The rules are admit.c's: here the request's facts are gathered, the verdict is turned into
+ * an answer, and an admitted batch into a write. Every ingest request ends in ingest_end(). */
 
 /* A request whose events wait for Redis. The events and their article ids are copied in,
  * since the parse scratch is reused by the next request. */
@@ -27,23 +29,15 @@ struct ingest_call {
     struct tally_write wr;
     struct tally_http_req h;
     bool pixel;
-    uint32_t n_views;               /* views among the events to count */
-    uint32_t ignored[TALLY_IGNORES]; /* known before writing (bots, prefetch) */
-    uint64_t *visitor;               /* N visitor ids, after the events */
-    struct tally_event ev[];         /* then the visitor ids, then the article text */
+    struct tally_verdict v;         /* COUNT */
+    uint64_t *visitor;              /* N visitor ids, after the events */
+    struct tally_event ev[];        /* then the visitor ids, then the article text */
 };
 
 static const unsigned char ingest_gif[] = {
     0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00,
     0x00, 0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c,
     0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b};
-
-static void ingest_count(struct tally_worker *w, const struct tally_batch *b, size_t from,
-                         enum tally_outcome outcome)
-{
-    for (size_t i = from; i < b->n; i++)
-        tally_metric_add(&w->metrics.events[b->ev[i].type][outcome], 1);
-}
 
 /* The answer to a pixel is always the GIF; the outcome goes in a header for debugging. */
 static void ingest_send_gif(struct tally_http_req *h, const char *outcome)
@@ -54,10 +48,15 @@ static void ingest_send_gif(struct tally_http_req *h, const char *outcome)
     tally_http_send(h, 200, "image/gif", ingest_gif, sizeof(ingest_gif));
 }
 
-static void ingest_reject(struct tally_http_req *h, bool pixel, int status, enum tally_reject why,
-                          const char *code, const char *message)
+static void ingest_send_refusal(struct tally_http_req *h, bool pixel, int status,
+                                const char *code, const char *message, uint32_t retry_s)
 {
-    tally_metric_add(&h->w->metrics.rejected[why], 1);
+    char retry_after[12];
+
+    if (status == 429) {
+        snprintf(retry_after, sizeof(retry_after), "%u", retry_s);
+        tally_http_header(h, "Retry-After", retry_after);
+    }
     if (pixel) {
         ingest_send_gif(h, code);
         return;
@@ -107,95 +106,63 @@ static void ingest_send_ok(struct tally_http_req *h, bool pixel, uint32_t accept
     tally_http_send(h, 200, "application/json", b->data, b->len);
 }
 
-static bool ingest_has_comments(const struct tally_batch *b)
-{
-    for (size_t i = 0; i < b->n; i++)
-        if (b->ev[i].type == TALLY_EVENT_COMMENT)
-            return true;
-    return false;
-}
+/* How the write of an admitted batch ended, for the answer. */
+struct ingest_written {
+    struct tally_admit_written rec;
+    const char *failure;            /* not written: why, for the 503 */
+    uint32_t accepted;              /* written: */
+    uint32_t ignored[TALLY_IGNORES];
+};
 
-/* Is UA a bot's? Matching the list costs far more than hashing, and readers' browsers send a
- * few User-Agents over and over: remember recent verdicts. */
-static bool ingest_is_bot(struct tally_worker *w, const char *ua)
+/* The end of every ingest request: its events' outcome is recorded, then it is answered. WR
+ * is how the write ended for an admitted batch (NULL when V refused or ignored it). */
+static void ingest_end(struct tally_http_req *h, bool pixel, const struct tally_verdict *v,
+                       const struct tally_event *ev, size_t n, const struct ingest_written *wr)
 {
-    static const uint8_t key[16] = {'t', 'a', 'l', 'l', 'y', ' ', 'u', 's',
-                                    'e', 'r', '-', 'a', 'g', 'e', 'n', 't'};
-    size_t len = ua != NULL ? strlen(ua) : 0;
-    uint64_t h;
+    uint32_t ignored[TALLY_IGNORES] = {0};
 
-    if (len == 0)
-        return tally_bot_match(ua, len);
-    h = tally_siphash(key, ua, len) | 1;
-    if (w->bot_seen[h & 255].ua != h) {
-        w->bot_seen[h & 255].ua = h;
-        w->bot_seen[h & 255].bot = tally_bot_match(ua, len);
+    tally_admit_record(&h->w->metrics, v, ev, n, wr != NULL ? &wr->rec : NULL);
+    if (v->action == TALLY_ADMIT_REFUSE) {
+        ingest_send_refusal(h, pixel, v->status, v->err.code, v->err.message, v->retry_s);
+    } else if (v->action == TALLY_ADMIT_IGNORE) {
+        ignored[v->ignore] = (uint32_t)n;
+        ingest_send_ok(h, pixel, 0, ignored);
+    } else if (wr->rec.status == TALLY_EUNKNOWN && pixel) {
+        ingest_send_gif(h, "unknown"); /* the pixel always answers; its GIF claims nothing */
+    } else if (wr->rec.status == TALLY_EUNKNOWN) {
+        tally_http_abandon(h);
+    } else if (wr->rec.status < 0) {
+        ingest_send_refusal(h, pixel, 503, "unavailable", wr->failure, 0);
+    } else {
+        ingest_send_ok(h, pixel, wr->accepted, wr->ignored);
     }
-    return w->bot_seen[h & 255].bot;
 }
 
-/* Why a browser's request is answered but not counted: a prefetch or prerender, or a bot,
- * crawler or link preview. -1 when it counts. */
-static int ingest_ignore_reason(struct tally_http_req *h)
-{
-    const char *p = h->hdr.purpose, *ua = h->hdr.user_agent;
-
-    if (p != NULL && (strstr(p, "prefetch") != NULL || strstr(p, "preview") != NULL))
-        return TALLY_IGNORE_PREFETCH;
-    if (ingest_is_bot(h->w, ua))
-        return TALLY_IGNORE_BOT;
-    return -1;
-}
-
-static void ingest_count_written(struct tally_worker *w, const struct ingest_call *c)
-{
-    uint32_t repeat = c->wr.req.repeat;
-
-    if (c->wr.req.replayed)
-        return; /* counted (or not) the first time */
-    tally_metric_add(&w->metrics.ignored[TALLY_IGNORE_REPEAT], repeat);
-    tally_metric_add(&w->metrics.events[TALLY_EVENT_VIEW][TALLY_OUTCOME_IGNORED], repeat);
-    tally_metric_add(&w->metrics.events[TALLY_EVENT_VIEW][TALLY_OUTCOME_COUNTED],
-                     c->n_views - repeat);
-    for (size_t i = 0; i < c->wr.req.n; i++)
-        if (c->ev[i].type != TALLY_EVENT_VIEW)
-            tally_metric_add(&w->metrics.events[c->ev[i].type][TALLY_OUTCOME_COUNTED], 1);
-}
-
+/* The write's completion: runs once for every write the writer took. */
 static void on_written(int status, struct tally_write *wr, void *arg)
 {
     struct ingest_call *c = arg;
-    struct tally_http_req *h = &c->h;
-    struct tally_worker *w = h->w;
-    uint32_t ignored[TALLY_IGNORES];
+    const struct tally_agg_req *r = &wr->req;
+    struct ingest_written done = {.rec = {.status = status}, .failure = tally_strerror(status)};
 
-    (void)wr;
-    w->busy--;
-    if (status == TALLY_EUNKNOWN && c->pixel) {
-        ingest_send_gif(h, "unknown"); /* the pixel always answers; its GIF claims nothing */
-    } else if (status == TALLY_EUNKNOWN) {
-        tally_http_abandon(h);
-    } else if (status < 0) {
-        for (size_t i = 0; i < c->wr.req.n; i++)
-            tally_metric_add(&w->metrics.events[c->ev[i].type][TALLY_OUTCOME_FAILED], 1);
-        ingest_reject(h, c->pixel, 503, TALLY_REJECT_UNAVAILABLE, "unavailable",
-                      tally_strerror(status));
-    } else {
-        memcpy(ignored, c->ignored, sizeof(ignored));
-        if (c->wr.req.replayed) {
-            ignored[TALLY_IGNORE_BOT] = c->wr.req.bot_out;
-            ignored[TALLY_IGNORE_PREFETCH] = c->wr.req.prefetch_out;
+    c->h.w->busy--;
+    if (status == 0) {
+        done.rec.repeat = r->repeat;
+        done.rec.replayed = r->replayed;
+        done.accepted = r->accepted;
+        done.ignored[TALLY_IGNORE_REPEAT] = r->repeat;
+        if (r->replayed) { /* as first answered */
+            done.ignored[TALLY_IGNORE_BOT] = r->bot_out;
+            done.ignored[TALLY_IGNORE_PREFETCH] = r->prefetch_out;
         }
-        ignored[TALLY_IGNORE_REPEAT] = c->wr.req.repeat;
-        ingest_count_written(w, c);
-        ingest_send_ok(h, c->pixel, c->wr.req.accepted, ignored);
     }
+    ingest_end(&c->h, c->pixel, &c->v, c->ev, r->n, &done);
     free(c);
 }
 
 /* Copy the batch's events (the scratch is reused) into a call that waits for Redis. */
 static struct ingest_call *ingest_call_new(struct tally_http_req *h, const struct tally_batch *b,
-                                           bool pixel)
+                                           bool pixel, const struct tally_verdict *v)
 {
     struct ingest_call *c = malloc(sizeof(*c) + b->n * (sizeof(c->ev[0]) + sizeof(uint64_t)) +
                                    b->text_len);
@@ -207,13 +174,13 @@ static struct ingest_call *ingest_call_new(struct tally_http_req *h, const struc
     c->h = *h;
     c->h.path = c->h.query = c->h.tail = NULL;
     c->pixel = pixel;
+    c->v = *v;
     c->visitor = (uint64_t *)&c->ev[b->n];
     text = (char *)&c->visitor[b->n];
     memcpy(text, b->text, b->text_len);
     for (size_t i = 0; i < b->n; i++) {
         c->ev[i] = b->ev[i];
         c->ev[i].article = text + (b->ev[i].article - b->text);
-        c->n_views += b->ev[i].type == TALLY_EVENT_VIEW;
     }
     c->wr.req.ev = c->ev;
     c->wr.req.n = b->n;
@@ -224,174 +191,100 @@ static struct ingest_call *ingest_call_new(struct tally_http_req *h, const struc
 
 /* Views carry who sent them, as an unsalted digest that never leaves memory; the writer turns
  * it into per-article visitor ids under the day's salt. */
-static void ingest_visitor(struct tally_http_req *h, struct ingest_call *c, const uint8_t addr[16])
+static void ingest_visitor(const struct tally_admit_req *r, struct ingest_call *c)
 {
-    const char *ua = h->hdr.user_agent;
+    const char *ua = r->user_agent;
+    bool views = false;
 
-    if (c->n_views == 0)
+    for (size_t i = 0; i < c->wr.req.n; i++)
+        views |= c->ev[i].type == TALLY_EVENT_VIEW;
+    if (!views)
         return;
     c->wr.has_digest = true;
-    c->wr.digest = tally_visitor_digest(addr, ua != NULL ? ua : "", ua != NULL ? strlen(ua) : 0);
+    c->wr.digest = tally_visitor_digest(r->addr, ua != NULL ? ua : "", ua != NULL ? strlen(ua) : 0);
     c->wr.visitor = c->visitor;
 }
 
-/* Validated batch B, authorized: count it (or not) and answer when Redis has it. */
-static void ingest_submit(struct tally_http_req *h, const struct tally_batch *b, bool pixel,
-                          const char *idem)
+/* An admitted batch B: hand it to the writer, to be answered when Redis has it. */
+static void ingest_write(struct tally_http_req *h, const struct tally_admit_req *r,
+                         const struct tally_batch *b, const struct tally_verdict *v)
 {
     struct tally_worker *w = h->w;
-    uint32_t ignored[TALLY_IGNORES] = {0}, retry;
-    struct ingest_call *c;
-    uint8_t addr[16];
-    char retry_after[12];
-    int why = -1, rc;
+    struct ingest_written failed = {.rec = {.status = TALLY_ENOMEM}, .failure = "out of memory"};
+    struct ingest_call *c = ingest_call_new(h, b, r->pixel, v);
+    int rc;
 
-    tally_http_client(h, addr);
-    /* A server with the token speaks for itself: no rate limit, bot or prefetch rules. */
-    if (tally_http_authorized(h) != 0) {
-        if (!tally_ratelimit_take(&w->server->ratelimit, addr, (uint32_t)b->n,
-                                  tally_http_now_us(), &retry)) {
-            ingest_count(w, b, 0, TALLY_OUTCOME_REJECTED);
-            snprintf(retry_after, sizeof(retry_after), "%u", retry);
-            tally_http_header(h, "Retry-After", retry_after);
-            ingest_reject(h, pixel, 429, TALLY_REJECT_RATE_LIMITED, "rate_limited",
-                          "client: over --rate-limit events per second; retry later");
-            return;
-        }
-        why = ingest_ignore_reason(h);
-    }
-    if (why >= 0) {
-        ignored[why] = (uint32_t)b->n;
-        tally_metric_add(&w->metrics.ignored[why], b->n);
-        ingest_count(w, b, 0, TALLY_OUTCOME_IGNORED);
-        ingest_send_ok(h, pixel, 0, ignored);
+    if (c == NULL) {
+        ingest_end(h, r->pixel, v, b->ev, b->n, &failed);
         return;
     }
-    if ((c = ingest_call_new(h, b, pixel)) == NULL) {
-        ingest_reject(h, pixel, 503, TALLY_REJECT_UNAVAILABLE, "unavailable", "out of memory");
-        return;
-    }
-    c->wr.idem = idem;
-    ingest_visitor(h, c, addr);
+    c->wr.idem = r->idempotency_key;
+    ingest_visitor(r, c);
     rc = tally_writer_submit(w->writer, &c->wr);
     if (rc < 0) {
         free(c);
-        ingest_count(w, b, 0, TALLY_OUTCOME_FAILED);
-        ingest_reject(h, pixel, 503, TALLY_REJECT_UNAVAILABLE, "unavailable",
-                      rc == TALLY_EFULL ? "too many events waiting for redis; retry later"
-                                        : "redis is unavailable; retry later");
+        failed.rec.status = rc;
+        failed.failure = rc == TALLY_EFULL ? "too many events waiting for redis; retry later"
+                                           : "redis is unavailable; retry later";
+        ingest_end(h, r->pixel, v, b->ev, b->n, &failed);
         return;
     }
     w->busy++;
 }
 
-/* An Idempotency-Key is 1-128 printable ASCII characters. */
-static bool ingest_idem_valid(const char *k)
+/* The facts of H that the ingest rules look at. */
+static void ingest_facts(struct tally_http_req *h, bool pixel, struct tally_admit_req *r)
 {
-    size_t n = strlen(k);
-
-    if (n == 0 || n > TALLY_IDEM_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (k[i] < 0x21 || k[i] > 0x7e)
-            return false;
-    return true;
+    memset(r, 0, sizeof(*r));
+    r->pixel = pixel;
+    r->content_type = h->hdr.content_type;
+    r->origin = h->hdr.origin;
+    r->user_agent = h->hdr.user_agent;
+    r->purpose = h->hdr.purpose;
+    r->auth = tally_http_authorized(h);
+    tally_http_client(h, r->addr);
+    r->now_us = tally_http_now_us();
 }
 
-static bool ingest_type_ok(const char *ctype)
+static void ingest_run(struct tally_http_req *h, const struct tally_admit_req *r)
 {
-    static const char *const ok[] = {"application/json", "text/plain",
-                                     "application/x-www-form-urlencoded"};
-    size_t n;
+    struct tally_worker *w = h->w;
+    struct tally_admit_ctx ctx = {.cfg = w->cfg, .rl = &w->server->ratelimit, .bots = &w->bots};
+    struct tally_verdict v;
 
-    if (ctype == NULL)
-        return true;
-    n = strcspn(ctype, "; \t");
-    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
-        if (n == strlen(ok[i]) && strncasecmp(ctype, ok[i], n) == 0)
-            return true;
-    return false;
-}
-
-/* Checks shared by the POST and the pixel, once the batch is valid: the origin, then the
- * token. Returns true when the request may be counted; else it has been answered. */
-static bool ingest_admit(struct tally_http_req *h, const struct tally_batch *b, bool pixel)
-{
-    const char *origin = h->hdr.origin;
-    int auth;
-
-    if (origin != NULL &&
-        !tally_config_origin_allowed(h->w->cfg, origin, strlen(origin))) {
-        ingest_count(h->w, b, 0, TALLY_OUTCOME_REJECTED);
-        ingest_reject(h, pixel, 403, TALLY_REJECT_ORIGIN, "origin_forbidden",
-                      "origin: not in --allowed-origins");
-        return false;
-    }
-    if (!ingest_has_comments(b) || (auth = tally_http_authorized(h)) == 0)
-        return true;
-    ingest_count(h->w, b, 0, TALLY_OUTCOME_REJECTED);
-    if (auth == 403)
-        ingest_reject(h, pixel, 403, TALLY_REJECT_FORBIDDEN, "token_not_configured",
-                      "authorization: comment events need a token, and none is configured");
+    tally_admit(&ctx, r, &w->batch, &v);
+    if (v.action == TALLY_ADMIT_COUNT)
+        ingest_write(h, r, &w->batch, &v);
     else
-        ingest_reject(h, pixel, 401, TALLY_REJECT_UNAUTHORIZED, "unauthorized",
-                      "authorization: comment events need 'Authorization: Bearer <token>'");
-    return false;
+        ingest_end(h, r->pixel, &v, w->batch.ev, w->batch.n, NULL);
 }
 
 void tally_route_events(struct tally_http_req *h)
 {
-    struct tally_worker *w = h->w;
     struct evbuffer *in = evhttp_request_get_input_buffer(h->req);
-    size_t len = evbuffer_get_length(in);
-    const char *idem = h->hdr.idempotency_key;
-    struct tally_error err;
-    int rc;
+    struct tally_admit_req r;
 
-    if (!ingest_type_ok(h->hdr.content_type)) {
-        ingest_reject(h, false, 415, TALLY_REJECT_INVALID, "unsupported_media_type",
-                      "content-type: send application/json or text/plain");
-        return;
-    }
-    if (len > TALLY_BODY_MAX) {
-        ingest_reject(h, false, 413, TALLY_REJECT_TOO_LARGE, "payload_too_large",
-                      "body: at most 65536 bytes");
-        return;
-    }
-    if (idem != NULL && !ingest_idem_valid(idem)) {
-        ingest_reject(h, false, 400, TALLY_REJECT_INVALID, "invalid_idempotency_key",
-                      "idempotency-key: 1-128 printable ASCII characters");
-        return;
-    }
-    rc = tally_ingest_parse((const char *)evbuffer_pullup(in, -1), len, &w->batch, &err);
-    if (rc == TALLY_ENOMEM) {
-        ingest_reject(h, false, 503, TALLY_REJECT_UNAVAILABLE, "unavailable", "out of memory");
-        return;
-    }
-    if (rc < 0) {
-        ingest_reject(h, false, 400, TALLY_REJECT_INVALID, err.code, err.message);
-        return;
-    }
-    if (ingest_admit(h, &w->batch, false))
-        ingest_submit(h, &w->batch, false, idem);
+    ingest_facts(h, false, &r);
+    r.idempotency_key = h->hdr.idempotency_key;
+    r.input_len = evbuffer_get_length(in);
+    /* Past the limit the body is refused unread: no need to make it contiguous. */
+    r.input = r.input_len <= TALLY_BODY_MAX ? (const char *)evbuffer_pullup(in, -1) : NULL;
+    ingest_run(h, &r);
 }
 
 void tally_route_pixel(struct tally_http_req *h)
 {
-    struct tally_worker *w = h->w;
-    struct tally_error err;
+    struct tally_admit_req r;
 
     /* HEAD asks what a GET would answer; it counts nothing. */
     if (evhttp_request_get_command(h->req) == EVHTTP_REQ_HEAD) {
         ingest_send_gif(h, "ignored");
         return;
     }
-    if (tally_ingest_parse_query(h->query, h->query_len, &w->batch, &err) < 0) {
-        ingest_reject(h, true, 400, TALLY_REJECT_INVALID, err.code, err.message);
-        return;
-    }
-    if (ingest_admit(h, &w->batch, true))
-        ingest_submit(h, &w->batch, true, NULL);
+    ingest_facts(h, true, &r);
+    r.input = h->query;
+    r.input_len = h->query_len;
+    ingest_run(h, &r);
 }
 
 /* ---- Stats ---- */

@@ -11,6 +11,7 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 
+#include "tally/admit.h"
 #include "tally/buf.h"
 #include "tally/cache.h"
 #include "tally/config.h"
@@ -49,10 +50,7 @@ struct tally_worker {
     struct tally_buf out;        /* scratch for building a reply */
     struct tally_buf scratch;    /* scratch for joining headers */
     struct tally_cache cache;    /* recent article totals */
-    struct {
-        uint64_t ua;             /* SipHash of a User-Agent; 0: empty */
-        bool bot;
-    } bot_seen[256];             /* recent verdicts: a site's readers share few User-Agents */
+    struct tally_bot_cache bots; /* recent User-Agent verdicts */
     int stop_fd;                 /* eventfd the main thread writes to stop the worker */
     struct event *stop_ev;
     struct event *drain_ev;      /* polls until nothing is held */

@@ -543,5 +543,61 @@ class RateLimitTest(harness.TallyTestCase):
         self.assertEqual(counts(t.stats("rl"))["views"], 5)
 
 
+class BatchBurstTest(harness.TallyTestCase):
+    """--rate-limit 2: a burst of 8 events. A batch of more events than the burst could never
+    pass: it is refused whole (429 batch_over_burst) and charges nothing. A batch within the
+    burst is charged per event, so 100-event batches cannot pass for the price of the burst."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = harness.Redis().start()
+        cls.tallyd = harness.Tallyd(cls.redis, ["--view-window", "0", "--rate-limit", "2",
+                                                "--token", TOKEN])
+        try:
+            cls.tallyd.start()
+        except Exception:
+            cls.redis.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tallyd.close()
+        cls.redis.close()
+
+    def sample(self, name, **labels):
+        return harness.metric(self.tallyd.metrics(), name, **labels) or 0
+
+    def test_a_batch_above_the_burst_is_refused_whole_and_costs_nothing(self):
+        t = self.tallyd
+
+        def views(n):
+            return [{"type": "view", "article": "burst"}] * n
+
+        rejected = self.sample("tally_events_total", type="view", outcome="rejected")
+        limited = self.sample("tally_requests_rejected_total", reason="rate_limited")
+        for n in (100, 9):
+            r = t.post_events(views(n))
+            self.assertEqual(r.status, 429, r)
+            self.assertEqual(r.body, {
+                "error": "batch_over_burst",
+                "message": "body: %d events are more than the burst of 8 (4 x --rate-limit); "
+                           "send at most 8 in one request" % n}, r)
+            self.assertRegex(r.headers.get("Retry-After", ""), r"^[1-9][0-9]*$")
+        # Nothing was charged: the whole burst passes, and then it is spent (a second batch of
+        # 8 would need 4 s of refill).
+        r = t.post_events(views(8))
+        self.assertEqual((r.status, r.body), (200, ok(8)))
+        r = t.post_events(views(8))
+        self.assertEqual((r.status, r.body["error"]), (429, "rate_limited"), r)
+        # A sender with the token is not rate-limited.
+        r = t.post_events(views(100), headers=AUTH)
+        self.assertEqual((r.status, r.body), (200, ok(100)))
+        self.assertEqual(counts(t.stats("burst"))["views"], 108)
+        self.assertEqual(self.sample("tally_events_total", type="view", outcome="rejected"),
+                         rejected + 100 + 9 + 8)
+        self.assertEqual(self.sample("tally_requests_rejected_total", reason="rate_limited"),
+                         limited + 3)
+
+
 if __name__ == "__main__":
     unittest.main()
