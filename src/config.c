@@ -77,7 +77,7 @@ static const struct cfg_option cfg_options[] = {
     {"allowed-origins", cfg_parse_origins, CFG_FIELD(origins), "*", "LIST", 0, 0, 0,
      "* or scheme://host[:port],... whose browsers may send events"},
     {"rate-limit", cfg_parse_uint, CFG_FIELD(rate_limit), "50", "N", 0, 1000000, 0,
-     "events/s per client address, burst 4 x N; 0 = off"},
+     "events/s per client address, burst 4 x N, no batch over it; 0 = off"},
     {"threads", cfg_parse_uint, CFG_FIELD(threads), NULL, "N", 1, TALLY_THREADS_MAX,
      CFG_NCPU, "HTTP worker threads (1..64)"},
     {"trust-proxy", cfg_parse_trust, CFG_FIELD(trust), NULL, "LIST", 0, 0, 0,

@@ -1027,6 +1027,12 @@ async function checkCases(A, B, redis) {
             return { present: false };
         if (r2?.res?.status !== 429)
             return { err: `event 5 of the same second answered ${r2?.res?.status}` };
+        const five = JSON.stringify(Array.from({ length: 5 }, (_, k) => ({ type: 'view', article: uniq(`burst-${k}`) })));
+        const r3 = await run({ name: 'rate-limit: a batch of 5, over the burst of 4', d: B, method: 'POST',
+                               target: EV, op: POST_EV, body: five, status: 429,
+                               headers: h(json), localAddress: '127.0.0.4', example: 'batch_over_burst' });
+        if (r3?.res?.status !== 429)
+            return { err: `a batch of 5 events answered ${r3?.res?.status}` };
         await served({ name: 'pixel: rate-limited', d: B, method: 'GET', target: pix(pixq), op: GET_PIX,
                        headers: h(), localAddress: '127.0.0.3', status: 200,
                        expect: (r, b) => outcome('rate_limited')(r, b) ??
