@@ -372,32 +372,33 @@ static size_t scan_escape(const unsigned char *p, const unsigned char *end, uint
     return 12;
 }
 
-/* The string at P (its opening quote), decoded into OUT (may be NULL). */
+/* The string at P (its opening quote), decoded into OUT (NULL: only checked). */
 static int scan_string(struct scan *s, struct scan_str *out)
 {
     const unsigned char *p = s->p + 1, *end = s->end;
-    struct scan_str none = {.cap = 0};
     uint32_t cp;
     size_t n;
 
-    if (out == NULL)
-        out = &none;
-    out->len = 0;
-    out->hash = UINT64_C(14695981039346656037);
+    if (out != NULL) {
+        out->len = 0;
+        out->hash = UINT64_C(14695981039346656037);
+    }
     while (p < end && *p != '"') {
-        if (*p == '\\') {
+        if (*p >= 0x20 && *p < 0x80 && *p != '\\') {
+            n = 1;
+            if (out != NULL)
+                scan_put(out, *p);
+        } else if (*p == '\\') {
             if ((n = scan_escape(p, end, &cp, s->err)) == 0)
                 return TALLY_EINVAL;
-            scan_put_cp(out, cp);
+            if (out != NULL)
+                scan_put_cp(out, cp);
         } else if (*p < 0x20) {
             return ingest_malformed(s->err, *p == 0 ? MSG_NUL : "control character in a string");
-        } else if (*p < 0x80) {
-            n = 1;
-            scan_put(out, *p);
         } else {
             if ((n = utf8_seq(p, (size_t)(end - p), &cp)) == 0)
                 return ingest_malformed(s->err, "invalid UTF-8");
-            for (size_t i = 0; i < n; i++)
+            for (size_t i = 0; out != NULL && i < n; i++)
                 scan_put(out, p[i]);
         }
         p += n;
