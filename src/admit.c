@@ -102,8 +102,7 @@ static bool admit_has_comments(const struct tally_batch *b)
 static bool admit_sender(const struct tally_admit_ctx *ctx, const struct tally_admit_req *r,
                          const struct tally_batch *b, struct tally_verdict *v)
 {
-    if (r->origin != NULL &&
-        !tally_config_origin_allowed(ctx->cfg, r->origin, strlen(r->origin))) {
+    if (r->origin != NULL && !tally_config_origin_allowed(ctx->cfg, r->origin, strlen(r->origin))) {
         admit_refuse(v, 403, TALLY_REJECT_ORIGIN, "origin_forbidden",
                      "origin: not in --allowed-origins");
         return false;

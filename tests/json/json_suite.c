@@ -153,8 +153,7 @@ static int check_n(const char *name, size_t len, size_t wlen)
         fails += bad(name, "not refused as a body", rc, &err);
     rc = parse(wrapped, wlen, &err);
     want = wlen > TALLY_BODY_MAX ? "body_too_large" : "malformed_json";
-    if (listed_valid_wrapped(name) ? rc != 0
-                                   : rc != TALLY_EINVAL || strcmp(err.code, want) != 0)
+    if (listed_valid_wrapped(name) ? rc != 0 : rc != TALLY_EINVAL || strcmp(err.code, want) != 0)
         fails += bad(name, "wrongly judged as a member's value", rc, &err);
     return fails;
 }
@@ -237,8 +236,8 @@ int main(int argc, char **argv)
             fails += printf("FAIL %s: listed, but not in the suite\n", y_refused[i].name) > 0;
     printf("y_: %u cases, %zu refused by tally's rules as listed\n", y.cases, N_REFUSED);
     printf("n_: %u cases, refused as bodies and as members' values\n", n.cases);
-    printf("i_: %u cases, %u valid JSON as bodies, %u accepted as members' values\n",
-           i_body.cases, i_body.accepted, i_member.accepted);
+    printf("i_: %u cases, %u valid JSON as bodies, %u accepted as members' values\n", i_body.cases,
+           i_body.accepted, i_member.accepted);
     if (y.cases == 0 || n.cases == 0 || i_body.cases == 0) {
         printf("no cases of some kind found in %s\n", argv[1]);
         return 1;

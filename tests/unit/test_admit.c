@@ -59,8 +59,11 @@ static void world_free(struct world *w)
 /* A browser's POST of BODY from 10.0.0.1, with no token. */
 static struct tally_admit_req post(const char *body)
 {
-    struct tally_admit_req r = {.input = body, .input_len = strlen(body), .user_agent = BROWSER,
-                                .auth = 401, .now_us = T0,
+    struct tally_admit_req r = {.input = body,
+                                .input_len = strlen(body),
+                                .user_agent = BROWSER,
+                                .auth = 401,
+                                .now_us = T0,
                                 .addr = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1}};
 
     return r;
@@ -122,19 +125,16 @@ static void test_admit_checks_a_post_head_before_its_body(void **state)
          REFUSE(415, "unsupported_media_type", 0)},
         {"415 before 413", "text/html", NULL, big, TALLY_BODY_MAX + 1,
          REFUSE(415, "unsupported_media_type", 0)},
-        {"64 KiB + 1", NULL, NULL, big, TALLY_BODY_MAX + 1,
-         REFUSE(413, "payload_too_large", 0)},
+        {"64 KiB + 1", NULL, NULL, big, TALLY_BODY_MAX + 1, REFUSE(413, "payload_too_large", 0)},
         {"413 before a bad key", NULL, "", big, TALLY_BODY_MAX + 1,
          REFUSE(413, "payload_too_large", 0)},
         {"64 KiB of spaces is read", NULL, NULL, big, TALLY_BODY_MAX,
          REFUSE(400, "malformed_json", 0)},
         {"empty key", NULL, "", VIEW, 0, REFUSE(400, "invalid_idempotency_key", 0)},
         {"key with a space", NULL, "a b", VIEW, 0, REFUSE(400, "invalid_idempotency_key", 0)},
-        {"key with a control", NULL, "a\x7f", VIEW, 0,
-         REFUSE(400, "invalid_idempotency_key", 0)},
+        {"key with a control", NULL, "a\x7f", VIEW, 0, REFUSE(400, "invalid_idempotency_key", 0)},
         {"key of UTF-8", NULL, "caf\xC3\xA9", VIEW, 0, REFUSE(400, "invalid_idempotency_key", 0)},
-        {"bad key before a bad body", NULL, "", "{", 0,
-         REFUSE(400, "invalid_idempotency_key", 0)},
+        {"bad key before a bad body", NULL, "", "{", 0, REFUSE(400, "invalid_idempotency_key", 0)},
         {"key", NULL, "order-17/retry", VIEW, 0, COUNT(1)},
         {"bad body", NULL, NULL, "[" VIEW ",{}]", 0, REFUSE(400, "invalid_type", 0)},
         {"no body", NULL, NULL, "", 0, REFUSE(400, "malformed_json", 0)},
@@ -194,8 +194,7 @@ static void test_admit_checks_origin_then_token_after_the_body(void **state)
         {"origin before token", "https://evil.example", COMMENT, 401,
          REFUSE(403, "origin_forbidden", 1)},
         {"comment without token", ORIGIN, COMMENT, 401, REFUSE(401, "unauthorized", 1)},
-        {"comment, none configured", ORIGIN, COMMENT, 403,
-         REFUSE(403, "token_not_configured", 1)},
+        {"comment, none configured", ORIGIN, COMMENT, 403, REFUSE(403, "token_not_configured", 1)},
         {"one comment in a batch", NULL, "[" VIEW "," VIEW "," COMMENT "]", 401,
          REFUSE(401, "unauthorized", 3)},
         {"comment with the token", NULL, COMMENT, 0, COUNT(1)},
@@ -307,8 +306,7 @@ static void test_admit_ignores_prefetches_and_bots_after_the_rate_limit(void **s
          TALLY_IGNORE_PREFETCH},
         {"prefetch;prerender", "prefetch;prerender", BROWSER, 401, TALLY_ADMIT_IGNORE,
          TALLY_IGNORE_PREFETCH},
-        {"X-Purpose: preview", "preview", BROWSER, 401, TALLY_ADMIT_IGNORE,
-         TALLY_IGNORE_PREFETCH},
+        {"X-Purpose: preview", "preview", BROWSER, 401, TALLY_ADMIT_IGNORE, TALLY_IGNORE_PREFETCH},
         {"other purpose", "navigate", BROWSER, 401, TALLY_ADMIT_COUNT, 0},
         {"bot", NULL, BOT, 401, TALLY_ADMIT_IGNORE, TALLY_IGNORE_BOT},
         {"bot, cached", NULL, BOT, 401, TALLY_ADMIT_IGNORE, TALLY_IGNORE_BOT},
@@ -349,8 +347,9 @@ static void test_admit_ignores_prefetches_and_bots_after_the_rate_limit(void **s
 
 static void test_admit_bot_cache_agrees_with_the_list(void **state)
 {
-    static const char *const uas[] = {BROWSER, BOT, "curl/8.0", "facebookexternalhit/1.1",
-                                      "Slackbot-LinkExpanding 1.0", "x", BROWSER, BOT};
+    static const char *const uas[] = {
+        BROWSER, BOT,     "curl/8.0", "facebookexternalhit/1.1", "Slackbot-LinkExpanding 1.0",
+        "x",     BROWSER, BOT};
     static struct tally_bot_cache cache;
 
     (void)state;
@@ -371,15 +370,15 @@ static void test_admit_records_every_end_in_one_place(void **state)
 {
     static struct tally_metrics m;
     static const struct tally_event ev[] = {
-        {.type = TALLY_EVENT_VIEW},  {.type = TALLY_EVENT_VIEW},   {.type = TALLY_EVENT_SHARE},
-        {.type = TALLY_EVENT_VIEW},  {.type = TALLY_EVENT_COMMENT},
+        {.type = TALLY_EVENT_VIEW}, {.type = TALLY_EVENT_VIEW},    {.type = TALLY_EVENT_SHARE},
+        {.type = TALLY_EVENT_VIEW}, {.type = TALLY_EVENT_COMMENT},
     };
     struct tally_verdict count = {.action = TALLY_ADMIT_COUNT};
     struct tally_verdict bot = {.action = TALLY_ADMIT_IGNORE, .ignore = TALLY_IGNORE_BOT};
-    struct tally_verdict limited = {.action = TALLY_ADMIT_REFUSE, .status = 429,
-                                    .reject = TALLY_REJECT_RATE_LIMITED};
-    struct tally_verdict invalid = {.action = TALLY_ADMIT_REFUSE, .status = 400,
-                                    .reject = TALLY_REJECT_INVALID};
+    struct tally_verdict limited = {
+        .action = TALLY_ADMIT_REFUSE, .status = 429, .reject = TALLY_REJECT_RATE_LIMITED};
+    struct tally_verdict invalid = {
+        .action = TALLY_ADMIT_REFUSE, .status = 400, .reject = TALLY_REJECT_INVALID};
     struct tally_admit_written written = {.status = 0, .repeat = 2};
     struct tally_admit_written replayed = {.status = 0, .repeat = 1, .replayed = true};
     struct tally_admit_written failed = {.status = TALLY_EUNAVAIL};
@@ -387,9 +386,9 @@ static void test_admit_records_every_end_in_one_place(void **state)
 
     (void)state;
     memset(&m, 0, sizeof(m));
-    tally_admit_record(&m, &count, ev, 5, &written);   /* 3 views, 2 repeated */
-    tally_admit_record(&m, &count, ev, 5, &replayed);  /* counted the first time */
-    tally_admit_record(&m, &count, ev, 5, &unknown);   /* nothing known */
+    tally_admit_record(&m, &count, ev, 5, &written);  /* 3 views, 2 repeated */
+    tally_admit_record(&m, &count, ev, 5, &replayed); /* counted the first time */
+    tally_admit_record(&m, &count, ev, 5, &unknown);  /* nothing known */
     tally_admit_record(&m, &count, ev, 2, &failed);
     tally_admit_record(&m, &bot, ev, 3, NULL);
     tally_admit_record(&m, &limited, ev, 4, NULL);
