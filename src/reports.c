@@ -237,17 +237,33 @@ int tally_time_parse(const char *s, size_t len, int64_t *out)
     /* timegm normalises the 31st of November into December: refuse what it had to mend. */
     if (t == (time_t)-1 || tm.tm_mday != back.tm_mday || tm.tm_mon != back.tm_mon)
         return TALLY_EINVAL;
+    /* An offset may carry the first or last day past what tally_time_format() writes. */
+    if ((int64_t)t - off < 0 || (int64_t)t - off > TALLY_TIME_MAX)
+        return TALLY_EINVAL;
     *out = (int64_t)t - off;
     return 0;
 }
 
-void tally_time_format(int64_t t, char out[21])
+size_t tally_time_format(int64_t t, char out[TALLY_TIME_LEN + 1])
 {
     time_t tt = (time_t)t;
     struct tm tm;
+    int n;
 
-    gmtime_r(&tt, &tm);
-    strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    out[0] = '\0';
+    if (t < 0 || t > TALLY_TIME_MAX || gmtime_r(&tt, &tm) == NULL)
+        return 0;
+    n = snprintf(out, TALLY_TIME_LEN + 1, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    return n == TALLY_TIME_LEN ? TALLY_TIME_LEN : (out[0] = '\0', 0);
+}
+
+/* T rounded down to a multiple of STEP, also below 0. */
+static int64_t reports_floor(int64_t t, int64_t step)
+{
+    int64_t r = t % step;
+
+    return r < 0 ? t - r - step : t - r;
 }
 
 /* ---- Series parameters ---- */
@@ -280,6 +296,30 @@ static int series_param(void *ctx, const char *name, const char *value, struct t
     return 0;
 }
 
+/* Refuse a series reaching past what the buckets keep (include/tally/keys.h: hourly keys live
+ * 9 days, daily ones 405, counted from their first write): zeros there would be data already
+ * deleted, not a quiet hour. The margin keeps a point whole on a collector whose clock is
+ * somewhat behind. */
+static int series_retention(const struct tally_series_params *p, int64_t now,
+                            struct tally_error *err)
+{
+    bool hour = p->interval == TALLY_INTERVAL_HOUR;
+    int64_t step = hour ? 3600 : 86400;
+    int64_t earliest = reports_floor(now, step) - (hour ? TALLY_SERIES_HOURS_KEPT * step
+                                                        : TALLY_SERIES_DAYS_KEPT * step);
+    char when[TALLY_TIME_LEN + 1];
+
+    if (p->from >= earliest)
+        return 0;
+    tally_time_format(earliest < 0 ? 0 : earliest, when);
+    err->code = "invalid_parameter";
+    snprintf(err->message, sizeof(err->message),
+             hour ? "from: hourly points are kept 8 days; the earliest is %s"
+                  : "from: daily points are kept 400 days; the earliest is %s",
+             when);
+    return TALLY_EINVAL;
+}
+
 int tally_series_parse(const char *query, size_t len, time_t now, struct tally_series_params *p,
                        struct tally_error *err)
 {
@@ -298,10 +338,12 @@ int tally_series_parse(const char *query, size_t len, time_t now, struct tally_s
     max = p->interval == TALLY_INTERVAL_HOUR ? TALLY_SERIES_HOURS_MAX : TALLY_SERIES_DAYS_MAX;
     if (!r.has_to)
         p->to = r.has_from ? p->from + span * step : (int64_t)now;
-    p->to -= p->to % step;
+    p->to = reports_floor(p->to, step);
     if (!r.has_from)
         p->from = p->to - span * step;
-    p->from -= p->from % step;
+    p->from = reports_floor(p->from, step);
+    if (p->to > TALLY_TIME_MAX)
+        return reports_fail(err, "invalid_parameter", "to: at most 9999-12-31T23:59:59Z");
     if (p->from > p->to)
         return reports_fail(err, "invalid_parameter", "from: must not be after to");
     if ((p->to - p->from) / step + 1 > (int64_t)max)
@@ -309,6 +351,8 @@ int tally_series_parse(const char *query, size_t len, time_t now, struct tally_s
                             p->interval == TALLY_INTERVAL_HOUR
                                 ? "from: an hourly series has at most 744 points"
                                 : "from: a daily series has at most 731 points");
+    if ((rc = series_retention(p, (int64_t)now, err)) < 0)
+        return rc;
     p->n = (size_t)((p->to - p->from) / step + 1);
     return 0;
 }
@@ -394,7 +438,7 @@ void tally_series_release(struct tally_series *s)
 void tally_series_render(struct tally_buf *out, const struct tally_series *s)
 {
     int64_t step = s->p.interval == TALLY_INTERVAL_HOUR ? 3600 : 86400;
-    char t[21];
+    char t[TALLY_TIME_LEN + 1];
 
     tally_buf_adds(out, "{\"article\":");
     tally_buf_add_json_str(out, s->id, s->len);

@@ -18,6 +18,10 @@ struct tally_redis;
 #define TALLY_TOP_MAX 100
 #define TALLY_SERIES_HOURS_MAX (31 * 24) /* points of an hourly series */
 #define TALLY_SERIES_DAYS_MAX 731        /* points of a daily series */
+/* How far back a series may reach from the current hour or day: the buckets' lifetimes (9 and
+ * 405 days, include/tally/keys.h) less a margin. */
+#define TALLY_SERIES_HOURS_KEPT (8 * 24)
+#define TALLY_SERIES_DAYS_KEPT 400
 
 #define TALLY_METRIC_MAP(X)                                                                        \
     X(VIEWS, "views")                                                                              \
@@ -41,13 +45,18 @@ const char *tally_period_name(enum tally_period p);
 /* The days of PERIOD ending on the day of NOW: 1, 7, 30; 0 for all time. */
 int tally_period_days(enum tally_period p);
 
+#define TALLY_TIME_MAX INT64_C(253402300799) /* 9999-12-31T23:59:59Z */
+#define TALLY_TIME_LEN 20                    /* "2026-11-27T13:00:00Z" */
+
 /* Parse a time parameter: "YYYY-MM-DD" (midnight UTC) or RFC 3339 ("2026-11-27T13:05:00Z",
  * fractions and numeric offsets allowed). Returns 0 with *OUT in Unix seconds, or
- * TALLY_EINVAL. */
+ * TALLY_EINVAL -- also for a moment before 1970-01-01T00:00:00Z or after TALLY_TIME_MAX
+ * once the offset is applied (what tally_time_format() could not write). */
 int tally_time_parse(const char *s, size_t len, int64_t *out);
 
-/* "2026-11-27T13:00:00Z" */
-void tally_time_format(int64_t t, char out[21]);
+/* Write T as "2026-11-27T13:00:00Z" into OUT, always NUL-terminated. Returns TALLY_TIME_LEN,
+ * or 0 with OUT empty when T is outside 0..TALLY_TIME_MAX. */
+size_t tally_time_format(int64_t t, char out[TALLY_TIME_LEN + 1]);
 
 /* ---- Top ---- */
 

@@ -708,6 +708,10 @@ class ReportsTest(harness.TallyTestCase):
             ("/v1/series/a?from=2026-12-02&to=2026-12-01", "from"),
             ("/v1/series/a?interval=hour&from=2026-01-01&to=2026-03-01", "from"),
             ("/v1/series/a?from=2020-01-01&to=2026-01-01", "from"),
+            # Past 9999 or before 1970 once the offset is applied: nothing to write back.
+            ("/v1/series/a?interval=hour&from=9999-12-31T23:00:00-23:00", "from"),
+            ("/v1/series/a?interval=hour&from=1970-01-01T00:30:00%2B01:00", "from"),
+            ("/v1/series/a?interval=hour&to=9999-12-31T23:59:59-00:01", "to"),
             ("/v1/totals?period=year", "period"),
             ("/v1/totals?period=", "period"),
             ("/v1/totals?period=day&period=day", "period"),
@@ -717,17 +721,36 @@ class ReportsTest(harness.TallyTestCase):
                 self.assertError(path, "invalid_parameter", field)
         self.assertError("/v1/series/a%20b", "invalid_article", "article")
         self.assertError("/v1/series/a%00b?metric=views", "invalid_article", "article")
-        # Limits 1 and 100, 744 hourly and 731 daily points are fine.
-        for path in ("/v1/top?limit=1", "/v1/top?limit=100",
-                     "/v1/series/a?interval=hour&from=2026-12-01&to=2026-12-31T23:00:00Z",
-                     "/v1/series/a?from=2025-01-01&to=2027-01-01"):
+        for path in ("/v1/top?limit=1", "/v1/top?limit=100"):
             r = self.tallyd.get(path)
             self.assertEqual(r.status, 200, (path, r))
-        self.assertEqual(len(self.tallyd.get(
-            "/v1/series/a?interval=hour&from=2026-12-01&to=2026-12-31T23:00:00Z").body["points"]),
-            744)
-        self.assertEqual(len(self.tallyd.get(
-            "/v1/series/a?from=2025-01-01&to=2027-01-01").body["points"]), 731)
+
+    def test_series_refuse_what_retention_deleted(self):
+        """Hourly points reach back 8 days from this hour, daily ones 400 days from today; the
+        most points (744 hourly, 731 daily) fit from there on."""
+        cases = [
+            (HOUR, lambda h, d: "/v1/series/a?interval=hour&from=%s" % rfc3339(h - 3600),
+             lambda h, d: "from: hourly points are kept 8 days; the earliest is %s" % rfc3339(h)),
+            (DAY, lambda h, d: "/v1/series/a?from=%s" % rfc3339(d - DAY),
+             lambda h, d: "from: daily points are kept 400 days; the earliest is %s" % rfc3339(d)),
+        ]
+        for unit, path, message in cases:
+            edge = lambda: (int(time.time()) // HOUR * HOUR - 192 * HOUR,
+                            int(time.time()) // DAY * DAY - 400 * DAY)
+            r, _ = self.stable(lambda: (edge(), self.tallyd.get(path(*edge()))), unit)
+            (h, d), r = r
+            self.assertEqual(r.status, 400, r)
+            self.assertEqual(r.body, {"error": "invalid_parameter", "message": message(h, d)})
+        for unit, step, n, back in ((HOUR, HOUR, 744, 192), (DAY, DAY, 731, 400)):
+            def fetch():
+                first = int(time.time()) // step * step - back * step
+                return first, self.tallyd.get("/v1/series/a?interval=%s&from=%s&to=%s" % (
+                    "hour" if step == HOUR else "day", rfc3339(first),
+                    rfc3339(first + (n - 1) * step)))
+            (first, r), _ = self.stable(fetch, unit)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual([p["t"] for p in r.body["points"]],
+                             [rfc3339(first + i * step) for i in range(n)])
 
     def test_delete_forgets_an_article_everywhere(self):
         victim = TOP_TIE[1]  # "tie/top/B": first of every list

@@ -312,6 +312,12 @@ static void test_reports_time_parse_accepts(void **state)
         {"2026-01-31", utc(2026, 1, 31, 0, 0, 0)},
         {"2026-04-30", utc(2026, 4, 30, 0, 0, 0)},
         {"9999-12-31", utc(9999, 12, 31, 0, 0, 0)},
+        /* The ends of what can be written back: 1970 to 9999, offsets applied. */
+        {"9999-12-31T23:59:59Z", utc(9999, 12, 31, 23, 59, 59)},
+        {"9999-12-31T23:59:59.999Z", utc(9999, 12, 31, 23, 59, 59)},
+        {"9999-12-31T23:00:00+23:00", utc(9999, 12, 31, 0, 0, 0)},
+        {"1970-01-01T01:00:00+01:00", 0},
+        {"1970-01-01T00:00:00-23:59", utc(1970, 1, 1, 23, 59, 0)},
     };
 
     (void)state;
@@ -384,6 +390,13 @@ static void test_reports_time_parse_rejects(void **state)
         "2026-11-2a",
         "2026-11-27T1a:05:00Z",
         "1800000000",
+        /* Past 9999 or before 1970 once the offset is applied: nothing could write it back. */
+        "9999-12-31T23:00:00-23:00",
+        "9999-12-31T23:59:59-00:01",
+        "9999-12-31T23:59:60Z",
+        "1970-01-01T00:30:00+01:00",
+        "1970-01-01T00:00:00+00:01",
+        "1970-01-01T00:00:59.9+00:01",
     };
 
     (void)state;
@@ -437,7 +450,7 @@ static void test_reports_time_format(void **state)
         int64_t back;
 
         memset(out, 'x', sizeof(out));
-        tally_time_format(cases[i].t, out);
+        assert_int_equal(tally_time_format(cases[i].t, out), TALLY_TIME_LEN);
         assert_int_equal(strlen(out), 20);
         assert_string_equal(out, cases[i].want);
         /* What is written is read back. */
@@ -446,11 +459,34 @@ static void test_reports_time_format(void **state)
     }
 }
 
+/* What cannot be written leaves an empty string, never unterminated bytes. */
+static void test_reports_time_format_refuses_what_it_cannot_write(void **state)
+{
+    const int64_t cases[] = {-1, -3600, INT64_MIN, TALLY_TIME_MAX + 1,
+                             utc(10000, 1, 1, 22, 0, 0), INT64_MAX};
+
+    (void)state;
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        char out[TALLY_TIME_LEN + 1];
+
+        memset(out, 'x', sizeof(out));
+        assert_int_equal(tally_time_format(cases[i], out), 0);
+        assert_string_equal(out, "");
+    }
+    {
+        char out[TALLY_TIME_LEN + 1];
+
+        assert_int_equal(tally_time_format(TALLY_TIME_MAX, out), TALLY_TIME_LEN);
+        assert_string_equal(out, "9999-12-31T23:59:59Z");
+    }
+}
+
 /* ---- /v1/series parameters ---- */
 
 static void test_reports_series_parse_accepts(void **state)
 {
     const int64_t d1201 = utc(2026, 12, 1, 0, 0, 0);
+    const int64_t d0110 = utc(2027, 1, 10, 0, 0, 0); /* within the 8 days of hourly points */
     const struct {
         const char *query;
         time_t now;
@@ -485,36 +521,52 @@ static void test_reports_series_parse_accepts(void **state)
          1},
         {"from=2026-12-01T23:59:59Z&to=2026-12-03T00:00:01Z", NOW, TALLY_METRIC_VIEWS,
          TALLY_INTERVAL_DAY, d1201, d1201 + 2 * DAY, 3},
-        {"interval=hour&from=2026-12-01T13:59:59Z&to=2026-12-01T15:00:00Z", NOW, TALLY_METRIC_VIEWS,
-         TALLY_INTERVAL_HOUR, d1201 + 13 * HOUR, d1201 + 15 * HOUR, 3},
-        {"interval=hour&from=2026-12-01T13:00:00Z&to=2026-12-01T13:00:00Z", NOW, TALLY_METRIC_VIEWS,
-         TALLY_INTERVAL_HOUR, d1201 + 13 * HOUR, d1201 + 13 * HOUR, 1},
+        {"interval=hour&from=2027-01-10T13:59:59Z&to=2027-01-10T15:00:00Z", NOW, TALLY_METRIC_VIEWS,
+         TALLY_INTERVAL_HOUR, d0110 + 13 * HOUR, d0110 + 15 * HOUR, 3},
+        {"interval=hour&from=2027-01-10T13:00:00Z&to=2027-01-10T13:00:00Z", NOW, TALLY_METRIC_VIEWS,
+         TALLY_INTERVAL_HOUR, d0110 + 13 * HOUR, d0110 + 13 * HOUR, 1},
         /* Offsets are converted before rounding: 01:30+02:00 is the 30th at 23:30 UTC. */
         {"from=2026-12-01T01:30:00%2B02:00&to=2026-12-02", NOW, TALLY_METRIC_VIEWS,
          TALLY_INTERVAL_DAY, d1201 - DAY, d1201 + DAY, 3},
-        {"interval=hour&from=2026-12-01T13%3A05%3A00-05%3A30&to=2026-12-01T19:00:00Z", NOW,
-         TALLY_METRIC_VIEWS, TALLY_INTERVAL_HOUR, d1201 + 18 * HOUR, d1201 + 19 * HOUR, 2},
+        {"interval=hour&from=2027-01-10T13%3A05%3A00-05%3A30&to=2027-01-10T19:00:00Z", NOW,
+         TALLY_METRIC_VIEWS, TALLY_INTERVAL_HOUR, d0110 + 18 * HOUR, d0110 + 19 * HOUR, 2},
         /* Only from: that much from it; only to: that much up to it. */
         {"from=2026-12-01", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_DAY, d1201, d1201 + 29 * DAY,
          30},
         {"to=2026-12-01", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_DAY, d1201 - 29 * DAY, d1201, 30},
         {"to=2026-12-01T17:45:00Z", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_DAY, d1201 - 29 * DAY,
          d1201, 30},
-        {"interval=hour&from=2026-12-01T05:00:00Z", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_HOUR,
-         d1201 + 5 * HOUR, d1201 + 28 * HOUR, 24},
-        {"interval=hour&to=2026-12-01T05:10:00Z", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_HOUR,
-         d1201 + 5 * HOUR - 23 * HOUR, d1201 + 5 * HOUR, 24},
+        {"interval=hour&from=2027-01-10T05:00:00Z", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_HOUR,
+         d0110 + 5 * HOUR, d0110 + 28 * HOUR, 24},
+        {"interval=hour&to=2027-01-10T05:10:00Z", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_HOUR,
+         d0110 + 5 * HOUR - 23 * HOUR, d0110 + 5 * HOUR, 24},
+        /* Retention: hourly points reach back 8 days from this hour, daily ones 400 days. */
+        {"interval=hour&from=2027-01-07T08:00:00Z", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_HOUR,
+         (int64_t)NOW - 192 * HOUR, (int64_t)NOW - 169 * HOUR, 24},
+        {"interval=hour&from=2027-01-07T08:00:00Z", NOW_MID, TALLY_METRIC_VIEWS,
+         TALLY_INTERVAL_HOUR, (int64_t)NOW - 192 * HOUR, (int64_t)NOW - 169 * HOUR, 24},
+        {"from=2025-12-11", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_DAY, TODAY - 400 * DAY,
+         TODAY - 371 * DAY, 30},
+        /* The last moment that can be written: its hour and day. */
+        {"interval=hour&to=9999-12-31T23:59:59Z", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_HOUR,
+         utc(9999, 12, 31, 0, 0, 0), utc(9999, 12, 31, 23, 0, 0), 24},
+        {"from=9999-12-02", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_DAY, utc(9999, 12, 2, 0, 0, 0),
+         utc(9999, 12, 31, 0, 0, 0), 30},
         /* The future is allowed (zeros). */
         {"from=2027-01-10&to=2027-01-20", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_DAY,
          TODAY - 5 * DAY, TODAY + 5 * DAY, 11},
         /* The most points: 744 hourly (31 days), 731 daily. */
-        {"interval=hour&from=2026-12-01&to=2026-12-31T23:00:00Z", NOW, TALLY_METRIC_VIEWS,
-         TALLY_INTERVAL_HOUR, d1201, d1201 + 743 * HOUR, 744},
-        {"interval=hour&from=2026-12-01&to=2026-12-31T23:59:59Z", NOW, TALLY_METRIC_VIEWS,
-         TALLY_INTERVAL_HOUR, d1201, d1201 + 743 * HOUR, 744},
-        {"from=2025-01-01&to=2027-01-01", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_DAY,
-         utc(2025, 1, 1, 0, 0, 0), utc(2027, 1, 1, 0, 0, 0), 731},
-        {"from=1970-01-01&to=1970-01-02", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_DAY, 0, DAY, 2},
+        {"interval=hour&from=2027-01-10&to=2027-02-09T23:00:00Z", NOW, TALLY_METRIC_VIEWS,
+         TALLY_INTERVAL_HOUR, d0110, d0110 + 743 * HOUR, 744},
+        {"interval=hour&from=2027-01-10&to=2027-02-09T23:59:59Z", NOW, TALLY_METRIC_VIEWS,
+         TALLY_INTERVAL_HOUR, d0110, d0110 + 743 * HOUR, 744},
+        {"from=2026-01-01&to=2028-01-01", NOW, TALLY_METRIC_VIEWS, TALLY_INTERVAL_DAY,
+         utc(2026, 1, 1, 0, 0, 0), utc(2028, 1, 1, 0, 0, 0), 731},
+        /* Near the start of 1970, as of a clock there. */
+        {"from=1970-01-01&to=1970-01-02", (time_t)DAY, TALLY_METRIC_VIEWS, TALLY_INTERVAL_DAY, 0,
+         DAY, 2},
+        {"interval=hour&from=1970-01-01T01:30:00%2B01:00", (time_t)HOUR, TALLY_METRIC_VIEWS,
+         TALLY_INTERVAL_HOUR, 0, 23 * HOUR, 24},
         /* Unknown parameters are ignored; values are percent-decoded. */
         {"period=year&limit=0&interval=%64ay&metric=%73hares", NOW, TALLY_METRIC_SHARES,
          TALLY_INTERVAL_DAY, TODAY - 29 * DAY, TODAY, 30},
@@ -574,6 +626,21 @@ static void test_reports_series_parse_rejects(void **state)
         {"interval=hour&from=2026-01-01&to=2027-01-01", "from"},
         {"from=2025-01-01&to=2027-01-02", "from"},
         {"from=1970-01-01&to=2027-01-01", "from"},
+        /* Before 1970 or past 9999 once the offset is applied. */
+        {"interval=hour&from=9999-12-31T23:00:00-23:00", "from"},
+        {"interval=hour&from=1970-01-01T00:30:00%2B01:00", "from"},
+        {"to=9999-12-31T23:59:59-00:01", "to"},
+        /* A default end past 9999. */
+        {"interval=hour&from=9999-12-31T23:00:00Z", "to"},
+        {"from=9999-12-03", "to"},
+        /* Past what the buckets keep. */
+        {"interval=hour&from=2027-01-07T07:59:59Z", "from"},
+        {"interval=hour&from=2026-12-01T13:00:00Z&to=2026-12-01T15:00:00Z", "from"},
+        {"interval=hour&to=2027-01-08T06:00:00Z", "from"},
+        {"from=2025-12-10", "from"},
+        {"from=2025-01-01&to=2025-01-02", "from"},
+        {"to=2026-01-08", "from"},
+        {"from=1970-01-01&to=1970-01-02", "from"},
     };
 
     (void)state;
@@ -609,6 +676,13 @@ static void test_reports_series_parse_messages(void **state)
     assert_string_equal(err.message, "interval: hour or day");
     assert_int_equal(tally_series_parse(S("to=nope"), NOW, &p, &err), TALLY_EINVAL);
     assert_string_equal(err.message, "to: YYYY-MM-DD or RFC 3339 (2026-11-27T13:00:00Z)");
+    assert_int_equal(tally_series_parse(S("interval=hour&from=2027-01-01"), NOW_MID, &p, &err),
+                     TALLY_EINVAL);
+    assert_string_equal(err.message,
+                        "from: hourly points are kept 8 days; the earliest is 2027-01-07T08:00:00Z");
+    assert_int_equal(tally_series_parse(S("from=2025-01-01"), NOW, &p, &err), TALLY_EINVAL);
+    assert_string_equal(err.message,
+                        "from: daily points are kept 400 days; the earliest is 2025-12-11T00:00:00Z");
 }
 
 /* ---- Merging top lists ---- */
@@ -902,7 +976,7 @@ static void test_reports_series_render(void **state)
 
     assert_int_equal(tally_series_parse(S("metric=comments&interval=hour&from=2026-12-31T22:30:00Z"
                                           "&to=2027-01-01T00:59:59Z"),
-                                        NOW, &p, &err),
+                                        (time_t)utc(2027, 1, 1, 12, 0, 0), &p, &err),
                      0);
     assert_int_equal(p.n, 3);
     s.p = p;
@@ -1001,6 +1075,7 @@ int main(void)
         cmocka_unit_test(test_reports_time_parse_rejects),
         cmocka_unit_test(test_reports_time_parse_uses_the_length),
         cmocka_unit_test(test_reports_time_format),
+        cmocka_unit_test(test_reports_time_format_refuses_what_it_cannot_write),
         cmocka_unit_test(test_reports_series_parse_accepts),
         cmocka_unit_test(test_reports_series_parse_rejects),
         cmocka_unit_test(test_reports_series_parse_messages),
