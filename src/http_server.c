@@ -49,7 +49,7 @@ static const struct http_route http_routes[] = {
     {"/v1/stats/", true, M_GET, TALLY_ROUTE_STATS, tally_route_stats_one},
     {"/v1/top", false, M_GET, TALLY_ROUTE_TOP, tally_route_top},
     {"/v1/series/", true, M_GET, TALLY_ROUTE_SERIES, tally_route_series},
-    {"/v1/totals", false, M_GET, TALLY_ROUTE_TOP, tally_route_totals},
+    {"/v1/totals", false, M_GET, TALLY_ROUTE_TOTALS, tally_route_totals},
     {"/v1/badge/", true, M_GET, TALLY_ROUTE_BADGE, tally_route_badge},
     {"/v1/articles/", true, M_DELETE, TALLY_ROUTE_ARTICLES, tally_route_forget},
     {"/dashboard", false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},

@@ -247,8 +247,11 @@ static void metrics_process(struct tally_buf *out, double start_time)
     metrics_gauge_line(out, "process_resident_memory_bytes", "Resident memory size.",
                        (double)rss);
     metrics_gauge_line(out, "process_open_fds", "Open file descriptors.", (double)metrics_fds());
-    metrics_gauge_line(out, "process_start_time_seconds",
-                       "Start time of the process since the Unix epoch.", start_time);
+    /* Microseconds, not the 9 significant digits of other samples (10 s at today's epoch). */
+    metrics_head(out, "process_start_time_seconds", "gauge",
+                 "Start time of the process since the Unix epoch.");
+    snprintf(labels, sizeof(labels), "process_start_time_seconds %.6f\n", start_time);
+    tally_buf_adds(out, labels);
     metrics_head(out, "tally_build_info", "gauge", "Versions tally was built with.");
     snprintf(labels, sizeof(labels),
              "{version=\"%s\",libevent=\"%s\",hiredis=\"%d.%d.%d\",cjson=\"%s\"}",

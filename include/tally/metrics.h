@@ -66,6 +66,7 @@ enum tally_reject {
     X(PIXEL, "pixel")                                                                              \
     X(STATS, "stats")                                                                              \
     X(TOP, "top")                                                                                  \
+    X(TOTALS, "totals")                                                                            \
     X(SERIES, "series")                                                                            \
     X(BADGE, "badge")                                                                              \
     X(ARTICLES, "articles")                                                                        \

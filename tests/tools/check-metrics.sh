@@ -111,6 +111,7 @@ port_open "$redis_port" || die "redis-server did not listen on port $redis_port 
 # One worker thread, so that /readyz speaks for the thread that takes the next event.
 token="check-metrics-token1" # 20 characters
 base="http://127.0.0.1:$http_port"
+started_after=$(date +%s.%N)
 "$tallyd" --listen "127.0.0.1:$http_port" --redis "redis://127.0.0.1:$redis_port/0" \
     --token "$token" --threads 1 --hold 200 --view-window 1800 --log-level info \
     >"$tmp/tallyd.log" 2>&1 &
@@ -127,6 +128,7 @@ for ((i = 0; i < 100; i++)); do
     sleep 0.1
 done
 [ "$(get_status /readyz)" = 200 ] || die "tallyd was not ready within 10 s"
+started_before=$(date +%s.%N)
 
 # req EXPECTED_STATUS PATH [curl options...]: send one request, require its status.
 req() {
@@ -168,6 +170,7 @@ req 401 /v1/events -A "$desktop" -H "$json" -d '{"type":"comment","article":"che
 # Reads: a stats read (200), an unknown path (404).
 req 200 /v1/stats/check%2Fa1 -A "$desktop"
 grep -q '"views":1' "$tmp/body" || die "stats of check/a1: $(cat "$tmp/body")"
+req 200 /v1/totals -A "$desktop"
 req 404 /no-such-page -A "$desktop"
 
 # scrape FILE: GET /metrics into FILE; require the content type and a clean promtool lint.
@@ -240,6 +243,8 @@ expect "$final" 'tally_http_requests_total{route="events",code="4xx"}' 2
 expect "$final" 'tally_http_requests_total{route="events",code="5xx"}' 1
 expect "$final" 'tally_http_requests_total{route="pixel",code="2xx"}' 1
 expect "$final" 'tally_http_requests_total{route="stats",code="2xx"}' 1
+expect "$final" 'tally_http_requests_total{route="totals",code="2xx"}' 1
+expect "$final" 'tally_http_requests_total{route="top",code="2xx"}' 0
 expect "$final" 'tally_http_requests_total{route="other",code="4xx"}' 1
 expect "$final" 'tally_http_requests_total{route="metrics",code="2xx"}' 1
 expect "$final" 'tally_http_request_duration_seconds_count{route="events"}' 11
@@ -292,6 +297,16 @@ counted=$((counted_views + 2 + 1))
 if [ "$units" = missing ] || [ "$unit_events" = missing ] || [ "$units" -lt 1 ] ||
     [ "$unit_events" -lt "$counted" ] || [ "$unit_events" -lt "$units" ]; then
     echo "check-metrics: write units $units carrying $unit_events events (counted $counted)" >&2
+    failures=$((failures + 1))
+fi
+# The start time to the microsecond, between the moments around the daemon's start.
+checks=$((checks + 1))
+start=$(sed -n 's/^process_start_time_seconds //p' "$final")
+if ! [[ $start =~ ^[0-9]+\.[0-9]{6}$ ]] ||
+    ! python3 -c 'import sys; a, s, b = map(float, sys.argv[1:]); sys.exit(not a <= s <= b)' \
+        "$started_after" "$start" "$started_before"; then
+    echo "check-metrics: process_start_time_seconds is '$start', not between $started_after" \
+        "and $started_before to the microsecond" >&2
     failures=$((failures + 1))
 fi
 grep -q '^tally_build_info{version="[^"]\+",.*} 1$' "$final" || {
