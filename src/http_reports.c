@@ -9,6 +9,7 @@
 #include "http.h"
 #include "tally/badge.h"
 #include "tally/cache.h"
+#include "tally/clock.h"
 #include "tally/error.h"
 #include "tally/query.h"
 #include "tally/reports.h"
@@ -84,7 +85,7 @@ void tally_route_top(struct tally_http_req *h)
         return;
     h->w->busy++;
     reports_started(h, c, tally_top_start(&c->top, &p, h->w->redis, h->w->cfg->prefix,
-                                          time(NULL), on_top, c));
+                                          tally_clock_now(), on_top, c));
 }
 
 /* ---- GET /v1/series/{article} ---- */
@@ -122,7 +123,7 @@ void tally_route_series(struct tally_http_req *h)
         return;
     rc = tally_query_parse_path(&c->q, h->tail, h->tail_len, &err);
     if (rc == 0)
-        rc = tally_series_parse(h->query, h->query_len, time(NULL), &p, &err);
+        rc = tally_series_parse(h->query, h->query_len, tally_clock_now(), &p, &err);
     if (rc < 0) {
         tally_http_send_error(h, 400, err.code, err.message);
         free(c);
@@ -172,7 +173,7 @@ void tally_route_totals(struct tally_http_req *h)
         return;
     h->w->busy++;
     reports_started(h, c, tally_totals_start(&c->totals, period, h->w->redis, h->w->cfg->prefix,
-                                             time(NULL), on_totals, c));
+                                             tally_clock_now(), on_totals, c));
 }
 
 /* ---- GET /v1/badge/{article}.svg ---- */
@@ -281,9 +282,11 @@ static void on_forget(int status, struct tally_forget *f, void *arg)
     if (status < 0) {
         tally_http_send_unavailable(&c->h, "redis is unavailable; retry later");
     } else {
-        /* Cached totals of the article are stale now, in every worker. */
+        /* Cached totals of the article are stale now, in every worker; so is what the
+         * writers know of expiries (see tally_route_forget). */
         tally_epochs_bump(&c->h.w->server->epochs,
                           tally_key_bucket(c->q.id[0], c->q.len[0]));
+        tally_epochs_forgot(&c->h.w->server->epochs);
         tally_http_header(&c->h, "Cache-Control", "no-store");
         tally_http_send(&c->h, 204, NULL, NULL, 0);
     }
@@ -311,8 +314,13 @@ void tally_route_forget(struct tally_http_req *h)
         free(c);
         return;
     }
+    /* Writers forget which bucket keys have their expiry before the script runs and again
+     * after: a unit built meanwhile and applied before the script may have taught them of
+     * keys it then emptied. Only a unit in flight across the whole DELETE can still
+     * recreate such a key without expiry. */
+    tally_epochs_forgot(&h->w->server->epochs);
     h->w->busy++;
     reports_started(h, c, tally_forget_start(&c->forget, c->q.id[0], c->q.len[0],
-                                             h->w->cfg->view_window, h->w->redis,
-                                             h->w->cfg->prefix, on_forget, c));
+                                             h->w->cfg->view_window, tally_clock_now(),
+                                             h->w->redis, h->w->cfg->prefix, on_forget, c));
 }

@@ -709,8 +709,8 @@ static void on_forget_done(struct tally_fanout *f, int status)
 }
 
 int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint32_t window,
-                       struct tally_redis *r, const char *prefix, tally_forget_done_cb *done,
-                       void *arg)
+                       time_t now, struct tally_redis *r, const char *prefix,
+                       tally_forget_done_cb *done, void *arg)
 {
     char key[TALLY_KEY_MAX], tag[2];
     size_t klen = tally_key_article(key, sizeof(key), prefix, 'a', id, len);
@@ -729,13 +729,14 @@ int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint3
     tally_buf_add_bulk(&b, tag, 2);
     tally_buf_add_bulk(&b, id, len);
     tally_buf_add_bulk_i64(&b, window);
+    tally_buf_add_bulk_i64(&b, (int64_t)now);
     if (b.oom) {
         tally_buf_release(&b);
         (void)tally_fanout_end(&f->fan); /* nothing sent: only releases it */
         return TALLY_ENOMEM;
     }
     /* A failed send is what tally_fanout_end() returns. */
-    (void)tally_fanout_eval(&f->fan, r, key, klen, TALLY_SCRIPT_FORGET, b.data, b.len, 6);
+    (void)tally_fanout_eval(&f->fan, r, key, klen, TALLY_SCRIPT_FORGET, b.data, b.len, 7);
     tally_buf_release(&b);
     return tally_fanout_end(&f->fan);
 }

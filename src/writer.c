@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "tally/cache.h"
+#include "tally/clock.h"
 #include "tally/error.h"
 #include "tally/log.h"
 #include "tally/metrics.h"
@@ -42,6 +43,7 @@ struct write_lane {
     bool asking;
     uint64_t sent_at, retry_at;    /* ms */
     unsigned refusals;             /* in a row, for the backoff */
+    uint32_t forgets;              /* the writer's known_forgets when the unit was built */
     char attempt[40];
 };
 
@@ -63,6 +65,7 @@ struct tally_writer {
     uint8_t known_day[TALLY_BUCKETS], known_hour[TALLY_BUCKETS];
     char known_stamp[11];
     uint64_t known_since;
+    uint32_t known_forgets;        /* the epochs' forgets when they were last forgotten */
     size_t held_events, held_requests;
     struct event *flush_ev;        /* activated: runs after the callbacks already ready, so
                                     * requests that arrived together leave together */
@@ -223,7 +226,7 @@ static bool writer_visitors(struct write_lane *l)
         need = l->unit[i]->w->has_digest;
     if (!need)
         return true;
-    if (!tally_salts_get(l->w->salts, time(NULL), salt))
+    if (!tally_salts_get(l->w->salts, tally_clock_now(), salt))
         return false;
     for (size_t i = 0; i < l->n_unit; i++) {
         struct tally_write_part *p = l->unit[i];
@@ -243,16 +246,21 @@ static bool writer_visitors(struct write_lane *l)
     return true;
 }
 
-/* Start forgetting which keys have their expiry when the hour changes, or every 10 min. */
+/* Start forgetting which keys have their expiry when the hour changes, every 10 min, or
+ * when an article was forgotten (its DELETE may have emptied, and so removed, any of them). */
 static void writer_known(struct tally_writer *w, int64_t now)
 {
+    uint32_t forgets = tally_epochs_forgets(w->epochs);
     char stamp[11];
 
     tally_key_hour(now, stamp);
-    if (strcmp(stamp, w->known_stamp) == 0 && tally_now_ms() - w->known_since < 600000)
+    if (strcmp(stamp, w->known_stamp) == 0 && tally_now_ms() - w->known_since < 600000 &&
+        forgets == w->known_forgets)
         return;
-    if (strncmp(stamp, w->known_stamp, 8) != 0 || tally_now_ms() - w->known_since >= 600000)
+    if (strncmp(stamp, w->known_stamp, 8) != 0 || tally_now_ms() - w->known_since >= 600000 ||
+        forgets != w->known_forgets)
         memset(w->known_day, 0, sizeof(w->known_day));
+    w->known_forgets = forgets;
     memset(w->known_hour, 0, sizeof(w->known_hour));
     memcpy(w->known_stamp, stamp, sizeof(stamp));
     w->known_since = tally_now_ms();
@@ -281,8 +289,9 @@ static void writer_flush_lane(struct write_lane *l)
     }
     snprintf(l->attempt, sizeof(l->attempt), "%s-%llu", l->w->nonce,
              (unsigned long long)++l->w->seq);
-    l->agg.now = (int64_t)time(NULL);
+    l->agg.now = (int64_t)tally_clock_now();
     writer_known(l->w, l->agg.now);
+    l->forgets = l->w->known_forgets;
     if (rc == 0)
         rc = tally_agg_build(&l->agg, l->reqs, l->n_unit, l->attempt);
     if (rc < 0) {
@@ -366,8 +375,10 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
 
     if (rc == 0) {
         l->refusals = 0;
-        /* A unit filed under an earlier hour set the expiry of that hour's keys. */
-        if (strcmp(l->agg.hour, w->known_stamp) == 0)
+        /* A unit filed under an earlier hour set the expiry of that hour's keys; one built
+         * before a DELETE ended may have seen keys the DELETE then removed. */
+        if (strcmp(l->agg.hour, w->known_stamp) == 0 &&
+            l->forgets == tally_epochs_forgets(w->epochs) && l->forgets == w->known_forgets)
             for (size_t b = 0; b < TALLY_BUCKETS; b++) {
                 w->known_day[b] |= l->agg.expired_day[b];
                 w->known_hour[b] |= l->agg.expired_hour[b];

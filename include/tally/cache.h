@@ -22,7 +22,20 @@
 /* Write epochs, one per bucket, shared by every worker of the process. */
 struct tally_epochs {
     _Atomic uint32_t bucket[TALLY_BUCKETS];
+    _Atomic uint32_t forgets; /* articles forgotten: the writers' expiry memory is stale */
 };
+
+/* An article was forgotten: bucket keys it emptied are gone, and a write that recreates
+ * them must set their expiry again. Thread-safe. */
+static inline void tally_epochs_forgot(struct tally_epochs *e)
+{
+    atomic_fetch_add_explicit(&e->forgets, 1, memory_order_release);
+}
+
+static inline uint32_t tally_epochs_forgets(struct tally_epochs *e)
+{
+    return atomic_load_explicit(&e->forgets, memory_order_acquire);
+}
 
 /* Something has changed in BUCKET: cached totals of its articles are stale. Thread-safe. */
 static inline void tally_epochs_bump(struct tally_epochs *e, unsigned bucket)

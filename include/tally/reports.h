@@ -174,9 +174,11 @@ struct tally_forget {
     void *arg;
 };
 
-/* Remove every key of article ID (LEN bytes) in one script call. WINDOW is --view-window. */
+/* Remove every key of article ID (LEN bytes) in one script call: its buckets are found by
+ * the collector's clock NOW (the clock writes file them under) and one day or hour either
+ * side, for collectors whose clocks differ a little. WINDOW is --view-window. */
 int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint32_t window,
-                       struct tally_redis *r, const char *prefix, tally_forget_done_cb *done,
-                       void *arg);
+                       time_t now, struct tally_redis *r, const char *prefix,
+                       tally_forget_done_cb *done, void *arg);
 
 #endif

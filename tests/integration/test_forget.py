@@ -1,0 +1,149 @@
+"""DELETE /v1/articles/{article} against collectors whose clocks differ from Redis's, and the
+lifetimes of what is left.
+
+Writes file buckets by the collector's clock. Collector A runs two minutes past the coming
+UTC midnight, collector B two minutes before it (tests/tools/clockshift.c, preloaded, shifts
+their time()); Redis keeps the real time, hours away from both. An article written through A
+and forgotten through B must be gone from every report A answers.
+
+A DELETE may empty (and so remove) a bucket key whose expiry the writer remembers as set; a
+later write must set it again. The article's share of the site totals comes out of its own
+bucket, which may hold no site totals of that day yet: that key must expire too."""
+
+import os
+import time
+import unittest
+
+import harness
+from harness import quote
+from test_expiry import LIFETIMES, kind_of
+from test_reports import bucket
+
+DAY = 86400
+HOUR = 3600
+UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/%d.0"
+AUTH = {"Authorization": "Bearer " + harness.TOKEN}
+
+
+def shifted(redis, shift):
+    """A tallyd on REDIS whose clock runs SHIFT seconds ahead (one worker thread: one writer,
+    so what it remembers of expiries is what the next write uses)."""
+    lib = os.environ.get("TALLY_CLOCKSHIFT", "")
+    if not os.path.isfile(lib):
+        raise RuntimeError("TALLY_CLOCKSHIFT=%r is not the clock-shift library: run the "
+                           "integration tests with ctest" % lib)
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    env = {"LD_PRELOAD": lib, "TALLY_CLOCK_SHIFT": str(shift),
+           # The sanitizer runtime comes after the preloaded library here; that is fine.
+           "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"}
+    return harness.Tallyd(redis, ["--token", harness.TOKEN], env=env, threads=1)
+
+
+class ForgetTest(harness.TallyTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = harness.Redis().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.redis.close()
+
+    def setUp(self):
+        self.redis.flushall()
+
+    def start(self, tallyd):
+        self.track(tallyd)
+        self.addCleanup(tallyd.close)
+        return tallyd.start()
+
+    def post(self, tallyd, body, ua=UA % 128):
+        r = tallyd.post_events(body, {"User-Agent": ua, **AUTH})
+        self.assertEqual(r.status, 200, r)
+
+    def delete(self, tallyd, article):
+        r = tallyd.request("DELETE", "/v1/articles/" + quote(article), headers=AUTH)
+        self.assertEqual(r.status, 204, r)
+
+    def test_delete_finds_what_a_clock_ahead_wrote(self):
+        now = int(time.time())
+        midnight = (now // DAY + 1) * DAY
+        a = self.start(shifted(self.redis, midnight + 120 - now))
+        b = self.start(shifted(self.redis, midnight - 120 - now))
+        article = "forget/skewed"
+        self.post(a, [{"type": "view", "article": article},
+                      {"type": "share", "article": article, "network": "email"},
+                      {"type": "comment", "article": article}])
+        self.post(a, {"type": "view", "article": article}, ua=UA % 127)
+        self.post(a, {"type": "view", "article": article}, ua=UA % 126)
+        # A files under tomorrow, 00h: its reports show the 3 views.
+        series = "/v1/series/%s?interval=hour&from=%s" % (
+            quote(article), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(midnight - 22 * HOUR)))
+        self.assertEqual(a.get("/v1/top?period=day").body["articles"],
+                         [{"article": article, "count": 3}])
+        self.assertEqual(a.get("/v1/totals?period=day").body,
+                         {"period": "day", "views": 3, "shares": 1, "comments": 1})
+        points = a.get(series).body["points"]
+        self.assertEqual([p["value"] for p in points], [0] * 22 + [3, 0], points)
+        self.assertEqual(points[22]["t"],
+                         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(midnight)))
+
+        self.delete(b, article)
+
+        self.assertEqual(a.stats(article), harness.zero_stats(article))
+        for period in ("day", "week", "month", "all"):
+            self.assertEqual(a.get("/v1/top?period=" + period).body["articles"], [], period)
+            self.assertEqual(a.get("/v1/totals?period=" + period).body,
+                             {"period": period, "views": 0, "shares": 0, "comments": 0}, period)
+        for metric in ("views", "visitors", "shares", "comments"):
+            r = a.get(series + "&metric=" + metric)
+            self.assertEqual([p["value"] for p in r.body["points"]], [0] * 24, (metric, r))
+        self.assertEqual(self.redis.keys("*" + harness.glob_escape(article) + "*"), [])
+
+    def test_keys_left_after_a_delete_and_a_write_expire(self):
+        tallyd = self.start(shifted(self.redis, 0))
+        other, victim = "forget/other", "forget/victim"
+        for i in range(100):
+            if bucket("forget/other/%d" % i) != bucket(victim):
+                other = "forget/other/%d" % i
+                break
+        # One unit: its site totals go into the bucket of the article it touches first, so
+        # the victim's own bucket has no site totals of today.
+        self.post(tallyd, [{"type": "view", "article": other},
+                           {"type": "view", "article": victim},
+                           {"type": "share", "article": victim, "network": "copy"},
+                           {"type": "comment", "article": victim}])
+        site = self.redis.keys("tally:{%s}s:2*" % bucket(victim))
+        self.assertEqual(site, [], "the victim's bucket already holds site totals")
+        self.delete(tallyd, victim)
+        self.assertNotEqual(self.redis.keys("tally:{%s}s:2*" % bucket(victim)), [])
+        # The victim's bucket keys were emptied, and so removed; the writer learnt of their
+        # expiry before. A new write of every metric recreates them.
+        self.post(tallyd, [{"type": "view", "article": victim},
+                           {"type": "share", "article": victim, "network": "copy"},
+                           {"type": "comment", "article": victim}], ua=UA % 125)
+        self.assertEqual(tallyd.get("/v1/totals?period=day").body,
+                         {"period": "day", "views": 2, "shares": 1, "comments": 1})
+        c = harness.RespClient(self.redis.port)
+        try:
+            ttls = {k.decode(): c.command("TTL", k) for k in self.redis.keys("*")}
+        finally:
+            c.close()
+        kinds = set()
+        for key, ttl in sorted(ttls.items()):
+            kind = kind_of(key)
+            kinds.add(kind)
+            want = LIFETIMES[kind]
+            with self.subTest(key=key):
+                if want is None:
+                    self.assertEqual(ttl, -1, "%s should be kept" % key)
+                else:
+                    # The forgotten share of a day expires with the day's first write.
+                    low = want[1] - DAY if kind == "s:day" else want[0]
+                    self.assertTrue(low <= ttl <= want[1],
+                                    "%s: %d s left, want %d..%d" % (key, ttl, low, want[1]))
+        self.assertTrue({"a", "t", "s:all", "s:day", "d", "h", "v"} <= kinds, kinds)
+
+
+if __name__ == "__main__":
+    unittest.main()
