@@ -39,6 +39,16 @@ static void reports_started(struct tally_http_req *h, void *c, int rc)
     free(c);
 }
 
+/* A parameter or the article was refused (RC TALLY_EINVAL, ERR says why), or there was no
+ * memory for it. */
+static void reports_refuse(struct tally_http_req *h, int rc, const struct tally_error *err)
+{
+    if (rc == TALLY_EINVAL)
+        tally_http_send_error(h, 400, err->code, err->message);
+    else
+        tally_http_send_unavailable(h, "out of memory");
+}
+
 static void reports_send_json(struct tally_http_req *h, const char *cache)
 {
     struct tally_buf *b = &h->w->out;
@@ -109,6 +119,7 @@ static void on_series(int status, struct tally_series *s, void *arg)
         reports_send_json(&c->h, "public, max-age=1");
     }
     tally_series_release(s);
+    tally_query_release(&c->q);
     free(c);
 }
 
@@ -125,15 +136,18 @@ void tally_route_series(struct tally_http_req *h)
     if (rc == 0)
         rc = tally_series_parse(h->query, h->query_len, tally_clock_now(), &p, &err);
     if (rc < 0) {
-        tally_http_send_error(h, 400, err.code, err.message);
+        reports_refuse(h, rc, &err);
+        tally_query_release(&c->q);
         free(c);
         return;
     }
     h->w->busy++;
     rc = tally_series_start(&c->series, &p, c->q.id[0], c->q.len[0], h->w->redis,
                             h->w->cfg->prefix, on_series, c);
-    if (rc < 0)
+    if (rc < 0) {
         tally_series_release(&c->series);
+        tally_query_release(&c->q);
+    }
     reports_started(h, c, rc);
 }
 
@@ -195,6 +209,7 @@ static void on_badge(int status, struct tally_query *q, void *arg)
     c->h.w->busy--;
     if (status < 0) {
         tally_http_send_unavailable(&c->h, "redis is unavailable; retry later");
+        tally_query_release(q);
         free(c);
         return;
     }
@@ -207,6 +222,7 @@ static void on_badge(int status, struct tally_query *q, void *arg)
     tally_http_header(&c->h, "Cross-Origin-Resource-Policy", "cross-origin");
     tally_http_send(&c->h, 200, "image/svg+xml; charset=utf-8", c->h.w->out.data,
                     c->h.w->out.len);
+    tally_query_release(q);
     free(c);
 }
 
@@ -255,14 +271,16 @@ void tally_route_badge(struct tally_http_req *h)
     if (rc == 0)
         rc = badge_params(c, h->query, h->query_len, &err);
     if (rc < 0) {
-        tally_http_send_error(h, 400, err.code, err.message);
+        reports_refuse(h, rc, &err);
+        tally_query_release(&c->q);
         free(c);
         return;
     }
     h->w->busy++;
-    reports_started(h, c,
-                    tally_query_start(&c->q, h->w->redis, &h->w->cache, h->w->cfg->prefix,
-                                      on_badge, c));
+    rc = tally_query_start(&c->q, h->w->redis, &h->w->cache, h->w->cfg->prefix, on_badge, c);
+    if (rc < 0)
+        tally_query_release(&c->q);
+    reports_started(h, c, rc);
 }
 
 /* ---- DELETE /v1/articles/{article} ---- */
@@ -290,6 +308,7 @@ static void on_forget(int status, struct tally_forget *f, void *arg)
         tally_http_header(&c->h, "Cache-Control", "no-store");
         tally_http_send(&c->h, 204, NULL, NULL, 0);
     }
+    tally_query_release(&c->q);
     free(c);
 }
 
@@ -297,7 +316,7 @@ void tally_route_forget(struct tally_http_req *h)
 {
     struct tally_error err;
     struct forget_call *c;
-    int auth = tally_http_authorized(h);
+    int auth = tally_http_authorized(h), rc;
 
     if (auth != 0) {
         if (auth == 401)
@@ -309,8 +328,9 @@ void tally_route_forget(struct tally_http_req *h)
     }
     if ((c = reports_call(h, sizeof(*c))) == NULL)
         return;
-    if (tally_query_parse_path(&c->q, h->tail, h->tail_len, &err) < 0) {
-        tally_http_send_error(h, 400, err.code, err.message);
+    if ((rc = tally_query_parse_path(&c->q, h->tail, h->tail_len, &err)) < 0) {
+        reports_refuse(h, rc, &err);
+        tally_query_release(&c->q);
         free(c);
         return;
     }
@@ -320,7 +340,9 @@ void tally_route_forget(struct tally_http_req *h)
      * recreate such a key without expiry. */
     tally_epochs_forgot(&h->w->server->epochs);
     h->w->busy++;
-    reports_started(h, c, tally_forget_start(&c->forget, c->q.id[0], c->q.len[0],
-                                             h->w->cfg->view_window, tally_clock_now(),
-                                             h->w->redis, h->w->cfg->prefix, on_forget, c));
+    rc = tally_forget_start(&c->forget, c->q.id[0], c->q.len[0], h->w->cfg->view_window,
+                            tally_clock_now(), h->w->redis, h->w->cfg->prefix, on_forget, c);
+    if (rc < 0)
+        tally_query_release(&c->q);
+    reports_started(h, c, rc);
 }

@@ -315,6 +315,7 @@ static void on_stats_ready(int status, struct tally_query *q, void *arg)
     h->w->busy--;
     if (status < 0) {
         tally_http_send_unavailable(h, "redis is unavailable; retry later");
+        tally_query_release(q);
         free(c);
         return;
     }
@@ -331,12 +332,13 @@ static void on_stats_ready(int status, struct tally_query *q, void *arg)
         tally_http_send(h, 304, NULL, NULL, 0);
     else
         tally_http_send(h, 200, "application/json", b->data, b->len);
+    tally_query_release(q);
     free(c);
 }
 
 static void stats_run(struct tally_http_req *h, bool many)
 {
-    struct stats_call *c = malloc(sizeof(*c));
+    struct stats_call *c = calloc(1, sizeof(*c));
     const char *inm = h->hdr.if_none_match;
     struct tally_error err;
     int rc;
@@ -351,7 +353,11 @@ static void stats_run(struct tally_http_req *h, bool many)
     rc = many ? tally_query_parse_articles(&c->q, h->query, h->query_len, &err)
               : tally_query_parse_path(&c->q, h->tail, h->tail_len, &err);
     if (rc < 0) {
-        tally_http_send_error(h, 400, err.code, err.message);
+        if (rc == TALLY_EINVAL)
+            tally_http_send_error(h, 400, err.code, err.message);
+        else
+            tally_http_send_unavailable(h, "out of memory");
+        tally_query_release(&c->q);
         free(c);
         return;
     }
@@ -362,6 +368,7 @@ static void stats_run(struct tally_http_req *h, bool many)
     if (rc < 0) {
         h->w->busy--;
         tally_http_send_unavailable(h, "redis is unavailable; retry later");
+        tally_query_release(&c->q);
         free(c);
     }
 }

@@ -15,20 +15,69 @@
 
 /* ---- Parsing ---- */
 
+/* Room in Q for N articles of TEXT bytes of decoded ids (NULs included), in one block. */
+static int query_room(struct tally_query *q, size_t n, size_t text, struct tally_error *err)
+{
+    size_t size = n * (sizeof(*q->id) + sizeof(*q->stats) + sizeof(*q->loads) +
+                       sizeof(*q->len) + sizeof(*q->sent)) + text;
+    char *p;
+
+    q->n = q->text_len = 0;
+    if (size > q->mem_size) {
+        free(q->mem);
+        q->mem_size = 0;
+        if ((q->mem = malloc(size)) == NULL) {
+            err->code = "unavailable";
+            snprintf(err->message, sizeof(err->message), "out of memory");
+            return TALLY_ENOMEM;
+        }
+        q->mem_size = size;
+    }
+    /* Widest alignment first. */
+    p = q->mem;
+    q->stats = (struct tally_stats *)(void *)p;
+    p += n * sizeof(*q->stats);
+    q->id = (const char **)(void *)p;
+    p += n * sizeof(*q->id);
+    q->loads = (struct cache_entry **)(void *)p;
+    p += n * sizeof(*q->loads);
+    q->len = (uint16_t *)(void *)p;
+    p += n * sizeof(*q->len);
+    q->sent = (uint8_t *)p;
+    p += n * sizeof(*q->sent);
+    q->text = p;
+    q->cap = n;
+    q->text_cap = text;
+    return 0;
+}
+
+void tally_query_release(struct tally_query *q)
+{
+    free(q->mem);
+    q->mem = NULL;
+    q->mem_size = 0;
+    q->n = q->cap = 0;
+}
+
 static int query_add(struct tally_query *q, const char *raw, size_t len, unsigned flags,
                      struct tally_error *err)
 {
     char *dst = q->text + q->text_len;
     long n;
 
-    if (q->n == TALLY_BATCH_MAX) {
+    if (q->n == q->cap) {
         err->code = "too_many_articles";
         snprintf(err->message, sizeof(err->message), "article: at most %d per request",
                  TALLY_BATCH_MAX);
         return TALLY_EINVAL;
     }
-    n = len <= TALLY_ARTICLE_MAX * 3 ? tally_uri_decode(raw, len, dst, TALLY_ARTICLE_MAX, flags)
-                                     : -1;
+    n = len <= TALLY_ARTICLE_MAX * 3 && q->text_cap - q->text_len > 0
+            ? tally_uri_decode(raw, len, dst,
+                               q->text_cap - q->text_len - 1 < TALLY_ARTICLE_MAX
+                                   ? q->text_cap - q->text_len - 1
+                                   : TALLY_ARTICLE_MAX,
+                               flags)
+            : -1;
     if (n < 0 || !tally_article_valid(dst, (size_t)n)) {
         err->code = "invalid_article";
         snprintf(err->message, sizeof(err->message),
@@ -47,10 +96,19 @@ int tally_query_parse_articles(struct tally_query *q, const char *query, size_t 
 {
     struct tally_query_iter it;
     const char *k, *v;
-    size_t klen, vlen;
+    size_t klen, vlen, n = 0, text = 0;
     int rc;
 
-    q->n = q->text_len = 0;
+    /* Room for the first TALLY_BATCH_MAX articles (one more is refused as too many); an id
+     * decodes to at most its encoded length, and at most TALLY_ARTICLE_MAX bytes. */
+    tally_query_iter_init(&it, query, len);
+    while (n < TALLY_BATCH_MAX && tally_query_next(&it, &k, &klen, &v, &vlen))
+        if (tally_query_key_is(k, klen, "article")) {
+            n++;
+            text += (vlen < TALLY_ARTICLE_MAX ? vlen : TALLY_ARTICLE_MAX) + 1;
+        }
+    if ((rc = query_room(q, n > 0 ? n : 1, text > 0 ? text : 1, err)) < 0)
+        return rc;
     tally_query_iter_init(&it, query, len);
     while (tally_query_next(&it, &k, &klen, &v, &vlen)) {
         if (!tally_query_key_is(k, klen, "article"))
@@ -70,8 +128,9 @@ int tally_query_parse_articles(struct tally_query *q, const char *query, size_t 
 int tally_query_parse_path(struct tally_query *q, const char *raw, size_t len,
                            struct tally_error *err)
 {
-    q->n = q->text_len = 0;
-    return query_add(q, raw, len, 0, err);
+    int rc = query_room(q, 1, (len < TALLY_ARTICLE_MAX ? len : TALLY_ARTICLE_MAX) + 1, err);
+
+    return rc < 0 ? rc : query_add(q, raw, len, 0, err);
 }
 
 /* ---- Reading Redis ---- */

@@ -27,36 +27,43 @@ struct tally_query;
  * negative TALLY_E* code (Redis unavailable or broken). */
 typedef void tally_query_done_cb(int status, struct tally_query *q, void *arg);
 
-/* A read of 1..TALLY_BATCH_MAX articles. */
+/* A read of 1..TALLY_BATCH_MAX articles. Its arrays have room for the articles the request
+ * names, no more: one allocation, made by the parse and freed by tally_query_release(). */
 struct tally_query {
     size_t n;
-    const char *id[TALLY_BATCH_MAX];
-    uint16_t len[TALLY_BATCH_MAX];
-    struct tally_stats stats[TALLY_BATCH_MAX];
+    const char **id;
+    uint16_t *len;
+    struct tally_stats *stats;
     size_t text_len;
-    char text[TALLY_BATCH_MAX * (TALLY_ARTICLE_MAX + 1)];
+    char *text; /* the decoded ids, each NUL-terminated */
     /* Private. */
+    void *mem;                  /* the arrays above and below */
+    size_t mem_size, cap, text_cap;
     struct tally_fanout fan;
     struct tally_cache *cache;
-    struct cache_entry *loads[TALLY_BATCH_MAX]; /* per article: the cache slot it fills */
-    uint8_t sent[TALLY_BATCH_MAX];              /* per command sent: its article */
-    size_t waits;                               /* articles another read is loading */
+    struct cache_entry **loads; /* per article: the cache slot it fills */
+    uint8_t *sent;              /* per command sent: its article */
+    size_t waits;               /* articles another read is loading */
     bool fan_done;
     int status;
     tally_query_done_cb *done;
     void *arg;
 };
 
-/* Fill Q with the articles of GET /v1/stats?article=A&article=B (QUERY, LEN bytes): 1..100
- * of them, decoded strictly, each a valid id, in order (repeats are kept). Other parameters
- * are ignored. Returns 0 or TALLY_EINVAL with ERR filled. */
+/* Fill Q (zeroed, or filled by an earlier parse) with the articles of GET
+ * /v1/stats?article=A&article=B (QUERY, LEN bytes): 1..100 of them, decoded strictly, each a
+ * valid id, in order (repeats are kept). Other parameters are ignored. Returns 0, TALLY_EINVAL
+ * with ERR filled, or TALLY_ENOMEM; in every case free Q's room with tally_query_release(). */
 int tally_query_parse_articles(struct tally_query *q, const char *query, size_t len,
                                struct tally_error *err);
 
-/* Fill Q with the one article of a path tail (RAW, LEN bytes, percent-encoded; '/' may be
- * encoded or not). Returns 0 or TALLY_EINVAL with ERR filled. */
+/* Fill Q (as above) with the one article of a path tail (RAW, LEN bytes, percent-encoded;
+ * '/' may be encoded or not). Returns 0, TALLY_EINVAL with ERR filled, or TALLY_ENOMEM. */
 int tally_query_parse_path(struct tally_query *q, const char *raw, size_t len,
                            struct tally_error *err);
+
+/* Free what a parse allocated; Q may be parsed again. Accepts a zeroed Q. */
+void tally_query_release(struct tally_query *q);
 
 /* Read every article of Q (keys under PREFIX) through CACHE (may be NULL) from R: Q stays
  * borrowed until DONE. Returns 0 and calls DONE once -- before returning when every article

@@ -228,6 +228,36 @@ static void test_query_rejects_bad_path_articles(void **state)
     assert_int_equal(tally_query_parse_path(q, "a\0b", 3, &err), TALLY_EINVAL);
 }
 
+/* A parse takes room for what the request names: one short id is a few hundred bytes, not
+ * room for a hundred of the longest. */
+static void test_query_room_is_sized_to_the_request(void **state)
+{
+    struct tally_query q = {0};
+    struct tally_error err;
+    size_t per = sizeof(*q.id) + sizeof(*q.len) + sizeof(*q.stats) + sizeof(*q.loads) +
+                 sizeof(*q.sent);
+    char many[100 * 12];
+    size_t n = 0;
+
+    (void)state;
+    assert_int_equal(tally_query_parse_path(&q, S("news%2Fa"), &err), 0);
+    assert_int_equal(q.mem_size, per + 9); /* the encoded length, and a NUL */
+    assert_int_equal(tally_query_parse_articles(&q, S("article=a&x=yyyyyyyy&article=bc"), &err),
+                     0);
+    assert_int_equal(q.n, 2);
+    tally_query_release(&q);
+    assert_int_equal(tally_query_parse_articles(&q, S("article=a&x=yyyyyyyy&article=bc"), &err),
+                     0);
+    assert_int_equal(q.mem_size, 2 * per + 2 + 3);
+    for (int i = 0; i < 100; i++)
+        n += (size_t)snprintf(many + n, sizeof(many) - n, "%sarticle=%d", i ? "&" : "", i % 10);
+    assert_int_equal(tally_query_parse_articles(&q, many, n, &err), 0);
+    assert_int_equal(q.n, 100);
+    assert_int_equal(q.mem_size, 100 * per + 100 * 2);
+    tally_query_release(&q);
+    tally_query_release(&q); /* twice is fine */
+}
+
 /* ---- Reading HGETALL ---- */
 
 static redisReply *reply_str(const char *s)
@@ -443,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_query_takes_the_longest_ids),
         cmocka_unit_test(test_query_parses_a_path_article),
         cmocka_unit_test(test_query_rejects_bad_path_articles),
+        cmocka_unit_test(test_query_room_is_sized_to_the_request),
         cmocka_unit_test(test_query_reads_totals_and_networks),
         cmocka_unit_test(test_query_reads_an_empty_hash_as_zeros),
         cmocka_unit_test(test_query_reads_large_counters),
