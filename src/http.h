@@ -38,6 +38,8 @@ struct tally_http_req {
     bool v1;            /* under /v1/: CORS applies */
     struct tally_http_headers hdr;
     int authorized;     /* tally_http_authorized(), once asked; -1 before */
+    bool read_admitted; /* counted in the worker's reads (tally_http_read_admit) */
+    uint32_t read_cost; /* and its Redis commands */
 };
 /* PATH, QUERY and TAIL live only while the handler runs: an asynchronous handler copies what
  * it needs. */
@@ -54,6 +56,16 @@ void tally_http_send_error(struct tally_http_req *h, int status, const char *cod
 
 /* 503 with Retry-After (1-2 s, jittered so that clients do not retry in step). */
 void tally_http_send_unavailable(struct tally_http_req *h, const char *message);
+
+/* Caps per worker on what reads may hold while they wait for Redis: reads admitted and not
+ * answered, and the Redis commands they may queue. */
+#define TALLY_READS_MAX 128
+#define TALLY_READ_CMDS_MAX 8192
+
+/* Admit a read of H that sends up to COST Redis commands. False past the worker's caps: H is
+ * then answered (503, Retry-After) and counted as refused. What was admitted is given back
+ * when H (or a copy of it) is answered. */
+bool tally_http_read_admit(struct tally_http_req *h, size_t cost);
 
 /* Add a response header. */
 void tally_http_header(struct tally_http_req *h, const char *name, const char *value);

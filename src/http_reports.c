@@ -1,10 +1,12 @@
 /* http_reports.c -- handlers for what editors and pages read over time: top lists, series,
  * site totals, badges, and forgetting an article. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/queue.h>
 
 #include "http.h"
 #include "tally/badge.h"
@@ -13,6 +15,7 @@
 #include "tally/error.h"
 #include "tally/query.h"
 #include "tally/reports.h"
+#include "tally/store.h"
 #include "tally/uri.h"
 
 /* Every handler here reads asynchronously: its call (of SIZE bytes, beginning with a copy of
@@ -58,6 +61,198 @@ static void reports_send_json(struct tally_http_req *h, const char *cache)
     tally_http_send(h, 200, "application/json", b->data, b->len);
 }
 
+/* ---- Week and month: computed at most once a minute per worker ---- */
+
+/* A week's or month's top list sums up to 30 days of every bucket: about 0.3 s of Redis at
+ * a million article-days. Each worker computes each one at most once per REPORTS_CACHE_MS
+ * (and once per UTC day, and again after a DELETE), whoever asks and however often; readers
+ * that come while it is computed wait for it. */
+#define REPORTS_CACHE_MS 60000
+#define REPORTS_CACHE_CONTROL "public, max-age=60"
+
+struct reports_wait {
+    struct tally_http_req h;
+    unsigned limit; /* top: the length of the list asked for */
+    TAILQ_ENTRY(reports_wait) link;
+};
+TAILQ_HEAD(reports_waits, reports_wait);
+
+struct reports_entry {
+    bool ready, loading;
+    uint64_t expires;        /* ms */
+    int64_t day;             /* the UTC day it holds */
+    uint32_t forgets;        /* the epochs' forgets when its load began */
+    struct tally_top top;    /* the first TALLY_TOP_MAX of a top list */
+    struct tally_totals totals;
+    struct reports_waits waiting;
+};
+
+struct reports_cache {
+    struct reports_entry top[TALLY_METRICS][2]; /* [metric][week, month] */
+    struct reports_entry totals[2];
+};
+
+/* One load of an entry: not a request, so it outlives whichever reader started it. */
+struct reports_load {
+    struct tally_worker *w;
+    struct reports_entry *e;
+    int64_t day;
+    uint32_t forgets;
+    bool is_top;
+    struct tally_top top;
+    struct tally_totals totals;
+};
+
+static struct reports_cache *reports_cache(struct tally_worker *w)
+{
+    if (w->reports == NULL && (w->reports = calloc(1, sizeof(*w->reports))) != NULL) {
+        for (size_t m = 0; m < TALLY_METRICS; m++)
+            for (size_t k = 0; k < 2; k++)
+                TAILQ_INIT(&w->reports->top[m][k].waiting);
+        TAILQ_INIT(&w->reports->totals[0].waiting);
+        TAILQ_INIT(&w->reports->totals[1].waiting);
+    }
+    return w->reports;
+}
+
+void tally_reports_cache_free(struct tally_worker *w)
+{
+    if (w->reports == NULL)
+        return;
+    for (size_t m = 0; m < TALLY_METRICS; m++)
+        for (size_t k = 0; k < 2; k++) {
+            assert(TAILQ_EMPTY(&w->reports->top[m][k].waiting));
+            tally_top_release(&w->reports->top[m][k].top);
+        }
+    free(w->reports);
+    w->reports = NULL;
+}
+
+static bool reports_fresh(struct tally_worker *w, const struct reports_entry *e, int64_t day)
+{
+    return e->ready && e->day == day && tally_now_ms() < e->expires &&
+           e->forgets == tally_epochs_forgets(&w->server->epochs);
+}
+
+/* Answer H from entry E: its top list cut at LIMIT, or its totals. */
+static void reports_send_entry(struct tally_http_req *h, const struct reports_entry *e,
+                               bool is_top, unsigned limit)
+{
+    tally_buf_reset(&h->w->out);
+    if (is_top) {
+        struct tally_top view = e->top;
+
+        view.p.limit = limit;
+        view.n = e->top.n < limit ? e->top.n : limit;
+        tally_top_render(&h->w->out, &view);
+    } else {
+        tally_totals_render(&h->w->out, &e->totals);
+    }
+    reports_send_json(h, REPORTS_CACHE_CONTROL);
+}
+
+/* The load L of E (NULL: none could start) ended with STATUS: keep what it read and answer
+ * every reader waiting for it. */
+static void reports_loaded(struct reports_load *l, struct reports_entry *e, int status)
+{
+    bool is_top = l != NULL && l->is_top; /* without a load, only failures are answered */
+    struct reports_wait *r;
+
+    if (l != NULL) {
+        e->loading = false;
+        l->w->busy--;
+    }
+    if (status == 0) {
+        if (is_top) {
+            tally_top_release(&e->top);
+            e->top = l->top;             /* the entries and arena move to the entry */
+            memset(&l->top, 0, sizeof(l->top));
+        } else {
+            e->totals = l->totals;
+        }
+        e->ready = true;
+        e->day = l->day;
+        e->forgets = l->forgets;
+        e->expires = tally_now_ms() + REPORTS_CACHE_MS;
+    }
+    while ((r = TAILQ_FIRST(&e->waiting)) != NULL) {
+        TAILQ_REMOVE(&e->waiting, r, link);
+        r->h.w->busy--;
+        if (status < 0)
+            tally_http_send_unavailable(&r->h, "redis is unavailable; retry later");
+        else
+            reports_send_entry(&r->h, e, is_top, r->limit);
+        free(r);
+    }
+    if (l != NULL)
+        tally_top_release(&l->top);
+    free(l);
+}
+
+static void on_cached_top(int status, struct tally_top *t, void *arg)
+{
+    struct reports_load *l = arg;
+
+    (void)t;
+    reports_loaded(l, l->e, status);
+}
+
+static void on_cached_totals(int status, struct tally_totals *t, void *arg)
+{
+    struct reports_load *l = arg;
+
+    (void)t;
+    reports_loaded(l, l->e, status);
+}
+
+/* Answer H from entry E, or wait for its load (starting one if none runs). P: the top list
+ * to load, or NULL for the totals of PERIOD. */
+static void reports_cached(struct tally_http_req *h, struct reports_entry *e,
+                           const struct tally_top_params *p, enum tally_period period)
+{
+    struct tally_worker *w = h->w;
+    time_t now = tally_clock_now();
+    struct reports_wait *r;
+    struct reports_load *l;
+    int rc;
+
+    if (reports_fresh(w, e, (int64_t)now / 86400)) {
+        reports_send_entry(h, e, p != NULL, p != NULL ? p->limit : 0);
+        return;
+    }
+    if (!tally_http_read_admit(h, e->loading ? 0 : TALLY_BUCKETS * (p != NULL ? 1 : 30)))
+        return;
+    if ((r = reports_call(h, sizeof(*r))) == NULL)
+        return;
+    r->limit = p != NULL ? p->limit : 0;
+    w->busy++;
+    TAILQ_INSERT_TAIL(&e->waiting, r, link);
+    if (e->loading)
+        return;
+    if ((l = calloc(1, sizeof(*l))) == NULL) {
+        reports_loaded(NULL, e, TALLY_ENOMEM);
+        return;
+    }
+    l->w = w;
+    l->e = e;
+    l->day = (int64_t)now / 86400;
+    l->forgets = tally_epochs_forgets(&w->server->epochs);
+    l->is_top = p != NULL;
+    e->loading = true;
+    w->busy++;
+    if (p != NULL) {
+        struct tally_top_params all = *p;
+
+        all.limit = TALLY_TOP_MAX;
+        rc = tally_top_start(&l->top, &all, w->redis, w->cfg->prefix, now, on_cached_top, l);
+    } else {
+        rc = tally_totals_start(&l->totals, period, w->redis, w->cfg->prefix, now,
+                                on_cached_totals, l);
+    }
+    if (rc < 0) /* no callback will come */
+        reports_loaded(l, e, rc);
+}
+
 /* ---- GET /v1/top ---- */
 
 struct top_call {
@@ -85,13 +280,22 @@ void tally_route_top(struct tally_http_req *h)
 {
     struct tally_top_params p;
     struct tally_error err;
+    struct reports_cache *cache;
     struct top_call *c;
 
     if (tally_top_parse(h->query, h->query_len, &p, &err) < 0) {
         tally_http_send_error(h, 400, err.code, err.message);
         return;
     }
-    if ((c = reports_call(h, sizeof(*c))) == NULL)
+    if (p.period == TALLY_PERIOD_WEEK || p.period == TALLY_PERIOD_MONTH) {
+        if ((cache = reports_cache(h->w)) == NULL)
+            tally_http_send_unavailable(h, "out of memory");
+        else
+            reports_cached(h, &cache->top[p.metric][p.period == TALLY_PERIOD_MONTH], &p,
+                           p.period);
+        return;
+    }
+    if (!tally_http_read_admit(h, TALLY_BUCKETS) || (c = reports_call(h, sizeof(*c))) == NULL)
         return;
     h->w->busy++;
     reports_started(h, c, tally_top_start(&c->top, &p, h->w->redis, h->w->cfg->prefix,
@@ -141,6 +345,13 @@ void tally_route_series(struct tally_http_req *h)
         free(c);
         return;
     }
+    if (!tally_http_read_admit(h, p.n)) {
+        tally_query_release(&c->q);
+        free(c);
+        return;
+    }
+    c->h.read_admitted = h->read_admitted;
+    c->h.read_cost = h->read_cost;
     h->w->busy++;
     rc = tally_series_start(&c->series, &p, c->q.id[0], c->q.len[0], h->w->redis,
                             h->w->cfg->prefix, on_series, c);
@@ -177,13 +388,21 @@ void tally_route_totals(struct tally_http_req *h)
 {
     enum tally_period period;
     struct tally_error err;
+    struct reports_cache *cache;
     struct totals_call *c;
 
     if (tally_totals_parse(h->query, h->query_len, &period, &err) < 0) {
         tally_http_send_error(h, 400, err.code, err.message);
         return;
     }
-    if ((c = reports_call(h, sizeof(*c))) == NULL)
+    if (period == TALLY_PERIOD_WEEK || period == TALLY_PERIOD_MONTH) {
+        if ((cache = reports_cache(h->w)) == NULL)
+            tally_http_send_unavailable(h, "out of memory");
+        else
+            reports_cached(h, &cache->totals[period == TALLY_PERIOD_MONTH], NULL, period);
+        return;
+    }
+    if (!tally_http_read_admit(h, TALLY_BUCKETS) || (c = reports_call(h, sizeof(*c))) == NULL)
         return;
     h->w->busy++;
     reports_started(h, c, tally_totals_start(&c->totals, period, h->w->redis, h->w->cfg->prefix,
@@ -276,6 +495,13 @@ void tally_route_badge(struct tally_http_req *h)
         free(c);
         return;
     }
+    if (!tally_http_read_admit(h, 1)) {
+        tally_query_release(&c->q);
+        free(c);
+        return;
+    }
+    c->h.read_admitted = h->read_admitted;
+    c->h.read_cost = h->read_cost;
     h->w->busy++;
     rc = tally_query_start(&c->q, h->w->redis, &h->w->cache, h->w->cfg->prefix, on_badge, c);
     if (rc < 0)

@@ -361,6 +361,13 @@ static void stats_run(struct tally_http_req *h, bool many)
         free(c);
         return;
     }
+    if (!tally_http_read_admit(h, c->q.n)) {
+        tally_query_release(&c->q);
+        free(c);
+        return;
+    }
+    c->h.read_admitted = h->read_admitted;
+    c->h.read_cost = h->read_cost;
     /* Counted first: with every article cached, the answer goes out before this returns. */
     h->w->busy++;
     rc = tally_query_start(&c->q, h->w->redis, &h->w->cache, h->w->cfg->prefix, on_stats_ready,

@@ -1,5 +1,6 @@
 /* http_server.c -- each worker's evhttp: limits, the route table, CORS, and the reply
  * helpers every handler answers through. */
+#include <assert.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,7 +110,29 @@ void tally_http_send(struct tally_http_req *h, int code, const char *ctype, cons
     if (len > 0 && evhttp_request_get_command(h->req) != EVHTTP_REQ_HEAD)
         evbuffer_add(evhttp_request_get_output_buffer(h->req), body, len);
     tally_metrics_request(&h->w->metrics, h->route, code, secs);
+    if (h->read_admitted) {
+        h->w->reads--;
+        h->w->read_cmds -= h->read_cost;
+        h->read_admitted = false;
+    }
     evhttp_send_reply(h->req, code, NULL, NULL);
+}
+
+bool tally_http_read_admit(struct tally_http_req *h, size_t cost)
+{
+    struct tally_worker *w = h->w;
+
+    assert(!h->read_admitted);
+    if (w->reads >= TALLY_READS_MAX || cost > TALLY_READ_CMDS_MAX - w->read_cmds) {
+        tally_metric_add(&w->metrics.reads_refused, 1);
+        tally_http_send_unavailable(h, "too many reads waiting for redis; retry later");
+        return false;
+    }
+    w->reads++;
+    w->read_cmds += cost;
+    h->read_admitted = true;
+    h->read_cost = (uint32_t)cost;
+    return true;
 }
 
 void tally_http_send_error(struct tally_http_req *h, int status, const char *code,

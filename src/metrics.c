@@ -203,6 +203,10 @@ static void metrics_redis(struct tally_buf *out, struct tally_metrics *const *m,
     metrics_counter(out, "tally_http_slow_clients_total",
                     "Connections closed because a request took over 10 s to arrive.",
                     (double)SUM(slow_clients));
+    metrics_counter(out, "tally_reads_refused_total",
+                    "Reads answered 503 because their worker had too many reads, or too many "
+                    "Redis commands of reads, waiting for Redis.",
+                    (double)SUM(reads_refused));
     metrics_gauge_line(out, "tally_redis_up",
                        "Worker threads whose Redis connection is ready.", (double)GAUGE(redis_up));
     metrics_gauge_line(out, "tally_worker_threads", "Worker threads (--threads).", (double)n);

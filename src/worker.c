@@ -147,6 +147,7 @@ void tally_worker_free(struct tally_worker *w)
     tally_writer_free(w->writer);
     tally_salts_free(w->salts);
     tally_cache_release(&w->cache);
+    tally_reports_cache_free(w);
     if (w->http != NULL)
         evhttp_free(w->http);
     if (w->stop_ev != NULL)

@@ -51,6 +51,9 @@ struct tally_worker {
     struct tally_buf scratch;    /* scratch for joining headers */
     struct tally_cache cache;    /* recent article totals */
     struct tally_bot_cache bots; /* recent User-Agent verdicts */
+    struct reports_cache *reports; /* week and month tops and totals (http_reports.c) */
+    size_t reads;                /* reads admitted and not answered yet */
+    size_t read_cmds;            /* the Redis commands they may queue (http_server.c caps) */
     int stop_fd;                 /* eventfd the main thread writes to stop the worker */
     struct event *stop_ev;
     struct event *drain_ev;      /* polls until nothing is held */
@@ -101,5 +104,10 @@ void tally_http_stop_accepting(struct tally_worker *w);
 
 /* Close every connection that is between requests with nothing left to send. */
 void tally_http_close_idle(struct tally_worker *w);
+
+/* ---- http_reports.c ---- */
+
+/* Free W's cache of week and month reports (after W's Redis: their loads have ended). */
+void tally_reports_cache_free(struct tally_worker *w);
 
 #endif

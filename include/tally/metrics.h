@@ -104,6 +104,7 @@ struct tally_metrics {
     _Atomic uint64_t redis_unit_events;  /* events in those units */
     _Atomic uint64_t indeterminate;      /* requests closed without an answer */
     _Atomic uint64_t slow_clients;       /* connections cut for trickling a request */
+    _Atomic uint64_t reads_refused;      /* reads answered 503: the worker's read caps */
     _Atomic int64_t redis_up;            /* gauge: 1 ready, 0 not */
     _Atomic int64_t held_events;         /* gauge: events waiting for Redis */
     _Atomic int64_t held_requests;       /* gauge */

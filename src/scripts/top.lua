@@ -1,11 +1,13 @@
--- top.lua -- one bucket's top list: every article whose score is at least the LIMIT-th
--- highest, so that ties at the edge are all there and the collector can merge the buckets
--- into an exact answer (count descending, then article id ascending).
+-- top.lua -- one bucket's top list: the first LIMIT articles by score descending, then by
+-- article id ascending (bytewise, as a sorted set orders equal scores), so that the collector
+-- can merge the buckets into an exact answer in the same order. At most LIMIT come back,
+-- however many share the edge score.
 --
 -- KEYS   sorted sets of one bucket: one day, or the days of a week or month (summed), or the
 --        all-time list
 -- ARGV   limit
--- Returns a flat {article, score, ...} of positive scores, in no particular order.
+-- Returns a flat {article, score, ...} of at most LIMIT positive scores, in no particular
+-- order.
 
 local limit = tonumber(ARGV[1])
 local out = {}
@@ -31,14 +33,17 @@ if #KEYS == 1 then
             keep(desc[i], desc[i + 1])
         end
     end
-    local ties = redis.call('ZRANGEBYSCORE', KEYS[1], edge, edge, 'WITHSCORES')
+    -- Those above the edge, then the first of the edge score by id to fill the list.
+    local above = #out / 2
+    local ties = redis.call('ZRANGEBYSCORE', KEYS[1], edge, edge, 'WITHSCORES', 'LIMIT', 0,
+                            limit - above)
     for i = 1, #ties, 2 do
         keep(ties[i], ties[i + 1])
     end
     return out
 end
 
--- ZUNION answers in ascending order: the top is at the end.
+-- ZUNION answers by score ascending, equal scores by id ascending: the top is at the end.
 local args = {'ZUNION', #KEYS}
 for i = 1, #KEYS do
     args[#args + 1] = KEYS[i]
@@ -46,15 +51,25 @@ end
 args[#args + 1] = 'WITHSCORES'
 local asc = redis.call(unpack(args))
 local n = #asc / 2
-local first = 1
-if n > limit then
-    local edge = tonumber(asc[2 * (n - limit + 1)])
-    first = n - limit + 1
-    while first > 1 and tonumber(asc[2 * (first - 1)]) >= edge do
-        first = first - 1
+if n <= limit then
+    for i = 1, n do
+        keep(asc[2 * i - 1], asc[2 * i])
     end
+    return out
 end
-for i = first, n do
+-- The run of the edge score (the LIMIT-th highest) is first..last; above it, last+1..n.
+local edge = tonumber(asc[2 * (n - limit + 1)])
+local first, last = n - limit + 1, n - limit + 1
+while first > 1 and tonumber(asc[2 * (first - 1)]) == edge do
+    first = first - 1
+end
+while last < n and tonumber(asc[2 * (last + 1)]) == edge do
+    last = last + 1
+end
+for i = last + 1, n do
+    keep(asc[2 * i - 1], asc[2 * i])
+end
+for i = first, first + limit - (n - last) - 1 do
     keep(asc[2 * i - 1], asc[2 * i])
 end
 return out

@@ -253,6 +253,7 @@ expect "$final" tally_redis_up 0
 expect "$final" tally_pending_events 0
 expect "$final" tally_pending_requests 0
 expect "$final" tally_requests_indeterminate_total 0
+expect "$final" tally_reads_refused_total 0
 
 # Every family the dashboard and the docs rely on, with its type.
 families=(
@@ -262,7 +263,8 @@ families=(
     "tally_redis_errors_total counter" "tally_redis_timeouts_total counter"
     "tally_redis_reconnects_total counter" "tally_redis_write_units_total counter"
     "tally_redis_write_unit_events_total counter" "tally_requests_indeterminate_total counter"
-    "tally_http_slow_clients_total counter" "tally_redis_up gauge"
+    "tally_http_slow_clients_total counter" "tally_reads_refused_total counter"
+    "tally_redis_up gauge"
     "tally_pending_events gauge" "tally_pending_requests gauge"
     "tally_http_connections gauge" "process_cpu_seconds_total counter"
     "process_resident_memory_bytes gauge" "process_start_time_seconds gauge"
