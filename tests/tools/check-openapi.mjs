@@ -880,8 +880,11 @@ async function checkCases(A, B, redis) {
     await series('series: bad article', A, 'a%20b', '', { status: 400, example: 'invalid_article' });
     await series('series: from after to', A, enc(U), `?from=${today}&to=2020-01-01`, { status: 400, example: 'invalid_parameter' });
     await series('series: too many points', A, enc(U), '?interval=hour&from=2020-01-01&to=2020-03-01', { status: 400, example: 'invalid_parameter' });
-    await series('series: from only spans 30 days', A, enc(U), '?from=2020-01-01', { status: 200,
-        expect: (r, b) => (b.points.length === 30 && b.points[0].t === '2020-01-01T00:00:00Z' ? null : `${b.points.length} points from ${b.points[0]?.t}`) });
+    const monthAgo = new Date(Date.now() - 30 * 86400e3).toISOString().slice(0, 10);
+    await series('series: from only spans 30 days', A, enc(U), `?from=${monthAgo}`, { status: 200,
+        expect: (r, b) => (b.points.length === 30 && b.points[0].t === `${monthAgo}T00:00:00Z` ? null : `${b.points.length} points from ${b.points[0]?.t}`) });
+    await series('series: past retention', A, enc(U), '?from=2020-01-01', { status: 400, example: 'invalid_parameter',
+        expect: (r, b) => (/^from: daily points are kept 400 days; the earliest is \d{4}-\d\d-\d\dT00:00:00Z$/.test(b.message) ? null : `message ${b.message}`) });
 
     const BADGE = '/v1/badge/{article}.svg';
     const badge = (name, d, art, q, extra = {}) => served({
