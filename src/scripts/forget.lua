@@ -12,6 +12,11 @@
 -- The write path keeps a unit's site totals in the first bucket it touches; the readers add
 -- every bucket's share up, so the article's share comes out of its own bucket's day (a
 -- negative share there), which then expires with the day as the write path's would.
+--
+-- A day or hour key that held only this article is not emptied: Redis would delete it, and a
+-- collector that set its expiry earlier would recreate it without one (the write script sets
+-- expiries only where the collector says a key may be new). It keeps the member '' (no
+-- article id is empty) at 0 instead, which every reader skips, and its expiry.
 
 local P, tag, id, window, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local kp = P .. '{' .. tag .. '}'
@@ -32,6 +37,9 @@ for _, m in ipairs(METRICS) do
         local key = kp .. 'd:' .. m .. ':' .. day
         local score = redis.call('ZSCORE', key, id)
         if score then
+            if redis.call('ZCARD', key) == 1 then
+                redis.call('ZADD', key, 0, '')
+            end
             redis.call('ZREM', key, id)
             if SUMMED[m] then
                 local site = kp .. 's:' .. day
@@ -41,7 +49,13 @@ for _, m in ipairs(METRICS) do
         end
     end
     for h = -1, HOURS - 1 do
-        redis.call('HDEL', kp .. 'h:' .. m .. ':' .. hour_of(now - 3600 * h), id)
+        local key = kp .. 'h:' .. m .. ':' .. hour_of(now - 3600 * h)
+        if redis.call('HEXISTS', key, id) == 1 then
+            if redis.call('HLEN', key) == 1 then
+                redis.call('HSET', key, '', 0)
+            end
+            redis.call('HDEL', key, id)
+        end
     end
     redis.call('ZREM', kp .. 't:' .. m, id)
 end

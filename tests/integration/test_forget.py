@@ -6,9 +6,10 @@ UTC midnight, collector B two minutes before it (tests/tools/clockshift.c, prelo
 their time()); Redis keeps the real time, hours away from both. An article written through A
 and forgotten through B must be gone from every report A answers.
 
-A DELETE may empty (and so remove) a bucket key whose expiry the writer remembers as set; a
-later write must set it again. The article's share of the site totals comes out of its own
-bucket, which may hold no site totals of that day yet: that key must expire too."""
+A DELETE may forget the last article of a bucket key whose expiry a writer remembers as set
+-- the writer of this collector or of another; a later write must leave it with an expiry. The
+article's share of the site totals comes out of its own bucket, which may hold no site totals
+of that day yet: that key must expire too."""
 
 import os
 import time
@@ -99,6 +100,36 @@ class ForgetTest(harness.TallyTestCase):
             r = a.get(series + "&metric=" + metric)
             self.assertEqual([p["value"] for p in r.body["points"]], [0] * 24, (metric, r))
         self.assertEqual(self.redis.keys("*" + harness.glob_escape(article) + "*"), [])
+        # A writes it again: A's writer knows nothing of B's DELETE, and remembers the expiry
+        # of the buckets' keys it wrote before.
+        self.post(a, [{"type": "view", "article": article},
+                      {"type": "share", "article": article, "network": "email"},
+                      {"type": "comment", "article": article}], ua=UA % 120)
+        self.assertEqual(a.get("/v1/totals?period=day").body,
+                         {"period": "day", "views": 1, "shares": 1, "comments": 1})
+        self.check_lifetimes()
+
+    def check_lifetimes(self):
+        """Every key has the lifetime of its kind (test_expiry.LIFETIMES); a forgotten share of
+        a day's site totals expires with the day. Returns the kinds seen."""
+        c = harness.RespClient(self.redis.port)
+        try:
+            ttls = {k.decode(): c.command("TTL", k) for k in self.redis.keys("*")}
+        finally:
+            c.close()
+        kinds = set()
+        for key, ttl in sorted(ttls.items()):
+            kind = kind_of(key)
+            kinds.add(kind)
+            want = LIFETIMES[kind]
+            with self.subTest(key=key):
+                if want is None:
+                    self.assertEqual(ttl, -1, "%s should be kept" % key)
+                else:
+                    low = want[1] - DAY if kind == "s:day" else want[0]
+                    self.assertTrue(low <= ttl <= want[1],
+                                    "%s: %d s left, want %d..%d" % (key, ttl, low, want[1]))
+        return kinds
 
     def test_keys_left_after_a_delete_and_a_write_expire(self):
         tallyd = self.start(shifted(self.redis, 0))
@@ -117,31 +148,14 @@ class ForgetTest(harness.TallyTestCase):
         self.assertEqual(site, [], "the victim's bucket already holds site totals")
         self.delete(tallyd, victim)
         self.assertNotEqual(self.redis.keys("tally:{%s}s:2*" % bucket(victim)), [])
-        # The victim's bucket keys were emptied, and so removed; the writer learnt of their
-        # expiry before. A new write of every metric recreates them.
+        # The writer learnt of the expiry of the victim's bucket keys before; a new write of
+        # every metric writes them again.
         self.post(tallyd, [{"type": "view", "article": victim},
                            {"type": "share", "article": victim, "network": "copy"},
                            {"type": "comment", "article": victim}], ua=UA % 125)
         self.assertEqual(tallyd.get("/v1/totals?period=day").body,
                          {"period": "day", "views": 2, "shares": 1, "comments": 1})
-        c = harness.RespClient(self.redis.port)
-        try:
-            ttls = {k.decode(): c.command("TTL", k) for k in self.redis.keys("*")}
-        finally:
-            c.close()
-        kinds = set()
-        for key, ttl in sorted(ttls.items()):
-            kind = kind_of(key)
-            kinds.add(kind)
-            want = LIFETIMES[kind]
-            with self.subTest(key=key):
-                if want is None:
-                    self.assertEqual(ttl, -1, "%s should be kept" % key)
-                else:
-                    # The forgotten share of a day expires with the day's first write.
-                    low = want[1] - DAY if kind == "s:day" else want[0]
-                    self.assertTrue(low <= ttl <= want[1],
-                                    "%s: %d s left, want %d..%d" % (key, ttl, low, want[1]))
+        kinds = self.check_lifetimes()
         self.assertTrue({"a", "t", "s:all", "s:day", "d", "h", "v"} <= kinds, kinds)
 
 
