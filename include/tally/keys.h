@@ -22,7 +22,7 @@
  *
  * metric is views, visitors, shares or comments; an hour's visitors are the day's new distinct
  * visitors in that hour. An h: or d: key may hold the member '' at 0, left by forgetting its
- * last article so that the key keeps its expiry; readers skip it. Days and hours are UTC, from the collector's clock.
+ * last article so that the key keeps expiring; readers skip it. Days and hours are UTC, from the collector's clock.
  * bb is SipHash(article) mod TALLY_BUCKETS in two hex digits, so all keys of one article
  * share a slot, and buckets spread articles evenly over cluster masters. */
 #ifndef TALLY_KEYS_H

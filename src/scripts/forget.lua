@@ -13,17 +13,26 @@
 -- every bucket's share up, so the article's share comes out of its own bucket's day (a
 -- negative share there), which then expires with the day as the write path's would.
 --
--- A day or hour key that held only this article is not emptied: Redis would delete it, and a
--- collector that set its expiry earlier would recreate it without one (the write script sets
--- expiries only where the collector says a key may be new). It keeps the member '' (no
--- article id is empty) at 0 instead, which every reader skips, and its expiry.
+-- A day or hour key that held only this article does not stay away: a collector that set its
+-- expiry earlier would recreate it without one (the write script sets expiries only where the
+-- collector says a key may be new). It comes back at once holding the member '' (no article
+-- id is empty) at 0, which every reader skips, expiring with its day or hour.
 
 local P, tag, id, window, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local kp = P .. '{' .. tag .. '}'
 local METRICS = {'views', 'visitors', 'shares', 'comments'}
 local SUMMED = {views = true, shares = true, comments = true} -- kept in site totals
 local DAYS, HOURS = 406, 9 * 24 + 1   -- the daily and hourly buckets' lifetimes (apply.lua)
-local DAY_TTL = 405 * 86400
+local DAY_TTL, HOUR_TTL = 405 * 86400, 9 * 86400
+
+-- KEY, whose bucket began at START and lives TTL from then (at most TTL from now: a bucket
+-- of the next day or hour begins after NOW), was just emptied.
+local function keep_expiring(key, start, ttl, add, ...)
+    if redis.call('EXISTS', key) == 0 then
+        redis.call(add, key, ...)
+        redis.call('EXPIRE', key, math.min(ttl, start + ttl - now))
+    end
+end
 
 local function hour_of(t)
     return ymd(math.floor(t / 86400)) .. string.format('%02d', math.floor((t % 86400) / 3600))
@@ -37,24 +46,21 @@ for _, m in ipairs(METRICS) do
         local key = kp .. 'd:' .. m .. ':' .. day
         local score = redis.call('ZSCORE', key, id)
         if score then
-            if redis.call('ZCARD', key) == 1 then
-                redis.call('ZADD', key, 0, '')
-            end
             redis.call('ZREM', key, id)
+            keep_expiring(key, (today - d) * 86400, DAY_TTL, 'ZADD', 0, '')
             if SUMMED[m] then
                 local site = kp .. 's:' .. day
                 redis.call('HINCRBY', site, m, -tonumber(score))
-                redis.call('EXPIREAT', site, (today - d) * 86400 + DAY_TTL, 'NX')
+                redis.call('EXPIRE', site, math.min(DAY_TTL, (today - d) * 86400 + DAY_TTL - now),
+                           'NX')
             end
         end
     end
     for h = -1, HOURS - 1 do
-        local key = kp .. 'h:' .. m .. ':' .. hour_of(now - 3600 * h)
-        if redis.call('HEXISTS', key, id) == 1 then
-            if redis.call('HLEN', key) == 1 then
-                redis.call('HSET', key, '', 0)
-            end
-            redis.call('HDEL', key, id)
+        local t = now - 3600 * h
+        local key = kp .. 'h:' .. m .. ':' .. hour_of(t)
+        if redis.call('HDEL', key, id) == 1 then
+            keep_expiring(key, t - t % 3600, HOUR_TTL, 'HSET', '', 0)
         end
     end
     redis.call('ZREM', kp .. 't:' .. m, id)
