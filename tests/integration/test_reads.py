@@ -144,8 +144,10 @@ class ReadsTest(harness.TallyTestCase):
         hour = int(time.time()) // HOUR * HOUR
         path = "/v1/series/flood%%2Fa?interval=hour&from=%s&to=%s" % (
             rfc3339(hour - 192 * HOUR), rfc3339(hour + 551 * HOUR))
-        r = self.tallyd.get(path)
-        self.assertEqual((r.status, len(r.body["points"])), (200, 744), r)
+        # Once its Redis connection is up, the series is 744 points.
+        r = harness.wait_until(lambda: (lambda r: r if r.status == 200 else None)(
+            self.tallyd.get(path)), timeout=10.0, message="no series before the flood")
+        self.assertEqual(len(r.body["points"]), 744, r)
         pid = self.tallyd.proc.pid
         before = status_kb(pid, "VmRSS")
         self.assertEqual(self.redis.command("CLIENT", "PAUSE", "2000", "ALL"), "OK")
