@@ -1,5 +1,5 @@
 /* assets.c -- the files tallyd serves from memory: tally.js, the dashboard and the demo
- * pages. */
+ * pages. Their security headers come with their media type (http_policy.c). */
 #include <stdio.h>
 #include <string.h>
 
@@ -12,7 +12,10 @@ ASSET(tally_js)
 ASSET(demo_article)
 ASSET(demo_list)
 ASSET(demo_css)
+ASSET(demo_js)
 ASSET(dashboard)
+ASSET(dashboard_js)
+ASSET(dashboard_css)
 #undef ASSET
 
 struct asset {
@@ -30,9 +33,12 @@ static const struct asset assets[] = {
     {"/tally.js", "text/javascript; charset=utf-8", A(tally_js), "public, max-age=86400", false,
      true},
     {"/dashboard", "text/html; charset=utf-8", A(dashboard), "no-cache", false, false},
+    {"/dashboard.js", "text/javascript; charset=utf-8", A(dashboard_js), "no-cache", false, false},
+    {"/dashboard.css", "text/css; charset=utf-8", A(dashboard_css), "no-cache", false, false},
     {"/demo/", "text/html; charset=utf-8", A(demo_article), "no-cache", true, false},
     {"/demo/list", "text/html; charset=utf-8", A(demo_list), "no-cache", true, false},
     {"/demo/demo.css", "text/css; charset=utf-8", A(demo_css), "no-cache", true, false},
+    {"/demo/demo.js", "text/javascript; charset=utf-8", A(demo_js), "no-cache", true, false},
 };
 #undef A
 
@@ -59,7 +65,6 @@ void tally_route_asset(struct tally_http_req *h)
         asset_etag(a, etag);
         tally_http_header(h, "ETag", etag);
         tally_http_header(h, "Cache-Control", a->cache);
-        tally_http_header(h, "X-Content-Type-Options", "nosniff");
         if (a->embedded) {
             /* For <script crossorigin> (SRI, error reporting) and pages that require
              * Cross-Origin-Resource-Policy of what they embed (COEP). */

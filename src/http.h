@@ -67,6 +67,10 @@ void tally_http_send_unavailable(struct tally_http_req *h, const char *message);
  * when H (or a copy of it) is answered. */
 bool tally_http_read_admit(struct tally_http_req *h, size_t cost);
 
+/* Add the security headers that answers of media type CTYPE carry (http_policy.c): CSP,
+ * Referrer-Policy and nosniff for pages, nosniff for the rest. tally_http_send() calls it. */
+void tally_http_policy(struct tally_http_req *h, const char *ctype);
+
 /* Add a response header. */
 void tally_http_header(struct tally_http_req *h, const char *name, const char *value);
 

@@ -436,8 +436,6 @@ static void on_badge(int status, struct tally_query *q, void *arg)
     tally_buf_reset(&c->h.w->out);
     tally_badge_render(&c->h.w->out, c->label, strlen(c->label), value, strlen(value));
     tally_http_header(&c->h, "Cache-Control", "public, max-age=10");
-    tally_http_header(&c->h, "X-Content-Type-Options", "nosniff");
-    tally_http_header(&c->h, "Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'");
     tally_http_header(&c->h, "Cross-Origin-Resource-Policy", "cross-origin");
     tally_http_send(&c->h, 200, "image/svg+xml; charset=utf-8", c->h.w->out.data,
                     c->h.w->out.len);

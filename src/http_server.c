@@ -54,6 +54,8 @@ static const struct http_route http_routes[] = {
     {"/v1/badge/", true, M_GET, TALLY_ROUTE_BADGE, tally_route_badge},
     {"/v1/articles/", true, M_DELETE, TALLY_ROUTE_ARTICLES, tally_route_forget},
     {"/dashboard", false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
+    {"/dashboard.js", false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
+    {"/dashboard.css", false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
     {"/healthz", false, M_GET, TALLY_ROUTE_HEALTH, tally_route_healthz},
     {"/readyz", false, M_GET, TALLY_ROUTE_HEALTH, tally_route_readyz},
     {"/metrics", false, M_GET, TALLY_ROUTE_METRICS, tally_route_metrics},
@@ -101,8 +103,10 @@ void tally_http_send(struct tally_http_req *h, int code, const char *ctype, cons
 {
     double secs = (double)(tally_http_now_us() - h->t0_us) / 1e6;
 
-    if (ctype != NULL)
+    if (ctype != NULL) {
         tally_http_header(h, "Content-Type", ctype);
+        tally_http_policy(h, ctype);
+    }
     http_cors(h);
     if (h->w->draining)
         tally_http_header(h, "Connection", "close");

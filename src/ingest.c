@@ -109,7 +109,9 @@ bool tally_utf8_valid(const char *s, size_t len)
     return true;
 }
 
-/* Controls (C0, DEL, C1) and Unicode White_Space; U+0085 is both. */
+/* Controls (C0, DEL, C1), Unicode White_Space (U+0085 is both) and the bidirectional
+ * embeddings, overrides and isolates (U+202A..U+202E, U+2066..U+2069): an id holding one
+ * would turn the text around it when shown ("\u202Eevil.com/gnp.exe" reads "exe.png/..."). */
 static bool ingest_cp_allowed(uint32_t cp)
 {
     if (cp <= 0x20 || (cp >= 0x7F && cp <= 0xA0))
@@ -117,7 +119,8 @@ static bool ingest_cp_allowed(uint32_t cp)
     if (cp < 0x1680)
         return true;
     return cp != 0x1680 && !(cp >= 0x2000 && cp <= 0x200A) && cp != 0x2028 && cp != 0x2029 &&
-           cp != 0x202F && cp != 0x205F && cp != 0x3000;
+           !(cp >= 0x202A && cp <= 0x202E) && !(cp >= 0x2066 && cp <= 0x2069) && cp != 0x202F &&
+           cp != 0x205F && cp != 0x3000;
 }
 
 bool tally_article_valid(const char *s, size_t len)

@@ -6,22 +6,35 @@
   w.__tally = 1;
 
   var base = s.src.replace(/[?#].*$/, '').replace(/[^\/]*$/, '');
-  var own = '';  // this page's article: read in start(), once <link rel=canonical> is parsed
+  var page = '';  // this page's article: read in start(), once <link rel=canonical> is parsed
   var compactAll = s.getAttribute('data-format') === 'compact';
-  var shown = {};  // article -> {views:..., ...} as last rendered
+  // article -> {views:..., ...} as last rendered. A Map, never a plain object: ids come from
+  // the page ("__proto__", "constructor") and must not reach Object.prototype.
+  var shown = new Map();
+  var has = Object.prototype.hasOwnProperty;
+  function own(o, k) { return o && has.call(o, k) ? o[k] : undefined; }
+  function nop() {}
 
   function canonical() {
     var l = d.querySelector('link[rel=canonical]');
     try { return l && l.href ? new URL(l.href, location.href).pathname : ''; } catch (e) { return ''; }
   }
 
+  /* A keepalive fetch outlives the page like a beacon, and unlike a beacon it can leave the
+   * page's cookies and address behind (a beacon always sends the collector's cookies and the
+   * Referer the page's policy allows). Returns a promise settled when the answer came, the
+   * URL when a beacon was sent instead, or ''. */
+  var keepalive = !!(w.Request && 'keepalive' in w.Request.prototype);
   function post(ev) {
     var url = base + 'v1/events', body = JSON.stringify(ev);
+    if (keepalive) {
+      try {
+        return fetch(url, {method: 'POST', body: body, keepalive: true, credentials: 'omit',
+                           referrerPolicy: 'no-referrer',
+                           headers: {'Content-Type': 'text/plain;charset=UTF-8'}}).then(nop, nop);
+      } catch (e) {}
+    }
     try { if (navigator.sendBeacon && navigator.sendBeacon(url, body)) return url; } catch (e) {}
-    try {
-      fetch(url, {method: 'POST', body: body, keepalive: true, credentials: 'omit',
-                  headers: {'Content-Type': 'text/plain'}})['catch'](function () {});
-    } catch (e) {}
     return '';
   }
 
@@ -35,18 +48,19 @@
   }
 
   function elements() { return d.querySelectorAll('[data-tally]'); }
-  function articleOf(el) { return el.getAttribute('data-tally-article') || own; }
+  function articleOf(el) { return el.getAttribute('data-tally-article') || page; }
 
   function value(st, el) {
     var what = el.getAttribute('data-tally'), net = el.getAttribute('data-tally-network');
-    if (what === 'shares' && net) return (st.shares_by_network || {})[net] || 0;
-    return typeof st[what] === 'number' ? st[what] : null;
+    if (what === 'shares' && net) return own(st.shares_by_network, net) || 0;
+    var v = own(st, what);
+    return typeof v === 'number' ? v : null;
   }
 
   function render() {
     var els = elements();
     for (var i = 0; i < els.length; i++) {
-      var st = shown[articleOf(els[i])], v = st && value(st, els[i]);
+      var st = shown.get(articleOf(els[i])), v = st && value(st, els[i]);
       if (st && v !== null) els[i].textContent = format(v, els[i]);
     }
   }
@@ -54,11 +68,11 @@
   /* One request per 100 articles, or fewer when their ids make the URL long (proxies and CDNs
    * refuse URLs past about 8 KB). */
   function load() {
-    var els = elements(), q = [], len = 0, seen = {};
+    var els = elements(), q = [], len = 0, seen = new Map();
     for (var i = 0; i < els.length; i++) {
       var a = articleOf(els[i]), p = 'article=' + encodeURIComponent(a);
-      if (seen[a]) continue;
-      seen[a] = 1;
+      if (seen.has(a)) continue;
+      seen.set(a, 1);
       if (q.length && (q.length === 100 || len + p.length > 7000)) { fetchStats(q); q = []; len = 0; }
       q.push(p);
       len += p.length + 1;
@@ -67,20 +81,26 @@
   }
 
   function fetchStats(q) {
-    fetch(base + 'v1/stats?' + q.join('&'), {credentials: 'omit'}).then(function (r) {
+    fetch(base + 'v1/stats?' + q.join('&'), {credentials: 'omit', referrerPolicy: 'no-referrer'})
+        .then(function (r) {
       return r.ok ? r.json() : null;
     }).then(function (j) {
       if (!j) return;
-      for (var i = 0; i < j.articles.length; i++) shown[j.articles[i].article] = j.articles[i];
+      for (var i = 0; i < j.articles.length; i++) shown.set(j.articles[i].article, j.articles[i]);
       render();
     })['catch'](function () {});
   }
 
-  /* Read the counts once the view is in: a beacon shows up in Resource Timing when its answer
-   * came, and tallyd answers only after Redis has the view. Wait at most a second. */
-  function afterBeacon(url, then) {
+  /* Read the counts once the view is in: tallyd answers only after Redis has the view, and a
+   * beacon shows up in Resource Timing when its answer came. Wait at most a second. */
+  function afterView(sent, then) {
     var done = false, po;
     function go() { if (!done) { done = true; if (po) po.disconnect(); then(); } }
+    if (sent && sent.then) {
+      sent.then(go);
+      return setTimeout(go, 1000);
+    }
+    var url = sent;
     if (!url || !w.PerformanceObserver) return go();
     try {
       po = new PerformanceObserver(function (l) {
@@ -92,24 +112,25 @@
   }
 
   function share(el) {
-    var net = el.getAttribute('data-tally-share'), a = el.getAttribute('data-tally-article') || own;
+    var net = el.getAttribute('data-tally-share'), a = el.getAttribute('data-tally-article') || page;
     post({type: 'share', article: a, network: net});
-    var st = shown[a] || (shown[a] = {views: 0, visitors: 0, shares: 0, comments: 0,
-                                       shares_by_network: {}});
-    st.shares = (st.shares || 0) + 1;
-    st.shares_by_network = st.shares_by_network || {};
-    st.shares_by_network[net] = (st.shares_by_network[net] || 0) + 1;
+    var st = shown.get(a), by = Object.create(null), old = st && st.shares_by_network;
+    if (!st) shown.set(a, st = {views: 0, visitors: 0, shares: 0, comments: 0});
+    for (var k in old) if (has.call(old, k)) by[k] = old[k];
+    by[net] = (by[net] || 0) + 1;
+    st.shares = (own(st, 'shares') || 0) + 1;
+    st.shares_by_network = by;
     render();
   }
 
   function start() {
-    own = s.getAttribute('data-article') || canonical() || location.pathname;
-    var url = s.getAttribute('data-count') === 'false' ? '' : post({type: 'view', article: own});
+    page = s.getAttribute('data-article') || canonical() || location.pathname;
+    var sent = s.getAttribute('data-count') === 'false' ? '' : post({type: 'view', article: page});
     d.addEventListener('click', function (e) {
       var t = e.target && e.target.closest ? e.target.closest('[data-tally-share]') : null;
       if (t) share(t);
     });
-    if (elements().length) afterBeacon(url, load);
+    if (elements().length) afterView(sent, load);
   }
 
   function ready(f) {

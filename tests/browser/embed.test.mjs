@@ -124,7 +124,7 @@ test('1b. a repeat view by the same reader (same address and UA) is not counted'
       await ctx.close();
     }
   }
-  // Both beacons reached tallyd: one counted, one ignored as a repeat.
+  // Both views reached tallyd: one counted, one ignored as a repeat.
   await waitFor(async () => (await metric(tally.origin, 'tally_events_ignored_total', 'reason="repeat"')) === 1,
     { what: 'the repeat to be ignored' });
   assert.equal(await metric(tally.origin, 'tally_events_total', 'type="view",outcome="counted"'), 1);
@@ -133,7 +133,7 @@ test('1b. a repeat view by the same reader (same address and UA) is not counted'
   assert.equal(st.visitors, 1);
 });
 
-test('2. the view beacon: POST /v1/events, text/plain;charset=UTF-8, no preflight, exact body', async (t) => {
+test('2. the view: a keepalive POST /v1/events, text/plain;charset=UTF-8, no preflight, no cookie or Referer, exact body', async (t) => {
   const tally = await startTally(redis);
   t.after(() => tally.stop());
   const proxy = await startProxy(tally.origin); // sees every request on the wire, preflights too
@@ -152,7 +152,7 @@ test('2. the view beacon: POST /v1/events, text/plain;charset=UTF-8, no prefligh
     // What the browser says it sent.
     const req = await beacon;
     assert.equal(req.method(), 'POST');
-    assert.equal(req.resourceType(), 'ping'); // sendBeacon, not fetch/XHR
+    assert.equal(req.resourceType(), 'fetch'); // a keepalive fetch: it can leave cookies and Referer out
     assert.equal((await req.allHeaders())['content-type'], 'text/plain;charset=UTF-8');
     assert.deepEqual(JSON.parse(req.postData()), { type: 'view', article: A });
 
@@ -167,8 +167,10 @@ test('2. the view beacon: POST /v1/events, text/plain;charset=UTF-8, no prefligh
     assert.equal(post.headers['content-type'], 'text/plain;charset=UTF-8');
     assert.equal(post.body, JSON.stringify({ type: 'view', article: A }));
     assert.equal(post.headers.origin, pages.origin);
-    assert.equal(post.headers['sec-fetch-mode'], 'no-cors');
+    assert.equal(post.headers['sec-fetch-mode'], 'cors');
     assert.equal(post.headers.cookie, undefined);
+    assert.equal(post.headers.referer, undefined);
+    assert.equal(proxy.requests[2].headers.referer, undefined);
     assert.equal(post.status, 200);
     assert.equal(proxy.requests[2].status, 200);
     assert.equal((await stats(tally.origin, A)).views, 1);
@@ -316,7 +318,7 @@ test('5. list page: 20 teasers filled by ONE stats request, no view counted', as
     await page.goto(`${pages.origin}/t5/list.html`);
     await waitFor(() => page.evaluate(() => ![...document.querySelectorAll('[data-tally]')].some((e) => e.textContent === '–')),
       { what: 'every counter to be filled' });
-    await sleep(1200); // longer than tally.js's beacon wait: a late second request would show now
+    await sleep(1200); // longer than tally.js's wait for the view: a late second request would show now
     const shown = await page.evaluate(() => [...document.querySelectorAll('.teaser')].map((d) =>
       ['.v', '.u', '.c', '.s', '.t'].map((s) => d.querySelector(s).textContent)));
     assert.deepEqual(shown, want.map((w) => [w.views, 1, w.comments, w.shares, w.twitter].map(String)));

@@ -250,8 +250,9 @@ export async function startPages() {
 
 // A recording reverse proxy in front of a collector: the browser sees the proxy as the collector
 // (tally.js derives the API base from its own src), and the test sees every request on the wire,
-// CORS preflights included (Playwright does not report those).
-export async function startProxy(target) {
+// CORS preflights included (Playwright does not report those). pages (a Map path -> {headers,
+// body}) are answered by the proxy itself: pages on the collector's own origin.
+export async function startProxy(target, { pages = new Map() } = {}) {
   const requests = [];
   const t = new URL(target);
   const server = http.createServer((req, res) => {
@@ -261,6 +262,13 @@ export async function startProxy(target) {
       const body = Buffer.concat(chunks);
       const rec = { at: Date.now(), method: req.method, url: req.url, headers: req.headers, body: body.toString('utf8') };
       requests.push(rec);
+      const own = pages.get(new URL(req.url, 'http://x').pathname);
+      if (own) {
+        rec.status = 200;
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', ...own.headers });
+        res.end(own.body);
+        return;
+      }
       const up = http.request({
         host: t.hostname, port: t.port, method: req.method, path: req.url,
         headers: { ...req.headers, host: t.host },
@@ -278,6 +286,7 @@ export async function startProxy(target) {
   return {
     origin: `http://127.0.0.1:${port}`,
     requests,
+    pages,
     stop: () => new Promise((res) => { server.closeAllConnections(); server.close(res); }),
   };
 }

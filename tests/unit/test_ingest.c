@@ -770,6 +770,41 @@ static void test_ingest_utf8_validator_follows_unicode_table_3_7(void **state)
     }
 }
 
+/* Bidirectional embeddings, overrides and isolates are refused; the marks and joiners around
+ * them (U+200E, U+200F, U+061C, U+202F is White_Space) are refused or not as their class says. */
+static void test_ingest_article_refuses_bidi_controls(void **state)
+{
+    static const struct {
+        const char *s;
+        size_t len;
+        bool article;
+    } cases[] = {
+        {S("a\xE2\x80\xAA"), false},        /* U+202A LRE */
+        {S("a\xE2\x80\xAB"), false},        /* U+202B RLE */
+        {S("a\xE2\x80\xAC"), false},        /* U+202C PDF */
+        {S("a\xE2\x80\xAD"), false},        /* U+202D LRO */
+        {S("\xE2\x80\xAEgnp.exe"), false},  /* U+202E RLO */
+        {S("a\xE2\x81\xA6"), false},        /* U+2066 LRI */
+        {S("a\xE2\x81\xA7"), false},        /* U+2067 RLI */
+        {S("a\xE2\x81\xA8"), false},        /* U+2068 FSI */
+        {S("a\xE2\x81\xA9"), false},        /* U+2069 PDI */
+        {S("a\xE2\x80\xA9"), false},        /* U+2029: White_Space */
+        {S("a\xE2\x80\xAF"), false},        /* U+202F: White_Space */
+        {S("a\xE2\x81\xA5"), true},         /* U+2065: unassigned, not a control */
+        {S("a\xE2\x81\xAA"), true},         /* U+206A: deprecated, outside the ranges */
+        {S("a\xE2\x80\x8E"), true},         /* U+200E LRM: a mark, not an override */
+        {S("\xD7\xA9\xD7\x9C\xD7\x95\xD7\x9D/1"), true}, /* Hebrew: right-to-left text */
+    };
+
+    (void)state;
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        if (tally_article_valid(cases[i].s, cases[i].len) != cases[i].article) {
+            print_error("case %zu: article %d\n", i, !cases[i].article);
+            fail();
+        }
+    }
+}
+
 static void test_ingest_article_check_uses_the_length(void **state)
 {
     char id[TALLY_ARTICLE_MAX + 2];
@@ -956,6 +991,7 @@ int main(void)
         cmocka_unit_test(test_ingest_reports_errors_in_a_stable_order),
         cmocka_unit_test(test_ingest_reads_json_by_the_letter),
         cmocka_unit_test(test_ingest_utf8_validator_follows_unicode_table_3_7),
+        cmocka_unit_test(test_ingest_article_refuses_bidi_controls),
         cmocka_unit_test(test_ingest_article_check_uses_the_length),
         cmocka_unit_test(test_ingest_names_types_and_networks),
         cmocka_unit_test(test_ingest_query_accepts_valid_events),
