@@ -180,9 +180,9 @@ def cmd_record(a):
             cpu_us_per_event=((cpu1 - cpu0) * 1e6 / events) if events and a.target != "nginx" else None,
             cmds_per_event=(cmds / events) if events and a.target != "nginx" else None,
         )
-        # Group commit: how many events one Redis write (one EVALSHA of the apply script)
+        # Group commit: how many events one Redis write (one FCALL of the apply function)
         # carried on average.
-        writes = calls1.get("evalsha", 0) - calls0.get("evalsha", 0)
+        writes = calls1.get("fcall", 0) - calls0.get("fcall", 0)
         if a.target == "tally" and a.counting:
             rec["redis_writes"] = writes
             rec["events_per_write"] = (events / writes) if writes else None
@@ -454,7 +454,7 @@ def cmd_report(a):
            if groups[k]["m"].get("tally", {}).get("epw")]
     if epw:
         print()
-        print("Group commit: events per Redis write (EVALSHA) of tally, median: " + ", ".join(epw))
+        print("Group commit: events per Redis write (FCALL) of tally, median: " + ", ".join(epw))
     print()
     print("Targets (a MISS does not fail the run):")
     tw = max(len(t[0]) for t in targets) if targets else 10
@@ -476,7 +476,7 @@ def cmd_report(a):
         for name, verdict, details in checks:
             f.write(f"- **{verdict}** {name}" + ("" if verdict == "PASS" else ": " + "; ".join(details)) + "\n")
         if epw:
-            f.write("\nGroup commit, events per Redis write (EVALSHA) of tally, median: "
+            f.write("\nGroup commit, events per Redis write (FCALL) of tally, median: "
                     + ", ".join(epw) + "\n")
         f.write("\n## Targets\n\n")
         f.write(md_table(["target", "result", "measured"], targets) + "\n")

@@ -204,6 +204,9 @@ start_redis() {
         --logfile "$WORK/redis/redis.log" &
     REDIS_PID=$!
     wait_for "$REDIS_PID" redis-server rcli ping
+    # The admin step of every deploy: tallyd calls the functions it does not load itself.
+    "$TALLYD" --load-functions --redis "redis://127.0.0.1:$REDIS_PORT/0" >/dev/null ||
+        die "tallyd --load-functions failed"
 }
 
 start_nginx() {

@@ -44,6 +44,8 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$run/redis" --appendon
     --appendfsync always --save '' --daemonize yes --pidfile "$run/redis.pid" \
     --logfile "$run/redis.log"
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+# The admin step of every deploy: load tally's Redis functions, which tallyd calls.
+"$top/build-release/tallyd" --load-functions --redis "redis://127.0.0.1:$redis_port/0" >/dev/null
 
 [ -f "$run/token" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$run/token"
 http_port=$(free_port 8080)

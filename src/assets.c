@@ -71,8 +71,11 @@ void tally_route_asset(struct tally_http_req *h)
             tally_http_header(h, "Access-Control-Allow-Origin", "*");
             tally_http_header(h, "Cross-Origin-Resource-Policy", "cross-origin");
         }
-        if (tally_http_etag_match(inm, etag))
+        if (tally_http_etag_match(inm, etag)) {
+            /* No body, so no media type to choose the policy by (http_policy.c). */
+            tally_http_header(h, "X-Content-Type-Options", "nosniff");
             tally_http_send(h, 304, NULL, NULL, 0);
+        }
         else
             tally_http_send(h, 200, a->ctype, a->data, *a->len);
         return;

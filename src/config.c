@@ -98,6 +98,8 @@ static const struct cfg_option cfg_options[] = {
      "serve the /demo/ pages (variable: 1/0, true/false, yes/no, on/off)"},
     {"healthcheck", cfg_parse_bool, CFG_FIELD(healthcheck), "off", NULL, 0, 0, 0,
      "ask the running tallyd at --listen for /healthz; exit 0 or 1"},
+    {"load-functions", cfg_parse_bool, CFG_FIELD(load_functions), "off", NULL, 0, 0, 0,
+     "as a Redis admin, load the functions tallyd calls; exit"},
 };
 /* clang-format on */
 

@@ -9,6 +9,7 @@
 #include <hiredis/hiredis.h>
 
 #include "tally/config.h"
+#include "tally/functions.h"
 #include "tally/healthcheck.h"
 #include "tally/log.h"
 #include "worker.h"
@@ -21,8 +22,9 @@ static const char *main_getenv(const char *name, void *arg)
 
 static void main_version(void)
 {
-    printf("tallyd %s (libevent %s, hiredis %d.%d.%d, cJSON %s)\n", TALLY_VERSION,
-           event_get_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH, cJSON_Version());
+    printf("tallyd %s (libevent %s, hiredis %d.%d.%d, cJSON %s; Redis functions %s)\n",
+           TALLY_VERSION, event_get_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
+           cJSON_Version(), tally_functions_library());
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -76,6 +78,8 @@ int main(int argc, char **argv)
     }
     if (cfg.healthcheck)
         return tally_healthcheck(&cfg);
+    if (cfg.load_functions)
+        return tally_functions_load(&cfg);
     tally_log_level = cfg.log_level;
     signal(SIGPIPE, SIG_IGN);
     if (tally_server_start(&server, &cfg, err, sizeof(err)) < 0) {

@@ -1,6 +1,8 @@
 /* store_redis.c -- one asynchronous hiredis connection per event base: connects and
- * reconnects with backoff, authenticates, loads the scripts, and gives every command a
- * deadline of its own (hiredis 0.14 has neither connect nor command timeouts). */
+ * reconnects with backoff, authenticates, checks that Redis has this version's functions
+ * (loaded beforehand by `tallyd --load-functions`), and gives every command a deadline of its
+ * own (hiredis 0.14 has neither connect nor command timeouts). */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,7 @@
 
 #include "tally/buf.h"
 #include "tally/error.h"
+#include "tally/functions.h"
 #include "tally/log.h"
 #include "tally/metrics.h"
 #include "tally/store.h"
@@ -27,7 +30,7 @@ struct store_cmd {
     tally_store_reply_cb *done;
     void *arg;
     uint64_t deadline; /* ms, monotonic */
-    const char *body;  /* an eval's borrowed arguments, to resend on NOSCRIPT; else NULL */
+    const char *body;  /* a function call's borrowed arguments; else NULL */
     size_t len, nargs;
     enum tally_script script;
     bool handshake;
@@ -36,36 +39,21 @@ struct store_cmd {
 
 TAILQ_HEAD(store_cmd_list, store_cmd);
 
-/* The scripts' text, compiled in by cmake/embed.cmake, in enum tally_script's order. */
-#define SCRIPT(name)                                                                               \
-    extern const unsigned char tally_asset_##name[];                                               \
-    extern const size_t tally_asset_##name##_len;
-SCRIPT(apply_lua)
-SCRIPT(top_lua)
-SCRIPT(forget_lua)
-#undef SCRIPT
-
-static const struct {
-    const unsigned char *text;
-    const size_t *len;
-} store_scripts[TALLY_SCRIPTS] = {
-    {tally_asset_apply_lua, &tally_asset_apply_lua_len},
-    {tally_asset_top_lua, &tally_asset_top_lua_len},
-    {tally_asset_forget_lua, &tally_asset_forget_lua_len},
-};
-
-/* A handshake command's context: which script a SCRIPT LOAD was for (-1: not one). */
+/* A handshake command's context; PROBE: it asks for this version's functions. */
 struct handshake_step {
     struct tally_store *st;
-    int script;
+    bool probe;
 };
+
+/* Said once per process while no connection finds the functions, not once per connection
+ * and retry; said again after one found them. */
+static atomic_bool store_missing_said;
 
 struct tally_store {
     struct event_base *base;
     const struct tally_config *cfg;
     struct tally_redis_target target; /* where this connection goes */
     char name[TALLY_HOST_MAX + 8];    /* "host:port" or the socket path, for logs */
-    char sha[TALLY_SCRIPTS][41];
     struct tally_metrics *metrics;
     tally_store_state_cb *on_state;
     void *arg;
@@ -165,12 +153,21 @@ static void store_finish(struct store_cmd *c, int status, redisReply *reply)
     free(c);
 }
 
-static bool store_is_noscript(const redisReply *r)
+/* Redis has no function of that name: nothing ran (a Redis restarted empty, or functions
+ * deleted). */
+static bool store_is_missing_function(const redisReply *r)
 {
-    return r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
+    return r->type == REDIS_REPLY_ERROR && strncmp(r->str, "ERR Function not found", 22) == 0;
 }
 
-static int store_send_eval(struct tally_store *st, struct store_cmd *c, bool with_text);
+static void store_say_missing(const struct tally_store *st)
+{
+    if (!atomic_exchange(&store_missing_said, true))
+        log_error("redis at %s does not have the functions %s: load them with 'tallyd "
+                  "--load-functions' and an admin user (deploy/README.md); not ready until then",
+                  st->name, tally_functions_library());
+}
+
 
 static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
@@ -187,14 +184,11 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
     tally_metric_add(&st->metrics->redis_roundtrips, 1);
     if (reply->type == REDIS_REPLY_ERROR)
         tally_metric_add(&st->metrics->redis_errors, 1);
-    if (c->body != NULL && store_is_noscript(reply)) {
-        /* The script cache was flushed: nothing ran. Send the text itself, once. */
-        TAILQ_REMOVE(&st->inflight, c, link);
-        c->deadline = tally_now_ms() + st->cfg->redis_timeout_ms;
-        if (store_send_eval(st, c, true) == 0)
-            return;
-        TAILQ_INSERT_HEAD(&st->inflight, c, link);
+    if (c->body != NULL && store_is_missing_function(reply)) {
+        /* Nothing ran. Not ready until a new handshake finds the functions again. */
+        store_say_missing(st);
         store_finish(c, TALLY_EUNAVAIL, NULL);
+        store_drop(st, "the functions are missing");
         return;
     }
     store_finish(c, 0, reply);
@@ -281,22 +275,22 @@ static int store_send_argv(struct tally_store *st, struct store_cmd *c, int argc
     return 0;
 }
 
-/* EVALSHA sha, or EVAL text, followed by C's body, as one RESP command. */
-static int store_send_eval(struct tally_store *st, struct store_cmd *c, bool with_text)
+/* FCALL (FCALL_RO for a read-only function) of C's function, followed by C's body, as one RESP
+ * command. */
+static int store_send_fcall(struct tally_store *st, struct store_cmd *c)
 {
     struct tally_buf *b = &st->cmd;
+    const char *fn = tally_functions_name(c->script);
 
     tally_buf_reset(b);
     tally_buf_add(b, "*", 1);
     tally_buf_add_u64(b, c->nargs + 2);
     tally_buf_add(b, "\r\n", 2);
-    if (with_text) {
-        tally_buf_add_bulk(b, "EVAL", 4);
-        tally_buf_add_bulk(b, store_scripts[c->script].text, *store_scripts[c->script].len);
-    } else {
-        tally_buf_add_bulk(b, "EVALSHA", 7);
-        tally_buf_add_bulk(b, st->sha[c->script], 40);
-    }
+    if (tally_functions_read_only(c->script))
+        tally_buf_add_bulk(b, "FCALL_RO", 8);
+    else
+        tally_buf_add_bulk(b, "FCALL", 5);
+    tally_buf_add_bulk(b, fn, strlen(fn));
     tally_buf_add(b, c->body, c->len);
     if (b->oom)
         return TALLY_ENOMEM;
@@ -337,7 +331,7 @@ int tally_store_eval_asking(struct tally_store *st, bool asking, enum tally_scri
     c->len = len;
     c->nargs = nargs;
     c->script = script;
-    if ((rc = store_send_eval(st, c, false)) < 0)
+    if ((rc = store_send_fcall(st, c)) < 0)
         free(c);
     return rc;
 }
@@ -391,21 +385,25 @@ static void on_handshake(int status, redisReply *reply, void *arg)
 {
     struct handshake_step *step = arg;
     struct tally_store *st = step->st;
-    int script = step->script;
+    bool probe = step->probe;
     bool last = TAILQ_EMPTY(&st->inflight);
 
     free(step);
     if (status < 0 || st->state != STORE_HANDSHAKE)
         return; /* the connection is going away; on_disconnect takes it from here */
+    if (probe && store_is_missing_function(reply)) {
+        store_say_missing(st);
+        store_drop(st, "the functions are missing");
+        return;
+    }
     if (reply->type == REDIS_REPLY_ERROR) {
         log_error("redis refused the handshake: %s", reply->str);
         store_drop(st, "handshake failed");
         return;
     }
-    if (script >= 0 && reply->type == REDIS_REPLY_STRING && reply->len == 40)
-        memcpy(st->sha[script], reply->str, 41);
     if (!last)
         return;
+    atomic_store(&store_missing_said, false);
     if (st->ever_ready)
         tally_metric_add(&st->metrics->redis_reconnects, 1);
     log_info("redis ready at %s", st->name);
@@ -416,9 +414,9 @@ static void on_handshake(int status, redisReply *reply, void *arg)
     store_arm_deadline(st);
 }
 
-/* SCRIPT is the index of the script a SCRIPT LOAD loads, else -1. */
+/* PROBE: the command asks for this version's functions. */
 static void store_handshake_cmd(struct tally_store *st, int argc, const char **argv,
-                                const size_t *len, int script)
+                                const size_t *len, bool probe)
 {
     struct handshake_step *step = malloc(sizeof(*step));
     struct store_cmd *c = step != NULL ? store_cmd_new(st, on_handshake, step) : NULL;
@@ -428,7 +426,7 @@ static void store_handshake_cmd(struct tally_store *st, int argc, const char **a
         return;
     }
     step->st = st;
-    step->script = script;
+    step->probe = probe;
     c->handshake = true;
     if (store_send_argv(st, c, argc, argv, len) < 0) {
         free(step);
@@ -442,7 +440,7 @@ static void store_handshake_words(struct tally_store *st, int argc, const char *
 
     for (int i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
-    store_handshake_cmd(st, argc, argv, len, -1);
+    store_handshake_cmd(st, argc, argv, len, false);
 }
 
 static void store_handshake(struct tally_store *st)
@@ -452,6 +450,8 @@ static void store_handshake(struct tally_store *st)
     const char *auth[] = {"AUTH", r->username, r->password};
     const char *sel[] = {"SELECT", db};
     const char *ping[] = {"PING"};
+    const char *probe[] = {"FCALL_RO", tally_functions_name(TALLY_SCRIPTS), "0"};
+    const size_t probe_len[] = {8, strlen(probe[1]), 1};
 
     st->state = STORE_HANDSHAKE;
     if (r->password[0] != '\0' && r->username[0] != '\0')
@@ -462,12 +462,8 @@ static void store_handshake(struct tally_store *st)
         snprintf(db, sizeof(db), "%u", r->db);
         store_handshake_words(st, 2, sel);
     }
-    for (int i = 0; i < TALLY_SCRIPTS; i++) {
-        const char *load[] = {"SCRIPT", "LOAD", (const char *)store_scripts[i].text};
-        size_t len[] = {6, 4, *store_scripts[i].len};
-
-        store_handshake_cmd(st, 3, load, len, i);
-    }
+    /* The functions of this version: loaded by an admin, never by the daemon's user. */
+    store_handshake_cmd(st, 3, probe, probe_len, true);
     store_handshake_words(st, 1, ping);
 }
 

@@ -349,9 +349,10 @@ static void writer_refused(struct write_lane *l, const redisReply *reply)
             writer_requeue_unit(l);
         return;
     }
-    /* An error raised while the script ran ("... script: <sha>, on @user_script:N."): what it
-     * wrote before stays written, so "not counted" would not be true. */
-    if (strstr(reply->str, "@user_script:") != NULL) {
+    /* An error raised while the function ran ("... script: tally_apply_<v>, on
+     * @user_function:N."): what it wrote before stays written, so "not counted" would not be
+     * true. */
+    if (strstr(reply->str, "@user_function:") != NULL || strstr(reply->str, "@user_script:") != NULL) {
         log_error("the write script failed part-way: %s", reply->str);
         writer_answer_unit(l, TALLY_EUNKNOWN);
         return;

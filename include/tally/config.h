@@ -67,6 +67,7 @@ struct tally_config {
     enum tally_log_level log_level;
     bool demo;                     /* serve the demo pages under /demo/ */
     bool healthcheck;              /* only ask --listen's /healthz and exit 0 or 1 */
+    bool load_functions;           /* only load the Redis functions (an admin step) and exit */
 };
 
 enum tally_config_action {

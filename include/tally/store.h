@@ -1,7 +1,8 @@
 /* store.h -- one asynchronous Redis connection on a libevent base.
  *
  * The store connects by itself and keeps reconnecting with backoff and jitter; it sends
- * commands only while ready (connected, authenticated, the apply script loaded), and gives
+ * commands only while ready (connected, authenticated, this version's functions found in
+ * Redis), and gives
  * every command a deadline, since hiredis 0.14 has none: a connection whose oldest command
  * is late is dropped. Not thread-safe: one store per event base. */
 #ifndef TALLY_STORE_H
@@ -18,7 +19,7 @@
 struct tally_store;
 struct tally_metrics;
 
-/* The server-side scripts, loaded on every connection. */
+/* The server-side scripts: functions of tally's Redis function library (functions.h). */
 enum tally_script {
     TALLY_SCRIPT_APPLY,  /* src/scripts/apply.lua: a write unit */
     TALLY_SCRIPT_TOP,    /* src/scripts/top.lua: one bucket's top list */
@@ -51,10 +52,11 @@ bool tally_store_ready(const struct tally_store *st);
 /* Where the store connects. */
 const struct tally_redis_target *tally_store_target(const struct tally_store *st);
 
-/* Run SCRIPT with the RESP arguments BODY (LEN bytes, NARGS arguments, from numkeys on).
- * BODY is borrowed until DONE runs: on NOSCRIPT the store sends it again with the script's
- * text. Returns 0 and later calls DONE, or TALLY_EUNAVAIL (not ready) or TALLY_ENOMEM
- * without calling it. */
+/* Call SCRIPT's function (FCALL, or FCALL_RO for a read-only one) with the RESP arguments
+ * BODY (LEN bytes, NARGS arguments, from numkeys on). BODY is borrowed until DONE runs. When
+ * Redis lacks the function, DONE gets TALLY_EUNAVAIL (nothing ran) and the store stops being
+ * ready until a reconnect finds it. Returns 0 and later calls DONE, or TALLY_EUNAVAIL (not
+ * ready) or TALLY_ENOMEM without calling it. */
 int tally_store_eval(struct tally_store *st, enum tally_script script, const char *body,
                      size_t len, size_t nargs, tally_store_reply_cb *done, void *arg);
 

@@ -2,7 +2,7 @@
 // test, each on its own Redis database so counts never leak between tests), a static page server
 // on another origin, a recording proxy, Debian's Chromium through playwright-core, and helpers
 // that read the store from Node. Everything started here is stopped by PID, also on failure.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -102,6 +102,8 @@ export async function startRedis() {
     { stdio: ['ignore', 'pipe', 'pipe'] }), 'redis-server');
     try {
       await waitForLine(child, /Ready to accept connections/, 10000);
+      // The admin step of every deploy: tallyd calls the functions it does not load itself.
+      execFileSync(TALLYD, ['--load-functions', '--redis', `redis://127.0.0.1:${port}/0`], { stdio: 'pipe' });
       return {
         port,
         stop: async () => { await child.stopGracefully(); fs.rmSync(dir, { recursive: true, force: true }); },

@@ -266,11 +266,35 @@ class RespClient:
 
 # ---- Redis ----
 
+def load_functions(redis_args, timeout=30.0):
+    """Run the admin step every deploy runs before tallyd: `tallyd --load-functions` with
+    REDIS_ARGS (["--redis", URL] or ["--redis-cluster", SEEDS])."""
+    r = subprocess.run([tallyd_path(), "--load-functions"] + list(redis_args),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                       env={k: v for k, v in os.environ.items() if not k.startswith("TALLY_")})
+    if r.returncode != 0:
+        raise RuntimeError("tallyd --load-functions %s failed (%d):\n%s%s"
+                           % (" ".join(redis_args), r.returncode, r.stdout, r.stderr))
+
+
+def functions_library():
+    """The name of the function library the tallyd under test calls, "tally_<v>", from its
+    --version."""
+    out = subprocess.run([tallyd_path(), "--version"], capture_output=True, text=True,
+                         timeout=10).stdout
+    m = re.search(r"Redis functions (tally_[0-9a-f]+)", out)
+    if m is None:
+        raise AssertionError("no function library in tallyd --version: %r" % out)
+    return m.group(1)
+
+
 class Redis:
     """A redis-server of our own. start() again after stop()/kill() reuses the port and the
-    directory, so the append-only file brings the data back."""
+    directory, so the append-only file brings the data back. start() loads tally's functions
+    too (an admin step: tallyd's own user may only call them), unless FUNCTIONS is False."""
 
-    def __init__(self):
+    def __init__(self, functions=True):
+        self.functions = functions
         self.binary = redis_server_path()
         self.dir = _scratch_dir("redis")
         self.port = None
@@ -315,6 +339,8 @@ class Redis:
                     break
                 try:
                     if self._ping():
+                        if self.functions:
+                            load_functions(["--redis", "redis://127.0.0.1:%d/0" % self.port])
                         return self
                 except OSError:
                     pass

@@ -63,6 +63,7 @@ class CliTest(harness.TallyTestCase):
         self.assertRegex(out, r"libevent[ /]v?\d+\.\d+\.\d+")
         self.assertRegex(out, r"hiredis[ /]v?\d+\.\d+\.\d+")
         self.assertRegex(out, r"cJSON[ /]v?\d+\.\d+\.\d+")
+        self.assertRegex(out, r"; Redis functions tally_[0-9a-f]{12}\)$")
 
     def assertRefused(self, args, env, name, secret=None):
         port = harness.free_port()

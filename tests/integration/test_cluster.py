@@ -192,6 +192,9 @@ class Cluster:
             raise RuntimeError("redis-cli --cluster create failed (%d):\n%s\n%s"
                                % (r.returncode, r.stdout[-3000:], r.stderr[-2000:]))
         self.wait_healthy(30.0)
+        # Into every master; replicas get the functions by replication, and keep them (with
+        # the append-only file) across restarts and failovers.
+        harness.load_functions(["--redis-cluster", self.seeds()])
         return self
 
     def close(self):

@@ -5,8 +5,9 @@
 #   systemd     systemd-analyze verify (silent) and security --offline (exposure <= 2.0)
 #   env         deploy/tallyd.env names every tallyd variable and nothing else, and tallyd
 #               starts with its values (healthz, healthcheck, SIGTERM exit 0)
-#   redis       deploy/redis.conf runs, its ACL refuses foreign commands and keys, and tallyd
-#               with tallyd.env's Redis URL does every Redis operation through it
+#   redis       deploy/redis.conf runs, its ACL refuses foreign commands and keys, scripts,
+#               function loading, other databases; tallyd --load-functions as an admin, then
+#               tallyd with tallyd.env's Redis URL does every Redis operation through it
 #   dockerfile  static rules, the builder stage's sources and flags build tallyd, and the
 #               runtime stage installs every library that tallyd links
 #   compose     docker-compose config -q, hardening keys, tallyd accepts its environment
@@ -210,6 +211,7 @@ check_env() {
         problem "$line is missing (every tallyd variable is documented there)"
     done
     ! grep -qE '^TALLY_HEALTHCHECK=' "$envfile" || problem "TALLY_HEALTHCHECK must not be set"
+    ! grep -qE '^TALLY_LOAD_FUNCTIONS=' "$envfile" || problem "TALLY_LOAD_FUNCTIONS must not be set"
     grep -qE '^TALLY_LISTEN=127\.0\.0\.1:' "$envfile" || problem "TALLY_LISTEN should be on loopback"
     grep -qE '^TALLY_TRUST_PROXY=.*127\.0\.0\.1' "$envfile" || problem "TALLY_TRUST_PROXY should list 127.0.0.1"
     grep -qE '^TALLY_TOKEN=' "$envfile" || problem "TALLY_TOKEN is missing"
@@ -271,6 +273,15 @@ check_redis() {
     [[ $(r FLUSHALL) == *NOPERM* ]] || problem "user $user may FLUSHALL"
     [[ $(r CONFIG GET dir) == *NOPERM* ]] || problem "user $user may CONFIG"
     [[ $(r SET other:key 1) == *NOPERM* ]] || problem "user $user may write outside ${prefix}*"
+    # Scripts of its own, loading functions, other databases, listing keys: none of it.
+    [[ $(r EVAL 'return 1' 0) == *NOPERM* ]] || problem "user $user may EVAL"
+    [[ $(r SCRIPT LOAD 'return 1') == *NOPERM* ]] || problem "user $user may SCRIPT LOAD"
+    [[ $(r FUNCTION LOAD "#!lua name=x
+redis.register_function('x', function() return 1 end)") == *NOPERM* ]] ||
+        problem "user $user may FUNCTION LOAD"
+    [[ $(r FUNCTION FLUSH) == *NOPERM* ]] || problem "user $user may FUNCTION FLUSH"
+    [[ $(r SELECT 1) == *NOPERM* ]] || problem "user $user may SELECT another database"
+    [[ $(r KEYS '*') == *NOPERM* ]] || problem "user $user may KEYS"
     admin() { redis-cli -p "$port" --user checker --pass check --no-auth-warning "$@"; }
     [[ $(admin CONFIG GET appendfsync | tail -n1) == always ]] || problem "appendfsync is not always"
     [[ $(admin CONFIG GET maxmemory-policy | tail -n1) == noeviction ]] || problem "maxmemory-policy is not noeviction"
@@ -282,12 +293,28 @@ check_redis() {
     known=$(admin COMMAND LIST)
     while read -r cmd; do
         grep -qix "$cmd" <<<"$known" || continue # an error word or a subcommand, not a command
+        # READONLY: an error reply the writer recognises (src/writer.c), never sent. SELECT:
+        # sent only for a database other than 0, which this user is kept out of (below).
+        [[ $cmd != readonly && $cmd != select ]] || continue
         [[ $acl == *" +$cmd "* || $acl == *" +$cmd|"* ]] ||
             problem "redis.conf: user $user lacks +$cmd, which src/ sends"
     done < <({
         grep -ohE "redis\.p?call\('[A-Za-z]+'|\{'[A-Z]+'" "$root"/src/scripts/*.lua | grep -oE "[A-Za-z]+'$" | tr -d "'"
-        grep -ohE '"[A-Z]{2,}"' "$root"/src/*.c | tr -d '"'
+        # Not src/functions.c: --load-functions runs as an admin, never as this user.
+        grep -ohE '"[A-Z][A-Z_]+"' $(ls "$root"/src/*.c | grep -v '/functions\.c$') | tr -d '"'
     } | tr '[:upper:]' '[:lower:]' | sort -u)
+    for cmd in eval evalsha script function select keys flushall flushdb config; do
+        [[ $acl != *" +$cmd "* && $acl != *" +$cmd|"* && $acl != *" +@"* ]] ||
+            problem "redis.conf: user $user may $cmd (or a whole category)"
+    done
+
+    # The functions, loaded as the admin step of the deploy; the user itself may not.
+    if "$tallyd" --load-functions --redis "redis://$user:$pass@127.0.0.1:$port/0" >/dev/null 2>&1; then
+        problem "user $user could load the functions"
+    fi
+    admin ACL LOG RESET >/dev/null
+    "$tallyd" --load-functions --redis "redis://checker:check@127.0.0.1:$port/0" >/dev/null ||
+        problem "tallyd --load-functions as an admin failed"
 
     # tallyd with the env file's values and its Redis user and password, on this Redis.
     start_tallyd redis "$envfile" --redis "redis://$user:$pass@127.0.0.1:$port/0"

@@ -106,6 +106,14 @@ for ((i = 0; i < 100; i++)); do
     sleep 0.1
 done
 port_open "$redis_port" || die "redis-server did not listen on port $redis_port within 10 s"
+# The admin step of every deploy: tallyd calls the functions it does not load itself (a Redis
+# still loading answers LOADING: try again).
+for ((i = 0; i < 50; i++)); do
+    "$tallyd" --load-functions --redis "redis://127.0.0.1:$redis_port/0" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+"$tallyd" --load-functions --redis "redis://127.0.0.1:$redis_port/0" >/dev/null ||
+    die "tallyd --load-functions failed"
 
 # ---- tallyd ----
 # One worker thread, so that /readyz speaks for the thread that takes the next event.

@@ -36,6 +36,15 @@ if (ports.length !== 1 || ports[0] !== '127.0.0.1:8080:8080')
 const dep = (tallyd.depends_on || {}).redis;
 if (!dep || dep.condition !== 'service_healthy') fail('tallyd: depends_on redis condition service_healthy is missing');
 if (env.TALLY_REDIS !== 'redis://redis:6379/0') fail('tallyd: TALLY_REDIS must be redis://redis:6379/0');
+// The Redis functions are loaded by a one-shot service before tallyd starts.
+const loader = Object.entries(services).find(([, sv]) => {
+  const c = Array.isArray(sv.command) ? sv.command : String(sv.command || '').split(/\s+/);
+  return c.includes('--load-functions');
+});
+if (!loader) fail('no one-shot service runs tallyd --load-functions');
+else if (((tallyd.depends_on || {})[loader[0]] || {}).condition !== 'service_completed_successfully')
+  fail(`tallyd: depends_on ${loader[0]} condition service_completed_successfully is missing`);
+else if (loader[1].image !== tallyd.image) fail(`${loader[0]}: must run tallyd's image (${tallyd.image})`);
 const grace = /^(\d+)s$/.exec(String(tallyd.stop_grace_period || ''));
 if (!grace || Number(grace[1]) <= DRAIN_SECONDS)
   fail(`tallyd: stop_grace_period must exceed tallyd's ${DRAIN_SECONDS} s drain`);
@@ -46,6 +55,11 @@ const cmd = Array.isArray(redis.command) ? redis.command : String(redis.command 
 const arg = (name) => { const i = cmd.indexOf(name); return i < 0 ? undefined : String(cmd[i + 1]); };
 if (arg('--appendonly') !== 'yes') fail('redis: command needs --appendonly yes');
 if (arg('--appendfsync') !== 'always') fail('redis: command needs --appendfsync always');
+// noeviction without a limit only takes effect when the machine runs out of memory: the kernel
+// kills Redis first.
+if (arg('--maxmemory-policy') !== 'noeviction') fail('redis: command needs --maxmemory-policy noeviction');
+if (!/^[1-9][0-9]*(b|kb|mb|gb)?$/i.test(arg('--maxmemory') || ''))
+  fail(`redis: command needs --maxmemory with a size above 0 (got ${arg('--maxmemory')})`);
 const hc = ((redis.healthcheck || {}).test || []).join(' ');
 if (!/redis-cli.*ping/.test(hc)) fail('redis: healthcheck must run redis-cli ping');
 const vol = (redis.volumes || []).map((v) => (typeof v === 'string' ? v.split(':') : [v.source, v.target]));

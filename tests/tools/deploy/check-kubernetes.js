@@ -2,10 +2,12 @@
 // check-kubernetes.js [--flags TALLY_A,TALLY_B,...] [--env-out FILE] FILE.yaml...
 //   -- offline checks of tally's Kubernetes manifests.
 //
-// Every YAML document must be a Secret, ConfigMap, Deployment, Service or PodDisruptionBudget
-// that passes kubernetes-models' JSON-schema validation (the API's OpenAPI schemas, no
+// Every YAML document must be a Secret, ConfigMap, Deployment, Service, PodDisruptionBudget or
+// Job that passes kubernetes-models' JSON-schema validation (the API's OpenAPI schemas, no
 // cluster needed); then tally's own rules: probes on /readyz and /healthz, a non-root
-// read-only container, a grace period above tallyd's 35 s drain, a PodDisruptionBudget.
+// read-only container, a grace period above tallyd's 35 s drain, a PodDisruptionBudget, a Job
+// that loads the Redis functions with the admin's Secret, which the Deployment never reads,
+// and X-Forwarded-For trusted from no range wider than an ingress controller's addresses.
 // --flags: the TALLY_* variables tallyd knows; every ConfigMap/Secret key must be one.
 // --env-out: write the ConfigMap and Secret data as shell assignments (KEY='value') to FILE,
 // so that check-deploy.sh can start tallyd with exactly these values.
@@ -17,6 +19,7 @@ const yaml = require('js-yaml');
 const { Deployment } = require('kubernetes-models/apps/v1');
 const { ConfigMap, Secret, Service } = require('kubernetes-models/v1');
 const { PodDisruptionBudget } = require('kubernetes-models/policy/v1');
+const { Job } = require('kubernetes-models/batch/v1');
 
 const MODELS = {
   'apps/v1 Deployment': Deployment,
@@ -24,7 +27,9 @@ const MODELS = {
   'v1 Secret': Secret,
   'v1 Service': Service,
   'policy/v1 PodDisruptionBudget': PodDisruptionBudget,
+  'batch/v1 Job': Job,
 };
+const ADMIN_SECRET = 'tally-redis-admin'; // the Redis admin's URL: the load-functions Job's only
 const DRAIN_SECONDS = 35; // WORKER_DRAIN_MAX_MS in src/worker.c
 
 const problems = [];
@@ -45,6 +50,21 @@ function fail(where, message) {
   problems.push(`${where}: ${message}`);
 }
 
+const secretRefs = (pod) => (pod.containers || []).concat(pod.initContainers || [])
+  .flatMap((c) => (c.envFrom || []).map((e) => (e.secretRef || {}).name)
+    .concat((c.env || []).map((e) => (((e.valueFrom || {}).secretKeyRef) || {}).name)))
+  .filter(Boolean);
+
+function checkJob(where, j) {
+  const pod = ((j.spec || {}).template || {}).spec || {};
+  const c = (pod.containers || [])[0] || {};
+  if (!(c.args || []).includes('--load-functions')) fail(where, 'the Job must run tallyd --load-functions');
+  if (!secretRefs(pod).includes(ADMIN_SECRET)) fail(where, `the Job must read the Redis admin's Secret ${ADMIN_SECRET}`);
+  if (!['OnFailure', 'Never'].includes(pod.restartPolicy)) fail(where, 'restartPolicy must be OnFailure or Never');
+  if (((pod.securityContext || {}).runAsNonRoot) !== true) fail(where, 'pod securityContext.runAsNonRoot must be true');
+  if (((c.securityContext || {}).readOnlyRootFilesystem) !== true) fail(where, 'securityContext.readOnlyRootFilesystem must be true');
+}
+
 function checkDeployment(where, d) {
   const spec = d.spec || {};
   const pod = (spec.template || {}).spec || {};
@@ -58,6 +78,8 @@ function checkDeployment(where, d) {
   if (!(pod.terminationGracePeriodSeconds > DRAIN_SECONDS))
     fail(where, `terminationGracePeriodSeconds must exceed tallyd's ${DRAIN_SECONDS} s drain`);
   const containers = pod.containers || [];
+  if (secretRefs(pod).includes(ADMIN_SECRET))
+    fail(where, `the Deployment must not read ${ADMIN_SECRET}: tallyd runs as its own Redis user`);
   const tallyd = containers.find((c) => c.name === 'tallyd');
   if (!tallyd) {
     fail(where, 'no container named tallyd');
@@ -107,21 +129,32 @@ for (const file of files) {
     }
     seen[doc.kind] = (seen[doc.kind] || 0) + 1;
     if (doc.kind === 'Deployment') checkDeployment(where, doc);
+    if (doc.kind === 'Job') checkJob(where, doc);
     if (doc.kind === 'PodDisruptionBudget' && doc.spec.minAvailable !== 1)
       fail(where, 'spec.minAvailable should be 1');
     if (doc.kind === 'ConfigMap' || doc.kind === 'Secret') {
       const data = doc.kind === 'Secret' ? doc.stringData || {} : doc.data || {};
       for (const [k, v] of Object.entries(data)) {
         if (flags && !flags.has(k)) fail(where, `${k} is not a tallyd variable`);
-        env[k] = String(v);
+        if ((doc.metadata || {}).name !== ADMIN_SECRET) env[k] = String(v);
       }
     }
   });
 }
-for (const kind of ['Deployment', 'Service', 'PodDisruptionBudget'])
+for (const kind of ['Deployment', 'Service', 'PodDisruptionBudget', 'Job'])
   if (!present[kind]) fail('manifests', `no ${kind}`);
 
 if (env.TALLY_LISTEN !== '0.0.0.0:8080') fail('manifests', 'TALLY_LISTEN must be 0.0.0.0:8080');
+// Only the ingress controller's addresses are trusted with X-Forwarded-For: a range as wide as
+// a pod CIDR (a /16 or /24) would let every pod forge client addresses.
+for (const r of (env.TALLY_TRUST_PROXY || '').split(',').filter(Boolean)) {
+  const m = /^([0-9.]+|[0-9a-fA-F:]+)(?:\/(\d+))?$/.exec(r.trim());
+  const v6 = m && m[1].includes(':');
+  const bits = m ? Number(m[2] ?? (v6 ? 128 : 32)) : -1;
+  if (!m || bits < (v6 ? 120 : 26))
+    fail('manifests', `TALLY_TRUST_PROXY: ${r} is wider than an ingress controller's addresses (at most a /26, or /120 for IPv6)`);
+}
+if (!env.TALLY_TRUST_PROXY) fail('manifests', 'TALLY_TRUST_PROXY must list the ingress controller\'s addresses');
 if (envOut)
   fs.writeFileSync(envOut, Object.entries(env)
     .map(([k, v]) => `${k}='${v.replace(/'/g, "'\\''")}'\n`).join(''));

@@ -1,0 +1,159 @@
+"""Least privilege in Redis: the whole daemon runs as deploy/redis.conf's "tally" user, which
+may call tally's functions and the few commands tallyd sends, and nothing else (no EVAL, no
+other database, no FLUSHALL, CONFIG or KEYS, no loading functions); the functions are loaded
+by an admin step, and without them tallyd is not ready and says why, once."""
+
+import os
+import re
+import time
+import unittest
+from urllib.parse import quote
+
+import harness
+from harness import TOKEN
+
+AUTH = {"Authorization": "Bearer " + TOKEN}
+PASSWORD = "acl-test-password-0123"
+REDIS_CONF = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "redis.conf")
+
+
+def tally_user_rules():
+    """The rules of redis.conf's tally user, its password replaced by PASSWORD."""
+    with open(REDIS_CONF) as f:
+        line = next(l for l in f if l.startswith("user tally "))
+    rules = line.split()[2:]
+    return [">" + PASSWORD if r.startswith(">") else r for r in rules]
+
+
+class AclTest(harness.TallyTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = harness.Redis().start()  # its default user is the admin: it loaded them
+        cls.redis.command("ACL", "SETUSER", "tally", "reset", *tally_user_rules())
+        cls.url = "redis://tally:%s@127.0.0.1:%d/0" % (PASSWORD, cls.redis.port)
+        cls.tallyd = harness.Tallyd(cls.redis, ["--redis", cls.url, "--token", TOKEN,
+                                                "--view-window", "0"])
+        try:
+            cls.tallyd.start()
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tallyd.close()
+        cls.redis.close()
+
+    def setUp(self):
+        self.redis.flushall()
+        self.redis.command("ACL", "LOG", "RESET")
+        harness.wait_until(lambda: self.tallyd.get("/readyz").status == 200, 10.0,
+                           message="tallyd ready as the tally user")
+
+    def as_tally(self):
+        c = harness.RespClient(self.redis.port)
+        self.assertEqual(c.command("AUTH", "tally", PASSWORD), "OK")
+        return c
+
+    def test_the_whole_daemon_runs_as_the_tally_user(self):
+        t = self.tallyd
+        a, q = "acl/one", quote("acl/one", safe="")
+        events = [{"type": "view", "article": a}, {"type": "view", "article": a},
+                  {"type": "share", "article": a, "network": "twitter"}]
+        self.assertEqual(t.post_events(events).body, {"accepted": 3, "ignored": 0})
+        self.assertEqual(t.post_events({"type": "comment", "article": a, "delta": 2}, AUTH).status,
+                         200)
+        self.assertEqual(t.get("/v1/pixel.gif?type=view&article=" + q).headers["Tally-Outcome"],
+                         "counted")
+        st = t.stats(a)
+        self.assertEqual((st["views"], st["shares"], st["comments"]), (3, 1, 2))
+        self.assertEqual(t.get("/v1/stats?article=%s&article=b" % q).status, 200)
+        for period in ("day", "week", "month", "all"):
+            r = t.get("/v1/top?period=" + period)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.body["articles"], [{"article": a, "count": 3}], period)
+        self.assertEqual(t.get("/v1/totals?period=day").body["views"], 3)
+        for interval in ("hour", "day"):
+            r = t.get("/v1/series/%s?interval=%s" % (q, interval))
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(sum(p["value"] for p in r.body["points"]), 3)
+        self.assertEqual(t.get("/v1/badge/%s.svg" % q).status, 200)
+        self.assertEqual(t.request("DELETE", "/v1/articles/" + q, headers=AUTH).status, 204)
+        self.assertEqual(t.stats(a)["views"], 0)
+        self.assertEqual(t.get("/readyz").status, 200)
+        # Nothing of it was refused, and every key is under the prefix.
+        self.assertEqual(self.redis.command("ACL", "LOG"), [])
+        self.assertEqual([k for k in self.redis.keys() if not k.startswith(b"tally:")], [])
+
+    def test_the_tally_user_may_do_nothing_else(self):
+        c = self.as_tally()
+        try:
+            for cmd in (["EVAL", "return 1", "0"], ["EVALSHA", "0" * 40, "0"],
+                        ["SCRIPT", "LOAD", "return 1"], ["SELECT", "1"], ["FLUSHALL"],
+                        ["FLUSHDB"], ["CONFIG", "GET", "maxmemory"], ["KEYS", "*"],
+                        ["FUNCTION", "FLUSH"], ["FUNCTION", "DELETE", harness.functions_library()],
+                        ["FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', "
+                                             "function() return 1 end)"],
+                        ["SET", "other:key", "1"], ["DEBUG", "SLEEP", "0"]):
+                with self.subTest(cmd=cmd[0]):
+                    with self.assertRaises(harness.RespError) as e:
+                        c.command(*cmd)
+                    self.assertTrue(str(e.exception).startswith("NOPERM"), e.exception)
+        finally:
+            c.close()
+        # Nor may it run the admin step.
+        with self.assertRaises(RuntimeError):
+            harness.load_functions(["--redis", self.url])
+
+    def test_functions_are_called_read_only_where_they_only_read(self):
+        """A read-only function called with FCALL_RO, a writing one refused there."""
+        c = self.as_tally()
+        try:
+            v = harness.functions_library()[len("tally_"):]
+            self.assertEqual(c.command("FCALL_RO", "tally_version_" + v, "0"), v.encode())
+            with self.assertRaises(harness.RespError):
+                c.command("FCALL_RO", "tally_forget_" + v, "1", "tally:{00}a:x",
+                          "tally:", "00", "x", "0")
+        finally:
+            c.close()
+
+
+class MissingFunctionsTest(harness.TallyTestCase):
+    """A Redis without this version's functions: not ready, one log line, ready once loaded."""
+
+    def test_without_the_functions_tallyd_is_not_ready_and_says_so_once(self):
+        self.redis = self.track(harness.Redis(functions=False).start())
+        # One worker: the worker that finds the functions gone is the one /readyz asks.
+        t = self.track(harness.Tallyd(self.redis, ["--token", TOKEN], threads=1).start())
+        self.addCleanup(t.close)
+        self.addCleanup(self.redis.close)
+        time.sleep(1.5)  # several reconnects of each worker
+        self.assertEqual(t.get("/readyz").status, 503)
+        r = t.post_events({"type": "view", "article": "m"})
+        self.assertEqual(r.status, 503, r)
+        said = re.findall(r"does not have the functions (tally_[0-9a-f]+): load them with "
+                          r"'tallyd --load-functions'", t.log())
+        self.assertEqual(said, [harness.functions_library()])
+
+        harness.load_functions(["--redis", "redis://127.0.0.1:%d/0" % self.redis.port])
+        harness.wait_until(lambda: t.get("/readyz").status == 200, 10.0,
+                           message="ready once the functions are loaded")
+        self.assertEqual(t.post_events({"type": "view", "article": "m"}).status, 200)
+
+        # Functions deleted under a running tallyd: the next call finds them missing, nothing
+        # is counted, and tallyd is not ready until they are back.
+        self.redis.command("FUNCTION", "FLUSH")
+        r = t.post_events({"type": "view", "article": "m"})
+        self.assertEqual(r.status, 503, r)
+        harness.wait_until(lambda: t.get("/readyz").status == 503, 5.0,
+                           message="not ready without the functions")
+        self.assertEqual(len(re.findall("does not have the functions", t.log())), 2)
+        harness.load_functions(["--redis", "redis://127.0.0.1:%d/0" % self.redis.port])
+        harness.wait_until(lambda: t.get("/readyz").status == 200, 10.0,
+                           message="ready again")
+        self.assertEqual(t.stats("m")["views"], 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
