@@ -125,8 +125,10 @@ static bool functions_load_into(redisContext *c, const char *where,
     return true;
 }
 
-/* The masters of the cluster SEED belongs to, from CLUSTER NODES: "host:port" into OUT. */
-static int functions_masters(redisContext *c, char out[][TALLY_HOST_MAX + 8], int max)
+/* The nodes of the cluster, from one node's CLUSTER NODES: "host:port" into OUT. Every node,
+ * replicas too: right after a failover (or the cluster's creation) one node's view of who is
+ * master may lag, so each node is asked itself (ROLE). */
+static int functions_nodes(redisContext *c, char out[][TALLY_HOST_MAX + 8], int max)
 {
     redisReply *r = redisCommand(c, "CLUSTER NODES");
     int n = 0;
@@ -145,61 +147,79 @@ static int functions_masters(redisContext *c, char out[][TALLY_HOST_MAX + 8], in
         if (next != NULL)
             *next++ = '\0';
         if (sscanf(line, "%63s %286s %127s", id, addr, flags) != 3 ||
-            strstr(flags, "master") == NULL || strstr(flags, "fail") != NULL ||
             strstr(flags, "noaddr") != NULL || strstr(flags, "handshake") != NULL)
             continue;
         addr[strcspn(addr, "@,")] = '\0';
-        if (addr[0] == ':' || addr[0] == '\0')
+        if (addr[0] == ':' || addr[0] == '\0' || strlen(addr) >= TALLY_HOST_MAX + 8)
             continue;
-        if (strlen(addr) < TALLY_HOST_MAX + 8)
-            memcpy(out[n++], addr, strlen(addr) + 1);
+        memcpy(out[n++], addr, strlen(addr) + 1);
     }
     freeReplyObject(r);
     return n;
 }
 
-/* "host:port" (the host may be an IPv6 address: the port follows the last colon). */
-static bool functions_load_addr(const char *addr)
+/* Is the node at C a master, by its own word? */
+static bool functions_is_master(redisContext *c)
+{
+    redisReply *r = redisCommand(c, "ROLE");
+    bool master = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                  r->element[0]->type == REDIS_REPLY_STRING &&
+                  strcmp(r->element[0]->str, "master") == 0;
+
+    freeReplyObject(r);
+    return master;
+}
+
+/* Load into the node at ADDR ("host:port"; an IPv6 host ends at the last colon) if it is a
+ * master: 1 loaded, 0 a replica (it gets the library from its master), -1 failed. */
+static int functions_load_node(const char *addr)
 {
     char host[TALLY_HOST_MAX + 1];
     const char *colon = strrchr(addr, ':');
     unsigned port = colon != NULL ? (unsigned)strtoul(colon + 1, NULL, 10) : 0;
     redisContext *c;
-    bool ok;
+    int rc;
 
     if (colon == NULL || port == 0 || (size_t)(colon - addr) > TALLY_HOST_MAX) {
         fprintf(stderr, "tallyd: '%s' is not host:port\n", addr);
-        return false;
+        return -1;
     }
     snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
     c = functions_connect_tcp(host, port);
-    ok = functions_load_into(c, addr, NULL);
+    if (c != NULL && c->err == 0 && !functions_is_master(c))
+        rc = 0;
+    else
+        rc = functions_load_into(c, addr, NULL) ? 1 : -1;
     redisFree(c);
-    return ok;
+    return rc;
 }
 
 static int functions_load_cluster(const struct tally_config *cfg)
 {
-    static char masters[FUNCTIONS_NODES_MAX][TALLY_HOST_MAX + 8];
-    int n = -1, loaded = 0;
+    static char nodes[FUNCTIONS_NODES_MAX][TALLY_HOST_MAX + 8];
+    int n = -1, loaded = 0, failed = 0;
 
-    for (size_t i = 0; i < cfg->n_cluster && n < 0; i++) {
+    for (size_t i = 0; i < cfg->n_cluster && n <= 0; i++) {
         redisContext *c = functions_connect_tcp(cfg->cluster[i].host, cfg->cluster[i].port);
 
         if (c != NULL && c->err == 0)
-            n = functions_masters(c, masters, FUNCTIONS_NODES_MAX);
+            n = functions_nodes(c, nodes, FUNCTIONS_NODES_MAX);
         else
             fprintf(stderr, "tallyd: cannot connect to %s:%u: %s\n", cfg->cluster[i].host,
                     cfg->cluster[i].port, c != NULL ? c->errstr : "out of memory");
         redisFree(c);
     }
-    if (n <= 0) {
-        fprintf(stderr, "tallyd: no master of the cluster found from --redis-cluster\n");
+    for (int i = 0; i < n; i++) {
+        int rc = functions_load_node(nodes[i]);
+
+        loaded += rc > 0;
+        failed += rc < 0;
+    }
+    if (loaded == 0 || failed > 0) {
+        fprintf(stderr, "tallyd: the functions are not on every master of the cluster\n");
         return 1;
     }
-    for (int i = 0; i < n; i++)
-        loaded += functions_load_addr(masters[i]);
-    return loaded == n ? 0 : 1;
+    return 0;
 }
 
 int tally_functions_load(const struct tally_config *cfg)
