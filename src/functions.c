@@ -2,6 +2,7 @@
  * that loads it (`tallyd --load-functions`). The daemon's Redis user may call the functions
  * (FCALL, FCALL_RO) but neither load them nor run scripts of its own (EVAL): loading needs an
  * admin, once per version, before tallyds of that version start. */
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,8 @@ static const struct {
     {"version", true},
 };
 
+/* Filled once, by whichever thread asks first (pthread_once), read-only after. */
+static pthread_once_t functions_once = PTHREAD_ONCE_INIT;
 static char functions_lib[TALLY_FUNCTION_NAME_MAX];
 static char functions_names[TALLY_SCRIPTS + 1][TALLY_FUNCTION_NAME_MAX];
 
@@ -39,25 +42,28 @@ const char *tally_functions_code(size_t *len)
     return (const char *)tally_asset_functions_lua;
 }
 
-/* "tally_<v>" from the first line, "#!lua name=tally_<v>". */
-const char *tally_functions_library(void)
+/* "tally_<v>" from the first line, "#!lua name=tally_<v>"; then each "tally_<name>_<v>". */
+static void functions_init(void)
 {
     static const char head[] = "#!lua name=";
     const char *p = (const char *)tally_asset_functions_lua + sizeof(head) - 1;
 
-    if (functions_lib[0] == '\0')
-        snprintf(functions_lib, sizeof(functions_lib), "%.*s", (int)strcspn(p, "\n"), p);
+    snprintf(functions_lib, sizeof(functions_lib), "%.*s", (int)strcspn(p, "\n"), p);
+    for (int i = 0; i <= TALLY_SCRIPTS; i++)
+        snprintf(functions_names[i], TALLY_FUNCTION_NAME_MAX, "tally_%.8s_%.24s",
+                 functions_scripts[i].name, functions_lib + strlen("tally_"));
+}
+
+const char *tally_functions_library(void)
+{
+    pthread_once(&functions_once, functions_init);
     return functions_lib;
 }
 
 const char *tally_functions_name(enum tally_script script)
 {
-    char *out = functions_names[script];
-
-    if (out[0] == '\0')
-        snprintf(out, TALLY_FUNCTION_NAME_MAX, "tally_%.8s_%.24s", functions_scripts[script].name,
-                 tally_functions_library() + strlen("tally_"));
-    return out;
+    pthread_once(&functions_once, functions_init);
+    return functions_names[script];
 }
 
 bool tally_functions_read_only(enum tally_script script)
