@@ -213,7 +213,7 @@ class ReadsTest(harness.TallyTestCase):
             r = self.tallyd.get("/v1/top?period=%s&limit=100" % period)
             self.assertEqual((r.status, len(r.body["articles"])), (200, 100), r)
             log = self.slowlog()
-            scripts = [us for us, name in log if name == "EVALSHA"]
+            scripts = [us for us, name in log if name.upper() == "FCALL_RO"]  # top lists
             cost[period] = (sum(scripts), max(scripts), len(scripts))
             for _ in range(20):
                 self.assertEqual(self.tallyd.get("/v1/top?period=%s&limit=7" % period).status,
