@@ -12,6 +12,9 @@
 #include "tally/reports.h"
 #include "tally/uri.h"
 
+#define AGG_FENCE_DIGITS 15 /* Unix ms, zero-padded: a fixed width, rewritten in place */
+#define AGG_FENCE_DIGITS_STR "15"
+
 #define AGG_NONE UINT32_MAX
 
 /* One article's counters within a segment. */
@@ -401,7 +404,11 @@ static int agg_header(struct tally_agg *a, const struct tally_event *first, cons
     tally_buf_add_bulk_i64(&a->head, TALLY_ATTEMPT_TTL);
     tally_buf_add_bulk_i64(&a->head, TALLY_IDEM_TTL);
     tally_buf_add_bulk_i64(&a->head, a->now);
-    a->nargs += 5;
+    /* The fence: set for each send by tally_agg_fence(), in place. */
+    tally_buf_add(&a->head, "$" AGG_FENCE_DIGITS_STR "\r\n", 1 + strlen(AGG_FENCE_DIGITS_STR) + 2);
+    a->fence_at = a->head.len;
+    tally_buf_add(&a->head, "000000000000000\r\n", AGG_FENCE_DIGITS + 2);
+    a->nargs += 6;
     return 0;
 }
 
@@ -413,6 +420,7 @@ static int agg_assemble(struct tally_agg *a)
     tally_buf_reset(&a->body);
     tally_buf_add_bulk_i64(&a->body, (int64_t)a->nkeys);
     tally_buf_add(&a->body, a->keys.data, a->keys.len);
+    a->fence_at += a->body.len;
     tally_buf_add(&a->body, a->head.data, a->head.len);
     tally_buf_add(&a->body, a->args.data, a->args.len);
     a->nargs += 1 + a->nkeys;
@@ -483,6 +491,15 @@ int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size
             return rc;
     }
     return agg_assemble(a);
+}
+
+void tally_agg_fence(struct tally_agg *a, int64_t fence_ms)
+{
+    char *p = a->body.data + a->fence_at;
+    uint64_t v = fence_ms > 0 ? (uint64_t)fence_ms : 0;
+
+    for (int i = AGG_FENCE_DIGITS; i-- > 0; v /= 10)
+        p[i] = (char)('0' + v % 10);
 }
 
 /* ---- Reading the answer ---- */
@@ -565,6 +582,14 @@ static int agg_read_expired(struct tally_agg *a, const redisReply *r)
             return TALLY_EREDIS;
     }
     return 0;
+}
+
+bool tally_agg_fenced(const redisReply *reply)
+{
+    return reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+           (reply->element[0]->type == REDIS_REPLY_STATUS ||
+            reply->element[0]->type == REDIS_REPLY_STRING) &&
+           strcmp(reply->element[0]->str, "fenced") == 0;
 }
 
 int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,

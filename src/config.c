@@ -85,7 +85,7 @@ static const struct cfg_option cfg_options[] = {
     {"view-window", cfg_parse_uint, CFG_FIELD(view_window), "1800", "S", 0, 86400, 0,
      "a repeat view within S seconds is not counted (0..86400; 0 = all)"},
     {"redis-timeout", cfg_parse_uint, CFG_FIELD(redis_timeout_ms), "2000", "MS", 100, 60000, 0,
-     "ms allowed to connect to Redis and for each command (100..60000)"},
+     "ms per Redis connect/command; answers in --hold + MS (100..60000)"},
     {"hold", cfg_parse_uint, CFG_FIELD(hold_ms), "1000", "MS", 0, 30000, 0,
      "ms an event may wait for a down Redis before a 503 (0..30000)"},
     {"max-held", cfg_parse_uint, CFG_FIELD(max_held), "10000", "N", 1, 1000000, 0,

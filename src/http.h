@@ -71,6 +71,10 @@ bool tally_http_read_admit(struct tally_http_req *h, size_t cost);
  * Referrer-Policy and nosniff for pages, nosniff for the rest. tally_http_send() calls it. */
 void tally_http_policy(struct tally_http_req *h, const char *ctype);
 
+/* 504 {"error":"outcome_unknown","message":MESSAGE} with Retry-After (as for 503): a write
+ * sent to Redis and not confirmed in time, which may or may not be counted. */
+void tally_http_send_outcome_unknown(struct tally_http_req *h, const char *message);
+
 /* Add a response header. */
 void tally_http_header(struct tally_http_req *h, const char *name, const char *value);
 
@@ -85,9 +89,6 @@ bool tally_http_etag_match(const char *inm, const char *etag);
 /* Does the request carry --token as "Authorization: Bearer <token>"? 0 when it does, 401
  * when not, 403 when no token is configured. */
 int tally_http_authorized(struct tally_http_req *h);
-
-/* Close the connection without an answer: for a write whose outcome is unknown. */
-void tally_http_abandon(struct tally_http_req *h);
 
 uint64_t tally_http_now_us(void);
 

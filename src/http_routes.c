@@ -129,7 +129,9 @@ static void ingest_end(struct tally_http_req *h, bool pixel, const struct tally_
     } else if (wr->rec.status == TALLY_EUNKNOWN && pixel) {
         ingest_send_gif(h, "unknown"); /* the pixel always answers; its GIF claims nothing */
     } else if (wr->rec.status == TALLY_EUNKNOWN) {
-        tally_http_abandon(h);
+        tally_http_send_outcome_unknown(h, "redis did not confirm the write: it may or may "
+                                           "not be counted; a retry with the same "
+                                           "Idempotency-Key is counted at most once");
     } else if (wr->rec.status < 0) {
         ingest_send_refusal(h, pixel, 503, "unavailable", wr->failure, 0);
     } else {

@@ -160,6 +160,12 @@ void tally_http_send_unavailable(struct tally_http_req *h, const char *message)
     tally_http_send_error(h, 503, "unavailable", message);
 }
 
+void tally_http_send_outcome_unknown(struct tally_http_req *h, const char *message)
+{
+    tally_http_header(h, "Retry-After", arc4random_uniform(2) ? "2" : "1");
+    tally_http_send_error(h, 504, "outcome_unknown", message);
+}
+
 /* TAG without a weak prefix; its length in *LEN. */
 static const char *http_strong(const char *tag, size_t *len)
 {
@@ -253,19 +259,6 @@ void tally_http_client(struct tally_http_req *h, uint8_t out[16])
         tally_buf_adds(b, kv->value);
     }
     tally_client_addr(h->w->cfg, peer, b->len > 0 ? b->data : NULL, b->len, out);
-}
-
-void tally_http_abandon(struct tally_http_req *h)
-{
-    struct evhttp_connection *evcon = evhttp_request_get_connection(h->req);
-
-    tally_metric_add(&h->w->metrics.indeterminate, 1);
-    if (evcon == NULL) {
-        /* The client is gone already: sending is how the request gets freed. */
-        evhttp_send_reply(h->req, 500, NULL, NULL);
-        return;
-    }
-    evhttp_connection_free(evcon);
 }
 
 /* ---- Dispatch ---- */

@@ -196,9 +196,12 @@ static void metrics_redis(struct tally_buf *out, struct tally_metrics *const *m,
     metrics_counter(out, "tally_redis_write_unit_events_total",
                     "Events carried by the applied write units.",
                     (double)SUM(redis_unit_events));
+    metrics_counter(out, "tally_redis_write_units_fenced_total",
+                    "Write units Redis reached past their fence, and refused.",
+                    (double)SUM(redis_units_fenced));
     metrics_counter(out, "tally_requests_indeterminate_total",
-                    "Requests closed without an answer because their write's outcome "
-                    "stayed unknown.",
+                    "Writes answered as of unknown outcome (504, or the pixel's GIF): sent, "
+                    "and not confirmed in time.",
                     (double)SUM(indeterminate));
     metrics_counter(out, "tally_http_slow_clients_total",
                     "Connections closed because a request took over 10 s to arrive.",

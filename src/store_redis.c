@@ -14,6 +14,7 @@
 
 #include "tally/buf.h"
 #include "tally/error.h"
+#include "tally/fence.h"
 #include "tally/functions.h"
 #include "tally/log.h"
 #include "tally/metrics.h"
@@ -39,10 +40,12 @@ struct store_cmd {
 
 TAILQ_HEAD(store_cmd_list, store_cmd);
 
-/* A handshake command's context; PROBE: it asks for this version's functions. */
+/* A handshake command's context; PROBE: it asks for this version's functions; TIME: it asks
+ * Redis's clock, sent at SENT. */
 struct handshake_step {
     struct tally_store *st;
-    bool probe;
+    bool probe, time;
+    uint64_t sent;
 };
 
 /* Said once per process while no connection finds the functions, not once per connection
@@ -64,6 +67,9 @@ struct tally_store {
     struct store_cmd_list inflight; /* in send order; the head is the oldest */
     struct event *retry_ev;     /* reconnect after backoff */
     struct event *deadline_ev;  /* the connect deadline, then the head command's */
+    struct event *clock_ev;     /* asks TIME again now and then */
+    struct tally_clock clock;   /* Redis's clock, as last sampled */
+    bool timing;                /* a TIME of ours is in flight */
     uint64_t connect_deadline;
     struct tally_buf cmd;       /* scratch for building evals */
 };
@@ -385,7 +391,8 @@ static void on_handshake(int status, redisReply *reply, void *arg)
 {
     struct handshake_step *step = arg;
     struct tally_store *st = step->st;
-    bool probe = step->probe;
+    bool probe = step->probe, time = step->time;
+    uint64_t sent = step->sent;
     bool last = TAILQ_EMPTY(&st->inflight);
 
     free(step);
@@ -398,6 +405,11 @@ static void on_handshake(int status, redisReply *reply, void *arg)
     }
     if (reply->type == REDIS_REPLY_ERROR) {
         log_error("redis refused the handshake: %s", reply->str);
+        store_drop(st, "handshake failed");
+        return;
+    }
+    if (time && tally_clock_take(&st->clock, reply, sent, tally_now_ms()) < 0) {
+        log_error("redis answered TIME with something else");
         store_drop(st, "handshake failed");
         return;
     }
@@ -414,9 +426,9 @@ static void on_handshake(int status, redisReply *reply, void *arg)
     store_arm_deadline(st);
 }
 
-/* PROBE: the command asks for this version's functions. */
+/* PROBE: the command asks for this version's functions; TIME: for Redis's clock. */
 static void store_handshake_cmd(struct tally_store *st, int argc, const char **argv,
-                                const size_t *len, bool probe)
+                                const size_t *len, bool probe, bool time)
 {
     struct handshake_step *step = malloc(sizeof(*step));
     struct store_cmd *c = step != NULL ? store_cmd_new(st, on_handshake, step) : NULL;
@@ -427,6 +439,8 @@ static void store_handshake_cmd(struct tally_store *st, int argc, const char **a
     }
     step->st = st;
     step->probe = probe;
+    step->time = time;
+    step->sent = tally_now_ms();
     c->handshake = true;
     if (store_send_argv(st, c, argc, argv, len) < 0) {
         free(step);
@@ -440,7 +454,7 @@ static void store_handshake_words(struct tally_store *st, int argc, const char *
 
     for (int i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
-    store_handshake_cmd(st, argc, argv, len, false);
+    store_handshake_cmd(st, argc, argv, len, false, false);
 }
 
 static void store_handshake(struct tally_store *st)
@@ -452,6 +466,8 @@ static void store_handshake(struct tally_store *st)
     const char *ping[] = {"PING"};
     const char *probe[] = {"FCALL_RO", tally_functions_name(TALLY_SCRIPTS), "0"};
     const size_t probe_len[] = {8, strlen(probe[1]), 1};
+    const char *time_argv[] = {"TIME"};
+    const size_t time_len[] = {4};
 
     st->state = STORE_HANDSHAKE;
     if (r->password[0] != '\0' && r->username[0] != '\0')
@@ -463,7 +479,11 @@ static void store_handshake(struct tally_store *st)
         store_handshake_words(st, 2, sel);
     }
     /* The functions of this version: loaded by an admin, never by the daemon's user. */
-    store_handshake_cmd(st, 3, probe, probe_len, true);
+    store_handshake_cmd(st, 3, probe, probe_len, true, false);
+    /* Redis's clock, for the fences of write units (see tally/fence.h), sampled afresh: this
+     * may be another server than the last connection's. */
+    st->clock.known = false;
+    store_handshake_cmd(st, 1, time_argv, time_len, false, true);
     store_handshake_words(st, 1, ping);
 }
 
@@ -518,6 +538,48 @@ static void store_connect(struct tally_store *st)
     store_arm_deadline(st);
 }
 
+/* ---- Redis's clock ---- */
+
+static void on_clock(int status, redisReply *reply, void *arg)
+{
+    struct handshake_step *step = arg;
+    struct tally_store *st = step->st;
+
+    st->timing = false;
+    if (status == 0 && tally_clock_take(&st->clock, reply, step->sent, tally_now_ms()) < 0)
+        log_warn("redis answered TIME with something else");
+    free(step);
+}
+
+/* Every TALLY_CLOCK_SAMPLE_MS while ready: a new sample keeps the drift allowance small and
+ * follows Redis's clock when it is set. */
+static void on_clock_timer(evutil_socket_t fd, short what, void *arg)
+{
+    static const char *const argv[] = {"TIME"};
+    static const size_t len[] = {4};
+    struct tally_store *st = arg;
+    struct handshake_step *step;
+
+    (void)fd;
+    (void)what;
+    if (st->state != STORE_READY || st->timing || (step = malloc(sizeof(*step))) == NULL)
+        return;
+    step->st = st;
+    step->probe = false;
+    step->time = true;
+    step->sent = tally_now_ms();
+    if (tally_store_command(st, 1, (const char **)argv, len, on_clock, step) < 0) {
+        free(step);
+        return;
+    }
+    st->timing = true;
+}
+
+const struct tally_clock *tally_store_clock(const struct tally_store *st)
+{
+    return st->clock.known ? &st->clock : NULL;
+}
+
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -531,6 +593,7 @@ struct tally_store *tally_store_new(struct event_base *base, const struct tally_
                                     tally_store_state_cb *on_state, void *arg)
 {
     struct tally_store *st = calloc(1, sizeof(*st));
+    struct timeval every = {TALLY_CLOCK_SAMPLE_MS / 1000, TALLY_CLOCK_SAMPLE_MS % 1000 * 1000};
 
     if (st == NULL)
         return NULL;
@@ -549,7 +612,9 @@ struct tally_store *tally_store_new(struct event_base *base, const struct tally_
     tally_buf_init(&st->cmd);
     st->retry_ev = evtimer_new(base, on_retry, st);
     st->deadline_ev = evtimer_new(base, on_deadline, st);
-    if (st->retry_ev == NULL || st->deadline_ev == NULL) {
+    st->clock_ev = event_new(base, -1, EV_PERSIST, on_clock_timer, st);
+    if (st->retry_ev == NULL || st->deadline_ev == NULL || st->clock_ev == NULL ||
+        event_add(st->clock_ev, &every) < 0) {
         tally_store_free(st);
         return NULL;
     }
@@ -571,6 +636,8 @@ void tally_store_free(struct tally_store *st)
         event_free(st->retry_ev);
     if (st->deadline_ev != NULL)
         event_free(st->deadline_ev);
+    if (st->clock_ev != NULL)
+        event_free(st->clock_ev);
     tally_buf_release(&st->cmd);
     free(st);
 }

@@ -16,7 +16,8 @@
 #include "worker.h"
 
 #define WORKER_DRAIN_POLL_MS 20
-#define WORKER_DRAIN_MAX_MS 35000 /* past the writer's longest wait for an unknown outcome */
+#define WORKER_DRAIN_SLACK_MS 5000 /* past --hold + --redis-timeout, when every write is
+                                    * answered */
 
 static void on_redis_state(bool ready, void *arg)
 {
@@ -68,7 +69,8 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     if (w->draining)
         return;
     w->draining = true;
-    w->drain_deadline = tally_now_ms() + WORKER_DRAIN_MAX_MS;
+    w->drain_deadline = tally_now_ms() + w->cfg->hold_ms + w->cfg->redis_timeout_ms +
+                        WORKER_DRAIN_SLACK_MS;
     tally_http_stop_accepting(w);
     tally_http_close_idle(w);
     event_add(w->drain_ev, &tv);

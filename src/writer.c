@@ -1,6 +1,6 @@
 /* writer.c -- group commit of held requests into write units, one unit in flight per lane,
- * with a deadline per request, exactly-once resends of a unit whose reply was lost, and (in a
- * Redis Cluster) one lane per key bucket, following MOVED and ASK. */
+ * with a deadline per request, fenced units, exactly-once resends of a unit whose reply was
+ * lost, and (in a Redis Cluster) one lane per key bucket, following MOVED and ASK. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +9,7 @@
 #include "tally/cache.h"
 #include "tally/clock.h"
 #include "tally/error.h"
+#include "tally/fence.h"
 #include "tally/log.h"
 #include "tally/metrics.h"
 #include "tally/redis.h"
@@ -17,14 +18,13 @@
 #include "tally/writer.h"
 
 #define WRITER_UNIT_EVENTS_MAX 2000 /* events per unit: bounds how long the script runs */
-#define WRITER_UNKNOWN_MAX_MS 30000 /* how long a unit with a lost reply is resent */
-#define WRITER_TICK_MS 50
+#define WRITER_TICK_MS 50           /* backoffs and holds are looked at this often at least */
 
 TAILQ_HEAD(part_list, tally_write_part);
 
 enum unit_state {
     UNIT_NONE,   /* nothing in flight */
-    UNIT_SENT,   /* in flight */
+    UNIT_SENT,   /* in flight: exactly one copy awaits its reply */
     UNIT_RESEND, /* not confirmed yet: send the same unit again, it applies at most once */
 };
 
@@ -39,9 +39,12 @@ struct write_lane {
     size_t n_unit, cap_unit;
     enum unit_state state;
     bool uncertain;                /* the unit may have applied: only resend it as it is */
+    bool orphan;                   /* SENT, its requests answered already (their time was
+                                    * up): the reply only tells whether counts changed */
+    uint64_t answer_by;            /* ms: the first answer-by of the unit's requests */
     struct tally_store *redirect;  /* MOVED/ASK: where the next resend goes */
     bool asking;
-    uint64_t sent_at, retry_at;    /* ms */
+    uint64_t retry_at;             /* ms */
     unsigned refusals;             /* in a row, for the backoff */
     uint32_t forgets;              /* the writer's known_forgets when the unit was built */
     char attempt[40];
@@ -98,12 +101,10 @@ static void writer_part_done(struct tally_writer *w, struct tally_write_part *p,
     if (--wr->parts_left > 0)
         return;
     /* Some parts written and others not: neither "written" nor "not written" is true. */
-    status = wr->unknown > 0 || (wr->applied > 0 && wr->failed > 0) ? TALLY_EUNKNOWN
-             : wr->failed > 0                                      ? wr->failure
-                                                                   : 0;
+    status = tally_write_status(wr->applied, wr->failed, wr->unknown, wr->failure);
     if (status == TALLY_EUNKNOWN && wr->unknown == 0)
-        log_warn("a request was written in part only (%u of %zu buckets); it gets no answer",
-                 wr->applied, wr->n_parts);
+        log_warn("a request was written in part only (%u of %zu buckets); its outcome is "
+                 "answered as unknown", wr->applied, wr->n_parts);
     free(wr->parts);
     wr->parts = NULL;
     w->held_requests--;
@@ -119,6 +120,7 @@ static void writer_answer_unit(struct write_lane *l, int status)
     l->n_unit = 0;
     l->state = UNIT_NONE;
     l->uncertain = false;
+    l->orphan = false;
     l->redirect = NULL;
     l->asking = false;
     for (size_t i = 0; i < n; i++)
@@ -157,17 +159,22 @@ static struct tally_store *writer_store(struct write_lane *l)
     return tally_redis_for_slot(l->w->router, l->slot);
 }
 
+/* Send the lane's unit to ST, fenced on ST's clock (each copy carries its own fence: in a
+ * cluster a resend may go to another node). */
 static void writer_send(struct write_lane *l, struct tally_store *st)
 {
     struct tally_buf *b = &l->agg.body;
-    int rc = tally_store_eval_asking(st, l->asking, TALLY_SCRIPT_APPLY, b->data, b->len,
-                                     l->agg.nargs, on_unit_reply, l);
+    const struct tally_clock *clock = tally_store_clock(st);
+    int rc = TALLY_EUNAVAIL;
 
+    if (clock != NULL) {
+        tally_agg_fence(&l->agg, tally_fence_at(clock, l->answer_by));
+        rc = tally_store_eval_asking(st, l->asking, TALLY_SCRIPT_APPLY, b->data, b->len,
+                                     l->agg.nargs, on_unit_reply, l);
+    }
     l->redirect = NULL;
     l->asking = false;
     if (rc == 0) {
-        if (l->state == UNIT_NONE)
-            l->sent_at = tally_now_ms();
         l->state = UNIT_SENT;
     } else if (l->state == UNIT_NONE) {
         writer_requeue_unit(l);
@@ -196,8 +203,9 @@ static int writer_grow(struct write_lane *l, size_t need)
     return 0;
 }
 
-/* Move the oldest waiting parts into a new unit, up to the unit's size. */
-static int writer_take(struct write_lane *l)
+/* Move the oldest waiting parts into a new unit, up to the unit's size; a part too late to
+ * be sent (its unit would be fenced at once) is answered instead. */
+static int writer_take(struct write_lane *l, uint64_t now)
 {
     size_t events = 0;
     struct tally_write_part *p;
@@ -205,9 +213,16 @@ static int writer_take(struct write_lane *l)
     while ((p = TAILQ_FIRST(&l->pending)) != NULL) {
         if (l->n_unit > 0 && events + p->req.n > WRITER_UNIT_EVENTS_MAX)
             break;
+        if (!tally_fence_open(now, p->w->answer_by)) {
+            TAILQ_REMOVE(&l->pending, p, link);
+            writer_part_done(l->w, p, tally_unit_status(TALLY_UNIT_UNSENT));
+            continue;
+        }
         if (writer_grow(l, l->n_unit + 1) < 0)
             return TALLY_ENOMEM;
         TAILQ_REMOVE(&l->pending, p, link);
+        if (l->n_unit == 0 || p->w->answer_by < l->answer_by)
+            l->answer_by = p->w->answer_by;
         l->unit[l->n_unit] = p;
         l->reqs[l->n_unit++] = &p->req;
         events += p->req.n;
@@ -268,10 +283,11 @@ static void writer_known(struct tally_writer *w, int64_t now)
 
 static void writer_flush_lane(struct write_lane *l)
 {
+    uint64_t now = tally_now_ms();
     struct tally_store *st;
     int rc;
 
-    if (l->state == UNIT_SENT || tally_now_ms() < l->retry_at)
+    if (l->state == UNIT_SENT || now < l->retry_at)
         return;
     if (l->state == UNIT_NONE && TAILQ_EMPTY(&l->pending))
         return;
@@ -279,10 +295,14 @@ static void writer_flush_lane(struct write_lane *l)
     if (st == NULL || !tally_store_ready(st))
         return;
     if (l->state == UNIT_RESEND) {
-        writer_send(l, st);
+        /* Past its fence a copy would only be refused: the deadlines settle it. */
+        if (tally_fence_open(now, l->answer_by))
+            writer_send(l, st);
         return;
     }
-    rc = writer_take(l);
+    rc = writer_take(l, now);
+    if (rc == 0 && l->n_unit == 0)
+        return;
     if (rc == 0 && !writer_visitors(l)) {
         writer_requeue_unit(l);
         return;
@@ -354,11 +374,11 @@ static void writer_refused(struct write_lane *l, const redisReply *reply)
      * true. */
     if (strstr(reply->str, "@user_function:") != NULL || strstr(reply->str, "@user_script:") != NULL) {
         log_error("the write script failed part-way: %s", reply->str);
-        writer_answer_unit(l, TALLY_EUNKNOWN);
+        writer_answer_unit(l, tally_unit_status(TALLY_UNIT_BROKEN));
         return;
     }
     log_error("redis refused a write unit: %s", reply->str);
-    writer_answer_unit(l, TALLY_EREDIS);
+    writer_answer_unit(l, tally_unit_status(TALLY_UNIT_REFUSED));
 }
 
 /* Cached totals of the unit's buckets are stale, in every worker: before any answer goes. */
@@ -372,8 +392,16 @@ static void writer_bump(struct tally_writer *w, const struct tally_agg *a)
 static void writer_applied(struct write_lane *l, const redisReply *reply)
 {
     struct tally_writer *w = l->w;
-    int rc = tally_agg_apply_reply(&l->agg, reply, l->reqs, l->n_unit);
+    int rc;
 
+    if (tally_agg_fenced(reply)) {
+        /* Redis reached it past its fence (late, or behind a stall): it never runs. */
+        tally_metric_add(&w->metrics->redis_units_fenced, 1);
+        l->refusals = 0;
+        writer_answer_unit(l, tally_unit_status(TALLY_UNIT_FENCED));
+        return;
+    }
+    rc = tally_agg_apply_reply(&l->agg, reply, l->reqs, l->n_unit);
     if (rc == 0) {
         l->refusals = 0;
         /* A unit filed under an earlier hour set the expiry of that hour's keys; one built
@@ -393,7 +421,24 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
         writer_refused(l, reply);
     } else {
         log_error("unexpected reply to a write unit (type %d)", reply->type);
-        writer_answer_unit(l, TALLY_EUNKNOWN);
+        writer_answer_unit(l, tally_unit_status(TALLY_UNIT_BROKEN));
+    }
+}
+
+/* The reply to a unit whose requests were answered already (as unknown). Applied: the counts
+ * changed, and cached totals must learn it; anything else changes nothing. The lane is free
+ * again either way. */
+static void writer_orphan_reply(struct write_lane *l, int status, const redisReply *reply)
+{
+    l->orphan = false;
+    l->state = UNIT_NONE;
+    l->uncertain = false;
+    l->redirect = NULL;
+    l->asking = false;
+    if (status == 0 && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
+        !tally_agg_fenced(reply)) {
+        log_debug("a write unit answered as unknown was applied before its fence");
+        writer_bump(l->w, &l->agg);
     }
 }
 
@@ -401,6 +446,11 @@ static void on_unit_reply(int status, redisReply *reply, void *arg)
 {
     struct write_lane *l = arg;
 
+    if (l->orphan) {
+        writer_orphan_reply(l, status, reply);
+        writer_schedule(l->w);
+        return;
+    }
     if (l->n_unit == 0)
         return; /* no unit in flight here any more (answered already): nothing to do */
     if (status == 0) {
@@ -418,30 +468,95 @@ static void on_unit_reply(int status, redisReply *reply, void *arg)
 
 /* ---- Deadlines ---- */
 
+/* The lane's store is ready (Redis reachable): else its requests wait at most --hold. */
+static bool writer_lane_ready(struct write_lane *l)
+{
+    struct tally_store *st = tally_redis_for_slot(l->w->router, l->slot);
+
+    return st != NULL && tally_store_ready(st);
+}
+
+/* The unit's first answer is due and its outcome is unknown: answer its requests so. A copy
+ * still in flight keeps the lane until its reply or its connection's end (its fence keeps it
+ * from running later); a unit between copies is dropped. */
+static void writer_give_up(struct write_lane *l)
+{
+    size_t n = l->n_unit;
+
+    log_warn("redis did not confirm a write unit in time; its %zu requests are answered as "
+             "of unknown outcome", n);
+    if (l->state != UNIT_SENT) {
+        writer_answer_unit(l, tally_unit_status(TALLY_UNIT_NO_REPLY));
+        return;
+    }
+    l->n_unit = 0;
+    l->orphan = true;
+    for (size_t i = 0; i < n; i++)
+        writer_part_done(l->w, l->unit[i], tally_unit_status(TALLY_UNIT_NO_REPLY));
+}
+
+/* Answer what is due on lane L at NOW. Waiting parts are in arrival order (a unit put back
+ * goes first, and is older), so their deadlines are too. */
 static void writer_expire_lane(struct write_lane *l, uint64_t now)
 {
-    struct tally_write_part *p, *next;
+    struct tally_write_part *p;
+    bool ready = writer_lane_ready(l);
 
-    /* A unit refused with a redirect did not run: past a deadline, its parts wait with the
-     * others (and those whose time is up are answered below). */
-    if (l->state == UNIT_RESEND && !l->uncertain)
-        for (size_t i = 0; i < l->n_unit; i++)
-            if (now >= l->unit[i]->w->deadline) {
-                writer_requeue_unit(l);
-                break;
-            }
-    for (p = TAILQ_FIRST(&l->pending); p != NULL; p = next) {
-        next = TAILQ_NEXT(p, link);
-        if (now < p->w->deadline)
-            continue;
+    if (l->n_unit > 0 && l->state != UNIT_NONE) {
+        /* Refused with a redirect, or refused for now: it did not run, so past the time to
+         * send it its parts wait with the others (and are answered below). */
+        if (l->state == UNIT_RESEND && !l->uncertain && !tally_fence_open(now, l->answer_by))
+            writer_requeue_unit(l);
+        else if ((l->state == UNIT_SENT || l->uncertain) && now >= l->answer_by)
+            writer_give_up(l);
+    }
+    while ((p = TAILQ_FIRST(&l->pending)) != NULL &&
+           (!tally_fence_open(now, p->w->answer_by) || (!ready && now >= p->w->hold_until))) {
         TAILQ_REMOVE(&l->pending, p, link);
-        writer_part_done(l->w, p, TALLY_EUNAVAIL);
+        writer_part_done(l->w, p, tally_unit_status(TALLY_UNIT_UNSENT));
     }
-    if (l->uncertain && l->state == UNIT_RESEND && now - l->sent_at > WRITER_UNKNOWN_MAX_MS) {
-        log_error("a write unit's outcome stayed unknown for %d s; its %zu requests get no answer",
-                  WRITER_UNKNOWN_MAX_MS / 1000, l->n_unit);
-        writer_answer_unit(l, TALLY_EUNKNOWN);
+}
+
+/* *NEXT becomes AT when AT is after NOW and before *NEXT. */
+static void writer_sooner(uint64_t *next, uint64_t at, uint64_t now)
+{
+    if (at > now && at < *next)
+        *next = at;
+}
+
+/* Lower *NEXT to the time lane L next has something due after NOW. */
+static void writer_lane_next(struct write_lane *l, uint64_t now, uint64_t *next)
+{
+    struct tally_write_part *p = TAILQ_FIRST(&l->pending);
+
+    if (l->n_unit > 0 && (l->state == UNIT_SENT || l->uncertain))
+        writer_sooner(next, l->answer_by, now);
+    else if (l->n_unit > 0 && l->state == UNIT_RESEND)
+        writer_sooner(next, l->answer_by - TALLY_FENCE_MARGIN_MS, now);
+    if (p != NULL) {
+        writer_sooner(next, p->w->answer_by - TALLY_FENCE_MARGIN_MS, now);
+        if (!writer_lane_ready(l))
+            writer_sooner(next, p->w->hold_until, now);
     }
+    writer_sooner(next, l->retry_at, now);
+}
+
+/* Run the timer at the next deadline, or in WRITER_TICK_MS at the latest, while anything is
+ * held. */
+static void writer_arm(struct tally_writer *w, uint64_t now)
+{
+    uint64_t next = now + WRITER_TICK_MS;
+    struct timeval tv;
+
+    if (w->held_requests == 0) {
+        event_del(w->tick_ev);
+        return;
+    }
+    for (size_t i = 0; i < w->n_lanes; i++)
+        writer_lane_next(&w->lanes[i], now, &next);
+    tv.tv_sec = (time_t)((next - now) / 1000);
+    tv.tv_usec = (suseconds_t)((next - now) % 1000) * 1000;
+    event_add(w->tick_ev, &tv);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -455,8 +570,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         writer_expire_lane(&w->lanes[i], now);
         writer_flush_lane(&w->lanes[i]);
     }
-    if (w->held_requests == 0)
-        event_del(w->tick_ev);
+    writer_arm(w, tally_now_ms());
 }
 
 /* ---- Splitting a write into parts ---- */
@@ -553,7 +667,6 @@ int tally_writer_submit(struct tally_writer *w, struct tally_write *wr)
 {
     bool ready = tally_redis_ready(w->router);
     uint64_t now = tally_now_ms();
-    struct timeval tv = {0, WRITER_TICK_MS * 1000};
     struct tally_write_part *parts;
     int rc;
 
@@ -564,8 +677,9 @@ int tally_writer_submit(struct tally_writer *w, struct tally_write *wr)
     if ((rc = writer_parts(w, wr)) < 0)
         return rc;
     /* Waiting behind a unit in flight is normal; waiting for a Redis that is down is what
-     * --hold bounds. */
-    wr->deadline = now + w->cfg->hold_ms + (ready ? w->cfg->redis_timeout_ms : 0);
+     * --hold bounds; the answer goes by --hold + --redis-timeout, whatever Redis does. */
+    wr->hold_until = now + w->cfg->hold_ms;
+    wr->answer_by = wr->hold_until + w->cfg->redis_timeout_ms;
     wr->parts_left = wr->n_parts;
     parts = wr->parts != NULL ? wr->parts : &wr->single;
     for (size_t k = 0; k < wr->n_parts; k++)
@@ -574,8 +688,10 @@ int tally_writer_submit(struct tally_writer *w, struct tally_write *wr)
     w->held_requests++;
     tally_gauge_add(&w->metrics->held_events, (int64_t)wr->req.n);
     tally_gauge_add(&w->metrics->held_requests, 1);
+    /* Deadlines only grow with arrival: a timer already set is due no later than this
+     * write's (the hold of a Redis down aside, looked at every WRITER_TICK_MS). */
     if (!event_pending(w->tick_ev, EV_TIMEOUT, NULL))
-        event_add(w->tick_ev, &tv);
+        writer_arm(w, now);
     writer_schedule(w);
     return 0;
 }
@@ -625,7 +741,7 @@ struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redi
     for (int i = 0; i < 8; i++)
         snprintf(w->nonce + 2 * i, 3, "%02x", rnd[i]);
     w->flush_ev = event_new(base, -1, 0, on_flush, w);
-    w->tick_ev = event_new(base, -1, EV_PERSIST, on_tick, w);
+    w->tick_ev = evtimer_new(base, on_tick, w);
     if (w->lanes == NULL || w->flush_ev == NULL || w->tick_ev == NULL) {
         tally_writer_free(w);
         return NULL;
@@ -643,7 +759,9 @@ static void writer_lane_release(struct write_lane *l)
         TAILQ_REMOVE(&l->pending, p, link);
         writer_part_done(l->w, p, TALLY_EUNAVAIL);
     }
-    writer_answer_unit(l, l->state == UNIT_NONE ? TALLY_EUNAVAIL : TALLY_EUNKNOWN);
+    writer_answer_unit(l, l->state == UNIT_NONE || (l->state == UNIT_RESEND && !l->uncertain)
+                              ? tally_unit_status(TALLY_UNIT_UNSENT)
+                              : tally_unit_status(TALLY_UNIT_NO_REPLY));
     tally_agg_release(&l->agg);
     free(l->unit);
     free(l->reqs);

@@ -95,7 +95,8 @@ struct tally_admit_written {
 /* Count in M how a request ended: the verdict V for the N events EV (N may be 0: refused
  * before parsing), and for an admitted batch, how its write ended (WR; NULL otherwise). The
  * one place where ingest outcomes are counted: events by type and outcome, ignored events
- * by reason, refused requests by reason. A write of unknown outcome counts no event. */
+ * by reason, refused requests by reason. A write of unknown outcome counts no event, and one
+ * request of unknown outcome (tally_requests_indeterminate_total). */
 void tally_admit_record(struct tally_metrics *m, const struct tally_verdict *v,
                         const struct tally_event *ev, size_t n,
                         const struct tally_admit_written *wr);

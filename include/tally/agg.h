@@ -57,6 +57,7 @@ struct tally_agg {
     int64_t now;                  /* the unit's time, Unix seconds: set before building */
     struct tally_buf body;        /* the unit: script arguments from numkeys on, as RESP */
     size_t nargs;                 /* RESP arguments in BODY */
+    size_t fence_at;              /* where in BODY the fence's digits are */
     /* Per bucket, the metrics (TALLY_EXPIRY_* bits) whose key of this day or hour is known to
      * have its expiry: the script is told to set it only on the others. NULL: none is known.
      * Borrowed; set before building. */
@@ -91,10 +92,19 @@ void tally_agg_release(struct tally_agg *a);
 /* Build the unit for the N requests REQS (borrowed until tally_agg_apply_reply()) under the
  * attempt id ATTEMPT (unique per unit; a resend of the same unit keeps it), filed at a->now.
  * The unit's RESP body is then a->body (a->nargs arguments: numkeys, the marker key -- and,
- * with a->declare, every other key the unit touches --, the script's ARGV).
+ * with a->declare, every other key the unit touches --, the script's ARGV), its fence still
+ * to be set with tally_agg_fence().
  * Returns 0, TALLY_EINVAL when N is 0 or no request has an event, or TALLY_ENOMEM. */
 int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size_t n,
                     const char *attempt);
+
+/* Set the fence of the unit last built: FENCE_MS on Redis's clock (Unix ms; see
+ * tally/fence.h), written over the previous one, so that each send of the unit carries its
+ * own. A unit is built with fence 0: it would be refused. */
+void tally_agg_fence(struct tally_agg *a, int64_t fence_ms);
+
+/* Is REPLY the script's refusal of a unit past its fence ({"fenced"})? */
+bool tally_agg_fenced(const redisReply *reply);
 
 /* Read the script's REPLY for the unit last built from REQS and fill each request's answer
  * (and a->expired_day, a->expired_hour).

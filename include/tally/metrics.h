@@ -102,7 +102,8 @@ struct tally_metrics {
     _Atomic uint64_t redis_reconnects;   /* successful connections after the first */
     _Atomic uint64_t redis_units;        /* write units applied */
     _Atomic uint64_t redis_unit_events;  /* events in those units */
-    _Atomic uint64_t indeterminate;      /* requests closed without an answer */
+    _Atomic uint64_t redis_units_fenced; /* write units refused past their fence */
+    _Atomic uint64_t indeterminate;      /* requests answered 504: outcome unknown */
     _Atomic uint64_t slow_clients;       /* connections cut for trickling a request */
     _Atomic uint64_t reads_refused;      /* reads answered 503: the worker's read caps */
     _Atomic int64_t redis_up;            /* gauge: 1 ready, 0 not */

@@ -18,6 +18,7 @@
 
 struct tally_store;
 struct tally_metrics;
+struct tally_clock;
 
 /* The server-side scripts: functions of tally's Redis function library (functions.h). */
 enum tally_script {
@@ -48,6 +49,10 @@ struct tally_store *tally_store_new(struct event_base *base, const struct tally_
 void tally_store_free(struct tally_store *st);
 
 bool tally_store_ready(const struct tally_store *st);
+
+/* The last sample of Redis's clock (see tally/fence.h): taken in every handshake, so never
+ * NULL while ready, and every TALLY_CLOCK_SAMPLE_MS after. */
+const struct tally_clock *tally_store_clock(const struct tally_store *st);
 
 /* Where the store connects. */
 const struct tally_redis_target *tally_store_target(const struct tally_store *st);

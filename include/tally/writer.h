@@ -2,8 +2,11 @@
  *
  * While a lane's unit is in flight, everything that arrives for it waits; when it returns,
  * everything waiting goes out as the next unit at once. At low load a request costs one round
- * trip; under load units grow by themselves. A request is answered only when Redis confirmed
- * its events, or when they surely were not and will not be written.
+ * trip; under load units grow by themselves. Every request is answered by its answer-by time
+ * (arrival + --hold + --redis-timeout), whatever Redis does: written when Redis confirmed its
+ * events; not written when they surely were not and will not be (never sent, refused, or
+ * refused by the unit's fence -- see tally/fence.h); else the outcome is unknown, and the
+ * fence makes sure the unit does not run after that answer.
  *
  * With one Redis there is one lane, and a request is one part of one unit: all or nothing.
  * With a Redis Cluster there is a lane per key bucket (each a slot, on whichever master owns
@@ -31,10 +34,11 @@ struct tally_epochs;
 struct tally_write;
 struct write_lane;
 
-/* Runs exactly once per accepted write. STATUS 0: written, W->req holds the answer.
- * TALLY_EUNAVAIL / TALLY_EREDIS: not written (Redis unreachable until the deadline, or it
- * refused). TALLY_EUNKNOWN: the outcome could not be learnt in time, or (cluster) some parts
- * were written and others not: the caller must not claim either way. */
+/* Runs exactly once per accepted write, by its ANSWER_BY. STATUS 0: written, W->req holds
+ * the answer. TALLY_EUNAVAIL / TALLY_EREDIS / TALLY_ETIMEDOUT: not written (not sent in
+ * time, Redis refused it, or its fence did) and never will be. TALLY_EUNKNOWN: sent, and no
+ * answer came in time, or (cluster) some parts were written and others not: it may be
+ * written, and it will not be after this call. */
 typedef void tally_write_done_cb(int status, struct tally_write *w, void *arg);
 
 /* The part of a write that goes to one lane. Private to the writer. */
@@ -56,7 +60,8 @@ struct tally_write {
     bool has_digest;              /* views carry visitor ids, from DIGEST at write time */
     uint64_t digest;              /* the client's unsalted digest: memory only */
     uint64_t *visitor;            /* room for req.n visitor ids, when HAS_DIGEST */
-    uint64_t deadline;            /* ms: parts not sent by then are not written */
+    uint64_t hold_until;          /* ms: while Redis is not ready, it waits until then */
+    uint64_t answer_by;           /* ms: it is answered by then, whatever Redis does */
     /* Private to the writer. */
     struct tally_write_part single; /* the one part, unless split */
     struct tally_write_part *parts; /* split: N_PARTS of them, owned */

@@ -7,8 +7,10 @@
 --          once.
 -- KEYS[2..] in Redis Cluster, every other key the unit touches (all in one slot), so that a
 --          migrating slot is refused before anything runs; unused by the script itself.
--- ARGV     P window marker_ttl idem_ttl now fresh segment... (segments run to the last
+-- ARGV     P window marker_ttl idem_ttl now fence fresh segment... (segments run to the last
 --          argument; now is the collector's clock, Unix seconds: days and hours are UTC;
+--          fence is a time on Redis's clock, Unix ms, 15 digits: past it the unit is refused
+--          and its marker says so, so that no copy of it sent earlier runs later either;
 --          fresh lists the bucket keys of this day or hour that may be new and need their
 --          expiry set, as "<tag><kind><mask>": kind d (day) or h (hour), mask two hex digits
 --          of metric bits (views 1, visitors 2, shares 4, comments 8, the site totals 16) --
@@ -21,7 +23,8 @@
 --            (tag is the bucket's two hex digits; with a window > 0 each visitor entry is a
 --            view to check for a repeat, else the views are in plain_views and the visitors
 --            only feed the distinct-visitor estimates)
--- Returns {"ok", expired, seg...}: expired lists, in the form of fresh, the
+-- Returns {"fenced"} when refused past the fence (now or for an earlier copy), else
+-- {"ok", expired, seg...}: expired lists, in the form of fresh, the
 -- keys whose expiry this unit set (the collector then knows them); each seg is
 --   {first, accepted, bot, prefetch, repeat, repeat_index...}
 -- where first is 1 when applied now, 0 when an earlier answer is repeated, and each
@@ -35,6 +38,15 @@ if marker then
     return cjson.decode(marker)
 end
 
+-- Past its fence the collector has answered (or is about to answer) the unit's requests
+-- without knowing: it must not run now, nor later from a copy still queued.
+local clock = redis.call('TIME')
+if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[6]) then
+    local fenced = {'fenced'}
+    redis.call('SET', KEYS[1], cjson.encode(fenced), 'EX', tonumber(ARGV[3]))
+    return fenced
+end
+
 local HOUR_TTL = 9 * 86400   -- hourly buckets: at least 8 days
 local DAY_TTL = 405 * 86400  -- daily buckets: at least 400 days
 local HLL_DAY_TTL = 2 * 86400
@@ -45,10 +57,10 @@ local marker_ttl = tonumber(ARGV[3])
 local idem_ttl = tonumber(ARGV[4])
 local now = tonumber(ARGV[5])
 local fresh = {}
-for i = 1, #ARGV[6], 5 do
-    fresh[string.sub(ARGV[6], i, i + 2)] = tonumber(string.sub(ARGV[6], i + 3, i + 4), 16)
+for i = 1, #ARGV[7], 5 do
+    fresh[string.sub(ARGV[7], i, i + 2)] = tonumber(string.sub(ARGV[7], i + 3, i + 4), 16)
 end
-local pos = 7
+local pos = 8
 
 local DAY = ymd(math.floor(now / 86400))
 local HOUR = DAY .. string.format('%02d', math.floor((now % 86400) / 3600))

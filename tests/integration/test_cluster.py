@@ -13,8 +13,8 @@ reliability notes):
 
   ok    200: the events are in Redis;
   fail  4xx/503, or no connection at all: definitely not counted;
-  info  a reset, an end of stream or a timeout after the request went out: indeterminate
-        (tallyd closes the connection of a request that was written in part only).
+  info  504 outcome_unknown (a request written in part only, or not confirmed in time), or a
+        reset, an end of stream or a timeout after the request went out: indeterminate.
 
   views >= acknowledged, views <= acknowledged + indeterminate; keyed clients (retrying one
   Idempotency-Key until a 200): views == the events of the acknowledged keys.

@@ -7,7 +7,8 @@ Jepsen-style (notes/reliability-and-security.md §1.7), with tally's stricter se
 
   ok    200: the events are in Redis;
   fail  4xx/429/503, or no connection at all: definitely not counted;
-  info  a reset, an end of stream or a timeout after the request went out: indeterminate.
+  info  504 outcome_unknown, or a reset, an end of stream or a timeout after the request
+        went out: indeterminate.
 
   views >= sum of ok events            nothing acknowledged was lost
   views <= sum of ok + info events     nothing refused was counted
@@ -68,8 +69,9 @@ class CounterChecker:
     def classify(self, ex, events):
         """The outcome ("ok", "fail" or "info") of one exchange that carried EVENTS unkeyed or
         under one key: a 200 must acknowledge them all, a 503 must say "unavailable" with a
-        Retry-After; a refused connection sent nothing; a reset or a missing answer may or may
-        not have counted. Anything else is noted as unexpected."""
+        Retry-After, a 504 "outcome_unknown" with a Retry-After (may or may not have counted);
+        a refused connection sent nothing; a reset or a missing answer may or may not have
+        counted. Anything else is noted as unexpected."""
         if ex.kind == "answered":
             if ex.status == 200:
                 if ex.body != {"accepted": events, "ignored": 0}:
@@ -80,6 +82,12 @@ class CounterChecker:
                         not isinstance(ex.body, dict) or ex.body.get("error") != "unavailable"):
                     self.note_unexpected(ex)
                 return "fail"
+            if ex.status == 504:
+                if (ex.response.headers.get("Retry-After") is None or
+                        not isinstance(ex.body, dict) or
+                        ex.body.get("error") != "outcome_unknown"):
+                    self.note_unexpected(ex)
+                return "info"
             self.note_unexpected(ex)
             return "fail" if 400 <= ex.status < 500 else "info"
         with self.lock:
@@ -343,8 +351,8 @@ class FaultTest(harness.TallyTestCase):
         self.assertGreater(tot["ok_by_phase"]["after"], 0, "nothing acknowledged after the "
                                                            "fault: tallyd did not recover")
         if answered_only:
-            # tallyd stayed up and Redis came back well within 30 s: every request was
-            # answered, 200 or 503 -- none may be left indeterminate.
+            # tallyd stayed up: every request was answered (200, 503 or 504), none was left
+            # without an answer.
             self.assertEqual(set(tot["kinds"]), {"answered"}, tot["kinds"])
         return rows
 

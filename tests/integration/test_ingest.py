@@ -492,19 +492,21 @@ class IngestTest(harness.TallyTestCase):
 
     # ---- a write script that fails part-way ----
 
-    def test_a_write_script_that_fails_gets_no_answer(self):
+    def test_a_write_script_that_fails_is_answered_as_of_unknown_outcome(self):
         # The article's totals hash replaced by a string: the script fails at a write, and what
-        # it wrote before stays written, so neither a 200 nor "not counted" (503) would be true.
+        # it wrote before stays written, so neither a 200 nor "not counted" (503) would be
+        # true: 504 outcome_unknown.
         self.assertAccepted(self.post({"type": "view", "article": "i/broken"}), 1)
         [key] = self.redis.keys("tally:{??}a:i/broken")
         self.redis.command("DEL", key)
         self.redis.command("SET", key, "not a hash")
         name = "tally_requests_indeterminate_total"
         before = harness.metric(self.t.metrics(), name)
-        body = b'{"type":"view","article":"i/broken"}'
-        out, closed = self.t.raw(POST_HEAD + b"Content-Type: application/json\r\n"
-                                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-        self.assertEqual((out, closed), (b"", True))
+        r = self.post({"type": "view", "article": "i/broken"})
+        self.assertEqual(r.status, 504, r)
+        self.assertRegex(r.headers.get("Retry-After", ""), r"^[1-9][0-9]*$")
+        self.assertEqual(set(r.body), {"error", "message"}, r)
+        self.assertEqual(r.body["error"], "outcome_unknown")
         self.assertEqual(harness.metric(self.t.metrics(), name), before + 1)
         self.assertIn("the write script failed part-way", self.t.log())
 

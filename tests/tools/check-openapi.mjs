@@ -1060,6 +1060,17 @@ async function checkCases(A, B, redis) {
         return { present: true };
     });
 
+    // ---- Redis stopped past --hold + --redis-timeout: a write sent and not confirmed is 504 ----
+    // (A share: it needs no visitor salt, so its write is sent into the stopped Redis.)
+    process.kill(redis.child.pid, 'SIGSTOP');
+    try {
+        await post('events: Redis stalled is 504', A, reqExample(EV, 'application/json', 'share'),
+                   { status: 504, example: 'outcome_unknown',
+                     contract: '504 + Retry-After {"error":"outcome_unknown"}: the write was sent but Redis did not confirm it in time' });
+    } finally {
+        process.kill(redis.child.pid, 'SIGCONT');
+    }
+
     // ---- Redis down: 503 + Retry-After, /readyz 503, the pixel still a GIF ----
     await stop(redis);
     {

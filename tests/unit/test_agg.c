@@ -222,8 +222,8 @@ static void expect_fresh(struct cur *c)
     c->i++;
 }
 
-/* "1", "P{bb}x:<attempt>" with bb the bucket of FIRST_ID, "P", window, 600, 86400, now, and
- * the "fresh" list, nothing known here. */
+/* "1", "P{bb}x:<attempt>" with bb the bucket of FIRST_ID, "P", window, 600, 86400, now, the
+ * fence (not set yet: 15 zeros) and the "fresh" list, nothing known here. */
 static void expect_header(struct cur *c, const struct tally_agg *a, const char *first_id,
                           const char *attempt)
 {
@@ -238,6 +238,7 @@ static void expect_header(struct cur *c, const struct tally_agg *a, const char *
     cur_str(c, "600");
     cur_str(c, "86400");
     cur_int(c, a->now);
+    cur_str(c, "000000000000000");
     expect_fresh(c);
     assert_int_equal(a->attempt_len, strlen(key));
     assert_string_equal(a->attempt_key, key);
@@ -288,6 +289,7 @@ static void test_agg_frames_a_one_view_unit_exactly(void **state)
                                "$3\r\n600\r\n"
                                "$5\r\n86400\r\n"
                                "$10\r\n1800000000\r\n"
+                               "$15\r\n000000000000000\r\n"
                                "$10\r\n8cd1f8ch0f\r\n"
                                "$0\r\n\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n1\r\n"
                                "$2\r\n8c\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n"
@@ -301,9 +303,56 @@ static void test_agg_frames_a_one_view_unit_exactly(void **state)
     tally_agg_init(&a, "tally:", 1800);
     a.now = 1800000000;
     assert_int_equal(tally_agg_build(&a, reqs, 1, "n0-1"), 0);
-    assert_int_equal(a.nargs, 19);
+    assert_int_equal(a.nargs, 20);
     assert_int_equal(a.body.len, sizeof(want) - 1);
     assert_memory_equal(a.body.data, want, sizeof(want) - 1);
+    tally_agg_release(&a);
+}
+
+/* The fence is rewritten in place for each send, at its fixed width; the rest of the unit
+ * stays as built. */
+static void test_agg_sets_the_fence_in_place(void **state)
+{
+    static const struct {
+        int64_t fence;
+        const char *want;
+    } cases[] = {
+        {1764950000123, "001764950000123"},
+        {0, "000000000000000"},
+        {-5, "000000000000000"},
+        {999999999999999, "999999999999999"},
+        {42, "000000000000042"},
+    };
+    struct tally_event ev[] = {ev_view("a")};
+    struct tally_agg_req r0 = {.ev = ev, .n = 1, .idem_key = "k", .idem_len = 1};
+    struct tally_agg_req *reqs[] = {&r0};
+    struct tally_agg a;
+    char *before;
+    size_t len;
+
+    (void)state;
+    tally_agg_init(&a, "tally:", 1800);
+    a.now = 1800000000;
+    assert_int_equal(tally_agg_build(&a, reqs, 1, "n0-1"), 0);
+    len = a.body.len;
+    before = malloc(len);
+    assert_non_null(before);
+    memcpy(before, a.body.data, len);
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        struct resp r = {0};
+
+        tally_agg_fence(&a, cases[i].fence);
+        assert_int_equal(a.body.len, len);
+        resp_read(&r, a.body.data, a.body.len);
+        assert_int_equal(r.len[7], 15);
+        assert_memory_equal(r.p[7], cases[i].want, 15);
+        /* Nothing else moved. */
+        assert_memory_equal(a.body.data, before, a.fence_at);
+        assert_memory_equal(a.body.data + a.fence_at + 15, before + a.fence_at + 15,
+                            len - a.fence_at - 15);
+        resp_free(&r);
+    }
+    free(before);
     tally_agg_release(&a);
 }
 
@@ -377,11 +426,11 @@ static void test_agg_asks_for_expiry_only_where_it_may_be_missing(void **state)
     a.known_hour = hour;
     assert_int_equal(tally_agg_build(&a, reqs, 1, "u-1"), 0);
     resp_read(&r, a.body.data, a.body.len);
-    /* numkeys, marker, P, window, 600, 86400, now, fresh: bucket b's day keys of visitors,
-     * shares and comments only */
+    /* numkeys, marker, P, window, 600, 86400, now, fence, fresh: bucket b's day keys of
+     * visitors, shares and comments only */
     snprintf(want, sizeof(want), "%sd0e", tb);
-    assert_int_equal(r.len[7], strlen(want));
-    assert_memory_equal(r.p[7], want, strlen(want));
+    assert_int_equal(r.len[8], strlen(want));
+    assert_memory_equal(r.p[8], want, strlen(want));
     resp_free(&r);
     tally_agg_release(&a);
 }
@@ -909,6 +958,37 @@ static void test_agg_reads_a_replayed_keyed_segment(void **state)
     tally_agg_release(&u.a);
 }
 
+/* {"fenced"}: the script refused the unit past its fence; nothing else is that. */
+static void test_agg_tells_a_fenced_unit(void **state)
+{
+    static const struct {
+        const char *reply;
+        bool fenced;
+    } cases[] = {
+        {"[fenced]", true},
+        {"[fence]", false},
+        {"[fenced fenced]", false},
+        {"[[fenced]]", false},
+        {"fenced", false},
+        {"!fenced", false},
+        {"[ok \"\" [1 7 4 2 0] [1 1 1 2 0]]", false},
+        {"[]", false},
+        {"nil", false},
+    };
+
+    (void)state;
+    assert_false(tally_agg_fenced(NULL));
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        redisReply *r = reply_of(cases[i].reply);
+
+        if (tally_agg_fenced(r) != cases[i].fenced) {
+            print_error("reply %s: want fenced %d\n", cases[i].reply, cases[i].fenced);
+            fail();
+        }
+        freeReplyObject(r);
+    }
+}
+
 static void test_agg_rejects_replies_of_another_shape(void **state)
 {
     static const char *const cases[] = {
@@ -1276,6 +1356,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_agg_writes_visitor_ids_as_sixteen_hex_digits),
         cmocka_unit_test(test_agg_frames_a_one_view_unit_exactly),
+        cmocka_unit_test(test_agg_sets_the_fence_in_place),
         cmocka_unit_test(test_agg_header_names_the_marker_key_and_settings),
         cmocka_unit_test(test_agg_declares_every_key_in_cluster_mode),
         cmocka_unit_test(test_agg_asks_for_expiry_only_where_it_may_be_missing),
@@ -1292,6 +1373,7 @@ int main(void)
         cmocka_unit_test(test_agg_reads_an_answer_without_repeats),
         cmocka_unit_test(test_agg_attributes_repeats_to_their_requests),
         cmocka_unit_test(test_agg_reads_a_replayed_keyed_segment),
+        cmocka_unit_test(test_agg_tells_a_fenced_unit),
         cmocka_unit_test(test_agg_rejects_replies_of_another_shape),
         cmocka_unit_test(test_agg_reads_answers_of_units_without_a_shared_segment),
         cmocka_unit_test(test_agg_matches_a_brute_force_count_of_many_requests),
