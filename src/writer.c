@@ -483,8 +483,9 @@ static void writer_give_up(struct write_lane *l)
 {
     size_t n = l->n_unit;
 
-    log_warn("redis did not confirm a write unit in time; its %zu requests are answered as "
-             "of unknown outcome", n);
+    /* The store has said so once per lost connection; this is per unit. */
+    log_debug("redis did not confirm a write unit in time; its %zu requests are answered as "
+              "of unknown outcome", n);
     if (l->state != UNIT_SENT) {
         writer_answer_unit(l, tally_unit_status(TALLY_UNIT_NO_REPLY));
         return;
