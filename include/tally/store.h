@@ -4,7 +4,11 @@
  * commands only while ready (connected, authenticated, this version's functions found in
  * Redis), and gives
  * every command a deadline, since hiredis 0.14 has none: a connection whose oldest command
- * is late is dropped. Not thread-safe: one store per event base. */
+ * is late is dropped (rather than kept: new writes then wait for a Redis that answers, and
+ * are refused by --hold, instead of queueing behind the stall; what stays queued in Redis on
+ * the dropped connection is kept from running late by its fence, see tally/fence.h). It asks
+ * Redis's clock (TIME) at every connect and every TALLY_CLOCK_SAMPLE_MS, which also notices
+ * a stalled Redis on an idle connection. Not thread-safe: one store per event base. */
 #ifndef TALLY_STORE_H
 #define TALLY_STORE_H
 
