@@ -20,8 +20,8 @@ int tally_clock_take(struct tally_clock *c, const redisReply *r, uint64_t sent, 
     uint64_t rtt = recv - sent;
 
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        !clock_digits(r->element[0], &s) || !clock_digits(r->element[1], &us) ||
-        us >= 1000000 || recv < sent)
+        !clock_digits(r->element[0], &s) || !clock_digits(r->element[1], &us) || us >= 1000000 ||
+        recv < sent)
         return TALLY_EREDIS;
     if (c->known && recv - c->recv_ms < TALLY_CLOCK_KEEP_MS &&
         rtt > 4 * (c->recv_ms - c->sent_ms) + TALLY_FENCE_MARGIN_MS)

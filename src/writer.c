@@ -760,9 +760,10 @@ static void writer_lane_release(struct write_lane *l)
         TAILQ_REMOVE(&l->pending, p, link);
         writer_part_done(l->w, p, TALLY_EUNAVAIL);
     }
-    writer_answer_unit(l, l->state == UNIT_NONE || (l->state == UNIT_RESEND && !l->uncertain)
-                              ? tally_unit_status(TALLY_UNIT_UNSENT)
-                              : tally_unit_status(TALLY_UNIT_NO_REPLY));
+    writer_answer_unit(l, tally_unit_status(l->state == UNIT_NONE ? TALLY_UNIT_UNSENT
+                                            : l->uncertain || l->state == UNIT_SENT
+                                                ? TALLY_UNIT_NO_REPLY
+                                                : TALLY_UNIT_REFUSED));
     tally_agg_release(&l->agg);
     free(l->unit);
     free(l->reqs);

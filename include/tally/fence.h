@@ -22,17 +22,17 @@
 
 #include <hiredis/hiredis.h>
 
-#define TALLY_FENCE_MARGIN_MS 20      /* fence before the answer: time for a refusal to return */
-#define TALLY_CLOCK_DRIFT_PPM 1000    /* allowance for the drift of the clocks, per sample age */
-#define TALLY_CLOCK_SAMPLE_MS 1000    /* how often a ready connection asks TIME */
-#define TALLY_CLOCK_KEEP_MS 5000      /* a sample is kept over a much slower one this long */
+#define TALLY_FENCE_MARGIN_MS 20   /* fence before the answer: time for a refusal to return */
+#define TALLY_CLOCK_DRIFT_PPM 1000 /* allowance for the drift of the clocks, per sample age */
+#define TALLY_CLOCK_SAMPLE_MS 1000 /* how often a ready connection asks TIME */
+#define TALLY_CLOCK_KEEP_MS 5000   /* a sample is kept over a much slower one this long */
 
 /* One TIME sample of one Redis. */
 struct tally_clock {
     bool known;
-    int64_t redis_ms;   /* Redis's clock, Unix ms */
-    uint64_t sent_ms;   /* monotonic ms: TIME went out */
-    uint64_t recv_ms;   /* monotonic ms: its answer came back */
+    int64_t redis_ms; /* Redis's clock, Unix ms */
+    uint64_t sent_ms; /* monotonic ms: TIME went out */
+    uint64_t recv_ms; /* monotonic ms: its answer came back */
 };
 
 /* Take the TIME reply R (sent at SENT, answered at RECV, monotonic ms) into *C. A sample
@@ -54,12 +54,12 @@ bool tally_fence_open(uint64_t now, uint64_t answer_by);
 
 /* What became of a unit, as far as the collector knows. */
 enum tally_unit_fate {
-    TALLY_UNIT_APPLIED,   /* its reply came: applied, now or by an earlier copy */
-    TALLY_UNIT_UNSENT,    /* no copy of it ever left the collector */
-    TALLY_UNIT_REFUSED,   /* Redis refused it before running it (an error reply) */
-    TALLY_UNIT_FENCED,    /* the script refused it past its fence: it never runs */
-    TALLY_UNIT_NO_REPLY,  /* a copy was sent and no reply came (yet) */
-    TALLY_UNIT_BROKEN,    /* the script failed part-way: what it wrote before stays */
+    TALLY_UNIT_APPLIED,  /* its reply came: applied, now or by an earlier copy */
+    TALLY_UNIT_UNSENT,   /* no copy of it ever left the collector */
+    TALLY_UNIT_REFUSED,  /* Redis refused it before running it (an error reply) */
+    TALLY_UNIT_FENCED,   /* the script refused it past its fence: it never runs */
+    TALLY_UNIT_NO_REPLY, /* a copy was sent and no reply came (yet) */
+    TALLY_UNIT_BROKEN,   /* the script failed part-way: what it wrote before stays */
 };
 
 /* The status a unit's requests are answered with: 0 (200), TALLY_EUNAVAIL / TALLY_EREDIS /

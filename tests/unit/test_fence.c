@@ -41,8 +41,8 @@ static void test_fence_refuses_what_is_not_a_time_reply(void **state)
     static const struct {
         const char *s, *us;
     } bad[] = {
-        {"", "1"}, {"17x", "1"}, {"1", "1000000"}, {"-1", "5"}, {"1", "-5"},
-        {"1234567890123456789", "0"},
+        {"", "1"},   {"17x", "1"}, {"1", "1000000"},
+        {"-1", "5"}, {"1", "-5"},  {"1234567890123456789", "0"},
     };
     struct tally_clock c = {0};
     redisReply *r;
@@ -82,8 +82,10 @@ static void test_fence_floor_never_passes_redis_clock(void **state)
     for (size_t i = 0; i < N_ELEMS(rtts); i++)
         for (uint64_t at = sent; at <= sent + rtts[i]; at += rtts[i] > 0 ? rtts[i] : 1) {
             /* Redis read its clock at AT. */
-            struct tally_clock c = {.known = true, .redis_ms = (int64_t)at + true_offset,
-                                    .sent_ms = sent, .recv_ms = sent + rtts[i]};
+            struct tally_clock c = {.known = true,
+                                    .redis_ms = (int64_t)at + true_offset,
+                                    .sent_ms = sent,
+                                    .recv_ms = sent + rtts[i]};
 
             for (size_t k = 0; k < N_ELEMS(later); k++) {
                 uint64_t t = c.recv_ms + later[k];
@@ -92,9 +94,9 @@ static void test_fence_floor_never_passes_redis_clock(void **state)
 
                 if (floor >= truth || truth - floor > slack) {
                     print_error("rtt %llu read at +%llu, %llu ms later: floor %lld, "
-                                "truth %lld\n", (unsigned long long)rtts[i],
-                                (unsigned long long)(at - sent), (unsigned long long)later[k],
-                                (long long)floor, (long long)truth);
+                                "truth %lld\n",
+                                (unsigned long long)rtts[i], (unsigned long long)(at - sent),
+                                (unsigned long long)later[k], (long long)floor, (long long)truth);
                     fail();
                 }
             }
@@ -112,8 +114,7 @@ static void test_fence_floor_allows_for_drift(void **state)
     } cases[] = {
         {0, -1}, {1, 0}, {999, 998}, {1000, 998}, {2000, 1997}, {60000, 59939},
     };
-    struct tally_clock c = {.known = true, .redis_ms = 1764950000000, .sent_ms = 10,
-                            .recv_ms = 12};
+    struct tally_clock c = {.known = true, .redis_ms = 1764950000000, .sent_ms = 10, .recv_ms = 12};
 
     (void)state;
     for (size_t i = 0; i < N_ELEMS(cases); i++)
@@ -125,8 +126,8 @@ static void test_fence_floor_allows_for_drift(void **state)
  * cannot run after the answer. */
 static void test_fence_falls_before_the_answer(void **state)
 {
-    struct tally_clock c = {.known = true, .redis_ms = 1764950000000, .sent_ms = 1000,
-                            .recv_ms = 1004};
+    struct tally_clock c = {
+        .known = true, .redis_ms = 1764950000000, .sent_ms = 1000, .recv_ms = 1004};
     uint64_t answer_by = 1004 + 1500;
     int64_t fence = tally_fence_at(&c, answer_by);
 
@@ -156,8 +157,9 @@ static void test_fence_keeps_a_sharp_sample_over_a_stalled_one(void **state)
     assert_int_equal(c.redis_ms, 1002500);
     assert_int_equal(c.recv_ms, 2500);
     /* Once the held sample is TALLY_CLOCK_KEEP_MS old, even a slow one is taken. */
-    assert_int_equal(tally_clock_take(&c, fast, 2500 + TALLY_CLOCK_KEEP_MS - 2000,
-                                      2500 + TALLY_CLOCK_KEEP_MS), 0);
+    assert_int_equal(
+        tally_clock_take(&c, fast, 2500 + TALLY_CLOCK_KEEP_MS - 2000, 2500 + TALLY_CLOCK_KEEP_MS),
+        0);
     assert_int_equal(c.redis_ms, 1000000);
     freeReplyObject(fast);
     freeReplyObject(slow);
@@ -169,11 +171,9 @@ static void test_fence_open_only_before_the_margin(void **state)
         uint64_t now, answer_by;
         bool open;
     } cases[] = {
-        {1000, 2500, true},
-        {2479, 2500, true},
+        {1000, 2500, true},  {2479, 2500, true},
         {2480, 2500, false}, /* its fence would be now: refused for sure */
-        {2500, 2500, false},
-        {3000, 2500, false},
+        {2500, 2500, false}, {3000, 2500, false},
     };
 
     (void)state;
@@ -219,9 +219,9 @@ static void test_fence_answers_a_write_in_parts(void **state)
 
     (void)state;
     for (size_t i = 0; i < N_ELEMS(cases); i++)
-        assert_int_equal(tally_write_status(cases[i].applied, cases[i].failed, cases[i].unknown,
-                                            TALLY_EUNAVAIL),
-                         cases[i].status);
+        assert_int_equal(
+            tally_write_status(cases[i].applied, cases[i].failed, cases[i].unknown, TALLY_EUNAVAIL),
+            cases[i].status);
 }
 
 int main(void)
