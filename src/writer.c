@@ -48,6 +48,12 @@ struct write_lane {
     unsigned refusals;             /* in a row, for the backoff */
     uint32_t forgets;              /* the writer's known_forgets when the unit was built */
     char attempt[40];
+    /* After a unit's reply was lost, new units wait until a probe (a small write to the
+     * lane's slot) shows that Redis runs writes again: a Redis that stalls, or takes reads
+     * but not writes (CLIENT PAUSE WRITE), then gets no units whose outcome would be unknown
+     * too; their requests are answered 503 when their time to be sent is over. */
+    bool suspect, probing;
+    char probe_key[TALLY_KEY_MAX];
 };
 
 struct tally_writer {
@@ -281,13 +287,34 @@ static void writer_known(struct tally_writer *w, int64_t now)
     w->known_since = tally_now_ms();
 }
 
+static void on_probe_reply(int status, redisReply *reply, void *arg)
+{
+    struct write_lane *l = arg;
+
+    l->probing = false;
+    if (status == 0 && reply->type != REDIS_REPLY_ERROR)
+        l->suspect = false;
+    else
+        l->retry_at = tally_now_ms() + WRITER_TICK_MS;
+    writer_schedule(l->w);
+}
+
+static void writer_probe(struct write_lane *l, struct tally_store *st)
+{
+    const char *argv[] = {"SET", l->probe_key, "1", "PX", "60000"};
+    size_t len[] = {3, strlen(l->probe_key), 1, 2, 5};
+
+    if (tally_store_command(st, 5, argv, len, on_probe_reply, l) == 0)
+        l->probing = true;
+}
+
 static void writer_flush_lane(struct write_lane *l)
 {
     uint64_t now = tally_now_ms();
     struct tally_store *st;
     int rc;
 
-    if (l->state == UNIT_SENT || now < l->retry_at)
+    if (l->state == UNIT_SENT || l->probing || now < l->retry_at)
         return;
     if (l->state == UNIT_NONE && TAILQ_EMPTY(&l->pending))
         return;
@@ -298,6 +325,10 @@ static void writer_flush_lane(struct write_lane *l)
         /* Past its fence a copy would only be refused: the deadlines settle it. */
         if (tally_fence_open(now, l->answer_by))
             writer_send(l, st);
+        return;
+    }
+    if (l->suspect) {
+        writer_probe(l, st);
         return;
     }
     rc = writer_take(l, now);
@@ -430,6 +461,7 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
  * again either way. */
 static void writer_orphan_reply(struct write_lane *l, int status, const redisReply *reply)
 {
+    l->suspect = status != 0;
     l->orphan = false;
     l->state = UNIT_NONE;
     l->uncertain = false;
@@ -453,11 +485,14 @@ static void on_unit_reply(int status, redisReply *reply, void *arg)
     }
     if (l->n_unit == 0)
         return; /* no unit in flight here any more (answered already): nothing to do */
+    if (status == 0 && reply->type != REDIS_REPLY_ERROR)
+        l->suspect = false;
     if (status == 0) {
         writer_applied(l, reply);
     } else if (status == TALLY_EUNKNOWN) {
         l->state = UNIT_RESEND;
         l->uncertain = true;
+        l->suspect = true;
     } else if (l->uncertain) {
         l->state = UNIT_RESEND;
     } else {
@@ -486,6 +521,7 @@ static void writer_give_up(struct write_lane *l)
     /* The store has said so once per lost connection; this is per unit. */
     log_debug("redis did not confirm a write unit in time; its %zu requests are answered as "
               "of unknown outcome", n);
+    l->suspect = true;
     if (l->state != UNIT_SENT) {
         writer_answer_unit(l, tally_unit_status(TALLY_UNIT_NO_REPLY));
         return;
@@ -711,6 +747,9 @@ static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsig
 {
     l->w = w;
     l->slot = tally_key_bucket_slot(bucket);
+    if (tally_key_make(l->probe_key, sizeof(l->probe_key), w->cfg->prefix, bucket, 'x', "probe",
+                       5) == 0)
+        l->probe_key[0] = '\0';
     TAILQ_INIT(&l->pending);
     tally_agg_init(&l->agg, w->cfg->prefix, w->cfg->view_window);
     l->agg.known_day = w->known_day;
