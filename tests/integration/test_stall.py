@@ -300,6 +300,57 @@ class StallTest(harness.TallyTestCase):
         self.run_stall("CLIENT PAUSE WRITE", nemesis)
 
 
+class ProbeTest(harness.TallyTestCase):
+    """A Redis that serves reads but holds writes for long (CLIENT PAUSE WRITE, 6 s): once a
+    unit's reply is lost, tallyd sends no new unit until a probe write goes through, so only
+    the requests in flight when the pause began can end as 504; the rest are 503 (never sent),
+    each within the bound."""
+
+    CLIENTS = 32
+    PAUSE_MS = 6000
+
+    def test_writes_held_for_long_give_503_not_a_stream_of_504(self):
+        redis = self.track(harness.Redis().start())
+        self.addCleanup(redis.close)
+        t = self.track(harness.Tallyd(redis, [
+            "--view-window", "0", "--redis-timeout", str(REDIS_TIMEOUT_MS),
+            "--hold", str(HOLD_MS)]))
+        self.addCleanup(t.close)
+        t.start()
+        lock = threading.Lock()
+        statuses, slowest = {}, [0.0]
+        stop_at = time.monotonic() + BEFORE + self.PAUSE_MS / 1000.0 + AFTER
+
+        def client(i):
+            with harness.KeepAliveClient(t.port, timeout=REQUEST_TIMEOUT) as cl:
+                for _ in range(MAX_OPS):
+                    if time.monotonic() >= stop_at:
+                        break
+                    sent = time.monotonic()
+                    ex = cl.post_events(view_batch("probe/%d" % i, 1))
+                    with lock:
+                        statuses[ex.status] = statuses.get(ex.status, 0) + 1
+                        slowest[0] = max(slowest[0], time.monotonic() - sent)
+                    time.sleep(0.01)
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True)
+                   for i in range(self.CLIENTS)]
+        for th in threads:
+            th.start()
+        time.sleep(BEFORE)
+        self.assertEqual(redis.command("CLIENT", "PAUSE", str(self.PAUSE_MS), "WRITE"), "OK")
+        for th in threads:
+            th.join(stop_at - time.monotonic() + 2 * REQUEST_TIMEOUT)
+            self.assertFalse(th.is_alive(), "a load client did not finish")
+        sys.stderr.write("\nCLIENT PAUSE WRITE %d ms, %d clients: %r, slowest %.3f s\n"
+                         % (self.PAUSE_MS, self.CLIENTS, dict(sorted(statuses.items())),
+                            slowest[0]))
+        self.assertEqual(set(statuses) - {200, 503, 504}, set(), statuses)
+        self.assertGreater(statuses.get(503, 0), 0, statuses)
+        self.assertLessEqual(statuses.get(504, 0), self.CLIENTS, statuses)
+        self.assertLessEqual(slowest[0], BOUND + MARGIN)
+
+
 class FenceTest(harness.TallyTestCase):
     """A write answered 504 does not run after its answer: Redis finds its unit past the
     unit's fence when it gets to it, refuses it and marks it so; a retry under the same
