@@ -12,8 +12,12 @@
 #include "tally/bots.h"
 #include "unit.h"
 
-#define FIXTURE "data/bot-user-agents.txt" /* beside this file */
-#define MAX_UP 8                           /* directories to climb looking for it */
+/* The build gives the directory of the unit tests' data (tests/unit/data in the source tree),
+ * wherever the build directory is. */
+#ifndef TALLY_UNIT_DATA_DIR
+#error "TALLY_UNIT_DATA_DIR (the directory of tests/unit/data) must be defined by the build"
+#endif
+#define FIXTURE TALLY_UNIT_DATA_DIR "/bot-user-agents.txt"
 
 /* Match LEN bytes of S from a heap copy of exactly that size, no NUL: AddressSanitizer catches
  * any read past the length. */
@@ -49,44 +53,16 @@ static void check_all(const char *const *uas, size_t n, bool want)
 
 /* ---- (a) Every example User-Agent from the upstream list ---- */
 
-/* The fixture, found from this file's name: __FILE__ is absolute, or (with
- * -fmacro-prefix-map) relative to the repository root, which is the working directory or one
- * of its parents (ctest runs in a build directory inside the repository). */
-static FILE *open_fixture(void)
-{
-    char dir[512], path[1024];
-    const char *slash = strrchr(__FILE__, '/');
-    size_t dir_len = slash != NULL ? (size_t)(slash - __FILE__) : 0;
-    FILE *f;
-
-    assert_true(dir_len < sizeof(dir));
-    memcpy(dir, __FILE__, dir_len);
-    dir[dir_len] = '\0';
-    snprintf(path, sizeof(path), "%s%s" FIXTURE, dir, dir_len > 0 ? "/" : "");
-    f = fopen(path, "r");
-    if (f != NULL || dir[0] == '/')
-        return f;
-    for (int up = 1; up <= MAX_UP && f == NULL; up++) {
-        size_t n = 0;
-
-        for (int k = 0; k < up; k++)
-            n += (size_t)snprintf(path + n, sizeof(path) - n, "../");
-        snprintf(path + n, sizeof(path) - n, "%s%s" FIXTURE, dir, dir_len > 0 ? "/" : "");
-        f = fopen(path, "r");
-    }
-    return f;
-}
-
 static void test_bots_match_every_upstream_example(void **state)
 {
-    FILE *f = open_fixture();
+    FILE *f = fopen(FIXTURE, "r");
     char *line = NULL;
     size_t cap = 0, n_lines = 0, missed = 0;
     ssize_t n;
 
     (void)state;
     if (f == NULL)
-        fail_msg("cannot find tests/unit/" FIXTURE " from %s", __FILE__);
+        fail_msg("cannot open %s", FIXTURE);
     while ((n = getline(&line, &cap, f)) >= 0) {
         if (n > 0 && line[n - 1] == '\n')
             n--;
