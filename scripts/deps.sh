@@ -51,13 +51,3 @@ if [ "${#missing[@]}" -gt 0 ]; then
         trap - EXIT
     fi
 fi
-
-# The test tools (redocly, playwright-core) need Node.js 20.19 or later; Debian 12's own
-# nodejs is 18. Say so now rather than failing half-way through the tests.
-if [ "${1:-}" = "--test" ]; then
-    v=$(node -p 'process.versions.node' 2>/dev/null || echo 0)
-    if ! printf '20.19.0\n%s\n' "$v" | sort -V -C; then
-        echo "deps.sh: the tests need Node.js 20.19 or later (found $v); install a newer nodejs" >&2
-        exit 1
-    fi
-fi

@@ -6,6 +6,7 @@ import { after, before, test } from 'node:test';
 import {
   ARTIFACTS, UA, decodePNG, getJSON, inkPixels, launchBrowser, newContext, postEvents,
   sleep, startRedis, startTally, textWhen, waitFor,
+  TEST_TIMEOUT_MS,
 } from './harness.mjs';
 
 let redis, browser, tally;
@@ -56,7 +57,7 @@ function assertSameOrigin(ctx) {
   assert.deepEqual(ctx.rec.errors, []);
 }
 
-test('10a. dashboard: live totals, top articles in order, a chart per article, live updates', async (t) => {
+test('10a. dashboard: live totals, top articles in order, a chart per article, live updates', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const ctx = await newContext(browser, { ua: UA(1000), viewport: { width: 1200, height: 900 } });
   t.after(() => ctx.close());
   const page = await ctx.newPage();
@@ -107,7 +108,7 @@ test('10a. dashboard: live totals, top articles in order, a chart per article, l
   assertSameOrigin(ctx);
 });
 
-test('10b. dashboard on a phone (390x844): no horizontal scroll, no layout shift as numbers update', async (t) => {
+test('10b. dashboard on a phone (390x844): no horizontal scroll, no layout shift as numbers update', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const ctx = await newContext(browser, {
     ua: UA(1001), viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 1,
   });

@@ -6,6 +6,7 @@ import { after, before, test } from 'node:test';
 import {
   ARTIFACTS, UA, decodePNG, inkPixels, launchBrowser, metric, newContext, postEvents,
   settledStats, sleep, startRedis, startTally, stats, textWhen, waitFor,
+  TEST_TIMEOUT_MS,
 } from './harness.mjs';
 
 let redis, browser;
@@ -20,7 +21,7 @@ after(async () => {
   await redis?.stop();
 });
 
-test('9a. /demo/: Views 1 after load, the share menu counts shares, a screenshot of 1200x900', async (t) => {
+test('9a. /demo/: Views 1 after load, the share menu counts shares, a screenshot of 1200x900', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis);
   t.after(() => tally.stop());
   const A = 'demo/harbour-birds';
@@ -80,7 +81,7 @@ test('9a. /demo/: Views 1 after load, the share menu counts shares, a screenshot
   assert.deepEqual(ctx.rec.errors, []);
 });
 
-test('9b. /demo/list: every counter filled by one stats request, no view counted', async (t) => {
+test('9b. /demo/list: every counter filled by one stats request, no view counted', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis, { viewWindow: 0 });
   t.after(() => tally.stop());
   const ids = ['demo/harbour-birds', 'demo/night-bus-library', 'demo/sourdough-fifty', 'demo/clock-tower'];

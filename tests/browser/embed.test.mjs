@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import {
   CHROMIUM, CHROMIUM_ARGS, UA, getJSON, launchBrowser, metric, newContext, postEvents,
   settledStats, sleep, spawnTracked, startPages, startProxy, startRedis, startTally, stats, textWhen, waitFor,
+  TEST_TIMEOUT_MS,
 } from './harness.mjs';
 
 let redis, browser, pages;
@@ -51,7 +52,7 @@ function assertOnlyOrigins(ctx, allowed) {
   assert.deepEqual(others, [], 'requests to third parties');
 }
 
-test('1. article page on another origin: one view per reader, shown count, no cookies, no storage, no third parties', async (t) => {
+test('1. article page on another origin: one view per reader, shown count, no cookies, no storage, no third parties', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis);
   t.after(() => tally.stop());
   const A = 't1/harbour-birds';
@@ -106,7 +107,7 @@ test('1. article page on another origin: one view per reader, shown count, no co
   }
 });
 
-test('1b. a repeat view by the same reader (same address and UA) is not counted', async (t) => {
+test('1b. a repeat view by the same reader (same address and UA) is not counted', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis); // default --view-window 1800
   t.after(() => tally.stop());
   const A = 't1b/repeat';
@@ -133,7 +134,7 @@ test('1b. a repeat view by the same reader (same address and UA) is not counted'
   assert.equal(st.visitors, 1);
 });
 
-test('2. the view: a keepalive POST /v1/events, text/plain;charset=UTF-8, no preflight, no cookie or Referer, exact body', async (t) => {
+test('2. the view: a keepalive POST /v1/events, text/plain;charset=UTF-8, no preflight, no cookie or Referer, exact body', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis);
   t.after(() => tally.stop());
   const proxy = await startProxy(tally.origin); // sees every request on the wire, preflights too
@@ -180,7 +181,7 @@ test('2. the view: a keepalive POST /v1/events, text/plain;charset=UTF-8, no pre
   }
 });
 
-test('3. which article: data-article, else the canonical URL path, else location.pathname', async (t) => {
+test('3. which article: data-article, else the canonical URL path, else location.pathname', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis);
   t.after(() => tally.stop());
   const src = `${tally.origin}/tally.js`, body = '<span data-tally="views">0</span>';
@@ -232,7 +233,7 @@ test('3. which article: data-article, else the canonical URL path, else location
   }
 });
 
-test('4. share: a click bumps the shown counts at once and counts one share for that network', async (t) => {
+test('4. share: a click bumps the shown counts at once and counts one share for that network', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis);
   t.after(() => tally.stop());
   const A = 't4/share';
@@ -279,7 +280,7 @@ test('4. share: a click bumps the shown counts at once and counts one share for 
   }
 });
 
-test('5. list page: 20 teasers filled by ONE stats request, no view counted', async (t) => {
+test('5. list page: 20 teasers filled by ONE stats request, no view counted', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis, { viewWindow: 0 });
   t.after(() => tally.stop());
   const N = 20;
@@ -337,7 +338,7 @@ test('5. list page: 20 teasers filled by ONE stats request, no view counted', as
   }
 });
 
-test('5b. list page with long ids: stats requests split so that no URL passes about 8 KB', async (t) => {
+test('5b. list page with long ids: stats requests split so that no URL passes about 8 KB', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis, { viewWindow: 0 });
   t.after(() => tally.stop());
   // 30 ids of 254 bytes, mostly Korean (each byte percent-encoded: 757 characters a query
@@ -371,7 +372,7 @@ test('5b. list page with long ids: stats requests split so that no URL passes ab
   }
 });
 
-test('6. number formatting: 1,234 in English, 1.234 in German, 1.2K compact', async (t) => {
+test('6. number formatting: 1,234 in English, 1.234 in German, 1.2K compact', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis, { viewWindow: 0 });
   t.after(() => tally.stop());
   const A = 't6/big';
@@ -414,7 +415,7 @@ test('6. number formatting: 1,234 in English, 1.234 in German, 1.2K compact', as
   }
 });
 
-test('7. a page without tally elements: one view, no stats request, no errors', async (t) => {
+test('7. a page without tally elements: one view, no stats request, no errors', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis);
   t.after(() => tally.stop());
   pages.pages.set('/t7/bare.html', () => html({
@@ -443,7 +444,7 @@ test('7. a page without tally elements: one view, no stats request, no errors', 
 // not prerender at all (no "Sec-Purpose: prefetch;prerender" request for b.html, or b.html reports
 // activationStart 0), the test fails: nothing would have been checked. With TALLY_ALLOW_SKIP=1
 // (a Chromium known not to prerender) it is skipped instead.
-test('8. prerender: nothing is sent while the page is prerendering, one view after activation', async (t) => {
+test('8. prerender: nothing is sent while the page is prerendering, one view after activation', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis);
   t.after(() => tally.stop());
   const proxy = await startProxy(tally.origin);

@@ -28,6 +28,9 @@ export const ARTIFACTS = process.env.TALLY_BROWSER_ARTIFACTS ||
   fs.mkdtempSync(path.join(os.tmpdir(), 'tally-browser-'));
 fs.mkdirSync(ARTIFACTS, { recursive: true });
 
+// Each test's time limit (the per-test option of node:test: Node.js 18 has no --test-timeout).
+export const TEST_TIMEOUT_MS = 60000;
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------- processes
@@ -333,6 +336,18 @@ export async function textWhen(page, selector, re, timeout = 5000) {
 
 // ---------------------------------------------------------------- PNG
 
+// CRC-32 (ISO-HDLC, as PNG chunks use) of a buffer; zlib.crc32 is not in Node.js 18.
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+export function crc32(buf) {
+  let c = 0xffffffff;
+  for (const b of buf) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
 // Parses and checks a PNG fully (signature, chunk CRCs, IHDR, IDAT inflating to exactly the
 // expected size, IEND) and returns {width, height, pixel(x, y) -> [r, g, b, a]}.
 export function decodePNG(buf) {
@@ -345,7 +360,7 @@ export function decodePNG(buf) {
     const type = buf.toString('latin1', off + 4, off + 8);
     const data = buf.subarray(off + 8, off + 8 + len);
     const crc = buf.readUInt32BE(off + 8 + len);
-    if (zlib.crc32(buf.subarray(off + 4, off + 8 + len)) !== crc) throw new Error(`PNG chunk ${type}: bad CRC`);
+    if (crc32(buf.subarray(off + 4, off + 8 + len)) !== crc) throw new Error(`PNG chunk ${type}: bad CRC`);
     if (type === 'IHDR') {
       ihdr = { width: data.readUInt32BE(0), height: data.readUInt32BE(4), depth: data[8], color: data[9], interlace: data[12] };
     } else if (type === 'IDAT') idat.push(data);

@@ -6,6 +6,7 @@ import { after, before, test } from 'node:test';
 import {
   UA, launchBrowser, newContext, postEvents, settledStats, sleep, startPages, startProxy,
   startRedis, startTally, stats, textWhen, waitFor,
+  TEST_TIMEOUT_MS,
 } from './harness.mjs';
 
 let redis, browser, pages;
@@ -30,7 +31,7 @@ const recordViolations = () => {
   });
 };
 
-test('11. ids named like Object.prototype members are counted and shown, and nothing reaches Object.prototype', async (t) => {
+test('11. ids named like Object.prototype members are counted and shown, and nothing reaches Object.prototype', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis, { viewWindow: 0 });
   t.after(() => tally.stop());
   // Counts the page will read back; __proto__ itself gets its view from the page.
@@ -73,7 +74,7 @@ ${span('__proto__')} ${span('__proto__', 'shares')} ${span('constructor')} ${spa
 // The page and the collector share an origin (the proxy serves both), the page's cookie is set
 // for that origin and its referrer policy would send its full address: exactly what a beacon
 // carries. The page sends a beacon of its own to show that the browser does send them here.
-test('12. the view and the stats request carry neither the cookies nor the address of the page', async (t) => {
+test('12. the view and the stats request carry neither the cookies nor the address of the page', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis);
   t.after(() => tally.stop());
   const proxy = await startProxy(tally.origin);
@@ -111,7 +112,7 @@ test('12. the view and the stats request carry neither the cookies nor the addre
   assert.deepEqual(ctx.rec.errors, []);
 });
 
-test('13. an id with a bidi override is refused; the dashboard lays every id out isolated', async (t) => {
+test('13. an id with a bidi override is refused; the dashboard lays every id out isolated', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis, { viewWindow: 0 });
   t.after(() => tally.stop());
   const evil = 'evil.com/\u202Egnp.exe';
@@ -157,7 +158,7 @@ test('13. an id with a bidi override is refused; the dashboard lays every id out
     `console.error: Failed to load resource: the server responded with a status of 400 (Bad Request) (${tally.origin}/v1/events)`]);
 });
 
-test('14. /dashboard and /demo/ pages: CSP and Referrer-Policy sent, everything works, no violation', async (t) => {
+test('14. /dashboard and /demo/ pages: CSP and Referrer-Policy sent, everything works, no violation', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis, { viewWindow: 0 });
   t.after(() => tally.stop());
   await postEvents(tally.origin, [{ type: 'view', article: 'csp/a' }, { type: 'share', article: 'csp/a', network: 'email' }]);

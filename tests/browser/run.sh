@@ -3,7 +3,7 @@
 #
 #   tests/browser/run.sh path/to/tallyd
 #
-# Needs node (>= 20), Debian's chromium (/usr/bin/chromium, or TALLY_CHROMIUM), redis-server, and
+# Needs node (>= 18.17, Debian 12's is enough), Debian's chromium (/usr/bin/chromium, or TALLY_CHROMIUM), redis-server, and
 # the pinned playwright-core installed with `npm ci` in tests/browser (it never downloads a
 # browser). The tests start and stop their own redis-server, tallyd instances and page servers on
 # free loopback ports. Screenshots go to $TALLY_BROWSER_ARTIFACTS (default: a new temp dir).
@@ -28,7 +28,7 @@ fail() {
 
 command -v node >/dev/null || fail "node is not installed (apt-get install nodejs npm)"
 node_major=$(node -p 'process.versions.node.split(".")[0]')
-[[ "$node_major" -ge 20 ]] || fail "node >= 20 is needed, this is $(node --version)"
+[[ "$node_major" -ge 18 ]] || fail "node >= 18 is needed, this is $(node --version)"
 command -v redis-server >/dev/null || fail "redis-server is not installed (apt-get install redis-server)"
 chromium=${TALLY_CHROMIUM:-/usr/bin/chromium}
 [[ -x "$chromium" ]] || fail "$chromium is missing (apt-get install chromium)"
@@ -53,5 +53,5 @@ echo "browser tests: screenshots in $artifacts"
 echo "browser tests: $(node --version), $("$chromium" --version 2>/dev/null | tail -n 1), playwright-core $(node -p 'require("playwright-core/package.json").version')"
 # One test file at a time: each starts its own Chromium, redis-server and tallyd instances, and the
 # timing checks (live counter, layout shift) should not compete for the CPU with another file.
-exec node --test --test-concurrency=1 --test-timeout=60000 --test-reporter=spec \
+exec node --test --test-concurrency=1 --test-reporter=spec \
     embed.test.mjs demo.test.mjs dashboard.test.mjs page.test.mjs
