@@ -41,7 +41,7 @@ struct cfg_ctx {
 typedef int cfg_parse_fn(struct cfg_ctx *ctx, struct tally_config *cfg, const char *value);
 
 enum cfg_flags {
-    CFG_NCPU = 1 << 0,   /* no DEF: the default is the number of cores */
+    CFG_NCPU = 1 << 0,   /* no DEF: the default is the CPUs tallyd may use (cpus.h) */
     CFG_SECRET = 1 << 1, /* an error never repeats the value */
 };
 
@@ -104,6 +104,7 @@ static const struct cfg_option cfg_options[] = {
 /* clang-format on */
 
 #define CFG_N_OPTIONS (sizeof(cfg_options) / sizeof(cfg_options[0]))
+#define CFG_NCPU_DEFAULT "usable CPUs (cgroup quota, affinity)" /* what --help says */
 #define CFG_USAGE_COL 29 /* width of "--redis-cluster HOST:PORT,...", the longest */
 
 /* ---- Small helpers ---- */
@@ -959,7 +960,7 @@ static void cfg_usage_option(FILE *out, const struct cfg_option *opt)
              opt->metavar != NULL ? opt->metavar : "");
     cfg_env_name(opt, env, sizeof(env));
     if (def == NULL)
-        def = opt->flags & CFG_NCPU ? "number of cores" : "none";
+        def = opt->flags & CFG_NCPU ? CFG_NCPU_DEFAULT : "none";
     fprintf(out, "  %-*s  %s\n", CFG_USAGE_COL, left, opt->help);
     fprintf(out, "  %-*s  [env %s, default %s]\n", CFG_USAGE_COL, "", env, def);
 }

@@ -2,13 +2,13 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
 #include "tally/config.h"
+#include "tally/cpus.h"
 #include "tally/functions.h"
 #include "tally/healthcheck.h"
 #include "tally/log.h"
@@ -58,12 +58,11 @@ int main(int argc, char **argv)
 {
     static struct tally_config cfg;
     struct tally_server server = {0};
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     char err[512];
     int rc;
 
-    rc = tally_config_parse(&cfg, argc, argv, main_getenv, NULL, ncpu > 0 ? (unsigned)ncpu : 1,
-                            err, sizeof(err));
+    rc = tally_config_parse(&cfg, argc, argv, main_getenv, NULL, tally_cpus_available(), err,
+                            sizeof(err));
     if (rc < 0) {
         fprintf(stderr, "tallyd: %s\n", err);
         return 2;

@@ -55,7 +55,7 @@ struct tally_config {
     char origins[TALLY_ORIGINS_MAX][TALLY_ORIGIN_LEN_MAX + 1];
     size_t n_origins;
     uint32_t rate_limit;           /* events per second per client; 0 = off */
-    uint32_t threads;              /* 1..TALLY_THREADS_MAX; the default is the number of cores */
+    uint32_t threads;              /* 1..TALLY_THREADS_MAX; the default is NCPU (cpus.h) */
     struct tally_cidr trust[TALLY_TRUST_MAX];
     size_t n_trust;
     uint32_t view_window;          /* seconds; 0 counts every view */

@@ -189,6 +189,35 @@ class CliTest(harness.TallyTestCase):
         self.assertEqual(t.post_events(ev, {"Origin": "https://b.example"}).status, 200)
         self.assertEqual(t.post_events(ev, {"Origin": "https://c.example"}).status, 403)
 
+    # ---- the default of --threads ----
+
+    def test_default_threads_follow_the_affinity_mask(self):
+        """Without --threads, tallyd runs one worker per CPU it may use: pinned to one CPU
+        (taskset, as a cpuset would), one worker, whatever the machine has."""
+        cpu = min(os.sched_getaffinity(0))
+        for env, want in (({}, 1), ({"TALLY_THREADS": "3"}, 3)):
+            with self.subTest(env=env):
+                t = self.track(PinnedTallyd(self.redis, cpu, env=env))
+                self.addCleanup(t.close)
+                t.start()
+                samples = t.metrics()
+                self.assertEqual(harness.metric(samples, "tally_worker_threads"), want)
+                self.assertIn("with %d threads" % want, t.log())
+
+
+class PinnedTallyd(harness.Tallyd):
+    """A tallyd started by taskset on one CPU, without the harness's --threads."""
+
+    def __init__(self, redis, cpu, env=None):
+        super().__init__(redis, env=env)
+        self.cpu = cpu
+
+    def argv(self):
+        argv = super().argv()
+        i = argv.index("--threads")
+        del argv[i:i + 2]
+        return ["taskset", "--cpu-list", str(self.cpu)] + argv
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1154,7 +1154,7 @@ static void test_config_usage_lists_every_flag_and_variable(void **state)
                                        "-h",
                                        "-V",
                                        "[env TALLY_LISTEN, default 127.0.0.1:8080]",
-                                       "[env TALLY_THREADS, default number of cores]",
+                                       "[env TALLY_THREADS, default usable CPUs (cgroup quota, affinity)]",
                                        "[env TALLY_TOKEN, default none]"};
     char *text = usage_text();
     char needle[64];
