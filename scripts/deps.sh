@@ -8,7 +8,7 @@ set -euo pipefail
 run=(libevent-dev libhiredis-dev libcjson-dev redis-server redis-tools cmake gcc libc6-dev
      make pkg-config ca-certificates curl)
 test=(libcmocka-dev python3 nodejs npm clang libclang-rt-14-dev chromium prometheus
-      systemd nginx-light docker-compose yamllint openssl)
+      systemd nginx-light docker-compose yamllint openssl mandoc lintian dpkg-dev file)
 
 bench=(wrk nginx-light webdis python3)
 

@@ -105,6 +105,12 @@ static const struct cfg_option cfg_options[] = {
 
 #define CFG_N_OPTIONS (sizeof(cfg_options) / sizeof(cfg_options[0]))
 #define CFG_NCPU_DEFAULT "usable CPUs (cgroup quota, affinity)" /* what --help says */
+/* What the man page says of CFG_NCPU's default; lines of roff text. */
+#define CFG_NCPU_MAN                                                                               \
+    "one per CPU tallyd may use: the fewest of the online cores,\n"                               \
+    "the affinity mask (taskset, cpusets) and the CPU quota of its cgroup rounded up\n"           \
+    "(cpu.max, or cpu.cfs_quota_us over cpu.cfs_period_us in cgroup v1;\n"                        \
+    "a quota of 1.5 CPUs gives 2)"
 #define CFG_USAGE_COL 29 /* width of "--redis-cluster HOST:PORT,...", the longest */
 
 /* ---- Small helpers ---- */
@@ -979,6 +985,111 @@ void tally_config_usage(FILE *out)
         cfg_usage_option(out, &cfg_options[i]);
     fprintf(out, "  %-*s  print this help and exit\n", CFG_USAGE_COL, "-h, --help");
     fprintf(out, "  %-*s  print the version and exit\n", CFG_USAGE_COL, "-V, --version");
+}
+
+/* ---- The manual page ---- */
+
+/* S as roff text: backslashes and hyphens escaped, so that "--flag" stays two hyphens. */
+static void cfg_roff(FILE *out, const char *s)
+{
+    for (; *s != '\0'; s++) {
+        if (*s == '\\')
+            fputs("\\e", out);
+        else if (*s == '-')
+            fputs("\\-", out);
+        else
+            fputc(*s, out);
+    }
+}
+
+static void cfg_man_option(FILE *out, const struct cfg_option *opt)
+{
+    char env[48];
+
+    cfg_env_name(opt, env, sizeof(env));
+    fputs(".TP\n\\fB\\-\\-", out);
+    cfg_roff(out, opt->flag);
+    fputs("\\fR", out);
+    if (opt->metavar != NULL) {
+        fputs(" \\fI", out);
+        cfg_roff(out, opt->metavar);
+        fputs("\\fR", out);
+    }
+    fputs("\n\\&", out); /* \& : a help text starting with '.' stays text */
+    cfg_roff(out, opt->help);
+    fputs(".\n.br\nVariable: \\fB", out);
+    cfg_roff(out, env);
+    fputs("\\fR\n.br\nDefault: ", out);
+    if (opt->def != NULL) {
+        fputs("\\fB\\%", out); /* \% : never hyphenated */
+        cfg_roff(out, opt->def);
+        fputs("\\fR", out);
+    } else {
+        cfg_roff(out, opt->flags & CFG_NCPU ? CFG_NCPU_MAN : "none");
+    }
+    fputs("\n", out);
+}
+
+void tally_config_man(FILE *out, const char *date)
+{
+    fputs(".\\\" tallyd.8 -- written by tally_config_man() from the option table of config.c,\n"
+          ".\\\" the table --help is written from.\n",
+          out);
+    fprintf(out, ".TH TALLYD 8 %s \"tally %s\" \"System Manager's Manual\"\n", date, TALLY_VERSION);
+    fputs(".SH NAME\n"
+          "tallyd \\- count views, shares and comments of articles in Redis\n"
+          ".SH SYNOPSIS\n"
+          ".B tallyd\n"
+          ".RI [ OPTION ...]\n"
+          ".SH DESCRIPTION\n"
+          ".B tallyd\n"
+          "receives view, share and comment events over HTTP and counts them in Redis.\n"
+          "It serves the counts back as JSON, the embed script\n"
+          ".IR tally.js ,\n"
+          "badges, a dashboard and Prometheus metrics.\n"
+          "All its state is in Redis: it needs no writable directory.\n"
+          ".PP\n"
+          "Every option also reads an environment variable, named after the flag\n"
+          "(\\fB\\-\\-rate\\-limit\\fR reads \\fBTALLY_RATE_LIMIT\\fR);\n"
+          "a flag wins over its variable, and an empty variable counts as unset.\n"
+          "A bad flag or value prints one line naming it and exits with status 2, before\n"
+          "anything starts.\n"
+          ".SH OPTIONS\n",
+          out);
+    for (size_t i = 0; i < CFG_N_OPTIONS; i++)
+        cfg_man_option(out, &cfg_options[i]);
+    fputs(".TP\n"
+          "\\fB\\-h\\fR, \\fB\\-\\-help\\fR\n"
+          "Print the options, their variables and defaults, and exit.\n"
+          ".TP\n"
+          "\\fB\\-V\\fR, \\fB\\-\\-version\\fR\n"
+          "Print the versions of tally, libevent, hiredis and cJSON, and exit.\n"
+          ".SH SIGNALS\n"
+          "On\n"
+          ".B SIGTERM\n"
+          "or\n"
+          ".BR SIGINT ,\n"
+          "tallyd stops accepting connections, answers the requests in flight and exits.\n"
+          ".SH EXIT STATUS\n"
+          "0 after a signal (or a healthy\n"
+          "\\fB\\-\\-healthcheck\\fR),\n"
+          "1 when it cannot start (or an unhealthy check),\n"
+          "2 for a bad flag or value.\n"
+          ".SH FILES\n"
+          ".TP\n"
+          ".I /etc/default/tallyd\n"
+          "The variables the systemd unit\n"
+          ".I tallyd.service\n"
+          "reads; an example with every variable is\n"
+          ".IR tallyd.env ,\n"
+          "under\n"
+          ".I /usr/share/doc/tally/examples\n"
+          "in the package.\n"
+          ".SH SEE ALSO\n"
+          ".BR redis\\-server (1),\n"
+          ".BR systemd.exec (5),\n"
+          ".BR taskset (1)\n",
+          out);
 }
 
 /* ---- Questions the server asks ---- */

@@ -91,6 +91,10 @@ int tally_config_parse(struct tally_config *cfg, int argc, char *const argv[],
 /* Write --help to OUT: one line per flag with its variable and default, in table order. */
 void tally_config_usage(FILE *out);
 
+/* Write the manual page tallyd(8) to OUT, as roff dated DATE ("2026-12-05"): its OPTIONS
+ * come from the same table as --help, one entry per flag with its variable and default. */
+void tally_config_man(FILE *out, const char *date);
+
 /* Does ORIGIN (LEN bytes, as sent in an Origin header) pass --allowed-origins? */
 bool tally_config_origin_allowed(const struct tally_config *cfg, const char *origin, size_t len);
 

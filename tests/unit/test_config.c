@@ -1191,6 +1191,62 @@ static void test_config_usage_marks_no_flag_inactive(void **state)
     free(text);
 }
 
+static char *man_text(void)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+
+    assert_non_null(f);
+    tally_config_man(f, "2026-01-02");
+    assert_int_equal(fclose(f), 0);
+    assert_non_null(text);
+    return text;
+}
+
+/* tallyd(8) has an entry for every flag of the table, with its variable, in roff whose
+ * hyphens are escaped, and lines short enough for mandoc's style check. */
+static void test_config_man_lists_every_flag_and_variable(void **state)
+{
+    char *text = man_text();
+    char needle[96], flag[48];
+
+    (void)state;
+    assert_true(strncmp(text, ".\\\"", 3) == 0);
+    assert_non_null(strstr(text, "\n.TH TALLYD 8 2026-01-02 \"tally " TALLY_VERSION "\""));
+    assert_non_null(strstr(text, "\n.SH OPTIONS\n"));
+    for (size_t i = 0; i < sizeof(flag_cases) / sizeof(flag_cases[0]); i++) {
+        size_t n = 0;
+
+        for (const char *p = flag_cases[i].flag; *p != '\0'; p++) {
+            if (*p == '-')
+                flag[n++] = '\\';
+            flag[n++] = *p;
+        }
+        flag[n] = '\0';
+        snprintf(needle, sizeof(needle), ".TP\n\\fB\\-\\-%s\\fR", flag);
+        if (count(text, needle) != 1)
+            fail_msg("tallyd(8) has %zu entries \"%s\"", count(text, needle), needle);
+        snprintf(needle, sizeof(needle), "\nVariable: \\fB%s\\fR\n", flag_cases[i].env);
+        if (count(text, needle) != 1)
+            fail_msg("tallyd(8) names %s %zu times", flag_cases[i].env, count(text, needle));
+    }
+    assert_int_equal(count(text, ".TP\n\\fB\\-\\-"), sizeof(flag_cases) / sizeof(flag_cases[0]));
+    assert_int_equal(count(text, "\\fB\\-h\\fR, \\fB\\-\\-help\\fR"), 1);
+    assert_int_equal(count(text, "\\fB\\-V\\fR, \\fB\\-\\-version\\fR"), 1);
+    assert_int_equal(count(text, "Default: one per CPU tallyd may use"), 1);
+    assert_int_equal(count(text, "Default: \\fB\\%127.0.0.1:8080\\fR\n"), 1);
+    for (const char *line = text; *line != '\0'; line += strcspn(line, "\n") + 1) {
+        if (strcspn(line, "\n") > 80)
+            fail_msg("tallyd(8) line over 80 bytes: %.*s", (int)strcspn(line, "\n"), line);
+        if (line[0] != '.' && strstr(line, "--") != NULL)
+            fail_msg("unescaped hyphens in tallyd(8): %.*s", (int)strcspn(line, "\n"), line);
+        if (line[strcspn(line, "\n")] == '\0')
+            break;
+    }
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1231,6 +1287,7 @@ int main(void)
         cmocka_unit_test(test_config_error_shows_a_long_value_cut),
         cmocka_unit_test(test_config_usage_lists_every_flag_and_variable),
         cmocka_unit_test(test_config_usage_marks_no_flag_inactive),
+        cmocka_unit_test(test_config_man_lists_every_flag_and_variable),
     };
 
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
