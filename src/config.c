@@ -107,9 +107,9 @@ static const struct cfg_option cfg_options[] = {
 #define CFG_NCPU_DEFAULT "usable CPUs (cgroup quota, affinity)" /* what --help says */
 /* What the man page says of CFG_NCPU's default; lines of roff text. */
 #define CFG_NCPU_MAN                                                                               \
-    "one per CPU tallyd may use: the fewest of the online cores,\n"                               \
-    "the affinity mask (taskset, cpusets) and the CPU quota of its cgroup rounded up\n"           \
-    "(cpu.max, or cpu.cfs_quota_us over cpu.cfs_period_us in cgroup v1;\n"                        \
+    "one per CPU tallyd may use: the fewest of the online cores,\n"                                \
+    "the affinity mask (taskset, cpusets) and the CPU quota of its cgroup rounded up\n"            \
+    "(cpu.max, or cpu.cfs_quota_us over cpu.cfs_period_us in cgroup v1;\n"                         \
     "a quota of 1.5 CPUs gives 2)"
 #define CFG_USAGE_COL 29 /* width of "--redis-cluster HOST:PORT,...", the longest */
 

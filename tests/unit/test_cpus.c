@@ -30,10 +30,10 @@ static void test_cpus_parse_max(void **state)
         {"max 100000\n", 0, 0},
         {"max 100000", 0, 0},
         {"100000 100000\n", 0, 1},
-        {"150000 100000\n", 0, 2},   /* 1.5 CPUs: rounded up */
+        {"150000 100000\n", 0, 2}, /* 1.5 CPUs: rounded up */
         {"200000 100000\n", 0, 2},
         {"200001 100000\n", 0, 3},
-        {"50000 100000\n", 0, 1},    /* half a CPU: still one thread */
+        {"50000 100000\n", 0, 1}, /* half a CPU: still one thread */
         {"1000 100000\n", 0, 1},
         {"0 100000\n", 0, 1},
         {"6400000 100000\n", 0, 64},
@@ -140,8 +140,8 @@ static void test_cpus_cgroup_path(void **state)
     (void)state;
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         char out[64] = "";
-        int rc = tally_cpus_cgroup_path(cases[i].text, strlen(cases[i].text),
-                                        cases[i].controller, out, sizeof(out));
+        int rc = tally_cpus_cgroup_path(cases[i].text, strlen(cases[i].text), cases[i].controller,
+                                        out, sizeof(out));
 
         if (rc != cases[i].rc || strcmp(out, cases[i].path) != 0)
             fail_msg("case %zu: rc %d '%s', want rc %d '%s'", i, rc, out, cases[i].rc,
@@ -171,8 +171,7 @@ static void test_cpus_fewest(void **state)
 
     (void)state;
     for (size_t i = 0; i < N_ELEMS(cases); i++)
-        if (tally_cpus_fewest(cases[i].online, cases[i].affinity, cases[i].quota) !=
-            cases[i].want)
+        if (tally_cpus_fewest(cases[i].online, cases[i].affinity, cases[i].quota) != cases[i].want)
             fail_msg("fewest(%u, %u, %u) is %u, want %u", cases[i].online, cases[i].affinity,
                      cases[i].quota,
                      tally_cpus_fewest(cases[i].online, cases[i].affinity, cases[i].quota),
@@ -295,11 +294,10 @@ int main(void)
         cmocka_unit_test(test_cpus_fewest),
         cmocka_unit_test_setup_teardown(test_cpus_quota_v2_tightest_on_the_path, make_tree,
                                         remove_tree),
-        cmocka_unit_test_setup_teardown(test_cpus_quota_v2_container_sees_its_own_root,
-                                        make_tree, remove_tree),
-        cmocka_unit_test_setup_teardown(test_cpus_quota_v1, make_tree, remove_tree),
-        cmocka_unit_test_setup_teardown(test_cpus_quota_without_proc_file, make_tree,
+        cmocka_unit_test_setup_teardown(test_cpus_quota_v2_container_sees_its_own_root, make_tree,
                                         remove_tree),
+        cmocka_unit_test_setup_teardown(test_cpus_quota_v1, make_tree, remove_tree),
+        cmocka_unit_test_setup_teardown(test_cpus_quota_without_proc_file, make_tree, remove_tree),
         cmocka_unit_test(test_cpus_available_is_at_least_one),
     };
 
