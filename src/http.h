@@ -6,47 +6,72 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <event2/http.h>
-
+#include "http_parse.h"
 #include "tally/metrics.h"
 #include "worker.h"
 
-/* The request headers tally looks at, found in one pass (NULL when absent). They point into
- * the request's header list: valid while the request is. */
+/* The request headers tally looks at (NULL when absent), NUL-terminated copies in the
+ * request's arena: valid until its answer is written. */
 struct tally_http_headers {
     const char *content_type, *idempotency_key, *origin, *authorization, *user_agent,
         *if_none_match;
     const char *purpose;         /* Sec-Purpose, Purpose, X-Purpose or X-Moz */
-    const char *transfer_encoding;
-    unsigned n, n_content_length, n_transfer_encoding, n_forwarded_for;
-    bool bad_name;               /* a header name with whitespace ("Content-Length : 5") */
+    unsigned n_forwarded_for;
 };
 
-/* One request being handled: the libevent request, its worker, its route for metrics, when
- * it started, and the raw path and query of its URI. */
+struct http_conn;
+struct http_block;
+
+/* One request, from its whole head to its answer written: the object http_server.c hands a
+ * handler. The layer owns it; a handler borrows it and must answer it exactly once, now or
+ * later, through tally_http_send() or one of the helpers below (or tally_http_abandon()).
+ * The memory of the request and of what tally_http_alloc() gave is released once the answer
+ * has been written (or the client has gone): never inside a call a handler makes. Counted in
+ * the worker's BUSY from its head to its answer. */
 struct tally_http_req {
-    struct evhttp_request *req;
-    struct tally_worker *w;
+    struct tally_worker *w;     /* the handler's context: configuration, Redis, scratch */
     enum tally_route route;
+    unsigned method;            /* one enum tally_http_method */
     uint64_t t0_us;
-    const char *path;   /* up to the '?', still percent-encoded; NUL-terminated copy */
+    const char *path;   /* up to the '?', still percent-encoded; NUL-terminated */
     size_t path_len;
     const char *query;  /* after the '?', or "" */
     size_t query_len;
     const char *tail;   /* for prefix routes: the path after the prefix */
     size_t tail_len;
+    const char *body;   /* the body, decoded from chunks; "" when none */
+    size_t body_len;
     bool v1;            /* under /v1/: CORS applies */
     struct tally_http_headers hdr;
     int authorized;     /* tally_http_authorized(), once asked; -1 before */
     bool read_admitted; /* counted in the worker's reads (tally_http_read_admit) */
     uint32_t read_cost; /* and its Redis commands */
+    /* Private to http_server.c. */
+    struct http_conn *conn;       /* NULL once the client has gone */
+    struct tally_http_req *next;  /* the connection's next request, in order */
+    const char *xff;              /* X-Forwarded-For lines joined by ',', or NULL */
+    size_t xff_len;
+    char *extra;                  /* header lines added before the answer */
+    size_t extra_len, extra_cap;
+    char *out;                    /* the whole answer, once sent */
+    size_t out_len;
+    char *arena;                  /* free room of the current block */
+    size_t arena_left;
+    struct http_block *blocks;    /* arena blocks beyond the inline one */
+    bool keep_alive, http10;      /* as the head asked */
+    bool answered, close_after, abandoned, refused;
 };
-/* PATH, QUERY and TAIL live only while the handler runs: an asynchronous handler copies what
- * it needs. */
+/* PATH, QUERY, TAIL and BODY live only while the handler runs: an asynchronous handler
+ * copies what it needs. */
 
-/* Send the answer: CODE, CTYPE (NULL: none) and LEN bytes of BODY; adds the CORS headers
- * the request's Origin earns, records metrics, and frees the request (evhttp's rule: exactly
- * one send per request). */
+/* SIZE bytes, zeroed, that live until the request's answer has been written (or its client
+ * has gone): for what a handler keeps while it waits. NULL when out of memory. */
+void *tally_http_alloc(struct tally_http_req *h, size_t size);
+
+/* Send the answer: CODE, CTYPE (NULL: none) and LEN bytes of BODY (copied: borrowed for the
+ * call); adds the CORS headers the request's Origin earns and records metrics. Exactly one
+ * answer per request; it leaves with the connection's other answers, in order, at the end of
+ * the loop turn. H stays valid until then. */
 void tally_http_send(struct tally_http_req *h, int code, const char *ctype, const void *body,
                      size_t len);
 
@@ -75,7 +100,7 @@ void tally_http_policy(struct tally_http_req *h, const char *ctype);
  * sent to Redis and not confirmed in time, which may or may not be counted. */
 void tally_http_send_outcome_unknown(struct tally_http_req *h, const char *message);
 
-/* Add a response header. */
+/* Add a response header (NAME and VALUE copied). */
 void tally_http_header(struct tally_http_req *h, const char *name, const char *value);
 
 /* The client's address (16 bytes, IPv4-mapped): the peer, or with a trusted peer the hop
@@ -89,6 +114,10 @@ bool tally_http_etag_match(const char *inm, const char *etag);
 /* Does the request carry --token as "Authorization: Bearer <token>"? 0 when it does, 401
  * when not, 403 when no token is configured. */
 int tally_http_authorized(struct tally_http_req *h);
+
+/* Answer nothing and close the connection once the answers before this one are written:
+ * for a write whose outcome is unknown. */
+void tally_http_abandon(struct tally_http_req *h);
 
 uint64_t tally_http_now_us(void);
 

@@ -18,28 +18,26 @@
 #include "tally/store.h"
 #include "tally/uri.h"
 
-/* Every handler here reads asynchronously: its call (of SIZE bytes, beginning with a copy of
- * the request) outlives the handler. NULL when out of memory, and the request is answered. */
+/* Every handler here reads asynchronously: its call (of SIZE bytes, beginning with a pointer
+ * to the request) lives in the request's arena. NULL when out of memory, and the request is
+ * answered. */
 static void *reports_call(struct tally_http_req *h, size_t size)
 {
-    struct tally_http_req *c = calloc(1, size);
+    struct tally_http_req **c = tally_http_alloc(h, size);
 
     if (c == NULL)
         tally_http_send_unavailable(h, "out of memory");
     else
-        *c = *h;
+        *c = h;
     return c;
 }
 
-/* After a start function, called with the worker's BUSY count already raised: on failure no
- * callback will come (and C is still ours); on success the callback may even have run. */
-static void reports_started(struct tally_http_req *h, void *c, int rc)
+/* After a start function: on failure no callback will come; on success the callback may even
+ * have run. */
+static void reports_started(struct tally_http_req *h, int rc)
 {
-    if (rc >= 0)
-        return;
-    h->w->busy--;
-    tally_http_send_unavailable(h, "redis is unavailable; retry later");
-    free(c);
+    if (rc < 0)
+        tally_http_send_unavailable(h, "redis is unavailable; retry later");
 }
 
 /* A parameter or the article was refused (RC TALLY_EINVAL, ERR says why), or there was no
@@ -71,7 +69,7 @@ static void reports_send_json(struct tally_http_req *h, const char *cache)
 #define REPORTS_CACHE_CONTROL "public, max-age=60"
 
 struct reports_wait {
-    struct tally_http_req h;
+    struct tally_http_req *h;
     unsigned limit; /* top: the length of the list asked for */
     TAILQ_ENTRY(reports_wait) link;
 };
@@ -177,12 +175,10 @@ static void reports_loaded(struct reports_load *l, struct reports_entry *e, int 
     }
     while ((r = TAILQ_FIRST(&e->waiting)) != NULL) {
         TAILQ_REMOVE(&e->waiting, r, link);
-        r->h.w->busy--;
         if (status < 0)
-            tally_http_send_unavailable(&r->h, "redis is unavailable; retry later");
+            tally_http_send_unavailable(r->h, "redis is unavailable; retry later");
         else
-            reports_send_entry(&r->h, e, is_top, r->limit);
-        free(r);
+            reports_send_entry(r->h, e, is_top, r->limit);
     }
     if (l != NULL)
         tally_top_release(&l->top);
@@ -225,7 +221,6 @@ static void reports_cached(struct tally_http_req *h, struct reports_entry *e,
     if ((r = reports_call(h, sizeof(*r))) == NULL)
         return;
     r->limit = p != NULL ? p->limit : 0;
-    w->busy++;
     TAILQ_INSERT_TAIL(&e->waiting, r, link);
     if (e->loading)
         return;
@@ -256,7 +251,7 @@ static void reports_cached(struct tally_http_req *h, struct reports_entry *e,
 /* ---- GET /v1/top ---- */
 
 struct top_call {
-    struct tally_http_req h;
+    struct tally_http_req *h;
     struct tally_top top;
 };
 
@@ -264,16 +259,14 @@ static void on_top(int status, struct tally_top *t, void *arg)
 {
     struct top_call *c = arg;
 
-    c->h.w->busy--;
     if (status < 0) {
-        tally_http_send_unavailable(&c->h, "redis is unavailable; retry later");
+        tally_http_send_unavailable(c->h, "redis is unavailable; retry later");
     } else {
-        tally_buf_reset(&c->h.w->out);
-        tally_top_render(&c->h.w->out, t);
-        reports_send_json(&c->h, "public, max-age=1");
+        tally_buf_reset(&c->h->w->out);
+        tally_top_render(&c->h->w->out, t);
+        reports_send_json(c->h, "public, max-age=1");
     }
     tally_top_release(t);
-    free(c);
 }
 
 void tally_route_top(struct tally_http_req *h)
@@ -297,15 +290,14 @@ void tally_route_top(struct tally_http_req *h)
     }
     if (!tally_http_read_admit(h, TALLY_BUCKETS) || (c = reports_call(h, sizeof(*c))) == NULL)
         return;
-    h->w->busy++;
-    reports_started(h, c, tally_top_start(&c->top, &p, h->w->redis, h->w->cfg->prefix,
+    reports_started(h, tally_top_start(&c->top, &p, h->w->redis, h->w->cfg->prefix,
                                           tally_clock_now(), on_top, c));
 }
 
 /* ---- GET /v1/series/{article} ---- */
 
 struct series_call {
-    struct tally_http_req h;
+    struct tally_http_req *h;
     struct tally_series series;
     struct tally_query q; /* the article, decoded */
 };
@@ -314,17 +306,15 @@ static void on_series(int status, struct tally_series *s, void *arg)
 {
     struct series_call *c = arg;
 
-    c->h.w->busy--;
     if (status < 0) {
-        tally_http_send_unavailable(&c->h, "redis is unavailable; retry later");
+        tally_http_send_unavailable(c->h, "redis is unavailable; retry later");
     } else {
-        tally_buf_reset(&c->h.w->out);
-        tally_series_render(&c->h.w->out, s);
-        reports_send_json(&c->h, "public, max-age=1");
+        tally_buf_reset(&c->h->w->out);
+        tally_series_render(&c->h->w->out, s);
+        reports_send_json(c->h, "public, max-age=1");
     }
     tally_series_release(s);
     tally_query_release(&c->q);
-    free(c);
 }
 
 void tally_route_series(struct tally_http_req *h)
@@ -342,30 +332,25 @@ void tally_route_series(struct tally_http_req *h)
     if (rc < 0) {
         reports_refuse(h, rc, &err);
         tally_query_release(&c->q);
-        free(c);
         return;
     }
     if (!tally_http_read_admit(h, p.n)) {
         tally_query_release(&c->q);
-        free(c);
         return;
     }
-    c->h.read_admitted = h->read_admitted;
-    c->h.read_cost = h->read_cost;
-    h->w->busy++;
     rc = tally_series_start(&c->series, &p, c->q.id[0], c->q.len[0], h->w->redis,
                             h->w->cfg->prefix, on_series, c);
     if (rc < 0) {
         tally_series_release(&c->series);
         tally_query_release(&c->q);
     }
-    reports_started(h, c, rc);
+    reports_started(h, rc);
 }
 
 /* ---- GET /v1/totals ---- */
 
 struct totals_call {
-    struct tally_http_req h;
+    struct tally_http_req *h;
     struct tally_totals totals;
 };
 
@@ -373,15 +358,13 @@ static void on_totals(int status, struct tally_totals *t, void *arg)
 {
     struct totals_call *c = arg;
 
-    c->h.w->busy--;
     if (status < 0) {
-        tally_http_send_unavailable(&c->h, "redis is unavailable; retry later");
+        tally_http_send_unavailable(c->h, "redis is unavailable; retry later");
     } else {
-        tally_buf_reset(&c->h.w->out);
-        tally_totals_render(&c->h.w->out, t);
-        reports_send_json(&c->h, "public, max-age=1");
+        tally_buf_reset(&c->h->w->out);
+        tally_totals_render(&c->h->w->out, t);
+        reports_send_json(c->h, "public, max-age=1");
     }
-    free(c);
 }
 
 void tally_route_totals(struct tally_http_req *h)
@@ -404,15 +387,14 @@ void tally_route_totals(struct tally_http_req *h)
     }
     if (!tally_http_read_admit(h, TALLY_BUCKETS) || (c = reports_call(h, sizeof(*c))) == NULL)
         return;
-    h->w->busy++;
-    reports_started(h, c, tally_totals_start(&c->totals, period, h->w->redis, h->w->cfg->prefix,
+    reports_started(h, tally_totals_start(&c->totals, period, h->w->redis, h->w->cfg->prefix,
                                              tally_clock_now(), on_totals, c));
 }
 
 /* ---- GET /v1/badge/{article}.svg ---- */
 
 struct badge_call {
-    struct tally_http_req h;
+    struct tally_http_req *h;
     enum tally_metric metric;
     char label[TALLY_BADGE_LABEL_MAX + 1];
     struct tally_query q;
@@ -425,22 +407,19 @@ static void on_badge(int status, struct tally_query *q, void *arg)
     int64_t v[] = {s->views, s->visitors, s->shares, s->comments};
     char value[32];
 
-    c->h.w->busy--;
     if (status < 0) {
-        tally_http_send_unavailable(&c->h, "redis is unavailable; retry later");
+        tally_http_send_unavailable(c->h, "redis is unavailable; retry later");
         tally_query_release(q);
-        free(c);
         return;
     }
     tally_badge_format(value, v[c->metric]);
-    tally_buf_reset(&c->h.w->out);
-    tally_badge_render(&c->h.w->out, c->label, strlen(c->label), value, strlen(value));
-    tally_http_header(&c->h, "Cache-Control", "public, max-age=10");
-    tally_http_header(&c->h, "Cross-Origin-Resource-Policy", "cross-origin");
-    tally_http_send(&c->h, 200, "image/svg+xml; charset=utf-8", c->h.w->out.data,
-                    c->h.w->out.len);
+    tally_buf_reset(&c->h->w->out);
+    tally_badge_render(&c->h->w->out, c->label, strlen(c->label), value, strlen(value));
+    tally_http_header(c->h, "Cache-Control", "public, max-age=10");
+    tally_http_header(c->h, "Cross-Origin-Resource-Policy", "cross-origin");
+    tally_http_send(c->h, 200, "image/svg+xml; charset=utf-8", c->h->w->out.data,
+                    c->h->w->out.len);
     tally_query_release(q);
-    free(c);
 }
 
 /* metric= and label= of a badge; the label defaults to the metric's name. */
@@ -490,27 +469,22 @@ void tally_route_badge(struct tally_http_req *h)
     if (rc < 0) {
         reports_refuse(h, rc, &err);
         tally_query_release(&c->q);
-        free(c);
         return;
     }
     if (!tally_http_read_admit(h, 1)) {
         tally_query_release(&c->q);
-        free(c);
         return;
     }
-    c->h.read_admitted = h->read_admitted;
-    c->h.read_cost = h->read_cost;
-    h->w->busy++;
     rc = tally_query_start(&c->q, h->w->redis, &h->w->cache, h->w->cfg->prefix, on_badge, c);
     if (rc < 0)
         tally_query_release(&c->q);
-    reports_started(h, c, rc);
+    reports_started(h, rc);
 }
 
 /* ---- DELETE /v1/articles/{article} ---- */
 
 struct forget_call {
-    struct tally_http_req h;
+    struct tally_http_req *h;
     struct tally_forget forget;
     struct tally_query q;
 };
@@ -520,20 +494,18 @@ static void on_forget(int status, struct tally_forget *f, void *arg)
     struct forget_call *c = arg;
 
     (void)f;
-    c->h.w->busy--;
     if (status < 0) {
-        tally_http_send_unavailable(&c->h, "redis is unavailable; retry later");
+        tally_http_send_unavailable(c->h, "redis is unavailable; retry later");
     } else {
         /* Cached totals of the article are stale now, in every worker; so is what the
          * writers know of expiries (see tally_route_forget). */
-        tally_epochs_bump(&c->h.w->server->epochs,
+        tally_epochs_bump(&c->h->w->server->epochs,
                           tally_key_bucket(c->q.id[0], c->q.len[0]));
-        tally_epochs_forgot(&c->h.w->server->epochs);
-        tally_http_header(&c->h, "Cache-Control", "no-store");
-        tally_http_send(&c->h, 204, NULL, NULL, 0);
+        tally_epochs_forgot(&c->h->w->server->epochs);
+        tally_http_header(c->h, "Cache-Control", "no-store");
+        tally_http_send(c->h, 204, NULL, NULL, 0);
     }
     tally_query_release(&c->q);
-    free(c);
 }
 
 void tally_route_forget(struct tally_http_req *h)
@@ -555,7 +527,6 @@ void tally_route_forget(struct tally_http_req *h)
     if ((rc = tally_query_parse_path(&c->q, h->tail, h->tail_len, &err)) < 0) {
         reports_refuse(h, rc, &err);
         tally_query_release(&c->q);
-        free(c);
         return;
     }
     /* Writers forget which bucket keys have their expiry before the script runs and again
@@ -563,10 +534,9 @@ void tally_route_forget(struct tally_http_req *h)
      * keys it then emptied. Only a unit in flight across the whole DELETE can still
      * recreate such a key without expiry. */
     tally_epochs_forgot(&h->w->server->epochs);
-    h->w->busy++;
     rc = tally_forget_start(&c->forget, c->q.id[0], c->q.len[0], h->w->cfg->view_window,
                             tally_clock_now(), h->w->redis, h->w->cfg->prefix, on_forget, c);
     if (rc < 0)
         tally_query_release(&c->q);
-    reports_started(h, c, rc);
+    reports_started(h, rc);
 }

@@ -22,11 +22,11 @@
  * The rules are admit.c's: here the request's facts are gathered, the verdict is turned into
  * an answer, and an admitted batch into a write. Every ingest request ends in ingest_end(). */
 
-/* A request whose events wait for Redis. The events and their article ids are copied in,
- * since the parse scratch is reused by the next request. */
+/* A request whose events wait for Redis, in its arena. The events and their article ids are
+ * copied in, since the parse scratch is reused by the next request. */
 struct ingest_call {
     struct tally_write wr;
-    struct tally_http_req h;
+    struct tally_http_req *h;
     bool pixel;
     struct tally_verdict v;         /* COUNT */
     uint64_t *visitor;              /* N visitor ids, after the events */
@@ -146,7 +146,6 @@ static void on_written(int status, struct tally_write *wr, void *arg)
     const struct tally_agg_req *r = &wr->req;
     struct ingest_written done = {.rec = {.status = status}, .failure = tally_strerror(status)};
 
-    c->h.w->busy--;
     if (status == 0) {
         done.rec.repeat = r->repeat;
         done.rec.replayed = r->replayed;
@@ -157,23 +156,21 @@ static void on_written(int status, struct tally_write *wr, void *arg)
             done.ignored[TALLY_IGNORE_PREFETCH] = r->prefetch_out;
         }
     }
-    ingest_end(&c->h, c->pixel, &c->v, c->ev, r->n, &done);
-    free(c);
+    ingest_end(c->h, c->pixel, &c->v, c->ev, r->n, &done);
 }
 
 /* Copy the batch's events (the scratch is reused) into a call that waits for Redis. */
 static struct ingest_call *ingest_call_new(struct tally_http_req *h, const struct tally_batch *b,
                                            bool pixel, const struct tally_verdict *v)
 {
-    struct ingest_call *c = malloc(sizeof(*c) + b->n * (sizeof(c->ev[0]) + sizeof(uint64_t)) +
-                                   b->text_len);
+    struct ingest_call *c = tally_http_alloc(h, sizeof(*c) + b->n * (sizeof(c->ev[0]) +
+                                                                     sizeof(uint64_t)) +
+                                                    b->text_len);
     char *text;
 
     if (c == NULL)
         return NULL;
-    memset(c, 0, sizeof(*c));
-    c->h = *h;
-    c->h.path = c->h.query = c->h.tail = NULL;
+    c->h = h;
     c->pixel = pixel;
     c->v = *v;
     c->visitor = (uint64_t *)&c->ev[b->n];
@@ -223,14 +220,11 @@ static void ingest_write(struct tally_http_req *h, const struct tally_admit_req 
     ingest_visitor(r, c);
     rc = tally_writer_submit(w->writer, &c->wr);
     if (rc < 0) {
-        free(c);
         failed.rec.status = rc;
         failed.failure = rc == TALLY_EFULL ? "too many events waiting for redis; retry later"
                                            : "redis is unavailable; retry later";
         ingest_end(h, r->pixel, v, b->ev, b->n, &failed);
-        return;
     }
-    w->busy++;
 }
 
 /* The facts of H that the ingest rules look at. */
@@ -262,14 +256,12 @@ static void ingest_run(struct tally_http_req *h, const struct tally_admit_req *r
 
 void tally_route_events(struct tally_http_req *h)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(h->req);
     struct tally_admit_req r;
 
     ingest_facts(h, false, &r);
     r.idempotency_key = h->hdr.idempotency_key;
-    r.input_len = evbuffer_get_length(in);
-    /* Past the limit the body is refused unread: no need to make it contiguous. */
-    r.input = r.input_len <= TALLY_BODY_MAX ? (const char *)evbuffer_pullup(in, -1) : NULL;
+    r.input = h->body;
+    r.input_len = h->body_len;
     ingest_run(h, &r);
 }
 
@@ -278,7 +270,7 @@ void tally_route_pixel(struct tally_http_req *h)
     struct tally_admit_req r;
 
     /* HEAD asks what a GET would answer; it counts nothing. */
-    if (evhttp_request_get_command(h->req) == EVHTTP_REQ_HEAD) {
+    if (h->method == TALLY_HTTP_HEAD) {
         ingest_send_gif(h, "ignored");
         return;
     }
@@ -291,7 +283,7 @@ void tally_route_pixel(struct tally_http_req *h)
 /* ---- Stats ---- */
 
 struct stats_call {
-    struct tally_http_req h;
+    struct tally_http_req *h;
     bool many;
     char etag_in[64];
     struct tally_query q;
@@ -310,15 +302,13 @@ static void stats_etag(const struct tally_buf *b, char out[32])
 static void on_stats_ready(int status, struct tally_query *q, void *arg)
 {
     struct stats_call *c = arg;
-    struct tally_http_req *h = &c->h;
+    struct tally_http_req *h = c->h;
     struct tally_buf *b = &h->w->out;
     char etag[32];
 
-    h->w->busy--;
     if (status < 0) {
         tally_http_send_unavailable(h, "redis is unavailable; retry later");
         tally_query_release(q);
-        free(c);
         return;
     }
     tally_buf_reset(b);
@@ -335,12 +325,11 @@ static void on_stats_ready(int status, struct tally_query *q, void *arg)
     else
         tally_http_send(h, 200, "application/json", b->data, b->len);
     tally_query_release(q);
-    free(c);
 }
 
 static void stats_run(struct tally_http_req *h, bool many)
 {
-    struct stats_call *c = calloc(1, sizeof(*c));
+    struct stats_call *c = tally_http_alloc(h, sizeof(*c));
     const char *inm = h->hdr.if_none_match;
     struct tally_error err;
     int rc;
@@ -349,7 +338,7 @@ static void stats_run(struct tally_http_req *h, bool many)
         tally_http_send_unavailable(h, "out of memory");
         return;
     }
-    c->h = *h;
+    c->h = h;
     c->many = many;
     snprintf(c->etag_in, sizeof(c->etag_in), "%s", inm != NULL ? inm : "");
     rc = many ? tally_query_parse_articles(&c->q, h->query, h->query_len, &err)
@@ -360,25 +349,18 @@ static void stats_run(struct tally_http_req *h, bool many)
         else
             tally_http_send_unavailable(h, "out of memory");
         tally_query_release(&c->q);
-        free(c);
         return;
     }
     if (!tally_http_read_admit(h, c->q.n)) {
         tally_query_release(&c->q);
-        free(c);
         return;
     }
-    c->h.read_admitted = h->read_admitted;
-    c->h.read_cost = h->read_cost;
-    /* Counted first: with every article cached, the answer goes out before this returns. */
-    h->w->busy++;
+    /* With every article cached, the answer is given before this returns. */
     rc = tally_query_start(&c->q, h->w->redis, &h->w->cache, h->w->cfg->prefix, on_stats_ready,
                            c);
     if (rc < 0) {
-        h->w->busy--;
         tally_http_send_unavailable(h, "redis is unavailable; retry later");
         tally_query_release(&c->q);
-        free(c);
     }
 }
 

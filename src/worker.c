@@ -77,7 +77,8 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 }
 
 /* A worker's base is used by its thread alone: no locks; and epoll's interest list is updated
- * once per loop turn, not once per enable and disable (evhttp toggles them per request). */
+ * once per loop turn (a connection's event is added once, but the timers and Redis's come and
+ * go). */
 static struct event_base *worker_base(void)
 {
     struct event_config *cfg = event_config_new();
@@ -150,8 +151,7 @@ void tally_worker_free(struct tally_worker *w)
     tally_salts_free(w->salts);
     tally_cache_release(&w->cache);
     tally_reports_cache_free(w);
-    if (w->http != NULL)
-        evhttp_free(w->http);
+    tally_http_free(w);
     if (w->stop_ev != NULL)
         event_free(w->stop_ev);
     if (w->drain_ev != NULL)

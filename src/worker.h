@@ -8,8 +8,6 @@
 #include <sys/queue.h>
 
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/listener.h>
 
 #include "tally/admit.h"
 #include "tally/buf.h"
@@ -20,8 +18,7 @@
 #include "tally/ratelimit.h"
 
 struct tally_worker;
-struct conn_guard;
-TAILQ_HEAD(conn_list, conn_guard);
+struct tally_http_server;
 
 /* The process: what /metrics sums and what every worker may read. */
 struct tally_server {
@@ -40,8 +37,7 @@ struct tally_worker {
     const struct tally_config *cfg;
     struct tally_server *server;
     struct event_base *base;
-    struct evhttp *http;
-    struct evhttp_bound_socket *bound;
+    struct tally_http_server *http; /* its connections: http_conn.c's */
     struct tally_redis *redis;   /* one Redis, or the nodes of a cluster */
     struct tally_salts *salts;
     struct tally_writer *writer;
@@ -59,11 +55,8 @@ struct tally_worker {
     struct event *drain_ev;      /* polls until nothing is held */
     uint64_t drain_deadline;     /* ms */
     bool draining;
-    size_t busy;                 /* requests waiting for Redis, reads and writes */
+    size_t busy;                 /* HTTP requests from their head to their answer written */
     size_t conns;                /* open HTTP connections */
-    struct conn_list conn_list;  /* the counted ones (http_server.c) */
-    size_t poisoned;             /* of them, those that sent a NUL byte */
-    bool paused;                 /* not accepting: CONNS reached this worker's share of the cap */
     pthread_t thread;
 };
 
@@ -94,10 +87,15 @@ void tally_server_stop(struct tally_server *s);
 
 void tally_server_free(struct tally_server *s);
 
-/* ---- http_server.c ---- */
+/* ---- http_conn.c ---- */
 
-/* Create W's evhttp with tally's limits and routes, serving on LISTENER. Returns 0 or -1. */
+/* Serve HTTP on W's base from LISTENER (bound, listening, non-blocking; W's from now on, even
+ * on failure). Returns 0 or -1. */
 int tally_http_setup(struct tally_worker *w, evutil_socket_t listener);
+
+/* Close every connection and release every request, answered or not: after the loop has
+ * ended and nothing will answer them any more. */
+void tally_http_free(struct tally_worker *w);
 
 /* Stop accepting new connections (existing ones are served until the loop ends). */
 void tally_http_stop_accepting(struct tally_worker *w);

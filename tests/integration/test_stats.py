@@ -54,14 +54,21 @@ class StatsTest(harness.TallyTestCase):
         self.assertEqual(r.body, zero_stats("never/seen"))
         self.assertEqual(r.body["shares_by_network"], {})
 
-    def test_encoded_and_plain_slashes_name_the_same_article(self):
+    def test_an_id_is_one_path_segment(self):
         self.view("news/2025/kim", 3)
-        for path in ("/v1/stats/news%2F2025%2Fkim", "/v1/stats/news/2025/kim",
-                     "/v1/stats/news%2f2025/kim", "/v1/stats/%6Eews/2025/kim"):
+        for path in ("/v1/stats/news%2F2025%2Fkim", "/v1/stats/news%2f2025%2Fkim",
+                     "/v1/stats/%6Eews%2F2025%2Fkim"):
             with self.subTest(path=path):
                 r = self.t.get(path)
                 self.assertEqual(r.status, 200, r)
                 self.assertEqual(counts(r.body), one("news/2025/kim", views=3))
+        # A plain slash makes a second segment: no such endpoint (API: an id in a path is
+        # exactly one path segment).
+        for path in ("/v1/stats/news/2025/kim", "/v1/stats/news%2f2025/kim",
+                     "/v1/series/news/2025/kim", "/v1/badge/news/kim.svg"):
+            with self.subTest(path=path):
+                r = self.t.get(path)
+                self.assertError(r, 404, "not_found")
 
     def test_ids_are_case_sensitive_and_stored_as_given(self):
         self.view("Case", 2)

@@ -366,8 +366,8 @@ function checkResponse(name, c, res, resp) {
 }
 
 // Send case C and check it. C: {name, d (daemon), method, target, headers, body, status,
-// op: [METHOD, path] | null, generic: components response name (for answers that belong to no
-// operation), example, expect(res, body) -> error text or null, contract: API.md rule}.
+// op: [METHOD, path] | null, generic: components response name, or a response object (for
+// answers that belong to no operation), example, expect(res, body) -> error text or null, contract: API.md rule}.
 async function run(c) {
     contract = c.contract ?? null;
     try {
@@ -395,7 +395,7 @@ async function runCase(c) {
     }
     let resp;
     if (c.generic) {
-        resp = doc.components.responses[c.generic];
+        resp = typeof c.generic === 'string' ? doc.components.responses[c.generic] : c.generic;
     } else {
         const o = opOf(c.op[0], c.op[1]);
         resp = o.op.responses[String(res.status)] ?? o.op.responses.default;
@@ -986,19 +986,22 @@ async function checkCases(A, B, redis) {
     await served({ name: 'invalid_uri under /v1/', d: B, method: 'GET', target: `/v1/stats/${'a'.repeat(4100)}`, headers: h(),
                    generic: 'TransportBadRequest', status: 400, example: 'invalid_uri',
                    contract: 'responses to /v1/* carry CORS headers for allowed origins' });
-    await served({ name: 'too_many_headers', d: B, method: 'GET', target: '/v1/stats/a', generic: 'TransportBadRequest',
-                   status: 400, example: 'too_many_headers',
+    await served({ name: 'too_many_headers', d: B, method: 'GET', target: '/v1/stats/a', generic: 'HeadersTooLarge',
+                   status: 431, example: 'too_many_headers',
                    headers: Array.from({ length: 101 }, (_, i) => [`X-Filler-${i}`, 'x']) });
+    await served({ name: 'headers_too_large', d: B, method: 'GET', target: '/v1/stats/a', generic: 'HeadersTooLarge',
+                   status: 431, example: 'headers_too_large', headers: [['X-Big', 'x'.repeat(100000)]] });
     await served({ name: 'ambiguous_framing', d: B, method: 'POST', target: EV, generic: 'TransportBadRequest', status: 400,
                    example: 'ambiguous_framing', rawHead: `POST ${EV} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
                    'Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}' });
-    for (const [m, p] of [['PUT', '/healthz'], ['PATCH', EV]]) {
-        const r = await request(A.port, { method: m, target: p, headers: h() });
-        if (r.status !== 501)
-            fail(`${m} is 501`, `${m} ${p} answered ${r.status}; the document says 501 for a method tallyd takes on no path`);
-        else
-            pass(`${m} is 501`);
-    }
+    await served({ name: 'bad_request', d: B, method: 'GET', target: '/v1/stats/a', generic: 'TransportBadRequest', status: 400,
+                   example: 'bad_request', rawHead: 'GET /v1/stats/a HTTP/1.1\r\nHost: x\r\nX-Fold: a\r\n b\r\n\r\n' });
+    for (const [m, p, allow] of [['PUT', '/healthz', 'GET, HEAD'], ['PATCH', EV, 'POST, OPTIONS']])
+        await served({ name: `${m} on a served path is 405`, d: A, method: m, target: p, headers: h(),
+                       status: 405, generic: 'MethodNotAllowed', example: 'method_not_allowed',
+                       expect: (r) => (r.headers.allow === allow ? null : `Allow "${r.headers.allow}"`) });
+    await served({ name: 'unknown method is 501', d: B, method: 'BREW', target: '/v1/stats/a', headers: h(),
+                   status: 501, generic: doc['x-unknown-method']['501'], example: 'not_implemented' });
     await served({ name: 'unknown path is 404', d: A, method: 'GET', target: '/nope', headers: h(),
                    status: 404, generic: 'NotFound', example: 'not_found' });
     await served({ name: 'unknown /v1/ path is 404', d: B, method: 'GET', target: '/v1/nope', headers: h(),
