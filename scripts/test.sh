@@ -64,6 +64,6 @@ TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
 fuzz="$top/build-fuzz"
 CC=clang cmake -S "$top" -B "$fuzz" -DTALLY_FUZZ=ON \
     -DTALLY_FUZZ_SECONDS="${TALLY_FUZZ_SECONDS:-60}" >/dev/null
-cmake --build "$fuzz" -j"$(nproc)" --target fuzz_events fuzz_query fuzz_config fuzz_time
-expect_tests "$fuzz" '^fuzz\.' 8
+cmake --build "$fuzz" -j"$(nproc)" --target fuzz_events fuzz_query fuzz_config fuzz_time fuzz_http
+expect_tests "$fuzz" '^fuzz\.' 10
 ctest --test-dir "$fuzz" --output-on-failure --no-tests=error -j2 -R '^fuzz\.'

@@ -22,9 +22,8 @@ struct fanout_slot {
 int tally_fanout_init(struct tally_fanout *f, size_t n, tally_fanout_reply_cb *on_reply,
                       tally_fanout_done_cb *done, void *arg)
 {
-    f->slots = calloc(n > 0 ? n : 1, sizeof(*f->slots));
-    if (f->slots == NULL)
-        return TALLY_ENOMEM;
+    /* The slots come with the first command: a read answered from the cache sends none. */
+    f->slots = NULL;
     f->on_reply = on_reply;
     f->done = done;
     f->arg = arg;
@@ -91,6 +90,11 @@ static struct fanout_slot *fanout_next(struct tally_fanout *f)
 
     if (f->sent == f->n)
         return NULL;
+    if (f->slots == NULL && (f->slots = calloc(f->n, sizeof(*f->slots))) == NULL) {
+        if (f->status == 0)
+            f->status = TALLY_ENOMEM;
+        return NULL;
+    }
     slot = &f->slots[f->sent];
     slot->f = f;
     slot->i = f->sent;
@@ -119,7 +123,7 @@ int tally_fanout_command(struct tally_fanout *f, struct tally_redis *r, int argc
     int rc;
 
     if (slot == NULL)
-        return TALLY_EINVAL;
+        return f->status < 0 ? f->status : TALLY_EINVAL;
     if (st == NULL)
         return fanout_sent(f, TALLY_EUNAVAIL);
     slot->r = r;
@@ -144,7 +148,7 @@ int tally_fanout_eval(struct tally_fanout *f, struct tally_redis *r, const char 
     int rc;
 
     if (slot == NULL)
-        return TALLY_EINVAL;
+        return f->status < 0 ? f->status : TALLY_EINVAL;
     if (st == NULL)
         return fanout_sent(f, TALLY_EUNAVAIL);
     if ((slot->body = malloc(len > 0 ? len : 1)) == NULL)

@@ -474,7 +474,10 @@ enum tally_http_frame_result tally_http_frame(struct tally_http_framer *f, char 
     int rc;
 
     if (f->head_len == 0) {
-        long end = parse_head_end(buf, len, &f->scan);
+        /* Nothing past the limit is looked at: the verdict is the same however the bytes
+         * arrive. */
+        long end = parse_head_end(buf, len < TALLY_HTTP_HEAD_MAX ? len : TALLY_HTTP_HEAD_MAX,
+                                  &f->scan);
 
         if (end < 0)
             return BAD(why, "request: every line ends in CRLF");
@@ -483,9 +486,6 @@ enum tally_http_frame_result tally_http_frame(struct tally_http_framer *f, char 
                                 "request line and headers: at most 98304 bytes");
         if (end == 0)
             return TALLY_HTTP_MORE;
-        if ((size_t)end > TALLY_HTTP_HEAD_MAX)
-            return parse_refuse(why, 431, "headers_too_large",
-                                "request line and headers: at most 98304 bytes");
         if (tally_http_parse_head(buf, (size_t)end, &f->head, why) < 0)
             return TALLY_HTTP_REFUSED;
         f->head_len = (size_t)end;

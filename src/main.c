@@ -14,6 +14,10 @@
 #include "tally/log.h"
 #include "worker.h"
 
+#ifdef TALLY_ALLOC_COUNT
+void tally_alloc_count_start(void); /* alloc_count.c, in test builds */
+#endif
+
 static const char *main_getenv(const char *name, void *arg)
 {
     (void)arg;
@@ -81,6 +85,9 @@ int main(int argc, char **argv)
         return tally_functions_load(&cfg);
     tally_log_level = cfg.log_level;
     signal(SIGPIPE, SIG_IGN);
+#ifdef TALLY_ALLOC_COUNT
+    tally_alloc_count_start();
+#endif
     if (tally_server_start(&server, &cfg, err, sizeof(err)) < 0) {
         log_error("cannot start: %s", err);
         tally_server_stop(&server);

@@ -33,7 +33,7 @@ struct tally_fanout {
     int status;
 };
 
-/* Prepare F for up to N commands. Returns 0 or TALLY_ENOMEM. */
+/* Prepare F for up to N commands (memory for them is taken with the first). Returns 0. */
 int tally_fanout_init(struct tally_fanout *f, size_t n, tally_fanout_reply_cb *on_reply,
                       tally_fanout_done_cb *done, void *arg);
 
