@@ -25,7 +25,7 @@
 #                             (0: a new address on every request)
 #   BENCH_WRK_THREADS [2]     wrk threads
 #   BENCH_TALLY_THREADS [2]   tallyd --threads
-#   BENCH_IDLE_CONNS [1000]   idle connections for the RSS measurement
+#   BENCH_IDLE_CONNS [10000]  idle connections for the RSS measurement
 #   BENCH_ONLY                a regular expression: run only scenarios whose name matches
 #   BENCH_KEEP [0]            1: keep the temporary directory (logs, configs, raw outputs)
 #   BENCH_TALLYD              use this tallyd binary instead of building build-bench/ (e.g. while
@@ -64,7 +64,7 @@ ARTICLES=${BENCH_ARTICLES:-10000}
 VISITORS=${BENCH_VISITORS:-50000}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
 TALLY_THREADS=${BENCH_TALLY_THREADS:-2}
-IDLE_CONNS=${BENCH_IDLE_CONNS:-1000}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 ONLY=${BENCH_ONLY:-}
 KEEP=${BENCH_KEEP:-0}
 
@@ -82,6 +82,7 @@ fi
 # Scenarios: name|lua script|connections|articles|extra wrk-script arguments|in --quick.
 # Every scenario runs against all three targets. Names matter to bench.py's targets.
 SCENARIOS=(
+    "healthz|healthz|64|$ARTICLES||1"
     "view-uniform|view_uniform|64|$ARTICLES||1"
     "view-uniform|view_uniform|256|$ARTICLES||0"
     "view-zipf|view_uniform|64|$ARTICLES|dist=zipf|1"
@@ -300,6 +301,14 @@ snapshot() { # snapshot FILE: Redis CPU and command counts
     { rcli INFO cpu && rcli INFO commandstats; } | tr -d '\r' >"$1"
 }
 
+server_cpu() { # server_cpu TARGET: CPU seconds the server's processes have used so far
+    case "$1" in
+    tally) "${PY[@]}" cpu "$TALLY_PID" ;;
+    nginx) "${PY[@]}" cpu "$NGINX_PID" ;;
+    webdis) "${PY[@]}" cpu "$WEBDIS_PID" ;;
+    esac
+}
+
 run_one() { # run_one ROUND SCENARIO-SPEC TARGET
     local round=$1 spec=$2 target=$3
     local name script conns articles extra _quick
@@ -309,7 +318,7 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
     base="$WORK/runs/$(printf '%03d' "$RUN")-$name-c$conns-$target"
     local counting=1 dedupe=0 seeded=0 url
     case "$name" in
-    stats-*) counting=0 ;;
+    stats-* | healthz) counting=0 ;;
     esac
 
     rcli FLUSHALL >/dev/null
@@ -344,6 +353,7 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
     fi
 
     snapshot "$base.before"
+    server_cpu "$target" >"$base.cpu-before"
     # shellcheck disable=SC2086 # $extra is zero or more key=value words
     wrk -t "$WRK_THREADS" -c "$conns" -d "${DURATION}s" --timeout 5s -s "$HERE/lua/$script.lua" \
         "$url" -- "target=$target" "articles=$articles" "duration=$DURATION" "drain=$DRAIN" \
@@ -353,12 +363,14 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
     wait "$WRK_PID" || rc=$?
     WRK_PID=""
     snapshot "$base.after"
+    server_cpu "$target" >"$base.cpu-after"
     [ "$rc" -eq 0 ] || say "  wrk exited with status $rc (see $base.wrk)" >&2
 
     local rec=(--out "$RESULTS" --round "$round" --scenario "$name" --conns "$conns"
         --articles "$articles" --target "$target" --duration "$DURATION" --drain "$DRAIN"
         --counting "$counting" --dedupe "$dedupe" --seeded "$seeded"
-        --wrk "$base.wrk" --before "$base.before" --after "$base.after")
+        --wrk "$base.wrk" --before "$base.before" --after "$base.after"
+        --cpu-before "$base.cpu-before" --cpu-after "$base.cpu-after")
     if [ "$target" = tally ]; then
         curl -fsS "$url/v1/totals?period=all" >"$base.totals" 2>>"$base.err" || true
         curl -fsS "$url/metrics" >"$base.metrics" 2>>"$base.err" || true
@@ -412,7 +424,8 @@ done
 
 # Memory: tallyd's RSS with idle keep-alive connections.
 say "tallyd RSS with $IDLE_CONNS idle connections:"
-start_tally
+# Room for all of them whichever worker the kernel hands each to.
+start_tally --max-connections $((2 * IDLE_CONNS + 64))
 "${PY[@]}" idle --port "$TALLY_PORT" --pid "$TALLY_PID" --n "$IDLE_CONNS" >"$WORK/rss.json" &
 IDLE_PID=$!
 wait "$IDLE_PID" || die "the idle-connection helper failed"
