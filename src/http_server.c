@@ -350,6 +350,7 @@ void tally_http_send(struct tally_http_req *h, int code, const char *ctype, cons
     if (!head_only && len > 0)
         out_add(&o, body, len);
     h->out_len = (size_t)(o.p - h->out);
+    assert(h->out_len <= size);
     h->answered = true;
     tally_metrics_request(&h->w->metrics, h->route, code, secs);
     if (h->read_admitted) {
