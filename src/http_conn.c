@@ -30,8 +30,8 @@
 #include "tally/ingest.h"
 #include "tally/log.h"
 
-#define HTTP_INLINE 2048      /* bytes of read buffer inside a connection */
-#define HTTP_MEDIUM 16384     /* the next buffer, for a long head */
+#define HTTP_INLINE 2048  /* bytes of read buffer inside a connection */
+#define HTTP_MEDIUM 16384 /* the next buffer, for a long head */
 #define HTTP_BIG (TALLY_HTTP_HEAD_MAX + TALLY_BODY_MAX + 8192) /* the largest request */
 #define HTTP_BUFS_KEPT 16     /* free buffers of each size a worker keeps */
 #define HTTP_PIPELINE_MAX 8   /* requests waiting for answers before a connection stops reading */
@@ -42,28 +42,28 @@
 #define HTTP_ACCEPTS_MAX 64   /* connections accepted per wake-up */
 #define HTTP_IOV_MAX 64
 #define WHEEL_TICK_MS 250
-#define WHEEL_SLOTS 64        /* 16 s ahead */
+#define WHEEL_SLOTS 64 /* 16 s ahead */
 
 struct http_conn {
     struct event ev;
     struct tally_worker *w;
     struct tally_http_server *srv;
-    evutil_socket_t fd;       /* -1 once gone */
-    char *buf;                /* INLINE_BUF, or a pool buffer of CAP bytes */
-    size_t cap, len, off;     /* OFF: where the request being read starts */
+    evutil_socket_t fd;   /* -1 once gone */
+    char *buf;            /* INLINE_BUF, or a pool buffer of CAP bytes */
+    size_t cap, len, off; /* OFF: where the request being read starts */
     struct tally_http_framer fr;
     struct tally_http_req *first, *last; /* requests waiting or being written, in order */
     unsigned n_reqs;
-    size_t out_off;           /* bytes of FIRST's answer written */
+    size_t out_off;                            /* bytes of FIRST's answer written */
     uint64_t last_io, req_start, linger_until; /* ms */
     uint8_t peer[16];
-    bool framing;             /* a request's first bytes have arrived: FR is in use */
-    bool closing;             /* no further request is read */
-    bool read_paused;         /* stopped reading: too much in flight, or the buffer full */
-    bool write_blocked;       /* the socket took less than offered: wait for EV_WRITE */
+    bool framing;       /* a request's first bytes have arrived: FR is in use */
+    bool closing;       /* no further request is read */
+    bool read_paused;   /* stopped reading: too much in flight, or the buffer full */
+    bool write_blocked; /* the socket took less than offered: wait for EV_WRITE */
     bool lingering, gone, dirty, continued;
-    bool rdhup;               /* the client's end of stream is there to read (EV_CLOSED) */
-    int slot;                 /* wheel slot, -1 when not in the wheel */
+    bool rdhup; /* the client's end of stream is there to read (EV_CLOSED) */
+    int slot;   /* wheel slot, -1 when not in the wheel */
     struct http_conn *flush_next;
     TAILQ_ENTRY(http_conn) link, wlink;
     _Alignas(16) char inline_buf[HTTP_INLINE];
@@ -73,16 +73,16 @@ TAILQ_HEAD(http_conn_list, http_conn);
 
 struct tally_http_server {
     struct tally_worker *w;
-    evutil_socket_t lfd;      /* -1 once closed */
+    evutil_socket_t lfd; /* -1 once closed */
     struct event accept_ev, tick_ev, flush_ev;
-    bool paused;              /* not accepting: at the cap, or out of descriptors */
-    size_t cap;               /* this worker's share of --max-connections */
+    bool paused; /* not accepting: at the cap, or out of descriptors */
+    size_t cap;  /* this worker's share of --max-connections */
     struct http_conn_list conns;
     struct http_conn_list wheel[WHEEL_SLOTS];
-    uint64_t wheel_at;        /* ms: the next tick to process */
+    uint64_t wheel_at; /* ms: the next tick to process */
     struct http_conn *flush_list;
     struct http_pool pool;
-    char *free_bufs[2];       /* medium, big: chained through their first bytes */
+    char *free_bufs[2]; /* medium, big: chained through their first bytes */
     size_t n_free_bufs[2];
 };
 
@@ -330,8 +330,7 @@ static void conn_frame(struct http_conn *c)
         c->framing = false;
         if (res == TALLY_HTTP_REFUSED) {
             c->closing = true;
-            http_req_refuse(r, tally_http_framer_head_len(&c->fr) > 0 ? &c->fr.head : NULL,
-                            &why);
+            http_req_refuse(r, tally_http_framer_head_len(&c->fr) > 0 ? &c->fr.head : NULL, &why);
             break;
         }
         start = c->off;
@@ -415,9 +414,8 @@ static int conn_gather(struct http_conn *c, struct iovec *iov)
 {
     int n = 0;
 
-    for (struct tally_http_req *r = c->first; r != NULL && r->answered && !r->abandoned &&
-                                              n < HTTP_IOV_MAX;
-         r = r->next) {
+    for (struct tally_http_req *r = c->first;
+         r != NULL && r->answered && !r->abandoned && n < HTTP_IOV_MAX; r = r->next) {
         size_t skip = r == c->first ? c->out_off : 0;
 
         iov[n].iov_base = r->out + skip;
@@ -732,8 +730,8 @@ void tally_http_close_idle(struct tally_worker *w)
     struct http_conn *c;
 
     TAILQ_FOREACH(c, &w->http->conns, link)
-        if (!c->gone && !c->lingering && c->n_reqs == 0 && !c->framing && c->off == c->len)
-            conn_gone(c);
+    if (!c->gone && !c->lingering && c->n_reqs == 0 && !c->framing && c->off == c->len)
+        conn_gone(c);
 }
 
 void tally_http_free(struct tally_worker *w)

@@ -10,10 +10,10 @@
 
 #include "http.h"
 
-#define HTTP_REQ_ARENA 3072     /* bytes of arena inside each request object */
-#define HTTP_BLOCK_SIZE 65536   /* arena blocks past the inline room, pooled per worker */
-#define HTTP_BLOCKS_KEPT 128    /* free blocks a worker keeps for the next requests */
-#define HTTP_REQS_KEPT 1024     /* free request objects a worker keeps */
+#define HTTP_REQ_ARENA 3072   /* bytes of arena inside each request object */
+#define HTTP_BLOCK_SIZE 65536 /* arena blocks past the inline room, pooled per worker */
+#define HTTP_BLOCKS_KEPT 128  /* free blocks a worker keeps for the next requests */
+#define HTTP_REQS_KEPT 1024   /* free request objects a worker keeps */
 
 /* An arena block: pooled when of HTTP_BLOCK_SIZE, else freed. */
 struct http_block {

@@ -56,11 +56,9 @@ static const struct {
     const char *name;
     unsigned bit;
 } parse_methods[] = {
-    {"GET", TALLY_HTTP_GET},         {"HEAD", TALLY_HTTP_HEAD},
-    {"POST", TALLY_HTTP_POST},       {"PUT", TALLY_HTTP_PUT},
-    {"DELETE", TALLY_HTTP_DELETE},   {"OPTIONS", TALLY_HTTP_OPTIONS},
-    {"PATCH", TALLY_HTTP_PATCH},     {"TRACE", TALLY_HTTP_TRACE},
-    {"CONNECT", TALLY_HTTP_CONNECT},
+    {"GET", TALLY_HTTP_GET},     {"HEAD", TALLY_HTTP_HEAD},     {"POST", TALLY_HTTP_POST},
+    {"PUT", TALLY_HTTP_PUT},     {"DELETE", TALLY_HTTP_DELETE}, {"OPTIONS", TALLY_HTTP_OPTIONS},
+    {"PATCH", TALLY_HTTP_PATCH}, {"TRACE", TALLY_HTTP_TRACE},   {"CONNECT", TALLY_HTTP_CONNECT},
 };
 
 unsigned tally_http_method_of(const char *p, size_t len)
@@ -114,8 +112,9 @@ static long parse_request_line(const char *p, size_t len, struct tally_http_head
     while (i < len && (unsigned char)p[i] > 0x20 && (unsigned char)p[i] < 0x7f)
         i++;
     if (i == t || i >= len || p[i] != ' ')
-        return parse_refuse(why, 400, "invalid_uri", "request line: a target without spaces, "
-                                                     "controls or raw non-ASCII bytes");
+        return parse_refuse(why, 400, "invalid_uri",
+                            "request line: a target without spaces, "
+                            "controls or raw non-ASCII bytes");
     h->target = (struct tally_http_span){p + t, i - t};
     i++;
     if (len - i < 10 || memcmp(p + i, "HTTP/1.", 7) != 0 || p[i + 7] < '0' || p[i + 7] > '9' ||
@@ -181,8 +180,8 @@ struct parse_counts {
 
 /* One field line NAME: VALUE (§5): the name a token right before the colon, the value
  * without surrounding whitespace and free of controls. */
-static int parse_field(const char *p, size_t len, struct tally_http_head *h,
-                       struct parse_counts *c, struct tally_http_refusal *why)
+static int parse_field(const char *p, size_t len, struct tally_http_head *h, struct parse_counts *c,
+                       struct tally_http_refusal *why)
 {
     size_t n = 0, v, e;
     int w;
@@ -292,7 +291,7 @@ enum {
     CH_DATA,
     CH_DATA_CR,
     CH_DATA_LF,
-    CH_TRAILER,    /* at the start of a trailer line, or of the final CRLF */
+    CH_TRAILER, /* at the start of a trailer line, or of the final CRLF */
     CH_TRAILER_LINE,
     CH_TRAILER_LF,
     CH_END_LF,
@@ -466,9 +465,8 @@ static void parse_rebase(struct tally_http_head *h, const char *buf)
     h->base = buf;
 }
 
-enum tally_http_frame_result tally_http_frame(struct tally_http_framer *f, char *buf,
-                                              size_t len, size_t body_max,
-                                              struct tally_http_refusal *why)
+enum tally_http_frame_result tally_http_frame(struct tally_http_framer *f, char *buf, size_t len,
+                                              size_t body_max, struct tally_http_refusal *why)
 {
     char *body;
     int rc;
@@ -476,8 +474,8 @@ enum tally_http_frame_result tally_http_frame(struct tally_http_framer *f, char 
     if (f->head_len == 0) {
         /* Nothing past the limit is looked at: the verdict is the same however the bytes
          * arrive. */
-        long end = parse_head_end(buf, len < TALLY_HTTP_HEAD_MAX ? len : TALLY_HTTP_HEAD_MAX,
-                                  &f->scan);
+        long end =
+            parse_head_end(buf, len < TALLY_HTTP_HEAD_MAX ? len : TALLY_HTTP_HEAD_MAX, &f->scan);
 
         if (end < 0)
             return BAD(why, "request: every line ends in CRLF");

@@ -13,9 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TALLY_HTTP_HEAD_MAX 98304  /* bytes of a request line and headers; more is a 431 */
-#define TALLY_HTTP_FIELDS_MAX 100  /* header lines; more is a 431 */
-#define TALLY_HTTP_XFF_MAX 8       /* X-Forwarded-For lines kept */
+#define TALLY_HTTP_HEAD_MAX 98304 /* bytes of a request line and headers; more is a 431 */
+#define TALLY_HTTP_FIELDS_MAX 100 /* header lines; more is a 431 */
+#define TALLY_HTTP_XFF_MAX 8      /* X-Forwarded-For lines kept */
 
 /* Methods, as bits so that a route can name the ones it takes. */
 enum tally_http_method {
@@ -50,17 +50,17 @@ enum tally_http_field {
 
 /* A parsed head. Every span points into the buffer given to tally_http_parse_head(). */
 struct tally_http_head {
-    const char *base;            /* the buffer's first byte, for tally_http_head_rebase() */
-    unsigned method;             /* one enum tally_http_method; 0 when unknown */
-    unsigned minor;              /* HTTP/1.MINOR: 0 or 1 (1.2 and later read as 1.1) */
+    const char *base; /* the buffer's first byte (spans follow the buffer when it moves) */
+    unsigned method;  /* one enum tally_http_method; 0 when unknown */
+    unsigned minor;   /* HTTP/1.MINOR: 0 or 1 (1.2 and later read as 1.1) */
     struct tally_http_span method_name, target;
     struct tally_http_span field[TALLY_HF_WANTED];
     struct tally_http_span xff[TALLY_HTTP_XFF_MAX];
     unsigned n_fields, n_xff;
-    uint64_t content_length;     /* when HAS_LENGTH */
+    uint64_t content_length; /* when HAS_LENGTH */
     bool has_length, chunked;
-    bool keep_alive;             /* by version and Connection */
-    bool expect_continue;        /* Expect: 100-continue */
+    bool keep_alive;      /* by version and Connection */
+    bool expect_continue; /* Expect: 100-continue */
 };
 
 /* What went wrong: an HTTP status, a JSON error code and a message for the client. */
@@ -72,13 +72,13 @@ struct tally_http_refusal {
 /* Where a request's parts lie, once whole: offsets from the start of the bytes framed. */
 struct tally_http_framer {
     /* Private. Zero it (tally_http_framer_reset()) before each request. */
-    size_t scan;                 /* the search for the head's end resumes here */
-    size_t head_len;             /* 0 until the head is whole */
+    size_t scan;     /* the search for the head's end resumes here */
+    size_t head_len; /* 0 until the head is whole */
     int chunk_state;
-    uint64_t chunk_left;         /* bytes of the current chunk still to come */
-    size_t in, out;              /* chunked: read and write positions in the body */
+    uint64_t chunk_left; /* bytes of the current chunk still to come */
+    size_t in, out;      /* chunked: read and write positions in the body */
     /* Public, once tally_http_frame() returned TALLY_HTTP_FRAMED. */
-    struct tally_http_head head; /* valid from TALLY_HTTP_HEAD_DONE on */
+    struct tally_http_head head; /* valid from TALLY_HTTP_BODY_MORE on */
     size_t body_len;             /* decoded */
     size_t total;                /* bytes the request took, head and body as sent */
 };
@@ -97,9 +97,8 @@ void tally_http_framer_reset(struct tally_http_framer *f);
  * TALLY_HTTP_FRAMED or TALLY_HTTP_REFUSED. BODY_MAX bounds the body (413). A chunked body is
  * decoded in place: on TALLY_HTTP_FRAMED it is BUF[HEAD.len .. +BODY_LEN); F->HEAD's spans
  * point into BUF as given to the latest call. */
-enum tally_http_frame_result tally_http_frame(struct tally_http_framer *f, char *buf,
-                                              size_t len, size_t body_max,
-                                              struct tally_http_refusal *why);
+enum tally_http_frame_result tally_http_frame(struct tally_http_framer *f, char *buf, size_t len,
+                                              size_t body_max, struct tally_http_refusal *why);
 
 /* The head's length once whole (0 before). */
 static inline size_t tally_http_framer_head_len(const struct tally_http_framer *f)

@@ -19,8 +19,8 @@
 
 /* What framing a stream yielded: one record per request, then the verdict. */
 struct record {
-    int result;              /* TALLY_HTTP_FRAMED, or the last result */
-    int status;              /* when refused */
+    int result; /* TALLY_HTTP_FRAMED, or the last result */
+    int status; /* when refused */
     unsigned method, minor;
     bool keep_alive;
     size_t total, body_len, target_len;
@@ -87,8 +87,8 @@ static void fuzz_frame(struct reader *rd, struct trace *t)
         r->body_len = rd->f.body_len;
         r->target_len = h->target.len;
         r->target_hash = fuzz_hash(h->target.p, h->target.len);
-        r->body_hash = fuzz_hash(rd->buf + rd->off + tally_http_framer_head_len(&rd->f),
-                                 rd->f.body_len);
+        r->body_hash =
+            fuzz_hash(rd->buf + rd->off + tally_http_framer_head_len(&rd->f), rd->f.body_len);
         rd->off += rd->f.total;
         rd->framing = false;
     }

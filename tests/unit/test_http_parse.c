@@ -14,8 +14,8 @@
 #define BODY_MAX 65536
 
 /* Frame REQ fed whole; returns the result, with F filled. BUF must hold LEN bytes. */
-static enum tally_http_frame_result frame_whole(struct tally_http_framer *f, char *buf,
-                                                size_t len, struct tally_http_refusal *why)
+static enum tally_http_frame_result frame_whole(struct tally_http_framer *f, char *buf, size_t len,
+                                                struct tally_http_refusal *why)
 {
     tally_http_framer_reset(f);
     return tally_http_frame(f, buf, len, BODY_MAX, why);
@@ -30,12 +30,12 @@ static void test_heads_tally_accepts(void **state)
         const char *target, *origin;
     } cases[] = {
         {"GET / HTTP/1.1\r\nHost: a\r\n\r\n", TALLY_HTTP_GET, 1, true, "/", NULL},
-        {"HEAD /x?y=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", TALLY_HTTP_HEAD, 1,
-         false, "/x?y=1", NULL},
+        {"HEAD /x?y=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", TALLY_HTTP_HEAD, 1, false,
+         "/x?y=1", NULL},
         {"GET / HTTP/1.0\r\n\r\n", TALLY_HTTP_GET, 0, false, "/", NULL},
         {"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", TALLY_HTTP_GET, 0, true, "/", NULL},
-        {"GET / HTTP/1.1\r\nhOsT: a\r\nOrigin:   https://e.org \t\r\n\r\n", TALLY_HTTP_GET, 1,
-         true, "/", "https://e.org"},
+        {"GET / HTTP/1.1\r\nhOsT: a\r\nOrigin:   https://e.org \t\r\n\r\n", TALLY_HTTP_GET, 1, true,
+         "/", "https://e.org"},
         {"GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, close\r\n\r\n", TALLY_HTTP_GET, 1, false,
          "/", NULL},
         {"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n", 0, 1, true, "/pot", NULL},
@@ -81,8 +81,7 @@ static void test_heads_refused_by_the_rfc(void **state)
         {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\nx", 0, 400,
          "ambiguous_framing"},
         {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx", 0, 400, "ambiguous_framing"},
-        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x1\r\n\r\nx", 0, 400,
-         "ambiguous_framing"},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x1\r\n\r\nx", 0, 400, "ambiguous_framing"},
         {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", 0, 400, "ambiguous_framing"},
         {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 0, 400,
          "ambiguous_framing"},
@@ -91,8 +90,8 @@ static void test_heads_refused_by_the_rfc(void **state)
         {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
          "chunked\r\n\r\n",
          0, 400, "ambiguous_framing"},
-        {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
-         0, 400, "ambiguous_framing"},
+        {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 0,
+         400, "ambiguous_framing"},
         {"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 0, 400, "ambiguous_framing"},
         /* 3.2: exactly one Host in HTTP/1.1. */
         {"GET / HTTP/1.1\r\n\r\n", 0, 400, "bad_request"},
@@ -137,8 +136,8 @@ static void test_heads_refused_by_the_rfc(void **state)
             fail();
         }
         if (why.status != cases[i].status || strcmp(why.code, cases[i].code) != 0) {
-            print_error("case %zu: %d %s, want %d %s\n", i, why.status, why.code,
-                        cases[i].status, cases[i].code);
+            print_error("case %zu: %d %s, want %d %s\n", i, why.status, why.code, cases[i].status,
+                        cases[i].code);
             fail();
         }
     }
