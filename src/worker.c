@@ -76,9 +76,10 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     event_add(w->drain_ev, &tv);
 }
 
-/* A worker's base is used by its thread alone: no locks; and epoll's interest list is updated
- * once per loop turn (a connection's event is added once, but the timers and Redis's come and
- * go). */
+/* A worker's base is used by its thread alone: no locks. No epoll changelist either: a
+ * connection's event is added once and deleted once, just before its descriptor is closed, and
+ * a deletion put off to the next turn would reach a descriptor number that is already closed --
+ * and perhaps reused by a connection another worker (or this one) has accepted since. */
 static struct event_base *worker_base(void)
 {
     struct event_config *cfg = event_config_new();
@@ -86,7 +87,7 @@ static struct event_base *worker_base(void)
 
     if (cfg == NULL)
         return NULL;
-    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK | EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
     base = event_base_new_with_config(cfg);
     event_config_free(cfg);
     return base;
