@@ -36,6 +36,12 @@ class AllocationTest(harness.TallyTestCase):
                                     env={"TALLY_ALLOC_COUNT_FILE": cls.count_file}, threads=1)
         try:
             cls.tallyd.start()
+            # Steady state first: Redis connected on every worker, the scripts and the day's
+            # salt loaded (one write does it).
+            harness.wait_until(lambda: cls.tallyd.get("/readyz").status == 200, 10.0)
+            r = cls.tallyd.post_events({"type": "view", "article": "allocs/warm"})
+            if r.status != 200:
+                raise AssertionError("the warm-up view: %r" % (r,))
         except Exception:
             cls.tallyd.close()
             cls.redis.close()
