@@ -85,7 +85,14 @@
         var c = tr.insertCell();
         c.className = 'count';
         c.textContent = fmt.format(a.count);
-        tr.addEventListener('click', function () { state.article = a.article; top(); series(); });
+        tr.addEventListener('click', function () {
+          // Mark the row at once: the chart may arrive before the next refresh of the list.
+          var prev = table.querySelector('tr.sel');
+          if (prev) prev.classList.remove('sel');
+          tr.classList.add('sel');
+          state.article = a.article;
+          series();
+        });
       });
       box.textContent = '';
       if (!t.articles.length) {
