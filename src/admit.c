@@ -236,6 +236,11 @@ void tally_admit_record(struct tally_metrics *m, const struct tally_verdict *v,
         tally_metric_add(&m->indeterminate, 1); /* answered 504, or the pixel's GIF */
         return;
     }
+    if (wr->status == TALLY_EREUSED) {
+        tally_metric_add(&m->rejected[TALLY_REJECT_INVALID], 1);
+        admit_count_events(m, ev, n, TALLY_OUTCOME_REJECTED);
+        return;
+    }
     if (wr->status < 0) {
         tally_metric_add(&m->rejected[TALLY_REJECT_UNAVAILABLE], 1);
         admit_count_events(m, ev, n, TALLY_OUTCOME_FAILED);

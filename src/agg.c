@@ -364,11 +364,13 @@ static int agg_emit_seg(struct tally_agg *a, const struct tally_agg_req *idem, u
         return TALLY_ENOMEM;
     if (idem != NULL) {
         agg_arg(a, idem->idem_key, idem->idem_len);
+        agg_arg(a, idem->digest != NULL ? idem->digest : "", idem->digest != NULL ? strlen(idem->digest) : 0);
         if (a->declare) {
             tally_buf_add_bulk(&a->keys, idem->idem_key, idem->idem_len);
             a->nkeys++;
         }
     } else {
+        agg_arg(a, "", 0);
         agg_arg(a, "", 0);
     }
     agg_arg_int(a, (int64_t)accepted);
@@ -552,6 +554,7 @@ static int agg_read_shared(struct tally_agg *a, const redisReply *seg,
 static void agg_read_keyed(const redisReply *seg, struct tally_agg_req *q)
 {
     q->replayed = seg->element[0]->integer == 0;
+    q->reused = seg->element[0]->integer == 2;
     q->accepted = (uint32_t)seg->element[1]->integer;
     q->bot_out = (uint32_t)seg->element[2]->integer;
     q->prefetch_out = (uint32_t)seg->element[3]->integer;
@@ -608,6 +611,7 @@ int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
     for (size_t i = 0; i < n; i++) {
         reqs[i]->repeat = 0;
         reqs[i]->replayed = false;
+        reqs[i]->reused = false;
         shared |= reqs[i]->idem_key == NULL && reqs[i]->n > 0;
     }
     if (shared) {

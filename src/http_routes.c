@@ -9,6 +9,7 @@
 #include "http.h"
 #include "tally/admit.h"
 #include "tally/error.h"
+#include "tally/idem.h"
 #include "tally/keys.h"
 #include "tally/log.h"
 #include "tally/query.h"
@@ -132,6 +133,8 @@ static void ingest_end(struct tally_http_req *h, bool pixel, const struct tally_
         tally_http_send_outcome_unknown(h, "redis did not confirm the write: it may or may "
                                            "not be counted; a retry with the same "
                                            "Idempotency-Key is counted at most once");
+    } else if (wr->rec.status == TALLY_EREUSED) {
+        ingest_send_refusal(h, pixel, 422, "idempotency_key_reused", wr->failure, 0);
     } else if (wr->rec.status < 0) {
         ingest_send_refusal(h, pixel, 503, "unavailable", wr->failure, 0);
     } else {
@@ -217,6 +220,7 @@ static void ingest_write(struct tally_http_req *h, const struct tally_admit_req 
         return;
     }
     c->wr.idem = r->idempotency_key;
+    c->wr.space = r->auth == 0 ? TALLY_IDEM_TOKEN : TALLY_IDEM_ANON;
     ingest_visitor(r, c);
     rc = tally_writer_submit(w->writer, &c->wr);
     if (rc < 0) {

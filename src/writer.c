@@ -10,6 +10,7 @@
 #include "tally/clock.h"
 #include "tally/error.h"
 #include "tally/fence.h"
+#include "tally/idem.h"
 #include "tally/log.h"
 #include "tally/metrics.h"
 #include "tally/redis.h"
@@ -83,6 +84,8 @@ struct tally_writer {
 
 /* ---- Answering ---- */
 
+static void writer_settle(struct tally_writer *w, struct tally_write *wr);
+
 /* Fold part P's outcome into its write, and answer the write after its last part. */
 static void writer_part_done(struct tally_writer *w, struct tally_write_part *p, int status)
 {
@@ -90,7 +93,11 @@ static void writer_part_done(struct tally_writer *w, struct tally_write_part *p,
 
     w->held_events -= p->req.n;
     tally_gauge_add(&w->metrics->held_events, -(int64_t)p->req.n);
-    if (status == 0) {
+    if (status == 0 && p->req.reused) {
+        wr->failed++; /* the key holds another body: this part applied nothing */
+        if (wr->failure == 0)
+            wr->failure = TALLY_EREUSED;
+    } else if (status == 0) {
         wr->applied++;
         wr->req.accepted += p->req.accepted;
         wr->req.repeat += p->req.repeat;
@@ -113,6 +120,8 @@ static void writer_part_done(struct tally_writer *w, struct tally_write_part *p,
                  "answered as unknown", wr->applied, wr->n_parts);
     free(wr->parts);
     wr->parts = NULL;
+    if (status == 0 && wr->claimed)
+        writer_settle(w, wr);
     w->held_requests--;
     tally_gauge_add(&w->metrics->held_requests, -1);
     wr->done(status, wr, wr->arg);
@@ -619,14 +628,20 @@ static void writer_part_init(struct tally_writer *w, struct tally_write_part *p,
     p->lane = lane;
     p->req.idem_key = NULL;
     if (wr->idem != NULL && p->req.n > 0) {
-        const struct tally_event *ev = &p->req.ev[0];
-        size_t n = tally_key_make(p->idem_key, sizeof(p->idem_key), w->cfg->prefix,
-                                  tally_key_bucket(ev->article, ev->article_len), 'i', wr->idem,
-                                  strlen(wr->idem));
+        /* One Redis: the script keeps the home marker itself. A cluster: the part's marker in
+         * its own bucket, the home marker having been claimed (see writer.h). */
+        size_t n = w->n_lanes == 1 ? tally_idem_home_key(p->idem_key, sizeof(p->idem_key),
+                                                         w->cfg->prefix, wr->space, wr->idem,
+                                                         strlen(wr->idem))
+                                   : tally_idem_part_key(p->idem_key, sizeof(p->idem_key),
+                                                         w->cfg->prefix,
+                                                         (unsigned)(lane - w->lanes), wr->space,
+                                                         wr->body_digest, wr->idem, strlen(wr->idem));
 
         if (n > 0) {
             p->req.idem_key = p->idem_key;
             p->req.idem_len = n;
+            p->req.digest = wr->body_digest;
         }
     }
 }
@@ -685,6 +700,7 @@ static int writer_parts(struct tally_writer *w, struct tally_write *wr)
     wr->failure = 0;
     wr->req.accepted = wr->req.repeat = wr->req.bot_out = wr->req.prefetch_out = 0;
     wr->req.replayed = true;
+    wr->req.reused = false;
     if (w->n_lanes > 1)
         return writer_split(w, wr);
     memset(p, 0, sizeof(*p));
@@ -700,36 +716,189 @@ static int writer_parts(struct tally_writer *w, struct tally_write *wr)
 
 /* ---- Life ---- */
 
+/* Put WR's parts in their lanes' queues. */
+static void writer_queue(struct tally_writer *w, struct tally_write *wr)
+{
+    struct tally_write_part *parts = wr->parts != NULL ? wr->parts : &wr->single;
+
+    wr->parts_left = wr->n_parts;
+    for (size_t k = 0; k < wr->n_parts; k++)
+        TAILQ_INSERT_TAIL(&parts[k].lane->pending, &parts[k], link);
+    /* Deadlines only grow with arrival: a timer already set is due no later than this
+     * write's (the hold of a Redis down aside, looked at every WRITER_TICK_MS). */
+    if (!event_pending(w->tick_ev, EV_TIMEOUT, NULL))
+        writer_arm(w, tally_now_ms());
+    writer_schedule(w);
+}
+
+/* ---- Claiming an Idempotency-Key (cluster; see writer.h) ---- */
+
+/* A claimed write answered without any part: release what it held and answer. */
+static void writer_claim_end(struct tally_writer *w, struct tally_write *wr, int status)
+{
+    w->held_events -= wr->req.n;
+    w->held_requests--;
+    tally_gauge_add(&w->metrics->held_events, -(int64_t)wr->req.n);
+    tally_gauge_add(&w->metrics->held_requests, -1);
+    wr->done(status, wr, wr->arg);
+}
+
+struct claim_call {
+    struct tally_writer *w;
+    struct tally_write *wr;
+};
+
+static int writer_claim_send(struct tally_writer *w, struct tally_write *wr,
+                             struct tally_store *st, bool asking);
+
+/* The home marker as it was before the claim: go on writing, replay, or refuse. */
+static void writer_claimed(struct tally_writer *w, struct tally_write *wr, const redisReply *r)
+{
+    struct tally_idem_answer a;
+    int verdict = tally_idem_judge(r->type == REDIS_REPLY_STRING ? r->str : NULL,
+                                   r->type == REDIS_REPLY_STRING ? r->len : 0, wr->body_digest, &a);
+
+    if (verdict == TALLY_IDEM_PROCEED && writer_parts(w, wr) == 0) {
+        wr->claimed = true;
+        writer_queue(w, wr);
+    } else if (verdict == TALLY_IDEM_PROCEED) {
+        writer_claim_end(w, wr, TALLY_EUNAVAIL);
+    } else if (verdict == TALLY_IDEM_REPLAY) {
+        wr->req.accepted = a.accepted;
+        wr->req.repeat = a.repeat;
+        wr->req.bot_out = a.bot;
+        wr->req.prefetch_out = a.prefetch;
+        wr->req.replayed = true;
+        writer_claim_end(w, wr, 0);
+    } else if (verdict == TALLY_IDEM_REUSED) {
+        writer_claim_end(w, wr, TALLY_EREUSED);
+    } else {
+        log_error("unexpected idempotency marker at '%s'", wr->home);
+        writer_claim_end(w, wr, TALLY_EREDIS);
+    }
+}
+
+static void on_claim_reply(int status, redisReply *reply, void *arg)
+{
+    struct claim_call *call = arg;
+    struct tally_writer *w = call->w;
+    struct tally_write *wr = call->wr;
+    struct tally_store *to;
+    bool asking;
+
+    free(call);
+    /* A claim that failed or went unanswered wrote at most a pending marker, which a retry
+     * of the same body passes: nothing was counted. */
+    if (status < 0) {
+        writer_claim_end(w, wr, TALLY_EUNAVAIL);
+    } else if (reply->type != REDIS_REPLY_ERROR) {
+        writer_claimed(w, wr, reply);
+    } else if ((to = tally_redis_redirect(w->router, reply, &asking)) != NULL &&
+               ++wr->claim_tries < 5 && writer_claim_send(w, wr, to, asking) == 0) {
+        return;
+    } else {
+        log_debug("redis refused an idempotency claim: %s", reply->str);
+        writer_claim_end(w, wr, TALLY_EUNAVAIL);
+    }
+}
+
+static int writer_claim_send(struct tally_writer *w, struct tally_write *wr,
+                             struct tally_store *st, bool asking)
+{
+    const char *argv[] = {"SET", wr->home, wr->body_digest, "NX", "GET", "EX", TALLY_IDEM_TTL_TEXT};
+    size_t argvlen[7];
+    struct claim_call *call = malloc(sizeof(*call));
+    char *cmd = NULL;
+    int len, rc = TALLY_ENOMEM;
+
+    for (int i = 0; i < 7; i++)
+        argvlen[i] = strlen(argv[i]);
+    argvlen[1] = wr->home_len;
+    if (call == NULL || (len = redisFormatCommandArgv(&cmd, 7, argv, argvlen)) < 0)
+        goto out;
+    call->w = w;
+    call->wr = wr;
+    rc = st != NULL ? tally_store_formatted(st, asking, cmd, (size_t)len, on_claim_reply, call)
+                    : TALLY_EUNAVAIL;
+out:
+    if (rc < 0)
+        free(call);
+    redisFreeCommand(cmd);
+    return rc;
+}
+
+static int writer_claim(struct tally_writer *w, struct tally_write *wr)
+{
+    return writer_claim_send(w, wr, tally_redis_for_key(w->router, wr->home, wr->home_len), false);
+}
+
+static void on_settle_reply(int status, redisReply *reply, void *arg)
+{
+    (void)status;
+    (void)reply;
+    (void)arg;
+}
+
+/* Every part applied: the home marker keeps the answer for the key's retries. Not waited
+ * for: if it is lost, a retry passes the claim and its parts answer from their markers. */
+static void writer_settle(struct tally_writer *w, struct tally_write *wr)
+{
+    struct tally_idem_answer a = {wr->req.accepted, wr->req.bot_out, wr->req.prefetch_out,
+                                  wr->req.repeat};
+    char value[64];
+    const char *argv[] = {"SET", wr->home, value, "XX", "KEEPTTL"};
+    size_t argvlen[5] = {3, wr->home_len, 0, 2, 7};
+    struct tally_store *st = tally_redis_for_key(w->router, wr->home, wr->home_len);
+    char *cmd = NULL;
+    int len;
+
+    argvlen[2] = tally_idem_settled(value, sizeof(value), wr->body_digest, &a);
+    if (st == NULL || argvlen[2] == 0 || (len = redisFormatCommandArgv(&cmd, 5, argv, argvlen)) < 0)
+        return;
+    (void)tally_store_formatted(st, false, cmd, (size_t)len, on_settle_reply, NULL);
+    redisFreeCommand(cmd);
+}
+
 int tally_writer_submit(struct tally_writer *w, struct tally_write *wr)
 {
     bool ready = tally_redis_ready(w->router);
     uint64_t now = tally_now_ms();
-    struct tally_write_part *parts;
     int rc;
 
     if (w->held_events + wr->req.n > w->cfg->max_held)
         return TALLY_EFULL;
     if (!ready && w->cfg->hold_ms == 0)
         return TALLY_EUNAVAIL;
-    if ((rc = writer_parts(w, wr)) < 0)
-        return rc;
+    wr->claimed = false;
+    wr->claim_tries = 0;
+    if (wr->idem != NULL) {
+        tally_idem_digest(wr->req.ev, wr->req.n, wr->body_digest);
+        wr->home_len = tally_idem_home_key(wr->home, sizeof(wr->home), w->cfg->prefix, wr->space,
+                                           wr->idem, strlen(wr->idem));
+        if (wr->home_len == 0)
+            return TALLY_EINVAL;
+    }
     /* Waiting behind a unit in flight is normal; waiting for a Redis that is down is what
-     * --hold bounds; the answer goes by --hold + --redis-timeout, whatever Redis does. */
+     * --hold bounds; the answer goes by --hold + --redis-timeout, whatever Redis does. A
+     * keyed write on a cluster is claimed first (see writer.h); the claim is bounded by
+     * --redis-timeout like any command, and its parts by the same answer-by time. */
     wr->hold_until = now + w->cfg->hold_ms;
     wr->answer_by = wr->hold_until + w->cfg->redis_timeout_ms;
-    wr->parts_left = wr->n_parts;
-    parts = wr->parts != NULL ? wr->parts : &wr->single;
-    for (size_t k = 0; k < wr->n_parts; k++)
-        TAILQ_INSERT_TAIL(&parts[k].lane->pending, &parts[k], link);
+    if (wr->idem != NULL && w->n_lanes > 1) {
+        if (!ready)
+            return TALLY_EUNAVAIL; /* the claim is not held: it has no lane to wait in */
+        rc = writer_claim(w, wr);
+    } else {
+        rc = writer_parts(w, wr);
+    }
+    if (rc < 0)
+        return rc;
     w->held_events += wr->req.n;
     w->held_requests++;
     tally_gauge_add(&w->metrics->held_events, (int64_t)wr->req.n);
     tally_gauge_add(&w->metrics->held_requests, 1);
-    /* Deadlines only grow with arrival: a timer already set is due no later than this
-     * write's (the hold of a Redis down aside, looked at every WRITER_TICK_MS). */
-    if (!event_pending(w->tick_ev, EV_TIMEOUT, NULL))
-        writer_arm(w, now);
-    writer_schedule(w);
+    if (wr->idem == NULL || w->n_lanes == 1)
+        writer_queue(w, wr);
     return 0;
 }
 

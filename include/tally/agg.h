@@ -20,6 +20,7 @@
 
 #define TALLY_ATTEMPT_TTL 600   /* seconds a unit's marker answers for it */
 #define TALLY_IDEM_TTL 86400    /* seconds an Idempotency-Key is remembered */
+#define TALLY_IDEM_TTL_TEXT "86400"
 #define TALLY_IDEM_MAX 128      /* bytes of an Idempotency-Key */
 
 /* Which of a bucket's day or hour keys: one bit per metric, and the site totals (day only). */
@@ -39,11 +40,13 @@ struct tally_agg_req {
     const uint64_t *visitor;      /* per event: the visitor id (views); NULL for none */
     const char *idem_key;         /* the Redis key of its Idempotency-Key marker, or NULL */
     size_t idem_len;
+    const char *digest;           /* with IDEM_KEY: its body's digest (tally_idem_digest()) */
     uint32_t bot, prefetch;       /* events already ignored, for the answer */
     /* Filled by tally_agg_apply_reply(): */
     uint32_t accepted, repeat;    /* the answer: repeat views are ignored too */
     uint32_t bot_out, prefetch_out; /* as first answered (differs from the input on a replay) */
     bool replayed;                /* an earlier answer to the same Idempotency-Key */
+    bool reused;                  /* the key holds another body: nothing applied */
 };
 
 struct agg_rec;

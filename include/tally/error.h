@@ -10,7 +10,8 @@
     X(EUNAVAIL, -5, "redis is unavailable")                                                        \
     X(ETIMEDOUT, -6, "redis did not answer in time")                                               \
     X(EFULL, -7, "too many events held; retry later")                                              \
-    X(EUNKNOWN, -8, "outcome of the write is unknown")
+    X(EUNKNOWN, -8, "outcome of the write is unknown")                                             \
+    X(EREUSED, -9, "idempotency-key: already used for another body within 24 hours")
 
 enum tally_errno {
 #define X(name, code, text) TALLY_##name = (code),

@@ -11,7 +11,43 @@
  * With one Redis there is one lane, and a request is one part of one unit: all or nothing.
  * With a Redis Cluster there is a lane per key bucket (each a slot, on whichever master owns
  * it); a request touching several buckets is split into parts, each applied atomically and at
- * most once by its own unit. */
+ * most once by its own unit.
+ *
+ * Idempotency-Key (see idem.h). With one Redis, the unit's script reads the key's home marker,
+ * compares the body's digest, and applies and settles it in the same atomic step. On a
+ * cluster the home marker and the parts' buckets lie in different slots, so a keyed write
+ * goes in three steps:
+ *   1. claim: "SET home <digest> NX GET" in the home slot. No marker: claimed. Another
+ *      body's digest: 422, nothing written. This body settled: answered as then, nothing
+ *      written. This body still pending (an earlier try died or is under way): go on.
+ *   2. parts: each bucket's part is a segment keyed by its part marker
+ *      "P{bb}j:<space>:<digest>:<key>", which the script writes with the part's counts in
+ *      one atomic step and answers from when it exists: each part applies at most once per
+ *      (key, body), however often the request is tried.
+ *   3. settle: once every part is applied, the home marker becomes "<digest> <answer>"
+ *      (KEEPTTL); it is sent without waiting for its reply.
+ * A crash or a lost reply anywhere leaves the home marker pending at worst: a retry of the
+ * same body passes the claim, its written parts answer from their markers and only the rest
+ * apply, so nothing counts twice; a 200 is sent only after every part was confirmed, so
+ * nothing acknowledged is lost; a lost settle costs only that step again. The claim is checked
+ * before anything is written, so another body under the key counts nothing. (A failover that
+ * loses an acknowledged claim -- Redis replicates asynchronously -- can let another body in,
+ * as it can lose counts.)
+ *
+ * With the answer-by time and the fence (tally/fence.h), on one Redis as on a cluster:
+ *   - A fenced unit never ran: the script checks the fence before any segment, and its
+ *     "fenced" mark is on the unit's own marker, never on a key's home or part marker. The
+ *     request is answered 503; on a cluster its claim stays pending, which the same body's
+ *     retry passes, and its parts apply then -- a pending claim never answers 200 by itself:
+ *     only a settled marker is replayed, and only after every part was confirmed.
+ *   - A unit answered 504 may have run (before its fence, never after). Every segment it ran
+ *     left its marker with its counts in the same atomic step, so a retry of the same body
+ *     answers those parts from their markers and applies only the rest: counted at most once.
+ *     No settle follows a 504 (nor a 503): the home marker stays pending until a retry in
+ *     which every part is confirmed.
+ *   - A claim is a command like any other, bounded by --redis-timeout; a claim that fails or
+ *     goes unanswered wrote at most a pending marker and nothing counted: 503. Parts queued
+ *     after a slow claim keep the request's answer-by time, so they too are answered by it. */
 #ifndef TALLY_WRITER_H
 #define TALLY_WRITER_H
 
@@ -36,9 +72,11 @@ struct write_lane;
 
 /* Runs exactly once per accepted write, by its ANSWER_BY. STATUS 0: written, W->req holds
  * the answer. TALLY_EUNAVAIL / TALLY_EREDIS / TALLY_ETIMEDOUT: not written (not sent in
- * time, Redis refused it, or its fence did) and never will be. TALLY_EUNKNOWN: sent, and no
- * answer came in time, or (cluster) some parts were written and others not: it may be
- * written, and it will not be after this call. */
+ * time, Redis refused it, or its fence did) and never will be; a script refused at its first
+ * write -- OOM, MISCONF, NOREPLICAS -- ran nothing and is TALLY_EUNAVAIL. TALLY_EREUSED: the
+ * Idempotency-Key names another body; nothing written. TALLY_EUNKNOWN: sent, and no answer
+ * came in time, or (cluster) some parts were written and others not: it may be written, and
+ * it will not be after this call. */
 typedef void tally_write_done_cb(int status, struct tally_write *w, void *arg);
 
 /* The part of a write that goes to one lane. Private to the writer. */
@@ -57,6 +95,7 @@ struct tally_write {
     tally_write_done_cb *done;
     void *arg;
     const char *idem;             /* the request's Idempotency-Key, or NULL */
+    char space;                   /* its key space: TALLY_IDEM_ANON or TALLY_IDEM_TOKEN */
     bool has_digest;              /* views carry visitor ids, from DIGEST at write time */
     uint64_t digest;              /* the client's unsalted digest: memory only */
     uint64_t *visitor;            /* room for req.n visitor ids, when HAS_DIGEST */
@@ -68,6 +107,11 @@ struct tally_write {
     size_t n_parts, parts_left;
     unsigned applied, failed, unknown;
     int failure;
+    char body_digest[17];         /* with IDEM: the body's digest */
+    bool claimed;                 /* cluster: the key was claimed in its home slot */
+    unsigned claim_tries;         /* cluster: redirected claims */
+    char home[TALLY_KEY_MAX];     /* with IDEM: the home marker's key */
+    size_t home_len;
 };
 
 /* A writer for ROUTER's Redis on BASE, taking visitor salts from SALTS, bumping EPOCHS for
@@ -82,7 +126,7 @@ struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redi
 void tally_writer_free(struct tally_writer *w);
 
 /* Hold WR (filled by the caller: req.ev, req.n, req.bot, req.prefetch, done, arg, idem,
- * digest) until it is written. Returns 0 and later calls WR->done, or returns TALLY_EFULL
+ * space, digest) until it is written. Returns 0 and later calls WR->done, or returns TALLY_EFULL
  * (too much held), TALLY_EUNAVAIL (Redis down and no hold configured) or TALLY_ENOMEM
  * without calling it. */
 int tally_writer_submit(struct tally_writer *w, struct tally_write *wr);

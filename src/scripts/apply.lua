@@ -15,9 +15,10 @@
 --          expiry set, as "<tag><kind><mask>": kind d (day) or h (hour), mask two hex digits
 --          of metric bits (views 1, visitors 2, shares 4, comments 8, the site totals 16) --
 --          the collector remembers the others)
---   segment: idem_key accepted bot prefetch narticles article...
---            (idem_key "" when the requests had no Idempotency-Key; accepted counts the
---            events before repeat checks)
+--   segment: idem_key digest accepted bot prefetch narticles article...
+--            (idem_key "" when the requests had no Idempotency-Key, else its marker, which
+--            holds "<digest> accepted,bot,prefetch,repeat" once applied; digest names the
+--            request's body (16 hex digits); accepted counts the events before repeat checks)
 --   article: tag id plain_views nvisitors visitor... nshares (network count)...
 --            ncomments delta...
 --            (tag is the bucket's two hex digits; with a window > 0 each visitor entry is a
@@ -27,7 +28,8 @@
 -- {"ok", expired, seg...}: expired lists, in the form of fresh, the
 -- keys whose expiry this unit set (the collector then knows them); each seg is
 --   {first, accepted, bot, prefetch, repeat, repeat_index...}
--- where first is 1 when applied now, 0 when an earlier answer is repeated, and each
+-- where first is 1 when applied now, 0 when an earlier answer is repeated, 2 when the marker
+-- holds another body's digest (nothing applied; the rest is zeros), and each
 -- repeat_index is the 1-based position of a repeated view among the segment's visitors.
 -- All values were validated by the collector: nothing below can fail half-way.
 --
@@ -234,14 +236,29 @@ local s = 1
 while pos <= #ARGV do
     s = s + 1
     local idem = take()
+    local digest = take()
     local accepted = tonumber(take())
     local bot = tonumber(take())
     local prefetch = tonumber(take())
     local narticles = tonumber(take())
     local prev = idem ~= '' and redis.call('GET', idem)
+    local prev_digest, prev_answer
     if prev then
+        prev_digest, prev_answer = string.match(prev, '^(%x+) ([%d,]+)$')
+        if not prev_digest then
+            if string.find(prev, '^[%d,]+$') then
+                prev_answer = prev -- written before digests were kept: the answer alone
+            else
+                prev_digest = prev -- a digest alone: this body's write is under way
+            end
+        end
+    end
+    if prev_digest and prev_digest ~= digest then
+        result[s + 1] = {2, 0, 0, 0, 0}
+        skip_segment_articles(narticles)
+    elseif prev_answer then
         local seg = {0}
-        for n in string.gmatch(prev, '%d+') do
+        for n in string.gmatch(prev_answer, '%d+') do
             seg[#seg + 1] = tonumber(n)
         end
         result[s + 1] = seg
@@ -255,7 +272,8 @@ while pos <= #ARGV do
         end
         accepted = accepted - repeats
         if idem ~= '' then
-            redis.call('SET', idem, accepted .. ',' .. bot .. ',' .. prefetch .. ',' .. repeats,
+            redis.call('SET', idem,
+                       digest .. ' ' .. accepted .. ',' .. bot .. ',' .. prefetch .. ',' .. repeats,
                        'EX', idem_ttl)
         end
         local seg = {1, accepted, bot, prefetch, repeats}

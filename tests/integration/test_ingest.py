@@ -381,6 +381,56 @@ class IngestTest(harness.TallyTestCase):
             self.assertAccepted(r, 1)
         self.assertCounts("idem/concurrent", views=1)
 
+    def test_reordered_batch_under_one_key_counts_once_and_is_422(self):
+        a = {"type": "view", "article": "idem/order-a"}
+        b = {"type": "share", "article": "idem/order-b", "network": "email"}
+        h = {"Idempotency-Key": "reorder-1"}
+        self.assertAccepted(self.post([a, b], h), 2)
+        self.assertRejected(self.post([b, a], h), 422, "idempotency_key_reused")
+        self.assertCounts("idem/order-a", views=1)
+        self.assertCounts("idem/order-b", shares={"email": 1})
+        # The first body under its key is still answered as the first time.
+        self.assertAccepted(self.post([a, b], h), 2)
+        self.assertCounts("idem/order-a", views=1)
+
+    def test_same_idempotency_key_with_another_body_counts_nothing_and_is_422(self):
+        h = {"Idempotency-Key": "reuse-1"}
+        self.assertAccepted(self.post({"type": "view", "article": "idem/reuse-1"}, h), 1)
+        for body in ({"type": "view", "article": "idem/reuse-2"},
+                     [{"type": "view", "article": "idem/reuse-1"}] * 2,
+                     {"type": "share", "article": "idem/reuse-1"}):
+            with self.subTest(body=body):
+                self.assertRejected(self.post(body, h), 422, "idempotency_key_reused")
+        self.assertCounts("idem/reuse-1", views=1)
+        self.assertCounts("idem/reuse-2")
+        # Whitespace, member order and unknown members are not the body's events.
+        raw = b'{ "article" : "idem/reuse-1", "type": "view", "x": [1] }'
+        r = self.post(raw, h)
+        self.assertAccepted(r, 1)
+        self.assertCounts("idem/reuse-1", views=1)
+
+    def test_anonymous_and_token_holder_have_separate_key_spaces(self):
+        h = {"Idempotency-Key": "shared-name"}
+        comment = {"type": "comment", "article": "idem/space"}
+        view = {"type": "view", "article": "idem/space"}
+        # An anonymous request with the key first: the token holder's request is its own.
+        self.assertAccepted(self.post(view, h), 1)
+        self.assertAccepted(self.post(comment, dict(h, **AUTH)), 1)
+        self.assertCounts("idem/space", views=1, comments=1)
+        # Each replays within its own space, and another body is refused in each.
+        self.assertAccepted(self.post(view, h), 1)
+        self.assertAccepted(self.post(comment, dict(h, **AUTH)), 1)
+        self.assertRejected(self.post(view, dict(h, **AUTH)), 422, "idempotency_key_reused")
+        self.assertRejected(self.post({"type": "view", "article": "idem/other"}, h), 422,
+                            "idempotency_key_reused")
+        self.assertCounts("idem/space", views=1, comments=1)
+        self.assertCounts("idem/other")
+        # The token holder first: an anonymous request with the key does not take its place.
+        h2 = {"Idempotency-Key": "shared-name-2"}
+        self.assertAccepted(self.post(dict(comment, article="idem/space2"), dict(h2, **AUTH)), 1)
+        self.assertAccepted(self.post({"type": "view", "article": "idem/space2"}, h2), 1)
+        self.assertCounts("idem/space2", views=1, comments=1)
+
     def test_idempotency_key_of_128_printable_characters_is_accepted(self):
         key = "".join(chr(0x21 + i % 94) for i in range(128))
         body = {"type": "view", "article": "idem/long"}

@@ -198,6 +198,7 @@ static void expect_segment(struct cur *c, const char *idem, long long accepted, 
                            long long prefetch, const struct want_art *arts, size_t n)
 {
     cur_str(c, idem != NULL ? idem : "");
+    cur_str(c, ""); /* no digest given */
     cur_int(c, accepted);
     cur_int(c, bot);
     cur_int(c, prefetch);
@@ -291,8 +292,8 @@ static void test_agg_frames_a_one_view_unit_exactly(void **state)
                                "$10\r\n1800000000\r\n"
                                "$15\r\n000000000000000\r\n"
                                "$10\r\n8cd1f8ch0f\r\n"
-                               "$0\r\n\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n$1\r\n1\r\n"
-                               "$2\r\n8c\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n"
+                               "$0\r\n\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n"
+                               "$1\r\n1\r\n$2\r\n8c\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n"
                                "$1\r\n0\r\n";
     struct tally_event ev[] = {ev_view("a")};
     struct tally_agg_req r0 = {.ev = ev, .n = 1};
@@ -1246,6 +1247,7 @@ static size_t rand_expect_segment(struct rand_unit *u, struct cur *c, uint32_t w
     if (n_art == 0)
         return 0;
     cur_str(c, keyed != NULL ? keyed->idem_key : "");
+    cur_str(c, "");
     cur_int(c, accepted);
     cur_int(c, bot);
     cur_int(c, prefetch);

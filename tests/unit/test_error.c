@@ -25,6 +25,7 @@ static void test_error_names_every_code(void **state)
         {TALLY_ETIMEDOUT, -6, "redis did not answer in time"},
         {TALLY_EFULL, -7, "too many events held; retry later"},
         {TALLY_EUNKNOWN, -8, "outcome of the write is unknown"},
+        {TALLY_EREUSED, -9, "idempotency-key: already used for another body within 24 hours"},
     };
 
     (void)state;
@@ -43,7 +44,7 @@ static void test_error_codes_are_distinct_and_negative(void **state)
     };
 
     (void)state;
-    assert_int_equal(N_ELEMS(codes), 8);
+    assert_int_equal(N_ELEMS(codes), 9);
     for (size_t i = 0; i < N_ELEMS(codes); i++) {
         assert_true(codes[i] < 0);
         assert_string_not_equal(tally_strerror(codes[i]), "unknown error");
@@ -54,7 +55,7 @@ static void test_error_codes_are_distinct_and_negative(void **state)
 
 static void test_error_unknown_codes_have_a_generic_text(void **state)
 {
-    static const int codes[] = {0, 1, 9, -9, -10, -100, INT_MIN, INT_MAX};
+    static const int codes[] = {0, 1, 9, -10, -11, -100, INT_MIN, INT_MAX};
 
     (void)state;
     for (size_t i = 0; i < N_ELEMS(codes); i++)
