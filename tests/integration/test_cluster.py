@@ -540,12 +540,16 @@ class ClusterCoreTest(ClusterTestCase):
             again = self.t.post_events(body, h)
             self.assertEqual(again.status, 200, again)
             self.assertEqual(again.raw, first.raw)
-        # one marker per bucket the batch touched, each in its own bucket
-        markers = [k for keys in CLUSTER.all_keys("tally:*i:cluster-batch-1").values()
-                   for k in keys]
+        # one part marker per bucket the batch touched, each in its own bucket; one home
+        # marker, settled with the body's digest and the answer
+        parts = [k for keys in CLUSTER.all_keys("tally:*j:a:*:cluster-batch-1").values()
+                 for k in keys]
         buckets = {k[2] for a in articles for k in self.articles_on_cluster(a)}
-        self.assertEqual(len(markers), len(buckets), (len(markers), len(buckets)))
+        self.assertEqual(len(parts), len(buckets), (len(parts), len(buckets)))
+        self.assertEqual({re.match(rb"tally:\{(..)\}j:", k).group(1) for k in parts},
+                         {b.encode() if isinstance(b, str) else b for b in buckets})
         self.assertGreater(len(buckets), 50)
+        self.assertHomeMarkers("cluster-batch-1", {"a": "100,0,0,0"})
         q = "/v1/stats?" + "&".join("article=" + quote(a) for a in articles)
         r = self.t.get(q)
         self.assertEqual(r.status, 200, r)
@@ -558,6 +562,77 @@ class ClusterCoreTest(ClusterTestCase):
             self.assertEqual((a.status, a.body), (200, {"accepted": 100, "ignored": 0}), a)
         r = self.t.get(q)
         self.assertEqual([x["views"] for x in r.body["articles"]], [2] * 100)
+
+    def assertHomeMarkers(self, key, want):
+        """KEY's home markers, once every one is settled, are WANT: {space: answer}; each
+        holds the body's digest and the answer, and lives in the slot of its own name."""
+        def settled():
+            out = {}
+            for node, keys in CLUSTER.all_keys("tally:*i:?:" + key).items():
+                for k in keys:
+                    self.assertEqual(CLUSTER.owner(CLUSTER.keyslot(k)), node, k)
+                    v = node.command("GET", k)
+                    if v is None or b" " not in v:
+                        return None
+                    out[k.split(b":")[-2][-1:].decode()] = v
+            return out
+        got = harness.wait_until(settled, message="home markers of %r settled" % key)
+        self.assertEqual(set(got), set(want), got)
+        for space, v in got.items():
+            self.assertRegex(v, rb"^[0-9a-f]{16} " + re.escape(want[space].encode()) + rb"$")
+
+    def test_03b_idempotency_key_names_one_body_of_one_sender(self):
+        articles = ["idem-order/%02d" % i for i in range(30)]
+        body = [{"type": "view", "article": a} for a in articles]
+        h = {"Idempotency-Key": "cluster-order-1"}
+        first = self.t.post_events(body, h)
+        self.assertEqual((first.status, first.body), (200, {"accepted": 30, "ignored": 0}))
+        # The same events in another order, or fewer of them: another body, nothing counted.
+        for other in (list(reversed(body)), body[:10], body + [body[0]]):
+            r = self.t.post_events(other, h)
+            self.assertEqual(r.status, 422, r)
+            self.assertEqual(r.body["error"], "idempotency_key_reused", r)
+        again = self.t.post_events(body, h)
+        self.assertEqual((again.status, again.raw), (200, first.raw))
+        # The token holder's key of the same name is another request.
+        tok = dict(h, **AUTH)
+        for _ in range(2):
+            r = self.t.post_events(list(reversed(body)), tok)
+            self.assertEqual((r.status, r.body), (200, {"accepted": 30, "ignored": 0}), r)
+        q = "/v1/stats?" + "&".join("article=" + quote(a) for a in articles)
+        r = self.t.get(q)
+        self.assertEqual([x["views"] for x in r.body["articles"]], [2] * 30)
+        self.assertHomeMarkers("cluster-order-1", {"a": "30,0,0,0", "t": "30,0,0,0"})
+
+    def test_03c_a_keyed_write_cut_short_after_its_claim_is_completed_once_by_a_retry(self):
+        articles = ["idem-cut/%02d" % i for i in range(30)]
+        body = [{"type": "view", "article": a} for a in articles]
+        h = {"Idempotency-Key": "cluster-cut-1"}
+        first = self.t.post_events(body, h)
+        self.assertEqual((first.status, first.body), (200, {"accepted": 30, "ignored": 0}))
+        self.assertHomeMarkers("cluster-cut-1", {"a": "30,0,0,0"})
+        # As if the collector had died after the claim and a few parts: the home marker
+        # pending (the digest alone), and five buckets' parts never written (every key of
+        # those buckets gone, their part markers too).
+        for node, keys in CLUSTER.all_keys("tally:*i:a:cluster-cut-1").items():
+            for k in keys:
+                digest = node.command("GET", k).split(b" ")[0]
+                self.assertEqual(node.command("SET", k, digest, "KEEPTTL"), "OK")
+        bucket = {a: self.articles_on_cluster(a)[0][2] for a in articles}
+        lost = sorted(set(bucket.values()))[:5]
+        for bb in lost:
+            for node, keys in CLUSTER.all_keys("tally:{%s}*" % bb).items():
+                for k in keys:
+                    node.command("DEL", k)
+        q = "/v1/stats?" + "&".join("article=" + quote(a) for a in articles)
+        views = [x["views"] for x in self.t.get(q).body["articles"]]
+        self.assertEqual(views, [0 if bucket[a] in lost else 1 for a in articles])
+        # The retry writes the missing parts, the others answer from their markers.
+        for _ in range(2):
+            again = self.t.post_events(body, h)
+            self.assertEqual((again.status, again.raw), (200, first.raw))
+        self.assertEqual([x["views"] for x in self.t.get(q).body["articles"]], [1] * 30)
+        self.assertHomeMarkers("cluster-cut-1", {"a": "30,0,0,0"})
 
     def test_04_comment_count_never_goes_below_zero(self):
         a, b = "floor/a", "floor/b"
