@@ -669,6 +669,14 @@ async function checkCases(A, B, redis) {
                    { status: 400, example: code, contract: '400 {"error","message"}: malformed JSON, a bad field, a bad article id, an empty or oversized array' });
     await post('events: 400 invalid_idempotency_key', A, reqExample(EV, 'application/json', 'view'),
                { status: 400, example: 'invalid_idempotency_key', headers: h(json, ['Idempotency-Key', 'a b']) });
+    {
+        const key = ['Idempotency-Key', uniq('key')];
+        await post('events: a key and its body', A, reqExample(EV, 'application/json', 'view'),
+                   { status: 200, example: 'counted', headers: h(json, key) });
+        await post('events: 422 idempotency_key_reused', A, reqExample(EV, 'application/json', 'share'),
+                   { status: 422, example: 'idempotency_key_reused', headers: h(json, key),
+                     contract: 'the same key with a different body counts nothing and answers 422 {"error":"idempotency_key_reused"}' });
+    }
     await post('events: 413 over 64 KiB', A, `[${' '.repeat(70000)}]`,
                { status: 413, example: 'payload_too_large', bodyDelayMs: 300,
                  contract: '413: body over 64 KiB; responses to /v1/* carry CORS headers for allowed origins',
