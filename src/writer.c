@@ -374,11 +374,20 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 
 /* ---- Replies ---- */
 
-/* Errors with which Redis refuses a command without running it, and that pass. */
+/* Errors with which Redis refuses a command without running it, and that pass.
+ *
+ * OOM, MISCONF and NOREPLICAS are among them: the write function is registered with flags, so
+ * Redis checks maxmemory, a failed background save and min-replicas-to-write before running
+ * it. Were they raised inside (a script without flags: "... on @user_script:N."), still
+ * nothing was written: Redis checks OOM only until the first write, and MISCONF and
+ * NOREPLICAS depend on state that only changes between commands, so if the first write
+ * passes, every later one does. Either way the unit was refused at its first write: it is
+ * retried, then answered TALLY_EUNAVAIL (503), never taken for one that failed part-way. */
 static bool writer_transient(const redisReply *r)
 {
-    static const char *const words[] = {"LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN",
-                                        "MASTERDOWN", "READONLY", "OOM"};
+    static const char *const words[] = {"LOADING", "BUSY",     "TRYAGAIN", "CLUSTERDOWN",
+                                        "MASTERDOWN", "READONLY", "OOM",   "MISCONF",
+                                        "NOREPLICAS"};
 
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (strncmp(r->str, words[i], strlen(words[i])) == 0)

@@ -190,6 +190,27 @@ class OutageTest(harness.TallyTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(counts(t.stats("o/oom"))["views"], 2)
 
+    def test_a_script_refused_at_its_first_write_is_503_not_part_way(self):
+        # Redis 7.0 checks min-replicas-to-write (NOREPLICAS) and maxmemory (OOM) of a script
+        # without shebang flags at its first write, inside the script: nothing ran, so it is
+        # retried until the deadline and answered 503 + Retry-After, not left unanswered.
+        self.redis.start()
+        t = self.start_tallyd()
+        self.assertEqual(t.post_events({"type": "view", "article": "o/first"}).status, 200)
+        for setting in (("min-replicas-to-write", "1", "0"), ("maxmemory", "1", "0")):
+            with self.subTest(setting=setting[0]):
+                self.redis.command("CONFIG", "SET", setting[0], setting[1])
+                try:
+                    r = t.post_events({"type": "view", "article": "o/first"}, timeout=30)
+                finally:
+                    self.redis.command("CONFIG", "SET", setting[0], setting[2])
+                self.assertUnavailable(r)
+                self.assertEqual(counts(t.stats("o/first"))["views"], 1)
+        self.assertNotIn("failed part-way", t.log())
+        r = t.post_events({"type": "view", "article": "o/first"})
+        self.assertEqual((r.status, r.body), (200, {"accepted": 1, "ignored": 0}))
+        self.assertEqual(counts(t.stats("o/first"))["views"], 2)
+
     def test_flushed_script_cache_changes_nothing(self):
         # tallyd runs functions (FCALL), not cached scripts.
         self.redis.start()
