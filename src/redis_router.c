@@ -14,7 +14,6 @@
 #define ROUTER_REFRESH_MS 30000     /* the map is read again this often */
 #define ROUTER_THROTTLE_MS 1000     /* and at most this often, which is how often it is read
                                      * while some slot has no ready master (a failover) */
-#define ROUTER_NODES_MAX 64
 
 struct router_node {
     struct tally_redis *r;
@@ -29,9 +28,9 @@ struct tally_redis {
     tally_redis_state_cb *on_state;
     void *arg;
     bool cluster, ready;
-    struct router_node nodes[ROUTER_NODES_MAX];
-    size_t n_nodes;
-    int8_t slots[TALLY_SLOTS];      /* node index, or -1: no master known */
+    struct router_node nodes[TALLY_REDIS_NODES_MAX]; /* ST NULL: no node in the entry */
+    size_t n_nodes;                 /* entries used, in standalone mode: 1 */
+    struct tally_slot_map map;      /* cluster */
     bool asking;                    /* a CLUSTER SLOTS is in flight */
     uint64_t refreshed_at;          /* ms, when the last one was sent */
     struct event *refresh_ev;
@@ -45,9 +44,12 @@ static bool router_compute_ready(const struct tally_redis *r)
 {
     if (!r->cluster)
         return r->n_nodes > 0 && tally_store_ready(r->nodes[0].st);
-    for (size_t s = 0; s < TALLY_SLOTS; s++)
-        if (r->slots[s] < 0 || !tally_store_ready(r->nodes[r->slots[s]].st))
+    for (size_t s = 0; s < TALLY_SLOTS; s++) {
+        const struct tally_store *st = r->map.slots[s] < 0 ? NULL : r->nodes[r->map.slots[s]].st;
+
+        if (st == NULL || !tally_store_ready(st))
             return false;
+    }
     return true;
 }
 
@@ -80,56 +82,151 @@ static void on_node_state(struct tally_store *st, bool ready, void *arg)
 
 /* ---- Nodes ---- */
 
-static int router_node(struct tally_redis *r, const struct tally_hostport *addr)
+/* Connect the node of entry I, just added to the map. */
+static void router_connect(struct tally_redis *r, int i)
 {
     struct tally_redis_target t = {0};
-    struct router_node *node;
+    struct router_node *node = &r->nodes[i];
 
-    for (size_t i = 0; i < r->n_nodes; i++)
-        if (r->nodes[i].addr.port == addr->port && strcmp(r->nodes[i].addr.host, addr->host) == 0)
-            return (int)i;
-    if (r->n_nodes == ROUTER_NODES_MAX)
-        return -1;
-    node = &r->nodes[r->n_nodes];
     node->r = r;
-    node->addr = *addr;
-    t.addr = *addr;
+    node->addr = r->map.addr[i];
+    t.addr = node->addr;
     node->st = tally_store_new(r->base, r->cfg, &t, r->metrics, on_node_state, node);
-    if (node->st == NULL)
-        return -1;
-    return (int)r->n_nodes++;
 }
 
-/* ---- The slot map ---- */
+/* Forget the node of entry I: it left the cluster's map. Its commands still in flight are
+ * answered TALLY_EUNKNOWN. */
+static void router_disconnect(struct tally_redis *r, int i)
+{
+    log_info("redis cluster node %s:%u left the slot map; disconnected", r->nodes[i].addr.host,
+             r->nodes[i].addr.port);
+    tally_store_free(r->nodes[i].st);
+    r->nodes[i].st = NULL;
+}
 
-/* One entry of CLUSTER SLOTS: [start, end, [ip, port, id, ...], replicas...]. */
-static int router_read_range(struct tally_redis *r, const redisReply *e,
-                             const struct tally_hostport *asked, int8_t *slots)
+static int router_node(struct tally_redis *r, const struct tally_hostport *addr,
+                       enum tally_node_state state)
+{
+    bool added;
+    int i = tally_slot_map_node(&r->map, addr, state, &added);
+
+    if (i >= 0 && added)
+        router_connect(r, i);
+    return i >= 0 && r->nodes[i].st != NULL ? i : -1;
+}
+
+/* ---- The slot map (pure) ---- */
+
+void tally_slot_map_init(struct tally_slot_map *m)
+{
+    memset(m->addr, 0, sizeof(m->addr));
+    memset(m->state, TALLY_NODE_FREE, sizeof(m->state));
+    memset(m->slots, -1, sizeof(m->slots));
+}
+
+static int slot_map_find(const struct tally_slot_map *m, const struct tally_hostport *addr)
+{
+    for (int i = 0; i < TALLY_REDIS_NODES_MAX; i++)
+        if (m->state[i] != TALLY_NODE_FREE && m->addr[i].port == addr->port &&
+            strcmp(m->addr[i].host, addr->host) == 0)
+            return i;
+    return -1;
+}
+
+int tally_slot_map_node(struct tally_slot_map *m, const struct tally_hostport *addr,
+                        enum tally_node_state state, bool *added)
+{
+    int i = slot_map_find(m, addr);
+
+    *added = false;
+    if (i >= 0) {
+        if (m->state[i] != TALLY_NODE_SEED)
+            m->state[i] = (uint8_t)state;
+        return i;
+    }
+    for (i = 0; i < TALLY_REDIS_NODES_MAX; i++)
+        if (m->state[i] == TALLY_NODE_FREE) {
+            m->addr[i] = *addr;
+            m->state[i] = (uint8_t)state;
+            *added = true;
+            return i;
+        }
+    return -1;
+}
+
+/* One entry of CLUSTER SLOTS: [start, end, [ip, port, id, ...], replicas...], checked. */
+static int slot_map_range(const redisReply *e, const struct tally_hostport *asked, long long *lo,
+                          long long *hi, struct tally_hostport *addr)
 {
     const redisReply *m;
-    struct tally_hostport addr = {0};
-    long long lo, hi;
-    int node;
 
-    if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 || e->element[0]->type != REDIS_REPLY_INTEGER ||
-        e->element[1]->type != REDIS_REPLY_INTEGER || e->element[2]->type != REDIS_REPLY_ARRAY)
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
+        e->element[0]->type != REDIS_REPLY_INTEGER || e->element[1]->type != REDIS_REPLY_INTEGER ||
+        e->element[2]->type != REDIS_REPLY_ARRAY)
         return TALLY_EREDIS;
-    lo = e->element[0]->integer;
-    hi = e->element[1]->integer;
+    *lo = e->element[0]->integer;
+    *hi = e->element[1]->integer;
     m = e->element[2];
-    if (lo < 0 || hi >= TALLY_SLOTS || lo > hi || m->elements < 2 ||
-        m->element[0]->type != REDIS_REPLY_STRING || m->element[1]->type != REDIS_REPLY_INTEGER)
+    if (*lo < 0 || *hi >= TALLY_SLOTS || *lo > *hi || m->elements < 2 ||
+        m->element[0]->type != REDIS_REPLY_STRING || m->element[1]->type != REDIS_REPLY_INTEGER ||
+        m->element[1]->integer <= 0 || m->element[1]->integer > 65535 ||
+        m->element[0]->len > TALLY_HOST_MAX)
         return TALLY_EREDIS;
     /* An empty address means "the node you asked". */
-    snprintf(addr.host, sizeof(addr.host), "%s", m->element[0]->len > 0 ? m->element[0]->str
-                                                                         : asked->host);
-    addr.port = (uint16_t)m->element[1]->integer;
-    if ((node = router_node(r, &addr)) < 0)
-        return TALLY_ENOMEM;
-    for (long long s = lo; s <= hi; s++)
-        slots[s] = (int8_t)node;
+    snprintf(addr->host, sizeof(addr->host), "%s",
+             m->element[0]->len > 0 ? m->element[0]->str : asked->host);
+    addr->port = (uint16_t)m->element[1]->integer;
     return 0;
 }
+
+int tally_slot_map_read(struct tally_slot_map *m, const redisReply *reply,
+                        const struct tally_hostport *asked, int *added, size_t *n_added,
+                        int *gone, size_t *n_gone)
+{
+    int8_t slots[TALLY_SLOTS];
+    bool named[TALLY_REDIS_NODES_MAX] = {false};
+    struct tally_hostport addr;
+    long long lo, hi;
+
+    *n_added = *n_gone = 0;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY)
+        return TALLY_EREDIS;
+    for (size_t k = 0; k < reply->elements; k++)
+        if (slot_map_range(reply->element[k], asked, &lo, &hi, &addr) < 0)
+            return TALLY_EREDIS;
+    /* Forget first what left two maps ago, so that its entry can take a new node. */
+    for (int i = 0; i < TALLY_REDIS_NODES_MAX; i++)
+        for (size_t k = 0; m->state[i] == TALLY_NODE_LEFT && k <= reply->elements; k++) {
+            if (k == reply->elements) {
+                m->state[i] = TALLY_NODE_FREE;
+                gone[(*n_gone)++] = i;
+            } else if (slot_map_range(reply->element[k], asked, &lo, &hi, &addr) == 0 &&
+                       addr.port == m->addr[i].port && strcmp(addr.host, m->addr[i].host) == 0) {
+                break;
+            }
+        }
+    memset(slots, -1, sizeof(slots));
+    for (size_t k = 0; k < reply->elements; k++) {
+        bool is_new;
+        int i;
+
+        (void)slot_map_range(reply->element[k], asked, &lo, &hi, &addr);
+        if ((i = tally_slot_map_node(m, &addr, TALLY_NODE_LIVE, &is_new)) < 0)
+            return TALLY_ENOMEM;
+        if (is_new)
+            added[(*n_added)++] = i;
+        named[i] = true;
+        for (long long s = lo; s <= hi; s++)
+            slots[s] = (int8_t)i;
+    }
+    for (int i = 0; i < TALLY_REDIS_NODES_MAX; i++)
+        if (m->state[i] == TALLY_NODE_LIVE && !named[i])
+            m->state[i] = TALLY_NODE_LEFT;
+    memcpy(m->slots, slots, sizeof(slots));
+    return 0;
+}
+
+/* ---- Reading the map ---- */
 
 struct slots_call {
     struct tally_redis *r;
@@ -140,8 +237,9 @@ static void on_slots(int status, redisReply *reply, void *arg)
 {
     struct slots_call *call = arg;
     struct tally_redis *r = call->r;
-    int8_t slots[TALLY_SLOTS];
-    int rc = 0;
+    int added[TALLY_REDIS_NODES_MAX], gone[TALLY_REDIS_NODES_MAX];
+    size_t n_added, n_gone;
+    int rc;
 
     r->asking = false;
     if (status < 0 || reply->type != REDIS_REPLY_ARRAY) {
@@ -150,15 +248,15 @@ static void on_slots(int status, redisReply *reply, void *arg)
         free(call);
         return;
     }
-    memset(slots, -1, sizeof(slots));
-    for (size_t i = 0; i < reply->elements && rc == 0; i++)
-        rc = router_read_range(r, reply->element[i], &call->asked, slots);
+    rc = tally_slot_map_read(&r->map, reply, &call->asked, added, &n_added, gone, &n_gone);
     free(call);
-    if (rc < 0) {
+    /* The gone first: an added node may take the entry of one. */
+    for (size_t i = 0; i < n_gone; i++)
+        router_disconnect(r, gone[i]);
+    for (size_t i = 0; i < n_added; i++)
+        router_connect(r, added[i]);
+    if (rc < 0)
         log_warn("cannot read the cluster's slot map: %s", tally_strerror(rc));
-        return;
-    }
-    memcpy(r->slots, slots, sizeof(slots));
     router_update(r);
 }
 
@@ -172,10 +270,10 @@ static void router_refresh(struct tally_redis *r)
 
     if (!r->cluster || r->asking || now - r->refreshed_at < ROUTER_THROTTLE_MS)
         return;
-    for (size_t i = 0; i < r->n_nodes; i++) {
-        struct tally_store *st = r->nodes[(i + now) % r->n_nodes].st;
+    for (size_t i = 0; i < TALLY_REDIS_NODES_MAX; i++) {
+        struct tally_store *st = r->nodes[(i + now) % TALLY_REDIS_NODES_MAX].st;
 
-        if (!tally_store_ready(st) || (call = malloc(sizeof(*call))) == NULL)
+        if (st == NULL || !tally_store_ready(st) || (call = malloc(sizeof(*call))) == NULL)
             continue;
         call->r = r;
         call->asked = tally_store_target(st)->addr;
@@ -207,9 +305,9 @@ struct tally_store *tally_redis_for_slot(struct tally_redis *r, unsigned slot)
 {
     if (!r->cluster)
         return r->n_nodes > 0 ? r->nodes[0].st : NULL;
-    if (slot >= TALLY_SLOTS || r->slots[slot] < 0)
+    if (slot >= TALLY_SLOTS || r->map.slots[slot] < 0)
         return NULL;
-    return r->nodes[r->slots[slot]].st;
+    return r->nodes[r->map.slots[slot]].st;
 }
 
 struct tally_store *tally_redis_for_key(struct tally_redis *r, const char *key, size_t len)
@@ -277,10 +375,10 @@ struct tally_store *tally_redis_redirect(struct tally_redis *r, const redisReply
             router_refresh(r);
         return NULL;
     }
-    if ((node = router_node(r, &to)) < 0)
+    if ((node = router_node(r, &to, TALLY_NODE_LIVE)) < 0)
         return NULL;
     if (!*asking) {
-        r->slots[slot] = (int8_t)node;
+        r->map.slots[slot] = (int8_t)node;
         router_refresh(r);
     }
     return r->nodes[node].st;
@@ -313,7 +411,7 @@ struct tally_redis *tally_redis_new(struct event_base *base, const struct tally_
     r->on_state = on_state;
     r->arg = arg;
     r->cluster = cfg->n_cluster > 0;
-    memset(r->slots, -1, sizeof(r->slots));
+    tally_slot_map_init(&r->map);
     if (!r->cluster) {
         r->nodes[0].r = r;
         r->nodes[0].st = tally_store_new(base, cfg, &cfg->redis, metrics, on_node_state, &r->nodes[0]);
@@ -325,7 +423,7 @@ struct tally_redis *tally_redis_new(struct event_base *base, const struct tally_
         return r;
     }
     for (size_t i = 0; i < cfg->n_cluster; i++)
-        (void)router_node(r, &cfg->cluster[i]);
+        r->n_nodes += router_node(r, &cfg->cluster[i], TALLY_NODE_SEED) >= 0;
     r->refresh_ev = event_new(base, -1, EV_PERSIST, on_refresh_timer, r);
     if (r->n_nodes == 0 || r->refresh_ev == NULL || event_add(r->refresh_ev, &every) < 0) {
         tally_redis_free(r);
@@ -339,7 +437,7 @@ void tally_redis_free(struct tally_redis *r)
     if (r == NULL)
         return;
     r->on_state = NULL;
-    for (size_t i = 0; i < r->n_nodes; i++)
+    for (size_t i = 0; i < TALLY_REDIS_NODES_MAX; i++)
         tally_store_free(r->nodes[i].st);
     if (r->refresh_ev != NULL)
         event_free(r->refresh_ev);

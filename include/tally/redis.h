@@ -22,6 +22,43 @@ struct tally_store;
 struct tally_metrics;
 
 #define TALLY_SLOTS 16384
+#define TALLY_REDIS_NODES_MAX 64
+
+/* The slot map of a Redis Cluster: the nodes known, and per slot the index of its master.
+ * Nodes that leave the map are forgotten, so that addresses that come and go (masters
+ * replaced, moved, renumbered) never fill the table. Pure, for tests. */
+enum tally_node_state {
+    TALLY_NODE_FREE, /* no node in this entry */
+    TALLY_NODE_SEED, /* a --redis-cluster seed: kept, to learn the map from */
+    TALLY_NODE_LIVE, /* named by the last map, or by a redirect since */
+    TALLY_NODE_LEFT, /* named by no map since the one before: forgotten at the next */
+};
+
+struct tally_slot_map {
+    struct tally_hostport addr[TALLY_REDIS_NODES_MAX];
+    uint8_t state[TALLY_REDIS_NODES_MAX];  /* enum tally_node_state */
+    int8_t slots[TALLY_SLOTS];             /* node index, or -1: no master known */
+};
+
+/* An empty map: no node, no slot. */
+void tally_slot_map_init(struct tally_slot_map *m);
+
+/* The index of the node at ADDR, added in STATE (TALLY_NODE_SEED or TALLY_NODE_LIVE) to a free
+ * entry if unknown (*ADDED set), else made live (a seed stays one). Returns -1 when no entry
+ * is free. */
+int tally_slot_map_node(struct tally_slot_map *m, const struct tally_hostport *addr,
+                        enum tally_node_state state, bool *added);
+
+/* Read REPLY, the answer of the node at ASKED to CLUSTER SLOTS, into M: every slot's master
+ * (masters only; replicas are not used). Nodes it names are live; a live node it does not
+ * name has left, and a node that had left and is still not named is forgotten: its index
+ * goes into GONE (room for TALLY_REDIS_NODES_MAX), before its entry may be reused. New nodes
+ * go into ADDED (the same room). The caller connects the added and disconnects the gone.
+ * Returns 0, TALLY_EREDIS when REPLY is not a map (M unchanged) or TALLY_ENOMEM when it names
+ * more nodes than there is room for (slots unchanged; nodes added so far are in ADDED). */
+int tally_slot_map_read(struct tally_slot_map *m, const redisReply *reply,
+                        const struct tally_hostport *asked, int *added, size_t *n_added,
+                        int *gone, size_t *n_gone);
 
 /* Runs when the router becomes ready (every slot has a master whose connection is ready) or
  * stops being ready. */

@@ -1,5 +1,6 @@
 /* test_redis.c -- tally_redis_parse_redirect(), the pure parser of Redis Cluster's MOVED and
- * ASK errors. The router itself needs a cluster and is covered by the integration tests. */
+ * ASK errors, and the slot map read from CLUSTER SLOTS. The router's connections need a
+ * cluster and are covered by the integration tests. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -158,6 +159,152 @@ static void test_parse_redirect_reads_only_len_bytes(void **state)
     expect_redirect(text, strlen(text) - 1, &want);
 }
 
+/* ---- The slot map ---- */
+
+/* CLUSTER SLOTS with N masters at HOST:PORT[i], owning equal ranges, each with a replica. */
+static redisReply *slots_reply(size_t n, const char *host, const unsigned *port)
+{
+    redisReply *r = reply_array(n);
+
+    for (size_t i = 0; i < n; i++) {
+        redisReply *e = reply_array(4), *m = reply_array(3), *rep = reply_array(3);
+
+        e->element[0] = reply_int((long long)(i * TALLY_SLOTS / n));
+        e->element[1] = reply_int((long long)((i + 1) * TALLY_SLOTS / n) - 1);
+        m->element[0] = reply_text(REDIS_REPLY_STRING, host, strlen(host));
+        m->element[1] = reply_int(port[i]);
+        m->element[2] = reply_text(REDIS_REPLY_STRING, S("id"));
+        rep->element[0] = reply_text(REDIS_REPLY_STRING, host, strlen(host));
+        rep->element[1] = reply_int(port[i] + 10000);
+        rep->element[2] = reply_text(REDIS_REPLY_STRING, S("id"));
+        e->element[2] = m;
+        e->element[3] = rep;
+        r->element[i] = e;
+    }
+    return r;
+}
+
+static const struct tally_hostport *slot_owner(const struct tally_slot_map *m, unsigned slot)
+{
+    assert_true(m->slots[slot] >= 0);
+    assert_int_not_equal(m->state[m->slots[slot]], TALLY_NODE_FREE);
+    return &m->addr[m->slots[slot]];
+}
+
+static size_t slot_map_nodes(const struct tally_slot_map *m)
+{
+    size_t n = 0;
+
+    for (int i = 0; i < TALLY_REDIS_NODES_MAX; i++)
+        n += m->state[i] != TALLY_NODE_FREE;
+    return n;
+}
+
+static void test_slot_map_forgets_nodes_that_left_however_many_come_and_go(void **state)
+{
+    static struct tally_slot_map m;
+    struct tally_hostport seed = {"127.0.0.1", 7000}, asked = seed;
+    int added[TALLY_REDIS_NODES_MAX], gone[TALLY_REDIS_NODES_MAX];
+    size_t n_added, n_gone, total_added = 0, total_gone = 0;
+    bool is_new;
+
+    (void)state;
+    tally_slot_map_init(&m);
+    assert_int_equal(tally_slot_map_node(&m, &seed, TALLY_NODE_SEED, &is_new), 0);
+    assert_true(is_new);
+    /* 300 maps, each with three masters of which one is new every time: 300 addresses pass
+     * through a table of 64 entries, and every map is read whole. */
+    for (unsigned round = 0; round < 300; round++) {
+        unsigned port[3] = {8000 + round, 8001 + round, 8002 + round};
+        redisReply *r = slots_reply(3, round % 2 ? "10.0.0.1" : "", port);
+
+        assert_int_equal(tally_slot_map_read(&m, r, &asked, added, &n_added, gone, &n_gone), 0);
+        freeReplyObject(r);
+        total_added += n_added;
+        total_gone += n_gone;
+        for (unsigned k = 0; k < 3; k++) {
+            const struct tally_hostport *a = slot_owner(&m, k * TALLY_SLOTS / 3);
+
+            assert_int_equal(a->port, port[k]);
+            assert_string_equal(a->host, round % 2 ? "10.0.0.1" : "127.0.0.1");
+            assert_ptr_equal(slot_owner(&m, (k + 1) * TALLY_SLOTS / 3 - 1), a);
+        }
+        /* The seed, the three masters, what left at the map before: no more. */
+        assert_true(slot_map_nodes(&m) <= 1 + 3 + 3);
+        assert_int_equal(m.state[0], TALLY_NODE_SEED);
+        for (size_t i = 0; i < n_gone; i++)
+            assert_int_not_equal(m.state[gone[i]] == TALLY_NODE_FREE ||
+                                     m.state[gone[i]] == TALLY_NODE_LIVE,
+                                 0);
+    }
+    /* Each round adds one address (three the first time, and hosts alternate), each is
+     * forgotten after two maps without it. */
+    assert_true(total_added >= 300);
+    assert_int_equal(total_added - total_gone, slot_map_nodes(&m) - 1);
+}
+
+static void test_slot_map_keeps_a_node_that_comes_back_and_a_seed_always(void **state)
+{
+    static struct tally_slot_map m;
+    struct tally_hostport seed = {"127.0.0.1", 7000};
+    int added[TALLY_REDIS_NODES_MAX], gone[TALLY_REDIS_NODES_MAX];
+    size_t n_added, n_gone;
+    unsigned ab[2] = {7001, 7002}, a[1] = {7001};
+    redisReply *both = slots_reply(2, "127.0.0.1", ab), *one = slots_reply(1, "127.0.0.1", a);
+    bool is_new;
+
+    (void)state;
+    tally_slot_map_init(&m);
+    tally_slot_map_node(&m, &seed, TALLY_NODE_SEED, &is_new);
+    assert_int_equal(tally_slot_map_read(&m, both, &seed, added, &n_added, gone, &n_gone), 0);
+    assert_int_equal(n_added, 2);
+    assert_int_equal(n_gone, 0);
+    /* 7002 leaves, comes back before it is forgotten: the same entry, nothing reconnected. */
+    assert_int_equal(tally_slot_map_read(&m, one, &seed, added, &n_added, gone, &n_gone), 0);
+    assert_int_equal(n_added + n_gone, 0);
+    assert_int_equal(tally_slot_map_read(&m, both, &seed, added, &n_added, gone, &n_gone), 0);
+    assert_int_equal(n_added + n_gone, 0);
+    /* Two maps without it: forgotten. The seed, named by none, stays. */
+    assert_int_equal(tally_slot_map_read(&m, one, &seed, added, &n_added, gone, &n_gone), 0);
+    assert_int_equal(tally_slot_map_read(&m, one, &seed, added, &n_added, gone, &n_gone), 0);
+    assert_int_equal(n_gone, 1);
+    assert_int_equal(m.addr[gone[0]].port, 7002);
+    assert_int_equal(m.state[gone[0]], TALLY_NODE_FREE);
+    assert_int_equal(m.state[0], TALLY_NODE_SEED);
+    assert_int_equal(slot_map_nodes(&m), 2);
+    assert_int_equal(slot_owner(&m, TALLY_SLOTS - 1)->port, 7001);
+    freeReplyObject(both);
+    freeReplyObject(one);
+}
+
+static void test_slot_map_refuses_a_bad_reply_and_keeps_the_map(void **state)
+{
+    static struct tally_slot_map m;
+    struct tally_hostport seed = {"127.0.0.1", 7000};
+    int added[TALLY_REDIS_NODES_MAX], gone[TALLY_REDIS_NODES_MAX];
+    size_t n_added, n_gone;
+    unsigned ab[2] = {7001, 7002};
+    redisReply *good = slots_reply(2, "127.0.0.1", ab), *bad = slots_reply(2, "127.0.0.1", ab);
+    redisReply *err = reply_text(REDIS_REPLY_ERROR, S("ERR This instance has cluster support disabled"));
+    bool is_new;
+
+    (void)state;
+    tally_slot_map_init(&m);
+    tally_slot_map_node(&m, &seed, TALLY_NODE_SEED, &is_new);
+    assert_int_equal(tally_slot_map_read(&m, good, &seed, added, &n_added, gone, &n_gone), 0);
+    bad->element[1]->element[1]->integer = TALLY_SLOTS; /* a range past the last slot */
+    assert_int_equal(tally_slot_map_read(&m, bad, &seed, added, &n_added, gone, &n_gone),
+                     TALLY_EREDIS);
+    assert_int_equal(tally_slot_map_read(&m, err, &seed, added, &n_added, gone, &n_gone),
+                     TALLY_EREDIS);
+    assert_int_equal(n_added + n_gone, 0);
+    assert_int_equal(slot_owner(&m, 0)->port, 7001);
+    assert_int_equal(slot_owner(&m, TALLY_SLOTS - 1)->port, 7002);
+    freeReplyObject(good);
+    freeReplyObject(bad);
+    freeReplyObject(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +313,9 @@ int main(void)
         cmocka_unit_test(test_parse_redirect_refuses_anything_else),
         cmocka_unit_test(test_parse_redirect_refuses_a_host_longer_than_255_bytes),
         cmocka_unit_test(test_parse_redirect_reads_only_len_bytes),
+        cmocka_unit_test(test_slot_map_forgets_nodes_that_left_however_many_come_and_go),
+        cmocka_unit_test(test_slot_map_keeps_a_node_that_comes_back_and_a_seed_always),
+        cmocka_unit_test(test_slot_map_refuses_a_bad_reply_and_keeps_the_map),
     };
 
     return cmocka_run_group_tests_name("redis", tests, NULL, NULL);
