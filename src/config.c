@@ -69,7 +69,7 @@ static const struct cfg_option cfg_options[] = {
     {"redis", cfg_parse_redis, CFG_FIELD(redis), "redis://127.0.0.1:6379/0", "URL", 0, 0, 0,
      "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH[?db=N]"},
     {"redis-cluster", cfg_parse_cluster, CFG_FIELD(cluster), NULL, "HOST:PORT,...", 0, 0,
-     0, "Redis Cluster seed nodes (1..16); replaces --redis"},
+     0, "cluster seeds (1..16), [[USER]:PASSWORD@] first; replaces --redis"},
     {"prefix", cfg_parse_prefix, CFG_FIELD(prefix), "tally:", "P", 0, 0, 0,
      "prefix of every Redis key the collector writes (no '{' or '}')"},
     {"token", cfg_parse_token, CFG_FIELD(token), NULL, "T", 0, 0, CFG_SECRET,
@@ -230,19 +230,21 @@ static bool cfg_next_entry(const char **pos, struct cfg_span *entry)
 /* ---- Error messages ---- */
 
 /* The bytes of S that hide a URL's password ("redis://user:PASSWORD@host", or the whole
- * user part when it has no ':'), as [*FROM, *TO); an empty range when there is none. */
+ * user part when it has no ':'; without a scheme, as in --redis-cluster's
+ * "user:PASSWORD@host:port,..." too), as [*FROM, *TO); an empty range when there is none. */
 static void cfg_secret_range(struct cfg_span s, size_t *from, size_t *to)
 {
     size_t start = 0, at = 0;
+    bool found = false;
 
     *from = *to = 0;
     for (size_t i = 0; i + 3 <= s.len && start == 0; i++)
         if (memcmp(s.p + i, "://", 3) == 0)
             start = i + 3;
-    for (size_t i = start; start > 0 && i < s.len; i++)
+    for (size_t i = start; i < s.len; i++)
         if (s.p[i] == '@')
-            at = i;
-    if (at == 0)
+            at = i, found = true;
+    if (!found)
         return;
     *from = start;
     for (size_t i = start; i < at; i++) {
@@ -543,10 +545,17 @@ static int cfg_parse_redis(struct cfg_ctx *ctx, struct tally_config *cfg, const 
 static int cfg_parse_cluster(struct cfg_ctx *ctx, struct tally_config *cfg, const char *value)
 {
     struct tally_hostport *seeds = cfg_field(cfg, ctx->opt);
-    const char *pos = value;
+    const char *at = strrchr(value, '@'), *pos = at != NULL ? at + 1 : value;
     struct cfg_span entry;
 
     cfg->n_cluster = 0; /* a flag replaces the variable's list, it does not add to it */
+    memset(&cfg->cluster_auth, 0, sizeof(cfg->cluster_auth));
+    /* "[[USER]:PASSWORD@]" once, for every node: as in --redis, the last '@' ends it. */
+    if (at != NULL) {
+        ctx->item = cfg_span_of(value);
+        if (cfg_redis_auth(ctx, &cfg->cluster_auth, (struct cfg_span){value, (size_t)(at - value)}) < 0)
+            return TALLY_EINVAL;
+    }
     while (cfg_next_entry(&pos, &entry)) {
         if (entry.len == 0)
             return cfg_empty_entry(ctx, value);

@@ -91,6 +91,8 @@ static void router_connect(struct tally_redis *r, int i)
     node->r = r;
     node->addr = r->map.addr[i];
     t.addr = node->addr;
+    memcpy(t.username, r->cfg->cluster_auth.username, sizeof(t.username));
+    memcpy(t.password, r->cfg->cluster_auth.password, sizeof(t.password));
     node->st = tally_store_new(r->base, r->cfg, &t, r->metrics, on_node_state, node);
 }
 

@@ -47,6 +47,7 @@ struct tally_config {
     struct tally_redis_target redis;
     struct tally_hostport cluster[TALLY_CLUSTER_SEEDS_MAX];
     size_t n_cluster;              /* 0: standalone --redis */
+    struct tally_redis_target cluster_auth; /* USERNAME, PASSWORD for every cluster node */
     char redis_replaced[16];       /* "--redis" or "TALLY_REDIS" when given but replaced by
                                     * --redis-cluster, else empty */
     char prefix[TALLY_PREFIX_MAX + 1];

@@ -839,6 +839,65 @@ class ClusterLoad:
         return [a for i in range(CLIENTS) for a in self.client_articles(i)]
 
 
+class ClusterAuthTest(ClusterTestCase):
+    """--redis-cluster with [[USER]:PASSWORD@] before the seeds: a one-node cluster (every slot
+    on it) whose default user needs a password and which has an ACL user of its own; every
+    node the router learns from the map is authenticated the same way."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.node = Node().start()
+        try:
+            cls.node.command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            wait_until(lambda: cls.node.info("cluster").get("cluster_enabled") == "1" and
+                       b"cluster_state:ok" in cls.node.command("CLUSTER", "INFO"), 10.0)
+            cls.node.command("ACL", "SETUSER", "tally", "on", ">acl-s3cret", "~*", "&*", "+@all")
+            cls.node.command("CONFIG", "SET", "requirepass", "default-s3cret")
+        except Exception:
+            cls.node.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.node.stop()
+
+    def tallyd(self, credentials, ready=True):
+        t = harness.Tallyd(None, ["--view-window", "0"], redis_port=0)
+        argv = t.argv
+        seeds = "%s127.0.0.1:%d" % (credentials, self.node.port)
+
+        def cluster_argv():
+            a = argv()
+            i = a.index("--redis")
+            a[i:i + 2] = ["--redis-cluster", seeds]
+            return a
+        t.argv = cluster_argv
+        self.addCleanup(t.close)
+        t.start()
+        if ready:
+            wait_until(lambda: t.get("/readyz", timeout=2).status == 200, 15.0,
+                       message="tallyd never became ready with %r" % credentials)
+        return t
+
+    def test_password_alone_and_acl_user_are_used_on_every_node(self):
+        for i, credentials in enumerate((":default-s3cret@", "tally:acl-s3cret@")):
+            with self.subTest(credentials=credentials):
+                t = self.tallyd(credentials)
+                article = "auth/%d" % i
+                r = t.post_events({"type": "view", "article": article})
+                self.assertEqual((r.status, r.body), (200, {"accepted": 1, "ignored": 0}), r)
+                self.assertEqual(t.stats(article)["views"], 1)
+                self.assertNotIn("s3cret", t.log())
+
+    def test_a_wrong_password_is_not_ready(self):
+        t = self.tallyd("tally:wrong@", ready=False)
+        time.sleep(1.0)
+        self.assertEqual(t.get("/readyz").status, 503)
+        r = t.post_events({"type": "view", "article": "auth/wrong"})
+        self.assertEqual(r.status, 503, r)
+        self.assertNotIn("wrong", t.log().replace("auth/wrong", ""))
+
+
 class ClusterFaultTest(ClusterTestCase):
 
     def setUp(self):

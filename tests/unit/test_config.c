@@ -567,6 +567,17 @@ static void test_config_rejects_bad_cluster(void **state)
 
     (void)state;
     RUN_BAD_VALUES("redis-cluster", cases);
+    /* Credentials are checked as --redis checks them, and never shown. */
+    assert_int_equal(parse(&cfg, err, sizeof(err), ARGS("--redis-cluster", "s3cret@a:1")),
+                     TALLY_EINVAL);
+    assert_string_equal(err, "--redis-cluster: '***@a:1' needs ':' before the password, as "
+                             "redis://[USER]:PASSWORD@HOST");
+    assert_int_equal(parse(&cfg, err, sizeof(err), ARGS("--redis-cluster", "u:s3 cret@a:1")),
+                     TALLY_EINVAL);
+    assert_null(strstr(err, "s3"));
+    assert_int_equal(parse(&cfg, err, sizeof(err), ARGS("--redis-cluster", "u:s3cret@a:0")),
+                     TALLY_EINVAL);
+    assert_null(strstr(err, "s3cret"));
     assert_int_equal(parse(&cfg, err, sizeof(err), ARGS("--redis-cluster", list_of(0, "n:1", 17))),
                      TALLY_EINVAL);
     assert_string_equal(err, "--redis-cluster: more than 16 seeds");
@@ -856,6 +867,34 @@ static void test_config_cluster_seeds(void **state)
     assert_int_equal(parse(&cfg, err, sizeof(err), ARGS("--redis-cluster", list_of(0, "n:1", 16))),
                      TALLY_CONFIG_RUN);
     assert_int_equal(cfg.n_cluster, 16);
+    assert_string_equal(cfg.cluster_auth.password, "");
+}
+
+/* [[USER]:PASSWORD@] before the seeds, once for every node; the last '@' ends the password,
+ * which may hold ',' and '@'. */
+static void test_config_cluster_credentials(void **state)
+{
+    static const struct {
+        const char *value, *user, *pass, *host0;
+        size_t n;
+    } cases[] = {
+        {":pw@a:1,b:2", "", "pw", "a", 2},
+        {"tally:pw@a:1", "tally", "pw", "a", 1},
+        {"tally:p,w@x@[::1]:7000,b:2", "tally", "p,w@x", "::1", 2},
+        {"a:1,b:2", "", "", "a", 2},
+    };
+    struct tally_config cfg;
+    char err[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(parse(&cfg, err, sizeof(err), ARGS("--redis-cluster", cases[i].value)),
+                         TALLY_CONFIG_RUN);
+        assert_string_equal(cfg.cluster_auth.username, cases[i].user);
+        assert_string_equal(cfg.cluster_auth.password, cases[i].pass);
+        assert_int_equal(cfg.n_cluster, cases[i].n);
+        assert_string_equal(cfg.cluster[0].host, cases[i].host0);
+    }
 }
 
 /* --redis-cluster replaces --redis (the contract); a --redis given too is named for a warning. */
@@ -1281,6 +1320,7 @@ int main(void)
         cmocka_unit_test(test_config_listen_accepts_ipv6_and_names),
         cmocka_unit_test(test_config_redis_url_variants),
         cmocka_unit_test(test_config_cluster_seeds),
+        cmocka_unit_test(test_config_cluster_credentials),
         cmocka_unit_test(test_config_cluster_replaces_redis),
         cmocka_unit_test(test_config_origins_are_stored_normalised),
         cmocka_unit_test(test_config_origin_allowed),
