@@ -362,6 +362,37 @@ int tally_redis_parse_redirect(const char *err, size_t len, bool *ask, unsigned 
     return 0;
 }
 
+int tally_redis_parse_version(const char *info, size_t len, unsigned version[3])
+{
+    static const char key[] = "redis_version:";
+    const char *end = info + len;
+
+    for (const char *p = info; p < end; p++) {
+        if ((p != info && p[-1] != '\n') || (size_t)(end - p) < sizeof(key) - 1 ||
+            memcmp(p, key, sizeof(key) - 1) != 0)
+            continue;
+        p += sizeof(key) - 1;
+        for (int i = 0; i < 3; i++) {
+            unsigned long v;
+
+            if (router_number(&p, end, 1000000, &v) < 0)
+                return TALLY_EINVAL;
+            version[i] = (unsigned)v;
+            if (i < 2 && (p == end || *p++ != '.'))
+                return TALLY_EINVAL;
+        }
+        return 0;
+    }
+    return TALLY_EINVAL;
+}
+
+bool tally_redis_version_ok(const unsigned version[3])
+{
+    unsigned long need = TALLY_REDIS_MIN_MAJOR * 1000000UL + TALLY_REDIS_MIN_MINOR;
+
+    return version[0] * 1000000UL + version[1] >= need;
+}
+
 struct tally_store *tally_redis_redirect(struct tally_redis *r, const redisReply *reply,
                                          bool *asking)
 {

@@ -1,6 +1,6 @@
 /* store_redis.c -- one asynchronous hiredis connection per event base: connects and
  * reconnects with backoff, authenticates, checks that Redis has this version's functions
- * (loaded beforehand by `tallyd --load-functions`), and gives every command a deadline of its
+ * (loaded beforehand by `tallyd --load-functions`), refuses a Redis older than 7.0, and gives every command a deadline of its
  * own (hiredis 0.14 has neither connect nor command timeouts). */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -18,6 +18,7 @@
 #include "tally/functions.h"
 #include "tally/log.h"
 #include "tally/metrics.h"
+#include "tally/redis.h"
 #include "tally/store.h"
 
 #define STORE_BACKOFF_MIN_MS 100
@@ -40,13 +41,18 @@ struct store_cmd {
 
 TAILQ_HEAD(store_cmd_list, store_cmd);
 
-/* A handshake command's context; PROBE: it asks for this version's functions; TIME: it asks
- * Redis's clock, sent at SENT. */
+/* A handshake command's context: what the command was for; SENT: when it went out (for
+ * TIME, whose answer is Redis's clock). */
 struct handshake_step {
     struct tally_store *st;
-    bool probe, time;
+    int what; /* STORE_STEP_* */
     uint64_t sent;
 };
+
+#define STORE_STEP_PLAIN 0
+#define STORE_STEP_PROBE 1 /* it asks for this version's functions */
+#define STORE_STEP_INFO 2  /* INFO server: the version is checked */
+#define STORE_STEP_TIME 3  /* TIME: Redis's clock */
 
 /* Said once per process while no connection finds the functions, not once per connection
  * and retry; said again after one found them. */
@@ -386,12 +392,32 @@ const struct tally_redis_target *tally_store_target(const struct tally_store *st
 
 /* ---- Connecting and the handshake ---- */
 
+/* A Redis too old is said once per process, not at every reconnection of every thread. */
+static atomic_bool store_old_said;
+
+/* False, with one log line, when the INFO server text of REPLY shows a Redis older than
+ * tallyd needs: its scripts would fail on it. */
+static bool store_version_ok(struct tally_store *st, const redisReply *reply)
+{
+    unsigned v[3];
+
+    if (reply->type != REDIS_REPLY_STRING)
+        return true;
+    if (tally_redis_parse_version(reply->str, reply->len, v) < 0 || tally_redis_version_ok(v))
+        return true;
+    if (!atomic_exchange(&store_old_said, true))
+        log_error("redis at %s is version %u.%u.%u; tallyd needs %d.%d or later (not ready)",
+                  st->name, v[0], v[1], v[2], TALLY_REDIS_MIN_MAJOR, TALLY_REDIS_MIN_MINOR);
+    return false;
+}
+
 /* One handshake step answered. The last one (PING) makes the store ready. */
 static void on_handshake(int status, redisReply *reply, void *arg)
 {
     struct handshake_step *step = arg;
     struct tally_store *st = step->st;
-    bool probe = step->probe, time = step->time;
+    bool probe = step->what == STORE_STEP_PROBE, info = step->what == STORE_STEP_INFO;
+    bool time = step->what == STORE_STEP_TIME;
     uint64_t sent = step->sent;
     bool last = TAILQ_EMPTY(&st->inflight);
 
@@ -413,6 +439,10 @@ static void on_handshake(int status, redisReply *reply, void *arg)
         store_drop(st, "handshake failed");
         return;
     }
+    if (info && !store_version_ok(st, reply)) {
+        store_drop(st, "redis is too old");
+        return;
+    }
     if (!last)
         return;
     atomic_store(&store_missing_said, false);
@@ -426,9 +456,9 @@ static void on_handshake(int status, redisReply *reply, void *arg)
     store_arm_deadline(st);
 }
 
-/* PROBE: the command asks for this version's functions; TIME: for Redis's clock. */
+/* WHAT: what the command asks for (STORE_STEP_*). */
 static void store_handshake_cmd(struct tally_store *st, int argc, const char **argv,
-                                const size_t *len, bool probe, bool time)
+                                const size_t *len, int what)
 {
     struct handshake_step *step = malloc(sizeof(*step));
     struct store_cmd *c = step != NULL ? store_cmd_new(st, on_handshake, step) : NULL;
@@ -438,8 +468,7 @@ static void store_handshake_cmd(struct tally_store *st, int argc, const char **a
         return;
     }
     step->st = st;
-    step->probe = probe;
-    step->time = time;
+    step->what = what;
     step->sent = tally_now_ms();
     c->handshake = true;
     if (store_send_argv(st, c, argc, argv, len) < 0) {
@@ -454,7 +483,7 @@ static void store_handshake_words(struct tally_store *st, int argc, const char *
 
     for (int i = 0; i < argc; i++)
         len[i] = strlen(argv[i]);
-    store_handshake_cmd(st, argc, argv, len, false, false);
+    store_handshake_cmd(st, argc, argv, len, STORE_STEP_PLAIN);
 }
 
 static void store_handshake(struct tally_store *st)
@@ -478,12 +507,14 @@ static void store_handshake(struct tally_store *st)
         snprintf(db, sizeof(db), "%u", r->db);
         store_handshake_words(st, 2, sel);
     }
+    store_handshake_cmd(st, 2, (const char *[]){"INFO", "server"}, (const size_t[]){4, 6},
+                        STORE_STEP_INFO);
     /* The functions of this version: loaded by an admin, never by the daemon's user. */
-    store_handshake_cmd(st, 3, probe, probe_len, true, false);
+    store_handshake_cmd(st, 3, probe, probe_len, STORE_STEP_PROBE);
     /* Redis's clock, for the fences of write units (see tally/fence.h), sampled afresh: this
      * may be another server than the last connection's. */
     st->clock.known = false;
-    store_handshake_cmd(st, 1, time_argv, time_len, false, true);
+    store_handshake_cmd(st, 1, time_argv, time_len, STORE_STEP_TIME);
     store_handshake_words(st, 1, ping);
 }
 
@@ -565,8 +596,7 @@ static void on_clock_timer(evutil_socket_t fd, short what, void *arg)
     if (st->state != STORE_READY || st->timing || (step = malloc(sizeof(*step))) == NULL)
         return;
     step->st = st;
-    step->probe = false;
-    step->time = true;
+    step->what = STORE_STEP_TIME;
     step->sent = tally_now_ms();
     if (tally_store_command(st, 1, (const char **)argv, len, on_clock, step) < 0) {
         free(step);

@@ -91,6 +91,17 @@ struct tally_store *tally_redis_for_key(struct tally_redis *r, const char *key, 
 struct tally_store *tally_redis_redirect(struct tally_redis *r, const redisReply *reply,
                                          bool *asking);
 
+/* The oldest Redis tallyd works with: the scripts use 7.0's commands and options. */
+#define TALLY_REDIS_MIN_MAJOR 7
+#define TALLY_REDIS_MIN_MINOR 0
+
+/* Read "redis_version:MAJOR.MINOR.PATCH" from INFO (LEN bytes of INFO server's text) into
+ * VERSION. Returns 0, or TALLY_EINVAL when INFO has no such line. Pure, for tests. */
+int tally_redis_parse_version(const char *info, size_t len, unsigned version[3]);
+
+/* Is VERSION (as read by tally_redis_parse_version()) recent enough for tallyd? */
+bool tally_redis_version_ok(const unsigned version[3]);
+
 /* Parse a MOVED or ASK error ("MOVED 3999 127.0.0.1:6381"): the slot and the address.
  * Returns 0, or TALLY_EINVAL for any other text. Pure, for tests. */
 int tally_redis_parse_redirect(const char *err, size_t len, bool *ask, unsigned *slot,

@@ -3,8 +3,10 @@ load that no acknowledged event is lost and (with Idempotency-Key retries) none 
 twice. Each test has a Redis of its own, with an append-only file that survives restarts."""
 
 import concurrent.futures
+import hashlib
 import http.client
 import re
+import socketserver
 import sys
 import threading
 import time
@@ -17,6 +19,65 @@ LOAD_SECONDS = 6.0
 OUTAGE_AT = 2.0
 OUTAGE_SECONDS = 2.0
 CLIENTS = 8
+
+
+class OldRedis(socketserver.ThreadingTCPServer):
+    """A server that speaks RESP like Redis 6.2 would to tallyd's handshake: INFO server says
+    redis_version:6.2.0, SCRIPT LOAD answers a SHA1, anything else +OK (PING: +PONG). It counts
+    the connections it took."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self):
+        self.connections = 0
+        super().__init__(("127.0.0.1", 0), OldRedisHandler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self):
+        return self.server_address[1]
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
+
+
+class OldRedisHandler(socketserver.StreamRequestHandler):
+    def read_command(self):
+        line = self.rfile.readline()
+        if not line.startswith(b"*"):
+            return None
+        args = []
+        for _ in range(int(line[1:])):
+            n = int(self.rfile.readline()[1:])
+            args.append(self.rfile.read(n + 2)[:n])
+        return args
+
+    def handle(self):
+        self.server.connections += 1
+        while True:
+            try:
+                args = self.read_command()
+            except (OSError, ValueError):
+                return
+            if not args:
+                return
+            name = args[0].upper()
+            if name == b"INFO":
+                text = b"# Server\r\nredis_version:6.2.0\r\nredis_mode:standalone\r\n"
+                out = b"$%d\r\n%s\r\n" % (len(text), text)
+            elif name == b"SCRIPT":
+                out = b"$40\r\n%s\r\n" % hashlib.sha1(args[-1]).hexdigest().encode()
+            elif name == b"PING":
+                out = b"+PONG\r\n"
+            else:
+                out = b"+OK\r\n"
+            try:
+                self.wfile.write(out)
+            except OSError:
+                return
 
 
 class OutageTest(harness.TallyTestCase):
@@ -211,8 +272,23 @@ class OutageTest(harness.TallyTestCase):
         self.assertEqual((r.status, r.body), (200, {"accepted": 1, "ignored": 0}))
         self.assertEqual(counts(t.stats("o/first"))["views"], 2)
 
-    def test_flushed_script_cache_changes_nothing(self):
-        # tallyd runs functions (FCALL), not cached scripts.
+    def test_a_redis_older_than_7_0_is_refused_with_one_log_line(self):
+        old = OldRedis()
+        self.addCleanup(old.close)
+        t = self.track(harness.Tallyd(None, ["--view-window", "0"], redis_port=old.port))
+        self.addCleanup(t.close)
+        t.start()
+        # Every worker connects, is refused, and tries again later: still one line.
+        wait_until(lambda: old.connections >= 2 * t.threads, 15.0)
+        self.assertTrue(self.not_ready(t))
+        r = t.post_events({"type": "view", "article": "o/old"})
+        self.assertUnavailable(r)
+        lines = [l for l in t.log().splitlines() if "version 6.2.0" in l]
+        self.assertEqual(len(lines), 1, t.log())
+        self.assertIn("level=error", lines[0])
+        self.assertIn("tallyd needs 7.0 or later", lines[0])
+        self.assertIn("127.0.0.1:%d" % old.port, lines[0])
+
         self.redis.start()
         t = self.start_tallyd()
         self.assertEqual(t.post_events({"type": "view", "article": "o/noscript"}).status, 200)

@@ -305,6 +305,43 @@ static void test_slot_map_refuses_a_bad_reply_and_keeps_the_map(void **state)
     freeReplyObject(err);
 }
 
+/* ---- The version of Redis ---- */
+
+static void test_parse_version_reads_info_server(void **state)
+{
+    static const struct {
+        const char *info;
+        int rc;
+        unsigned v[3];
+        bool ok;
+    } cases[] = {
+        {"# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:0\r\n", 0, {7, 0, 15}, true},
+        {"# Server\r\nredis_version:6.2.0\r\n", 0, {6, 2, 0}, false},
+        {"redis_version:7.2.4\r\n", 0, {7, 2, 4}, true},
+        {"redis_version:8.0.0", 0, {8, 0, 0}, true},
+        {"redis_version:5.0.14\r\n", 0, {5, 0, 14}, false},
+        {"redis_version:6.9.99\r\n", 0, {6, 9, 99}, false},
+        {"# Server\r\nxredis_version:7.0.0\r\nredis_version:6.0.0\r\n", 0, {6, 0, 0}, false},
+        {"# Server\r\nredis_mode:standalone\r\n", TALLY_EINVAL, {0, 0, 0}, false},
+        {"redis_version:7\r\n", TALLY_EINVAL, {0, 0, 0}, false},
+        {"redis_version:7.0\r\n", TALLY_EINVAL, {0, 0, 0}, false},
+        {"redis_version:seven\r\n", TALLY_EINVAL, {0, 0, 0}, false},
+        {"", TALLY_EINVAL, {0, 0, 0}, false},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        unsigned v[3] = {0, 0, 0};
+        int rc = tally_redis_parse_version(cases[i].info, strlen(cases[i].info), v);
+
+        assert_int_equal(rc, cases[i].rc);
+        if (rc == 0) {
+            assert_memory_equal(v, cases[i].v, sizeof(v));
+            assert_int_equal(tally_redis_version_ok(v), cases[i].ok);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -316,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_slot_map_forgets_nodes_that_left_however_many_come_and_go),
         cmocka_unit_test(test_slot_map_keeps_a_node_that_comes_back_and_a_seed_always),
         cmocka_unit_test(test_slot_map_refuses_a_bad_reply_and_keeps_the_map),
+        cmocka_unit_test(test_parse_version_reads_info_server),
     };
 
     return cmocka_run_group_tests_name("redis", tests, NULL, NULL);
