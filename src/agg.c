@@ -363,8 +363,10 @@ static int agg_emit_seg(struct tally_agg *a, const struct tally_agg_req *idem, u
         agg_grow(&a->vis_req, &a->cap_vis_req, a->n_vis, sizeof(*a->vis_req)) < 0)
         return TALLY_ENOMEM;
     if (idem != NULL) {
+        const char *digest = idem->digest != NULL ? idem->digest : "";
+
         agg_arg(a, idem->idem_key, idem->idem_len);
-        agg_arg(a, idem->digest != NULL ? idem->digest : "", idem->digest != NULL ? strlen(idem->digest) : 0);
+        agg_arg(a, digest, strlen(digest));
         if (a->declare) {
             tally_buf_add_bulk(&a->keys, idem->idem_key, idem->idem_len);
             a->nkeys++;

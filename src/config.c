@@ -553,7 +553,9 @@ static int cfg_parse_cluster(struct cfg_ctx *ctx, struct tally_config *cfg, cons
     /* "[[USER]:PASSWORD@]" once, for every node: as in --redis, the last '@' ends it. */
     if (at != NULL) {
         ctx->item = cfg_span_of(value);
-        if (cfg_redis_auth(ctx, &cfg->cluster_auth, (struct cfg_span){value, (size_t)(at - value)}) < 0)
+        struct cfg_span auth = {value, (size_t)(at - value)};
+
+        if (cfg_redis_auth(ctx, &cfg->cluster_auth, auth) < 0)
             return TALLY_EINVAL;
     }
     while (cfg_next_entry(&pos, &entry)) {

@@ -120,15 +120,14 @@ int tally_idem_judge(const char *value, size_t len, const char *digest,
         return TALLY_IDEM_REUSED;
     if (len == d)
         return TALLY_IDEM_PROCEED;
-    return idem_read_answer(value + d + 1, len - d - 1, answer) ? TALLY_IDEM_REPLAY
-                                                                : TALLY_EINVAL;
+    return idem_read_answer(value + d + 1, len - d - 1, answer) ? TALLY_IDEM_REPLAY : TALLY_EINVAL;
 }
 
 size_t tally_idem_settled(char *out, size_t cap, const char *digest,
                           const struct tally_idem_answer *a)
 {
-    int n = snprintf(out, cap, "%s %u,%u,%u,%u", digest, a->accepted, a->bot, a->prefetch,
-                     a->repeat);
+    int n =
+        snprintf(out, cap, "%s %u,%u,%u,%u", digest, a->accepted, a->bot, a->prefetch, a->repeat);
 
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }

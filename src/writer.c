@@ -639,13 +639,13 @@ static void writer_part_init(struct tally_writer *w, struct tally_write_part *p,
     if (wr->idem != NULL && p->req.n > 0) {
         /* One Redis: the script keeps the home marker itself. A cluster: the part's marker in
          * its own bucket, the home marker having been claimed (see writer.h). */
-        size_t n = w->n_lanes == 1 ? tally_idem_home_key(p->idem_key, sizeof(p->idem_key),
-                                                         w->cfg->prefix, wr->space, wr->idem,
-                                                         strlen(wr->idem))
-                                   : tally_idem_part_key(p->idem_key, sizeof(p->idem_key),
-                                                         w->cfg->prefix,
-                                                         (unsigned)(lane - w->lanes), wr->space,
-                                                         wr->body_digest, wr->idem, strlen(wr->idem));
+        unsigned bucket = (unsigned)(lane - w->lanes);
+        size_t len = strlen(wr->idem);
+        size_t n = w->n_lanes == 1
+                       ? tally_idem_home_key(p->idem_key, sizeof(p->idem_key), w->cfg->prefix,
+                                             wr->space, wr->idem, len)
+                       : tally_idem_part_key(p->idem_key, sizeof(p->idem_key), w->cfg->prefix,
+                                             bucket, wr->space, wr->body_digest, wr->idem, len);
 
         if (n > 0) {
             p->req.idem_key = p->idem_key;

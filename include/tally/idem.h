@@ -28,8 +28,8 @@
 
 #include "tally/ingest.h"
 
-#define TALLY_IDEM_ANON 'a'  /* key space of anonymous senders */
-#define TALLY_IDEM_TOKEN 't' /* key space of the token holder */
+#define TALLY_IDEM_ANON 'a'      /* key space of anonymous senders */
+#define TALLY_IDEM_TOKEN 't'     /* key space of the token holder */
 #define TALLY_IDEM_DIGEST_LEN 16 /* hex digits of a body digest */
 
 /* The digest of a request's N events EV, in order: type, article, network and delta of each

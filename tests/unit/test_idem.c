@@ -15,8 +15,10 @@
 
 static struct tally_event ev_view(const char *id)
 {
-    return (struct tally_event){.article = id, .article_len = (uint16_t)strlen(id),
-                                .type = TALLY_EVENT_VIEW, .network = TALLY_NETWORK_OTHER,
+    return (struct tally_event){.article = id,
+                                .article_len = (uint16_t)strlen(id),
+                                .type = TALLY_EVENT_VIEW,
+                                .network = TALLY_NETWORK_OTHER,
                                 .delta = 1};
 }
 
@@ -92,8 +94,8 @@ static void test_idem_part_key_names_bucket_digest_and_key(void **state)
     size_t n;
 
     (void)state;
-    n = tally_idem_part_key(k, sizeof(k), "tally:", 0x8c, TALLY_IDEM_TOKEN, "0123456789abcdef",
-                            "k", 1);
+    n = tally_idem_part_key(k, sizeof(k), "tally:", 0x8c, TALLY_IDEM_TOKEN, "0123456789abcdef", "k",
+                            1);
     assert_string_equal(k, "tally:{8c}j:t:0123456789abcdef:k");
     assert_int_equal(n, strlen(k));
     assert_int_equal(tally_idem_part_key(k, sizeof(k), "tally:", 0, 'a', "0123", "k", 1), 0);
