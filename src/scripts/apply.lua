@@ -246,7 +246,7 @@ while pos <= #ARGV do
     if prev then
         prev_digest, prev_answer = string.match(prev, '^(%x+) ([%d,]+)$')
         if not prev_digest then
-            if string.find(prev, '^[%d,]+$') then
+            if string.find(prev, '^%d+,%d+,%d+,%d+$') then
                 prev_answer = prev -- written before digests were kept: the answer alone
             else
                 prev_digest = prev -- a digest alone: this body's write is under way
