@@ -429,7 +429,10 @@ static void on_handshake(int status, redisReply *reply, void *arg)
         store_drop(st, "the functions are missing");
         return;
     }
-    if (reply->type == REDIS_REPLY_ERROR) {
+    /* A user without +info cannot be asked its version: it is taken on trust. */
+    if (reply->type == REDIS_REPLY_ERROR && info) {
+        log_debug("redis refused INFO server, its version is not checked: %s", reply->str);
+    } else if (reply->type == REDIS_REPLY_ERROR) {
         log_error("redis refused the handshake: %s", reply->str);
         store_drop(st, "handshake failed");
         return;
