@@ -427,7 +427,8 @@ class ScriptFenceTest(harness.TallyTestCase):
         return self.redis.command(
             "EVAL", self.script, "1", "tally:{03}x:" + attempt,
             "tally:", "0", "600", "86400", str(int(time.time())), "%015d" % fence, "",
-            "", "1", "0", "0", "1",     # a segment without a key: 1 event, 1 article
+            "", "", "1", "0", "0", "1", # a segment without a key (nor digest): 1 event,
+                                        # 1 article
             "03", "a", "1", "0", "0", "0")
 
     def views(self):

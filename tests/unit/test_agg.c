@@ -304,7 +304,7 @@ static void test_agg_frames_a_one_view_unit_exactly(void **state)
     tally_agg_init(&a, "tally:", 1800);
     a.now = 1800000000;
     assert_int_equal(tally_agg_build(&a, reqs, 1, "n0-1"), 0);
-    assert_int_equal(a.nargs, 20);
+    assert_int_equal(a.nargs, 21);
     assert_int_equal(a.body.len, sizeof(want) - 1);
     assert_memory_equal(a.body.data, want, sizeof(want) - 1);
     tally_agg_release(&a);
