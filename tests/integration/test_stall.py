@@ -422,13 +422,13 @@ class ScriptFenceTest(harness.TallyTestCase):
                 text.append(f.read())
         self.script = "\n".join(text)
 
-    def unit(self, attempt, fence):
-        """One unit: one view of article "a" in bucket 03, fenced at FENCE (Unix ms)."""
+    def unit(self, attempt, fence, idem="", digest=""):
+        """One unit: one view of article "a" in bucket 03, fenced at FENCE (Unix ms); its
+        segment keyed by the marker IDEM with the body's DIGEST, or by nothing."""
         return self.redis.command(
             "EVAL", self.script, "1", "tally:{03}x:" + attempt,
             "tally:", "0", "600", "86400", str(int(time.time())), "%015d" % fence, "",
-            "", "", "1", "0", "0", "1", # a segment without a key (nor digest): 1 event,
-                                        # 1 article
+            idem, digest, "1", "0", "0", "1",   # one segment: 1 event, 1 article
             "03", "a", "1", "0", "0", "0")
 
     def views(self):
@@ -455,6 +455,25 @@ class ScriptFenceTest(harness.TallyTestCase):
         # A resend of the applied unit answers as the first time, past its fence or not.
         self.assertEqual(self.unit("ok-1", self.redis_ms() - 60000), r)
         self.assertEqual(self.unit("ok-1", self.redis_ms() + 60000), r)
+        self.assertEqual(self.views(), 1)
+
+    def test_a_fenced_keyed_unit_leaves_its_key_to_the_retry(self):
+        home, body = "tally:{03}i:a:k1", "0123456789abcdef"
+        # Fenced: nothing ran, the key's marker is not written (only the unit's own is).
+        self.assertEqual(self.unit("k-1", self.redis_ms() - 1, home, body), [b"fenced"])
+        self.assertIsNone(self.redis.command("GET", home))
+        self.assertEqual(self.views(), 0)
+        # The retry (another unit) counts it: a fenced try never answers 200 for nothing.
+        r = self.unit("k-2", self.redis_ms() + 60000, home, body)
+        self.assertEqual(r[2], [1, 1, 0, 0, 0])
+        self.assertEqual(self.redis.command("GET", home), body.encode() + b" 1,0,0,0")
+        self.assertEqual(self.views(), 1)
+        # Its answer lost (a 504), a further retry is answered from the marker: counted once.
+        self.assertEqual(self.unit("k-3", self.redis_ms() + 60000, home, body)[2],
+                         [0, 1, 0, 0, 0])
+        # Another body under the key counts nothing, whatever its fence.
+        self.assertEqual(self.unit("k-4", self.redis_ms() + 60000, home, "fedcba9876543210")[2],
+                         [2, 0, 0, 0, 0])
         self.assertEqual(self.views(), 1)
 
 
