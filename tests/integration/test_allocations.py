@@ -77,11 +77,17 @@ class AllocationTest(harness.TallyTestCase):
                 self.assertEqual(resp[0][0], status, out[:300])
 
     def per_request(self, req, status=200):
-        """Allocations of N requests on one connection (the connection itself is one)."""
+        """Allocations of N requests on one connection (the connection itself is one). The
+        counter is the whole process's, and timers allocate on their own (the Redis clock
+        sample every second, for one): their work can only add, so the least of three runs is
+        what the requests cost."""
         self.run_requests(req, WARM, status)
-        before = self.count()
-        self.run_requests(req, N, status)
-        return self.count() - before
+        runs = []
+        for _ in range(3):
+            before = self.count()
+            self.run_requests(req, N, status)
+            runs.append(self.count() - before)
+        return min(runs)
 
     def get(self, target):
         return (b"GET " + target + b" HTTP/1.1\r\nHost: t\r\nUser-Agent: " +
