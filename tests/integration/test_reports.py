@@ -371,6 +371,7 @@ class ReportsTest(harness.TallyTestCase):
                     m.day[(metric, a, cls.work_day)] += v
                     m.hour[(metric, a, cls.work_hour)] += v
                     m.alltime[(metric, a)] += v
+        cls.hll_off = off
         cls.comments_back_to_zero = [a for a in cls.api_articles if comments[a] == 0 and any(
             e["article"] == a and e["type"] == "comment" for _, ev in requests for e in ev)]
 
@@ -481,6 +482,19 @@ class ReportsTest(harness.TallyTestCase):
 
     # ---- Helpers ----
 
+    def designed(self):
+        """The model as the workload meant it: today's visitors are the distinct User-Agents
+        where the HyperLogLog estimate (its registers depend on the day's random salt) is off
+        by one or two, which can split a tie the workload built."""
+        d = Model()
+        d.day.update(self.model.day)
+        d.hour.update(self.model.hour)
+        d.alltime.update(self.model.alltime)
+        for a, estimate, exact in self.hll_off:
+            d.day[("visitors", a, self.work_day)] += exact - estimate
+            d.alltime[("visitors", a)] += exact - estimate
+        return d
+
     def stable(self, fn, unit):
         """FN() and the day or hour (per UNIT seconds) it was answered in, asking again if the
         clock crossed one meanwhile."""
@@ -583,9 +597,10 @@ class ReportsTest(harness.TallyTestCase):
         shorter than 100 with zeros and negatives to leave out; hourly points inside and
         outside the window."""
         today = int(time.time()) // DAY
+        design = self.designed()
         for metric in METRICS:
             for period in PERIODS:
-                ranked = self.model.ranked(metric, period, today)
+                ranked = design.ranked(metric, period, today)
                 with self.subTest(metric=metric, period=period):
                     for limit in (1, 10):
                         self.assertEqual(ranked[limit - 1][1], ranked[limit][1])
