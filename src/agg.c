@@ -27,6 +27,8 @@ struct agg_rec {
     uint32_t n_vis, vis_head, vis_tail;
     uint32_t n_deltas, del_head, del_tail;
     uint32_t shares[TALLY_NETWORKS];
+    uint32_t engaged, reads; /* engage events' seconds, and those read through */
+    uint32_t words;          /* the last view's words; 0: none given */
 };
 
 /* A visitor entry of a view (or a comment delta), chained per article in arrival order. */
@@ -193,9 +195,15 @@ static void agg_add_event(struct tally_agg *a, const struct tally_agg_req *q, si
         /* With a window the script counts checked views itself. */
         if (q->visitor == NULL || a->window == 0)
             r->views++;
+        if (ev->words != 0)
+            r->words = ev->words;
         break;
     case TALLY_EVENT_SHARE:
         r->shares[ev->network]++;
+        break;
+    case TALLY_EVENT_ENGAGE:
+        r->engaged += ev->seconds;
+        r->reads += ev->read;
         break;
     default:
         agg_add_delta(a, r, ev->delta);
@@ -352,6 +360,19 @@ static void agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool shar
     agg_arg_int(a, r->n_deltas);
     for (uint32_t d = r->del_head; d != AGG_NONE; d = del[d].next)
         agg_arg_int(a, del[d].d);
+    agg_arg_int(a, (r->engaged != 0) + (r->reads != 0) + (r->words != 0));
+    if (r->engaged != 0) {
+        agg_arg(a, "engaged", 7);
+        agg_arg_int(a, r->engaged);
+    }
+    if (r->reads != 0) {
+        agg_arg(a, "reads", 5);
+        agg_arg_int(a, r->reads);
+    }
+    if (r->words != 0) {
+        agg_arg(a, "words", 5);
+        agg_arg_int(a, r->words);
+    }
 }
 
 /* Emit the segment collected so far. For the shared segment (IDEM NULL), VIS_REQ records the

@@ -13,7 +13,8 @@
 #include "tally/uri.h"
 #include "ingest_private.h"
 
-static const char *const ingest_types[TALLY_EVENT_TYPES] = {"view", "share", "comment"};
+static const char *const ingest_types[TALLY_EVENT_TYPES] = {"view", "share", "comment",
+                                                               "engage"};
 
 static const char *const ingest_networks[TALLY_NETWORKS] = {
 #define X(name, text) text,
@@ -176,9 +177,10 @@ int tally_ingest_type_from(const char *s, size_t len)
 
 /* ---- The pixel query string ---- */
 
-enum { Q_TYPE, Q_ARTICLE, Q_NETWORK, Q_DELTA, Q_PARAMS };
+enum { Q_TYPE, Q_ARTICLE, Q_NETWORK, Q_DELTA, Q_WORDS, Q_SECONDS, Q_READ, Q_PARAMS };
 
-static const char *const query_names[Q_PARAMS] = {"type", "article", "network", "delta"};
+static const char *const query_names[Q_PARAMS] = {"type",  "article", "network", "delta",
+                                                  "words", "seconds", "read"};
 
 /* The known parameters of one query, still percent-encoded; VAL[i] is NULL when absent. */
 struct query_raw {
@@ -242,6 +244,36 @@ static bool query_delta(const char *s, size_t len, int16_t *delta)
     return v != 0;
 }
 
+/* A plain decimal integer from 1 to MAX: no sign, spaces, fraction or exponent. */
+static bool query_count(const char *s, size_t len, uint32_t max, uint32_t *out)
+{
+    uint32_t v = 0;
+
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (uint32_t)(s[i] - '0');
+        if (v > max) /* also keeps "000...0001" from overflowing */
+            return false;
+    }
+    *out = v;
+    return v != 0;
+}
+
+/* true or 1, false or 0. */
+static bool query_bool(const char *s, size_t len, bool *out)
+{
+    if ((len == 4 && memcmp(s, "true", 4) == 0) || (len == 1 && s[0] == '1'))
+        *out = true;
+    else if ((len == 5 && memcmp(s, "false", 5) == 0) || (len == 1 && s[0] == '0'))
+        *out = false;
+    else
+        return false;
+    return true;
+}
+
 static int query_type(const struct query_raw *raw, char *buf, size_t cap, struct tally_event *ev,
                       struct tally_error *err)
 {
@@ -258,6 +290,9 @@ static int query_type(const struct query_raw *raw, char *buf, size_t cap, struct
     ev->type = (uint8_t)type;
     ev->network = TALLY_NETWORK_OTHER;
     ev->delta = 1;
+    ev->seconds = 0;
+    ev->read = false;
+    ev->words = 0;
     return 0;
 }
 
@@ -281,8 +316,32 @@ static int query_article(const struct query_raw *raw, struct tally_batch *out,
     return 0;
 }
 
-/* As in a POST, network counts for shares only and delta for comments only; for other types
- * they are not even decoded, like unknown parameters. */
+/* seconds (required) and read (default false) of an engage event. */
+static int query_engage(const struct query_raw *raw, char *buf, size_t cap,
+                        struct tally_event *ev, struct tally_error *err)
+{
+    uint32_t seconds;
+    long n;
+
+    if (raw->val[Q_SECONDS] == NULL)
+        return ingest_fail(err, "invalid_seconds", -1, "seconds", "missing");
+    if ((n = query_decode(raw, Q_SECONDS, buf, cap, err)) < 0)
+        return TALLY_EINVAL;
+    if (!query_count(buf, (size_t)n, TALLY_ENGAGE_SECONDS_MAX, &seconds))
+        return ingest_fail(err, "invalid_seconds", -1, "seconds", MSG_SECONDS);
+    ev->seconds = (uint16_t)seconds;
+    if (raw->val[Q_READ] != NULL) {
+        if ((n = query_decode(raw, Q_READ, buf, cap, err)) < 0)
+            return TALLY_EINVAL;
+        if (!query_bool(buf, (size_t)n, &ev->read))
+            return ingest_fail(err, "invalid_read", -1, "read", MSG_READ);
+    }
+    return 0;
+}
+
+/* As in a POST, network counts for shares only, delta for comments only, words for views
+ * only, seconds and read for engage only; for other types they are not even decoded, like
+ * unknown parameters. */
 static int query_extras(const struct query_raw *raw, char *buf, size_t cap, struct tally_event *ev,
                         struct tally_error *err)
 {
@@ -299,7 +358,13 @@ static int query_extras(const struct query_raw *raw, char *buf, size_t cap, stru
         if (!query_delta(buf, (size_t)n, &ev->delta))
             return ingest_fail(err, "invalid_delta", -1, "delta", MSG_DELTA);
     }
-    return 0;
+    if (ev->type == TALLY_EVENT_VIEW && raw->val[Q_WORDS] != NULL) {
+        if ((n = query_decode(raw, Q_WORDS, buf, cap, err)) < 0)
+            return TALLY_EINVAL;
+        if (!query_count(buf, (size_t)n, TALLY_WORDS_MAX, &ev->words))
+            return ingest_fail(err, "invalid_words", -1, "words", MSG_WORDS);
+    }
+    return ev->type == TALLY_EVENT_ENGAGE ? query_engage(raw, buf, cap, ev, err) : 0;
 }
 
 int tally_ingest_parse_query(const char *query, size_t len, struct tally_batch *out,

@@ -22,9 +22,20 @@
 #define SCAN_NAME_CAP 8 /* bytes of a member name kept: the known ones are shorter */
 #define SCAN_WORD_CAP 16 /* bytes of a type or network value kept */
 
-enum scan_field { F_OTHER, F_TYPE, F_ARTICLE, F_NETWORK, F_DELTA, F_FIELDS };
+enum scan_field {
+    F_OTHER,
+    F_TYPE,
+    F_ARTICLE,
+    F_NETWORK,
+    F_DELTA,
+    F_WORDS,
+    F_SECONDS,
+    F_READ,
+    F_FIELDS
+};
 
-static const char *const scan_fields[F_FIELDS] = {"", "type", "article", "network", "delta"};
+static const char *const scan_fields[F_FIELDS] = {"",      "type",    "article", "network",
+                                                  "delta", "words", "seconds", "read"};
 
 /* Where a string's decoded bytes go: up to CAP of them into DST (NULL: nowhere). LEN counts
  * them all, past CAP too; HASH is FNV-1a over them all. */
@@ -52,8 +63,11 @@ struct scan_event {
     char type[SCAN_WORD_CAP], network[SCAN_WORD_CAP];
     size_t type_len, network_len;
     size_t article_len;           /* decoded into the batch's text, after what is used */
-    bool delta_ok;
+    bool delta_ok, words_ok, seconds_ok, read_ok;
     int16_t delta;
+    uint16_t seconds;
+    uint32_t words;
+    bool read;
 };
 
 struct scan {
@@ -329,14 +343,16 @@ static int scan_number(struct scan *s)
     return 0;
 }
 
-/* The well-formed number from B to E, if it is an integer of at most four digits, exactly:
- * 1.0, 10e-1 and -2.5e1 are integers; 1.5, 1e-400 and 1000.0000000000000001 are not. */
-static bool scan_small_int(const unsigned char *b, const unsigned char *e, int *out)
+/* The well-formed number from B to E, if it is an integer of at most DIGITS (1..9)
+ * significant digits, exactly: 1.0, 10e-1 and -2.5e1 are integers; 1.5, 1e-400 and
+ * 1000.0000000000000001 are not. */
+static bool scan_small_int(const unsigned char *b, const unsigned char *e, long digits,
+                           long *out)
 {
     const unsigned char *p = b + (*b == '-'), *ib = p, *fb, *fe;
     long exp = 0, n_int, total, first = -1, last = -1, scale;
     bool exp_neg = false;
-    int v = 0;
+    long v = 0;
 
     while (p < e && json_digit(*p))
         p++;
@@ -370,7 +386,7 @@ static bool scan_small_int(const unsigned char *b, const unsigned char *e, int *
     }
     /* The power of ten of the last significant digit. */
     scale = (exp_neg ? -exp : exp) - (fe - fb) + (total - 1 - last);
-    if (scale < 0 || last - first + 1 + scale > 4)
+    if (scale < 0 || last - first + 1 + scale > digits)
         return false;
     for (long i = first; i <= last; i++)
         v = v * 10 + (SCAN_DIGIT(i) - '0');
@@ -381,7 +397,8 @@ static bool scan_small_int(const unsigned char *b, const unsigned char *e, int *
     return true;
 }
 
-static int scan_literal(struct scan *s)
+/* true, false or null; *WHICH learns its index in that order. */
+static int scan_literal(struct scan *s, int *which)
 {
     static const char *const words[] = {"true", "false", "null"};
 
@@ -390,6 +407,7 @@ static int scan_literal(struct scan *s)
 
         if ((size_t)(s->end - s->p) >= n && memcmp(s->p, words[i], n) == 0) {
             s->p += n;
+            *which = (int)i;
             return 0;
         }
     }
@@ -400,7 +418,7 @@ static int scan_literal(struct scan *s)
 
 /* What a value was, for the event member it belongs to. */
 struct scan_value {
-    bool is_string, is_number;
+    bool is_string, is_number, is_true, is_false;
     struct scan_str str;            /* a string, decoded into STR.dst */
     const unsigned char *num, *num_end;
 };
@@ -413,11 +431,11 @@ static int scan_value(struct scan *s, struct scan_value *v)
 {
     struct scan_value none;
     unsigned char c;
-    int rc;
+    int rc, which;
 
     if (v == NULL)
         v = &none;
-    v->is_string = v->is_number = false;
+    v->is_string = v->is_number = v->is_true = v->is_false = false;
     scan_skip_ws(s);
     if (s->p == s->end)
         return scan_unexpected(s);
@@ -437,7 +455,11 @@ static int scan_value(struct scan *s, struct scan_value *v)
         return scan_object(s, NULL);
     if (c == '[')
         return scan_array(s);
-    return scan_literal(s);
+    if ((rc = scan_literal(s, &which)) == 0) {
+        v->is_true = which == 0;
+        v->is_false = which == 1;
+    }
+    return rc;
 }
 
 static int scan_open(struct scan *s)
@@ -518,7 +540,8 @@ static int scan_member_value(struct scan *s, struct scan_event *ev, enum scan_fi
 {
     struct tally_batch *out = s->out;
     struct scan_value v = {.is_string = false};
-    int rc, delta;
+    long n;
+    int rc;
 
     if (ev == NULL || f == F_OTHER)
         return scan_value(s, NULL);
@@ -538,11 +561,24 @@ static int scan_member_value(struct scan *s, struct scan_event *ev, enum scan_fi
         ev->network_len = v.str.len;
     else if (f == F_ARTICLE)
         ev->article_len = v.str.len;
-    else if (f == F_DELTA)
-        ev->delta_ok = v.is_number && scan_small_int(v.num, v.num_end, &delta) && delta != 0 &&
-                       delta >= -TALLY_COMMENT_DELTA_MAX && delta <= TALLY_COMMENT_DELTA_MAX;
-    if (f == F_DELTA && ev->delta_ok)
-        ev->delta = (int16_t)delta;
+    else if (f == F_READ)
+        ev->read_ok = v.is_true || v.is_false;
+    if (f == F_READ)
+        ev->read = v.is_true;
+    if (f != F_DELTA && f != F_WORDS && f != F_SECONDS)
+        return 0;
+    if (!v.is_number || !scan_small_int(v.num, v.num_end, 7, &n))
+        return 0;
+    if (f == F_DELTA && n != 0 && n >= -TALLY_COMMENT_DELTA_MAX && n <= TALLY_COMMENT_DELTA_MAX) {
+        ev->delta_ok = true;
+        ev->delta = (int16_t)n;
+    } else if (f == F_WORDS && n >= 1 && n <= TALLY_WORDS_MAX) {
+        ev->words_ok = true;
+        ev->words = (uint32_t)n;
+    } else if (f == F_SECONDS && n >= 1 && n <= TALLY_ENGAGE_SECONDS_MAX) {
+        ev->seconds_ok = true;
+        ev->seconds = (uint16_t)n;
+    }
     return 0;
 }
 
@@ -628,6 +664,13 @@ static void scan_event_close(struct scan *s, struct scan_event *ev)
         return scan_note(s, "invalid_article", idx, "article", MSG_ARTICLE);
     if (type == TALLY_EVENT_COMMENT && ev->seen[F_DELTA] && !ev->delta_ok)
         return scan_note(s, "invalid_delta", idx, "delta", MSG_DELTA);
+    if (type == TALLY_EVENT_VIEW && ev->seen[F_WORDS] && !ev->words_ok)
+        return scan_note(s, "invalid_words", idx, "words", MSG_WORDS);
+    if (type == TALLY_EVENT_ENGAGE && !ev->seconds_ok)
+        return scan_note(s, "invalid_seconds", idx, "seconds",
+                         ev->seen[F_SECONDS] ? MSG_SECONDS : "missing");
+    if (type == TALLY_EVENT_ENGAGE && ev->seen[F_READ] && !ev->read_ok)
+        return scan_note(s, "invalid_read", idx, "read", MSG_READ);
     if (s->noted)
         return; /* an earlier event failed: the batch is refused anyway */
     e->type = (uint8_t)type;
@@ -636,6 +679,9 @@ static void scan_event_close(struct scan *s, struct scan_event *ev)
         ev->network_len <= sizeof(ev->network))
         e->network = (uint8_t)tally_network_from(ev->network, ev->network_len);
     e->delta = type == TALLY_EVENT_COMMENT && ev->seen[F_DELTA] ? ev->delta : 1;
+    e->words = type == TALLY_EVENT_VIEW && ev->seen[F_WORDS] ? ev->words : 0;
+    e->seconds = type == TALLY_EVENT_ENGAGE ? ev->seconds : 0;
+    e->read = type == TALLY_EVENT_ENGAGE && ev->seen[F_READ] && ev->read;
     assert(out->text_len + ev->article_len < sizeof(out->text));
     e->article = out->text + out->text_len;
     e->article_len = (uint16_t)ev->article_len;

@@ -13,10 +13,13 @@
 
 #define MSG_ARTICLE                                                                                \
     "1-" INGEST_STR(TALLY_ARTICLE_MAX) " bytes of UTF-8, no whitespace or control characters"
-#define MSG_TYPE "must be view, share or comment"
+#define MSG_TYPE "must be view, share, comment or engage"
 #define MSG_DELTA                                                                                  \
     "must be an integer from -" INGEST_STR(TALLY_COMMENT_DELTA_MAX) " to " INGEST_STR(             \
         TALLY_COMMENT_DELTA_MAX) ", not 0"
+#define MSG_SECONDS "must be an integer from 1 to " INGEST_STR(TALLY_ENGAGE_SECONDS_MAX)
+#define MSG_WORDS "must be an integer from 1 to " INGEST_STR(TALLY_WORDS_MAX)
+#define MSG_READ "must be true or false"
 #define MSG_BATCH "more than " INGEST_STR(TALLY_BATCH_MAX) " events"
 #define MSG_MEMBERS "an object with more than " INGEST_STR(TALLY_EVENT_FIELDS_MAX) " members"
 #define MSG_SHAPE "must be an event object or an array of 1-" INGEST_STR(TALLY_BATCH_MAX) " of them"

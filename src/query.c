@@ -154,6 +154,12 @@ int tally_query_read_totals(const redisReply *r, struct tally_stats *s)
             s->shares = n;
         else if (strcmp(f->str, "comments") == 0)
             s->comments = n;
+        else if (strcmp(f->str, "engaged") == 0)
+            s->engaged_seconds = n;
+        else if (strcmp(f->str, "reads") == 0)
+            s->reads = n;
+        else if (strcmp(f->str, "words") == 0)
+            s->words = n;
         else if (strncmp(f->str, "share:", 6) == 0)
             s->by_network[tally_network_from(f->str + 6, f->len - 6)] += n;
     }
@@ -300,6 +306,9 @@ void tally_query_render_one(struct tally_buf *out, const char *id, size_t len,
         first = false;
     }
     query_field(out, "},\"comments\":", s->comments);
+    query_field(out, ",\"engaged_seconds\":", s->engaged_seconds);
+    query_field(out, ",\"reads\":", s->reads);
+    query_field(out, ",\"words\":", s->words);
     tally_buf_adds(out, "}");
 }
 

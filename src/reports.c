@@ -71,7 +71,7 @@ static int reports_metric(const char *value, enum tally_metric *m, struct tally_
 
     if (i < 0)
         return reports_fail(err, "invalid_parameter",
-                            "metric: one of views, visitors, shares, comments");
+                            "metric: one of views, visitors, shares, comments, reads, engaged");
     *m = (enum tally_metric)i;
     return 0;
 }
@@ -641,6 +641,10 @@ static int on_bucket_totals(struct tally_fanout *f, size_t i, const redisReply *
             t->shares += v;
         else if (strcmp(name, "comments") == 0)
             t->comments += v;
+        else if (strcmp(name, "reads") == 0)
+            t->reads += v;
+        else if (strcmp(name, "engaged") == 0)
+            t->engaged += v;
     }
     return 0;
 }
@@ -689,6 +693,10 @@ void tally_totals_render(struct tally_buf *out, const struct tally_totals *t)
     tally_buf_add_i64(out, t->shares);
     tally_buf_adds(out, ",\"comments\":");
     tally_buf_add_i64(out, t->comments);
+    tally_buf_adds(out, ",\"reads\":");
+    tally_buf_add_i64(out, t->reads);
+    tally_buf_adds(out, ",\"engaged_seconds\":");
+    tally_buf_add_i64(out, t->engaged);
     tally_buf_adds(out, "}");
 }
 

@@ -29,8 +29,10 @@
 #define TALLY_EXPIRY_SHARES 0x04
 #define TALLY_EXPIRY_COMMENTS 0x08
 #define TALLY_EXPIRY_SITE 0x10
-#define TALLY_EXPIRY_HOUR_ALL 0x0f
-#define TALLY_EXPIRY_DAY_ALL 0x1f
+#define TALLY_EXPIRY_READS 0x20
+#define TALLY_EXPIRY_ENGAGED 0x40
+#define TALLY_EXPIRY_HOUR_ALL 0x6f
+#define TALLY_EXPIRY_DAY_ALL 0x7f
 
 /* One request's part of a unit. The caller owns it and everything it points to, which must
  * stay valid until the unit's reply has been applied. */

@@ -16,11 +16,14 @@
 #define TALLY_JSON_DEPTH_MAX 8      /* nesting of arrays and objects in a body */
 #define TALLY_EVENT_FIELDS_MAX 32   /* members of one event object */
 #define TALLY_COMMENT_DELTA_MAX 1000
+#define TALLY_ENGAGE_SECONDS_MAX 3600 /* seconds of one engage event */
+#define TALLY_WORDS_MAX 1000000       /* words of an article, as a view reports them */
 
 enum tally_event_type {
     TALLY_EVENT_VIEW,
     TALLY_EVENT_SHARE,
     TALLY_EVENT_COMMENT,
+    TALLY_EVENT_ENGAGE,
     TALLY_EVENT_TYPES
 };
 
@@ -51,6 +54,9 @@ struct tally_event {
     uint8_t type;    /* enum tally_event_type */
     uint8_t network; /* enum tally_network; TALLY_NETWORK_OTHER unless a share */
     int16_t delta;   /* comments: -1000..1000 and never 0; 1 for views and shares */
+    uint16_t seconds; /* engage: 1..TALLY_ENGAGE_SECONDS_MAX; 0 for other types */
+    bool read;        /* engage: the reader read the article through */
+    uint32_t words;   /* views: 1..TALLY_WORDS_MAX as the page counted them; 0 when not given */
 };
 
 /* A validated batch of 1..TALLY_BATCH_MAX events. It is large (about 28 KiB): keep one per
@@ -83,18 +89,21 @@ bool tally_utf8_valid(const char *s, size_t len);
  * byte-order mark, no trailing bytes, valid UTF-8, surrogate escapes in pairs), with tally's
  * rules on top: duplicate member names in an event or any object within it, a NUL or \u0000
  * anywhere, nesting deeper than TALLY_JSON_DEPTH_MAX and more than TALLY_EVENT_FIELDS_MAX
- * members in any object are errors; "delta" must be an integer (1.0 and -2.5e1 are). Unknown
+ * members in any object are errors; "delta", "seconds" and "words" must be integers (1.0 and
+ * -2.5e1 are), "read" true or false; each is checked for the types it belongs to only. Unknown
  * members are ignored, whatever JSON value they hold. Comment events are returned as they
  * are: checking the token is the caller's business. Allocates nothing: OUT is filled in place,
  * article ids decoded into its text.
  * Returns 0 and fills OUT, or TALLY_EINVAL and fills ERR (OUT is then unspecified). Grammar
  * errors and crossed limits are answered in byte order, before any fault of an event (the
- * first faulty event is named, and within it: duplicates, type, article, delta). */
+ * first faulty event is named, and within it: duplicates, type, article, delta, words,
+ * seconds, read). */
 int tally_ingest_parse(const char *body, size_t len, struct tally_batch *out,
                        struct tally_error *err);
 
 /* Parse the query string of GET /v1/pixel.gif (QUERY, LEN bytes, without the '?') into a
- * one-event batch: type=view|share|comment, article=ID, network=N, delta=D. Values are
+ * one-event batch: type=view|share|comment|engage, article=ID, network=N (shares), delta=D
+ * (comments), words=W (views), seconds=S and read=true|false|1|0 (engage). Values are
  * percent-decoded strictly (see tally_uri_decode()); repeated or unknown parameters follow
  * the POST rules (a repeated known parameter is an error). Returns 0 or TALLY_EINVAL. */
 int tally_ingest_parse_query(const char *query, size_t len, struct tally_batch *out,

@@ -19,6 +19,7 @@ struct cache_entry;
 struct tally_stats {
     int64_t views, visitors, shares, comments;
     int64_t by_network[TALLY_NETWORKS];
+    int64_t engaged_seconds, reads, words;
 };
 
 struct tally_query;
@@ -75,7 +76,8 @@ int tally_query_start(struct tally_query *q, struct tally_redis *r, struct tally
 int tally_query_read_totals(const redisReply *r, struct tally_stats *s);
 
 /* {"article":..., "views":..., "visitors":..., "shares":..., "shares_by_network":{...},
- *  "comments":...}: only networks with a non-zero count are listed. */
+ *  "comments":..., "engaged_seconds":..., "reads":..., "words":...}: only networks with a
+ *  non-zero count are listed. */
 void tally_query_render_one(struct tally_buf *out, const char *id, size_t len,
                             const struct tally_stats *s);
 

@@ -27,7 +27,9 @@ struct tally_redis;
     X(VIEWS, "views")                                                                              \
     X(VISITORS, "visitors")                                                                        \
     X(SHARES, "shares")                                                                            \
-    X(COMMENTS, "comments")
+    X(COMMENTS, "comments")                                                                        \
+    X(READS, "reads")                                                                              \
+    X(ENGAGED, "engaged")
 
 enum tally_metric {
 #define X(name, text) TALLY_METRIC_##name,
@@ -150,7 +152,7 @@ typedef void tally_totals_done_cb(int status, struct tally_totals *t, void *arg)
 
 struct tally_totals {
     enum tally_period period;
-    int64_t views, shares, comments;
+    int64_t views, shares, comments, reads, engaged;
     /* Private. */
     struct tally_fanout fan;
     tally_totals_done_cb *done;

@@ -13,17 +13,20 @@
 --          and its marker says so, so that no copy of it sent earlier runs later either;
 --          fresh lists the bucket keys of this day or hour that may be new and need their
 --          expiry set, as "<tag><kind><mask>": kind d (day) or h (hour), mask two hex digits
---          of metric bits (views 1, visitors 2, shares 4, comments 8, the site totals 16) --
+--          of metric bits (views 1, visitors 2, shares 4, comments 8, the site totals 16,
+--          reads 32, engaged 64) --
 --          the collector remembers the others)
 --   segment: idem_key digest accepted bot prefetch narticles article...
 --            (idem_key "" when the requests had no Idempotency-Key, else its marker, which
 --            holds "<digest> accepted,bot,prefetch,repeat" once applied; digest names the
 --            request's body (16 hex digits); accepted counts the events before repeat checks)
 --   article: tag id plain_views nvisitors visitor... nshares (network count)...
---            ncomments delta...
+--            ncomments delta... nextra (field n)...
 --            (tag is the bucket's two hex digits; with a window > 0 each visitor entry is a
 --            view to check for a repeat, else the views are in plain_views and the visitors
---            only feed the distinct-visitor estimates)
+--            only feed the distinct-visitor estimates; each extra is a summed metric,
+--            engaged (seconds) or reads, added like shares, or words, the article's latest
+--            length, set in its totals)
 -- Returns {"fenced"} when refused past the fence (now or for an earlier copy), else
 -- {"ok", expired, seg...}: expired lists, in the form of fresh, the
 -- keys whose expiry this unit set (the collector then knows them); each seg is
@@ -79,7 +82,8 @@ end
 
 -- Expire a bucket's day or hour key of METRIC once, if the collector said it may be new, and
 -- note it in DONE (per "<tag><kind>": the metric bits) for the answer.
-local BIT = {views = 1, visitors = 2, shares = 4, comments = 8, site = 16}
+local BIT = {views = 1, visitors = 2, shares = 4, comments = 8, site = 16, reads = 32,
+             engaged = 64}
 local done = {}
 local function expire_fresh(tag, kind, metric, key, ttl)
     local t = tag .. kind
@@ -219,6 +223,17 @@ local function apply_article(rep, base)
             bump(tag, kp, 'comments', id, cur - start)
         end
     end
+    local nextra = tonumber(take())
+    for _ = 1, nextra do
+        local field = take()
+        local n = tonumber(take())
+        if field == 'words' then
+            redis.call('HSET', totals, 'words', n)
+        else
+            redis.call('HINCRBY', totals, field, n)
+            bump(tag, kp, field, id, n)
+        end
+    end
     return repeats, nvis
 end
 
@@ -228,6 +243,7 @@ local function skip_segment_articles(n)
         pos = pos + 1 + tonumber(ARGV[pos]) -- visitors
         pos = pos + 1 + 2 * tonumber(ARGV[pos]) -- shares
         pos = pos + 1 + tonumber(ARGV[pos]) -- comments
+        pos = pos + 1 + 2 * tonumber(ARGV[pos]) -- extras
     end
 end
 

@@ -20,8 +20,9 @@
 
 local P, tag, id, window, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local kp = P .. '{' .. tag .. '}'
-local METRICS = {'views', 'visitors', 'shares', 'comments'}
-local SUMMED = {views = true, shares = true, comments = true} -- kept in site totals
+local METRICS = {'views', 'visitors', 'shares', 'comments', 'reads', 'engaged'}
+-- kept in site totals
+local SUMMED = {views = true, shares = true, comments = true, reads = true, engaged = true}
 local DAYS, HOURS = 406, 9 * 24 + 1   -- the daily and hourly buckets' lifetimes (apply.lua)
 local DAY_TTL, HOUR_TTL = 405 * 86400, 9 * 86400
 

@@ -499,7 +499,8 @@ class ClusterCoreTest(ClusterTestCase):
             st = self.get_both("/v1/stats/" + quote(a))
             v, s, c = want[a]
             self.assertEqual(st, {"article": a, "views": v, "visitors": 1, "shares": s,
-                                  "shares_by_network": {"twitter": s}, "comments": c})
+                                  "shares_by_network": {"twitter": s}, "comments": c,
+                                  "engaged_seconds": 0, "reads": 0, "words": 0})
         q = "/v1/stats?" + "&".join("article=" + quote(a) for a in articles + ["read/none"])
         multi = self.get_both(q)
         self.assertEqual([x["article"] for x in multi["articles"]], articles + ["read/none"])

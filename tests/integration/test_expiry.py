@@ -99,18 +99,22 @@ class ExpiryTest(harness.TallyTestCase):
         self.post({"type": "comment", "article": article}, headers=auth)
         self.post({"type": "comment", "article": article, "delta": -1}, headers=auth)
         self.post({"type": "comment", "article": article}, headers=auth)
+        self.post({"type": "engage", "article": article, "seconds": 40})
+        self.post({"type": "engage", "article": article, "seconds": 20, "read": True})
         for ua in BROWSERS[1:]:
             self.post({"type": "view", "article": article}, ua=ua)
         self.post({"type": "view", "article": "expiry/keyed"},
                   headers={"Idempotency-Key": "expiry-key-1"})
         stats = self.tallyd.stats(article)
-        self.assertEqual({k: stats[k] for k in ("views", "visitors", "shares", "comments")},
-                         {"views": 6, "visitors": 6, "shares": 1, "comments": 1})
+        self.assertEqual({k: stats[k] for k in ("views", "visitors", "shares", "comments",
+                                                "engaged_seconds", "reads")},
+                         {"views": 6, "visitors": 6, "shares": 1, "comments": 1,
+                          "engaged_seconds": 60, "reads": 1})
         seen = self.check_lifetimes()
         self.assertEqual(seen, set(LIFETIMES), "every kind of key was written")
         # The bucket keys of every metric are there, each with its own expiry.
         keys = {k for k in self.lifetimes() if kind_of(k) in ("d", "h")}
-        for metric in ("views", "visitors", "shares", "comments"):
+        for metric in ("views", "visitors", "shares", "comments", "reads", "engaged"):
             for kind in ("d", "h"):
                 self.assertTrue(any(("}%s:%s:" % (kind, metric)) in k for k in keys),
                                 "no %s key of %s in %s" % (kind, metric, sorted(keys)))
@@ -118,11 +122,12 @@ class ExpiryTest(harness.TallyTestCase):
     def test_keys_written_in_one_batch_expire_too(self):
         auth = {"Authorization": "Bearer " + harness.TOKEN}
         events = []
-        for i in range(30):
+        for i in range(25):
             a = "expiry/batch-%d" % i
             events += [{"type": "view", "article": a},
                        {"type": "share", "article": a, "network": "email"},
-                       {"type": "comment", "article": a}]
+                       {"type": "comment", "article": a},
+                       {"type": "engage", "article": a, "seconds": 5, "read": i % 2 == 0}]
         self.post(events, headers=auth)
         self.post({"type": "view", "article": "expiry/batch-0"}, ua=BROWSERS[1])
         self.check_lifetimes()

@@ -72,9 +72,10 @@ class ForgetTest(harness.TallyTestCase):
         a = self.start(shifted(self.redis, midnight + 120 - now))
         b = self.start(shifted(self.redis, midnight - 120 - now))
         article = "forget/skewed"
-        self.post(a, [{"type": "view", "article": article},
+        self.post(a, [{"type": "view", "article": article, "words": 800},
                       {"type": "share", "article": article, "network": "email"},
-                      {"type": "comment", "article": article}])
+                      {"type": "comment", "article": article},
+                      {"type": "engage", "article": article, "seconds": 45, "read": True}])
         self.post(a, {"type": "view", "article": article}, ua=UA % 127)
         self.post(a, {"type": "view", "article": article}, ua=UA % 126)
         # A files under tomorrow, 00h: its reports show the 3 views.
@@ -83,7 +84,15 @@ class ForgetTest(harness.TallyTestCase):
         self.assertEqual(a.get("/v1/top?period=day").body["articles"],
                          [{"article": article, "count": 3}])
         self.assertEqual(a.get("/v1/totals?period=day").body,
-                         {"period": "day", "views": 3, "shares": 1, "comments": 1})
+                         {"period": "day", "views": 3, "shares": 1, "comments": 1, "reads": 1,
+                          "engaged_seconds": 45})
+        self.assertEqual(a.get("/v1/top?period=day&metric=engaged").body["articles"],
+                         [{"article": article, "count": 45}])
+        # (Read through B, which forgets it: A's cache would keep it for a moment.)
+        self.assertEqual(harness.counts(b.stats(article)),
+                         {"article": article, "views": 3, "shares": 1,
+                          "shares_by_network": {"email": 1}, "comments": 1,
+                          "engaged_seconds": 45, "reads": 1, "words": 800})
         points = a.get(series).body["points"]
         self.assertEqual([p["value"] for p in points], [0] * 22 + [3, 0], points)
         self.assertEqual(points[22]["t"],
@@ -93,10 +102,13 @@ class ForgetTest(harness.TallyTestCase):
 
         self.assertEqual(a.stats(article), harness.zero_stats(article))
         for period in ("day", "week", "month", "all"):
-            self.assertEqual(a.get("/v1/top?period=" + period).body["articles"], [], period)
+            for metric in ("views", "reads", "engaged"):
+                self.assertEqual(a.get("/v1/top?period=%s&metric=%s" % (period, metric))
+                                 .body["articles"], [], (period, metric))
             self.assertEqual(a.get("/v1/totals?period=" + period).body,
-                             {"period": period, "views": 0, "shares": 0, "comments": 0}, period)
-        for metric in ("views", "visitors", "shares", "comments"):
+                             {"period": period, "views": 0, "shares": 0, "comments": 0,
+                              "reads": 0, "engaged_seconds": 0}, period)
+        for metric in ("views", "visitors", "shares", "comments", "reads", "engaged"):
             r = a.get(series + "&metric=" + metric)
             self.assertEqual([p["value"] for p in r.body["points"]], [0] * 24, (metric, r))
         self.assertEqual(self.redis.keys("*" + harness.glob_escape(article) + "*"), [])
@@ -106,7 +118,8 @@ class ForgetTest(harness.TallyTestCase):
                       {"type": "share", "article": article, "network": "email"},
                       {"type": "comment", "article": article}], ua=UA % 120)
         self.assertEqual(a.get("/v1/totals?period=day").body,
-                         {"period": "day", "views": 1, "shares": 1, "comments": 1})
+                         {"period": "day", "views": 1, "shares": 1, "comments": 1, "reads": 0,
+                          "engaged_seconds": 0})
         self.check_lifetimes()
 
     def check_lifetimes(self):
@@ -144,7 +157,8 @@ class ForgetTest(harness.TallyTestCase):
         self.post(tallyd, [{"type": "view", "article": other},
                            {"type": "view", "article": victim},
                            {"type": "share", "article": victim, "network": "copy"},
-                           {"type": "comment", "article": victim}])
+                           {"type": "comment", "article": victim},
+                           {"type": "engage", "article": victim, "seconds": 9, "read": True}])
         site = self.redis.keys("tally:{%s}s:2*" % bucket(victim))
         self.assertEqual(site, [], "the victim's bucket already holds site totals")
         self.delete(tallyd, victim)
@@ -153,9 +167,12 @@ class ForgetTest(harness.TallyTestCase):
         # every metric writes them again.
         self.post(tallyd, [{"type": "view", "article": victim},
                            {"type": "share", "article": victim, "network": "copy"},
-                           {"type": "comment", "article": victim}], ua=UA % 125)
+                           {"type": "comment", "article": victim},
+                           {"type": "engage", "article": victim, "seconds": 30, "read": True}],
+                  ua=UA % 125)
         self.assertEqual(tallyd.get("/v1/totals?period=day").body,
-                         {"period": "day", "views": 2, "shares": 1, "comments": 1})
+                         {"period": "day", "views": 2, "shares": 1, "comments": 1, "reads": 1,
+                          "engaged_seconds": 30})
         kinds = self.check_lifetimes()
         self.assertTrue({"a", "t", "s:all", "s:day", "d", "h", "v"} <= kinds, kinds)
 

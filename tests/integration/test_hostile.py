@@ -612,7 +612,8 @@ class HostileTest(harness.TallyTestCase):
             r = self.t.get("/v1/totals?period=all")
             self.assertEqual((r.status, r.body),
                              (200, {"period": "all", "views": sum(self.counted.values()),
-                                    "shares": 0, "comments": 0}))
+                                    "shares": 0, "comments": 0, "reads": 0,
+                                    "engaged_seconds": 0}))
 
 if __name__ == "__main__":
     unittest.main()

@@ -34,6 +34,10 @@ SEED = int(os.environ.get("TALLY_TEST_SEED", "20261127"))
 
 METRICS = ("views", "visitors", "shares", "comments")
 SUMMED = ("views", "shares", "comments")  # the metrics kept in the site totals
+# The members of /v1/totals and the metric each sums (reads and engaged are kept in the site
+# totals too; tests/integration/test_engage.py counts them).
+TOTALS = (("views", "views"), ("shares", "shares"), ("comments", "comments"),
+          ("reads", "reads"), ("engaged_seconds", "engaged"))
 PERIODS = {"day": 1, "week": 7, "month": 30, "all": 0}
 LIMITS = (100, 10, 1)
 NETWORKS = ("facebook", "twitter", "linkedin", "reddit", "whatsapp", "telegram", "email",
@@ -157,8 +161,8 @@ class Model:
 
     def totals(self, period, today):
         out = {"period": period}
-        for m in SUMMED:
-            out[m] = sum(self.scores(m, period, today).values())
+        for field, m in TOTALS:
+            out[field] = sum(self.scores(m, period, today).values())
         return out
 
     def forget(self, article):
@@ -345,7 +349,8 @@ class ReportsTest(harness.TallyTestCase):
         off = []
         for a in cls.api_articles:
             want = {"article": a, "views": views[a], "shares": sum(shares[a].values()),
-                    "shares_by_network": dict(shares[a]), "comments": comments[a]}
+                    "shares_by_network": dict(shares[a]), "comments": comments[a],
+                    "engaged_seconds": 0, "reads": 0, "words": 0}
             s = got[a]
             if {k: v for k, v in s.items() if k != "visitors"} != want:
                 raise AssertionError("stats of %r: got %r, want %r" % (a, s, want))

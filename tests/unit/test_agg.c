@@ -164,6 +164,7 @@ struct want_art {
     const char *id;
     long long views;
     const char *visitors, *shares, *deltas;
+    const char *extras; /* "field=n", comma-separated; NULL: none */
 };
 
 static void expect_article(struct cur *c, const struct want_art *w)
@@ -192,6 +193,15 @@ static void expect_article(struct cur *c, const struct want_art *w)
     cur_int(c, (long long)(n = split(w->deltas, items, 64)));
     for (size_t i = 0; i < n; i++)
         cur_str(c, items[i]);
+    cur_int(c, (long long)(n = split(w->extras != NULL ? w->extras : "", items, 64)));
+    for (size_t i = 0; i < n; i++) {
+        char *eq = strchr(items[i], '=');
+
+        assert_non_null(eq);
+        *eq = '\0';
+        cur_str(c, items[i]);
+        cur_str(c, eq + 1);
+    }
 }
 
 static void expect_segment(struct cur *c, const char *idem, long long accepted, long long bot,
@@ -207,7 +217,7 @@ static void expect_segment(struct cur *c, const char *idem, long long accepted, 
         expect_article(c, &arts[i]);
 }
 
-/* The "fresh" argument with nothing known: "<tag>d1f<tag>h0f" per bucket (every metric's day
+/* The "fresh" argument with nothing known: "<tag>d7f<tag>h6f" per bucket (every metric's day
  * key and the site totals, every metric's hour key). */
 static void expect_fresh(struct cur *c)
 {
@@ -217,8 +227,8 @@ static void expect_fresh(struct cur *c)
     assert_int_equal(len % 10, 0);
     for (size_t i = 0; i < len; i += 10) {
         assert_memory_equal(f + i, f + i + 5, 2);
-        assert_memory_equal(f + i + 2, "d1f", 3);
-        assert_memory_equal(f + i + 7, "h0f", 3);
+        assert_memory_equal(f + i + 2, "d7f", 3);
+        assert_memory_equal(f + i + 7, "h6f", 3);
     }
     c->i++;
 }
@@ -291,10 +301,10 @@ static void test_agg_frames_a_one_view_unit_exactly(void **state)
                                "$5\r\n86400\r\n"
                                "$10\r\n1800000000\r\n"
                                "$15\r\n000000000000000\r\n"
-                               "$10\r\n8cd1f8ch0f\r\n"
+                               "$10\r\n8cd7f8ch6f\r\n"
                                "$0\r\n\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n"
                                "$1\r\n1\r\n$2\r\n8c\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n"
-                               "$1\r\n0\r\n";
+                               "$1\r\n0\r\n$1\r\n0\r\n";
     struct tally_event ev[] = {ev_view("a")};
     struct tally_agg_req r0 = {.ev = ev, .n = 1};
     struct tally_agg_req *reqs[] = {&r0};
@@ -304,7 +314,7 @@ static void test_agg_frames_a_one_view_unit_exactly(void **state)
     tally_agg_init(&a, "tally:", 1800);
     a.now = 1800000000;
     assert_int_equal(tally_agg_build(&a, reqs, 1, "n0-1"), 0);
-    assert_int_equal(a.nargs, 21);
+    assert_int_equal(a.nargs, 22);
     assert_int_equal(a.body.len, sizeof(want) - 1);
     assert_memory_equal(a.body.data, want, sizeof(want) - 1);
     tally_agg_release(&a);
@@ -364,7 +374,9 @@ static void test_agg_declares_every_key_in_cluster_mode(void **state)
         "i{b}key-1",          "d{b}views:20270115", "h{b}views:2027011508", "t{b}views", "d{b}visitors:20270115",
         "h{b}visitors:2027011508", "t{b}visitors", "d{b}shares:20270115",
         "h{b}shares:2027011508", "t{b}shares", "d{b}comments:20270115",
-        "h{b}comments:2027011508", "t{b}comments", "s{b}20270115", "s{b}all", "a{b}x",
+        "h{b}comments:2027011508", "t{b}comments", "d{b}reads:20270115",
+        "h{b}reads:2027011508", "t{b}reads", "d{b}engaged:20270115",
+        "h{b}engaged:2027011508", "t{b}engaged", "s{b}20270115", "s{b}all", "a{b}x",
         "v{b}20270115:x", "w{b}x:1000001", "w{b}x:1000000"};
     struct tally_event ev[] = {ev_view("x")};
     struct tally_agg_req r0 = {.ev = ev, .n = 1, .idem_key = "IDEM", .idem_len = 4};
@@ -428,8 +440,8 @@ static void test_agg_asks_for_expiry_only_where_it_may_be_missing(void **state)
     assert_int_equal(tally_agg_build(&a, reqs, 1, "u-1"), 0);
     resp_read(&r, a.body.data, a.body.len);
     /* numkeys, marker, P, window, 600, 86400, now, fence, fresh: bucket b's day keys of
-     * visitors, shares and comments only */
-    snprintf(want, sizeof(want), "%sd0e", tb);
+     * visitors, shares, comments, reads and engaged only */
+    snprintf(want, sizeof(want), "%sd6e", tb);
     assert_int_equal(r.len[8], strlen(want));
     assert_memory_equal(r.p[8], want, strlen(want));
     resp_free(&r);
@@ -444,9 +456,9 @@ static void test_agg_header_names_the_marker_key_and_settings(void **state)
     struct tally_agg_req r1 = {.ev = ev1, .n = 1, .bot = 2};
     struct tally_agg_req *reqs[] = {&r0, &r1};
     const struct want_art arts[] = {
-        {"news/2025/kim-missiles", 1, "", "", ""},
-        {"b", 1, "", "", ""},
-        {"c", 0, "", "email=1", ""},
+        {"news/2025/kim-missiles", 1, "", "", "", NULL},
+        {"b", 1, "", "", "", NULL},
+        {"c", 0, "", "email=1", "", NULL},
     };
     struct tally_agg a;
     struct resp r = {0};
@@ -468,8 +480,8 @@ static void test_agg_coalesces_views_of_one_article(void **state)
     struct tally_agg_req rq[5];
     struct tally_agg_req *reqs[5];
     const struct want_art arts[] = {
-        {"hot", 40, "", "", ""},
-        {"other", 1, "", "", ""},
+        {"hot", 40, "", "", "", NULL},
+        {"other", 1, "", "", "", NULL},
     };
     struct tally_agg a;
     struct resp r = {0};
@@ -508,8 +520,8 @@ static void test_agg_counts_shares_per_network_in_contract_order(void **state)
     struct tally_agg_req r0 = {.ev = ev0, .n = N_ELEMS(ev0)}, r1 = {.ev = ev1, .n = N_ELEMS(ev1)};
     struct tally_agg_req *reqs[] = {&r0, &r1};
     const struct want_art arts[] = {
-        {"a", 0, "", "facebook=1,twitter=3,copy=1,other=2", ""},
-        {"b", 0, "", "native=1", ""},
+        {"a", 0, "", "facebook=1,twitter=3,copy=1,other=2", "", NULL},
+        {"b", 0, "", "native=1", "", NULL},
     };
     struct tally_agg a;
     struct resp r = {0};
@@ -533,8 +545,8 @@ static void test_agg_keeps_comment_deltas_in_arrival_order(void **state)
     struct tally_agg_req r0 = {.ev = ev0, .n = N_ELEMS(ev0)}, r1 = {.ev = ev1, .n = N_ELEMS(ev1)};
     struct tally_agg_req *reqs[] = {&r0, &r1};
     const struct want_art arts[] = {
-        {"a", 0, "", "", "5,-1,-1000,1000,-1"},
-        {"b", 1, "", "", "1"},
+        {"a", 0, "", "", "5,-1,-1000,1000,-1", NULL},
+        {"b", 1, "", "", "1", NULL},
     };
     struct tally_agg a;
     struct resp r = {0};
@@ -576,8 +588,8 @@ static void test_agg_sends_visitors_in_arrival_order(void **state)
     (void)state;
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         const struct want_art arts[] = {
-            {"a", cases[i].views_a, "11,13,21", "", "2"},
-            {"b", cases[i].views_b, "fedcba9876543210,11", "reddit=1", ""},
+            {"a", cases[i].views_a, "11,13,21", "", "2", NULL},
+            {"b", cases[i].views_b, "fedcba9876543210,11", "reddit=1", "", NULL},
         };
 
         tally_agg_init(&a, "tally:", cases[i].window);
@@ -605,9 +617,9 @@ static void test_agg_gives_each_keyed_request_its_own_segment(void **state)
     struct tally_agg_req rd = {
         .ev = evd, .n = 3, .visitor = visd, .idem_key = idem_d, .idem_len = 15};
     struct tally_agg_req *reqs[] = {&ra, &rb, &rc, &rd};
-    const struct want_art shared[] = {{"a", 2, "", "", "-1"}, {"c", 1, "", "", ""}};
-    const struct want_art keyed_b[] = {{"a", 2, "", "", ""}, {"b", 0, "", "twitter=1", ""}};
-    const struct want_art keyed_d[] = {{"a", 0, "1,2,3", "", ""}};
+    const struct want_art shared[] = {{"a", 2, "", "", "-1", NULL}, {"c", 1, "", "", "", NULL}};
+    const struct want_art keyed_b[] = {{"a", 2, "", "", "", NULL}, {"b", 0, "", "twitter=1", "", NULL}};
+    const struct want_art keyed_d[] = {{"a", 0, "1,2,3", "", "", NULL}};
     struct tally_agg a;
     struct resp r = {0};
     struct cur c;
@@ -641,7 +653,7 @@ static void test_agg_skips_requests_without_events(void **state)
         .ev = ev, .n = 0, .bot = 2, .idem_key = "tally:{00}i:k", .idem_len = 13};
     struct tally_agg_req one = {.ev = ev + 1, .n = 1, .bot = 1};
     struct tally_agg_req *reqs[] = {&empty0, &one, &empty1};
-    const struct want_art arts[] = {{"y", 1, "", "", ""}};
+    const struct want_art arts[] = {{"y", 1, "", "", "", NULL}};
     struct tally_agg a;
     struct resp r = {0};
     struct cur c;
@@ -703,7 +715,7 @@ static void test_agg_reuses_its_scratch_between_units(void **state)
     struct tally_agg_req r0 = {.ev = ev0, .n = 3, .visitor = vis0};
     struct tally_agg_req r1 = {.ev = ev1, .n = 1};
     struct tally_agg_req *first[] = {&r0}, *second[] = {&r1};
-    const struct want_art arts[] = {{"c", 0, "", "telegram=1", ""}};
+    const struct want_art arts[] = {{"c", 0, "", "telegram=1", "", NULL}};
     struct tally_agg a;
     struct resp r = {0};
     struct cur c;
@@ -808,11 +820,11 @@ static void reply_unit_build(struct reply_unit *u)
     struct resp r = {0};
     struct cur c;
     const struct want_art shared[] = {
-        {"x", 0, "11,13,21", "", ""},
-        {"y", 0, "12", "whatsapp=1", ""},
-        {"z", 0, "41", "", ""},
+        {"x", 0, "11,13,21", "", "", NULL},
+        {"y", 0, "12", "whatsapp=1", "", NULL},
+        {"z", 0, "41", "", "", NULL},
     };
-    const struct want_art keyed[] = {{"x", 0, "31", "", ""}};
+    const struct want_art keyed[] = {{"x", 0, "31", "", "", NULL}};
 
     u->ev0[0] = ev_view("x");
     u->ev0[1] = ev_view("y");
@@ -879,7 +891,7 @@ static void test_agg_reads_the_expired_keys(void **state)
     struct tally_event ev[] = {ev_view("a")};
     struct tally_agg_req r0 = {.ev = ev, .n = 1};
     struct tally_agg_req *reqs[] = {&r0};
-    static const char *const bad[] = {"aa", "aad1", "aax01", "zzd01", "aad20", "aah10", "aadg1"};
+    static const char *const bad[] = {"aa", "aad1", "aax01", "zzd01", "aad80", "aah10", "aadg1"};
     struct tally_agg a;
     char text[128];
 
@@ -1141,9 +1153,15 @@ static void rand_fill(struct rand_unit *u, uint64_t seed)
 
             u->art[used] = a;
             u->vis[used] = rand_next(&s);
-            if (t < 12)
+            if (t < 11) {
                 u->ev[used] = ev_view(u->ids[a]);
-            else if (t < 17)
+                if (rand_below(&s, 3) == 0)
+                    u->ev[used].words = 1 + rand_below(&s, TALLY_WORDS_MAX);
+            } else if (t < 12) {
+                u->ev[used] = ev_make(u->ids[a], TALLY_EVENT_ENGAGE, TALLY_NETWORK_OTHER, 1);
+                u->ev[used].seconds = (uint16_t)(1 + rand_below(&s, TALLY_ENGAGE_SECONDS_MAX));
+                u->ev[used].read = rand_below(&s, 2) == 0;
+            } else if (t < 17)
                 u->ev[used] = ev_share(u->ids[a], (enum tally_network)rand_below(&s, 10));
             else
                 u->ev[used] = ev_comment(u->ids[a], rand_delta(&s));
@@ -1165,6 +1183,7 @@ static void rand_expect_article(struct rand_unit *u, struct cur *c, uint32_t win
                                 const struct tally_agg_req *keyed, uint32_t a)
 {
     long long views = 0, shares[TALLY_NETWORKS] = {0}, n_vis = 0, n_deltas = 0, n_net = 0;
+    long long engaged = 0, reads = 0, words = 0;
     char tag[3], hex[17];
 
     for (size_t i = 0; i < RAND_REQUESTS; i++) {
@@ -1178,6 +1197,10 @@ static void rand_expect_article(struct rand_unit *u, struct cur *c, uint32_t win
             if (q->ev[k].type == TALLY_EVENT_VIEW) {
                 views += q->visitor == NULL || window == 0;
                 n_vis += q->visitor != NULL;
+                words = q->ev[k].words != 0 ? q->ev[k].words : words;
+            } else if (q->ev[k].type == TALLY_EVENT_ENGAGE) {
+                engaged += q->ev[k].seconds;
+                reads += q->ev[k].read;
             } else if (q->ev[k].type == TALLY_EVENT_SHARE) {
                 n_net += shares[q->ev[k].network]++ == 0;
             } else {
@@ -1216,6 +1239,19 @@ static void rand_expect_article(struct rand_unit *u, struct cur *c, uint32_t win
         for (size_t k = 0; rand_in_segment(q, keyed) && k < q->n; k++)
             if (u->art[(size_t)(q->ev - u->ev) + k] == a && q->ev[k].type == TALLY_EVENT_COMMENT)
                 cur_int(c, q->ev[k].delta);
+    }
+    cur_int(c, (engaged != 0) + (reads != 0) + (words != 0));
+    if (engaged != 0) {
+        cur_str(c, "engaged");
+        cur_int(c, engaged);
+    }
+    if (reads != 0) {
+        cur_str(c, "reads");
+        cur_int(c, reads);
+    }
+    if (words != 0) {
+        cur_str(c, "words");
+        cur_int(c, words);
     }
 }
 

@@ -480,7 +480,7 @@ static void test_ingest_rejects_bad_types(void **state)
         {S("{\"article\":\"a\"}"), "invalid_type", "type: missing"},
         {S("{\"TYPE\":\"view\",\"article\":\"a\"}"), "invalid_type", "type: missing"},
         {S("{\"Type\":\"view\",\"article\":\"a\"}"), "invalid_type", "type: missing"},
-        {S(EVENT("View", "a", "")), "invalid_type", "type: must be view, share or comment"},
+        {S(EVENT("View", "a", "")), "invalid_type", "type: must be view, share, comment or engage"},
         {S(EVENT("VIEW", "a", "")), "invalid_type", "type:"},
         {S(EVENT("view ", "a", "")), "invalid_type", "type:"},
         {S(EVENT("like", "a", "")), "invalid_type", "type:"},
@@ -491,7 +491,7 @@ static void test_ingest_rejects_bad_types(void **state)
         {S("{\"type\":{},\"article\":\"a\"}"), "invalid_type", "type:"},
         {S("{\"type\":true,\"article\":\"a\"}"), "invalid_type", "type:"},
         {S("[" VIEW("a") ",{\"type\":\"click\",\"article\":\"a\"}]"), "invalid_type",
-         "events[1].type: must be view, share or comment"},
+         "events[1].type: must be view, share, comment or engage"},
     };
 
     (void)state;
@@ -827,6 +827,7 @@ static void test_ingest_names_types_and_networks(void **state)
     assert_string_equal(tally_event_type_name(TALLY_EVENT_VIEW), "view");
     assert_string_equal(tally_event_type_name(TALLY_EVENT_SHARE), "share");
     assert_string_equal(tally_event_type_name(TALLY_EVENT_COMMENT), "comment");
+    assert_string_equal(tally_event_type_name(TALLY_EVENT_ENGAGE), "engage");
     assert_string_equal(tally_event_type_name(TALLY_EVENT_TYPES), "unknown");
     assert_int_equal(N_ELEMS(networks), TALLY_NETWORKS);
     for (int i = 0; i < TALLY_NETWORKS; i++) {
@@ -897,7 +898,7 @@ static void test_ingest_query_rejects_bad_parameters(void **state)
         {S(""), "invalid_type", "type: missing"},
         {S("article=a"), "invalid_type", "type: missing"},
         {S("TYPE=view&article=a"), "invalid_type", "type: missing"},
-        {S("type=View&article=a"), "invalid_type", "type: must be view, share or comment"},
+        {S("type=View&article=a"), "invalid_type", "type: must be view, share, comment or engage"},
         {S("type=like&article=a"), "invalid_type", "type:"},
         {S("type=view+&article=a"), "invalid_type", "type:"},
         {S("type=%zz&article=a"), "invalid_parameter", "type: malformed"},
@@ -936,6 +937,170 @@ static void test_ingest_query_rejects_bad_parameters(void **state)
         {S("type=comment&article=a&delta=-"), "invalid_delta", "delta:"},
         {S("type=comment&article=a&delta=--1"), "invalid_delta", "delta:"},
         {S("type=comment&article=a&delta=0x10"), "invalid_delta", "delta:"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < N_ELEMS(cases); i++)
+        expect_bad_query(cases[i].body, cases[i].len, cases[i].code, cases[i].where);
+}
+
+/* ---- Engaged time and words ---- */
+
+/* What an event carries besides its type, article, network and delta. */
+struct engage_case {
+    const char *input;
+    size_t len;
+    enum tally_event_type type;
+    uint32_t words;
+    unsigned seconds;
+    bool read;
+};
+
+static void check_engage_cases(const struct engage_case *cases, size_t n, bool query)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct engage_case *c = &cases[i];
+        struct tally_error err = {0};
+        int rc = query ? tally_ingest_parse_query(c->input, c->len, &batch, &err)
+                       : tally_ingest_parse(c->input, c->len, &batch, &err);
+
+        if (rc != 0 || batch.n != 1) {
+            print_error("input '%s': rc %d %s '%s'\n", c->input, rc, err.code ? err.code : "-",
+                        err.message);
+            fail();
+        }
+        if (batch.ev[0].type != c->type || batch.ev[0].words != c->words ||
+            batch.ev[0].seconds != c->seconds || batch.ev[0].read != c->read) {
+            print_error("input '%s': got type %d words %u seconds %u read %d\n", c->input,
+                        batch.ev[0].type, batch.ev[0].words, batch.ev[0].seconds,
+                        batch.ev[0].read);
+            fail();
+        }
+        assert_int_equal(batch.ev[0].article_len, 1);
+        assert_memory_equal(batch.ev[0].article, "a", 2);
+    }
+}
+
+static void test_ingest_reads_engage_and_words(void **state)
+{
+    static const struct engage_case cases[] = {
+        {S(EVENT("engage", "a", ",\"seconds\":95,\"read\":true")), TALLY_EVENT_ENGAGE, 0, 95, true},
+        {S(EVENT("engage", "a", ",\"seconds\":1")), TALLY_EVENT_ENGAGE, 0, 1, false},
+        {S(EVENT("engage", "a", ",\"seconds\":3600,\"read\":false")), TALLY_EVENT_ENGAGE, 0, 3600,
+         false},
+        {S(EVENT("engage", "a", ",\"seconds\":3.6e3")), TALLY_EVENT_ENGAGE, 0, 3600, false},
+        {S(EVENT("engage", "a", ",\"seconds\":30.0,\"read\":true")), TALLY_EVENT_ENGAGE, 0, 30,
+         true},
+        /* words belongs to views, delta to comments: ignored here, whatever they hold */
+        {S(EVENT("engage", "a", ",\"seconds\":5,\"words\":-1,\"delta\":0")), TALLY_EVENT_ENGAGE,
+         0, 5, false},
+        {S("{\"read\":true,\"seconds\":7,\"article\":\"a\",\"type\":\"engage\"}"),
+         TALLY_EVENT_ENGAGE, 0, 7, true},
+        {S(EVENT("view", "a", ",\"words\":1200")), TALLY_EVENT_VIEW, 1200, 0, false},
+        {S(EVENT("view", "a", ",\"words\":1")), TALLY_EVENT_VIEW, 1, 0, false},
+        {S(EVENT("view", "a", ",\"words\":1000000")), TALLY_EVENT_VIEW, 1000000, 0, false},
+        {S(EVENT("view", "a", ",\"words\":1e6")), TALLY_EVENT_VIEW, 1000000, 0, false},
+        {S(EVENT("view", "a", "")), TALLY_EVENT_VIEW, 0, 0, false},
+        /* seconds and read belong to engage events */
+        {S(EVENT("view", "a", ",\"seconds\":0,\"read\":\"yes\"")), TALLY_EVENT_VIEW, 0, 0, false},
+        {S(EVENT("share", "a", ",\"words\":0,\"seconds\":9,\"read\":true")), TALLY_EVENT_SHARE, 0,
+         0, false},
+        {S(EVENT("comment", "a", ",\"words\":5,\"seconds\":9")), TALLY_EVENT_COMMENT, 0, 0,
+         false},
+    };
+
+    (void)state;
+    check_engage_cases(cases, N_ELEMS(cases), false);
+}
+
+static void test_ingest_rejects_bad_engage_and_words(void **state)
+{
+    static const struct bad_case cases[] = {
+        {S(EVENT("engage", "a", "")), "invalid_seconds", "seconds: missing"},
+        {S(EVENT("engage", "a", ",\"read\":true")), "invalid_seconds", "seconds: missing"},
+        {S(EVENT("engage", "a", ",\"seconds\":0")), "invalid_seconds",
+         "seconds: must be an integer from 1 to 3600"},
+        {S(EVENT("engage", "a", ",\"seconds\":3601")), "invalid_seconds", "seconds:"},
+        {S(EVENT("engage", "a", ",\"seconds\":-5")), "invalid_seconds", "seconds:"},
+        {S(EVENT("engage", "a", ",\"seconds\":1.5")), "invalid_seconds", "seconds:"},
+        {S(EVENT("engage", "a", ",\"seconds\":\"30\"")), "invalid_seconds", "seconds:"},
+        {S(EVENT("engage", "a", ",\"seconds\":null")), "invalid_seconds", "seconds:"},
+        {S(EVENT("engage", "a", ",\"seconds\":1e300")), "invalid_seconds", "seconds:"},
+        {S(EVENT("engage", "a", ",\"seconds\":99999999999")), "invalid_seconds", "seconds:"},
+        {S(EVENT("engage", "a", ",\"seconds\":30,\"read\":1")), "invalid_read",
+         "read: must be true or false"},
+        {S(EVENT("engage", "a", ",\"seconds\":30,\"read\":\"true\"")), "invalid_read", "read:"},
+        {S(EVENT("engage", "a", ",\"seconds\":30,\"read\":null")), "invalid_read", "read:"},
+        {S(EVENT("engage", "a", ",\"seconds\":30,\"seconds\":31")), "duplicate_key",
+         "seconds: given more than once"},
+        {S(EVENT("engage", "a", ",\"read\":true,\"read\":true,\"seconds\":3")), "duplicate_key",
+         "read: given more than once"},
+        {S(EVENT("view", "a", ",\"words\":0")), "invalid_words",
+         "words: must be an integer from 1 to 1000000"},
+        {S(EVENT("view", "a", ",\"words\":1000001")), "invalid_words", "words:"},
+        {S(EVENT("view", "a", ",\"words\":-1")), "invalid_words", "words:"},
+        {S(EVENT("view", "a", ",\"words\":12.5")), "invalid_words", "words:"},
+        {S(EVENT("view", "a", ",\"words\":\"1200\"")), "invalid_words", "words:"},
+        {S(EVENT("view", "a", ",\"words\":null")), "invalid_words", "words:"},
+        {S(EVENT("view", "a", ",\"words\":1,\"words\":2")), "duplicate_key", "words: given more"},
+        /* the first bad event is named; the article comes before seconds */
+        {S("[" EVENT("engage", "a", ",\"seconds\":3") "," EVENT("engage", "a", "") "]"),
+         "invalid_seconds", "events[1].seconds: missing"},
+        {S("[" EVENT("engage", "", "") "]"), "invalid_article", "events[0].article:"},
+        {S("[" VIEW("a") "," EVENT("view", "b", ",\"words\":0") "," EVENT("engage", "a", "")
+               "]"),
+         "invalid_words", "events[1].words:"},
+    };
+
+    (void)state;
+    run_bad_bodies(cases, N_ELEMS(cases));
+}
+
+static void test_ingest_query_reads_engage_and_words(void **state)
+{
+    static const struct engage_case cases[] = {
+        {S("type=engage&article=a&seconds=95&read=true"), TALLY_EVENT_ENGAGE, 0, 95, true},
+        {S("type=engage&article=a&seconds=95&read=1"), TALLY_EVENT_ENGAGE, 0, 95, true},
+        {S("type=engage&article=a&seconds=3600&read=false"), TALLY_EVENT_ENGAGE, 0, 3600, false},
+        {S("type=engage&article=a&seconds=0001&read=0"), TALLY_EVENT_ENGAGE, 0, 1, false},
+        {S("type=engage&article=a&seconds=%33%30"), TALLY_EVENT_ENGAGE, 0, 30, false},
+        {S("type=engage&article=a&seconds=5&words=x&delta=0"), TALLY_EVENT_ENGAGE, 0, 5, false},
+        {S("type=view&article=a&words=1200"), TALLY_EVENT_VIEW, 1200, 0, false},
+        {S("type=view&article=a&words=1000000"), TALLY_EVENT_VIEW, 1000000, 0, false},
+        {S("type=view&article=a&seconds=0&read=maybe"), TALLY_EVENT_VIEW, 0, 0, false},
+        {S("type=share&article=a&words=0&seconds=x"), TALLY_EVENT_SHARE, 0, 0, false},
+    };
+
+    (void)state;
+    check_engage_cases(cases, N_ELEMS(cases), true);
+}
+
+static void test_ingest_query_rejects_bad_engage_and_words(void **state)
+{
+    static const struct bad_case cases[] = {
+        {S("type=engage&article=a"), "invalid_seconds", "seconds: missing"},
+        {S("type=engage&article=a&read=true"), "invalid_seconds", "seconds: missing"},
+        {S("type=engage&article=a&seconds=0"), "invalid_seconds",
+         "seconds: must be an integer from 1 to 3600"},
+        {S("type=engage&article=a&seconds=3601"), "invalid_seconds", "seconds:"},
+        {S("type=engage&article=a&seconds=-1"), "invalid_seconds", "seconds:"},
+        {S("type=engage&article=a&seconds=%2B1"), "invalid_seconds", "seconds:"},
+        {S("type=engage&article=a&seconds=1.0"), "invalid_seconds", "seconds:"},
+        {S("type=engage&article=a&seconds="), "invalid_seconds", "seconds:"},
+        {S("type=engage&article=a&seconds=99999999999999999999"), "invalid_seconds", "seconds:"},
+        {S("type=engage&article=a&seconds=%zz"), "invalid_parameter", "seconds: malformed"},
+        {S("type=engage&article=a&seconds=1&seconds=2"), "invalid_parameter",
+         "seconds: given more than once"},
+        {S("type=engage&article=a&seconds=5&read=yes"), "invalid_read",
+         "read: must be true or false"},
+        {S("type=engage&article=a&seconds=5&read=TRUE"), "invalid_read", "read:"},
+        {S("type=engage&article=a&seconds=5&read="), "invalid_read", "read:"},
+        {S("type=view&article=a&words=0"), "invalid_words",
+         "words: must be an integer from 1 to 1000000"},
+        {S("type=view&article=a&words=1000001"), "invalid_words", "words:"},
+        {S("type=view&article=a&words=-5"), "invalid_words", "words:"},
+        {S("type=view&article=a&words="), "invalid_words", "words:"},
+        {S("type=view&article=a&words=1&words=1"), "invalid_parameter", "words: given more"},
     };
 
     (void)state;
@@ -997,6 +1162,10 @@ int main(void)
         cmocka_unit_test(test_ingest_query_accepts_valid_events),
         cmocka_unit_test(test_ingest_query_rejects_bad_parameters),
         cmocka_unit_test(test_ingest_query_takes_ids_of_exactly_256_bytes),
+        cmocka_unit_test(test_ingest_reads_engage_and_words),
+        cmocka_unit_test(test_ingest_rejects_bad_engage_and_words),
+        cmocka_unit_test(test_ingest_query_reads_engage_and_words),
+        cmocka_unit_test(test_ingest_query_rejects_bad_engage_and_words),
     };
 
     return cmocka_run_group_tests_name("ingest", tests, NULL, NULL);

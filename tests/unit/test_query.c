@@ -292,6 +292,7 @@ static void test_query_reads_totals_and_networks(void **state)
         "views",         "7", "shares",      "6",  "share:twitter", "2",   "share:facebook", "1",
         "comments",      "4", "share:other", "1",  "share:myspace", "2",   "share:",         "1",
         "share:Twitter", "1", "visitors",    "99", "foo",           "bar", "share:copy",     "3",
+        "engaged",       "95", "reads",      "2",  "words",         "1200",
     };
     struct tally_stats s;
 
@@ -301,6 +302,9 @@ static void test_query_reads_totals_and_networks(void **state)
     assert_int_equal(s.shares, 6);
     assert_int_equal(s.comments, 4);
     assert_int_equal(s.visitors, 99);
+    assert_int_equal(s.engaged_seconds, 95);
+    assert_int_equal(s.reads, 2);
+    assert_int_equal(s.words, 1200);
     for (int k = 0; k < TALLY_NETWORKS; k++) {
         static const int64_t want[TALLY_NETWORKS] = {
             [TALLY_NETWORK_TWITTER] = 2,
@@ -376,7 +380,8 @@ static void test_query_renders_zeros(void **state)
     tally_buf_init(&b);
     tally_query_render_one(&b, S("news/2025/kim-missiles"), &s);
     expect_buf(&b, "{\"article\":\"news/2025/kim-missiles\",\"views\":0,\"visitors\":0,"
-                          "\"shares\":0,\"shares_by_network\":{},\"comments\":0}");
+                          "\"shares\":0,\"shares_by_network\":{},\"comments\":0,"
+                          "\"engaged_seconds\":0,\"reads\":0,\"words\":0}");
     tally_buf_release(&b);
 }
 
@@ -391,6 +396,9 @@ static void test_query_renders_only_networks_with_shares_in_contract_order(void 
     s.visitors = 5;
     s.shares = 6;
     s.comments = 12;
+    s.engaged_seconds = 950;
+    s.reads = 3;
+    s.words = 1200;
     s.by_network[TALLY_NETWORK_OTHER] = 1;
     s.by_network[TALLY_NETWORK_NATIVE] = 3;
     s.by_network[TALLY_NETWORK_FACEBOOK] = 2;
@@ -398,7 +406,8 @@ static void test_query_renders_only_networks_with_shares_in_contract_order(void 
     tally_query_render_one(&b, S("a"), &s);
     expect_buf(&b, "{\"article\":\"a\",\"views\":7,\"visitors\":5,\"shares\":6,"
                           "\"shares_by_network\":{\"facebook\":2,\"native\":3,\"other\":1},"
-                          "\"comments\":12}");
+                          "\"comments\":12,"
+                          "\"engaged_seconds\":950,\"reads\":3,\"words\":1200}");
     for (int k = 0; k < TALLY_NETWORKS; k++)
         s.by_network[k] = k + 1;
     tally_buf_reset(&b);
@@ -406,14 +415,16 @@ static void test_query_renders_only_networks_with_shares_in_contract_order(void 
     expect_buf(&b, "{\"article\":\"a\",\"views\":7,\"visitors\":5,\"shares\":6,"
                           "\"shares_by_network\":{\"facebook\":1,\"twitter\":2,\"linkedin\":3,"
                           "\"reddit\":4,\"whatsapp\":5,\"telegram\":6,\"email\":7,\"copy\":8,"
-                          "\"native\":9,\"other\":10},\"comments\":12}");
+                          "\"native\":9,\"other\":10},\"comments\":12,"
+                          "\"engaged_seconds\":950,\"reads\":3,\"words\":1200}");
     memset(s.by_network, 0, sizeof(s.by_network));
     s.by_network[TALLY_NETWORK_TWITTER] = INT64_MAX;
     tally_buf_reset(&b);
     tally_query_render_one(&b, S("a"), &s);
     expect_buf(&b, "{\"article\":\"a\",\"views\":7,\"visitors\":5,\"shares\":6,"
                           "\"shares_by_network\":{\"twitter\":9223372036854775807},"
-                          "\"comments\":12}");
+                          "\"comments\":12,"
+                          "\"engaged_seconds\":950,\"reads\":3,\"words\":1200}");
     tally_buf_release(&b);
 }
 
@@ -427,7 +438,8 @@ static void test_query_renders_ids_as_json_strings(void **state)
     tally_buf_init(&b);
     tally_query_render_one(&b, S("a\"b\\c/caf\xc3\xa9"), &s);
     expect_buf(&b, "{\"article\":\"a\\\"b\\\\c/caf\xc3\xa9\",\"views\":0,\"visitors\":0,"
-                          "\"shares\":0,\"shares_by_network\":{},\"comments\":0}");
+                          "\"shares\":0,\"shares_by_network\":{},\"comments\":0,"
+                          "\"engaged_seconds\":0,\"reads\":0,\"words\":0}");
     tally_buf_release(&b);
 }
 
@@ -450,17 +462,21 @@ static void test_query_renders_many_in_request_order(void **state)
     tally_query_render_many(&b, q);
     expect_buf(&b, "{\"articles\":["
                           "{\"article\":\"b\",\"views\":3,\"visitors\":0,\"shares\":0,"
-                          "\"shares_by_network\":{},\"comments\":0},"
+                          "\"shares_by_network\":{},\"comments\":0,"
+                          "\"engaged_seconds\":0,\"reads\":0,\"words\":0},"
                           "{\"article\":\"a/x\",\"views\":0,\"visitors\":1,\"shares\":1,"
-                          "\"shares_by_network\":{\"email\":1},\"comments\":0},"
+                          "\"shares_by_network\":{\"email\":1},\"comments\":0,"
+                          "\"engaged_seconds\":0,\"reads\":0,\"words\":0},"
                           "{\"article\":\"b\",\"views\":0,\"visitors\":0,\"shares\":0,"
-                          "\"shares_by_network\":{},\"comments\":2}]}");
+                          "\"shares_by_network\":{},\"comments\":2,"
+                          "\"engaged_seconds\":0,\"reads\":0,\"words\":0}]}");
     tally_buf_reset(&b);
     assert_int_equal(tally_query_parse_articles(q, S("article=z"), &err), 0);
     memset(q->stats, 0, sizeof(q->stats[0]));
     tally_query_render_many(&b, q);
     expect_buf(&b, "{\"articles\":[{\"article\":\"z\",\"views\":0,\"visitors\":0,"
-                          "\"shares\":0,\"shares_by_network\":{},\"comments\":0}]}");
+                          "\"shares\":0,\"shares_by_network\":{},\"comments\":0,"
+                          "\"engaged_seconds\":0,\"reads\":0,\"words\":0}]}");
     tally_buf_release(&b);
 }
 

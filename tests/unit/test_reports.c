@@ -231,7 +231,7 @@ static void test_reports_top_parse_messages(void **state)
     assert_int_equal(tally_top_parse(S("limit=0"), &p, &err), TALLY_EINVAL);
     assert_string_equal(err.message, "limit: an integer from 1 to 100");
     assert_int_equal(tally_top_parse(S("metric=likes"), &p, &err), TALLY_EINVAL);
-    assert_string_equal(err.message, "metric: one of views, visitors, shares, comments");
+    assert_string_equal(err.message, "metric: one of views, visitors, shares, comments, reads, engaged");
     assert_int_equal(tally_top_parse(S("period=year"), &p, &err), TALLY_EINVAL);
     assert_string_equal(err.message, "period: one of day, week, month, all");
     assert_int_equal(tally_top_parse(S("limit=5&limit=5"), &p, &err), TALLY_EINVAL);
@@ -929,6 +929,10 @@ static void test_reports_top_render(void **state)
             "1}]}",
             "{\"metric\":\"comments\",\"period\":\"all\",\"articles\":[{\"article\":\"a\","
             "\"count\":1}]}",
+            "{\"metric\":\"reads\",\"period\":\"all\",\"articles\":[{\"article\":\"a\","
+            "\"count\":1}]}",
+            "{\"metric\":\"engaged\",\"period\":\"all\",\"articles\":[{\"article\":\"a\","
+            "\"count\":1}]}",
         };
 
         top_init(&t, 1);
@@ -1031,16 +1035,21 @@ static void test_reports_totals_render(void **state)
 {
     static const struct {
         enum tally_period period;
-        int64_t views, shares, comments;
+        int64_t views, shares, comments, reads, engaged;
         const char *want;
     } cases[] = {
-        {TALLY_PERIOD_DAY, 0, 0, 0, "{\"period\":\"day\",\"views\":0,\"shares\":0,\"comments\":0}"},
-        {TALLY_PERIOD_WEEK, 1520, 31, 12,
-         "{\"period\":\"week\",\"views\":1520,\"shares\":31,\"comments\":12}"},
-        {TALLY_PERIOD_MONTH, 1, 2, 3,
-         "{\"period\":\"month\",\"views\":1,\"shares\":2,\"comments\":3}"},
-        {TALLY_PERIOD_ALL, INT64_C(9007199254740993), 0, 7,
-         "{\"period\":\"all\",\"views\":9007199254740993,\"shares\":0,\"comments\":7}"},
+        {TALLY_PERIOD_DAY, 0, 0, 0, 0, 0,
+         "{\"period\":\"day\",\"views\":0,\"shares\":0,\"comments\":0,\"reads\":0,"
+         "\"engaged_seconds\":0}"},
+        {TALLY_PERIOD_WEEK, 1520, 31, 12, 40, 6015,
+         "{\"period\":\"week\",\"views\":1520,\"shares\":31,\"comments\":12,\"reads\":40,"
+         "\"engaged_seconds\":6015}"},
+        {TALLY_PERIOD_MONTH, 1, 2, 3, 4, 5,
+         "{\"period\":\"month\",\"views\":1,\"shares\":2,\"comments\":3,\"reads\":4,"
+         "\"engaged_seconds\":5}"},
+        {TALLY_PERIOD_ALL, INT64_C(9007199254740993), 0, 7, 0, INT64_C(9007199254740993),
+         "{\"period\":\"all\",\"views\":9007199254740993,\"shares\":0,\"comments\":7,"
+         "\"reads\":0,\"engaged_seconds\":9007199254740993}"},
     };
     struct tally_buf b;
 
@@ -1054,6 +1063,8 @@ static void test_reports_totals_render(void **state)
         t.views = cases[i].views;
         t.shares = cases[i].shares;
         t.comments = cases[i].comments;
+        t.reads = cases[i].reads;
+        t.engaged = cases[i].engaged;
         tally_buf_reset(&b);
         tally_totals_render(&b, &t);
         expect_buf(&b, cases[i].want);
