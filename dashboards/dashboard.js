@@ -42,6 +42,21 @@
     });
   }
 
+  // Seconds as m:ss (h:mm:ss from an hour on).
+  function duration(seconds) {
+    var s = Math.round(seconds), h = Math.floor(s / 3600), m = Math.floor(s % 3600 / 60);
+    var ss = String(s % 60).padStart(2, '0');
+    return h > 0 ? h + ':' + String(m).padStart(2, '0') + ':' + ss : m + ':' + ss;
+  }
+  function percent(part, whole) {
+    return Math.round(100 * part / whole) + '%';
+  }
+  // An article's engagement: average engaged time per view, and the read ratio (reads ÷ views).
+  function engagement(s) {
+    if (!s.views) return s.engaged_seconds ? duration(s.engaged_seconds) + ' in all' : '–';
+    return duration(s.engaged_seconds / s.views) + ' · ' + percent(s.reads, s.views) + ' read';
+  }
+
   function status(ok, text) {
     $('dot').className = 'dot ' + (ok ? 'ok' : 'bad');
     $('status').textContent = text;
@@ -61,13 +76,16 @@
       setText($('t-views'), t.views);
       setText($('t-shares'), t.shares);
       setText($('t-comments'), t.comments);
+      setText($('t-reads'), t.reads);
+      setText($('t-engaged'), t.views ? duration(t.engaged_seconds / t.views) : '–');
+      setText($('t-read-ratio'), t.views ? percent(t.reads, t.views) : '–');
     }).catch(function () {});
   }
 
   function top() {
     get('/v1/top?limit=10&metric=' + state.metric + '&period=' + state.period).then(function (t) {
       var box = $('top'), max = t.articles.length ? t.articles[0].count : 1;
-      var table = document.createElement('table');
+      var table = document.createElement('table'), engaged = [];
       t.articles.forEach(function (a, i) {
         var tr = table.insertRow();
         tr.className = 'row' + (a.article === state.article ? ' sel' : '');
@@ -84,7 +102,12 @@
         name.appendChild(bar);
         var c = tr.insertCell();
         c.className = 'count';
-        c.textContent = fmt.format(a.count);
+        c.textContent = t.metric === 'engaged' ? duration(a.count) : fmt.format(a.count);
+        var e = tr.insertCell();
+        e.className = 'engaged';
+        e.title = 'average engaged time per view · reads ÷ views';
+        e.textContent = '–';
+        engaged.push(e);
         tr.addEventListener('click', function () {
           // Mark the row at once: the chart may arrive before the next refresh of the list.
           var prev = table.querySelector('tr.sel');
@@ -102,6 +125,14 @@
         box.appendChild(e);
       } else {
         box.appendChild(table);
+      }
+      if (t.articles.length) {
+        // Each listed article's engagement, from its stats: one request for the whole list.
+        get('/v1/stats?' + t.articles.map(function (a) {
+          return 'article=' + encodeURIComponent(a.article);
+        }).join('&')).then(function (r) {
+          r.articles.forEach(function (s, i) { engaged[i].textContent = engagement(s); });
+        }).catch(function () {});
       }
       if (!state.article && t.articles.length) { state.article = t.articles[0].article; series(); top(); }
     }).catch(function () {});

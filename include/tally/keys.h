@@ -4,7 +4,8 @@
  * article id (never the raw id: a hostile id such as "}x" must not split one article's keys
  * over several cluster slots), then a one-letter kind:
  *
- *   P{bb}a:<id>                 HASH   totals: views, visitors, shares, comments, share:<network>
+ *   P{bb}a:<id>                 HASH   totals: views, visitors, shares, comments, reads, engaged,
+ *                                      share:<network>, words (the latest a view carried)
  *                                      (visitors: the days' distinct visitors added up, so a
  *                                      visitor on two days counts twice)
  *   P{bb}v:<YYYYMMDD>:<id>      HLL    distinct visitors of a day (2 days)
@@ -20,8 +21,8 @@
  *   Psalt:<YYYYMMDD>            STRING the day's visitor salt, shared by every collector
  *                                      (2 days)
  *
- * metric is views, visitors, shares or comments; an hour's visitors are the day's new distinct
- * visitors in that hour. An h: or d: key may hold the member '' at 0, left by forgetting its
+ * metric is views, visitors, shares, comments, reads or engaged; an hour's visitors are the
+ * day's new distinct visitors in that hour. An h: or d: key may hold the member '' at 0, left by forgetting its
  * last article so that the key keeps expiring; readers skip it. Days and hours are UTC, from the collector's clock.
  * bb is SipHash(article) mod TALLY_BUCKETS in two hex digits, so all keys of one article
  * share a slot, and buckets spread articles evenly over cluster masters. */

@@ -620,6 +620,10 @@ async function checkCases(A, B, redis) {
                { status: 200, example: 'counted' });
     await post('events: share example', A, reqExample(EV, 'application/json', 'share'),
                { status: 200, example: 'counted' });
+    await post('events: view with words example', A, reqExample(EV, 'application/json', 'view_with_words'),
+               { status: 200, example: 'counted' });
+    await post('events: engage example', A, reqExample(EV, 'application/json', 'engage'),
+               { status: 200, example: 'counted' });
     await post('events: batch example', A, reqExample(EV, 'application/json', 'batch'),
                { status: 200, example: 'batch' });
     await post('events: comment example with the token', A,
@@ -718,7 +722,7 @@ async function checkCases(A, B, redis) {
     {
         const who = ua();
         const hdr = (...x) => [['User-Agent', who], json, ...x];
-        await post('stats setup: view', A, JSON.stringify({ type: 'view', article: U }),
+        await post('stats setup: view', A, JSON.stringify({ type: 'view', article: U, words: 1200 }),
                    { status: 200, example: 'counted', headers: hdr() });
         await post('stats setup: share', A, JSON.stringify({ type: 'share', article: U, network: 'twitter' }),
                    { status: 200, example: 'counted', headers: hdr() });
@@ -726,8 +730,11 @@ async function checkCases(A, B, redis) {
                    { status: 200, example: 'counted', headers: hdr() });
         await post('stats setup: comment +2', A, JSON.stringify({ type: 'comment', article: U, delta: 2 }),
                    { status: 200, example: 'counted', headers: hdr(['Authorization', `Bearer ${A.token}`]) });
-        const want = { article: U, views: 1, shares: 2, shares_by_network: { twitter: 1, other: 1 }, comments: 2 };
-        const s = await statsOf(A, U, (x) => x.views === 1 && x.shares === 2 && x.comments === 2);
+        await post('stats setup: engage', A, JSON.stringify({ type: 'engage', article: U, seconds: 95, read: true }),
+                   { status: 200, example: 'counted', headers: hdr() });
+        const want = { article: U, views: 1, shares: 2, shares_by_network: { twitter: 1, other: 1 }, comments: 2,
+                       engaged_seconds: 95, reads: 1, words: 1200 };
+        const s = await statsOf(A, U, (x) => x.views === 1 && x.shares === 2 && x.comments === 2 && x.reads === 1);
         const { visitors, ...rest } = s;
         if (!isDeepStrictEqual(rest, want))
             fail('stats: counts within 1 s', `got ${JSON.stringify(s)}, expected ${JSON.stringify(want)} (+visitors)\n(API.md: stats reflect an acknowledged event within 1 second; an unknown network counts as other)`);
