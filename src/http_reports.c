@@ -404,7 +404,7 @@ static void on_badge(int status, struct tally_query *q, void *arg)
 {
     struct badge_call *c = arg;
     const struct tally_stats *s = &q->stats[0];
-    int64_t v[] = {s->views, s->visitors, s->shares, s->comments, s->reads, s->engaged_seconds};
+    int64_t v[] = {s->views, s->visitors, s->shares, s->comments, s->engaged_seconds, s->reads};
     char value[32];
 
     if (status < 0) {

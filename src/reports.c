@@ -71,7 +71,7 @@ static int reports_metric(const char *value, enum tally_metric *m, struct tally_
 
     if (i < 0)
         return reports_fail(err, "invalid_parameter",
-                            "metric: one of views, visitors, shares, comments, reads, engaged");
+                            "metric: one of views, visitors, shares, comments, engaged, reads");
     *m = (enum tally_metric)i;
     return 0;
 }
@@ -693,10 +693,10 @@ void tally_totals_render(struct tally_buf *out, const struct tally_totals *t)
     tally_buf_add_i64(out, t->shares);
     tally_buf_adds(out, ",\"comments\":");
     tally_buf_add_i64(out, t->comments);
-    tally_buf_adds(out, ",\"reads\":");
-    tally_buf_add_i64(out, t->reads);
     tally_buf_adds(out, ",\"engaged_seconds\":");
     tally_buf_add_i64(out, t->engaged);
+    tally_buf_adds(out, ",\"reads\":");
+    tally_buf_add_i64(out, t->reads);
     tally_buf_adds(out, "}");
 }
 

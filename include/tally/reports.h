@@ -28,8 +28,8 @@ struct tally_redis;
     X(VISITORS, "visitors")                                                                        \
     X(SHARES, "shares")                                                                            \
     X(COMMENTS, "comments")                                                                        \
-    X(READS, "reads")                                                                              \
-    X(ENGAGED, "engaged")
+    X(ENGAGED, "engaged")                                                                          \
+    X(READS, "reads")
 
 enum tally_metric {
 #define X(name, text) TALLY_METRIC_##name,

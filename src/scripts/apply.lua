@@ -14,7 +14,7 @@
 --          fresh lists the bucket keys of this day or hour that may be new and need their
 --          expiry set, as "<tag><kind><mask>": kind d (day) or h (hour), mask two hex digits
 --          of metric bits (views 1, visitors 2, shares 4, comments 8, the site totals 16,
---          reads 32, engaged 64) --
+--          engaged 32, reads 64) --
 --          the collector remembers the others)
 --   segment: idem_key digest accepted bot prefetch narticles article...
 --            (idem_key "" when the requests had no Idempotency-Key, else its marker, which
@@ -82,8 +82,8 @@ end
 
 -- Expire a bucket's day or hour key of METRIC once, if the collector said it may be new, and
 -- note it in DONE (per "<tag><kind>": the metric bits) for the answer.
-local BIT = {views = 1, visitors = 2, shares = 4, comments = 8, site = 16, reads = 32,
-             engaged = 64}
+local BIT = {views = 1, visitors = 2, shares = 4, comments = 8, site = 16, engaged = 32,
+             reads = 64}
 local done = {}
 local function expire_fresh(tag, kind, metric, key, ttl)
     local t = tag .. kind

@@ -429,7 +429,7 @@ class ScriptFenceTest(harness.TallyTestCase):
             "EVAL", self.script, "1", "tally:{03}x:" + attempt,
             "tally:", "0", "600", "86400", str(int(time.time())), "%015d" % fence, "",
             idem, digest, "1", "0", "0", "1",   # one segment: 1 event, 1 article
-            "03", "a", "1", "0", "0", "0")
+            "03", "a", "1", "0", "0", "0", "0")
 
     def views(self):
         return self.redis.article_totals("a").get("views", 0)

@@ -374,9 +374,9 @@ static void test_agg_declares_every_key_in_cluster_mode(void **state)
         "i{b}key-1",          "d{b}views:20270115", "h{b}views:2027011508", "t{b}views", "d{b}visitors:20270115",
         "h{b}visitors:2027011508", "t{b}visitors", "d{b}shares:20270115",
         "h{b}shares:2027011508", "t{b}shares", "d{b}comments:20270115",
-        "h{b}comments:2027011508", "t{b}comments", "d{b}reads:20270115",
-        "h{b}reads:2027011508", "t{b}reads", "d{b}engaged:20270115",
-        "h{b}engaged:2027011508", "t{b}engaged", "s{b}20270115", "s{b}all", "a{b}x",
+        "h{b}comments:2027011508", "t{b}comments", "d{b}engaged:20270115",
+        "h{b}engaged:2027011508", "t{b}engaged", "d{b}reads:20270115",
+        "h{b}reads:2027011508", "t{b}reads", "s{b}20270115", "s{b}all", "a{b}x",
         "v{b}20270115:x", "w{b}x:1000001", "w{b}x:1000000"};
     struct tally_event ev[] = {ev_view("x")};
     struct tally_agg_req r0 = {.ev = ev, .n = 1, .idem_key = "IDEM", .idem_len = 4};

@@ -231,7 +231,7 @@ static void test_reports_top_parse_messages(void **state)
     assert_int_equal(tally_top_parse(S("limit=0"), &p, &err), TALLY_EINVAL);
     assert_string_equal(err.message, "limit: an integer from 1 to 100");
     assert_int_equal(tally_top_parse(S("metric=likes"), &p, &err), TALLY_EINVAL);
-    assert_string_equal(err.message, "metric: one of views, visitors, shares, comments, reads, engaged");
+    assert_string_equal(err.message, "metric: one of views, visitors, shares, comments, engaged, reads");
     assert_int_equal(tally_top_parse(S("period=year"), &p, &err), TALLY_EINVAL);
     assert_string_equal(err.message, "period: one of day, week, month, all");
     assert_int_equal(tally_top_parse(S("limit=5&limit=5"), &p, &err), TALLY_EINVAL);
@@ -929,9 +929,9 @@ static void test_reports_top_render(void **state)
             "1}]}",
             "{\"metric\":\"comments\",\"period\":\"all\",\"articles\":[{\"article\":\"a\","
             "\"count\":1}]}",
-            "{\"metric\":\"reads\",\"period\":\"all\",\"articles\":[{\"article\":\"a\","
-            "\"count\":1}]}",
             "{\"metric\":\"engaged\",\"period\":\"all\",\"articles\":[{\"article\":\"a\","
+            "\"count\":1}]}",
+            "{\"metric\":\"reads\",\"period\":\"all\",\"articles\":[{\"article\":\"a\","
             "\"count\":1}]}",
         };
 
@@ -1039,17 +1039,17 @@ static void test_reports_totals_render(void **state)
         const char *want;
     } cases[] = {
         {TALLY_PERIOD_DAY, 0, 0, 0, 0, 0,
-         "{\"period\":\"day\",\"views\":0,\"shares\":0,\"comments\":0,\"reads\":0,"
-         "\"engaged_seconds\":0}"},
+         "{\"period\":\"day\",\"views\":0,\"shares\":0,\"comments\":0,\"engaged_seconds\":0,"
+         "\"reads\":0}"},
         {TALLY_PERIOD_WEEK, 1520, 31, 12, 40, 6015,
-         "{\"period\":\"week\",\"views\":1520,\"shares\":31,\"comments\":12,\"reads\":40,"
-         "\"engaged_seconds\":6015}"},
+         "{\"period\":\"week\",\"views\":1520,\"shares\":31,\"comments\":12,\"engaged_seconds\":6015,"
+         "\"reads\":40}"},
         {TALLY_PERIOD_MONTH, 1, 2, 3, 4, 5,
-         "{\"period\":\"month\",\"views\":1,\"shares\":2,\"comments\":3,\"reads\":4,"
-         "\"engaged_seconds\":5}"},
+         "{\"period\":\"month\",\"views\":1,\"shares\":2,\"comments\":3,\"engaged_seconds\":5,"
+         "\"reads\":4}"},
         {TALLY_PERIOD_ALL, INT64_C(9007199254740993), 0, 7, 0, INT64_C(9007199254740993),
          "{\"period\":\"all\",\"views\":9007199254740993,\"shares\":0,\"comments\":7,"
-         "\"reads\":0,\"engaged_seconds\":9007199254740993}"},
+         "\"engaged_seconds\":9007199254740993,\"reads\":0}"},
     };
     struct tally_buf b;
 
