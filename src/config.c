@@ -92,6 +92,8 @@ static const struct cfg_option cfg_options[] = {
      "events held at once per worker thread before 503s (1..1000000)"},
     {"max-connections", cfg_parse_uint, CFG_FIELD(max_connections), "10000", "N", 1, 1000000, 0,
      "open HTTP connections; past it, new ones wait in the backlog"},
+    {"live-max", cfg_parse_uint, CFG_FIELD(live_max), "5000", "N", 0, 1000000, 0,
+     "/v1/live streams open at once; past it 503 (0 = off)"},
     {"log-level", cfg_parse_log_level, CFG_FIELD(log_level), "info", "LEVEL", 0, 0, 0,
      "error, warn, info or debug"},
     {"demo", cfg_parse_bool, CFG_FIELD(demo), "off", NULL, 0, 0, 0,

@@ -21,6 +21,12 @@ struct tally_http_headers {
 
 struct http_conn;
 struct http_block;
+struct tally_http_req;
+
+/* A streamed answer's client has gone (closed, reset, or dropped for reading too slowly)
+ * before the handler ended the stream. Runs once, at the end of a loop turn; H is released
+ * when it returns and must not be used after. */
+typedef void tally_http_gone_cb(struct tally_http_req *h, void *arg);
 
 /* One request, from its whole head to its answer written: the object http_server.c hands a
  * handler. The layer owns it; a handler borrows it and must answer it exactly once, now or
@@ -60,6 +66,12 @@ struct tally_http_req {
     struct http_block *blocks;    /* arena blocks beyond the inline one */
     bool keep_alive, http10;      /* as the head asked */
     bool answered, close_after, abandoned, refused;
+    /* A streamed answer: OUT is then the heap buffer of what is not written yet (OUT_CAP
+     * bytes, NULL when empty), and the request stays until STREAM_DONE and all is out. */
+    bool streaming, stream_done, chunked, out_heap;
+    size_t out_cap;
+    tally_http_gone_cb *gone;
+    void *gone_arg;
 };
 /* PATH, QUERY, TAIL and BODY live only while the handler runs: an asynchronous handler
  * copies what it needs. */
@@ -74,6 +86,29 @@ void *tally_http_alloc(struct tally_http_req *h, size_t size);
  * the loop turn. H stays valid until then. */
 void tally_http_send(struct tally_http_req *h, int code, const char *ctype, const void *body,
                      size_t len);
+
+/* The most a streamed answer may have waiting to be written: a client that reads slower
+ * than its stream grows is dropped (its GONE callback runs). */
+#define TALLY_HTTP_STREAM_BUF_MAX (256 * 1024)
+
+/* Start a streamed answer: the head (CODE, CTYPE, the headers added so far, CORS) without a
+ * Content-Length; the body follows in tally_http_stream_write() calls -- chunked for HTTP/1.1,
+ * delimited by the connection's close for HTTP/1.0 -- until tally_http_stream_end(). Neither
+ * the idle nor the request timer closes the connection meanwhile; only a write that makes no
+ * progress for 10 s does. GONE (with ARG) runs once if the client leaves first. For HEAD only
+ * the head is sent, and the stream is ended at once (GONE never runs). Returns 0, or
+ * TALLY_ENOMEM when the request was abandoned instead (GONE never runs). */
+int tally_http_stream_start(struct tally_http_req *h, int code, const char *ctype,
+                            tally_http_gone_cb *gone, void *arg);
+
+/* Send LEN bytes of DATA (copied) on H's stream, at the end of the loop turn. Returns 0, or
+ * TALLY_ECLOSED when the stream has ended or its client is gone or is being dropped now for
+ * having more than TALLY_HTTP_STREAM_BUF_MAX waiting (its GONE runs at the end of the turn). */
+int tally_http_stream_write(struct tally_http_req *h, const void *data, size_t len);
+
+/* End H's stream (after what was written); H must not be used after. No-op for a stream
+ * already ended. While the worker stops, the connection closes after it. */
+void tally_http_stream_end(struct tally_http_req *h);
 
 /* A JSON error body {"error":CODE,"message":MESSAGE} with status STATUS. */
 void tally_http_send_error(struct tally_http_req *h, int status, const char *code,
@@ -130,6 +165,9 @@ void tally_route_healthz(struct tally_http_req *h);
 void tally_route_readyz(struct tally_http_req *h);
 void tally_route_metrics(struct tally_http_req *h);
 void tally_route_asset(struct tally_http_req *h);
+
+/* live.c */
+void tally_route_live(struct tally_http_req *h);
 
 /* http_reports.c */
 void tally_route_top(struct tally_http_req *h);

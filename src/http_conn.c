@@ -12,9 +12,19 @@
  * writev per connection: the answers of one group commit, and pipelined ones, leave together.
  *
  * A connection is freed only at the end of a loop turn, and only once none of its requests is
- * held by a handler: a client that leaves does not take the requests it sent with it. */
+ * held by a handler: a client that leaves does not take the requests it sent with it.
+ *
+ * A streamed answer (Server-Sent Events) is a request answered with its head whose body keeps
+ * growing: it stays first in line, its unwritten bytes in a heap buffer of their own (freed
+ * whenever all is out, so an idle stream holds none), until its handler ends it. The idle and
+ * request timers leave it alone; a write that makes no progress for HTTP_WRITE_MS, or more
+ * than TALLY_HTTP_STREAM_BUF_MAX waiting, drops it. The client's end of stream drops it too:
+ * nothing more can be asked on that connection, and a stream has no natural end to wait for.
+ * The handler hears of a drop through the stream's gone callback, at the end of the loop
+ * turn. */
 #define _GNU_SOURCE /* accept4() */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
@@ -27,6 +37,7 @@
 #include <event2/event_struct.h>
 
 #include "http_conn.h"
+#include "tally/error.h"
 #include "tally/ingest.h"
 #include "tally/log.h"
 
@@ -56,6 +67,7 @@ struct http_conn {
     unsigned n_reqs;
     size_t out_off;                            /* bytes of FIRST's answer written */
     uint64_t last_io, req_start, linger_until; /* ms */
+    uint64_t out_since; /* ms: a stream's bytes began to wait, or last moved */
     uint8_t peer[16];
     bool framing;       /* a request's first bytes have arrived: FR is in use */
     bool closing;       /* no further request is read */
@@ -190,9 +202,12 @@ static void wheel_link(struct http_conn *c, uint64_t at)
 static uint64_t conn_deadline(const struct http_conn *c, uint64_t now)
 {
     uint64_t idle = c->last_io + HTTP_IDLE_MS, whole = c->req_start + HTTP_REQUEST_MS;
+    const struct tally_http_req *f = c->first;
 
     if (c->lingering)
         return c->linger_until;
+    if (f != NULL && f->streaming && !f->abandoned)
+        return f->out_len > c->out_off ? c->out_since + HTTP_WRITE_MS : now + HTTP_IDLE_MS;
     if (c->first != NULL && c->first->answered)
         return c->last_io + HTTP_WRITE_MS;
     if (c->n_reqs > 0)
@@ -343,11 +358,20 @@ static void conn_frame(struct http_conn *c)
     conn_buf_shrink(c);
 }
 
+/* Does C carry a stream that has not ended? */
+static bool conn_streaming(const struct http_conn *c)
+{
+    for (const struct tally_http_req *r = c->first; r != NULL; r = r->next)
+        if (r->streaming && !r->stream_done)
+            return true;
+    return false;
+}
+
 /* The client ended its stream: answer what it asked in full, then close. */
 static void conn_eof(struct http_conn *c)
 {
     c->closing = true;
-    if (c->n_reqs == 0)
+    if (c->n_reqs == 0 || conn_streaming(c))
         conn_gone(c);
 }
 
@@ -377,6 +401,10 @@ static void conn_read(struct http_conn *c)
             return;
         if (c->lingering) {
             conn_discard(c);
+            return;
+        }
+        if (c->closing && conn_streaming(c)) {
+            conn_discard(c); /* only to hear the client leave */
             return;
         }
         if (c->closing)
@@ -418,11 +446,26 @@ static int conn_gather(struct http_conn *c, struct iovec *iov)
          r != NULL && r->answered && !r->abandoned && n < HTTP_IOV_MAX; r = r->next) {
         size_t skip = r == c->first ? c->out_off : 0;
 
-        iov[n].iov_base = r->out + skip;
-        iov[n].iov_len = r->out_len - skip;
-        n++;
+        if (r->out_len > skip) {
+            iov[n].iov_base = r->out + skip;
+            iov[n].iov_len = r->out_len - skip;
+            n++;
+        }
+        if (r->streaming && !r->stream_done)
+            break; /* what follows a stream waits for its end */
     }
     return n;
+}
+
+/* Everything of stream R is out: its buffer goes back, so an idle stream holds none. */
+static void conn_stream_drained(struct http_conn *c, struct tally_http_req *r)
+{
+    if (r->out_heap)
+        free(r->out);
+    r->out = NULL;
+    r->out_len = r->out_cap = 0;
+    r->out_heap = false;
+    c->out_off = 0;
 }
 
 /* Account for N bytes written: release the requests whose answers are out. Returns true when
@@ -439,6 +482,27 @@ static bool conn_written(struct http_conn *c, size_t n)
             return false;
         }
         n -= left;
+        if (r->streaming && !r->stream_done) {
+            conn_stream_drained(c, r);
+            return false;
+        }
+        conn_pop(c);
+        if (close_after)
+            return true;
+    }
+    return false;
+}
+
+/* A stream ended with nothing left to write (close-delimited, or HEAD): let it go. Returns
+ * true when the connection is to close after it. */
+static bool conn_pop_ended(struct http_conn *c)
+{
+    struct tally_http_req *r;
+
+    while ((r = c->first) != NULL && r->streaming && r->stream_done && !r->abandoned &&
+           c->out_off >= r->out_len) {
+        bool close_after = r->close_after;
+
         conn_pop(c);
         if (close_after)
             return true;
@@ -452,10 +516,19 @@ static void conn_write(struct http_conn *c)
     struct iovec iov[HTTP_IOV_MAX];
     int n;
 
-    while (!c->gone && !c->write_blocked && (n = conn_gather(c, iov)) > 0) {
+    for (;;) {
         size_t offered = 0;
-        ssize_t wr = writev(c->fd, iov, n);
+        ssize_t wr;
 
+        if (c->gone || c->write_blocked)
+            break;
+        if (conn_pop_ended(c)) {
+            conn_finish(c);
+            return;
+        }
+        if ((n = conn_gather(c, iov)) == 0)
+            break;
+        wr = writev(c->fd, iov, n);
         for (int i = 0; i < n; i++)
             offered += iov[i].iov_len;
         if (wr < 0) {
@@ -467,7 +540,7 @@ static void conn_write(struct http_conn *c)
                 conn_gone(c);
             return;
         }
-        c->last_io = conn_now_ms();
+        c->last_io = c->out_since = conn_now_ms();
         if (conn_written(c, (size_t)wr)) {
             conn_finish(c);
             return;
@@ -493,6 +566,18 @@ static void conn_write(struct http_conn *c)
     }
 }
 
+/* A gone connection: tell the handlers of its streams. */
+static void conn_streams_gone(struct http_conn *c)
+{
+    for (struct tally_http_req *r = c->first; r != NULL; r = r->next) {
+        if (!r->streaming || r->stream_done)
+            continue;
+        r->stream_done = true;
+        if (r->gone != NULL)
+            r->gone(r, r->gone_arg);
+    }
+}
+
 /* A gone connection: let go of the requests answered, wherever they are in the line. */
 static void conn_release_answered(struct http_conn *c)
 {
@@ -510,6 +595,66 @@ static void conn_release_answered(struct http_conn *c)
         }
     }
     c->out_off = 0;
+}
+
+int http_conn_stream_add(struct tally_http_req *r, const void *data, size_t len)
+{
+    static const char last[] = "0\r\n\r\n";
+    struct http_conn *c = r->conn;
+    size_t off = r == c->first ? c->out_off : 0, pending = r->out_len - off, need;
+    char head[24];
+    int hlen = 0;
+
+    if (c->gone)
+        return TALLY_ECLOSED;
+    if (r->chunked && len > 0)
+        hlen = snprintf(head, sizeof(head), "%zx\r\n", len);
+    need = pending + (size_t)hlen + len + (r->chunked ? 2 : 0);
+    if (r->chunked && len == 0)
+        need = pending + sizeof(last) - 1;
+    if (need > TALLY_HTTP_STREAM_BUF_MAX) {
+        tally_metric_add(&c->w->metrics.slow_clients, 1);
+        conn_gone(c); /* a reader this slow would hold ever more */
+        return TALLY_ECLOSED;
+    }
+    if (!r->out_heap || need > r->out_cap) {
+        size_t cap = need < 512 ? 512 : need + need / 2;
+        char *b = malloc(cap);
+
+        if (b == NULL) {
+            conn_gone(c);
+            return TALLY_ECLOSED;
+        }
+        if (pending > 0)
+            memcpy(b, r->out + off, pending);
+        if (r->out_heap)
+            free(r->out);
+        r->out = b;
+        r->out_cap = cap;
+        r->out_heap = true;
+    } else if (off > 0) {
+        memmove(r->out, r->out + off, pending);
+    }
+    if (r == c->first) {
+        c->out_off = 0;
+        if (pending == 0)
+            c->out_since = conn_now_ms();
+    }
+    r->out_len = pending;
+    if (r->chunked && len == 0) {
+        memcpy(r->out + r->out_len, last, sizeof(last) - 1);
+        r->out_len += sizeof(last) - 1;
+    } else {
+        memcpy(r->out + r->out_len, head, (size_t)hlen);
+        memcpy(r->out + r->out_len + hlen, data, len);
+        r->out_len += (size_t)hlen + len;
+        if (r->chunked) {
+            memcpy(r->out + r->out_len, "\r\n", 2);
+            r->out_len += 2;
+        }
+    }
+    http_conn_answered(r);
+    return 0;
 }
 
 void http_conn_answered(struct tally_http_req *r)
@@ -566,6 +711,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
         if (!c->gone)
             conn_write(c);
         if (c->gone) {
+            conn_streams_gone(c);
             conn_release_answered(c);
             if (c->n_reqs == 0 && !c->dirty)
                 conn_free(c);

@@ -61,6 +61,11 @@ void http_conn_answered(struct tally_http_req *r);
  * worker stopping with nothing else in hand on the connection). */
 bool http_conn_closes_after(const struct tally_http_req *r);
 
+/* Append LEN bytes of DATA to R's streamed answer, framed as a chunk when R->chunked (LEN > 0),
+ * and write them at the end of the loop turn. Returns 0, or TALLY_ECLOSED when the connection
+ * is gone or is dropped now because more than TALLY_HTTP_STREAM_BUF_MAX would wait. */
+int http_conn_stream_add(struct tally_http_req *r, const void *data, size_t len);
+
 /* The peer's address, 16 bytes (IPv4-mapped). */
 void http_conn_peer(const struct http_conn *c, uint8_t out[16]);
 

@@ -11,6 +11,7 @@
 
 #include "http_conn.h"
 #include "tally/buf.h"
+#include "tally/error.h"
 #include "tally/log.h"
 #include "tally/visitor.h"
 
@@ -42,6 +43,7 @@ static const struct http_route http_routes[] = {
     {"/v1/stats/", true, true, M_GET, TALLY_ROUTE_STATS, tally_route_stats_one},
     {"/v1/top", false, false, M_GET, TALLY_ROUTE_TOP, tally_route_top},
     {"/v1/series/", true, true, M_GET, TALLY_ROUTE_SERIES, tally_route_series},
+    {"/v1/live", false, false, M_GET, TALLY_ROUTE_LIVE, tally_route_live},
     {"/v1/totals", false, false, M_GET, TALLY_ROUTE_TOTALS, tally_route_totals},
     {"/v1/badge/", true, true, M_GET, TALLY_ROUTE_BADGE, tally_route_badge},
     {"/v1/articles/", true, true, M_DELETE, TALLY_ROUTE_ARTICLES, tally_route_forget},
@@ -116,6 +118,8 @@ void http_req_release(struct tally_worker *w, struct tally_http_req *r)
             free(b);
         }
     }
+    if (r->out_heap)
+        free(r->out);
     w->busy--;
     if (pool->n_free_reqs < HTTP_REQS_KEPT) {
         r->next = pool->free_reqs;
@@ -303,24 +307,33 @@ static void http_cors(struct tally_http_req *h, struct http_out *o)
     }
 }
 
-void tally_http_send(struct tally_http_req *h, int code, const char *ctype, const void *body,
-                     size_t len)
+/* How an answer's body is delimited. */
+enum http_framing {
+    HTTP_FRAME_LENGTH,  /* Content-Length: a whole answer */
+    HTTP_FRAME_CHUNKED, /* a stream, HTTP/1.1 */
+    HTTP_FRAME_CLOSE,   /* a stream, HTTP/1.0: the body ends with the connection */
+};
+
+/* Build H's answer into its arena: the head, then LEN bytes of BODY for a whole answer.
+ * Returns false when there is no room (H is then abandoned). */
+static bool http_build(struct tally_http_req *h, int code, const char *ctype, const void *body,
+                       size_t len, enum http_framing framing)
 {
-    double secs = (double)(tally_http_now_us() - h->t0_us) / 1e6;
     bool head_only = h->method == TALLY_HTTP_HEAD || code == 204 || code == 304;
     size_t size;
     struct http_out o;
 
-    assert(!h->answered);
     if (ctype != NULL)
         tally_http_policy(h, ctype); /* its headers first: the room below counts them */
+    if (framing != HTTP_FRAME_LENGTH || head_only)
+        len = 0;
     size = HTTP_HEAD_FIXED + h->extra_len + (ctype != NULL ? strlen(ctype) : 0) +
-           (h->hdr.origin != NULL ? strlen(h->hdr.origin) : 0) + (head_only ? 0 : len);
-    h->close_after = http_conn_closes_after(h);
+           (h->hdr.origin != NULL ? strlen(h->hdr.origin) : 0) + len;
+    h->close_after = framing == HTTP_FRAME_CLOSE || http_conn_closes_after(h);
     h->out = http_arena(h, size);
     if (h->out == NULL) {
         tally_http_abandon(h); /* no room for an answer: the least wrong thing left */
-        return;
+        return false;
     }
     o.p = h->out;
     out_adds(&o, h->http10 ? "HTTP/1.0 " : "HTTP/1.1 ");
@@ -329,7 +342,9 @@ void tally_http_send(struct tally_http_req *h, int code, const char *ctype, cons
     out_adds(&o, http_reason(code));
     out_add(&o, "\r\n", 2);
     out_adds(&o, http_date(h->w));
-    if (code != 204 && code != 304) {
+    if (framing == HTTP_FRAME_CHUNKED) {
+        out_adds(&o, "Transfer-Encoding: chunked\r\n");
+    } else if (framing == HTTP_FRAME_LENGTH && code != 204 && code != 304) {
         out_adds(&o, "Content-Length: ");
         out_u64(&o, len);
         out_add(&o, "\r\n", 2);
@@ -347,10 +362,18 @@ void tally_http_send(struct tally_http_req *h, int code, const char *ctype, cons
     else if (h->http10)
         out_adds(&o, "Connection: keep-alive\r\n");
     out_add(&o, "\r\n", 2);
-    if (!head_only && len > 0)
+    if (len > 0)
         out_add(&o, body, len);
     h->out_len = (size_t)(o.p - h->out);
     assert(h->out_len <= size);
+    return true;
+}
+
+/* H's answer is built: count it, give back what it was admitted with, and write it. */
+static void http_answered(struct tally_http_req *h, int code)
+{
+    double secs = (double)(tally_http_now_us() - h->t0_us) / 1e6;
+
     h->answered = true;
     tally_metrics_request(&h->w->metrics, h->route, code, secs);
     if (h->read_admitted) {
@@ -358,6 +381,59 @@ void tally_http_send(struct tally_http_req *h, int code, const char *ctype, cons
         h->w->read_cmds -= h->read_cost;
         h->read_admitted = false;
     }
+    http_conn_answered(h);
+}
+
+void tally_http_send(struct tally_http_req *h, int code, const char *ctype, const void *body,
+                     size_t len)
+{
+    assert(!h->answered);
+    if (http_build(h, code, ctype, body, len, HTTP_FRAME_LENGTH))
+        http_answered(h, code);
+}
+
+/* ---- Streamed answers ---- */
+
+int tally_http_stream_start(struct tally_http_req *h, int code, const char *ctype,
+                            tally_http_gone_cb *gone, void *arg)
+{
+    enum http_framing framing = h->http10 ? HTTP_FRAME_CLOSE : HTTP_FRAME_CHUNKED;
+
+    assert(!h->answered);
+    if (!http_build(h, code, ctype, NULL, 0, framing))
+        return TALLY_ENOMEM;
+    h->streaming = true;
+    h->chunked = framing == HTTP_FRAME_CHUNKED;
+    h->stream_done = h->method == TALLY_HTTP_HEAD;
+    if (h->stream_done) /* the head alone: keep the connection as a whole answer would */
+        h->close_after = http_conn_closes_after(h);
+    h->gone = gone;
+    h->gone_arg = arg;
+    http_answered(h, code);
+    return 0;
+}
+
+int tally_http_stream_write(struct tally_http_req *h, const void *data, size_t len)
+{
+    assert(h->streaming);
+    if (h->stream_done)
+        return TALLY_ECLOSED;
+    if (len == 0)
+        return 0;
+    return http_conn_stream_add(h, data, len);
+}
+
+void tally_http_stream_end(struct tally_http_req *h)
+{
+    assert(h->streaming);
+    if (h->stream_done)
+        return;
+    if (h->w->draining)
+        h->close_after = true;
+    /* The last chunk; a close-delimited body ends with the connection. */
+    if (h->chunked)
+        (void)http_conn_stream_add(h, NULL, 0);
+    h->stream_done = true;
     http_conn_answered(h);
 }
 

@@ -210,6 +210,16 @@ static void metrics_redis(struct tally_buf *out, struct tally_metrics *const *m,
                     "Reads answered 503 because their worker had too many reads, or too many "
                     "Redis commands of reads, waiting for Redis.",
                     (double)SUM(reads_refused));
+    metrics_counter(out, "tally_live_reads_total",
+                    "Round trips reading the articles watched on /v1/live: at most one a second "
+                    "per worker thread, whatever the number of streams.",
+                    (double)SUM(live_reads));
+    metrics_counter(out, "tally_live_events_total",
+                    "Stats events sent on /v1/live streams (the first of each stream included).",
+                    (double)SUM(live_events));
+    metrics_counter(out, "tally_live_refused_total",
+                    "/v1/live requests answered 503 because --live-max streams were open.",
+                    (double)SUM(live_refused));
     metrics_gauge_line(out, "tally_redis_up",
                        "Worker threads whose Redis connection is ready.", (double)GAUGE(redis_up));
     metrics_gauge_line(out, "tally_worker_threads", "Worker threads (--threads).", (double)n);
@@ -219,6 +229,12 @@ static void metrics_redis(struct tally_buf *out, struct tally_metrics *const *m,
                        (double)GAUGE(held_requests));
     metrics_gauge_line(out, "tally_http_connections", "Open HTTP connections.",
                        (double)GAUGE(connections));
+    metrics_gauge_line(out, "tally_live_streams", "Open /v1/live streams (Server-Sent Events).",
+                       (double)GAUGE(live_streams));
+    metrics_gauge_line(out, "tally_live_articles",
+                       "Distinct articles the open /v1/live streams watch, summed over worker "
+                       "threads (each reads its own once a second).",
+                       (double)GAUGE(live_articles));
 }
 
 static long metrics_fds(void)

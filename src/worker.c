@@ -72,6 +72,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     w->drain_deadline = tally_now_ms() + w->cfg->hold_ms + w->cfg->redis_timeout_ms +
                         WORKER_DRAIN_SLACK_MS;
     tally_http_stop_accepting(w);
+    tally_live_stop(w); /* streams have no end of their own to wait for */
     tally_http_close_idle(w);
     event_add(w->drain_ev, &tv);
 }
@@ -133,6 +134,7 @@ struct tally_worker *tally_worker_new(unsigned id, struct tally_server *server,
     w->stop_ev = event_new(w->base, w->stop_fd, EV_READ, on_stop, w);
     w->drain_ev = event_new(w->base, -1, EV_PERSIST, on_drain, w);
     if (w->writer == NULL || w->stop_ev == NULL || w->drain_ev == NULL ||
+        tally_live_setup(w) < 0 ||
         event_add(w->stop_ev, NULL) < 0) {
         snprintf(err, errlen, "out of memory");
         tally_worker_free(w);
@@ -148,6 +150,7 @@ void tally_worker_free(struct tally_worker *w)
     /* Redis first: its last callbacks still reach the writer, whose free then answers
      * whatever is held, before the HTTP server (and its requests) go. */
     tally_redis_free(w->redis);
+    tally_live_free(w);
     tally_writer_free(w->writer);
     tally_salts_free(w->salts);
     tally_cache_release(&w->cache);

@@ -19,6 +19,7 @@
 
 struct tally_worker;
 struct tally_http_server;
+struct tally_live;
 
 /* The process: what /metrics sums and what every worker may read. */
 struct tally_server {
@@ -29,6 +30,7 @@ struct tally_server {
     double start_time;           /* Unix seconds */
     struct tally_ratelimit ratelimit; /* shared by every worker, lock-free */
     struct tally_epochs epochs;  /* bumped by every write, read by every worker's cache */
+    _Atomic uint32_t live_streams; /* /v1/live streams open, all workers (--live-max) */
     char listen_desc[300];       /* "127.0.0.1:8080", for logs */
 };
 
@@ -48,6 +50,7 @@ struct tally_worker {
     struct tally_cache cache;    /* recent article totals */
     struct tally_bot_cache bots; /* recent User-Agent verdicts */
     struct reports_cache *reports; /* week and month tops and totals (http_reports.c) */
+    struct tally_live *live;     /* the articles its /v1/live streams watch (live.c) */
     size_t reads;                /* reads admitted and not answered yet */
     size_t read_cmds;            /* the Redis commands they may queue (http_server.c caps) */
     int stop_fd;                 /* eventfd the main thread writes to stop the worker */
@@ -102,6 +105,18 @@ void tally_http_stop_accepting(struct tally_worker *w);
 
 /* Close every connection that is between requests with nothing left to send. */
 void tally_http_close_idle(struct tally_worker *w);
+
+/* ---- live.c ---- */
+
+/* W's registry of watched articles and its once-a-second read. Returns 0 or -1. */
+int tally_live_setup(struct tally_worker *w);
+
+/* End every stream of W at once (the worker stops): each gets its last chunk. */
+void tally_live_stop(struct tally_worker *w);
+
+/* Free W's registry, after W's Redis (whose last callbacks reach it) and before its HTTP
+ * server (which releases the streams' requests). */
+void tally_live_free(struct tally_worker *w);
 
 /* ---- http_reports.c ---- */
 

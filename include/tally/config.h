@@ -65,6 +65,7 @@ struct tally_config {
     uint32_t hold_ms;              /* how long an event may wait for an unreachable Redis */
     uint32_t max_held;             /* events held at once per worker before 503s */
     uint32_t max_connections;      /* open HTTP connections, all workers together */
+    uint32_t live_max;             /* /v1/live streams open at once, all workers; 0 = off */
     enum tally_log_level log_level;
     bool demo;                     /* serve the demo pages under /demo/ */
     bool healthcheck;              /* only ask --listen's /healthz and exit 0 or 1 */

@@ -68,6 +68,7 @@ enum tally_reject {
     X(TOP, "top")                                                                                  \
     X(TOTALS, "totals")                                                                            \
     X(SERIES, "series")                                                                            \
+    X(LIVE, "live")                                                                                \
     X(BADGE, "badge")                                                                              \
     X(ARTICLES, "articles")                                                                        \
     X(ASSETS, "assets")                                                                            \
@@ -106,10 +107,15 @@ struct tally_metrics {
     _Atomic uint64_t indeterminate;      /* requests answered 504: outcome unknown */
     _Atomic uint64_t slow_clients;       /* connections cut for trickling a request */
     _Atomic uint64_t reads_refused;      /* reads answered 503: the worker's read caps */
+    _Atomic uint64_t live_reads;         /* round trips reading the watched articles */
+    _Atomic uint64_t live_events;        /* stats events pushed on live streams */
+    _Atomic uint64_t live_refused;       /* /v1/live answered 503: --live-max */
     _Atomic int64_t redis_up;            /* gauge: 1 ready, 0 not */
     _Atomic int64_t held_events;         /* gauge: events waiting for Redis */
     _Atomic int64_t held_requests;       /* gauge */
     _Atomic int64_t connections;         /* gauge: open HTTP connections */
+    _Atomic int64_t live_streams;        /* gauge: open /v1/live streams */
+    _Atomic int64_t live_articles;       /* gauge: distinct articles they watch */
 };
 
 /* Add N to counter C: only the owning thread calls this. */
