@@ -2,7 +2,7 @@
  * tallyd's JSON API. Served as a file, so that the page's CSP allows no inline script. */
 (function () {
   'use strict';
-  var state = {period: 'day', metric: 'views', interval: 'hour', article: null};
+  var state = {period: 'day', metric: 'views', interval: 'hour', article: null, listed: []};
   var fmt = new Intl.NumberFormat('en');
   var SVG = 'http://www.w3.org/2000/svg';
 
@@ -71,6 +71,48 @@
     }).catch(function () { status(false, 'collector unavailable'); });
   }
 
+  /* Live counts: one /v1/live stream of the articles on screen (the top list and the chart's).
+   * The selected article's counts follow it as they change, and a change to any of them
+   * refreshes the totals, the list and the chart at once. What happens to articles off screen
+   * shows at the slower refresh below, as it does where EventSource fails (a 503 when the
+   * collector has too many streams: it is tried again when the list changes). */
+  var stream = null, streamKey = '', last = new Map(), soon = 0;
+  function refreshSoon() {
+    if (soon) return;
+    soon = setTimeout(function () { soon = 0; live(); totals(); top(); series(); }, 200);
+  }
+  function showArticle(st) {
+    var box = $('article-live'), parts = [];
+    if (!box || st.article !== state.article) return;
+    ['views', 'visitors', 'shares', 'comments'].forEach(function (k) {
+      if (typeof st[k] === 'number') parts.push(fmt.format(st[k]) + ' ' + (st[k] === 1 ? k.slice(0, -1) : k));
+    });
+    setText(box, parts.join(' · '));
+  }
+  function watch() {
+    var ids = state.listed.slice();
+    if (state.article && ids.indexOf(state.article) < 0) ids.push(state.article);
+    ids.sort(); // a new order of the same articles keeps the stream
+    var key = ids.map(function (a) { return 'article=' + encodeURIComponent(a); }).join('&');
+    if (key === streamKey) return;
+    streamKey = key;
+    if (stream) stream.close();
+    stream = null;
+    if (!ids.length || !window.EventSource) return;
+    var es = stream = new EventSource('/v1/live?' + key);
+    es.addEventListener('stats', function (e) {
+      var st;
+      try { st = JSON.parse(e.data); } catch (x) { return; }
+      var before = last.get(st.article);
+      last.set(st.article, e.data);
+      showArticle(st);
+      if (before !== undefined && before !== e.data) refreshSoon();
+    });
+    es.onerror = function () {
+      if (es.readyState === 2 && stream === es) { stream = null; streamKey = ''; }
+    };
+  }
+
   function totals() {
     get('/v1/totals?period=' + state.period).then(function (t) {
       setText($('t-views'), t.views);
@@ -114,7 +156,10 @@
           if (prev) prev.classList.remove('sel');
           tr.classList.add('sel');
           state.article = a.article;
+          var known = last.get(a.article);
+          if (known) showArticle(JSON.parse(known)); else $('article-live').textContent = '';
           series();
+          watch();
         });
       });
       box.textContent = '';
@@ -134,7 +179,9 @@
           r.articles.forEach(function (s, i) { engaged[i].textContent = engagement(s); });
         }).catch(function () {});
       }
+      state.listed = t.articles.map(function (a) { return a.article; });
       if (!state.article && t.articles.length) { state.article = t.articles[0].article; series(); top(); }
+      watch();
     }).catch(function () {});
   }
 
@@ -190,6 +237,5 @@
   segmented('metric', 'metric', function () { top(); series(); });
   segmented('interval', 'interval', series);
   live(); totals(); top();
-  setInterval(live, 2000);
-  setInterval(function () { totals(); top(); series(); }, 10000);
+  setInterval(function () { live(); totals(); top(); series(); }, 10000);
 })();

@@ -8,6 +8,7 @@
   var base = s.src.replace(/[?#].*$/, '').replace(/[^\/]*$/, '');
   var page = '';  // this page's article: read in start(), once <link rel=canonical> is parsed
   var compactAll = s.getAttribute('data-format') === 'compact';
+  var liveOn = s.hasAttribute('data-live') && s.getAttribute('data-live') !== 'false';
   // article -> {views:..., ...} as last rendered. A Map, never a plain object: ids come from
   // the page ("__proto__", "constructor") and must not reach Object.prototype.
   var shown = new Map();
@@ -73,11 +74,28 @@
       var a = articleOf(els[i]), p = 'article=' + encodeURIComponent(a);
       if (seen.has(a)) continue;
       seen.set(a, 1);
-      if (q.length && (q.length === 100 || len + p.length > 7000)) { fetchStats(q); q = []; len = 0; }
+      if (q.length && (q.length === 100 || len + p.length > 7000)) { fetchStats(q); live(q); q = []; len = 0; }
       q.push(p);
       len += p.length + 1;
     }
-    if (q.length) fetchStats(q);
+    if (q.length) { fetchStats(q); live(q); }
+  }
+
+  /* data-live: the counts follow the collector's /v1/live stream (one per 100 articles), which
+   * sends each article's stats when they change. Where EventSource is missing or the stream
+   * is refused, the numbers stay as loaded. */
+  function live(q) {
+    if (!liveOn || !w.EventSource) return;
+    try {
+      var es = new EventSource(base + 'v1/live?' + q.join('&'));
+      es.addEventListener('stats', function (e) {
+        var st;
+        try { st = JSON.parse(e.data); } catch (x) { return; }
+        if (!st || typeof st.article !== 'string') return;
+        shown.set(st.article, st);
+        render();
+      });
+    } catch (e) {}
   }
 
   function fetchStats(q) {

@@ -105,6 +105,9 @@ test('10a. dashboard: live totals, top articles in order, a chart per article, l
   await waitFor(async () => (await page.textContent('[data-testid=live-views]')) === '20',
     { timeout: 5000, interval: 50, what: 'the live counter to show 20' });
   console.log(`# live counter updated after ${Date.now() - t0} ms`);
+  // The selected article's own counts come from its /v1/live stream, not from polling.
+  assert.match(await textWhen(page, '[data-testid=article-live]', /^\d/), /^[\d,]+ views? · [\d,]+ visitors? · [\d,]+ shares? · [\d,]+ comments?$/);
+  assert.ok(ctx.requestsTo(tally.origin).some(([m, p]) => m === 'GET' && p.startsWith('/v1/live?')), 'no /v1/live stream');
   assertSameOrigin(ctx);
 });
 

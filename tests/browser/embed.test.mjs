@@ -107,6 +107,49 @@ test('1. article page on another origin: one view per reader, shown count, no co
   }
 });
 
+test('1c. data-live: a page open on collector A shows a view posted to collector B within 2 s', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const a = await startTally(redis, { viewWindow: 0 });
+  t.after(() => a.stop());
+  const b = await startTally(redis, { viewWindow: 0, db: a.db }); // the same Redis database
+  t.after(() => b.stop());
+  const A = 't1c/live-story', OTHER = 't1c/other';
+  pages.pages.set('/t1c/article.html', () => html({
+    src: `${a.origin}/tally.js`,
+    attrs: { 'data-article': A, 'data-live': '' },
+    body: '<p><span id="views" data-tally="views">0</span> Views · <span id="shares" data-tally="shares">0</span> Shares</p>' +
+      `<p><span id="other" data-tally="views" data-tally-article="${OTHER}">0</span></p>`,
+  }));
+  const ctx = await newContext(browser, { ua: UA(150) });
+  try {
+    const page = await ctx.newPage();
+    await page.goto(`${pages.origin}/t1c/article.html`);
+    assert.equal(await textWhen(page, '#views', /^[1-9]/), '1');
+    await waitFor(() => ctx.requestsTo(a.origin).some(([m, p]) => m === 'GET' && p.startsWith('/v1/live?')),
+      { what: 'the live stream to open' });
+    await sleep(300); // its first events are in
+    for (const [views, shares] of [[2, 0], [3, 1]]) {
+      const t0 = Date.now();
+      const evs = shares ? [{ type: 'view', article: A }, { type: 'share', article: A, network: 'email' }]
+                         : [{ type: 'view', article: A }];
+      await postEvents(b.origin, evs, { ua: UA(151 + views) });
+      await waitFor(async () => (await page.textContent('#views')) === String(views),
+        { timeout: 2000, interval: 20, what: `${views} views shown within 2 s` });
+      console.log(`# a view on collector B shown on the page of collector A after ${Date.now() - t0} ms`);
+      assert.equal(await page.textContent('#shares'), String(shares));
+    }
+    assert.equal(await page.textContent('#other'), '0'); // nothing happened to it
+    assert.deepEqual(ctx.requestsTo(a.origin), [
+      ['GET', '/tally.js'], ['POST', '/v1/events'],
+      ['GET', '/v1/stats?article=t1c%2Flive-story&article=t1c%2Fother'],
+      ['GET', '/v1/live?article=t1c%2Flive-story&article=t1c%2Fother'],
+    ]);
+    assert.deepEqual(ctx.requestsTo(b.origin), []);
+    assertNoErrors(ctx);
+  } finally {
+    await ctx.close();
+  }
+});
+
 test('1b. a repeat view by the same reader (same address and UA) is not counted', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis); // default --view-window 1800
   t.after(() => tally.stop());

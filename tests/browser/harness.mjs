@@ -122,8 +122,9 @@ export async function startRedis() {
 let nextDb = 0;
 // One tallyd on its own Redis database. The rate limit is off by default: every request of the
 // suite comes from 127.0.0.1, and the seeding posts thousands of events.
-export async function startTally(redis, { viewWindow, args = [] } = {}) {
-  const db = nextDb++;
+// DB: share the database of a collector started before (another collector on the same Redis).
+export async function startTally(redis, { viewWindow, args = [], db: shared } = {}) {
+  const db = shared ?? nextDb++;
   if (db > 63) throw new Error('out of Redis databases');
   const argv = ['--listen', '127.0.0.1:0', '--redis', `redis://127.0.0.1:${redis.port}/${db}`,
     '--token', TOKEN, '--demo', '--threads', '2', '--rate-limit', '0', '--log-level', 'info'];
