@@ -567,6 +567,14 @@ EOF
     expect_code 413 "$t/v1/events" "${c[@]}" --data-binary "$body"
     # ... but a large batch within tallyd's 64 KiB reaches tallyd (which refuses the junk).
     expect_code 400 "$t/v1/events" "${c[@]}" --data-binary "${body:0:60000}"
+    # /v1/live has a location of its own that does not buffer; HEAD is answered without
+    # Redis, with the stream's head.
+    sed -n '/location = \/v1\/live {/,/}/p' "$conf" | grep -q 'proxy_buffering off;' ||
+        problem "the /v1/live location does not turn proxy_buffering off"
+    [[ $(curl -s -o /dev/null -I -w '%{http_code} %{content_type}' "${c[@]}" "$t/v1/live?article=a") == \
+        "200 text/event-stream" ]] || problem "HEAD /v1/live through nginx is not a 200 event stream"
+    # A stream with no Redis behind it is tallyd's own 503, not nginx's 502.
+    expect_code 503 "$t/v1/live?article=a" "${c[@]}"
     # A small event reaches tallyd, which has no Redis here: its own 503, not nginx's 502.
     expect_code 503 "$t/v1/events" "${c[@]}" -A 'Mozilla/5.0 check-deploy' -d '{"type":"view","article":"a"}'
     stop_tallyd

@@ -262,6 +262,8 @@ expect "$final" tally_pending_events 0
 expect "$final" tally_pending_requests 0
 expect "$final" tally_requests_indeterminate_total 0
 expect "$final" tally_reads_refused_total 0
+expect "$final" tally_live_streams 0
+expect "$final" tally_live_refused_total 0
 
 # Every family the dashboard and the docs rely on, with its type.
 families=(
@@ -275,7 +277,9 @@ families=(
     "tally_http_slow_clients_total counter" "tally_reads_refused_total counter"
     "tally_redis_up gauge"
     "tally_pending_events gauge" "tally_pending_requests gauge"
-    "tally_http_connections gauge" "process_cpu_seconds_total counter"
+    "tally_http_connections gauge" "tally_live_streams gauge" "tally_live_articles gauge"
+    "tally_live_reads_total counter" "tally_live_events_total counter"
+    "tally_live_refused_total counter" "process_cpu_seconds_total counter"
     "process_resident_memory_bytes gauge" "process_start_time_seconds gauge"
     "tally_build_info gauge"
 )

@@ -161,7 +161,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'])
 // ---- HTTP over raw sockets (exact control of headers, framing and HEAD) ----
 
 function request(port, { method = 'GET', target, headers = [], body = null, localAddress,
-                         rawHead = null, bodyDelayMs = 0, timeoutMs = 5000 }) {
+                         rawHead = null, bodyDelayMs = 0, timeoutMs = 5000, streamMs = 0 }) {
     return new Promise((resolve, reject) => {
         const sock = net.connect({ host: '127.0.0.1', port, localAddress });
         let buf = Buffer.alloc(0);
@@ -208,6 +208,11 @@ function request(port, { method = 'GET', target, headers = [], body = null, loca
                 return done(null, { status, headers: hdrs, body: rest, truncated: len !== null });
             if (noBody && !graceTimer)
                 graceTimer = setTimeout(() => parse(true), 200);
+            // A stream (/v1/live) does not end: what came within STREAMMS is its body.
+            if (streamMs > 0 && status === 200 && !noBody && len === null && !graceTimer)
+                graceTimer = setTimeout(() => done(null, { status, headers: hdrs,
+                                                           body: dechunk(buf.subarray(h + 4), true) }),
+                                        streamMs);
             return null;
         };
         sock.on('connect', () => {
@@ -235,11 +240,14 @@ function request(port, { method = 'GET', target, headers = [], body = null, loca
     });
 }
 
-function dechunk(b) {
+// PARTIAL: B is what came so far of a body that goes on; stop at its end.
+function dechunk(b, partial = false) {
     const parts = [];
     for (let i = 0; ;) {
         const eol = b.indexOf('\r\n', i);
         const n = eol < 0 ? NaN : parseInt(b.subarray(i, eol).toString('latin1'), 16);
+        if (partial && (i >= b.length || eol + 2 + n + 2 > b.length))
+            return Buffer.concat(parts);
         if (!(n >= 0))
             throw new Error('malformed chunked body');
         if (n === 0)
@@ -863,6 +871,46 @@ async function checkCases(A, B, redis) {
         await top(`top: 400 for ${q}`, A, q, { status: 400, example: 'invalid_parameter' });
     await top('top: a parameter twice', A, '?limit=5&limit=5', { status: 400, example: 'given_twice' });
     await top('top: unknown parameters are ignored', A, '?utm_source=x', { status: 200 });
+
+    // ---- GET /v1/live ----
+    const LIVE = '/v1/live';
+    const live = (name, d, q, extra = {}) => served({
+        name, d, method: 'GET', target: `${LIVE}${q}`, op: ['GET', LIVE], headers: h(), ...extra });
+    {
+        const L = uniq('live');
+        await post('live setup: one view', A, JSON.stringify({ type: 'view', article: L }),
+                   { status: 200, example: 'counted' });
+        const want = [await statsOf(A, L), await statsOf(A, 'never/seen')];
+        const sse = (r, body) => {
+            const blocks = body.split('\n\n');
+            if (blocks[0] !== 'retry: 2000')
+                return `the stream opens with ${JSON.stringify(blocks[0])}, not "retry: 2000"`;
+            const events = blocks.slice(1).filter((x) => x.startsWith('event: '));
+            const v = validator(deref(doc.components.schemas.Stats));
+            for (let i = 0; i < want.length; i++) {
+                const m = /^event: stats\ndata: (.*)$/.exec(events[i] ?? '');
+                if (!m)
+                    return `event ${i} is ${JSON.stringify(events[i])}, not "event: stats" and one data line`;
+                const st = JSON.parse(m[1]);
+                if (!v(st))
+                    return `event ${i}: ${ajv.errorsText(v.errors)}`;
+                if (!isDeepStrictEqual(st, want[i]))
+                    return `event ${i}: ${m[1]}, /v1/stats says ${JSON.stringify(want[i])}`;
+            }
+            return events.length === want.length ? null : `${events.length} events, expected ${want.length}`;
+        };
+        await live('live: one stats event per article at once', A,
+                   `?article=${enc(L)}&article=never%2Fseen&article=${enc(L)}`,
+                   { status: 200, streamMs: 600, expect: sse,
+                     contract: 'GET /v1/live: one event: stats with the current stats object of each article at once' });
+        await live('live: allowed Origin', A, `?article=${enc(L)}`,
+                   { status: 200, streamMs: 300, headers: h(['Origin', ALLOWED_ORIGIN]) });
+        await live('live: HEAD', A, `?article=${enc(L)}`, { method: 'HEAD', status: 200 });
+    }
+    await live('live: no article', A, '', { status: 400, example: 'missing_article' });
+    await live('live: bad article', A, '?article=a%20b', { status: 400, example: 'invalid_article' });
+    await live('live: 101 articles', A, `?${Array.from({ length: 101 }, (_, i) => `article=a${i}`).join('&')}`,
+               { status: 400, example: 'too_many_articles' });
 
     const TOT = '/v1/totals';
     const totals = (name, d, q, extra = {}) => served({
