@@ -137,6 +137,7 @@ static void assert_defaults(const struct tally_config *c, uint32_t threads)
     assert_int_equal(c->hold_ms, 1000);
     assert_int_equal(c->max_held, 10000);
     assert_int_equal(c->max_connections, 10000);
+    assert_int_equal(c->live_max, 5000);
     assert_int_equal(c->log_level, TALLY_LOG_INFO);
     assert_false(c->demo);
     assert_false(c->healthcheck);
@@ -253,6 +254,10 @@ static void check_max_connections(const struct tally_config *c)
 {
     assert_int_equal(c->max_connections, 64);
 }
+static void check_live_max(const struct tally_config *c)
+{
+    assert_int_equal(c->live_max, 0);
+}
 static void check_log_level(const struct tally_config *c)
 {
     assert_int_equal(c->log_level, TALLY_LOG_DEBUG);
@@ -284,6 +289,7 @@ static const struct flag_case {
     {"hold", "TALLY_HOLD", "30000", check_hold},
     {"max-held", "TALLY_MAX_HELD", "1", check_max_held},
     {"max-connections", "TALLY_MAX_CONNECTIONS", "64", check_max_connections},
+    {"live-max", "TALLY_LIVE_MAX", "0", check_live_max},
     {"log-level", "TALLY_LOG_LEVEL", "debug", check_log_level},
     {"demo", "TALLY_DEMO", "yes", check_demo},
     {"healthcheck", "TALLY_HEALTHCHECK", "yes", check_healthcheck},
@@ -690,6 +696,8 @@ static void test_config_rejects_bad_numbers(void **state)
         {"max-held", {"0", "'0' must be 1..1000000"}},
         {"max-held", {"1000001", "'1000001' must be 1..1000000"}},
         {"max-connections", {"0", "'0' must be 1..1000000"}},
+        {"live-max", {"1000001", "'1000001' must be 0..1000000"}},
+        {"live-max", {"-1", "'-1' must be 0..1000000"}},
     };
 
     (void)state;
