@@ -320,15 +320,13 @@ static bool http_build(struct tally_http_req *h, int code, const char *ctype, co
                        size_t len, enum http_framing framing)
 {
     bool head_only = h->method == TALLY_HTTP_HEAD || code == 204 || code == 304;
-    size_t size;
+    size_t size, blen = framing == HTTP_FRAME_LENGTH && !head_only ? len : 0; /* sent */
     struct http_out o;
 
     if (ctype != NULL)
         tally_http_policy(h, ctype); /* its headers first: the room below counts them */
-    if (framing != HTTP_FRAME_LENGTH || head_only)
-        len = 0;
     size = HTTP_HEAD_FIXED + h->extra_len + (ctype != NULL ? strlen(ctype) : 0) +
-           (h->hdr.origin != NULL ? strlen(h->hdr.origin) : 0) + len;
+           (h->hdr.origin != NULL ? strlen(h->hdr.origin) : 0) + blen;
     h->close_after = framing == HTTP_FRAME_CLOSE || http_conn_closes_after(h);
     h->out = http_arena(h, size);
     if (h->out == NULL) {
@@ -362,8 +360,8 @@ static bool http_build(struct tally_http_req *h, int code, const char *ctype, co
     else if (h->http10)
         out_adds(&o, "Connection: keep-alive\r\n");
     out_add(&o, "\r\n", 2);
-    if (len > 0)
-        out_add(&o, body, len);
+    if (blen > 0)
+        out_add(&o, body, blen);
     h->out_len = (size_t)(o.p - h->out);
     assert(h->out_len <= size);
     return true;
