@@ -76,6 +76,12 @@ test('9a. /demo/: Views 1 after load, the share menu counts shares, a screenshot
   assert.deepEqual(st.shares_by_network, { twitter: 1, copy: 1 });
   assert.equal(st.views, 1);
 
+  // The article is data-live: another reader's view shows without a reload.
+  const t0 = Date.now();
+  await postEvents(tally.origin, [{ type: 'view', article: A }], { ua: UA(950) });
+  await waitFor(async () => (await views.textContent()) === '2', { timeout: 2000, interval: 20, what: 'the live view count to show 2' });
+  console.log(`# another reader's view shown after ${Date.now() - t0} ms`);
+
   const others = ctx.rec.requests.filter((r) => new URL(r.url).origin !== tally.origin).map((r) => r.url);
   assert.deepEqual(others, [], 'requests to other origins');
   assert.deepEqual(ctx.rec.errors, []);
