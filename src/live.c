@@ -361,7 +361,7 @@ static void live_push(struct tally_live *lv, struct live_article *a, const struc
         return;
     a->seen = d;
     now = tally_now_ms();
-    TAILQ_FOREACH(sub, &a->subs, link) {
+    for (sub = TAILQ_FIRST(&a->subs); sub != NULL; sub = TAILQ_NEXT(sub, link)) {
         if (sub->sent == d)
             continue;
         sub->sent = d;
@@ -419,8 +419,8 @@ static void live_read(struct tally_live *lv)
     tally_fanout_init(&lv->fan, n, on_live_reply, on_live_read_done, lv);
     for (size_t i = 0; i < n; i++) {
         char key[TALLY_KEY_MAX];
-        size_t klen = tally_key_article(key, sizeof(key), w->cfg->prefix, 'a',
-                                        lv->batch[i]->id, lv->batch[i]->len);
+        size_t klen = tally_key_article(key, sizeof(key), w->cfg->prefix, 'a', lv->batch[i]->id,
+                                        lv->batch[i]->len);
         const char *argv[2] = {"HGETALL", key};
         size_t argvlen[2] = {7, klen};
 
@@ -441,7 +441,7 @@ static void on_live_tick(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    TAILQ_FOREACH(s, &lv->streams, link) {
+    for (s = TAILQ_FIRST(&lv->streams); s != NULL; s = TAILQ_NEXT(s, link)) {
         if (now - s->last_ms < LIVE_KEEPALIVE_MS)
             continue;
         (void)tally_http_stream_write(s->h, keepalive, sizeof(keepalive) - 1);
