@@ -661,6 +661,9 @@ void http_conn_answered(struct tally_http_req *r)
 {
     struct http_conn *c = r->conn;
 
+    /* A stream's head, first in line: its write deadline counts from now. */
+    if (r->streaming && !r->out_heap && r == c->first && c->out_off == 0)
+        c->out_since = conn_now_ms();
     if (c->gone || r == c->first)
         conn_dirty(c);
 }

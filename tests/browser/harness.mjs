@@ -315,7 +315,12 @@ export async function newContext(browser, { ua = UA(1), ...opts } = {}) {
   context.on('response', (r) => {
     if (r.status() >= 400) rec.errors.push(`HTTP ${r.status()}: ${r.request().method()} ${r.url()}`);
   });
-  context.on('requestfailed', (r) => rec.errors.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+  context.on('requestfailed', (r) => {
+    // A /v1/live stream never ends by itself: the page closing its EventSource (the dashboard
+    // when the articles on screen change) or leaving aborts it, and that is no error.
+    if (r.failure()?.errorText === 'net::ERR_ABORTED' && new URL(r.url()).pathname === '/v1/live') return;
+    rec.errors.push(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`);
+  });
   context.on('console', (m) => {
     if (m.type() === 'error' || m.type() === 'warning') rec.errors.push(`console.${m.type()}: ${m.text()} (${m.location().url})`);
   });
