@@ -128,7 +128,7 @@ def events(blocks):
 
 
 class LiveCase(harness.TallyTestCase):
-    """Two collectors on one Redis, and helpers; the tests are in test_live*.py."""
+    """Two collectors on one Redis, and what the tests of test_live*.py share."""
 
 
     @classmethod
