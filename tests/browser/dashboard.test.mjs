@@ -11,7 +11,8 @@ import {
 
 let redis, browser, tally;
 
-// Seeded: views 8 + 5 + 3 = 16, shares 3, comments 4.
+// Seeded: views 8 + 5 + 3 = 16, shares 3, comments 4; engaged time 240 s (2 reads) on gamma,
+// 100 s (1 read) on alpha.
 const SEED = { 'dash/gamma': 8, 'dash/alpha': 5, 'dash/beta': 3 };
 
 before(async () => {
@@ -23,7 +24,10 @@ before(async () => {
   events.push({ type: 'share', article: 'dash/alpha', network: 'twitter' },
     { type: 'share', article: 'dash/alpha', network: 'facebook' },
     { type: 'share', article: 'dash/gamma', network: 'email' },
-    { type: 'comment', article: 'dash/beta', delta: 4 });
+    { type: 'comment', article: 'dash/beta', delta: 4 },
+    { type: 'engage', article: 'dash/gamma', seconds: 200, read: true },
+    { type: 'engage', article: 'dash/gamma', seconds: 40, read: true },
+    { type: 'engage', article: 'dash/alpha', seconds: 100, read: true });
   const r = await postEvents(tally.origin, events);
   assert.equal(r.accepted, events.length);
 });
@@ -73,6 +77,14 @@ test('10a. dashboard: live totals, top articles in order, a chart per article, l
     [tr.querySelector('td.name').textContent, tr.querySelector('td.count').textContent]));
   await waitFor(async () => (await rows()).length === 3, { what: 'three rows in the top list' });
   assert.deepEqual(await rows(), [['dash/gamma', '8'], ['dash/alpha', '5'], ['dash/beta', '3']]);
+  // Each article's average engaged time per view and its read ratio (reads ÷ views); the
+  // period's together: 340 s over 16 views, 3 reads.
+  const engaged = () => page.evaluate(() => [...document.querySelectorAll('#top tr.row td.engaged')].map((td) => td.textContent));
+  await waitFor(async () => !(await engaged()).includes('–'), { what: 'the engagement of the listed articles' });
+  assert.deepEqual(await engaged(), ['0:30 · 25% read', '0:20 · 20% read', '0:00 · 0% read']);
+  assert.equal(await textWhen(page, '#t-engaged', /^\d/), '0:21');
+  assert.equal(await textWhen(page, '#t-read-ratio', /^\d/), '19%');
+  assert.equal(await textWhen(page, '#t-reads', /^\d/), '3');
 
   // Clicking an article draws its series: one bar per point, each bar titled with its point.
   await page.locator('#top tr.row', { hasText: 'dash/beta' }).click();
