@@ -27,8 +27,8 @@ struct agg_rec {
     uint32_t n_vis, vis_head, vis_tail;
     uint32_t n_deltas, del_head, del_tail;
     uint32_t shares[TALLY_NETWORKS];
-    uint32_t engaged, reads; /* engage events' seconds, and those read through */
-    uint32_t words;          /* the last view's words; 0: none given */
+    uint32_t sums[TALLY_METRICS];        /* the metrics of rule SUM (model.h) */
+    uint32_t props[TALLY_PROPERTIES];    /* the latest of each property; 0: none given */
 };
 
 /* A visitor entry of a view (or a comment delta), chained per article in arrival order. */
@@ -48,6 +48,7 @@ void tally_agg_init(struct tally_agg *a, const char *prefix, uint32_t window)
     memset(a, 0, sizeof(*a));
     a->prefix = prefix;
     a->window = window;
+    a->model_len = tally_model_arg(a->model);
     tally_buf_init(&a->body);
     tally_buf_init(&a->keys);
     tally_buf_init(&a->head);
@@ -182,12 +183,38 @@ static void agg_add_delta(struct tally_agg *a, struct agg_rec *r, int16_t d)
     r->n_deltas++;
 }
 
+/* The metrics of rule SUM and the properties of model.h, for any event EV of record R. */
+#define AGG_SUM_OWN
+#define AGG_SUM_SUM(t, field)                                                                      \
+    if (ev->type == TALLY_EVENT_##t)                                                               \
+        r->sums[m] += (uint32_t)ev->field;
+
+static void agg_add_model(struct agg_rec *r, const struct tally_event *ev)
+{
+    int m = 0;
+
+#define X(id, member, name, site, bit, rule)                                                       \
+    AGG_SUM_##rule;                                                                                \
+    m++;
+    TALLY_METRIC_MAP(X)
+#undef X
+    m = 0;
+#define X(id, member, name, t)                                                                     \
+    if (ev->type == TALLY_EVENT_##t && ev->member != 0)                                            \
+        r->props[m] = ev->member;                                                                  \
+    m++;
+    TALLY_PROPERTY_MAP(X)
+#undef X
+    (void)m;
+}
+
 static void agg_add_event(struct tally_agg *a, const struct tally_agg_req *q, size_t i,
                           uint32_t req)
 {
     const struct tally_event *ev = &q->ev[i];
     struct agg_rec *r = agg_find(a, ev);
 
+    agg_add_model(r, ev);
     switch (ev->type) {
     case TALLY_EVENT_VIEW:
         if (q->visitor != NULL)
@@ -195,18 +222,14 @@ static void agg_add_event(struct tally_agg *a, const struct tally_agg_req *q, si
         /* With a window the script counts checked views itself. */
         if (q->visitor == NULL || a->window == 0)
             r->views++;
-        if (ev->words != 0)
-            r->words = ev->words;
         break;
     case TALLY_EVENT_SHARE:
         r->shares[ev->network]++;
         break;
-    case TALLY_EVENT_ENGAGE:
-        r->engaged += ev->seconds;
-        r->reads += ev->read;
-        break;
-    default:
+    case TALLY_EVENT_COMMENT:
         agg_add_delta(a, r, ev->delta);
+        break;
+    default: /* counted by the model's sums alone */
         break;
     }
 }
@@ -236,7 +259,7 @@ static size_t agg_fresh_entry(char *out, unsigned b, char kind, unsigned mask)
 
 /* The "fresh" argument: for each bucket the unit touches, its day and hour keys that are not
  * known to have their expiry (any metric's may be new: which ones the script writes depends on
- * what Redis holds, e.g. whether a visitor estimate grows). */
+ * what Redis holds, e.g. whether a visitor estimate grows); then the "model" argument. */
 static void agg_fresh_arg(struct tally_agg *a)
 {
     char list[TALLY_BUCKETS * 10];
@@ -255,7 +278,8 @@ static void agg_fresh_arg(struct tally_agg *a)
             n += agg_fresh_entry(list + n, b, 'h', hour);
     }
     tally_buf_add_bulk(&a->head, list, n);
-    a->nargs++;
+    tally_buf_add_bulk(&a->head, a->model, a->model_len);
+    a->nargs += 2;
 }
 
 /* ---- Emitting a segment as RESP arguments ---- */
@@ -327,6 +351,32 @@ static void agg_declare_article(struct tally_agg *a, const struct agg_rec *r)
     }
 }
 
+static const char *agg_metric_name(int i)
+{
+    return tally_metrics[i].name;
+}
+
+static const char *agg_property_name(int i)
+{
+    return tally_properties[i].name;
+}
+
+/* The non-zero ones of the N values V as "count (name value)...", each named by NAME(i). */
+static void agg_arg_pairs(struct tally_agg *a, const uint32_t *v, int n, const char *(*name)(int))
+{
+    int k = 0;
+
+    for (int i = 0; i < n; i++)
+        k += v[i] != 0;
+    agg_arg_int(a, k);
+    for (int i = 0; i < n; i++) {
+        if (v[i] == 0)
+            continue;
+        agg_arg(a, name(i), strlen(name(i)));
+        agg_arg_int(a, v[i]);
+    }
+}
+
 static void agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool shared)
 {
     const struct agg_delta *del = a->deltas;
@@ -360,19 +410,8 @@ static void agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool shar
     agg_arg_int(a, r->n_deltas);
     for (uint32_t d = r->del_head; d != AGG_NONE; d = del[d].next)
         agg_arg_int(a, del[d].d);
-    agg_arg_int(a, (r->engaged != 0) + (r->reads != 0) + (r->words != 0));
-    if (r->engaged != 0) {
-        agg_arg(a, "engaged", 7);
-        agg_arg_int(a, r->engaged);
-    }
-    if (r->reads != 0) {
-        agg_arg(a, "reads", 5);
-        agg_arg_int(a, r->reads);
-    }
-    if (r->words != 0) {
-        agg_arg(a, "words", 5);
-        agg_arg_int(a, r->words);
-    }
+    agg_arg_pairs(a, r->sums, TALLY_METRICS, agg_metric_name);
+    agg_arg_pairs(a, r->props, TALLY_PROPERTIES, agg_property_name);
 }
 
 /* Emit the segment collected so far. For the shared segment (IDEM NULL), VIS_REQ records the
@@ -437,8 +476,8 @@ static int agg_header(struct tally_agg *a, const struct tally_event *first, cons
     return 0;
 }
 
-/* The unit: numkeys, the keys, then the script's arguments: the settings, "fresh", and the
- * segments. */
+/* The unit: numkeys, the keys, then the script's arguments: the settings, "fresh", the
+ * model, and the segments. */
 static int agg_assemble(struct tally_agg *a)
 {
     agg_fresh_arg(a);

@@ -404,7 +404,6 @@ static void on_badge(int status, struct tally_query *q, void *arg)
 {
     struct badge_call *c = arg;
     const struct tally_stats *s = &q->stats[0];
-    int64_t v[] = {s->views, s->visitors, s->shares, s->comments, s->engaged_seconds, s->reads};
     char value[32];
 
     if (status < 0) {
@@ -412,7 +411,7 @@ static void on_badge(int status, struct tally_query *q, void *arg)
         tally_query_release(q);
         return;
     }
-    tally_badge_format(value, v[c->metric]);
+    tally_badge_format(value, tally_stats_get(s, c->metric));
     tally_buf_reset(&c->h->w->out);
     tally_badge_render(&c->h->w->out, c->label, strlen(c->label), value, strlen(value));
     tally_http_header(c->h, "Cache-Control", "public, max-age=10");

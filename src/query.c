@@ -142,26 +142,20 @@ int tally_query_read_totals(const redisReply *r, struct tally_stats *s)
     for (size_t i = 0; i < r->elements; i += 2) {
         const redisReply *f = r->element[i], *v = r->element[i + 1];
         int64_t n;
+        int m;
 
         if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
             return TALLY_EREDIS;
         n = strtoll(v->str, NULL, 10);
-        if (strcmp(f->str, "views") == 0)
-            s->views = n;
-        else if (strcmp(f->str, "visitors") == 0)
-            s->visitors = n;
-        else if (strcmp(f->str, "shares") == 0)
-            s->shares = n;
-        else if (strcmp(f->str, "comments") == 0)
-            s->comments = n;
-        else if (strcmp(f->str, "engaged") == 0)
-            s->engaged_seconds = n;
-        else if (strcmp(f->str, "reads") == 0)
-            s->reads = n;
-        else if (strcmp(f->str, "words") == 0)
-            s->words = n;
-        else if (strncmp(f->str, "share:", 6) == 0)
+        if (strncmp(f->str, "share:", 6) == 0) {
             s->by_network[tally_network_from(f->str + 6, f->len - 6)] += n;
+        } else if ((m = tally_metric_from(f->str, f->len)) >= 0) {
+            *tally_stats_metric(s, (enum tally_metric)m) = n;
+        } else {
+            for (int p = 0; p < TALLY_PROPERTIES; p++)
+                if (strcmp(f->str, tally_properties[p].name) == 0)
+                    *(int64_t *)(void *)((char *)s + tally_properties[p].stats_offset) = n;
+        }
     }
     return 0;
 }
@@ -286,16 +280,10 @@ static void query_field(struct tally_buf *out, const char *name, int64_t v)
     tally_buf_add_i64(out, v);
 }
 
-void tally_query_render_one(struct tally_buf *out, const char *id, size_t len,
-                            const struct tally_stats *s)
+static void query_networks(struct tally_buf *out, const struct tally_stats *s)
 {
     bool first = true;
 
-    tally_buf_adds(out, "{\"article\":");
-    tally_buf_add_json_str(out, id, len);
-    query_field(out, ",\"views\":", s->views);
-    query_field(out, ",\"visitors\":", s->visitors);
-    query_field(out, ",\"shares\":", s->shares);
     tally_buf_adds(out, ",\"shares_by_network\":{");
     for (int k = 0; k < TALLY_NETWORKS; k++) {
         if (s->by_network[k] == 0)
@@ -305,10 +293,30 @@ void tally_query_render_one(struct tally_buf *out, const char *id, size_t len,
         query_field(out, "\":", s->by_network[k]);
         first = false;
     }
-    query_field(out, "},\"comments\":", s->comments);
-    query_field(out, ",\"engaged_seconds\":", s->engaged_seconds);
-    query_field(out, ",\"reads\":", s->reads);
-    query_field(out, ",\"words\":", s->words);
+    tally_buf_adds(out, "}");
+}
+
+static void query_member(struct tally_buf *out, const char *member, int64_t v)
+{
+    tally_buf_adds(out, ",\"");
+    tally_buf_adds(out, member);
+    query_field(out, "\":", v);
+}
+
+void tally_query_render_one(struct tally_buf *out, const char *id, size_t len,
+                            const struct tally_stats *s)
+{
+    tally_buf_adds(out, "{\"article\":");
+    tally_buf_add_json_str(out, id, len);
+    for (int m = 0; m < TALLY_METRICS; m++) {
+        query_member(out, tally_metrics[m].member, tally_stats_get(s, (enum tally_metric)m));
+        if (m == TALLY_METRIC_SHARES)
+            query_networks(out, s);
+    }
+    for (int p = 0; p < TALLY_PROPERTIES; p++)
+        query_member(out, tally_properties[p].member,
+                     *(const int64_t *)(const void *)((const char *)s +
+                                                      tally_properties[p].stats_offset));
     tally_buf_adds(out, "}");
 }
 

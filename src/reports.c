@@ -12,17 +12,7 @@
 #include "tally/uri.h"
 #include "tally/visitor.h"
 
-static const char *const reports_metrics[] = {
-#define X(name, text) text,
-    TALLY_METRIC_MAP(X)
-#undef X
-};
 static const char *const reports_periods[] = {"day", "week", "month", "all"};
-
-const char *tally_metric_name(enum tally_metric m)
-{
-    return (unsigned)m < TALLY_METRICS ? reports_metrics[m] : "unknown";
-}
 
 const char *tally_period_name(enum tally_period p)
 {
@@ -67,11 +57,15 @@ static int reports_pick(const char *value, const char *const *names, size_t n)
 
 static int reports_metric(const char *value, enum tally_metric *m, struct tally_error *err)
 {
-    int i = reports_pick(value, reports_metrics, TALLY_METRICS);
+    int i = tally_metric_from(value, strlen(value));
+    char list[128];
 
-    if (i < 0)
-        return reports_fail(err, "invalid_parameter",
-                            "metric: one of views, visitors, shares, comments, engaged, reads");
+    if (i < 0) {
+        tally_metric_list(list, sizeof(list));
+        err->code = "invalid_parameter";
+        snprintf(err->message, sizeof(err->message), "metric: %s", list);
+        return TALLY_EINVAL;
+    }
     *m = (enum tally_metric)i;
     return 0;
 }
@@ -630,21 +624,15 @@ static int on_bucket_totals(struct tally_fanout *f, size_t i, const redisReply *
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0)
         return TALLY_EREDIS;
     for (size_t k = 0; k < reply->elements; k += 2) {
-        const char *name = reply->element[k]->str;
-        int64_t v = reports_int(reply->element[k + 1]);
+        const redisReply *name = reply->element[k];
+        int m;
 
-        if (reply->element[k]->type != REDIS_REPLY_STRING)
+        if (name->type != REDIS_REPLY_STRING)
             return TALLY_EREDIS;
-        if (strcmp(name, "views") == 0)
-            t->views += v;
-        else if (strcmp(name, "shares") == 0)
-            t->shares += v;
-        else if (strcmp(name, "comments") == 0)
-            t->comments += v;
-        else if (strcmp(name, "reads") == 0)
-            t->reads += v;
-        else if (strcmp(name, "engaged") == 0)
-            t->engaged += v;
+        m = tally_metric_from(name->str, name->len);
+        if (m >= 0 && tally_metrics[m].site)
+            *(int64_t *)(void *)((char *)&t->sums + tally_metrics[m].site_offset) +=
+                reports_int(reply->element[k + 1]);
     }
     return 0;
 }
@@ -687,16 +675,16 @@ void tally_totals_render(struct tally_buf *out, const struct tally_totals *t)
 {
     tally_buf_adds(out, "{\"period\":\"");
     tally_buf_adds(out, tally_period_name(t->period));
-    tally_buf_adds(out, "\",\"views\":");
-    tally_buf_add_i64(out, t->views);
-    tally_buf_adds(out, ",\"shares\":");
-    tally_buf_add_i64(out, t->shares);
-    tally_buf_adds(out, ",\"comments\":");
-    tally_buf_add_i64(out, t->comments);
-    tally_buf_adds(out, ",\"engaged_seconds\":");
-    tally_buf_add_i64(out, t->engaged);
-    tally_buf_adds(out, ",\"reads\":");
-    tally_buf_add_i64(out, t->reads);
+    tally_buf_adds(out, "\"");
+    for (int m = 0; m < TALLY_METRICS; m++) {
+        if (!tally_metrics[m].site)
+            continue;
+        tally_buf_adds(out, ",\"");
+        tally_buf_adds(out, tally_metrics[m].member);
+        tally_buf_adds(out, "\":");
+        tally_buf_add_i64(out, *(const int64_t *)(const void *)((const char *)&t->sums +
+                                                               tally_metrics[m].site_offset));
+    }
     tally_buf_adds(out, "}");
 }
 
@@ -720,7 +708,7 @@ int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint3
                        time_t now, struct tally_redis *r, const char *prefix,
                        tally_forget_done_cb *done, void *arg)
 {
-    char key[TALLY_KEY_MAX], tag[2];
+    char key[TALLY_KEY_MAX], tag[2], model[TALLY_MODEL_ARG_MAX + 1];
     size_t klen = tally_key_article(key, sizeof(key), prefix, 'a', id, len);
     struct tally_buf b;
     int rc;
@@ -738,13 +726,14 @@ int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint3
     tally_buf_add_bulk(&b, id, len);
     tally_buf_add_bulk_i64(&b, window);
     tally_buf_add_bulk_i64(&b, (int64_t)now);
+    tally_buf_add_bulk(&b, model, tally_model_arg(model));
     if (b.oom) {
         tally_buf_release(&b);
         (void)tally_fanout_end(&f->fan); /* nothing sent: only releases it */
         return TALLY_ENOMEM;
     }
     /* A failed send is what tally_fanout_end() returns. */
-    (void)tally_fanout_eval(&f->fan, r, key, klen, TALLY_SCRIPT_FORGET, b.data, b.len, 7);
+    (void)tally_fanout_eval(&f->fan, r, key, klen, TALLY_SCRIPT_FORGET, b.data, b.len, 8);
     tally_buf_release(&b);
     return tally_fanout_end(&f->fan);
 }

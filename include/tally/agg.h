@@ -17,22 +17,12 @@
 #include "tally/buf.h"
 #include "tally/ingest.h"
 #include "tally/keys.h"
+#include "tally/model.h"
 
 #define TALLY_ATTEMPT_TTL 600   /* seconds a unit's marker answers for it */
 #define TALLY_IDEM_TTL 86400    /* seconds an Idempotency-Key is remembered */
 #define TALLY_IDEM_TTL_TEXT "86400"
 #define TALLY_IDEM_MAX 128      /* bytes of an Idempotency-Key */
-
-/* Which of a bucket's day or hour keys: one bit per metric, and the site totals (day only). */
-#define TALLY_EXPIRY_VIEWS 0x01
-#define TALLY_EXPIRY_VISITORS 0x02
-#define TALLY_EXPIRY_SHARES 0x04
-#define TALLY_EXPIRY_COMMENTS 0x08
-#define TALLY_EXPIRY_SITE 0x10
-#define TALLY_EXPIRY_ENGAGED 0x20
-#define TALLY_EXPIRY_READS 0x40
-#define TALLY_EXPIRY_HOUR_ALL 0x6f
-#define TALLY_EXPIRY_DAY_ALL 0x7f
 
 /* One request's part of a unit. The caller owns it and everything it points to, which must
  * stay valid until the unit's reply has been applied. */
@@ -76,6 +66,8 @@ struct tally_agg {
     size_t nkeys;
     uint64_t buckets_declared[TALLY_BUCKETS / 64];
     char day[9], hour[11];
+    char model[TALLY_MODEL_ARG_MAX + 1]; /* tally_model_arg(), the script's "model" */
+    size_t model_len;
     char attempt_key[128];
     size_t attempt_len;
     /* Scratch reused for every unit. */
@@ -97,8 +89,8 @@ void tally_agg_release(struct tally_agg *a);
 /* Build the unit for the N requests REQS (borrowed until tally_agg_apply_reply()) under the
  * attempt id ATTEMPT (unique per unit; a resend of the same unit keeps it), filed at a->now.
  * The unit's RESP body is then a->body (a->nargs arguments: numkeys, the marker key -- and,
- * with a->declare, every other key the unit touches --, the script's ARGV), its fence still
- * to be set with tally_agg_fence().
+ * with a->declare, every other key the unit touches --, the script's ARGV: see
+ * src/scripts/apply.lua), its fence still to be set with tally_agg_fence().
  * Returns 0, TALLY_EINVAL when N is 0 or no request has an event, or TALLY_ENOMEM. */
 int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size_t n,
                     const char *attempt);

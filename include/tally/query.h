@@ -11,16 +11,11 @@
 #include "tally/buf.h"
 #include "tally/fanout.h"
 #include "tally/ingest.h"
+#include "tally/model.h"
 
 struct tally_redis;
 struct tally_cache;
 struct cache_entry;
-
-struct tally_stats {
-    int64_t views, visitors, shares, comments;
-    int64_t by_network[TALLY_NETWORKS];
-    int64_t engaged_seconds, reads, words;
-};
 
 struct tally_query;
 
@@ -75,9 +70,11 @@ int tally_query_start(struct tally_query *q, struct tally_redis *r, struct tally
 /* Fill S from a reply to HGETALL of an article's totals. Returns 0 or TALLY_EREDIS. */
 int tally_query_read_totals(const redisReply *r, struct tally_stats *s);
 
-/* {"article":..., "views":..., "visitors":..., "shares":..., "shares_by_network":{...},
- *  "comments":..., "engaged_seconds":..., "reads":..., "words":...}: only networks with a
- *  non-zero count are listed. */
+/* {"article":..., then every metric by its member name in the order of model.h, the shares'
+ *  "shares_by_network":{...} after "shares", then every property}: {"article":..., "views":...,
+ *  "visitors":..., "shares":..., "shares_by_network":{...}, "comments":...,
+ *  "engaged_seconds":..., "reads":..., "words":...}. Only networks with a non-zero count are
+ *  listed. */
 void tally_query_render_one(struct tally_buf *out, const char *id, size_t len,
                             const struct tally_stats *s);
 

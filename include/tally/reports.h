@@ -12,36 +12,21 @@
 #include "tally/buf.h"
 #include "tally/fanout.h"
 #include "tally/ingest.h"
+#include "tally/model.h"
 
 struct tally_redis;
 
 #define TALLY_TOP_MAX 100
 #define TALLY_SERIES_HOURS_MAX (31 * 24) /* points of an hourly series */
 #define TALLY_SERIES_DAYS_MAX 731        /* points of a daily series */
-/* How far back a series may reach from the current hour or day: the buckets' lifetimes (9 and
- * 405 days, include/tally/keys.h) less a margin. */
-#define TALLY_SERIES_HOURS_KEPT (8 * 24)
-#define TALLY_SERIES_DAYS_KEPT 400
-
-#define TALLY_METRIC_MAP(X)                                                                        \
-    X(VIEWS, "views")                                                                              \
-    X(VISITORS, "visitors")                                                                        \
-    X(SHARES, "shares")                                                                            \
-    X(COMMENTS, "comments")                                                                        \
-    X(ENGAGED, "engaged")                                                                          \
-    X(READS, "reads")
-
-enum tally_metric {
-#define X(name, text) TALLY_METRIC_##name,
-    TALLY_METRIC_MAP(X)
-#undef X
-        TALLY_METRICS
-};
+/* How far back a series may reach from the current hour or day: the buckets' lifetimes
+ * (include/tally/model.h) less a margin of a day, and of five days. */
+#define TALLY_SERIES_HOURS_KEPT (TALLY_HOUR_TTL / 3600 - 24)
+#define TALLY_SERIES_DAYS_KEPT (TALLY_DAY_TTL / 86400 - 5)
 
 enum tally_period { TALLY_PERIOD_DAY, TALLY_PERIOD_WEEK, TALLY_PERIOD_MONTH, TALLY_PERIOD_ALL };
 enum tally_interval { TALLY_INTERVAL_HOUR, TALLY_INTERVAL_DAY };
 
-const char *tally_metric_name(enum tally_metric m);
 const char *tally_period_name(enum tally_period p);
 
 /* The days of PERIOD ending on the day of NOW: 1, 7, 30; 0 for all time. */
@@ -152,7 +137,7 @@ typedef void tally_totals_done_cb(int status, struct tally_totals *t, void *arg)
 
 struct tally_totals {
     enum tally_period period;
-    int64_t views, shares, comments, reads, engaged;
+    struct tally_site sums;
     /* Private. */
     struct tally_fanout fan;
     tally_totals_done_cb *done;

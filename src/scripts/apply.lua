@@ -7,26 +7,27 @@
 --          once.
 -- KEYS[2..] in Redis Cluster, every other key the unit touches (all in one slot), so that a
 --          migrating slot is refused before anything runs; unused by the script itself.
--- ARGV     P window marker_ttl idem_ttl now fence fresh segment... (segments run to the last
+-- ARGV     P window marker_ttl idem_ttl now fence fresh model segment... (segments run to the last
 --          argument; now is the collector's clock, Unix seconds: days and hours are UTC;
 --          fence is a time on Redis's clock, Unix ms, 15 digits: past it the unit is refused
 --          and its marker says so, so that no copy of it sent earlier runs later either;
 --          fresh lists the bucket keys of this day or hour that may be new and need their
 --          expiry set, as "<tag><kind><mask>": kind d (day) or h (hour), mask two hex digits
---          of metric bits (views 1, visitors 2, shares 4, comments 8, the site totals 16,
---          engaged 32, reads 64) --
---          the collector remembers the others)
+--          of the model's bits -- the collector remembers the others; model is
+--          include/tally/model.h as tally_model_arg() writes it: the lifetimes of hour, day
+--          and distinct-visitor keys, then the name of each bit from bit 0 up, "site" for the
+--          site totals' day key: "777600 34992000 172800 views+ visitors shares+ ...")
 --   segment: idem_key digest accepted bot prefetch narticles article...
 --            (idem_key "" when the requests had no Idempotency-Key, else its marker, which
 --            holds "<digest> accepted,bot,prefetch,repeat" once applied; digest names the
 --            request's body (16 hex digits); accepted counts the events before repeat checks)
 --   article: tag id plain_views nvisitors visitor... nshares (network count)...
---            ncomments delta... nextra (field n)...
+--            ncomments delta... nsums (metric n)... nprops (field value)...
 --            (tag is the bucket's two hex digits; with a window > 0 each visitor entry is a
 --            view to check for a repeat, else the views are in plain_views and the visitors
---            only feed the distinct-visitor estimates; each extra is a summed metric,
---            engaged (seconds) or reads, added like shares, or words, the article's latest
---            length, set in its totals)
+--            only feed the distinct-visitor estimates; each sum is a metric of rule SUM,
+--            added to the totals and to the hour's, the day's and the all-time lists under
+--            its name, each prop a property set in the totals)
 -- Returns {"fenced"} when refused past the fence (now or for an earlier copy), else
 -- {"ok", expired, seg...}: expired lists, in the form of fresh, the
 -- keys whose expiry this unit set (the collector then knows them); each seg is
@@ -52,10 +53,6 @@ if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(
     return fenced
 end
 
-local HOUR_TTL = 9 * 86400   -- hourly buckets: at least 8 days
-local DAY_TTL = 405 * 86400  -- daily buckets: at least 400 days
-local HLL_DAY_TTL = 2 * 86400
-
 local P = ARGV[1]
 local window = tonumber(ARGV[2])
 local marker_ttl = tonumber(ARGV[3])
@@ -65,7 +62,20 @@ local fresh = {}
 for i = 1, #ARGV[7], 5 do
     fresh[string.sub(ARGV[7], i, i + 2)] = tonumber(string.sub(ARGV[7], i + 3, i + 4), 16)
 end
-local pos = 8
+local model = string.gmatch(ARGV[8], '%d+')
+local HOUR_TTL = tonumber(model())   -- hourly buckets
+local DAY_TTL = tonumber(model())    -- daily buckets and site totals
+local HLL_DAY_TTL = tonumber(model()) -- a day's distinct-visitor estimate
+-- The bit of each metric (and of the site totals) in fresh and in the answer; SITE: the
+-- metrics also summed in the site totals.
+local BIT, SITE = {}, {}
+local b = 1
+for name, plus in string.gmatch(ARGV[8], '([%a_]+)(%+?)') do
+    BIT[name] = b
+    SITE[name] = plus == '+'
+    b = b * 2
+end
+local pos = 9
 
 local DAY = ymd(math.floor(now / 86400))
 local HOUR = DAY .. string.format('%02d', math.floor((now % 86400) / 3600))
@@ -82,8 +92,6 @@ end
 
 -- Expire a bucket's day or hour key of METRIC once, if the collector said it may be new, and
 -- note it in DONE (per "<tag><kind>": the metric bits) for the answer.
-local BIT = {views = 1, visitors = 2, shares = 4, comments = 8, site = 16, engaged = 32,
-             reads = 64}
 local done = {}
 local function expire_fresh(tag, kind, metric, key, ttl)
     local t = tag .. kind
@@ -98,15 +106,18 @@ end
 -- readers add every bucket's share up).
 local site, site_kp, site_tag = {}, nil, nil
 
--- Add N to METRIC of article ID in this hour's and day's buckets and the all-time top list.
+-- Add N to METRIC of article ID in this hour's and day's buckets and the all-time top list,
+-- and to the site totals if the model keeps it there.
 local function bump(tag, kp, metric, id, n)
     if n == 0 then
         return
     end
-    if not site_kp then
-        site_kp, site_tag = kp, tag
+    if SITE[metric] then
+        if not site_kp then
+            site_kp, site_tag = kp, tag
+        end
+        site[metric] = (site[metric] or 0) + n
     end
-    site[metric] = (site[metric] or 0) + n
     local d = kp .. 'd:' .. metric .. ':' .. DAY
     local h = kp .. 'h:' .. metric .. ':' .. HOUR
     redis.call('ZINCRBY', d, n, id)
@@ -223,16 +234,15 @@ local function apply_article(rep, base)
             bump(tag, kp, 'comments', id, cur - start)
         end
     end
-    local nextra = tonumber(take())
-    for _ = 1, nextra do
-        local field = take()
+    for _ = 1, tonumber(take()) do
+        local metric = take()
         local n = tonumber(take())
-        if field == 'words' then
-            redis.call('HSET', totals, 'words', n)
-        else
-            redis.call('HINCRBY', totals, field, n)
-            bump(tag, kp, field, id, n)
-        end
+        redis.call('HINCRBY', totals, metric, n)
+        bump(tag, kp, metric, id, n)
+    end
+    for _ = 1, tonumber(take()) do
+        local field = take()
+        redis.call('HSET', totals, field, take())
     end
     return repeats, nvis
 end
@@ -243,7 +253,8 @@ local function skip_segment_articles(n)
         pos = pos + 1 + tonumber(ARGV[pos]) -- visitors
         pos = pos + 1 + 2 * tonumber(ARGV[pos]) -- shares
         pos = pos + 1 + tonumber(ARGV[pos]) -- comments
-        pos = pos + 1 + 2 * tonumber(ARGV[pos]) -- extras
+        pos = pos + 1 + 2 * tonumber(ARGV[pos]) -- sums
+        pos = pos + 1 + 2 * tonumber(ARGV[pos]) -- props
     end
 end
 

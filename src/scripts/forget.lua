@@ -3,10 +3,12 @@
 -- its share out of the site totals.
 --
 -- KEYS[1]  the article's totals hash (it routes the call to the article's slot)
--- ARGV     P tag id window now
+-- ARGV     P tag id window now model
 --          (now is the collector's clock, Unix seconds: writes file buckets by their
 --          collector's clock, so the buckets are found from it, one day or hour either side
---          for collectors whose clocks differ a little)
+--          for collectors whose clocks differ a little; model is include/tally/model.h as
+--          apply.lua takes it: the lifetimes of hour and day keys, then the metrics, a '+'
+--          after those kept in the site totals)
 -- Returns 1 when the article had totals, else 0.
 --
 -- The write path keeps a unit's site totals in the first bucket it touches; the readers add
@@ -20,11 +22,17 @@
 
 local P, tag, id, window, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local kp = P .. '{' .. tag .. '}'
-local METRICS = {'views', 'visitors', 'shares', 'comments', 'reads', 'engaged'}
--- kept in site totals
-local SUMMED = {views = true, shares = true, comments = true, reads = true, engaged = true}
-local DAYS, HOURS = 406, 9 * 24 + 1   -- the daily and hourly buckets' lifetimes (apply.lua)
-local DAY_TTL, HOUR_TTL = 405 * 86400, 9 * 86400
+local lifetimes = string.gmatch(ARGV[6], '%d+')
+local HOUR_TTL, DAY_TTL = tonumber(lifetimes()), tonumber(lifetimes())
+-- How far back buckets reach: their lifetimes, and one more for a clock a little ahead.
+local DAYS, HOURS = DAY_TTL / 86400 + 1, HOUR_TTL / 3600 + 1
+local METRICS, SUMMED = {}, {} -- SUMMED: kept in site totals
+for name, plus in string.gmatch(ARGV[6], '([%a_]+)(%+?)') do
+    if name ~= 'site' then
+        METRICS[#METRICS + 1] = name
+        SUMMED[name] = plus == '+' or nil
+    end
+end
 
 -- KEY, whose bucket began at START and lives TTL from then (at most TTL from now: a bucket
 -- of the next day or hour begins after NOW), was just emptied.

@@ -404,6 +404,10 @@ class FenceTest(harness.TallyTestCase):
         self.assertEqual(self.redis.article_totals("fence/a").get("views"), 3)
 
 
+# The model as tallyd tells the write script (include/tally/model.h, tally_model_arg()).
+MODEL = "777600 34992000 172800 views+ visitors shares+ comments+ site engaged+ reads+"
+
+
 class ScriptFenceTest(harness.TallyTestCase):
     """The write script's side of the fence, against a real Redis: a unit reached past its
     fence is refused and marked so; a unit already applied answers as the first time whatever
@@ -427,9 +431,9 @@ class ScriptFenceTest(harness.TallyTestCase):
         segment keyed by the marker IDEM with the body's DIGEST, or by nothing."""
         return self.redis.command(
             "EVAL", self.script, "1", "tally:{03}x:" + attempt,
-            "tally:", "0", "600", "86400", str(int(time.time())), "%015d" % fence, "",
+            "tally:", "0", "600", "86400", str(int(time.time())), "%015d" % fence, "", MODEL,
             idem, digest, "1", "0", "0", "1",   # one segment: 1 event, 1 article
-            "03", "a", "1", "0", "0", "0", "0")
+            "03", "a", "1", "0", "0", "0", "0", "0")
 
     def views(self):
         return self.redis.article_totals("a").get("views", 0)

@@ -82,6 +82,8 @@ static void cur_bytes(struct cur *c, const char *want, size_t len)
     if (c->r->len[c->i] != len || memcmp(c->r->p[c->i], want, len) != 0) {
         print_error("argument %zu: got '%.*s', want '%.*s'\n", c->i, (int)c->r->len[c->i],
                     c->r->p[c->i], (int)len, want);
+        for (size_t k = c->i > 12 ? c->i - 12 : 0; k < c->i + 4 && k < c->r->n; k++)
+            print_error("  [%zu] '%.*s'\n", k, (int)c->r->len[k], c->r->p[k]);
         fail();
     }
     c->i++;
@@ -107,6 +109,9 @@ static void cur_end(const struct cur *c)
         fail();
     }
 }
+
+/* The model as apply.lua takes it (include/tally/model.h). */
+#define MODEL_ARG "777600 34992000 172800 views+ visitors shares+ comments+ site engaged+ reads+"
 
 /* ---- Building requests ---- */
 
@@ -164,8 +169,25 @@ struct want_art {
     const char *id;
     long long views;
     const char *visitors, *shares, *deltas;
-    const char *extras; /* "field=n", comma-separated; NULL: none */
+    const char *sums, *props; /* "name=n", comma-separated; NULL: none */
 };
+
+/* "count (name n)..." of LIST ("name=n", comma-separated; NULL: none). */
+static void expect_pairs(struct cur *c, const char *list)
+{
+    char items[16][32];
+    size_t n = split(list != NULL ? list : "", items, 16);
+
+    cur_int(c, (long long)n);
+    for (size_t i = 0; i < n; i++) {
+        char *eq = strchr(items[i], '=');
+
+        assert_non_null(eq);
+        *eq = '\0';
+        cur_str(c, items[i]);
+        cur_str(c, eq + 1);
+    }
+}
 
 static void expect_article(struct cur *c, const struct want_art *w)
 {
@@ -193,15 +215,8 @@ static void expect_article(struct cur *c, const struct want_art *w)
     cur_int(c, (long long)(n = split(w->deltas, items, 64)));
     for (size_t i = 0; i < n; i++)
         cur_str(c, items[i]);
-    cur_int(c, (long long)(n = split(w->extras != NULL ? w->extras : "", items, 64)));
-    for (size_t i = 0; i < n; i++) {
-        char *eq = strchr(items[i], '=');
-
-        assert_non_null(eq);
-        *eq = '\0';
-        cur_str(c, items[i]);
-        cur_str(c, eq + 1);
-    }
+    expect_pairs(c, w->sums);
+    expect_pairs(c, w->props);
 }
 
 static void expect_segment(struct cur *c, const char *idem, long long accepted, long long bot,
@@ -251,6 +266,7 @@ static void expect_header(struct cur *c, const struct tally_agg *a, const char *
     cur_int(c, a->now);
     cur_str(c, "000000000000000");
     expect_fresh(c);
+    cur_str(c, MODEL_ARG);
     assert_int_equal(a->attempt_len, strlen(key));
     assert_string_equal(a->attempt_key, key);
 }
@@ -302,9 +318,10 @@ static void test_agg_frames_a_one_view_unit_exactly(void **state)
                                "$10\r\n1800000000\r\n"
                                "$15\r\n000000000000000\r\n"
                                "$10\r\n8cd7f8ch6f\r\n"
+                               "$77\r\n" MODEL_ARG "\r\n"
                                "$0\r\n\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n"
                                "$1\r\n1\r\n$2\r\n8c\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n"
-                               "$1\r\n0\r\n$1\r\n0\r\n";
+                               "$1\r\n0\r\n$1\r\n0\r\n$1\r\n0\r\n";
     struct tally_event ev[] = {ev_view("a")};
     struct tally_agg_req r0 = {.ev = ev, .n = 1};
     struct tally_agg_req *reqs[] = {&r0};
@@ -314,7 +331,7 @@ static void test_agg_frames_a_one_view_unit_exactly(void **state)
     tally_agg_init(&a, "tally:", 1800);
     a.now = 1800000000;
     assert_int_equal(tally_agg_build(&a, reqs, 1, "n0-1"), 0);
-    assert_int_equal(a.nargs, 22);
+    assert_int_equal(a.nargs, 24);
     assert_int_equal(a.body.len, sizeof(want) - 1);
     assert_memory_equal(a.body.data, want, sizeof(want) - 1);
     tally_agg_release(&a);
@@ -456,9 +473,9 @@ static void test_agg_header_names_the_marker_key_and_settings(void **state)
     struct tally_agg_req r1 = {.ev = ev1, .n = 1, .bot = 2};
     struct tally_agg_req *reqs[] = {&r0, &r1};
     const struct want_art arts[] = {
-        {"news/2025/kim-missiles", 1, "", "", "", NULL},
-        {"b", 1, "", "", "", NULL},
-        {"c", 0, "", "email=1", "", NULL},
+        {"news/2025/kim-missiles", 1, "", "", "", NULL, NULL},
+        {"b", 1, "", "", "", NULL, NULL},
+        {"c", 0, "", "email=1", "", NULL, NULL},
     };
     struct tally_agg a;
     struct resp r = {0};
@@ -480,8 +497,8 @@ static void test_agg_coalesces_views_of_one_article(void **state)
     struct tally_agg_req rq[5];
     struct tally_agg_req *reqs[5];
     const struct want_art arts[] = {
-        {"hot", 40, "", "", "", NULL},
-        {"other", 1, "", "", "", NULL},
+        {"hot", 40, "", "", "", NULL, NULL},
+        {"other", 1, "", "", "", NULL, NULL},
     };
     struct tally_agg a;
     struct resp r = {0};
@@ -520,8 +537,8 @@ static void test_agg_counts_shares_per_network_in_contract_order(void **state)
     struct tally_agg_req r0 = {.ev = ev0, .n = N_ELEMS(ev0)}, r1 = {.ev = ev1, .n = N_ELEMS(ev1)};
     struct tally_agg_req *reqs[] = {&r0, &r1};
     const struct want_art arts[] = {
-        {"a", 0, "", "facebook=1,twitter=3,copy=1,other=2", "", NULL},
-        {"b", 0, "", "native=1", "", NULL},
+        {"a", 0, "", "facebook=1,twitter=3,copy=1,other=2", "", NULL, NULL},
+        {"b", 0, "", "native=1", "", NULL, NULL},
     };
     struct tally_agg a;
     struct resp r = {0};
@@ -545,8 +562,8 @@ static void test_agg_keeps_comment_deltas_in_arrival_order(void **state)
     struct tally_agg_req r0 = {.ev = ev0, .n = N_ELEMS(ev0)}, r1 = {.ev = ev1, .n = N_ELEMS(ev1)};
     struct tally_agg_req *reqs[] = {&r0, &r1};
     const struct want_art arts[] = {
-        {"a", 0, "", "", "5,-1,-1000,1000,-1", NULL},
-        {"b", 1, "", "", "1", NULL},
+        {"a", 0, "", "", "5,-1,-1000,1000,-1", NULL, NULL},
+        {"b", 1, "", "", "1", NULL, NULL},
     };
     struct tally_agg a;
     struct resp r = {0};
@@ -588,8 +605,8 @@ static void test_agg_sends_visitors_in_arrival_order(void **state)
     (void)state;
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         const struct want_art arts[] = {
-            {"a", cases[i].views_a, "11,13,21", "", "2", NULL},
-            {"b", cases[i].views_b, "fedcba9876543210,11", "reddit=1", "", NULL},
+            {"a", cases[i].views_a, "11,13,21", "", "2", NULL, NULL},
+            {"b", cases[i].views_b, "fedcba9876543210,11", "reddit=1", "", NULL, NULL},
         };
 
         tally_agg_init(&a, "tally:", cases[i].window);
@@ -617,9 +634,9 @@ static void test_agg_gives_each_keyed_request_its_own_segment(void **state)
     struct tally_agg_req rd = {
         .ev = evd, .n = 3, .visitor = visd, .idem_key = idem_d, .idem_len = 15};
     struct tally_agg_req *reqs[] = {&ra, &rb, &rc, &rd};
-    const struct want_art shared[] = {{"a", 2, "", "", "-1", NULL}, {"c", 1, "", "", "", NULL}};
-    const struct want_art keyed_b[] = {{"a", 2, "", "", "", NULL}, {"b", 0, "", "twitter=1", "", NULL}};
-    const struct want_art keyed_d[] = {{"a", 0, "1,2,3", "", "", NULL}};
+    const struct want_art shared[] = {{"a", 2, "", "", "-1", NULL, NULL}, {"c", 1, "", "", "", NULL, NULL}};
+    const struct want_art keyed_b[] = {{"a", 2, "", "", "", NULL, NULL}, {"b", 0, "", "twitter=1", "", NULL, NULL}};
+    const struct want_art keyed_d[] = {{"a", 0, "1,2,3", "", "", NULL, NULL}};
     struct tally_agg a;
     struct resp r = {0};
     struct cur c;
@@ -653,7 +670,7 @@ static void test_agg_skips_requests_without_events(void **state)
         .ev = ev, .n = 0, .bot = 2, .idem_key = "tally:{00}i:k", .idem_len = 13};
     struct tally_agg_req one = {.ev = ev + 1, .n = 1, .bot = 1};
     struct tally_agg_req *reqs[] = {&empty0, &one, &empty1};
-    const struct want_art arts[] = {{"y", 1, "", "", "", NULL}};
+    const struct want_art arts[] = {{"y", 1, "", "", "", NULL, NULL}};
     struct tally_agg a;
     struct resp r = {0};
     struct cur c;
@@ -715,7 +732,7 @@ static void test_agg_reuses_its_scratch_between_units(void **state)
     struct tally_agg_req r0 = {.ev = ev0, .n = 3, .visitor = vis0};
     struct tally_agg_req r1 = {.ev = ev1, .n = 1};
     struct tally_agg_req *first[] = {&r0}, *second[] = {&r1};
-    const struct want_art arts[] = {{"c", 0, "", "telegram=1", "", NULL}};
+    const struct want_art arts[] = {{"c", 0, "", "telegram=1", "", NULL, NULL}};
     struct tally_agg a;
     struct resp r = {0};
     struct cur c;
@@ -820,11 +837,11 @@ static void reply_unit_build(struct reply_unit *u)
     struct resp r = {0};
     struct cur c;
     const struct want_art shared[] = {
-        {"x", 0, "11,13,21", "", "", NULL},
-        {"y", 0, "12", "whatsapp=1", "", NULL},
-        {"z", 0, "41", "", "", NULL},
+        {"x", 0, "11,13,21", "", "", NULL, NULL},
+        {"y", 0, "12", "whatsapp=1", "", NULL, NULL},
+        {"z", 0, "41", "", "", NULL, NULL},
     };
-    const struct want_art keyed[] = {{"x", 0, "31", "", "", NULL}};
+    const struct want_art keyed[] = {{"x", 0, "31", "", "", NULL, NULL}};
 
     u->ev0[0] = ev_view("x");
     u->ev0[1] = ev_view("y");
@@ -1240,7 +1257,7 @@ static void rand_expect_article(struct rand_unit *u, struct cur *c, uint32_t win
             if (u->art[(size_t)(q->ev - u->ev) + k] == a && q->ev[k].type == TALLY_EVENT_COMMENT)
                 cur_int(c, q->ev[k].delta);
     }
-    cur_int(c, (engaged != 0) + (reads != 0) + (words != 0));
+    cur_int(c, (engaged != 0) + (reads != 0));
     if (engaged != 0) {
         cur_str(c, "engaged");
         cur_int(c, engaged);
@@ -1249,6 +1266,7 @@ static void rand_expect_article(struct rand_unit *u, struct cur *c, uint32_t win
         cur_str(c, "reads");
         cur_int(c, reads);
     }
+    cur_int(c, words != 0);
     if (words != 0) {
         cur_str(c, "words");
         cur_int(c, words);

@@ -1060,11 +1060,11 @@ static void test_reports_totals_render(void **state)
 
         memset(&t, 0, sizeof(t));
         t.period = cases[i].period;
-        t.views = cases[i].views;
-        t.shares = cases[i].shares;
-        t.comments = cases[i].comments;
-        t.reads = cases[i].reads;
-        t.engaged = cases[i].engaged;
+        t.sums.views = cases[i].views;
+        t.sums.shares = cases[i].shares;
+        t.sums.comments = cases[i].comments;
+        t.sums.reads = cases[i].reads;
+        t.sums.engaged_seconds = cases[i].engaged;
         tally_buf_reset(&b);
         tally_totals_render(&b, &t);
         expect_buf(&b, cases[i].want);
