@@ -14,9 +14,10 @@
 --          fresh lists the bucket keys of this day or hour that may be new and need their
 --          expiry set, as "<tag><kind><mask>": kind d (day) or h (hour), mask two hex digits
 --          of the model's bits -- the collector remembers the others; model is
---          include/tally/model.h as tally_model_arg() writes it: the lifetimes of hour, day
---          and distinct-visitor keys, then the name of each bit from bit 0 up, "site" for the
---          site totals' day key: "777600 34992000 172800 views+ visitors shares+ ...")
+--          include/tally/model.h as tally_model_arg() writes it (see model.lua): the
+--          lifetimes of hour, day and distinct-visitor keys, then the name of each bit from
+--          bit 0 up, "site" for the site totals' day key: "777600 34992000 172800 views+
+--          visitors shares+ ...")
 --   segment: idem_key digest accepted bot prefetch narticles article...
 --            (idem_key "" when the requests had no Idempotency-Key, else its marker, which
 --            holds "<digest> accepted,bot,prefetch,repeat" once applied; digest names the
@@ -62,19 +63,13 @@ local fresh = {}
 for i = 1, #ARGV[7], 5 do
     fresh[string.sub(ARGV[7], i, i + 2)] = tonumber(string.sub(ARGV[7], i + 3, i + 4), 16)
 end
-local model = string.gmatch(ARGV[8], '%d+')
-local HOUR_TTL = tonumber(model())   -- hourly buckets
-local DAY_TTL = tonumber(model())    -- daily buckets and site totals
-local HLL_DAY_TTL = tonumber(model()) -- a day's distinct-visitor estimate
+local model = model_of(ARGV[8])
+local HOUR_TTL = model.hour_ttl        -- hourly buckets
+local DAY_TTL = model.day_ttl          -- daily buckets and site totals
+local HLL_DAY_TTL = model.visitors_ttl -- a day's distinct-visitor estimate
 -- The bit of each metric (and of the site totals) in fresh and in the answer; SITE: the
 -- metrics also summed in the site totals.
-local BIT, SITE = {}, {}
-local b = 1
-for name, plus in string.gmatch(ARGV[8], '([%a_]+)(%+?)') do
-    BIT[name] = b
-    SITE[name] = plus == '+'
-    b = b * 2
-end
+local BIT, SITE = model.bit, model.site
 local pos = 9
 
 local DAY = ymd(math.floor(now / 86400))

@@ -7,8 +7,7 @@
 --          (now is the collector's clock, Unix seconds: writes file buckets by their
 --          collector's clock, so the buckets are found from it, one day or hour either side
 --          for collectors whose clocks differ a little; model is include/tally/model.h as
---          apply.lua takes it: the lifetimes of hour and day keys, then the metrics, a '+'
---          after those kept in the site totals)
+--          apply.lua takes it, see model.lua)
 -- Returns 1 when the article had totals, else 0.
 --
 -- The write path keeps a unit's site totals in the first bucket it touches; the readers add
@@ -22,17 +21,11 @@
 
 local P, tag, id, window, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local kp = P .. '{' .. tag .. '}'
-local lifetimes = string.gmatch(ARGV[6], '%d+')
-local HOUR_TTL, DAY_TTL = tonumber(lifetimes()), tonumber(lifetimes())
+local model = model_of(ARGV[6])
+local HOUR_TTL, DAY_TTL = model.hour_ttl, model.day_ttl
 -- How far back buckets reach: their lifetimes, and one more for a clock a little ahead.
 local DAYS, HOURS = DAY_TTL / 86400 + 1, HOUR_TTL / 3600 + 1
-local METRICS, SUMMED = {}, {} -- SUMMED: kept in site totals
-for name, plus in string.gmatch(ARGV[6], '([%a_]+)(%+?)') do
-    if name ~= 'site' then
-        METRICS[#METRICS + 1] = name
-        SUMMED[name] = plus == '+' or nil
-    end
-end
+local METRICS, SUMMED = model.metrics, model.site -- SUMMED: kept in site totals
 
 -- KEY, whose bucket began at START and lives TTL from then (at most TTL from now: a bucket
 -- of the next day or hour begins after NOW), was just emptied.

@@ -421,7 +421,7 @@ class ScriptFenceTest(harness.TallyTestCase):
         self.addCleanup(self.redis.close)
         # As cmake/embed.cmake joins them for tallyd.
         text = []
-        for name in ("dates.lua", "apply.lua"):
+        for name in ("dates.lua", "model.lua", "apply.lua"):
             with open(os.path.join(self.SCRIPTS, name), encoding="utf-8") as f:
                 text.append(f.read())
         self.script = "\n".join(text)
