@@ -22,13 +22,13 @@ struct agg_rec {
     const char *id;
     uint16_t len;
     uint8_t bucket;
-    uint32_t slot;     /* its place in a->slots, to clear it cheaply */
-    uint32_t views;    /* views counted without a repeat check */
+    uint32_t slot;  /* its place in a->slots, to clear it cheaply */
+    uint32_t views; /* views counted without a repeat check */
     uint32_t n_vis, vis_head, vis_tail;
     uint32_t n_deltas, del_head, del_tail;
     uint32_t shares[TALLY_NETWORKS];
-    uint32_t sums[TALLY_METRICS];        /* the metrics of rule SUM (model.h) */
-    uint32_t props[TALLY_PROPERTIES];    /* the latest of each property; 0: none given */
+    uint32_t sums[TALLY_METRICS];     /* the metrics of rule SUM (model.h) */
+    uint32_t props[TALLY_PROPERTIES]; /* the latest of each property; 0: none given */
 };
 
 /* A visitor entry of a view (or a comment delta), chained per article in arrival order. */

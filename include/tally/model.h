@@ -108,7 +108,7 @@ struct tally_metric_info {
     size_t site_offset;  /* of its int64_t in struct tally_site */
     bool site;
     uint8_t bit;
-    bool sum;            /* rule SUM: carried as a (name, amount) pair */
+    bool sum; /* rule SUM: carried as a (name, amount) pair */
 };
 
 struct tally_property_info {
