@@ -431,7 +431,7 @@ static int scan_value(struct scan *s, struct scan_value *v)
 {
     struct scan_value none;
     unsigned char c;
-    int rc, which;
+    int rc, which = -1;
 
     if (v == NULL)
         v = &none;
