@@ -1,9 +1,9 @@
 -- model.lua -- put before the scripts that take the model argument (cmake/functions.cmake
--- and cmake/embed.cmake join it with them): include/tally/model.h as tally_model_arg() writes
--- it, "<hour ttl> <day ttl> <visitor ttl> <name>[+]...", each name the one of an expiry bit
--- from bit 0 up ("site" for the site totals), '+' after a metric also summed in the site
--- totals. Parsed once per text and kept while the function library is loaded: parsing costs
--- about 6 us, a unit of one view not much more.
+-- puts it, like dates.lua, before every function body): include/tally/model.h as
+-- tally_model_arg() writes it, "<hour ttl> <day ttl> <visitor ttl> <name>[+]...", each name
+-- the one of an expiry bit from bit 0 up ("site" for the site totals), '+' after a metric
+-- also summed in the site totals. Parsed once per text and kept while the function library
+-- is loaded: parsing costs about 6 us, a unit of one view not much more.
 
 local models, n_models = {}, 0
 
