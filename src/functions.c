@@ -28,6 +28,7 @@ static const struct {
     {"apply", false},
     {"top", true},
     {"forget", false},
+    {"import", false},
     {"version", true},
 };
 

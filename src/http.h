@@ -176,4 +176,8 @@ void tally_route_totals(struct tally_http_req *h);
 void tally_route_badge(struct tally_http_req *h);
 void tally_route_forget(struct tally_http_req *h);
 
+/* http_import.c */
+void tally_route_import(struct tally_http_req *h);
+void tally_route_imports(struct tally_http_req *h);
+
 #endif

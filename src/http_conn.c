@@ -38,12 +38,15 @@
 
 #include "http_conn.h"
 #include "tally/error.h"
+#include "tally/import.h"
 #include "tally/ingest.h"
 #include "tally/log.h"
 
 #define HTTP_INLINE 2048  /* bytes of read buffer inside a connection */
 #define HTTP_MEDIUM 16384 /* the next buffer, for a long head */
 #define HTTP_BIG (TALLY_HTTP_HEAD_MAX + TALLY_BODY_MAX + 8192) /* the largest request */
+/* An import's body: a buffer of its own, allocated for it alone. */
+#define HTTP_HUGE (TALLY_HTTP_HEAD_MAX + TALLY_IMPORT_BODY_MAX + 65536)
 #define HTTP_BUFS_KEPT 16     /* free buffers of each size a worker keeps */
 #define HTTP_PIPELINE_MAX 8   /* requests waiting for answers before a connection stops reading */
 #define HTTP_IDLE_MS 10000    /* no byte for this long closes a connection */
@@ -126,7 +129,7 @@ static void conn_buf_put(struct tally_http_server *s, char *b, size_t cap)
 {
     int big = cap == HTTP_BIG;
 
-    if (s->n_free_bufs[big] >= HTTP_BUFS_KEPT) {
+    if (cap == HTTP_HUGE || s->n_free_bufs[big] >= HTTP_BUFS_KEPT) {
         free(b);
         return;
     }
@@ -163,10 +166,20 @@ static bool conn_room(struct http_conn *c)
         c->off = 0;
         return true;
     }
-    if (c->cap == HTTP_BIG || !c->framing)
+    if (c->cap == HTTP_HUGE || !c->framing)
         return false;
-    cap = c->cap == HTTP_INLINE ? HTTP_MEDIUM : HTTP_BIG;
-    if ((b = conn_buf_get(c->srv, cap == HTTP_BIG)) == NULL)
+    if (c->cap == HTTP_BIG) {
+        /* Past the largest ordinary request: only an import's body, once its head is in. */
+        if (tally_http_framer_head_len(&c->fr) == 0 ||
+            tally_http_framer_body_max(&c->fr) <= TALLY_BODY_MAX)
+            return false;
+        cap = HTTP_HUGE;
+        b = malloc(HTTP_HUGE);
+    } else {
+        cap = c->cap == HTTP_INLINE ? HTTP_MEDIUM : HTTP_BIG;
+        b = conn_buf_get(c->srv, cap == HTTP_BIG);
+    }
+    if (b == NULL)
         return false;
     memcpy(b, c->buf, c->len);
     if (c->buf != c->inline_buf)
@@ -330,7 +343,8 @@ static void conn_frame(struct http_conn *c)
             c->req_start = conn_now_ms();
             tally_http_framer_reset(&c->fr);
         }
-        res = tally_http_frame(&c->fr, c->buf + c->off, c->len - c->off, TALLY_BODY_MAX, &why);
+        res = tally_http_frame_by(&c->fr, c->buf + c->off, c->len - c->off, http_req_body_max,
+                                  c->w, &why);
         if (res == TALLY_HTTP_MORE)
             break;
         if (res == TALLY_HTTP_BODY_MORE) {

@@ -48,6 +48,11 @@ void http_req_release(struct tally_worker *w, struct tally_http_req *r);
 void http_req_dispatch(struct tally_http_req *r, const struct tally_http_head *head,
                        const char *body, size_t body_len);
 
+/* The bound of the body of a request with HEAD on worker W (ARG): TALLY_BODY_MAX, or
+ * TALLY_IMPORT_BODY_MAX for an import that carries the token (a larger buffer is taken for
+ * it only then). A tally_http_body_max_fn. */
+size_t http_req_body_max(const struct tally_http_head *head, void *arg);
+
 /* Answer R with the layer's JSON error WHY, then close. HEAD: what was parsed of it, or NULL. */
 void http_req_refuse(struct tally_http_req *r, const struct tally_http_head *head,
                      const struct tally_http_refusal *why);

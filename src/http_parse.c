@@ -7,6 +7,7 @@
  * and hands header names and values over in fragments through callbacks. Each of those would
  * need a check beside it; a head parsed whole, in place, as picohttpparser and nginx do, is
  * shorter than the checks and is fuzzed here whole (tests/fuzz/fuzz_http.c). */
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -297,12 +298,20 @@ enum {
     CH_END_LF,
 };
 
-#define TOO_LARGE(why) parse_refuse(why, 413, "payload_too_large", "body: at most 65536 bytes")
+/* The 413 of F's bound, its message in F. */
+static int parse_too_large(struct tally_http_framer *f,
+                                                    struct tally_http_refusal *why)
+{
+    snprintf(f->too_large, sizeof(f->too_large), "body: at most %zu bytes", f->body_max);
+    return parse_refuse(why, 413, "payload_too_large", f->too_large);
+}
+#define TOO_LARGE(why) parse_too_large(f, why)
 
 /* The byte CH of a chunk-size line, in state F->chunk_state: 0, or -1 with *WHY. */
-static int parse_size_line(struct tally_http_framer *f, unsigned char ch, size_t body_max,
+static int parse_size_line(struct tally_http_framer *f, unsigned char ch,
                            struct tally_http_refusal *why)
 {
+    size_t body_max = f->body_max;
     int d = parse_hex(ch);
 
     switch (f->chunk_state) {
@@ -377,7 +386,7 @@ static int parse_trailer(struct tally_http_framer *f, unsigned char ch,
 
 /* Decode what arrived of BODY[0..LEN): 1 when the last chunk and the trailers are in,
  * 0 for more, -1 with *WHY. F->out is the decoded length so far, F->in what was read. */
-static int parse_chunked(struct tally_http_framer *f, char *body, size_t len, size_t body_max,
+static int parse_chunked(struct tally_http_framer *f, char *body, size_t len,
                          struct tally_http_refusal *why)
 {
     while (f->in < len) {
@@ -403,7 +412,7 @@ static int parse_chunked(struct tally_http_framer *f, char *body, size_t len, si
             continue;
         }
         rc = f->chunk_state >= CH_TRAILER ? parse_trailer(f, ch, why)
-                                          : parse_size_line(f, ch, body_max, why);
+                                          : parse_size_line(f, ch, why);
         if (rc < 0)
             return -1;
         f->in++;
@@ -465,8 +474,21 @@ static void parse_rebase(struct tally_http_head *h, const char *buf)
     h->base = buf;
 }
 
+static size_t parse_fixed_max(const struct tally_http_head *head, void *arg)
+{
+    (void)head;
+    return *(const size_t *)arg;
+}
+
 enum tally_http_frame_result tally_http_frame(struct tally_http_framer *f, char *buf, size_t len,
                                               size_t body_max, struct tally_http_refusal *why)
+{
+    return tally_http_frame_by(f, buf, len, parse_fixed_max, &body_max, why);
+}
+
+enum tally_http_frame_result tally_http_frame_by(struct tally_http_framer *f, char *buf,
+                                                 size_t len, tally_http_body_max_fn *body_max,
+                                                 void *arg, struct tally_http_refusal *why)
 {
     char *body;
     int rc;
@@ -487,13 +509,14 @@ enum tally_http_frame_result tally_http_frame(struct tally_http_framer *f, char 
         if (tally_http_parse_head(buf, (size_t)end, &f->head, why) < 0)
             return TALLY_HTTP_REFUSED;
         f->head_len = (size_t)end;
-        if (f->head.has_length && f->head.content_length > body_max)
+        f->body_max = body_max(&f->head, arg);
+        if (f->head.has_length && f->head.content_length > f->body_max)
             return TOO_LARGE(why);
     }
     parse_rebase(&f->head, buf);
     body = buf + f->head_len;
     if (f->head.chunked) {
-        rc = parse_chunked(f, body, len - f->head_len, body_max, why);
+        rc = parse_chunked(f, body, len - f->head_len, why);
         if (rc < 0)
             return TALLY_HTTP_REFUSED;
         if (rc == 0)

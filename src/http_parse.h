@@ -77,6 +77,8 @@ struct tally_http_framer {
     int chunk_state;
     uint64_t chunk_left; /* bytes of the current chunk still to come */
     size_t in, out;      /* chunked: read and write positions in the body */
+    size_t body_max;     /* the body's bound, once the head is whole */
+    char too_large[48];  /* the 413's message */
     /* Public, once tally_http_frame() returned TALLY_HTTP_FRAMED. */
     struct tally_http_head head; /* valid from TALLY_HTTP_BODY_MORE on */
     size_t body_len;             /* decoded */
@@ -99,6 +101,22 @@ void tally_http_framer_reset(struct tally_http_framer *f);
  * point into BUF as given to the latest call. */
 enum tally_http_frame_result tally_http_frame(struct tally_http_framer *f, char *buf, size_t len,
                                               size_t body_max, struct tally_http_refusal *why);
+
+/* The bound of a request's body by its HEAD, once whole (ARG: the caller's). */
+typedef size_t tally_http_body_max_fn(const struct tally_http_head *head, void *arg);
+
+/* tally_http_frame(), with the body's bound chosen by BODY_MAX(head, ARG) once the head is
+ * whole (asked once per request). A REFUSED's message may point into F: use it before F is
+ * reset. */
+enum tally_http_frame_result tally_http_frame_by(struct tally_http_framer *f, char *buf,
+                                                 size_t len, tally_http_body_max_fn *body_max,
+                                                 void *arg, struct tally_http_refusal *why);
+
+/* The body's bound, once the head is whole. */
+static inline size_t tally_http_framer_body_max(const struct tally_http_framer *f)
+{
+    return f->body_max;
+}
 
 /* The head's length once whole (0 before). */
 static inline size_t tally_http_framer_head_len(const struct tally_http_framer *f)

@@ -12,6 +12,7 @@
 #include "http_conn.h"
 #include "tally/buf.h"
 #include "tally/error.h"
+#include "tally/import.h"
 #include "tally/log.h"
 #include "tally/visitor.h"
 
@@ -47,6 +48,8 @@ static const struct http_route http_routes[] = {
     {"/v1/totals", false, false, M_GET, TALLY_ROUTE_TOTALS, tally_route_totals},
     {"/v1/badge/", true, true, M_GET, TALLY_ROUTE_BADGE, tally_route_badge},
     {"/v1/articles/", true, true, M_DELETE, TALLY_ROUTE_ARTICLES, tally_route_forget},
+    {"/v1/import", false, false, M_POST, TALLY_ROUTE_IMPORT, tally_route_import},
+    {"/v1/imports", false, false, M_GET, TALLY_ROUTE_IMPORT, tally_route_imports},
     {"/dashboard", false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
     {"/dashboard.js", false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
     {"/dashboard.css", false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
@@ -521,17 +524,18 @@ bool tally_http_etag_match(const char *inm, const char *etag)
     return false;
 }
 
-static int http_check_token(const char *token, const char *auth)
+/* Does AUTH (ALEN bytes, NULL when absent) carry TOKEN? As tally_http_authorized(). */
+static int http_check_token(const char *token, const char *auth, size_t alen)
 {
-    size_t tlen = strlen(token), alen;
+    size_t tlen = strlen(token);
     unsigned char diff = 0;
 
     if (tlen == 0)
         return 403;
-    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+    if (auth == NULL || alen < 7 || strncasecmp(auth, "Bearer ", 7) != 0)
         return 401;
     auth += 7;
-    alen = strlen(auth);
+    alen -= 7;
     /* In time independent of where the two differ. */
     for (size_t i = 0; i < tlen; i++)
         diff |= (unsigned char)(token[i] ^ (i < alen ? auth[i] : 0));
@@ -541,8 +545,26 @@ static int http_check_token(const char *token, const char *auth)
 int tally_http_authorized(struct tally_http_req *h)
 {
     if (h->authorized < 0)
-        h->authorized = http_check_token(h->w->cfg->token, h->hdr.authorization);
+        h->authorized = http_check_token(h->w->cfg->token, h->hdr.authorization,
+                                         h->hdr.authorization != NULL
+                                             ? strlen(h->hdr.authorization)
+                                             : 0);
     return h->authorized;
+}
+
+size_t http_req_body_max(const struct tally_http_head *head, void *arg)
+{
+    static const char import[] = "/v1/import";
+    const struct tally_worker *w = arg;
+    const struct tally_http_span *t = &head->target, *auth = &head->field[TALLY_HF_AUTHORIZATION];
+    const char *q = t->p != NULL ? memchr(t->p, '?', t->len) : NULL;
+    size_t path_len = q != NULL ? (size_t)(q - t->p) : t->len;
+
+    if (head->method == TALLY_HTTP_POST && path_len == sizeof(import) - 1 &&
+        memcmp(t->p, import, path_len) == 0 &&
+        http_check_token(w->cfg->token, auth->p, auth->len) == 0)
+        return TALLY_IMPORT_BODY_MAX;
+    return TALLY_BODY_MAX;
 }
 
 void tally_http_client(struct tally_http_req *h, uint8_t out[16])

@@ -71,6 +71,7 @@ enum tally_reject {
     X(LIVE, "live")                                                                                \
     X(BADGE, "badge")                                                                              \
     X(ARTICLES, "articles")                                                                        \
+    X(IMPORT, "import")                                                                            \
     X(ASSETS, "assets")                                                                            \
     X(HEALTH, "health")                                                                            \
     X(METRICS, "metrics")                                                                          \

@@ -29,6 +29,7 @@ enum tally_script {
     TALLY_SCRIPT_APPLY,  /* src/scripts/apply.lua: a write unit */
     TALLY_SCRIPT_TOP,    /* src/scripts/top.lua: one bucket's top list */
     TALLY_SCRIPT_FORGET, /* src/scripts/forget.lua: every key of one article */
+    TALLY_SCRIPT_IMPORT, /* src/scripts/import.lua: an import of carried-over counts */
     TALLY_SCRIPTS
 };
 
