@@ -343,8 +343,8 @@ static void conn_frame(struct http_conn *c)
             c->req_start = conn_now_ms();
             tally_http_framer_reset(&c->fr);
         }
-        res = tally_http_frame_by(&c->fr, c->buf + c->off, c->len - c->off, http_req_body_max,
-                                  c->w, &why);
+        res = tally_http_frame_by(&c->fr, c->buf + c->off, c->len - c->off, http_req_body_max, c->w,
+                                  &why);
         if (res == TALLY_HTTP_MORE)
             break;
         if (res == TALLY_HTTP_BODY_MORE) {

@@ -39,8 +39,8 @@ static bool import_authorized(struct tally_http_req *h)
 struct import_call {
     struct tally_http_req *h;
     struct tally_fanout fan;
-    int outcome;     /* 0: applied now or before; TALLY_EREUSED: another body holds the key */
-    uint32_t lines;  /* as the script answered */
+    int outcome;    /* 0: applied now or before; TALLY_EREUSED: another body holds the key */
+    uint32_t lines; /* as the script answered */
 };
 
 /* The script's answer: {"ok"|"replay", lines} or {"reused", 0}. */
@@ -189,8 +189,8 @@ void tally_route_import(struct tally_http_req *h)
     c->h = h;
     (void)tally_fanout_init(&c->fan, 1, on_import_reply, on_import_done, c);
     /* A failed send is what tally_fanout_end() returns. */
-    (void)tally_fanout_eval(&c->fan, h->w->redis, marker, marker_len, TALLY_SCRIPT_IMPORT,
-                            b.data, b.len, nargs);
+    (void)tally_fanout_eval(&c->fan, h->w->redis, marker, marker_len, TALLY_SCRIPT_IMPORT, b.data,
+                            b.len, nargs);
     tally_buf_release(&b);
     if (tally_fanout_end(&c->fan) < 0)
         tally_http_send_unavailable(h, "redis is unavailable; retry later");

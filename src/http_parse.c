@@ -299,8 +299,7 @@ enum {
 };
 
 /* The 413 of F's bound, its message in F. */
-static int parse_too_large(struct tally_http_framer *f,
-                                                    struct tally_http_refusal *why)
+static int parse_too_large(struct tally_http_framer *f, struct tally_http_refusal *why)
 {
     snprintf(f->too_large, sizeof(f->too_large), "body: at most %zu bytes", f->body_max);
     return parse_refuse(why, 413, "payload_too_large", f->too_large);
@@ -411,8 +410,7 @@ static int parse_chunked(struct tally_http_framer *f, char *body, size_t len,
             f->in++;
             continue;
         }
-        rc = f->chunk_state >= CH_TRAILER ? parse_trailer(f, ch, why)
-                                          : parse_size_line(f, ch, why);
+        rc = f->chunk_state >= CH_TRAILER ? parse_trailer(f, ch, why) : parse_size_line(f, ch, why);
         if (rc < 0)
             return -1;
         f->in++;
@@ -486,9 +484,9 @@ enum tally_http_frame_result tally_http_frame(struct tally_http_framer *f, char 
     return tally_http_frame_by(f, buf, len, parse_fixed_max, &body_max, why);
 }
 
-enum tally_http_frame_result tally_http_frame_by(struct tally_http_framer *f, char *buf,
-                                                 size_t len, tally_http_body_max_fn *body_max,
-                                                 void *arg, struct tally_http_refusal *why)
+enum tally_http_frame_result tally_http_frame_by(struct tally_http_framer *f, char *buf, size_t len,
+                                                 tally_http_body_max_fn *body_max, void *arg,
+                                                 struct tally_http_refusal *why)
 {
     char *body;
     int rc;

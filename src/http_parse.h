@@ -108,9 +108,9 @@ typedef size_t tally_http_body_max_fn(const struct tally_http_head *head, void *
 /* tally_http_frame(), with the body's bound chosen by BODY_MAX(head, ARG) once the head is
  * whole (asked once per request). A REFUSED's message may point into F: use it before F is
  * reset. */
-enum tally_http_frame_result tally_http_frame_by(struct tally_http_framer *f, char *buf,
-                                                 size_t len, tally_http_body_max_fn *body_max,
-                                                 void *arg, struct tally_http_refusal *why);
+enum tally_http_frame_result tally_http_frame_by(struct tally_http_framer *f, char *buf, size_t len,
+                                                 tally_http_body_max_fn *body_max, void *arg,
+                                                 struct tally_http_refusal *why);
 
 /* The body's bound, once the head is whole. */
 static inline size_t tally_http_framer_body_max(const struct tally_http_framer *f)

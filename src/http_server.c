@@ -545,10 +545,9 @@ static int http_check_token(const char *token, const char *auth, size_t alen)
 int tally_http_authorized(struct tally_http_req *h)
 {
     if (h->authorized < 0)
-        h->authorized = http_check_token(h->w->cfg->token, h->hdr.authorization,
-                                         h->hdr.authorization != NULL
-                                             ? strlen(h->hdr.authorization)
-                                             : 0);
+        h->authorized =
+            http_check_token(h->w->cfg->token, h->hdr.authorization,
+                             h->hdr.authorization != NULL ? strlen(h->hdr.authorization) : 0);
     return h->authorized;
 }
 

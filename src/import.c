@@ -147,8 +147,9 @@ static int import_read_line(const cJSON *o, struct import_line *l, unsigned line
     l->id = a->valuestring;
     l->id_len = strlen(a->valuestring);
     if (!tally_article_valid(l->id, l->id_len))
-        return import_fail(err, line, "article: 1-256 bytes of UTF-8, no whitespace or "
-                                      "control characters");
+        return import_fail(err, line,
+                           "article: 1-256 bytes of UTF-8, no whitespace or "
+                           "control characters");
     if (!import_count(cJSON_GetObjectItemCaseSensitive(o, "views"), &l->views))
         return import_fail(err, line, "views: " IMPORT_COUNT_TEXT);
     if (!import_count(cJSON_GetObjectItemCaseSensitive(o, "comments"), &l->comments))
@@ -208,6 +209,15 @@ static bool import_blank(const char *p, size_t n)
     return true;
 }
 
+/* Does P (N bytes) hold the escape \u0000? */
+static bool import_has_nul_escape(const char *p, size_t n)
+{
+    for (const char *q = p; (q = memchr(q, '\\', n - (size_t)(q - p))) != NULL; q++)
+        if (n - (size_t)(q - p) >= 6 && memcmp(q, "\\u0000", 6) == 0)
+            return true;
+    return false;
+}
+
 static int import_line(struct tally_import *imp, const char *p, size_t n, unsigned line,
                        int64_t today, struct tally_error *err)
 {
@@ -216,8 +226,10 @@ static int import_line(struct tally_import *imp, const char *p, size_t n, unsign
     cJSON *o;
     int rc;
 
-    if (memchr(p, '\0', n) != NULL)
-        return import_fail(err, line, "a JSON object without NUL bytes");
+    /* A NUL, raw or escaped, would cut the text cJSON hands over: refused rather than read
+     * short (no article id holds one). */
+    if (memchr(p, '\0', n) != NULL || import_has_nul_escape(p, n))
+        return import_fail(err, line, "a JSON object without NUL characters");
     o = cJSON_ParseWithLengthOpts(p, n, &end, false);
     if (o == NULL || !import_blank(end, n - (size_t)(end - p)) || !cJSON_IsObject(o)) {
         cJSON_Delete(o);

@@ -37,8 +37,8 @@ struct tally_import {
  * tally_import_release() whatever this returns). TODAY is the collector's UTC day (days since
  * 1970-01-01). Each line becomes the arguments "tag id day views comments shares nshares
  * (network count)..." (tag: the article's bucket tag; day: a day number or "" without a
- * date; shares: the sum of the networks; nshares: the networks with a non-zero count). Returns 0, TALLY_EINVAL with ERR naming
- * the first faulty line ("line 3: views: ..."), or TALLY_ENOMEM. */
+ * date; shares: the sum of the networks; nshares: the networks with a non-zero count). Returns 0,
+ * TALLY_EINVAL with ERR naming the first faulty line ("line 3: views: ..."), or TALLY_ENOMEM. */
 int tally_import_parse(struct tally_import *imp, const char *body, size_t len, int64_t today,
                        struct tally_error *err);
 
