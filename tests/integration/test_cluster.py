@@ -671,6 +671,22 @@ class ClusterCoreTest(ClusterTestCase):
         r = self.t.request("DELETE", "/v1/articles/" + quote("del/never"), headers=AUTH)
         self.assertEqual(r.status, 204, r)
 
+    def test_05b_import_is_refused_on_a_cluster_and_lists_nothing(self):
+        # An import's lines span many slots, and it is applied all at once: only on a single
+        # Redis. On the cluster it is refused before a line is read, and nothing is written.
+        body = b'{"article":"imp/a","views":5}\n{"article":"imp/b","comments":2}\n'
+        headers = {"Idempotency-Key": "imp-1", "Content-Type": "application/x-ndjson", **AUTH}
+        r = self.t.request("POST", "/v1/import", body, headers)
+        self.assertEqual((r.status, r.body["error"]), (501, "not_implemented"), r)
+        self.assertIn("Redis Cluster", r.body["message"])
+        self.assertEqual(self.t.request("POST", "/v1/import", body,
+                                        {"Idempotency-Key": "imp-1"}).status, 401)
+        self.assertEqual(self.t.get("/v1/imports", AUTH).body, {"imports": []})
+        self.assertEqual([k for ks in CLUSTER.all_keys("tally:{*").values() for k in ks], [])
+        r = self.single.request("POST", "/v1/import", body, headers)
+        self.assertEqual((r.status, r.body), (200, {"imported": 2}), r)
+        self.assertEqual(self.single.get("/v1/stats/imp%2Fa").body["views"], 5)
+
     def test_08_an_empty_top_list_is_200_and_empty(self):
         # Nothing counted yet (setUp flushed both): no bucket has a top list.
         for d in (self.tallyd, self.single):
