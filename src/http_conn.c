@@ -51,6 +51,7 @@
 #define HTTP_PIPELINE_MAX 8   /* requests waiting for answers before a connection stops reading */
 #define HTTP_IDLE_MS 10000    /* no byte for this long closes a connection */
 #define HTTP_REQUEST_MS 10000 /* a request must arrive whole within this from its first byte */
+#define HTTP_IMPORT_MS 120000 /* the same for an import with the token: up to 8 MiB */
 #define HTTP_WRITE_MS 10000   /* an answer that cannot be written for this long is dropped */
 #define HTTP_LINGER_MS 2000   /* after a last answer: reading what the client still sends */
 #define HTTP_ACCEPTS_MAX 64   /* connections accepted per wake-up */
@@ -214,7 +215,10 @@ static void wheel_link(struct http_conn *c, uint64_t at)
  * filed under an earlier tick is simply filed again when that tick comes. */
 static uint64_t conn_deadline(const struct http_conn *c, uint64_t now)
 {
-    uint64_t idle = c->last_io + HTTP_IDLE_MS, whole = c->req_start + HTTP_REQUEST_MS;
+    bool import = tally_http_framer_head_len(&c->fr) > 0 &&
+                  tally_http_framer_body_max(&c->fr) > TALLY_BODY_MAX;
+    uint64_t idle = c->last_io + HTTP_IDLE_MS,
+             whole = c->req_start + (import ? HTTP_IMPORT_MS : HTTP_REQUEST_MS);
     const struct tally_http_req *f = c->first;
 
     if (c->lingering)

@@ -10,6 +10,7 @@ converter's output (scripts/tally-import) is posted end to end.
 import datetime
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -277,6 +278,28 @@ class ImportTest(harness.TallyTestCase):
         # Events keep their 64 KiB.
         r = self.tallyd.post_events(b" " * 65537, AUTH)
         self.assertEqual(r.status, 413, r)
+
+    def test_a_slow_import_has_two_minutes(self):
+        # An import may take longer to arrive than the 10 s any other request has, as long as
+        # bytes keep coming (no 10 s without one).
+        body = ndjson([{"article": "slow/%d" % i, "views": 1} for i in range(2000)])
+        head = ("POST /v1/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                "Idempotency-Key: slow\r\nContent-Type: application/x-ndjson\r\n"
+                "Content-Length: %d\r\nConnection: close\r\n\r\n"
+                % (harness.TOKEN, len(body))).encode()
+        with socket.create_connection(("127.0.0.1", self.tallyd.port), timeout=30) as s:
+            s.sendall(head + body[:1000])
+            for part in (body[1000:2000], body[2000:]):
+                time.sleep(6)
+                s.sendall(part)
+            answer = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        self.assertTrue(answer.endswith(b'{"imported":2000}\n'), answer)
 
     def test_imports_are_listed_newest_first(self):
         for i in range(3):
