@@ -998,6 +998,47 @@ async function checkCases(A, B, redis) {
     }
 
 
+    const IMP = '/v1/import';
+    const IMPS = '/v1/imports';
+    const ndjson = ['Content-Type', 'application/x-ndjson'];
+    const impBody = doc.paths[IMP].post.requestBody.content['application/x-ndjson'].examples.lines.value;
+    const imp = (name, d, body, extra = {}) => served({
+        name, d, method: 'POST', target: IMP, op: ['POST', IMP], body, ...extra });
+    const impKey = (k) => ['Idempotency-Key', `check-${runId}-${k}`];
+    await imp('import: example', A, impBody, { status: 200, example: 'imported',
+                                                headers: h(auth, ndjson, impKey('example')) });
+    await imp('import: the same key and body again', A, impBody, { status: 200, example: 'imported',
+                                                                    headers: h(auth, ndjson, impKey('example')) });
+    await imp('import: another body under the key', A, '{"article":"a"}\n', { status: 422, example: 'idempotency_key_reused',
+                                                                               headers: h(auth, ndjson, impKey('example')) });
+    await imp('import: a bad line', A, '{"article":"a"}\n{"article":"a","views":-1}\n', {
+        status: 400, example: 'invalid_line', headers: h(auth, ndjson, impKey('bad')),
+        expect: (r, b) => (b.message.startsWith('line 2: views:') ? null : b.message) });
+    const tomorrow = new Date(Date.now() + 86400e3).toISOString().slice(0, 10);
+    await imp('import: a date after today', A, `{"article":"a","date":"${tomorrow}"}\n`, {
+        status: 400, example: 'future_date', headers: h(auth, ndjson, impKey('future')) });
+    await imp('import: no lines', A, '\n', { status: 400, example: 'invalid_body', headers: h(auth, ndjson, impKey('empty')) });
+    await imp('import: no Idempotency-Key', A, impBody, { status: 400, example: 'missing_idempotency_key', headers: h(auth, ndjson) });
+    await imp('import: bad Idempotency-Key', A, impBody, { status: 400, example: 'invalid_idempotency_key',
+                                                          headers: h(auth, ndjson, ['Idempotency-Key', 'a b']) });
+    await imp('import: another media type', A, impBody, { status: 415, example: 'unsupported_media_type',
+                                                         headers: h(auth, json, impKey('json')) });
+    await imp('import: over 8 MiB', A, ' '.repeat(8 * 1024 * 1024 + 1), { status: 413, example: 'payload_too_large',
+                                                                         headers: h(auth, ndjson, impKey('large')) });
+    await imp('import: without a token', A, impBody, { status: 401, example: 'unauthorized_admin', headers: h(ndjson, impKey('anon')) });
+    await imp('import: no token configured', B, impBody, { status: 403, example: 'token_not_configured',
+                                                          headers: h(auth, ndjson, impKey('b')) });
+    await served({ name: 'import: GET is 405', d: A, method: 'GET', target: IMP, headers: h(), op: ['POST', IMP],
+                   status: 405, example: 'method_not_allowed',
+                   expect: (r) => (r.headers.allow === 'POST, OPTIONS' ? null : `Allow "${r.headers.allow}"`) });
+    const imps = (name, d, extra) => served({ name, d, method: 'GET', target: IMPS, op: ['GET', IMPS], ...extra });
+    await imps('imports: listed', A, { status: 200, headers: h(auth),
+        expect: (r, b) => (b.imports.filter((x) => x.key === `check-${runId}-example`).length === 1 &&
+                           b.imports[0].key === `check-${runId}-example` && b.imports[0].lines === 2
+            ? null : `the example import is not listed once, first: ${JSON.stringify(b).slice(0, 300)}`) });
+    await imps('imports: without a token', A, { status: 401, example: 'unauthorized_admin', headers: h() });
+    await imps('imports: no token configured', B, { status: 403, example: 'token_not_configured', headers: h(auth) });
+
     // ---- Operating ----
     await served({ name: 'healthz', d: A, method: 'GET', target: '/healthz', op: ['GET', '/healthz'],
                    headers: h(), status: 200, example: 'ok' });
