@@ -39,6 +39,11 @@ local keep = tonumber(ARGV[5])
 local now = tonumber(ARGV[6])
 local pos = 7
 
+-- The record first: a Redis user not allowed the list commands (an ACL from before imports)
+-- is refused here, before anything is counted.
+redis.call('LPUSH', P .. '{import}l', record)
+redis.call('LTRIM', P .. '{import}l', 0, keep - 1)
+
 local function take()
     local v = ARGV[pos]
     pos = pos + 1
@@ -105,6 +110,4 @@ for day, metrics in pairs(site) do
 end
 
 redis.call('SET', KEYS[1], digest .. ' ' .. lines, 'EX', marker_ttl)
-redis.call('LPUSH', P .. '{import}l', record)
-redis.call('LTRIM', P .. '{import}l', 0, keep - 1)
 return {'ok', lines}

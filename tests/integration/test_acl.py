@@ -81,6 +81,11 @@ class AclTest(harness.TallyTestCase):
         self.assertEqual(t.get("/v1/badge/%s.svg" % q).status, 200)
         self.assertEqual(t.request("DELETE", "/v1/articles/" + q, headers=AUTH).status, 204)
         self.assertEqual(t.stats(a)["views"], 0)
+        r = t.request("POST", "/v1/import", b'{"article":"acl/one","views":4,"date":"2025-01-02"}\n',
+                      {"Idempotency-Key": "acl", "Content-Type": "application/x-ndjson", **AUTH})
+        self.assertEqual((r.status, r.body), (200, {"imported": 1}), r)
+        self.assertEqual(t.stats(a)["views"], 4)
+        self.assertEqual([x["key"] for x in t.get("/v1/imports", AUTH).body["imports"]], ["acl"])
         self.assertEqual(t.get("/readyz").status, 200)
         # Nothing of it was refused, and every key is under the prefix.
         self.assertEqual(self.redis.command("ACL", "LOG"), [])
