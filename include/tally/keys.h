@@ -20,6 +20,9 @@
  *   P{bb}x:<attempt>            STRING a write unit's outcome (10 min)
  *   Psalt:<YYYYMMDD>            STRING the day's visitor salt, shared by every collector
  *                                      (2 days)
+ *   P{import}m:<Idempotency-Key> STRING an import's marker: "<digest> <lines>" (30 days)
+ *   P{import}l                  LIST   the records of the last 1,000 imports, newest first
+ *                                      (src/http_import.c builds both)
  *
  * metric is views, visitors, shares, comments, reads or engaged; an hour's visitors are the
  * day's new distinct visitors in that hour. An h: or d: key may hold the member '' at 0, left by forgetting its
