@@ -76,9 +76,11 @@ static void on_import_done(struct tally_fanout *f, int status)
                               "idempotency-key: already used for another import body");
         return;
     }
-    /* Cached totals of any article may be stale now. */
+    /* Cached totals of any article may be stale now, and so may the week's and month's
+     * lists and totals (an import may add to past days): as after a DELETE. */
     for (unsigned k = 0; k < TALLY_BUCKETS; k++)
         tally_epochs_bump(&h->w->server->epochs, k);
+    tally_epochs_forgot(&h->w->server->epochs);
     tally_buf_reset(b);
     tally_buf_adds(b, "{\"imported\":");
     tally_buf_add_u64(b, c->lines);

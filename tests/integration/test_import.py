@@ -151,6 +151,24 @@ class ImportTest(harness.TallyTestCase):
         self.assertLess(abs(at.replace(tzinfo=datetime.timezone.utc).timestamp() - time.time()),
                         120)
 
+    def test_week_and_month_are_computed_afresh_after_an_import(self):
+        # One worker thread: the week's and month's lists and totals it computed before the
+        # import are the ones it would answer from for a minute.
+        with harness.Tallyd(self.redis, ["--token", harness.TOKEN], threads=1) as t:
+            self.track(t)
+            for period in ("week", "month"):
+                self.assertEqual(t.get("/v1/top?metric=views&period=" + period).body["articles"],
+                                 [])
+                self.assertEqual(t.get("/v1/totals?period=" + period).body["views"], 0)
+            r = t.request("POST", "/v1/import",
+                          ndjson([{"article": "w", "views": 9, "date": utc_day(-2).isoformat()}]),
+                          {"Idempotency-Key": "week", "Content-Type": NDJSON, **AUTH})
+            self.assertEqual(r.status, 200, r)
+            for period in ("week", "month"):
+                r = t.get("/v1/top?metric=views&period=" + period)
+                self.assertEqual(r.body["articles"], [{"article": "w", "count": 9}], period)
+                self.assertEqual(t.get("/v1/totals?period=" + period).body["views"], 9)
+
     def test_events_after_an_import_add_up(self):
         self.assertEqual(self.post(ndjson([{"article": "x", "views": 10, "comments": 2}])).status,
                          200)
