@@ -63,8 +63,8 @@ static void reports_send_json(struct tally_http_req *h, const char *cache)
 
 /* A week's or month's top list sums up to 30 days of every bucket: about 0.3 s of Redis at
  * a million article-days. Each worker computes each one at most once per REPORTS_CACHE_MS
- * (and once per UTC day, and again after a DELETE), whoever asks and however often; readers
- * that come while it is computed wait for it. */
+ * (and once per UTC day, and again after a DELETE or an import), whoever asks and however
+ * often; readers that come while it is computed wait for it. */
 #define REPORTS_CACHE_MS 60000
 #define REPORTS_CACHE_CONTROL "public, max-age=60"
 
