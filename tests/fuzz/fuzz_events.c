@@ -2,7 +2,9 @@
  * batch that cJSON reads the same way (type, article, network, delta of every event); whatever
  * cJSON cannot parse, it refuses; whatever it refuses names a code and a field; and it decides
  * the same way twice. cJSON is the reference only here: it is lax (it takes NULs, bad UTF-8,
- * duplicates), so the oracle goes one way in each direction. */
+ * duplicates), so the oracle goes one way in each direction. The same bytes go to the
+ * POST /v1/import reader too: it accepts 1..10,000 lines whose arguments are whole RESP bulk
+ * strings, as many as it says, or refuses naming a line (or the body). */
 #include "fuzz.h"
 #include <stdint.h>
 #include <stdlib.h>
@@ -11,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "tally/error.h"
+#include "tally/import.h"
 #include "tally/ingest.h"
 
 static void check_batch(const struct tally_batch *b)
@@ -91,6 +94,46 @@ static void check_as_reference(const struct tally_batch *b, const cJSON *root)
     CHECK(i == b->n);
 }
 
+/* The number of whole RESP bulk strings in B, or -1 when it is not made of them. */
+static long count_bulks(const struct tally_buf *b)
+{
+    size_t pos = 0;
+    long n = 0;
+
+    while (pos < b->len) {
+        char *end;
+        unsigned long len;
+
+        if (b->data[pos] != '$')
+            return -1;
+        len = strtoul(b->data + pos + 1, &end, 10);
+        pos = (size_t)(end - b->data);
+        if (pos + 2 + len + 2 > b->len || memcmp(b->data + pos, "\r\n", 2) != 0 ||
+            memcmp(b->data + pos + 2 + len, "\r\n", 2) != 0)
+            return -1;
+        pos += 2 + len + 2;
+        n++;
+    }
+    return n;
+}
+
+static void check_import(const uint8_t *data, size_t size)
+{
+    struct tally_import imp;
+    struct tally_error err;
+    int rc = tally_import_parse(&imp, (const char *)data, size, 20427, &err);
+
+    if (rc == 0) {
+        CHECK(imp.lines >= 1 && imp.lines <= TALLY_IMPORT_LINES_MAX);
+        CHECK(!imp.args.oom && count_bulks(&imp.args) == (long)imp.n_args);
+        CHECK(imp.n_args >= 7 * (size_t)imp.lines);
+    } else {
+        CHECK(rc == TALLY_EINVAL);
+        CHECK(strncmp(err.message, "line ", 5) == 0 || strncmp(err.message, "body: ", 6) == 0);
+    }
+    tally_import_release(&imp);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct tally_batch a, b;
@@ -119,5 +162,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ref == NULL && size <= TALLY_BODY_MAX)
         CHECK(ra == TALLY_EINVAL);
     cJSON_Delete(ref);
+    check_import(data, size);
     return 0;
 }
