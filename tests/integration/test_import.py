@@ -40,7 +40,10 @@ class ImportTest(harness.TallyTestCase):
     @classmethod
     def setUpClass(cls):
         cls.redis = harness.Redis().start()
-        cls.tallyd = harness.Tallyd(cls.redis, ["--token", harness.TOKEN]).start()
+        # An import of 10,000 lines is one script that holds Redis for a few tenths of a second,
+        # seconds on a loaded machine: --redis-timeout above it, as the README advises.
+        cls.tallyd = harness.Tallyd(cls.redis, ["--token", harness.TOKEN,
+                                                "--redis-timeout", "15000"]).start()
 
     @classmethod
     def tearDownClass(cls):
