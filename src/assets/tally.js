@@ -1,12 +1,77 @@
 /* tally.js -- counts one view of this page and shows its numbers; see tallyd's README. */
 (function () {
   'use strict';
+
+  /* Reading time. Words of space-separated scripts are read at about 230 a minute; Chinese,
+   * Japanese and Korean text is counted in characters, read at about 500 a minute; an image
+   * holds the reader 12 s, the next one 11 s, and so on down to 3 s from the tenth on. All of
+   * it is summed as words read at 230 a minute: the `words` a view sends, so a list page shows
+   * from the stats the same reading time as the article's own page. */
+  var WPM = 230, CPM = 500, WORDS_MAX = 1000000;
+  var CJK = /[\u1100-\u11ff\u3041-\u3096\u309d-\u309f\u30a1-\u30fa\u30fc-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9d]|[\ud840-\ud87f][\udc00-\udfff]/g;
+  var LETTER;  // a word has a letter or a digit: "—", "·" or "&" alone is none
+  try { LETTER = new RegExp('[\\p{L}\\p{N}]', 'u'); } catch (e) { LETTER = /[^\s!-\/:-@\[-`{-~\u00a0-\u00bf\u2000-\u2bff\u3000-\u303f]/; }
+
+  /* {words, cjk}: words between spaces and dashes, and CJK characters one by one. */
+  function countText(text) {
+    var cjk = 0, words = 0, t;
+    t = String(text).replace(CJK, function () { cjk++; return ' '; }).split(/[\s\u2013\u2014]+/);
+    for (var i = 0; i < t.length; i++) if (LETTER.test(t[i])) words++;
+    return {words: words, cjk: cjk};
+  }
+  function imageSeconds(n) { return n <= 10 ? 12 * n - n * (n - 1) / 2 : 75 + 3 * (n - 10); }
+  function readingWords(c, images) {
+    return Math.round(c.words + c.cjk * WPM / CPM + imageSeconds(images) * WPM / 60);
+  }
+  function readTime(words) {
+    var m = Math.max(1, Math.ceil(words / WPM));
+    return m === 1 ? '1 minute read' : m + ' minutes read';
+  }
+  /* Read through: the end of the text has been in view, and the reader was engaged for at
+   * least a third of the reading time (engaged time counts only seconds with input in them,
+   * so it falls short of the time really spent reading). */
+  function readThrough(words, seconds, endSeen) { return !!endSeen && seconds * WPM * 3 >= words * 60; }
+
+  /* Engaged time: the page visible and the reader active (input within the last IDLE ms).
+   * Times are milliseconds of one monotonic clock, given by the caller. take() answers the
+   * whole seconds not taken before (at most max), so no second is ever sent twice. */
+  var IDLE = 5000, EVERY = 60000, SECONDS_MAX = 3600;
+  function engagement(t, visible) {
+    var ms = 0, sent = 0, mark = t, until = visible ? t + IDLE : t, on = visible;
+    function to(t) {
+      if (t < mark) t = mark;
+      if (on && until > mark) ms += Math.min(t, until) - mark;
+      mark = t;
+    }
+    return {
+      active: function (t) { to(t); if (on) until = mark + IDLE; },
+      visible: function (t, v) { to(t); on = v; if (v) until = mark + IDLE; },
+      take: function (t, max) {
+        to(t);
+        var n = Math.min(Math.floor(ms / 1000) - sent, max);
+        sent += n;
+        return n;
+      },
+      sent: function () { return sent; }
+    };
+  }
+
+  if (typeof document === 'undefined') {  // loaded by the script's own unit tests, in Node
+    if (typeof exports === 'object' && exports) {
+      exports.helpers = {countText: countText, imageSeconds: imageSeconds, readingWords: readingWords,
+                         readTime: readTime, readThrough: readThrough, engagement: engagement,
+                         IDLE: IDLE, EVERY: EVERY};
+    }
+    return;
+  }
+
   var d = document, s = d.currentScript, w = window;
   if (!s || !s.src || w.__tally) return;
   w.__tally = 1;
 
   var base = s.src.replace(/[?#].*$/, '').replace(/[^\/]*$/, '');
   var page = '';  // this page's article: read in start(), once <link rel=canonical> is parsed
+  var words = 0;  // its reading length (see readingWords), counted in start()
   var compactAll = s.getAttribute('data-format') === 'compact';
   var liveOn = s.hasAttribute('data-live') && s.getAttribute('data-live') !== 'false';
   // article -> {views:..., ...} as last rendered. A Map, never a plain object: ids come from
@@ -50,9 +115,19 @@
 
   function elements() { return d.querySelectorAll('[data-tally]'); }
   function articleOf(el) { return el.getAttribute('data-tally-article') || page; }
+  // This page's reading time, counted here: no stats needed for it.
+  function ownReadTime(el) {
+    return words > 0 && el.getAttribute('data-tally') === 'read-time' && articleOf(el) === page;
+  }
 
+  /* A number to format, a text to show as it is, or null: not known (yet). */
   function value(st, el) {
     var what = el.getAttribute('data-tally'), net = el.getAttribute('data-tally-network');
+    if (what === 'read-time') {
+      var n = ownReadTime(el) ? words : own(st, 'words');
+      return typeof n === 'number' && n > 0 ? readTime(n) : null;
+    }
+    if (!st) return null;
     if (what === 'shares' && net) return own(st.shares_by_network, net) || 0;
     var v = own(st, what);
     return typeof v === 'number' ? v : null;
@@ -61,8 +136,8 @@
   function render() {
     var els = elements();
     for (var i = 0; i < els.length; i++) {
-      var st = shown.get(articleOf(els[i])), v = st && value(st, els[i]);
-      if (st && v !== null) els[i].textContent = format(v, els[i]);
+      var v = value(shown.get(articleOf(els[i])), els[i]);
+      if (v !== null) els[i].textContent = typeof v === 'string' ? v : format(v, els[i]);
     }
   }
 
@@ -72,7 +147,7 @@
     var els = elements(), q = [], len = 0, seen = new Map();
     for (var i = 0; i < els.length; i++) {
       var a = articleOf(els[i]), p = 'article=' + encodeURIComponent(a);
-      if (seen.has(a)) continue;
+      if (seen.has(a) || ownReadTime(els[i])) continue;
       seen.set(a, 1);
       if (q.length && (q.length === 100 || len + p.length > 7000)) { fetchStats(q); live(q); q = []; len = 0; }
       q.push(p);
@@ -141,9 +216,96 @@
     render();
   }
 
+  /* The article's text: the element of the script's data-text selector, else <article>, else
+   * <main>, else <body>. */
+  function textRoot() {
+    var sel = s.getAttribute('data-text'), el = null;
+    if (sel) try { el = d.querySelector(sel); } catch (e) {}
+    return el || d.querySelector('article') || d.querySelector('main') || d.body;
+  }
+
+  /* The text a reader reads under root, and its images. Left out: scripts and styles, forms,
+   * navigation and asides, the page's own header and footer (outside <article>, <main> and
+   * <section>), hidden elements, ruby annotations, and tally's own counts and buttons. Block
+   * elements are kept apart by a space, inline ones are not ("<b>un</b>told" is one word). */
+  var SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEMPLATE|IFRAME|OBJECT|EMBED|SVG|MATH|CANVAS|VIDEO|AUDIO|NAV|ASIDE|FORM|BUTTON|SELECT|TEXTAREA|INPUT|RT|RP|DIALOG)$/;
+  var INLINE = /^(A|ABBR|B|BDI|BDO|CITE|CODE|DATA|DEL|DFN|EM|FONT|I|INS|KBD|MARK|Q|RUBY|RB|S|SAMP|SMALL|SPAN|STRONG|SUB|SUP|TIME|U|VAR)$/;
+  var SECTION = /^(ARTICLE|MAIN|SECTION)$/;
+  function readable(root) {
+    var parts = [], images = 0;
+    function big(img) {  // icons and emoji images take no time
+      var wd = parseInt(img.getAttribute('width'), 10), ht = parseInt(img.getAttribute('height'), 10);
+      return !(wd < 48 || ht < 48);
+    }
+    (function walk(el, inSection) {
+      for (var n = el.firstChild; n; n = n.nextSibling) {
+        if (n.nodeType === 3) { parts.push(n.data); continue; }
+        if (n.nodeType !== 1) continue;
+        var tag = String(n.tagName).toUpperCase();
+        if (SKIP.test(tag) || n.hidden === true || n.getAttribute('aria-hidden') === 'true' ||
+            n.hasAttribute('data-tally') || n.hasAttribute('data-tally-share') ||
+            ((tag === 'HEADER' || tag === 'FOOTER') && !inSection)) continue;
+        if (tag === 'IMG' || n.getAttribute('role') === 'img') {
+          if (tag !== 'IMG' || big(n)) images++;
+          continue;
+        }
+        var inline = INLINE.test(tag);
+        if (!inline) parts.push(' ');
+        walk(n, inSection || SECTION.test(tag));
+        if (!inline) parts.push(' ');
+      }
+    })(root, SECTION.test(root.tagName));
+    return readingWords(countText(parts.join('')), images);
+  }
+
+  /* Engaged time of this page view, sent as engage events when the page is hidden or left,
+   * and once a minute while it stays in view. */
+  function engage(root) {
+    var now = w.performance && performance.now ? function () { return performance.now(); } : Date.now;
+    var timer = 0, end = false, readSent = false;
+    function visible() { return d.visibilityState !== 'hidden'; }
+    var acc = engagement(now(), visible());
+    function seeEnd() {
+      if (end || !visible()) return;
+      end = Math.floor(root.getBoundingClientRect().bottom) <=
+            (w.innerHeight || d.documentElement.clientHeight);
+    }
+    function flush() {
+      var n = acc.take(now(), SECONDS_MAX), ev;
+      if (!n) return;
+      ev = {type: 'engage', article: page, seconds: n, read: false};
+      if (!readSent && readThrough(words, acc.sent(), end)) ev.read = readSent = true;
+      post(ev);
+    }
+    function tick() { timer = 0; flush(); arm(); }
+    function arm() { if (!timer && visible()) timer = setTimeout(tick, EVERY); }
+    function onActive(e) {
+      if (!visible()) return;
+      acc.active(now());
+      if (e.type === 'scroll' || e.type === 'resize') seeEnd();
+    }
+    var opt = {capture: true, passive: true};
+    ['pointerdown', 'pointermove', 'keydown', 'wheel', 'touchstart', 'scroll', 'resize'].forEach(
+        function (t) { w.addEventListener(t, onActive, opt); });
+    d.addEventListener('visibilitychange', function () {
+      var v = visible();
+      acc.visible(now(), v);
+      if (v) { seeEnd(); arm(); } else { clearTimeout(timer); timer = 0; flush(); }
+    });
+    w.addEventListener('pagehide', flush);
+    seeEnd();
+    arm();
+  }
+
   function start() {
     page = s.getAttribute('data-article') || canonical() || location.pathname;
-    var sent = s.getAttribute('data-count') === 'false' ? '' : post({type: 'view', article: page});
+    var root = textRoot(), counting = s.getAttribute('data-count') !== 'false', view;
+    try { words = Math.min(root ? readable(root) : 0, WORDS_MAX); } catch (e) {}
+    view = {type: 'view', article: page};
+    if (words > 0) view.words = words;
+    var sent = counting ? post(view) : '';
+    render();
+    if (counting && root && s.getAttribute('data-engage') !== 'false') engage(root);
     d.addEventListener('click', function (e) {
       var t = e.target && e.target.closest ? e.target.closest('[data-tally-share]') : null;
       if (t) share(t);
