@@ -21,7 +21,7 @@ after(async () => {
   await redis?.stop();
 });
 
-test('9a. /demo/: Views 1 after load, the share menu counts shares, a screenshot of 1200x900', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+test('9a. /demo/: Views 1 and its reading time after load, the share menu counts shares, a screenshot of 1200x900', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis);
   t.after(() => tally.stop());
   const A = 'demo/harbour-birds';
@@ -36,6 +36,11 @@ test('9a. /demo/: Views 1 after load, the share menu counts shares, a screenshot
   assert.equal(await page.textContent('.meta [data-tally=comments]'), '0');
   assert.equal(await page.textContent('.meta [data-tally=shares]'), '0');
   assert.equal((await settledStats(tally.origin, A, (s) => s.views >= 1)).views, 1);
+  // The reading time of the article's text: 237 words and one image (12 s, 46 words at 230 a
+  // minute): 283 words, 2 minutes. The view carries the 283.
+  assert.equal(await page.textContent('.meta [data-tally=read-time]'), '2 minutes read');
+  const view = ctx.rec.requests.find((r) => r.method === 'POST' && new URL(r.url).pathname === '/v1/events');
+  assert.deepEqual(JSON.parse(view.request.postData()), { type: 'view', article: A, words: 283 });
 
   // The screenshot, once the counts have settled and the fonts are in.
   await page.evaluate(() => document.fonts.ready);

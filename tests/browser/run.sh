@@ -54,4 +54,4 @@ echo "browser tests: $(node --version), $("$chromium" --version 2>/dev/null | ta
 # One test file at a time: each starts its own Chromium, redis-server and tallyd instances, and the
 # timing checks (live counter, layout shift) should not compete for the CPU with another file.
 exec node --test --test-concurrency=1 --test-reporter=spec \
-    embed.test.mjs demo.test.mjs dashboard.test.mjs page.test.mjs
+    embed.test.mjs demo.test.mjs dashboard.test.mjs page.test.mjs read.test.mjs
