@@ -80,9 +80,8 @@ async function input(p) {
   await p.mouse.move(10 + pointer, 10 + (pointer % 7));
 }
 
-test('R1. reading time: exact minutes and words from the article text, its noise left out; data-text, <main>, <body>', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-  const tally = await startTally(redis);
-  t.after(() => tally.stop());
+// The pages of R1: each a known text with its exact length in words and reading time.
+function readPages(tally) {
   const src = `${tally.origin}/tally.js`;
   // <article>: 214 words (a heading of 5, "Views" of the meta line, 200 in two paragraphs,
   // "The untold story.", a caption of 2, an article footer of 3), 499 CJK characters (ruby
@@ -135,17 +134,13 @@ test('R1. reading time: exact minutes and words from the article text, its noise
   pages.pages.set('/r1/empty.html', () => page({
     src, attrs: { 'data-article': 'r1/empty' }, body: '<span data-tally="read-time" id="rt">–</span>',
   }));
+}
 
-  const cases = [
-    ['/r1/article.html', 'r1/article', 570, '3 minutes read', true],
-    ['/r1/selector.html', 'r1/selector', 250, '2 minutes read', false],
-    ['/r1/main.html', 'r1/main', 100, '1 minute read', false],
-    ['/r1/body.html', 'r1/body', 461, '3 minutes read', false],
-    ['/r1/empty.html', 'r1/empty', 0, '–', true],
-  ];
+// Loads each page as a new reader: the view carries the words, the element shows the time.
+async function checkReadTimes(tally, cases, ua) {
   let n = 0;
   for (const [path, A, want, text, statsRequest] of cases) {
-    const ctx = await newContext(browser, { ua: UA(1300 + n++) });
+    const ctx = await newContext(browser, { ua: UA(ua + n++) });
     try {
       const p = await ctx.newPage();
       const view = p.waitForRequest((r) => r.method() === 'POST');
@@ -163,8 +158,30 @@ test('R1. reading time: exact minutes and words from the article text, its noise
       await ctx.close();
     }
   }
+}
+
+test('R1. reading time: exact minutes and words from the article text, its noise left out; data-text', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const tally = await startTally(redis);
+  t.after(() => tally.stop());
+  readPages(tally);
+  await checkReadTimes(tally, [
+    ['/r1/article.html', 'r1/article', 570, '3 minutes read', true],
+    ['/r1/selector.html', 'r1/selector', 250, '2 minutes read', false],
+  ], 1300);
   // The collector keeps the words a page sent.
   assert.equal((await stats(tally.origin, 'r1/article')).words, 570);
+  assert.equal((await stats(tally.origin, 'r1/selector')).words, 250);
+});
+
+test('R1b. reading time: else <main>, else <body> without the page\'s header and footer; no text, no words', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const tally = await startTally(redis);
+  t.after(() => tally.stop());
+  readPages(tally);
+  await checkReadTimes(tally, [
+    ['/r1/main.html', 'r1/main', 100, '1 minute read', false],
+    ['/r1/body.html', 'r1/body', 461, '3 minutes read', false],
+    ['/r1/empty.html', 'r1/empty', 0, '–', true],
+  ], 1310);
   assert.equal((await stats(tally.origin, 'r1/body')).words, 461);
   assert.equal((await stats(tally.origin, 'r1/empty')).words, 0);
 });
@@ -260,6 +277,7 @@ test('R3. engaged time: visible and active seconds only, each sent once, on hide
   ]);
   // Each a keepalive POST as text/plain: no preflight, no cookie, no Referer, counted.
   const posts = proxy.requests.filter((r) => r.url === '/v1/events');
+  await waitFor(() => posts.every((r) => r.status), { what: 'the answers to the events' });
   assert.equal(proxy.requests.filter((r) => r.method === 'OPTIONS').length, 0, 'a CORS preflight was sent');
   for (const r of posts) {
     assert.equal(r.method, 'POST');
