@@ -287,12 +287,14 @@
     var opt = {capture: true, passive: true};
     ['pointerdown', 'pointermove', 'keydown', 'wheel', 'touchstart', 'scroll', 'resize'].forEach(
         function (t) { w.addEventListener(t, onActive, opt); });
-    d.addEventListener('visibilitychange', function () {
-      var v = visible();
+    function setVisible(v) {
       acc.visible(now(), v);
       if (v) { seeEnd(); arm(); } else { clearTimeout(timer); timer = 0; flush(); }
-    });
-    w.addEventListener('pagehide', flush);
+    }
+    d.addEventListener('visibilitychange', function () { setVisible(visible()); });
+    // Left (or put in the back/forward cache, from which it may come back).
+    w.addEventListener('pagehide', function () { setVisible(false); });
+    w.addEventListener('pageshow', function (e) { if (e.persisted) setVisible(visible()); });
     seeEnd();
     arm();
   }
