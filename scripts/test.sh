@@ -55,8 +55,8 @@ ctest --test-dir "$build" --output-on-failure --no-tests=error -j2 "$@"
 tsan="$top/build-tsan"
 CC=clang cmake -S "$top" -B "$tsan" -DTALLY_TSAN=ON -DTALLY_TEST_THREADS=4 >/dev/null
 cmake --build "$tsan" -j"$(nproc)" --target tallyd test_ratelimit test_cache
-tsan_tests='^(unit\.(ratelimit|cache)|integration\.(ingest|stats|visitors)|docs\.metrics)$'
-expect_tests "$tsan" "$tsan_tests" 6
+tsan_tests='^(unit\.(ratelimit|cache)|integration\.(ingest|stats|visitors|live|live_timing)|docs\.metrics)$'
+expect_tests "$tsan" "$tsan_tests" 8
 TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
     ctest --test-dir "$tsan" --output-on-failure --no-tests=error -j2 -R "$tsan_tests"
 
