@@ -7,6 +7,12 @@
                                        open N idle keep-alive connections to 127.0.0.1:P,
                                        read VmRSS of PID, close them; prints JSON
   bench.py cpu PID...                  CPU seconds used by PIDs and their children (nginx workers)
+  bench.py sample BASE SERVER-PID REDIS-PID
+                                       CPU seconds so far of the server (and its children), of
+                                       Redis and of the whole machine, into BASE.cpu,
+                                       BASE.redis-cpu, BASE.machine
+  bench.py wrk CPU-FILE COMMAND...     run COMMAND (wrk), then write the CPU seconds it used
+                                       (from wait4) to CPU-FILE; exit with its status
   bench.py report RESULTS.jsonl RSS.json OUT.md
                                        medians per scenario and target, the table, the count
                                        checks and the targets; exit 1 when a count check failed
@@ -21,7 +27,7 @@ import statistics
 import sys
 import time
 
-TARGETS = ("tally", "nginx", "webdis")
+TARGETS = ("tally", "nginx", "node", "webdis")
 
 # Commands the harness itself sends between the two snapshots (INFO for the snapshots).
 HARNESS_COMMANDS = {"info"}
@@ -125,9 +131,10 @@ def proc_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cmd_cpu(a):
-    """The CPU seconds of the servers PIDS and of their child processes (nginx's workers)."""
-    pids = set(a.pids)
+def tree_cpu(roots):
+    """The CPU seconds of the processes ROOTS and of their children (nginx's workers, the Node
+    collector's processes)."""
+    pids = set(roots)
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -136,9 +143,60 @@ def cmd_cpu(a):
                 ppid = int(f.read().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if ppid in a.pids:
+        if ppid in roots:
             pids.add(int(d))
-    print(f"{sum(proc_cpu(p) for p in pids):.3f}")
+    return sum(proc_cpu(p) for p in pids)
+
+
+def cmd_cpu(a):
+    print(f"{tree_cpu(set(a.pids)):.3f}")
+
+
+def machine():
+    """Busy and total CPU seconds of the whole machine (all cores) so far, from /proc/stat."""
+    with open("/proc/stat", encoding="utf-8") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already in user
+    hz = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / hz, total / hz
+
+
+def cmd_sample(a):
+    """BASE.cpu: the server's CPU seconds; BASE.redis-cpu: Redis's; BASE.machine: the machine's
+    busy and total seconds."""
+    for suffix, text in ((".cpu", f"{tree_cpu({a.server})}"),
+                         (".redis-cpu", f"{tree_cpu({a.redis})}"),
+                         (".machine", "%.3f %.3f" % machine())):
+        with open(a.base + suffix, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+
+def cmd_wrk(a):
+    """Run wrk, pass SIGTERM/SIGINT on to it, record its CPU seconds."""
+    import signal
+    import subprocess
+    child = subprocess.Popen(a.command)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda n, _f: child.send_signal(n))
+    while True:
+        try:
+            _, status, ru = os.wait4(child.pid, 0)
+            break
+        except InterruptedError:
+            continue
+    with open(a.cpu_file, "w", encoding="utf-8") as f:
+        f.write(f"{ru.ru_utime + ru.ru_stime:.3f}\n")
+    sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def read_pair(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            a, b = f.read().split()
+        return float(a), float(b)
+    except (OSError, ValueError):
+        return None
 
 
 def metrics_counted(path):
@@ -192,8 +250,8 @@ def tally_check(w, totals, seeded, counting, dedupe, metrics):
 
 def cmd_record(a):
     w = parse_wrk(a.wrk)
-    cpu0, calls0 = parse_info(a.before)
-    cpu1, calls1 = parse_info(a.after)
+    _, calls0 = parse_info(a.before)
+    _, calls1 = parse_info(a.after)
     rec = {
         "round": a.round, "scenario": a.scenario, "conns": a.conns, "articles": a.articles,
         "target": a.target, "counting": bool(a.counting), "dedupe": bool(a.dedupe),
@@ -203,22 +261,45 @@ def cmd_record(a):
         rec.update(ok=0, rps=0.0, eps=0.0, p50_us=None, p99_us=None, cpu_us_per_event=None,
                    cmds_per_event=None, error="no BENCH line in wrk output")
     else:
-        # webdis runs one command (one event) per request whatever the scenario.
-        epr = w["events_per_request"] if a.counting and a.target != "webdis" else 1
+        # Events one request of this target carries (webdis: one command, or one script of a
+        # batch's HINCRBYs); reads count as one per request.
+        epr = w["events_per_request"] if a.counting else 1
         events = w["ok"] * epr
         cmds = sum(v - calls0.get(k, 0) for k, v in calls1.items() if k not in HARNESS_COMMANDS)
-        c0, c1 = read_float(a.cpu_before), read_float(a.cpu_after)
-        server_cpu = c1 - c0 if c0 is not None and c1 is not None else None
+
+        def delta(before, after):
+            x0, x1 = read_float(before), read_float(after)
+            return x1 - x0 if x0 is not None and x1 is not None else None
+
+        def per(x, n):
+            return x * 1e6 / n if x is not None and n else None
+
+        server_cpu = delta(a.cpu_before, a.cpu_after)
+        redis_cpu = delta(a.redis_cpu_before, a.redis_cpu_after)
         requests = w["main_recv"]
+        m0, m1 = read_pair(a.machine_before), read_pair(a.machine_after)
+        wrk_cpu = read_float(a.wrk_cpu) if a.wrk_cpu else None
+        if m0 and m1 and m1[1] > m0[1]:
+            ncpu = os.cpu_count() or 1
+            wall = (m1[1] - m0[1]) / ncpu
+            busy = m1[0] - m0[0]
+            ours = sum(x for x in (server_cpu, redis_cpu, wrk_cpu) if x is not None)
+            # Cores busy over the run, and how many of them went to processes other than the
+            # server, Redis and wrk (the machine is shared).
+            rec["machine_busy_cores"] = busy / wall
+            rec["other_busy_cores"] = max(0.0, busy - ours) / wall
+        nothing_in_redis = a.target == "nginx"
         rec.update(
-            server_cpu_us_per_req=(server_cpu * 1e6 / requests) if server_cpu is not None
-            and requests else None,
+            server_cpu_us_per_req=per(server_cpu, requests),
+            server_cpu_us_per_event=per(server_cpu, events),
+            redis_cpu_us_per_req=None if nothing_in_redis else per(redis_cpu, requests),
+            wrk_cpu_s=wrk_cpu,
             wrk=w, main_s=main_s,
             rps=w["main_recv"] / main_s, eps=events / main_s,
             ok_rps=w["ok"] / main_s,
             p50_us=w["p50_us"], p99_us=w["p99_us"],
-            cpu_us_per_event=((cpu1 - cpu0) * 1e6 / events) if events and a.target != "nginx" else None,
-            cmds_per_event=(cmds / events) if events and a.target != "nginx" else None,
+            cpu_us_per_event=None if nothing_in_redis else per(redis_cpu, events),
+            cmds_per_event=(cmds / events) if events and not nothing_in_redis else None,
         )
         # Group commit: how many events one Redis write (one FCALL of the apply function)
         # carried on average.
@@ -232,9 +313,9 @@ def cmd_record(a):
         rec["hwm_kib"] = read_int(a.hwm)
         rec["check"], rec["check_detail"] = tally_check(
             w, totals, a.seeded, a.counting, a.dedupe, metrics_counted(a.metrics))
-    elif a.target == "webdis" and w is not None:
-        got = read_int(a.webdis_sum)
-        want = (w["ok"] if a.counting else 0) + a.seeded
+    elif a.target in ("webdis", "node") and w is not None:
+        got = read_int(a.counter_sum)
+        want = (w["ok"] * w["events_per_request"] if a.counting else 0) + a.seeded
         rec["webdis_check"] = "ok" if got == want else f"Redis {got}, 200s {want}"
     with open(a.out, "a", encoding="utf-8") as f:
         f.write(json.dumps(rec) + "\n")
@@ -242,8 +323,10 @@ def cmd_record(a):
     p99 = f"{rec['p99_us'] / 1000:.2f}ms" if rec.get("p99_us") is not None else "-"
     chk = rec.get("check") or rec.get("webdis_check") or ""
     epw = f" {rec['events_per_write']:.1f} ev/write" if rec.get("events_per_write") else ""
+    busy = (f" machine {rec['machine_busy_cores']:.2f} cores busy, others {rec['other_busy_cores']:.2f}"
+            if rec.get("machine_busy_cores") is not None else "")
     print(f"  round {a.round} {a.scenario:<18} c{a.conns:<4} {a.target:<6} "
-          f"{rec['rps']:>8.0f} req/s {rec['eps']:>9.0f} ev/s p99 {p99:>9} {chk}{epw}"
+          f"{rec['rps']:>8.0f} req/s {rec['eps']:>9.0f} ev/s p99 {p99:>9} {chk}{epw}{busy}"
           + (f"  [{rec['check_detail']}]" if rec.get("check") not in (None, "PASS") else ""),
           flush=True)
 
@@ -362,6 +445,9 @@ def cmd_report(a):
                 "p99": med(r.get("p99_us") for r in runs),
                 "cpu": med(r.get("cpu_us_per_event") for r in runs),
                 "scpu": med(r.get("server_cpu_us_per_req") for r in runs),
+                "scpu_ev": med(r.get("server_cpu_us_per_event") for r in runs),
+                "rcpu": med(r.get("redis_cpu_us_per_req") for r in runs),
+                "others": med(r.get("other_busy_cores") for r in runs),
                 "cmds": med(r.get("cmds_per_event") for r in runs),
                 "n": len(runs),
             }
@@ -372,7 +458,7 @@ def cmd_report(a):
                                  "UNSURE" if "UNSURE" in checks else "PASS")
                 m[t]["check_details"] = [f"round {r['round']}: {r.get('check')} {r.get('check_detail', '')}"
                                          for r in runs]
-            elif t == "webdis":
+            elif t in ("webdis", "node"):
                 wc = [r.get("webdis_check") for r in runs if r.get("webdis_check")]
                 m[t]["check"] = "ok" if wc and all(c == "ok" for c in wc) else ("; ".join(wc) or "-")
             else:
@@ -384,14 +470,18 @@ def cmd_report(a):
             x = m[t]
             rn = x["eps"] / m["nginx"]["eps"] if "nginx" in m and m["nginx"]["eps"] else None
             rw = x["eps"] / m["webdis"]["eps"] if "webdis" in m and m["webdis"]["eps"] else None
+            rj = x["eps"] / m["node"]["eps"] if "node" in m and m["node"]["eps"] else None
             rows.append([
                 scenario_label(g), t, fmt_num(x["rps"]), fmt_num(x["eps"]), fmt_ms(x["p50"]),
-                fmt_ms(x["p99"]), fmt_num(x["scpu"], 2), fmt_num(x["cpu"], 2), fmt_num(x["cmds"], 2), fmt_ratio(rn),
-                fmt_ratio(rw), x["check"],
+                fmt_ms(x["p99"]), fmt_num(x["scpu"], 2), fmt_num(x["scpu_ev"], 2),
+                fmt_num(x["rcpu"], 2), fmt_num(x["cpu"], 2), fmt_num(x["cmds"], 2), fmt_ratio(rn),
+                fmt_ratio(rw), fmt_ratio(rj), fmt_num(x["others"], 2), x["check"],
             ])
 
     header = ["scenario", "target", "requests/s", "events/s", "p50", "p99",
-              "server CPU µs/req", "Redis CPU µs/event", "Redis cmds/event", "vs nginx", "vs webdis", "count check"]
+              "server CPU µs/req", "server CPU µs/event", "Redis CPU µs/req", "Redis CPU µs/event",
+              "Redis cmds/event", "vs nginx", "vs webdis", "vs node", "others' cores",
+              "count check"]
 
     def text_table(hdr, body):
         widths = [max(len(str(r[i])) for r in [hdr] + body) for i in range(len(hdr))]
@@ -527,9 +617,14 @@ def cmd_report(a):
         f.write(md_table(header, rows) + "\n\n")
         f.write("Requests/s and events/s are medians over the rounds, measured over each run's "
                 "main phase; events/s counts the events in 200 answers (nginx: its requests/s × "
-                "the events each request carries; webdis: one command per request). Ratios compare "
-                "events/s. Redis CPU and commands are per event (for reads, per request); commands "
-                "include those run inside tally's Lua script.\n\n")
+                "the events each request carries). Ratios compare "
+                "events/s. Server and Redis CPU come from /proc/PID/stat of each process over the "
+                "run (the server's child processes included), per request and per event (for "
+                "reads, per request); Redis commands include those run inside scripts. webdis runs "
+                "one HINCRBY per request, or in the batch scenario one EVALSHA of a script of 20 "
+                "HINCRBYs; the Node collector (bench/node/) one HINCRBY per event, a batch as one "
+                "such script. \"Others' cores\": cores busy over the run with processes other "
+                "than the server, Redis and wrk (the machine may be shared).\n\n")
         f.write("## Count checks\n\n")
         for name, verdict, details in checks:
             f.write(f"- **{verdict}** {name}" + ("" if verdict == "PASS" else ": " + "; ".join(details)) + "\n")
@@ -574,9 +669,22 @@ def main():
     sr.add_argument("--totals")
     sr.add_argument("--metrics")
     sr.add_argument("--hwm")
-    sr.add_argument("--webdis-sum")
+    sr.add_argument("--counter-sum", help="webdis, node: the sum of their counters after the run")
     sr.add_argument("--cpu-before")
     sr.add_argument("--cpu-after")
+    sr.add_argument("--redis-cpu-before")
+    sr.add_argument("--redis-cpu-after")
+    sr.add_argument("--machine-before")
+    sr.add_argument("--machine-after")
+    sr.add_argument("--wrk-cpu")
+
+    ss = sub.add_parser("sample")
+    ss.add_argument("base")
+    ss.add_argument("server", type=int)
+    ss.add_argument("redis", type=int)
+    sw = sub.add_parser("wrk")
+    sw.add_argument("cpu_file")
+    sw.add_argument("command", nargs=argparse.REMAINDER)
 
     sc = sub.add_parser("cpu")
     sc.add_argument("pids", type=int, nargs="+")
@@ -603,6 +711,10 @@ def main():
         cmd_idle(a)
     elif a.cmd == "cpu":
         cmd_cpu(a)
+    elif a.cmd == "sample":
+        cmd_sample(a)
+    elif a.cmd == "wrk":
+        cmd_wrk(a)
     elif a.cmd == "report":
         sys.exit(cmd_report(a))
 

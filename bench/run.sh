@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # bench/run.sh -- benchmark tallyd against nginx (a fixed reply on the same routes: the
-# machine's ceiling) and webdis (one Redis command per request), with exact-count checks.
+# machine's ceiling), a plain Node.js collector (node:http + ioredis, two processes) and webdis
+# (one Redis command per request, one script of 20 HINCRBYs per 20-event batch), with
+# exact-count checks.
 #
 #   bench/run.sh           full run: every scenario, 3 rounds of 5 s runs (about 11 minutes on 2 cores)
 #   bench/run.sh --quick   smoke test: fewer scenarios, 1 round of 2 s runs (about 1 minute)
 #
 # From a clean clone, as root: installs what is missing (scripts/deps.sh --bench: tally's
-# packages, wrk, nginx-light and webdis), builds tallyd in Release mode into build-bench/, starts on loopback
-# ports that are free a private redis-server, nginx and webdis (and a tallyd per run), runs the
-# wrk scenarios interleaved (tally, nginx, webdis, tally, ...), and prints one table of medians;
+# packages, wrk, nginx-light, webdis, nodejs and npm; the Node collector's ioredis with npm ci),
+# builds tallyd in Release mode into build-bench/, starts on loopback ports that are free a
+# private redis-server, nginx, the Node collector and webdis (and a tallyd per run), runs the wrk
+# scenarios interleaved (tally, nginx, node, webdis, tally, ...), and prints one table of medians;
 # also written to bench/results/latest.md. Everything started is stopped by its PID at the end,
 # also on failure or Ctrl-C.
 #
@@ -24,7 +27,7 @@
 #   BENCH_VISITORS [50000]    dedupe scenario: X-Forwarded-For drawn from this many addresses
 #                             (0: a new address on every request)
 #   BENCH_WRK_THREADS [2]     wrk threads
-#   BENCH_TALLY_THREADS [2]   tallyd --threads
+#   BENCH_TALLY_THREADS [2]   tallyd --threads (also the Node collector's processes)
 #   BENCH_IDLE_CONNS [10000]  idle connections for the RSS measurement
 #   BENCH_ONLY                a regular expression: run only scenarios whose name matches
 #   BENCH_KEEP [0]            1: keep the temporary directory (logs, configs, raw outputs)
@@ -80,7 +83,7 @@ if ! [[ $DRAIN =~ ^[0-9]*\.?[0-9]+$ ]] || ! awk -v d="$DRAIN" -v t="$DURATION" '
 fi
 
 # Scenarios: name|lua script|connections|articles|extra wrk-script arguments|in --quick.
-# Every scenario runs against all three targets. Names matter to bench.py's targets.
+# Every scenario runs against all four targets. Names matter to bench.py's targets.
 SCENARIOS=(
     "healthz|healthz|64|$ARTICLES||1"
     "view-uniform|view_uniform|64|$ARTICLES||1"
@@ -97,7 +100,7 @@ SCENARIOS=(
     "view-uniform-100|view_uniform|64|100||0"
     "view-uniform-1M|view_uniform|64|1000000||0"
 )
-TARGET_ORDER=(tally nginx webdis)
+TARGET_ORDER=(tally nginx node webdis)
 HOT_SEED=100 # views of the hot article written before a stats-hot run
 
 say() { printf '%s\n' "$*"; }
@@ -112,6 +115,10 @@ install_deps() {
     # Without starting the system services of nginx or webdis: this script uses its own
     # configurations and free ports.
     bash "$ROOT/scripts/deps.sh" --bench
+    if [ ! -d "$HERE/node/node_modules/ioredis" ]; then
+        say "installing the Node collector's ioredis (npm ci in bench/node/)"
+        (cd "$HERE/node" && npm ci --no-audit --no-fund >/dev/null) || die "npm ci in bench/node failed"
+    fi
 }
 
 build_tally() {
@@ -138,6 +145,7 @@ WORK=""
 REDIS_PID=""
 NGINX_PID=""
 WEBDIS_PID=""
+NODE_PID=""
 TALLY_PID=""
 WRK_PID=""
 IDLE_PID=""
@@ -169,6 +177,7 @@ cleanup() {
     stop_pid "$IDLE_PID" "idle-connection helper"
     stop_pid "$TALLY_PID" tallyd
     stop_pid "$WEBDIS_PID" webdis
+    stop_pid "$NODE_PID" "Node collector"
     stop_pid "$NGINX_PID" nginx
     stop_pid "$REDIS_PID" redis-server
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
@@ -276,6 +285,17 @@ EOF
     wait_for "$WEBDIS_PID" webdis curl -fsS "http://127.0.0.1:$WEBDIS_PORT/PING"
 }
 
+start_node() {
+    # Database 2 of the same Redis; as many processes as tallyd has threads.
+    node "$HERE/node/collector.js" "$NODE_PORT" "$REDIS_PORT" 2 "$TALLY_THREADS" \
+        >>"$WORK/node.log" 2>&1 &
+    NODE_PID=$!
+    wait_for "$NODE_PID" "Node collector" curl -fsS "http://127.0.0.1:$NODE_PORT/healthz"
+}
+
+# The script webdis runs for a batch: one HINCRBY per key (KEYS) and field (ARGV).
+WEBDIS_BATCH_LUA="for i, k in ipairs(KEYS) do redis.call('HINCRBY', k, ARGV[i], 1) end return #KEYS"
+
 TALLY_SEQ=0
 start_tally() { # start_tally EXTRA-FLAGS...: a fresh tallyd with a fresh prefix
     TALLY_SEQ=$((TALLY_SEQ + 1))
@@ -297,16 +317,21 @@ stop_tally() {
 UA='Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36'
 RUN=0
 
-snapshot() { # snapshot FILE: Redis CPU and command counts
-    { rcli INFO cpu && rcli INFO commandstats; } | tr -d '\r' >"$1"
+snapshot() { # snapshot FILE: Redis command counts
+    rcli INFO commandstats | tr -d '\r' >"$1"
 }
 
-server_cpu() { # server_cpu TARGET: CPU seconds the server's processes have used so far
+server_pid() { # server_pid TARGET: the PID of the server's (first) process
     case "$1" in
-    tally) "${PY[@]}" cpu "$TALLY_PID" ;;
-    nginx) "${PY[@]}" cpu "$NGINX_PID" ;;
-    webdis) "${PY[@]}" cpu "$WEBDIS_PID" ;;
+    tally) echo "$TALLY_PID" ;;
+    nginx) echo "$NGINX_PID" ;;
+    node) echo "$NODE_PID" ;;
+    webdis) echo "$WEBDIS_PID" ;;
     esac
+}
+
+cpu_sample() { # cpu_sample BASE.WHEN: server, Redis and whole-machine CPU so far, in one go
+    "${PY[@]}" sample "$1" "$(server_pid "$TARGET_NOW")" "$REDIS_PID"
 }
 
 run_one() { # run_one ROUND SCENARIO-SPEC TARGET
@@ -333,8 +358,10 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
         url="http://127.0.0.1:$TALLY_PORT"
         ;;
     nginx) url="http://127.0.0.1:$NGINX_PORT" ;;
+    node) url="http://127.0.0.1:$NODE_PORT" ;;
     webdis) url="http://127.0.0.1:$WEBDIS_PORT" ;;
     esac
+    TARGET_NOW=$target
     if [ "$name" = stats-hot ]; then
         seeded=$HOT_SEED
         if [ "$target" = tally ]; then
@@ -349,41 +376,48 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
                 grep -q "\"accepted\":$HOT_SEED," || die "seeding the hot article failed"
         elif [ "$target" = webdis ]; then
             rcli -n 1 HSET bench:1 views "$HOT_SEED" >/dev/null
+        elif [ "$target" = node ]; then
+            rcli -n 2 HSET bench:news/2025/article-1 views "$HOT_SEED" >/dev/null
         fi
     fi
 
     snapshot "$base.before"
-    server_cpu "$target" >"$base.cpu-before"
+    cpu_sample "$base.before"
+    # wrk runs under bench.py, which writes its CPU seconds (from wait4) to $base.wrk-cpu.
     # shellcheck disable=SC2086 # $extra is zero or more key=value words
-    wrk -t "$WRK_THREADS" -c "$conns" -d "${DURATION}s" --timeout 5s -s "$HERE/lua/$script.lua" \
-        "$url" -- "target=$target" "articles=$articles" "duration=$DURATION" "drain=$DRAIN" \
-        $extra >"$base.wrk" 2>&1 &
+    "${PY[@]}" wrk "$base.wrk-cpu" wrk -t "$WRK_THREADS" -c "$conns" -d "${DURATION}s" --timeout 5s \
+        -s "$HERE/lua/$script.lua" "$url" -- "target=$target" "articles=$articles" \
+        "duration=$DURATION" "drain=$DRAIN" "sha=$WEBDIS_SHA" $extra >"$base.wrk" 2>&1 &
     WRK_PID=$!
     local rc=0
     wait "$WRK_PID" || rc=$?
     WRK_PID=""
     snapshot "$base.after"
-    server_cpu "$target" >"$base.cpu-after"
+    cpu_sample "$base.after"
     [ "$rc" -eq 0 ] || say "  wrk exited with status $rc (see $base.wrk)" >&2
 
     local rec=(--out "$RESULTS" --round "$round" --scenario "$name" --conns "$conns"
         --articles "$articles" --target "$target" --duration "$DURATION" --drain "$DRAIN"
         --counting "$counting" --dedupe "$dedupe" --seeded "$seeded"
         --wrk "$base.wrk" --before "$base.before" --after "$base.after"
-        --cpu-before "$base.cpu-before" --cpu-after "$base.cpu-after")
+        --cpu-before "$base.before.cpu" --cpu-after "$base.after.cpu"
+        --redis-cpu-before "$base.before.redis-cpu" --redis-cpu-after "$base.after.redis-cpu"
+        --machine-before "$base.before.machine" --machine-after "$base.after.machine"
+        --wrk-cpu "$base.wrk-cpu")
     if [ "$target" = tally ]; then
         curl -fsS "$url/v1/totals?period=all" >"$base.totals" 2>>"$base.err" || true
         curl -fsS "$url/metrics" >"$base.metrics" 2>>"$base.err" || true
         awk '/^VmHWM:/ { print $2 }' "/proc/$TALLY_PID/status" >"$base.hwm" 2>/dev/null || true
         stop_tally
         rec+=(--totals "$base.totals" --metrics "$base.metrics" --hwm "$base.hwm")
-    elif [ "$target" = webdis ]; then
-        rcli -n 1 EVAL "local s = 0
+    elif [ "$target" = webdis ] || [ "$target" = node ]; then
+        # Every counter of every bench:* hash of the target's database.
+        rcli -n "$([ "$target" = webdis ] && echo 1 || echo 2)" EVAL "local s = 0
 for _, k in ipairs(redis.call('KEYS', 'bench:*')) do
-    s = s + (tonumber(redis.call('HGET', k, 'views')) or 0)
+    for _, v in ipairs(redis.call('HVALS', k)) do s = s + (tonumber(v) or 0) end
 end
-return s" 0 >"$base.webdis" || true
-        rec+=(--webdis-sum "$base.webdis")
+return s" 0 >"$base.sum" || true
+        rec+=(--counter-sum "$base.sum")
     fi
     "${PY[@]}" record "${rec[@]}"
 }
@@ -401,16 +435,21 @@ RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 TOKEN="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 
-mapfile -t PORTS < <("${PY[@]}" ports 4)
+mapfile -t PORTS < <("${PY[@]}" ports 5)
 REDIS_PORT=${PORTS[0]}
 TALLY_PORT=${PORTS[1]}
 NGINX_PORT=${PORTS[2]}
 WEBDIS_PORT=${PORTS[3]}
+NODE_PORT=${PORTS[4]}
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 start_redis
 start_nginx
 start_webdis
-say "redis :$REDIS_PORT (pid $REDIS_PID), nginx :$NGINX_PORT (pid $NGINX_PID), webdis :$WEBDIS_PORT (pid $WEBDIS_PID), tallyd :$TALLY_PORT (one per run); work dir $WORK"
+start_node
+WEBDIS_SHA=$(rcli SCRIPT LOAD "$WEBDIS_BATCH_LUA")
+say "redis :$REDIS_PORT (pid $REDIS_PID), nginx :$NGINX_PORT (pid $NGINX_PID), node :$NODE_PORT (pid $NODE_PID), webdis :$WEBDIS_PORT (pid $WEBDIS_PID), tallyd :$TALLY_PORT (one per run); work dir $WORK"
+say "load average before: $LOAD_BEFORE"
 
 # The scenarios of this run.
 PLAN=()
@@ -448,7 +487,7 @@ cat >"$WORK/meta.json" <<EOF
 {"date": "$(date -u +%Y-%m-%dT%H:%MZ)", "commit": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)",
  "mode": "$([ "$QUICK" -eq 1 ] && echo quick || echo full)", "rounds": $ROUNDS, "seconds per run": $DURATION,
  "articles": $ARTICLES, "wrk threads": $WRK_THREADS, "tallyd threads": $TALLY_THREADS, "cores": $(nproc),
- "wall time s": $ELAPSED}
+ "wall time s": $ELAPSED, "load average before": "$LOAD_BEFORE", "load average after": "$(cut -d' ' -f1-3 /proc/loadavg)"}
 EOF
 status=0
 "${PY[@]}" report "$RESULTS" "$WORK/rss.json" "$HERE/results/latest.md" --meta "$WORK/meta.json" || status=$?

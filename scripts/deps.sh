@@ -10,7 +10,7 @@ run=(libevent-dev libhiredis-dev libcjson-dev redis-server redis-tools cmake gcc
 test=(libcmocka-dev python3 nodejs npm clang libclang-rt-14-dev chromium prometheus
       systemd nginx-light docker-compose yamllint openssl mandoc lintian dpkg-dev file)
 
-bench=(wrk nginx-light webdis python3)
+bench=(wrk nginx-light webdis python3 nodejs npm)
 
 want=("${run[@]}")
 case "${1:-}" in

@@ -1,6 +1,8 @@
 -- batch20.lua -- a batch of 20 events per POST, articles Zipf-like; every 5th event is a
 -- share (networks in turn), the others views: 16 views + 4 shares per request.
--- webdis has no batches: one HINCRBY per request, so its events/s is its requests/s.
+-- webdis has no batches of its own: each request is one EVALSHA of a script that runs 20
+-- HINCRBYs (KEYS: the 20 articles' hashes, ARGV: views or shares), the same work per request
+-- as the batch; run.sh loads the script and passes its SHA1 as sha=.
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local bench = dofile(dir .. "common.lua")
 
@@ -9,6 +11,7 @@ local nets = bench.NETWORKS
 
 bench.run {
     events = BATCH,
+    webdis_events = BATCH,
     dist = "zipf",
     tally = function(ctx)
         local ev = {}
@@ -23,6 +26,12 @@ bench.run {
         return bench.post("/v1/events", "[" .. table.concat(ev, ",") .. "]")
     end,
     webdis = function(ctx)
-        return bench.get("/HINCRBY/" .. bench.webdis_key(ctx.pick()) .. "/views/1")
+        local keys, fields = {}, {}
+        for i = 1, BATCH do
+            keys[i] = bench.webdis_key(ctx.pick())
+            fields[i] = (i % 5 == 0) and "shares" or "views"
+        end
+        return bench.get("/EVALSHA/" .. ctx.opt.sha .. "/" .. BATCH .. "/" .. table.concat(keys, "/")
+            .. "/" .. table.concat(fields, "/"))
     end,
 }

@@ -3,8 +3,12 @@
 --
 -- A scenario script loads this file and calls bench.run{...} (see view_uniform.lua).
 -- Arguments come after wrk's "--", as key=value:
---   target=tally|nginx|webdis   which server is measured (tally and nginx get the same requests;
---                               webdis gets one Redis command per request in its URL)
+--   target=tally|nginx|node|webdis
+--                               which server is measured (tally, nginx and the Node collector
+--                               get the same requests; webdis gets one Redis command per request
+--                               in its URL: one HINCRBY, or for a batch one EVALSHA of a script
+--                               of as many HINCRBYs as the batch has events)
+--   sha=SHA1                    webdis batches: the SHA1 of that script, loaded before the run
 --   articles=N                  distinct articles (default 10000)
 --   dist=uniform|zipf           how articles are drawn (default: the scenario's); zipf_s=S
 --                               the Zipf exponent (default 1)
@@ -132,6 +136,8 @@ end
 
 -- Counters of this thread (read by done() through thread:get; plain numbers only).
 c_main_sent, c_main_recv, c_ok, c_non200, c_accepted, c_ignored = 0, 0, 0, 0, 0, 0
+-- Events one counting request of this thread's target carries.
+c_epr = 1
 
 -- ---- the wrk hooks ----
 
@@ -140,8 +146,9 @@ local next_id = 0
 
 function bench.run(spec)
     -- spec.events: events carried by one counting request (1 for reads)
+    -- spec.webdis_events: events one webdis request carries (default 1)
     -- spec.tally(ctx) / spec.webdis(ctx): return the next request string for that target
-    -- (nginx gets spec.tally's requests); ctx has pick(), opt, thread_id, seq
+    -- (nginx and node get spec.tally's requests); ctx has pick(), opt, thread_id, seq
     -- spec.tally_count(status, headers, body): accepted, ignored of one 200 (default: JSON body)
     local opt, pick, deadline, count, build
     local ctx = {seq = 0}
@@ -176,11 +183,13 @@ function bench.run(spec)
         local target = opt.target or "tally"
         if target == "webdis" then
             build = spec.webdis
+            c_epr = spec.webdis_events or 1
             count = function()
-                return 1, 0
+                return c_epr, 0
             end
         else
             build = spec.tally
+            c_epr = spec.events or 1
             count = spec.tally_count or function(_, _, body)
                 local a = body and body:match('"accepted":(%d+)')
                 local i = body and body:match('"ignored":(%d+)')
@@ -218,7 +227,9 @@ function bench.run(spec)
     function done(summary, latency, _)
         local t = {main_sent = 0, main_recv = 0, ok = 0, non200 = 0,
                    accepted = 0, ignored = 0}
+        local epr = 1
         for _, th in ipairs(threads) do
+            epr = th:get("c_epr") or epr
             t.main_sent = t.main_sent + (th:get("c_main_sent") or 0)
             t.main_recv = t.main_recv + (th:get("c_main_recv") or 0)
             t.ok = t.ok + (th:get("c_ok") or 0)
@@ -238,7 +249,7 @@ function bench.run(spec)
                             "ignored"}) do
             put(k, t[k])
         end
-        put("events_per_request", spec.events or 1)
+        put("events_per_request", epr)
         put("wrk_requests", summary.requests)
         put("duration_us", summary.duration)
         put("err_connect", e.connect)
