@@ -27,6 +27,7 @@ int tally_fanout_init(struct tally_fanout *f, size_t n, tally_fanout_reply_cb *o
     f->on_reply = on_reply;
     f->done = done;
     f->arg = arg;
+    f->writes = false;
     f->n = n;
     f->sent = 0;
     f->status = 0;
@@ -54,8 +55,11 @@ static int fanout_redirect(struct fanout_slot *slot, const redisReply *reply)
     bool asking;
     struct tally_store *st;
 
-    if (slot->redirects++ >= FANOUT_REDIRECTS_MAX ||
-        (st = tally_redis_redirect(slot->r, reply, &asking)) == NULL)
+    if (slot->redirects++ >= FANOUT_REDIRECTS_MAX)
+        return -1;
+    st = slot->f->writes ? tally_redis_redirect(slot->r, reply, &asking)
+                         : tally_redis_read_redirect(slot->r, reply, &asking);
+    if (st == NULL)
         return -1;
     if (slot->cmd != NULL)
         return tally_store_formatted(st, asking, slot->cmd, slot->len, on_fanout_reply, slot);
@@ -102,6 +106,13 @@ static struct fanout_slot *fanout_next(struct tally_fanout *f)
     return slot;
 }
 
+/* Where F's command for KEY goes: the read connection of its node, or the write one. */
+static struct tally_store *fanout_store(struct tally_fanout *f, struct tally_redis *r,
+                                        const char *key, size_t len)
+{
+    return f->writes ? tally_redis_for_key(r, key, len) : tally_redis_read_for_key(r, key, len);
+}
+
 static int fanout_sent(struct tally_fanout *f, int rc)
 {
     if (rc < 0) {
@@ -118,7 +129,7 @@ int tally_fanout_command(struct tally_fanout *f, struct tally_redis *r, int argc
                          const char **argv, const size_t *argvlen)
 {
     struct fanout_slot *slot = fanout_next(f);
-    struct tally_store *st = argc > 1 ? tally_redis_for_key(r, argv[1], argvlen[1]) : NULL;
+    struct tally_store *st = argc > 1 ? fanout_store(f, r, argv[1], argvlen[1]) : NULL;
     long long len;
     int rc;
 
@@ -144,7 +155,7 @@ int tally_fanout_eval(struct tally_fanout *f, struct tally_redis *r, const char 
                       size_t nargs)
 {
     struct fanout_slot *slot = fanout_next(f);
-    struct tally_store *st = tally_redis_for_key(r, key, key_len);
+    struct tally_store *st = fanout_store(f, r, key, key_len);
     int rc;
 
     if (slot == NULL)

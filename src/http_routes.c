@@ -397,7 +397,7 @@ void tally_route_readyz(struct tally_http_req *h)
     tally_http_header(h, "Cache-Control", "no-store");
     if (h->w->draining)
         tally_http_send(h, 503, "application/json", stopping, sizeof(stopping) - 1);
-    else if (!tally_redis_ready(h->w->redis))
+    else if (!tally_redis_ready(h->w->redis) || !tally_redis_reads_ready(h->w->redis))
         tally_http_send(h, 503, "application/json", down, sizeof(down) - 1);
     else
         tally_http_send(h, 200, "application/json", ok, sizeof(ok) - 1);

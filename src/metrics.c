@@ -221,7 +221,9 @@ static void metrics_redis(struct tally_buf *out, struct tally_metrics *const *m,
                     "/v1/live requests answered 503 because --live-max streams were open.",
                     (double)SUM(live_refused));
     metrics_gauge_line(out, "tally_redis_up",
-                       "Worker threads whose Redis connection is ready.", (double)GAUGE(redis_up));
+                       "Worker threads whose Redis connections, for writes and for reads, are "
+                       "ready.",
+                       (double)GAUGE(redis_up));
     metrics_gauge_line(out, "tally_worker_threads", "Worker threads (--threads).", (double)n);
     metrics_gauge_line(out, "tally_pending_events", "Events held while waiting for Redis.",
                        (double)GAUGE(held_events));

@@ -8,6 +8,7 @@
 #include "tally/error.h"
 #include "tally/keys.h"
 #include "tally/log.h"
+#include "tally/metrics.h"
 #include "tally/redis.h"
 #include "tally/store.h"
 
@@ -17,7 +18,8 @@
 
 struct router_node {
     struct tally_redis *r;
-    struct tally_store *st;
+    struct tally_store *st; /* writes, salts, CLUSTER SLOTS */
+    struct tally_store *rd; /* reads: a slow one times out here, beside ST, not on it */
     struct tally_hostport addr;
 };
 
@@ -40,12 +42,14 @@ static void router_refresh(struct tally_redis *r);
 
 /* ---- State ---- */
 
-static bool router_compute_ready(const struct tally_redis *r)
+/* Has every slot a master whose write (READS: read) connection is ready? */
+static bool router_all_ready(const struct tally_redis *r, bool reads)
 {
     if (!r->cluster)
-        return r->n_nodes > 0 && tally_store_ready(r->nodes[0].st);
+        return r->n_nodes > 0 && tally_store_ready(reads ? r->nodes[0].rd : r->nodes[0].st);
     for (size_t s = 0; s < TALLY_SLOTS; s++) {
-        const struct tally_store *st = r->map.slots[s] < 0 ? NULL : r->nodes[r->map.slots[s]].st;
+        const struct router_node *n = r->map.slots[s] < 0 ? NULL : &r->nodes[r->map.slots[s]];
+        const struct tally_store *st = n == NULL ? NULL : reads ? n->rd : n->st;
 
         if (st == NULL || !tally_store_ready(st))
             return false;
@@ -53,10 +57,17 @@ static bool router_compute_ready(const struct tally_redis *r)
     return true;
 }
 
+static bool router_compute_ready(const struct tally_redis *r)
+{
+    return router_all_ready(r, false);
+}
+
 static void router_update(struct tally_redis *r)
 {
     bool ready = router_compute_ready(r);
 
+    /* tally_redis_up: this worker can write and read. */
+    tally_gauge_set(&r->metrics->redis_up, ready && router_all_ready(r, true));
     if (ready == r->ready)
         return;
     r->ready = ready;
@@ -80,6 +91,15 @@ static void on_node_state(struct tally_store *st, bool ready, void *arg)
     (void)ready;
 }
 
+static void on_node_read_state(struct tally_store *st, bool ready, void *arg)
+{
+    struct router_node *node = arg;
+
+    (void)st;
+    (void)ready;
+    router_update(node->r);
+}
+
 /* ---- Nodes ---- */
 
 /* Connect the node of entry I, just added to the map. */
@@ -93,7 +113,10 @@ static void router_connect(struct tally_redis *r, int i)
     t.addr = node->addr;
     memcpy(t.username, r->cfg->cluster_auth.username, sizeof(t.username));
     memcpy(t.password, r->cfg->cluster_auth.password, sizeof(t.password));
-    node->st = tally_store_new(r->base, r->cfg, &t, r->metrics, on_node_state, node);
+    node->st = tally_store_new(r->base, r->cfg, &t, TALLY_STORE_WRITES, r->metrics,
+                               on_node_state, node);
+    node->rd = tally_store_new(r->base, r->cfg, &t, TALLY_STORE_READS, r->metrics,
+                               on_node_read_state, node);
 }
 
 /* Forget the node of entry I: it left the cluster's map. Its commands still in flight are
@@ -103,7 +126,8 @@ static void router_disconnect(struct tally_redis *r, int i)
     log_info("redis cluster node %s:%u left the slot map; disconnected", r->nodes[i].addr.host,
              r->nodes[i].addr.port);
     tally_store_free(r->nodes[i].st);
-    r->nodes[i].st = NULL;
+    tally_store_free(r->nodes[i].rd);
+    r->nodes[i].st = r->nodes[i].rd = NULL;
 }
 
 static int router_node(struct tally_redis *r, const struct tally_hostport *addr,
@@ -317,6 +341,17 @@ struct tally_store *tally_redis_for_key(struct tally_redis *r, const char *key, 
     return tally_redis_for_slot(r, r->cluster ? tally_key_slot(key, len) : 0);
 }
 
+struct tally_store *tally_redis_read_for_key(struct tally_redis *r, const char *key, size_t len)
+{
+    unsigned slot = r->cluster ? tally_key_slot(key, len) : 0;
+
+    if (!r->cluster)
+        return r->n_nodes > 0 ? r->nodes[0].rd : NULL;
+    if (r->map.slots[slot] < 0)
+        return NULL;
+    return r->nodes[r->map.slots[slot]].rd;
+}
+
 /* Digits from *P up to END, as a number no greater than MAX: the end of them in *P. */
 static int router_number(const char **p, const char *end, unsigned long max, unsigned long *out)
 {
@@ -393,8 +428,8 @@ bool tally_redis_version_ok(const unsigned version[3])
     return version[0] * 1000000UL + version[1] >= need;
 }
 
-struct tally_store *tally_redis_redirect(struct tally_redis *r, const redisReply *reply,
-                                         bool *asking)
+static struct tally_store *router_redirect(struct tally_redis *r, const redisReply *reply,
+                                           bool *asking, bool reads)
 {
     struct tally_hostport to;
     unsigned slot;
@@ -414,7 +449,19 @@ struct tally_store *tally_redis_redirect(struct tally_redis *r, const redisReply
         r->map.slots[slot] = (int8_t)node;
         router_refresh(r);
     }
-    return r->nodes[node].st;
+    return reads ? r->nodes[node].rd : r->nodes[node].st;
+}
+
+struct tally_store *tally_redis_redirect(struct tally_redis *r, const redisReply *reply,
+                                         bool *asking)
+{
+    return router_redirect(r, reply, asking, false);
+}
+
+struct tally_store *tally_redis_read_redirect(struct tally_redis *r, const redisReply *reply,
+                                              bool *asking)
+{
+    return router_redirect(r, reply, asking, true);
 }
 
 /* ---- Life ---- */
@@ -422,6 +469,11 @@ struct tally_store *tally_redis_redirect(struct tally_redis *r, const redisReply
 bool tally_redis_ready(const struct tally_redis *r)
 {
     return r->ready;
+}
+
+bool tally_redis_reads_ready(const struct tally_redis *r)
+{
+    return router_all_ready(r, true);
 }
 
 bool tally_redis_is_cluster(const struct tally_redis *r)
@@ -447,9 +499,14 @@ struct tally_redis *tally_redis_new(struct event_base *base, const struct tally_
     tally_slot_map_init(&r->map);
     if (!r->cluster) {
         r->nodes[0].r = r;
-        r->nodes[0].st = tally_store_new(base, cfg, &cfg->redis, metrics, on_node_state, &r->nodes[0]);
-        r->n_nodes = r->nodes[0].st != NULL;
+        r->nodes[0].st = tally_store_new(base, cfg, &cfg->redis, TALLY_STORE_WRITES, metrics,
+                                         on_node_state, &r->nodes[0]);
+        r->nodes[0].rd = tally_store_new(base, cfg, &cfg->redis, TALLY_STORE_READS, metrics,
+                                         on_node_read_state, &r->nodes[0]);
+        r->n_nodes = r->nodes[0].st != NULL && r->nodes[0].rd != NULL;
         if (r->n_nodes == 0) {
+            tally_store_free(r->nodes[0].st);
+            tally_store_free(r->nodes[0].rd);
             free(r);
             return NULL;
         }
@@ -470,8 +527,10 @@ void tally_redis_free(struct tally_redis *r)
     if (r == NULL)
         return;
     r->on_state = NULL;
-    for (size_t i = 0; i < TALLY_REDIS_NODES_MAX; i++)
+    for (size_t i = 0; i < TALLY_REDIS_NODES_MAX; i++) {
         tally_store_free(r->nodes[i].st);
+        tally_store_free(r->nodes[i].rd);
+    }
     if (r->refresh_ev != NULL)
         event_free(r->refresh_ev);
     free(r);

@@ -717,6 +717,7 @@ int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint3
     f->arg = arg;
     if ((rc = tally_fanout_init(&f->fan, 1, on_forgot, on_forget_done, f)) < 0)
         return rc;
+    f->fan.writes = true; /* it deletes: beside the writes, not behind slow reads */
     tally_key_tag(tally_key_bucket(id, len), tag);
     tally_buf_init(&b);
     tally_buf_add_bulk(&b, "1", 1);

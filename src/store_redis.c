@@ -62,7 +62,9 @@ struct tally_store {
     struct event_base *base;
     const struct tally_config *cfg;
     struct tally_redis_target target; /* where this connection goes */
-    char name[TALLY_HOST_MAX + 8];    /* "host:port" or the socket path, for logs */
+    char name[TALLY_HOST_MAX + 16];   /* "host:port" or the socket path, for logs; reads
+                                       * say " (reads)" after it */
+    enum tally_store_role role;
     struct tally_metrics *metrics;
     tally_store_state_cb *on_state;
     void *arg;
@@ -98,7 +100,6 @@ static void store_set_state(struct tally_store *st, enum store_state s)
     bool was = st->state == STORE_READY, is = s == STORE_READY;
 
     st->state = s;
-    tally_gauge_set(&st->metrics->redis_up, is);
     if (was != is && st->on_state != NULL)
         st->on_state(st, is, st->arg);
 }
@@ -622,7 +623,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 
 struct tally_store *tally_store_new(struct event_base *base, const struct tally_config *cfg,
                                     const struct tally_redis_target *target,
-                                    struct tally_metrics *metrics,
+                                    enum tally_store_role role, struct tally_metrics *metrics,
                                     tally_store_state_cb *on_state, void *arg)
 {
     struct tally_store *st = calloc(1, sizeof(*st));
@@ -633,11 +634,14 @@ struct tally_store *tally_store_new(struct event_base *base, const struct tally_
     st->base = base;
     st->cfg = cfg;
     st->target = *target;
+    st->role = role;
     if (target->is_unix)
         snprintf(st->name, sizeof(st->name), "%s", target->path);
     else
         snprintf(st->name, sizeof(st->name), strchr(target->addr.host, ':') ? "[%s]:%u" : "%s:%u",
                  target->addr.host, target->addr.port);
+    if (role == TALLY_STORE_READS)
+        snprintf(st->name + strlen(st->name), sizeof(st->name) - strlen(st->name), " (reads)");
     st->metrics = metrics;
     st->on_state = on_state;
     st->arg = arg;
@@ -645,9 +649,13 @@ struct tally_store *tally_store_new(struct event_base *base, const struct tally_
     tally_buf_init(&st->cmd);
     st->retry_ev = evtimer_new(base, on_retry, st);
     st->deadline_ev = evtimer_new(base, on_deadline, st);
-    st->clock_ev = event_new(base, -1, EV_PERSIST, on_clock_timer, st);
-    if (st->retry_ev == NULL || st->deadline_ev == NULL || st->clock_ev == NULL ||
-        event_add(st->clock_ev, &every) < 0) {
+    /* Only writes are fenced with Redis's clock: a read connection samples it at connect. */
+    st->clock_ev = role == TALLY_STORE_WRITES
+                       ? event_new(base, -1, EV_PERSIST, on_clock_timer, st)
+                       : NULL;
+    if (st->retry_ev == NULL || st->deadline_ev == NULL ||
+        (role == TALLY_STORE_WRITES &&
+         (st->clock_ev == NULL || event_add(st->clock_ev, &every) < 0))) {
         tally_store_free(st);
         return NULL;
     }

@@ -2,10 +2,12 @@
  *
  * A read that needs N commands (the articles of a batch, the points of a series, the buckets
  * of a top list) sends them all at once through one store and hears back once, when the
- * last reply is in. Replies are handed over one by one, in any order, by index. */
+ * last reply is in. Replies are handed over one by one, in any order, by index. They go on
+ * the nodes' read connections, unless WRITES is set after tally_fanout_init(). */
 #ifndef TALLY_FANOUT_H
 #define TALLY_FANOUT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <hiredis/hiredis.h>
@@ -27,6 +29,7 @@ struct tally_fanout {
     tally_fanout_reply_cb *on_reply;
     tally_fanout_done_cb *done;
     void *arg;
+    bool writes; /* the commands change data: on the write connections (false after init) */
     /* Private. */
     struct fanout_slot *slots;
     size_t n, sent, pending;

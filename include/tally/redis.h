@@ -76,12 +76,20 @@ void tally_redis_free(struct tally_redis *r);
 bool tally_redis_ready(const struct tally_redis *r);
 bool tally_redis_is_cluster(const struct tally_redis *r);
 
-/* The connection serving SLOT (0..16383), or NULL while no master is known for it. In
- * standalone mode, always the one connection. */
+/* The write connection serving SLOT (0..16383), or NULL while no master is known for it. In
+ * standalone mode, always the one write connection. */
 struct tally_store *tally_redis_for_slot(struct tally_redis *r, unsigned slot);
 
-/* The connection serving KEY (LEN bytes). */
+/* The write connection serving KEY (LEN bytes). */
 struct tally_store *tally_redis_for_key(struct tally_redis *r, const char *key, size_t len);
+
+/* The read connection serving KEY: every node has one beside its write connection, so that
+ * a read that outlives --redis-timeout drops only the reads in flight with it, never a write
+ * (see tally_store_role). */
+struct tally_store *tally_redis_read_for_key(struct tally_redis *r, const char *key, size_t len);
+
+/* Are the read connections of every slot's master ready too? */
+bool tally_redis_reads_ready(const struct tally_redis *r);
 
 /* After an error reply to a command of SLOT: for "MOVED slot host:port" the slot map is
  * updated (and a full refresh scheduled) and the new owner returned; for "ASK slot host:port"
@@ -90,6 +98,10 @@ struct tally_store *tally_redis_for_key(struct tally_redis *r, const char *key, 
  * schedule a refresh). */
 struct tally_store *tally_redis_redirect(struct tally_redis *r, const redisReply *reply,
                                          bool *asking);
+
+/* The same for a read: the read connection of the node the redirection names. */
+struct tally_store *tally_redis_read_redirect(struct tally_redis *r, const redisReply *reply,
+                                              bool *asking);
 
 /* The oldest Redis tallyd works with: the scripts use 7.0's commands and options. */
 #define TALLY_REDIS_MIN_MAJOR 7

@@ -33,6 +33,14 @@ enum tally_script {
     TALLY_SCRIPTS
 };
 
+/* What a connection carries. Reads have a connection of their own beside the writes' (per
+ * node, per worker): a read that outlives --redis-timeout drops its connection, and with it
+ * only the reads in flight there, never a write. */
+enum tally_store_role {
+    TALLY_STORE_WRITES, /* write units, salts, the slot map */
+    TALLY_STORE_READS,  /* stats, series, top lists, totals */
+};
+
 /* Runs whenever the store becomes ready or stops being ready. */
 typedef void tally_store_state_cb(struct tally_store *st, bool ready, void *arg);
 
@@ -42,11 +50,12 @@ typedef void tally_store_state_cb(struct tally_store *st, bool ready, void *arg)
  * surely did not run. */
 typedef void tally_store_reply_cb(int status, redisReply *reply, void *arg);
 
-/* A store for the Redis at TARGET (copied) on BASE; it starts connecting at once. CFG (for
- * its timeouts) and METRICS are borrowed for the store's life. ON_STATE may be NULL. Returns
- * NULL only when out of memory. */
+/* A store for the Redis at TARGET (copied) on BASE, carrying ROLE's commands; it starts
+ * connecting at once. CFG (for its timeouts) and METRICS are borrowed for the store's life.
+ * ON_STATE may be NULL. Returns NULL only when out of memory. */
 struct tally_store *tally_store_new(struct event_base *base, const struct tally_config *cfg,
                                     const struct tally_redis_target *target,
+                                    enum tally_store_role role,
                                     struct tally_metrics *metrics,
                                     tally_store_state_cb *on_state, void *arg);
 

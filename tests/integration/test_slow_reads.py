@@ -1,0 +1,233 @@
+"""A slow read has no power over writes: every worker sends its reads on a Redis connection of
+its own, beside the one its writes use, so a read that outlives --redis-timeout drops that read
+connection (and the reads in flight on it) and never a write.
+
+The slow read: tallyd reaches Redis through a TCP relay that, on a connection where it sees a
+command naming the article SLOW, holds back every reply of that connection for HOLD_S
+seconds -- as a read whose reply takes that long to arrive (a huge value behind a busy link,
+a deep queue of reads) looks to tallyd, while Redis itself keeps answering everyone else. A
+one-worker tallyd (--redis-timeout 500) then takes writes from WRITERS keep-alive clients
+while READERS clients keep asking for SLOW's stats (and for an ordinary article's, which
+shares the read connection).
+
+Judged by:
+  - the reads were slow: tallyd timed out on Redis (tally_redis_timeouts_total grew) and
+    answered reads with 503 + Retry-After (never anything outside 200 and 503);
+  - every write was answered 200, its events acknowledged, none left unknown (504) or
+    refused (503); every write unit went to Redis once (Redis's count of FCALLs equals the
+    units tallyd saw applied) and none was fenced; each article's views equal exactly the
+    events acknowledged for it, in tallyd's stats and in Redis.
+With reads and writes on one connection the held reply made the write units behind it late:
+the connection was dropped, and they were sent again.
+"""
+
+import socket
+import threading
+import time
+import unittest
+
+import harness
+from harness import quote, wait_until
+
+REDIS_TIMEOUT_MS = 500
+HOLD_S = 1.5          # past --redis-timeout: the held read times out
+LOAD_S = 4.0          # a few held reads in a row
+WRITERS = 3
+READERS = 2
+SLOW = "slow-read/huge"
+MARKER = SLOW.encode()
+
+
+class HoldingRelay:
+    """127.0.0.1:PORT -> Redis. A connection whose commands name MARKER gets every reply that
+    follows held back HOLD seconds (from the moment the marker passed), in order."""
+
+    def __init__(self, redis_port, hold):
+        self.redis_port = redis_port
+        self.hold = hold
+        self.held = 0  # replies held back, over all connections
+        self.lock = threading.Lock()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        self.socks = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.redis_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            state = {"until": 0.0}
+            with self.lock:
+                self.socks += [client, server]
+            threading.Thread(target=self.up, args=(client, server, state), daemon=True).start()
+            threading.Thread(target=self.down, args=(server, client, state),
+                             daemon=True).start()
+
+    def up(self, src, dst, state):
+        """tallyd -> Redis, looking for the marker (a command may span two reads)."""
+        tail = b""
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if MARKER in tail + data:
+                    state["until"] = time.monotonic() + self.hold
+                    with self.lock:
+                        self.held += 1
+                tail = data[-len(MARKER):]
+                dst.sendall(data)
+        except OSError:
+            pass
+        self.close_pair(src, dst)
+
+    def down(self, src, dst, state):
+        """Redis -> tallyd, held back while the connection's hold lasts."""
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                wait = state["until"] - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                dst.sendall(data)
+        except OSError:
+            pass
+        self.close_pair(src, dst)
+
+    @staticmethod
+    def close_pair(a, b):
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.closed = True
+        self.listener.close()
+        with self.lock:
+            for s in self.socks:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+
+class SlowReadTest(harness.TallyTestCase):
+
+    def setUp(self):
+        self.redis = self.track(harness.Redis().start())
+        self.addCleanup(self.redis.close)
+        self.relay = HoldingRelay(self.redis.port, HOLD_S)
+        self.addCleanup(self.relay.close)
+        self.t = self.track(harness.Tallyd(self.redis, [
+            "--view-window", "0", "--redis-timeout", str(REDIS_TIMEOUT_MS), "--hold", "1000"],
+            threads=1, redis_port=self.relay.port))
+        self.addCleanup(self.t.close)
+        self.t.start()
+        wait_until(lambda: self.t.get("/readyz").status == 200, 10.0,
+                   message="tallyd not ready through the relay")
+
+    def fcalls(self):
+        """FCALLs Redis has run: the write units (reads call FCALL_RO)."""
+        text = self.redis.command("INFO", "commandstats").decode()
+        for line in text.splitlines():
+            if line.startswith("cmdstat_fcall:"):
+                return int(line.split("calls=", 1)[1].split(",", 1)[0])
+        return 0
+
+    def test_a_read_that_times_out_drops_no_write(self):
+        stop_at = time.monotonic() + LOAD_S
+        acked = {}
+        writes = {}
+        reads = {}
+        odd = []
+        lock = threading.Lock()
+
+        def writer(i):
+            article = "slow-read/w%d" % i
+            n = 0
+            with harness.KeepAliveClient(self.t.port, timeout=10.0) as cl:
+                while time.monotonic() < stop_at:
+                    events = 1 + n % 3
+                    n += 1
+                    ex = cl.post_events([{"type": "view", "article": article}] * events)
+                    with lock:
+                        key = ex.status if ex.kind == "answered" else ex.kind
+                        writes[key] = writes.get(key, 0) + 1
+                        if ex.kind == "answered" and ex.status == 200:
+                            body = ex.body
+                            if body != {"accepted": events, "ignored": 0}:
+                                odd.append(("write", body))
+                            acked[article] = acked.get(article, 0) + body.get("accepted", 0)
+                    time.sleep(0.01)
+
+        def reader(i):
+            paths = ["/v1/stats/" + quote(SLOW),
+                     "/v1/stats?article=%s&article=%s" % (quote(SLOW), quote("slow-read/w0"))]
+            n = 0
+            with harness.KeepAliveClient(self.t.port, timeout=10.0) as cl:
+                while time.monotonic() < stop_at:
+                    ex = cl.get(paths[(n + i) % len(paths)])
+                    n += 1
+                    with lock:
+                        key = ex.status if ex.kind == "answered" else ex.kind
+                        reads[key] = reads.get(key, 0) + 1
+                        if ex.kind != "answered" or ex.status not in (200, 503) or (
+                                ex.status == 503 and
+                                ex.response.headers.get("Retry-After") is None):
+                            odd.append(("read", ex))
+                    time.sleep(0.02)
+
+        before = harness.metric(self.t.metrics(), "tally_redis_timeouts_total")
+        fcalls_before = self.fcalls()
+        units_before = harness.metric(self.t.metrics(), "tally_redis_write_units_total")
+        threads = ([threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)] +
+                   [threading.Thread(target=reader, args=(i,)) for i in range(READERS)])
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(LOAD_S + 30)
+            self.assertFalse(th.is_alive(), "a load client did not finish")
+
+        m = self.t.metrics()
+        timeouts = harness.metric(m, "tally_redis_timeouts_total") - before
+        self.assertEqual(odd, [], "answers outside the contract")
+        # The reads were slow: held past --redis-timeout, timed out, answered 503.
+        self.assertGreater(self.relay.held, 0, "no read of %r reached Redis" % SLOW)
+        self.assertGreaterEqual(timeouts, 1, "no Redis command timed out: reads %r" % reads)
+        self.assertGreater(reads.get(503, 0), 0, "no read was answered 503: %r" % reads)
+        # Not one write paid for them.
+        self.assertEqual(set(writes), {200}, "writes answered otherwise than 200: %r" % writes)
+        self.assertGreater(writes[200], 20, "too few writes to judge: %r" % writes)
+        self.assertEqual(harness.metric(m, "tally_requests_indeterminate_total"), 0)
+        self.assertEqual(harness.metric(m, "tally_redis_write_units_fenced_total"), 0)
+        units = harness.metric(m, "tally_redis_write_units_total") - units_before
+        self.assertGreater(units, 0)
+        self.assertEqual(self.fcalls() - fcalls_before, units,
+                         "write units sent more than once (Redis ran more FCALLs than tallyd "
+                         "saw applied)")
+        # Exact counts, in tallyd's answers and in Redis.
+        time.sleep(0.6)  # past the stats cache's freshness
+        for article, n in sorted(acked.items()):
+            self.assertEqual(self.redis.article_totals(article).get("views", 0), n, article)
+            wait_until(lambda: self.t.get("/v1/stats/" + quote(article)).status == 200, 5.0)
+            self.assertEqual(self.t.stats(article)["views"], n, article)
+
+
+if __name__ == "__main__":
+    unittest.main()
