@@ -128,6 +128,11 @@ static int import_read_shares(const cJSON *v, struct import_line *l, unsigned li
 
         if (!import_count(m, &n))
             return import_fail(err, line, "shares: each count " IMPORT_COUNT_TEXT);
+        /* Repeated or unknown names add up (unknown ones into "other"): the line's shares
+         * are bounded as one count is, so no sum a script adds up passes 2^53. */
+        if (n > TALLY_IMPORT_COUNT_MAX - l->shares)
+            return import_fail(err, line,
+                               "shares: the counts add up to at most 1000000000000");
         l->by_network[net] += n;
         l->shares += n;
     }
@@ -209,12 +214,17 @@ static bool import_blank(const char *p, size_t n)
     return true;
 }
 
-/* Does P (N bytes) hold the escape \u0000? */
+/* Does P (N bytes) hold the escape \u0000? A backslash escapes the character after it, so
+ * an escaped backslash followed by "u0000" (JSON "\\u0000") is not one. */
 static bool import_has_nul_escape(const char *p, size_t n)
 {
-    for (const char *q = p; (q = memchr(q, '\\', n - (size_t)(q - p))) != NULL; q++)
-        if (n - (size_t)(q - p) >= 6 && memcmp(q, "\\u0000", 6) == 0)
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != '\\')
+            continue;
+        if (n - i >= 6 && memcmp(p + i, "\\u0000", 6) == 0)
             return true;
+        i++; /* the escaped character */
+    }
     return false;
 }
 

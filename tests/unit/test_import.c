@@ -106,6 +106,12 @@ static void test_import_refuses_the_first_faulty_line(void **state)
         {"{\"article\":\"a\",\"comments\":\"1\"}", "line 2: comments:"},
         {"{\"article\":\"a\",\"shares\":3}", "line 2: shares: an object"},
         {"{\"article\":\"a\",\"shares\":{\"x\":-3}}", "line 2: shares: each count"},
+        /* Repeated or unknown names add up: the line's shares are one bounded count. */
+        {"{\"article\":\"a\",\"shares\":{\"x\":1000000000000,\"y\":1}}",
+         "line 2: shares: the counts add up to at most 1000000000000"},
+        {"{\"article\":\"a\",\"shares\":{\"twitter\":600000000000,\"twitter\":"
+         "400000000001}}",
+         "line 2: shares: the counts add up to at most 1000000000000"},
         {"{\"article\":\"\"}", "line 2: article: 1-256 bytes"},
         {"{\"article\":\"a b\"}", "line 2: article: 1-256 bytes"},
         {"{\"article\":7}", "line 2: article: required"},
@@ -148,6 +154,14 @@ static void test_import_refuses_a_nul_byte_and_an_empty_body(void **state)
                      TALLY_EINVAL);
     assert_string_equal(err.message, "line 1: a JSON object without NUL characters");
     tally_import_release(&imp);
+    /* An escaped backslash before "u0000" is a backslash, not a NUL. */
+    assert_int_equal(tally_import_parse(&imp, S("{\"article\":\"a\\\\u0000b\"}"), TODAY, &err),
+                     0);
+    assert_int_equal(imp.lines, 1);
+    tally_import_release(&imp);
+    assert_int_equal(tally_import_parse(&imp, S("{\"article\":\"a\\\\\\u0000b\"}"), TODAY, &err),
+                     TALLY_EINVAL);
+    tally_import_release(&imp);
     assert_int_equal(tally_import_parse(&imp, S(" \n\r\n"), TODAY, &err), TALLY_EINVAL);
     assert_string_equal(err.code, "invalid_body");
     tally_import_release(&imp);
@@ -175,6 +189,23 @@ static void test_import_holds_at_most_ten_thousand_lines(void **state)
     assert_string_equal(err.message, "line 10001: an import holds at most 10000 lines");
     tally_import_release(&imp);
     free(body);
+}
+
+static void test_import_line_shares_add_up_to_the_bound(void **state)
+{
+    static const char body[] =
+        "{\"article\":\"a\",\"shares\":{\"x\":999999999999,\"y\":1}}";
+    struct tally_import imp;
+    struct tally_error err;
+    char got[256], want[256], t[3];
+
+    (void)state;
+    assert_int_equal(tally_import_parse(&imp, S(body), TODAY, &err), 0);
+    join_bulks(&imp.args, got, sizeof(got));
+    snprintf(want, sizeof(want), "%s|a||0|0|1000000000000|1|other|1000000000000",
+             tag_of("a", t));
+    assert_string_equal(got, want);
+    tally_import_release(&imp);
 }
 
 static void test_import_headers(void **state)
@@ -216,6 +247,7 @@ int main(void)
         cmocka_unit_test(test_import_refuses_the_first_faulty_line),
         cmocka_unit_test(test_import_refuses_a_nul_byte_and_an_empty_body),
         cmocka_unit_test(test_import_holds_at_most_ten_thousand_lines),
+        cmocka_unit_test(test_import_line_shares_add_up_to_the_bound),
         cmocka_unit_test(test_import_headers),
         cmocka_unit_test(test_import_record_is_json),
     };
