@@ -36,6 +36,15 @@ local function keep_expiring(key, start, ttl, add, ...)
     end
 end
 
+-- -N for N, an integer as Redis wrote it (HGET's digits): as text, never through a Lua
+-- number, which is exact only to 2^53 and which Redis might be handed as -4.66e+17.
+local function negated(n)
+    if string.sub(n, 1, 1) == '-' then
+        return string.sub(n, 2)
+    end
+    return '-' .. n
+end
+
 local function hour_of(t)
     return ymd(math.floor(t / 86400)) .. string.format('%02d', math.floor((t % 86400) / 3600))
 end
@@ -52,7 +61,9 @@ for _, m in ipairs(METRICS) do
             keep_expiring(key, (today - d) * 86400, DAY_TTL, 'ZADD', 0, '')
             if SUMMED[m] then
                 local site = kp .. 's:' .. day
-                redis.call('HINCRBY', site, m, -tonumber(score))
+                -- A score is a double, written by Redis as 4.66e+17 from 2^52 up: formatted as the
+                -- integer it holds (the write and import paths add integers only).
+                redis.call('HINCRBY', site, m, string.format('%d', -tonumber(score)))
                 redis.call('EXPIRE', site, math.min(DAY_TTL, (today - d) * 86400 + DAY_TTL - now),
                            'NX')
             end
@@ -71,9 +82,9 @@ end
 local totals = KEYS[1]
 local had = redis.call('EXISTS', totals)
 for m in pairs(SUMMED) do
-    local n = tonumber(redis.call('HGET', totals, m) or '0')
-    if n ~= 0 then
-        redis.call('HINCRBY', kp .. 's:all', m, -n)
+    local n = redis.call('HGET', totals, m)
+    if n and n ~= '0' then
+        redis.call('HINCRBY', kp .. 's:all', m, negated(n))
     end
 end
 redis.call('DEL', totals, kp .. 'v:' .. ymd(today + 1) .. ':' .. id,
