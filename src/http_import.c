@@ -12,6 +12,7 @@
 #include "tally/hash.h"
 #include "tally/import.h"
 #include "tally/keys.h"
+#include "tally/model.h"
 #include "tally/redis.h"
 
 /* The key every collector keeps the import record under, and the markers' prefix. The tag
@@ -36,14 +37,20 @@ static bool import_authorized(struct tally_http_req *h)
 
 /* ---- POST /v1/import ---- */
 
+enum import_outcome {
+    IMPORT_APPLIED, /* now or before */
+    IMPORT_REUSED,  /* another body holds the key */
+    IMPORT_LIMIT,   /* a counter would near 2^63: nothing applied */
+};
+
 struct import_call {
     struct tally_http_req *h;
     struct tally_fanout fan;
-    int outcome;    /* 0: applied now or before; TALLY_EREUSED: another body holds the key */
-    uint32_t lines; /* as the script answered */
+    enum import_outcome outcome;
+    uint32_t lines; /* as the script answered: the lines, or with IMPORT_LIMIT the line */
 };
 
-/* The script's answer: {"ok"|"replay", lines} or {"reused", 0}. */
+/* The script's answer: {"ok"|"replay", lines}, {"reused", 0} or {"limit", line}. */
 static int on_import_reply(struct tally_fanout *f, size_t i, const redisReply *reply)
 {
     struct import_call *c = f->arg;
@@ -55,7 +62,9 @@ static int on_import_reply(struct tally_fanout *f, size_t i, const redisReply *r
         reply->element[1]->type != REDIS_REPLY_INTEGER)
         return TALLY_EREDIS;
     c->lines = (uint32_t)reply->element[1]->integer;
-    c->outcome = strcmp(what->str, "reused") == 0 ? TALLY_EREUSED : 0;
+    c->outcome = strcmp(what->str, "reused") == 0  ? IMPORT_REUSED
+                 : strcmp(what->str, "limit") == 0 ? IMPORT_LIMIT
+                                                   : IMPORT_APPLIED;
     return 0;
 }
 
@@ -65,15 +74,35 @@ static void on_import_done(struct tally_fanout *f, int status)
     struct tally_http_req *h = c->h;
     struct tally_buf *b = &h->w->out;
 
+    if (status == TALLY_EREDIS) {
+        /* Redis answered with an error: the script may have stopped half-way, its marker
+         * unset, and a retry would count again what it applied. */
+        tally_http_send_error(h, 500, "import_failed",
+                              "import: redis answered the import script with an error; some "
+                              "of its lines may have been applied: check the counts before "
+                              "sending it again");
+        return;
+    }
     if (status < 0) {
-        /* Sent or not, a retry under the same key is applied at most once. */
+        /* Sent or not, the script ran whole or not at all: a retry under the same key is
+         * applied at most once. */
         tally_http_send_unavailable(h, "redis did not confirm the import: retry with the same "
                                        "Idempotency-Key, which applies it at most once");
         return;
     }
-    if (c->outcome == TALLY_EREUSED) {
+    if (c->outcome == IMPORT_REUSED) {
         tally_http_send_error(h, 422, "idempotency_key_reused",
                               "idempotency-key: already used for another import body");
+        return;
+    }
+    if (c->outcome == IMPORT_LIMIT) {
+        char msg[160];
+
+        snprintf(msg, sizeof(msg),
+                 "line %u: would take a count of its article or of the site to about "
+                 "9223372036853727232 (2^63 - 2^20) or more; nothing imported",
+                 (unsigned)c->lines);
+        tally_http_send_error(h, 409, "count_limit", msg);
         return;
     }
     /* Cached totals of any article may be stale now, and so may the week's and month's
@@ -137,7 +166,8 @@ static size_t import_args(struct tally_buf *b, struct tally_http_req *h,
 {
     const char *prefix = h->w->cfg->prefix, *key = h->hdr.idempotency_key;
     struct tally_buf record;
-    char digest[17];
+    char digest[17], model[TALLY_MODEL_ARG_MAX + 1];
+    size_t model_len = tally_model_arg(model);
 
     import_digest(h->body, h->body_len, digest);
     tally_buf_init(&record);
@@ -150,10 +180,11 @@ static size_t import_args(struct tally_buf *b, struct tally_http_req *h,
     tally_buf_add_bulk(b, record.data != NULL ? record.data : "", record.len);
     tally_buf_add_bulk_i64(b, TALLY_IMPORT_KEEP);
     tally_buf_add_bulk_i64(b, (int64_t)now);
+    tally_buf_add_bulk(b, model, model_len);
     tally_buf_add(b, imp->args.data, imp->args.len);
     b->oom |= record.oom;
     tally_buf_release(&record);
-    return 8 + imp->n_args;
+    return 9 + imp->n_args;
 }
 
 void tally_route_import(struct tally_http_req *h)

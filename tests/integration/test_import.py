@@ -207,6 +207,63 @@ class ImportTest(harness.TallyTestCase):
                 self.assertTrue(r.body["message"].startswith(message), r.body)
                 self.assert_untouched("first", "ok", "last")
 
+    def test_site_totals_are_added_exactly(self):
+        # 9,999 lines of 999,999,999,999 and one of 1: a site total past 2^53, where Lua
+        # numbers are no longer exact.
+        lines = [{"article": "big-%d" % i, "views": 999999999999} for i in range(9999)]
+        lines.append({"article": "one", "views": 1, "date": utc_day(0).isoformat()})
+        r = self.post(ndjson(lines))
+        self.assertEqual((r.status, r.body), (200, {"imported": 10000}), r)
+        r = self.tallyd.get("/v1/totals?period=all")
+        self.assertEqual(r.body["views"], 9999 * 999999999999 + 1, r)
+        self.assertEqual(self.tallyd.get("/v1/totals?period=day").body["views"], 1)
+
+    def test_a_count_near_the_int64_limit_imports_nothing(self):
+        big = "tally:{%s}a:full" % bucket("full")
+        self.redis.command("HSET", big, "views", str(2 ** 63 - 2 ** 20 - 1000))
+        body = ndjson([{"article": "first", "views": 5, "date": utc_day(0).isoformat()},
+                       {"article": "full", "views": 999},
+                       {"article": "full", "views": 1},
+                       {"article": "last", "comments": 1}])
+        r = self.post(body)
+        self.assertEqual(r.status, 409, r)
+        self.assertEqual(r.body["error"], "count_limit")
+        self.assertEqual(r.body["message"],
+                         "line 2: would take a count of its article or of the site to about "
+                         "9223372036853727232 (2^63 - 2^20) or more; nothing imported")
+        self.assertEqual(self.redis.article_totals("full"), {"views": 2 ** 63 - 2 ** 20 - 1000})
+        self.assertEqual(self.imports(), [])
+        self.assertEqual(self.redis.keys("tally:{*}[dtsv]:*"), [])
+        self.assertEqual(self.redis.keys("tally:{import}m:*"), [])
+        # Less fits, and the same key is free for it.
+        r = self.post(ndjson([{"article": "full", "views": 1}]))
+        self.assertEqual((r.status, r.body), (200, {"imported": 1}), r)
+        self.assertEqual(self.redis.article_totals("full"), {"views": 2 ** 63 - 2 ** 20 - 999})
+
+    def test_a_redis_error_is_not_answered_as_retryable(self):
+        # The second article's totals key holds a string: the script stops with an error.
+        self.redis.command("SET", "tally:{%s}a:wrong" % bucket("wrong"), "x")
+        r = self.post(ndjson([{"article": "a", "views": 1}, {"article": "wrong", "views": 1}]))
+        self.assertEqual(r.status, 500, r)
+        self.assertEqual(r.body["error"], "import_failed")
+        self.assertIn("may have been applied", r.body["message"])
+
+    def test_forget_takes_large_counts_out_exactly(self):
+        # Counts past 2^53 (an import of many lines, or years of views): a DELETE takes them
+        # out of the site totals to the unit, as Redis holds them.
+        tag, day = bucket("huge"), time.strftime("%Y%m%d", time.gmtime())
+        n = 466000000000000001
+        self.redis.command("HSET", "tally:{%s}a:huge" % tag, "views", str(n))
+        self.redis.command("HSET", "tally:{%s}s:all" % tag, "views", str(n + 7))
+        self.redis.command("ZADD", "tally:{%s}d:views:%s" % (tag, day), "466000000000000000",
+                           "huge")
+        self.redis.command("HSET", "tally:{%s}s:%s" % (tag, day), "views", "466000000000000009")
+        r = self.tallyd.request("DELETE", "/v1/articles/huge", None, AUTH)
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual(self.redis.command("HGET", "tally:{%s}s:all" % tag, "views"), b"7")
+        self.assertEqual(self.redis.command("HGET", "tally:{%s}s:%s" % (tag, day), "views"),
+                         b"9")
+
     def test_future_date_is_refused(self):
         tomorrow = utc_day(1).isoformat()
         r = self.post(ndjson([{"article": "a", "views": 1},
