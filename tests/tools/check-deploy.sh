@@ -567,6 +567,14 @@ EOF
     expect_code 413 "$t/v1/events" "${c[@]}" --data-binary "$body"
     # ... but a large batch within tallyd's 64 KiB reaches tallyd (which refuses the junk).
     expect_code 400 "$t/v1/events" "${c[@]}" --data-binary "${body:0:60000}"
+    # An import of up to 8 MiB reaches tallyd (here 2 MiB, which refuses the junk as its first
+    # line), and its location waits above the two minutes an import may take.
+    head -c 2097152 /dev/zero | tr '\0' 'x' >"$dir/import.ndjson"
+    expect_code 400 "$t/v1/import" "${c[@]}" -H "Authorization: Bearer $token" \
+        -H 'Idempotency-Key: check-deploy' -H 'Content-Type: application/x-ndjson' --data-binary "@$dir/import.ndjson"
+    expect_code 413 "$t/v1/stats/a" "${c[@]}" --data-binary "${body:0:2000}"
+    sed -n '/location = \/v1\/import {/,/}/p' "$conf" | grep -Eq 'proxy_read_timeout (1[2-9][0-9]|[2-9][0-9][0-9])s;' ||
+        problem "the /v1/import location does not wait at least two minutes for tallyd"
     # /v1/live has a location of its own that does not buffer; HEAD is answered without
     # Redis, with the stream's head.
     sed -n '/location = \/v1\/live {/,/}/p' "$conf" | grep -q 'proxy_buffering off;' ||
