@@ -29,6 +29,7 @@ import argparse
 import csv
 import io
 import json
+import re
 import sys
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -60,7 +61,8 @@ def count_of(value, where, what):
     value = (value or "").strip()
     if value == "":
         return 0
-    if not value.isdigit() or int(value) > COUNT_MAX:
+    # ASCII digits only: str.isdigit() also takes '²' and '٣'.
+    if re.fullmatch(r"[0-9]+", value) is None or int(value) > COUNT_MAX:
         raise ConvertError("%s: %s: an integer from 0 to %d, not %r" % (where, what, COUNT_MAX,
                                                                         value))
     return int(value)
@@ -79,16 +81,22 @@ class Totals:
         t[2] += shares
 
     def lines(self):
+        """One line per article; more for an article whose sums pass COUNT_MAX, the most a
+        line carries (the import adds its lines up)."""
         for article in sorted(self.by_article):
             views, comments, shares = self.by_article[article]
-            line = {"article": article}
-            if views:
-                line["views"] = views
-            if comments:
-                line["comments"] = comments
-            if shares:
-                line["shares"] = {"other": shares}
-            yield json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
+            while True:
+                line = {"article": article}
+                if views:
+                    line["views"] = min(views, COUNT_MAX)
+                if comments:
+                    line["comments"] = min(comments, COUNT_MAX)
+                if shares:
+                    line["shares"] = {"other": min(shares, COUNT_MAX)}
+                yield json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
+                views, comments, shares = (max(n - COUNT_MAX, 0) for n in (views, comments, shares))
+                if not (views or comments or shares):
+                    break
 
 
 def read_csv(text):

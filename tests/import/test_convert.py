@@ -30,6 +30,8 @@ class ConvertTest(unittest.TestCase):
     def test_each_format_gives_its_exact_ndjson(self):
         cases = [
             ("csv", "plain.csv", [], "plain.ndjson"),
+            # Rows of one article past 10^12 in all: as many lines as it takes.
+            ("csv", "large.csv", [], "large.ndjson"),
             ("wp-postviews", "wp-postviews.csv", [], "wp-postviews.ndjson"),
             ("post-views-counter", "post_views.csv",
              ["--paths", os.path.join(FIXTURES, "post_paths.csv")], "post_views.ndjson"),
@@ -49,6 +51,8 @@ class ConvertTest(unittest.TestCase):
         cases = [
             ("csv", "/a/,-1\n", "row 1: views: an integer from 0 to 1000000000000, not '-1'"),
             ("csv", "/a/,1,2.5\n", "row 1: comments: an integer"),
+            ("csv", "/a/,\u00b2\n", "row 1: views: an integer from 0 to 1000000000000, not '\u00b2'"),
+            ("csv", "/a/,1,\u0663\n", "row 1: comments: an integer"),
             ("csv", "/a/,1\n/b/,1000000000001\n", "row 2: views: an integer"),
             ("csv", "/a/\n", "row 1: article,views[,comments[,shares]]"),
             ("csv", "/a b/,1\n", "row 1: path with whitespace"),
