@@ -18,7 +18,8 @@ FORMAT is one of:
 
 An article is the path of the page (as tally.js takes it by default: the canonical URL's path),
 so a URL is cut to its path. Lines for the same article are summed; they come out sorted by
-article, one JSON object a line, without a date: imported counts go to the all-time totals.
+article, one JSON object a line (more for an article whose sum passes 10^12, the most a line
+carries), without a date: imported counts go to the all-time totals.
 POST /v1/import takes up to 10,000 lines: split a longer output (split -l 10000).
 
 Errors name the row and exit with status 1; bad usage exits with 2. Python 3 standard library

@@ -189,6 +189,8 @@ class ImportTest(harness.TallyTestCase):
             ('{"article":"ok","views":"7"}', "line 3: views:"),
             ('{"article":"ok","shares":{"twitter":-2}}', "line 3: shares:"),
             ('{"article":"ok","shares":[1]}', "line 3: shares:"),
+            ('{"article":"ok","shares":{"x":600000000000,"y":400000000001}}',
+             "line 3: shares: the counts add up to at most 1000000000000"),
             ('{"article":"ok","comments":null}', "line 3: comments:"),
             ('{"article":"has space","views":1}', "line 3: article:"),
             ('{"views":1}', "line 3: article:"),
