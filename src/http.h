@@ -87,15 +87,26 @@ void *tally_http_alloc(struct tally_http_req *h, size_t size);
 void tally_http_send(struct tally_http_req *h, int code, const char *ctype, const void *body,
                      size_t len);
 
-/* The most a streamed answer may have waiting to be written: a client that reads slower
- * than its stream grows is dropped (its GONE callback runs). */
-#define TALLY_HTTP_STREAM_BUF_MAX (256 * 1024)
+/* The most a streamed answer may have waiting to be written, and the largest its buffer
+ * grows: a client that reads slower than its stream grows is dropped (its GONE callback runs).
+ * Room for the first events of 100 articles of the longest IDs; a writer that adds only while
+ * nothing waits (tally_http_stream_pending) never comes near it. */
+#define TALLY_HTTP_STREAM_BUF_MAX (128 * 1024)
+
+/* H will be answered with a stream (tally_http_stream_start, now or later): no request
+ * pipelined after it on its connection is run -- nothing behind an endless answer could be
+ * answered -- and from now on what its client sends is read only to hear it leave, then
+ * discarded. Call it before the handler returns, while later requests are not yet framed. */
+void tally_http_stream_expect(struct tally_http_req *h);
+
+/* Bytes of H's stream not written yet: 0 once its reader has taken everything. */
+size_t tally_http_stream_pending(const struct tally_http_req *h);
 
 /* Start a streamed answer: the head (CODE, CTYPE, the headers added so far, CORS) without a
  * Content-Length; the body follows in tally_http_stream_write() calls -- chunked for HTTP/1.1,
  * delimited by the connection's close for HTTP/1.0 -- until tally_http_stream_end(). Neither
- * the idle nor the request timer closes the connection meanwhile; only a write that makes no
- * progress for 10 s does. GONE (with ARG) runs once if the client leaves first. For HEAD only
+ * the idle nor the request timer closes the connection meanwhile; only bytes that wait 10 s
+ * without all being written do (whatever trickles out meanwhile). GONE (with ARG) runs once if the client leaves first. For HEAD only
  * the head is sent, and the stream is ended at once (GONE never runs). Returns 0, or
  * TALLY_ENOMEM when the request was abandoned instead (GONE never runs). */
 int tally_http_stream_start(struct tally_http_req *h, int code, const char *ctype,

@@ -54,6 +54,7 @@
 #define HTTP_IMPORT_MS 120000 /* the same for an import with the token: up to 8 MiB */
 #define HTTP_WRITE_MS 10000   /* an answer that cannot be written for this long is dropped */
 #define HTTP_LINGER_MS 2000   /* after a last answer: reading what the client still sends */
+#define HTTP_STREAM_SNDBUF 32768 /* a stream's socket send buffer (Linux doubles it) */
 #define HTTP_ACCEPTS_MAX 64   /* connections accepted per wake-up */
 #define HTTP_IOV_MAX 64
 #define WHEEL_TICK_MS 250
@@ -79,6 +80,7 @@ struct http_conn {
     bool write_blocked; /* the socket took less than offered: wait for EV_WRITE */
     bool lingering, gone, dirty, continued;
     bool rdhup; /* the client's end of stream is there to read (EV_CLOSED) */
+    bool stream_only; /* a stream is coming or open: what the client sends is only discarded */
     int slot;   /* wheel slot, -1 when not in the wheel */
     struct http_conn *flush_next;
     TAILQ_ENTRY(http_conn) link, wlink;
@@ -417,11 +419,7 @@ static void conn_read(struct http_conn *c)
 
         if (c->gone)
             return;
-        if (c->lingering) {
-            conn_discard(c);
-            return;
-        }
-        if (c->closing && conn_streaming(c)) {
+        if (c->lingering || c->stream_only) {
             conn_discard(c); /* only to hear the client leave */
             return;
         }
@@ -500,6 +498,7 @@ static bool conn_written(struct http_conn *c, size_t n)
             return false;
         }
         n -= left;
+        c->out_since = conn_now_ms(); /* progress: an answer, or all of a stream, is out */
         if (r->streaming && !r->stream_done) {
             conn_stream_drained(c, r);
             return false;
@@ -558,7 +557,7 @@ static void conn_write(struct http_conn *c)
                 conn_gone(c);
             return;
         }
-        c->last_io = c->out_since = conn_now_ms();
+        c->last_io = conn_now_ms();
         if (conn_written(c, (size_t)wr)) {
             conn_finish(c);
             return;
@@ -631,15 +630,18 @@ int http_conn_stream_add(struct tally_http_req *r, const void *data, size_t len)
     if (r->chunked && len == 0)
         need = pending + sizeof(last) - 1;
     if (need > TALLY_HTTP_STREAM_BUF_MAX) {
-        tally_metric_add(&c->w->metrics.slow_clients, 1);
+        tally_metric_add(&c->w->metrics.live_dropped[TALLY_LIVE_DROP_OVERFLOW], 1);
         conn_gone(c); /* a reader this slow would hold ever more */
         return TALLY_ECLOSED;
     }
     if (!r->out_heap || need > r->out_cap) {
         size_t cap = need < 512 ? 512 : need + need / 2;
-        char *b = malloc(cap);
+        char *b;
 
-        if (b == NULL) {
+        if (cap > TALLY_HTTP_STREAM_BUF_MAX)
+            cap = TALLY_HTTP_STREAM_BUF_MAX; /* never grown past what may wait */
+        if ((b = malloc(cap)) == NULL) {
+
             conn_gone(c);
             return TALLY_ECLOSED;
         }
@@ -673,6 +675,29 @@ int http_conn_stream_add(struct tally_http_req *r, const void *data, size_t len)
     }
     http_conn_answered(r);
     return 0;
+}
+
+size_t http_conn_stream_pending(const struct tally_http_req *r)
+{
+    const struct http_conn *c = r->conn;
+
+    return r->out_len - (r == c->first ? c->out_off : 0);
+}
+
+void http_conn_stream_expect(struct tally_http_req *r)
+{
+    struct http_conn *c = r->conn;
+    int sndbuf = HTTP_STREAM_SNDBUF;
+
+    /* Nothing behind a stream is answered before it ends, and it does not end: what follows
+     * it is neither framed nor run, and what the client sends from now on is discarded. The
+     * bytes before C->OFF are R's own, which its handler may still be reading. */
+    c->stream_only = c->closing = true;
+    if (c->fd >= 0) /* the kernel's share too: a stalled reader holds no more than this */
+        setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+    c->len = c->off;
+    c->framing = false;
+    c->read_paused = false;
 }
 
 void http_conn_answered(struct tally_http_req *r)
@@ -742,6 +767,11 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 
 static void conn_expire(struct http_conn *c, uint64_t now)
 {
+    const struct tally_http_req *f = c->first;
+
+    /* A stream whose unwritten bytes did not drain for HTTP_WRITE_MS. */
+    if (!c->lingering && f != NULL && f->streaming && !f->stream_done && !f->abandoned)
+        tally_metric_add(&c->w->metrics.live_dropped[TALLY_LIVE_DROP_SLOW], 1);
     /* Bytes kept coming, too slowly for a whole request: a slow client, not an idle one. */
     if (!c->lingering && c->n_reqs == 0 && c->framing && now - c->last_io < HTTP_IDLE_MS)
         tally_metric_add(&c->w->metrics.slow_clients, 1);

@@ -71,6 +71,13 @@ bool http_conn_closes_after(const struct tally_http_req *r);
  * is gone or is dropped now because more than TALLY_HTTP_STREAM_BUF_MAX would wait. */
 int http_conn_stream_add(struct tally_http_req *r, const void *data, size_t len);
 
+/* Bytes of R's streamed answer not written yet (its head included). */
+size_t http_conn_stream_pending(const struct tally_http_req *r);
+
+/* R is to be answered with a stream: nothing after it on its connection is framed or run, and
+ * the connection reads from now on only to hear the client leave. */
+void http_conn_stream_expect(struct tally_http_req *r);
+
 /* The peer's address, 16 bytes (IPv4-mapped). */
 void http_conn_peer(const struct http_conn *c, uint8_t out[16]);
 

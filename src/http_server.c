@@ -410,8 +410,20 @@ int tally_http_stream_start(struct tally_http_req *h, int code, const char *ctyp
         h->close_after = http_conn_closes_after(h);
     h->gone = gone;
     h->gone_arg = arg;
+    if (!h->stream_done)
+        http_conn_stream_expect(h);
     http_answered(h, code);
     return 0;
+}
+
+void tally_http_stream_expect(struct tally_http_req *h)
+{
+    http_conn_stream_expect(h);
+}
+
+size_t tally_http_stream_pending(const struct tally_http_req *h)
+{
+    return h->streaming ? http_conn_stream_pending(h) : 0;
 }
 
 int tally_http_stream_write(struct tally_http_req *h, const void *data, size_t len)

@@ -17,7 +17,13 @@
  * the digest of its last reading: an unchanged article costs one comparison, and a watcher
  * that joined with a newer or older first event than the registry's is still sent each
  * change once. A comment line every LIVE_KEEPALIVE_MS keeps proxies and browsers from taking
- * a quiet stream for a dead one. */
+ * a quiet stream for a dead one.
+ *
+ * A stream whose reader has not taken everything by a tick is behind: it is sent nothing
+ * until it has, and then each article's latest state once -- the changes in between are
+ * replaced, not queued. So what a stream holds unwritten is at most one burst: its first
+ * events, or one event per article it watches, plus a keepalive; and the HTTP layer drops
+ * it when that does not drain within 10 s. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +71,7 @@ struct live_stream {
     struct tally_http_req *h;
     struct tally_query q; /* the first read; released once the stream is open */
     uint64_t last_ms;     /* the last write */
+    bool behind;          /* at the last tick its reader had not taken all it was sent */
     size_t n_subs;
     struct live_sub subs[]; /* one per distinct article */
 };
@@ -205,7 +212,6 @@ static void live_stream_close(struct tally_live *lv, struct live_stream *s)
 
 static void on_live_gone(struct tally_http_req *h, void *arg)
 {
-    (void)h;
     live_stream_close(h->w->live, arg);
 }
 
@@ -337,6 +343,7 @@ void tally_route_live(struct tally_http_req *h)
         live_stream_free(w, s);
         return;
     }
+    tally_http_stream_expect(h); /* nothing pipelined behind a stream is run */
     /* With every article cached, on_live_first runs before this returns. */
     rc = tally_query_start(&s->q, w->redis, &w->cache, w->cfg->prefix, on_live_first, s);
     if (rc < 0) {
@@ -364,6 +371,10 @@ static void live_push(struct tally_live *lv, struct live_article *a, const struc
     for (sub = TAILQ_FIRST(&a->subs); sub != NULL; sub = TAILQ_NEXT(sub, link)) {
         if (sub->sent == d)
             continue;
+        if (sub->s->behind) {
+            a->seen = 0; /* compared with each watcher again at the next reading */
+            continue;
+        }
         sub->sent = d;
         live_write(sub->s, out, now);
         tally_metric_add(&w->metrics.live_events, 1);
@@ -442,7 +453,8 @@ static void on_live_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     for (s = TAILQ_FIRST(&lv->streams); s != NULL; s = TAILQ_NEXT(s, link)) {
-        if (now - s->last_ms < LIVE_KEEPALIVE_MS)
+        s->behind = tally_http_stream_pending(s->h) > 0;
+        if (s->behind || now - s->last_ms < LIVE_KEEPALIVE_MS)
             continue;
         (void)tally_http_stream_write(s->h, keepalive, sizeof(keepalive) - 1);
         s->last_ms = now;

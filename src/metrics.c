@@ -220,6 +220,17 @@ static void metrics_redis(struct tally_buf *out, struct tally_metrics *const *m,
     metrics_counter(out, "tally_live_refused_total",
                     "/v1/live requests answered 503 because --live-max streams were open.",
                     (double)SUM(live_refused));
+    metrics_head(out, "tally_live_dropped_total", "counter",
+                 "/v1/live streams cut off because their reader fell behind: slow (what waited "
+                 "did not drain for 10 s) or overflow (more would have waited than a stream "
+                 "may hold).");
+    for (int r = 0; r < TALLY_LIVE_DROPS; r++) {
+        static const char *const reasons[TALLY_LIVE_DROPS] = {"slow", "overflow"};
+        char labels[32];
+
+        snprintf(labels, sizeof(labels), "{reason=\"%s\"}", reasons[r]);
+        metrics_sample(out, "tally_live_dropped_total", labels, (double)SUM(live_dropped[r]));
+    }
     metrics_gauge_line(out, "tally_redis_up",
                        "Worker threads whose Redis connections, for writes and for reads, are "
                        "ready.",

@@ -91,6 +91,13 @@ enum tally_route {
 
 #define TALLY_STATUS_CLASSES 5 /* 1xx .. 5xx */
 
+/* Why a streamed answer (/v1/live) was cut off. */
+enum tally_live_drop {
+    TALLY_LIVE_DROP_SLOW,     /* what waited did not drain for 10 s */
+    TALLY_LIVE_DROP_OVERFLOW, /* more than TALLY_HTTP_STREAM_BUF_MAX would have waited */
+    TALLY_LIVE_DROPS
+};
+
 struct tally_metrics {
     _Atomic uint64_t events[TALLY_EVENT_TYPES][TALLY_OUTCOMES];
     _Atomic uint64_t ignored[TALLY_IGNORES];
@@ -111,6 +118,7 @@ struct tally_metrics {
     _Atomic uint64_t live_reads;         /* round trips reading the watched articles */
     _Atomic uint64_t live_events;        /* stats events pushed on live streams */
     _Atomic uint64_t live_refused;       /* /v1/live answered 503: --live-max */
+    _Atomic uint64_t live_dropped[TALLY_LIVE_DROPS]; /* streams cut off, by reason */
     _Atomic int64_t redis_up;            /* gauge: 1 ready, 0 not */
     _Atomic int64_t held_events;         /* gauge: events waiting for Redis */
     _Atomic int64_t held_requests;       /* gauge */

@@ -15,14 +15,15 @@ UA = harness.BROWSER_UA
 class Stream:
     """A raw /v1/live client: the head, then the body de-chunked (or close-delimited) and cut
     into SSE blocks: ("event", name, data) for events, ("comment", text) for comment lines,
-    ("field", line) for anything else (retry:)."""
+    ("field", line) for anything else (retry:). PIPELINED: bytes sent right after the request,
+    in the same write."""
 
-    def __init__(self, port, articles, http10=False, headers=None):
+    def __init__(self, port, articles, http10=False, headers=None, pipelined=b""):
         q = "&".join("article=" + quote(a) for a in articles)
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         extra = "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
         self.sock.sendall(("GET /v1/live?%s HTTP/1.%d\r\nHost: t\r\nUser-Agent: %s\r\n%s\r\n"
-                           % (q, 0 if http10 else 1, UA, extra)).encode())
+                           % (q, 0 if http10 else 1, UA, extra)).encode() + pipelined)
         self.buf = b""
         self.body = b""   # de-chunked, not yet cut into blocks
         self.ended = False  # the last chunk came (chunked), or the connection closed

@@ -8,7 +8,8 @@ What must hold (what is bound by time is in test_live_timing.py, which holds the
     change sends nothing but keepalive comments (at least every 30 s);
   - past --live-max streams a collector answers 503 with Retry-After, and a stream whose
     client left gives its place back;
-  - bad articles answer 400 as /v1/stats does.
+  - bad articles answer 400 as /v1/stats does;
+  - nothing pipelined behind a stream on its connection is run: not a view, not another stream.
 """
 
 import time
@@ -107,6 +108,29 @@ class LiveTest(LiveCase):
                                timeout=3, message="the closed stream was not let go")
             c = self.open(["z"], t)
             self.assertEqual(c.status, 200)
+
+    def test_requests_pipelined_behind_a_stream_are_not_run(self):
+        body = b'{"type":"view","article":"piped"}'
+        post = (b"POST /v1/events HTTP/1.1\r\nHost: t\r\nUser-Agent: %s\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (harness.BROWSER_UA.encode(), len(body), body))
+        live = b"GET /v1/live?article=other HTTP/1.1\r\nHost: t\r\n\r\n"
+        harness.wait_until(lambda: self.open_streams() == 0, timeout=3,
+                           message="streams of earlier tests still open")
+        s = self.open(["piped"], pipelined=post + live)
+        self.assertEqual(s.status, 200)
+        blocks, _ = s.read_until(lambda b: b[0] == "event", 2)
+        self.assertEqual(events(blocks), [("event", "stats", self.stats_raw(self.tallyd, "piped"))])
+        time.sleep(0.5)
+        self.assertEqual(self.tallyd.stats("piped")["views"], 0)
+        self.assertEqual(self.open_streams(), 1)
+        self.assertEqual(self.tallyd.stats("other")["views"], 0)
+        # The stream goes on, and the connection carries nothing else.
+        self.post(self.other, [{"type": "view", "article": "piped"}])
+        blocks, _ = s.read_until(lambda b: b[0] == "event", 3)
+        self.assertEqual(events(blocks), [("event", "stats", self.stats_raw(self.other, "piped"))])
+        self.assertIn('"views":1,', events(blocks)[0][2])
+        self.assertNotIn(b"HTTP/1.1", s.body + s.buf)
 
 if __name__ == "__main__":
     unittest.main()

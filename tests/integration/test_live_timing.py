@@ -4,10 +4,14 @@
   - the collector reads the watched articles once a second per worker thread, however many
     streams watch them: one HGETALL per distinct article and worker, never one per stream;
   - SIGTERM ends every stream at once (the last chunk, then the connection closes) and the
-    collector exits promptly.
+    collector exits promptly;
+  - a reader that falls behind is sent nothing more until it catches up, and is dropped when
+    what waits for it does not drain within 10 s, even while it takes a byte now and then:
+    counted as slow, never as an overflow.
 """
 
 import signal
+import socket
 import time
 import unittest
 
@@ -81,6 +85,40 @@ class LiveTimingTest(LiveCase):
             self.assertLess(time.monotonic() - t0, 1.0)
             self.assertEqual(t.wait(5), 0)
             self.assertLess(time.monotonic() - t0, 2.0)
+
+    def test_a_reader_that_falls_behind_is_dropped_as_slow(self):
+        m = self.tallyd.metrics()
+        before = {r: harness.metric(m, "tally_live_dropped_total", reason=r)
+                  for r in ("slow", "overflow")}
+        articles = ["slow-%03d-" % i + "x" * 180 for i in range(100)]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", self.tallyd.port))
+        q = "&".join("article=" + a for a in articles)
+        sock.sendall(("GET /v1/live?%s HTTP/1.1\r\nHost: t\r\n\r\n" % q).encode())
+        sock.settimeout(5)
+        self.assertTrue(sock.recv(1).startswith(b"H"))
+        harness.wait_until(lambda: self.open_streams() >= 1, timeout=3)
+        # Every article changes every second; the reader takes one byte every 2 s.
+        t0, dropped = time.monotonic(), None
+        while time.monotonic() - t0 < 40:
+            self.post(self.other, [{"type": "view", "article": a} for a in articles])
+            if int(time.monotonic() - t0) % 2 == 0:
+                sock.recv(1)
+            m = self.tallyd.metrics()
+            if harness.metric(m, "tally_live_dropped_total", reason="slow") > before["slow"]:
+                dropped = time.monotonic() - t0
+                break
+            time.sleep(1)
+        self.assertIsNotNone(dropped, "a stalled stream was not dropped")
+        self.assertEqual(harness.metric(m, "tally_live_dropped_total", reason="slow"),
+                         before["slow"] + 1)
+        self.assertEqual(harness.metric(m, "tally_live_dropped_total", reason="overflow"),
+                         before["overflow"])
+        self.assertGreater(dropped, 10.0)
+        harness.wait_until(lambda: self.open_streams() == 0, timeout=3,
+                           message="the dropped stream is still counted open")
 
 if __name__ == "__main__":
     unittest.main()
