@@ -264,6 +264,8 @@ expect "$final" tally_requests_indeterminate_total 0
 expect "$final" tally_reads_refused_total 0
 expect "$final" tally_live_streams 0
 expect "$final" tally_live_refused_total 0
+expect "$final" 'tally_live_dropped_total{reason="slow"}' 0
+expect "$final" 'tally_live_dropped_total{reason="overflow"}' 0
 
 # Every family the dashboard and the docs rely on, with its type.
 families=(
@@ -279,7 +281,8 @@ families=(
     "tally_pending_events gauge" "tally_pending_requests gauge"
     "tally_http_connections gauge" "tally_live_streams gauge" "tally_live_articles gauge"
     "tally_live_reads_total counter" "tally_live_events_total counter"
-    "tally_live_refused_total counter" "process_cpu_seconds_total counter"
+    "tally_live_refused_total counter" "tally_live_dropped_total counter"
+    "process_cpu_seconds_total counter"
     "process_resident_memory_bytes gauge" "process_start_time_seconds gauge"
     "tally_build_info gauge"
 )
