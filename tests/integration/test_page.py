@@ -36,7 +36,7 @@ class PageTest(harness.TallyTestCase):
         cls.redis.close()
 
     def setUp(self):
-        self.redis.flushall()
+        self.redis.flush_counts()
         self.t = self.tallyd
 
     # ---- Bidirectional controls ----
@@ -102,7 +102,7 @@ class PageTest(harness.TallyTestCase):
         secret = "s3cr3t-session-7f1c"
         leak = "reader%40example.org"
         plain = self.answers({})
-        self.redis.flushall()
+        self.redis.flush_counts()
         with_them = self.answers({
             "Cookie": "session=%s; visitor=someone-else" % secret,
             "Referer": "https://news.example/a?email=%s&token=%s" % (leak, secret),
