@@ -41,30 +41,33 @@ static void admit_refuse(struct tally_verdict *v, int status, enum tally_reject 
     snprintf(v->err.message, sizeof(v->err.message), "%s", message);
 }
 
-static bool admit_type_ok(const char *ctype)
+bool tally_admit_media_type(const char *ctype, const char *const *ok, size_t n_ok)
 {
-    static const char *const ok[] = {"application/json", "text/plain",
-                                     "application/x-www-form-urlencoded"};
     size_t n;
 
     if (ctype == NULL)
         return true;
     n = strcspn(ctype, "; \t");
-    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+    for (size_t i = 0; i < n_ok; i++)
         if (n == strlen(ok[i]) && strncasecmp(ctype, ok[i], n) == 0)
             return true;
     return false;
 }
 
-/* An Idempotency-Key is 1-128 printable ASCII characters. */
-static bool admit_idem_ok(const char *k)
+static bool admit_type_ok(const char *ctype)
 {
-    size_t n = strlen(k);
+    static const char *const ok[] = {"application/json", "text/plain",
+                                     "application/x-www-form-urlencoded"};
 
-    if (n == 0 || n > TALLY_IDEM_MAX)
+    return tally_admit_media_type(ctype, ok, sizeof(ok) / sizeof(ok[0]));
+}
+
+bool tally_admit_idem_key(const char *key, size_t len)
+{
+    if (len == 0 || len > TALLY_IDEM_MAX)
         return false;
-    for (size_t i = 0; i < n; i++)
-        if (k[i] < 0x21 || k[i] > 0x7e)
+    for (size_t i = 0; i < len; i++)
+        if (key[i] < 0x21 || key[i] > 0x7e)
             return false;
     return true;
 }
@@ -82,7 +85,8 @@ static bool admit_post_head(const struct tally_admit_req *r, struct tally_verdic
                      "body: at most 65536 bytes");
         return false;
     }
-    if (r->idempotency_key != NULL && !admit_idem_ok(r->idempotency_key)) {
+    if (r->idempotency_key != NULL &&
+        !tally_admit_idem_key(r->idempotency_key, strlen(r->idempotency_key))) {
         admit_refuse(v, 400, TALLY_REJECT_INVALID, "invalid_idempotency_key",
                      "idempotency-key: 1-128 printable ASCII characters");
         return false;

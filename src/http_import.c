@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "tally/admit.h"
 #include "tally/cache.h"
 #include "tally/clock.h"
 #include "tally/error.h"
@@ -143,7 +144,7 @@ static bool import_head_ok(struct tally_http_req *h)
                               "characters), so that a retry is applied once");
         return false;
     }
-    if (!tally_import_key_valid(key, strlen(key))) {
+    if (!tally_admit_idem_key(key, strlen(key))) {
         tally_http_send_error(h, 400, "invalid_idempotency_key",
                               "idempotency-key: 1-128 printable ASCII characters");
         return false;

@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "tally/admit.h"
 #include "tally/error.h"
 #include "tally/import.h"
 #include "tally/keys.h"
@@ -54,28 +55,11 @@ int64_t tally_import_day(const char *s, size_t len)
     return import_days_from_civil(v[0], v[1], v[2]);
 }
 
-bool tally_import_key_valid(const char *key, size_t len)
-{
-    if (len == 0 || len > 128)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (key[i] < 0x21 || key[i] > 0x7e)
-            return false;
-    return true;
-}
-
 bool tally_import_type_ok(const char *ctype)
 {
     static const char *const ok[] = {"application/x-ndjson", "text/plain"};
-    size_t n;
 
-    if (ctype == NULL)
-        return true;
-    n = strcspn(ctype, "; \t");
-    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
-        if (n == strlen(ok[i]) && strncasecmp(ctype, ok[i], n) == 0)
-            return true;
-    return false;
+    return tally_admit_media_type(ctype, ok, sizeof(ok) / sizeof(ok[0]));
 }
 
 static int import_fail(struct tally_error *err, unsigned line, const char *what)

@@ -101,4 +101,11 @@ void tally_admit_record(struct tally_metrics *m, const struct tally_verdict *v,
                         const struct tally_event *ev, size_t n,
                         const struct tally_admit_written *wr);
 
+/* Is CTYPE (a Content-Type value; NULL when none was sent, which passes) one of the N_OK media
+ * types OK, compared case-insensitively, with any parameters? */
+bool tally_admit_media_type(const char *ctype, const char *const *ok, size_t n_ok);
+
+/* Is KEY (LEN bytes) an Idempotency-Key: 1..128 printable ASCII characters? */
+bool tally_admit_idem_key(const char *key, size_t len);
+
 #endif

@@ -48,9 +48,6 @@ void tally_import_release(struct tally_import *imp);
  * the calendar has, from 1970-01-01 on). */
 int64_t tally_import_day(const char *s, size_t len);
 
-/* Is KEY (LEN bytes) a valid Idempotency-Key: 1..128 printable ASCII? */
-bool tally_import_key_valid(const char *key, size_t len);
-
 /* Is CTYPE (a Content-Type value, NULL when absent) one an import takes: application/x-ndjson
  * or text/plain, with any parameters, or none at all? */
 bool tally_import_type_ok(const char *ctype);
