@@ -984,3 +984,29 @@ class TallyTestCase(unittest.TestCase):
                 sys.stderr.write("\n---- redis log of %s (%s) ----\n%s\n----\n"
                                  % (self.id(), d.logfile, _tail(d.logfile, 60)))
         sys.stderr.flush()
+
+
+class OneCollectorTestCase(TallyTestCase):
+    """One redis-server and one tallyd (started with TALLYD_ARGS) for the whole class; each
+    test starts from an empty Redis, with the collector as self.t."""
+
+    tallyd_args = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = Redis().start()
+        cls.tallyd = Tallyd(cls.redis, list(cls.tallyd_args))
+        try:
+            cls.tallyd.start()
+        except Exception:
+            cls.redis.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tallyd.close()
+        cls.redis.close()
+
+    def setUp(self):
+        self.redis.flushall()
+        self.t = self.tallyd

@@ -21,26 +21,9 @@ def engage(article, seconds, read=None):
     return e
 
 
-class EngageTest(harness.TallyTestCase):
+class EngageTest(harness.OneCollectorTestCase):
 
-    @classmethod
-    def setUpClass(cls):
-        cls.redis = harness.Redis().start()
-        cls.tallyd = harness.Tallyd(cls.redis, ["--token", harness.TOKEN])
-        try:
-            cls.tallyd.start()
-        except Exception:
-            cls.redis.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tallyd.close()
-        cls.redis.close()
-
-    def setUp(self):
-        self.redis.flushall()
-        self.t = self.tallyd
+    tallyd_args = ("--token", harness.TOKEN)
 
     def post(self, body, ua=UA % 128, headers=None, accepted=None):
         r = self.t.post_events(body, {"User-Agent": ua, **(headers or {})})

@@ -14,26 +14,9 @@ def one(article, views=0, shares=None, comments=0):
             "shares_by_network": shares, "comments": comments}
 
 
-class StatsTest(harness.TallyTestCase):
+class StatsTest(harness.OneCollectorTestCase):
 
-    @classmethod
-    def setUpClass(cls):
-        cls.redis = harness.Redis().start()
-        cls.tallyd = harness.Tallyd(cls.redis, ["--view-window", "0"])
-        try:
-            cls.tallyd.start()
-        except Exception:
-            cls.redis.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tallyd.close()
-        cls.redis.close()
-
-    def setUp(self):
-        self.redis.flushall()
-        self.t = self.tallyd
+    tallyd_args = ("--view-window", "0")
 
     def view(self, article, n=1):
         r = self.t.post_events([{"type": "view", "article": article}] * n)
