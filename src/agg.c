@@ -463,6 +463,11 @@ static int agg_header(struct tally_agg *a, const struct tally_event *first, cons
         return TALLY_EINVAL;
     tally_buf_add_bulk(&a->keys, a->attempt_key, a->attempt_len);
     a->nkeys = 1;
+    if (a->journal != NULL) {
+        tally_buf_add_bulk(&a->keys, a->journal, strlen(a->journal));
+        tally_buf_add_bulk(&a->keys, a->registry, strlen(a->registry));
+        a->nkeys = 3;
+    }
     tally_buf_add_bulk(&a->head, a->prefix, strlen(a->prefix));
     tally_buf_add_bulk_i64(&a->head, a->window);
     tally_buf_add_bulk_i64(&a->head, TALLY_ATTEMPT_TTL);

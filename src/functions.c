@@ -29,6 +29,9 @@ static const struct {
     {"top", true},
     {"forget", false},
     {"import", false},
+    {"ack", false},
+    {"fold", false},
+    {"reclaim", false},
     {"version", true},
 };
 

@@ -99,6 +99,12 @@ void tally_http_send(struct tally_http_req *h, int code, const char *ctype, cons
  * discarded. Call it before the handler returns, while later requests are not yet framed. */
 void tally_http_stream_expect(struct tally_http_req *h);
 
+/* Run FN(ARG) once what every worker of the process acknowledged before now is counted (the
+ * journal's folds, tally/fold.h): at once when it is or there is no journal, else after the
+ * folds it asks for, and at most --redis-timeout later. For a read of counts whose route does
+ * not wait by itself (a stream). H must stay unanswered until then. */
+void tally_http_after_folds(struct tally_http_req *h, void (*fn)(void *arg), void *arg);
+
 /* Bytes of H's stream not written yet: 0 once its reader has taken everything. */
 size_t tally_http_stream_pending(const struct tally_http_req *h);
 

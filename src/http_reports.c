@@ -13,10 +13,12 @@
 #include "tally/cache.h"
 #include "tally/clock.h"
 #include "tally/error.h"
+#include "tally/fold.h"
 #include "tally/query.h"
 #include "tally/reports.h"
 #include "tally/store.h"
 #include "tally/uri.h"
+#include "tally/writer.h"
 
 /* Every handler here reads asynchronously: its call (of SIZE bytes, beginning with a pointer
  * to the request) lives in the request's arena. NULL when out of memory, and the request is
@@ -500,6 +502,10 @@ static void on_forget(int status, struct tally_forget *f, void *arg)
          * writers know of expiries (see tally_route_forget). */
         tally_epochs_bump(&c->h->w->server->epochs,
                           tally_key_bucket(c->q.id[0], c->q.len[0]));
+        /* It folded every journal first: any bucket may have changed. */
+        for (unsigned b = 0; tally_writer_folder(c->h->w->writer) != NULL && b < TALLY_BUCKETS;
+             b++)
+            tally_epochs_bump(&c->h->w->server->epochs, b);
         tally_epochs_forgot(&c->h->w->server->epochs);
         tally_http_header(c->h, "Cache-Control", "no-store");
         tally_http_send(c->h, 204, NULL, NULL, 0);
@@ -511,6 +517,7 @@ void tally_route_forget(struct tally_http_req *h)
 {
     struct tally_error err;
     struct forget_call *c;
+    struct tally_folder *f;
     int auth = tally_http_authorized(h), rc;
 
     if (auth != 0) {
@@ -533,8 +540,10 @@ void tally_route_forget(struct tally_http_req *h)
      * keys it then emptied. Only a unit in flight across the whole DELETE can still
      * recreate such a key without expiry. */
     tally_epochs_forgot(&h->w->server->epochs);
+    f = tally_writer_folder(h->w->writer);
     rc = tally_forget_start(&c->forget, c->q.id[0], c->q.len[0], h->w->cfg->view_window,
-                            tally_clock_now(), h->w->redis, h->w->cfg->prefix, on_forget, c);
+                            tally_clock_now(), h->w->redis, h->w->cfg->prefix,
+                            f != NULL ? tally_folder_registry(f) : NULL, on_forget, c);
     if (rc < 0)
         tally_query_release(&c->q);
     reports_started(h, rc);

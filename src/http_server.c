@@ -12,8 +12,10 @@
 #include "http_conn.h"
 #include "tally/buf.h"
 #include "tally/error.h"
+#include "tally/fold.h"
 #include "tally/import.h"
 #include "tally/log.h"
+#include "tally/store.h"
 #include "tally/visitor.h"
 
 #define HTTP_PATH_MAX 4096
@@ -32,33 +34,34 @@ struct http_route {
     const char *path;
     bool prefix; /* PATH is a prefix: the rest is the handler's "tail" */
     bool id;     /* the tail is one path segment: an article id (percent-encoded) */
+    bool fresh;  /* a read of counts: it waits for what this collector acknowledged */
     unsigned methods;
     enum tally_route metric;
     void (*fn)(struct tally_http_req *h);
 };
 
 static const struct http_route http_routes[] = {
-    {"/v1/events", false, false, M_POST, TALLY_ROUTE_EVENTS, tally_route_events},
-    {"/v1/pixel.gif", false, false, M_GET, TALLY_ROUTE_PIXEL, tally_route_pixel},
-    {"/v1/stats", false, false, M_GET, TALLY_ROUTE_STATS, tally_route_stats},
-    {"/v1/stats/", true, true, M_GET, TALLY_ROUTE_STATS, tally_route_stats_one},
-    {"/v1/top", false, false, M_GET, TALLY_ROUTE_TOP, tally_route_top},
-    {"/v1/series/", true, true, M_GET, TALLY_ROUTE_SERIES, tally_route_series},
-    {"/v1/live", false, false, M_GET, TALLY_ROUTE_LIVE, tally_route_live},
-    {"/v1/totals", false, false, M_GET, TALLY_ROUTE_TOTALS, tally_route_totals},
-    {"/v1/badge/", true, true, M_GET, TALLY_ROUTE_BADGE, tally_route_badge},
-    {"/v1/articles/", true, true, M_DELETE, TALLY_ROUTE_ARTICLES, tally_route_forget},
-    {"/v1/import", false, false, M_POST, TALLY_ROUTE_IMPORT, tally_route_import},
-    {"/v1/imports", false, false, M_GET, TALLY_ROUTE_IMPORT, tally_route_imports},
-    {"/dashboard", false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
-    {"/dashboard.js", false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
-    {"/dashboard.css", false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
-    {"/healthz", false, false, M_GET, TALLY_ROUTE_HEALTH, tally_route_healthz},
-    {"/readyz", false, false, M_GET, TALLY_ROUTE_HEALTH, tally_route_readyz},
-    {"/metrics", false, false, M_GET, TALLY_ROUTE_METRICS, tally_route_metrics},
-    {"/tally.js", false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
-    {"/demo/", false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
-    {"/demo/", true, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
+    {"/v1/events", false, false, false, M_POST, TALLY_ROUTE_EVENTS, tally_route_events},
+    {"/v1/pixel.gif", false, false, false, M_GET, TALLY_ROUTE_PIXEL, tally_route_pixel},
+    {"/v1/stats", false, false, true, M_GET, TALLY_ROUTE_STATS, tally_route_stats},
+    {"/v1/stats/", true, true, true, M_GET, TALLY_ROUTE_STATS, tally_route_stats_one},
+    {"/v1/top", false, false, true, M_GET, TALLY_ROUTE_TOP, tally_route_top},
+    {"/v1/series/", true, true, true, M_GET, TALLY_ROUTE_SERIES, tally_route_series},
+    {"/v1/live", false, false, false, M_GET, TALLY_ROUTE_LIVE, tally_route_live},
+    {"/v1/totals", false, false, true, M_GET, TALLY_ROUTE_TOTALS, tally_route_totals},
+    {"/v1/badge/", true, true, true, M_GET, TALLY_ROUTE_BADGE, tally_route_badge},
+    {"/v1/articles/", true, true, false, M_DELETE, TALLY_ROUTE_ARTICLES, tally_route_forget},
+    {"/v1/import", false, false, false, M_POST, TALLY_ROUTE_IMPORT, tally_route_import},
+    {"/v1/imports", false, false, false, M_GET, TALLY_ROUTE_IMPORT, tally_route_imports},
+    {"/dashboard", false, false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
+    {"/dashboard.js", false, false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
+    {"/dashboard.css", false, false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
+    {"/healthz", false, false, false, M_GET, TALLY_ROUTE_HEALTH, tally_route_healthz},
+    {"/readyz", false, false, false, M_GET, TALLY_ROUTE_HEALTH, tally_route_readyz},
+    {"/metrics", false, false, false, M_GET, TALLY_ROUTE_METRICS, tally_route_metrics},
+    {"/tally.js", false, false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
+    {"/demo/", false, false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
+    {"/demo/", true, false, false, M_GET, TALLY_ROUTE_ASSETS, tally_route_asset},
 };
 
 uint64_t tally_http_now_us(void)
@@ -632,6 +635,159 @@ static void http_preflight(struct tally_http_req *h)
     tally_http_send(h, 204, NULL, NULL, 0);
 }
 
+/* ---- Reads that see what this collector acknowledged ---- */
+
+#define HTTP_WAIT_POLL_MS 1
+
+/* A read waiting until every worker's folds have passed its mark (tally/fold.h). */
+struct http_wait {
+    struct http_wait *next;
+    struct tally_http_req *h;
+    const struct http_route *r; /* the route to run, or NULL: FN(ARG) */
+    void (*fn)(void *arg);
+    void *arg;
+    uint64_t until;             /* ms: past it the read goes ahead as it stands */
+    struct tally_fold_mark mark;
+};
+
+struct http_waits {
+    struct http_wait *first;
+    struct event *ev;
+};
+
+static void http_run(struct tally_http_req *h, const struct http_route *r)
+{
+    if (r->prefix) {
+        h->tail = h->path + strlen(r->path);
+        h->tail_len = h->path_len - strlen(r->path);
+    }
+    r->fn(h);
+}
+
+static void http_wait_run(struct http_wait *wt)
+{
+    if (wt->r != NULL)
+        http_run(wt->h, wt->r);
+    else
+        wt->fn(wt->arg);
+}
+
+static void on_waits(evutil_socket_t fd, short what, void *arg)
+{
+    struct tally_worker *w = arg;
+    struct tally_server *s = w->server;
+    struct http_wait **pp = &w->waits->first, *wt;
+    uint64_t now = tally_now_ms();
+
+    (void)fd;
+    (void)what;
+    while ((wt = *pp) != NULL) {
+        if (!tally_fold_passed(s->folders, s->n_workers, &wt->mark) && now < wt->until) {
+            pp = &wt->next;
+            continue;
+        }
+        if (now >= wt->until)
+            log_debug("a read waited %u ms for the journal's folds and goes ahead without",
+                      w->cfg->redis_timeout_ms);
+        *pp = wt->next;
+        http_wait_run(wt);
+    }
+    if (w->waits->first == NULL)
+        event_del(w->waits->ev);
+}
+
+/* A wait for H, or NULL when none is needed (what every worker acknowledged is counted) or
+ * when out of memory (*OOM set, H not answered). */
+static struct http_wait *http_wait_new(struct tally_http_req *h, bool *oom)
+{
+    struct tally_worker *w = h->w;
+    struct tally_server *s = w->server;
+    struct http_wait *wt;
+
+    *oom = false;
+    if (s->folders[0] == NULL) /* no journal: counted at once */
+        return NULL;
+    if ((wt = tally_http_alloc(h, sizeof(*wt))) == NULL) {
+        *oom = true;
+        return NULL;
+    }
+    if (tally_fold_mark(s->folders, s->n_workers, &wt->mark))
+        return NULL;
+    if (w->waits == NULL && (w->waits = calloc(1, sizeof(*w->waits))) != NULL &&
+        (w->waits->ev = event_new(w->base, -1, EV_PERSIST, on_waits, w)) == NULL) {
+        free(w->waits);
+        w->waits = NULL;
+    }
+    if (w->waits == NULL) {
+        *oom = true;
+        return NULL;
+    }
+    wt->h = h;
+    wt->until = tally_now_ms() + w->cfg->redis_timeout_ms;
+    return wt;
+}
+
+static void http_wait_add(struct tally_worker *w, struct http_wait *wt)
+{
+    struct timeval tv = {0, HTTP_WAIT_POLL_MS * 1000};
+
+    wt->next = w->waits->first;
+    w->waits->first = wt;
+    if (!event_pending(w->waits->ev, EV_TIMEOUT, NULL))
+        event_add(w->waits->ev, &tv);
+}
+
+void tally_http_after_folds(struct tally_http_req *h, void (*fn)(void *arg), void *arg)
+{
+    bool oom;
+    struct http_wait *wt = http_wait_new(h, &oom);
+
+    if (wt == NULL) {
+        fn(arg); /* out of memory: it reads what is counted */
+        return;
+    }
+    wt->fn = fn;
+    wt->arg = arg;
+    http_wait_add(h->w, wt);
+}
+
+/* Run R's handler for H; for a read of counts, once what every worker of the process
+ * acknowledged before now is counted: at once when it is, else after the folds it asks for
+ * (at most --redis-timeout later: then it reads what is counted). */
+static void http_run_fresh(struct tally_http_req *h, const struct http_route *r)
+{
+    struct http_wait *wt;
+    bool oom;
+    char *query;
+
+    if (!r->fresh || (wt = http_wait_new(h, &oom)) == NULL) {
+        if (r->fresh && oom)
+            tally_http_send_unavailable(h, "out of memory");
+        else
+            http_run(h, r);
+        return;
+    }
+    /* The query lives only while the handler could have run: a waiting read keeps a copy. */
+    if ((query = http_arena(h, h->query_len + 1)) == NULL) {
+        tally_http_send_unavailable(h, "out of memory");
+        return;
+    }
+    memcpy(query, h->query, h->query_len);
+    query[h->query_len] = '\0';
+    h->query = query;
+    wt->r = r;
+    http_wait_add(h->w, wt);
+}
+
+void tally_http_waits_free(struct tally_worker *w)
+{
+    if (w->waits == NULL)
+        return;
+    event_free(w->waits->ev);
+    free(w->waits);
+    w->waits = NULL;
+}
+
 /* The route of PATH, and whether another method would find one (for 405). */
 static const struct http_route *http_find(const char *path, size_t len)
 {
@@ -667,11 +823,7 @@ static void http_route(struct tally_http_req *h)
         tally_http_send_error(h, 405, "method_not_allowed", "method: not allowed here");
         return;
     }
-    if (r->prefix) {
-        h->tail = h->path + strlen(r->path);
-        h->tail_len = h->path_len - strlen(r->path);
-    }
-    r->fn(h);
+    http_run_fresh(h, r);
 }
 
 void http_req_dispatch(struct tally_http_req *h, const struct tally_http_head *head,

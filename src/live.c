@@ -296,6 +296,18 @@ static void on_live_first(int status, struct tally_query *q, void *arg)
     live_write(s, out, now);
 }
 
+static void live_first_read(void *arg)
+{
+    struct live_stream *s = arg;
+    struct tally_worker *w = s->h->w;
+
+    /* With every article cached, on_live_first runs before this returns. */
+    if (tally_query_start(&s->q, w->redis, &w->cache, w->cfg->prefix, on_live_first, s) < 0) {
+        tally_http_send_unavailable(s->h, "redis is unavailable; retry later");
+        live_stream_free(w, s);
+    }
+}
+
 void tally_route_live(struct tally_http_req *h)
 {
     struct tally_worker *w = h->w;
@@ -344,12 +356,8 @@ void tally_route_live(struct tally_http_req *h)
         return;
     }
     tally_http_stream_expect(h); /* nothing pipelined behind a stream is run */
-    /* With every article cached, on_live_first runs before this returns. */
-    rc = tally_query_start(&s->q, w->redis, &w->cache, w->cfg->prefix, on_live_first, s);
-    if (rc < 0) {
-        tally_http_send_unavailable(h, "redis is unavailable; retry later");
-        live_stream_free(w, s);
-    }
+    /* The first events show what this collector acknowledged before. */
+    tally_http_after_folds(h, live_first_read, s);
 }
 
 /* ---- The read once a second ---- */

@@ -706,7 +706,7 @@ static void on_forget_done(struct tally_fanout *f, int status)
 
 int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint32_t window,
                        time_t now, struct tally_redis *r, const char *prefix,
-                       tally_forget_done_cb *done, void *arg)
+                       const char *registry, tally_forget_done_cb *done, void *arg)
 {
     char key[TALLY_KEY_MAX], tag[2], model[TALLY_MODEL_ARG_MAX + 1];
     size_t klen = tally_key_article(key, sizeof(key), prefix, 'a', id, len);
@@ -728,13 +728,16 @@ int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint3
     tally_buf_add_bulk_i64(&b, window);
     tally_buf_add_bulk_i64(&b, (int64_t)now);
     tally_buf_add_bulk(&b, model, tally_model_arg(model));
+    if (registry != NULL)
+        tally_buf_add_bulk(&b, registry, strlen(registry));
     if (b.oom) {
         tally_buf_release(&b);
         (void)tally_fanout_end(&f->fan); /* nothing sent: only releases it */
         return TALLY_ENOMEM;
     }
     /* A failed send is what tally_fanout_end() returns. */
-    (void)tally_fanout_eval(&f->fan, r, key, klen, TALLY_SCRIPT_FORGET, b.data, b.len, 8);
+    (void)tally_fanout_eval(&f->fan, r, key, klen, TALLY_SCRIPT_FORGET, b.data, b.len,
+                            registry != NULL ? 9 : 8);
     tally_buf_release(&b);
     return tally_fanout_end(&f->fan);
 }

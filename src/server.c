@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "tally/log.h"
+#include "tally/writer.h"
 #include "worker.h"
 
 #define SERVER_BACKLOG 1024
@@ -81,6 +82,7 @@ int tally_server_start(struct tally_server *s, const struct tally_config *cfg, c
         s->workers[i] = tally_worker_new(i, s, fd, err, errlen);
         if (s->workers[i] == NULL)
             return -1;
+        s->folders[i] = tally_writer_folder(s->workers[i]->writer);
         s->n_workers++;
     }
     snprintf(s->listen_desc, sizeof(s->listen_desc), strchr(cfg->listen.host, ':') ? "[%s]:%u"

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "tally/error.h"
+#include "tally/fold.h"
 #include "tally/log.h"
 #include "tally/salt.h"
 #include "tally/redis.h"
@@ -44,14 +45,22 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
 {
     struct tally_worker *w = arg;
     bool late = tally_now_ms() >= w->drain_deadline;
+    struct tally_folder *f = tally_writer_folder(w->writer);
 
     (void)fd;
     (void)what;
     if (w->busy == 0)
         tally_http_close_idle(w);
-    if ((w->busy == 0 && w->conns == 0) || late) {
+    /* What was acknowledged is folded before the worker goes: nothing is lost if it is not
+     * (the journal keeps it for another collector), but counts would wait for that. */
+    if (f != NULL && tally_folder_backlog(f) > 0 && !late)
+        tally_folder_soon(f);
+    if ((w->busy == 0 && w->conns == 0 && (f == NULL || tally_folder_backlog(f) == 0)) || late) {
         if (w->busy > 0)
             log_warn("worker %u stops with %zu requests still waiting", w->id, w->busy);
+        if (f != NULL && tally_folder_backlog(f) > 0)
+            log_warn("worker %u stops with %zu events not folded yet; a collector folds them "
+                     "within %d s", w->id, tally_folder_backlog(f), TALLY_FOLD_STALE_MS / 1000 + 1);
         event_del(w->drain_ev);
         event_base_loopexit(w->base, NULL);
     }
@@ -151,6 +160,7 @@ void tally_worker_free(struct tally_worker *w)
      * whatever is held, before the HTTP server (and its requests) go. */
     tally_redis_free(w->redis);
     tally_live_free(w);
+    tally_http_waits_free(w);
     tally_writer_free(w->writer);
     tally_salts_free(w->salts);
     tally_cache_release(&w->cache);

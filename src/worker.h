@@ -18,6 +18,8 @@
 #include "tally/ratelimit.h"
 
 struct tally_worker;
+struct tally_folder;
+struct http_waits;
 struct tally_http_server;
 struct tally_live;
 
@@ -30,6 +32,9 @@ struct tally_server {
     double start_time;           /* Unix seconds */
     struct tally_ratelimit ratelimit; /* shared by every worker, lock-free */
     struct tally_epochs epochs;  /* bumped by every write, read by every worker's cache */
+    /* Each worker's journal folds, NULL without (fixed before the threads start): a read
+     * waits until what every worker acknowledged before it is counted (tally/fold.h). */
+    struct tally_folder *folders[TALLY_THREADS_MAX];
     _Atomic uint32_t live_streams; /* /v1/live streams open, all workers (--live-max) */
     char listen_desc[300];       /* "127.0.0.1:8080", for logs */
 };
@@ -51,6 +56,7 @@ struct tally_worker {
     struct tally_bot_cache bots; /* recent User-Agent verdicts */
     struct reports_cache *reports; /* week and month tops and totals (http_reports.c) */
     struct tally_live *live;     /* the articles its /v1/live streams watch (live.c) */
+    struct http_waits *waits;    /* reads waiting for folds (http_server.c), or NULL */
     size_t reads;                /* reads admitted and not answered yet */
     size_t read_cmds;            /* the Redis commands they may queue (http_server.c caps) */
     int stop_fd;                 /* eventfd the main thread writes to stop the worker */
@@ -105,6 +111,9 @@ void tally_http_stop_accepting(struct tally_worker *w);
 
 /* Close every connection that is between requests with nothing left to send. */
 void tally_http_close_idle(struct tally_worker *w);
+
+/* Free W's reads waiting for folds (after its loop has ended). */
+void tally_http_waits_free(struct tally_worker *w);
 
 /* ---- live.c ---- */
 

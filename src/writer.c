@@ -10,6 +10,7 @@
 #include "tally/clock.h"
 #include "tally/error.h"
 #include "tally/fence.h"
+#include "tally/fold.h"
 #include "tally/idem.h"
 #include "tally/log.h"
 #include "tally/metrics.h"
@@ -64,6 +65,7 @@ struct tally_writer {
     const struct tally_config *cfg;
     struct tally_metrics *metrics;
     struct tally_epochs *epochs;
+    struct tally_folder *folder;   /* one Redis and --fold-interval: units go to its journal */
     struct write_lane *lanes;
     size_t n_lanes;                /* 1, or TALLY_BUCKETS in a cluster */
     uint64_t seq;
@@ -184,8 +186,9 @@ static void writer_send(struct write_lane *l, struct tally_store *st)
 
     if (clock != NULL) {
         tally_agg_fence(&l->agg, tally_fence_at(clock, l->answer_by));
-        rc = tally_store_eval_asking(st, l->asking, TALLY_SCRIPT_APPLY, b->data, b->len,
-                                     l->agg.nargs, on_unit_reply, l);
+        rc = tally_store_eval_asking(st, l->asking,
+                                     l->w->folder != NULL ? TALLY_SCRIPT_ACK : TALLY_SCRIPT_APPLY,
+                                     b->data, b->len, l->agg.nargs, on_unit_reply, l);
     }
     l->redirect = NULL;
     l->asking = false;
@@ -430,7 +433,19 @@ static void writer_refused(struct write_lane *l, const redisReply *reply)
     writer_answer_unit(l, tally_unit_status(TALLY_UNIT_REFUSED));
 }
 
-/* Cached totals of the unit's buckets are stale, in every worker: before any answer goes. */
+/* Events of the unit that its reply says were written now (not answered from a marker). */
+static size_t writer_unit_new_events(const struct write_lane *l)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < l->n_unit; i++)
+        if (!l->reqs[i]->replayed && !l->reqs[i]->reused)
+            n += l->reqs[i]->n;
+    return n;
+}
+
+/* Cached totals of the unit's buckets are stale, in every worker: before any answer goes.
+ * (With a journal the unit counted its comments only; its fold bumps them again.) */
 static void writer_bump(struct tally_writer *w, const struct tally_agg *a)
 {
     for (unsigned b = 0; b < TALLY_BUCKETS; b++)
@@ -462,6 +477,8 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
                 w->known_hour[b] |= l->agg.expired_hour[b];
             }
         writer_bump(w, &l->agg);
+        if (w->folder != NULL && writer_unit_new_events(l) > 0)
+            tally_folder_appended(w->folder, writer_unit_new_events(l));
         tally_metric_add(&w->metrics->redis_units, 1);
         for (size_t i = 0; i < l->n_unit; i++)
             tally_metric_add(&w->metrics->redis_unit_events, l->unit[i]->req.n);
@@ -489,6 +506,10 @@ static void writer_orphan_reply(struct write_lane *l, int status, const redisRep
         !tally_agg_fenced(reply)) {
         log_debug("a write unit answered as unknown was applied before its fence");
         writer_bump(l->w, &l->agg);
+        /* Its entry, if it made one, is folded with the next fold (its size is not known
+         * any more: its requests are gone). */
+        if (l->w->folder != NULL)
+            tally_folder_appended(l->w->folder, 1);
     }
 }
 
@@ -876,6 +897,10 @@ int tally_writer_submit(struct tally_writer *w, struct tally_write *wr)
 
     if (w->held_events + wr->req.n > w->cfg->max_held)
         return TALLY_EFULL;
+    if (w->folder != NULL && tally_folder_full(w->folder, w->held_events + wr->req.n)) {
+        tally_metric_add(&w->metrics->journal_refused, 1);
+        return TALLY_EFULL;
+    }
     if (!ready && w->cfg->hold_ms == 0)
         return TALLY_EUNAVAIL;
     wr->claimed = false;
@@ -921,6 +946,11 @@ size_t tally_writer_held(const struct tally_writer *w)
     return w->held_events;
 }
 
+struct tally_folder *tally_writer_folder(struct tally_writer *w)
+{
+    return w->folder;
+}
+
 static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsigned bucket)
 {
     l->w = w;
@@ -935,6 +965,10 @@ static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsig
     /* In a cluster every key is declared, so that a slot being migrated refuses the unit
      * whole instead of failing half-way through it. */
     l->agg.declare = w->n_lanes > 1;
+    if (w->folder != NULL) {
+        l->agg.journal = tally_folder_journal(w->folder);
+        l->agg.registry = tally_folder_registry(w->folder);
+    }
 }
 
 struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redis *router,
@@ -960,7 +994,10 @@ struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redi
         snprintf(w->nonce + 2 * i, 3, "%02x", rnd[i]);
     w->flush_ev = event_new(base, -1, 0, on_flush, w);
     w->tick_ev = evtimer_new(base, on_tick, w);
-    if (w->lanes == NULL || w->flush_ev == NULL || w->tick_ev == NULL) {
+    if (w->n_lanes == 1 && cfg->fold_interval_ms > 0)
+        w->folder = tally_folder_new(base, router, cfg, metrics, epochs, w->nonce);
+    if (w->lanes == NULL || w->flush_ev == NULL || w->tick_ev == NULL ||
+        (w->n_lanes == 1 && cfg->fold_interval_ms > 0 && w->folder == NULL)) {
         tally_writer_free(w);
         return NULL;
     }
@@ -996,6 +1033,7 @@ void tally_writer_free(struct tally_writer *w)
         event_free(w->flush_ev);
     if (w->tick_ev != NULL)
         event_free(w->tick_ev);
+    tally_folder_free(w->folder);
     free(w->lanes);
     free(w);
 }

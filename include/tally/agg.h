@@ -49,6 +49,9 @@ struct tally_agg {
     const char *prefix;
     uint32_t window;              /* --view-window */
     bool declare;                 /* list every key the unit touches (Redis Cluster) */
+    /* A writer that keeps a journal (see tally/fold.h): the unit is for src/scripts/ack.lua,
+     * with these keys after its marker. Borrowed; NULL: for apply.lua. */
+    const char *journal, *registry;
     int64_t now;                  /* the unit's time, Unix seconds: set before building */
     struct tally_buf body;        /* the unit: script arguments from numkeys on, as RESP */
     size_t nargs;                 /* RESP arguments in BODY */
@@ -89,8 +92,9 @@ void tally_agg_release(struct tally_agg *a);
 /* Build the unit for the N requests REQS (borrowed until tally_agg_apply_reply()) under the
  * attempt id ATTEMPT (unique per unit; a resend of the same unit keeps it), filed at a->now.
  * The unit's RESP body is then a->body (a->nargs arguments: numkeys, the marker key -- and,
- * with a->declare, every other key the unit touches --, the script's ARGV: see
- * src/scripts/apply.lua), its fence still to be set with tally_agg_fence().
+ * with a->journal, the journal and its registry; with a->declare, every other key the unit
+ * touches --, the script's ARGV: see src/scripts/unit.lua), its fence still to be set with
+ * tally_agg_fence().
  * Returns 0, TALLY_EINVAL when N is 0 or no request has an event, or TALLY_ENOMEM. */
 int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size_t n,
                     const char *attempt);

@@ -163,9 +163,11 @@ struct tally_forget {
 
 /* Remove every key of article ID (LEN bytes) in one script call: its buckets are found by
  * the collector's clock NOW (the clock writes file them under) and one day or hour either
- * side, for collectors whose clocks differ a little. WINDOW is --view-window. */
+ * side, for collectors whose clocks differ a little. WINDOW is --view-window. REGISTRY: the
+ * journals' registry when the collectors keep journals (tally/fold.h), else NULL: every
+ * journal is folded first, so that nothing acknowledged before comes back after. */
 int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint32_t window,
                        time_t now, struct tally_redis *r, const char *prefix,
-                       tally_forget_done_cb *done, void *arg);
+                       const char *registry, tally_forget_done_cb *done, void *arg);
 
 #endif

@@ -30,6 +30,9 @@ enum tally_script {
     TALLY_SCRIPT_TOP,    /* src/scripts/top.lua: one bucket's top list */
     TALLY_SCRIPT_FORGET, /* src/scripts/forget.lua: every key of one article */
     TALLY_SCRIPT_IMPORT, /* src/scripts/import.lua: an import of carried-over counts */
+    TALLY_SCRIPT_ACK,    /* src/scripts/ack.lua: a write unit, appended to a journal */
+    TALLY_SCRIPT_FOLD,   /* src/scripts/fold.lua: a journal's oldest entries counted */
+    TALLY_SCRIPT_RECLAIM, /* src/scripts/reclaim.lua: the journals of writers gone */
     TALLY_SCRIPTS
 };
 

@@ -137,4 +137,8 @@ void tally_writer_kick(struct tally_writer *w);
 /* Events held now (waiting or in flight). */
 size_t tally_writer_held(const struct tally_writer *w);
 
+/* The writer's journal and its folds (tally/fold.h), or NULL: units are counted at once (a
+ * Redis Cluster, or --fold-interval 0). */
+struct tally_folder *tally_writer_folder(struct tally_writer *w);
+
 #endif

@@ -3,11 +3,13 @@
 -- its share out of the site totals.
 --
 -- KEYS[1]  the article's totals hash (it routes the call to the article's slot)
--- ARGV     P tag id window now model
+-- ARGV     P tag id window now model [registry]
 --          (now is the collector's clock, Unix seconds: writes file buckets by their
 --          collector's clock, so the buckets are found from it, one day or hour either side
 --          for collectors whose clocks differ a little; model is include/tally/model.h as
---          apply.lua takes it, see model.lua)
+--          apply.lua takes it, see model.lua; registry: the journals' registry when the
+--          collectors keep journals -- every journal is folded first, so that no count
+--          acknowledged before the DELETE comes back after it)
 -- Returns 1 when the article had totals, else 0.
 --
 -- The write path keeps a unit's site totals in the first bucket it touches; the readers add
@@ -26,6 +28,12 @@ local HOUR_TTL, DAY_TTL = model.hour_ttl, model.day_ttl
 -- How far back buckets reach: their lifetimes, and one more for a clock a little ahead.
 local DAYS, HOURS = DAY_TTL / 86400 + 1, HOUR_TTL / 3600 + 1
 local METRICS, SUMMED = model.metrics, model.site -- SUMMED: kept in site totals
+
+if ARGV[7] and ARGV[7] ~= '' then
+    local c = counter_new(P, model, nil)
+    fold_all(c, ARGV[7])
+    counter_finish(c)
+end
 
 -- KEY, whose bucket began at START and lives TTL from then (at most TTL from now: a bucket
 -- of the next day or hour begins after NOW), was just emptied.

@@ -1,0 +1,85 @@
+/* fold.h -- a worker's journal and its folds: acknowledge by appending, count by folding.
+ *
+ * With one Redis (not a cluster) and --fold-interval above 0, a write unit is acknowledged by
+ * one append to its worker's journal, a stream P{00}j:<writer>, in the same atomic step as its
+ * checks and markers (src/scripts/ack.lua): the 200 goes out when Redis confirmed the entry,
+ * which is the durable record of what was acknowledged. The folder then counts the journal
+ * (src/scripts/fold.lua): it merges the oldest entries per article and hour, counts each
+ * merged record once, and trims what it counted, in one atomic step -- a fold sent again, or
+ * run by another collector at once, finds only what is left, so nothing is counted twice or
+ * left out. One fold is in flight at a time: every --fold-interval while anything waits, at
+ * once past FOLD_EVENTS events, and at once when a reader asks (tally_folder_soon()).
+ *
+ * Journals whose writer is gone (a collector killed or cut off from Redis) are folded by any
+ * collector: every worker asks Redis once a second for the journals with no entry for
+ * TALLY_FOLD_STALE_MS (src/scripts/reclaim.lua).
+ *
+ * Readers see what the collector acknowledged: each folder counts its entries appended and
+ * folded (readable from any thread), and a read waits until every worker's folder has folded
+ * what it had appended when the read arrived (tally_fold_mark(), tally_fold_passed()). Other
+ * collectors see it within --fold-interval and a round trip.
+ *
+ * Backpressure: past --journal-max events appended and not folded, a worker refuses writes
+ * (503, Retry-After) until its folds catch up; the journal stays bounded. */
+#ifndef TALLY_FOLD_H
+#define TALLY_FOLD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "tally/config.h"
+
+#define TALLY_FOLD_STALE_MS 5000 /* a journal with no entry this long is anyone's to fold */
+
+struct tally_folder;
+struct tally_redis;
+struct tally_metrics;
+struct tally_epochs;
+
+/* A folder for the journal named after WRITER (unique per worker and process) on ROUTER's
+ * Redis (one node), on BASE, bumping EPOCHS for the buckets each fold counts. Everything is
+ * borrowed for its life. NULL when out of memory. */
+struct tally_folder *tally_folder_new(struct event_base *base, struct tally_redis *router,
+                                      const struct tally_config *cfg,
+                                      struct tally_metrics *metrics,
+                                      struct tally_epochs *epochs, const char *writer);
+
+/* Free F (its fold in flight, if any, still reaches it: free the router first). */
+void tally_folder_free(struct tally_folder *f);
+
+/* The keys of F's journal and of the journals' registry (NUL-terminated, F's). */
+const char *tally_folder_journal(const struct tally_folder *f);
+const char *tally_folder_registry(const struct tally_folder *f);
+
+/* A unit of EVENTS events was appended to F's journal (its ack reply came). */
+void tally_folder_appended(struct tally_folder *f, size_t events);
+
+/* Would EVENTS more events take F past --journal-max? */
+bool tally_folder_full(const struct tally_folder *f, size_t events);
+
+/* Events appended and not folded. */
+size_t tally_folder_backlog(const struct tally_folder *f);
+
+/* From any thread: entries F appended so far, and the first of them not yet known folded. */
+uint64_t tally_folder_appended_count(const struct tally_folder *f);
+uint64_t tally_folder_folded_count(const struct tally_folder *f);
+
+/* From any thread: fold F's journal now rather than at the next interval. */
+void tally_folder_soon(struct tally_folder *f);
+
+/* What the folders of a process had appended at one moment. */
+struct tally_fold_mark {
+    uint64_t appended[TALLY_THREADS_MAX];
+};
+
+/* Take the mark of the N folders F (entries NULL: no journal) into M, and ask each that has
+ * not folded up to it to fold now. Returns true when every one already has. */
+bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_mark *m);
+
+/* Has every one of the N folders F folded up to mark M? */
+bool tally_fold_passed(struct tally_folder *const *f, size_t n, const struct tally_fold_mark *m);
+
+#endif

@@ -1,0 +1,373 @@
+/* fold.c -- a worker's journal and its folds (see tally/fold.h). */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "tally/buf.h"
+#include "tally/cache.h"
+#include "tally/error.h"
+#include "tally/fold.h"
+#include "tally/keys.h"
+#include "tally/log.h"
+#include "tally/metrics.h"
+#include "tally/model.h"
+#include "tally/redis.h"
+#include "tally/store.h"
+
+#define FOLD_EVENTS 20000        /* a fold starts at once when this many wait, and takes at
+                                  * most about this many (whole entries, at least one) */
+#define FOLD_RECLAIM_MS 1000     /* how often a worker looks for journals of writers gone */
+#define FOLD_RECLAIM_ENTRIES 256 /* the most entries of theirs one look folds */
+#define FOLD_RETRY_MS 100        /* after a fold refused or lost */
+
+struct tally_folder {
+    struct event_base *base;
+    struct tally_redis *router;
+    const struct tally_config *cfg;
+    struct tally_metrics *metrics;
+    struct tally_epochs *epochs;
+    char journal[TALLY_KEY_MAX], registry[TALLY_KEY_MAX];
+    char model[TALLY_MODEL_ARG_MAX + 1];
+    /* The events of each entry appended and not known folded, oldest first: a ring. */
+    uint32_t *ring;
+    size_t cap, head, len;
+    size_t backlog;              /* their sum */
+    _Atomic uint64_t appended;   /* entries appended so far */
+    _Atomic uint64_t folded;     /* of them, known folded */
+    _Atomic bool wanted;         /* a reader asked for a fold */
+    bool in_flight, reclaiming, again;
+    struct tally_buf body;
+    int wake_fd;                 /* eventfd: tally_folder_soon() from any thread */
+    struct event *wake_ev, *timer_ev, *reclaim_ev;
+};
+
+static void fold_start(struct tally_folder *f);
+
+static void fold_bump(struct tally_folder *f, const redisReply *tags)
+{
+    if (tags == NULL || tags->type != REDIS_REPLY_STRING)
+        return;
+    for (size_t i = 0; i + 1 < tags->len; i += 2) {
+        char hex[3] = {tags->str[i], tags->str[i + 1], '\0'};
+        unsigned long b = strtoul(hex, NULL, 16);
+
+        if (b < TALLY_BUCKETS)
+            tally_epochs_bump(f->epochs, (unsigned)b);
+    }
+}
+
+/* Commands a fold skipped because Redis refused them (a key of another type, written by
+ * someone else): what they would have added is lost, the rest counted once. */
+static void fold_skipped(struct tally_folder *f, const redisReply *n, const redisReply *why)
+{
+    if (n->type != REDIS_REPLY_INTEGER || n->integer == 0)
+        return;
+    tally_metric_add(&f->metrics->fold_skipped, (uint64_t)n->integer);
+    log_error("a fold skipped %lld commands redis refused, the last with: %.*s", n->integer,
+              why->type == REDIS_REPLY_STRING ? (int)why->len : 0,
+              why->type == REDIS_REPLY_STRING ? why->str : "");
+}
+
+/* The oldest N entries are folded (or all but LEFT of them, if fewer). */
+static void fold_forget(struct tally_folder *f, size_t n)
+{
+    while (f->len > 0 && n-- > 0) {
+        f->backlog -= f->ring[f->head];
+        f->head = (f->head + 1) % f->cap;
+        f->len--;
+        atomic_fetch_add_explicit(&f->folded, 1, memory_order_release);
+    }
+    tally_gauge_set(&f->metrics->journal_backlog, (int64_t)f->backlog);
+}
+
+static void fold_arm(struct tally_folder *f, uint32_t ms)
+{
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+
+    if (!evtimer_pending(f->timer_ev, NULL))
+        evtimer_add(f->timer_ev, &tv);
+}
+
+static void on_fold_reply(int status, redisReply *reply, void *arg)
+{
+    struct tally_folder *f = arg;
+    bool wanted = atomic_exchange(&f->wanted, false), again = f->again;
+    long long n, left;
+
+    f->in_flight = false;
+    f->again = false;
+    if (status != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER ||
+        reply->element[1]->type != REDIS_REPLY_INTEGER) {
+        if (status == 0 && reply->type == REDIS_REPLY_ERROR)
+            log_warn("redis refused a fold of the journal: %s", reply->str);
+        tally_metric_add(&f->metrics->fold_errors, 1);
+        if (wanted)
+            atomic_store(&f->wanted, true);
+        fold_arm(f, FOLD_RETRY_MS);
+        return;
+    }
+    n = reply->element[0]->integer;
+    left = reply->element[1]->integer;
+    fold_bump(f, reply->element[2]);
+    fold_skipped(f, reply->element[3], reply->element[4]);
+    tally_metric_add(&f->metrics->folds, 1);
+    tally_metric_add(&f->metrics->fold_entries, (uint64_t)n);
+    /* What the fold left is the newest LEFT entries of those appended before it ran -- every
+     * ack whose reply came before this one. Others may have folded some of ours meanwhile (a
+     * DELETE folds every journal): what is not left is folded either way. */
+    if ((size_t)left < f->len)
+        fold_forget(f, f->len - (size_t)left);
+    if (f->len > 0 && (left > 0 || again || wanted || f->backlog >= FOLD_EVENTS))
+        fold_start(f);
+    else if (f->len > 0)
+        fold_arm(f, f->cfg->fold_interval_ms);
+}
+
+/* Send a fold of the oldest entries, about FOLD_EVENTS events' worth. */
+static void fold_start(struct tally_folder *f)
+{
+    struct tally_store *st = tally_redis_for_slot(f->router, 0);
+    size_t count = 0, events = 0;
+
+    if (f->in_flight) {
+        f->again = true;
+        return;
+    }
+    atomic_store(&f->wanted, false);
+    if (f->len == 0)
+        return;
+    if (st == NULL || !tally_store_ready(st)) {
+        fold_arm(f, FOLD_RETRY_MS);
+        return;
+    }
+    while (count < f->len && (count == 0 || events + f->ring[(f->head + count) % f->cap] <=
+                                                      FOLD_EVENTS))
+        events += f->ring[(f->head + count++) % f->cap];
+    tally_buf_reset(&f->body);
+    tally_buf_add_bulk(&f->body, "2", 1);
+    tally_buf_add_bulk(&f->body, f->journal, strlen(f->journal));
+    tally_buf_add_bulk(&f->body, f->registry, strlen(f->registry));
+    tally_buf_add_bulk(&f->body, f->cfg->prefix, strlen(f->cfg->prefix));
+    tally_buf_add_bulk(&f->body, f->model, strlen(f->model));
+    tally_buf_add_bulk_i64(&f->body, (int64_t)count);
+    if (f->body.oom || tally_store_eval(st, TALLY_SCRIPT_FOLD, f->body.data, f->body.len, 6,
+                                        on_fold_reply, f) < 0) {
+        fold_arm(f, FOLD_RETRY_MS);
+        return;
+    }
+    f->in_flight = true;
+}
+
+static void on_fold_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    fold_start(arg);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    uint64_t v;
+
+    (void)what;
+    while (read(fd, &v, sizeof(v)) > 0)
+        ;
+    fold_start(arg);
+}
+
+static void on_reclaim_reply(int status, redisReply *reply, void *arg)
+{
+    struct tally_folder *f = arg;
+
+    f->reclaiming = false;
+    if (status != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER) {
+        if (status == 0 && reply->type == REDIS_REPLY_ERROR)
+            log_warn("redis refused to fold the journals of writers gone: %s", reply->str);
+        return;
+    }
+    if (reply->element[0]->integer > 0) {
+        log_info("folded %lld journal entries of writers gone", reply->element[0]->integer);
+        tally_metric_add(&f->metrics->reclaimed, (uint64_t)reply->element[0]->integer);
+        fold_bump(f, reply->element[1]);
+    }
+    fold_skipped(f, reply->element[2], reply->element[3]);
+}
+
+static void on_reclaim_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct tally_folder *f = arg;
+    struct tally_store *st = tally_redis_for_slot(f->router, 0);
+    struct tally_buf b;
+
+    (void)fd;
+    (void)what;
+    if (f->reclaiming || st == NULL || !tally_store_ready(st))
+        return;
+    tally_buf_init(&b);
+    tally_buf_add_bulk(&b, "1", 1);
+    tally_buf_add_bulk(&b, f->registry, strlen(f->registry));
+    tally_buf_add_bulk(&b, f->cfg->prefix, strlen(f->cfg->prefix));
+    tally_buf_add_bulk(&b, f->model, strlen(f->model));
+    tally_buf_add_bulk_i64(&b, FOLD_RECLAIM_ENTRIES);
+    tally_buf_add_bulk_i64(&b, TALLY_FOLD_STALE_MS);
+    if (!b.oom && tally_store_eval(st, TALLY_SCRIPT_RECLAIM, b.data, b.len, 6, on_reclaim_reply,
+                                   f) == 0)
+        f->reclaiming = true;
+    tally_buf_release(&b);
+}
+
+struct tally_folder *tally_folder_new(struct event_base *base, struct tally_redis *router,
+                                      const struct tally_config *cfg,
+                                      struct tally_metrics *metrics,
+                                      struct tally_epochs *epochs, const char *writer)
+{
+    struct tally_folder *f = calloc(1, sizeof(*f));
+    struct timeval every = {FOLD_RECLAIM_MS / 1000, (FOLD_RECLAIM_MS % 1000) * 1000};
+
+    if (f == NULL)
+        return NULL;
+    f->base = base;
+    f->router = router;
+    f->cfg = cfg;
+    f->metrics = metrics;
+    f->epochs = epochs;
+    f->wake_fd = -1;
+    tally_buf_init(&f->body);
+    tally_model_arg(f->model);
+    if (tally_key_make(f->journal, sizeof(f->journal), cfg->prefix, 0, 'j', writer,
+                       strlen(writer)) == 0 ||
+        tally_key_make(f->registry, sizeof(f->registry), cfg->prefix, 0, 'r', "journals", 8) ==
+            0)
+        goto fail;
+    f->cap = 1024;
+    f->ring = malloc(f->cap * sizeof(*f->ring));
+    f->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (f->ring == NULL || f->wake_fd < 0)
+        goto fail;
+    f->wake_ev = event_new(base, f->wake_fd, EV_READ | EV_PERSIST, on_wake, f);
+    f->timer_ev = evtimer_new(base, on_fold_timer, f);
+    f->reclaim_ev = event_new(base, -1, EV_PERSIST, on_reclaim_timer, f);
+    if (f->wake_ev == NULL || f->timer_ev == NULL || f->reclaim_ev == NULL ||
+        event_add(f->wake_ev, NULL) < 0 || event_add(f->reclaim_ev, &every) < 0)
+        goto fail;
+    return f;
+fail:
+    tally_folder_free(f);
+    return NULL;
+}
+
+void tally_folder_free(struct tally_folder *f)
+{
+    if (f == NULL)
+        return;
+    if (f->wake_ev != NULL)
+        event_free(f->wake_ev);
+    if (f->timer_ev != NULL)
+        event_free(f->timer_ev);
+    if (f->reclaim_ev != NULL)
+        event_free(f->reclaim_ev);
+    if (f->wake_fd >= 0)
+        close(f->wake_fd);
+    tally_buf_release(&f->body);
+    free(f->ring);
+    free(f);
+}
+
+const char *tally_folder_journal(const struct tally_folder *f)
+{
+    return f->journal;
+}
+
+const char *tally_folder_registry(const struct tally_folder *f)
+{
+    return f->registry;
+}
+
+void tally_folder_appended(struct tally_folder *f, size_t events)
+{
+    if (f->len == f->cap) {
+        uint32_t *ring = malloc(2 * f->cap * sizeof(*ring));
+
+        if (ring == NULL) {
+            /* Nothing is lost (the entry is in the journal): it is only not waited for. */
+            log_error("out of memory noting a journal entry");
+            return;
+        }
+        for (size_t i = 0; i < f->len; i++)
+            ring[i] = f->ring[(f->head + i) % f->cap];
+        free(f->ring);
+        f->ring = ring;
+        f->head = 0;
+        f->cap *= 2;
+    }
+    f->ring[(f->head + f->len++) % f->cap] = events > UINT32_MAX ? UINT32_MAX : (uint32_t)events;
+    f->backlog += events;
+    tally_gauge_set(&f->metrics->journal_backlog, (int64_t)f->backlog);
+    atomic_fetch_add_explicit(&f->appended, 1, memory_order_release);
+    if (f->backlog >= FOLD_EVENTS)
+        fold_start(f);
+    else
+        fold_arm(f, f->cfg->fold_interval_ms);
+}
+
+bool tally_folder_full(const struct tally_folder *f, size_t events)
+{
+    return f->backlog + events > f->cfg->journal_max;
+}
+
+size_t tally_folder_backlog(const struct tally_folder *f)
+{
+    return f->backlog;
+}
+
+uint64_t tally_folder_appended_count(const struct tally_folder *f)
+{
+    return atomic_load_explicit(&f->appended, memory_order_acquire);
+}
+
+uint64_t tally_folder_folded_count(const struct tally_folder *f)
+{
+    return atomic_load_explicit(&f->folded, memory_order_acquire);
+}
+
+void tally_folder_soon(struct tally_folder *f)
+{
+    uint64_t one = 1;
+
+    if (atomic_exchange(&f->wanted, true))
+        return; /* asked already, not started yet */
+    if (write(f->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_warn("cannot wake a folder: %s", strerror(errno));
+}
+
+bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_mark *m)
+{
+    bool passed = true;
+
+    for (size_t i = 0; i < n && i < TALLY_THREADS_MAX; i++) {
+        if (f[i] == NULL) {
+            m->appended[i] = 0;
+            continue;
+        }
+        m->appended[i] = tally_folder_appended_count(f[i]);
+        if (tally_folder_folded_count(f[i]) < m->appended[i]) {
+            passed = false;
+            tally_folder_soon(f[i]);
+        }
+    }
+    return passed;
+}
+
+bool tally_fold_passed(struct tally_folder *const *f, size_t n, const struct tally_fold_mark *m)
+{
+    for (size_t i = 0; i < n && i < TALLY_THREADS_MAX; i++)
+        if (f[i] != NULL && tally_folder_folded_count(f[i]) < m->appended[i])
+            return false;
+    return true;
+}

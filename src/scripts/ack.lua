@@ -1,0 +1,69 @@
+-- ack.lua -- acknowledges one write unit with one append: its checks (attempt marker, fence,
+-- Idempotency-Keys, repeat views: see unit.lua) and one journal entry holding the records that
+-- passed, all in one atomic step. fold.lua counts the entry later; until then it is the
+-- durable record of what was acknowledged.
+--
+-- Comment deltas are counted here, at once, not journaled: a count that never goes below 0
+-- depends on the order of its deltas, and only Redis's order of acknowledgement is the same for
+-- every collector (journals are folded each in its own order). They come from comment systems,
+-- a few per article, not from readers.
+--
+-- KEYS[1]  the unit's attempt marker (see unit.lua)
+-- KEYS[2]  the writer's journal, a stream: P{00}j:<writer>
+-- KEYS[3]  the journals' registry, a sorted set: journal -> Redis time of its last entry (ms),
+--          which tells a journal whose writer has gone (see reclaim.lua)
+-- ARGV     the unit, as unit.lua reads it. Returns unit.lua's answer.
+--
+-- An entry: n <now> a <records>, the records as count.lua reads them joined by "\n" (no token
+-- holds one: article ids have no whitespace), each with its views resolved -- repeats are
+-- gone and the visitors only feed the estimates -- and without comments.
+
+local c = counter_new(ARGV[1], model_of(ARGV[8]), ARGV[7])
+local parts = {}
+local NO = {}
+
+-- Record R as journal text: its tokens, comments left out.
+local function journal_text(r)
+    local t = {r.tag, r.id, r.views, #r.vis}
+    for _, v in ipairs(r.vis) do
+        t[#t + 1] = v
+    end
+    t[#t + 1] = #r.nets
+    for _, net in ipairs(r.nets) do
+        t[#t + 1] = net
+        t[#t + 1] = r.shares[net]
+    end
+    t[#t + 1] = 0
+    t[#t + 1] = #r.mets
+    for _, m in ipairs(r.mets) do
+        t[#t + 1] = m
+        t[#t + 1] = r.sums[m]
+    end
+    t[#t + 1] = #r.fields
+    for _, f in ipairs(r.fields) do
+        t[#t + 1] = f
+        t[#t + 1] = r.props[f]
+    end
+    return table.concat(t, '\n')
+end
+
+return run_unit(KEYS, ARGV, function(r, _, _, day, hour)
+    if #r.comments > 0 then
+        count_record(c, {tag = r.tag, id = r.id, views = 0, vis = NO, nets = NO, shares = NO,
+                         comments = r.comments, mets = NO, sums = NO, fields = NO, props = NO},
+                     day, hour)
+        if r.views == 0 and #r.vis == 0 and #r.nets == 0 and #r.mets == 0 and #r.fields == 0 then
+            return
+        end
+    end
+    parts[#parts + 1] = journal_text(r)
+end, function()
+    local expired = counter_finish(c)
+    if #parts > 0 then
+        local clock = redis.call('TIME')
+        redis.call('XADD', KEYS[2], '*', 'n', ARGV[5], 'a', table.concat(parts, '\n'))
+        redis.call('ZADD', KEYS[3], tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000),
+                   KEYS[2])
+    end
+    return expired
+end)

@@ -1,0 +1,21 @@
+-- fold.lua -- counts the oldest entries of one writer's journal (see ack.lua) and removes
+-- them, in one atomic step: a fold sent again after a lost reply, or run by another collector
+-- at the same time, finds only what is left, so nothing is counted twice and nothing
+-- acknowledged is left out.
+--
+-- KEYS[1]  the journal, P{00}j:<writer>
+-- KEYS[2]  the journals' registry (see ack.lua): an emptied journal is deleted and taken out
+--          of it (its writer's next entry starts both again), so nothing stays behind
+-- ARGV     P model count (count: the most entries to fold in this call; model as apply.lua)
+-- Returns {entries folded, entries left, the buckets touched ("0a3f..."), commands Redis
+-- refused and skipped (see counter_new), the last refusal or ""}.
+
+local c = counter_new(ARGV[1], model_of(ARGV[2]), nil)
+local n = fold_journal(c, KEYS[1], tonumber(ARGV[3]))
+local _, tags = counter_finish(c)
+local left = redis.call('XLEN', KEYS[1])
+if left == 0 then
+    redis.call('DEL', KEYS[1])
+    redis.call('ZREM', KEYS[2], KEYS[1])
+end
+return {n, left, tags, c.errors, c.error or ''}

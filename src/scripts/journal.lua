@@ -1,0 +1,78 @@
+-- journal.lua -- put before fold.lua, reclaim.lua and forget.lua (cmake/functions.cmake puts
+-- it before every function body): folding a writer's journal (see ack.lua) into the counters.
+
+-- Split S at "\n" into a list.
+local function tokens(s)
+    local t = {}
+    for x in string.gmatch(s, '[^\n]+') do
+        t[#t + 1] = x
+    end
+    return t
+end
+
+-- The id just after stream id ID ("ms-seq"), for XTRIM MINID.
+local function next_id(id)
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+    return ms .. '-' .. string.format('%d', tonumber(seq) + 1)
+end
+
+-- Count the first COUNT entries of JOURNAL (or every entry, COUNT nil) with counter C and
+-- remove them. Their records are merged per article and hour first, so an article viewed a
+-- thousand times in the window costs the commands of one view; records are counted in the
+-- order of their first entry, comment deltas kept in order. Returns the entries folded.
+local function fold_journal(c, journal, count)
+    local entries
+    if count then
+        entries = redis.call('XRANGE', journal, '-', '+', 'COUNT', count)
+    else
+        entries = redis.call('XRANGE', journal, '-', '+')
+    end
+    if #entries == 0 then
+        return 0
+    end
+    local merged, order = {}, {}
+    for _, e in ipairs(entries) do
+        local f = e[2]
+        local now, records
+        for i = 1, #f, 2 do
+            if f[i] == 'n' then
+                now = tonumber(f[i + 1])
+            elseif f[i] == 'a' then
+                records = f[i + 1]
+            end
+        end
+        local hour = math.floor(now / 3600)
+        local t = tokens(records)
+        local pos = 1
+        while pos <= #t do
+            local r
+            r, pos = read_record(t, pos)
+            local k = hour .. ' ' .. r.tag .. r.id
+            local m = merged[k]
+            if m then
+                merge_record(m, r)
+            else
+                r.time = now
+                merged[k] = r
+                order[#order + 1] = k
+            end
+        end
+    end
+    for _, k in ipairs(order) do
+        local r = merged[k]
+        local day, hour = day_hour(r.time)
+        count_record(c, r, day, hour)
+    end
+    redis.call('XTRIM', journal, 'MINID', next_id(entries[#entries][1]))
+    return #entries
+end
+
+-- Fold every journal in the registry REGISTRY completely, and forget the empty ones: before
+-- anything reads or removes counts that must hold everything acknowledged.
+local function fold_all(c, registry)
+    for _, j in ipairs(redis.call('ZRANGE', registry, 0, -1)) do
+        fold_journal(c, j, nil)
+        redis.call('DEL', j)
+        redis.call('ZREM', registry, j)
+    end
+end

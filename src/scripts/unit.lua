@@ -1,0 +1,145 @@
+-- unit.lua -- put before apply.lua and ack.lua (cmake/functions.cmake puts it before every
+-- function body): one write unit's checks -- its attempt marker, its fence, each segment's
+-- Idempotency-Key and each view's repeat check -- and its answer. What becomes of the records
+-- that pass is the caller's: apply.lua counts them at once, ack.lua appends them to a journal
+-- that fold.lua counts later.
+--
+-- KEYS[1]  the unit's attempt marker. It holds the unit's answer once run, so a unit sent
+--          again after a lost connection is answered as the first time and counted once.
+-- ARGV     P window marker_ttl idem_ttl now fence fresh model segment... (segments run to the
+--          last argument; now is the collector's clock, Unix seconds: days and hours are UTC;
+--          fence is a time on Redis's clock, Unix ms, 15 digits: past it the unit is refused
+--          and its marker says so, so that no copy of it sent earlier runs later either;
+--          fresh lists the bucket keys of this day or hour that may be new and need their
+--          expiry set, as "<tag><kind><mask>": kind d (day) or h (hour), mask two hex digits
+--          of the model's bits -- the collector remembers the others; model is
+--          include/tally/model.h as tally_model_arg() writes it (see model.lua): the
+--          lifetimes of hour, day and distinct-visitor keys, then the name of each bit from
+--          bit 0 up, "site" for the site totals' day key: "777600 34992000 172800 views+
+--          visitors shares+ ...")
+--   segment: idem_key digest accepted bot prefetch narticles record...
+--            (idem_key "" when the requests had no Idempotency-Key, else its marker, which
+--            holds "<digest> accepted,bot,prefetch,repeat" once applied; digest names the
+--            request's body (16 hex digits); accepted counts the events before repeat checks;
+--            each record as count.lua reads it -- with a window > 0 each visitor entry is a
+--            view to check for a repeat, and only those that are not add to its views)
+-- Returns {"fenced"} when refused past the fence (now or for an earlier copy), else
+-- {"ok", expired, seg...}: expired lists, in the form of fresh, the keys whose expiry this
+-- unit set (the collector then knows them); each seg is
+--   {first, accepted, bot, prefetch, repeat, repeat_index...}
+-- where first is 1 when applied now, 0 when an earlier answer is repeated, 2 when the marker
+-- holds another body's digest (nothing applied; the rest is zeros), and each
+-- repeat_index is the 1-based position of a repeated view among the segment's visitors.
+-- All values were validated by the collector: nothing below can fail half-way.
+
+-- Is V's view of article ID (keys KP) at NOW a repeat within WINDOW? Views are remembered in
+-- hashes per window-long slot; the current and the previous slot cover every view within a
+-- window.
+local function is_repeat(kp, id, v, now, window)
+    local slot = math.floor(now / window)
+    local cur = kp .. 'w:' .. id .. ':' .. slot
+    local seen = redis.call('HGET', cur, v) or redis.call('HGET', kp .. 'w:' .. id .. ':' .. (slot - 1), v)
+    if seen and now - tonumber(seen) < window then
+        return true
+    end
+    if redis.call('HSET', cur, v, now) == 1 then
+        redis.call('EXPIRE', cur, 2 * window, 'NX')
+    end
+    return false
+end
+
+-- Run the unit in KEYS and ARGV. SINK(r, from, to, day, hour, now) takes each record that
+-- passed its checks (r.views then counts only the views to count; FROM..TO are its
+-- arguments); FINISH() returns the answer's "expired". Returns the script's answer.
+local function run_unit(KEYS, ARGV, sink, finish)
+    local marker = redis.call('GET', KEYS[1])
+    if marker then
+        return cjson.decode(marker)
+    end
+    -- Past its fence the collector has answered (or is about to answer) the unit's requests
+    -- without knowing: it must not run now, nor later from a copy still queued.
+    local clock = redis.call('TIME')
+    if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[6]) then
+        local fenced = {'fenced'}
+        redis.call('SET', KEYS[1], cjson.encode(fenced), 'EX', tonumber(ARGV[3]))
+        return fenced
+    end
+    local P = ARGV[1]
+    local window = tonumber(ARGV[2])
+    local marker_ttl = tonumber(ARGV[3])
+    local idem_ttl = tonumber(ARGV[4])
+    local now = tonumber(ARGV[5])
+    local day, hour = day_hour(now)
+    local pos = 9
+
+    local result = {'ok', ''}
+    local s = 1
+    while pos <= #ARGV do
+        s = s + 1
+        local idem, digest = ARGV[pos], ARGV[pos + 1]
+        local accepted, bot = tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3])
+        local prefetch, narticles = tonumber(ARGV[pos + 4]), tonumber(ARGV[pos + 5])
+        pos = pos + 6
+        local prev = idem ~= '' and redis.call('GET', idem)
+        local prev_digest, prev_answer
+        if prev then
+            prev_digest, prev_answer = string.match(prev, '^(%x+) ([%d,]+)$')
+            if not prev_digest then
+                if string.find(prev, '^%d+,%d+,%d+,%d+$') then
+                    prev_answer = prev -- written before digests were kept: the answer alone
+                else
+                    prev_digest = prev -- a digest alone: this body's write is under way
+                end
+            end
+        end
+        if prev_digest and prev_digest ~= digest then
+            result[s + 1] = {2, 0, 0, 0, 0}
+            for _ = 1, narticles do
+                pos = skip_record(ARGV, pos)
+            end
+        elseif prev_answer then
+            local seg = {0}
+            for n in string.gmatch(prev_answer, '%d+') do
+                seg[#seg + 1] = tonumber(n)
+            end
+            result[s + 1] = seg
+            for _ = 1, narticles do
+                pos = skip_record(ARGV, pos)
+            end
+        else
+            local rep, repeats, seen = {}, 0, 0
+            for _ = 1, narticles do
+                local from = pos
+                local r
+                r, pos = read_record(ARGV, pos)
+                if window > 0 then
+                    local kp = P .. '{' .. r.tag .. '}'
+                    for i, v in ipairs(r.vis) do
+                        if is_repeat(kp, r.id, v, now, window) then
+                            repeats = repeats + 1
+                            rep[#rep + 1] = seen + i
+                        else
+                            r.views = r.views + 1
+                        end
+                    end
+                end
+                seen = seen + #r.vis
+                sink(r, from, pos - 1, day, hour, now)
+            end
+            accepted = accepted - repeats
+            if idem ~= '' then
+                redis.call('SET', idem,
+                           digest .. ' ' .. accepted .. ',' .. bot .. ',' .. prefetch .. ',' .. repeats,
+                           'EX', idem_ttl)
+            end
+            local seg = {1, accepted, bot, prefetch, repeats}
+            for i = 1, #rep do
+                seg[#seg + 1] = rep[i]
+            end
+            result[s + 1] = seg
+        end
+    end
+    result[2] = finish()
+    redis.call('SET', KEYS[1], cjson.encode(result), 'EX', marker_ttl)
+    return result
+end
