@@ -121,6 +121,23 @@ def wait_until(predicate, timeout=5.0, interval=0.02, message=None):
         time.sleep(interval)
 
 
+# Counts acknowledged by one collector reach another's reads once folded: within
+# --fold-interval (200 ms by default) and a round trip; the README promises 1 second.
+FOLD_SECONDS = 1.0
+
+
+def eventually(read, want, timeout=FOLD_SECONDS):
+    """READ() until it equals WANT or TIMEOUT seconds pass; returns the last value read, for
+    the caller's exact assertEqual. For reads through another collector than the one that
+    acknowledged the events (the one that did shows them at once)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = read()
+        if got == want or time.monotonic() >= deadline:
+            return got
+        time.sleep(0.02)
+
+
 def _signal_pid(proc, sig):
     """Signal our own child PROC, unless it has already been reaped."""
     if proc is not None and proc.poll() is None:
