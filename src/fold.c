@@ -39,6 +39,8 @@ struct tally_folder {
     _Atomic uint64_t appended;   /* entries appended so far */
     _Atomic uint64_t folded;     /* of them, known folded */
     _Atomic bool wanted;         /* a reader asked for a fold */
+    _Atomic bool blocked;        /* the last fold could not be sent or failed: readers do not
+                                  * wait for this folder (Redis is down or refuses) */
     bool in_flight, reclaiming, again;
     struct tally_buf body;
     int wake_fd;                 /* eventfd: tally_folder_soon() from any thread */
@@ -106,11 +108,13 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
         if (status == 0 && reply->type == REDIS_REPLY_ERROR)
             log_warn("redis refused a fold of the journal: %s", reply->str);
         tally_metric_add(&f->metrics->fold_errors, 1);
+        atomic_store(&f->blocked, true);
         if (wanted)
             atomic_store(&f->wanted, true);
         fold_arm(f, FOLD_RETRY_MS);
         return;
     }
+    atomic_store(&f->blocked, false);
     n = reply->element[0]->integer;
     left = reply->element[1]->integer;
     fold_bump(f, reply->element[2]);
@@ -142,6 +146,7 @@ static void fold_start(struct tally_folder *f)
     if (f->len == 0)
         return;
     if (st == NULL || !tally_store_ready(st)) {
+        atomic_store(&f->blocked, true);
         fold_arm(f, FOLD_RETRY_MS);
         return;
     }
@@ -157,6 +162,7 @@ static void fold_start(struct tally_folder *f)
     tally_buf_add_bulk_i64(&f->body, (int64_t)count);
     if (f->body.oom || tally_store_eval(st, TALLY_SCRIPT_FOLD, f->body.data, f->body.len, 6,
                                         on_fold_reply, f) < 0) {
+        atomic_store(&f->blocked, true);
         fold_arm(f, FOLD_RETRY_MS);
         return;
     }
@@ -357,8 +363,12 @@ bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_
         }
         m->appended[i] = tally_folder_appended_count(f[i]);
         if (tally_folder_folded_count(f[i]) < m->appended[i]) {
-            passed = false;
             tally_folder_soon(f[i]);
+            if (atomic_load(&f[i]->blocked)) { /* its folds fail: no use waiting */
+                m->appended[i] = 0;
+                continue;
+            }
+            passed = false;
         }
     }
     return passed;
@@ -367,7 +377,8 @@ bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_
 bool tally_fold_passed(struct tally_folder *const *f, size_t n, const struct tally_fold_mark *m)
 {
     for (size_t i = 0; i < n && i < TALLY_THREADS_MAX; i++)
-        if (f[i] != NULL && tally_folder_folded_count(f[i]) < m->appended[i])
+        if (f[i] != NULL && tally_folder_folded_count(f[i]) < m->appended[i] &&
+            !atomic_load(&f[i]->blocked))
             return false;
     return true;
 }

@@ -76,7 +76,9 @@ struct tally_fold_mark {
 };
 
 /* Take the mark of the N folders F (entries NULL: no journal) into M, and ask each that has
- * not folded up to it to fold now. Returns true when every one already has. */
+ * not folded up to it to fold now. Returns true when every one already has. A folder whose
+ * last fold could not be sent or failed (Redis down or refusing) is not waited for: the read
+ * then answers from what is counted, as it would without a journal. */
 bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_mark *m);
 
 /* Has every one of the N folders F folded up to mark M? */
