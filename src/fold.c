@@ -246,7 +246,7 @@ struct tally_folder *tally_folder_new(struct event_base *base, struct tally_redi
     f->wake_fd = -1;
     tally_buf_init(&f->body);
     tally_model_arg(f->model);
-    if (tally_key_make(f->journal, sizeof(f->journal), cfg->prefix, 0, 'j', writer,
+    if (tally_key_make(f->journal, sizeof(f->journal), cfg->prefix, 0, 'q', writer,
                        strlen(writer)) == 0 ||
         tally_key_make(f->registry, sizeof(f->registry), cfg->prefix, 0, 'r', "journals", 8) ==
             0)

@@ -9,7 +9,7 @@
 -- a few per article, not from readers.
 --
 -- KEYS[1]  the unit's attempt marker (see unit.lua)
--- KEYS[2]  the writer's journal, a stream: P{00}j:<writer>
+-- KEYS[2]  the writer's journal, a stream: P{00}q:<writer>
 -- KEYS[3]  the journals' registry, a sorted set: journal -> Redis time of its last entry (ms),
 --          which tells a journal whose writer has gone (see reclaim.lua)
 -- ARGV     the unit, as unit.lua reads it. Returns unit.lua's answer.

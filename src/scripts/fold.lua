@@ -3,7 +3,7 @@
 -- at the same time, finds only what is left, so nothing is counted twice and nothing
 -- acknowledged is left out.
 --
--- KEYS[1]  the journal, P{00}j:<writer>
+-- KEYS[1]  the journal, P{00}q:<writer>
 -- KEYS[2]  the journals' registry (see ack.lua): an emptied journal is deleted and taken out
 --          of it (its writer's next entry starts both again), so nothing stays behind
 -- ARGV     P model count (count: the most entries to fold in this call; model as apply.lua)
