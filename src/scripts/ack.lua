@@ -22,28 +22,25 @@ local c = counter_new(ARGV[1], model_of(ARGV[8]), ARGV[7])
 local parts = {}
 local NO = {}
 
+-- Append to T the count of ORDER's names and each name with its value in MAP.
+local function add_pairs(t, order, map)
+    t[#t + 1] = #order
+    for _, k in ipairs(order) do
+        t[#t + 1] = k
+        t[#t + 1] = map[k]
+    end
+end
+
 -- Record R as journal text: its tokens, comments left out.
 local function journal_text(r)
     local t = {r.tag, r.id, r.views, #r.vis}
     for _, v in ipairs(r.vis) do
         t[#t + 1] = v
     end
-    t[#t + 1] = #r.nets
-    for _, net in ipairs(r.nets) do
-        t[#t + 1] = net
-        t[#t + 1] = r.shares[net]
-    end
+    add_pairs(t, r.nets, r.shares)
     t[#t + 1] = 0
-    t[#t + 1] = #r.mets
-    for _, m in ipairs(r.mets) do
-        t[#t + 1] = m
-        t[#t + 1] = r.sums[m]
-    end
-    t[#t + 1] = #r.fields
-    for _, f in ipairs(r.fields) do
-        t[#t + 1] = f
-        t[#t + 1] = r.props[f]
-    end
+    add_pairs(t, r.mets, r.sums)
+    add_pairs(t, r.fields, r.props)
     return table.concat(t, '\n')
 end
 

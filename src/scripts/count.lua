@@ -13,6 +13,25 @@
 -- n}, nets = {network...}, comments = {delta...}, sums = {metric = n}, mets = {metric...},
 -- props = {field = value}, fields = {field...}}.
 
+-- Read the count N at T[pos] and N pairs (name value) after it into MAP (name -> value) and
+-- ORDER (names, first seen first): values are added up, or with ADD false the last one kept.
+-- Returns the position after them.
+local function read_pairs(t, pos, map, order, add)
+    local n = tonumber(t[pos])
+    for i = 1, n do
+        local k, v = t[pos + 2 * i - 1], t[pos + 2 * i]
+        if map[k] == nil then
+            order[#order + 1] = k
+        end
+        if add then
+            map[k] = (map[k] or 0) + tonumber(v)
+        else
+            map[k] = v
+        end
+    end
+    return pos + 2 * n + 1
+end
+
 -- The record at T[pos]; returns it and the position after it.
 local function read_record(t, pos)
     local r = {tag = t[pos], id = t[pos + 1], views = tonumber(t[pos + 2]), vis = {},
@@ -23,39 +42,13 @@ local function read_record(t, pos)
     for i = 1, n do
         r.vis[i] = t[pos + i]
     end
-    pos = pos + n + 1
-    n = tonumber(t[pos])
-    for i = 1, n do
-        local net, c = t[pos + 2 * i - 1], tonumber(t[pos + 2 * i])
-        if not r.shares[net] then
-            r.nets[#r.nets + 1] = net
-        end
-        r.shares[net] = (r.shares[net] or 0) + c
-    end
-    pos = pos + 2 * n + 1
+    pos = read_pairs(t, pos + n + 1, r.shares, r.nets, true)
     n = tonumber(t[pos])
     for i = 1, n do
         r.comments[i] = tonumber(t[pos + i])
     end
-    pos = pos + n + 1
-    n = tonumber(t[pos])
-    for i = 1, n do
-        local m, c = t[pos + 2 * i - 1], tonumber(t[pos + 2 * i])
-        if not r.sums[m] then
-            r.mets[#r.mets + 1] = m
-        end
-        r.sums[m] = (r.sums[m] or 0) + c
-    end
-    pos = pos + 2 * n + 1
-    n = tonumber(t[pos])
-    for i = 1, n do
-        local f = t[pos + 2 * i - 1]
-        if not r.props[f] then
-            r.fields[#r.fields + 1] = f
-        end
-        r.props[f] = t[pos + 2 * i]
-    end
-    return r, pos + 2 * n + 1
+    pos = read_pairs(t, pos + n + 1, r.sums, r.mets, true)
+    return r, read_pairs(t, pos, r.props, r.fields, false)
 end
 
 -- The position after the record at T[pos], without reading it.
