@@ -61,33 +61,28 @@ local function skip_record(t, pos)
     return pos + 1 + 2 * tonumber(t[pos]) -- props
 end
 
+-- Put B's pairs (MAP_B, ORDER_B) into A's: values added up, or with ADD false B's kept.
+local function merge_pairs(map_a, order_a, map_b, order_b, add)
+    for _, k in ipairs(order_b) do
+        if map_a[k] == nil then
+            order_a[#order_a + 1] = k
+        end
+        map_a[k] = add and (map_a[k] or 0) + map_b[k] or map_b[k]
+    end
+end
+
 -- Add record B (later) into record A: what one fold counts once for both.
 local function merge_record(a, b)
     a.views = a.views + b.views
     for _, v in ipairs(b.vis) do
         a.vis[#a.vis + 1] = v
     end
-    for _, net in ipairs(b.nets) do
-        if not a.shares[net] then
-            a.nets[#a.nets + 1] = net
-        end
-        a.shares[net] = (a.shares[net] or 0) + b.shares[net]
-    end
+    merge_pairs(a.shares, a.nets, b.shares, b.nets, true)
     for _, d in ipairs(b.comments) do -- in order: a count never goes below 0 at any step
         a.comments[#a.comments + 1] = d
     end
-    for _, m in ipairs(b.mets) do
-        if not a.sums[m] then
-            a.mets[#a.mets + 1] = m
-        end
-        a.sums[m] = (a.sums[m] or 0) + b.sums[m]
-    end
-    for _, f in ipairs(b.fields) do -- the latest value wins
-        if not a.props[f] then
-            a.fields[#a.fields + 1] = f
-        end
-        a.props[f] = b.props[f]
-    end
+    merge_pairs(a.sums, a.mets, b.sums, b.mets, true)
+    merge_pairs(a.props, a.fields, b.props, b.fields, false) -- the latest value wins
 end
 
 -- A counter for one call. MODEL as model_of() gives it; FRESH: nil to set the expiry of
