@@ -411,26 +411,31 @@ MODEL = "777600 34992000 172800 views+ visitors shares+ comments+ site engaged+ 
 class ScriptFenceTest(harness.TallyTestCase):
     """The write script's side of the fence, against a real Redis: a unit reached past its
     fence is refused and marked so; a unit already applied answers as the first time whatever
-    its fence (a resend of it is counted once); a refusal binds every later copy."""
+    its fence (a resend of it is counted once); a refusal binds every later copy.
 
-    SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src",
-                           "scripts")
+    Called as tallyd calls it: FCALL of the function library harness.Redis loaded. This class
+    takes the direct path (apply: counted at once, a cluster or --fold-interval 0); the
+    subclass below the journal path (ack: appended, counted by a fold). The checks
+    (unit.lua) are the same code in both."""
+
+    FUNCTION = "apply"
+    JOURNAL = "tally:{00}q:fence-test"
+    REGISTRY = "tally:{00}r:journals"
 
     def setUp(self):
         self.redis = self.track(harness.Redis().start())
         self.addCleanup(self.redis.close)
-        # As cmake/embed.cmake joins them for tallyd.
-        text = []
-        for name in ("dates.lua", "model.lua", "apply.lua"):
-            with open(os.path.join(self.SCRIPTS, name), encoding="utf-8") as f:
-                text.append(f.read())
-        self.script = "\n".join(text)
+        self.version = harness.functions_library()[len("tally_"):]
+
+    def keys(self, attempt):
+        return ["tally:{03}x:" + attempt]
 
     def unit(self, attempt, fence, idem="", digest=""):
         """One unit: one view of article "a" in bucket 03, fenced at FENCE (Unix ms); its
         segment keyed by the marker IDEM with the body's DIGEST, or by nothing."""
+        keys = self.keys(attempt)
         return self.redis.command(
-            "EVAL", self.script, "1", "tally:{03}x:" + attempt,
+            "FCALL", "tally_%s_%s" % (self.FUNCTION, self.version), str(len(keys)), *keys,
             "tally:", "0", "600", "86400", str(int(time.time())), "%015d" % fence, "", MODEL,
             idem, digest, "1", "0", "0", "1",   # one segment: 1 event, 1 article
             "03", "a", "1", "0", "0", "0", "0", "0")
@@ -479,6 +484,25 @@ class ScriptFenceTest(harness.TallyTestCase):
         self.assertEqual(self.unit("k-4", self.redis_ms() + 60000, home, "fedcba9876543210")[2],
                          [2, 0, 0, 0, 0])
         self.assertEqual(self.views(), 1)
+
+
+class AckScriptFenceTest(ScriptFenceTest):
+    """The same units through ack, with the writer's journal and the registry as tallyd passes
+    them; the views are read after folding the journal (fold, as tallyd's folder calls it), so
+    that a unit acknowledged twice would show as two views, and a fenced one appends nothing."""
+
+    FUNCTION = "ack"
+
+    def keys(self, attempt):
+        return ["tally:{03}x:" + attempt, self.JOURNAL, self.REGISTRY]
+
+    def views(self):
+        folded = self.redis.command("FCALL", "tally_fold_" + self.version, "2", self.JOURNAL,
+                                    self.REGISTRY, "tally:", MODEL, "1000")
+        self.assertEqual(folded[1:4:2], [0, 0], folded)  # nothing left, nothing skipped
+        self.assertEqual(self.redis.command("EXISTS", self.JOURNAL), 0)
+        self.assertEqual(self.redis.command("ZCARD", self.REGISTRY), 0)
+        return super().views()
 
 
 if __name__ == "__main__":
