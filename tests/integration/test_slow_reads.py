@@ -14,14 +14,20 @@ Judged by:
   - the reads were slow: tallyd timed out on Redis (tally_redis_timeouts_total grew) and
     answered reads with 503 + Retry-After (never anything outside 200 and 503);
   - every write was answered 200, its events acknowledged, none left unknown (504) or
-    refused (503); every write unit went to Redis once (Redis's count of FCALLs equals the
-    units tallyd saw applied) and none was fenced; each article's views equal exactly the
-    events acknowledged for it, in tallyd's stats and in Redis.
+    refused (503); every write unit went to Redis once and none was fenced; each article's
+    views equal exactly the events acknowledged for it, in tallyd's stats and in Redis.
+"Went to Redis once": tallyd takes the default write path (a journal: each unit is one FCALL
+of ack, and the folds and reclaims of the journals are FCALLs too, on the same connection),
+so Redis's own count of FCALLs (INFO commandstats) is split by function with MONITOR: the
+acks equal the units tallyd saw applied, each under an attempt marker of its own -- a unit
+sent again keeps its marker -- and MONITOR saw every FCALL that commandstats counted.
 With reads and writes on one connection the held reply made the write units behind it late:
 the connection was dropped, and they were sent again.
 """
 
+import re
 import socket
+import sys
 import threading
 import time
 import unittest
@@ -36,6 +42,10 @@ WRITERS = 3
 READERS = 2
 SLOW = "slow-read/huge"
 MARKER = SLOW.encode()
+# A MONITOR line of a top-level FCALL: the function's name and its first key (for ack, the
+# unit's attempt marker). Commands a function runs show as "[0 lua]" and are not FCALLs.
+FCALL_LINE = re.compile(r'^[0-9.]+ \[[0-9]+ [^\]]+\] "(?i:fcall)" "tally_([a-z]+)_[0-9a-f]+" '
+                        r'"[0-9]+" "([^"]*)"')
 
 
 class HoldingRelay:
@@ -142,13 +152,34 @@ class SlowReadTest(harness.TallyTestCase):
         wait_until(lambda: self.t.get("/readyz").status == 200, 10.0,
                    message="tallyd not ready through the relay")
 
-    def fcalls(self):
-        """FCALLs Redis has run: the write units (reads call FCALL_RO)."""
-        text = self.redis.command("INFO", "commandstats").decode()
-        for line in text.splitlines():
+    def fcalls(self, mark):
+        """FCALLs Redis has run (reads call FCALL_RO), read atomically after ECHO MARK, so
+        that MARK in MONITOR's stream is the same point in time."""
+        self.redis.command("MULTI")
+        self.redis.command("ECHO", mark)
+        self.redis.command("INFO", "commandstats")
+        _, text = self.redis.command("EXEC")
+        for line in text.decode().splitlines():
             if line.startswith("cmdstat_fcall:"):
                 return int(line.split("calls=", 1)[1].split(",", 1)[0])
         return 0
+
+    def monitored(self, mon, begin, end):
+        """The top-level FCALLs MONITOR client MON saw between ECHO BEGIN and ECHO END, as
+        (function, first key)."""
+        seen, inside = [], False
+        while True:
+            line = mon._reply()
+            if isinstance(line, harness.RespError):
+                raise line
+            if line.endswith('"ECHO" "%s"' % begin) or line.endswith('"echo" "%s"' % begin):
+                inside = True
+            elif line.endswith('"ECHO" "%s"' % end) or line.endswith('"echo" "%s"' % end):
+                return seen
+            elif inside:
+                m = FCALL_LINE.match(line)
+                if m:
+                    seen.append((m.group(1), m.group(2)))
 
     def test_a_read_that_times_out_drops_no_write(self):
         stop_at = time.monotonic() + LOAD_S
@@ -194,7 +225,10 @@ class SlowReadTest(harness.TallyTestCase):
                     time.sleep(0.02)
 
         before = harness.metric(self.t.metrics(), "tally_redis_timeouts_total")
-        fcalls_before = self.fcalls()
+        mon = harness.RespClient(self.redis.port, timeout=30.0)
+        self.addCleanup(mon.close)
+        self.assertEqual(mon.command("MONITOR"), "OK")
+        fcalls_before = self.fcalls("load-begins")
         units_before = harness.metric(self.t.metrics(), "tally_redis_write_units_total")
         threads = ([threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)] +
                    [threading.Thread(target=reader, args=(i,)) for i in range(READERS)])
@@ -218,15 +252,28 @@ class SlowReadTest(harness.TallyTestCase):
         self.assertEqual(harness.metric(m, "tally_redis_write_units_fenced_total"), 0)
         units = harness.metric(m, "tally_redis_write_units_total") - units_before
         self.assertGreater(units, 0)
-        self.assertEqual(self.fcalls() - fcalls_before, units,
-                         "write units sent more than once (Redis ran more FCALLs than tallyd "
+        fcalls = self.fcalls("load-ends") - fcalls_before
+        calls = self.monitored(mon, "load-begins", "load-ends")
+        self.assertEqual(len(calls), fcalls, "MONITOR missed FCALLs that Redis counted")
+        by_function = {}
+        for function, _ in calls:
+            by_function[function] = by_function.get(function, 0) + 1
+        sys.stderr.write("\nFCALLs during the load: %r; write units applied: %d\n"
+                         % (by_function, units))
+        self.assertNotIn("apply", by_function, "not the journal write path")
+        self.assertGreater(by_function.get("fold", 0), 0, "nothing was folded")
+        acks = [key for function, key in calls if function == "ack"]
+        self.assertEqual(len(acks), units,
+                         "write units sent more than once (Redis ran more acks than tallyd "
                          "saw applied)")
-        # Exact counts, in tallyd's answers and in Redis.
+        self.assertEqual(len(set(acks)), len(acks), "a write unit was sent again")
+        # Exact counts, in tallyd's answers and in Redis (a read of counts waits for the
+        # folds of what was acknowledged before it, so Redis holds them all after it).
         time.sleep(0.6)  # past the stats cache's freshness
         for article, n in sorted(acked.items()):
-            self.assertEqual(self.redis.article_totals(article).get("views", 0), n, article)
             wait_until(lambda: self.t.get("/v1/stats/" + quote(article)).status == 200, 5.0)
             self.assertEqual(self.t.stats(article)["views"], n, article)
+            self.assertEqual(self.redis.article_totals(article).get("views", 0), n, article)
 
 
 if __name__ == "__main__":
