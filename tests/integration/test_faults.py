@@ -44,6 +44,12 @@ REDIS_DOWN_SECONDS = 1.5    # between the SIGKILL of Redis and its restart
 TALLYD_DOWN_SECONDS = 0.5   # between the SIGKILL of tallyd and the new one
 DRAIN_BOUND = 15.0          # seconds from SIGTERM to tallyd's exit
 STATS_LAG = 1.1             # "stats reflect an acknowledged event within 1 second"
+# Acknowledged events wait in their collector's journal until folded. A live collector folds
+# its own; the journal of one that is gone (SIGKILL) is folded by any other once it has been
+# idle 5 s, in a reclaim run once a second. After the load every journal is folded and
+# deleted, and taken out of the registry: the registry empty, the counts are final.
+REGISTRY = "tally:{00}r:journals"
+RECLAIM_BOUND = 10.0        # seconds after the load for the registry to empty
 
 
 class CounterChecker:
@@ -311,6 +317,12 @@ class FaultTest(harness.TallyTestCase):
     def finish(self, fault, load, t, answered_only=False):
         """Read the final counts through T, run the checker, print the report."""
         wait_until(lambda: self.ready(t), 15.0, message="tallyd not ready after the fault")
+        try:
+            wait_until(lambda: self.redis.command("ZCARD", REGISTRY) == 0, RECLAIM_BOUND,
+                       interval=0.1)
+        except AssertionError:
+            self.fail("journals left unfolded %.0f s after the load: %r" % (
+                RECLAIM_BOUND, self.redis.command("ZRANGE", REGISTRY, "0", "-1", "WITHSCORES")))
         c = load.checker
         time.sleep(STATS_LAG)
         views = {a: t.stats(a)["views"] for a in c.articles()}
