@@ -81,8 +81,10 @@ class IngestTest(harness.TallyTestCase):
                          expected(article, views, shares, comments))
 
     def assertNothingCounted(self):
-        """No totals hash exists at all: nothing since the last FLUSHALL was counted."""
+        """No totals hash exists at all, and no journal (where acknowledged events wait to be
+        counted): nothing since the last FLUSHALL was counted, nor will be."""
         self.assertEqual(self.redis.keys("tally:{??}a:*"), [])
+        self.assertEqual(self.redis.keys("tally:{00}q:*"), [])
 
     # ---- what is counted ----
 
