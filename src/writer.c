@@ -506,10 +506,6 @@ static void writer_orphan_reply(struct write_lane *l, int status, const redisRep
         !tally_agg_fenced(reply)) {
         log_debug("a write unit answered as unknown was applied before its fence");
         writer_bump(l->w, &l->agg);
-        /* Its entry, if it made one, is folded with the next fold (its size is not known
-         * any more: its requests are gone). */
-        if (l->w->folder != NULL)
-            tally_folder_appended(l->w->folder, 1);
     }
 }
 
@@ -561,6 +557,11 @@ static void writer_give_up(struct write_lane *l)
     log_debug("redis did not confirm a write unit in time; its %zu requests are answered as "
               "of unknown outcome", n);
     l->suspect = true;
+    /* It may have made a journal entry that no reply will tell of: the folder counts one
+     * (of one event: its requests go now), so that reads wait for it and the next fold takes
+     * it. A folder that counted one too many learns better from that fold. */
+    if (l->w->folder != NULL && (l->state == UNIT_SENT || l->uncertain))
+        tally_folder_appended(l->w->folder, 1);
     if (l->state != UNIT_SENT) {
         writer_answer_unit(l, tally_unit_status(TALLY_UNIT_NO_REPLY));
         return;
