@@ -1,0 +1,501 @@
+"""The journal write path (one Redis, --fold-interval > 0): an acknowledged unit is one entry of
+its worker's journal (P{00}j:<writer>, listed in the registry P{00}r:journals) until a fold
+counts it. What must hold, with exact counts:
+
+  freshness     a read of counts on the collector that acknowledged waits for the folds it
+                asks for: POST then GET shows the events at once, whichever worker took
+                either; through another collector they show within 1 s (the lag is printed);
+  recovery      what a SIGKILLed collector acknowledged stays in its journal and any other
+                collector folds it once the journal has been idle for 5 s; under load with
+                one of two collectors killed, and with collectors killed again and again
+                while folds run, every acknowledged event is counted exactly once;
+  exactly once  a fold sent by someone else (FCALL on the journal) beside the collector's
+                own folds counts nothing twice, and a fold of an emptied journal counts nothing;
+  backpressure  past --journal-max events waiting, writes are refused (503, Retry-After) and
+                nothing of them is counted; a read's fold makes room again;
+  wrong type    a fold meeting a key of another type skips those commands only, and says so;
+  DELETE        forgetting an article on one collector while another holds unfolded views
+                of it leaves 0, also after that one folds;
+  SIGTERM       the collector folds its backlog before it exits.
+
+Clients that must know each batch's fate send it with an Idempotency-Key and retry it (on the
+surviving collector) until a 200: then the count must equal the acknowledged keys' events.
+"""
+
+import random
+import re
+import signal
+import sys
+import threading
+import time
+import unittest
+
+import harness
+from harness import TOKEN, counts, quote
+
+AUTH = {"Authorization": "Bearer " + TOKEN}
+REGISTRY = "tally:{00}r:journals"
+JOURNALS = "tally:{00}j:*"
+SLOW = ("--fold-interval", "10000")  # no fold by the clock while a test runs
+RECLAIM_SECONDS = 6.0    # a journal idle for 5 s is folded by the next look (every second)
+FULL = "too many events waiting for redis; retry later"
+
+
+def views(article, n):
+    return [{"type": "view", "article": article}] * n
+
+
+def one(article, v):
+    return {"article": article, "views": v, "shares": 0, "shares_by_network": {},
+            "comments": 0}
+
+
+def journal_records(text):
+    """The records of one journal entry's "a" field (see ack.lua): [(article, views)]."""
+    t = text.split("\n")
+    out, pos = [], 0
+    while pos < len(t):
+        article, v = t[pos + 1], int(t[pos + 2])
+        pos += 3
+        pos += int(t[pos]) + 1              # visitors
+        pos += 2 * int(t[pos]) + 1          # shares
+        pos += int(t[pos]) + 1              # comment deltas (none in a journal)
+        pos += 2 * int(t[pos]) + 1          # sums
+        pos += 2 * int(t[pos]) + 1          # properties
+        out.append((article, v))
+    if pos != len(t):
+        raise AssertionError("a journal entry that does not parse: %r" % text)
+    return out
+
+
+class JournalTest(harness.TallyTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = harness.Redis().start()
+        cls.library = harness.functions_library()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.redis.close()
+
+    def setUp(self):
+        self.redis.flushall()
+
+    def collector(self, *args, threads=None):
+        t = harness.Tallyd(self.redis, ["--view-window", "0", "--token", TOKEN] + list(args),
+                           threads=threads)
+        self.track(t)
+        self.addCleanup(t.close)
+        return t.start()
+
+    # ---- what Redis holds ----
+
+    def journals(self):
+        return [j.decode() for j in self.redis.command("ZRANGE", REGISTRY, 0, -1)]
+
+    def journal_state(self):
+        """(entries, {article: views}) of every journal in Redis, registered or not."""
+        entries, held = 0, {}
+        for j in self.redis.keys(JOURNALS):
+            for _, fields in self.redis.command("XRANGE", j, "-", "+"):
+                f = dict(zip(fields[::2], fields[1::2]))
+                entries += 1
+                for article, v in journal_records(f[b"a"].decode()):
+                    held[article] = held.get(article, 0) + v
+        return entries, held
+
+    def assertNoJournal(self):
+        self.assertEqual(self.redis.keys(JOURNALS), [])
+        self.assertEqual(self.redis.command("EXISTS", REGISTRY), 0)
+
+    def counted(self, article):
+        """The views in the article's totals hash, straight from Redis."""
+        return self.redis.article_totals(article).get("views", 0)
+
+    # ---- HTTP ----
+
+    def post(self, client, article, n, headers=None):
+        ex = client.post_events(views(article, n), headers)
+        self.assertEqual(ex.status, 200, ex)
+        self.assertEqual(ex.body, {"accepted": n, "ignored": 0}, ex)
+
+    def stats_views(self, t, article):
+        return counts(t.stats(article))["views"]
+
+    def reads(self, model):
+        """Every read of counts, as (path, check of its answer against MODEL, article: views,
+        read when the check runs)."""
+        reads = []
+        arts = sorted(model)
+        for a in arts:
+            reads.append(("/v1/stats/" + quote(a),
+                          lambda b, a=a: counts(b) == one(a, model[a])))
+        q = "&".join("article=" + quote(a) for a in arts)
+        reads.append(("/v1/stats?" + q,
+                      lambda b: [counts(x) for x in b["articles"]] ==
+                      [one(a, model[a]) for a in arts]))
+        reads.append(("/v1/top?metric=views&period=day&limit=100",
+                      lambda b: {x["article"]: x["count"] for x in b["articles"]} ==
+                      {a: v for a, v in model.items() if v} and
+                      [x["count"] for x in b["articles"]] ==
+                      sorted((x["count"] for x in b["articles"]), reverse=True)))
+        for a in arts:
+            reads.append(("/v1/series/%s?metric=views&interval=hour" % quote(a),
+                          lambda b, a=a: sum(p["value"] for p in b["points"]) == model[a]))
+        reads.append(("/v1/totals?period=day",
+                      lambda b: b["views"] == sum(model.values())))
+        for a in arts:
+            reads.append(("/v1/badge/%s.svg" % quote(a),
+                          lambda b, a=a: (b">%d<" % model[a]) in b))
+        return reads
+
+    # ---- 1. freshness ----
+
+    def test_reads_on_the_acknowledging_collector_show_it_at_once(self):
+        t = self.collector(*SLOW, threads=2)
+        model = {"f/a": 0, "f/b": 0, "f/c": 0}
+        rnd = random.Random(12)
+        for path, check in self.reads(model):
+            with self.subTest(path=path):
+                # Views on new connections until both workers hold unfolded entries.
+                posted = 0
+                while posted < 8 or (len(self.journals()) < 2 and posted < 40):
+                    a = rnd.choice(sorted(model))
+                    with harness.KeepAliveClient(t.port) as c:
+                        self.post(c, a, 1)
+                    model[a] += 1
+                    posted += 1
+                self.assertEqual(len(self.journals()), 2,
+                                 "both workers hold unfolded entries before the read")
+                self.assertEqual(sum(self.counted(a) for a in model),
+                                 sum(model.values()) - posted, "nothing folded by the clock")
+                r = t.get(path)  # on a connection of its own
+                self.assertEqual(r.status, 200, r)
+                body = r.raw if path.startswith("/v1/badge/") else r.body
+                self.assertTrue(check(body), "%s: %r, want %r" % (path, body, model))
+                self.assertNoJournal()
+
+    def test_another_collector_shows_it_within_a_second(self):
+        a = self.collector(*SLOW, threads=2)
+        b = self.collector(threads=2)  # the default --fold-interval
+        lags = []
+        with harness.KeepAliveClient(b.port) as cb:
+            for i in range(1, 8):
+                self.post(cb, "g/a", i)
+                start = time.monotonic()
+                want = i * (i + 1) // 2
+                got = harness.eventually(lambda: self.stats_views(a, "g/a"), want)
+                lags.append(time.monotonic() - start)
+                self.assertEqual(got, want)
+        sys.stderr.write("journal: lag of another collector's reads %s s (max %.3f)\n"
+                         % (" ".join("%.3f" % x for x in lags), max(lags)))
+        self.assertLessEqual(max(lags), harness.FOLD_SECONDS)
+
+    # ---- 2. recovery ----
+
+    def test_a_killed_collectors_journal_is_folded_by_another(self):
+        a = self.collector(*SLOW, threads=2)
+        model, posts = {}, 0
+        rnd = random.Random(2)
+        for i in range(24):
+            art = "k/%d" % (i % 4)
+            n = rnd.randint(1, 30)
+            with harness.KeepAliveClient(a.port) as c:
+                self.post(c, art, n)
+            model[art] = model.get(art, 0) + n
+            posts += 1
+        acked = time.monotonic()
+        a.stop(signal.SIGKILL)
+        # Every acknowledged event is in the journals, one entry per POST, none counted yet.
+        self.assertEqual(self.journal_state(), (posts, model))
+        self.assertEqual(len(self.journals()), 2)
+        self.assertEqual(sum(self.redis.command("XLEN", j) for j in self.journals()), posts)
+        for art in model:
+            self.assertEqual(self.counted(art), 0, art)
+        b = self.collector()
+        got = harness.eventually(lambda: {x: self.stats_views(b, x) for x in model}, model,
+                                 timeout=RECLAIM_SECONDS + 2)
+        took = time.monotonic() - acked
+        sys.stderr.write("journal: a killed collector's events counted %.2f s after its last "
+                         "200\n" % took)
+        self.assertEqual(got, model)
+        self.assertLessEqual(took, RECLAIM_SECONDS + 1)
+        self.assertNoJournal()
+        self.assertIn("journal entries of writers gone", b.log())
+
+    def keyed_load(self, name, clients, targets, stop_at, nemesis=None):
+        """CLIENTS threads, each on its own article, posting batches of 1..5 views with an
+        Idempotency-Key to TARGETS()[i % len] and retrying a batch without a 200 on the
+        other targets until one answers 200. Returns {article: acknowledged views}; fails
+        if a key could not be acknowledged or an answer is not one the contract allows."""
+        acked, bad, lock = {}, [], threading.Lock()
+        tries = {"200": 0, "not 200": 0}
+
+        def client(i):
+            article = "%s/%d" % (name, i)
+            rnd = random.Random(i)
+            seq = 0
+            total = 0
+            while time.monotonic() < stop_at:
+                key = "%s-%d-%d" % (name, i, seq)
+                seq += 1
+                n = rnd.randint(1, 5)
+                deadline = time.monotonic() + 20
+                k = i
+                while True:
+                    ts = targets()
+                    port = ts[k % len(ts)].port
+                    with harness.KeepAliveClient(port, timeout=10) as c:
+                        ex = c.post_events(views(article, n), {"Idempotency-Key": key})
+                    with lock:
+                        tries["200" if ex.status == 200 else "not 200"] += 1
+                    if ex.status == 200:
+                        if ex.body.get("accepted") != n:
+                            with lock:
+                                bad.append((key, ex))
+                        total += n
+                        break
+                    if ex.kind == "answered" and ex.status not in (503, 504):
+                        with lock:
+                            bad.append((key, ex))
+                        break
+                    if time.monotonic() > deadline:
+                        with lock:
+                            bad.append((key, "never acknowledged", ex))
+                        break
+                    k += 1
+                    time.sleep(0.01)
+            with lock:
+                acked[article] = total
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True)
+                   for i in range(clients)]
+        for th in threads:
+            th.start()
+        if nemesis is not None:
+            nemesis()
+        for th in threads:
+            th.join(60)
+            self.assertFalse(th.is_alive(), "a load client did not finish")
+        self.assertEqual(bad, [])
+        sys.stderr.write("journal: %s: %d batches acknowledged, %d answers or ends without a "
+                         "200 retried\n" % (name, tries["200"], tries["not 200"]))
+        return acked
+
+    def test_two_collectors_under_load_one_killed(self):
+        a = self.collector(*SLOW, threads=2)
+        b = self.collector(threads=2)
+        live = [a, b]
+
+        def nemesis():
+            time.sleep(1.2)
+            self.assertTrue(self.journal_state()[0] > 0, "A holds unfolded entries")
+            a.stop(signal.SIGKILL)
+            live.remove(a)
+
+        acked = self.keyed_load("two", 4, lambda: list(live), time.monotonic() + 2.5, nemesis)
+        self.assertTrue(all(v > 0 for v in acked.values()), acked)
+        # B folds its own entries within its --fold-interval; A's wait for the reclaim.
+        time.sleep(0.6)
+        self.assertGreater(self.journal_state()[0], 0, "the killed collector left entries")
+        got = harness.eventually(lambda: {x: self.stats_views(b, x) for x in acked}, acked,
+                                 timeout=RECLAIM_SECONDS + 3)
+        self.assertEqual(got, acked)
+        self.assertNoJournal()
+
+    def test_collectors_killed_again_and_again_while_folding(self):
+        b = self.collector(threads=1)
+        current = []
+        rounds = 4
+
+        def nemesis():
+            rnd = random.Random(7)
+            for i in range(rounds):
+                a = harness.Tallyd(self.redis, ["--view-window", "0", "--fold-interval", "1"],
+                                   threads=2)
+                self.track(a)
+                self.addCleanup(a.close)
+                a.start()
+                current[:] = [a, b]
+                time.sleep(0.3 + rnd.random() * 0.5)
+                a.stop(signal.SIGKILL)
+                current[:] = [b]
+            self.folds_seen = True
+
+        current[:] = [b]
+        acked = self.keyed_load("again", 4, lambda: list(current),
+                                time.monotonic() + 0.5 * rounds + 1.0, nemesis)
+        self.assertTrue(all(v > 0 for v in acked.values()), acked)
+        got = harness.eventually(lambda: {x: self.stats_views(b, x) for x in acked}, acked,
+                                 timeout=RECLAIM_SECONDS + 3)
+        self.assertEqual(got, acked)
+        self.assertNoJournal()
+
+    # ---- 3. exactly once ----
+
+    def fold_args(self):
+        """The arguments the collector passes its folds, read off its reclaim calls (MONITOR):
+        (prefix, model)."""
+        mon = harness.RespClient(self.redis.port, timeout=5.0)
+        try:
+            self.assertEqual(mon.command("MONITOR"), "OK")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                line = mon._reply()
+                if isinstance(line, str) and '"tally_reclaim_' in line:
+                    args = re.findall(r'"((?:[^"\\]|\\.)*)"', line)
+                    i = next(k for k, x in enumerate(args) if x.startswith("tally_reclaim_"))
+                    return args[i + 3], args[i + 4]
+        finally:
+            mon.close()
+        raise AssertionError("no reclaim call seen within 5 s")
+
+    def test_a_fold_sent_by_someone_else_beside_the_collectors_counts_nothing_twice(self):
+        t = self.collector(*SLOW, threads=1)
+        prefix, model_arg = self.fold_args()
+        fold = "tally_fold_" + self.library[len("tally_"):]
+        model, rnd = {}, random.Random(3)
+        with harness.KeepAliveClient(t.port) as c:
+            for i in range(60):
+                art = "x/%d" % (i % 5)
+                n = rnd.randint(1, 9)
+                self.post(c, art, n)
+                model[art] = model.get(art, 0) + n
+        [journal] = self.journals()
+
+        def fcall(count):
+            return self.redis.command("FCALL", fold, 2, journal, REGISTRY, prefix, model_arg,
+                                      count)
+
+        # Someone else folds the oldest 10 entries; a resend finds the next ones, not those.
+        self.assertEqual(fcall(10)[:2], [10, 50])
+        self.assertEqual(fcall(10)[:2], [10, 40])
+        partly = sum(self.counted(a) for a in model)
+        self.assertGreater(partly, 0)
+        self.assertLess(partly, sum(model.values()))
+        # Then one entry at a time on a connection of its own while the collector's reads make
+        # it fold the rest.
+        other = harness.RespClient(self.redis.port)
+        mine = []
+
+        def race():
+            while True:
+                r = other.command("FCALL", fold, 2, journal, REGISTRY, prefix, model_arg, 1)
+                mine.append(r[0])
+                if r[1] == 0:
+                    return
+
+        th = threading.Thread(target=race, daemon=True)
+        th.start()
+        got = {a: self.stats_views(t, a) for a in sorted(model)}
+        th.join(10)
+        other.close()
+        self.assertEqual(got, model)
+        self.assertEqual({a: self.counted(a) for a in model}, model)
+        # A fold of the emptied journal counts nothing.
+        self.assertEqual(fcall(100)[:2], [0, 0])
+        self.assertEqual(fcall(100)[:2], [0, 0])
+        self.assertEqual({a: self.stats_views(t, a) for a in sorted(model)}, model)
+        self.assertNoJournal()
+        sys.stderr.write("journal: the racing fold took %d of the last 40 entries\n" % sum(mine))
+        # The collector knows its entries are folded: its next ones are counted as usual.
+        with harness.KeepAliveClient(t.port) as c:
+            self.post(c, "x/0", 2)
+        self.assertEqual(self.stats_views(t, "x/0"), model["x/0"] + 2)
+
+    # ---- 4. backpressure ----
+
+    def test_writes_past_journal_max_are_refused_and_not_counted(self):
+        t = self.collector(*SLOW, "--journal-max", "1000", threads=1)
+        with harness.KeepAliveClient(t.port) as c:
+            for _ in range(10):
+                self.post(c, "bp/a", 100)
+            for n in (1, 100, 1):
+                ex = c.post_events(views("bp/b", n))
+                self.assertEqual(ex.status, 503, ex)
+                self.assertIn(ex.response.headers.get("Retry-After"), ("1", "2"), ex)
+                self.assertEqual(ex.body, {"error": "unavailable", "message": FULL}, ex)
+            self.assertEqual(self.journal_state(), (10, {"bp/a": 1000}))
+            self.assertEqual(self.counted("bp/a"), 0)
+            # A read folds the backlog: room again.
+            self.assertEqual(self.stats_views(t, "bp/a"), 1000)
+            self.assertNoJournal()
+            self.post(c, "bp/b", 100)
+            self.assertEqual(self.journal_state(), (1, {"bp/b": 100}))
+            for _ in range(9):
+                self.post(c, "bp/a", 100)
+            ex = c.post_events(views("bp/a", 1))
+            self.assertEqual(ex.status, 503, ex)
+            self.assertEqual(self.journal_state(), (10, {"bp/a": 900, "bp/b": 100}))
+        self.assertEqual(self.stats_views(t, "bp/a"), 1900)
+        self.assertEqual(self.stats_views(t, "bp/b"), 100)
+
+    # ---- 5. a key of another type ----
+
+    def test_a_fold_skips_commands_on_a_key_of_another_type_and_counts_the_rest(self):
+        t = self.collector(*SLOW, threads=1)
+        with harness.KeepAliveClient(t.port) as c:
+            self.post(c, "w/x", 1)
+            self.assertEqual(self.stats_views(t, "w/x"), 1)
+            [key] = self.redis.keys("tally:{??}a:w/x")
+            self.redis.command("DEL", key)
+            self.redis.command("SET", key, "not a hash")
+            self.post(c, "w/x", 3)
+            ex = c.post_events(views("w/y", 4) + views("w/x", 2) + views("w/z", 1))
+            self.assertEqual(ex.status, 200, ex)
+            self.post(c, "w/z", 5)
+        self.assertEqual(self.stats_views(t, "w/y"), 4)
+        self.assertEqual(self.stats_views(t, "w/z"), 6)
+        self.assertEqual(self.redis.command("GET", key), b"not a hash")
+        self.assertNoJournal()
+        log = t.log()
+        self.assertRegex(log, r"a fold skipped \d+ commands redis refused, the last with: "
+                              r"WRONGTYPE")
+        # The hour series of w/x is a key of its own: its commands ran.
+        r = t.get("/v1/series/w%2Fx?metric=views&interval=hour")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(sum(p["value"] for p in r.body["points"]), 6)
+
+    # ---- 6. DELETE ----
+
+    def test_delete_on_one_collector_while_another_holds_unfolded_views(self):
+        a = self.collector(*SLOW, threads=2)
+        b = self.collector(threads=2)
+        with harness.KeepAliveClient(a.port) as c:
+            for _ in range(6):
+                self.post(c, "d/a", 5)
+                self.post(c, "d/b", 2)
+        self.assertEqual(self.journal_state(), (12, {"d/a": 30, "d/b": 12}))
+        r = b.request("DELETE", "/v1/articles/d%2Fa", headers=AUTH)
+        self.assertEqual(r.status, 204, r)
+        self.assertNoJournal()
+        self.assertEqual(self.stats_views(b, "d/a"), 0)
+        self.assertEqual(self.stats_views(b, "d/b"), 12)
+        # A folds what it believes waits: nothing is left, nothing comes back.
+        self.assertEqual(self.stats_views(a, "d/a"), 0)
+        self.assertEqual(self.stats_views(a, "d/b"), 12)
+        self.assertEqual(self.redis.article_totals("d/a"), {})
+        with harness.KeepAliveClient(a.port) as c:
+            self.post(c, "d/a", 1)
+        self.assertEqual(self.stats_views(a, "d/a"), 1)
+        self.assertEqual(harness.eventually(lambda: self.stats_views(b, "d/a"), 1), 1)
+
+    # ---- 7. SIGTERM ----
+
+    def test_sigterm_folds_the_backlog_before_exit(self):
+        t = self.collector(*SLOW, threads=2)
+        model = {}
+        for i in range(16):
+            art = "s/%d" % (i % 3)
+            with harness.KeepAliveClient(t.port) as c:
+                self.post(c, art, i + 1)
+            model[art] = model.get(art, 0) + i + 1
+        self.assertEqual(self.journal_state()[1], model)
+        self.assertEqual(t.stop(signal.SIGTERM), 0)
+        self.assertEqual({a: self.counted(a) for a in model}, model)
+        self.assertNoJournal()
+
+
+if __name__ == "__main__":
+    unittest.main()
