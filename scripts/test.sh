@@ -51,12 +51,13 @@ cmake --build "$build" -j"$(nproc)"
 ctest --test-dir "$build" --output-on-failure --no-tests=error -j2 "$@"
 
 # ThreadSanitizer over what runs on several threads at once: the shared rate limiter and write
-# epochs, the per-thread metrics read by /metrics, ingest and reads on four worker threads.
+# epochs, the per-thread metrics read by /metrics, ingest and reads on four worker threads, and
+# a read on one worker waking and waiting for the journal folds of the others.
 tsan="$top/build-tsan"
 CC=clang cmake -S "$top" -B "$tsan" -DTALLY_TSAN=ON -DTALLY_TEST_THREADS=4 >/dev/null
 cmake --build "$tsan" -j"$(nproc)" --target tallyd test_ratelimit test_cache
-tsan_tests='^(unit\.(ratelimit|cache)|integration\.(ingest|stats|visitors|live|live_timing)|docs\.metrics)$'
-expect_tests "$tsan" "$tsan_tests" 8
+tsan_tests='^(unit\.(ratelimit|cache)|integration\.(ingest|stats|visitors|live|live_timing|journal)|docs\.metrics)$'
+expect_tests "$tsan" "$tsan_tests" 9
 TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
     ctest --test-dir "$tsan" --output-on-failure --no-tests=error -j2 -R "$tsan_tests"
 
