@@ -322,9 +322,14 @@ void tally_folder_appended(struct tally_folder *f, size_t events)
         fold_arm(f, f->cfg->fold_interval_ms);
 }
 
-bool tally_folder_full(const struct tally_folder *f, size_t events)
+bool tally_folder_full(struct tally_folder *f, size_t events)
 {
-    return f->backlog + events > f->cfg->journal_max;
+    if (f->backlog + events <= f->cfg->journal_max)
+        return false;
+    /* Refused: room is made now, not at the next --fold-interval (up to 10 s away), so that
+     * a client waiting the refusal's Retry-After gets in. */
+    fold_start(f);
+    return true;
 }
 
 size_t tally_folder_backlog(const struct tally_folder *f)

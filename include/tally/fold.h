@@ -57,8 +57,9 @@ const char *tally_folder_registry(const struct tally_folder *f);
 /* A unit of EVENTS events was appended to F's journal (its ack reply came). */
 void tally_folder_appended(struct tally_folder *f, size_t events);
 
-/* Would EVENTS more events take F past --journal-max? */
-bool tally_folder_full(const struct tally_folder *f, size_t events);
+/* Would EVENTS more events take F past --journal-max? If so, a fold of what waits starts
+ * (F's thread only). */
+bool tally_folder_full(struct tally_folder *f, size_t events);
 
 /* Events appended and not folded. */
 size_t tally_folder_backlog(const struct tally_folder *f);

@@ -12,7 +12,8 @@ counts it. What must hold, with exact counts:
   exactly once  a fold sent by someone else (FCALL on the journal) beside the collector's
                 own folds counts nothing twice, and a fold of an emptied journal counts nothing;
   backpressure  past --journal-max events waiting, writes are refused (503, Retry-After) and
-                nothing of them is counted; a read's fold makes room again;
+                nothing of them is counted; the refusal starts the fold that makes room, so a
+                client waiting Retry-After gets in (the fold timer may be 10 s away);
   wrong type    a fold meeting a key of another type skips those commands only, and says so;
   DELETE        forgetting an article on one collector while another holds unfolded views
                 of it leaves 0, also after that one folds;
@@ -435,25 +436,41 @@ class JournalTest(harness.TallyTestCase):
         with harness.KeepAliveClient(t.port) as c:
             for _ in range(10):
                 self.post(c, "bp/a", 100)
-            for n in (1, 100, 1):
-                ex = c.post_events(views("bp/b", n))
-                self.assertEqual(ex.status, 503, ex)
-                self.assertIn(ex.response.headers.get("Retry-After"), ("1", "2"), ex)
-                self.assertEqual(ex.body, {"error": "unavailable", "message": FULL}, ex)
+            # Full: the journal holds exactly the bound, nothing folded yet.
             self.assertEqual(self.journal_state(), (10, {"bp/a": 1000}))
             self.assertEqual(self.counted("bp/a"), 0)
-            # A read folds the backlog: room again.
+            ex = c.post_events(views("bp/b", 1))
+            self.assertEqual(ex.status, 503, ex)
+            self.assertIn(ex.response.headers.get("Retry-After"), ("1", "2"), ex)
+            self.assertEqual(ex.body, {"error": "unavailable", "message": FULL}, ex)
+            # The refusal started a fold (and a read waits for one): room again.
             self.assertEqual(self.stats_views(t, "bp/a"), 1000)
+            self.assertEqual(self.stats_views(t, "bp/b"), 0)
             self.assertNoJournal()
             self.post(c, "bp/b", 100)
-            self.assertEqual(self.journal_state(), (1, {"bp/b": 100}))
             for _ in range(9):
                 self.post(c, "bp/a", 100)
-            ex = c.post_events(views("bp/a", 1))
-            self.assertEqual(ex.status, 503, ex)
             self.assertEqual(self.journal_state(), (10, {"bp/a": 900, "bp/b": 100}))
+            ex = c.post_events(views("bp/a", 100))
+            self.assertEqual(ex.status, 503, ex)
+            self.assertEqual(ex.body, {"error": "unavailable", "message": FULL}, ex)
         self.assertEqual(self.stats_views(t, "bp/a"), 1900)
         self.assertEqual(self.stats_views(t, "bp/b"), 100)
+        self.assertNoJournal()
+
+    def test_a_refused_write_gets_in_after_its_retry_after_without_a_read(self):
+        """The journal is full: the refusal starts the fold that makes room (the fold timer is
+        10 s away), so a client that waits Retry-After gets in without anyone reading."""
+        t = self.collector(*SLOW, "--journal-max", "1000", threads=1)
+        with harness.KeepAliveClient(t.port) as c:
+            for _ in range(10):
+                self.post(c, "ra/a", 100)
+            ex = c.post_events(views("ra/a", 1))
+            self.assertEqual(ex.status, 503, ex)
+            retry = int(ex.response.headers.get("Retry-After"))
+            time.sleep(retry)
+            self.post(c, "ra/a", 1)
+        self.assertEqual(self.stats_views(t, "ra/a"), 1001)
 
     # ---- 5. a key of another type ----
 
