@@ -48,6 +48,7 @@ struct tally_folder {
 };
 
 static void fold_start(struct tally_folder *f);
+static void on_reclaim_timer(evutil_socket_t fd, short what, void *arg);
 
 static void fold_bump(struct tally_folder *f, const redisReply *tags)
 {
@@ -203,6 +204,10 @@ static void on_reclaim_reply(int status, redisReply *reply, void *arg)
         fold_bump(f, reply->element[1]);
     }
     fold_skipped(f, reply->element[2], reply->element[3]);
+    /* A look that used its whole budget may have left more: look again now, not in a second
+     * (a long journal would otherwise take a second per FOLD_RECLAIM_ENTRIES entries). */
+    if (reply->element[0]->integer >= FOLD_RECLAIM_ENTRIES)
+        on_reclaim_timer(-1, 0, f);
 }
 
 static void on_reclaim_timer(evutil_socket_t fd, short what, void *arg)

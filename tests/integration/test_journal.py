@@ -204,6 +204,29 @@ class JournalTest(harness.TallyTestCase):
                          % (" ".join("%.3f" % x for x in lags), max(lags)))
         self.assertLessEqual(max(lags), harness.FOLD_SECONDS)
 
+    def test_shares_and_comments_are_fresh_too(self):
+        """Shares go through the journal, comment deltas are counted at the ack: a read on the
+        collector shows both at once, another collector within a second."""
+        a = self.collector(*SLOW, threads=2)
+        b = self.collector(threads=2)
+        body = [{"type": "view", "article": "sc/a"}, {"type": "share", "article": "sc/a",
+                                                     "network": "facebook"},
+                {"type": "share", "article": "sc/a", "network": "email"},
+                {"type": "comment", "article": "sc/a", "delta": 3},
+                {"type": "share", "article": "sc/a", "network": "facebook"},
+                {"type": "comment", "article": "sc/a", "delta": -1}]
+        want = {"article": "sc/a", "views": 0, "shares": 0, "shares_by_network": {},
+                "comments": 0}
+        for i in range(1, 4):
+            with harness.KeepAliveClient(a.port) as c:
+                ex = c.post_events(body, AUTH)
+            self.assertEqual(ex.status, 200, ex)
+            self.assertEqual(ex.body, {"accepted": 6, "ignored": 0}, ex)
+            want = {"article": "sc/a", "views": i, "shares": 3 * i,
+                    "shares_by_network": {"facebook": 2 * i, "email": i}, "comments": 2 * i}
+            self.assertEqual(counts(a.stats("sc/a")), want)
+        self.assertEqual(harness.eventually(lambda: counts(b.stats("sc/a")), want), want)
+
     # ---- 2. recovery ----
 
     def test_a_killed_collectors_journal_is_folded_by_another(self):
@@ -235,6 +258,40 @@ class JournalTest(harness.TallyTestCase):
         self.assertLessEqual(took, RECLAIM_SECONDS + 1)
         self.assertNoJournal()
         self.assertIn("journal entries of writers gone", b.log())
+
+    def test_a_long_journal_of_a_killed_collector_is_folded_as_fast(self):
+        """Thousands of entries left behind are folded by the reclaim that finds them, look
+        after look, not a bounded number of entries a second."""
+        a = self.collector(*SLOW, threads=1)
+        entries = 1600
+        model = {}
+
+        def poster(i):
+            with harness.KeepAliveClient(a.port) as c:
+                for k in range(entries // 4):
+                    art = "long/%d" % ((i + k) % 4)
+                    ex = c.post_events(views(art, 1))
+                    self.assertEqual(ex.status, 200, ex)
+
+        ths = [threading.Thread(target=poster, args=(i,)) for i in range(4)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join(60)
+        model = {"long/%d" % j: entries // 4 for j in range(4)}
+        acked = time.monotonic()
+        a.stop(signal.SIGKILL)
+        left, held = self.journal_state()
+        self.assertEqual(held, model)
+        b = self.collector(threads=1)
+        got = harness.eventually(lambda: {x: self.stats_views(b, x) for x in model}, model,
+                                 timeout=RECLAIM_SECONDS + 10)
+        took = time.monotonic() - acked
+        sys.stderr.write("journal: %d entries of a killed collector counted %.2f s after its "
+                         "last 200\n" % (left, took))
+        self.assertEqual(got, model)
+        self.assertLessEqual(took, RECLAIM_SECONDS + 1)
+        self.assertNoJournal()
 
     def keyed_load(self, name, clients, targets, stop_at, nemesis=None):
         """CLIENTS threads, each on its own article, posting batches of 1..5 views with an
