@@ -1,5 +1,5 @@
 """The journal write path (one Redis, --fold-interval > 0): an acknowledged unit is one entry of
-its worker's journal (P{00}j:<writer>, listed in the registry P{00}r:journals) until a fold
+its worker's journal (P{00}q:<writer>, listed in the registry P{00}r:journals) until a fold
 counts it. What must hold, with exact counts:
 
   freshness     a read of counts on the collector that acknowledged waits for the folds it
@@ -36,7 +36,7 @@ from harness import TOKEN, counts, quote
 
 AUTH = {"Authorization": "Bearer " + TOKEN}
 REGISTRY = "tally:{00}r:journals"
-JOURNALS = "tally:{00}j:*"
+JOURNALS = "tally:{00}q:*"
 SLOW = ("--fold-interval", "10000")  # no fold by the clock while a test runs
 RECLAIM_SECONDS = 6.0    # a journal idle for 5 s is folded by the next look (every second)
 DRAIN_SECONDS = 5.0      # SIGTERM to exit, its backlog folded: far below the fold timer
@@ -466,6 +466,7 @@ class JournalTest(harness.TallyTestCase):
                 mine.append(r[0])
                 if r[1] == 0:
                     return
+                time.sleep(0.005)  # leaves the collector's fold something to take
 
         th = threading.Thread(target=race, daemon=True)
         th.start()
