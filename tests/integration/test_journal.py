@@ -402,7 +402,6 @@ class JournalTest(harness.TallyTestCase):
                 time.sleep(0.3 + rnd.random() * 0.5)
                 a.stop(signal.SIGKILL)
                 current[:] = [b]
-            self.folds_seen = True
 
         current[:] = [b]
         acked = self.keyed_load("again", 4, lambda: list(current),
