@@ -342,6 +342,13 @@ size_t tally_folder_backlog(const struct tally_folder *f)
     return f->backlog;
 }
 
+bool tally_folder_can_fold(const struct tally_folder *f)
+{
+    struct tally_store *st = tally_redis_for_slot(f->router, 0);
+
+    return f->in_flight || (st != NULL && tally_store_ready(st));
+}
+
 uint64_t tally_folder_appended_count(const struct tally_folder *f)
 {
     return atomic_load_explicit(&f->appended, memory_order_acquire);

@@ -46,16 +46,18 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
     struct tally_worker *w = arg;
     bool late = tally_now_ms() >= w->drain_deadline;
     struct tally_folder *f = tally_writer_folder(w->writer);
+    /* What was acknowledged is folded before the worker goes, while Redis can be reached:
+     * nothing is lost if it is not (the journal keeps it for another collector, or a restart),
+     * but counts would wait for that. With Redis gone there is nothing to wait for. */
+    bool folding = f != NULL && tally_folder_backlog(f) > 0 && tally_folder_can_fold(f);
 
     (void)fd;
     (void)what;
     if (w->busy == 0)
         tally_http_close_idle(w);
-    /* What was acknowledged is folded before the worker goes: nothing is lost if it is not
-     * (the journal keeps it for another collector), but counts would wait for that. */
-    if (f != NULL && tally_folder_backlog(f) > 0 && !late)
+    if (folding && !late)
         tally_folder_soon(f);
-    if ((w->busy == 0 && w->conns == 0 && (f == NULL || tally_folder_backlog(f) == 0)) || late) {
+    if ((w->busy == 0 && w->conns == 0 && !folding) || late) {
         if (w->busy > 0)
             log_warn("worker %u stops with %zu requests still waiting", w->id, w->busy);
         if (f != NULL && tally_folder_backlog(f) > 0)

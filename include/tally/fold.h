@@ -64,6 +64,10 @@ bool tally_folder_full(struct tally_folder *f, size_t events);
 /* Events appended and not folded. */
 size_t tally_folder_backlog(const struct tally_folder *f);
 
+/* Can F's folds reach Redis: a fold in flight, or its connection ready? (A worker that stops
+ * waits for its backlog to be folded only while they can.) */
+bool tally_folder_can_fold(const struct tally_folder *f);
+
 /* From any thread: entries F appended so far, and the first of them not yet known folded. */
 uint64_t tally_folder_appended_count(const struct tally_folder *f);
 uint64_t tally_folder_folded_count(const struct tally_folder *f);

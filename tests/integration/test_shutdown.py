@@ -188,6 +188,32 @@ class ShutdownTest(harness.TallyTestCase):
         wait_until(lambda: self.t.get("/readyz").status == 503, 3.0)
         self.assertEqual(self.t.stop(signal.SIGTERM, timeout=DRAIN_BOUND), 0)
 
+    def test_sigterm_with_redis_down_and_events_not_folded_exits_0_at_once(self):
+        """Events acknowledged and not folded yet are in the worker's journal, in Redis: with
+        Redis gone the draining worker has no fold to wait for, and once Redis is back any
+        collector counts them (here the one of setUp, as a journal of a writer gone)."""
+        t = self.track(harness.Tallyd(self.redis, ["--view-window", "0",
+                                                   "--fold-interval", "10000"], threads=1))
+        self.addCleanup(t.close)
+        t.start()
+        self.assertEqual(t.post_events([{"type": "view", "article": "unfolded"}] * 3).body,
+                         {"accepted": 3, "ignored": 0})
+        self.assertEqual(len(self.redis.keys("tally:{00}q:*")), 1)
+        self.assertEqual(self.views_in_redis("unfolded"), 0)
+        self.redis.stop()
+        wait_until(lambda: t.get("/readyz").status == 503, 3.0)
+        started = time.monotonic()
+        self.assertEqual(t.stop(signal.SIGTERM, timeout=DRAIN_BOUND), 0)
+        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertIn("worker 0 stops with 3 events not folded yet", t.log())
+        self.redis.start()
+        # A journal is anyone's to fold 5 s after its last entry; each worker looks once a
+        # second.
+        self.assertEqual(harness.eventually(lambda: self.views_in_redis("unfolded"), 3,
+                                            timeout=10.0), 3)
+        wait_until(lambda: self.redis.keys("tally:{00}[qr]:*") == [], 2.0,
+                   message="the journal and the registry are gone once folded")
+
     def test_sigterm_answers_requests_held_for_a_down_redis(self):
         self.redis.stop()
         wait_until(lambda: self.t.get("/readyz").status == 503, 3.0)
