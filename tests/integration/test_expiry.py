@@ -1,7 +1,9 @@
 """Expiry: every key tally writes has the lifetime the key schema gives it. Only the totals
 (a:), the all-time top lists (t:) and the all-time site totals (s:all) are kept; hourly
 buckets live 9 days, daily ones 405, visitor estimates 2 days, repeat-view markers two
-windows, write outcomes 10 minutes, Idempotency-Keys a day, salts 2 days.
+windows, write outcomes 10 minutes, Idempotency-Keys a day, salts 2 days. A worker's journal
+and the journals' registry have no expiry: they exist only while acknowledged entries wait to be
+counted, and the fold that counts the last entry deletes them.
 
 The collector remembers which bucket keys of this hour and day already have their expiry, per
 metric: a key of another metric in a known bucket (a share after a view, a comment, a
@@ -31,6 +33,13 @@ LIFETIMES = {
     "i": (DAY - SLACK, DAY),
     "salt": (2 * DAY - SLACK, 2 * DAY),
 }
+
+# Kinds that exist only while entries wait to be counted (one Redis, --fold-interval above 0):
+# a worker's journal P{00}q:<writer> (a stream) and the journals' registry P{00}r:journals (a
+# sorted set). Neither expires; the fold that empties a journal deletes it and takes it out of
+# the registry, and the registry goes with its last journal. After a read of counts on the
+# collector that acknowledged everything (the read waits for its folds), none is left.
+WHILE_WAITING = {"q", "r"}
 
 
 def kind_of(key):
@@ -76,11 +85,16 @@ class ExpiryTest(harness.TallyTestCase):
             c.close()
 
     def check_lifetimes(self):
+        """Every key has its kind's lifetime, and no journal is left: call it after a read of
+        counts on the collector that wrote them."""
         seen = set()
         for key, ttl in sorted(self.lifetimes().items()):
             kind = kind_of(key)
             seen.add(kind)
-            want = LIFETIMES[kind]
+            with self.subTest(key=key):
+                self.assertNotIn(kind, WHILE_WAITING,
+                                 "%s is left after a read folded everything" % key)
+            want = LIFETIMES.get(kind)
             with self.subTest(key=key):
                 if want is None:
                     self.assertEqual(ttl, -1, "%s should be kept" % key)
@@ -130,6 +144,48 @@ class ExpiryTest(harness.TallyTestCase):
                        {"type": "engage", "article": a, "seconds": 5, "read": i % 2 == 0}]
         self.post(events, headers=auth)
         self.post({"type": "view", "article": "expiry/batch-0"}, ua=BROWSERS[1])
+        # The read counts what was acknowledged: every journal entry is folded.
+        self.assertEqual(self.tallyd.get("/v1/totals?period=day").body,
+                         {"period": "day", "views": 26, "shares": 25, "comments": 25,
+                          "reads": 13, "engaged_seconds": 125})
+        seen = self.check_lifetimes()
+        self.assertEqual(seen, set(LIFETIMES) - {"i"}, "every kind of key but keys was written")
+
+    def test_a_journal_exists_only_while_its_entries_wait(self):
+        """Between the 200 and the fold, the worker's journal and the registry are there, kept
+        for good (no expiry): they are the record of what was acknowledged. The fold that counts
+        the last entry deletes both."""
+        # Folds only when a reader asks (the interval is longer than the test), one worker.
+        self.tallyd.close()
+        self.tallyd = self.track(harness.Tallyd(self.redis, ["--token", harness.TOKEN,
+                                                             "--fold-interval", "10000"],
+                                                threads=1))
+        self.addCleanup(self.tallyd.close)
+        self.tallyd.start()
+        c = harness.RespClient(self.redis.port)
+        self.addCleanup(c.close)
+        self.post([{"type": "view", "article": "expiry/wait"},
+                   {"type": "share", "article": "expiry/wait", "network": "email"}])
+        self.post({"type": "view", "article": "expiry/wait"}, ua=BROWSERS[1])
+        journals = self.redis.keys("tally:{00}q:*")
+        self.assertEqual(len(journals), 1, journals)
+        journal = journals[0]
+        self.assertEqual(self.redis.keys("tally:{00}r:*"), [b"tally:{00}r:journals"])
+        self.assertEqual((c.command("TYPE", journal), c.command("TTL", journal),
+                          c.command("XLEN", journal)), ("stream", -1, 2))
+        self.assertEqual((c.command("TYPE", "tally:{00}r:journals"),
+                          c.command("TTL", "tally:{00}r:journals")), ("zset", -1))
+        registry = c.command("ZRANGE", "tally:{00}r:journals", 0, -1, "WITHSCORES")
+        self.assertEqual(registry[0::2], [journal])
+        # Scored with Redis's time of the last entry, in ms.
+        now = c.command("TIME")
+        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+        self.assertTrue(0 <= now_ms - int(registry[1]) < 5000, (now_ms, registry))
+        # Not counted yet.
+        self.assertEqual(self.redis.keys("tally:{*}a:*"), [])
+        stats = self.tallyd.stats("expiry/wait")
+        self.assertEqual((stats["views"], stats["visitors"], stats["shares"]), (2, 2, 1))
+        self.assertEqual(self.redis.keys("tally:{00}[qr]:*"), [])
         self.check_lifetimes()
 
 
