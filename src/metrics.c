@@ -250,6 +250,40 @@ static void metrics_redis(struct tally_buf *out, struct tally_metrics *const *m,
                        (double)GAUGE(live_articles));
 }
 
+/* The journals of the write path with one Redis (tally/fold.h): all 0 without them (a
+ * cluster, or --fold-interval 0). */
+static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *m, size_t n)
+{
+    metrics_counter(out, "tally_folds_total",
+                    "Folds of the worker threads' own journals answered by Redis: each counts "
+                    "the oldest acknowledged entries and removes them in one atomic step.",
+                    (double)SUM(folds));
+    metrics_counter(out, "tally_fold_entries_total",
+                    "Journal entries (one per acknowledged write unit) those folds counted.",
+                    (double)SUM(fold_entries));
+    metrics_counter(out, "tally_fold_errors_total",
+                    "Folds Redis refused or did not answer; each is sent again 100 ms later, and "
+                    "finds only what no fold has counted yet.",
+                    (double)SUM(fold_errors));
+    metrics_counter(out, "tally_fold_skipped_commands_total",
+                    "Commands of folds that Redis refused (a key of another type, written by "
+                    "someone else) and that were skipped so that the fold could finish: what "
+                    "they would have added is lost, and each is logged.",
+                    (double)SUM(fold_skipped));
+    metrics_counter(out, "tally_journal_reclaimed_entries_total",
+                    "Entries of journals whose writer is gone (no entry for 5 s: a collector "
+                    "stopped, killed or cut off) that this collector counted.",
+                    (double)SUM(reclaimed));
+    metrics_counter(out, "tally_journal_refused_total",
+                    "Write requests answered 503 because their worker thread had --journal-max "
+                    "events acknowledged and not folded yet.",
+                    (double)SUM(journal_refused));
+    metrics_gauge_line(out, "tally_journal_backlog_events",
+                       "Events acknowledged (appended to the journals) and not folded yet, summed "
+                       "over worker threads; past --journal-max on a thread its writes get 503.",
+                       (double)GAUGE(journal_backlog));
+}
+
 static long metrics_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -302,5 +336,6 @@ void tally_metrics_render(struct tally_buf *out, struct tally_metrics *const *m,
     metrics_events(out, m, n);
     metrics_http(out, m, n);
     metrics_redis(out, m, n);
+    metrics_journal(out, m, n);
     metrics_process(out, start_time);
 }

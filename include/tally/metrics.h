@@ -120,7 +120,7 @@ struct tally_metrics {
     _Atomic uint64_t live_refused;       /* /v1/live answered 503: --live-max */
     _Atomic uint64_t live_dropped[TALLY_LIVE_DROPS]; /* streams cut off, by reason */
     _Atomic uint64_t folds;              /* folds of the worker's journal counted */
-    _Atomic uint64_t fold_entries;       /* journal entries they counted (reclaims too) */
+    _Atomic uint64_t fold_entries;       /* journal entries they counted */
     _Atomic uint64_t fold_errors;        /* folds refused or unanswered (retried) */
     _Atomic uint64_t fold_skipped;       /* commands a fold skipped: Redis refused them */
     _Atomic uint64_t reclaimed;          /* entries of other writers' journals counted */

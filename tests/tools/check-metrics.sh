@@ -116,13 +116,15 @@ done
     die "tallyd --load-functions failed"
 
 # ---- tallyd ----
-# One worker thread, so that /readyz speaks for the thread that takes the next event.
+# One worker thread, so that /readyz speaks for the thread that takes the next event. Its
+# journal is folded only when a read asks (the interval is longer than the whole check), so
+# the fold counts below are exact: the stats read folds everything acknowledged before it.
 token="check-metrics-token1" # 20 characters
 base="http://127.0.0.1:$http_port"
 started_after=$(date +%s.%N)
 "$tallyd" --listen "127.0.0.1:$http_port" --redis "redis://127.0.0.1:$redis_port/0" \
-    --token "$token" --threads 1 --hold 200 --view-window 1800 --log-level info \
-    >"$tmp/tallyd.log" 2>&1 &
+    --token "$token" --threads 1 --hold 200 --view-window 1800 --fold-interval 10000 \
+    --log-level info >"$tmp/tallyd.log" 2>&1 &
 tallyd_pid=$!
 
 # Status of GET PATH (000 when nothing answers).
@@ -175,7 +177,18 @@ grep -q '"prefetch":1' "$tmp/body" || die "prefetch not reported as ignored: $(c
 # Rejected: a bad request (400) and a comment without the token (401).
 req 400 /v1/events -A "$desktop" -H "$json" -d '{"type":"view","article":"has space"}'
 req 401 /v1/events -A "$desktop" -H "$json" -d '{"type":"comment","article":"check/a1"}'
-# Reads: a stats read (200), an unknown path (404).
+# Nothing is folded yet. Waiting: the events of every unit acknowledged, 8 -- the 3 views, the
+# pixel's, the 2 shares, the comment and the repeat view (bot and prefetch events never reach
+# Redis). They made six journal entries, one per unit but the comment's: a comment delta is
+# counted when acknowledged (its unit still waits for the next fold), and the repeat view's
+# visitor still feeds the distinct-visitor estimate.
+req 200 /metrics
+grep -qx 'tally_journal_backlog_events 8' "$tmp/body" ||
+    die "events waiting to be folded: $(grep '^tally_journal_backlog_events' "$tmp/body")"
+grep -qx 'tally_folds_total 0' "$tmp/body" ||
+    die "folds before the first read: $(grep '^tally_folds_total' "$tmp/body")"
+# Reads: a stats read (200; it waits for the fold of everything acknowledged before it), an
+# unknown path (404).
 req 200 /v1/stats/check%2Fa1 -A "$desktop"
 grep -q '"views":1' "$tmp/body" || die "stats of check/a1: $(cat "$tmp/body")"
 req 200 /v1/totals -A "$desktop"
@@ -217,6 +230,9 @@ scrape "$healthy"
 expect "$healthy" tally_redis_up 1
 expect "$healthy" tally_pending_events 0
 expect "$healthy" tally_pending_requests 0
+expect "$healthy" tally_folds_total 1
+expect "$healthy" tally_fold_entries_total 6
+expect "$healthy" tally_journal_backlog_events 0
 
 # Failed: stop Redis, wait until tallyd sees it, then a view is held --hold ms and gets a 503.
 stop_pid "$redis_pid"
@@ -254,7 +270,7 @@ expect "$final" 'tally_http_requests_total{route="stats",code="2xx"}' 1
 expect "$final" 'tally_http_requests_total{route="totals",code="2xx"}' 1
 expect "$final" 'tally_http_requests_total{route="top",code="2xx"}' 0
 expect "$final" 'tally_http_requests_total{route="other",code="4xx"}' 1
-expect "$final" 'tally_http_requests_total{route="metrics",code="2xx"}' 1
+expect "$final" 'tally_http_requests_total{route="metrics",code="2xx"}' 2 # before the stats read, healthy
 expect "$final" 'tally_http_request_duration_seconds_count{route="events"}' 11
 expect "$final" 'tally_http_request_duration_seconds_bucket{route="events",le="+Inf"}' 11
 expect "$final" tally_redis_up 0
@@ -266,6 +282,13 @@ expect "$final" tally_live_streams 0
 expect "$final" tally_live_refused_total 0
 expect "$final" 'tally_live_dropped_total{reason="slow"}' 0
 expect "$final" 'tally_live_dropped_total{reason="overflow"}' 0
+expect "$final" tally_folds_total 1
+expect "$final" tally_fold_entries_total 6
+expect "$final" tally_fold_errors_total 0
+expect "$final" tally_fold_skipped_commands_total 0
+expect "$final" tally_journal_reclaimed_entries_total 0
+expect "$final" tally_journal_refused_total 0
+expect "$final" tally_journal_backlog_events 0
 
 # Every family the dashboard and the docs rely on, with its type.
 families=(
@@ -282,6 +305,10 @@ families=(
     "tally_http_connections gauge" "tally_live_streams gauge" "tally_live_articles gauge"
     "tally_live_reads_total counter" "tally_live_events_total counter"
     "tally_live_refused_total counter" "tally_live_dropped_total counter"
+    "tally_folds_total counter" "tally_fold_entries_total counter"
+    "tally_fold_errors_total counter" "tally_fold_skipped_commands_total counter"
+    "tally_journal_reclaimed_entries_total counter" "tally_journal_refused_total counter"
+    "tally_journal_backlog_events gauge"
     "process_cpu_seconds_total counter"
     "process_resident_memory_bytes gauge" "process_start_time_seconds gauge"
     "tally_build_info gauge"
