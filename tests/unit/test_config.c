@@ -136,6 +136,8 @@ static void assert_defaults(const struct tally_config *c, uint32_t threads)
     assert_int_equal(c->redis_timeout_ms, 2000);
     assert_int_equal(c->hold_ms, 1000);
     assert_int_equal(c->max_held, 10000);
+    assert_int_equal(c->fold_interval_ms, 200);
+    assert_int_equal(c->journal_max, 200000);
     assert_int_equal(c->max_connections, 10000);
     assert_int_equal(c->live_max, 5000);
     assert_int_equal(c->log_level, TALLY_LOG_INFO);
@@ -250,6 +252,14 @@ static void check_max_held(const struct tally_config *c)
 {
     assert_int_equal(c->max_held, 1);
 }
+static void check_fold_interval(const struct tally_config *c)
+{
+    assert_int_equal(c->fold_interval_ms, 0);
+}
+static void check_journal_max(const struct tally_config *c)
+{
+    assert_int_equal(c->journal_max, 10000000);
+}
 static void check_max_connections(const struct tally_config *c)
 {
     assert_int_equal(c->max_connections, 64);
@@ -288,6 +298,8 @@ static const struct flag_case {
     {"redis-timeout", "TALLY_REDIS_TIMEOUT", "100", check_redis_timeout},
     {"hold", "TALLY_HOLD", "30000", check_hold},
     {"max-held", "TALLY_MAX_HELD", "1", check_max_held},
+    {"fold-interval", "TALLY_FOLD_INTERVAL", "0", check_fold_interval},
+    {"journal-max", "TALLY_JOURNAL_MAX", "10000000", check_journal_max},
     {"max-connections", "TALLY_MAX_CONNECTIONS", "64", check_max_connections},
     {"live-max", "TALLY_LIVE_MAX", "0", check_live_max},
     {"log-level", "TALLY_LOG_LEVEL", "debug", check_log_level},
@@ -695,6 +707,12 @@ static void test_config_rejects_bad_numbers(void **state)
         {"hold", {"30001", "'30001' must be 0..30000"}},
         {"max-held", {"0", "'0' must be 1..1000000"}},
         {"max-held", {"1000001", "'1000001' must be 1..1000000"}},
+        {"fold-interval", {"10001", "'10001' must be 0..10000"}},
+        {"fold-interval", {"-1", "'-1' must be 0..10000"}},
+        {"fold-interval", {"0.5", "'0.5' is not a number"}},
+        {"journal-max", {"999", "'999' must be 1000..10000000"}},
+        {"journal-max", {"10000001", "'10000001' must be 1000..10000000"}},
+        {"journal-max", {"0", "'0' must be 1000..10000000"}},
         {"max-connections", {"0", "'0' must be 1..1000000"}},
         {"live-max", {"1000001", "'1000001' must be 0..1000000"}},
         {"live-max", {"-1", "'-1' must be 0..1000000"}},
