@@ -30,6 +30,10 @@ local function fold_journal(c, journal, count)
     if #entries == 0 then
         return 0
     end
+    -- Trimmed before anything is counted: Redis does not undo what a script wrote before an
+    -- error, so a trim refused after the counting (an ACL without XTRIM) would leave the
+    -- entries to be counted again by every later fold. Refused here, the fold counts nothing.
+    redis.call('XTRIM', journal, 'MINID', next_id(entries[#entries][1]))
     local merged, order = {}, {}
     for _, e in ipairs(entries) do
         local f = e[2]
@@ -63,7 +67,6 @@ local function fold_journal(c, journal, count)
         local day, hour = day_hour(r.time)
         count_record(c, r, day, hour)
     end
-    redis.call('XTRIM', journal, 'MINID', next_id(entries[#entries][1]))
     return #entries
 end
 
