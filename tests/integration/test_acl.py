@@ -90,6 +90,43 @@ class AclTest(harness.TallyTestCase):
         # Nothing of it was refused, and every key is under the prefix.
         self.assertEqual(self.redis.command("ACL", "LOG"), [])
         self.assertEqual([k for k in self.redis.keys() if not k.startswith(b"tally:")], [])
+        # The writes went through the journals, and no fold skipped a command (a fold skips
+        # what Redis refuses rather than stop half-way: the ACL log and this must both be
+        # clean).
+        m = t.metrics()
+        self.assertGreater(harness.metric(m, "tally_fold_entries_total"), 0)
+        self.assertEqual(harness.metric(m, "tally_fold_skipped_commands_total"), 0)
+        self.assertEqual(harness.metric(m, "tally_fold_errors_total"), 0)
+
+    def test_a_journal_of_a_collector_killed_is_folded_as_the_tally_user(self):
+        """The folding of a journal whose writer is gone (reclaim.lua), as the tally user: a
+        collector killed before it folds leaves its journal, and the class's collector counts
+        it within 5 s of its last entry and a second."""
+        a = "acl/reclaimed"
+        gone = self.track(harness.Tallyd(self.redis, ["--redis", self.url, "--token", TOKEN,
+                                                      "--view-window", "0",
+                                                      "--fold-interval", "10000"], threads=1))
+        self.addCleanup(gone.close)
+        gone.start()
+        self.assertEqual(gone.post_events([{"type": "view", "article": a},
+                                           {"type": "view", "article": a},
+                                           {"type": "share", "article": a,
+                                            "network": "email"}]).body,
+                         {"accepted": 3, "ignored": 0})
+        gone.kill()
+        self.assertEqual(len(self.redis.keys("tally:{00}q:*")), 1)
+        before = harness.metric(self.tallyd.metrics(), "tally_journal_reclaimed_entries_total")
+
+        def counts():
+            st = self.tallyd.stats(a)
+            return st["views"], st["shares"]
+
+        self.assertEqual(harness.eventually(counts, (2, 1), timeout=10.0), (2, 1))
+        self.assertEqual(self.redis.keys("tally:{00}[qr]:*"), [])
+        m = self.tallyd.metrics()
+        self.assertEqual(harness.metric(m, "tally_journal_reclaimed_entries_total") - before, 1)
+        self.assertEqual(harness.metric(m, "tally_fold_skipped_commands_total"), 0)
+        self.assertEqual(self.redis.command("ACL", "LOG"), [])
 
     def test_the_tally_user_may_do_nothing_else(self):
         c = self.as_tally()
