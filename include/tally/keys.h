@@ -18,6 +18,11 @@
  *                                      slot (2 windows)
  *   P{bb}i:<Idempotency-Key>    STRING the key's first answer (24 h)
  *   P{bb}x:<attempt>            STRING a write unit's outcome (10 min)
+ *   P{00}q:<writer>             STREAM one Redis only: a worker's journal, one entry per unit
+ *                                      acknowledged and not folded yet; no expiry, deleted
+ *                                      by the fold that empties it (tally/fold.h)
+ *   P{00}r:journals             ZSET   one Redis only: journal -> Redis time (ms) of its last
+ *                                      entry, while it has entries
  *   Psalt:<YYYYMMDD>            STRING the day's visitor salt, shared by every collector
  *                                      (2 days)
  *   P{import}m:<Idempotency-Key> STRING an import's marker: "<digest> <lines>" (30 days)
