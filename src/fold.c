@@ -39,8 +39,10 @@ struct tally_folder {
     _Atomic uint64_t appended;   /* entries appended so far */
     _Atomic uint64_t folded;     /* of them, known folded */
     _Atomic bool wanted;         /* a reader asked for a fold */
-    _Atomic bool blocked;        /* the last fold could not be sent or failed: readers do not
-                                  * wait for this folder (Redis is down or refuses) */
+    _Atomic bool blocked;        /* the last fold could not be sent or failed (Redis is down
+                                  * or refuses) */
+    _Atomic uint64_t tries;      /* folds that ended (answered, failed or not sent): a read
+                                  * waits for one that ends after it arrived */
     bool in_flight, reclaiming, again;
     struct tally_buf body;
     int wake_fd;                 /* eventfd: tally_folder_soon() from any thread */
@@ -49,6 +51,13 @@ struct tally_folder {
 
 static void fold_start(struct tally_folder *f);
 static void on_reclaim_timer(evutil_socket_t fd, short what, void *arg);
+
+/* A fold ended: BLOCKED when it failed or could not be sent. */
+static void fold_ended(struct tally_folder *f, bool blocked)
+{
+    atomic_store(&f->blocked, blocked);
+    atomic_fetch_add_explicit(&f->tries, 1, memory_order_release);
+}
 
 static void fold_bump(struct tally_folder *f, const redisReply *tags)
 {
@@ -109,13 +118,12 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
         if (status == 0 && reply->type == REDIS_REPLY_ERROR)
             log_warn("redis refused a fold of the journal: %s", reply->str);
         tally_metric_add(&f->metrics->fold_errors, 1);
-        atomic_store(&f->blocked, true);
+        fold_ended(f, true);
         if (wanted)
             atomic_store(&f->wanted, true);
         fold_arm(f, FOLD_RETRY_MS);
         return;
     }
-    atomic_store(&f->blocked, false);
     n = reply->element[0]->integer;
     left = reply->element[1]->integer;
     fold_bump(f, reply->element[2]);
@@ -127,6 +135,7 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
      * DELETE folds every journal): what is not left is folded either way. */
     if ((size_t)left < f->len)
         fold_forget(f, f->len - (size_t)left);
+    fold_ended(f, false);
     if (f->len > 0 && (left > 0 || again || wanted || f->backlog >= FOLD_EVENTS))
         fold_start(f);
     else if (f->len > 0)
@@ -147,7 +156,7 @@ static void fold_start(struct tally_folder *f)
     if (f->len == 0)
         return;
     if (st == NULL || !tally_store_ready(st)) {
-        atomic_store(&f->blocked, true);
+        fold_ended(f, true);
         fold_arm(f, FOLD_RETRY_MS);
         return;
     }
@@ -163,7 +172,7 @@ static void fold_start(struct tally_folder *f)
     tally_buf_add_bulk_i64(&f->body, (int64_t)count);
     if (f->body.oom || tally_store_eval(st, TALLY_SCRIPT_FOLD, f->body.data, f->body.len, 6,
                                         on_fold_reply, f) < 0) {
-        atomic_store(&f->blocked, true);
+        fold_ended(f, true);
         fold_arm(f, FOLD_RETRY_MS);
         return;
     }
@@ -376,15 +385,13 @@ bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_
     for (size_t i = 0; i < n && i < TALLY_THREADS_MAX; i++) {
         if (f[i] == NULL) {
             m->appended[i] = 0;
+            m->tries[i] = 0;
             continue;
         }
+        m->tries[i] = atomic_load_explicit(&f[i]->tries, memory_order_acquire);
         m->appended[i] = tally_folder_appended_count(f[i]);
         if (tally_folder_folded_count(f[i]) < m->appended[i]) {
             tally_folder_soon(f[i]);
-            if (atomic_load(&f[i]->blocked)) { /* its folds fail: no use waiting */
-                m->appended[i] = 0;
-                continue;
-            }
             passed = false;
         }
     }
@@ -393,9 +400,14 @@ bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_
 
 bool tally_fold_passed(struct tally_folder *const *f, size_t n, const struct tally_fold_mark *m)
 {
-    for (size_t i = 0; i < n && i < TALLY_THREADS_MAX; i++)
-        if (f[i] != NULL && tally_folder_folded_count(f[i]) < m->appended[i] &&
-            !atomic_load(&f[i]->blocked))
-            return false;
+    for (size_t i = 0; i < n && i < TALLY_THREADS_MAX; i++) {
+        if (f[i] == NULL || tally_folder_folded_count(f[i]) >= m->appended[i])
+            continue;
+        /* A fold that ended after the mark failed: Redis is down or refuses, no use waiting. */
+        if (atomic_load_explicit(&f[i]->tries, memory_order_acquire) > m->tries[i] &&
+            atomic_load(&f[i]->blocked))
+            continue;
+        return false;
+    }
     return true;
 }

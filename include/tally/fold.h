@@ -78,12 +78,14 @@ void tally_folder_soon(struct tally_folder *f);
 /* What the folders of a process had appended at one moment. */
 struct tally_fold_mark {
     uint64_t appended[TALLY_THREADS_MAX];
+    uint64_t tries[TALLY_THREADS_MAX]; /* the folds each had ended */
 };
 
 /* Take the mark of the N folders F (entries NULL: no journal) into M, and ask each that has
  * not folded up to it to fold now. Returns true when every one already has. A folder whose
- * last fold could not be sent or failed (Redis down or refusing) is not waited for: the read
- * then answers from what is counted, as it would without a journal. */
+ * folds fail (Redis down or refusing) is waited for until one fold asked for after the mark
+ * has failed too: the read then answers from what is counted, as it would without a journal,
+ * and a read after Redis came back waits for the fold that then goes through. */
 bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_mark *m);
 
 /* Has every one of the N folders F folded up to mark M? */
