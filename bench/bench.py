@@ -27,10 +27,13 @@ import statistics
 import sys
 import time
 
-TARGETS = ("tally", "nginx", "node", "webdis")
+# tally: tallyd on the journal path (its default); tally-direct: --fold-interval 0.
+TARGETS = ("tally", "tally-direct", "nginx", "node", "webdis")
+TALLY_TARGETS = ("tally", "tally-direct")
 
-# Commands the harness itself sends between the two snapshots (INFO for the snapshots).
-HARNESS_COMMANDS = {"info"}
+# Commands the harness itself sends between the two snapshots (INFO for the snapshots, ZCARD
+# while it waits for the journals to be folded).
+HARNESS_COMMANDS = {"info", "zcard"}
 
 
 # ---------------------------------------------------------------- ports
@@ -60,16 +63,22 @@ def cmd_ports(args):
 
 def parse_info_text(text):
     """used CPU seconds and {command: calls} from `INFO cpu` + `INFO commandstats` output."""
+    cpu, stats = parse_info_stats(text)
+    return cpu, {k: v[0] for k, v in stats.items()}
+
+
+def parse_info_stats(text):
+    """used CPU seconds and {command: (calls, usec)} from `INFO cpu` + `INFO commandstats`."""
     cpu = 0.0
-    calls = {}
+    stats = {}
     for line in text.splitlines():
         line = line.strip()
         if line.startswith(("used_cpu_sys:", "used_cpu_user:")):
             cpu += float(line.split(":", 1)[1])
-        m = re.match(r"cmdstat_([^:]+):calls=(\d+)", line)
+        m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line)
         if m:
-            calls[m.group(1)] = int(m.group(2))
-    return cpu, calls
+            stats[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return cpu, stats
 
 
 def parse_wrk_text(text):
@@ -250,8 +259,10 @@ def tally_check(w, totals, seeded, counting, dedupe, metrics):
 
 def cmd_record(a):
     w = parse_wrk(a.wrk)
-    _, calls0 = parse_info(a.before)
-    _, calls1 = parse_info(a.after)
+    _, stats0 = parse_info_stats(read_text(a.before))
+    _, stats1 = parse_info_stats(read_text(a.after))
+    calls0 = {k: v[0] for k, v in stats0.items()}
+    calls1 = {k: v[0] for k, v in stats1.items()}
     rec = {
         "round": a.round, "scenario": a.scenario, "conns": a.conns, "articles": a.articles,
         "target": a.target, "counting": bool(a.counting), "dedupe": bool(a.dedupe),
@@ -301,13 +312,22 @@ def cmd_record(a):
             cpu_us_per_event=None if nothing_in_redis else per(redis_cpu, events),
             cmds_per_event=(cmds / events) if events and not nothing_in_redis else None,
         )
-        # Group commit: how many events one Redis write (one FCALL of the apply function)
-        # carried on average.
-        writes = calls1.get("fcall", 0) - calls0.get("fcall", 0)
-        if a.target == "tally" and a.counting:
+        # Group commit: how many events one Redis write carried on average. On the direct path a
+        # write is one FCALL of the apply function; on the journal path FCALLs are also folds,
+        # and each write is one XADD.
+        wcmd = "xadd" if a.target == "tally" else "fcall"
+        writes = calls1.get(wcmd, 0) - calls0.get(wcmd, 0)
+        if a.target in TALLY_TARGETS and a.counting:
             rec["redis_writes"] = writes
             rec["events_per_write"] = (events / writes) if writes else None
-    if a.target == "tally":
+        # Where Redis's time went: calls and microseconds per command over the run (commands
+        # run inside scripts are counted too, and their time is also inside the FCALL's).
+        rec["cmdstats"] = {k: [v[0] - stats0.get(k, (0, 0))[0], v[1] - stats0.get(k, (0, 0))[1]]
+                           for k, v in stats1.items()
+                           if k not in HARNESS_COMMANDS and v[0] != stats0.get(k, (0, 0))[0]}
+        rec["events"] = events
+    rec["fold_wait_s"] = read_float(a.fold_wait) if a.fold_wait else None
+    if a.target in TALLY_TARGETS:
         totals = read_json(a.totals)
         rec["totals"] = totals
         rec["hwm_kib"] = read_int(a.hwm)
@@ -411,6 +431,40 @@ def scenario_label(s):
     return f"{s['scenario']} c{s['conns']}"
 
 
+SCRIPT_COMMANDS = ("fcall", "fcall_ro", "evalsha", "eval")
+
+
+def redis_profile(groups, order, top=9):
+    """(header, rows): for each counting scenario and tally target, Redis µs per event of the
+    commands that took most of it (medians over the rounds), or None."""
+    rows = []
+    for key in order:
+        g = groups[key]
+        if not g["counting"]:
+            continue
+        for t in TALLY_TARGETS:
+            runs = [r for r in g["runs"].get(t, []) if r.get("cmdstats") and r.get("events")]
+            if not runs:
+                continue
+            per = {}
+            for r in runs:
+                cs = r["cmdstats"]
+                script = sum(cs.get(k, (0, 0))[1] for k in SCRIPT_COMMANDS)
+                inner = sum(v[1] for k, v in cs.items() if k not in SCRIPT_COMMANDS)
+                vals = {k: v[1] / r["events"] for k, v in cs.items() if k not in SCRIPT_COMMANDS}
+                vals["script"] = max(0, script - inner) / r["events"]
+                vals["total"] = script / r["events"]
+                for k, v in vals.items():
+                    per.setdefault(k, []).append(v)
+            m = {k: med(v) for k, v in per.items()}
+            best = sorted((k for k in m if k not in ("total", "script")), key=lambda k: -m[k])[:top]
+            rows.append([scenario_label(g), t, fmt_num(m["total"], 2), fmt_num(m["script"], 2)]
+                        + [" ".join(f"{k} {m[k]:.2f}" for k in best)])
+    if not rows:
+        return None
+    return (["scenario", "target", "FCALL µs/event", "script's own", "commands (µs/event)"], rows)
+
+
 def cmd_report(a):
     recs = []
     with open(a.results, encoding="utf-8") as f:
@@ -449,9 +503,10 @@ def cmd_report(a):
                 "rcpu": med(r.get("redis_cpu_us_per_req") for r in runs),
                 "others": med(r.get("other_busy_cores") for r in runs),
                 "cmds": med(r.get("cmds_per_event") for r in runs),
+                "fold_wait": med(r.get("fold_wait_s") for r in runs),
                 "n": len(runs),
             }
-            if t == "tally":
+            if t in TALLY_TARGETS:
                 m[t]["epw"] = med(r.get("events_per_write") for r in runs)
                 checks = [r.get("check") for r in runs]
                 m[t]["check"] = ("FAIL" if "FAIL" in checks else
@@ -554,6 +609,11 @@ def cmd_report(a):
         if t and w and t["cpu"] is not None and w["cpu"] is not None:
             target(f"Redis CPU per event (view-zipf c{c}) ≤ webdis per request", t["cpu"] <= w["cpu"],
                    f"{t['cpu']:.2f} vs {w['cpu']:.2f} µs")
+    for c in conns_of("batch20"):
+        t = get("batch20", c, "tally")
+        if t and t["cpu"] is not None:
+            target(f"Redis CPU per event ≤ 1 µs in 20-event batches (batch20 c{c})", t["cpu"] <= 1,
+                   f"{t['cpu']:.2f} µs")
     t = get("view-uniform", 64, "tally")
     if t and t["p99"] is not None:
         target("p99 ≤ 5 ms at 64 connections (view-uniform c64)", t["p99"] <= 5000,
@@ -583,9 +643,10 @@ def cmd_report(a):
     checks = []
     for key in order:
         g = groups[key]
-        x = g["m"].get("tally")
-        if x:
-            checks.append([scenario_label(g), x["check"], x["check_details"]])
+        for t in TALLY_TARGETS:
+            x = g["m"].get(t)
+            if x:
+                checks.append([f"{scenario_label(g)} {t}", x["check"], x["check_details"]])
     failed = [c for c in checks if c[1] == "FAIL"]
 
     # ---- print ----
@@ -598,11 +659,24 @@ def cmd_report(a):
         if verdict != "PASS" or a.verbose:
             for d in details:
                 print(f"           {d}")
-    epw = [f"{scenario_label(groups[k])} {groups[k]['m']['tally']['epw']:.1f}" for k in order
-           if groups[k]["m"].get("tally", {}).get("epw")]
+    epw = [f"{scenario_label(groups[k])} {t} {groups[k]['m'][t]['epw']:.1f}" for k in order
+           for t in TALLY_TARGETS if groups[k]["m"].get(t, {}).get("epw")]
+    waits = [f"{scenario_label(groups[k])} {groups[k]['m']['tally']['fold_wait']:.2f} s" for k in order
+             if groups[k]["m"].get("tally", {}).get("fold_wait") is not None
+             and groups[k]["counting"]]
+    profile = redis_profile(groups, order)
     if epw:
         print()
-        print("Group commit: events per Redis write (FCALL) of tally, median: " + ", ".join(epw))
+        print("Group commit: events per Redis write (FCALL; XADD on the journal path), median: "
+              + ", ".join(epw))
+    if waits:
+        print("Journal path: seconds from the end of the run until every journal was folded, "
+              "median: " + ", ".join(waits))
+    if profile:
+        print()
+        print("Redis time per event by command (µs, from INFO commandstats; \"script\" = the "
+              "scripts' own time, FCALL less the commands it ran), median:")
+        print(text_table(*profile))
     print()
     print("Targets (a MISS does not fail the run):")
     tw = max(len(t[0]) for t in targets) if targets else 10
@@ -629,8 +703,16 @@ def cmd_report(a):
         for name, verdict, details in checks:
             f.write(f"- **{verdict}** {name}" + ("" if verdict == "PASS" else ": " + "; ".join(details)) + "\n")
         if epw:
-            f.write("\nGroup commit, events per Redis write (FCALL) of tally, median: "
-                    + ", ".join(epw) + "\n")
+            f.write("\nGroup commit, events per Redis write (FCALL; XADD on the journal path), "
+                    "median: " + ", ".join(epw) + "\n")
+        if waits:
+            f.write("\nJournal path, seconds from the end of the run until every journal was "
+                    "folded (Redis CPU is measured until then), median: " + ", ".join(waits) + "\n")
+        if profile:
+            f.write("\n## Redis time per event by command\n\nµs per event from `INFO "
+                    "commandstats` over the run; commands run by scripts are counted, and "
+                    "\"script\" is the scripts' own time (FCALL's time less theirs).\n\n")
+            f.write(md_table(*profile) + "\n")
         f.write("\n## Targets\n\n")
         f.write(md_table(["target", "result", "measured"], targets) + "\n")
     print()
@@ -677,6 +759,7 @@ def main():
     sr.add_argument("--machine-before")
     sr.add_argument("--machine-after")
     sr.add_argument("--wrk-cpu")
+    sr.add_argument("--fold-wait", help="seconds until the journals were folded after the run")
 
     ss = sub.add_parser("sample")
     ss.add_argument("base")

@@ -31,6 +31,10 @@
 #   BENCH_IDLE_CONNS [10000]  idle connections for the RSS measurement
 #   BENCH_ONLY                a regular expression: run only scenarios whose name matches
 #   BENCH_KEEP [0]            1: keep the temporary directory (logs, configs, raw outputs)
+#   BENCH_DIRECT [1]          1: also run tallyd on the direct path (--fold-interval 0: every
+#                             unit counted at once) beside the journal path (the default
+#                             --fold-interval 200), as the target tally-direct; 0: journal only
+#   BENCH_FOLD_WAIT [30]      seconds to wait after a journal run until every journal is folded
 #   BENCH_TALLYD              use this tallyd binary instead of building build-bench/ (e.g. while
 #                             the work tree does not build)
 set -euo pipefail
@@ -70,8 +74,10 @@ TALLY_THREADS=${BENCH_TALLY_THREADS:-2}
 IDLE_CONNS=${BENCH_IDLE_CONNS:-10000}
 ONLY=${BENCH_ONLY:-}
 KEEP=${BENCH_KEEP:-0}
+DIRECT=${BENCH_DIRECT:-1}
+FOLD_WAIT=${BENCH_FOLD_WAIT:-30}
 
-for v in ROUNDS DURATION ARTICLES VISITORS WRK_THREADS TALLY_THREADS IDLE_CONNS; do
+for v in ROUNDS DURATION ARTICLES VISITORS WRK_THREADS TALLY_THREADS IDLE_CONNS FOLD_WAIT; do
     if ! [[ ${!v} =~ ^[0-9]+$ ]] || { [ "${!v}" -eq 0 ] && [ "$v" != VISITORS ]; }; then
         echo "run.sh: BENCH_$v must be a positive whole number, not '${!v}'" >&2
         exit 2
@@ -83,7 +89,7 @@ if ! [[ $DRAIN =~ ^[0-9]*\.?[0-9]+$ ]] || ! awk -v d="$DRAIN" -v t="$DURATION" '
 fi
 
 # Scenarios: name|lua script|connections|articles|extra wrk-script arguments|in --quick.
-# Every scenario runs against all four targets. Names matter to bench.py's targets.
+# Every scenario runs against every target. Names matter to bench.py's targets.
 SCENARIOS=(
     "healthz|healthz|64|$ARTICLES||1"
     "view-uniform|view_uniform|64|$ARTICLES||1"
@@ -100,7 +106,10 @@ SCENARIOS=(
     "view-uniform-100|view_uniform|64|100||0"
     "view-uniform-1M|view_uniform|64|1000000||0"
 )
+# tally: the journal path (acknowledge by appending, count by folding: tallyd's default);
+# tally-direct: --fold-interval 0, every unit counted before its 200.
 TARGET_ORDER=(tally nginx node webdis)
+if [ "$DIRECT" = 1 ]; then TARGET_ORDER=(tally tally-direct nginx node webdis); fi
 HOT_SEED=100 # views of the hot article written before a stats-hot run
 
 say() { printf '%s\n' "$*"; }
@@ -323,11 +332,27 @@ snapshot() { # snapshot FILE: Redis command counts
 
 server_pid() { # server_pid TARGET: the PID of the server's (first) process
     case "$1" in
-    tally) echo "$TALLY_PID" ;;
+    tally | tally-direct) echo "$TALLY_PID" ;;
     nginx) echo "$NGINX_PID" ;;
     node) echo "$NODE_PID" ;;
     webdis) echo "$WEBDIS_PID" ;;
     esac
+}
+
+wait_folded() { # wait_folded FILE: until the journals' registry of this tallyd is empty; the
+    # seconds it took into FILE (-1 when it was not empty within BENCH_FOLD_WAIT seconds)
+    local registry="${TALLY_PREFIX}{00}r:journals" t0 i n
+    t0=$(date +%s.%N)
+    for i in $(seq $((FOLD_WAIT * 50))); do
+        n=$(rcli ZCARD "$registry")
+        if [ "$n" = 0 ]; then
+            awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f\n", b - a }' >"$1"
+            return 0
+        fi
+        sleep 0.02
+    done
+    say "  the journals of $TALLY_PREFIX were not folded within $FOLD_WAIT s" >&2
+    echo -1 >"$1"
 }
 
 cpu_sample() { # cpu_sample BASE.WHEN: server, Redis and whole-machine CPU so far, in one go
@@ -348,12 +373,14 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
 
     rcli FLUSHALL >/dev/null
     case "$target" in
-    tally)
+    tally | tally-direct)
+        local path=()
+        if [ "$target" = tally-direct ]; then path=(--fold-interval 0); fi
         if [ "$name" = dedupe ]; then
             dedupe=1
-            start_tally --view-window 1800 --trust-proxy 127.0.0.1
+            start_tally "${path[@]}" --view-window 1800 --trust-proxy 127.0.0.1
         else
-            start_tally
+            start_tally "${path[@]}"
         fi
         url="http://127.0.0.1:$TALLY_PORT"
         ;;
@@ -364,7 +391,7 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
     TARGET_NOW=$target
     if [ "$name" = stats-hot ]; then
         seeded=$HOT_SEED
-        if [ "$target" = tally ]; then
+        if [ "$target" = tally ] || [ "$target" = tally-direct ]; then
             local body i
             body="["
             for i in $(seq "$HOT_SEED"); do
@@ -392,6 +419,9 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
     local rc=0
     wait "$WRK_PID" || rc=$?
     WRK_PID=""
+    # The journal path counts after the 200s: Redis's CPU for these events includes the folds,
+    # so the run ends when every journal is folded and gone from the registry.
+    if [ "$target" = tally ]; then wait_folded "$base.fold-wait"; fi
     snapshot "$base.after"
     cpu_sample "$base.after"
     [ "$rc" -eq 0 ] || say "  wrk exited with status $rc (see $base.wrk)" >&2
@@ -403,8 +433,8 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
         --cpu-before "$base.before.cpu" --cpu-after "$base.after.cpu"
         --redis-cpu-before "$base.before.redis-cpu" --redis-cpu-after "$base.after.redis-cpu"
         --machine-before "$base.before.machine" --machine-after "$base.after.machine"
-        --wrk-cpu "$base.wrk-cpu")
-    if [ "$target" = tally ]; then
+        --wrk-cpu "$base.wrk-cpu" --fold-wait "$base.fold-wait")
+    if [ "$target" = tally ] || [ "$target" = tally-direct ]; then
         curl -fsS "$url/v1/totals?period=all" >"$base.totals" 2>>"$base.err" || true
         curl -fsS "$url/metrics" >"$base.metrics" 2>>"$base.err" || true
         awk '/^VmHWM:/ { print $2 }' "/proc/$TALLY_PID/status" >"$base.hwm" 2>/dev/null || true
