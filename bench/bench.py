@@ -13,6 +13,8 @@
                                        BASE.redis-cpu, BASE.machine
   bench.py wrk CPU-FILE COMMAND...     run COMMAND (wrk), then write the CPU seconds it used
                                        (from wait4) to CPU-FILE; exit with its status
+  bench.py slowlog PORT                Redis's time per script and command from its slow log
+                                       (BENCH_SLOWLOG=1), as JSON
   bench.py report RESULTS.jsonl RSS.json OUT.md
                                        medians per scenario and target, the table, the count
                                        checks and the targets; exit 1 when a count check failed
@@ -327,6 +329,8 @@ def cmd_record(a):
                            if k not in HARNESS_COMMANDS and v[0] != stats0.get(k, (0, 0))[0]}
         rec["events"] = events
     rec["fold_wait_s"] = read_float(a.fold_wait) if a.fold_wait else None
+    if a.slowlog:
+        rec["slowlog"] = read_json(a.slowlog)
     if a.target in TALLY_TARGETS:
         totals = read_json(a.totals)
         rec["totals"] = totals
@@ -349,6 +353,58 @@ def cmd_record(a):
           f"{rec['rps']:>8.0f} req/s {rec['eps']:>9.0f} ev/s p99 {p99:>9} {chk}{epw}{busy}"
           + (f"  [{rec['check_detail']}]" if rec.get("check") not in (None, "PASS") else ""),
           flush=True)
+
+
+# ---------------------------------------------------------------- slowlog
+
+
+def resp_read(f):
+    """One RESP2 reply from the binary file F."""
+    line = f.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind in (b"+", b"-"):
+        return rest.decode("utf-8", "replace")
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2].decode("utf-8", "replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [resp_read(f) for _ in range(n)]
+    raise ValueError(f"unexpected reply from redis: {line[:40]!r}")
+
+
+def redis_command(port, *args):
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"".join([f"*{len(args)}\r\n".encode()] + [
+            f"${len(a.encode())}\r\n{a}\r\n".encode() for a in map(str, args)]))
+        return resp_read(s.makefile("rb"))
+
+
+def cmd_slowlog(a):
+    """With slowlog-log-slower-than 0 over a run: Redis's time in each script (FCALL of
+    tally_<name>_<version>, by name) and in each other command, as JSON {name: [calls, usec]}.
+    The slow log holds only commands clients sent (not those scripts run) and only
+    slowlog-max-len of them: "complete" says whether it held them all."""
+    entries = redis_command(a.port, "SLOWLOG", "GET", "-1")
+    out = {}
+    for e in entries:
+        args = e[3]
+        name = args[0].lower() if args else "?"
+        if name in ("fcall", "fcall_ro") and len(args) > 1:
+            m = re.match(r"tally_([a-z_]+?)_[0-9a-f]{12}$", args[1])
+            name = m.group(1) if m else args[1]
+        if name in ("slowlog", "config", "info", "zcard", "ping"):
+            continue
+        x = out.setdefault(name, [0, 0])
+        x[0] += 1
+        x[1] += e[2]
+    maxlen = int(redis_command(a.port, "CONFIG", "GET", "slowlog-max-len")[1])
+    print(json.dumps({"functions": out, "complete": len(entries) < maxlen}))
 
 
 # ---------------------------------------------------------------- idle connections
@@ -463,6 +519,35 @@ def redis_profile(groups, order, top=9):
     if not rows:
         return None
     return (["scenario", "target", "FCALL µs/event", "script's own", "commands (µs/event)"], rows)
+
+
+def script_profile(groups, order):
+    """(header, rows): Redis µs per event in each of tally's scripts, from the slow log
+    (BENCH_SLOWLOG=1), medians over the rounds; or None."""
+    rows = []
+    names = ("ack", "fold", "reclaim", "apply")
+    for key in order:
+        g = groups[key]
+        if not g["counting"]:
+            continue
+        for t in TALLY_TARGETS:
+            runs = [r for r in g["runs"].get(t, []) if r.get("slowlog") and r.get("events")]
+            if not runs:
+                continue
+            cells = []
+            for n in names:
+                per_ev = med(r["slowlog"]["functions"].get(n, [0, 0])[1] / r["events"] for r in runs)
+                calls = med(r["slowlog"]["functions"].get(n, [0, 0])[0] for r in runs)
+                per_call = med(r["slowlog"]["functions"][n][1] / r["slowlog"]["functions"][n][0]
+                               for r in runs if r["slowlog"]["functions"].get(n, [0])[0])
+                cells.append("-" if not calls else
+                             f"{per_ev:.2f} ({calls:,.0f} calls, {per_call:,.0f} µs each)")
+            complete = all(r["slowlog"].get("complete") for r in runs)
+            rows.append([scenario_label(g), t] + cells + ["yes" if complete else "NO"])
+    if not rows:
+        return None
+    return (["scenario", "target"] + [f"{n} µs/event" for n in names] + ["slow log complete"],
+            rows)
 
 
 def cmd_report(a):
@@ -665,6 +750,7 @@ def cmd_report(a):
              if groups[k]["m"].get("tally", {}).get("fold_wait") is not None
              and groups[k]["counting"]]
     profile = redis_profile(groups, order)
+    scripts = script_profile(groups, order)
     if epw:
         print()
         print("Group commit: events per Redis write (FCALL; XADD on the journal path), median: "
@@ -677,6 +763,10 @@ def cmd_report(a):
         print("Redis time per event by command (µs, from INFO commandstats; \"script\" = the "
               "scripts' own time, FCALL less the commands it ran), median:")
         print(text_table(*profile))
+    if scripts:
+        print()
+        print("Redis time per event in each of tally's scripts (µs, from the slow log), median:")
+        print(text_table(*scripts))
     print()
     print("Targets (a MISS does not fail the run):")
     tw = max(len(t[0]) for t in targets) if targets else 10
@@ -713,6 +803,11 @@ def cmd_report(a):
                     "commandstats` over the run; commands run by scripts are counted, and "
                     "\"script\" is the scripts' own time (FCALL's time less theirs).\n\n")
             f.write(md_table(*profile) + "\n")
+        if scripts:
+            f.write("\n## Redis time per event in each script\n\nFrom Redis's slow log "
+                    "(BENCH_SLOWLOG=1: every command clients sent, with its time, which for a "
+                    "script includes the commands it ran), divided by the events counted.\n\n")
+            f.write(md_table(*scripts) + "\n")
         f.write("\n## Targets\n\n")
         f.write(md_table(["target", "result", "measured"], targets) + "\n")
     print()
@@ -759,6 +854,7 @@ def main():
     sr.add_argument("--machine-before")
     sr.add_argument("--machine-after")
     sr.add_argument("--wrk-cpu")
+    sr.add_argument("--slowlog", help="bench.py slowlog's output for the run")
     sr.add_argument("--fold-wait", help="seconds until the journals were folded after the run")
 
     ss = sub.add_parser("sample")
@@ -777,6 +873,9 @@ def main():
     si.add_argument("--pid", type=int, required=True)
     si.add_argument("--n", type=int, default=1000)
     si.add_argument("--settle", type=float, default=1.0)
+
+    sl = sub.add_parser("slowlog")
+    sl.add_argument("port", type=int)
 
     so = sub.add_parser("report")
     so.add_argument("results")
@@ -798,6 +897,8 @@ def main():
         cmd_sample(a)
     elif a.cmd == "wrk":
         cmd_wrk(a)
+    elif a.cmd == "slowlog":
+        cmd_slowlog(a)
     elif a.cmd == "report":
         sys.exit(cmd_report(a))
 

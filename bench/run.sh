@@ -34,6 +34,13 @@
 #   BENCH_DIRECT [1]          1: also run tallyd on the direct path (--fold-interval 0: every
 #                             unit counted at once) beside the journal path (the default
 #                             --fold-interval 200), as the target tally-direct; 0: journal only
+#   BENCH_TARGETS             the targets to run, of: tally tally-direct nginx node webdis
+#                             (default: all of them; e.g. "tally tally-direct" to compare two
+#                             builds of tallyd)
+#   BENCH_SLOWLOG [0]         1: Redis logs every command clients send (slowlog-log-slower-than
+#                             0) during the tally runs, and the report shows Redis's time per
+#                             event in each of tally's scripts (ack, fold, apply, reclaim); it
+#                             costs Redis a little time of its own
 #   BENCH_FOLD_WAIT [30]      seconds to wait after a journal run until every journal is folded
 #   BENCH_TALLYD              use this tallyd binary instead of building build-bench/ (e.g. while
 #                             the work tree does not build)
@@ -76,6 +83,7 @@ ONLY=${BENCH_ONLY:-}
 KEEP=${BENCH_KEEP:-0}
 DIRECT=${BENCH_DIRECT:-1}
 FOLD_WAIT=${BENCH_FOLD_WAIT:-30}
+SLOWLOG=${BENCH_SLOWLOG:-0}
 
 for v in ROUNDS DURATION ARTICLES VISITORS WRK_THREADS TALLY_THREADS IDLE_CONNS FOLD_WAIT; do
     if ! [[ ${!v} =~ ^[0-9]+$ ]] || { [ "${!v}" -eq 0 ] && [ "$v" != VISITORS ]; }; then
@@ -110,6 +118,18 @@ SCENARIOS=(
 # tally-direct: --fold-interval 0, every unit counted before its 200.
 TARGET_ORDER=(tally nginx node webdis)
 if [ "$DIRECT" = 1 ]; then TARGET_ORDER=(tally tally-direct nginx node webdis); fi
+if [ -n "${BENCH_TARGETS:-}" ]; then
+    read -r -a TARGET_ORDER <<<"$BENCH_TARGETS"
+    for t in "${TARGET_ORDER[@]}"; do
+        case "$t" in
+        tally | tally-direct | nginx | node | webdis) ;;
+        *)
+            echo "run.sh: BENCH_TARGETS: unknown target '$t'" >&2
+            exit 2
+            ;;
+        esac
+    done
+fi
 HOT_SEED=100 # views of the hot article written before a stats-hot run
 
 say() { printf '%s\n' "$*"; }
@@ -408,6 +428,13 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
         fi
     fi
 
+    local slow=0
+    if [ "$SLOWLOG" = 1 ] && { [ "$target" = tally ] || [ "$target" = tally-direct ]; }; then
+        slow=1
+        rcli CONFIG SET slowlog-max-len 1000000 >/dev/null
+        rcli CONFIG SET slowlog-log-slower-than 0 >/dev/null
+        rcli SLOWLOG RESET >/dev/null
+    fi
     snapshot "$base.before"
     cpu_sample "$base.before"
     # wrk runs under bench.py, which writes its CPU seconds (from wait4) to $base.wrk-cpu.
@@ -424,6 +451,11 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
     if [ "$target" = tally ]; then wait_folded "$base.fold-wait"; fi
     snapshot "$base.after"
     cpu_sample "$base.after"
+    if [ "$slow" = 1 ]; then
+        rcli CONFIG SET slowlog-log-slower-than 10000 >/dev/null
+        "${PY[@]}" slowlog "$REDIS_PORT" >"$base.slowlog" || true
+        rcli SLOWLOG RESET >/dev/null
+    fi
     [ "$rc" -eq 0 ] || say "  wrk exited with status $rc (see $base.wrk)" >&2
 
     local rec=(--out "$RESULTS" --round "$round" --scenario "$name" --conns "$conns"
@@ -434,6 +466,7 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
         --redis-cpu-before "$base.before.redis-cpu" --redis-cpu-after "$base.after.redis-cpu"
         --machine-before "$base.before.machine" --machine-after "$base.after.machine"
         --wrk-cpu "$base.wrk-cpu" --fold-wait "$base.fold-wait")
+    if [ "$slow" = 1 ]; then rec+=(--slowlog "$base.slowlog"); fi
     if [ "$target" = tally ] || [ "$target" = tally-direct ]; then
         curl -fsS "$url/v1/totals?period=all" >"$base.totals" 2>>"$base.err" || true
         curl -fsS "$url/metrics" >"$base.metrics" 2>>"$base.err" || true
