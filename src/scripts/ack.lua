@@ -44,7 +44,7 @@ local function journal_text(r)
     return table.concat(t, '\n')
 end
 
-return run_unit(KEYS, ARGV, function(r, _, _, day, hour)
+return run_unit(KEYS, ARGV, function(r, from, to, day, hour)
     if #r.comments > 0 then
         count_record(c, {tag = r.tag, id = r.id, views = 0, vis = NO, nets = NO, shares = NO,
                          comments = r.comments, mets = NO, sums = NO, fields = NO, props = NO},
@@ -53,7 +53,13 @@ return run_unit(KEYS, ARGV, function(r, _, _, day, hour)
             return
         end
     end
-    parts[#parts + 1] = journal_text(r)
+    if #r.comments == 0 then
+        -- The record's arguments as they came, but for its views (the repeats are gone).
+        parts[#parts + 1] = r.tag .. '\n' .. r.id .. '\n' .. r.views .. '\n' ..
+                            table.concat(ARGV, '\n', from + 3, to)
+    else
+        parts[#parts + 1] = journal_text(r)
+    end
 end, function()
     local expired = counter_finish(c)
     if #parts > 0 then

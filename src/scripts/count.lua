@@ -32,22 +32,44 @@ local function read_pairs(t, pos, map, order, add)
     return pos + 2 * n + 1
 end
 
+-- What a record without visitors, shares, comments, sums or props holds in their place: one
+-- table, never written (merge_record() gives a record its own before adding to it). Most
+-- records are one view: this spares building eight tables for each.
+local EMPTY = {}
+
 -- The record at T[pos]; returns it and the position after it.
 local function read_record(t, pos)
-    local r = {tag = t[pos], id = t[pos + 1], views = tonumber(t[pos + 2]), vis = {},
-               shares = {}, nets = {}, comments = {}, sums = {}, mets = {}, props = {},
-               fields = {}}
+    local r = {tag = t[pos], id = t[pos + 1], views = tonumber(t[pos + 2]), vis = EMPTY,
+               shares = EMPTY, nets = EMPTY, comments = EMPTY, sums = EMPTY, mets = EMPTY,
+               props = EMPTY, fields = EMPTY}
     pos = pos + 3
     local n = tonumber(t[pos])
-    for i = 1, n do
-        r.vis[i] = t[pos + i]
+    if n > 0 then
+        r.vis = {}
+        for i = 1, n do
+            r.vis[i] = t[pos + i]
+        end
     end
-    pos = read_pairs(t, pos + n + 1, r.shares, r.nets, true)
+    pos = pos + n + 1
+    if t[pos] ~= '0' then
+        r.shares, r.nets = {}, {}
+    end
+    pos = read_pairs(t, pos, r.shares, r.nets, true)
     n = tonumber(t[pos])
-    for i = 1, n do
-        r.comments[i] = tonumber(t[pos + i])
+    if n > 0 then
+        r.comments = {}
+        for i = 1, n do
+            r.comments[i] = tonumber(t[pos + i])
+        end
     end
-    pos = read_pairs(t, pos + n + 1, r.sums, r.mets, true)
+    pos = pos + n + 1
+    if t[pos] ~= '0' then
+        r.sums, r.mets = {}, {}
+    end
+    pos = read_pairs(t, pos, r.sums, r.mets, true)
+    if t[pos] ~= '0' then
+        r.props, r.fields = {}, {}
+    end
     return r, read_pairs(t, pos, r.props, r.fields, false)
 end
 
@@ -74,6 +96,21 @@ end
 -- Add record B (later) into record A: what one fold counts once for both.
 local function merge_record(a, b)
     a.views = a.views + b.views
+    if a.vis == EMPTY and #b.vis > 0 then
+        a.vis = {}
+    end
+    if a.nets == EMPTY and #b.nets > 0 then
+        a.shares, a.nets = {}, {}
+    end
+    if a.comments == EMPTY and #b.comments > 0 then
+        a.comments = {}
+    end
+    if a.mets == EMPTY and #b.mets > 0 then
+        a.sums, a.mets = {}, {}
+    end
+    if a.fields == EMPTY and #b.fields > 0 then
+        a.props, a.fields = {}, {}
+    end
     for _, v in ipairs(b.vis) do
         a.vis[#a.vis + 1] = v
     end
