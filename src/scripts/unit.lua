@@ -32,20 +32,74 @@
 -- repeat_index is the 1-based position of a repeated view among the segment's visitors.
 -- All values were validated by the collector: nothing below can fail half-way.
 
--- Is V's view of article ID (keys KP) at NOW a repeat within WINDOW? Views are remembered in
--- hashes per window-long slot; the current and the previous slot cover every view within a
--- window.
-local function is_repeat(kp, id, v, now, window)
+-- HMGET of KEY's fields LIST (any length), as one list.
+local function hmget(key, list)
+    local got = {}
+    for i = 1, #list, 1000 do
+        local part = redis.call('HMGET', key, unpack(list, i, math.min(i + 999, #list)))
+        for j = 1, #part do
+            got[i + j - 1] = part[j]
+        end
+    end
+    return got
+end
+
+-- Which of the views VIS (visitors, in order) of article ID (keys KP) at NOW repeat a view
+-- within WINDOW? Views are remembered in hashes per window-long slot; the current and the
+-- previous slot cover every view within a window. Returns a list of booleans, one per view,
+-- as if each were checked and remembered in turn (a visitor twice in VIS repeats itself), in
+-- four commands for the whole list (per 1,000 views): HMGET of the current slot, HMGET of the
+-- previous one for the visitors not in it, one HSET of the views that count, EXPIRE NX when
+-- that made new fields.
+local function repeats_of(kp, id, vis, now, window)
     local slot = math.floor(now / window)
     local cur = kp .. 'w:' .. id .. ':' .. slot
-    local seen = redis.call('HGET', cur, v) or redis.call('HGET', kp .. 'w:' .. id .. ':' .. (slot - 1), v)
-    if seen and now - tonumber(seen) < window then
-        return true
+    if #vis == 1 then -- one view, the most common: the same commands, no lists
+        local v = vis[1]
+        local seen = redis.call('HGET', cur, v) or
+                     redis.call('HGET', kp .. 'w:' .. id .. ':' .. (slot - 1), v)
+        if seen and now - tonumber(seen) < window then
+            return {true}
+        end
+        if redis.call('HSET', cur, v, now) == 1 then
+            redis.call('EXPIRE', cur, 2 * window, 'NX')
+        end
+        return {false}
     end
-    if redis.call('HSET', cur, v, now) == 1 then
+    local seen = hmget(cur, vis)
+    local ask, at = {}, {}
+    for i = 1, #vis do
+        if not seen[i] then
+            ask[#ask + 1] = vis[i]
+            at[#ask] = i
+        end
+    end
+    if #ask > 0 then
+        local prev = hmget(kp .. 'w:' .. id .. ':' .. (slot - 1), ask)
+        for j = 1, #ask do
+            seen[at[j]] = prev[j]
+        end
+    end
+    local rep, now_seen, set = {}, {}, {}
+    for i, v in ipairs(vis) do
+        local s = now_seen[v] or seen[i]
+        if s and now - tonumber(s) < window then
+            rep[i] = true
+        else
+            rep[i] = false
+            now_seen[v] = now
+            set[#set + 1] = v
+            set[#set + 1] = now
+        end
+    end
+    local made = 0
+    for i = 1, #set, 2000 do
+        made = made + redis.call('HSET', cur, unpack(set, i, math.min(i + 1999, #set)))
+    end
+    if made > 0 then
         redis.call('EXPIRE', cur, 2 * window, 'NX')
     end
-    return false
+    return rep
 end
 
 -- Run the unit in KEYS and ARGV. SINK(r, from, to, day, hour, now) takes each record that
@@ -112,10 +166,11 @@ local function run_unit(KEYS, ARGV, sink, finish)
                 local from = pos
                 local r
                 r, pos = read_record(ARGV, pos)
-                if window > 0 then
+                if window > 0 and #r.vis > 0 then
                     local kp = P .. '{' .. r.tag .. '}'
-                    for i, v in ipairs(r.vis) do
-                        if is_repeat(kp, r.id, v, now, window) then
+                    local is_rep = repeats_of(kp, r.id, r.vis, now, window)
+                    for i = 1, #r.vis do
+                        if is_rep[i] then
                             repeats = repeats + 1
                             rep[#rep + 1] = seen + i
                         else
