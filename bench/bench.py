@@ -29,7 +29,8 @@ import statistics
 import sys
 import time
 
-# tally: tallyd on the journal path (its default); tally-direct: --fold-interval 0.
+# tally: tallyd on the journal path (--fold-interval 200); tally-direct: --fold-interval 0 (its
+# default).
 TARGETS = ("tally", "tally-direct", "nginx", "node", "webdis")
 TALLY_TARGETS = ("tally", "tally-direct")
 

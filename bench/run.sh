@@ -31,9 +31,9 @@
 #   BENCH_IDLE_CONNS [10000]  idle connections for the RSS measurement
 #   BENCH_ONLY                a regular expression: run only scenarios whose name matches
 #   BENCH_KEEP [0]            1: keep the temporary directory (logs, configs, raw outputs)
-#   BENCH_DIRECT [1]          1: also run tallyd on the direct path (--fold-interval 0: every
-#                             unit counted at once) beside the journal path (the default
-#                             --fold-interval 200), as the target tally-direct; 0: journal only
+#   BENCH_DIRECT [1]          1: also run tallyd on the direct path (--fold-interval 0, its
+#                             default: every unit counted at once) beside the journal path
+#                             (--fold-interval 200), as the target tally-direct; 0: journal only
 #   BENCH_TARGETS             the targets to run, of: tally tally-direct nginx node webdis
 #                             (default: all of them; e.g. "tally tally-direct" to compare two
 #                             builds of tallyd)
@@ -114,7 +114,7 @@ SCENARIOS=(
     "view-uniform-100|view_uniform|64|100||0"
     "view-uniform-1M|view_uniform|64|1000000||0"
 )
-# tally: the journal path (acknowledge by appending, count by folding: tallyd's default);
+# tally: the journal path (acknowledge by appending, count by folding: --fold-interval 200);
 # tally-direct: --fold-interval 0, every unit counted before its 200.
 TARGET_ORDER=(tally nginx node webdis)
 if [ "$DIRECT" = 1 ]; then TARGET_ORDER=(tally tally-direct nginx node webdis); fi
@@ -394,7 +394,7 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
     rcli FLUSHALL >/dev/null
     case "$target" in
     tally | tally-direct)
-        local path=()
+        local path=(--fold-interval 200)
         if [ "$target" = tally-direct ]; then path=(--fold-interval 0); fi
         if [ "$name" = dedupe ]; then
             dedupe=1

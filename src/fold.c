@@ -18,7 +18,7 @@
 #include "tally/redis.h"
 #include "tally/store.h"
 
-#define FOLD_EVENTS 20000        /* a fold starts at once when this many wait, and takes at
+#define FOLD_EVENTS 2000       /* a fold starts at once when this many wait, and takes at
                                   * most about this many (whole entries, at least one) */
 #define FOLD_RECLAIM_MS 1000     /* how often a worker looks for journals of writers gone */
 #define FOLD_RECLAIM_ENTRIES 256 /* the most entries of theirs one look folds */

@@ -1,6 +1,7 @@
 /* fold.h -- a worker's journal and its folds: acknowledge by appending, count by folding.
  *
- * With one Redis (not a cluster) and --fold-interval above 0, a write unit is acknowledged by
+ * With one Redis (not a cluster) and --fold-interval above 0 (0 is the default: it costs Redis
+ * less per event as the scripts stand, see the README's Performance), a write unit is acknowledged by
  * one append to its worker's journal, a stream P{00}q:<writer>, in the same atomic step as its
  * checks and markers (src/scripts/ack.lua): the 200 goes out when Redis confirmed the entry,
  * which is the durable record of what was acknowledged. The folder then counts the journal

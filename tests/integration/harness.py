@@ -122,7 +122,7 @@ def wait_until(predicate, timeout=5.0, interval=0.02, message=None):
 
 
 # Counts acknowledged by one collector reach another's reads once folded: within
-# --fold-interval (200 ms by default) and a round trip; the README promises 1 second.
+# --fold-interval (on the journal path) and a round trip; the README promises 1 second.
 FOLD_SECONDS = 1.0
 
 

@@ -85,7 +85,8 @@ class JournalTest(harness.TallyTestCase):
         self.redis.flushall()
 
     def collector(self, *args, threads=None):
-        t = harness.Tallyd(self.redis, ["--view-window", "0", "--token", TOKEN] + list(args),
+        t = harness.Tallyd(self.redis, ["--view-window", "0", "--token", TOKEN,
+                                        "--fold-interval", "200"] + list(args),
                            threads=threads)
         self.track(t)
         self.addCleanup(t.close)
