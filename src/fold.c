@@ -21,7 +21,8 @@
 #define FOLD_EVENTS 2000       /* a fold starts at once when this many wait, and takes at
                                   * most about this many (whole entries, at least one) */
 #define FOLD_RECLAIM_MS 1000     /* how often a worker looks for journals of writers gone */
-#define FOLD_RECLAIM_ENTRIES 256 /* the most entries of theirs one look folds */
+#define FOLD_RECLAIM_ENTRIES 16 /* the most entries of theirs one look folds (a unit is at
+                                 * most 2,000 events: a look holds Redis briefly) */
 #define FOLD_RETRY_MS 100        /* after a fold refused or lost */
 
 struct tally_folder {
@@ -133,8 +134,16 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
     /* What the fold left is the newest LEFT entries of those appended before it ran -- every
      * ack whose reply came before this one. Others may have folded some of ours meanwhile (a
      * DELETE folds every journal): what is not left is folded either way. */
-    if ((size_t)left < f->len)
-        fold_forget(f, f->len - (size_t)left);
+    if ((size_t)left < f->len) {
+        size_t gone = f->len - (size_t)left;
+
+        /* More went than this fold took: another collector folded some of ours (a DELETE, a
+         * reclaim) and bumped only its own process's cache epochs. */
+        if (gone > (size_t)n)
+            for (unsigned b = 0; b < TALLY_BUCKETS; b++)
+                tally_epochs_bump(f->epochs, b);
+        fold_forget(f, gone);
+    }
     fold_ended(f, false);
     if (f->len > 0 && (left > 0 || again || wanted || f->backlog >= FOLD_EVENTS))
         fold_start(f);

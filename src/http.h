@@ -101,7 +101,7 @@ void tally_http_stream_expect(struct tally_http_req *h);
 
 /* Run FN(ARG) once what every worker of the process acknowledged before now is counted (the
  * journal's folds, tally/fold.h): at once when it is or there is no journal, else after the
- * folds it asks for, and at most --redis-timeout later. For a read of counts whose route does
+ * folds it asks for, and at most --hold later. For a read of counts whose route does
  * not wait by itself (a stream). H must stay unanswered until then. */
 void tally_http_after_folds(struct tally_http_req *h, void (*fn)(void *arg), void *arg);
 

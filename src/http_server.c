@@ -688,7 +688,7 @@ static void on_waits(evutil_socket_t fd, short what, void *arg)
         }
         if (now >= wt->until)
             log_debug("a read waited %u ms for the journal's folds and goes ahead without",
-                      w->cfg->redis_timeout_ms);
+                      w->cfg->hold_ms);
         *pp = wt->next;
         http_wait_run(wt);
     }
@@ -723,7 +723,9 @@ static struct http_wait *http_wait_new(struct tally_http_req *h, bool *oom)
         return NULL;
     }
     wt->h = h;
-    wt->until = tally_now_ms() + w->cfg->redis_timeout_ms;
+    /* At most --hold: the read itself may then take --redis-timeout, and every request is
+     * answered within the two. */
+    wt->until = tally_now_ms() + w->cfg->hold_ms;
     return wt;
 }
 
@@ -753,7 +755,7 @@ void tally_http_after_folds(struct tally_http_req *h, void (*fn)(void *arg), voi
 
 /* Run R's handler for H; for a read of counts, once what every worker of the process
  * acknowledged before now is counted: at once when it is, else after the folds it asks for
- * (at most --redis-timeout later: then it reads what is counted). */
+ * (at most --hold later: then it reads what is counted). */
 static void http_run_fresh(struct tally_http_req *h, const struct http_route *r)
 {
     struct http_wait *wt;

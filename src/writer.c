@@ -433,14 +433,16 @@ static void writer_refused(struct write_lane *l, const redisReply *reply)
     writer_answer_unit(l, tally_unit_status(TALLY_UNIT_REFUSED));
 }
 
-/* Events of the unit that its reply says were written now (not answered from a marker). */
+/* Events of the unit that its reply says were written now (not answered from a marker) and
+ * that went to the journal: all but comments, which the ack counts itself. */
 static size_t writer_unit_new_events(const struct write_lane *l)
 {
     size_t n = 0;
 
     for (size_t i = 0; i < l->n_unit; i++)
         if (!l->reqs[i]->replayed && !l->reqs[i]->reused)
-            n += l->reqs[i]->n;
+            for (size_t j = 0; j < l->reqs[i]->n; j++)
+                n += l->reqs[i]->ev[j].type != TALLY_EVENT_COMMENT;
     return n;
 }
 

@@ -18,6 +18,15 @@
 -- holds one: article ids have no whitespace), each with its views resolved -- repeats are
 -- gone and the visitors only feed the estimates -- and without comments.
 
+-- Nothing is written unless the append can be: a Redis user without XADD or ZADD (an ACL
+-- from before the journal) would otherwise leave markers and repeat views set for events
+-- that are in no journal -- a retry answered "counted" from its marker.
+if not redis.acl_check_cmd('XADD', KEYS[2], '*', 'n', '0', 'a', '') or
+    not redis.acl_check_cmd('ZADD', KEYS[3], '0', KEYS[2]) then
+    return redis.error_reply('NOPERM the Redis user may not append to the journal (XADD, ZADD ' ..
+                             'on its keys): see deploy/redis.conf')
+end
+
 local c = counter_new(ARGV[1], model_of(ARGV[8]), ARGV[7])
 local parts = {}
 local NO = {}

@@ -30,10 +30,6 @@ local function fold_journal(c, journal, count)
     if #entries == 0 then
         return 0
     end
-    -- Trimmed before anything is counted: Redis does not undo what a script wrote before an
-    -- error, so a trim refused after the counting (an ACL without XTRIM) would leave the
-    -- entries to be counted again by every later fold. Refused here, the fold counts nothing.
-    redis.call('XTRIM', journal, 'MINID', next_id(entries[#entries][1]))
     local merged, order = {}, {}
     for _, e in ipairs(entries) do
         local f = e[2]
@@ -62,6 +58,12 @@ local function fold_journal(c, journal, count)
             end
         end
     end
+    -- Trimmed after everything was read and before anything is counted: Redis does not undo
+    -- what a script wrote before an error, so an entry it cannot read stops the fold with
+    -- nothing written, and a trim refused (an ACL without XTRIM) stops it before any count --
+    -- never counted entries left to be counted again. The counting cannot stop half-way (see
+    -- counter_new).
+    redis.call('XTRIM', journal, 'MINID', next_id(entries[#entries][1]))
     for _, k in ipairs(order) do
         local r = merged[k]
         local day, hour = day_hour(r.time)

@@ -32,8 +32,10 @@ class AclTest(harness.TallyTestCase):
         cls.redis = harness.Redis().start()  # its default user is the admin: it loaded them
         cls.redis.command("ACL", "SETUSER", "tally", "reset", *tally_user_rules())
         cls.url = "redis://tally:%s@127.0.0.1:%d/0" % (PASSWORD, cls.redis.port)
+        # The journal path: its acks, folds and reclaims use every command the direct path
+        # uses and the stream commands besides.
         cls.tallyd = harness.Tallyd(cls.redis, ["--redis", cls.url, "--token", TOKEN,
-                                                "--view-window", "0"])
+                                                "--view-window", "0", "--fold-interval", "200"])
         try:
             cls.tallyd.start()
         except Exception:
