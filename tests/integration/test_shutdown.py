@@ -191,7 +191,7 @@ class ShutdownTest(harness.TallyTestCase):
     def test_sigterm_with_redis_down_and_events_not_folded_exits_0_at_once(self):
         """Events acknowledged and not folded yet are in the worker's journal, in Redis: with
         Redis gone the draining worker has no fold to wait for, and once Redis is back any
-        collector counts them (here the one of setUp, as a journal of a writer gone)."""
+        collector that keeps journals counts them, as a journal of a writer gone."""
         t = self.track(harness.Tallyd(self.redis, ["--view-window", "0",
                                                    "--fold-interval", "10000"], threads=1))
         self.addCleanup(t.close)
@@ -207,6 +207,10 @@ class ShutdownTest(harness.TallyTestCase):
         self.assertLess(time.monotonic() - started, 2.0)
         self.assertIn("worker 0 stops with 3 events not folded yet", t.log())
         self.redis.start()
+        other = self.track(harness.Tallyd(self.redis, ["--view-window", "0",
+                                                       "--fold-interval", "200"], threads=1))
+        self.addCleanup(other.close)
+        other.start()
         # A journal is anyone's to fold 5 s after its last entry; each worker looks once a
         # second.
         self.assertEqual(harness.eventually(lambda: self.views_in_redis("unfolded"), 3,
