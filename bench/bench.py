@@ -29,6 +29,8 @@ import statistics
 import sys
 import time
 
+import capacity  # its Redis client (bench/capacity.py)
+
 # tally: tallyd on the journal path (--fold-interval 200); tally-direct: --fold-interval 0 (its
 # default).
 TARGETS = ("tally", "tally-direct", "nginx", "node", "webdis")
@@ -359,42 +361,16 @@ def cmd_record(a):
 # ---------------------------------------------------------------- slowlog
 
 
-def resp_read(f):
-    """One RESP2 reply from the binary file F."""
-    line = f.readline()
-    kind, rest = line[:1], line[1:-2]
-    if kind in (b"+", b"-"):
-        return rest.decode("utf-8", "replace")
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        if n < 0:
-            return None
-        data = f.read(n + 2)
-        return data[:-2].decode("utf-8", "replace")
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [resp_read(f) for _ in range(n)]
-    raise ValueError(f"unexpected reply from redis: {line[:40]!r}")
-
-
-def redis_command(port, *args):
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(b"".join([f"*{len(args)}\r\n".encode()] + [
-            f"${len(a.encode())}\r\n{a}\r\n".encode() for a in map(str, args)]))
-        return resp_read(s.makefile("rb"))
-
-
 def cmd_slowlog(a):
     """With slowlog-log-slower-than 0 over a run: Redis's time in each script (FCALL of
     tally_<name>_<version>, by name) and in each other command, as JSON {name: [calls, usec]}.
     The slow log holds only commands clients sent (not those scripts run) and only
     slowlog-max-len of them: "complete" says whether it held them all."""
-    entries = redis_command(a.port, "SLOWLOG", "GET", "-1")
+    redis = capacity.Redis(a.port)
+    entries = redis.command("SLOWLOG", "GET", "-1")
     out = {}
     for e in entries:
-        args = e[3]
+        args = [x.decode("utf-8", "replace") for x in e[3]]
         name = args[0].lower() if args else "?"
         if name in ("fcall", "fcall_ro") and len(args) > 1:
             m = re.match(r"tally_([a-z_]+?)_[0-9a-f]{12}$", args[1])
@@ -404,7 +380,7 @@ def cmd_slowlog(a):
         x = out.setdefault(name, [0, 0])
         x[0] += 1
         x[1] += e[2]
-    maxlen = int(redis_command(a.port, "CONFIG", "GET", "slowlog-max-len")[1])
+    maxlen = int(redis.command("CONFIG", "GET", "slowlog-max-len")[1])
     print(json.dumps({"functions": out, "complete": len(entries) < maxlen}))
 
 
