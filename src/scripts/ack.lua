@@ -29,7 +29,6 @@ end
 
 local c = counter_new(ARGV[1], model_of(ARGV[8]), ARGV[7])
 local parts = {}
-local NO = {}
 
 -- Append to T the count of ORDER's names and each name with its value in MAP.
 local function add_pairs(t, order, map)
@@ -55,8 +54,9 @@ end
 
 return run_unit(KEYS, ARGV, function(r, from, to, day, hour)
     if #r.comments > 0 then
-        count_record(c, {tag = r.tag, id = r.id, views = 0, vis = NO, nets = NO, shares = NO,
-                         comments = r.comments, mets = NO, sums = NO, fields = NO, props = NO},
+        count_record(c, {tag = r.tag, id = r.id, views = 0, vis = EMPTY, nets = EMPTY,
+                         shares = EMPTY, comments = r.comments, mets = EMPTY, sums = EMPTY,
+                         fields = EMPTY, props = EMPTY},
                      day, hour)
         if r.views == 0 and #r.vis == 0 and #r.nets == 0 and #r.mets == 0 and #r.fields == 0 then
             return

@@ -13,11 +13,34 @@
 -- n}, nets = {network...}, comments = {delta...}, sums = {metric = n}, mets = {metric...},
 -- props = {field = value}, fields = {field...}}.
 
--- Read the count N at T[pos] and N pairs (name value) after it into MAP (name -> value) and
--- ORDER (names, first seen first): values are added up, or with ADD false the last one kept.
--- Returns the position after them.
-local function read_pairs(t, pos, map, order, add)
+-- What a record without visitors, shares, comments, sums or props holds in their place: one
+-- table, never written (merge_record() gives a record its own before adding to it). Most
+-- records are one view: this spares building eight tables for each.
+local EMPTY = {}
+
+-- Read the count N at T[pos] and the N values after it (each through CONV, if given).
+-- Returns them as a list (EMPTY when N is 0) and the position after them.
+local function read_list(t, pos, conv)
     local n = tonumber(t[pos])
+    if n == 0 then
+        return EMPTY, pos + 1
+    end
+    local list = {}
+    for i = 1, n do
+        list[i] = conv and conv(t[pos + i]) or t[pos + i]
+    end
+    return list, pos + n + 1
+end
+
+-- Read the count N at T[pos] and N pairs (name value) after it. Returns MAP (name -> value:
+-- values added up, or with ADD false the last one kept), ORDER (names, first seen first) --
+-- both EMPTY when N is 0 -- and the position after them.
+local function read_pairs(t, pos, add)
+    local n = tonumber(t[pos])
+    if n == 0 then
+        return EMPTY, EMPTY, pos + 1
+    end
+    local map, order = {}, {}
     for i = 1, n do
         local k, v = t[pos + 2 * i - 1], t[pos + 2 * i]
         if map[k] == nil then
@@ -29,48 +52,18 @@ local function read_pairs(t, pos, map, order, add)
             map[k] = v
         end
     end
-    return pos + 2 * n + 1
+    return map, order, pos + 2 * n + 1
 end
-
--- What a record without visitors, shares, comments, sums or props holds in their place: one
--- table, never written (merge_record() gives a record its own before adding to it). Most
--- records are one view: this spares building eight tables for each.
-local EMPTY = {}
 
 -- The record at T[pos]; returns it and the position after it.
 local function read_record(t, pos)
-    local r = {tag = t[pos], id = t[pos + 1], views = tonumber(t[pos + 2]), vis = EMPTY,
-               shares = EMPTY, nets = EMPTY, comments = EMPTY, sums = EMPTY, mets = EMPTY,
-               props = EMPTY, fields = EMPTY}
-    pos = pos + 3
-    local n = tonumber(t[pos])
-    if n > 0 then
-        r.vis = {}
-        for i = 1, n do
-            r.vis[i] = t[pos + i]
-        end
-    end
-    pos = pos + n + 1
-    if t[pos] ~= '0' then
-        r.shares, r.nets = {}, {}
-    end
-    pos = read_pairs(t, pos, r.shares, r.nets, true)
-    n = tonumber(t[pos])
-    if n > 0 then
-        r.comments = {}
-        for i = 1, n do
-            r.comments[i] = tonumber(t[pos + i])
-        end
-    end
-    pos = pos + n + 1
-    if t[pos] ~= '0' then
-        r.sums, r.mets = {}, {}
-    end
-    pos = read_pairs(t, pos, r.sums, r.mets, true)
-    if t[pos] ~= '0' then
-        r.props, r.fields = {}, {}
-    end
-    return r, read_pairs(t, pos, r.props, r.fields, false)
+    local r = {tag = t[pos], id = t[pos + 1], views = tonumber(t[pos + 2])}
+    r.vis, pos = read_list(t, pos + 3)
+    r.shares, r.nets, pos = read_pairs(t, pos, true)
+    r.comments, pos = read_list(t, pos, tonumber)
+    r.sums, r.mets, pos = read_pairs(t, pos, true)
+    r.props, r.fields, pos = read_pairs(t, pos, false)
+    return r, pos
 end
 
 -- The position after the record at T[pos], without reading it.
