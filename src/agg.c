@@ -9,6 +9,7 @@
 #include "tally/error.h"
 #include "tally/hash.h"
 #include "tally/keys.h"
+#include "tally/merge.h"
 #include "tally/reports.h"
 #include "tally/uri.h"
 
@@ -53,6 +54,7 @@ void tally_agg_init(struct tally_agg *a, const char *prefix, uint32_t window)
     tally_buf_init(&a->keys);
     tally_buf_init(&a->head);
     tally_buf_init(&a->args);
+    tally_buf_init(&a->text);
 }
 
 void tally_agg_release(struct tally_agg *a)
@@ -66,15 +68,11 @@ void tally_agg_release(struct tally_agg *a)
     free(a->deltas);
     free(a->slots);
     free(a->vis_req);
+    free(a->seg_end);
+    free(a->vscratch);
+    free(a->dscratch);
+    tally_buf_release(&a->text);
     memset(a, 0, sizeof(*a));
-}
-
-void tally_agg_visitor_hex(uint64_t v, char out[16])
-{
-    static const char hex[] = "0123456789abcdef";
-
-    for (int i = 15; i >= 0; i--, v >>= 4)
-        out[i] = hex[v & 15];
 }
 
 /* Grow *P (an array of SIZE-byte items with room for *CAP) to hold NEED. */
@@ -106,17 +104,17 @@ static uint32_t agg_home(const char *id, size_t len, size_t slots)
 
 static int agg_reserve(struct tally_agg *a, size_t events)
 {
-    size_t need = a->n_rec + events, slots = a->n_slots;
+    size_t need = a->n_rec + events, slots = a->n_slots, seg = a->n_rec - a->seg_first + events;
     uint32_t *table;
 
     if (agg_grow(&a->rec, &a->cap_rec, need, sizeof(*a->rec)) < 0 ||
         agg_grow(&a->vis, &a->cap_vis, a->n_vis + events, sizeof(*a->vis)) < 0 ||
         agg_grow(&a->deltas, &a->cap_deltas, a->n_deltas + events, sizeof(*a->deltas)) < 0)
         return TALLY_ENOMEM;
-    if (slots >= 2 * need)
+    if (slots >= 2 * seg)
         return 0;
     /* Rehash: the table is only ever half full. Out of memory, the old table stays. */
-    while (slots < 2 * need)
+    while (slots < 2 * seg)
         slots = slots != 0 ? slots * 2 : 1024;
     table = calloc(slots, sizeof(*table));
     if (table == NULL)
@@ -124,7 +122,7 @@ static int agg_reserve(struct tally_agg *a, size_t events)
     free(a->slots);
     a->slots = table;
     a->n_slots = slots;
-    for (size_t i = 0; i < a->n_rec; i++) {
+    for (size_t i = a->seg_first; i < a->n_rec; i++) {
         uint32_t s = agg_home(a->rec[i].id, a->rec[i].len, slots);
 
         while (a->slots[s] != 0)
@@ -234,11 +232,24 @@ static void agg_add_event(struct tally_agg *a, const struct tally_agg_req *q, si
     }
 }
 
-static void agg_seg_clear(struct tally_agg *a)
+/* The segment collected so far is complete: the next one coalesces its articles apart. Its
+ * records stay until the next unit (a journal's writer merges them once the reply came). */
+static int agg_seg_end(struct tally_agg *a)
 {
-    for (size_t i = 0; i < a->n_rec; i++)
+    for (size_t i = a->seg_first; i < a->n_rec; i++)
         a->slots[a->rec[i].slot] = 0;
-    a->n_rec = a->n_vis = a->n_deltas = 0;
+    a->seg_first = a->n_rec;
+    if (agg_grow(&a->seg_end, &a->cap_segs, a->n_segs + 1, sizeof(*a->seg_end)) < 0)
+        return TALLY_ENOMEM;
+    a->seg_end[a->n_segs++] = (uint32_t)a->n_rec;
+    return 0;
+}
+
+static void agg_unit_clear(struct tally_agg *a)
+{
+    for (size_t i = a->seg_first; i < a->n_rec; i++)
+        a->slots[a->rec[i].slot] = 0;
+    a->n_rec = a->n_vis = a->n_deltas = a->seg_first = a->n_segs = 0;
 }
 
 /* ---- Which buckets' keys may be new ---- */
@@ -351,67 +362,116 @@ static void agg_declare_article(struct tally_agg *a, const struct agg_rec *r)
     }
 }
 
-static const char *agg_metric_name(int i)
+/* Record R as count.lua reads it, into OUT (valid until the next call), with its comment
+ * deltas when DELTAS. */
+static int agg_record(struct tally_agg *a, const struct agg_rec *r, bool deltas,
+                      struct tally_record *out)
 {
-    return tally_metrics[i].name;
+    size_t k = 0;
+
+    if (agg_grow(&a->vscratch, &a->cap_vscratch, r->n_vis, sizeof(*a->vscratch)) < 0 ||
+        agg_grow(&a->dscratch, &a->cap_dscratch, r->n_deltas, sizeof(*a->dscratch)) < 0)
+        return TALLY_ENOMEM;
+    memset(out, 0, sizeof(*out));
+    out->bucket = r->bucket;
+    out->id = r->id;
+    out->len = r->len;
+    out->views = r->views;
+    for (uint32_t v = r->vis_head; v != AGG_NONE; v = a->vis[v].next)
+        a->vscratch[k++] = a->vis[v].id;
+    out->vis = a->vscratch;
+    out->n_vis = r->n_vis;
+    k = 0;
+    if (deltas)
+        for (uint32_t d = r->del_head; d != AGG_NONE; d = a->deltas[d].next)
+            a->dscratch[k++] = a->deltas[d].d;
+    out->deltas = a->dscratch;
+    out->n_deltas = k;
+    for (int i = 0; i < TALLY_NETWORKS; i++)
+        out->shares[i] = r->shares[i];
+    for (int i = 0; i < TALLY_METRICS; i++)
+        out->sums[i] = r->sums[i];
+    memcpy(out->props, r->props, sizeof(out->props));
+    return 0;
 }
 
-static const char *agg_property_name(int i)
+/* The visitors of record R of the shared segment: note each one's request, in order, to
+ * attribute the repeats the script finds. */
+static void agg_note_visitors(struct tally_agg *a, const struct agg_rec *r)
 {
-    return tally_properties[i].name;
+    for (uint32_t v = r->vis_head; v != AGG_NONE; v = a->vis[v].next)
+        a->vis_req[a->n_vis_req++] = a->vis[v].req;
 }
 
-/* The non-zero ones of the N values V as "count (name value)...", each named by NAME(i). */
-static void agg_arg_pairs(struct tally_agg *a, const uint32_t *v, int n, const char *(*name)(int))
+static int agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool shared)
 {
-    int k = 0;
+    struct tally_record rec;
 
-    for (int i = 0; i < n; i++)
-        k += v[i] != 0;
-    agg_arg_int(a, k);
-    for (int i = 0; i < n; i++) {
-        if (v[i] == 0)
-            continue;
-        agg_arg(a, name(i), strlen(name(i)));
-        agg_arg_int(a, v[i]);
-    }
-}
-
-static void agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool shared)
-{
-    const struct agg_delta *del = a->deltas;
-    char tag[2], vh[16];
-    size_t nshares = 0;
-
+    if (agg_record(a, r, true, &rec) < 0)
+        return TALLY_ENOMEM;
     if (a->declare)
         agg_declare_article(a, r);
     a->touched[r->bucket / 64] |= UINT64_C(1) << (r->bucket % 64);
-    tally_key_tag(r->bucket, tag);
-    agg_arg(a, tag, 2);
-    agg_arg(a, r->id, r->len);
-    agg_arg_int(a, r->views);
-    agg_arg_int(a, r->n_vis);
-    for (uint32_t v = r->vis_head; v != AGG_NONE; v = a->vis[v].next) {
-        tally_agg_visitor_hex(a->vis[v].id, vh);
-        agg_arg(a, vh, sizeof(vh));
-        if (shared)
-            a->vis_req[a->n_vis_req++] = a->vis[v].req;
+    a->nargs += tally_record_put(&a->args, &rec, false);
+    if (shared)
+        agg_note_visitors(a, r);
+    return 0;
+}
+
+/* A journal's segment (src/scripts/ack.lua): the views to check, the comment deltas, then
+ * every record's other counts as the journal entry's text. */
+static int agg_emit_journal_seg(struct tally_agg *a, bool shared)
+{
+    const struct agg_rec *r, *end = a->rec + a->n_rec;
+    struct tally_record rec;
+    char tag[2], vh[16];
+    size_t n = 0;
+
+    for (r = a->rec + a->seg_first; r < end; r++) {
+        a->touched[r->bucket / 64] |= UINT64_C(1) << (r->bucket % 64);
+        n += a->window > 0 && r->n_vis > 0;
     }
-    for (int k = 0; k < TALLY_NETWORKS; k++)
-        nshares += r->shares[k] != 0;
-    agg_arg_int(a, (int64_t)nshares);
-    for (int k = 0; k < TALLY_NETWORKS; k++) {
-        if (r->shares[k] == 0)
+    agg_arg_int(a, (int64_t)n);
+    for (r = a->rec + a->seg_first; r < end && n > 0; r++) {
+        if (r->n_vis == 0)
             continue;
-        agg_arg(a, tally_network_name((enum tally_network)k),
-                strlen(tally_network_name((enum tally_network)k)));
-        agg_arg_int(a, r->shares[k]);
+        tally_key_tag(r->bucket, tag);
+        agg_arg(a, tag, 2);
+        agg_arg(a, r->id, r->len);
+        agg_arg_int(a, r->n_vis);
+        for (uint32_t v = r->vis_head; v != AGG_NONE; v = a->vis[v].next) {
+            tally_visitor_hex(a->vis[v].id, vh);
+            agg_arg(a, vh, sizeof(vh));
+        }
+        if (shared)
+            agg_note_visitors(a, r);
     }
-    agg_arg_int(a, r->n_deltas);
-    for (uint32_t d = r->del_head; d != AGG_NONE; d = del[d].next)
-        agg_arg_int(a, del[d].d);
-    agg_arg_pairs(a, r->sums, TALLY_METRICS, agg_metric_name);
-    agg_arg_pairs(a, r->props, TALLY_PROPERTIES, agg_property_name);
+    n = 0;
+    for (r = a->rec + a->seg_first; r < end; r++)
+        n += r->n_deltas > 0;
+    agg_arg_int(a, (int64_t)n);
+    for (r = a->rec + a->seg_first; r < end && n > 0; r++) {
+        if (r->n_deltas == 0)
+            continue;
+        tally_key_tag(r->bucket, tag);
+        agg_arg(a, tag, 2);
+        agg_arg(a, r->id, r->len);
+        agg_arg_int(a, r->n_deltas);
+        for (uint32_t d = r->del_head; d != AGG_NONE; d = a->deltas[d].next)
+            agg_arg_int(a, a->deltas[d].d);
+    }
+    tally_buf_reset(&a->text);
+    for (r = a->rec + a->seg_first; r < end; r++) {
+        if (agg_record(a, r, false, &rec) < 0)
+            return TALLY_ENOMEM;
+        if (!tally_record_counts(&rec))
+            continue;
+        if (a->text.len > 0)
+            tally_buf_add(&a->text, "\n", 1);
+        tally_record_put(&a->text, &rec, true);
+    }
+    agg_arg(a, a->text.data, a->text.len);
+    return a->text.oom ? TALLY_ENOMEM : 0;
 }
 
 /* Emit the segment collected so far. For the shared segment (IDEM NULL), VIS_REQ records the
@@ -438,9 +498,15 @@ static int agg_emit_seg(struct tally_agg *a, const struct tally_agg_req *idem, u
     agg_arg_int(a, (int64_t)accepted);
     agg_arg_int(a, (int64_t)bot);
     agg_arg_int(a, (int64_t)prefetch);
-    agg_arg_int(a, (int64_t)a->n_rec);
-    for (size_t i = 0; i < a->n_rec; i++)
-        agg_emit_rec(a, &a->rec[i], idem == NULL);
+    if (a->journal != NULL) {
+        if (agg_emit_journal_seg(a, idem == NULL) < 0)
+            return TALLY_ENOMEM;
+    } else {
+        agg_arg_int(a, (int64_t)(a->n_rec - a->seg_first));
+        for (size_t i = a->seg_first; i < a->n_rec; i++)
+            if (agg_emit_rec(a, &a->rec[i], idem == NULL) < 0)
+                return TALLY_ENOMEM;
+    }
     return a->args.oom ? TALLY_ENOMEM : 0;
 }
 
@@ -521,9 +587,9 @@ static int agg_shared_segment(struct tally_agg *a, struct tally_agg_req *const *
     }
     if (a->n_rec == 0)
         return 0;
-    rc = agg_emit_seg(a, NULL, accepted, bot, prefetch);
-    agg_seg_clear(a);
-    return rc;
+    if ((rc = agg_emit_seg(a, NULL, accepted, bot, prefetch)) < 0)
+        return rc;
+    return agg_seg_end(a);
 }
 
 int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size_t n,
@@ -544,7 +610,8 @@ int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size
     memset(a->buckets_declared, 0, sizeof(a->buckets_declared));
     memset(a->touched, 0, sizeof(a->touched));
     agg_stamp(a);
-    agg_seg_clear(a);
+    agg_unit_clear(a);
+    a->entry_len = 0;
     if ((rc = agg_header(a, first, attempt)) < 0 || (rc = agg_shared_segment(a, reqs, n)) < 0)
         return rc;
     for (size_t i = 0; i < n; i++) {
@@ -554,9 +621,8 @@ int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size
             continue;
         if ((rc = agg_add_req(a, q, (uint32_t)i)) < 0)
             return rc;
-        rc = agg_emit_seg(a, q, q->n, q->bot, q->prefetch);
-        agg_seg_clear(a);
-        if (rc < 0)
+        if ((rc = agg_emit_seg(a, q, q->n, q->bot, q->prefetch)) < 0 ||
+            (rc = agg_seg_end(a)) < 0)
             return rc;
     }
     return agg_assemble(a);
@@ -662,18 +728,36 @@ bool tally_agg_fenced(const redisReply *reply)
            strcmp(reply->element[0]->str, "fenced") == 0;
 }
 
+/* With a journal, the reply's last element: the id of the entry appended, or "". */
+static int agg_read_entry(struct tally_agg *a, const redisReply *reply, size_t *end)
+{
+    const redisReply *id;
+
+    a->entry_len = 0;
+    if (a->journal == NULL)
+        return 0;
+    id = reply->element[--*end];
+    if (id->type != REDIS_REPLY_STRING || id->len >= sizeof(a->entry_id))
+        return TALLY_EREDIS;
+    memcpy(a->entry_id, id->str, id->len);
+    a->entry_id[id->len] = '\0';
+    a->entry_len = id->len;
+    return 0;
+}
+
 int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
                           struct tally_agg_req *const *reqs, size_t n)
 {
-    size_t next = 2;
+    size_t next = 2, end;
     bool shared = false;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
         (reply->element[0]->type != REDIS_REPLY_STATUS &&
          reply->element[0]->type != REDIS_REPLY_STRING))
         return TALLY_EREDIS;
-    if (strcmp(reply->element[0]->str, "ok") != 0 || reply->elements < 2 ||
-        agg_read_expired(a, reply->element[1]) < 0)
+    end = reply->elements;
+    if (strcmp(reply->element[0]->str, "ok") != 0 || reply->elements < 2 + (a->journal != NULL) ||
+        agg_read_expired(a, reply->element[1]) < 0 || agg_read_entry(a, reply, &end) < 0)
         return TALLY_EREDIS;
     for (size_t i = 0; i < n; i++) {
         reqs[i]->repeat = 0;
@@ -682,7 +766,7 @@ int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
         shared |= reqs[i]->idem_key == NULL && reqs[i]->n > 0;
     }
     if (shared) {
-        if (next >= reply->elements || !agg_seg_ok(reply->element[next]) ||
+        if (next >= end || !agg_seg_ok(reply->element[next]) ||
             agg_read_shared(a, reply->element[next], reqs, n) < 0)
             return TALLY_EREDIS;
         next++;
@@ -690,9 +774,46 @@ int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
     for (size_t i = 0; i < n; i++) {
         if (reqs[i]->idem_key == NULL || reqs[i]->n == 0)
             continue;
-        if (next >= reply->elements || !agg_seg_ok(reply->element[next]))
+        if (next >= end || !agg_seg_ok(reply->element[next]))
             return TALLY_EREDIS;
         agg_read_keyed(reply->element[next++], reqs[i]);
     }
-    return next == reply->elements ? 0 : TALLY_EREDIS;
+    return next == end ? 0 : TALLY_EREDIS;
+}
+
+int tally_agg_merge(struct tally_agg *a, const redisReply *reply, struct tally_merge *m)
+{
+    int64_t hour = a->now / 3600;
+    size_t first = 0;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 + a->n_segs)
+        return TALLY_EREDIS;
+    for (size_t s = 0; s < a->n_segs; first = a->seg_end[s++]) {
+        const redisReply *seg = reply->element[2 + s];
+        size_t k = 5, seen = 0; /* the next repeat's index in SEG; visitors so far */
+
+        if (!agg_seg_ok(seg))
+            return TALLY_EREDIS;
+        if (seg->element[0]->integer != 1)
+            continue; /* answered from its Idempotency-Key: appended by an earlier unit */
+        for (size_t i = first; i < a->seg_end[s]; i++) {
+            struct tally_record rec;
+            int rc;
+
+            if ((rc = agg_record(a, &a->rec[i], false, &rec)) < 0)
+                return rc;
+            for (size_t v = 0; a->window > 0 && v < rec.n_vis; v++) {
+                if (k < seg->elements && (size_t)seg->element[k]->integer == seen + v + 1)
+                    k++; /* a repeat: only its visitor counts, in the estimate */
+                else
+                    rec.views++;
+            }
+            seen += rec.n_vis;
+            if (tally_record_counts(&rec) && (rc = tally_merge_add(m, hour, &rec)) < 0)
+                return rc;
+        }
+        if (k != seg->elements)
+            return TALLY_EREDIS;
+    }
+    return 0;
 }

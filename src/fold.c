@@ -7,23 +7,38 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "tally/agg.h"
 #include "tally/buf.h"
 #include "tally/cache.h"
 #include "tally/error.h"
 #include "tally/fold.h"
 #include "tally/keys.h"
 #include "tally/log.h"
+#include "tally/merge.h"
 #include "tally/metrics.h"
 #include "tally/model.h"
 #include "tally/redis.h"
 #include "tally/store.h"
 
-#define FOLD_EVENTS 2000       /* a fold starts at once when this many wait, and takes at
-                                  * most about this many (whole entries, at least one) */
+#define FOLD_EVENTS 2000       /* a fold from the journal takes at most about this many
+                                  * (whole entries, at least one) */
+#define FOLD_BATCH_RECORDS 2000  /* a batch closes (and its fold starts) at this many merged */
+#define FOLD_BATCH_EVENTS 20000  /* records or this many events */
+#define FOLD_BATCHES 64          /* batches held at most: entries past them are folded from
+                                  * the journal */
 #define FOLD_RECLAIM_MS 1000     /* how often a worker looks for journals of writers gone */
 #define FOLD_RECLAIM_ENTRIES 16 /* the most entries of theirs one look folds (a unit is at
                                  * most 2,000 events: a look holds Redis briefly) */
 #define FOLD_RETRY_MS 100        /* after a fold refused or lost */
+
+/* Entries the folder merged (their acks' records added up, see tally/merge.h): a merged fold
+ * (src/scripts/merged.lua) counts them once they are the oldest in the journal. */
+struct fold_batch {
+    struct tally_merge *m;       /* owned, kept for the next batch */
+    uint64_t first_entry;        /* the index of its first entry (see appended) */
+    size_t entries, events;
+    char first[48], last[48];    /* the ids of its first and last entries */
+};
 
 struct tally_folder {
     struct event_base *base;
@@ -45,6 +60,13 @@ struct tally_folder {
     _Atomic uint64_t tries;      /* folds that ended (answered, failed or not sent): a read
                                   * waits for one that ends after it arrived */
     bool in_flight, reclaiming, again;
+    bool merged_in_flight;       /* the fold in flight is the oldest batch's */
+    /* Batches of consecutive entries, oldest first: a ring. The newest takes more entries
+     * while OPEN. Entries before the oldest, between two, or past FOLD_BATCHES are folded
+     * from the journal (fold.lua). */
+    struct fold_batch batch[FOLD_BATCHES];
+    size_t b_head, b_len;
+    bool b_open;
     struct tally_buf body;
     int wake_fd;                 /* eventfd: tally_folder_soon() from any thread */
     struct event *wake_ev, *timer_ev, *reclaim_ev;
@@ -85,15 +107,98 @@ static void fold_skipped(struct tally_folder *f, const redisReply *n, const redi
               why->type == REDIS_REPLY_STRING ? why->str : "");
 }
 
+/* ---- Batches ---- */
+
+static struct fold_batch *fold_oldest(struct tally_folder *f)
+{
+    return f->b_len > 0 ? &f->batch[f->b_head] : NULL;
+}
+
+/* Forget the oldest batch: its entries left in the journal are folded from there. */
+static void fold_drop_oldest(struct tally_folder *f)
+{
+    f->b_head = (f->b_head + 1) % FOLD_BATCHES;
+    if (--f->b_len == 0)
+        f->b_open = false;
+}
+
+/* Forget the newest batch (its merge failed part-way): the same. */
+static void fold_drop_newest(struct tally_folder *f)
+{
+    f->b_len--;
+    f->b_open = false;
+}
+
+/* Is the oldest entry not folded the first of the oldest batch? */
+static bool fold_head_merged(struct tally_folder *f)
+{
+    const struct fold_batch *b = fold_oldest(f);
+
+    return f->len > 0 && b != NULL && b->first_entry == atomic_load(&f->folded);
+}
+
+/* Should a fold start now rather than at the next interval: a batch closed, or entries
+ * first in line that only the journal holds? */
+static bool fold_due(struct tally_folder *f)
+{
+    return f->len > 0 && (f->b_len > 1 || (f->b_len == 1 && !f->b_open) || !fold_head_merged(f));
+}
+
+/* Add the entry of index INDEX, which the unit last built in A appended (its REPLY read by
+ * A already), to the newest batch, or to a new one. Left unmerged (folded from the journal
+ * then) when the batches are full or out of memory. */
+static void fold_merge(struct tally_folder *f, uint64_t index, struct tally_agg *a,
+                       const redisReply *reply, size_t events)
+{
+    struct fold_batch *b = f->b_len > 0 ? &f->batch[(f->b_head + f->b_len - 1) % FOLD_BATCHES]
+                                        : NULL;
+    int rc;
+
+    if (a->entry_len == 0 || a->entry_len >= sizeof(b->first))
+        return;
+    if (f->b_open && b->first_entry + b->entries != index)
+        f->b_open = false; /* an entry in between was not merged */
+    if (!f->b_open) {
+        if (f->b_len == FOLD_BATCHES)
+            return;
+        b = &f->batch[(f->b_head + f->b_len) % FOLD_BATCHES];
+        if (b->m == NULL && (b->m = tally_merge_new()) == NULL)
+            return;
+        tally_merge_clear(b->m);
+        b->first_entry = index;
+        b->entries = b->events = 0;
+        memcpy(b->first, a->entry_id, a->entry_len + 1);
+        f->b_len++;
+        f->b_open = true;
+    }
+    if ((rc = tally_agg_merge(a, reply, b->m)) < 0) {
+        log_error("cannot merge a journal entry (%s): its batch is folded from the journal",
+                  tally_strerror(rc));
+        fold_drop_newest(f);
+        return;
+    }
+    memcpy(b->last, a->entry_id, a->entry_len + 1);
+    b->entries++;
+    b->events += events;
+    if (b->events >= FOLD_BATCH_EVENTS || tally_merge_records(b->m) >= FOLD_BATCH_RECORDS)
+        f->b_open = false;
+}
+
 /* The oldest N entries are folded (or all but LEFT of them, if fewer). */
 static void fold_forget(struct tally_folder *f, size_t n)
 {
+    struct fold_batch *b;
+
     while (f->len > 0 && n-- > 0) {
         f->backlog -= f->ring[f->head];
         f->head = (f->head + 1) % f->cap;
         f->len--;
         atomic_fetch_add_explicit(&f->folded, 1, memory_order_release);
     }
+    /* Batches whose entries went in part (folded by another collector) are folded from the
+     * journal now. */
+    while ((b = fold_oldest(f)) != NULL && b->first_entry < atomic_load(&f->folded))
+        fold_drop_oldest(f);
     tally_gauge_set(&f->metrics->journal_backlog, (int64_t)f->backlog);
 }
 
@@ -105,14 +210,35 @@ static void fold_arm(struct tally_folder *f, uint32_t ms)
         evtimer_add(f->timer_ev, &tv);
 }
 
+static bool fold_stale(const redisReply *reply)
+{
+    return reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+           (reply->element[0]->type == REDIS_REPLY_STRING ||
+            reply->element[0]->type == REDIS_REPLY_STATUS) &&
+           strcmp(reply->element[0]->str, "stale") == 0;
+}
+
 static void on_fold_reply(int status, redisReply *reply, void *arg)
 {
     struct tally_folder *f = arg;
     bool wanted = atomic_exchange(&f->wanted, false), again = f->again;
+    bool merged = f->merged_in_flight;
     long long n, left;
 
     f->in_flight = false;
     f->again = false;
+    f->merged_in_flight = false;
+    if (status == 0 && merged && fold_stale(reply)) {
+        /* Its entries are not all the oldest of the journal (an entry the collector does
+         * not know of, a fold resent after its reply was lost, another's fold): count none
+         * of them from the merge, fold what is left of them from the journal. */
+        log_debug("a merged fold found the journal changed: folding it from the journal");
+        tally_metric_add(&f->metrics->fold_stale, 1);
+        fold_drop_oldest(f);
+        fold_ended(f, false);
+        fold_start(f);
+        return;
+    }
     if (status != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5 ||
         reply->element[0]->type != REDIS_REPLY_INTEGER ||
         reply->element[1]->type != REDIS_REPLY_INTEGER) {
@@ -131,6 +257,8 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
     fold_skipped(f, reply->element[3], reply->element[4]);
     tally_metric_add(&f->metrics->folds, 1);
     tally_metric_add(&f->metrics->fold_entries, (uint64_t)n);
+    if (merged)
+        fold_drop_oldest(f);
     /* What the fold left is the newest LEFT entries of those appended before it ran -- every
      * ack whose reply came before this one. Others may have folded some of ours meanwhile (a
      * DELETE folds every journal): what is not left is folded either way. */
@@ -145,17 +273,51 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
         fold_forget(f, gone);
     }
     fold_ended(f, false);
-    if (f->len > 0 && (left > 0 || again || wanted || f->backlog >= FOLD_EVENTS))
+    if (f->len > 0 && (again || wanted || fold_due(f)))
         fold_start(f);
     else if (f->len > 0)
         fold_arm(f, f->cfg->fold_interval_ms);
 }
 
-/* Send a fold of the oldest entries, about FOLD_EVENTS events' worth. */
+/* The oldest batch's fold: KEYS journal registry, ARGV P model n first last record... */
+static size_t fold_put_merged(struct tally_folder *f, struct fold_batch *b)
+{
+    size_t nargs = 8;
+
+    if (f->b_len == 1)
+        f->b_open = false; /* what comes next goes to a batch of its own */
+    tally_buf_add_bulk_i64(&f->body, (int64_t)b->entries);
+    tally_buf_add_bulk(&f->body, b->first, strlen(b->first));
+    tally_buf_add_bulk(&f->body, b->last, strlen(b->last));
+    return nargs + tally_merge_put(b->m, &f->body);
+}
+
+/* A fold from the journal of the oldest entries before the oldest batch, about FOLD_EVENTS
+ * events' worth: KEYS journal registry, ARGV P model count [before]. */
+static size_t fold_put_journal(struct tally_folder *f)
+{
+    const struct fold_batch *b = fold_oldest(f);
+    uint64_t head = atomic_load(&f->folded);
+    size_t limit = b != NULL && b->first_entry > head ? (size_t)(b->first_entry - head) : f->len;
+    size_t count = 0, events = 0;
+
+    while (count < limit && (count == 0 || events + f->ring[(f->head + count) % f->cap] <=
+                                                      FOLD_EVENTS))
+        events += f->ring[(f->head + count++) % f->cap];
+    tally_buf_add_bulk_i64(&f->body, (int64_t)count);
+    if (b == NULL)
+        return 6;
+    tally_buf_add_bulk(&f->body, b->first, strlen(b->first));
+    return 7;
+}
+
+/* Send the next fold: the oldest batch's when its entries are the oldest not folded, else
+ * one from the journal of those before it. */
 static void fold_start(struct tally_folder *f)
 {
     struct tally_store *st = tally_redis_for_slot(f->router, 0);
-    size_t count = 0, events = 0;
+    bool merged;
+    size_t nargs;
 
     if (f->in_flight) {
         f->again = true;
@@ -169,23 +331,23 @@ static void fold_start(struct tally_folder *f)
         fold_arm(f, FOLD_RETRY_MS);
         return;
     }
-    while (count < f->len && (count == 0 || events + f->ring[(f->head + count) % f->cap] <=
-                                                      FOLD_EVENTS))
-        events += f->ring[(f->head + count++) % f->cap];
+    merged = fold_head_merged(f);
     tally_buf_reset(&f->body);
     tally_buf_add_bulk(&f->body, "2", 1);
     tally_buf_add_bulk(&f->body, f->journal, strlen(f->journal));
     tally_buf_add_bulk(&f->body, f->registry, strlen(f->registry));
     tally_buf_add_bulk(&f->body, f->cfg->prefix, strlen(f->cfg->prefix));
     tally_buf_add_bulk(&f->body, f->model, strlen(f->model));
-    tally_buf_add_bulk_i64(&f->body, (int64_t)count);
-    if (f->body.oom || tally_store_eval(st, TALLY_SCRIPT_FOLD, f->body.data, f->body.len, 6,
-                                        on_fold_reply, f) < 0) {
+    nargs = merged ? fold_put_merged(f, fold_oldest(f)) : fold_put_journal(f);
+    if (f->body.oom ||
+        tally_store_eval(st, merged ? TALLY_SCRIPT_MERGED : TALLY_SCRIPT_FOLD, f->body.data,
+                         f->body.len, nargs, on_fold_reply, f) < 0) {
         fold_ended(f, true);
         fold_arm(f, FOLD_RETRY_MS);
         return;
     }
     f->in_flight = true;
+    f->merged_in_flight = merged;
 }
 
 static void on_fold_timer(evutil_socket_t fd, short what, void *arg)
@@ -304,6 +466,8 @@ void tally_folder_free(struct tally_folder *f)
     if (f->wake_fd >= 0)
         close(f->wake_fd);
     tally_buf_release(&f->body);
+    for (size_t i = 0; i < FOLD_BATCHES; i++)
+        tally_merge_free(f->batch[i].m);
     free(f->ring);
     free(f);
 }
@@ -318,14 +482,18 @@ const char *tally_folder_registry(const struct tally_folder *f)
     return f->registry;
 }
 
-void tally_folder_appended(struct tally_folder *f, size_t events)
+void tally_folder_appended(struct tally_folder *f, size_t events, struct tally_agg *a,
+                           const redisReply *reply)
 {
+    uint64_t index = atomic_load(&f->appended);
+
     if (f->len == f->cap) {
         uint32_t *ring = malloc(2 * f->cap * sizeof(*ring));
 
         if (ring == NULL) {
             /* Nothing is lost (the entry is in the journal): it is only not waited for. */
             log_error("out of memory noting a journal entry");
+            f->b_open = false;
             return;
         }
         for (size_t i = 0; i < f->len; i++)
@@ -338,8 +506,12 @@ void tally_folder_appended(struct tally_folder *f, size_t events)
     f->ring[(f->head + f->len++) % f->cap] = events > UINT32_MAX ? UINT32_MAX : (uint32_t)events;
     f->backlog += events;
     tally_gauge_set(&f->metrics->journal_backlog, (int64_t)f->backlog);
+    if (a != NULL)
+        fold_merge(f, index, a, reply, events);
+    else
+        f->b_open = false; /* an entry that may or may not be: entries after it go apart */
     atomic_fetch_add_explicit(&f->appended, 1, memory_order_release);
-    if (f->backlog >= FOLD_EVENTS)
+    if (fold_due(f))
         fold_start(f);
     else
         fold_arm(f, f->cfg->fold_interval_ms);

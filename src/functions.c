@@ -31,6 +31,7 @@ static const struct {
     {"import", false},
     {"ack", false},
     {"fold", false},
+    {"merged", false},
     {"reclaim", false},
     {"version", true},
 };

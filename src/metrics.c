@@ -265,6 +265,12 @@ static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *
                     "Folds Redis refused or did not answer; each is sent again 100 ms later, and "
                     "finds only what no fold has counted yet.",
                     (double)SUM(fold_errors));
+    metrics_counter(out, "tally_fold_stale_total",
+                    "Folds of a worker's own merge of its entries that counted nothing because "
+                    "the journal did not start with exactly those entries (an acknowledgement "
+                    "whose reply was lost, a fold sent again, another collector's fold); what "
+                    "is left of them is folded from the journal instead.",
+                    (double)SUM(fold_stale));
     metrics_counter(out, "tally_fold_skipped_commands_total",
                     "Commands of folds that Redis refused (a key of another type, written by "
                     "someone else) and that were skipped so that the fold could finish: what "

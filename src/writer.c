@@ -480,7 +480,7 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
             }
         writer_bump(w, &l->agg);
         if (w->folder != NULL && writer_unit_new_events(l) > 0)
-            tally_folder_appended(w->folder, writer_unit_new_events(l));
+            tally_folder_appended(w->folder, writer_unit_new_events(l), &l->agg, reply);
         tally_metric_add(&w->metrics->redis_units, 1);
         for (size_t i = 0; i < l->n_unit; i++)
             tally_metric_add(&w->metrics->redis_unit_events, l->unit[i]->req.n);
@@ -563,7 +563,7 @@ static void writer_give_up(struct write_lane *l)
      * (of one event: its requests go now), so that reads wait for it and the next fold takes
      * it. A folder that counted one too many learns better from that fold. */
     if (l->w->folder != NULL && (l->state == UNIT_SENT || l->uncertain))
-        tally_folder_appended(l->w->folder, 1);
+        tally_folder_appended(l->w->folder, 1, NULL, NULL);
     if (l->state != UNIT_SENT) {
         writer_answer_unit(l, tally_unit_status(TALLY_UNIT_NO_REPLY));
         return;

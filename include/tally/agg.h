@@ -44,6 +44,7 @@ struct tally_agg_req {
 struct agg_rec;
 struct agg_vis;
 struct agg_delta;
+struct tally_merge;
 
 struct tally_agg {
     const char *prefix;
@@ -52,6 +53,9 @@ struct tally_agg {
     /* A writer that keeps a journal (see tally/fold.h): the unit is for src/scripts/ack.lua,
      * with these keys after its marker. Borrowed; NULL: for apply.lua. */
     const char *journal, *registry;
+    /* After its reply, with a journal: the id of the entry the unit appended ("" for none). */
+    char entry_id[48];
+    size_t entry_len;
     int64_t now;                  /* the unit's time, Unix seconds: set before building */
     struct tally_buf body;        /* the unit: script arguments from numkeys on, as RESP */
     size_t nargs;                 /* RESP arguments in BODY */
@@ -73,9 +77,12 @@ struct tally_agg {
     size_t model_len;
     char attempt_key[128];
     size_t attempt_len;
-    /* Scratch reused for every unit. */
+    /* Scratch reused for every unit: its records, per segment (the segment s ends before
+     * SEG_END[s]; the one being collected starts at SEG_FIRST), kept until the next build. */
     struct agg_rec *rec;
-    size_t n_rec, cap_rec;
+    size_t n_rec, cap_rec, seg_first;
+    uint32_t *seg_end;
+    size_t n_segs, cap_segs;
     struct agg_vis *vis;
     size_t n_vis, cap_vis;
     struct agg_delta *deltas;
@@ -84,6 +91,11 @@ struct tally_agg {
     size_t n_slots;
     uint32_t *vis_req;            /* per visitor of the shared segment, in order: its request */
     size_t cap_vis_req, n_vis_req;
+    uint64_t *vscratch;           /* one record's visitors */
+    size_t cap_vscratch;
+    int64_t *dscratch;            /* one record's comment deltas */
+    size_t cap_dscratch;
+    struct tally_buf text;        /* one segment's journal text */
 };
 
 void tally_agg_init(struct tally_agg *a, const char *prefix, uint32_t window);
@@ -113,7 +125,12 @@ bool tally_agg_fenced(const redisReply *reply);
 int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
                           struct tally_agg_req *const *reqs, size_t n);
 
-/* Hex-encode a visitor id as the 16 characters the script stores. */
-void tally_agg_visitor_hex(uint64_t v, char out[16]);
+/* With a journal: add what the unit last built from its requests appended to the journal,
+ * as its REPLY (read by tally_agg_apply_reply() already) says -- the segments applied now,
+ * each view counted unless the script found it a repeat -- to M, filed in the unit's hour.
+ * Call it before the requests are answered (the records point into them).
+ * Returns 0, TALLY_EREDIS (a reply of another shape) or TALLY_ENOMEM; on either, M holds
+ * part of the unit. */
+int tally_agg_merge(struct tally_agg *a, const redisReply *reply, struct tally_merge *m);
 
 #endif

@@ -30,12 +30,14 @@
 #include <stdint.h>
 
 #include <event2/event.h>
+#include <hiredis/hiredis.h>
 
 #include "tally/config.h"
 
 #define TALLY_FOLD_STALE_MS 5000 /* a journal with no entry this long is anyone's to fold */
 
 struct tally_folder;
+struct tally_agg;
 struct tally_redis;
 struct tally_metrics;
 struct tally_epochs;
@@ -55,8 +57,12 @@ void tally_folder_free(struct tally_folder *f);
 const char *tally_folder_journal(const struct tally_folder *f);
 const char *tally_folder_registry(const struct tally_folder *f);
 
-/* A unit of EVENTS events was appended to F's journal (its ack reply came). */
-void tally_folder_appended(struct tally_folder *f, size_t events);
+/* A unit of EVENTS events was appended to F's journal: A built it, and read its ack's REPLY
+ * (tally_agg_apply_reply()); F merges its records (tally_agg_merge()) before its requests are
+ * answered. A NULL: a unit that may have appended an entry no reply will tell of (counted as
+ * one event: reads wait for its fold, which learns whether it was). */
+void tally_folder_appended(struct tally_folder *f, size_t events, struct tally_agg *a,
+                           const redisReply *reply);
 
 /* Would EVENTS more events take F past --journal-max? If so, a fold of what waits starts
  * (F's thread only). */

@@ -32,6 +32,7 @@ enum tally_script {
     TALLY_SCRIPT_IMPORT, /* src/scripts/import.lua: an import of carried-over counts */
     TALLY_SCRIPT_ACK,    /* src/scripts/ack.lua: a write unit, appended to a journal */
     TALLY_SCRIPT_FOLD,   /* src/scripts/fold.lua: a journal's oldest entries counted */
+    TALLY_SCRIPT_MERGED, /* src/scripts/merged.lua: the same, from the writer's merge */
     TALLY_SCRIPT_RECLAIM, /* src/scripts/reclaim.lua: the journals of writers gone */
     TALLY_SCRIPTS
 };

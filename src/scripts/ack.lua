@@ -1,7 +1,8 @@
 -- ack.lua -- acknowledges one write unit with one append: its checks (attempt marker, fence,
--- Idempotency-Keys, repeat views: see unit.lua) and one journal entry holding the records that
--- passed, all in one atomic step. fold.lua counts the entry later; until then it is the
--- durable record of what was acknowledged.
+-- Idempotency-Keys, repeat views: see unit.lua) and one journal entry holding the records of
+-- the segments that were applied, all in one atomic step. The collector counts the entry
+-- later (merged.lua, from its own merge of what it acknowledged; fold.lua and reclaim.lua
+-- from the journal); until then it is the durable record of what was acknowledged.
 --
 -- Comment deltas are counted here, at once, not journaled: a count that never goes below 0
 -- depends on the order of its deltas, and only Redis's order of acknowledgement is the same for
@@ -12,70 +13,113 @@
 -- KEYS[2]  the writer's journal, a stream: P{00}q:<writer>
 -- KEYS[3]  the journals' registry, a sorted set: journal -> Redis time of its last entry (ms),
 --          which tells a journal whose writer has gone (see reclaim.lua)
--- ARGV     the unit, as unit.lua reads it. Returns unit.lua's answer.
+-- ARGV     P window marker_ttl idem_ttl now fence fresh model segment... as in unit.lua,
+--          but each segment is
+--            idem_key digest accepted bot prefetch
+--            nchecks (tag id nvisitors visitor...)...   the views to check, with a window > 0
+--            ncomments (tag id ndeltas delta...)...     the comment deltas
+--            records                                    every record's other counts
+--          records is the text of the journal entry for the segment: each record as
+--          count.lua reads it, without comment deltas, its tokens joined by "\n" (no token
+--          holds one: article ids have no whitespace); the checks list its visitors in the
+--          same order. This script reads none of it: the collector merges what it
+--          acknowledged itself.
+-- Returns unit.lua's answer with one more element: the id of the journal entry, or "" when
+-- nothing was appended.
 --
--- An entry: n <now> a <records>, the records as count.lua reads them joined by "\n" (no token
--- holds one: article ids have no whitespace), each with its views resolved -- repeats are
--- gone and the visitors only feed the estimates -- and without comments.
+-- An entry: n <now> c <checked> r <repeats> a <records>, the records of every segment applied,
+-- joined by "\n". checked is 1 when each visitor of the records is a view checked against the
+-- repeat window (only those not in repeats count, see journal.lua), 0 when the visitors only
+-- feed the distinct-visitor estimates; repeats lists, space-separated, the 1-based positions
+-- of the repeated views among the entry's visitors.
 
 -- Nothing is written unless the append can be: a Redis user without XADD or ZADD (an ACL
 -- from before the journal) would otherwise leave markers and repeat views set for events
 -- that are in no journal -- a retry answered "counted" from its marker.
-if not redis.acl_check_cmd('XADD', KEYS[2], '*', 'n', '0', 'a', '') or
+if not redis.acl_check_cmd('XADD', KEYS[2], '*', 'n', '0', 'c', '0', 'r', '', 'a', '') or
     not redis.acl_check_cmd('ZADD', KEYS[3], '0', KEYS[2]) then
     return redis.error_reply('NOPERM the Redis user may not append to the journal (XADD, ZADD ' ..
                              'on its keys): see deploy/redis.conf')
 end
 
+local answered = unit_answered(KEYS, ARGV)
+if answered then
+    return answered
+end
+local window = tonumber(ARGV[2])
+local idem_ttl = tonumber(ARGV[4])
+local now = tonumber(ARGV[5])
+local day, hour = day_hour(now)
 local c = counter_new(ARGV[1], model_of(ARGV[8]), ARGV[7])
-local parts = {}
+local parts, reps = {}, {}
+local entry_vis = 0 -- visitors of the segments appended so far
+local result = {'ok', ''}
+local pos = 9
 
--- Append to T the count of ORDER's names and each name with its value in MAP.
-local function add_pairs(t, order, map)
-    t[#t + 1] = #order
-    for _, k in ipairs(order) do
-        t[#t + 1] = k
-        t[#t + 1] = map[k]
+-- The position after the (tag id n value...) lists of the count at ARGV[p].
+local function skip_lists(p)
+    local n = tonumber(ARGV[p])
+    p = p + 1
+    for _ = 1, n do
+        p = p + 3 + tonumber(ARGV[p + 2])
     end
+    return p
 end
 
--- Record R as journal text: its tokens, comments left out.
-local function journal_text(r)
-    local t = {r.tag, r.id, r.views, #r.vis}
-    for _, v in ipairs(r.vis) do
-        t[#t + 1] = v
-    end
-    add_pairs(t, r.nets, r.shares)
-    t[#t + 1] = 0
-    add_pairs(t, r.mets, r.sums)
-    add_pairs(t, r.fields, r.props)
-    return table.concat(t, '\n')
-end
-
-return run_unit(KEYS, ARGV, function(r, from, to, day, hour)
-    if #r.comments > 0 then
-        count_record(c, {tag = r.tag, id = r.id, views = 0, vis = EMPTY, nets = EMPTY,
-                         shares = EMPTY, comments = r.comments, mets = EMPTY, sums = EMPTY,
-                         fields = EMPTY, props = EMPTY},
-                     day, hour)
-        if r.views == 0 and #r.vis == 0 and #r.nets == 0 and #r.mets == 0 and #r.fields == 0 then
-            return
-        end
-    end
-    if #r.comments == 0 then
-        -- The record's arguments as they came, but for its views (the repeats are gone).
-        parts[#parts + 1] = r.tag .. '\n' .. r.id .. '\n' .. r.views .. '\n' ..
-                            table.concat(ARGV, '\n', from + 3, to)
+while pos <= #ARGV do
+    local idem, digest = ARGV[pos], ARGV[pos + 1]
+    local seg = idem_answered(idem, digest)
+    if seg then
+        pos = skip_lists(skip_lists(pos + 5)) + 1
     else
-        parts[#parts + 1] = journal_text(r)
+        local accepted, bot = tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3])
+        local prefetch = tonumber(ARGV[pos + 4])
+        local rep, seen = {}, 0
+        pos = pos + 6
+        for _ = 1, tonumber(ARGV[pos - 1]) do
+            local n = tonumber(ARGV[pos + 2])
+            local is_rep = repeats_of(ARGV[1] .. '{' .. ARGV[pos] .. '}', ARGV[pos + 1],
+                                      {unpack(ARGV, pos + 3, pos + 2 + n)}, now, window)
+            for i = 1, n do
+                if is_rep[i] then
+                    rep[#rep + 1] = seen + i
+                    reps[#reps + 1] = entry_vis + seen + i
+                end
+            end
+            seen = seen + n
+            pos = pos + 3 + n
+        end
+        pos = pos + 1
+        for _ = 1, tonumber(ARGV[pos - 1]) do
+            local nd = tonumber(ARGV[pos + 2])
+            local deltas = {}
+            for i = 1, nd do
+                deltas[i] = tonumber(ARGV[pos + 2 + i])
+            end
+            count_record(c, {tag = ARGV[pos], id = ARGV[pos + 1], views = 0, vis = EMPTY,
+                             nets = EMPTY, shares = EMPTY, comments = deltas, mets = EMPTY,
+                             sums = EMPTY, fields = EMPTY, props = EMPTY},
+                         day, hour)
+            pos = pos + 3 + nd
+        end
+        if ARGV[pos] ~= '' then
+            parts[#parts + 1] = ARGV[pos]
+        end
+        pos = pos + 1
+        entry_vis = entry_vis + seen
+        seg = idem_settle(idem, digest, idem_ttl, accepted, bot, prefetch, #rep, rep)
     end
-end, function()
-    local expired = counter_finish(c)
-    if #parts > 0 then
-        local clock = redis.call('TIME')
-        redis.call('XADD', KEYS[2], '*', 'n', ARGV[5], 'a', table.concat(parts, '\n'))
-        redis.call('ZADD', KEYS[3], tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000),
-                   KEYS[2])
-    end
-    return expired
-end)
+    result[#result + 1] = seg
+end
+result[2] = counter_finish(c)
+local id = ''
+if #parts > 0 then
+    local clock = redis.call('TIME')
+    id = redis.call('XADD', KEYS[2], '*', 'n', ARGV[5], 'c', window > 0 and '1' or '0',
+                    'r', table.concat(reps, ' '), 'a', table.concat(parts, '\n'))
+    redis.call('ZADD', KEYS[3], tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000),
+               KEYS[2])
+end
+result[#result + 1] = id
+redis.call('SET', KEYS[1], cjson.encode(result), 'EX', tonumber(ARGV[3]))
+return result

@@ -6,12 +6,14 @@
 -- KEYS[1]  the journal, P{00}q:<writer>
 -- KEYS[2]  the journals' registry (see ack.lua): an emptied journal is deleted and taken out
 --          of it (its writer's next entry starts both again), so nothing stays behind
--- ARGV     P model count (count: the most entries to fold in this call; model as apply.lua)
+-- ARGV     P model count [before] (count: the most entries to fold in this call; model as
+--          apply.lua; before: an entry id -- only entries before it are folded, those from
+--          it on are the writer's to fold from its merge, see merged.lua)
 -- Returns {entries folded, entries left, the buckets touched ("0a3f..."), commands Redis
 -- refused and skipped (see counter_new), the last refusal or ""}.
 
 local c = counter_new(ARGV[1], model_of(ARGV[2]), nil)
-local n = fold_journal(c, KEYS[1], tonumber(ARGV[3]))
+local n = fold_journal(c, KEYS[1], tonumber(ARGV[3]), ARGV[4])
 local _, tags = counter_finish(c)
 local left = redis.call('XLEN', KEYS[1])
 if left == 0 then

@@ -16,16 +16,17 @@ local function next_id(id)
     return ms .. '-' .. string.format('%d', tonumber(seq) + 1)
 end
 
--- Count the first COUNT entries of JOURNAL (or every entry, COUNT nil) with counter C and
--- remove them. Their records are merged per article and hour first, so an article viewed a
+-- Count the first COUNT entries of JOURNAL (or every entry, COUNT nil) -- of those before
+-- the id BEFORE, if given -- with counter C and remove them. Their records are merged per article and hour first, so an article viewed a
 -- thousand times in the window costs the commands of one view; records are counted in the
 -- order of their first entry, comment deltas kept in order. Returns the entries folded.
-local function fold_journal(c, journal, count)
+local function fold_journal(c, journal, count, before)
+    local last = before and '(' .. before or '+'
     local entries
     if count then
-        entries = redis.call('XRANGE', journal, '-', '+', 'COUNT', count)
+        entries = redis.call('XRANGE', journal, '-', last, 'COUNT', count)
     else
-        entries = redis.call('XRANGE', journal, '-', '+')
+        entries = redis.call('XRANGE', journal, '-', last)
     end
     if #entries == 0 then
         return 0
@@ -33,20 +34,40 @@ local function fold_journal(c, journal, count)
     local merged, order = {}, {}
     for _, e in ipairs(entries) do
         local f = e[2]
-        local now, records
+        local now, records, checked, repeats
         for i = 1, #f, 2 do
             if f[i] == 'n' then
                 now = tonumber(f[i + 1])
             elseif f[i] == 'a' then
                 records = f[i + 1]
+            elseif f[i] == 'c' then
+                checked = f[i + 1] == '1'
+            elseif f[i] == 'r' then
+                repeats = f[i + 1]
             end
         end
         local hour = math.floor(now / 3600)
         local t = tokens(records)
         local pos = 1
+        -- With checked views, each visitor not repeated is a view (see ack.lua); an entry
+        -- without "c" has its views resolved already.
+        local rep, seen = {}, 0
+        if checked then
+            for p in string.gmatch(repeats, '%d+') do
+                rep[tonumber(p)] = true
+            end
+        end
         while pos <= #t do
             local r
             r, pos = read_record(t, pos)
+            if checked then
+                for i = 1, #r.vis do
+                    if not rep[seen + i] then
+                        r.views = r.views + 1
+                    end
+                end
+                seen = seen + #r.vis
+            end
             local k = hour .. ' ' .. r.tag .. r.id
             local m = merged[k]
             if m then

@@ -102,10 +102,9 @@ local function repeats_of(kp, id, vis, now, window)
     return rep
 end
 
--- Run the unit in KEYS and ARGV. SINK(r, from, to, day, hour, now) takes each record that
--- passed its checks (r.views then counts only the views to count; FROM..TO are its
--- arguments); FINISH() returns the answer's "expired". Returns the script's answer.
-local function run_unit(KEYS, ARGV, sink, finish)
+-- The answer of the unit in KEYS and ARGV if it needs no running: the answer its marker
+-- holds (a copy sent again), or {"fenced"} past its fence. Nil: run it.
+local function unit_answered(KEYS, ARGV)
     local marker = redis.call('GET', KEYS[1])
     if marker then
         return cjson.decode(marker)
@@ -118,9 +117,64 @@ local function run_unit(KEYS, ARGV, sink, finish)
         redis.call('SET', KEYS[1], cjson.encode(fenced), 'EX', tonumber(ARGV[3]))
         return fenced
     end
-    local P = ARGV[1]
+    return nil
+end
+
+-- A segment's answer from its Idempotency-Key marker IDEM ("" for none) for a body of
+-- DIGEST: {0, accepted, bot, prefetch, repeat} repeats an earlier answer, {2, 0, 0, 0, 0}
+-- says the key holds another body's digest (nothing applied). Nil: apply the segment.
+local function idem_answered(idem, digest)
+    local prev = idem ~= '' and redis.call('GET', idem)
+    if not prev then
+        return nil
+    end
+    local prev_digest, prev_answer = string.match(prev, '^(%x+) ([%d,]+)$')
+    if not prev_digest then
+        if string.find(prev, '^%d+,%d+,%d+,%d+$') then
+            prev_answer = prev -- written before digests were kept: the answer alone
+        else
+            prev_digest = prev -- a digest alone: this body's write is under way
+        end
+    end
+    if prev_digest and prev_digest ~= digest then
+        return {2, 0, 0, 0, 0}
+    end
+    if not prev_answer then
+        return nil
+    end
+    local seg = {0}
+    for n in string.gmatch(prev_answer, '%d+') do
+        seg[#seg + 1] = tonumber(n)
+    end
+    return seg
+end
+
+-- The answer of an applied segment, which its Idempotency-Key marker IDEM (if any) keeps
+-- for IDEM_TTL seconds: ACCEPTED events of which REPEATS views were repeats (REP: their
+-- 1-based positions among the segment's visitors), BOT and PREFETCH ignored.
+local function idem_settle(idem, digest, idem_ttl, accepted, bot, prefetch, repeats, rep)
+    accepted = accepted - repeats
+    if idem ~= '' then
+        redis.call('SET', idem,
+                   digest .. ' ' .. accepted .. ',' .. bot .. ',' .. prefetch .. ',' .. repeats,
+                   'EX', idem_ttl)
+    end
+    local seg = {1, accepted, bot, prefetch, repeats}
+    for i = 1, #rep do
+        seg[#seg + 1] = rep[i]
+    end
+    return seg
+end
+
+-- Run the unit in KEYS and ARGV. SINK(r, from, to, day, hour, now) takes each record that
+-- passed its checks (r.views then counts only the views to count; FROM..TO are its
+-- arguments); FINISH() returns the answer's "expired". Returns the script's answer.
+local function run_unit(KEYS, ARGV, sink, finish)
+    local answered = unit_answered(KEYS, ARGV)
+    if answered then
+        return answered
+    end
     local window = tonumber(ARGV[2])
-    local marker_ttl = tonumber(ARGV[3])
     local idem_ttl = tonumber(ARGV[4])
     local now = tonumber(ARGV[5])
     local day, hour = day_hour(now)
@@ -134,29 +188,8 @@ local function run_unit(KEYS, ARGV, sink, finish)
         local accepted, bot = tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3])
         local prefetch, narticles = tonumber(ARGV[pos + 4]), tonumber(ARGV[pos + 5])
         pos = pos + 6
-        local prev = idem ~= '' and redis.call('GET', idem)
-        local prev_digest, prev_answer
-        if prev then
-            prev_digest, prev_answer = string.match(prev, '^(%x+) ([%d,]+)$')
-            if not prev_digest then
-                if string.find(prev, '^%d+,%d+,%d+,%d+$') then
-                    prev_answer = prev -- written before digests were kept: the answer alone
-                else
-                    prev_digest = prev -- a digest alone: this body's write is under way
-                end
-            end
-        end
-        if prev_digest and prev_digest ~= digest then
-            result[s + 1] = {2, 0, 0, 0, 0}
-            for _ = 1, narticles do
-                pos = skip_record(ARGV, pos)
-            end
-        elseif prev_answer then
-            local seg = {0}
-            for n in string.gmatch(prev_answer, '%d+') do
-                seg[#seg + 1] = tonumber(n)
-            end
-            result[s + 1] = seg
+        local seg = idem_answered(idem, digest)
+        if seg then
             for _ = 1, narticles do
                 pos = skip_record(ARGV, pos)
             end
@@ -167,7 +200,7 @@ local function run_unit(KEYS, ARGV, sink, finish)
                 local r
                 r, pos = read_record(ARGV, pos)
                 if window > 0 and #r.vis > 0 then
-                    local kp = P .. '{' .. r.tag .. '}'
+                    local kp = ARGV[1] .. '{' .. r.tag .. '}'
                     local is_rep = repeats_of(kp, r.id, r.vis, now, window)
                     for i = 1, #r.vis do
                         if is_rep[i] then
@@ -181,20 +214,11 @@ local function run_unit(KEYS, ARGV, sink, finish)
                 seen = seen + #r.vis
                 sink(r, from, pos - 1, day, hour, now)
             end
-            accepted = accepted - repeats
-            if idem ~= '' then
-                redis.call('SET', idem,
-                           digest .. ' ' .. accepted .. ',' .. bot .. ',' .. prefetch .. ',' .. repeats,
-                           'EX', idem_ttl)
-            end
-            local seg = {1, accepted, bot, prefetch, repeats}
-            for i = 1, #rep do
-                seg[#seg + 1] = rep[i]
-            end
-            result[s + 1] = seg
+            seg = idem_settle(idem, digest, idem_ttl, accepted, bot, prefetch, repeats, rep)
         end
+        result[s + 1] = seg
     end
     result[2] = finish()
-    redis.call('SET', KEYS[1], cjson.encode(result), 'EX', marker_ttl)
+    redis.call('SET', KEYS[1], cjson.encode(result), 'EX', tonumber(ARGV[3]))
     return result
 end

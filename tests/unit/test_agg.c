@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "tally/agg.h"
+#include "tally/merge.h"
 #include "tally/error.h"
 #include "tally/keys.h"
 #include "unit.h"
@@ -301,7 +302,7 @@ static void test_agg_writes_visitor_ids_as_sixteen_hex_digits(void **state)
     (void)state;
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         out[16] = '#';
-        tally_agg_visitor_hex(cases[i].v, out);
+        tally_visitor_hex(cases[i].v, out);
         assert_memory_equal(out, cases[i].want, 16);
         assert_int_equal(out[16], '#');
     }

@@ -1,0 +1,43 @@
+-- merged.lua -- counts the oldest entries of one writer's journal (see ack.lua) from the
+-- writer's own merge of them, and removes them, in one atomic step. The writer knows what it
+-- appended: it adds up its entries' records per article and hour as their acks come back, so
+-- that this script reads no entry and counts each merged record once. It counts them only if
+-- the journal starts with exactly the entries the merge holds: a fold sent again after a lost
+-- reply, an entry the writer does not know of (an ack whose reply was lost), or entries
+-- another collector folded (a DELETE) make it count nothing and answer "stale"; the writer
+-- then folds what is left from the journal itself (fold.lua).
+--
+-- KEYS[1]  the journal, P{00}q:<writer>
+-- KEYS[2]  the journals' registry (see ack.lua)
+-- ARGV     P model n first last record...
+--          n entries, the ids of the first and the last: the oldest n of the journal; each
+--          record: time (Unix seconds: its hour) and the record as count.lua reads it
+-- Returns {"stale"}, or {entries folded, entries left, the buckets touched, commands Redis
+-- refused and skipped, the last refusal or ""} as fold.lua does.
+
+local n = tonumber(ARGV[3])
+local e = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', n)
+if #e ~= n or e[1][1] ~= ARGV[4] or e[n][1] ~= ARGV[5] then
+    return {'stale'}
+end
+-- As in fold_journal(): trimmed before anything is counted, which cannot stop half-way.
+redis.call('XTRIM', KEYS[1], 'MINID', next_id(ARGV[5]))
+local c = counter_new(ARGV[1], model_of(ARGV[2]), nil)
+local at, day, hour
+local pos = 6
+while pos <= #ARGV do
+    if ARGV[pos] ~= at then
+        at = ARGV[pos]
+        day, hour = day_hour(tonumber(at))
+    end
+    local r
+    r, pos = read_record(ARGV, pos + 1)
+    count_record(c, r, day, hour)
+end
+local _, tags = counter_finish(c)
+local left = redis.call('XLEN', KEYS[1])
+if left == 0 then
+    redis.call('DEL', KEYS[1])
+    redis.call('ZREM', KEYS[2], KEYS[1])
+end
+return {n, left, tags, c.errors, c.error or ''}
