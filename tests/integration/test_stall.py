@@ -437,8 +437,10 @@ class ScriptFenceTest(harness.TallyTestCase):
         return self.redis.command(
             "FCALL", "tally_%s_%s" % (self.FUNCTION, self.version), str(len(keys)), *keys,
             "tally:", "0", "600", "86400", str(int(time.time())), "%015d" % fence, "", MODEL,
-            idem, digest, "1", "0", "0", "1",   # one segment: 1 event, 1 article
-            "03", "a", "1", "0", "0", "0", "0", "0")
+            idem, digest, "1", "0", "0", *self.RECORDS)
+
+    # One segment of 1 event: 1 article, 1 view (window 0: no repeat check).
+    RECORDS = ("1", "03", "a", "1", "0", "0", "0", "0", "0")
 
     def views(self):
         return self.redis.article_totals("a").get("views", 0)
@@ -492,6 +494,8 @@ class AckScriptFenceTest(ScriptFenceTest):
     that a unit acknowledged twice would show as two views, and a fenced one appends nothing."""
 
     FUNCTION = "ack"
+    # No view to check, no comment delta, the journal entry's text (see ack.lua).
+    RECORDS = ("0", "0", "03\na\n1\n0\n0\n0\n0\n0")
 
     def keys(self, attempt):
         return ["tally:{03}x:" + attempt, self.JOURNAL, self.REGISTRY]
