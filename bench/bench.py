@@ -502,7 +502,7 @@ def script_profile(groups, order):
     """(header, rows): Redis µs per event in each of tally's scripts, from the slow log
     (BENCH_SLOWLOG=1), medians over the rounds; or None."""
     rows = []
-    names = ("ack", "fold", "reclaim", "apply")
+    names = ("ack", "merged", "fold", "reclaim", "apply")
     for key in order:
         g = groups[key]
         if not g["counting"]:

@@ -39,7 +39,7 @@
 #                             builds of tallyd)
 #   BENCH_SLOWLOG [0]         1: Redis logs every command clients send (slowlog-log-slower-than
 #                             0) during the tally runs, and the report shows Redis's time per
-#                             event in each of tally's scripts (ack, fold, apply, reclaim); it
+#                             event in each of tally's scripts (ack, merged, fold, apply, reclaim); it
 #                             costs Redis a little time of its own
 #   BENCH_FOLD_WAIT [30]      seconds to wait after a journal run until every journal is folded
 #   BENCH_TALLYD              use this tallyd binary instead of building build-bench/ (e.g. while

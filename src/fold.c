@@ -137,11 +137,14 @@ static bool fold_head_merged(struct tally_folder *f)
     return f->len > 0 && b != NULL && b->first_entry == atomic_load(&f->folded);
 }
 
-/* Should a fold start now rather than at the next interval: a batch closed, or entries
- * first in line that only the journal holds? */
+/* Should a fold start as soon as none is in flight, rather than at the next interval: a
+ * batch closed (not the one in flight), or entries first in line that only the journal
+ * holds? */
 static bool fold_due(struct tally_folder *f)
 {
-    return f->len > 0 && (f->b_len > 1 || (f->b_len == 1 && !f->b_open) || !fold_head_merged(f));
+    size_t closed = f->b_len - (f->b_open ? 1 : 0) - (f->merged_in_flight ? 1 : 0);
+
+    return f->len > 0 && (closed > 0 || !fold_head_merged(f));
 }
 
 /* Add the entry of index INDEX, which the unit last built in A appended (its REPLY read by
@@ -511,7 +514,8 @@ void tally_folder_appended(struct tally_folder *f, size_t events, struct tally_a
     else
         f->b_open = false; /* an entry that may or may not be: entries after it go apart */
     atomic_fetch_add_explicit(&f->appended, 1, memory_order_release);
-    if (fold_due(f))
+    /* With a fold in flight its reply looks again. */
+    if (fold_due(f) && !f->in_flight)
         fold_start(f);
     else
         fold_arm(f, f->cfg->fold_interval_ms);

@@ -4,12 +4,18 @@
  * less per event as the scripts stand, see the README's Performance), a write unit is acknowledged by
  * one append to its worker's journal, a stream P{00}q:<writer>, in the same atomic step as its
  * checks and markers (src/scripts/ack.lua): the 200 goes out when Redis confirmed the entry,
- * which is the durable record of what was acknowledged. The folder then counts the journal
- * (src/scripts/fold.lua): it merges the oldest entries per article and hour, counts each
- * merged record once, and trims what it counted, in one atomic step -- a fold sent again, or
- * run by another collector at once, finds only what is left, so nothing is counted twice or
- * left out. One fold is in flight at a time: every --fold-interval while anything waits, at
- * once past FOLD_EVENTS events, and at once when a reader asks (tally_folder_soon()).
+ * which is the durable record of what was acknowledged. The folder then counts the journal.
+ * It knows what it appended: as each ack's reply comes it adds the unit's records up per
+ * article and hour (tally/merge.h), in batches of consecutive entries, and a batch's fold
+ * (src/scripts/merged.lua) counts each merged record once and trims the batch's entries, in
+ * one atomic step -- only when the journal starts with exactly those entries. Else (a fold
+ * sent again after a lost reply, an entry whose ack reply was lost, entries another
+ * collector folded) it counts nothing, and what is left of them is folded from the journal
+ * (src/scripts/fold.lua: the oldest entries read, merged and counted the same way). Either
+ * way nothing is counted twice or left out. One fold is in flight at a time: every
+ * --fold-interval while anything waits, at once when a batch is full (FOLD_BATCH_RECORDS
+ * merged records or FOLD_BATCH_EVENTS events), and at once when a reader asks
+ * (tally_folder_soon()).
  *
  * Journals whose writer is gone (a collector killed or cut off from Redis) are folded by any
  * collector: every worker asks Redis once a second for the journals with no entry for

@@ -42,15 +42,14 @@ if not redis.acl_check_cmd('XADD', KEYS[2], '*', 'n', '0', 'c', '0', 'r', '', 'a
                              'on its keys): see deploy/redis.conf')
 end
 
-local answered = unit_answered(KEYS, ARGV)
+local answered, clock = unit_answered(KEYS, ARGV)
 if answered then
     return answered
 end
 local window = tonumber(ARGV[2])
 local idem_ttl = tonumber(ARGV[4])
 local now = tonumber(ARGV[5])
-local day, hour = day_hour(now)
-local c = counter_new(ARGV[1], model_of(ARGV[8]), ARGV[7])
+local c, day, hour -- made for the first comment delta: most units have none
 local parts, reps = {}, {}
 local entry_vis = 0 -- visitors of the segments appended so far
 local result = {'ok', ''}
@@ -91,6 +90,10 @@ while pos <= #ARGV do
         end
         pos = pos + 1
         for _ = 1, tonumber(ARGV[pos - 1]) do
+            if not c then
+                c = counter_new(ARGV[1], model_of(ARGV[8]), ARGV[7])
+                day, hour = day_hour(now)
+            end
             local nd = tonumber(ARGV[pos + 2])
             local deltas = {}
             for i = 1, nd do
@@ -111,14 +114,12 @@ while pos <= #ARGV do
     end
     result[#result + 1] = seg
 end
-result[2] = counter_finish(c)
+result[2] = c and counter_finish(c) or ''
 local id = ''
 if #parts > 0 then
-    local clock = redis.call('TIME')
     id = redis.call('XADD', KEYS[2], '*', 'n', ARGV[5], 'c', window > 0 and '1' or '0',
                     'r', table.concat(reps, ' '), 'a', table.concat(parts, '\n'))
-    redis.call('ZADD', KEYS[3], tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000),
-               KEYS[2])
+    redis.call('ZADD', KEYS[3], clock, KEYS[2])
 end
 result[#result + 1] = id
 redis.call('SET', KEYS[1], cjson.encode(result), 'EX', tonumber(ARGV[3]))

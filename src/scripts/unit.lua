@@ -103,7 +103,8 @@ local function repeats_of(kp, id, vis, now, window)
 end
 
 -- The answer of the unit in KEYS and ARGV if it needs no running: the answer its marker
--- holds (a copy sent again), or {"fenced"} past its fence. Nil: run it.
+-- holds (a copy sent again), or {"fenced"} past its fence. Nil and Redis's time (Unix ms):
+-- run it.
 local function unit_answered(KEYS, ARGV)
     local marker = redis.call('GET', KEYS[1])
     if marker then
@@ -112,12 +113,13 @@ local function unit_answered(KEYS, ARGV)
     -- Past its fence the collector has answered (or is about to answer) the unit's requests
     -- without knowing: it must not run now, nor later from a copy still queued.
     local clock = redis.call('TIME')
-    if tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) > tonumber(ARGV[6]) then
+    local ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+    if ms > tonumber(ARGV[6]) then
         local fenced = {'fenced'}
         redis.call('SET', KEYS[1], cjson.encode(fenced), 'EX', tonumber(ARGV[3]))
         return fenced
     end
-    return nil
+    return nil, ms
 end
 
 -- A segment's answer from its Idempotency-Key marker IDEM ("" for none) for a body of
