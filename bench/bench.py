@@ -31,8 +31,8 @@ import time
 
 import capacity  # its Redis client (bench/capacity.py)
 
-# tally: tallyd on the journal path (--fold-interval 200); tally-direct: --fold-interval 0 (its
-# default).
+# tally: tallyd on the journal path (--fold-interval 200, its default); tally-direct:
+# --fold-interval 0 (every unit counted at once).
 TARGETS = ("tally", "tally-direct", "nginx", "node", "webdis")
 TALLY_TARGETS = ("tally", "tally-direct")
 

@@ -31,9 +31,9 @@
 #   BENCH_IDLE_CONNS [10000]  idle connections for the RSS measurement
 #   BENCH_ONLY                a regular expression: run only scenarios whose name matches
 #   BENCH_KEEP [0]            1: keep the temporary directory (logs, configs, raw outputs)
-#   BENCH_DIRECT [1]          1: also run tallyd on the direct path (--fold-interval 0, its
-#                             default: every unit counted at once) beside the journal path
-#                             (--fold-interval 200), as the target tally-direct; 0: journal only
+#   BENCH_DIRECT [1]          1: also run tallyd on the direct path (--fold-interval 0: every
+#                             unit counted at once) beside the journal path (--fold-interval
+#                             200, its default), as the target tally-direct; 0: journal only
 #   BENCH_TARGETS             the targets to run, of: tally tally-direct nginx node webdis
 #                             (default: all of them; e.g. "tally tally-direct" to compare two
 #                             builds of tallyd)

@@ -285,6 +285,7 @@ expect "$final" 'tally_live_dropped_total{reason="overflow"}' 0
 expect "$final" tally_folds_total 1
 expect "$final" tally_fold_entries_total 6
 expect "$final" tally_fold_errors_total 0
+expect "$final" tally_fold_stale_total 0
 expect "$final" tally_fold_skipped_commands_total 0
 expect "$final" tally_journal_reclaimed_entries_total 0
 expect "$final" tally_journal_refused_total 0
@@ -306,7 +307,8 @@ families=(
     "tally_live_reads_total counter" "tally_live_events_total counter"
     "tally_live_refused_total counter" "tally_live_dropped_total counter"
     "tally_folds_total counter" "tally_fold_entries_total counter"
-    "tally_fold_errors_total counter" "tally_fold_skipped_commands_total counter"
+    "tally_fold_errors_total counter" "tally_fold_stale_total counter"
+    "tally_fold_skipped_commands_total counter"
     "tally_journal_reclaimed_entries_total counter" "tally_journal_refused_total counter"
     "tally_journal_backlog_events gauge"
     "process_cpu_seconds_total counter"

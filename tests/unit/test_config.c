@@ -136,7 +136,7 @@ static void assert_defaults(const struct tally_config *c, uint32_t threads)
     assert_int_equal(c->redis_timeout_ms, 2000);
     assert_int_equal(c->hold_ms, 1000);
     assert_int_equal(c->max_held, 10000);
-    assert_int_equal(c->fold_interval_ms, 0);
+    assert_int_equal(c->fold_interval_ms, 200);
     assert_int_equal(c->journal_max, 200000);
     assert_int_equal(c->max_connections, 10000);
     assert_int_equal(c->live_max, 5000);
@@ -254,7 +254,7 @@ static void check_max_held(const struct tally_config *c)
 }
 static void check_fold_interval(const struct tally_config *c)
 {
-    assert_int_equal(c->fold_interval_ms, 200);
+    assert_int_equal(c->fold_interval_ms, 500);
 }
 static void check_journal_max(const struct tally_config *c)
 {
@@ -298,7 +298,7 @@ static const struct flag_case {
     {"redis-timeout", "TALLY_REDIS_TIMEOUT", "100", check_redis_timeout},
     {"hold", "TALLY_HOLD", "30000", check_hold},
     {"max-held", "TALLY_MAX_HELD", "1", check_max_held},
-    {"fold-interval", "TALLY_FOLD_INTERVAL", "200", check_fold_interval},
+    {"fold-interval", "TALLY_FOLD_INTERVAL", "500", check_fold_interval},
     {"journal-max", "TALLY_JOURNAL_MAX", "10000000", check_journal_max},
     {"max-connections", "TALLY_MAX_CONNECTIONS", "64", check_max_connections},
     {"live-max", "TALLY_LIVE_MAX", "0", check_live_max},
