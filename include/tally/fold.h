@@ -1,9 +1,8 @@
 /* fold.h -- a worker's journal and its folds: acknowledge by appending, count by folding.
  *
- * With one Redis (not a cluster) and --fold-interval above 0 (0 is the default: it costs Redis
- * less per event as the scripts stand, see the README's Performance), a write unit is acknowledged by
- * one append to its worker's journal, a stream P{00}q:<writer>, in the same atomic step as its
- * checks and markers (src/scripts/ack.lua): the 200 goes out when Redis confirmed the entry,
+ * With one Redis (not a cluster) and --fold-interval above 0 (the default; 0 counts every unit
+ * before its answer, as on a cluster), a write unit is acknowledged by one append to its
+ * worker's journal, a stream P{00}q:<writer>, in the same atomic step as its checks and markers (src/scripts/ack.lua): the 200 goes out when Redis confirmed the entry,
  * which is the durable record of what was acknowledged. The folder then counts the journal.
  * It knows what it appended: as each ack's reply comes it adds the unit's records up per
  * article and hour (tally/merge.h), in batches of consecutive entries, and a batch's fold
