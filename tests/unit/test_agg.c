@@ -233,6 +233,59 @@ static void expect_segment(struct cur *c, const char *idem, long long accepted, 
         expect_article(c, &arts[i]);
 }
 
+/* One article's entry in a journal segment's checks ("tag id n visitor...", LIST: hex
+ * visitor ids) or comments ("tag id n delta...", LIST: deltas), comma-separated. */
+struct want_list {
+    const char *id, *list;
+};
+
+/* A journal segment (src/scripts/ack.lua): idem_key digest accepted bot prefetch, the checks,
+ * the comments (each up to the first without an id) and the entry's text. */
+struct want_seg {
+    const char *idem, *digest;
+    long long accepted, bot, prefetch;
+    struct want_list checks[4], comments[4];
+    const char *text;
+};
+
+static void expect_lists(struct cur *c, const struct want_list *w, size_t max, bool hex)
+{
+    char items[64][32], tag[3], h[17];
+    size_t n = 0;
+
+    while (n < max && w[n].id != NULL)
+        n++;
+    cur_int(c, (long long)n);
+    for (size_t i = 0; i < n; i++) {
+        size_t k = split(w[i].list, items, 64);
+
+        bucket_hex(w[i].id, strlen(w[i].id), tag);
+        cur_str(c, tag);
+        cur_str(c, w[i].id);
+        cur_int(c, (long long)k);
+        for (size_t j = 0; j < k; j++) {
+            if (!hex) {
+                cur_str(c, items[j]);
+                continue;
+            }
+            snprintf(h, sizeof(h), "%016llx", strtoull(items[j], NULL, 16));
+            cur_str(c, h);
+        }
+    }
+}
+
+static void expect_journal_segment(struct cur *c, const struct want_seg *w)
+{
+    cur_str(c, w->idem);
+    cur_str(c, w->digest);
+    cur_int(c, w->accepted);
+    cur_int(c, w->bot);
+    cur_int(c, w->prefetch);
+    expect_lists(c, w->checks, N_ELEMS(w->checks), true);
+    expect_lists(c, w->comments, N_ELEMS(w->comments), false);
+    cur_str(c, w->text);
+}
+
 /* The "fresh" argument with nothing known: "<tag>d7f<tag>h6f" per bucket (every metric's day
  * key and the site totals, every metric's hour key). */
 static void expect_fresh(struct cur *c)
@@ -249,8 +302,9 @@ static void expect_fresh(struct cur *c)
     c->i++;
 }
 
-/* "1", "P{bb}x:<attempt>" with bb the bucket of FIRST_ID, "P", window, 600, 86400, now, the
- * fence (not set yet: 15 zeros) and the "fresh" list, nothing known here. */
+/* "1", "P{bb}x:<attempt>" with bb the bucket of FIRST_ID (with a journal: "3", the marker,
+ * the journal and its registry), "P", window, 600, 86400, now, the fence (not set yet: 15
+ * zeros) and the "fresh" list, nothing known here. */
 static void expect_header(struct cur *c, const struct tally_agg *a, const char *first_id,
                           const char *attempt)
 {
@@ -258,8 +312,12 @@ static void expect_header(struct cur *c, const struct tally_agg *a, const char *
 
     bucket_hex(first_id, strlen(first_id), tag);
     snprintf(key, sizeof(key), "%s{%s}x:%s", a->prefix, tag, attempt);
-    cur_str(c, "1");
+    cur_str(c, a->journal != NULL ? "3" : "1");
     cur_str(c, key);
+    if (a->journal != NULL) {
+        cur_str(c, a->journal);
+        cur_str(c, a->registry);
+    }
     cur_str(c, a->prefix);
     cur_int(c, a->window);
     cur_str(c, "600");
@@ -763,7 +821,8 @@ static void test_agg_reuses_its_scratch_between_units(void **state)
 /* ---- Replies, written in a compact notation ---- */
 
 /* "[...]" an array, "12" or "-1" an integer, "nil", "+word" a status, "!word" an error,
- * "" an empty bulk string, any other word a bulk string. */
+ * "" an empty bulk string, "word" (quoted: it may start with a digit) or any other word a
+ * bulk string. */
 static redisReply *reply_parse(const char **s)
 {
     redisReply *items[64], *r;
@@ -790,8 +849,8 @@ static redisReply *reply_parse(const char **s)
         r = reply_int(strtoll(*s, NULL, 10));
     else if (len == 3 && memcmp(*s, "nil", 3) == 0)
         r = reply_new(REDIS_REPLY_NIL);
-    else if (len == 2 && memcmp(*s, "\"\"", 2) == 0)
-        r = reply_text(REDIS_REPLY_STRING, "", 0);
+    else if (len >= 2 && (*s)[0] == '"' && (*s)[len - 1] == '"')
+        r = reply_text(REDIS_REPLY_STRING, *s + 1, len - 2);
     else if ((*s)[0] == '+')
         r = reply_text(REDIS_REPLY_STATUS, *s + 1, len - 1);
     else if ((*s)[0] == '!')
@@ -821,6 +880,10 @@ static int apply_text(struct tally_agg *a, const char *text, struct tally_agg_re
     return rc;
 }
 
+/* A writer's journal and the journals' registry, for the units built for ack.lua. */
+#define JOURNAL "tally:{00}q:w1"
+#define REGISTRY "tally:{00}journals"
+
 /* The unit the reply tests answer. Shared visitors in emission order (per article, then in
  * arrival order): x: 11 (R0), 13 (R0), 21 (R1); y: 12 (R0); z: 41 (R3). So repeat_index 1, 2
  * and 4 are R0's, 3 is R1's, 5 is R3's. R2 is keyed. */
@@ -832,11 +895,20 @@ struct reply_unit {
     struct tally_agg a;
 };
 
-static void reply_unit_build(struct reply_unit *u)
+/* With JOURNAL, for ack.lua, at 2027-01-15 08:29:59 UTC (hour 500000). */
+static void reply_unit_make(struct reply_unit *u, bool journal)
 {
     static const char idem[] = "tally:{00}i:k2";
     struct resp r = {0};
     struct cur c;
+    const struct want_seg journal_segs[] = {
+        {"", "", 6, 4, 2, {{"x", "11,13,21"}, {"y", "12"}, {"z", "41"}}, {{NULL, NULL}},
+         "18\nx\n0\n3\n0000000000000011\n0000000000000013\n0000000000000021\n0\n0\n0\n0\n"
+         "46\ny\n0\n1\n0000000000000012\n1\nwhatsapp\n1\n0\n0\n0\n"
+         "be\nz\n0\n1\n0000000000000041\n0\n0\n0\n0"},
+        {idem, "", 1, 1, 2, {{"x", "31"}}, {{NULL, NULL}},
+         "18\nx\n0\n1\n0000000000000031\n0\n0\n0\n0"},
+    };
     const struct want_art shared[] = {
         {"x", 0, "11,13,21", "", "", NULL, NULL},
         {"y", 0, "12", "whatsapp=1", "", NULL, NULL},
@@ -871,12 +943,27 @@ static void reply_unit_build(struct reply_unit *u)
     for (size_t i = 0; i < 4; i++)
         u->reqs[i] = &u->rq[i];
     tally_agg_init(&u->a, "tally:", 1800);
+    if (journal) {
+        u->a.journal = JOURNAL;
+        u->a.registry = REGISTRY;
+        u->a.now = 1800001799;
+    }
     agg_build_ok(&u->a, u->reqs, 4, "u-1", &r, &c);
     expect_header(&c, &u->a, "x", "u-1");
-    expect_segment(&c, NULL, 6, 4, 2, shared, N_ELEMS(shared));
-    expect_segment(&c, idem, 1, 1, 2, keyed, N_ELEMS(keyed));
+    if (journal) {
+        expect_journal_segment(&c, &journal_segs[0]);
+        expect_journal_segment(&c, &journal_segs[1]);
+    } else {
+        expect_segment(&c, NULL, 6, 4, 2, shared, N_ELEMS(shared));
+        expect_segment(&c, idem, 1, 1, 2, keyed, N_ELEMS(keyed));
+    }
     cur_end(&c);
     resp_free(&r);
+}
+
+static void reply_unit_build(struct reply_unit *u)
+{
+    reply_unit_make(u, false);
 }
 
 struct answer {
@@ -1100,6 +1187,355 @@ static void test_agg_reads_answers_of_units_without_a_shared_segment(void **stat
                      TALLY_EREDIS);
     assert_int_equal(apply_text(&a, "[ok \"\" [1 1 0 0 0]]", reqs, 3), TALLY_EREDIS);
     tally_agg_release(&a);
+}
+
+/* ---- A writer that keeps a journal (src/scripts/ack.lua) ---- */
+
+/* Three keys: the marker, the journal, its registry. A segment: idem digest accepted bot
+ * prefetch, the views to check (none without a window), the comment deltas, the entry's text. */
+static void test_agg_frames_a_journal_unit_exactly(void **state)
+{
+#define JOURNAL_HEAD(window)                                                                       \
+    "$1\r\n3\r\n"                                                                                  \
+    "$16\r\ntally:{8c}x:n0-1\r\n"                                                                  \
+    "$14\r\n" JOURNAL "\r\n"                                                                       \
+    "$18\r\n" REGISTRY "\r\n"                                                                      \
+    "$6\r\ntally:\r\n" window "$3\r\n600\r\n"                                                      \
+    "$5\r\n86400\r\n"                                                                              \
+    "$10\r\n1800000000\r\n"                                                                        \
+    "$15\r\n000000000000000\r\n"                                                                   \
+    "$10\r\n8cd7f8ch6f\r\n"                                                                        \
+    "$77\r\n" MODEL_ARG "\r\n"                                                                     \
+    "$0\r\n\r\n$0\r\n\r\n$1\r\n1\r\n$1\r\n0\r\n$1\r\n0\r\n"
+    static const struct {
+        uint32_t window;
+        bool visitor;
+        size_t nargs;
+        const char *want;
+    } cases[] = {
+        /* Checked: the view counts unless the ack finds it a repeat. */
+        {1800, true, 24,
+         JOURNAL_HEAD("$4\r\n1800\r\n") "$1\r\n1\r\n$2\r\n8c\r\n$1\r\na\r\n$1\r\n1\r\n"
+                                        "$16\r\n0000000000000011\r\n"
+                                        "$1\r\n0\r\n"
+                                        "$33\r\n8c\na\n0\n1\n0000000000000011\n0\n0\n0\n0\r\n"},
+        /* No window: nothing to check, the view counts; its visitor is for the estimate. */
+        {0, true, 20,
+         JOURNAL_HEAD("$1\r\n0\r\n") "$1\r\n0\r\n"
+                                     "$1\r\n0\r\n"
+                                     "$33\r\n8c\na\n1\n1\n0000000000000011\n0\n0\n0\n0\r\n"},
+        /* A view without a visitor id is not checked either. */
+        {1800, false, 20,
+         JOURNAL_HEAD("$4\r\n1800\r\n") "$1\r\n0\r\n"
+                                        "$1\r\n0\r\n"
+                                        "$16\r\n8c\na\n1\n0\n0\n0\n0\n0\r\n"},
+    };
+#undef JOURNAL_HEAD
+    static const uint64_t vis[] = {0x11};
+    struct tally_event ev[] = {ev_view("a")};
+    struct tally_agg_req r0 = {.ev = ev, .n = 1};
+    struct tally_agg_req *reqs[] = {&r0};
+    struct tally_agg a;
+
+    (void)state;
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        r0.visitor = cases[i].visitor ? vis : NULL;
+        tally_agg_init(&a, "tally:", cases[i].window);
+        a.journal = JOURNAL;
+        a.registry = REGISTRY;
+        a.now = 1800000000;
+        assert_int_equal(tally_agg_build(&a, reqs, 1, "n0-1"), 0);
+        assert_int_equal(a.nargs, cases[i].nargs);
+        if (a.body.len != strlen(cases[i].want) ||
+            memcmp(a.body.data, cases[i].want, a.body.len) != 0) {
+            print_error("case %zu: got\n%.*s\nwant\n%s\n", i, (int)a.body.len, a.body.data,
+                        cases[i].want);
+            fail();
+        }
+        tally_agg_release(&a);
+    }
+}
+
+/* The unit of the reply tests, for a journal: a keyed request has a segment of its own. */
+static void test_agg_gives_keyed_requests_their_own_journal_segment(void **state)
+{
+    struct reply_unit u;
+
+    (void)state;
+    reply_unit_make(&u, true);
+    tally_agg_release(&u.a);
+}
+
+/* M's records, put and read back: exactly WANT (up to the first NULL), each
+ * "<hour*3600>\n<record as text>". */
+static void expect_merged(struct tally_merge *m, const char *const *want, size_t max)
+{
+    struct tally_buf b;
+    struct resp r = {0};
+    struct cur c = {.r = &r, .i = 0};
+    size_t n = 0, args;
+
+    tally_buf_init(&b);
+    args = tally_merge_put(m, &b);
+    assert_false(b.oom);
+    resp_read(&r, b.data, b.len);
+    assert_int_equal(args, r.n);
+    for (; n < max && want[n] != NULL; n++)
+        for (const char *t = want[n];; t++) {
+            size_t len = strcspn(t, "\n");
+
+            cur_bytes(&c, t, len);
+            t += len;
+            if (*t == '\0')
+                break;
+        }
+    cur_end(&c);
+    assert_int_equal(tally_merge_records(m), n);
+    resp_free(&r);
+    tally_buf_release(&b);
+}
+
+/* Apply TEXT as the unit's reply (it must read), then merge it into M, cleared first unless
+ * ADD. Returns what tally_agg_merge() returns. */
+static int merge_text(struct tally_agg *a, const char *text, struct tally_agg_req *const *reqs,
+                      size_t n, struct tally_merge *m, bool add)
+{
+    redisReply *r = reply_of(text);
+    int rc;
+
+    assert_int_equal(tally_agg_apply_reply(a, r, reqs, n), 0);
+    if (!add)
+        tally_merge_clear(m);
+    rc = tally_agg_merge(a, r, m);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* A comment's deltas are counted by the ack: they are in the segment's list of comments, not
+ * in the entry's text, and an article with nothing but comments is not in the text at all. */
+static void test_agg_lists_comments_apart_from_the_journal_text(void **state)
+{
+    static const uint32_t windows[] = {1800, 0};
+    static const char digest[] = "0123456789abcdef";
+    struct tally_event ev0[] = {ev_comment("b", 5), ev_view("a"), ev_comment("a", -1),
+                                ev_share("c", TALLY_NETWORK_TWITTER), ev_comment("b", -2)};
+    const uint64_t vis0[] = {0, 7, 0, 0, 0};
+    struct tally_event ev1[] = {ev_comment("b", 1)};
+    struct tally_event ev2[] = {ev_view("a"),
+                                ev_make("a", TALLY_EVENT_ENGAGE, TALLY_NETWORK_OTHER, 1)};
+    const uint64_t vis2[] = {9, 0};
+    struct tally_agg_req r0 = {.ev = ev0, .n = 5, .visitor = vis0};
+    struct tally_agg_req r1 = {
+        .ev = ev1, .n = 1, .idem_key = "tally:{00}i:k1", .idem_len = 14, .digest = digest};
+    struct tally_agg_req r2 = {
+        .ev = ev2, .n = 2, .visitor = vis2, .idem_key = "tally:{00}i:k2", .idem_len = 14};
+    struct tally_agg_req *reqs[] = {&r0, &r1, &r2};
+    static const char *const merged[] = {
+        "1800000000\n8c\na\n2\n2\n0000000000000007\n0000000000000009\n0\n0\n"
+        "2\nengaged\n30\nreads\n1\n1\nwords\n120",
+        "1800000000\na5\nc\n0\n0\n1\ntwitter\n1\n0\n0\n0",
+    };
+    struct tally_merge *m = tally_merge_new();
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+
+    (void)state;
+    assert_non_null(m);
+    ev2[0].words = 120;
+    ev2[1].seconds = 30;
+    ev2[1].read = true;
+    for (size_t i = 0; i < N_ELEMS(windows); i++) {
+        bool checked = windows[i] > 0;
+        char text0[128], text2[128];
+        struct want_seg want[3] = {
+            {"", "", 5, 0, 0, {{checked ? "a" : NULL, "7"}}, {{"b", "5,-2"}, {"a", "-1"}}, text0},
+            {"tally:{00}i:k1", digest, 1, 0, 0, {{NULL, NULL}}, {{"b", "1"}}, ""},
+            {"tally:{00}i:k2", "", 2, 0, 0, {{checked ? "a" : NULL, "9"}}, {{NULL, NULL}}, text2},
+        };
+
+        snprintf(text0, sizeof(text0),
+                 "8c\na\n%d\n1\n0000000000000007\n0\n0\n0\n0\na5\nc\n0\n0\n1\ntwitter\n1\n0\n0\n0",
+                 !checked);
+        snprintf(text2, sizeof(text2),
+                 "8c\na\n%d\n1\n0000000000000009\n0\n0\n2\nengaged\n30\nreads\n1\n1\nwords\n120",
+                 !checked);
+        tally_agg_init(&a, "tally:", windows[i]);
+        a.journal = JOURNAL;
+        a.registry = REGISTRY;
+        a.now = 1800001799;
+        agg_build_ok(&a, reqs, 3, "u-1", &r, &c);
+        expect_header(&c, &a, "b", "u-1");
+        for (size_t k = 0; k < N_ELEMS(want); k++)
+            expect_journal_segment(&c, &want[k]);
+        cur_end(&c);
+        /* Merged: b made no record; each segment's a adds up. */
+        assert_int_equal(merge_text(&a, "[ok \"\" [1 5 0 0 0] [1 1 0 0 0] [1 2 0 0 0] \"1-0\"]",
+                                    reqs, 3, m, false),
+                         0);
+        expect_merged(m, merged, N_ELEMS(merged));
+        tally_agg_release(&a);
+    }
+    tally_merge_free(m);
+    resp_free(&r);
+}
+
+/* The reply's last element is the journal entry's id ("" when nothing was appended); without
+ * one, or of another type, the reply is not the ack's. */
+static void test_agg_reads_the_journal_entry_id(void **state)
+{
+    static const struct {
+        const char *reply;
+        int rc;
+        const char *id;
+    } cases[] = {
+        {"[ok \"\" [1 1 0 0 0] \"1800000000000-0\"]", 0, "1800000000000-0"},
+        {"[+ok \"\" [1 1 0 0 0] \"1800000000123-17\"]", 0, "1800000000123-17"},
+        {"[ok \"\" [1 1 0 0 0] \"\"]", 0, ""},
+        {"[ok \"\" [1 1 0 0 0]]", TALLY_EREDIS, NULL}, /* an answer for apply.lua */
+        {"[ok \"\" [1 1 0 0 0] 5]", TALLY_EREDIS, NULL},
+        {"[ok \"\" [1 1 0 0 0] nil]", TALLY_EREDIS, NULL},
+        {"[ok \"\" [1 1 0 0 0] +1-0]", TALLY_EREDIS, NULL},
+        {"[ok \"\" [1 1 0 0 0] !1-0]", TALLY_EREDIS, NULL},
+        {"[ok \"\" [1 1 0 0 0] [\"1-0\"]]", TALLY_EREDIS, NULL},
+        {"[ok \"\" [1 1 0 0 0] \"1-0\" \"2-0\"]", TALLY_EREDIS, NULL},
+        {"[ok \"\" \"1-0\" [1 1 0 0 0]]", TALLY_EREDIS, NULL},
+        {"[ok \"\" \"1-0\"]", TALLY_EREDIS, NULL}, /* the segment missing */
+        {"[ok \"1-0\"]", TALLY_EREDIS, NULL},
+        {"[ok]", TALLY_EREDIS, NULL},
+    };
+    struct tally_event ev[] = {ev_view("a")};
+    struct tally_agg_req r0 = {.ev = ev, .n = 1};
+    struct tally_agg_req *reqs[] = {&r0};
+    char text[128], id[64];
+    struct tally_agg a;
+
+    (void)state;
+    tally_agg_init(&a, "tally:", 0);
+    a.journal = JOURNAL;
+    a.registry = REGISTRY;
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        assert_int_equal(tally_agg_build(&a, reqs, 1, "u-1"), 0);
+        assert_int_equal(a.entry_len, 0);
+        if (apply_text(&a, cases[i].reply, reqs, 1) != cases[i].rc) {
+            print_error("reply %s: want %d\n", cases[i].reply, cases[i].rc);
+            fail();
+        }
+        if (cases[i].rc == 0) {
+            assert_int_equal(a.entry_len, strlen(cases[i].id));
+            assert_string_equal(a.entry_id, cases[i].id);
+            assert_int_equal(r0.accepted, 1);
+        }
+    }
+    /* 47 bytes fit with the NUL; 48 do not. */
+    memset(id, '7', sizeof(id));
+    for (size_t len = 46; len <= 49; len++) {
+        snprintf(text, sizeof(text), "[ok \"\" [1 1 0 0 0] \"%.*s\"]", (int)len, id);
+        assert_int_equal(apply_text(&a, text, reqs, 1), len < 48 ? 0 : TALLY_EREDIS);
+        if (len < 48) {
+            assert_int_equal(a.entry_len, len);
+            assert_memory_equal(a.entry_id, id, len);
+            assert_int_equal(a.entry_id[len], '\0');
+        }
+    }
+    tally_agg_release(&a);
+}
+
+/* What the journal appended, as the reply says, merged: a repeat named in the reply is no
+ * view, but its visitor stays; a replayed (first 0) or reused (first 2) segment was appended
+ * by an earlier unit or not at all. All of the unit is in hour 500000. */
+#define MERGED_X(views, nvis, vis) "1800000000\n18\nx\n" views "\n" nvis "\n" vis "\n0\n0\n0\n0"
+#define MERGED_Y(views) "1800000000\n46\ny\n" views "\n1\n0000000000000012\n1\nwhatsapp\n1\n0\n0\n0"
+#define MERGED_Z(views) "1800000000\nbe\nz\n" views "\n1\n0000000000000041\n0\n0\n0\n0"
+#define VIS_X3 "0000000000000011\n0000000000000013\n0000000000000021"
+#define VIS_X4 VIS_X3 "\n0000000000000031"
+
+static void test_agg_merges_what_the_journal_appended(void **state)
+{
+    static const struct {
+        const char *reply;
+        const char *want[3];
+    } cases[] = {
+        {"[ok \"\" [1 7 4 2 0] [1 1 1 2 0] \"1-0\"]",
+         {MERGED_X("4", "4", VIS_X4), MERGED_Y("1"), MERGED_Z("1")}},
+        /* Repeats 2 and 3 are x's (13, 21), 5 is z's: z counts its visitor alone. */
+        {"[ok \"\" [1 5 4 2 3 2 3 5] [1 1 1 2 0] \"1-0\"]",
+         {MERGED_X("2", "4", VIS_X4), MERGED_Y("1"), MERGED_Z("0")}},
+        {"[ok \"\" [1 6 4 2 1 4] [1 1 1 2 0] \"1-0\"]",
+         {MERGED_X("4", "4", VIS_X4), MERGED_Y("0"), MERGED_Z("1")}},
+        {"[ok \"\" [1 7 4 2 0] [0 0 3 0 1] \"1-0\"]",
+         {MERGED_X("3", "3", VIS_X3), MERGED_Y("1"), MERGED_Z("1")}},
+        {"[ok \"\" [1 7 4 2 0] [2 0 0 0 0] \"1-0\"]",
+         {MERGED_X("3", "3", VIS_X3), MERGED_Y("1"), MERGED_Z("1")}},
+        /* The keyed segment's repeat is its own first visitor (31). */
+        {"[ok \"\" [1 6 4 2 0] [1 0 1 2 1 1] \"1-0\"]",
+         {MERGED_X("3", "4", VIS_X4), MERGED_Y("1"), MERGED_Z("1")}},
+        {"[ok \"\" [1 2 4 2 5 1 2 3 4 5] [1 0 1 2 1 1] \"1-0\"]",
+         {MERGED_X("0", "4", VIS_X4), MERGED_Y("0"), MERGED_Z("0")}},
+    };
+    static const char *const twice[] = {
+        MERGED_X("8", "4", VIS_X4),
+        "1800000000\n46\ny\n2\n1\n0000000000000012\n1\nwhatsapp\n2\n0\n0\n0",
+        MERGED_Z("2"),
+    };
+    struct tally_merge *m = tally_merge_new();
+    struct reply_unit u;
+
+    (void)state;
+    assert_non_null(m);
+    reply_unit_make(&u, true);
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        assert_int_equal(merge_text(&u.a, cases[i].reply, u.reqs, 4, m, false), 0);
+        expect_merged(m, cases[i].want, N_ELEMS(cases[i].want));
+    }
+    /* Another unit's reply adds up: its views are counted again, its visitors pooled once. */
+    assert_int_equal(merge_text(&u.a, cases[0].reply, u.reqs, 4, m, false), 0);
+    assert_int_equal(merge_text(&u.a, cases[0].reply, u.reqs, 4, m, true), 0);
+    expect_merged(m, twice, N_ELEMS(twice));
+    tally_agg_release(&u.a);
+    tally_merge_free(m);
+}
+
+/* Repeats are read in order, each once, within the segment's visitors; the reply has a
+ * segment per segment sent and the entry id. */
+static void test_agg_merge_rejects_replies_it_cannot_place(void **state)
+{
+    static const char *const cases[] = {
+        "[ok \"\" [1 5 4 2 2 3 2] [1 1 1 2 0] \"1-0\"]", /* out of order */
+        "[ok \"\" [1 5 4 2 2 2 2] [1 1 1 2 0] \"1-0\"]", /* twice */
+        "[ok \"\" [1 6 4 2 1 6] [1 1 1 2 0] \"1-0\"]",   /* past the segment's 5 visitors */
+        "[ok \"\" [1 6 4 2 1 0] [1 1 1 2 0] \"1-0\"]",
+        "[ok \"\" [1 6 4 2 1 -1] [1 1 1 2 0] \"1-0\"]",
+        "[ok \"\" [1 7 4 2 0] [1 0 1 2 1 2] \"1-0\"]", /* past the keyed segment's 1 */
+        "[ok \"\" [1 7 4 2 0] [1 0 1 2 2 1 1] \"1-0\"]",
+        "[ok \"\" [1 7 4 2 0] [1 1 1 2 0]]", /* no entry id */
+        "[ok \"\" [1 7 4 2 0] \"1-0\"]",     /* a segment missing */
+        "[ok \"\" [1 7 4 2 0] [1 1 1 2 0] [1 1 1 2 0] \"1-0\"]",
+        "[ok \"\" [1 7 4 2 x] [1 1 1 2 0] \"1-0\"]",
+        "[ok \"\" [1 7 4 2] [1 1 1 2 0] \"1-0\"]",
+        "[ok \"\" [1 7 4 2 0] nil \"1-0\"]",
+        "[]",
+        "nil",
+        "!ERR",
+    };
+    struct tally_merge *m = tally_merge_new();
+    struct reply_unit u;
+
+    (void)state;
+    assert_non_null(m);
+    reply_unit_make(&u, true);
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        redisReply *r = reply_of(cases[i]);
+        int rc = tally_agg_merge(&u.a, r, m);
+
+        freeReplyObject(r);
+        if (rc != TALLY_EREDIS) {
+            print_error("reply %s: got %d, want TALLY_EREDIS\n", cases[i], rc);
+            fail();
+        }
+    }
+    tally_agg_release(&u.a);
+    tally_merge_free(m);
 }
 
 /* ---- Many requests against a brute-force count ---- */
@@ -1433,6 +1869,12 @@ int main(void)
         cmocka_unit_test(test_agg_tells_a_fenced_unit),
         cmocka_unit_test(test_agg_rejects_replies_of_another_shape),
         cmocka_unit_test(test_agg_reads_answers_of_units_without_a_shared_segment),
+        cmocka_unit_test(test_agg_frames_a_journal_unit_exactly),
+        cmocka_unit_test(test_agg_gives_keyed_requests_their_own_journal_segment),
+        cmocka_unit_test(test_agg_lists_comments_apart_from_the_journal_text),
+        cmocka_unit_test(test_agg_reads_the_journal_entry_id),
+        cmocka_unit_test(test_agg_merges_what_the_journal_appended),
+        cmocka_unit_test(test_agg_merge_rejects_replies_it_cannot_place),
         cmocka_unit_test(test_agg_matches_a_brute_force_count_of_many_requests),
     };
 
