@@ -1844,6 +1844,316 @@ static void test_agg_matches_a_brute_force_count_of_many_requests(void **state)
     free(u);
 }
 
+/* ---- Many requests merged from a journal's ack, against a brute-force count ---- */
+
+#define RAND_VIS (RAND_REQUESTS * RAND_EVENTS_MAX)
+
+/* What the merge of one random unit must hold, per article (all in one hour). */
+struct rand_merged {
+    long order[RAND_ARTICLES]; /* of its first merged record; -1: none */
+    uint32_t by_order[RAND_ARTICLES];
+    size_t n;
+    long long views[RAND_ARTICLES], shares[RAND_ARTICLES][TALLY_NETWORKS];
+    long long engaged[RAND_ARTICLES], reads[RAND_ARTICLES], words[RAND_ARTICLES];
+    /* Visitors pooled per article, in order of first merge: chained from HEAD through NEXT. */
+    uint64_t vis[RAND_VIS];
+    uint32_t next[RAND_VIS], head[RAND_ARTICLES], tail[RAND_ARTICLES], n_vis[RAND_ARTICLES];
+    size_t used;
+    /* One segment's visitors in the order sent (per article, then in arrival order), 1-based,
+     * and whether the reply names each a repeat. */
+    uint64_t seg_vis[RAND_VIS + 1];
+    uint32_t seg_art[RAND_VIS + 1];
+    bool rep[RAND_VIS + 1];
+};
+
+static void rand_pool(struct rand_merged *w, uint32_t a, uint64_t v)
+{
+    uint32_t i;
+
+    for (i = w->head[a]; i != UINT32_MAX; i = w->next[i])
+        if (w->vis[i] == v)
+            return;
+    i = (uint32_t)w->used++;
+    w->vis[i] = v;
+    w->next[i] = UINT32_MAX;
+    if (w->head[a] == UINT32_MAX)
+        w->head[a] = i;
+    else
+        w->next[w->tail[a]] = i;
+    w->tail[a] = i;
+    w->n_vis[a]++;
+}
+
+/* Segment KEYED (NULL: the shared one) as sent: fill W's visitor positions; answer it in SEG
+ * (FIRST, random repeats when checked) and, when FIRST is 1, add what it merges to W. */
+static void rand_merge_segment(struct rand_unit *u, struct rand_merged *w, uint32_t window,
+                               const struct tally_agg_req *keyed, long long first,
+                               redisReply **seg, uint64_t *s)
+{
+    size_t n_art = 0, n_pos = 0, n_rep = 0;
+
+    memset(u->seen, 0, sizeof(u->seen));
+    for (size_t i = 0; i < RAND_REQUESTS; i++)
+        for (size_t k = 0; rand_in_segment(&u->rq[i], keyed) && k < u->rq[i].n; k++) {
+            uint32_t a = u->art[(size_t)(u->rq[i].ev - u->ev) + k];
+
+            if (!u->seen[a]) {
+                u->seen[a] = 1;
+                u->order[n_art++] = a;
+            }
+        }
+    for (size_t j = 0; j < n_art; j++)
+        for (size_t i = 0; i < RAND_REQUESTS; i++) {
+            const struct tally_agg_req *q = &u->rq[i];
+
+            for (size_t k = 0; rand_in_segment(q, keyed) && q->visitor != NULL && k < q->n; k++)
+                if (u->art[(size_t)(q->ev - u->ev) + k] == u->order[j] &&
+                    q->ev[k].type == TALLY_EVENT_VIEW) {
+                    n_pos++;
+                    w->seg_vis[n_pos] = q->visitor[k];
+                    w->seg_art[n_pos] = u->order[j];
+                    w->rep[n_pos] = window > 0 && rand_below(s, 3) == 0;
+                    n_rep += w->rep[n_pos];
+                }
+        }
+    *seg = reply_array(5 + n_rep);
+    (*seg)->element[0] = reply_int(first);
+    for (size_t k = 1; k < 5; k++)
+        (*seg)->element[k] = reply_int(k == 4 ? (long long)n_rep : 0);
+    for (size_t p = 1, j = 5; p <= n_pos; p++)
+        if (w->rep[p])
+            (*seg)->element[j++] = reply_int((long long)p);
+    if (first != 1)
+        return;
+    for (size_t j = 0; j < n_art; j++) {
+        uint32_t a = u->order[j];
+        long long views = 0, n_vis = 0, other = 0;
+
+        for (size_t i = 0; i < RAND_REQUESTS; i++) {
+            const struct tally_agg_req *q = &u->rq[i];
+
+            for (size_t k = 0; rand_in_segment(q, keyed) && k < q->n; k++) {
+                const struct tally_event *ev = &q->ev[k];
+
+                if (u->art[(size_t)(q->ev - u->ev) + k] != a)
+                    continue;
+                if (ev->type == TALLY_EVENT_VIEW) {
+                    views += q->visitor == NULL || window == 0;
+                    n_vis += q->visitor != NULL;
+                    other += ev->words != 0;
+                    w->words[a] = ev->words != 0 ? ev->words : w->words[a];
+                } else if (ev->type == TALLY_EVENT_ENGAGE) {
+                    other++;
+                    w->engaged[a] += ev->seconds;
+                    w->reads[a] += ev->read;
+                } else if (ev->type == TALLY_EVENT_SHARE) {
+                    other++;
+                    w->shares[a][ev->network]++;
+                }
+            }
+        }
+        for (size_t p = 1; p <= n_pos; p++)
+            if (w->seg_art[p] == a) {
+                views += window > 0 && !w->rep[p];
+                rand_pool(w, a, w->seg_vis[p]);
+            }
+        w->views[a] += views;
+        /* A record of comment deltas alone is counted by the ack, not merged. */
+        if ((views != 0 || n_vis != 0 || other != 0) && w->order[a] < 0) {
+            w->order[a] = (long)w->n;
+            w->by_order[w->n++] = a;
+        }
+    }
+}
+
+static void rand_expect_merged(struct rand_unit *u, struct rand_merged *w, struct cur *c)
+{
+    char tag[3], hex[17];
+
+    for (size_t j = 0; j < w->n; j++) {
+        uint32_t a = w->by_order[j];
+        long long n_net = 0;
+
+        cur_str(c, "1800000000");
+        bucket_hex(u->ids[a], strlen(u->ids[a]), tag);
+        cur_str(c, tag);
+        cur_str(c, u->ids[a]);
+        cur_int(c, w->views[a]);
+        cur_int(c, w->n_vis[a]);
+        for (uint32_t i = w->head[a]; i != UINT32_MAX; i = w->next[i]) {
+            snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)w->vis[i]);
+            cur_str(c, hex);
+        }
+        for (int k = 0; k < TALLY_NETWORKS; k++)
+            n_net += w->shares[a][k] != 0;
+        cur_int(c, n_net);
+        for (int k = 0; k < TALLY_NETWORKS; k++)
+            if (w->shares[a][k] != 0) {
+                cur_str(c, tally_network_name((enum tally_network)k));
+                cur_int(c, w->shares[a][k]);
+            }
+        cur_int(c, 0);
+        cur_int(c, (w->engaged[a] != 0) + (w->reads[a] != 0));
+        if (w->engaged[a] != 0) {
+            cur_str(c, "engaged");
+            cur_int(c, w->engaged[a]);
+        }
+        if (w->reads[a] != 0) {
+            cur_str(c, "reads");
+            cur_int(c, w->reads[a]);
+        }
+        cur_int(c, w->words[a] != 0);
+        if (w->words[a] != 0) {
+            cur_str(c, "words");
+            cur_int(c, w->words[a]);
+        }
+    }
+    cur_end(c);
+}
+
+/* Each journal segment of the unit in R, from argument AT on: its checks are its text's
+ * records with visitors, in the same order with the same visitors (none without a WINDOW),
+ * and its text has no comment deltas. Returns the number of segments. */
+static size_t rand_check_journal_text(const struct resp *r, size_t at, uint32_t window)
+{
+    size_t n_segs = 0;
+
+    while (at < r->n) {
+        size_t checks, chk_at, text;
+        const char *t, *end;
+
+        at += 5; /* idem digest accepted bot prefetch */
+        checks = strtoul(r->p[at], NULL, 10);
+        assert_true(window > 0 || checks == 0);
+        chk_at = ++at;
+        for (size_t i = 0; i < checks; i++)
+            at += 3 + strtoul(r->p[at + 2], NULL, 10);
+        for (size_t i = 0, n = strtoul(r->p[at++], NULL, 10); i < n; i++)
+            at += 3 + strtoul(r->p[at + 2], NULL, 10);
+        text = at++;
+        /* Walk the text's tokens: tag id views nvis vis... nshares (network n)... 0
+         * nsums (metric n)... nprops (property n)... */
+        t = r->p[text];
+        end = t + r->len[text];
+        while (t < end) {
+            const char *tok[4096];
+            size_t n_tok = 0, k = 0, nvis;
+
+            /* One record's tokens: up to its last list. */
+            for (int list = 0; list < 5; list++) {
+                size_t want = list == 0 ? 4 : 1, more;
+
+                for (size_t j = 0; j < want; j++) {
+                    assert_true(t < end && n_tok < N_ELEMS(tok));
+                    tok[n_tok++] = t;
+                    t = memchr(t, '\n', (size_t)(end - t));
+                    t = t != NULL ? t + 1 : end;
+                }
+                more = strtoul(tok[n_tok - 1], NULL, 10) * (list == 0 || list == 2 ? 1 : 2);
+                assert_true(list != 2 || more == 0);
+                for (size_t j = 0; j < more; j++) {
+                    assert_true(t < end && n_tok < N_ELEMS(tok));
+                    tok[n_tok++] = t;
+                    t = memchr(t, '\n', (size_t)(end - t));
+                    t = t != NULL ? t + 1 : end;
+                }
+            }
+            nvis = strtoul(tok[3], NULL, 10);
+            if (window == 0 || nvis == 0)
+                continue;
+            /* The next check is this record's: tag, id, nvisitors, its visitors (the text
+             * has its views between id and nvisitors). */
+            assert_true(checks-- > 0);
+            for (k = 0; k < 3 + nvis; k++) {
+                const char *want = tok[k < 2 ? k : k + 1];
+                size_t len = strcspn(want, "\n");
+
+                assert_int_equal(r->len[chk_at + k], len);
+                assert_memory_equal(r->p[chk_at + k], want, len);
+            }
+            chk_at += k;
+        }
+        assert_int_equal(checks, 0);
+        n_segs++;
+    }
+    return n_segs;
+}
+
+/* A random unit for a journal, answered with random repeats and random keyed segments
+ * replayed or reused: its merge is what the segments applied carry, each view counted unless
+ * a repeat, each visitor once. */
+static void test_agg_merges_a_brute_force_count_of_many_requests(void **state)
+{
+    static const struct {
+        uint64_t seed;
+        uint32_t window;
+    } rounds[] = {{0x9e3779b97f4a7c15ULL, 1800}, {42, 0}, {0xdecafbad, 60}, {7, 1800}};
+    struct rand_unit *u = calloc(1, sizeof(*u));
+    struct rand_merged *w = malloc(sizeof(*w));
+    struct tally_merge *m = tally_merge_new();
+    struct tally_buf b;
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+
+    (void)state;
+    assert_non_null(u);
+    assert_non_null(w);
+    assert_non_null(m);
+    tally_buf_init(&b);
+    tally_agg_init(&a, "tally:", 0);
+    a.journal = JOURNAL;
+    a.registry = REGISTRY;
+    a.now = 1800001799;
+    for (size_t round = 0; round < N_ELEMS(rounds); round++) {
+        uint64_t s = rounds[round].seed ^ 0x5555;
+        size_t n_seg = 1, next = 2, args;
+        redisReply *reply;
+
+        a.window = rounds[round].window;
+        rand_fill(u, rounds[round].seed);
+        agg_build_ok(&a, u->reqs, RAND_REQUESTS, "rand", &r, &c);
+        for (size_t i = 0; i < RAND_REQUESTS; i++)
+            n_seg += u->rq[i].idem_key != NULL && u->rq[i].n > 0;
+        /* numkeys, 3 keys, P window 600 86400 now fence fresh model: 12 arguments */
+        assert_int_equal(rand_check_journal_text(&r, 12, a.window), n_seg);
+        memset(w, 0, sizeof(*w));
+        for (size_t i = 0; i < RAND_ARTICLES; i++) {
+            w->order[i] = -1;
+            w->head[i] = UINT32_MAX;
+        }
+        reply = reply_array(3 + n_seg);
+        reply->element[0] = reply_text(REDIS_REPLY_STRING, S("ok"));
+        reply->element[1] = reply_text(REDIS_REPLY_STRING, S(""));
+        rand_merge_segment(u, w, a.window, NULL, 1, &reply->element[next++], &s);
+        for (size_t i = 0; i < RAND_REQUESTS; i++)
+            if (u->rq[i].idem_key != NULL && u->rq[i].n > 0)
+                rand_merge_segment(u, w, a.window, &u->rq[i], rand_below(&s, 3),
+                                   &reply->element[next++], &s);
+        reply->element[next++] = reply_text(REDIS_REPLY_STRING, S("1800000000000-0"));
+        assert_int_equal(next, reply->elements);
+        assert_int_equal(tally_agg_apply_reply(&a, reply, u->reqs, RAND_REQUESTS), 0);
+        tally_merge_clear(m);
+        assert_int_equal(tally_agg_merge(&a, reply, m), 0);
+        freeReplyObject(reply);
+        assert_true(w->n > 1024); /* the merge's table grew */
+        tally_buf_reset(&b);
+        args = tally_merge_put(m, &b);
+        assert_false(b.oom);
+        resp_read(&r, b.data, b.len);
+        assert_int_equal(args, r.n);
+        assert_int_equal(tally_merge_records(m), w->n);
+        c = (struct cur){.r = &r, .i = 0};
+        rand_expect_merged(u, w, &c);
+    }
+    tally_agg_release(&a);
+    tally_merge_free(m);
+    tally_buf_release(&b);
+    resp_free(&r);
+    free(w);
+    free(u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1876,6 +2186,7 @@ int main(void)
         cmocka_unit_test(test_agg_merges_what_the_journal_appended),
         cmocka_unit_test(test_agg_merge_rejects_replies_it_cannot_place),
         cmocka_unit_test(test_agg_matches_a_brute_force_count_of_many_requests),
+        cmocka_unit_test(test_agg_merges_a_brute_force_count_of_many_requests),
     };
 
     return cmocka_run_group_tests_name("agg", tests, NULL, NULL);
