@@ -1335,10 +1335,16 @@ static void test_agg_lists_comments_apart_from_the_journal_text(void **state)
         "2\nengaged\n30\nreads\n1\n1\nwords\n120",
         "1800000000\na5\nc\n0\n0\n1\ntwitter\n1\n0\n0\n0",
     };
+    static const char *const merged_repeat[] = {
+        "1800000000\n8c\na\n1\n2\n0000000000000007\n0000000000000009\n0\n0\n"
+        "2\nengaged\n30\nreads\n1\n1\nwords\n120",
+        "1800000000\na5\nc\n0\n0\n1\ntwitter\n1\n0\n0\n0",
+    };
     struct tally_merge *m = tally_merge_new();
     struct tally_agg a;
     struct resp r = {0};
     struct cur c;
+    redisReply *reply;
 
     (void)state;
     assert_non_null(m);
@@ -1374,6 +1380,14 @@ static void test_agg_lists_comments_apart_from_the_journal_text(void **state)
                                     reqs, 3, m, false),
                          0);
         expect_merged(m, merged, N_ELEMS(merged));
+        /* The shared segment's view of a repeated: a counts R2's view alone, both visitors.
+         * Without a window nothing was checked: a repeat is an error. */
+        reply = reply_of("[ok \"\" [1 5 0 0 1 1] [1 1 0 0 0] [1 2 0 0 0] \"1-0\"]");
+        tally_merge_clear(m);
+        assert_int_equal(tally_agg_merge(&a, reply, m), checked ? 0 : TALLY_EREDIS);
+        freeReplyObject(reply);
+        if (checked)
+            expect_merged(m, merged_repeat, N_ELEMS(merged_repeat));
         tally_agg_release(&a);
     }
     tally_merge_free(m);
