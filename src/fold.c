@@ -22,7 +22,7 @@
 
 #define FOLD_EVENTS 2000       /* a fold from the journal takes at most about this many
                                   * (whole entries, at least one) */
-#define FOLD_BATCH_RECORDS 2000  /* a batch closes (and its fold starts) at this many merged */
+#define FOLD_BATCH_RECORDS 1000  /* a batch closes (and its fold starts) at this many merged */
 #define FOLD_BATCH_EVENTS 20000  /* records or this many events */
 #define FOLD_BATCHES 64          /* batches held at most: entries past them are folded from
                                   * the journal */
@@ -34,7 +34,7 @@
 /* Entries the folder merged (their acks' records added up, see tally/merge.h): a merged fold
  * (src/scripts/merged.lua) counts them once they are the oldest in the journal. */
 struct fold_batch {
-    struct tally_merge *m;       /* owned, kept for the next batch */
+    struct tally_merge *m;       /* owned */
     uint64_t first_entry;        /* the index of its first entry (see appended) */
     size_t entries, events;
     char first[48], last[48];    /* the ids of its first and last entries */
@@ -67,6 +67,8 @@ struct tally_folder {
     struct fold_batch batch[FOLD_BATCHES];
     size_t b_head, b_len;
     bool b_open;
+    struct tally_merge *spare[FOLD_BATCHES]; /* merges of batches gone, kept for new ones */
+    size_t n_spare;
     struct tally_buf body;
     int wake_fd;                 /* eventfd: tally_folder_soon() from any thread */
     struct event *wake_ev, *timer_ev, *reclaim_ev;
@@ -114,9 +116,17 @@ static struct fold_batch *fold_oldest(struct tally_folder *f)
     return f->b_len > 0 ? &f->batch[f->b_head] : NULL;
 }
 
+/* Keep the merge of batch B, which goes, for a batch to come. */
+static void fold_spare(struct tally_folder *f, struct fold_batch *b)
+{
+    f->spare[f->n_spare++] = b->m;
+    b->m = NULL;
+}
+
 /* Forget the oldest batch: its entries left in the journal are folded from there. */
 static void fold_drop_oldest(struct tally_folder *f)
 {
+    fold_spare(f, &f->batch[f->b_head]);
     f->b_head = (f->b_head + 1) % FOLD_BATCHES;
     if (--f->b_len == 0)
         f->b_open = false;
@@ -125,7 +135,7 @@ static void fold_drop_oldest(struct tally_folder *f)
 /* Forget the newest batch (its merge failed part-way): the same. */
 static void fold_drop_newest(struct tally_folder *f)
 {
-    f->b_len--;
+    fold_spare(f, &f->batch[(f->b_head + --f->b_len) % FOLD_BATCHES]);
     f->b_open = false;
 }
 
@@ -165,7 +175,8 @@ static void fold_merge(struct tally_folder *f, uint64_t index, struct tally_agg 
         if (f->b_len == FOLD_BATCHES)
             return;
         b = &f->batch[(f->b_head + f->b_len) % FOLD_BATCHES];
-        if (b->m == NULL && (b->m = tally_merge_new()) == NULL)
+        b->m = f->n_spare > 0 ? f->spare[--f->n_spare] : tally_merge_new();
+        if (b->m == NULL)
             return;
         tally_merge_clear(b->m);
         b->first_entry = index;
@@ -469,8 +480,10 @@ void tally_folder_free(struct tally_folder *f)
     if (f->wake_fd >= 0)
         close(f->wake_fd);
     tally_buf_release(&f->body);
-    for (size_t i = 0; i < FOLD_BATCHES; i++)
-        tally_merge_free(f->batch[i].m);
+    for (size_t i = 0; i < f->b_len; i++)
+        tally_merge_free(f->batch[(f->b_head + i) % FOLD_BATCHES].m);
+    for (size_t i = 0; i < f->n_spare; i++)
+        tally_merge_free(f->spare[i]);
     free(f->ring);
     free(f);
 }
