@@ -75,25 +75,6 @@ void tally_agg_release(struct tally_agg *a)
     memset(a, 0, sizeof(*a));
 }
 
-/* Grow *P (an array of SIZE-byte items with room for *CAP) to hold NEED. */
-static int agg_grow(void *p, size_t *cap, size_t need, size_t size)
-{
-    void **arr = p;
-    size_t n = *cap != 0 ? *cap : 64;
-    void *q;
-
-    if (need <= *cap)
-        return 0;
-    while (n < need)
-        n *= 2;
-    q = realloc(*arr, n * size);
-    if (q == NULL)
-        return TALLY_ENOMEM;
-    *arr = q;
-    *cap = n;
-    return 0;
-}
-
 /* ---- Segments: articles coalesced in an open-addressing table ---- */
 
 /* The home slot of article ID (LEN bytes) in a table of SLOTS (a power of two). */
@@ -107,9 +88,9 @@ static int agg_reserve(struct tally_agg *a, size_t events)
     size_t need = a->n_rec + events, slots = a->n_slots, seg = a->n_rec - a->seg_first + events;
     uint32_t *table;
 
-    if (agg_grow(&a->rec, &a->cap_rec, need, sizeof(*a->rec)) < 0 ||
-        agg_grow(&a->vis, &a->cap_vis, a->n_vis + events, sizeof(*a->vis)) < 0 ||
-        agg_grow(&a->deltas, &a->cap_deltas, a->n_deltas + events, sizeof(*a->deltas)) < 0)
+    if (tally_grow(&a->rec, &a->cap_rec, need, sizeof(*a->rec)) < 0 ||
+        tally_grow(&a->vis, &a->cap_vis, a->n_vis + events, sizeof(*a->vis)) < 0 ||
+        tally_grow(&a->deltas, &a->cap_deltas, a->n_deltas + events, sizeof(*a->deltas)) < 0)
         return TALLY_ENOMEM;
     if (slots >= 2 * seg)
         return 0;
@@ -239,7 +220,7 @@ static int agg_seg_end(struct tally_agg *a)
     for (size_t i = a->seg_first; i < a->n_rec; i++)
         a->slots[a->rec[i].slot] = 0;
     a->seg_first = a->n_rec;
-    if (agg_grow(&a->seg_end, &a->cap_segs, a->n_segs + 1, sizeof(*a->seg_end)) < 0)
+    if (tally_grow(&a->seg_end, &a->cap_segs, a->n_segs + 1, sizeof(*a->seg_end)) < 0)
         return TALLY_ENOMEM;
     a->seg_end[a->n_segs++] = (uint32_t)a->n_rec;
     return 0;
@@ -369,8 +350,8 @@ static int agg_record(struct tally_agg *a, const struct agg_rec *r, bool deltas,
 {
     size_t k = 0;
 
-    if (agg_grow(&a->vscratch, &a->cap_vscratch, r->n_vis, sizeof(*a->vscratch)) < 0 ||
-        agg_grow(&a->dscratch, &a->cap_dscratch, r->n_deltas, sizeof(*a->dscratch)) < 0)
+    if (tally_grow(&a->vscratch, &a->cap_vscratch, r->n_vis, sizeof(*a->vscratch)) < 0 ||
+        tally_grow(&a->dscratch, &a->cap_dscratch, r->n_deltas, sizeof(*a->dscratch)) < 0)
         return TALLY_ENOMEM;
     memset(out, 0, sizeof(*out));
     out->bucket = r->bucket;
@@ -480,7 +461,7 @@ static int agg_emit_seg(struct tally_agg *a, const struct tally_agg_req *idem, u
                         uint64_t bot, uint64_t prefetch)
 {
     if (idem == NULL &&
-        agg_grow(&a->vis_req, &a->cap_vis_req, a->n_vis, sizeof(*a->vis_req)) < 0)
+        tally_grow(&a->vis_req, &a->cap_vis_req, a->n_vis, sizeof(*a->vis_req)) < 0)
         return TALLY_ENOMEM;
     if (idem != NULL) {
         const char *digest = idem->digest != NULL ? idem->digest : "";

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "tally/buf.h"
+#include "tally/error.h"
 
 void tally_buf_init(struct tally_buf *b)
 {
@@ -121,4 +122,22 @@ void tally_buf_add_json_str(struct tally_buf *b, const char *p, size_t n)
     }
     tally_buf_add(b, p + run, n - run);
     tally_buf_add(b, "\"", 1);
+}
+
+int tally_grow(void *p, size_t *cap, size_t need, size_t size)
+{
+    void **arr = p;
+    size_t n = *cap != 0 ? *cap : 64;
+    void *q;
+
+    if (need <= *cap)
+        return 0;
+    while (n < need)
+        n *= 2;
+    q = realloc(*arr, n * size);
+    if (q == NULL)
+        return TALLY_ENOMEM;
+    *arr = q;
+    *cap = n;
+    return 0;
 }

@@ -53,17 +53,14 @@ static void record_token(struct record_out *o, const void *p, size_t n)
 
 static void record_int(struct record_out *o, int64_t v)
 {
-    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
-    char s[24];
-    size_t n = sizeof(s);
-
-    do {
-        s[--n] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
-    if (v < 0)
-        s[--n] = '-';
-    record_token(o, s + n, sizeof(s) - n);
+    if (!o->text) {
+        tally_buf_add_bulk_i64(o->b, v);
+    } else {
+        if (o->n > 0)
+            tally_buf_add(o->b, "\n", 1);
+        tally_buf_add_i64(o->b, v);
+    }
+    o->n++;
 }
 
 /* The non-zero ones of the N values V as "count (name value)...", each named by NAME(i). */
@@ -191,25 +188,6 @@ size_t tally_merge_records(const struct tally_merge *m)
     return m->n_rec;
 }
 
-/* Grow *P (an array of SIZE-byte items with room for *CAP) to hold NEED. */
-static int merge_grow(void *p, size_t *cap, size_t need, size_t size)
-{
-    void **arr = p;
-    size_t n = *cap != 0 ? *cap : 64;
-    void *q;
-
-    if (need <= *cap)
-        return 0;
-    while (n < need)
-        n *= 2;
-    q = realloc(*arr, n * size);
-    if (q == NULL)
-        return TALLY_ENOMEM;
-    *arr = q;
-    *cap = n;
-    return 0;
-}
-
 static uint32_t merge_rec_home(int64_t hour, const char *id, size_t len, size_t slots)
 {
     uint64_t h = tally_siphash((const uint8_t *)"tally merge recs", id, len);
@@ -248,9 +226,9 @@ static int merge_reserve(struct tally_merge *m, size_t n_vis, size_t id_len)
 {
     int rc;
 
-    if (merge_grow(&m->rec, &m->cap_rec, m->n_rec + 1, sizeof(*m->rec)) < 0 ||
-        merge_grow(&m->vis, &m->cap_vis, m->n_vis + n_vis, sizeof(*m->vis)) < 0 ||
-        merge_grow(&m->ids, &m->ids_cap, m->ids_len + id_len, 1) < 0)
+    if (tally_grow(&m->rec, &m->cap_rec, m->n_rec + 1, sizeof(*m->rec)) < 0 ||
+        tally_grow(&m->vis, &m->cap_vis, m->n_vis + n_vis, sizeof(*m->vis)) < 0 ||
+        tally_grow(&m->ids, &m->ids_cap, m->ids_len + id_len, 1) < 0)
         return TALLY_ENOMEM;
     if ((rc = merge_rehash(&m->slots, &m->n_slots, m->n_rec + 1)) < 0)
         return rc;
@@ -351,7 +329,7 @@ size_t tally_merge_put(struct tally_merge *m, struct tally_buf *b)
                                  .views = x->views, .n_vis = 0};
         size_t k = 0;
 
-        if (merge_grow(&m->scratch, &m->cap_scratch, x->n_vis, sizeof(*m->scratch)) < 0) {
+        if (tally_grow(&m->scratch, &m->cap_scratch, x->n_vis, sizeof(*m->scratch)) < 0) {
             b->oom = true;
             return args;
         }

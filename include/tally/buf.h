@@ -32,6 +32,10 @@ void tally_buf_add_u64(struct tally_buf *b, uint64_t v);
 void tally_buf_add_bulk(struct tally_buf *b, const void *p, size_t n);
 void tally_buf_add_bulk_i64(struct tally_buf *b, int64_t v);
 
+/* Grow *P, an array of SIZE-byte items with room for *CAP, to hold NEED (room doubles, from
+ * 64). Returns 0, or TALLY_ENOMEM with *P and *CAP unchanged. */
+int tally_grow(void *p, size_t *cap, size_t need, size_t size);
+
 /* A JSON string literal of P (N bytes of valid UTF-8), quoted and escaped. */
 void tally_buf_add_json_str(struct tally_buf *b, const char *p, size_t n);
 

@@ -13,11 +13,4 @@
 -- refused and skipped (see counter_new), the last refusal or ""}.
 
 local c = counter_new(ARGV[1], model_of(ARGV[2]), nil)
-local n = fold_journal(c, KEYS[1], tonumber(ARGV[3]), ARGV[4])
-local _, tags = counter_finish(c)
-local left = redis.call('XLEN', KEYS[1])
-if left == 0 then
-    redis.call('DEL', KEYS[1])
-    redis.call('ZREM', KEYS[2], KEYS[1])
-end
-return {n, left, tags, c.errors, c.error or ''}
+return fold_answer(c, KEYS[1], KEYS[2], fold_journal(c, KEYS[1], tonumber(ARGV[3]), ARGV[4]))

@@ -102,3 +102,17 @@ local function fold_all(c, registry)
         redis.call('ZREM', registry, j)
     end
 end
+
+-- The answer of a fold of JOURNAL that counted N entries with counter C: {N, entries left,
+-- the buckets touched, commands Redis refused and skipped, the last refusal or ""}. An
+-- emptied journal is deleted and taken out of REGISTRY (its writer's next entry starts both
+-- again), so nothing stays behind.
+local function fold_answer(c, journal, registry, n)
+    local _, tags = counter_finish(c)
+    local left = redis.call('XLEN', journal)
+    if left == 0 then
+        redis.call('DEL', journal)
+        redis.call('ZREM', registry, journal)
+    end
+    return {n, left, tags, c.errors, c.error or ''}
+end

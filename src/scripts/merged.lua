@@ -34,10 +34,4 @@ while pos <= #ARGV do
     r, pos = read_record(ARGV, pos + 1)
     count_record(c, r, day, hour)
 end
-local _, tags = counter_finish(c)
-local left = redis.call('XLEN', KEYS[1])
-if left == 0 then
-    redis.call('DEL', KEYS[1])
-    redis.call('ZREM', KEYS[2], KEYS[1])
-end
-return {n, left, tags, c.errors, c.error or ''}
+return fold_answer(c, KEYS[1], KEYS[2], n)

@@ -305,6 +305,33 @@ static void test_buf_refuses_sizes_that_overflow(void **state)
     tally_buf_release(&b);
 }
 
+/* An array grows to hold what is asked, its room doubling from 64; asking for no more than
+ * its room changes nothing. */
+static void test_grow_doubles_room_from_64(void **state)
+{
+    static const struct {
+        size_t need, cap;
+    } steps[] = {{0, 0}, {1, 64}, {64, 64}, {10, 64}, {65, 128}, {129, 256}, {1000, 1024},
+                 {1025, 2048}, {2048, 2048}};
+    uint32_t *a = NULL;
+    size_t cap = 0;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        uint32_t *before = a;
+
+        assert_int_equal(tally_grow(&a, &cap, steps[i].need, sizeof(*a)), 0);
+        assert_int_equal(cap, steps[i].cap);
+        if (steps[i].need == 0)
+            assert_null(a);
+        else
+            a[steps[i].need - 1] = (uint32_t)i; /* the room is there (ASan would say) */
+        if (i > 0 && steps[i].cap == steps[i - 1].cap)
+            assert_ptr_equal(a, before);
+    }
+    free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_buf_escapes_json_strings),
         cmocka_unit_test(test_buf_escapes_every_control_character),
         cmocka_unit_test(test_buf_refuses_sizes_that_overflow),
+        cmocka_unit_test(test_grow_doubles_room_from_64),
     };
 
     return cmocka_run_group_tests_name("buf", tests, NULL, NULL);
