@@ -29,7 +29,9 @@
 #define FOLD_RECLAIM_MS 1000     /* how often a worker looks for journals of writers gone */
 #define FOLD_RECLAIM_ENTRIES 16 /* the most entries of theirs one look folds (a unit is at
                                  * most 2,000 events: a look holds Redis briefly) */
-#define FOLD_RETRY_MS 100        /* after a fold refused or lost */
+#define FOLD_RETRY_MS 100        /* after a fold refused or lost, or one that found nothing */
+#define FOLD_MERGED_TRIES 3      /* merged folds of a batch refused or lost in a row before its
+                                  * entries are folded from the journal instead */
 
 /* Entries the folder merged (their acks' records added up, see tally/merge.h): a merged fold
  * (src/scripts/merged.lua) counts them once they are the oldest in the journal. */
@@ -38,6 +40,7 @@ struct fold_batch {
     uint64_t first_entry;        /* the index of its first entry (see appended) */
     size_t entries, events;
     char first[48], last[48];    /* the ids of its first and last entries */
+    char first_u[128], last_u[128]; /* and their units' attempt markers (see ack.lua) */
 };
 
 struct tally_folder {
@@ -55,12 +58,15 @@ struct tally_folder {
     _Atomic uint64_t appended;   /* entries appended so far */
     _Atomic uint64_t folded;     /* of them, known folded */
     _Atomic bool wanted;         /* a reader asked for a fold */
+    _Atomic uint64_t want_upto;  /* readers wait for the entries before this one: folds go on
+                                  * until they are folded */
     _Atomic bool blocked;        /* the last fold could not be sent or failed (Redis is down
                                   * or refuses) */
     _Atomic uint64_t tries;      /* folds that ended (answered, failed or not sent): a read
                                   * waits for one that ends after it arrived */
     bool in_flight, reclaiming, again;
     bool merged_in_flight;       /* the fold in flight is the oldest batch's */
+    unsigned merged_errors;      /* of the oldest batch's folds, refused or lost in a row */
     /* Batches of consecutive entries, oldest first: a ring. The newest takes more entries
      * while OPEN. Entries before the oldest, between two, or past FOLD_BATCHES are folded
      * from the journal (fold.lua). */
@@ -167,7 +173,8 @@ static void fold_merge(struct tally_folder *f, uint64_t index, struct tally_agg 
                                         : NULL;
     int rc;
 
-    if (a->entry_len == 0 || a->entry_len >= sizeof(b->first))
+    if (a->entry_len == 0 || a->entry_len >= sizeof(b->first) ||
+        a->attempt_len >= sizeof(b->first_u))
         return;
     if (f->b_open && b->first_entry + b->entries != index)
         f->b_open = false; /* an entry in between was not merged */
@@ -182,6 +189,8 @@ static void fold_merge(struct tally_folder *f, uint64_t index, struct tally_agg 
         b->first_entry = index;
         b->entries = b->events = 0;
         memcpy(b->first, a->entry_id, a->entry_len + 1);
+        memcpy(b->first_u, a->attempt_key, a->attempt_len);
+        b->first_u[a->attempt_len] = '\0';
         f->b_len++;
         f->b_open = true;
     }
@@ -192,6 +201,8 @@ static void fold_merge(struct tally_folder *f, uint64_t index, struct tally_agg 
         return;
     }
     memcpy(b->last, a->entry_id, a->entry_len + 1);
+    memcpy(b->last_u, a->attempt_key, a->attempt_len);
+    b->last_u[a->attempt_len] = '\0';
     b->entries++;
     b->events += events;
     if (b->events >= FOLD_BATCH_EVENTS || tally_merge_records(b->m) >= FOLD_BATCH_RECORDS)
@@ -224,6 +235,13 @@ static void fold_arm(struct tally_folder *f, uint32_t ms)
         evtimer_add(f->timer_ev, &tv);
 }
 
+/* Do readers wait for entries not folded yet? */
+static bool fold_wanted(struct tally_folder *f)
+{
+    return atomic_load_explicit(&f->folded, memory_order_acquire) <
+           atomic_load_explicit(&f->want_upto, memory_order_acquire);
+}
+
 static bool fold_stale(const redisReply *reply)
 {
     return reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
@@ -238,6 +256,7 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
     bool wanted = atomic_exchange(&f->wanted, false), again = f->again;
     bool merged = f->merged_in_flight;
     long long n, left;
+    size_t gone = 0;
 
     f->in_flight = false;
     f->again = false;
@@ -259,12 +278,19 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
         if (status == 0 && reply->type == REDIS_REPLY_ERROR)
             log_warn("redis refused a fold of the journal: %s", reply->str);
         tally_metric_add(&f->metrics->fold_errors, 1);
+        /* A batch whose folds keep failing (a refusal that is not Redis being away) is not
+         * tried for ever: its entries are folded from the journal. */
+        if (merged && ++f->merged_errors >= FOLD_MERGED_TRIES) {
+            f->merged_errors = 0;
+            fold_drop_oldest(f);
+        }
         fold_ended(f, true);
         if (wanted)
             atomic_store(&f->wanted, true);
         fold_arm(f, FOLD_RETRY_MS);
         return;
     }
+    f->merged_errors = 0;
     n = reply->element[0]->integer;
     left = reply->element[1]->integer;
     fold_bump(f, reply->element[2]);
@@ -277,8 +303,7 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
      * ack whose reply came before this one. Others may have folded some of ours meanwhile (a
      * DELETE folds every journal): what is not left is folded either way. */
     if ((size_t)left < f->len) {
-        size_t gone = f->len - (size_t)left;
-
+        gone = f->len - (size_t)left;
         /* More went than this fold took: another collector folded some of ours (a DELETE, a
          * reclaim) and bumped only its own process's cache epochs. */
         if (gone > (size_t)n)
@@ -287,22 +312,31 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
         fold_forget(f, gone);
     }
     fold_ended(f, false);
-    if (f->len > 0 && (again || wanted || fold_due(f)))
+    if (f->len == 0)
+        return;
+    /* A fold from the journal that found nothing to take (its entries are not there yet:
+     * an ack whose reply is still to come) is tried again shortly, not at once. */
+    if (!merged && gone == 0)
+        fold_arm(f, FOLD_RETRY_MS);
+    else if (again || wanted || fold_due(f) || fold_wanted(f))
         fold_start(f);
-    else if (f->len > 0)
+    else
         fold_arm(f, f->cfg->fold_interval_ms);
 }
 
-/* The oldest batch's fold: KEYS journal registry, ARGV P model n first last record... */
+/* The oldest batch's fold: KEYS journal registry, ARGV P model n first last first_unit
+ * last_unit record... */
 static size_t fold_put_merged(struct tally_folder *f, struct fold_batch *b)
 {
-    size_t nargs = 8;
+    size_t nargs = 10;
 
     if (f->b_len == 1)
         f->b_open = false; /* what comes next goes to a batch of its own */
     tally_buf_add_bulk_i64(&f->body, (int64_t)b->entries);
     tally_buf_add_bulk(&f->body, b->first, strlen(b->first));
     tally_buf_add_bulk(&f->body, b->last, strlen(b->last));
+    tally_buf_add_bulk(&f->body, b->first_u, strlen(b->first_u));
+    tally_buf_add_bulk(&f->body, b->last_u, strlen(b->last_u));
     return nargs + tally_merge_put(b->m, &f->body);
 }
 
@@ -568,8 +602,12 @@ uint64_t tally_folder_folded_count(const struct tally_folder *f)
 
 void tally_folder_soon(struct tally_folder *f)
 {
-    uint64_t one = 1;
+    uint64_t one = 1, upto = tally_folder_appended_count(f);
+    uint64_t was = atomic_load_explicit(&f->want_upto, memory_order_acquire);
 
+    /* Folds go on until what was appended by now is folded, however many it takes. */
+    while (was < upto && !atomic_compare_exchange_weak(&f->want_upto, &was, upto))
+        ;
     if (atomic_exchange(&f->wanted, true))
         return; /* asked already, not started yet */
     if (write(f->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)

@@ -22,7 +22,8 @@
  *
  * Readers see what the collector acknowledged: each folder counts its entries appended and
  * folded (readable from any thread), and a read waits until every worker's folder has folded
- * what it had appended when the read arrived (tally_fold_mark(), tally_fold_passed()). Other
+ * what it had appended when the read arrived (tally_fold_mark(), tally_fold_passed()); a
+ * folder asked so folds on, fold after fold, until it has. Other
  * collectors see it within --fold-interval and a round trip.
  *
  * Backpressure: past --journal-max events appended and not folded, a worker refuses writes

@@ -27,16 +27,18 @@
 -- Returns unit.lua's answer with one more element: the id of the journal entry, or "" when
 -- nothing was appended.
 --
--- An entry: n <now> c <checked> r <repeats> a <records>, the records of every segment applied,
--- joined by "\n". checked is 1 when each visitor of the records is a view checked against the
--- repeat window (only those not in repeats count, see journal.lua), 0 when the visitors only
--- feed the distinct-visitor estimates; repeats lists, space-separated, the 1-based positions
--- of the repeated views among the entry's visitors.
+-- An entry: n <now> c <checked> r <repeats> u <unit> a <records>, the records of every segment
+-- applied, joined by "\n". checked is 1 when each visitor of the records is a view checked
+-- against the repeat window (only those not in repeats count, see journal.lua), 0 when the
+-- visitors only feed the distinct-visitor estimates; repeats lists, space-separated, the
+-- 1-based positions of the repeated views among the entry's visitors; unit is the unit's
+-- attempt marker, unique to it: an entry id alone may come again (an emptied journal is
+-- deleted, and a new one starts its ids afresh), so merged.lua checks both.
 
 -- Nothing is written unless the append can be: a Redis user without XADD or ZADD (an ACL
 -- from before the journal) would otherwise leave markers and repeat views set for events
 -- that are in no journal -- a retry answered "counted" from its marker.
-if not redis.acl_check_cmd('XADD', KEYS[2], '*', 'n', '0', 'c', '0', 'r', '', 'a', '') or
+if not redis.acl_check_cmd('XADD', KEYS[2], '*', 'n', '0', 'c', '0', 'r', '', 'u', '', 'a', '') or
     not redis.acl_check_cmd('ZADD', KEYS[3], '0', KEYS[2]) then
     return redis.error_reply('NOPERM the Redis user may not append to the journal (XADD, ZADD ' ..
                              'on its keys): see deploy/redis.conf')
@@ -118,7 +120,7 @@ result[2] = c and counter_finish(c) or ''
 local id = ''
 if #parts > 0 then
     id = redis.call('XADD', KEYS[2], '*', 'n', ARGV[5], 'c', window > 0 and '1' or '0',
-                    'r', table.concat(reps, ' '), 'a', table.concat(parts, '\n'))
+                    'r', table.concat(reps, ' '), 'u', KEYS[1], 'a', table.concat(parts, '\n'))
     redis.call('ZADD', KEYS[3], clock, KEYS[2])
 end
 result[#result + 1] = id

@@ -1,30 +1,43 @@
 -- merged.lua -- counts the oldest entries of one writer's journal (see ack.lua) from the
 -- writer's own merge of them, and removes them, in one atomic step. The writer knows what it
 -- appended: it adds up its entries' records per article and hour as their acks come back, so
--- that this script reads no entry and counts each merged record once. It counts them only if
--- the journal starts with exactly the entries the merge holds: a fold sent again after a lost
--- reply, an entry the writer does not know of (an ack whose reply was lost), or entries
--- another collector folded (a DELETE) make it count nothing and answer "stale"; the writer
--- then folds what is left from the journal itself (fold.lua).
+-- that this script parses no entry and counts each merged record once. It counts them only if
+-- the journal starts with exactly the entries the merge holds (their number, and the ids and
+-- units of the first and the last): a fold sent again after a lost reply, an entry the writer
+-- does not know of (an ack whose reply was lost), or entries another collector folded (a
+-- DELETE) make it count nothing and answer "stale"; the writer then folds what is left from
+-- the journal itself (fold.lua).
 --
 -- KEYS[1]  the journal, P{00}q:<writer>
 -- KEYS[2]  the journals' registry (see ack.lua)
--- ARGV     P model n first last record...
---          n entries, the ids of the first and the last: the oldest n of the journal; each
---          record: time (Unix seconds: its hour) and the record as count.lua reads it
+-- ARGV     P model n first last first_unit last_unit record...
+--          n entries, the ids and the units (see ack.lua) of the first and the last: the
+--          oldest n of the journal; each record: time (Unix seconds: its hour) and the record
+--          as count.lua reads it
 -- Returns {"stale"}, or {entries folded, entries left, the buckets touched, commands Redis
 -- refused and skipped, the last refusal or ""} as fold.lua does.
 
+-- The value of FIELD in stream entry E.
+local function field(e, name)
+    for i = 1, #e[2], 2 do
+        if e[2][i] == name then
+            return e[2][i + 1]
+        end
+    end
+    return nil
+end
+
 local n = tonumber(ARGV[3])
 local e = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', n)
-if #e ~= n or e[1][1] ~= ARGV[4] or e[n][1] ~= ARGV[5] then
+if #e ~= n or e[1][1] ~= ARGV[4] or e[n][1] ~= ARGV[5] or field(e[1], 'u') ~= ARGV[6] or
+    field(e[n], 'u') ~= ARGV[7] then
     return {'stale'}
 end
 -- As in fold_journal(): trimmed before anything is counted, which cannot stop half-way.
 redis.call('XTRIM', KEYS[1], 'MINID', next_id(ARGV[5]))
 local c = counter_new(ARGV[1], model_of(ARGV[2]), nil)
 local at, day, hour
-local pos = 6
+local pos = 8
 while pos <= #ARGV do
     if ARGV[pos] ~= at then
         at = ARGV[pos]

@@ -521,15 +521,25 @@ class JournalTest(harness.TallyTestCase):
         for article in sorted(sums):
             args += [hour, tags[article], article, sums[article], 0, 0, 0, 0, 0]
 
-        def fcall(n, first, last):
+        units = {i: f["u"] for i, f in entries}
+
+        def fcall(n, first, last, first_u=None, last_u=None):
             return self.redis.command("FCALL", merged, 2, journal, REGISTRY, prefix, model_arg,
-                                      n, first, last, *args)
+                                      n, first, last, first_u or units[first],
+                                      last_u or units[last], *args)
 
         # Not exactly the oldest entries: nothing counted, nothing trimmed.
         self.assertEqual(fcall(11, entries[0][0], entries[11][0]), [b"stale"])
         self.assertEqual(fcall(13, entries[0][0], entries[11][0]), [b"stale"])
         self.assertEqual(fcall(12, entries[1][0], entries[11][0]), [b"stale"])
         self.assertEqual(fcall(12, entries[0][0], entries[10][0]), [b"stale"])
+        # The right ids, not the right units (an id that came again in a journal deleted and
+        # started afresh): nothing either.
+        self.assertEqual(len(set(units.values())), 12)
+        self.assertEqual(fcall(12, entries[0][0], entries[11][0], first_u=units[entries[1][0]]),
+                         [b"stale"])
+        self.assertEqual(fcall(12, entries[0][0], entries[11][0], last_u="tally:{00}x:other"),
+                         [b"stale"])
         self.assertEqual({a: self.counted(a) for a in model}, {a: 0 for a in model})
         self.assertEqual(len(self.journal_entries(journal)), 12)
         # Exactly them: counted once, trimmed, the emptied journal gone.
