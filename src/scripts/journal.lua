@@ -17,9 +17,10 @@ local function next_id(id)
 end
 
 -- Count the first COUNT entries of JOURNAL (or every entry, COUNT nil) -- of those before
--- the id BEFORE, if given -- with counter C and remove them. Their records are merged per article and hour first, so an article viewed a
--- thousand times in the window costs the commands of one view; records are counted in the
--- order of their first entry, comment deltas kept in order. Returns the entries folded.
+-- the id BEFORE, if given -- with counter C and remove them. Their records are merged per
+-- article and hour first, so an article viewed a thousand times in the window costs the
+-- commands of one view; records are counted in the order of their first entry, comment
+-- deltas kept in order. Returns the entries folded.
 local function fold_journal(c, journal, count, before)
     local last = before and '(' .. before or '+'
     local entries
@@ -103,16 +104,22 @@ local function fold_all(c, registry)
     end
 end
 
--- The answer of a fold of JOURNAL that counted N entries with counter C: {N, entries left,
--- the buckets touched, commands Redis refused and skipped, the last refusal or ""}. An
--- emptied journal is deleted and taken out of REGISTRY (its writer's next entry starts both
--- again), so nothing stays behind.
-local function fold_answer(c, journal, registry, n)
-    local _, tags = counter_finish(c)
+-- The entries left in JOURNAL. An emptied journal is deleted and taken out of REGISTRY (its
+-- writer's next entry starts both again), so nothing stays behind.
+local function journal_left(journal, registry)
     local left = redis.call('XLEN', journal)
     if left == 0 then
         redis.call('DEL', journal)
         redis.call('ZREM', registry, journal)
     end
+    return left
+end
+
+-- The answer of a fold of JOURNAL (in REGISTRY) that counted N entries with counter C: {N,
+-- entries left, the buckets touched, commands Redis refused and skipped, the last refusal or
+-- ""}.
+local function fold_answer(c, journal, registry, n)
+    local _, tags = counter_finish(c)
+    local left = journal_left(journal, registry)
     return {n, left, tags, c.errors, c.error or ''}
 end

@@ -17,10 +17,7 @@ for _, j in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(A
                               'LIMIT', 0, 16)) do
     local n = fold_journal(c, j, budget - folded)
     folded = folded + n
-    if redis.call('XLEN', j) == 0 then
-        redis.call('DEL', j)
-        redis.call('ZREM', KEYS[1], j)
-    end
+    journal_left(j, KEYS[1])
     if folded >= budget then
         break
     end
