@@ -291,56 +291,109 @@ static void agg_arg_int(struct tally_agg *a, int64_t v)
 /* ---- Declared keys (Redis Cluster) ----
  *
  * Every key the script will touch, built exactly as the script builds it, so that Redis
- * checks them all -- a slot being migrated is refused before anything runs. */
+ * checks them all -- a slot being migrated is refused before anything runs. Only those: a
+ * unit of views names its bucket's views, visitors and site keys, not those of shares or
+ * comments (each key costs Redis its parsing and slot check, and one missing on a migrating
+ * slot sends the unit elsewhere). */
 
-static void agg_key(struct tally_agg *a, unsigned bucket, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void agg_key(struct tally_agg *a, unsigned bucket, const char *fmt, ...)
+/* "P{bb}K:" + the N parts (pointer, length) after it: one key of BUCKET. */
+static void agg_key(struct tally_agg *a, unsigned bucket, char kind, size_t n, ...)
 {
     char key[TALLY_KEY_MAX];
-    size_t n = tally_key_base(key, sizeof(key), a->prefix, bucket, fmt[0]);
+    size_t len = tally_key_base(key, sizeof(key), a->prefix, bucket, kind);
     va_list ap;
-    int k;
 
-    va_start(ap, fmt);
-    k = vsnprintf(key + n, sizeof(key) - n, fmt + 1, ap);
-    va_end(ap);
-    if (k < 0 || (size_t)k >= sizeof(key) - n)
+    if (len == 0)
         return;
-    tally_buf_add_bulk(&a->keys, key, n + (size_t)k);
+    va_start(ap, n);
+    for (size_t i = 0; i < n; i++) {
+        const char *p = va_arg(ap, const char *);
+        size_t k = va_arg(ap, size_t);
+
+        if (len + k >= sizeof(key)) {
+            va_end(ap);
+            return;
+        }
+        memcpy(key + len, p, k);
+        len += k;
+    }
+    va_end(ap);
+    tally_buf_add_bulk(&a->keys, key, len);
     a->nkeys++;
 }
 
-static void agg_declare_bucket(struct tally_agg *a, unsigned bucket)
+/* The TALLY_EXPIRY_* bits of the bucket keys record R makes the script touch (see
+ * src/scripts/count.lua): each metric it counts -- views are counted from the visitors
+ * checked with a window -- and the site totals if one of those is summed there. */
+static unsigned agg_rec_metrics(const struct tally_agg *a, const struct agg_rec *r)
 {
-    if (a->buckets_declared[bucket / 64] & (UINT64_C(1) << (bucket % 64)))
-        return;
-    a->buckets_declared[bucket / 64] |= UINT64_C(1) << (bucket % 64);
-    for (int m = 0; m < TALLY_METRICS; m++) {
-        const char *name = tally_metric_name((enum tally_metric)m);
+    unsigned mask = 0, site = 0;
 
-        agg_key(a, bucket, "d%s:%s", name, a->day);
-        agg_key(a, bucket, "h%s:%s", name, a->hour);
-        agg_key(a, bucket, "t%s", name);
+    if (r->views > 0 || (a->window > 0 && r->n_vis > 0))
+        mask |= TALLY_EXPIRY_VIEWS;
+    if (r->n_vis > 0)
+        mask |= TALLY_EXPIRY_VISITORS;
+    for (int i = 0; i < TALLY_NETWORKS; i++)
+        if (r->shares[i] > 0)
+            mask |= TALLY_EXPIRY_SHARES;
+    if (r->n_deltas > 0)
+        mask |= TALLY_EXPIRY_COMMENTS;
+    for (int m = 0; m < TALLY_METRICS; m++) {
+        if (r->sums[m] > 0)
+            mask |= tally_metrics[m].bit;
+        if (tally_metrics[m].site && (mask & tally_metrics[m].bit))
+            site = TALLY_EXPIRY_SITE;
     }
-    agg_key(a, bucket, "s%s", a->day);
-    agg_key(a, bucket, "sall");
+    return mask | site;
 }
 
+/* The bucket keys of the metrics in MASK, and the site totals' with TALLY_EXPIRY_SITE. */
+static void agg_declare_bucket(struct tally_agg *a, unsigned bucket, unsigned mask)
+{
+    size_t dl = strlen(a->day), hl = strlen(a->hour);
+
+    for (int m = 0; m < TALLY_METRICS; m++) {
+        const char *name = tally_metrics[m].name;
+        size_t nl = strlen(name);
+
+        if ((mask & tally_metrics[m].bit) == 0)
+            continue;
+        agg_key(a, bucket, 'd', 3, name, nl, ":", (size_t)1, a->day, dl);
+        agg_key(a, bucket, 'h', 3, name, nl, ":", (size_t)1, a->hour, hl);
+        agg_key(a, bucket, 't', 1, name, nl);
+    }
+    if (mask & TALLY_EXPIRY_SITE) {
+        agg_key(a, bucket, 's', 1, a->day, dl);
+        agg_key(a, bucket, 's', 1, "all", (size_t)3);
+    }
+}
+
+/* Record R's own keys; its bucket keys are declared once per unit, by agg_declare_buckets(). */
 static void agg_declare_article(struct tally_agg *a, const struct agg_rec *r)
 {
-    int len = r->len;
+    size_t len = r->len, dl = strlen(a->day);
 
-    agg_declare_bucket(a, r->bucket);
-    agg_key(a, r->bucket, "a%.*s", len, r->id);
-    agg_key(a, r->bucket, "v%s:%.*s", a->day, len, r->id);
+    a->declare_mask[r->bucket] |= (uint8_t)agg_rec_metrics(a, r);
+    agg_key(a, r->bucket, 'a', 1, r->id, len);
+    if (r->n_vis == 0)
+        return;
+    agg_key(a, r->bucket, 'v', 3, a->day, dl, ":", (size_t)1, r->id, len);
     if (a->window > 0) {
         long long slot = (long long)(a->now / a->window);
+        char num[2][24];
+        int n0 = snprintf(num[0], sizeof(num[0]), ":%lld", slot);
+        int n1 = snprintf(num[1], sizeof(num[1]), ":%lld", slot - 1);
 
-        agg_key(a, r->bucket, "w%.*s:%lld", len, r->id, slot);
-        agg_key(a, r->bucket, "w%.*s:%lld", len, r->id, slot - 1);
+        agg_key(a, r->bucket, 'w', 2, r->id, len, num[0], (size_t)n0);
+        agg_key(a, r->bucket, 'w', 2, r->id, len, num[1], (size_t)n1);
     }
+}
+
+static void agg_declare_buckets(struct tally_agg *a)
+{
+    for (unsigned b = 0; b < TALLY_BUCKETS; b++)
+        if (a->declare_mask[b] != 0)
+            agg_declare_bucket(a, b, a->declare_mask[b]);
 }
 
 /* Record R as count.lua reads it, into OUT (valid until the next call), with its comment
@@ -532,6 +585,8 @@ static int agg_header(struct tally_agg *a, const struct tally_event *first, cons
  * model, and the segments. */
 static int agg_assemble(struct tally_agg *a)
 {
+    if (a->declare)
+        agg_declare_buckets(a);
     agg_fresh_arg(a);
     tally_buf_reset(&a->body);
     tally_buf_add_bulk_i64(&a->body, (int64_t)a->nkeys);
@@ -588,7 +643,7 @@ int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size
     tally_buf_reset(&a->head);
     tally_buf_reset(&a->args);
     a->nargs = a->nkeys = a->n_vis_req = 0;
-    memset(a->buckets_declared, 0, sizeof(a->buckets_declared));
+    memset(a->declare_mask, 0, sizeof(a->declare_mask));
     memset(a->touched, 0, sizeof(a->touched));
     agg_stamp(a);
     agg_unit_clear(a);

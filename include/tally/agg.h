@@ -71,7 +71,7 @@ struct tally_agg {
     /* Scratch for building BODY. */
     struct tally_buf keys, head, args;
     size_t nkeys;
-    uint64_t buckets_declared[TALLY_BUCKETS / 64];
+    uint8_t declare_mask[TALLY_BUCKETS]; /* per bucket: the keys to declare, TALLY_EXPIRY_* */
     char day[9], hour[11];
     char model[TALLY_MODEL_ARG_MAX + 1]; /* tally_model_arg(), the script's "model" */
     size_t model_len;

@@ -443,50 +443,115 @@ static void test_agg_sets_the_fence_in_place(void **state)
     tally_agg_release(&a);
 }
 
-/* Redis Cluster: every key the script will touch is declared, all in the article's slot. */
-static void test_agg_declares_every_key_in_cluster_mode(void **state)
+/* Redis Cluster: every key the script will touch is declared -- and only those: the bucket
+ * keys of the metrics the unit counts, the site totals' when one of them is summed there --,
+ * all in the article's slot. "d{b}views:..." stands for "t:{<bucket of x>}d:views:...". */
+static void test_agg_declares_the_keys_the_unit_touches_in_cluster_mode(void **state)
 {
-    static const char *const want[] = {
-        "i{b}key-1",          "d{b}views:20270115", "h{b}views:2027011508", "t{b}views", "d{b}visitors:20270115",
-        "h{b}visitors:2027011508", "t{b}visitors", "d{b}shares:20270115",
-        "h{b}shares:2027011508", "t{b}shares", "d{b}comments:20270115",
-        "h{b}comments:2027011508", "t{b}comments", "d{b}engaged:20270115",
-        "h{b}engaged:2027011508", "t{b}engaged", "d{b}reads:20270115",
-        "h{b}reads:2027011508", "t{b}reads", "s{b}20270115", "s{b}all", "a{b}x",
-        "v{b}20270115:x", "w{b}x:1000001", "w{b}x:1000000"};
-    struct tally_event ev[] = {ev_view("x")};
-    struct tally_agg_req r0 = {.ev = ev, .n = 1, .idem_key = "IDEM", .idem_len = 4};
-    struct tally_agg_req *reqs[] = {&r0};
+    static const uint64_t one_visitor[] = {7};
+    static const struct {
+        const char *what;
+        uint32_t window;
+        struct tally_event ev[3];
+        size_t n;
+        const uint64_t *visitor;
+        bool keyed;
+        const char *want[32];
+    } cases[] = {
+        {"a keyed view without a visitor id",
+         1800,
+         {{.article = "x", .article_len = 1, .type = TALLY_EVENT_VIEW}},
+         1,
+         NULL,
+         true,
+         {"i{b}key-1", "a{b}x", "d{b}views:20270115", "h{b}views:2027011508", "t{b}views",
+          "s{b}20270115", "s{b}all"}},
+        {"a view with a visitor and a repeat window",
+         1800,
+         {{.article = "x", .article_len = 1, .type = TALLY_EVENT_VIEW}},
+         1,
+         one_visitor,
+         false,
+         {"a{b}x", "v{b}20270115:x", "w{b}x:1000001", "w{b}x:1000000", "d{b}views:20270115",
+          "h{b}views:2027011508", "t{b}views", "d{b}visitors:20270115",
+          "h{b}visitors:2027011508", "t{b}visitors", "s{b}20270115", "s{b}all"}},
+        {"a view with a visitor, no window",
+         0,
+         {{.article = "x", .article_len = 1, .type = TALLY_EVENT_VIEW}},
+         1,
+         one_visitor,
+         false,
+         {"a{b}x", "v{b}20270115:x", "d{b}views:20270115", "h{b}views:2027011508",
+          "t{b}views", "d{b}visitors:20270115", "h{b}visitors:2027011508", "t{b}visitors",
+          "s{b}20270115", "s{b}all"}},
+        {"a share and a comment",
+         0,
+         {{.article = "x", .article_len = 1, .type = TALLY_EVENT_SHARE,
+           .network = TALLY_NETWORK_EMAIL},
+          {.article = "x", .article_len = 1, .type = TALLY_EVENT_COMMENT, .delta = -1}},
+         2,
+         NULL,
+         false,
+         {"a{b}x", "d{b}shares:20270115", "h{b}shares:2027011508", "t{b}shares",
+          "d{b}comments:20270115", "h{b}comments:2027011508", "t{b}comments", "s{b}20270115",
+          "s{b}all"}},
+        {"engaged seconds and a read",
+         0,
+         {{.article = "x", .article_len = 1, .type = TALLY_EVENT_ENGAGE, .seconds = 30,
+           .read = true}},
+         1,
+         NULL,
+         false,
+         {"a{b}x", "d{b}engaged:20270115", "h{b}engaged:2027011508", "t{b}engaged",
+          "d{b}reads:20270115", "h{b}reads:2027011508", "t{b}reads", "s{b}20270115",
+          "s{b}all"}},
+    };
     char tag[3], key[TALLY_KEY_MAX], idem[64];
-    struct tally_agg a;
-    struct resp r;
-    unsigned slot;
 
     (void)state;
     bucket_hex("x", 1, tag);
     snprintf(idem, sizeof(idem), "t:{%s}i:key-1", tag);
-    r0.idem_key = idem;
-    r0.idem_len = strlen(idem);
-    tally_agg_init(&a, "t:", 1800);
-    a.declare = true;
-    a.now = 1800001800; /* 2027-01-15 08:30 UTC, window slot 1000001 */
-    assert_int_equal(tally_agg_build(&a, reqs, 1, "n-1"), 0);
-    memset(&r, 0, sizeof(r));
-    resp_read(&r, a.body.data, a.body.len);
-    assert_int_equal(atoi(r.p[0]), 1 + (int)(sizeof(want) / sizeof(want[0])));
-    slot = tally_key_slot(r.p[1], r.len[1]);
-    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-        const char *brace = strchr(want[i], '{');
+    for (size_t c = 0; c < N_ELEMS(cases); c++) {
+        struct tally_agg_req r0 = {.ev = cases[c].ev, .n = cases[c].n,
+                                   .visitor = cases[c].visitor};
+        struct tally_agg_req *reqs[] = {&r0};
+        struct tally_agg a;
+        struct resp r;
+        unsigned slot;
+        size_t n = 0;
 
-        /* "d{b}views:..." stands for "t:{<bucket>}d:views:..." */
-        snprintf(key, sizeof(key), "t:{%s}%.*s:%s", tag, (int)(brace - want[i]), want[i],
-                 brace + 3);
-        assert_int_equal(r.len[2 + i], strlen(key));
-        assert_memory_equal(r.p[2 + i], key, strlen(key));
-        assert_int_equal(tally_key_slot(r.p[2 + i], r.len[2 + i]), slot);
+        while (n < N_ELEMS(cases[c].want) && cases[c].want[n] != NULL)
+            n++;
+        if (cases[c].keyed) {
+            r0.idem_key = idem;
+            r0.idem_len = strlen(idem);
+        }
+        tally_agg_init(&a, "t:", cases[c].window);
+        a.declare = true;
+        a.now = 1800001800; /* 2027-01-15 08:30 UTC, window slot 1000001 */
+        assert_int_equal(tally_agg_build(&a, reqs, 1, "n-1"), 0);
+        memset(&r, 0, sizeof(r));
+        resp_read(&r, a.body.data, a.body.len);
+        if (atoi(r.p[0]) != 1 + (int)n) {
+            print_error("%s: %d keys, want %zu\n", cases[c].what, atoi(r.p[0]), 1 + n);
+            fail();
+        }
+        slot = tally_key_slot(r.p[1], r.len[1]);
+        for (size_t i = 0; i < n; i++) {
+            const char *want = cases[c].want[i], *brace = strchr(want, '{');
+
+            snprintf(key, sizeof(key), "t:{%s}%.*s:%s", tag, (int)(brace - want), want,
+                     brace + 3);
+            if (r.len[2 + i] != strlen(key) || memcmp(r.p[2 + i], key, strlen(key)) != 0) {
+                print_error("%s: key %zu is %.*s, want %s\n", cases[c].what, i + 1,
+                            (int)r.len[2 + i], r.p[2 + i], key);
+                fail();
+            }
+            assert_int_equal(tally_key_slot(r.p[2 + i], r.len[2 + i]), slot);
+        }
+        resp_free(&r);
+        tally_agg_release(&a);
     }
-    resp_free(&r);
-    tally_agg_release(&a);
 }
 
 /* Keys known to have their expiry are left out of "fresh", per bucket and metric: knowing a
@@ -2175,7 +2240,7 @@ int main(void)
         cmocka_unit_test(test_agg_frames_a_one_view_unit_exactly),
         cmocka_unit_test(test_agg_sets_the_fence_in_place),
         cmocka_unit_test(test_agg_header_names_the_marker_key_and_settings),
-        cmocka_unit_test(test_agg_declares_every_key_in_cluster_mode),
+        cmocka_unit_test(test_agg_declares_the_keys_the_unit_touches_in_cluster_mode),
         cmocka_unit_test(test_agg_asks_for_expiry_only_where_it_may_be_missing),
         cmocka_unit_test(test_agg_reads_the_expired_keys),
         cmocka_unit_test(test_agg_coalesces_views_of_one_article),
