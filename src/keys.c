@@ -1,7 +1,6 @@
 /* keys.c -- builds every Redis key tally writes (see keys.h for the schema). */
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
 
 #include "tally/hash.h"
 #include "tally/keys.h"
@@ -58,13 +57,37 @@ size_t tally_key_article(char *out, size_t cap, const char *prefix, char kind, c
     return tally_key_make(out, cap, prefix, tally_key_bucket(id, len), kind, id, len);
 }
 
+/* Write V as N decimal digits, zero-padded, at OUT. */
+static void keys_digits(char *out, int n, int64_t v)
+{
+    while (n-- > 0) {
+        out[n] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+/* Arithmetic rather than gmtime_r(): every write unit files itself under an hour, and the C
+ * library's time conversion takes a lock and looks at the time zone each time. The civil date
+ * of a day number is H. Hinnant's civil_from_days, as src/scripts/dates.lua has it. */
 void tally_key_hour(int64_t t, char out[11])
 {
-    time_t tt = (time_t)t;
-    struct tm tm;
+    int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+    int64_t secs = t - days * 86400;
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1;
+    int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    int64_t y = yoe + era * 400 + (m <= 2);
 
-    gmtime_r(&tt, &tm);
-    strftime(out, 11, "%Y%m%d%H", &tm);
+    keys_digits(out, 4, y);
+    keys_digits(out + 4, 2, m);
+    keys_digits(out + 6, 2, d);
+    keys_digits(out + 8, 2, secs / 3600);
+    out[10] = '\0';
 }
 
 /* CRC16-XMODEM (poly 0x1021, init 0), bit by bit: slots are computed rarely enough. */

@@ -322,13 +322,16 @@ static void writer_probe(struct write_lane *l, struct tally_store *st)
 
 static void writer_flush_lane(struct write_lane *l)
 {
-    uint64_t now = tally_now_ms();
+    uint64_t now;
     struct tally_store *st;
     int rc;
 
-    if (l->state == UNIT_SENT || l->probing || now < l->retry_at)
+    /* Most of a cluster's 256 lanes have nothing to send at any time: they are passed over
+     * before reading the clock. */
+    if (l->state == UNIT_SENT || l->probing || (l->state == UNIT_NONE && TAILQ_EMPTY(&l->pending)))
         return;
-    if (l->state == UNIT_NONE && TAILQ_EMPTY(&l->pending))
+    now = tally_now_ms();
+    if (now < l->retry_at)
         return;
     st = writer_store(l);
     if (st == NULL || !tally_store_ready(st))
@@ -579,8 +582,11 @@ static void writer_give_up(struct write_lane *l)
 static void writer_expire_lane(struct write_lane *l, uint64_t now)
 {
     struct tally_write_part *p;
-    bool ready = writer_lane_ready(l);
+    bool ready;
 
+    if (l->n_unit == 0 && TAILQ_EMPTY(&l->pending))
+        return;
+    ready = writer_lane_ready(l);
     if (l->n_unit > 0 && l->state != UNIT_NONE) {
         /* Refused with a redirect, or refused for now: it did not run, so past the time to
          * send it its parts wait with the others (and are answered below). */

@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "tally/keys.h"
 #include "unit.h"
@@ -340,6 +341,36 @@ static void test_keys_hour_is_utc(void **state)
     }
 }
 
+/* The hour computed by arithmetic is the C library's UTC hour: at the first and last second
+ * of hours spread over 1970..2200, and at random times in between. */
+static void test_keys_hour_matches_gmtime(void **state)
+{
+    uint64_t seed = 0x9e3779b97f4a7c15u;
+    char out[11], want[11];
+
+    (void)state;
+    for (int64_t t = 0; t < INT64_C(7258118400); t += 7 * 3600 + 1) {
+        int64_t at[3];
+
+        seed = seed * 6364136223846793005u + 1442695040888963407u;
+        at[0] = t - t % 3600;
+        at[1] = at[0] + 3599;
+        at[2] = t + (int64_t)((seed >> 40) % 25200);
+        for (int k = 0; k < 3; k++) {
+            time_t tt = (time_t)at[k];
+            struct tm tm;
+
+            assert_non_null(gmtime_r(&tt, &tm));
+            assert_int_equal(strftime(want, sizeof(want), "%Y%m%d%H", &tm), 10);
+            tally_key_hour(at[k], out);
+            if (strcmp(out, want) != 0) {
+                print_error("t=%lld: %s, want %s\n", (long long)at[k], out, want);
+                fail();
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +389,7 @@ int main(void)
         cmocka_unit_test(test_keys_tag_is_two_lower_hex_digits),
         cmocka_unit_test(test_keys_make_appends_the_tail_or_refuses),
         cmocka_unit_test(test_keys_hour_is_utc),
+        cmocka_unit_test(test_keys_hour_matches_gmtime),
     };
 
     return cmocka_run_group_tests_name("keys", tests, NULL, NULL);
