@@ -1,27 +1,34 @@
 #!/usr/bin/env python3
 """unit_cost.py -- where Redis's CPU goes per event: one node against a Redis Cluster master,
 per write unit and per command (standard library only; needs redis-server, redis-cli and wrk,
-which bench/run.sh installs).
+which bench/run.sh installs; perf for --perf).
 
-  bench/unit_cost.py [--tallyd PATH] [--duration S] [--calls N] [--perf]
+  bench/unit_cost.py [--tallyd PATH] [--duration S] [--rounds N] [--compare PATH]
+                     [--calls N] [--repeat N] [--perf] [--skip-load]
 
 1. Load. For each target -- one node on the direct path (--fold-interval 0), one node with the
    journal (the default), a cluster of 3 masters -- a fresh tallyd takes one view per POST from
    wrk for S seconds (10,000 articles, 64 connections, --view-window 0, as bench/capacity.py's
-   CPU runs). Per event: tallyd's CPU and read/write system calls (/proc), Redis's CPU summed
-   over the masters (INFO cpu), the write units (FCALL), and every command Redis ran, those the
-   functions ran included (INFO commandstats after CONFIG RESETSTAT), with its µs per call.
-2. Units. A few write units the collector sent during the cluster run (one view each) are
-   caught with MONITOR, then sent again N times each (with a new attempt marker, the fence in
-   the future and no expiry to set), pipelined, to a standalone Redis and to the cluster master
-   that owns their slot, in variants that split the cost: the unit as sent; with only the keys a
-   view touches declared; with only its attempt marker declared; a function that does nothing,
-   with the same keys and arguments, with one key, with nothing; PING. Then what a lane-wide
-   journal append would cost: XADD of a unit's text (1, 16 and 64 events) to one stream, and a
-   function that appends it and sets the unit's attempt marker. Figures are Redis's main-thread
-   CPU (INFO cpu) per call, and per event where a call carries several.
-   With --perf, `perf record` samples the master (and the standalone Redis) while the unit as
-   sent runs, and the top symbols are printed.
+   CPU runs), N rounds (with --compare, a second tallyd in turn with the first). Per event:
+   tallyd's CPU and read/write system calls (/proc), Redis's main-thread CPU summed over the
+   masters (INFO cpu), the reads and writes Redis processed (INFO stats), the write units
+   (FCALL), and every command Redis ran, those the functions ran included (INFO commandstats
+   after CONFIG RESETSTAT), with its µs per call (wall time: inflated when the machine is
+   busy; the CPU columns are not).
+2. Units. A write unit of one view the collector sent during the cluster run's warm-up is
+   caught with MONITOR, then sent again (a new attempt marker each time, the fence in the
+   future, no expiry to set), pipelined 200 deep, to a standalone Redis and to the cluster
+   master that owns its slot, in variants that split its cost: with every bucket key declared
+   (as collectors did before), with the keys a view touches, with its attempt marker alone; a
+   function that does nothing, with those keys and the unit's arguments, with one key, with
+   nothing; PING; the attempt marker's SET alone; the same unit carrying 2 and 16 views (what
+   one more event costs inside a unit). Then what a lane-wide journal append would cost: XADD
+   of a unit's text (1, 16 and 64 events) to one stream, and a function that appends it and
+   sets the unit's attempt marker. Figures: Redis's main-thread CPU (INFO cpu) per call -- the
+   best of --repeat rounds, the median too -- and per event where a call carries several.
+   Rounds go over every variant in turn, so a burst of load from elsewhere falls on all.
+   With --perf, `perf record` samples tallyd in the load runs and both Redis servers while the
+   unit runs, and the top symbols are printed.
 
 Every process is started on free loopback ports and stopped by its PID. Prints Markdown.
 """
@@ -31,6 +38,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -186,8 +194,27 @@ def load_run(a, tallyd, work, redis_args, ports, catch=None):
             "perf": perf_top(path, 25) if prof is not None else None}
 
 
+def print_medians(rows):
+    groups = {}
+    for name, m in rows:
+        groups.setdefault(name, []).append(m)
+    if all(len(g) == 1 for g in groups.values()):
+        return
+    print("Medians over the rounds (each run's figures below):\n")
+    print("| target | runs | tallyd CPU µs per event | Redis CPU µs per event |")
+    print("|---|---:|---:|---:|")
+    for name, g in groups.items():
+        t = sorted(m["tally_us"] for m in g)
+        r = sorted(m["redis_us"] for m in g)
+        print("| %s | %d | %.1f (%s) | %.1f (%s) |"
+              % (name, len(g), statistics.median(t), ", ".join("%.1f" % x for x in t),
+                 statistics.median(r), ", ".join("%.1f" % x for x in r)))
+    print()
+
+
 def print_load(rows):
     print("## Per event under load (one view per POST, 10,000 articles, 64 connections)\n")
+    print_medians(rows)
     print("| target | events | tallyd CPU µs | tallyd read+write syscalls | Redis CPU µs "
           "(main threads) | Redis reads+writes | FCALLs | commands Redis ran | µs per FCALL (its commands "
           "included) |")
@@ -201,7 +228,9 @@ def print_load(rows):
               % (name, m["events"], m["tally_us"], m["syscalls"], m["redis_us"], m["net"],
                  fc / m["events"], cmds / m["events"], fu / max(fc, 1)))
     print("\nCommands per event, and µs per call (commandstats; a function's own line "
-          "includes the commands it ran):\n")
+          "includes the commands it ran; the first round):\n")
+    seen = set()
+    rows = [r for r in rows if not (r[0] in seen or seen.add(r[0]))]
     names = sorted({k for _, m in rows for k in m["stats"] if k not in HARNESS},
                    key=lambda k: -max(m["stats"].get(k, [0, 0])[0] / m["events"]
                                       for _, m in rows))
@@ -294,21 +323,60 @@ def perf_top(path, n=20):
     return lines[:n]
 
 
+METRICS = ("views", "visitors", "shares", "comments", "engaged", "reads")
+
+
+def every_key(unit):
+    """The unit's keys with every bucket key declared, as collectors before 0.x did: each
+    metric's day, hour and all-time keys and the site totals', whatever the unit counts."""
+    marker = unit.keys[0]
+    kp = marker[:marker.index(b"}") + 1]
+    t = time.gmtime(int(unit.argv[4]))
+    day, hour = time.strftime("%Y%m%d", t).encode(), time.strftime("%Y%m%d%H", t).encode()
+    own = [k for k in unit.keys[1:] if k[len(kp):len(kp) + 2] in (b"a:", b"v:", b"w:", b"i:")]
+    keys = [marker] + own
+    for m in METRICS:
+        m = m.encode()
+        keys += [kp + b"d:" + m + b":" + day, kp + b"h:" + m + b":" + hour, kp + b"t:" + m]
+    return keys + [kp + b"s:" + day, kp + b"s:all"]
+
+
+def widened(unit, k, keys):
+    """UNIT's call with its one record repeated for K articles of the same bucket, each key of
+    theirs declared."""
+    marker = unit.keys[0]
+    kp = marker[:marker.index(b"}") + 1]
+    day = time.strftime("%Y%m%d", time.gmtime(int(unit.argv[4]))).encode()
+    head, rec = unit.argv[:14], unit.argv[14:]
+    ids = [rec[1] + b"-%d" % j for j in range(k)]
+    argv = list(head)
+    argv[10] = argv[13] = b"%d" % k  # accepted, narticles
+    extra = []
+    for j, id_ in enumerate(ids):
+        argv += [rec[0], id_] + rec[2:4] + [b"%016x" % (j + 1)] + rec[5:]
+        extra += [kp + b"a:" + id_, kp + b"v:" + day + b":" + id_]
+    bucket = [x for x in keys[1:] if x[len(kp):len(kp) + 2] not in (b"a:", b"v:", b"w:")]
+    return unit.call(next(SEQ), [keys[0]] + extra + bucket, argv=argv)
+
+
 def unit_rows(a, unit, single, master, pids):
     u = unit
-    view_keys = [k for k in u.keys if not OTHER_METRIC.search(k)]
+    full = every_key(u)
+    view_keys = [k for k in full if not OTHER_METRIC.search(k)]
     one = u.keys[:1]
     text1 = b"%s %s 1 1 0123456789abcdef 0 0 0 0" % (u.argv[14] if len(u.argv) > 14 else b"00",
                                                      b"news/2026/article-1234")
     marker = u.keys[0]
     journal = marker.split(b"}")[0] + b"}j:lane"
     variants = [
-        ("apply, every key declared (as sent: %d keys)" % len(u.keys), lambda i: u.call(i), 1),
+        ("apply, every bucket key declared (%d keys)" % len(full), lambda i: u.call(i, full), 1),
         ("apply, the keys a view touches declared (%d)" % len(view_keys),
          lambda i: u.call(i, view_keys), 1),
         ("apply, only the attempt marker declared", lambda i: u.call(i, one), 1),
-        ("no-op function, the unit's keys and arguments",
-         lambda i: u.call(i, name="cost_noop"), 1),
+        ("no-op function, %d keys and the unit's arguments" % len(full),
+         lambda i: u.call(i, full, name="cost_noop"), 1),
+        ("no-op function, %d keys and the unit's arguments" % len(view_keys),
+         lambda i: u.call(i, view_keys, name="cost_noop"), 1),
         ("no-op function, the attempt marker and the unit's arguments",
          lambda i: u.call(i, one, name="cost_noop"), 1),
         ("no-op function, one key, no arguments",
@@ -324,45 +392,61 @@ def unit_rows(a, unit, single, master, pids):
         variants.append(("lane append: FCALL of XADD + attempt marker SET, %d events" % n,
                          lambda i, t=text: ["FCALL", "cost_append", 2, journal,
                                             marker + b"-a%d" % next(SEQ), t], n))
+    # The same unit carrying K views of K articles of its bucket (one visitor each): what one
+    # more event costs inside a unit, and so what a unit's fixed part is.
+    for k in (2, 16):
+        variants.append(("apply, %d views of %d articles in one unit" % (k, k),
+                         lambda i, k=k: widened(u, k, view_keys), k))
+    servers = ((single, pids[0], "single"), (master, pids[1], "master"))
+    got = {(v, k): [] for v in range(len(variants)) for k in range(2)}
+    tops = {}
+    # Round-robin: a burst of load from elsewhere on the machine falls on every variant.
+    for r in range(a.repeat):
+        for v, (what, make, events) in enumerate(variants):
+            for k, (port, pid, tag) in enumerate(servers):
+                perf = None
+                if a.perf and r == 0 and v == 1:
+                    perf = os.path.join(a.work, "perf-%s.data" % tag)
+                got[(v, k)].append(run_calls(port, make, a.calls, events, pid, perf))
+                if perf:
+                    tops[k] = perf_top(perf)
     rows = []
-    for what, make, events in variants:
+    for v, (what, make, events) in enumerate(variants):
         cells = []
-        for port, pid, tag in ((single, pids[0], "single"), (master, pids[1], "master")):
-            perf = None
-            if a.perf and what.startswith("apply, every"):
-                perf = os.path.join(a.work, "perf-%s.data" % tag)
-            us = [run_calls(port, make, a.calls, events, pid, perf if k == 0 else None)
-                  for k in range(a.repeat)]
-            cells.append((min(x[0] for x in us), min(x[1] for x in us)))
-            if perf:
-                cells[-1] = cells[-1] + (perf_top(perf),)
+        for k in range(2):
+            runs = sorted(got[(v, k)])
+            cells.append((runs[0][0], runs[0][1], runs[len(runs) // 2][0]))
         rows.append((what, events, cells))
-    return rows
+    return rows, tops
 
 
 def inner_stats(port, unit, n):
     reset([port])
-    run_calls(port, lambda i: unit.call(i), n)
+    keys = [k for k in every_key(unit) if not OTHER_METRIC.search(k)]
+    run_calls(port, lambda i: unit.call(i, keys), n)
     r = Redis(port)
     _, s = bench.parse_info_stats(r.command("INFO", "commandstats").decode())
     r.close()
     return {k: v for k, v in s.items() if k not in HARNESS}
 
 
-def print_units(rows, unit, inner):
-    print("## One write unit of one view, sent again %s times (best of %d)\n" % ("{:,}".format(
-        ARGS.calls), ARGS.repeat))
-    print("Redis main-thread CPU per call (and per event where a call carries several):\n")
+def print_units(rows, tops, unit, inner):
+    print("## One write unit of one view, sent again %s times, %d rounds\n"
+          % ("{:,}".format(ARGS.calls), ARGS.repeat))
+    print("Redis main-thread CPU per call, the best round (the median in brackets), and per "
+          "event where a call carries several:\n")
     print("| call | standalone Redis µs | cluster master µs | master − standalone |")
     print("|---|---:|---:|---:|")
     for what, events, cells in rows:
         s, m = cells[0], cells[1]
         if events == 1:
-            print("| %s | %.2f | %.2f | %+.2f |" % (what, s[0], m[0], m[0] - s[0]))
+            print("| %s | %.2f (%.2f) | %.2f (%.2f) | %+.2f |"
+                  % (what, s[0], s[2], m[0], m[2], m[0] - s[0]))
         else:
             print("| %s | %.2f (%.2f per event) | %.2f (%.2f per event) | %+.2f per event |"
                   % (what, s[0], s[1], m[0], m[1], m[1] - s[1]))
-    print("\nThe commands one unit ran (commandstats of %d calls; µs per call):\n" % ARGS.calls)
+    print("\nThe commands the unit (the keys a view touches declared) ran, from commandstats of "
+          "%d calls, µs per call:\n" % ARGS.calls)
     print("| command | standalone: calls per unit × µs | master: calls per unit × µs |")
     print("|---|---:|---:|")
     for k in sorted(set(inner[0]) | set(inner[1]), key=lambda k: -inner[1].get(k, (0, 0))[1]):
@@ -371,12 +455,11 @@ def print_units(rows, unit, inner):
             c = s.get(k)
             cells.append("%.2f × %.2f" % (c[0] / ARGS.calls, c[1] / c[0]) if c else "")
         print("| %s | %s |" % (k, " | ".join(cells)))
-    for what, events, cells in rows:
-        for tag, c in zip(("standalone Redis", "cluster master"), cells):
-            if len(c) > 2:
-                print("\n`perf` of the %s while units as sent ran (self time, symbols over 1.5 %%):"
-                      "\n\n```\n%s\n```" % (tag, "\n".join(c[2])))
-    print("\nA unit as captured: its keys, then its arguments (fence and fresh as replayed):"
+    for k, tag in enumerate(("standalone Redis", "cluster master")):
+        if k in tops:
+            print("\n`perf` of the %s while units ran (self time, symbols over 1.5 %%):"
+                  "\n\n```\n%s\n```" % (tag, "\n".join(tops[k])))
+    print("\nThe unit as captured: its keys, then its arguments (fence and fresh as replayed):"
           "\n\n```\n%s\n%s\n```\n" % (" ".join(x.decode(errors="replace") for x in unit.keys),
                                     " ".join(x.decode(errors="replace") for x in unit.argv)))
 
@@ -391,9 +474,15 @@ def main():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tallyd", default=os.path.join(capacity.ROOT, "build-bench", "tallyd"))
     p.add_argument("--duration", type=int, default=10, help="seconds of each load run")
-    p.add_argument("--calls", type=int, default=20000, help="calls of each unit variant")
-    p.add_argument("--repeat", type=int, default=3, help="runs of each variant (the best kept)")
+    p.add_argument("--calls", type=int, default=10000, help="calls of each unit variant per round")
+    p.add_argument("--repeat", type=int, default=5,
+                   help="rounds over the unit variants (the best and the median shown)")
     p.add_argument("--perf", action="store_true", help="perf record the Redis servers")
+    p.add_argument("--rounds", type=int, default=1, help="load runs of each target")
+    p.add_argument("--compare", metavar="PATH",
+                   help="a second tallyd, run in turn with the first in each round")
+    p.add_argument("--name", default="this", help="the first tallyd's name in the tables")
+    p.add_argument("--compare-name", default="other", help="the second tallyd's name")
     p.add_argument("--keep", action="store_true", help="keep the scratch files (perf data)")
     p.add_argument("--skip-load", action="store_true",
                    help="no load table (units are still caught during a cluster run)")
@@ -410,18 +499,26 @@ def main():
         sport, sproc = capacity.start_redis(a.work, "single")
         nodes = capacity.start_cluster(a.work, 3)
         cports = [q for q, _ in nodes]
-        rows = []
-        if not a.skip_load:
-            single = ["--redis", "redis://127.0.0.1:%d/0" % sport]
-            rows.append(("one node, direct", load_run(a, a.tallyd, a.work, single + [
-                "--fold-interval", "0"], [sport])))
-            Redis(sport).command("FLUSHALL")
-            rows.append(("one node, journal", load_run(a, a.tallyd, a.work, single, [sport])))
-            Redis(sport).command("FLUSHALL")
-        cl = load_run(a, a.tallyd, a.work,
-                      ["--redis-cluster", ",".join("127.0.0.1:%d" % q for q in cports)],
-                      cports, catch=cports[0])
-        rows.append(("cluster, 3 masters", cl))
+        rows, cl = [], None
+        binaries = [("", a.tallyd)] + ([(" [%s]" % a.compare_name, a.compare)] if a.compare else [])
+        if a.compare:
+            binaries[0] = (" [%s]" % a.name, a.tallyd)
+        single = ["--redis", "redis://127.0.0.1:%d/0" % sport]
+        cluster = ["--redis-cluster", ",".join("127.0.0.1:%d" % q for q in cports)]
+        for rnd in range(a.rounds):
+            for label, binary in binaries:
+                if not a.skip_load:
+                    rows.append(("one node, direct" + label, load_run(
+                        a, binary, a.work, single + ["--fold-interval", "0"], [sport])))
+                    Redis(sport).command("FLUSHALL")
+                    rows.append(("one node, journal" + label,
+                                 load_run(a, binary, a.work, single, [sport])))
+                    Redis(sport).command("FLUSHALL")
+                m = load_run(a, binary, a.work, cluster, cports,
+                             catch=cports[0] if cl is None and binary == a.tallyd else None)
+                rows.append(("cluster, 3 masters" + label, m))
+                if cl is None and binary == a.tallyd:
+                    cl = m
         units = [Unit(u) for u in cl["units"] if int(u[2]) > 1]
         if not units:
             sys.exit("unit_cost.py: no write unit caught on the cluster")
@@ -433,7 +530,7 @@ def main():
         capacity.load_functions(a.tallyd, ["--redis", "redis://127.0.0.1:%d/0" % sport])
         for port in (sport, master):
             Redis(port).command("FUNCTION", "LOAD", "REPLACE", NOOP_LIB)
-        urows = unit_rows(a, unit, sport, master, (sproc.pid, mpid))
+        urows, tops = unit_rows(a, unit, sport, master, (sproc.pid, mpid))
         inner = [inner_stats(sport, unit, a.calls), inner_stats(master, unit, a.calls)]
     finally:
         for proc in capacity.PROCS:
@@ -448,7 +545,7 @@ def main():
              time.time() - started))
     if rows:
         print_load(rows)
-    print_units(urows, unit, inner)
+    print_units(urows, tops, unit, inner)
 
 
 if __name__ == "__main__":
