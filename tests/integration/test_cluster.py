@@ -33,6 +33,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -307,6 +308,85 @@ def setUpModule():
     CLUSTER.start()
     sys.stderr.write("\ncluster of %d nodes up in %.1f s: masters %r\n"
                      % (len(CLUSTER.nodes), time.monotonic() - t0, CLUSTER.masters()))
+
+
+class MonitorTap:
+    """MONITOR on one Redis, read on a thread: the write units (FCALL of the apply function)
+    it saw, each with the commands the function ran (Redis shows them after the FCALL)."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5.0)
+        self.sock.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
+        self.f = self.sock.makefile("rb")
+        if self.f.readline() != b"+OK\r\n":
+            raise RuntimeError("MONITOR refused on :%d" % port)
+        self.lines = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        try:
+            for line in self.f:
+                self.lines.append(line)
+        except (OSError, ValueError):
+            pass
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(5.0)
+
+    @staticmethod
+    def parse(line):
+        """'+<time> [<db> <who>] "arg" ...' -> (who, [arg bytes])."""
+        m = re.match(rb'^\+[\d.]+ \[\d+ ([^\]]*)\] (.*)\r\n$', line)
+        if not m:
+            return None, []
+        args, cur, i, s = [], None, 0, m.group(2)
+        while i < len(s):
+            c = s[i:i + 1]
+            if cur is None:
+                if c == b'"':
+                    cur = bytearray()
+                i += 1
+            elif c == b"\\":
+                n = s[i + 1:i + 2]
+                if n == b"x":
+                    cur.append(int(s[i + 2:i + 4], 16))
+                    i += 4
+                    continue
+                cur += {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"a": b"\a", b"b": b"\b"}.get(n, n)
+                i += 2
+            elif c == b'"':
+                args.append(bytes(cur))
+                cur = None
+                i += 1
+            else:
+                cur += c
+                i += 1
+        return m.group(1), args
+
+    def units(self):
+        """[(declared keys, [the commands the function ran])] of each write unit."""
+        time.sleep(0.3)  # the last lines
+        out, cur = [], None
+        for line in list(self.lines):
+            who, args = self.parse(line)
+            if not args:
+                continue
+            if who == b"lua":
+                if cur is not None:
+                    cur[1].append(args)
+                continue
+            cur = None
+            if args[0].upper() == b"FCALL" and b"_apply_" in args[1]:
+                n = int(args[2])
+                cur = (args[3:3 + n], [])
+                out.append(cur)
+        return out
 
 
 class ClusterTallyd(harness.Tallyd):
@@ -714,6 +794,69 @@ class ClusterCoreTest(ClusterTestCase):
             self.assertLessEqual(n, 470, (m, per))
         r = self.t.get("/v1/totals?period=day")
         self.assertEqual(r.body["views"], 1000, r)
+
+    def test_06b_every_key_a_write_touches_is_declared(self):
+        """A write unit declares the keys it touches -- only those of the metrics it counts --
+        so that a slot being migrated refuses it whole: MONITOR on every master shows each
+        command the write function ran, and its key must be among the unit's declared keys."""
+        t = ClusterTallyd(CLUSTER, ["--view-window", "1800", "--token", TOKEN])
+        monitors = []
+        try:
+            t.start()
+            for node in CLUSTER.masters():
+                m = MonitorTap(node.port)
+                monitors.append(m)
+            writes = [
+                [{"type": "view", "article": "declared/a"}],
+                [{"type": "view", "article": "declared/a"}],  # a repeat within the window
+                [{"type": "view", "article": "declared/b", "words": 900}],
+                [{"type": "share", "article": "declared/c", "network": "email"}],
+                [{"type": "comment", "article": "declared/d", "delta": 2}],
+                [{"type": "comment", "article": "declared/e", "delta": -1}],  # floored: no change
+                [{"type": "engage", "article": "declared/f", "seconds": 40, "read": True}],
+                [{"type": "engage", "article": "declared/g", "seconds": 5, "read": False}],
+                [{"type": "view", "article": "declared/h"},
+                 {"type": "share", "article": "declared/h", "network": "reddit"},
+                 {"type": "comment", "article": "declared/i", "delta": 1},
+                 {"type": "engage", "article": "declared/j", "seconds": 9, "read": True}],
+            ]
+            for i, w in enumerate(writes):
+                r = t.post_events(w, AUTH)
+                self.assertEqual(r.status, 200, r)
+                r = t.post_events(w, dict(AUTH, **{"Idempotency-Key": "declared-%d" % i}))
+                self.assertEqual(r.status, 200, r)
+            units = []
+            for m in monitors:
+                units += m.units()
+        finally:
+            for m in monitors:
+                m.close()
+            t.close()
+        touched = set()
+        for keys, inner in units:
+            # The unit's own commands: the first reads its attempt marker, KEYS[1].
+            self.assertEqual(inner[0][:2], [b"GET", keys[0]], (keys, inner))
+            declared = set(keys)
+            for cmd in inner:
+                if cmd[0].upper() == b"TIME":
+                    continue
+                key = cmd[1]
+                self.assertIn(key, declared, "%s of an undeclared key; declared: %r"
+                              % (cmd[0].decode(), sorted(declared)))
+                touched.add(re.sub(rb"^tally:\{..\}(.):([a-z]*).*", rb"\1:\2", key))
+        # Every kind of key a write can touch was touched (and so checked).
+        for kind in (b"x:", b"j:", b"a:", b"v:", b"w:", b"s:", b"d:views", b"h:views",
+                     b"t:views", b"d:visitors", b"h:visitors", b"t:visitors", b"d:shares",
+                     b"t:shares", b"d:comments", b"t:comments", b"d:engaged", b"t:engaged",
+                     b"d:reads", b"h:reads", b"t:reads"):
+            self.assertTrue(any(k.startswith(kind) for k in touched), (kind, sorted(touched)))
+        # Only those: the units of declared/a's views declare no key of shares, comments or
+        # engagement (one request per unit here: each was answered before the next went).
+        views_only = [set(d) for d, _ in units if any(k.endswith(b"}a:declared/a") for k in d)]
+        self.assertEqual(len(views_only), 4, units)
+        for d in views_only:
+            self.assertEqual([k for k in d if re.search(
+                rb"\}[dht]:(shares|comments|engaged|reads)", k)], [], sorted(d))
 
     def test_07_hostile_ids_keep_all_of_an_article_in_one_slot(self):
         ids = ["}x", "{a}b}", "{", "}", "{}", "{x}y", "x{y}", "{{}}", "a{}b", "}{", "tally:{00}a:",
