@@ -371,7 +371,10 @@ class MonitorTap:
 
     def units(self):
         """[(declared keys, [the commands the function ran])] of each write unit."""
-        time.sleep(0.3)  # the last lines
+        n = -1
+        while n != len(self.lines):  # until the last lines are in: none for 0.3 s
+            n = len(self.lines)
+            time.sleep(0.3)
         out, cur = [], None
         for line in list(self.lines):
             who, args = self.parse(line)
