@@ -9,6 +9,7 @@
 #include "tally/error.h"
 #include "tally/hash.h"
 #include "tally/keys.h"
+#include "tally/known.h"
 #include "tally/merge.h"
 #include "tally/reports.h"
 #include "tally/uri.h"
@@ -235,40 +236,14 @@ static void agg_unit_clear(struct tally_agg *a)
 
 /* ---- Which buckets' keys may be new ---- */
 
-static bool agg_touched(const struct tally_agg *a, unsigned b)
-{
-    return (a->touched[b / 64] & (UINT64_C(1) << (b % 64))) != 0;
-}
-
-/* One "fresh" entry: "<tag><kind><mask>", MASK the metrics whose key may be new. */
-static size_t agg_fresh_entry(char *out, unsigned b, char kind, unsigned mask)
-{
-    tally_key_tag(b, out);
-    out[2] = kind;
-    tally_key_tag(mask, out + 3); /* two hex digits, like a tag */
-    return 5;
-}
-
 /* The "fresh" argument: for each bucket the unit touches, its day and hour keys that are not
  * known to have their expiry (any metric's may be new: which ones the script writes depends on
  * what Redis holds, e.g. whether a visitor estimate grows); then the "model" argument. */
 static void agg_fresh_arg(struct tally_agg *a)
 {
-    char list[TALLY_BUCKETS * 10];
-    size_t n = 0;
+    char list[TALLY_FRESH_MAX];
+    size_t n = tally_known_fresh(a->known_day, a->known_hour, a->touched, list);
 
-    for (unsigned b = 0; b < TALLY_BUCKETS; b++) {
-        unsigned day, hour;
-
-        if (!agg_touched(a, b))
-            continue;
-        day = TALLY_EXPIRY_DAY_ALL & ~(a->known_day != NULL ? a->known_day[b] : 0u);
-        hour = TALLY_EXPIRY_HOUR_ALL & ~(a->known_hour != NULL ? a->known_hour[b] : 0u);
-        if (day != 0)
-            n += agg_fresh_entry(list + n, b, 'd', day);
-        if (hour != 0)
-            n += agg_fresh_entry(list + n, b, 'h', hour);
-    }
     tally_buf_add_bulk(&a->head, list, n);
     tally_buf_add_bulk(&a->head, a->model, a->model_len);
     a->nargs += 2;
@@ -733,27 +708,12 @@ static void agg_read_keyed(const redisReply *seg, struct tally_agg_req *q)
 /* The script's list of the keys whose expiry it set: "<tag><kind><mask>" entries. */
 static int agg_read_expired(struct tally_agg *a, const redisReply *r)
 {
-    memset(a->expired_day, 0, sizeof(a->expired_day));
-    memset(a->expired_hour, 0, sizeof(a->expired_hour));
-    if (r->type != REDIS_REPLY_STRING || r->len % 5 != 0)
+    if (r->type != REDIS_REPLY_STRING) {
+        memset(a->expired_day, 0, sizeof(a->expired_day));
+        memset(a->expired_hour, 0, sizeof(a->expired_hour));
         return TALLY_EREDIS;
-    for (size_t i = 0; i < r->len; i += 5) {
-        const char *e = r->str + i;
-        int t1 = tally_hex_digit(e[0]), t0 = tally_hex_digit(e[1]);
-        int m1 = tally_hex_digit(e[3]), m0 = tally_hex_digit(e[4]);
-        unsigned mask;
-
-        if (t1 < 0 || t0 < 0 || m1 < 0 || m0 < 0)
-            return TALLY_EREDIS;
-        mask = (unsigned)(m1 << 4 | m0);
-        if (e[2] == 'd' && (mask & ~TALLY_EXPIRY_DAY_ALL) == 0)
-            a->expired_day[t1 << 4 | t0] |= (uint8_t)mask;
-        else if (e[2] == 'h' && (mask & ~TALLY_EXPIRY_HOUR_ALL) == 0)
-            a->expired_hour[t1 << 4 | t0] |= (uint8_t)mask;
-        else
-            return TALLY_EREDIS;
     }
-    return 0;
+    return tally_known_read(r->str, r->len, a->expired_day, a->expired_hour);
 }
 
 bool tally_agg_fenced(const redisReply *reply)

@@ -12,7 +12,9 @@
 #include "tally/cache.h"
 #include "tally/error.h"
 #include "tally/fold.h"
+#include "tally/clock.h"
 #include "tally/keys.h"
+#include "tally/known.h"
 #include "tally/log.h"
 #include "tally/merge.h"
 #include "tally/metrics.h"
@@ -49,6 +51,12 @@ struct tally_folder {
     const struct tally_config *cfg;
     struct tally_metrics *metrics;
     struct tally_epochs *epochs;
+    /* Which keys of this day and hour have their expiry: the writer's (borrowed). A fold asks
+     * the script to set it only on the others, and learns what it set. */
+    struct tally_known *known;
+    char known_stamp[11];        /* the fold in flight was told of KNOWN as of this hour */
+    uint32_t known_forgets;      /* and these forgets */
+    uint8_t expired_day[TALLY_BUCKETS], expired_hour[TALLY_BUCKETS];
     char journal[TALLY_KEY_MAX], registry[TALLY_KEY_MAX];
     char model[TALLY_MODEL_ARG_MAX + 1];
     /* The events of each entry appended and not known folded, oldest first: a ring. */
@@ -113,6 +121,32 @@ static void fold_skipped(struct tally_folder *f, const redisReply *n, const redi
     log_error("a fold skipped %lld commands redis refused, the last with: %.*s", n->integer,
               why->type == REDIS_REPLY_STRING ? (int)why->len : 0,
               why->type == REDIS_REPLY_STRING ? why->str : "");
+}
+
+/* The fold answered EXPIRED: the keys whose expiry it set, as a fresh list. */
+static void fold_learn(struct tally_folder *f, const redisReply *expired)
+{
+    if (expired->type != REDIS_REPLY_STRING ||
+        tally_known_read(expired->str, expired->len, f->expired_day, f->expired_hour) < 0)
+        return;
+    tally_known_learn(f->known, f->known_stamp, f->known_forgets,
+                      tally_epochs_forgets(f->epochs), f->expired_day, f->expired_hour);
+}
+
+/* Append a fold's "hour fresh" arguments: the hour the list is of and the day and hour keys
+ * of the buckets TOUCHED not known to have their expiry (see tally/known.h). */
+static void fold_put_fresh(struct tally_folder *f, const uint64_t touched[TALLY_BUCKETS / 64])
+{
+    char list[TALLY_FRESH_MAX];
+    size_t n;
+
+    tally_known_update(f->known, (int64_t)tally_clock_now(), tally_now_ms(),
+                       tally_epochs_forgets(f->epochs));
+    memcpy(f->known_stamp, f->known->stamp, sizeof(f->known_stamp));
+    f->known_forgets = f->known->forgets;
+    n = tally_known_fresh(f->known->day, f->known->hour, touched, list);
+    tally_buf_add_bulk(&f->body, f->known_stamp, strlen(f->known_stamp));
+    tally_buf_add_bulk(&f->body, list, n);
 }
 
 /* ---- Batches ---- */
@@ -272,7 +306,7 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
         fold_start(f);
         return;
     }
-    if (status != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5 ||
+    if (status != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements != 6 ||
         reply->element[0]->type != REDIS_REPLY_INTEGER ||
         reply->element[1]->type != REDIS_REPLY_INTEGER) {
         if (status == 0 && reply->type == REDIS_REPLY_ERROR)
@@ -295,6 +329,7 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
     left = reply->element[1]->integer;
     fold_bump(f, reply->element[2]);
     fold_skipped(f, reply->element[3], reply->element[4]);
+    fold_learn(f, reply->element[5]);
     tally_metric_add(&f->metrics->folds, 1);
     tally_metric_add(&f->metrics->fold_entries, (uint64_t)n);
     if (merged)
@@ -325,10 +360,10 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
 }
 
 /* The oldest batch's fold: KEYS journal registry, ARGV P model n first last first_unit
- * last_unit record... */
+ * last_unit hour fresh record... */
 static size_t fold_put_merged(struct tally_folder *f, struct fold_batch *b)
 {
-    size_t nargs = 10;
+    size_t nargs = 12;
 
     if (f->b_len == 1)
         f->b_open = false; /* what comes next goes to a batch of its own */
@@ -337,26 +372,31 @@ static size_t fold_put_merged(struct tally_folder *f, struct fold_batch *b)
     tally_buf_add_bulk(&f->body, b->last, strlen(b->last));
     tally_buf_add_bulk(&f->body, b->first_u, strlen(b->first_u));
     tally_buf_add_bulk(&f->body, b->last_u, strlen(b->last_u));
+    fold_put_fresh(f, tally_merge_touched(b->m));
     return nargs + tally_merge_put(b->m, &f->body);
 }
 
 /* A fold from the journal of the oldest entries before the oldest batch, about FOLD_EVENTS
- * events' worth: KEYS journal registry, ARGV P model count [before]. */
+ * events' worth: KEYS journal registry, ARGV P model count hour fresh [before] (fresh of
+ * every bucket: the folder does not know what the entries hold). */
 static size_t fold_put_journal(struct tally_folder *f)
 {
     const struct fold_batch *b = fold_oldest(f);
     uint64_t head = atomic_load(&f->folded);
     size_t limit = b != NULL && b->first_entry > head ? (size_t)(b->first_entry - head) : f->len;
     size_t count = 0, events = 0;
+    static const uint64_t every[TALLY_BUCKETS / 64] = {UINT64_MAX, UINT64_MAX, UINT64_MAX,
+                                                       UINT64_MAX};
 
     while (count < limit && (count == 0 || events + f->ring[(f->head + count) % f->cap] <=
                                                       FOLD_EVENTS))
         events += f->ring[(f->head + count++) % f->cap];
     tally_buf_add_bulk_i64(&f->body, (int64_t)count);
+    fold_put_fresh(f, every);
     if (b == NULL)
-        return 6;
+        return 8;
     tally_buf_add_bulk(&f->body, b->first, strlen(b->first));
-    return 7;
+    return 9;
 }
 
 /* Send the next fold: the oldest batch's when its entries are the oldest not folded, else
@@ -464,7 +504,8 @@ static void on_reclaim_timer(evutil_socket_t fd, short what, void *arg)
 struct tally_folder *tally_folder_new(struct event_base *base, struct tally_redis *router,
                                       const struct tally_config *cfg,
                                       struct tally_metrics *metrics,
-                                      struct tally_epochs *epochs, const char *writer)
+                                      struct tally_epochs *epochs, struct tally_known *known,
+                                      const char *writer)
 {
     struct tally_folder *f = calloc(1, sizeof(*f));
     struct timeval every = {FOLD_RECLAIM_MS / 1000, (FOLD_RECLAIM_MS % 1000) * 1000};
@@ -476,6 +517,7 @@ struct tally_folder *tally_folder_new(struct event_base *base, struct tally_redi
     f->cfg = cfg;
     f->metrics = metrics;
     f->epochs = epochs;
+    f->known = known;
     f->wake_fd = -1;
     tally_buf_init(&f->body);
     tally_model_arg(f->model);

@@ -154,6 +154,7 @@ struct tally_merge {
     size_t n_slots, n_vslots;
     uint64_t *scratch;        /* one record's visitors, to put it */
     size_t cap_scratch;
+    uint64_t touched[TALLY_BUCKETS / 64]; /* the buckets of its records */
 };
 
 struct tally_merge *tally_merge_new(void)
@@ -177,6 +178,7 @@ void tally_merge_free(struct tally_merge *m)
 void tally_merge_clear(struct tally_merge *m)
 {
     m->n_rec = m->n_vis = m->ids_len = 0;
+    memset(m->touched, 0, sizeof(m->touched));
     if (m->slots != NULL)
         memset(m->slots, 0, m->n_slots * sizeof(*m->slots));
     if (m->vslots != NULL)
@@ -186,6 +188,11 @@ void tally_merge_clear(struct tally_merge *m)
 size_t tally_merge_records(const struct tally_merge *m)
 {
     return m->n_rec;
+}
+
+const uint64_t *tally_merge_touched(const struct tally_merge *m)
+{
+    return m->touched;
 }
 
 static uint32_t merge_rec_home(int64_t hour, const char *id, size_t len, size_t slots)
@@ -271,6 +278,7 @@ static struct merge_rec *merge_find(struct tally_merge *m, int64_t hour,
     x->id_at = m->ids_len;
     x->len = (uint16_t)r->len;
     x->bucket = (uint8_t)r->bucket;
+    m->touched[r->bucket / 64] |= UINT64_C(1) << (r->bucket % 64);
     x->vis_head = x->vis_tail = MERGE_NONE;
     memcpy(m->ids + m->ids_len, r->id, r->len);
     m->ids_len += r->len;

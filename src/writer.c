@@ -12,6 +12,7 @@
 #include "tally/fence.h"
 #include "tally/fold.h"
 #include "tally/idem.h"
+#include "tally/known.h"
 #include "tally/log.h"
 #include "tally/metrics.h"
 #include "tally/redis.h"
@@ -48,7 +49,7 @@ struct write_lane {
     bool asking;
     uint64_t retry_at;             /* ms */
     unsigned refusals;             /* in a row, for the backoff */
-    uint32_t forgets;              /* the writer's known_forgets when the unit was built */
+    uint32_t forgets;              /* the writer's known.forgets when the unit was built */
     char attempt[40];
     /* After a unit's reply was lost, new units wait until a probe (a small write to the
      * lane's slot) shows that Redis runs writes again: a Redis that stalls, or takes reads
@@ -70,14 +71,9 @@ struct tally_writer {
     size_t n_lanes;                /* 1, or TALLY_BUCKETS in a cluster */
     uint64_t seq;
     char nonce[17];
-    /* Per bucket, the metrics whose key of this day and hour has its expiry set (as the
-     * script reported): units ask the script to set it only on the others. Forgotten at each
-     * new day or hour, and every 10 minutes in case Redis lost keys (a flush, a restart
-     * without persistence). */
-    uint8_t known_day[TALLY_BUCKETS], known_hour[TALLY_BUCKETS];
-    char known_stamp[11];
-    uint64_t known_since;
-    uint32_t known_forgets;        /* the epochs' forgets when they were last forgotten */
+    /* Which keys of this day and hour have their expiry (as the scripts reported): units,
+     * and the folder's folds, ask the scripts to set it only on the others. */
+    struct tally_known known;
     size_t held_events, held_requests;
     struct event *flush_ev;        /* activated: runs after the callbacks already ready, so
                                     * requests that arrived together leave together */
@@ -279,26 +275,6 @@ static bool writer_visitors(struct write_lane *l)
     return true;
 }
 
-/* Start forgetting which keys have their expiry when the hour changes, every 10 min, or
- * when an article was forgotten (its DELETE may have emptied, and so removed, any of them). */
-static void writer_known(struct tally_writer *w, int64_t now)
-{
-    uint32_t forgets = tally_epochs_forgets(w->epochs);
-    char stamp[11];
-
-    tally_key_hour(now, stamp);
-    if (strcmp(stamp, w->known_stamp) == 0 && tally_now_ms() - w->known_since < 600000 &&
-        forgets == w->known_forgets)
-        return;
-    if (strncmp(stamp, w->known_stamp, 8) != 0 || tally_now_ms() - w->known_since >= 600000 ||
-        forgets != w->known_forgets)
-        memset(w->known_day, 0, sizeof(w->known_day));
-    w->known_forgets = forgets;
-    memset(w->known_hour, 0, sizeof(w->known_hour));
-    memcpy(w->known_stamp, stamp, sizeof(stamp));
-    w->known_since = tally_now_ms();
-}
-
 static void on_probe_reply(int status, redisReply *reply, void *arg)
 {
     struct write_lane *l = arg;
@@ -356,8 +332,9 @@ static void writer_flush_lane(struct write_lane *l)
     snprintf(l->attempt, sizeof(l->attempt), "%s-%llu", l->w->nonce,
              (unsigned long long)++l->w->seq);
     l->agg.now = (int64_t)tally_clock_now();
-    writer_known(l->w, l->agg.now);
-    l->forgets = l->w->known_forgets;
+    tally_known_update(&l->w->known, l->agg.now, tally_now_ms(),
+                       tally_epochs_forgets(l->w->epochs));
+    l->forgets = l->w->known.forgets;
     if (rc == 0)
         rc = tally_agg_build(&l->agg, l->reqs, l->n_unit, l->attempt);
     if (rc < 0) {
@@ -475,12 +452,8 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
         l->refusals = 0;
         /* A unit filed under an earlier hour set the expiry of that hour's keys; one built
          * before a DELETE ended may have seen keys the DELETE then removed. */
-        if (strcmp(l->agg.hour, w->known_stamp) == 0 &&
-            l->forgets == tally_epochs_forgets(w->epochs) && l->forgets == w->known_forgets)
-            for (size_t b = 0; b < TALLY_BUCKETS; b++) {
-                w->known_day[b] |= l->agg.expired_day[b];
-                w->known_hour[b] |= l->agg.expired_hour[b];
-            }
+        tally_known_learn(&w->known, l->agg.hour, l->forgets, tally_epochs_forgets(w->epochs),
+                          l->agg.expired_day, l->agg.expired_hour);
         writer_bump(w, &l->agg);
         if (w->folder != NULL && writer_unit_new_events(l) > 0)
             tally_folder_appended(w->folder, writer_unit_new_events(l), &l->agg, reply);
@@ -969,8 +942,8 @@ static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsig
         l->probe_key[0] = '\0';
     TAILQ_INIT(&l->pending);
     tally_agg_init(&l->agg, w->cfg->prefix, w->cfg->view_window);
-    l->agg.known_day = w->known_day;
-    l->agg.known_hour = w->known_hour;
+    l->agg.known_day = w->known.day;
+    l->agg.known_hour = w->known.hour;
     /* In a cluster every key is declared, so that a slot being migrated refuses the unit
      * whole instead of failing half-way through it. */
     l->agg.declare = w->n_lanes > 1;
@@ -1004,7 +977,8 @@ struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redi
     w->flush_ev = event_new(base, -1, 0, on_flush, w);
     w->tick_ev = evtimer_new(base, on_tick, w);
     if (w->n_lanes == 1 && cfg->fold_interval_ms > 0)
-        w->folder = tally_folder_new(base, router, cfg, metrics, epochs, w->nonce);
+        w->folder =
+            tally_folder_new(base, router, cfg, metrics, epochs, &w->known, w->nonce);
     if (w->lanes == NULL || w->flush_ev == NULL || w->tick_ev == NULL ||
         (w->n_lanes == 1 && cfg->fold_interval_ms > 0 && w->folder == NULL)) {
         tally_writer_free(w);

@@ -47,14 +47,17 @@ struct tally_agg;
 struct tally_redis;
 struct tally_metrics;
 struct tally_epochs;
+struct tally_known;
 
 /* A folder for the journal named after WRITER (unique per worker and process) on ROUTER's
- * Redis (one node), on BASE, bumping EPOCHS for the buckets each fold counts. Everything is
- * borrowed for its life. NULL when out of memory. */
+ * Redis (one node), on BASE, bumping EPOCHS for the buckets each fold counts, sharing KNOWN
+ * (the keys known to have their expiry, tally/known.h) with the writer of the same thread.
+ * Everything is borrowed for its life. NULL when out of memory. */
 struct tally_folder *tally_folder_new(struct event_base *base, struct tally_redis *router,
                                       const struct tally_config *cfg,
                                       struct tally_metrics *metrics,
-                                      struct tally_epochs *epochs, const char *writer);
+                                      struct tally_epochs *epochs, struct tally_known *known,
+                                      const char *writer);
 
 /* Free F (its fold in flight, if any, still reaches it: free the router first). */
 void tally_folder_free(struct tally_folder *f);

@@ -59,6 +59,9 @@ int tally_merge_add(struct tally_merge *m, int64_t hour, const struct tally_reco
 /* Records in M. */
 size_t tally_merge_records(const struct tally_merge *m);
 
+/* The buckets of M's records, a bit per bucket (TALLY_BUCKETS bits). */
+const uint64_t *tally_merge_touched(const struct tally_merge *m);
+
 /* Append M's records to B as src/scripts/merged.lua takes them, in the order each was first
  * added: the Unix time of its hour, then the record, as RESP bulk strings. Returns the number
  * of arguments. */

@@ -115,19 +115,22 @@ local function merge_record(a, b)
     merge_pairs(a.props, a.fields, b.props, b.fields, false) -- the latest value wins
 end
 
--- A counter for one call. MODEL as model_of() gives it; FRESH: nil to set the expiry of
--- every day or hour key once per call (a fold, whose hours are many), else the collector's
--- list of bucket keys that may be new, "<tag><kind><mask>..." (see apply.lua).
+-- A counter for one call. MODEL as model_of() gives it. FRESH: nil to set the expiry of every
+-- day or hour key the call touches, once per call; else the collector's list of the bucket
+-- keys that may be new, "<tag><kind><mask>..." (see unit.lua): of the call's one hour (a unit,
+-- apply.lua and ack.lua) or, with HOUR ("YYYYMMDDHH": a fold, whose records' hours are many),
+-- of the keys of that hour and of its day -- a fold sets the others once per call.
 --
 -- A unit counted at once (apply.lua) stops at a command Redis refuses (a key of another type,
 -- written by someone else): the collector answers its requests as of unknown outcome. A fold
--- (FRESH nil) must not stop half-way -- what it counted before would be counted again by the
--- next fold of the same entries --, so it skips such a command, goes on, and counts it in
--- c.errors (c.error: the last message).
-local function counter_new(P, model, fresh)
-    local c = {P = P, model = model, done = {}, site = {}, site_days = {}, touched = {},
-               tags = {}, errors = 0, call = redis.call}
-    if not fresh then
+-- (FRESH nil or HOUR given) must not stop half-way -- what it counted before would be counted
+-- again by the next fold of the same entries --, so it skips such a command, goes on, and
+-- counts it in c.errors (c.error: the last message).
+local function counter_new(P, model, fresh, hour)
+    local c = {P = P, model = model, buckets = {}, set = {}, site = {}, site_days = {},
+               tags = {}, errors = 0, call = redis.call, fresh = fresh ~= nil,
+               at_hour = hour, at_day = hour and string.sub(hour, 1, 8), fd = {}, fh = {}}
+    if not fresh or hour then
         c.call = function(...)
             local r = redis.pcall(...)
             if type(r) == 'table' and r.err then
@@ -139,48 +142,113 @@ local function counter_new(P, model, fresh)
         end
     end
     if fresh then
-        c.fresh = {}
         for i = 1, #fresh, 5 do
-            c.fresh[string.sub(fresh, i, i + 2)] = tonumber(string.sub(fresh, i + 3, i + 4), 16)
+            local into = string.byte(fresh, i + 2) == 100 and c.fd or c.fh -- 'd' or 'h'
+            into[string.sub(fresh, i, i + 1)] = tonumber(string.sub(fresh, i + 3, i + 4), 16)
         end
     end
     return c
+end
+
+-- Bucket TAG of counter C: {tag, kp (its key prefix "P{tag}"), t (its all-time top list keys
+-- by metric), day and hour (of the record last counted in it), d and h (its day and hour keys
+-- of them by metric), on_d and on_h (whether the collector's list speaks of them), fd and fh
+-- (the metrics whose key of the list's day and hour is still to get its expiry), sd and sh
+-- (those whose key's expiry the call set, for the answer)}. Key names are built once per
+-- bucket, metric and hour.
+local function bucket_of(c, tag)
+    local b = c.buckets[tag]
+    if b then
+        return b
+    end
+    b = {tag = tag, kp = c.P .. '{' .. tag .. '}', t = {}, fd = c.fd[tag] or 0,
+         fh = c.fh[tag] or 0, sd = 0, sh = 0, day = false, hour = false, d = false, h = false,
+         on_d = false, on_h = false}
+    c.buckets[tag] = b
+    c.tags[#c.tags + 1] = tag
+    return b
+end
+
+-- Does the collector's list speak of the keys of DAY (KIND "at_day") or hour?
+local function listed(c, kind, at)
+    return c.fresh and (c[kind] == nil or c[kind] == at)
+end
+
+-- Point bucket B at DAY and HOUR.
+local function bucket_at(c, b, day, hour)
+    if b.day ~= day then
+        b.day, b.d, b.on_d = day, {}, listed(c, 'at_day', day)
+    end
+    b.hour, b.h, b.on_h = hour, {}, listed(c, 'at_hour', hour)
 end
 
 local function expire(c, key, ttl)
     c.call('EXPIRE', key, ttl, 'NX')
 end
 
--- Set the expiry of KEY, the day or hour key of METRIC in bucket TAG (KIND d or h), once per
--- call: with the collector's list, only where it says the key may be new, noting it in
--- c.done (per "<tag><kind>": the metric bits) for the answer.
-local function expire_fresh(c, tag, kind, metric, key, ttl)
-    if not c.fresh then
-        if not c.done[key] then
-            c.done[key] = true
+-- Set the expiry of KEY, the day (DAY true) or hour key of METRIC in bucket B, once per call:
+-- where the collector's list speaks of it (ON), only if it says the key may be new, noting
+-- it in B for the answer.
+local function expire_fresh(c, b, on, day, metric, key, ttl)
+    if not on then
+        if not c.set[key] then
+            c.set[key] = true
             expire(c, key, ttl)
         end
         return
     end
-    local t = tag .. kind
-    local b = c.model.bit[metric]
-    if bit.band(c.fresh[t] or 0, b) ~= 0 and bit.band(c.done[t] or 0, b) == 0 then
-        c.done[t] = bit.bor(c.done[t] or 0, b)
+    local m = c.model.bit[metric]
+    if day then
+        if bit.band(b.fd, m) ~= 0 then
+            b.fd, b.sd = b.fd - m, b.sd + m
+            expire(c, key, ttl)
+        end
+    elseif bit.band(b.fh, m) ~= 0 then
+        b.fh, b.sh = b.fh - m, b.sh + m
         expire(c, key, ttl)
     end
 end
 
--- Add N to METRIC of article ID in the hour's and day's buckets and the all-time top list,
+-- The day and hour keys of METRIC in bucket B (at its day and hour).
+local function day_key(b, metric)
+    local k = b.d[metric]
+    if not k then
+        k = b.kp .. 'd:' .. metric .. ':' .. b.day
+        b.d[metric] = k
+    end
+    return k
+end
+
+local function hour_key(b, metric)
+    local k = b.h[metric]
+    if not k then
+        k = b.kp .. 'h:' .. metric .. ':' .. b.hour
+        b.h[metric] = k
+    end
+    return k
+end
+
+local function top_key(b, metric)
+    local k = b.t[metric]
+    if not k then
+        k = b.kp .. 't:' .. metric
+        b.t[metric] = k
+    end
+    return k
+end
+
+-- Add N to METRIC of article ID in bucket B's hour and day buckets and the all-time top list,
 -- and to the day's site totals if the model keeps it there. Site totals are summed over the
 -- call and written once per day, into the first bucket seen (readers add every bucket up).
-local function bump(c, tag, kp, metric, id, n, day, hour)
+local function bump(c, b, metric, id, n)
     if n == 0 then
         return
     end
+    local day = b.day
     if c.model.site[metric] then
         local s = c.site[day]
         if not s then
-            s = {kp = kp, tag = tag, n = {}, names = {}}
+            s = {b = b, on = b.on_d, n = {}, names = {}}
             c.site[day] = s
             c.site_days[#c.site_days + 1] = day
         end
@@ -189,13 +257,12 @@ local function bump(c, tag, kp, metric, id, n, day, hour)
         end
         s.n[metric] = (s.n[metric] or 0) + n
     end
-    local d = kp .. 'd:' .. metric .. ':' .. day
-    local h = kp .. 'h:' .. metric .. ':' .. hour
+    local d, h = day_key(b, metric), hour_key(b, metric)
     c.call('ZINCRBY', d, n, id)
-    expire_fresh(c, tag, 'd', metric, d, c.model.day_ttl)
+    expire_fresh(c, b, b.on_d, true, metric, d, c.model.day_ttl)
     c.call('HINCRBY', h, id, n)
-    expire_fresh(c, tag, 'h', metric, h, c.model.hour_ttl)
-    c.call('ZINCRBY', kp .. 't:' .. metric, n, id)
+    expire_fresh(c, b, b.on_h, false, metric, h, c.model.hour_ttl)
+    c.call('ZINCRBY', top_key(b, metric), n, id)
 end
 
 local function pfadd(c, key, list)
@@ -211,42 +278,41 @@ end
 -- says). When the estimate grows, the growth is added to the hour (the day's new visitors in
 -- that hour: an hour's values add up to the day's), to the all-time total and top list. A
 -- view by a visitor already counted today costs one PFADD.
-local function visitors(c, tag, kp, totals, id, list, day, hour)
-    local vd = kp .. 'v:' .. day .. ':' .. id
+local function visitors(c, b, totals, id, list)
+    local vd = b.kp .. 'v:' .. b.day .. ':' .. id
     if not pfadd(c, vd, list) then
         return
     end
     expire(c, vd, c.model.visitors_ttl)
-    local d = kp .. 'd:visitors:' .. day
+    local d = day_key(b, 'visitors')
     local now_count = c.call('PFCOUNT', vd)
     local grown = (now_count or 0) - (tonumber(c.call('ZSCORE', d, id) or '0') or 0)
     if grown <= 0 then
         return
     end
     c.call('ZADD', d, now_count, id)
-    expire_fresh(c, tag, 'd', 'visitors', d, c.model.day_ttl)
-    local h = kp .. 'h:visitors:' .. hour
+    expire_fresh(c, b, b.on_d, true, 'visitors', d, c.model.day_ttl)
+    local h = hour_key(b, 'visitors')
     c.call('HINCRBY', h, id, grown)
-    expire_fresh(c, tag, 'h', 'visitors', h, c.model.hour_ttl)
+    expire_fresh(c, b, b.on_h, false, 'visitors', h, c.model.hour_ttl)
     c.call('HINCRBY', totals, 'visitors', grown)
-    c.call('ZINCRBY', kp .. 't:visitors', grown, id)
+    c.call('ZINCRBY', top_key(b, 'visitors'), grown, id)
 end
 
 -- Count record R filed under DAY ("YYYYMMDD") and HOUR ("YYYYMMDDHH").
 local function count_record(c, r, day, hour)
-    local tag, id = r.tag, r.id
-    local kp = c.P .. '{' .. tag .. '}'
-    local totals = kp .. 'a:' .. id
-    if not c.touched[tag] then
-        c.touched[tag] = true
-        c.tags[#c.tags + 1] = tag
+    local id = r.id
+    local b = bucket_of(c, r.tag)
+    if b.hour ~= hour then
+        bucket_at(c, b, day, hour)
     end
+    local totals = b.kp .. 'a:' .. id
     if r.views > 0 then
         c.call('HINCRBY', totals, 'views', r.views)
-        bump(c, tag, kp, 'views', id, r.views, day, hour)
+        bump(c, b, 'views', id, r.views)
     end
     if #r.vis > 0 then
-        visitors(c, tag, kp, totals, id, r.vis, day, hour)
+        visitors(c, b, totals, id, r.vis)
     end
     local shares = 0
     for _, net in ipairs(r.nets) do
@@ -256,7 +322,7 @@ local function count_record(c, r, day, hour)
     end
     if shares > 0 then
         c.call('HINCRBY', totals, 'shares', shares)
-        bump(c, tag, kp, 'shares', id, shares, day, hour)
+        bump(c, b, 'shares', id, shares)
     end
     if #r.comments > 0 then
         -- A comment count never goes below 0: fold the deltas in order, flooring each step.
@@ -270,34 +336,39 @@ local function count_record(c, r, day, hour)
         end
         if cur ~= start then
             c.call('HSET', totals, 'comments', cur)
-            bump(c, tag, kp, 'comments', id, cur - start, day, hour)
+            bump(c, b, 'comments', id, cur - start)
         end
     end
     for _, m in ipairs(r.mets) do
         c.call('HINCRBY', totals, m, r.sums[m])
-        bump(c, tag, kp, m, id, r.sums[m], day, hour)
+        bump(c, b, m, id, r.sums[m])
     end
     for _, f in ipairs(r.fields) do
         c.call('HSET', totals, f, r.props[f])
     end
 end
 
--- Write the call's site totals. Returns the keys whose expiry the call set, in the form of
--- the collector's fresh list (empty without one), and the buckets it touched ("0a3f...").
+-- Write the call's site totals. Returns the keys whose expiry the call set where the
+-- collector's list spoke of them, in the form of that list (empty without one), and the
+-- buckets it touched ("0a3f...").
 local function counter_finish(c)
     for _, day in ipairs(c.site_days) do
         local s = c.site[day]
-        local key = s.kp .. 's:' .. day
+        local key = s.b.kp .. 's:' .. day
         for _, metric in ipairs(s.names) do
             c.call('HINCRBY', key, metric, s.n[metric])
-            c.call('HINCRBY', s.kp .. 's:all', metric, s.n[metric])
+            c.call('HINCRBY', s.b.kp .. 's:all', metric, s.n[metric])
         end
-        expire_fresh(c, s.tag, 'd', 'site', key, c.model.day_ttl)
+        expire_fresh(c, s.b, s.on, true, 'site', key, c.model.day_ttl)
     end
     local expired = {}
-    if c.fresh then
-        for t, m in pairs(c.done) do
-            expired[#expired + 1] = t .. string.format('%02x', m)
+    for _, tag in ipairs(c.tags) do
+        local b = c.buckets[tag]
+        if b.sd ~= 0 then
+            expired[#expired + 1] = tag .. 'd' .. string.format('%02x', b.sd)
+        end
+        if b.sh ~= 0 then
+            expired[#expired + 1] = tag .. 'h' .. string.format('%02x', b.sh)
         end
     end
     return table.concat(expired), table.concat(c.tags)

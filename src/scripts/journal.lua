@@ -117,9 +117,9 @@ end
 
 -- The answer of a fold of JOURNAL (in REGISTRY) that counted N entries with counter C: {N,
 -- entries left, the buckets touched, commands Redis refused and skipped, the last refusal or
--- ""}.
+-- "", the keys whose expiry it set where the collector's list spoke of them}.
 local function fold_answer(c, journal, registry, n)
-    local _, tags = counter_finish(c)
+    local expired, tags = counter_finish(c)
     local left = journal_left(journal, registry)
-    return {n, left, tags, c.errors, c.error or ''}
+    return {n, left, tags, c.errors, c.error or '', expired}
 end

@@ -10,12 +10,14 @@
 --
 -- KEYS[1]  the journal, P{00}q:<writer>
 -- KEYS[2]  the journals' registry (see ack.lua)
--- ARGV     P model n first last first_unit last_unit record...
+-- ARGV     P model n first last first_unit last_unit hour fresh record...
 --          n entries, the ids and the units (see ack.lua) of the first and the last: the
---          oldest n of the journal; each record: time (Unix seconds: its hour) and the record
---          as count.lua reads it
+--          oldest n of the journal; hour and fresh: the bucket keys of that hour and its day
+--          that may be new (see counter_new); each record: time (Unix seconds: its hour) and
+--          the record as count.lua reads it
 -- Returns {"stale"}, or {entries folded, entries left, the buckets touched, commands Redis
--- refused and skipped, the last refusal or ""} as fold.lua does.
+-- refused and skipped, the last refusal or "", the keys whose expiry it set} as fold.lua
+-- does.
 
 -- The value of FIELD in stream entry E.
 local function field(e, name)
@@ -35,9 +37,9 @@ if #e ~= n or e[1][1] ~= ARGV[4] or e[n][1] ~= ARGV[5] or field(e[1], 'u') ~= AR
 end
 -- As in fold_journal(): trimmed before anything is counted, which cannot stop half-way.
 redis.call('XTRIM', KEYS[1], 'MINID', next_id(ARGV[5]))
-local c = counter_new(ARGV[1], model_of(ARGV[2]), nil)
+local c = counter_new(ARGV[1], model_of(ARGV[2]), ARGV[9], ARGV[8])
 local at, day, hour
-local pos = 8
+local pos = 10
 while pos <= #ARGV do
     if ARGV[pos] ~= at then
         at = ARGV[pos]

@@ -7,11 +7,15 @@ counted, and the fold that counts the last entry deletes them.
 
 The collector remembers which bucket keys of this hour and day already have their expiry, per
 metric: a key of another metric in a known bucket (a share after a view, a comment, a
-visitor estimate that grows later) must still get its own."""
+visitor estimate that grows later) must still get its own. Its writes and its folds share that
+knowledge: a key a fold creates gets its expiry, and what a fold set is known to the next."""
 
+import time
 import unittest
 
 import harness
+from harness import quote
+from test_reports import bucket
 
 DAY = 86400
 BROWSERS = ["Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/%d.0" % v
@@ -188,6 +192,87 @@ class ExpiryTest(harness.TallyTestCase):
         self.assertEqual(self.redis.keys("tally:{00}[qr]:*"), [])
         self.check_lifetimes()
 
+
+    def test_a_key_a_fold_creates_expires_and_the_next_folds_know_it(self):
+        """The folds of a worker share its writer's knowledge of which bucket keys of this hour
+        and day have their expiry, and learn what they set. A key a fold creates gets its
+        expiry -- a fold of the writer's own merge or one from the journal (an entry the
+        collector did not append). A later fold sets no expiry on a key known to have one: a key
+        whose expiry was taken away behind the collector's back stays without (the proof that
+        the fold asked for none). A DELETE makes the collector forget; the next fold sets them
+        again."""
+        # Not across an hour's end: the collector forgets its hour's keys there.
+        if time.time() % 3600 > 3570:
+            time.sleep(3600 - time.time() % 3600 + 1)
+        # Folds only when a reader asks (the interval is longer than the test), one worker.
+        self.tallyd.close()
+        self.tallyd = self.track(harness.Tallyd(self.redis, ["--token", harness.TOKEN,
+                                                             "--fold-interval", "10000"],
+                                                threads=1))
+        self.addCleanup(self.tallyd.close)
+        self.tallyd.start()
+        c = harness.RespClient(self.redis.port)
+        self.addCleanup(c.close)
+        a, other, y = "expiry/fold", None, None
+        for i in range(1000):
+            name = "expiry/fold-%d" % i
+            if other is None and bucket(name) == bucket(a):
+                other = name
+            elif y is None and bucket(name) != bucket(a):
+                y = name
+        hour = time.strftime("%Y%m%d%H", time.gmtime())
+
+        def views_keys(article):
+            return ["tally:{%s}d:views:%s" % (bucket(article), hour[:8]),
+                    "tally:{%s}h:views:%s" % (bucket(article), hour)]
+
+        def ttls(article):
+            return [c.command("TTL", k) for k in views_keys(article)]
+
+        def expiring(article):
+            """Both views keys of ARTICLE's bucket expire as their kinds."""
+            d, h = ttls(article)
+            return LIFETIMES["d"][0] <= d <= LIFETIMES["d"][1] and \
+                LIFETIMES["h"][0] <= h <= LIFETIMES["h"][1]
+
+        def views(article):
+            return self.tallyd.stats(article)["views"]
+
+        # The merged fold of the first entry creates the bucket's keys, with their expiry.
+        self.post({"type": "view", "article": a}, ua=BROWSERS[0])
+        self.assertEqual(ttls(a), [-2, -2])
+        self.assertEqual(views(a), 1)
+        self.assertTrue(expiring(a), ttls(a))
+        # An entry the collector did not append (written as ack.lua writes it), after one it
+        # did: folded from the journal, which creates the keys of y's bucket.
+        self.post({"type": "view", "article": a}, ua=BROWSERS[1])
+        [journal] = self.redis.keys("tally:{00}q:*")
+        c.command("XADD", journal, "*", "n", str(int(time.time())), "c", "0", "r", "",
+                  "a", "\n".join([bucket(y), y, "2", "0", "0", "0", "0", "0"]))
+        self.assertEqual(ttls(y), [-2, -2])
+        self.assertEqual((views(a), views(y)), (2, 2))
+        self.assertTrue(expiring(y), ttls(y))
+        # Expiries taken away behind the collector's back: its folds, which know they were
+        # set, set none.
+        for k in views_keys(a) + views_keys(y):
+            self.assertEqual(c.command("PERSIST", k), 1, k)
+        self.post({"type": "view", "article": a}, ua=BROWSERS[2])
+        self.post({"type": "view", "article": y}, ua=BROWSERS[2])
+        self.post({"type": "view", "article": other}, ua=BROWSERS[2])
+        self.assertEqual((views(a), views(y), views(other)), (3, 3, 1))
+        self.assertEqual((ttls(a), ttls(y)), ([-1, -1], [-1, -1]))
+        # A DELETE (of another article of a's bucket: a's keys stay) makes it forget.
+        r = self.tallyd.request("DELETE", "/v1/articles/" + quote(other),
+                                headers={"Authorization": "Bearer " + harness.TOKEN})
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual((ttls(a), ttls(y)), ([-1, -1], [-1, -1]))
+        self.post({"type": "view", "article": a}, ua=BROWSERS[3])
+        self.post({"type": "view", "article": y}, ua=BROWSERS[3])
+        self.assertEqual((views(a), views(y)), (4, 4))
+        self.assertTrue(expiring(a), ttls(a))
+        self.assertTrue(expiring(y), ttls(y))
+        self.assertEqual(hour, time.strftime("%Y%m%d%H", time.gmtime()), "an hour ended")
+        self.check_lifetimes()
 
 if __name__ == "__main__":
     unittest.main()

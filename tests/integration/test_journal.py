@@ -446,8 +446,9 @@ class JournalTest(harness.TallyTestCase):
         [journal] = self.journals()
 
         def fcall(count):
+            # No hour and no list of keys that may be new: every key's expiry is set.
             return self.redis.command("FCALL", fold, 2, journal, REGISTRY, prefix, model_arg,
-                                      count)
+                                      count, "", "")
 
         # Someone else folds the oldest 10 entries; a resend finds the next ones, not those.
         self.assertEqual(fcall(10)[:2], [10, 50])
@@ -462,7 +463,8 @@ class JournalTest(harness.TallyTestCase):
 
         def race():
             while True:
-                r = other.command("FCALL", fold, 2, journal, REGISTRY, prefix, model_arg, 1)
+                r = other.command("FCALL", fold, 2, journal, REGISTRY, prefix, model_arg, 1,
+                                  "", "")
                 mine.append(r[0])
                 if r[1] == 0:
                     return
@@ -526,7 +528,7 @@ class JournalTest(harness.TallyTestCase):
         def fcall(n, first, last, first_u=None, last_u=None):
             return self.redis.command("FCALL", merged, 2, journal, REGISTRY, prefix, model_arg,
                                       n, first, last, first_u or units[first],
-                                      last_u or units[last], *args)
+                                      last_u or units[last], "", "", *args)
 
         # Not exactly the oldest entries: nothing counted, nothing trimmed.
         self.assertEqual(fcall(11, entries[0][0], entries[11][0]), [b"stale"])

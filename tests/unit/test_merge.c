@@ -412,12 +412,21 @@ static void test_merge_clears_and_is_reused(void **state)
     assert_non_null(m);
     tally_buf_init(&b);
     merge_adds(m, adds_two_hours, N_ELEMS(adds_two_hours));
+    /* The buckets of its records: 0x12, 0x8c and 0xef. */
+    assert_int_equal(tally_merge_touched(m)[0], UINT64_C(1) << 0x12);
+    assert_int_equal(tally_merge_touched(m)[1], 0);
+    assert_int_equal(tally_merge_touched(m)[2], UINT64_C(1) << (0x8c - 128));
+    assert_int_equal(tally_merge_touched(m)[3], UINT64_C(1) << (0xef - 192));
     tally_merge_clear(m);
     assert_int_equal(tally_merge_records(m), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(tally_merge_touched(m)[i], 0);
     assert_int_equal(tally_merge_put(m, &b), 0);
     assert_int_equal(b.len, 0);
     merge_adds(m, again, N_ELEMS(again));
     expect_merged(m, want, N_ELEMS(want));
+    assert_int_equal(tally_merge_touched(m)[0], 0);
+    assert_int_equal(tally_merge_touched(m)[2], UINT64_C(1) << (0x8c - 128));
     /* And once more, the first adds as at first. */
     tally_merge_clear(m);
     merge_adds(m, adds_two_hours, N_ELEMS(adds_two_hours));
