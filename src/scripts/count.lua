@@ -55,14 +55,23 @@ local function read_pairs(t, pos, add)
     return map, order, pos + 2 * n + 1
 end
 
--- The record at T[pos]; returns it and the position after it.
+-- The record at T[pos]; returns it and the position after it. The table is built with every
+-- field at once (sized once, where one grown field by field is rehashed three times), and an
+-- empty list or pair list ("0") is skipped without a call.
 local function read_record(t, pos)
-    local r = {tag = t[pos], id = t[pos + 1], views = tonumber(t[pos + 2])}
-    r.vis, pos = read_list(t, pos + 3)
-    r.shares, r.nets, pos = read_pairs(t, pos, true)
-    r.comments, pos = read_list(t, pos, tonumber)
-    r.sums, r.mets, pos = read_pairs(t, pos, true)
-    r.props, r.fields, pos = read_pairs(t, pos, false)
+    local r = {tag = t[pos], id = t[pos + 1], views = tonumber(t[pos + 2]), vis = EMPTY,
+               shares = EMPTY, nets = EMPTY, comments = EMPTY, sums = EMPTY, mets = EMPTY,
+               props = EMPTY, fields = EMPTY}
+    pos = pos + 3
+    if t[pos] == '0' then pos = pos + 1 else r.vis, pos = read_list(t, pos) end
+    if t[pos] == '0' then pos = pos + 1 else r.shares, r.nets, pos = read_pairs(t, pos, true) end
+    if t[pos] == '0' then pos = pos + 1 else r.comments, pos = read_list(t, pos, tonumber) end
+    if t[pos] == '0' then pos = pos + 1 else r.sums, r.mets, pos = read_pairs(t, pos, true) end
+    if t[pos] == '0' then
+        pos = pos + 1
+    else
+        r.props, r.fields, pos = read_pairs(t, pos, false)
+    end
     return r, pos
 end
 
@@ -266,6 +275,9 @@ local function bump(c, b, metric, id, n)
 end
 
 local function pfadd(c, key, list)
+    if #list == 1 then
+        return (c.call('PFADD', key, list[1]) or 0) > 0
+    end
     local changed = 0
     for i = 1, #list, 1000 do
         changed = changed + (c.call('PFADD', key, unpack(list, i, math.min(i + 999, #list))) or 0)
