@@ -9,10 +9,11 @@ measured apart from everything else.
       over), and writes to FILE its arguments, the keys it touched (DUMPed, with their time to
       live, as they are once every fold ran: the steady state of a busy article) and the
       function library.
-  fold_replay.py replay FILE [--reps 200] [--tallyd BIN]...
+  fold_replay.py replay FILE [--reps 200] [--tallyd BIN]... [--unfresh BIN]...
       Starts a quiet private redis-server and loads the captured library, or each BIN's (the
       same fold counted by other versions of the scripts: give the binaries before and after a
-      change). REPS times, for each version in turn: restores the keys (FLUSHALL, RESTORE),
+      change; --unfresh for a version from before folds took "hour fresh": it gets the fold
+      without them). REPS times, for each version in turn: restores the keys (FLUSHALL, RESTORE),
       writes a journal holding the entries the fold names (their count, the ids and units of
       the first and the last) and runs the FCALL. Prints per version and per record: the
       FCALL's time (median, least and mean, from the slow log), the CPU time of Redis's main
@@ -192,26 +193,38 @@ def replay(a):
     n, first, last, first_u, last_u = int(args[7]), args[8], args[9], args[10], args[11]
     # The records start after the fixed arguments (P model n first last first_unit last_unit,
     # then "hour fresh" where the fold takes them: a fresh list is never 2 bytes, a tag is).
-    records = records_of(args, 12 if len(args[13]) == 2 else 14)
+    fresh = len(args[13]) != 2
+    records = records_of(args, 14 if fresh else 12)
     if records is None:
         sys.exit("fold_replay.py: cannot read the fold's records")
     work = tempfile.mkdtemp(prefix="fold-replay.")
-    versions = []  # [(label, the merged function's name)]
+    versions = []  # the merged functions' names
+    unfresh = set()  # those that take no "hour fresh" arguments
     results = {}
     try:
         port, rp = start_redis(work, "redis")
         try:
             r = Redis(port)
-            if a.tallyd:
-                for t in a.tallyd:
-                    load_functions(t, ["--redis", "redis://127.0.0.1:%d/0" % port])
-            else:
+            def merged_names():
+                out = []
+                for lib in r.command("FUNCTION", "LIST"):
+                    for f in lib[lib.index(b"functions") + 1]:
+                        name = f[f.index(b"name") + 1]
+                        if name.startswith(b"tally_merged_"):
+                            out.append(name)
+                return out
+
+            if not a.tallyd and not a.unfresh:
                 r.command("FUNCTION", "RESTORE", bytes.fromhex(cap["library"]), "REPLACE")
-            for lib in r.command("FUNCTION", "LIST"):
-                for f in lib[lib.index(b"functions") + 1]:
-                    name = f[f.index(b"name") + 1]
-                    if name.startswith(b"tally_merged_"):
-                        versions.append(name)
+                versions = merged_names()
+            for t in (a.tallyd or []) + (a.unfresh or []):
+                load_functions(t, ["--redis", "redis://127.0.0.1:%d/0" % port])
+                new = [x for x in merged_names() if x not in versions]
+                versions += new
+                if t in (a.unfresh or []):
+                    if not fresh:
+                        sys.exit("fold_replay.py: --unfresh needs a fold captured with them")
+                    unfresh.update(new)
             r.command("CONFIG", "SET", "slowlog-log-slower-than", "0")
             r.command("CONFIG", "SET", "slowlog-max-len", "100000")
             fms, fseq = (int(x) for x in first.split(b"-"))
@@ -249,14 +262,15 @@ def replay(a):
                 for v in order:
                     prepare()
                     args[1] = v
+                    call = args[:12] + args[14:] if v in unfresh else args
                     if rep == 0:  # a first call warms Redis up
-                        got = r.command(*args)
+                        got = r.command(*call)
                         if not isinstance(got, list) or got[0] != n:
                             sys.exit("fold_replay.py: the fold answered %r" % (got,))
                         continue
                     r.command("CONFIG", "RESETSTAT")
                     c0 = cpu_main_us(r)
-                    r.command(*args)
+                    r.command(*call)
                     c1 = cpu_main_us(r)
                     # The slow log's newest entries: the INFO, the FCALL (the restores push
                     # older ones out).
@@ -317,6 +331,9 @@ def main():
     r.add_argument("--reps", type=int, default=200)
     r.add_argument("--tallyd", action="append",
                    help="count with this tallyd's scripts instead (repeat: each in turn)")
+    r.add_argument("--unfresh", action="append",
+                   help="also with this tallyd's, whose merged fold takes no hour and fresh "
+                        "arguments (it sets the expiry of every key it touches)")
     a = p.parse_args()
     (capture if a.cmd == "capture" else replay)(a)
 
