@@ -178,9 +178,10 @@ local function bucket_of(c, tag)
     return b
 end
 
--- Does the collector's list speak of the keys of DAY (KIND "at_day") or hour?
-local function listed(c, kind, at)
-    return c.fresh and (c[kind] == nil or c[kind] == at)
+-- Does the collector's list speak of the keys of AT, a day (FIELD "at_day") or an hour
+-- ("at_hour")? A unit's list speaks of its one day and hour, a fold's of c.at_day, c.at_hour.
+local function listed(c, field, at)
+    return c.fresh and (c[field] == nil or c[field] == at)
 end
 
 -- Point bucket B at DAY and HOUR.
