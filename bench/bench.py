@@ -363,12 +363,13 @@ def cmd_record(a):
 
 def cmd_slowlog(a):
     """With slowlog-log-slower-than 0 over a run: Redis's time in each script (FCALL of
-    tally_<name>_<version>, by name) and in each other command, as JSON {name: [calls, usec]}.
-    The slow log holds only commands clients sent (not those scripts run) and only
-    slowlog-max-len of them: "complete" says whether it held them all."""
+    tally_<name>_<version>, by name) and in each other command, as JSON {name: [calls, usec,
+    the longest call's usec, the median call's usec]}. The slow log holds only commands clients
+    sent (not those scripts run) and only slowlog-max-len of them: "complete" says whether it
+    held them all."""
     redis = capacity.Redis(a.port)
     entries = redis.command("SLOWLOG", "GET", "-1")
-    out = {}
+    out, each = {}, {}
     for e in entries:
         args = [x.decode("utf-8", "replace") for x in e[3]]
         name = args[0].lower() if args else "?"
@@ -380,6 +381,10 @@ def cmd_slowlog(a):
         x = out.setdefault(name, [0, 0])
         x[0] += 1
         x[1] += e[2]
+        each.setdefault(name, []).append(e[2])
+    for name, calls in each.items():
+        calls.sort()
+        out[name] += [calls[-1], calls[len(calls) // 2]]
     maxlen = int(redis.command("CONFIG", "GET", "slowlog-max-len")[1])
     print(json.dumps({"functions": out, "complete": len(entries) < maxlen}))
 
@@ -502,7 +507,7 @@ def script_profile(groups, order):
     """(header, rows): Redis µs per event in each of tally's scripts, from the slow log
     (BENCH_SLOWLOG=1), medians over the rounds; or None."""
     rows = []
-    names = ("ack", "merged", "fold", "reclaim", "apply")
+    names = ("ack", "merged", "staged", "fold", "reclaim", "apply")
     for key in order:
         g = groups[key]
         if not g["counting"]:
@@ -517,8 +522,16 @@ def script_profile(groups, order):
                 calls = med(r["slowlog"]["functions"].get(n, [0, 0])[0] for r in runs)
                 per_call = med(r["slowlog"]["functions"][n][1] / r["slowlog"]["functions"][n][0]
                                for r in runs if r["slowlog"]["functions"].get(n, [0])[0])
+                # The longest call of the rounds and the median of their median calls: how
+                # long one call holds Redis.
+                longest = max((r["slowlog"]["functions"][n][2] for r in runs
+                               if len(r["slowlog"]["functions"].get(n, [])) > 2), default=None)
+                median = med(r["slowlog"]["functions"][n][3] for r in runs
+                             if len(r["slowlog"]["functions"].get(n, [])) > 3)
+                hold = ("" if longest is None else
+                        f", max {longest:,.0f} / median {median:,.0f} µs")
                 cells.append("-" if not calls else
-                             f"{per_ev:.2f} ({calls:,.0f} calls, {per_call:,.0f} µs each)")
+                             f"{per_ev:.2f} ({calls:,.0f} calls, {per_call:,.0f} µs each{hold})")
             complete = all(r["slowlog"].get("complete") for r in runs)
             rows.append([scenario_label(g), t] + cells + ["yes" if complete else "NO"])
     if not rows:

@@ -24,8 +24,11 @@
 
 #define FOLD_EVENTS 2000       /* a fold from the journal takes at most about this many
                                   * (whole entries, at least one) */
-#define FOLD_BATCH_RECORDS 1000  /* a batch closes (and its fold starts) at this many merged */
-#define FOLD_BATCH_EVENTS 20000  /* records or this many events */
+#define FOLD_BATCH_RECORDS 1000  /* a batch closes (and its fold starts) at this many merged
+                                  * records (counted FOLD_STEP_RECORDS a call; a larger batch
+                                  * merges more, but its merged fold reads more entries and
+                                  * stages more chunks: 4,000 doubled that call's time) */
+#define FOLD_BATCH_EVENTS 20000  /* or at this many events */
 #define FOLD_BATCHES 64          /* batches held at most: entries past them are folded from
                                   * the journal */
 #define FOLD_RECLAIM_MS 1000     /* how often a worker looks for journals of writers gone */
@@ -34,6 +37,9 @@
 #define FOLD_RETRY_MS 100        /* after a fold refused or lost, or one that found nothing */
 #define FOLD_MERGED_TRIES 3      /* merged folds of a batch refused or lost in a row before its
                                   * entries are folded from the journal instead */
+#define FOLD_STEP_RECORDS 128    /* the most merged records one call counts: a merged fold
+                                  * stages the rest of its batch in chunks of this many, each
+                                  * counted by a call of its own (src/scripts/staged.lua) */
 
 /* Entries the folder merged (their acks' records added up, see tally/merge.h): a merged fold
  * (src/scripts/merged.lua) counts them once they are the oldest in the journal. */
@@ -58,6 +64,7 @@ struct tally_folder {
     uint32_t known_forgets;      /* and these forgets */
     uint8_t expired_day[TALLY_BUCKETS], expired_hour[TALLY_BUCKETS];
     char journal[TALLY_KEY_MAX], registry[TALLY_KEY_MAX];
+    char staged[TALLY_KEY_MAX];  /* the journal's staging list (see merged.lua) */
     char model[TALLY_MODEL_ARG_MAX + 1];
     /* The events of each entry appended and not known folded, oldest first: a ring. */
     uint32_t *ring;
@@ -74,6 +81,10 @@ struct tally_folder {
                                   * waits for one that ends after it arrived */
     bool in_flight, reclaiming, again;
     bool merged_in_flight;       /* the fold in flight is the oldest batch's */
+    bool staged_in_flight;       /* the fold in flight counts a staged chunk */
+    bool staging;                /* chunks wait in the staging list (or may: a merged fold's
+                                  * reply was lost): they are counted before anything else, and
+                                  * the entries they came from count as folded only then */
     unsigned merged_errors;      /* of the oldest batch's folds, refused or lost in a row */
     /* Batches of consecutive entries, oldest first: a ring. The newest takes more entries
      * while OPEN. Entries before the oldest, between two, or past FOLD_BATCHES are folded
@@ -194,7 +205,7 @@ static bool fold_due(struct tally_folder *f)
 {
     size_t closed = f->b_len - (f->b_open ? 1 : 0) - (f->merged_in_flight ? 1 : 0);
 
-    return f->len > 0 && (closed > 0 || !fold_head_merged(f));
+    return f->staging || (f->len > 0 && (closed > 0 || !fold_head_merged(f)));
 }
 
 /* Add the entry of index INDEX, which the unit last built in A appended (its REPLY read by
@@ -276,26 +287,36 @@ static bool fold_wanted(struct tally_folder *f)
            atomic_load_explicit(&f->want_upto, memory_order_acquire);
 }
 
-static bool fold_stale(const redisReply *reply)
+/* Is REPLY the one word WORD ({"stale"}, {"staged"})? */
+static bool fold_said(const redisReply *reply, const char *word)
 {
     return reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
            (reply->element[0]->type == REDIS_REPLY_STRING ||
             reply->element[0]->type == REDIS_REPLY_STATUS) &&
-           strcmp(reply->element[0]->str, "stale") == 0;
+           strcmp(reply->element[0]->str, word) == 0;
 }
 
 static void on_fold_reply(int status, redisReply *reply, void *arg)
 {
     struct tally_folder *f = arg;
     bool wanted = atomic_exchange(&f->wanted, false), again = f->again;
-    bool merged = f->merged_in_flight;
-    long long n, left;
+    bool merged = f->merged_in_flight, staged = f->staged_in_flight;
+    long long n, left, chunks;
     size_t gone = 0;
 
     f->in_flight = false;
     f->again = false;
     f->merged_in_flight = false;
-    if (status == 0 && merged && fold_stale(reply)) {
+    f->staged_in_flight = false;
+    if (status == 0 && !staged && fold_said(reply, "staged")) {
+        /* Chunks wait in the staging list (a merged fold whose reply was lost staged them):
+         * nothing was counted; they are counted first, then this fold is sent again. */
+        f->staging = true;
+        fold_ended(f, false);
+        fold_start(f);
+        return;
+    }
+    if (status == 0 && merged && fold_said(reply, "stale")) {
         /* Its entries are not all the oldest of the journal (an entry the collector does
          * not know of, a fold resent after its reply was lost, another's fold): count none
          * of them from the merge, fold what is left of them from the journal. */
@@ -306,9 +327,10 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
         fold_start(f);
         return;
     }
-    if (status != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements != 6 ||
+    if (status != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements != 7 ||
         reply->element[0]->type != REDIS_REPLY_INTEGER ||
-        reply->element[1]->type != REDIS_REPLY_INTEGER) {
+        reply->element[1]->type != REDIS_REPLY_INTEGER ||
+        reply->element[6]->type != REDIS_REPLY_INTEGER) {
         if (status == 0 && reply->type == REDIS_REPLY_ERROR)
             log_warn("redis refused a fold of the journal: %s", reply->str);
         tally_metric_add(&f->metrics->fold_errors, 1);
@@ -318,6 +340,8 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
             f->merged_errors = 0;
             fold_drop_oldest(f);
         }
+        /* A merged fold lost on the way may have staged chunks: whatever is sent next
+         * answers "staged" if it did. */
         fold_ended(f, true);
         if (wanted)
             atomic_store(&f->wanted, true);
@@ -327,13 +351,27 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
     f->merged_errors = 0;
     n = reply->element[0]->integer;
     left = reply->element[1]->integer;
+    chunks = reply->element[6]->integer;
     fold_bump(f, reply->element[2]);
     fold_skipped(f, reply->element[3], reply->element[4]);
-    fold_learn(f, reply->element[5]);
+    if (!staged)
+        fold_learn(f, reply->element[5]); /* a chunk's call sets expiries without a list */
     tally_metric_add(&f->metrics->folds, 1);
-    tally_metric_add(&f->metrics->fold_entries, (uint64_t)n);
+    if (staged)
+        tally_metric_add(&f->metrics->fold_chunks, (uint64_t)n);
+    else
+        tally_metric_add(&f->metrics->fold_entries, (uint64_t)n);
     if (merged)
         fold_drop_oldest(f);
+    if (chunks > 0) {
+        /* Chunks wait: the next call counts one. The entries they came from are not folded
+         * until the last is counted (a read waits for them; a stop drains them). */
+        f->staging = true;
+        fold_ended(f, false);
+        fold_start(f);
+        return;
+    }
+    f->staging = false;
     /* What the fold left is the newest LEFT entries of those appended before it ran -- every
      * ack whose reply came before this one. Others may have folded some of ours meanwhile (a
      * DELETE folds every journal): what is not left is folded either way. */
@@ -351,7 +389,7 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
         return;
     /* A fold from the journal that found nothing to take (its entries are not there yet:
      * an ack whose reply is still to come) is tried again shortly, not at once. */
-    if (!merged && gone == 0)
+    if (!merged && !staged && gone == 0)
         fold_arm(f, FOLD_RETRY_MS);
     else if (again || wanted || fold_due(f) || fold_wanted(f))
         fold_start(f);
@@ -359,11 +397,12 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
         fold_arm(f, f->cfg->fold_interval_ms);
 }
 
-/* The oldest batch's fold: KEYS journal registry, ARGV P model n first last first_unit
- * last_unit hour fresh record... */
+/* The oldest batch's fold: KEYS journal registry staged, ARGV P model n first last first_unit
+ * last_unit hour fresh nchunks chunk... record... (at most FOLD_STEP_RECORDS counted at once,
+ * the rest staged). */
 static size_t fold_put_merged(struct tally_folder *f, struct fold_batch *b)
 {
-    size_t nargs = 12;
+    size_t nargs = 13;
 
     if (f->b_len == 1)
         f->b_open = false; /* what comes next goes to a batch of its own */
@@ -373,12 +412,12 @@ static size_t fold_put_merged(struct tally_folder *f, struct fold_batch *b)
     tally_buf_add_bulk(&f->body, b->first_u, strlen(b->first_u));
     tally_buf_add_bulk(&f->body, b->last_u, strlen(b->last_u));
     fold_put_fresh(f, tally_merge_touched(b->m));
-    return nargs + tally_merge_put(b->m, &f->body);
+    return nargs + tally_merge_put_steps(b->m, &f->body, FOLD_STEP_RECORDS);
 }
 
 /* A fold from the journal of the oldest entries before the oldest batch, about FOLD_EVENTS
- * events' worth: KEYS journal registry, ARGV P model count hour fresh [before] (fresh of
- * every bucket: the folder does not know what the entries hold). */
+ * events' worth: KEYS journal registry staged, ARGV P model count hour fresh step [before]
+ * (fresh of every bucket: the folder does not know what the entries hold). */
 static size_t fold_put_journal(struct tally_folder *f)
 {
     const struct fold_batch *b = fold_oldest(f);
@@ -393,18 +432,20 @@ static size_t fold_put_journal(struct tally_folder *f)
         events += f->ring[(f->head + count++) % f->cap];
     tally_buf_add_bulk_i64(&f->body, (int64_t)count);
     fold_put_fresh(f, every);
+    tally_buf_add_bulk_i64(&f->body, FOLD_STEP_RECORDS);
     if (b == NULL)
-        return 8;
+        return 10;
     tally_buf_add_bulk(&f->body, b->first, strlen(b->first));
-    return 9;
+    return 11;
 }
 
-/* Send the next fold: the oldest batch's when its entries are the oldest not folded, else
- * one from the journal of those before it. */
+/* Send the next fold: a staged chunk's while chunks wait, else the oldest batch's when its
+ * entries are the oldest not folded, else one from the journal of those before it. */
 static void fold_start(struct tally_folder *f)
 {
     struct tally_store *st = tally_redis_for_slot(f->router, 0);
-    bool merged;
+    bool merged, staged = f->staging;
+    enum tally_script script;
     size_t nargs;
 
     if (f->in_flight) {
@@ -412,30 +453,40 @@ static void fold_start(struct tally_folder *f)
         return;
     }
     atomic_store(&f->wanted, false);
-    if (f->len == 0)
+    if (f->len == 0 && !staged)
         return;
     if (st == NULL || !tally_store_ready(st)) {
         fold_ended(f, true);
         fold_arm(f, FOLD_RETRY_MS);
         return;
     }
-    merged = fold_head_merged(f);
+    merged = !staged && fold_head_merged(f);
     tally_buf_reset(&f->body);
-    tally_buf_add_bulk(&f->body, "2", 1);
+    tally_buf_add_bulk(&f->body, "3", 1);
     tally_buf_add_bulk(&f->body, f->journal, strlen(f->journal));
     tally_buf_add_bulk(&f->body, f->registry, strlen(f->registry));
+    tally_buf_add_bulk(&f->body, f->staged, strlen(f->staged));
     tally_buf_add_bulk(&f->body, f->cfg->prefix, strlen(f->cfg->prefix));
     tally_buf_add_bulk(&f->body, f->model, strlen(f->model));
-    nargs = merged ? fold_put_merged(f, fold_oldest(f)) : fold_put_journal(f);
+    if (staged) {
+        script = TALLY_SCRIPT_STAGED;
+        nargs = 6;
+    } else if (merged) {
+        script = TALLY_SCRIPT_MERGED;
+        nargs = fold_put_merged(f, fold_oldest(f));
+    } else {
+        script = TALLY_SCRIPT_FOLD;
+        nargs = fold_put_journal(f);
+    }
     if (f->body.oom ||
-        tally_store_eval(st, merged ? TALLY_SCRIPT_MERGED : TALLY_SCRIPT_FOLD, f->body.data,
-                         f->body.len, nargs, on_fold_reply, f) < 0) {
+        tally_store_eval(st, script, f->body.data, f->body.len, nargs, on_fold_reply, f) < 0) {
         fold_ended(f, true);
         fold_arm(f, FOLD_RETRY_MS);
         return;
     }
     f->in_flight = true;
     f->merged_in_flight = merged;
+    f->staged_in_flight = staged;
 }
 
 static void on_fold_timer(evutil_socket_t fd, short what, void *arg)
@@ -460,8 +511,10 @@ static void on_reclaim_reply(int status, redisReply *reply, void *arg)
     struct tally_folder *f = arg;
 
     f->reclaiming = false;
-    if (status != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4 ||
-        reply->element[0]->type != REDIS_REPLY_INTEGER) {
+    if (status != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements != 6 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER ||
+        reply->element[4]->type != REDIS_REPLY_INTEGER ||
+        reply->element[5]->type != REDIS_REPLY_INTEGER) {
         if (status == 0 && reply->type == REDIS_REPLY_ERROR)
             log_warn("redis refused to fold the journals of writers gone: %s", reply->str);
         return;
@@ -469,12 +522,19 @@ static void on_reclaim_reply(int status, redisReply *reply, void *arg)
     if (reply->element[0]->integer > 0) {
         log_info("folded %lld journal entries of writers gone", reply->element[0]->integer);
         tally_metric_add(&f->metrics->reclaimed, (uint64_t)reply->element[0]->integer);
-        fold_bump(f, reply->element[1]);
     }
+    if (reply->element[4]->integer > 0) {
+        log_info("counted a chunk of merged records a writer gone had staged");
+        tally_metric_add(&f->metrics->reclaimed_chunks, (uint64_t)reply->element[4]->integer);
+    }
+    if (reply->element[0]->integer > 0 || reply->element[4]->integer > 0)
+        fold_bump(f, reply->element[1]);
     fold_skipped(f, reply->element[2], reply->element[3]);
-    /* A look that used its whole budget may have left more: look again now, not in a second
-     * (a long journal would otherwise take a second per FOLD_RECLAIM_ENTRIES entries). */
-    if (reply->element[0]->integer >= FOLD_RECLAIM_ENTRIES)
+    /* A look folds one journal (at most FOLD_RECLAIM_ENTRIES entries, FOLD_STEP_RECORDS
+     * records counted, the rest staged) or counts one staged chunk: one that found work looks
+     * again now, not in a second (a long journal would otherwise take a second per call). */
+    if (reply->element[0]->integer > 0 || reply->element[4]->integer > 0 ||
+        reply->element[5]->integer > 0)
         on_reclaim_timer(-1, 0, f);
 }
 
@@ -495,7 +555,8 @@ static void on_reclaim_timer(evutil_socket_t fd, short what, void *arg)
     tally_buf_add_bulk(&b, f->model, strlen(f->model));
     tally_buf_add_bulk_i64(&b, FOLD_RECLAIM_ENTRIES);
     tally_buf_add_bulk_i64(&b, TALLY_FOLD_STALE_MS);
-    if (!b.oom && tally_store_eval(st, TALLY_SCRIPT_RECLAIM, b.data, b.len, 6, on_reclaim_reply,
+    tally_buf_add_bulk_i64(&b, FOLD_STEP_RECORDS);
+    if (!b.oom && tally_store_eval(st, TALLY_SCRIPT_RECLAIM, b.data, b.len, 7, on_reclaim_reply,
                                    f) == 0)
         f->reclaiming = true;
     tally_buf_release(&b);
@@ -522,6 +583,8 @@ struct tally_folder *tally_folder_new(struct event_base *base, struct tally_redi
     tally_buf_init(&f->body);
     tally_model_arg(f->model);
     if (tally_key_make(f->journal, sizeof(f->journal), cfg->prefix, 0, 'q', writer,
+                       strlen(writer)) == 0 ||
+        tally_key_make(f->staged, sizeof(f->staged), cfg->prefix, 0, 'c', writer,
                        strlen(writer)) == 0 ||
         tally_key_make(f->registry, sizeof(f->registry), cfg->prefix, 0, 'r', "journals", 8) ==
             0)

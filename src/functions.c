@@ -33,6 +33,7 @@ static const struct {
     {"fold", false},
     {"merged", false},
     {"reclaim", false},
+    {"staged", false},
     {"version", true},
 };
 

@@ -155,11 +155,16 @@ struct tally_merge {
     uint64_t *scratch;        /* one record's visitors, to put it */
     size_t cap_scratch;
     uint64_t touched[TALLY_BUCKETS / 64]; /* the buckets of its records */
+    struct tally_buf text;    /* one chunk of records as text, to put it */
 };
 
 struct tally_merge *tally_merge_new(void)
 {
-    return calloc(1, sizeof(struct tally_merge));
+    struct tally_merge *m = calloc(1, sizeof(struct tally_merge));
+
+    if (m != NULL)
+        tally_buf_init(&m->text);
+    return m;
 }
 
 void tally_merge_free(struct tally_merge *m)
@@ -172,6 +177,7 @@ void tally_merge_free(struct tally_merge *m)
     free(m->slots);
     free(m->vslots);
     free(m->scratch);
+    tally_buf_release(&m->text);
     free(m);
 }
 
@@ -327,29 +333,77 @@ int tally_merge_add(struct tally_merge *m, int64_t hour, const struct tally_reco
     return 0;
 }
 
-size_t tally_merge_put(struct tally_merge *m, struct tally_buf *b)
+/* Record I of M as a tally_record (its visitors in M's scratch, valid until the next call).
+ * False when out of memory. */
+static bool merge_record_at(struct tally_merge *m, size_t i, struct tally_record *r)
+{
+    const struct merge_rec *x = &m->rec[i];
+    size_t k = 0;
+
+    if (tally_grow(&m->scratch, &m->cap_scratch, x->n_vis, sizeof(*m->scratch)) < 0)
+        return false;
+    for (uint32_t v = x->vis_head; v != MERGE_NONE; v = m->vis[v].next)
+        m->scratch[k++] = m->vis[v].id;
+    *r = (struct tally_record){.bucket = x->bucket, .id = m->ids + x->id_at, .len = x->len,
+                               .views = x->views, .vis = m->scratch, .n_vis = k};
+    memcpy(r->shares, x->shares, sizeof(r->shares));
+    memcpy(r->sums, x->sums, sizeof(r->sums));
+    memcpy(r->props, x->props, sizeof(r->props));
+    return true;
+}
+
+/* Records FROM..TO-1 of M, each its hour's Unix time then the record: as RESP bulk strings
+ * (TEXT false), or as text joined by "\n" (TEXT true). Returns the number of tokens. */
+static size_t merge_put_range(struct tally_merge *m, struct tally_buf *b, size_t from,
+                              size_t to, bool text)
 {
     size_t args = 0;
+    struct tally_record r;
 
-    for (size_t i = 0; i < m->n_rec; i++) {
-        const struct merge_rec *x = &m->rec[i];
-        struct tally_record r = {.bucket = x->bucket, .id = m->ids + x->id_at, .len = x->len,
-                                 .views = x->views, .n_vis = 0};
-        size_t k = 0;
-
-        if (tally_grow(&m->scratch, &m->cap_scratch, x->n_vis, sizeof(*m->scratch)) < 0) {
+    for (size_t i = from; i < to; i++) {
+        if (!merge_record_at(m, i, &r)) {
             b->oom = true;
             return args;
         }
-        for (uint32_t v = x->vis_head; v != MERGE_NONE; v = m->vis[v].next)
-            m->scratch[k++] = m->vis[v].id;
-        r.vis = m->scratch;
-        r.n_vis = k;
-        memcpy(r.shares, x->shares, sizeof(r.shares));
-        memcpy(r.sums, x->sums, sizeof(r.sums));
-        memcpy(r.props, x->props, sizeof(r.props));
-        tally_buf_add_bulk_i64(b, x->hour * 3600);
-        args += 1 + tally_record_put(b, &r, false);
+        if (!text) {
+            tally_buf_add_bulk_i64(b, m->rec[i].hour * 3600);
+        } else {
+            if (i > from)
+                tally_buf_add(b, "\n", 1);
+            tally_buf_add_i64(b, m->rec[i].hour * 3600);
+            tally_buf_add(b, "\n", 1);
+        }
+        args += 1 + tally_record_put(b, &r, text);
     }
     return args;
+}
+
+size_t tally_merge_put(struct tally_merge *m, struct tally_buf *b)
+{
+    return merge_put_range(m, b, 0, m->n_rec, false);
+}
+
+size_t tally_merge_chunks(const struct tally_merge *m, size_t step)
+{
+    return step == 0 || m->n_rec <= step ? 0 : (m->n_rec - step + step - 1) / step;
+}
+
+size_t tally_merge_put_steps(struct tally_merge *m, struct tally_buf *b, size_t step)
+{
+    size_t chunks = tally_merge_chunks(m, step);
+    size_t first = chunks > 0 ? step : m->n_rec;
+
+    tally_buf_add_bulk_i64(b, (int64_t)chunks);
+    for (size_t c = 0; c < chunks; c++) {
+        size_t from = first + c * step, to = from + step < m->n_rec ? from + step : m->n_rec;
+
+        tally_buf_reset(&m->text);
+        merge_put_range(m, &m->text, from, to, true);
+        if (m->text.oom) {
+            b->oom = true;
+            return 1 + c;
+        }
+        tally_buf_add_bulk(b, m->text.data, m->text.len);
+    }
+    return 1 + chunks + merge_put_range(m, b, 0, first, false);
 }

@@ -271,6 +271,11 @@ static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *
                     "whose reply was lost, a fold sent again, another collector's fold); what "
                     "is left of them is folded from the journal instead.",
                     (double)SUM(fold_stale));
+    metrics_counter(out, "tally_fold_chunks_total",
+                    "Chunks of merged records counted each by a call of its own: a fold of a "
+                    "batch counts at most 128 merged records and stages the rest in chunks of "
+                    "that many, so that no call holds Redis long.",
+                    (double)SUM(fold_chunks));
     metrics_counter(out, "tally_fold_skipped_commands_total",
                     "Commands of folds that Redis refused (a key of another type, written by "
                     "someone else) and that were skipped so that the fold could finish: what "
@@ -280,6 +285,10 @@ static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *
                     "Entries of journals whose writer is gone (no entry for 5 s: a collector "
                     "stopped, killed or cut off) that this collector counted.",
                     (double)SUM(reclaimed));
+    metrics_counter(out, "tally_journal_reclaimed_chunks_total",
+                    "Staged chunks of merged records of writers gone that this collector "
+                    "counted.",
+                    (double)SUM(reclaimed_chunks));
     metrics_counter(out, "tally_journal_refused_total",
                     "Write requests answered 503 because their worker thread had --journal-max "
                     "events acknowledged and not folded yet.",

@@ -11,7 +11,12 @@
  * sent again after a lost reply, an entry whose ack reply was lost, entries another
  * collector folded) it counts nothing, and what is left of them is folded from the journal
  * (src/scripts/fold.lua: the oldest entries read, merged and counted the same way). Either
- * way nothing is counted twice or left out. One fold is in flight at a time: every
+ * way nothing is counted twice or left out. No call holds Redis for more than a step's
+ * records: a merged fold counts at most FOLD_STEP_RECORDS of them and, in the same atomic step
+ * as its trim, stages the rest in the writer's staging list P{00}c:<writer>, a chunk of that
+ * many per element (tally_merge_put_steps()); the folder then counts them a chunk a call
+ * (src/scripts/staged.lua), before anything else, and counts the batch's entries folded only
+ * when the last chunk is. One fold is in flight at a time: every
  * --fold-interval while anything waits, at once when a batch is full (FOLD_BATCH_RECORDS
  * merged records or FOLD_BATCH_EVENTS events), and at once when a reader asks
  * (tally_folder_soon()).

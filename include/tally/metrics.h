@@ -124,6 +124,8 @@ struct tally_metrics {
     _Atomic uint64_t fold_errors;        /* folds refused or unanswered (retried) */
     _Atomic uint64_t fold_skipped;       /* commands a fold skipped: Redis refused them */
     _Atomic uint64_t fold_stale;         /* merged folds that counted nothing: journal changed */
+    _Atomic uint64_t fold_chunks;        /* staged chunks of merged records the worker counted */
+    _Atomic uint64_t reclaimed_chunks;   /* staged chunks of writers gone counted */
     _Atomic uint64_t reclaimed;          /* entries of other writers' journals counted */
     _Atomic uint64_t journal_refused;    /* writes answered 503: --journal-max */
     _Atomic int64_t journal_backlog;     /* gauge: events appended, not folded */

@@ -34,6 +34,7 @@ enum tally_script {
     TALLY_SCRIPT_FOLD,   /* src/scripts/fold.lua: a journal's oldest entries counted */
     TALLY_SCRIPT_MERGED, /* src/scripts/merged.lua: the same, from the writer's merge */
     TALLY_SCRIPT_RECLAIM, /* src/scripts/reclaim.lua: the journals of writers gone */
+    TALLY_SCRIPT_STAGED, /* src/scripts/staged.lua: a chunk a merged fold left staged */
     TALLY_SCRIPTS
 };
 

@@ -16,12 +16,113 @@ local function next_id(id)
     return ms .. '-' .. string.format('%d', tonumber(seq) + 1)
 end
 
+-- The staging list of JOURNAL (P{00}q:<writer>): P{00}c:<writer>, the chunks of merged
+-- records a merged fold took from the journal and left to be counted (see merged.lua). A
+-- journal stays in the registry, even emptied, while its staging list holds chunks, so that
+-- whoever folds the journal finds them; they are counted before any entry still in it
+-- (they are older).
+local function staged_of(P, journal)
+    return P .. '{00}c:' .. string.sub(journal, #P + 7)
+end
+
+-- Count one chunk of merged records (text: per record the Unix time of its hour, then the
+-- record, tokens joined by "\n") with counter C.
+local function count_chunk(c, chunk)
+    local t = tokens(chunk)
+    local at, day, hour
+    local pos = 1
+    while pos <= #t do
+        if t[pos] ~= at then
+            at = t[pos]
+            day, hour = day_hour(tonumber(at))
+        end
+        local r
+        r, pos = read_record(t, pos + 1)
+        count_record(c, r, day, hour)
+    end
+end
+
+-- Count and remove the oldest MAX chunks of the staging list STAGED (every one, MAX nil) with
+-- counter C: each is removed in the step that counts it, so a call sent again counts the next
+-- chunk or none. Returns the chunks counted.
+local function count_staged(c, staged, max)
+    local n = 0
+    while not max or n < max do
+        local chunk = redis.call('LPOP', staged)
+        if not chunk then
+            break
+        end
+        count_chunk(c, chunk)
+        n = n + 1
+    end
+    return n
+end
+
+-- The tokens of record R (as read_record() gives it) appended to list T, as count.lua reads
+-- them.
+local function put_record(t, r)
+    local n = #t
+    local function put(x)
+        n = n + 1
+        t[n] = x
+    end
+    put(r.tag)
+    put(r.id)
+    put(r.views)
+    put(#r.vis)
+    for _, v in ipairs(r.vis) do
+        put(v)
+    end
+    put(#r.nets)
+    for _, k in ipairs(r.nets) do
+        put(k)
+        put(r.shares[k])
+    end
+    put(#r.comments)
+    for _, d in ipairs(r.comments) do
+        put(d)
+    end
+    put(#r.mets)
+    for _, k in ipairs(r.mets) do
+        put(k)
+        put(r.sums[k])
+    end
+    put(#r.fields)
+    for _, k in ipairs(r.fields) do
+        put(k)
+        put(r.props[k])
+    end
+end
+
+-- May the caller stage chunks in STAGED? (An ACL from before staging may not: then a fold
+-- counts everything itself, as it did.)
+local function may_stage(staged)
+    return redis.acl_check_cmd('RPUSH', staged, 'x') and redis.acl_check_cmd('LPOP', staged)
+end
+
+-- Put the chunks CHUNKS (texts) at the end of the staging list STAGED of JOURNAL. With
+-- REGISTRY, the journal counts as written to now: its live writer counts them next, and
+-- reclaim.lua leaves them to it unless it goes.
+local function stage(staged, chunks, journal, registry)
+    if #chunks == 0 then
+        return
+    end
+    redis.call('RPUSH', staged, unpack(chunks))
+    if registry then
+        local clock = redis.call('TIME')
+        redis.call('ZADD', registry,
+                   tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000), journal)
+    end
+end
+
 -- Count the first COUNT entries of JOURNAL (or every entry, COUNT nil) -- of those before
 -- the id BEFORE, if given -- with counter C and remove them. Their records are merged per
 -- article and hour first, so an article viewed a thousand times in the window costs the
 -- commands of one view; records are counted in the order of their first entry, comment
--- deltas kept in order. Returns the entries folded.
-local function fold_journal(c, journal, count, before)
+-- deltas kept in order. With STEP, at most STEP merged records are counted here and the rest
+-- staged in STAGED, STEP a chunk (see merged.lua; REGISTRY as in stage()); STEP nil counts
+-- them all. Returns the entries folded.
+local function fold_journal(c, journal, count, before, step, staged, registry)
     local last = before and '(' .. before or '+'
     local entries
     if count then
@@ -85,41 +186,62 @@ local function fold_journal(c, journal, count, before)
     -- nothing written, and a trim refused (an ACL without XTRIM) stops it before any count --
     -- never counted entries left to be counted again. The counting cannot stop half-way (see
     -- counter_new).
+    if step and #order > step and not may_stage(staged) then
+        step = nil
+    end
     redis.call('XTRIM', journal, 'MINID', next_id(entries[#entries][1]))
-    for _, k in ipairs(order) do
-        local r = merged[k]
+    if step and #order > step then
+        local chunks = {}
+        for i = step + 1, #order, step do
+            local t = {}
+            for j = i, math.min(i + step - 1, #order) do
+                local r = merged[order[j]]
+                t[#t + 1] = r.time
+                put_record(t, r)
+            end
+            chunks[#chunks + 1] = table.concat(t, '\n')
+        end
+        stage(staged, chunks, journal, registry)
+    end
+    for i = 1, step and math.min(step, #order) or #order do
+        local r = merged[order[i]]
         local day, hour = day_hour(r.time)
         count_record(c, r, day, hour)
     end
     return #entries
 end
 
--- Fold every journal in the registry REGISTRY completely, and forget the empty ones: before
--- anything reads or removes counts that must hold everything acknowledged.
+-- Fold every journal in the registry REGISTRY completely, its staged chunks first, and forget
+-- them: before anything reads or removes counts that must hold everything acknowledged.
 local function fold_all(c, registry)
     for _, j in ipairs(redis.call('ZRANGE', registry, 0, -1)) do
+        local staged = staged_of(c.P, j)
+        count_staged(c, staged, nil)
         fold_journal(c, j, nil)
-        redis.call('DEL', j)
+        redis.call('DEL', j, staged)
         redis.call('ZREM', registry, j)
     end
 end
 
--- The entries left in JOURNAL. An emptied journal is deleted and taken out of REGISTRY (its
--- writer's next entry starts both again), so nothing stays behind.
-local function journal_left(journal, registry)
+-- The entries left in JOURNAL. An emptied journal whose staging list STAGED is empty too is
+-- deleted and taken out of REGISTRY (its writer's next entry starts both again), so nothing
+-- stays behind.
+local function journal_left(journal, registry, staged)
     local left = redis.call('XLEN', journal)
-    if left == 0 then
+    if left == 0 and redis.call('EXISTS', staged) == 0 then
         redis.call('DEL', journal)
         redis.call('ZREM', registry, journal)
     end
     return left
 end
 
--- The answer of a fold of JOURNAL (in REGISTRY) that counted N entries with counter C: {N,
--- entries left, the buckets touched, commands Redis refused and skipped, the last refusal or
--- "", the keys whose expiry it set where the collector's list spoke of them}.
+-- The answer of a fold of JOURNAL (in REGISTRY) that counted N entries (or chunks) with
+-- counter C: {N, entries left, the buckets touched, commands Redis refused and skipped, the
+-- last refusal or "", the keys whose expiry it set where the collector's list spoke of them,
+-- chunks left in its staging list}.
 local function fold_answer(c, journal, registry, n)
     local expired, tags = counter_finish(c)
-    local left = journal_left(journal, registry)
-    return {n, left, tags, c.errors, c.error or '', expired}
+    local staged = staged_of(c.P, journal)
+    local left = journal_left(journal, registry, staged)
+    return {n, left, tags, c.errors, c.error or '', expired, redis.call('LLEN', staged)}
 end

@@ -8,15 +8,26 @@
 -- DELETE) make it count nothing and answer "stale"; the writer then folds what is left from
 -- the journal itself (fold.lua).
 --
+-- A call holds Redis for what it counts, so a large merge is not counted in one: the caller
+-- passes at most a step's worth of records to count here and the rest as chunks, which this
+-- call puts, in the same atomic step as the trim, in the writer's staging list; staged.lua
+-- then counts them a chunk a call (each removed in the step that counts it). Nothing of the
+-- batch is lost or counted twice whichever call's reply is lost: the entries are gone from the
+-- journal exactly when their records are counted or staged. While the staging list holds
+-- chunks, this script and fold.lua count nothing and answer "staged": the writer counts its
+-- chunks first (a property's latest value must not be overwritten by an older one).
+--
 -- KEYS[1]  the journal, P{00}q:<writer>
 -- KEYS[2]  the journals' registry (see ack.lua)
--- ARGV     P model n first last first_unit last_unit hour fresh record...
+-- KEYS[3]  the writer's staging list, P{00}c:<writer> (see journal.lua)
+-- ARGV     P model n first last first_unit last_unit hour fresh nchunks chunk... record...
 --          n entries, the ids and the units (see ack.lua) of the first and the last: the
 --          oldest n of the journal; hour and fresh: the bucket keys of that hour and its day
---          that may be new (see counter_new); each record: time (Unix seconds: its hour) and
---          the record as count.lua reads it
--- Returns {"stale"}, or {entries folded, entries left, the buckets touched, commands Redis
--- refused and skipped, the last refusal or "", the keys whose expiry it set} as fold.lua
+--          that may be new (see counter_new); each chunk: records as staged.lua reads them;
+--          each record: time (Unix seconds: its hour) and the record as count.lua reads it
+-- Returns {"stale"}, {"staged"}, or {entries folded, entries left, the buckets touched,
+-- commands Redis refused and skipped, the last refusal or "", the keys whose expiry it set,
+-- chunks staged} as fold.lua
 -- does.
 
 -- The value of FIELD in stream entry E.
@@ -29,17 +40,28 @@ local function field(e, name)
     return nil
 end
 
+if redis.call('EXISTS', KEYS[3]) == 1 then
+    return {'staged'}
+end
 local n = tonumber(ARGV[3])
 local e = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', n)
 if #e ~= n or e[1][1] ~= ARGV[4] or e[n][1] ~= ARGV[5] or field(e[1], 'u') ~= ARGV[6] or
     field(e[n], 'u') ~= ARGV[7] then
     return {'stale'}
 end
+local chunks = tonumber(ARGV[10])
+-- Refused before anything is written (an ACL from before staging): trimmed entries whose
+-- chunks could not be staged would be lost.
+if chunks > 0 and not may_stage(KEYS[3]) then
+    return redis.error_reply('NOPERM the Redis user may not stage merged records (RPUSH, LPOP ' ..
+                             'on its keys): see deploy/redis.conf')
+end
 -- As in fold_journal(): trimmed before anything is counted, which cannot stop half-way.
 redis.call('XTRIM', KEYS[1], 'MINID', next_id(ARGV[5]))
+stage(KEYS[3], {unpack(ARGV, 11, 10 + chunks)}, KEYS[1], KEYS[2])
 local c = counter_new(ARGV[1], model_of(ARGV[2]), ARGV[9], ARGV[8])
 local at, day, hour
-local pos = 10
+local pos = 11 + chunks
 while pos <= #ARGV do
     if ARGV[pos] ~= at then
         at = ARGV[pos]

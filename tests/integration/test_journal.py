@@ -18,6 +18,12 @@ counts it. What must hold, with exact counts:
   DELETE        forgetting an article on one collector while another holds unfolded views
                 of it leaves 0, also after that one folds;
   SIGTERM       the collector folds its backlog before it exits.
+  steps         a merged fold counts at most 128 merged records and stages the rest in chunks
+                (P{00}c:<writer>), each counted by a call of its own: a batch of 500 records
+                is counted exactly once across four calls, and a read on the collector waits
+                for its last chunk; a chunk call sent again counts the next chunk or none;
+                while chunks wait no other fold of the journal counts anything; the chunks of
+                a SIGKILLed collector are counted by another, and a DELETE counts them first.
 
 Clients that must know each batch's fate send it with an Idempotency-Key and retry it (on the
 surviving collector) until a 200: then the count must equal the acknowledged keys' events.
@@ -41,6 +47,11 @@ SLOW = ("--fold-interval", "10000")  # no fold by the clock while a test runs
 RECLAIM_SECONDS = 6.0    # a journal idle for 5 s is folded by the next look (every second)
 DRAIN_SECONDS = 5.0      # SIGTERM to exit, its backlog folded: far below the fold timer
 FULL = "too many events waiting for redis; retry later"
+
+
+def staged_of(journal):
+    """The staging list of JOURNAL (see journal.lua): P{00}c:<writer>."""
+    return journal.replace("{00}q:", "{00}c:", 1)
 
 
 def views(article, n):
@@ -447,8 +458,8 @@ class JournalTest(harness.TallyTestCase):
 
         def fcall(count):
             # No hour and no list of keys that may be new: every key's expiry is set.
-            return self.redis.command("FCALL", fold, 2, journal, REGISTRY, prefix, model_arg,
-                                      count, "", "")
+            return self.redis.command("FCALL", fold, 3, journal, REGISTRY, staged_of(journal),
+                                      prefix, model_arg, count, "", "", 1000)
 
         # Someone else folds the oldest 10 entries; a resend finds the next ones, not those.
         self.assertEqual(fcall(10)[:2], [10, 50])
@@ -463,8 +474,8 @@ class JournalTest(harness.TallyTestCase):
 
         def race():
             while True:
-                r = other.command("FCALL", fold, 2, journal, REGISTRY, prefix, model_arg, 1,
-                                  "", "")
+                r = other.command("FCALL", fold, 3, journal, REGISTRY, staged_of(journal),
+                                  prefix, model_arg, 1, "", "", 1000)
                 mine.append(r[0])
                 if r[1] == 0:
                     return
@@ -526,9 +537,9 @@ class JournalTest(harness.TallyTestCase):
         units = {i: f["u"] for i, f in entries}
 
         def fcall(n, first, last, first_u=None, last_u=None):
-            return self.redis.command("FCALL", merged, 2, journal, REGISTRY, prefix, model_arg,
-                                      n, first, last, first_u or units[first],
-                                      last_u or units[last], "", "", *args)
+            return self.redis.command("FCALL", merged, 3, journal, REGISTRY, staged_of(journal),
+                                      prefix, model_arg, n, first, last, first_u or units[first],
+                                      last_u or units[last], "", "", 0, *args)
 
         # Not exactly the oldest entries: nothing counted, nothing trimmed.
         self.assertEqual(fcall(11, entries[0][0], entries[11][0]), [b"stale"])
@@ -684,6 +695,256 @@ class JournalTest(harness.TallyTestCase):
             self.post(c, "d/a", 1)
         self.assertEqual(self.stats_views(a, "d/a"), 1)
         self.assertEqual(harness.eventually(lambda: self.stats_views(b, "d/a"), 1), 1)
+
+    # ---- 8. a merged fold in steps ----
+
+    def staged_gone(self):
+        self.assertEqual(self.redis.keys("tally:{00}c:*"), [])
+
+    def post_distinct(self, client, prefix, first, n, model, views_of):
+        """One POST of N events, each a view of its own article PREFIX/<first + i>."""
+        events = []
+        for i in range(first, first + n):
+            art = "%s/%d" % (prefix, i)
+            for _ in range(views_of(i)):
+                events.append({"type": "view", "article": art})
+            model[art] = model.get(art, 0) + views_of(i)
+        ex = client.post_events(events)
+        self.assertEqual(ex.status, 200, ex)
+        self.assertEqual(ex.body, {"accepted": len(events), "ignored": 0}, ex)
+
+    def test_a_batch_larger_than_one_step_is_counted_once_across_steps(self):
+        """500 merged records in one batch: 128 counted by the merged fold, 372 staged in 3
+        chunks counted a call each. A read on the collector that acknowledged them sees every
+        one (it waits for the last chunk); SIGTERM drains the chunks of the next batch."""
+        t = self.collector(*SLOW, threads=1)
+        model = {}
+        with harness.KeepAliveClient(t.port) as c:
+            for k in range(5):
+                self.post_distinct(c, "st", 100 * k, 50, model, lambda i: 1 + i % 2)
+        self.assertEqual(len(model), 250)
+        total = sum(model.values())
+        self.assertEqual(total, 375)
+        self.assertEqual(self.journal_state(), (5, model))
+        # Counts on the collector that acknowledged: every staged chunk is counted first.
+        r = t.get("/v1/totals?period=day")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body["views"], total)
+        self.assertEqual(self.stats_views(t, "st/449"), 2)
+        self.assertEqual({a: self.counted(a) for a in model}, model)
+        m = t.metrics()
+        self.assertEqual(harness.metric(m, "tally_fold_chunks_total"), 1)
+        self.assertEqual(harness.metric(m, "tally_folds_total"), 2)
+        self.assertEqual(harness.metric(m, "tally_fold_entries_total"), 5)
+        self.assertEqual(harness.metric(m, "tally_fold_stale_total"), 0)
+        self.assertNoJournal()
+        self.staged_gone()
+        # 500 distinct records (7 POSTs of 100 views, sb/0..199 viewed twice): 128 at once,
+        # then 128, 128 and 116 staged.
+        with harness.KeepAliveClient(t.port) as c:
+            for k in (0, 1, 2, 3, 4, 0, 1):
+                self.post_distinct(c, "sb", 100 * k, 100, model, lambda i: 1)
+        self.assertEqual(len(model), 750)
+        self.assertEqual(model["sb/199"], 2)
+        self.assertEqual(model["sb/200"], 1)
+        total = sum(model.values())
+        r = t.get("/v1/totals?period=day")
+        self.assertEqual(r.body["views"], total)
+        self.assertEqual({a: self.counted(a) for a in model}, model)
+        m = t.metrics()
+        self.assertEqual(harness.metric(m, "tally_fold_chunks_total"), 1 + 3)
+        self.assertEqual(harness.metric(m, "tally_folds_total"), 2 + 4)
+        self.assertEqual(harness.metric(m, "tally_fold_entries_total"), 5 + 7)
+        self.assertNoJournal()
+        self.staged_gone()
+        # The next batch's chunks are drained before the collector exits.
+        with harness.KeepAliveClient(t.port) as c:
+            for k in (0, 1, 2, 3, 4, 2):
+                self.post_distinct(c, "sc", 100 * k, 100, model, lambda i: 1)
+        self.assertEqual(t.stop(signal.SIGTERM, timeout=DRAIN_SECONDS), 0)
+        self.assertEqual({a: self.counted(a) for a in model}, model)
+        self.assertNoJournal()
+        self.staged_gone()
+
+    def merged_by_hand(self, journal, entries, step):
+        """The arguments of a merged fold of ENTRIES (the oldest of JOURNAL) counting at most
+        STEP records at once, as the collector builds them (one hour here): the records per
+        article, sorted; the first STEP counted by the call, the rest in chunks of STEP."""
+        hour = int(entries[0][1]["n"]) // 3600 * 3600
+        tags, sums = {}, {}
+        for _, f in entries:
+            [(article, v)] = journal_records(f["a"])  # one article a POST here
+            toks = f["a"].split("\n")
+            tags[toks[1]] = toks[0]
+            sums[article] = sums.get(article, 0) + v
+        records = [[hour, tags[a], a, sums[a], 0, 0, 0, 0, 0] for a in sorted(sums)]
+        rest = records[step:]
+        chunks = ["\n".join(str(x) for rec in rest[i:i + step] for x in rec)
+                  for i in range(0, len(rest), step)]
+        return sums, ([len(entries), entries[0][0], entries[-1][0], entries[0][1]["u"],
+                       entries[-1][1]["u"], "", "", len(chunks)] + chunks +
+                      [x for rec in records[:step] for x in rec])
+
+    def fcall(self, name, journal, *args):
+        fn = "tally_%s_%s" % (name, self.library[len("tally_"):])
+        return self.redis.command("FCALL", fn, 3, journal, REGISTRY, staged_of(journal), *args)
+
+    def test_a_staged_chunk_is_counted_once_whatever_is_sent_again(self):
+        t = self.collector(*SLOW, threads=1)
+        prefix, model_arg = self.fold_args()
+        model = {}
+        with harness.KeepAliveClient(t.port) as c:
+            for i in range(12):
+                art = "sg/%d" % (i % 5)
+                self.post(c, art, i + 1)
+                model[art] = model.get(art, 0) + i + 1
+        [journal] = self.journals()
+        entries = self.journal_entries(journal)
+        sums, args = self.merged_by_hand(journal, entries, 2)
+        self.assertEqual(sums, model)
+        staged = staged_of(journal)
+        # sg/0 and sg/1 counted at once; sg/2 sg/3 and sg/4 staged in two chunks.
+        r = self.fcall("merged", journal, prefix, model_arg, *args)
+        self.assertEqual([r[0], r[1], r[3], r[4], r[6]], [12, 0, 0, b"", 2])
+        counted = {"sg/0": model["sg/0"], "sg/1": model["sg/1"], "sg/2": 0, "sg/3": 0,
+                   "sg/4": 0}
+        self.assertEqual({a: self.counted(a) for a in model}, counted)
+        self.assertEqual(self.redis.command("LLEN", staged), 2)
+        # The emptied journal stays registered while its chunks wait.
+        self.assertEqual(self.journals(), [journal])
+        self.assertEqual(self.redis.command("XLEN", journal), 0)
+        # While they wait, no other fold of the journal counts anything.
+        self.assertEqual(self.fcall("merged", journal, prefix, model_arg, *args), [b"staged"])
+        self.assertEqual(self.fcall("fold", journal, prefix, model_arg, 100, "", "", 1000),
+                         [b"staged"])
+        self.assertEqual({a: self.counted(a) for a in model}, counted)
+        # A chunk a call, removed as it is counted: sent again (a lost reply) it counts the next.
+        r = self.fcall("staged", journal, prefix, model_arg)
+        self.assertEqual([r[0], r[1], r[3], r[4], r[6]], [1, 0, 0, b"", 1])
+        counted.update({"sg/2": model["sg/2"], "sg/3": model["sg/3"]})
+        self.assertEqual({a: self.counted(a) for a in model}, counted)
+        self.assertEqual(self.journals(), [journal])
+        r = self.fcall("staged", journal, prefix, model_arg)
+        self.assertEqual([r[0], r[1], r[3], r[4], r[6]], [1, 0, 0, b"", 0])
+        self.assertEqual({a: self.counted(a) for a in model}, model)
+        self.assertNoJournal()
+        self.staged_gone()
+        # Again: nothing left to count.
+        self.assertEqual(self.fcall("staged", journal, prefix, model_arg), [0, 0, b"", 0, b"", b"", 0])
+        self.assertEqual(self.fcall("merged", journal, prefix, model_arg, *args), [b"stale"])
+        self.assertEqual({a: self.counted(a) for a in model}, model)
+        self.assertNoJournal()
+        # The collector's own merged fold of those entries finds them gone: nothing twice.
+        self.assertEqual({a: self.stats_views(t, a) for a in sorted(model)}, model)
+        m = t.metrics()
+        self.assertEqual(harness.metric(m, "tally_fold_stale_total"), 1)
+        self.assertEqual(harness.metric(m, "tally_fold_chunks_total"), 0)
+        with harness.KeepAliveClient(t.port) as c:
+            self.post(c, "sg/4", 5)
+        self.assertEqual(self.stats_views(t, "sg/4"), model["sg/4"] + 5)
+
+    def test_chunks_a_killed_collector_staged_are_counted_by_another(self):
+        """A collector killed between its merged fold and its chunks' calls (the merged fold
+        run here by hand over the first 6 of its 12 entries, as it would have): another
+        counts the chunks, then the entries left, each exactly once."""
+        a = self.collector(*SLOW, threads=1)
+        prefix, model_arg = self.fold_args()
+        model = {}
+        with harness.KeepAliveClient(a.port) as c:
+            for i in range(12):
+                art = "sk/%d" % (i % 6)
+                self.post(c, art, i + 1)
+                model[art] = model.get(art, 0) + i + 1
+        a.stop(signal.SIGKILL)
+        [journal] = self.journals()
+        entries = self.journal_entries(journal)
+        sums, args = self.merged_by_hand(journal, entries[:6], 1)
+        r = self.fcall("merged", journal, prefix, model_arg, *args)
+        self.assertEqual([r[0], r[1], r[6]], [6, 6, 5])
+        self.assertEqual(self.counted("sk/0"), sums["sk/0"])
+        self.assertEqual(sum(self.counted(x) for x in model), sums["sk/0"])
+        b = self.collector(threads=1)
+        got = harness.eventually(lambda: {x: self.counted(x) for x in model}, model,
+                                 timeout=RECLAIM_SECONDS + 3)
+        self.assertEqual(got, model)
+        self.assertEqual({x: self.stats_views(b, x) for x in sorted(model)}, model)
+        self.assertNoJournal()
+        self.staged_gone()
+        m = b.metrics()
+        self.assertEqual(harness.metric(m, "tally_journal_reclaimed_chunks_total"), 5)
+        self.assertEqual(harness.metric(m, "tally_journal_reclaimed_entries_total"), 6)
+
+    def test_a_fold_from_the_journal_stages_past_its_step(self):
+        """fold.lua (what a worker falls back to, and what reclaim runs) counts at most STEP
+        merged records too and stages the rest the same way."""
+        t = self.collector(*SLOW, threads=1)
+        prefix, model_arg = self.fold_args()
+        model = {}
+        with harness.KeepAliveClient(t.port) as c:
+            for i in range(10):
+                art = "sf/%d" % (i % 5)
+                self.post(c, art, i + 1)
+                model[art] = model.get(art, 0) + i + 1
+        [journal] = self.journals()
+        # Merged in the order of their first entry: sf/0 and sf/1 counted, 3 staged in 2.
+        r = self.fcall("fold", journal, prefix, model_arg, 100, "", "", 2)
+        self.assertEqual([r[0], r[1], r[3], r[4], r[6]], [10, 0, 0, b"", 2])
+        self.assertEqual({a: self.counted(a) for a in model},
+                         {"sf/0": model["sf/0"], "sf/1": model["sf/1"], "sf/2": 0, "sf/3": 0,
+                          "sf/4": 0})
+        self.assertEqual(self.fcall("fold", journal, prefix, model_arg, 100, "", "", 2), [b"staged"])
+        self.assertEqual(self.fcall("staged", journal, prefix, model_arg)[6], 1)
+        self.assertEqual(self.fcall("staged", journal, prefix, model_arg)[6], 0)
+        self.assertEqual({a: self.counted(a) for a in model}, model)
+        self.assertNoJournal()
+        self.staged_gone()
+        self.assertEqual({a: self.stats_views(t, a) for a in sorted(model)}, model)
+
+    def test_a_killed_collectors_long_batch_is_reclaimed_in_steps(self):
+        """300 distinct articles in a killed collector's journal: reclaim counts 128 and stages
+        the rest (2 chunks), then counts the chunks a call each; exactly once."""
+        a = self.collector(*SLOW, threads=1)
+        model = {}
+        with harness.KeepAliveClient(a.port) as c:
+            for k in range(3):
+                self.post_distinct(c, "sr", 100 * k, 100, model, lambda i: 1)
+        a.stop(signal.SIGKILL)
+        self.assertEqual(self.journal_state(), (3, model))
+        b = self.collector(threads=1)
+        got = harness.eventually(lambda: {x: self.counted(x) for x in model}, model,
+                                 timeout=RECLAIM_SECONDS + 3)
+        self.assertEqual(got, model)
+        self.assertNoJournal()
+        self.staged_gone()
+        m = b.metrics()
+        self.assertEqual(harness.metric(m, "tally_journal_reclaimed_entries_total"), 3)
+        self.assertEqual(harness.metric(m, "tally_journal_reclaimed_chunks_total"), 2)
+
+    def test_delete_counts_the_staged_chunks_first(self):
+        """DELETE of an article whose views wait in a staged chunk: they are counted, then
+        forgotten: 0, and nothing comes back when the collector folds what it believes waits."""
+        t = self.collector(*SLOW, threads=1)
+        prefix, model_arg = self.fold_args()
+        model = {}
+        with harness.KeepAliveClient(t.port) as c:
+            for i in range(10):
+                art = "sd/%d" % (i % 5)
+                self.post(c, art, i + 1)
+                model[art] = model.get(art, 0) + i + 1
+        [journal] = self.journals()
+        _, args = self.merged_by_hand(journal, self.journal_entries(journal), 1)
+        self.assertEqual(self.fcall("merged", journal, prefix, model_arg, *args)[6], 4)
+        r = t.request("DELETE", "/v1/articles/sd%2F3", headers=AUTH)
+        self.assertEqual(r.status, 204, r)
+        self.assertNoJournal()
+        self.staged_gone()
+        want = dict(model, **{"sd/3": 0})
+        self.assertEqual({a: self.counted(a) for a in model}, want)
+        self.assertEqual({a: self.stats_views(t, a) for a in sorted(model)}, want)
+        self.assertEqual(self.redis.article_totals("sd/3"), {})
+        with harness.KeepAliveClient(t.port) as c:
+            self.post(c, "sd/3", 1)
+        self.assertEqual(self.stats_views(t, "sd/3"), 1)
 
     # ---- 7. SIGTERM ----
 

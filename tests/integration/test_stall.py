@@ -501,8 +501,9 @@ class AckScriptFenceTest(ScriptFenceTest):
         return ["tally:{03}x:" + attempt, self.JOURNAL, self.REGISTRY]
 
     def views(self):
-        folded = self.redis.command("FCALL", "tally_fold_" + self.version, "2", self.JOURNAL,
-                                    self.REGISTRY, "tally:", MODEL, "1000")
+        folded = self.redis.command("FCALL", "tally_fold_" + self.version, "3", self.JOURNAL,
+                                    self.REGISTRY, self.JOURNAL.replace("}q:", "}c:"), "tally:",
+                                    MODEL, "1000", "", "", "1000")
         self.assertEqual(folded[1:4:2], [0, 0], folded)  # nothing left, nothing skipped
         self.assertEqual(self.redis.command("EXISTS", self.JOURNAL), 0)
         self.assertEqual(self.redis.command("ZCARD", self.REGISTRY), 0)

@@ -286,8 +286,10 @@ expect "$final" tally_folds_total 1
 expect "$final" tally_fold_entries_total 6
 expect "$final" tally_fold_errors_total 0
 expect "$final" tally_fold_stale_total 0
+expect "$final" tally_fold_chunks_total 0
 expect "$final" tally_fold_skipped_commands_total 0
 expect "$final" tally_journal_reclaimed_entries_total 0
+expect "$final" tally_journal_reclaimed_chunks_total 0
 expect "$final" tally_journal_refused_total 0
 expect "$final" tally_journal_backlog_events 0
 
@@ -308,8 +310,9 @@ families=(
     "tally_live_refused_total counter" "tally_live_dropped_total counter"
     "tally_folds_total counter" "tally_fold_entries_total counter"
     "tally_fold_errors_total counter" "tally_fold_stale_total counter"
-    "tally_fold_skipped_commands_total counter"
-    "tally_journal_reclaimed_entries_total counter" "tally_journal_refused_total counter"
+    "tally_fold_skipped_commands_total counter" "tally_fold_chunks_total counter"
+    "tally_journal_reclaimed_entries_total counter"
+    "tally_journal_reclaimed_chunks_total counter" "tally_journal_refused_total counter"
     "tally_journal_backlog_events gauge"
     "process_cpu_seconds_total counter"
     "process_resident_memory_bytes gauge" "process_start_time_seconds gauge"

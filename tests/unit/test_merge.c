@@ -658,6 +658,68 @@ static void rand_expect(struct rand_merge *u, struct tally_merge *m, int64_t hou
     tally_buf_release(&b);
 }
 
+/* A fold that counts at most STEP records at once: the records past the first STEP go, STEP at
+ * a time, into chunks of text (each record "<hour*3600>\n<record>", joined by "\n"), before the
+ * first STEP as RESP; the order of the records is kept. */
+static void test_merge_puts_records_in_steps(void **state)
+{
+    static const struct {
+        size_t step, chunks;
+    } cases[] = {{0, 0}, {1, 4}, {2, 2}, {3, 1}, {4, 1}, {5, 0}, {6, 0}, {1000, 0}};
+    const size_t n = N_ELEMS(merged_two_hours);
+    struct tally_merge *m = tally_merge_new();
+    struct tally_buf b, w;
+
+    (void)state;
+    assert_non_null(m);
+    tally_buf_init(&b);
+    tally_buf_init(&w);
+    merge_adds(m, adds_two_hours, N_ELEMS(adds_two_hours));
+    assert_int_equal(tally_merge_records(m), n);
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        size_t step = cases[i].step, first = cases[i].chunks > 0 ? step : n, args;
+        char head[32];
+
+        tally_buf_reset(&w);
+        snprintf(head, sizeof(head), "$1\r\n%zu\r\n", cases[i].chunks);
+        tally_buf_adds(&w, head);
+        args = 1 + cases[i].chunks;
+        for (size_t c = 0; c < cases[i].chunks; c++) {
+            struct tally_buf chunk;
+
+            tally_buf_init(&chunk);
+            for (size_t r = first + c * step; r < first + (c + 1) * step && r < n; r++) {
+                if (chunk.len > 0)
+                    tally_buf_add(&chunk, "\n", 1);
+                tally_buf_adds(&chunk, merged_two_hours[r]);
+            }
+            snprintf(head, sizeof(head), "$%zu\r\n", chunk.len);
+            tally_buf_adds(&w, head);
+            tally_buf_add(&w, chunk.data, chunk.len);
+            tally_buf_add(&w, "\r\n", 2);
+            tally_buf_release(&chunk);
+        }
+        for (size_t r = 0; r < first; r++) {
+            resp_of_text(&w, merged_two_hours[r], strlen(merged_two_hours[r]));
+            args++;
+            for (const char *p = merged_two_hours[r]; (p = strchr(p, '\n')) != NULL; p++)
+                args++;
+        }
+        assert_int_equal(tally_merge_chunks(m, step), cases[i].chunks);
+        tally_buf_reset(&b);
+        assert_int_equal(tally_merge_put_steps(m, &b, step), args);
+        expect_bytes(&b, w.data, w.len);
+    }
+    /* An empty merge: no chunk, no record. */
+    tally_merge_clear(m);
+    tally_buf_reset(&b);
+    assert_int_equal(tally_merge_put_steps(m, &b, 2), 1);
+    expect_bytes(&b, "$1\r\n0\r\n", 7);
+    tally_buf_release(&b);
+    tally_buf_release(&w);
+    tally_merge_free(m);
+}
+
 static void test_merge_matches_a_brute_force_sum(void **state)
 {
     static const struct {
@@ -695,6 +757,7 @@ int main(void)
         cmocka_unit_test(test_merge_keeps_the_first_records_bucket),
         cmocka_unit_test(test_merge_keeps_many_hours_of_one_article_apart),
         cmocka_unit_test(test_merge_clears_and_is_reused),
+        cmocka_unit_test(test_merge_puts_records_in_steps),
         cmocka_unit_test(test_merge_matches_a_brute_force_sum),
     };
 
