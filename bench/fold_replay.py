@@ -190,11 +190,17 @@ def replay(a):
     args = [bytes.fromhex(x) for x in cap["args"]]
     keys = [(bytes.fromhex(k), ttl, bytes.fromhex(d)) for k, ttl, d in cap["keys"]]
     journal, registry = args[3], args[4]
-    n, first, last, first_u, last_u = int(args[7]), args[8], args[9], args[10], args[11]
+    base = 3 + int(args[2])  # P: after the keys (journal registry, and the staging list)
+    n, first, last = int(args[base + 2]), args[base + 3], args[base + 4]
+    first_u, last_u = args[base + 5], args[base + 6]
     # The records start after the fixed arguments (P model n first last first_unit last_unit,
-    # then "hour fresh" where the fold takes them: a fresh list is never 2 bytes, a tag is).
-    fresh = len(args[13]) != 2
-    records = records_of(args, 14 if fresh else 12)
+    # then "hour fresh" where the fold takes them: a fresh list is never 2 bytes, a tag is;
+    # then, with a staging list, the chunks staged: counted by later calls, not replayed).
+    fresh = len(args[base + 8]) != 2
+    start = base + (9 if fresh else 7)
+    if int(args[2]) == 3:
+        start += 1 + int(args[start])
+    records = records_of(args, start)
     if records is None:
         sys.exit("fold_replay.py: cannot read the fold's records")
     work = tempfile.mkdtemp(prefix="fold-replay.")
@@ -262,7 +268,7 @@ def replay(a):
                 for v in order:
                     prepare()
                     args[1] = v
-                    call = args[:12] + args[14:] if v in unfresh else args
+                    call = args[:base + 7] + args[base + 9:] if v in unfresh else args
                     if rep == 0:  # a first call warms Redis up
                         got = r.command(*call)
                         if not isinstance(got, list) or got[0] != n:
