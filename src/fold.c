@@ -354,8 +354,7 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
     chunks = reply->element[6]->integer;
     fold_bump(f, reply->element[2]);
     fold_skipped(f, reply->element[3], reply->element[4]);
-    if (!staged)
-        fold_learn(f, reply->element[5]); /* a chunk's call sets expiries without a list */
+    fold_learn(f, reply->element[5]);
     tally_metric_add(&f->metrics->folds, 1);
     if (staged)
         tally_metric_add(&f->metrics->fold_chunks, (uint64_t)n);
@@ -415,6 +414,10 @@ static size_t fold_put_merged(struct tally_folder *f, struct fold_batch *b)
     return nargs + tally_merge_put_steps(b->m, &f->body, FOLD_STEP_RECORDS);
 }
 
+/* Every bucket: a fold from the journal, or of a staged chunk, does not know which it touches. */
+static const uint64_t fold_every[TALLY_BUCKETS / 64] = {UINT64_MAX, UINT64_MAX, UINT64_MAX,
+                                                        UINT64_MAX};
+
 /* A fold from the journal of the oldest entries before the oldest batch, about FOLD_EVENTS
  * events' worth: KEYS journal registry staged, ARGV P model count hour fresh step [before]
  * (fresh of every bucket: the folder does not know what the entries hold). */
@@ -424,14 +427,12 @@ static size_t fold_put_journal(struct tally_folder *f)
     uint64_t head = atomic_load(&f->folded);
     size_t limit = b != NULL && b->first_entry > head ? (size_t)(b->first_entry - head) : f->len;
     size_t count = 0, events = 0;
-    static const uint64_t every[TALLY_BUCKETS / 64] = {UINT64_MAX, UINT64_MAX, UINT64_MAX,
-                                                       UINT64_MAX};
 
     while (count < limit && (count == 0 || events + f->ring[(f->head + count) % f->cap] <=
                                                       FOLD_EVENTS))
         events += f->ring[(f->head + count++) % f->cap];
     tally_buf_add_bulk_i64(&f->body, (int64_t)count);
-    fold_put_fresh(f, every);
+    fold_put_fresh(f, fold_every);
     tally_buf_add_bulk_i64(&f->body, FOLD_STEP_RECORDS);
     if (b == NULL)
         return 10;
@@ -470,7 +471,8 @@ static void fold_start(struct tally_folder *f)
     tally_buf_add_bulk(&f->body, f->model, strlen(f->model));
     if (staged) {
         script = TALLY_SCRIPT_STAGED;
-        nargs = 6;
+        fold_put_fresh(f, fold_every);
+        nargs = 8;
     } else if (merged) {
         script = TALLY_SCRIPT_MERGED;
         nargs = fold_put_merged(f, fold_oldest(f));

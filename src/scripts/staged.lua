@@ -6,10 +6,12 @@
 -- KEYS[1]  the journal, P{00}q:<writer>
 -- KEYS[2]  the journals' registry (see ack.lua)
 -- KEYS[3]  the writer's staging list, P{00}c:<writer>
--- ARGV     P model
+-- ARGV     P model hour fresh (hour and fresh as merged.lua's: the bucket keys of that hour
+--          and its day that may be new, of every bucket -- the writer does not know which
+--          buckets a chunk touches)
 -- Returns {chunks counted (0 or 1), entries left in the journal, the buckets touched,
--- commands Redis refused and skipped, the last refusal or "", "" (no expiry list), chunks
--- left} (see fold.lua).
+-- commands Redis refused and skipped, the last refusal or "", the keys whose expiry it set,
+-- chunks left} (see fold.lua).
 
-local c = counter_new(ARGV[1], model_of(ARGV[2]), nil)
+local c = counter_new(ARGV[1], model_of(ARGV[2]), ARGV[4], ARGV[3])
 return fold_answer(c, KEYS[1], KEYS[2], count_staged(c, KEYS[3], 1))
