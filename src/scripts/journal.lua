@@ -47,6 +47,10 @@ end
 -- chunk or none. Returns the chunks counted.
 local function count_staged(c, staged, max)
     local n = 0
+    -- Nothing staged, nothing to pop: a Redis user from before staging may not LPOP.
+    if redis.call('EXISTS', staged) == 0 then
+        return 0
+    end
     while not max or n < max do
         local chunk = redis.call('LPOP', staged)
         if not chunk then
@@ -92,6 +96,15 @@ local function put_record(t, r)
         put(k)
         put(r.props[k])
     end
+end
+
+-- The chunks waiting in the staging list STAGED (LLEN only when it exists: a Redis user from
+-- before staging may not LLEN, and has never staged).
+local function chunks_left(staged)
+    if redis.call('EXISTS', staged) == 0 then
+        return 0
+    end
+    return redis.call('LLEN', staged)
 end
 
 -- May the caller stage chunks in STAGED? (An ACL from before staging may not: then a fold
@@ -243,5 +256,5 @@ local function fold_answer(c, journal, registry, n)
     local expired, tags = counter_finish(c)
     local staged = staged_of(c.P, journal)
     local left = journal_left(journal, registry, staged)
-    return {n, left, tags, c.errors, c.error or '', expired, redis.call('LLEN', staged)}
+    return {n, left, tags, c.errors, c.error or '', expired, chunks_left(staged)}
 end

@@ -50,15 +50,14 @@ if #e ~= n or e[1][1] ~= ARGV[4] or e[n][1] ~= ARGV[5] or field(e[1], 'u') ~= AR
     return {'stale'}
 end
 local chunks = tonumber(ARGV[10])
--- Refused before anything is written (an ACL from before staging): trimmed entries whose
--- chunks could not be staged would be lost.
-if chunks > 0 and not may_stage(KEYS[3]) then
-    return redis.error_reply('NOPERM the Redis user may not stage merged records (RPUSH, LPOP ' ..
-                             'on its keys): see deploy/redis.conf')
-end
+-- A Redis user from before staging (its ACL without RPUSH and LPOP) may not stage: then this
+-- call counts the chunks too, after the records, as a fold did before it was made in steps.
+local staging = chunks > 0 and may_stage(KEYS[3])
 -- As in fold_journal(): trimmed before anything is counted, which cannot stop half-way.
 redis.call('XTRIM', KEYS[1], 'MINID', next_id(ARGV[5]))
-stage(KEYS[3], {unpack(ARGV, 11, 10 + chunks)}, KEYS[1], KEYS[2])
+if staging then
+    stage(KEYS[3], {unpack(ARGV, 11, 10 + chunks)}, KEYS[1], KEYS[2])
+end
 local c = counter_new(ARGV[1], model_of(ARGV[2]), ARGV[9], ARGV[8])
 local at, day, hour
 local pos = 11 + chunks
@@ -70,5 +69,10 @@ while pos <= #ARGV do
     local r
     r, pos = read_record(ARGV, pos + 1)
     count_record(c, r, day, hour)
+end
+if chunks > 0 and not staging then
+    for i = 11, 10 + chunks do
+        count_chunk(c, ARGV[i])
+    end
 end
 return fold_answer(c, KEYS[1], KEYS[2], n)

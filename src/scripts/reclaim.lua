@@ -24,13 +24,13 @@ for _, j in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(A
     chunks = count_staged(c, staged, 1)
     if chunks > 0 then
         journal_left(j, KEYS[1], staged)
-        left = redis.call('LLEN', staged)
+        left = chunks_left(staged)
         break
     end
     local n = fold_journal(c, j, budget - folded, nil, tonumber(ARGV[5]), staged, nil)
     folded = folded + n
     journal_left(j, KEYS[1], staged)
-    left = redis.call('LLEN', staged)
+    left = chunks_left(staged)
     if n > 0 or left > 0 then
         break -- one journal a call: at most STEP records counted
     end

@@ -130,6 +130,51 @@ class AclTest(harness.TallyTestCase):
         self.assertEqual(harness.metric(m, "tally_fold_skipped_commands_total"), 0)
         self.assertEqual(self.redis.command("ACL", "LOG"), [])
 
+    def test_a_user_from_before_staging_folds_everything_itself(self):
+        """The tally user as deploy/redis.conf had it before folds staged chunks (no RPUSH,
+        LPOP or LLEN): folds of more than one step count everything in one call, as they did,
+        and a killed collector's journal is reclaimed, with nothing refused."""
+        old = [r for r in tally_user_rules() if r not in ("+rpush", "+lpop", "+llen")]
+        self.assertEqual(len(old), len(tally_user_rules()) - 3)
+        self.redis.command("ACL", "SETUSER", "tally_old", "reset", *old)
+        self.addCleanup(self.redis.command, "ACL", "DELUSER", "tally_old")
+        url = "redis://tally_old:%s@127.0.0.1:%d/0" % (PASSWORD, self.redis.port)
+        args = ["--redis", url, "--token", TOKEN, "--view-window", "0"]
+        t = self.track(harness.Tallyd(self.redis, args + ["--fold-interval", "10000"],
+                                      threads=1))
+        self.addCleanup(t.close)
+        t.start()
+        # 300 articles in one fold: more than one step's 128 records.
+        events = [{"type": "view", "article": "old/%d" % i} for i in range(300)]
+
+        def post(d):
+            for i in range(0, 300, 100):
+                self.assertEqual(d.post_events(events[i:i + 100]).body,
+                                 {"accepted": 100, "ignored": 0})
+
+        post(t)
+        self.assertEqual(t.post_events(events[:10]).body, {"accepted": 10, "ignored": 0})
+        self.assertEqual(t.stats("old/0")["views"], 2)
+        self.assertEqual(t.stats("old/299")["views"], 1)
+        self.assertEqual(t.get("/v1/totals?period=day").body["views"], 310)
+        m = t.metrics()
+        self.assertEqual(harness.metric(m, "tally_fold_errors_total"), 0)
+        self.assertEqual(harness.metric(m, "tally_fold_chunks_total"), 0)
+        self.assertEqual(self.redis.keys("tally:{00}c:*"), [])
+        # Killed with entries waiting: another collector of the same user reclaims them.
+        gone = self.track(harness.Tallyd(self.redis, args + ["--fold-interval", "10000"],
+                                         threads=1))
+        self.addCleanup(gone.close)
+        gone.start()
+        post(gone)
+        gone.kill()
+        self.assertEqual(harness.eventually(lambda: t.get("/v1/totals?period=day").body["views"],
+                                            610, timeout=10.0), 610)
+        self.assertEqual(t.stats("old/299")["views"], 2)
+        self.assertEqual(harness.metric(t.metrics(), "tally_fold_errors_total"), 0)
+        self.assertEqual(self.redis.keys("tally:{00}[qrc]:*"), [])
+        self.assertEqual(self.redis.command("ACL", "LOG"), [])
+
     def test_the_tally_user_may_do_nothing_else(self):
         c = self.as_tally()
         try:
