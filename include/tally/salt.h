@@ -1,8 +1,12 @@
 /* salt.h -- the day's visitor salt, shared by every collector on one Redis.
  *
  * The first collector to need a day's salt creates it (SET NX, random, expiring after two
- * days); every collector then reads the same one, so they agree on visitor ids. Each worker
- * caches today's and tomorrow's salt and fetches tomorrow's during the last hour of a day. */
+ * days); every collector then reads the same one, so they agree on visitor ids. A collector
+ * keeps one cache of today's and tomorrow's salt for all its workers (each fetches through its
+ * own Redis connection and publishes what it read to the others at once), reads a known salt
+ * again every 10 minutes, and fetches tomorrow's during the last hour of a day. The workers of
+ * one collector therefore never hash a visitor under two salts; two collectors may, for up to
+ * 10 minutes after Redis lost a salt, until both have read the new one. */
 #ifndef TALLY_SALT_H
 #define TALLY_SALT_H
 
@@ -20,9 +24,14 @@ struct tally_redis;
 /* Runs when a salt arrived, so that whoever waited for it can go on. */
 typedef void tally_salts_cb(void *arg);
 
-/* Read the cached salts again at the next use (after a reconnect: Redis may have lost them). */
+/* Read the cached salts again at the next use, on every worker (after a reconnect: Redis may
+ * have lost them). */
 void tally_salts_stale(struct tally_salts *s);
 
+/* One per worker, used on that worker's thread only; ROUTER and PREFIX are borrowed and must
+ * outlive it. The cached salts it reads and publishes are the process's, shared by every
+ * tally_salts (thread-safe between them). CB runs on the worker's thread after each fetch this
+ * worker made brought a salt. */
 struct tally_salts *tally_salts_new(struct tally_redis *router, const char *prefix,
                                     tally_salts_cb *cb, void *arg);
 void tally_salts_free(struct tally_salts *s);
