@@ -82,3 +82,41 @@ class VisitorsTest(harness.TallyTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SharedSaltTest(harness.TallyTestCase):
+    """The workers of one collector share its cache of the day's salt. One worker reads the salt,
+    Redis loses it (FLUSHALL), and the same reader then comes through many connections, which
+    the kernel spreads over every worker (SO_REUSEPORT): the workers that had not read the salt
+    yet must take the collector's, not create a new one, or the reader is two visitors."""
+
+    CONNECTIONS = 32  # fresh connections after the flush: all on one worker with odds 2^-31
+
+    def setUp(self):
+        self.redis = self.track(harness.Redis().start())
+        self.addCleanup(self.redis.close)
+        self.tallyd = self.track(harness.Tallyd(self.redis, ["--view-window", "0"],
+                                                threads=max(2, harness.tallyd_threads())))
+        self.addCleanup(self.tallyd.close)
+        self.tallyd.start()
+
+    def test_workers_agree_on_the_salt_after_redis_lost_it(self):
+        t = self.tallyd
+        view = {"type": "view", "article": "v/salt"}
+        ua = {"User-Agent": BROWSER_A}
+        keep = harness.KeepAliveClient(t.port)
+        self.addCleanup(keep.close)
+        # One worker, the one behind this connection, reads (creates) the day's salt.
+        r = keep.post_events({"type": "view", "article": "v/salt-first"}, ua)
+        self.assertEqual((r.status, r.body), (200, {"accepted": 1, "ignored": 0}))
+        self.assertEqual(len(self.redis.keys("tally:salt:*")), 1)
+        self.redis.flushall()
+        self.assertEqual(self.redis.keys("tally:salt:*"), [])
+        # The same reader: on that worker, then on whichever workers fresh connections reach.
+        self.assertEqual(keep.post_events(view, ua).body, {"accepted": 1, "ignored": 0})
+        for _ in range(self.CONNECTIONS):
+            r = t.post_events(view, ua)
+            self.assertEqual((r.status, r.body), (200, {"accepted": 1, "ignored": 0}))
+        self.assertEqual(keep.post_events(view, ua).body, {"accepted": 1, "ignored": 0})
+        s = t.stats("v/salt")
+        self.assertEqual((s["views"], s["visitors"]), (self.CONNECTIONS + 2, 1))
