@@ -426,8 +426,8 @@ class Redis:
         return self.command("FLUSHALL")
 
     def flush_counts(self):
-        """Every key but the daily visitor salts. Each worker caches the salts it has read;
-        after a FLUSHALL a worker that had none makes a new one while another keeps the old,
+        """Every key but the daily visitor salts. Each collector caches the salts it has read;
+        after a FLUSHALL a collector that had none makes a new one while another keeps the old,
         and the same reader is then two visitors until they read it again."""
         keys = [k for k in self.keys("*") if b"salt:" not in k]
         for i in range(0, len(keys), 500):
