@@ -56,20 +56,31 @@ static struct salt_slot *salt_find(struct salt_slot slot[2], const char day[9])
     return NULL;
 }
 
-/* The shared slot for DAY: its own, or the one holding the older day when DAY is newer than
- * it. NULL when both hold newer days (a late answer). Call with salt_share.lock held. */
+int tally_salt_slot(const char *day0, const char *day1, const char *day)
+{
+    int older = strcmp(day0, day1) <= 0 ? 0 : 1;
+
+    if (strcmp(day0, day) == 0)
+        return 0;
+    if (strcmp(day1, day) == 0)
+        return 1;
+    return strcmp(older == 0 ? day0 : day1, day) < 0 ? older : -1;
+}
+
+/* The shared slot for DAY (emptied when it held another day), or NULL for a late answer. Call
+ * with salt_share.lock held. */
 static struct salt_slot *salt_slot_for(const char day[9])
 {
-    struct salt_slot *x = salt_find(salt_share.slot, day);
+    int i = tally_salt_slot(salt_share.slot[0].day, salt_share.slot[1].day, day);
+    struct salt_slot *x;
 
-    if (x != NULL)
-        return x;
-    x = strcmp(salt_share.slot[0].day, salt_share.slot[1].day) <= 0 ? &salt_share.slot[0]
-                                                                     : &salt_share.slot[1];
-    if (strcmp(x->day, day) > 0)
+    if (i < 0)
         return NULL;
-    memset(x, 0, sizeof(*x));
-    memcpy(x->day, day, 9);
+    x = &salt_share.slot[i];
+    if (strcmp(x->day, day) != 0) {
+        memset(x, 0, sizeof(*x));
+        memcpy(x->day, day, 9);
+    }
     return x;
 }
 

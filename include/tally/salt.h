@@ -36,6 +36,11 @@ struct tally_salts *tally_salts_new(struct tally_redis *router, const char *pref
                                     tally_salts_cb *cb, void *arg);
 void tally_salts_free(struct tally_salts *s);
 
+/* Which of two slots, holding the days DAY0 and DAY1 ("YYYYMMDD", or "" when empty), takes the
+ * salt of DAY: the one holding DAY, else the one holding the older day if DAY is newer than it;
+ * -1 when both hold newer days (an answer that came late). Pure. */
+int tally_salt_slot(const char *day0, const char *day1, const char *day);
+
 /* The salt of the UTC day of NOW into OUT, when known: returns true. Otherwise asks Redis for
  * it (one request at a time), returns false, and calls the callback when it arrives. */
 bool tally_salts_get(struct tally_salts *s, time_t now, uint8_t out[TALLY_SALT_LEN]);
