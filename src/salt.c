@@ -37,9 +37,9 @@ struct tally_salts {
     const char *prefix;         /* borrowed: the configuration's */
     tally_salts_cb *cb;
     void *arg;
-    uint_fast64_t version;     /* of salt_share that slot copies; 0: none yet */
-    struct salt_slot slot[2];  /* this worker's copy of salt_share.slot */
-    char asked[2][9];          /* the days this worker has a fetch in flight for, or "" */
+    uint_fast64_t version;    /* of salt_share that slot copies; 0: none yet */
+    struct salt_slot slot[2]; /* this worker's copy of salt_share.slot */
+    char asked[2][9];         /* the days this worker has a fetch in flight for, or "" */
 };
 
 /* A fetch in flight: which day it is for. */
