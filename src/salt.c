@@ -40,6 +40,7 @@ struct tally_salts {
     uint_fast64_t version;    /* of salt_share that slot copies; 0: none yet */
     struct salt_slot slot[2]; /* this worker's copy of salt_share.slot */
     char asked[2][9];         /* the days this worker has a fetch in flight for, or "" */
+    bool connected;           /* tally_salts_stale() ran before: the next is a reconnect */
 };
 
 /* A fetch in flight: which day it is for. */
@@ -216,7 +217,12 @@ struct tally_salts *tally_salts_new(struct tally_redis *router, const char *pref
 
 void tally_salts_stale(struct tally_salts *s)
 {
-    (void)s;
+    /* The first is this worker's first connect, no reconnect: the salts other workers read
+     * meanwhile are as fresh as their age says. */
+    if (!s->connected) {
+        s->connected = true;
+        return;
+    }
     pthread_mutex_lock(&salt_share.lock);
     for (int i = 0; i < 2; i++)
         salt_share.slot[i].fetched_at = 0;

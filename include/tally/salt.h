@@ -24,8 +24,9 @@ struct tally_redis;
 /* Runs when a salt arrived, so that whoever waited for it can go on. */
 typedef void tally_salts_cb(void *arg);
 
-/* Read the cached salts again at the next use, on every worker (after a reconnect: Redis may
- * have lost them). */
+/* Call at every connect of the worker's Redis: after a reconnect (every call but the first)
+ * the cached salts are read again at the next use, on every worker (Redis may have lost
+ * them). */
 void tally_salts_stale(struct tally_salts *s);
 
 /* One per worker, used on that worker's thread only; ROUTER and PREFIX are borrowed and must
