@@ -25,12 +25,10 @@ local function staged_of(P, journal)
     return P .. '{00}c:' .. string.sub(journal, #P + 7)
 end
 
--- Count one chunk of merged records (text: per record the Unix time of its hour, then the
--- record, tokens joined by "\n") with counter C.
-local function count_chunk(c, chunk)
-    local t = tokens(chunk)
+-- Count with counter C the merged records in the list T from position POS on: per record the
+-- Unix time of its hour, then the record as count.lua reads it (a merged fold's arguments).
+local function count_merged(c, t, pos)
     local at, day, hour
-    local pos = 1
     while pos <= #t do
         if t[pos] ~= at then
             at = t[pos]
@@ -40,6 +38,12 @@ local function count_chunk(c, chunk)
         r, pos = read_record(t, pos + 1)
         count_record(c, r, day, hour)
     end
+end
+
+-- Count one chunk of merged records (text: the tokens of count_merged()'s list joined by
+-- "\n") with counter C.
+local function count_chunk(c, chunk)
+    count_merged(c, tokens(chunk), 1)
 end
 
 -- Count and remove the oldest MAX chunks of the staging list STAGED (every one, MAX nil) with

@@ -59,17 +59,7 @@ if staging then
     stage(KEYS[3], {unpack(ARGV, 11, 10 + chunks)}, KEYS[1], KEYS[2])
 end
 local c = counter_new(ARGV[1], model_of(ARGV[2]), ARGV[9], ARGV[8])
-local at, day, hour
-local pos = 11 + chunks
-while pos <= #ARGV do
-    if ARGV[pos] ~= at then
-        at = ARGV[pos]
-        day, hour = day_hour(tonumber(at))
-    end
-    local r
-    r, pos = read_record(ARGV, pos + 1)
-    count_record(c, r, day, hour)
-end
+count_merged(c, ARGV, 11 + chunks)
 if chunks > 0 and not staging then
     for i = 11, 10 + chunks do
         count_chunk(c, ARGV[i])
