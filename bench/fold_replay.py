@@ -9,14 +9,15 @@ measured apart from everything else.
       over), and writes to FILE its arguments, the keys it touched (DUMPed, with their time to
       live, as they are once every fold ran: the steady state of a busy article) and the
       function library.
-  fold_replay.py replay FILE [--reps 200] [--tallyd BIN]... [--unfresh BIN]...
+  fold_replay.py replay FILE [--reps 200] [--tallyd BIN]... [--library LIB]... [--unfresh BIN]...
       Starts a quiet private redis-server and loads the captured library, or each BIN's (the
-      same fold counted by other versions of the scripts: give the binaries before and after a
+      same fold counted by other versions of the scripts: give the binaries, or the function
+      libraries (--library BUILD/tally_functions.lua), before and after a
       change; --unfresh for a version from before folds took "hour fresh": it gets the fold
       without them). REPS times, for each version in turn: restores the keys (FLUSHALL, RESTORE),
       writes a journal holding the entries the fold names (their count, the ids and units of
       the first and the last) and runs the FCALL. Prints per version and per record: the
-      FCALL's time (median, least and mean, from the slow log), the CPU time of Redis's main
+      FCALL's time (median, least and mean, from INFO commandstats), the CPU time of Redis's main
       thread over the call (INFO cpu), the commands it ran and their time (INFO commandstats),
       and the script's own time (the FCALL's less its commands': Lua, and Redis turning
       arguments and replies into Lua values and back).
@@ -148,7 +149,7 @@ def capture(a):
                "inner": [[x.decode("latin-1") for x in c[:2]] for c in f["inner"]]}
         with open(a.out, "w") as fh:
             json.dump(out, fh)
-        n = int(f["args"][7])
+        n = int(f["args"][3 + int(f["args"][2]) + 2])  # after the keys: P model n
         print("captured a merged fold of %d entries, %d commands, %d keys (of %d merged folds)"
               % (n, len(f["inner"]), len(dumps), len(folds)))
         r.close()
@@ -220,9 +221,13 @@ def replay(a):
                             out.append(name)
                 return out
 
-            if not a.tallyd and not a.unfresh:
+            if not a.tallyd and not a.unfresh and not a.library:
                 r.command("FUNCTION", "RESTORE", bytes.fromhex(cap["library"]), "REPLACE")
                 versions = merged_names()
+            for lib in a.library or []:
+                with open(lib, "rb") as fh:
+                    r.command("FUNCTION", "LOAD", fh.read())
+                versions += [x for x in merged_names() if x not in versions]
             for t in (a.tallyd or []) + (a.unfresh or []):
                 load_functions(t, ["--redis", "redis://127.0.0.1:%d/0" % port])
                 new = [x for x in merged_names() if x not in versions]
@@ -231,8 +236,10 @@ def replay(a):
                     if not fresh:
                         sys.exit("fold_replay.py: --unfresh needs a fold captured with them")
                     unfresh.update(new)
-            r.command("CONFIG", "SET", "slowlog-log-slower-than", "0")
-            r.command("CONFIG", "SET", "slowlog-max-len", "100000")
+            # No slow log: Redis 7.0 logs the commands a script runs too, which costs more
+            # than some of them (a copy of each one's arguments); the FCALL's time comes from
+            # INFO commandstats instead, reset before each call.
+            r.command("CONFIG", "SET", "slowlog-log-slower-than", "-1")
             fms, fseq = (int(x) for x in first.split(b"-"))
             # Not the fold's: what the measurement sends (the restores and the journal are
             # written before the counts are reset).
@@ -278,14 +285,12 @@ def replay(a):
                     c0 = cpu_main_us(r)
                     r.command(*call)
                     c1 = cpu_main_us(r)
-                    # The slow log's newest entries: the INFO, the FCALL (the restores push
-                    # older ones out).
-                    e = r.command("SLOWLOG", "GET", "2")[1]
-                    assert e[3][0].upper() == b"FCALL", e
                     res = results[v]
-                    res["wall"].append(e[2])
+                    got = stats()
+                    assert got["fcall"][0] == 1, got
+                    res["wall"].append(got["fcall"][1])
                     res["cpu"].append(c1 - c0)
-                    for k, (calls, us) in stats().items():
+                    for k, (calls, us) in got.items():
                         if k.split("|")[0] in setup and k != "fcall":
                             continue
                         old = res["stats"].get(k, (0, 0))
@@ -337,6 +342,10 @@ def main():
     r.add_argument("--reps", type=int, default=200)
     r.add_argument("--tallyd", action="append",
                    help="count with this tallyd's scripts instead (repeat: each in turn)")
+    r.add_argument("--library", action="append",
+                   help="count with this function library (a file as cmake/functions.cmake "
+                        "writes it, e.g. BUILD/tally_functions.lua) instead (repeat: each in "
+                        "turn)")
     r.add_argument("--unfresh", action="append",
                    help="also with this tallyd's, whose merged fold takes no hour and fresh "
                         "arguments (it sets the expiry of every key it touches)")
