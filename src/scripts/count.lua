@@ -18,6 +18,24 @@
 -- records are one view: this spares building eight tables for each.
 local EMPTY = {}
 
+-- Counts go to Redis as strings: a number passed to redis.call is formatted by Redis with
+-- "%.17g", which costs more than the command it feeds (HINCRBY by 1). INTS keeps the text of
+-- the small integers once made, for as long as the function library is loaded.
+local INTS = {}
+
+-- The text of the integer N, as Redis reads an integer ("-3", "12").
+local function int(n)
+    local s = INTS[n]
+    if s then
+        return s
+    end
+    s = string.format('%d', n)
+    if n >= -4096 and n <= 4096 then
+        INTS[n] = s
+    end
+    return s
+end
+
 -- Read the count N at T[pos] and the N values after it (each through CONV, if given).
 -- Returns them as a list (EMPTY when N is 0) and the position after them.
 local function read_list(t, pos, conv)
@@ -138,7 +156,9 @@ end
 local function counter_new(P, model, fresh, hour)
     local c = {P = P, model = model, buckets = {}, set = {}, site = {}, site_days = {},
                tags = {}, errors = 0, call = redis.call, fresh = fresh ~= nil,
-               at_hour = hour, at_day = hour and string.sub(hour, 1, 8), fd = {}, fh = {}}
+               at_hour = hour, at_day = hour and string.sub(hour, 1, 8), fd = {}, fh = {},
+               hour_ttl = int(model.hour_ttl), day_ttl = int(model.day_ttl),
+               visitors_ttl = int(model.visitors_ttl)}
     if not fresh or hour then
         c.call = function(...)
             local r = redis.pcall(...)
@@ -196,7 +216,7 @@ local function expire(c, key, ttl)
     c.call('EXPIRE', key, ttl, 'NX')
 end
 
--- Set the expiry of KEY, the day (DAY true) or hour key of METRIC in bucket B, once per call:
+-- Set the expiry of KEY (TTL: seconds, as text), the day (DAY true) or hour key of METRIC in bucket B, once per call:
 -- where the collector's list speaks of it (ON), only if it says the key may be new, noting
 -- it in B for the answer.
 local function expire_fresh(c, b, on, day, metric, key, ttl)
@@ -247,7 +267,7 @@ local function top_key(b, metric)
     return k
 end
 
--- Add N to METRIC of article ID in bucket B's hour and day buckets and the all-time top list,
+-- Add N (a number) to METRIC of article ID in bucket B's hour and day buckets and the all-time top list,
 -- and to the day's site totals if the model keeps it there. Site totals are summed over the
 -- call and written once per day, into the first bucket seen (readers add every bucket up).
 local function bump(c, b, metric, id, n)
@@ -267,12 +287,12 @@ local function bump(c, b, metric, id, n)
         end
         s.n[metric] = (s.n[metric] or 0) + n
     end
-    local d, h = day_key(b, metric), hour_key(b, metric)
-    c.call('ZINCRBY', d, n, id)
-    expire_fresh(c, b, b.on_d, true, metric, d, c.model.day_ttl)
-    c.call('HINCRBY', h, id, n)
-    expire_fresh(c, b, b.on_h, false, metric, h, c.model.hour_ttl)
-    c.call('ZINCRBY', top_key(b, metric), n, id)
+    local d, h, ns = day_key(b, metric), hour_key(b, metric), int(n)
+    c.call('ZINCRBY', d, ns, id)
+    expire_fresh(c, b, b.on_d, true, metric, d, c.day_ttl)
+    c.call('HINCRBY', h, id, ns)
+    expire_fresh(c, b, b.on_h, false, metric, h, c.hour_ttl)
+    c.call('ZINCRBY', top_key(b, metric), ns, id)
 end
 
 local function pfadd(c, key, list)
@@ -296,20 +316,20 @@ local function visitors(c, b, totals, id, list)
     if not pfadd(c, vd, list) then
         return
     end
-    expire(c, vd, c.model.visitors_ttl)
+    expire(c, vd, c.visitors_ttl)
     local d = day_key(b, 'visitors')
     local now_count = c.call('PFCOUNT', vd)
     local grown = (now_count or 0) - (tonumber(c.call('ZSCORE', d, id) or '0') or 0)
     if grown <= 0 then
         return
     end
-    c.call('ZADD', d, now_count, id)
-    expire_fresh(c, b, b.on_d, true, 'visitors', d, c.model.day_ttl)
-    local h = hour_key(b, 'visitors')
-    c.call('HINCRBY', h, id, grown)
-    expire_fresh(c, b, b.on_h, false, 'visitors', h, c.model.hour_ttl)
-    c.call('HINCRBY', totals, 'visitors', grown)
-    c.call('ZINCRBY', top_key(b, 'visitors'), grown, id)
+    c.call('ZADD', d, int(now_count), id)
+    expire_fresh(c, b, b.on_d, true, 'visitors', d, c.day_ttl)
+    local h, gs = hour_key(b, 'visitors'), int(grown)
+    c.call('HINCRBY', h, id, gs)
+    expire_fresh(c, b, b.on_h, false, 'visitors', h, c.hour_ttl)
+    c.call('HINCRBY', totals, 'visitors', gs)
+    c.call('ZINCRBY', top_key(b, 'visitors'), gs, id)
 end
 
 -- Count record R filed under DAY ("YYYYMMDD") and HOUR ("YYYYMMDDHH").
@@ -321,7 +341,7 @@ local function count_record(c, r, day, hour)
     end
     local totals = b.kp .. 'a:' .. id
     if r.views > 0 then
-        c.call('HINCRBY', totals, 'views', r.views)
+        c.call('HINCRBY', totals, 'views', int(r.views))
         bump(c, b, 'views', id, r.views)
     end
     if #r.vis > 0 then
@@ -331,10 +351,10 @@ local function count_record(c, r, day, hour)
     for _, net in ipairs(r.nets) do
         local n = r.shares[net]
         shares = shares + n
-        c.call('HINCRBY', totals, 'share:' .. net, n)
+        c.call('HINCRBY', totals, 'share:' .. net, int(n))
     end
     if shares > 0 then
-        c.call('HINCRBY', totals, 'shares', shares)
+        c.call('HINCRBY', totals, 'shares', int(shares))
         bump(c, b, 'shares', id, shares)
     end
     if #r.comments > 0 then
@@ -348,12 +368,12 @@ local function count_record(c, r, day, hour)
             end
         end
         if cur ~= start then
-            c.call('HSET', totals, 'comments', cur)
+            c.call('HSET', totals, 'comments', int(cur))
             bump(c, b, 'comments', id, cur - start)
         end
     end
     for _, m in ipairs(r.mets) do
-        c.call('HINCRBY', totals, m, r.sums[m])
+        c.call('HINCRBY', totals, m, int(r.sums[m]))
         bump(c, b, m, id, r.sums[m])
     end
     for _, f in ipairs(r.fields) do
@@ -369,10 +389,11 @@ local function counter_finish(c)
         local s = c.site[day]
         local key = s.b.kp .. 's:' .. day
         for _, metric in ipairs(s.names) do
-            c.call('HINCRBY', key, metric, s.n[metric])
-            c.call('HINCRBY', s.b.kp .. 's:all', metric, s.n[metric])
+            local n = int(s.n[metric])
+            c.call('HINCRBY', key, metric, n)
+            c.call('HINCRBY', s.b.kp .. 's:all', metric, n)
         end
-        expire_fresh(c, s.b, s.on, true, 'site', key, c.model.day_ttl)
+        expire_fresh(c, s.b, s.on, true, 'site', key, c.day_ttl)
     end
     local expired = {}
     for _, tag in ipairs(c.tags) do
