@@ -311,14 +311,25 @@ end
 -- says). When the estimate grows, the growth is added to the hour (the day's new visitors in
 -- that hour: an hour's values add up to the day's), to the all-time total and top list. A
 -- view by a visitor already counted today costs one PFADD.
+--
+-- The estimate gets its expiry when a PFADD makes it. PFADD answers 1 when it changed the
+-- estimate, whether it made it or not; but one made of LIST counts about as many as LIST's
+-- distinct visitors (off by about 1 % from a few thousand on), far below twice #LIST, so one
+-- that counts more held visitors before and got its expiry from the PFADD that made it. The
+-- expiry is set while the estimate counts at most twice #LIST (an article's first visitor or
+-- two, one at a time), not at each new visitor of a busy article -- and again for an
+-- estimate made anew after it was lost (expired before a late fold of its day, deleted),
+-- whatever the day's count said.
 local function visitors(c, b, totals, id, list)
     local vd = b.kp .. 'v:' .. b.day .. ':' .. id
     if not pfadd(c, vd, list) then
         return
     end
-    expire(c, vd, c.visitors_ttl)
     local d = day_key(b, 'visitors')
     local now_count = c.call('PFCOUNT', vd)
+    if not now_count or now_count <= 2 * #list then
+        expire(c, vd, c.visitors_ttl)
+    end
     local grown = (now_count or 0) - (tonumber(c.call('ZSCORE', d, id) or '0') or 0)
     if grown <= 0 then
         return

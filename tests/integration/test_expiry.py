@@ -273,6 +273,48 @@ class ExpiryTest(harness.TallyTestCase):
         self.assertTrue(expiring(y), ttls(y))
         self.assertEqual(hour, time.strftime("%Y%m%d%H", time.gmtime()), "an hour ended")
         self.check_lifetimes()
+    def test_a_visitor_estimate_gets_its_expiry_when_it_is_made(self):
+        """An article's estimate of a day's distinct visitors gets its expiry from the write
+        that makes it, not at each new visitor that makes it grow: an estimate whose expiry was
+        taken away behind the collector's back stays without while it grows (the proof that
+        growing asks for none). One lost and made again gets its expiry again, though the
+        article had visitors that day already. Folded (the default) and counted at once."""
+        # Not across a day's end: the estimate is the day's.
+        if time.time() % DAY > DAY - 30:
+            time.sleep(DAY - time.time() % DAY + 1)
+        article = "expiry/visitors"
+        key = "tally:{%s}v:%s:%s" % (bucket(article), time.strftime("%Y%m%d", time.gmtime()),
+                                     article)
+        c = harness.RespClient(self.redis.port)
+        self.addCleanup(c.close)
+
+        def expiring():
+            return LIFETIMES["v"][0] <= c.command("TTL", key) <= LIFETIMES["v"][1]
+
+        for args in ([], ["--fold-interval", "0"]):
+            with self.subTest(args=args):
+                self.tallyd.close()
+                self.redis.flushall()
+                self.tallyd = self.track(harness.Tallyd(self.redis, ["--token", harness.TOKEN]
+                                                        + args))
+                self.addCleanup(self.tallyd.close)
+                self.tallyd.start()
+                for i, ua in enumerate(BROWSERS[:3]):
+                    self.post({"type": "view", "article": article}, ua=ua)
+                    self.assertEqual(self.tallyd.stats(article)["visitors"], i + 1)
+                    self.assertTrue(expiring(), c.command("TTL", key))
+                self.assertEqual(c.command("PERSIST", key), 1)
+                self.post({"type": "view", "article": article}, ua=BROWSERS[3])
+                self.assertEqual(self.tallyd.stats(article)["visitors"], 4)
+                self.assertEqual(c.command("TTL", key), -1)
+                # Lost, and made again by the next visitor: the day's count stays (the new
+                # estimate counts fewer), the new estimate expires.
+                self.assertEqual(c.command("DEL", key), 1)
+                self.post({"type": "view", "article": article}, ua=BROWSERS[4])
+                self.assertEqual(self.tallyd.stats(article)["visitors"], 4)
+                self.assertTrue(expiring(), c.command("TTL", key))
+                self.assertEqual(c.command("PFCOUNT", key), 1)
+
 
 if __name__ == "__main__":
     unittest.main()
