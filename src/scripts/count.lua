@@ -75,11 +75,19 @@ end
 
 -- The record at T[pos]; returns it and the position after it. The table is built with every
 -- field at once (sized once, where one grown field by field is rehashed three times), and an
--- empty list or pair list ("0") is skipped without a call.
-local function read_record(t, pos)
-    local r = {tag = t[pos], id = t[pos + 1], views = tonumber(t[pos + 2]), vis = EMPTY,
-               shares = EMPTY, nets = EMPTY, comments = EMPTY, sums = EMPTY, mets = EMPTY,
-               props = EMPTY, fields = EMPTY}
+-- empty list or pair list ("0") is skipped without a call. With R, the record is read into R
+-- instead (a caller that counts each record before it reads the next spares a table per
+-- record).
+local function read_record(t, pos, r)
+    if r then
+        r.tag, r.id, r.views, r.vis, r.shares, r.nets, r.comments, r.sums, r.mets, r.props,
+            r.fields = t[pos], t[pos + 1], tonumber(t[pos + 2]), EMPTY, EMPTY, EMPTY, EMPTY,
+            EMPTY, EMPTY, EMPTY, EMPTY
+    else
+        r = {tag = t[pos], id = t[pos + 1], views = tonumber(t[pos + 2]), vis = EMPTY,
+             shares = EMPTY, nets = EMPTY, comments = EMPTY, sums = EMPTY, mets = EMPTY,
+             props = EMPTY, fields = EMPTY}
+    end
     pos = pos + 3
     if t[pos] == '0' then pos = pos + 1 else r.vis, pos = read_list(t, pos) end
     if t[pos] == '0' then pos = pos + 1 else r.shares, r.nets, pos = read_pairs(t, pos, true) end
@@ -160,8 +168,9 @@ local function counter_new(P, model, fresh, hour)
                hour_ttl = int(model.hour_ttl), day_ttl = int(model.day_ttl),
                visitors_ttl = int(model.visitors_ttl)}
     if not fresh or hour then
+        local pcall = redis.pcall
         c.call = function(...)
-            local r = redis.pcall(...)
+            local r = pcall(...)
             if type(r) == 'table' and r.err then
                 c.errors = c.errors + 1
                 c.error = r.err
@@ -358,15 +367,17 @@ local function count_record(c, r, day, hour)
     if #r.vis > 0 then
         visitors(c, b, totals, id, r.vis)
     end
-    local shares = 0
-    for _, net in ipairs(r.nets) do
-        local n = r.shares[net]
-        shares = shares + n
-        c.call('HINCRBY', totals, 'share:' .. net, int(n))
-    end
-    if shares > 0 then
-        c.call('HINCRBY', totals, 'shares', int(shares))
-        bump(c, b, 'shares', id, shares)
+    if r.nets ~= EMPTY then
+        local shares = 0
+        for _, net in ipairs(r.nets) do
+            local n = r.shares[net]
+            shares = shares + n
+            c.call('HINCRBY', totals, 'share:' .. net, int(n))
+        end
+        if shares > 0 then
+            c.call('HINCRBY', totals, 'shares', int(shares))
+            bump(c, b, 'shares', id, shares)
+        end
     end
     if #r.comments > 0 then
         -- A comment count never goes below 0: fold the deltas in order, flooring each step.
@@ -383,12 +394,16 @@ local function count_record(c, r, day, hour)
             bump(c, b, 'comments', id, cur - start)
         end
     end
-    for _, m in ipairs(r.mets) do
-        c.call('HINCRBY', totals, m, int(r.sums[m]))
-        bump(c, b, m, id, r.sums[m])
+    if r.mets ~= EMPTY then
+        for _, m in ipairs(r.mets) do
+            c.call('HINCRBY', totals, m, int(r.sums[m]))
+            bump(c, b, m, id, r.sums[m])
+        end
     end
-    for _, f in ipairs(r.fields) do
-        c.call('HSET', totals, f, r.props[f])
+    if r.fields ~= EMPTY then
+        for _, f in ipairs(r.fields) do
+            c.call('HSET', totals, f, r.props[f])
+        end
     end
 end
 

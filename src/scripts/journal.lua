@@ -29,13 +29,14 @@ end
 -- Unix time of its hour, then the record as count.lua reads it (a merged fold's arguments).
 local function count_merged(c, t, pos)
     local at, day, hour
-    while pos <= #t do
+    local r = {} -- each record read into it, counted and forgotten
+    local n = #t
+    while pos <= n do
         if t[pos] ~= at then
             at = t[pos]
             day, hour = day_hour(tonumber(at))
         end
-        local r
-        r, pos = read_record(t, pos + 1)
+        r, pos = read_record(t, pos + 1, r)
         count_record(c, r, day, hour)
     end
 end
