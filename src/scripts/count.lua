@@ -150,6 +150,15 @@ local function merge_record(a, b)
     merge_pairs(a.props, a.fields, b.props, b.fields, false) -- the latest value wins
 end
 
+-- The value of each hex digit's byte ("0"-"9", "a"-"f").
+local HEX = {}
+for i = 0, 9 do
+    HEX[48 + i] = i
+end
+for i = 0, 5 do
+    HEX[97 + i] = 10 + i
+end
+
 -- A counter for one call. MODEL as model_of() gives it. FRESH: nil to set the expiry of every
 -- day or hour key the call touches, once per call; else the collector's list of the bucket
 -- keys that may be new, "<tag><kind><mask>..." (see unit.lua): of the call's one hour (a unit,
@@ -180,9 +189,13 @@ local function counter_new(P, model, fresh, hour)
         end
     end
     if fresh then
+        -- Read a byte at a time, by bucket number: a fold's list names up to every bucket
+        -- (2.5 KB), and one call per entry costs half of three.
+        local byte, fd, fh = string.byte, c.fd, c.fh
         for i = 1, #fresh, 5 do
-            local into = string.byte(fresh, i + 2) == 100 and c.fd or c.fh -- 'd' or 'h'
-            into[string.sub(fresh, i, i + 1)] = tonumber(string.sub(fresh, i + 3, i + 4), 16)
+            local t1, t0, kind, m1, m0 = byte(fresh, i, i + 4)
+            local into = kind == 100 and fd or fh -- 'd' or 'h'
+            into[HEX[t1] * 16 + HEX[t0]] = HEX[m1] * 16 + HEX[m0]
         end
     end
     return c
@@ -199,8 +212,9 @@ local function bucket_of(c, tag)
     if b then
         return b
     end
-    b = {tag = tag, kp = c.P .. '{' .. tag .. '}', t = {}, fd = c.fd[tag] or 0,
-         fh = c.fh[tag] or 0, sd = 0, sh = 0, day = false, hour = false, d = false, h = false,
+    local n = tonumber(tag, 16)
+    b = {tag = tag, kp = c.P .. '{' .. tag .. '}', t = {}, fd = c.fd[n] or 0,
+         fh = c.fh[n] or 0, sd = 0, sh = 0, day = false, hour = false, d = false, h = false,
          on_d = false, on_h = false}
     c.buckets[tag] = b
     c.tags[#c.tags + 1] = tag
