@@ -37,9 +37,9 @@
 #define FOLD_RETRY_MS 100        /* after a fold refused or lost, or one that found nothing */
 #define FOLD_MERGED_TRIES 3      /* merged folds of a batch refused or lost in a row before its
                                   * entries are folded from the journal instead */
-#define FOLD_STEP_RECORDS 128    /* the most merged records one call counts: a merged fold
-                                  * stages the rest of its batch in chunks of this many, each
-                                  * counted by a call of its own (src/scripts/staged.lua) */
+#define FOLD_STEP_RECORDS TALLY_FOLD_STEP_RECORDS /* a merged fold stages the rest of its
+                                  * batch in chunks of this many, each counted by a call of its
+                                  * own (src/scripts/staged.lua) */
 
 /* Entries the folder merged (their acks' records added up, see tally/merge.h): a merged fold
  * (src/scripts/merged.lua) counts them once they are the oldest in the journal. */

@@ -34,6 +34,7 @@ static const struct {
     {"merged", false},
     {"reclaim", false},
     {"staged", false},
+    {"drain", false},
     {"version", true},
 };
 

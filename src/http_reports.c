@@ -494,7 +494,7 @@ static void on_forget(int status, struct tally_forget *f, void *arg)
 {
     struct forget_call *c = arg;
 
-    (void)f;
+    tally_metric_add(&c->h->w->metrics.forget_steps, f->steps);
     if (status < 0) {
         tally_http_send_unavailable(c->h, "redis is unavailable; retry later");
     } else {
@@ -502,7 +502,8 @@ static void on_forget(int status, struct tally_forget *f, void *arg)
          * writers know of expiries (see tally_route_forget). */
         tally_epochs_bump(&c->h->w->server->epochs,
                           tally_key_bucket(c->q.id[0], c->q.len[0]));
-        /* It folded every journal first: any bucket may have changed. */
+        /* It folded every journal first (in steps, then the rest): any bucket may have
+         * changed. */
         for (unsigned b = 0; tally_writer_folder(c->h->w->writer) != NULL && b < TALLY_BUCKETS;
              b++)
             tally_epochs_bump(&c->h->w->server->epochs, b);

@@ -289,6 +289,11 @@ static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *
                     "Staged chunks of merged records of writers gone that this collector "
                     "counted.",
                     (double)SUM(reclaimed_chunks));
+    metrics_counter(out, "tally_forget_steps_total",
+                    "Bounded fold calls DELETEs made before the call that forgets the article: "
+                    "each counts at most 16 journal entries (128 merged records, the rest "
+                    "staged) or one staged chunk, so that no call holds Redis long.",
+                    (double)SUM(forget_steps));
     metrics_counter(out, "tally_journal_refused_total",
                     "Write requests answered 503 because their worker thread had --journal-max "
                     "events acknowledged and not folded yet.",

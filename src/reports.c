@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tally/error.h"
+#include "tally/fold.h"
 #include "tally/keys.h"
 #include "tally/reports.h"
 #include "tally/redis.h"
@@ -704,40 +705,121 @@ static void on_forget_done(struct tally_fanout *f, int status)
     g->done(status, g, g->arg);
 }
 
-int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint32_t window,
-                       time_t now, struct tally_redis *r, const char *prefix,
-                       const char *registry, tally_forget_done_cb *done, void *arg)
+/* The call that forgets: it folds what the steps left, then removes the article's keys. */
+static int forget_last(struct tally_forget *f)
 {
     char key[TALLY_KEY_MAX], tag[2], model[TALLY_MODEL_ARG_MAX + 1];
-    size_t klen = tally_key_article(key, sizeof(key), prefix, 'a', id, len);
+    size_t klen = tally_key_article(key, sizeof(key), f->prefix, 'a', f->id, f->len);
     struct tally_buf b;
     int rc;
 
-    f->done = done;
-    f->arg = arg;
     if ((rc = tally_fanout_init(&f->fan, 1, on_forgot, on_forget_done, f)) < 0)
         return rc;
     f->fan.writes = true; /* it deletes: beside the writes, not behind slow reads */
-    tally_key_tag(tally_key_bucket(id, len), tag);
+    tally_key_tag(tally_key_bucket(f->id, f->len), tag);
     tally_buf_init(&b);
     tally_buf_add_bulk(&b, "1", 1);
     tally_buf_add_bulk(&b, key, klen);
-    tally_buf_add_bulk(&b, prefix, strlen(prefix));
+    tally_buf_add_bulk(&b, f->prefix, strlen(f->prefix));
     tally_buf_add_bulk(&b, tag, 2);
-    tally_buf_add_bulk(&b, id, len);
-    tally_buf_add_bulk_i64(&b, window);
-    tally_buf_add_bulk_i64(&b, (int64_t)now);
+    tally_buf_add_bulk(&b, f->id, f->len);
+    tally_buf_add_bulk_i64(&b, f->window);
+    tally_buf_add_bulk_i64(&b, (int64_t)f->now);
     tally_buf_add_bulk(&b, model, tally_model_arg(model));
-    if (registry != NULL)
-        tally_buf_add_bulk(&b, registry, strlen(registry));
+    if (f->registry != NULL)
+        tally_buf_add_bulk(&b, f->registry, strlen(f->registry));
     if (b.oom) {
         tally_buf_release(&b);
         (void)tally_fanout_end(&f->fan); /* nothing sent: only releases it */
         return TALLY_ENOMEM;
     }
     /* A failed send is what tally_fanout_end() returns. */
-    (void)tally_fanout_eval(&f->fan, r, key, klen, TALLY_SCRIPT_FORGET, b.data, b.len,
-                            registry != NULL ? 9 : 8);
+    (void)tally_fanout_eval(&f->fan, f->r, key, klen, TALLY_SCRIPT_FORGET, b.data, b.len,
+                            f->registry != NULL ? 9 : 8);
     tally_buf_release(&b);
     return tally_fanout_end(&f->fan);
+}
+
+static int forget_step(struct tally_forget *f);
+
+/* A step's answer: {entries folded, chunks counted, buckets, refused, refusal, entries left,
+ * chunks left} (src/scripts/drain.lua). */
+static int on_drained(struct tally_fanout *fan, size_t i, const redisReply *reply)
+{
+    struct tally_forget *f = fan->arg;
+
+    (void)i;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 7 ||
+        reply->element[5]->type != REDIS_REPLY_INTEGER ||
+        reply->element[6]->type != REDIS_REPLY_INTEGER)
+        return TALLY_EREDIS;
+    f->left = reply->element[5]->integer;
+    f->chunks = reply->element[6]->integer;
+    return 0;
+}
+
+static void on_drain_done(struct tally_fanout *fan, int status)
+{
+    struct tally_forget *f = fan->arg;
+    int rc;
+
+    f->steps++;
+    /* A step that failed (Redis away, slow or refusing) fails the DELETE, which forgot
+     * nothing yet: the client sends it again. What the steps folded stays folded, once. */
+    if (status < 0)
+        rc = status;
+    else if ((f->left > TALLY_FORGET_LEFT_ENTRIES || f->chunks > 0) &&
+             f->steps < TALLY_FORGET_STEPS_MAX)
+        rc = forget_step(f);
+    else
+        rc = forget_last(f);
+    if (rc < 0)
+        f->done(rc, f, f->arg);
+}
+
+/* One bounded step of the folds before the DELETE (src/scripts/drain.lua). */
+static int forget_step(struct tally_forget *f)
+{
+    char model[TALLY_MODEL_ARG_MAX + 1];
+    struct tally_buf b;
+    int rc;
+
+    if ((rc = tally_fanout_init(&f->fan, 1, on_drained, on_drain_done, f)) < 0)
+        return rc;
+    f->fan.writes = true; /* it folds: beside the writes, as the folds go */
+    tally_buf_init(&b);
+    tally_buf_add_bulk(&b, "1", 1);
+    tally_buf_add_bulk(&b, f->registry, strlen(f->registry));
+    tally_buf_add_bulk(&b, f->prefix, strlen(f->prefix));
+    tally_buf_add_bulk(&b, model, tally_model_arg(model));
+    tally_buf_add_bulk_i64(&b, TALLY_FORGET_STEP_ENTRIES);
+    tally_buf_add_bulk_i64(&b, TALLY_FOLD_STEP_RECORDS);
+    if (b.oom) {
+        tally_buf_release(&b);
+        (void)tally_fanout_end(&f->fan);
+        return TALLY_ENOMEM;
+    }
+    (void)tally_fanout_eval(&f->fan, f->r, f->registry, strlen(f->registry), TALLY_SCRIPT_DRAIN,
+                            b.data, b.len, 6);
+    tally_buf_release(&b);
+    return tally_fanout_end(&f->fan);
+}
+
+int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint32_t window,
+                       time_t now, struct tally_redis *r, const char *prefix,
+                       const char *registry, tally_forget_done_cb *done, void *arg)
+{
+    f->done = done;
+    f->arg = arg;
+    f->steps = 0;
+    f->id = id;
+    f->len = len;
+    f->window = window;
+    f->now = now;
+    f->r = r;
+    f->prefix = prefix;
+    f->registry = registry;
+    f->left = f->chunks = 0;
+    /* Without journals (a cluster, --fold-interval 0) there is nothing to fold first. */
+    return registry != NULL ? forget_step(f) : forget_last(f);
 }

@@ -46,6 +46,8 @@
 #include "tally/config.h"
 
 #define TALLY_FOLD_STALE_MS 5000 /* a journal with no entry this long is anyone's to fold */
+#define TALLY_FOLD_STEP_RECORDS 128 /* the most merged records one fold call counts (the rest
+                                    * staged, src/scripts/merged.lua); a DELETE's steps too */
 
 struct tally_folder;
 struct tally_agg;

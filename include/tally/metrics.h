@@ -127,6 +127,7 @@ struct tally_metrics {
     _Atomic uint64_t fold_chunks;        /* staged chunks of merged records the worker counted */
     _Atomic uint64_t reclaimed_chunks;   /* staged chunks of writers gone counted */
     _Atomic uint64_t reclaimed;          /* entries of other writers' journals counted */
+    _Atomic uint64_t forget_steps;       /* bounded fold calls DELETEs made before forgetting */
     _Atomic uint64_t journal_refused;    /* writes answered 503: --journal-max */
     _Atomic int64_t journal_backlog;     /* gauge: events appended, not folded */
     _Atomic int64_t redis_up;            /* gauge: 1 ready, 0 not */

@@ -152,6 +152,11 @@ void tally_totals_render(struct tally_buf *out, const struct tally_totals *t);
 
 /* ---- Forgetting (DELETE /v1/articles/{article}) ---- */
 
+#define TALLY_FORGET_STEP_ENTRIES 16  /* the most journal entries a DELETE's step reads (each one
+                                        * write unit, at most 2,000 events) */
+#define TALLY_FORGET_LEFT_ENTRIES 16  /* the steps end when no more than this many are left */
+#define TALLY_FORGET_STEPS_MAX 1024   /* or after this many steps (writes outrunning them) */
+
 struct tally_forget;
 typedef void tally_forget_done_cb(int status, struct tally_forget *f, void *arg);
 
@@ -159,13 +164,25 @@ struct tally_forget {
     struct tally_fanout fan;
     tally_forget_done_cb *done;
     void *arg;
+    unsigned steps;          /* bounded fold calls made before the last (src/scripts/drain.lua) */
+    /* Private. */
+    const char *id, *prefix, *registry; /* borrowed until DONE */
+    size_t len;
+    uint32_t window;
+    time_t now;
+    struct tally_redis *r;
+    long long left, chunks;  /* what the last step left in every journal */
 };
 
 /* Remove every key of article ID (LEN bytes) in one script call: its buckets are found by
  * the collector's clock NOW (the clock writes file them under) and one day or hour either
  * side, for collectors whose clocks differ a little. WINDOW is --view-window. REGISTRY: the
  * journals' registry when the collectors keep journals (tally/fold.h), else NULL: every
- * journal is folded first, so that nothing acknowledged before comes back after. */
+ * journal is folded first, so that nothing acknowledged before comes back after -- in steps
+ * of at most TALLY_FORGET_STEP_ENTRIES entries (and TALLY_FOLD_STEP_RECORDS merged records
+ * counted) or one staged chunk a call, until at most TALLY_FORGET_LEFT_ENTRIES entries and no
+ * chunk are left or TALLY_FORGET_STEPS_MAX steps were made; the call that forgets folds what
+ * is left. ID, PREFIX and REGISTRY are borrowed until DONE runs. */
 int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint32_t window,
                        time_t now, struct tally_redis *r, const char *prefix,
                        const char *registry, tally_forget_done_cb *done, void *arg);

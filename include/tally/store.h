@@ -35,6 +35,7 @@ enum tally_script {
     TALLY_SCRIPT_MERGED, /* src/scripts/merged.lua: the same, from the writer's merge */
     TALLY_SCRIPT_RECLAIM, /* src/scripts/reclaim.lua: the journals of writers gone */
     TALLY_SCRIPT_STAGED, /* src/scripts/staged.lua: a chunk a merged fold left staged */
+    TALLY_SCRIPT_DRAIN,  /* src/scripts/drain.lua: a bounded step of a DELETE's folds */
     TALLY_SCRIPTS
 };
 

@@ -23,7 +23,9 @@ counts it. What must hold, with exact counts:
                 is counted exactly once across four calls, and a read on the collector waits
                 for its last chunk; a chunk call sent again counts the next chunk or none;
                 while chunks wait no other fold of the journal counts anything; the chunks of
-                a SIGKILLed collector are counted by another, and a DELETE counts them first.
+                a SIGKILLed collector are counted by another, and a DELETE counts them first;
+                a DELETE folds what waits in bounded steps, then the little left with the
+                article's removal in one call.
 
 Clients that must know each batch's fate send it with an Idempotency-Key and retry it (on the
 surviving collector) until a 200: then the count must equal the acknowledged keys' events.
@@ -945,6 +947,100 @@ class JournalTest(harness.TallyTestCase):
         with harness.KeepAliveClient(t.port) as c:
             self.post(c, "sd/3", 1)
         self.assertEqual(self.stats_views(t, "sd/3"), 1)
+
+    def write_journal(self, journal, score, units, model):
+        """Append UNITS (each a list of (article, views), one entry) to JOURNAL, as ack.lua
+        would, registered with SCORE (ms; in the future: no reclaim takes it)."""
+        from test_reports import bucket
+        now = int(time.time())
+        for k, unit in enumerate(units):
+            records = []
+            for article, v in unit:
+                records += [bucket(article), article, str(v), "0", "0", "0", "0", "0"]
+                model[article] = model.get(article, 0) + v
+            self.redis.command("XADD", journal, "*", "n", str(now), "c", "0", "r", "",
+                               "u", "%s:unit:%d" % (journal, k), "a", "\n".join(records))
+        self.redis.command("ZADD", REGISTRY, score, journal)
+
+    def test_delete_folds_what_waits_in_bounded_steps(self):
+        """Three journals of writers still alive (registered in the future: no reclaim takes
+        them) hold 80 entries, one of them 500 distinct articles' records. The DELETE folds
+        them in steps -- at most 16 entries and 128 merged records counted a call, the rest
+        staged, or one staged chunk a call -- until 16 entries or fewer and no chunk are left;
+        then one call folds those and forgets the article. MONITOR shows each call's work;
+        the counts are exact."""
+        t = self.collector(*SLOW, threads=1)
+        victim = "db/victim"
+        model = {}
+        base = 10 ** 13
+        ja, jb, jc = ("tally:{00}q:%016x" % k for k in (0xa, 0xb, 0xc))
+        # A: 40 entries of one record each, every 5th the victim's.
+        self.write_journal(ja, base + 1, [[(victim if k % 5 == 0 else "db/a%d" % k, 1)]
+                                          for k in range(40)], model)
+        # B: 10 entries of 50 distinct articles each (and the victim in the first).
+        self.write_journal(jb, base + 2, [[("db/b%d" % (50 * k + i), 1 + i % 3)
+                                           for i in range(50)] + ([(victim, 2)] if k == 0 else [])
+                                          for k in range(10)], model)
+        # C: 30 entries of one record, the victim's every 3rd.
+        self.write_journal(jc, base + 3, [[(victim if k % 3 == 0 else "db/c%d" % k, 2)]
+                                          for k in range(30)], model)
+        self.assertEqual(self.journal_state()[0], 80)
+        self.assertEqual(model[victim], 8 + 2 + 20)
+        drain = "tally_drain_" + self.library[len("tally_"):]
+        forget = "tally_forget_" + self.library[len("tally_"):]
+        mon = harness.RespClient(self.redis.port, timeout=10.0)
+        self.addCleanup(mon.close)
+        self.assertEqual(mon.command("MONITOR"), "OK")
+        self.redis.command("ECHO", "delete-begins")
+        r = t.request("DELETE", "/v1/articles/" + quote(victim), headers=AUTH)
+        self.assertEqual(r.status, 204, r)
+        self.redis.command("ECHO", "delete-ends")
+        # Each top-level FCALL with what it ran: the entries it read (XRANGE ... COUNT n and
+        # what the journal held), the records it counted (HINCRBY of an article's views).
+        calls, current, inside = [], None, False
+        while True:
+            line = mon._reply()
+            self.assertIsInstance(line, str)
+            if line.endswith('"delete-begins"'):
+                inside = True
+            elif line.endswith('"delete-ends"'):
+                break
+            elif inside and " [0 lua] " not in line:
+                args = re.findall(r'"((?:[^"\\]|\\.)*)"', line)
+                current = None
+                if args[0].lower() == "fcall" and args[1] in (drain, forget):
+                    current = {"fn": args[1], "xrange": [], "counted": 0, "lpop": 0}
+                    calls.append(current)
+            elif inside and current is not None:
+                args = re.findall(r'"((?:[^"\\]|\\.)*)"', line)
+                if args[0] == "XRANGE":
+                    current["xrange"].append(int(args[5]) if len(args) > 5 else None)
+                elif args[0] == "HINCRBY" and "}a:" in args[1] and args[2] == "views":
+                    current["counted"] += 1
+                elif args[0] == "LPOP":
+                    current["lpop"] += 1
+        # A: 16, 16, 8 entries (the victim's views of one call merged into one record); B: 10
+        # entries of 501 records -- 128 counted, 3 chunks staged (128, 128, 117), counted a
+        # call each; C: 16 entries; 14 left: the last call.
+        self.assertEqual([c["fn"] for c in calls], [drain] * 8 + [forget], calls)
+        steps = calls[:8]
+        self.assertEqual([c["xrange"] for c in steps],
+                         [[16], [16], [16], [16], [], [], [], [16]], steps)
+        self.assertEqual([c["counted"] for c in steps], [13, 14, 8, 128, 128, 128, 117, 11])
+        self.assertEqual([c["lpop"] for c in steps], [0, 0, 0, 0, 1, 1, 1, 0])
+        self.assertTrue(all(c["counted"] <= 128 for c in steps))
+        # The last call reads every journal left (XRANGE without COUNT): C's last 14 entries.
+        self.assertEqual(calls[8]["xrange"], [None], calls[8])
+        self.assertEqual(calls[8]["counted"], 11)  # 10 others' records, the victim's 4 merged
+        self.assertEqual(harness.metric(t.metrics(), "tally_forget_steps_total"), 8)
+        self.assertNoJournal()
+        self.staged_gone()
+        want = dict(model, **{victim: 0})
+        self.assertEqual({a: self.counted(a) for a in model}, want)
+        self.assertEqual(self.redis.article_totals(victim), {})
+        r = t.get("/v1/totals?period=day")
+        self.assertEqual(r.body["views"], sum(model.values()) - model[victim])
+        self.assertEqual(self.stats_views(t, victim), 0)
 
     # ---- 7. SIGTERM ----
 

@@ -291,6 +291,7 @@ expect "$final" tally_fold_skipped_commands_total 0
 expect "$final" tally_journal_reclaimed_entries_total 0
 expect "$final" tally_journal_reclaimed_chunks_total 0
 expect "$final" tally_journal_refused_total 0
+expect "$final" tally_forget_steps_total 0
 expect "$final" tally_journal_backlog_events 0
 
 # Every family the dashboard and the docs rely on, with its type.
@@ -313,6 +314,7 @@ families=(
     "tally_fold_skipped_commands_total counter" "tally_fold_chunks_total counter"
     "tally_journal_reclaimed_entries_total counter"
     "tally_journal_reclaimed_chunks_total counter" "tally_journal_refused_total counter"
+    "tally_forget_steps_total counter"
     "tally_journal_backlog_events gauge"
     "process_cpu_seconds_total counter"
     "process_resident_memory_bytes gauge" "process_start_time_seconds gauge"
