@@ -9,7 +9,9 @@
 --          for collectors whose clocks differ a little; model is include/tally/model.h as
 --          apply.lua takes it, see model.lua; registry: the journals' registry when the
 --          collectors keep journals -- every journal is folded first, so that no count
---          acknowledged before the DELETE comes back after it)
+--          acknowledged before the DELETE comes back after it; the collector folds what waits
+--          in bounded steps first, drain.lua, so that this call folds only what they left
+--          and what arrived since)
 -- Returns 1 when the article had totals, else 0.
 --
 -- The write path keeps a unit's site totals in the first bucket it touches; the readers add
