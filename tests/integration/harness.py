@@ -837,6 +837,18 @@ class Tallyd:
                                "---- log ----\n%s" % (self.proc.returncode, self.argv(), text))
         raise RuntimeError("tallyd could not find a free port")
 
+    def wait_ready(self, timeout=10.0):
+        """Wait until every worker thread has its Redis connection, and return self. /healthz
+        (what start() waits for) answers before: the connections' handshakes come after the
+        listener, and a read that arrives before its worker's is answered 503, as whenever
+        Redis is unavailable (writes are held instead). A test whose first request is a read
+        waits for this, as a load balancer waits for /readyz."""
+        wait_until(lambda: self.get("/readyz", timeout=5).status == 200 and
+                   metric(self.metrics(), "tally_redis_up") == self.threads,
+                   timeout=timeout, message="tallyd did not get ready: not every worker "
+                                            "has its Redis connection")
+        return self
+
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 

@@ -44,6 +44,7 @@ class ImportTest(harness.TallyTestCase):
         # seconds on a loaded machine: --redis-timeout above it, as the README advises.
         cls.tallyd = harness.Tallyd(cls.redis, ["--token", harness.TOKEN,
                                                 "--redis-timeout", "15000"]).start()
+        cls.tallyd.wait_ready()
 
     @classmethod
     def tearDownClass(cls):
@@ -159,6 +160,8 @@ class ImportTest(harness.TallyTestCase):
         # import are the ones it would answer from for a minute.
         with harness.Tallyd(self.redis, ["--token", harness.TOKEN], threads=1) as t:
             self.track(t)
+            # Its first requests are reads: answered 503 until its Redis connection is up.
+            t.wait_ready()
             for period in ("week", "month"):
                 self.assertEqual(t.get("/v1/top?metric=views&period=" + period).body["articles"],
                                  [])
