@@ -141,9 +141,11 @@ class ReadsTest(harness.TallyTestCase):
         return [got[i].decode("latin-1") for i in range(n)]
 
     def test_a_flood_of_series_while_redis_is_paused_stays_small(self):
+        # The longest series: 744 hours from the earliest kept (8 days back, from the hour
+        # before: the hour may turn while the test runs, and one hour earlier is refused).
         hour = int(time.time()) // HOUR * HOUR
         path = "/v1/series/flood%%2Fa?interval=hour&from=%s&to=%s" % (
-            rfc3339(hour - 192 * HOUR), rfc3339(hour + 551 * HOUR))
+            rfc3339(hour - 191 * HOUR), rfc3339(hour + 552 * HOUR))
         # Once its Redis connection is up, the series is 744 points.
         r = harness.wait_until(lambda: (lambda r: r if r.status == 200 else None)(
             self.tallyd.get(path)), timeout=10.0, message="no series before the flood")
@@ -261,10 +263,12 @@ class ReadsTest(harness.TallyTestCase):
                  for m in ("views", "visitors", "shares", "comments")
                  for p in ("day", "week", "month", "all") for l in (1, 100)]
         paths += ["/v1/totals?period=" + p for p in ("day", "week", "month", "all")]
+        # The longest series, 744 hours and 731 days, starting one hour (day) after the
+        # earliest kept: the hour (day) may turn during the rounds.
         paths += ["/v1/series/a%%2F07%%2F5?interval=hour&from=%s&to=%s" % (
-            rfc3339(hour - 192 * HOUR), rfc3339(hour + 551 * HOUR)),
-            "/v1/series/a%%2F07%%2F5?from=%s&to=%s" % (rfc3339((today - 400) * DAY),
-                                                       rfc3339((today + 330) * DAY)),
+            rfc3339(hour - 191 * HOUR), rfc3339(hour + 552 * HOUR)),
+            "/v1/series/a%%2F07%%2F5?from=%s&to=%s" % (rfc3339((today - 399) * DAY),
+                                                       rfc3339((today + 331) * DAY)),
             "/v1/stats?" + "&".join("article=a%%2F07%%2F%d" % i for i in range(100)),
             "/v1/badge/a%2F07%2F5.svg"]
         slow = None
