@@ -742,6 +742,11 @@ static int forget_last(struct tally_forget *f)
 
 static int forget_step(struct tally_forget *f);
 
+bool tally_forget_step_due(long long left, long long chunks, unsigned steps)
+{
+    return (left > TALLY_FORGET_LEFT_ENTRIES || chunks > 0) && steps < TALLY_FORGET_STEPS_MAX;
+}
+
 /* A step's answer: {entries folded, chunks counted, buckets, refused, refusal, entries left,
  * chunks left} (src/scripts/drain.lua). */
 static int on_drained(struct tally_fanout *fan, size_t i, const redisReply *reply)
@@ -768,8 +773,7 @@ static void on_drain_done(struct tally_fanout *fan, int status)
      * nothing yet: the client sends it again. What the steps folded stays folded, once. */
     if (status < 0)
         rc = status;
-    else if ((f->left > TALLY_FORGET_LEFT_ENTRIES || f->chunks > 0) &&
-             f->steps < TALLY_FORGET_STEPS_MAX)
+    else if (tally_forget_step_due(f->left, f->chunks, f->steps))
         rc = forget_step(f);
     else
         rc = forget_last(f);

@@ -174,6 +174,10 @@ struct tally_forget {
     long long left, chunks;  /* what the last step left in every journal */
 };
 
+/* After STEPS steps, the last of which left LEFT entries and CHUNKS staged chunks in every
+ * journal: is another step due (else the call that forgets)? */
+bool tally_forget_step_due(long long left, long long chunks, unsigned steps);
+
 /* Remove every key of article ID (LEN bytes) in one script call: its buckets are found by
  * the collector's clock NOW (the clock writes file them under) and one day or hour either
  * side, for collectors whose clocks differ a little. WINDOW is --view-window. REGISTRY: the

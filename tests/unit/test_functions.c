@@ -21,6 +21,7 @@ static const struct {
     {TALLY_SCRIPT_TOP, "top", "top.lua", "{'no-writes', 'allow-cross-slot-keys'}", true},
     {TALLY_SCRIPT_FORGET, "forget", "forget.lua", "{'allow-cross-slot-keys'}", false},
     {TALLY_SCRIPT_IMPORT, "import", "import.lua", "{'allow-cross-slot-keys'}", false},
+    {TALLY_SCRIPT_DRAIN, "drain", "drain.lua", "{'allow-cross-slot-keys'}", false},
 };
 
 /* The text of src/scripts/NAME, in a static buffer. */

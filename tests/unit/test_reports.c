@@ -1072,6 +1072,31 @@ static void test_reports_totals_render(void **state)
     tally_buf_release(&b);
 }
 
+/* A DELETE's steps go on while more than TALLY_FORGET_LEFT_ENTRIES entries or any staged chunk
+ * wait, at most TALLY_FORGET_STEPS_MAX of them; then the call that forgets folds the rest. */
+static void test_reports_forget_step_due(void **state)
+{
+    static const struct {
+        long long left, chunks;
+        unsigned steps;
+        bool due;
+    } cases[] = {
+        {0, 0, 0, false},
+        {TALLY_FORGET_LEFT_ENTRIES, 0, 1, false},
+        {TALLY_FORGET_LEFT_ENTRIES + 1, 0, 1, true},
+        {0, 1, 1, true},
+        {TALLY_FORGET_LEFT_ENTRIES, 3, 7, true},
+        {100000, 0, TALLY_FORGET_STEPS_MAX - 1, true},
+        {100000, 0, TALLY_FORGET_STEPS_MAX, false},
+        {0, 5, TALLY_FORGET_STEPS_MAX, false},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < N_ELEMS(cases); i++)
+        assert_int_equal(tally_forget_step_due(cases[i].left, cases[i].chunks, cases[i].steps),
+                         cases[i].due);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1097,6 +1122,7 @@ int main(void)
         cmocka_unit_test(test_reports_top_render),
         cmocka_unit_test(test_reports_series_render),
         cmocka_unit_test(test_reports_totals_render),
+        cmocka_unit_test(test_reports_forget_step_due),
     };
 
     return cmocka_run_group_tests_name("reports", tests, NULL, NULL);
