@@ -291,8 +291,9 @@ static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *
                     (double)SUM(reclaimed_chunks));
     metrics_counter(out, "tally_forget_steps_total",
                     "Bounded fold calls DELETEs made before the call that forgets the article: "
-                    "each counts at most 16 journal entries (128 merged records, the rest "
-                    "staged) or one staged chunk, so that no call holds Redis long.",
+                    "each folds at most 256 journal entries and 16 KiB of their records (128 "
+                    "merged records counted, the rest staged) or counts one staged chunk, so "
+                    "that no call holds Redis long.",
                     (double)SUM(forget_steps));
     metrics_counter(out, "tally_journal_refused_total",
                     "Write requests answered 503 because their worker thread had --journal-max "

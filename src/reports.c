@@ -798,13 +798,14 @@ static int forget_step(struct tally_forget *f)
     tally_buf_add_bulk(&b, model, tally_model_arg(model));
     tally_buf_add_bulk_i64(&b, TALLY_FORGET_STEP_ENTRIES);
     tally_buf_add_bulk_i64(&b, TALLY_FOLD_STEP_RECORDS);
+    tally_buf_add_bulk_i64(&b, TALLY_FORGET_STEP_BYTES);
     if (b.oom) {
         tally_buf_release(&b);
         (void)tally_fanout_end(&f->fan);
         return TALLY_ENOMEM;
     }
     (void)tally_fanout_eval(&f->fan, f->r, f->registry, strlen(f->registry), TALLY_SCRIPT_DRAIN,
-                            b.data, b.len, 6);
+                            b.data, b.len, 7);
     tally_buf_release(&b);
     return tally_fanout_end(&f->fan);
 }

@@ -152,8 +152,9 @@ void tally_totals_render(struct tally_buf *out, const struct tally_totals *t);
 
 /* ---- Forgetting (DELETE /v1/articles/{article}) ---- */
 
-#define TALLY_FORGET_STEP_ENTRIES 16  /* the most journal entries a DELETE's step reads (each one
+#define TALLY_FORGET_STEP_ENTRIES 256 /* the most journal entries a DELETE's step folds (each one
                                         * write unit, at most 2,000 events) */
+#define TALLY_FORGET_STEP_BYTES 16384 /* and, past the first, the most bytes of their records */
 #define TALLY_FORGET_LEFT_ENTRIES 16  /* the steps end when no more than this many are left */
 #define TALLY_FORGET_STEPS_MAX 1024   /* or after this many steps (writes outrunning them) */
 
@@ -183,8 +184,9 @@ bool tally_forget_step_due(long long left, long long chunks, unsigned steps);
  * side, for collectors whose clocks differ a little. WINDOW is --view-window. REGISTRY: the
  * journals' registry when the collectors keep journals (tally/fold.h), else NULL: every
  * journal is folded first, so that nothing acknowledged before comes back after -- in steps
- * of at most TALLY_FORGET_STEP_ENTRIES entries (and TALLY_FOLD_STEP_RECORDS merged records
- * counted) or one staged chunk a call, until at most TALLY_FORGET_LEFT_ENTRIES entries and no
+ * of at most TALLY_FORGET_STEP_ENTRIES entries and TALLY_FORGET_STEP_BYTES of their records
+ * (at least one entry; TALLY_FOLD_STEP_RECORDS merged records counted, the rest staged) or
+ * one staged chunk a call, until at most TALLY_FORGET_LEFT_ENTRIES entries and no
  * chunk are left or TALLY_FORGET_STEPS_MAX steps were made; the call that forgets folds what
  * is left. ID, PREFIX and REGISTRY are borrowed until DONE runs. */
 int tally_forget_start(struct tally_forget *f, const char *id, size_t len, uint32_t window,

@@ -7,18 +7,45 @@
 --
 -- A call takes the first journal of the registry that has work: if its staging list holds
 -- chunks (see merged.lua), it counts the oldest chunk (at most STEP merged records: chunks are
--- made of STEP records) and removes it; else it folds the journal's oldest COUNT entries at
--- most (each one write unit), counting at most STEP merged records and staging the rest in
--- chunks of STEP, as fold.lua does. Each is removed in the same atomic step as it is counted,
--- so a call sent again after a lost reply counts what is left, never anything twice. Emptied
--- journals leave the registry as after any fold (see journal_left()).
+-- made of STEP records) and removes it; else it folds the journal's oldest entries -- at most
+-- COUNT of them and, past the first, no more than BYTES bytes of records (an entry is one
+-- write unit, at most 2,000 events) -- counting at most STEP merged records and staging the
+-- rest in chunks of STEP, as fold.lua does. Each is removed in the same atomic step as it is
+-- counted, so a call sent again after a lost reply counts what is left, never anything twice.
+-- Emptied journals leave the registry as after any fold (see journal_left()).
 --
 -- KEYS[1]  the journals' registry, P{00}r:journals (see ack.lua)
--- ARGV     P model count step (count: the most entries to read; step: the most merged records
---          to count)
+-- ARGV     P model count step bytes
 -- Returns {entries folded, staged chunks counted, the buckets touched, commands refused and
 -- skipped, the last refusal or "", entries left in every journal of the registry, chunks left
 -- in their staging lists} (see fold.lua).
+
+local MEASURE = 16 -- entries read at a time to measure them
+
+-- How many of the oldest entries of JOURNAL fit: at most MAX, the first whatever its size,
+-- the others while their records come to BYTES bytes in all.
+local function entries_within(journal, max, bytes)
+    local n, size, from = 0, 0, '-'
+    while n < max do
+        local e = redis.call('XRANGE', journal, from, '+', 'COUNT', math.min(MEASURE, max - n))
+        for _, x in ipairs(e) do
+            for i = 1, #x[2], 2 do
+                if x[2][i] == 'a' then
+                    size = size + #x[2][i + 1]
+                end
+            end
+            if n > 0 and size > bytes then
+                return n
+            end
+            n = n + 1
+        end
+        if #e < MEASURE then
+            return n
+        end
+        from = '(' .. e[#e][1]
+    end
+    return n
+end
 
 local c = counter_new(ARGV[1], model_of(ARGV[2]), nil)
 local folded, chunks = 0, 0
@@ -27,7 +54,10 @@ for _, j in ipairs(journals) do
     local staged = staged_of(ARGV[1], j)
     chunks = count_staged(c, staged, 1)
     if chunks == 0 then
-        folded = fold_journal(c, j, tonumber(ARGV[3]), nil, tonumber(ARGV[4]), staged, nil)
+        local n = entries_within(j, tonumber(ARGV[3]), tonumber(ARGV[5]))
+        if n > 0 then
+            folded = fold_journal(c, j, n, nil, tonumber(ARGV[4]), staged, nil)
+        end
     end
     journal_left(j, KEYS[1], staged)
     if chunks > 0 or folded > 0 then

@@ -964,11 +964,12 @@ class JournalTest(harness.TallyTestCase):
 
     def test_delete_folds_what_waits_in_bounded_steps(self):
         """Three journals of writers still alive (registered in the future: no reclaim takes
-        them) hold 80 entries, one of them 500 distinct articles' records. The DELETE folds
-        them in steps -- at most 16 entries and 128 merged records counted a call, the rest
-        staged, or one staged chunk a call -- until 16 entries or fewer and no chunk are left;
-        then one call folds those and forgets the article. MONITOR shows each call's work;
-        the counts are exact."""
+        them) hold 326 entries, 1,000 distinct articles' records in one of them. The DELETE
+        folds them in steps -- a call counts one staged chunk, or folds at most 256 entries
+        and, past the first, 16 KiB of their records, counting at most 128 merged records and
+        staging the rest -- until 16 entries or fewer and no chunk are left; then one call
+        folds those and forgets the article. MONITOR shows each call's work; the counts are
+        exact."""
         t = self.collector(*SLOW, threads=1)
         victim = "db/victim"
         model = {}
@@ -977,15 +978,16 @@ class JournalTest(harness.TallyTestCase):
         # A: 40 entries of one record each, every 5th the victim's.
         self.write_journal(ja, base + 1, [[(victim if k % 5 == 0 else "db/a%d" % k, 1)]
                                           for k in range(40)], model)
-        # B: 10 entries of 50 distinct articles each (and the victim in the first).
+        # B: 20 entries of 50 distinct articles each (and the victim in the first), about
+        # 1,150 bytes of records an entry.
         self.write_journal(jb, base + 2, [[("db/b%d" % (50 * k + i), 1 + i % 3)
                                            for i in range(50)] + ([(victim, 2)] if k == 0 else [])
-                                          for k in range(10)], model)
-        # C: 30 entries of one record, the victim's every 3rd.
+                                          for k in range(20)], model)
+        # C: 266 entries of one record, the victim's every 3rd.
         self.write_journal(jc, base + 3, [[(victim if k % 3 == 0 else "db/c%d" % k, 2)]
-                                          for k in range(30)], model)
-        self.assertEqual(self.journal_state()[0], 80)
-        self.assertEqual(model[victim], 8 + 2 + 20)
+                                          for k in range(266)], model)
+        self.assertEqual(self.journal_state()[0], 326)
+        self.assertEqual(model[victim], 8 + 2 + 178)
         drain = "tally_drain_" + self.library[len("tally_"):]
         forget = "tally_forget_" + self.library[len("tally_"):]
         mon = harness.RespClient(self.redis.port, timeout=10.0)
@@ -995,8 +997,9 @@ class JournalTest(harness.TallyTestCase):
         r = t.request("DELETE", "/v1/articles/" + quote(victim), headers=AUTH)
         self.assertEqual(r.status, 204, r)
         self.redis.command("ECHO", "delete-ends")
-        # Each top-level FCALL with what it ran: the entries it read (XRANGE ... COUNT n and
-        # what the journal held), the records it counted (HINCRBY of an article's views).
+        # Each top-level FCALL with what it ran: the entries it folded (its last XRANGE: the
+        # ones before measure, 16 at a time), the records it counted (HINCRBY of an article's
+        # views), the chunks it counted (LPOP).
         calls, current, inside = [], None, False
         while True:
             line = mon._reply()
@@ -1019,20 +1022,24 @@ class JournalTest(harness.TallyTestCase):
                     current["counted"] += 1
                 elif args[0] == "LPOP":
                     current["lpop"] += 1
-        # A: 16, 16, 8 entries (the victim's views of one call merged into one record); B: 10
-        # entries of 501 records -- 128 counted, 3 chunks staged (128, 128, 117), counted a
-        # call each; C: 16 entries; 14 left: the last call.
-        self.assertEqual([c["fn"] for c in calls], [drain] * 8 + [forget], calls)
-        steps = calls[:8]
-        self.assertEqual([c["xrange"] for c in steps],
-                         [[16], [16], [16], [16], [], [], [], [16]], steps)
-        self.assertEqual([c["counted"] for c in steps], [13, 14, 8, 128, 128, 128, 117, 11])
-        self.assertEqual([c["lpop"] for c in steps], [0, 0, 0, 0, 1, 1, 1, 0])
-        self.assertTrue(all(c["counted"] <= 128 for c in steps))
-        # The last call reads every journal left (XRANGE without COUNT): C's last 14 entries.
-        self.assertEqual(calls[8]["xrange"], [None], calls[8])
-        self.assertEqual(calls[8]["counted"], 11)  # 10 others' records, the victim's 4 merged
-        self.assertEqual(harness.metric(t.metrics(), "tally_forget_steps_total"), 8)
+        # A: its 40 entries in one step (the victim's 8 views merged into one record); B: 14
+        # entries (16,001 bytes; a 15th would pass 16 KiB), 701 records: 128 counted, 5 chunks
+        # staged, counted a call each; then its 6 last, 300 records: 128 and 2 chunks; C:
+        # 256 entries, 171 records: 128 and a chunk; 10 entries left: the last call.
+        self.assertEqual([c["fn"] for c in calls], [drain] * 12 + [forget], calls)
+        steps = calls[:12]
+        self.assertEqual([c["xrange"][-1] if c["xrange"] else 0 for c in steps],
+                         [40, 14, 0, 0, 0, 0, 0, 6, 0, 0, 256, 0], steps)
+        self.assertEqual([c["counted"] for c in steps],
+                         [33, 128, 128, 128, 128, 128, 61, 128, 128, 44, 128, 43])
+        self.assertEqual([c["lpop"] for c in steps], [0, 0, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1])
+        for c in steps:  # the entries measured before the fold, 16 at a time
+            self.assertTrue(all(n <= 16 for n in c["xrange"][:-1]), c)
+        # The last call reads every journal left (XRANGE without COUNT): C's last 10 entries,
+        # 7 others' records and the victim's 3 merged.
+        self.assertEqual(calls[12]["xrange"], [None], calls[12])
+        self.assertEqual(calls[12]["counted"], 8)
+        self.assertEqual(harness.metric(t.metrics(), "tally_forget_steps_total"), 12)
         self.assertNoJournal()
         self.staged_gone()
         want = dict(model, **{victim: 0})
