@@ -623,6 +623,7 @@ int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size
     agg_stamp(a);
     agg_unit_clear(a);
     a->entry_len = 0;
+    a->entry_seq = 0;
     if ((rc = agg_header(a, first, attempt)) < 0 || (rc = agg_shared_segment(a, reqs, n)) < 0)
         return rc;
     for (size_t i = 0; i < n; i++) {
@@ -724,17 +725,22 @@ bool tally_agg_fenced(const redisReply *reply)
            strcmp(reply->element[0]->str, "fenced") == 0;
 }
 
-/* With a journal, the reply's last element: the id of the entry appended, or "". */
+/* With a journal, the reply's last two elements: the id of the entry appended, or "", and
+ * its number (an integer, 0 when not known). */
 static int agg_read_entry(struct tally_agg *a, const redisReply *reply, size_t *end)
 {
-    const redisReply *id;
+    const redisReply *id, *seq;
 
     a->entry_len = 0;
+    a->entry_seq = 0;
     if (a->journal == NULL)
         return 0;
+    seq = reply->element[--*end];
     id = reply->element[--*end];
-    if (id->type != REDIS_REPLY_STRING || id->len >= sizeof(a->entry_id))
+    if (id->type != REDIS_REPLY_STRING || id->len >= sizeof(a->entry_id) ||
+        seq->type != REDIS_REPLY_INTEGER || seq->integer < 0)
         return TALLY_EREDIS;
+    a->entry_seq = (uint64_t)seq->integer;
     memcpy(a->entry_id, id->str, id->len);
     a->entry_id[id->len] = '\0';
     a->entry_len = id->len;
@@ -752,7 +758,7 @@ int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
          reply->element[0]->type != REDIS_REPLY_STRING))
         return TALLY_EREDIS;
     end = reply->elements;
-    if (strcmp(reply->element[0]->str, "ok") != 0 || reply->elements < 2 + (a->journal != NULL) ||
+    if (strcmp(reply->element[0]->str, "ok") != 0 || reply->elements < 2 + 2 * (a->journal != NULL) ||
         agg_read_expired(a, reply->element[1]) < 0 || agg_read_entry(a, reply, &end) < 0)
         return TALLY_EREDIS;
     for (size_t i = 0; i < n; i++) {
@@ -782,7 +788,7 @@ int tally_agg_merge(struct tally_agg *a, const redisReply *reply, struct tally_m
     int64_t hour = a->now / 3600;
     size_t first = 0;
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 + a->n_segs)
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4 + a->n_segs)
         return TALLY_EREDIS;
     for (size_t s = 0; s < a->n_segs; first = a->seg_end[s++]) {
         const redisReply *seg = reply->element[2 + s];

@@ -24,10 +24,10 @@
 
 #define FOLD_EVENTS 2000       /* a fold from the journal takes at most about this many
                                   * (whole entries, at least one) */
+#ifndef FOLD_BATCH_RECORDS
 #define FOLD_BATCH_RECORDS 1000  /* a batch closes (and its fold starts) at this many merged
-                                  * records (counted FOLD_STEP_RECORDS a call; a larger batch
-                                  * merges more, but its merged fold reads more entries and
-                                  * stages more chunks: 4,000 doubled that call's time) */
+                                  * records (counted FOLD_STEP_RECORDS a call, the rest staged) */
+#endif
 #define FOLD_BATCH_EVENTS 20000  /* or at this many events */
 #define FOLD_BATCHES 64          /* batches held at most: entries past them are folded from
                                   * the journal */
@@ -49,6 +49,7 @@ struct fold_batch {
     size_t entries, events;
     char first[48], last[48];    /* the ids of its first and last entries */
     char first_u[128], last_u[128]; /* and their units' attempt markers (see ack.lua) */
+    uint64_t first_seq, last_seq; /* and their numbers (0: not known, see ack.lua) */
 };
 
 struct tally_folder {
@@ -236,6 +237,7 @@ static void fold_merge(struct tally_folder *f, uint64_t index, struct tally_agg 
         memcpy(b->first, a->entry_id, a->entry_len + 1);
         memcpy(b->first_u, a->attempt_key, a->attempt_len);
         b->first_u[a->attempt_len] = '\0';
+        b->first_seq = a->entry_seq;
         f->b_len++;
         f->b_open = true;
     }
@@ -248,6 +250,7 @@ static void fold_merge(struct tally_folder *f, uint64_t index, struct tally_agg 
     memcpy(b->last, a->entry_id, a->entry_len + 1);
     memcpy(b->last_u, a->attempt_key, a->attempt_len);
     b->last_u[a->attempt_len] = '\0';
+    b->last_seq = a->entry_seq;
     b->entries++;
     b->events += events;
     if (b->events >= FOLD_BATCH_EVENTS || tally_merge_records(b->m) >= FOLD_BATCH_RECORDS)
@@ -396,12 +399,22 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
         fold_arm(f, f->cfg->fold_interval_ms);
 }
 
+/* Append the number SEQ of a batch's entry, "" when not known. */
+static void fold_put_seq(struct tally_folder *f, uint64_t seq)
+{
+    if (seq > 0)
+        tally_buf_add_bulk_i64(&f->body, (int64_t)seq);
+    else
+        tally_buf_add_bulk(&f->body, "", 0);
+}
+
 /* The oldest batch's fold: KEYS journal registry staged, ARGV P model n first last first_unit
- * last_unit hour fresh nchunks chunk... record... (at most FOLD_STEP_RECORDS counted at once,
- * the rest staged). */
+ * last_unit first_number last_number hour fresh nchunks chunk... record... (at most
+ * FOLD_STEP_RECORDS counted at once, the rest staged). The script reads the first and the
+ * last entry only, whatever N (see merged.lua). */
 static size_t fold_put_merged(struct tally_folder *f, struct fold_batch *b)
 {
-    size_t nargs = 13;
+    size_t nargs = 15;
 
     if (f->b_len == 1)
         f->b_open = false; /* what comes next goes to a batch of its own */
@@ -410,6 +423,8 @@ static size_t fold_put_merged(struct tally_folder *f, struct fold_batch *b)
     tally_buf_add_bulk(&f->body, b->last, strlen(b->last));
     tally_buf_add_bulk(&f->body, b->first_u, strlen(b->first_u));
     tally_buf_add_bulk(&f->body, b->last_u, strlen(b->last_u));
+    fold_put_seq(f, b->first_seq);
+    fold_put_seq(f, b->last_seq);
     fold_put_fresh(f, tally_merge_touched(b->m));
     return nargs + tally_merge_put_steps(b->m, &f->body, FOLD_STEP_RECORDS);
 }

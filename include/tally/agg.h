@@ -53,9 +53,12 @@ struct tally_agg {
     /* A writer that keeps a journal (see tally/fold.h): the unit is for src/scripts/ack.lua,
      * with these keys after its marker. Borrowed; NULL: for apply.lua. */
     const char *journal, *registry;
-    /* After its reply, with a journal: the id of the entry the unit appended ("" for none). */
+    /* After its reply, with a journal: the id of the entry the unit appended ("" for none),
+     * and its number (entries the journal had taken, this one included; 0: not known, see
+     * src/scripts/ack.lua). */
     char entry_id[48];
     size_t entry_len;
+    uint64_t entry_seq;
     int64_t now;                  /* the unit's time, Unix seconds: set before building */
     struct tally_buf body;        /* the unit: script arguments from numkeys on, as RESP */
     size_t nargs;                 /* RESP arguments in BODY */

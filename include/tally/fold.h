@@ -7,7 +7,9 @@
  * It knows what it appended: as each ack's reply comes it adds the unit's records up per
  * article and hour (tally/merge.h), in batches of consecutive entries, and a batch's fold
  * (src/scripts/merged.lua) counts each merged record once and trims the batch's entries, in
- * one atomic step -- only when the journal starts with exactly those entries. Else (a fold
+ * one atomic step -- only when the journal starts with exactly those entries, which it tells
+ * from the batch's first and last entries alone, whatever its size: each entry carries its
+ * number in the journal (tally_agg.entry_seq, see src/scripts/ack.lua). Else (a fold
  * sent again after a lost reply, an entry whose ack reply was lost, entries another
  * collector folded) it counts nothing, and what is left of them is folded from the journal
  * (src/scripts/fold.lua: the oldest entries read, merged and counted the same way). Either

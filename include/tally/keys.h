@@ -21,6 +21,9 @@
  *   P{00}q:<writer>             STREAM one Redis only: a worker's journal, one entry per unit
  *                                      acknowledged and not folded yet; no expiry, deleted
  *                                      by the fold that empties it (tally/fold.h)
+ *   P{00}n:<writer>             HASH   one Redis only: n, the entries folds trimmed from the
+ *                                      journal, which numbers its entries with its length
+ *                                      (src/scripts/ack.lua); deleted with the journal
  *   P{00}r:journals             ZSET   one Redis only: journal -> Redis time (ms) of its last
  *                                      entry, while it has entries
  *   Psalt:<YYYYMMDD>            STRING the day's visitor salt, shared by every collector

@@ -16,6 +16,31 @@ local function next_id(id)
     return ms .. '-' .. string.format('%d', tonumber(seq) + 1)
 end
 
+-- The count of JOURNAL's (P{00}q:<writer>) entries that folds trimmed since it was made:
+-- P{00}n:<writer>, a hash (field n), deleted with the journal. With the journal's length it
+-- numbers each entry as it is appended (see ack.lua).
+local function trimmed_of(journal)
+    local P, writer = string.match(journal, '^(.*){00}q:(.*)$')
+    return P .. '{00}n:' .. writer
+end
+
+-- The number of the next entry appended to JOURNAL: one more than the entries it has taken
+-- since it was made (those in it and those trimmed). Two commands of constant cost: neither
+-- reads an entry.
+local function journal_number(journal)
+    return redis.call('XLEN', journal) + 1 +
+               (tonumber(redis.call('HGET', trimmed_of(journal), 'n')) or 0)
+end
+
+-- Remove JOURNAL's entries up to the id LAST and count them as trimmed: every trim of a
+-- journal goes through here (see journal_number()).
+local function trim_journal(journal, last)
+    local n = redis.call('XTRIM', journal, 'MINID', next_id(last))
+    if n > 0 then
+        redis.call('HINCRBY', trimmed_of(journal), 'n', n)
+    end
+end
+
 -- The staging list of JOURNAL (P{00}q:<writer>): P{00}c:<writer>, the chunks of merged
 -- records a merged fold took from the journal and left to be counted (see merged.lua). A
 -- journal stays in the registry, even emptied, while its staging list holds chunks, so that
@@ -207,7 +232,7 @@ local function fold_journal(c, journal, count, before, step, staged, registry)
     if step and #order > step and not may_stage(staged) then
         step = nil
     end
-    redis.call('XTRIM', journal, 'MINID', next_id(entries[#entries][1]))
+    trim_journal(journal, entries[#entries][1])
     if step and #order > step then
         local chunks = {}
         for i = step + 1, #order, step do
@@ -236,18 +261,18 @@ local function fold_all(c, registry)
         local staged = staged_of(c.P, j)
         count_staged(c, staged, nil)
         fold_journal(c, j, nil)
-        redis.call('DEL', j, staged)
+        redis.call('DEL', j, staged, trimmed_of(j))
         redis.call('ZREM', registry, j)
     end
 end
 
 -- The entries left in JOURNAL. An emptied journal whose staging list STAGED is empty too is
--- deleted and taken out of REGISTRY (its writer's next entry starts both again), so nothing
+-- deleted (with its count of trimmed entries) and taken out of REGISTRY (its writer's next entry starts both again), so nothing
 -- stays behind.
 local function journal_left(journal, registry, staged)
     local left = redis.call('XLEN', journal)
     if left == 0 and redis.call('EXISTS', staged) == 0 then
-        redis.call('DEL', journal)
+        redis.call('DEL', journal, trimmed_of(journal))
         redis.call('ZREM', registry, journal)
     end
     return left

@@ -1441,13 +1441,13 @@ static void test_agg_lists_comments_apart_from_the_journal_text(void **state)
             expect_journal_segment(&c, &want[k]);
         cur_end(&c);
         /* Merged: b made no record; each segment's a adds up. */
-        assert_int_equal(merge_text(&a, "[ok \"\" [1 5 0 0 0] [1 1 0 0 0] [1 2 0 0 0] \"1-0\"]",
+        assert_int_equal(merge_text(&a, "[ok \"\" [1 5 0 0 0] [1 1 0 0 0] [1 2 0 0 0] \"1-0\" 1]",
                                     reqs, 3, m, false),
                          0);
         expect_merged(m, merged, N_ELEMS(merged));
         /* The shared segment's view of a repeated: a counts R2's view alone, both visitors.
          * Without a window nothing was checked: a repeat is an error. */
-        reply = reply_of("[ok \"\" [1 5 0 0 1 1] [1 1 0 0 0] [1 2 0 0 0] \"1-0\"]");
+        reply = reply_of("[ok \"\" [1 5 0 0 1 1] [1 1 0 0 0] [1 2 0 0 0] \"1-0\" 1]");
         tally_merge_clear(m);
         assert_int_equal(tally_agg_merge(&a, reply, m), checked ? 0 : TALLY_EREDIS);
         freeReplyObject(reply);
@@ -1459,29 +1459,39 @@ static void test_agg_lists_comments_apart_from_the_journal_text(void **state)
     resp_free(&r);
 }
 
-/* The reply's last element is the journal entry's id ("" when nothing was appended); without
- * one, or of another type, the reply is not the ack's. */
+/* The reply's last two elements are the journal entry's id ("" when nothing was appended) and
+ * its number (0: none, or not known); without them, or of other types, the reply is not the
+ * ack's. */
 static void test_agg_reads_the_journal_entry_id(void **state)
 {
     static const struct {
         const char *reply;
         int rc;
         const char *id;
+        uint64_t seq;
     } cases[] = {
-        {"[ok \"\" [1 1 0 0 0] \"1800000000000-0\"]", 0, "1800000000000-0"},
-        {"[+ok \"\" [1 1 0 0 0] \"1800000000123-17\"]", 0, "1800000000123-17"},
-        {"[ok \"\" [1 1 0 0 0] \"\"]", 0, ""},
-        {"[ok \"\" [1 1 0 0 0]]", TALLY_EREDIS, NULL}, /* an answer for apply.lua */
-        {"[ok \"\" [1 1 0 0 0] 5]", TALLY_EREDIS, NULL},
-        {"[ok \"\" [1 1 0 0 0] nil]", TALLY_EREDIS, NULL},
-        {"[ok \"\" [1 1 0 0 0] +1-0]", TALLY_EREDIS, NULL},
-        {"[ok \"\" [1 1 0 0 0] !1-0]", TALLY_EREDIS, NULL},
-        {"[ok \"\" [1 1 0 0 0] [\"1-0\"]]", TALLY_EREDIS, NULL},
-        {"[ok \"\" [1 1 0 0 0] \"1-0\" \"2-0\"]", TALLY_EREDIS, NULL},
-        {"[ok \"\" \"1-0\" [1 1 0 0 0]]", TALLY_EREDIS, NULL},
-        {"[ok \"\" \"1-0\"]", TALLY_EREDIS, NULL}, /* the segment missing */
-        {"[ok \"1-0\"]", TALLY_EREDIS, NULL},
-        {"[ok]", TALLY_EREDIS, NULL},
+        {"[ok \"\" [1 1 0 0 0] \"1800000000000-0\" 1]", 0, "1800000000000-0", 1},
+        {"[+ok \"\" [1 1 0 0 0] \"1800000000123-17\" 4096]", 0, "1800000000123-17", 4096},
+        {"[ok \"\" [1 1 0 0 0] \"1-0\" 9007199254740993]", 0, "1-0", 9007199254740993u},
+        {"[ok \"\" [1 1 0 0 0] \"1-0\" 0]", 0, "1-0", 0}, /* a user that may not XINFO */
+        {"[ok \"\" [1 1 0 0 0] \"\" 0]", 0, "", 0},
+        {"[ok \"\" [1 1 0 0 0] \"1800000000000-0\"]", TALLY_EREDIS, NULL, 0}, /* no number */
+        {"[ok \"\" [1 1 0 0 0] \"1-0\" -1]", TALLY_EREDIS, NULL, 0},
+        {"[ok \"\" [1 1 0 0 0] \"1-0\" \"7\"]", TALLY_EREDIS, NULL, 0},
+        {"[ok \"\" [1 1 0 0 0] \"1-0\" nil]", TALLY_EREDIS, NULL, 0},
+        {"[ok \"\" [1 1 0 0 0] 7 \"1-0\"]", TALLY_EREDIS, NULL, 0}, /* the other way round */
+        {"[ok \"\" [1 1 0 0 0]]", TALLY_EREDIS, NULL, 0}, /* an answer for apply.lua */
+        {"[ok \"\" [1 1 0 0 0] 5 1]", TALLY_EREDIS, NULL, 0},
+        {"[ok \"\" [1 1 0 0 0] nil 1]", TALLY_EREDIS, NULL, 0},
+        {"[ok \"\" [1 1 0 0 0] +1-0 1]", TALLY_EREDIS, NULL, 0},
+        {"[ok \"\" [1 1 0 0 0] !1-0 1]", TALLY_EREDIS, NULL, 0},
+        {"[ok \"\" [1 1 0 0 0] [\"1-0\"] 1]", TALLY_EREDIS, NULL, 0},
+        {"[ok \"\" [1 1 0 0 0] \"1-0\" \"2-0\" 1]", TALLY_EREDIS, NULL, 0},
+        {"[ok \"\" \"1-0\" 1 [1 1 0 0 0]]", TALLY_EREDIS, NULL, 0},
+        {"[ok \"\" \"1-0\" 1]", TALLY_EREDIS, NULL, 0}, /* the segment missing */
+        {"[ok \"1-0\" 1]", TALLY_EREDIS, NULL, 0},
+        {"[ok 1]", TALLY_EREDIS, NULL, 0},
+        {"[ok]", TALLY_EREDIS, NULL, 0},
     };
     struct tally_event ev[] = {ev_view("a")};
     struct tally_agg_req r0 = {.ev = ev, .n = 1};
@@ -1503,13 +1513,14 @@ static void test_agg_reads_the_journal_entry_id(void **state)
         if (cases[i].rc == 0) {
             assert_int_equal(a.entry_len, strlen(cases[i].id));
             assert_string_equal(a.entry_id, cases[i].id);
+            assert_true(a.entry_seq == cases[i].seq);
             assert_int_equal(r0.accepted, 1);
         }
     }
     /* 47 bytes fit with the NUL; 48 do not. */
     memset(id, '7', sizeof(id));
     for (size_t len = 46; len <= 49; len++) {
-        snprintf(text, sizeof(text), "[ok \"\" [1 1 0 0 0] \"%.*s\"]", (int)len, id);
+        snprintf(text, sizeof(text), "[ok \"\" [1 1 0 0 0] \"%.*s\" 3]", (int)len, id);
         assert_int_equal(apply_text(&a, text, reqs, 1), len < 48 ? 0 : TALLY_EREDIS);
         if (len < 48) {
             assert_int_equal(a.entry_len, len);
@@ -1535,21 +1546,21 @@ static void test_agg_merges_what_the_journal_appended(void **state)
         const char *reply;
         const char *want[3];
     } cases[] = {
-        {"[ok \"\" [1 7 4 2 0] [1 1 1 2 0] \"1-0\"]",
+        {"[ok \"\" [1 7 4 2 0] [1 1 1 2 0] \"1-0\" 1]",
          {MERGED_X("4", "4", VIS_X4), MERGED_Y("1"), MERGED_Z("1")}},
         /* Repeats 2 and 3 are x's (13, 21), 5 is z's: z counts its visitor alone. */
-        {"[ok \"\" [1 5 4 2 3 2 3 5] [1 1 1 2 0] \"1-0\"]",
+        {"[ok \"\" [1 5 4 2 3 2 3 5] [1 1 1 2 0] \"1-0\" 1]",
          {MERGED_X("2", "4", VIS_X4), MERGED_Y("1"), MERGED_Z("0")}},
-        {"[ok \"\" [1 6 4 2 1 4] [1 1 1 2 0] \"1-0\"]",
+        {"[ok \"\" [1 6 4 2 1 4] [1 1 1 2 0] \"1-0\" 1]",
          {MERGED_X("4", "4", VIS_X4), MERGED_Y("0"), MERGED_Z("1")}},
-        {"[ok \"\" [1 7 4 2 0] [0 0 3 0 1] \"1-0\"]",
+        {"[ok \"\" [1 7 4 2 0] [0 0 3 0 1] \"1-0\" 1]",
          {MERGED_X("3", "3", VIS_X3), MERGED_Y("1"), MERGED_Z("1")}},
-        {"[ok \"\" [1 7 4 2 0] [2 0 0 0 0] \"1-0\"]",
+        {"[ok \"\" [1 7 4 2 0] [2 0 0 0 0] \"1-0\" 1]",
          {MERGED_X("3", "3", VIS_X3), MERGED_Y("1"), MERGED_Z("1")}},
         /* The keyed segment's repeat is its own first visitor (31). */
-        {"[ok \"\" [1 6 4 2 0] [1 0 1 2 1 1] \"1-0\"]",
+        {"[ok \"\" [1 6 4 2 0] [1 0 1 2 1 1] \"1-0\" 1]",
          {MERGED_X("3", "4", VIS_X4), MERGED_Y("1"), MERGED_Z("1")}},
-        {"[ok \"\" [1 2 4 2 5 1 2 3 4 5] [1 0 1 2 1 1] \"1-0\"]",
+        {"[ok \"\" [1 2 4 2 5 1 2 3 4 5] [1 0 1 2 1 1] \"1-0\" 1]",
          {MERGED_X("0", "4", VIS_X4), MERGED_Y("0"), MERGED_Z("0")}},
     };
     static const char *const twice[] = {
@@ -1580,19 +1591,19 @@ static void test_agg_merges_what_the_journal_appended(void **state)
 static void test_agg_merge_rejects_replies_it_cannot_place(void **state)
 {
     static const char *const cases[] = {
-        "[ok \"\" [1 5 4 2 2 3 2] [1 1 1 2 0] \"1-0\"]", /* out of order */
-        "[ok \"\" [1 5 4 2 2 2 2] [1 1 1 2 0] \"1-0\"]", /* twice */
-        "[ok \"\" [1 6 4 2 1 6] [1 1 1 2 0] \"1-0\"]",   /* past the segment's 5 visitors */
-        "[ok \"\" [1 6 4 2 1 0] [1 1 1 2 0] \"1-0\"]",
-        "[ok \"\" [1 6 4 2 1 -1] [1 1 1 2 0] \"1-0\"]",
-        "[ok \"\" [1 7 4 2 0] [1 0 1 2 1 2] \"1-0\"]", /* past the keyed segment's 1 */
-        "[ok \"\" [1 7 4 2 0] [1 0 1 2 2 1 1] \"1-0\"]",
+        "[ok \"\" [1 5 4 2 2 3 2] [1 1 1 2 0] \"1-0\" 1]", /* out of order */
+        "[ok \"\" [1 5 4 2 2 2 2] [1 1 1 2 0] \"1-0\" 1]", /* twice */
+        "[ok \"\" [1 6 4 2 1 6] [1 1 1 2 0] \"1-0\" 1]",   /* past the segment's 5 visitors */
+        "[ok \"\" [1 6 4 2 1 0] [1 1 1 2 0] \"1-0\" 1]",
+        "[ok \"\" [1 6 4 2 1 -1] [1 1 1 2 0] \"1-0\" 1]",
+        "[ok \"\" [1 7 4 2 0] [1 0 1 2 1 2] \"1-0\" 1]", /* past the keyed segment's 1 */
+        "[ok \"\" [1 7 4 2 0] [1 0 1 2 2 1 1] \"1-0\" 1]",
         "[ok \"\" [1 7 4 2 0] [1 1 1 2 0]]", /* no entry id */
-        "[ok \"\" [1 7 4 2 0] \"1-0\"]",     /* a segment missing */
-        "[ok \"\" [1 7 4 2 0] [1 1 1 2 0] [1 1 1 2 0] \"1-0\"]",
-        "[ok \"\" [1 7 4 2 x] [1 1 1 2 0] \"1-0\"]",
-        "[ok \"\" [1 7 4 2] [1 1 1 2 0] \"1-0\"]",
-        "[ok \"\" [1 7 4 2 0] nil \"1-0\"]",
+        "[ok \"\" [1 7 4 2 0] \"1-0\" 1]",     /* a segment missing */
+        "[ok \"\" [1 7 4 2 0] [1 1 1 2 0] [1 1 1 2 0] \"1-0\" 1]",
+        "[ok \"\" [1 7 4 2 x] [1 1 1 2 0] \"1-0\" 1]",
+        "[ok \"\" [1 7 4 2] [1 1 1 2 0] \"1-0\" 1]",
+        "[ok \"\" [1 7 4 2 0] nil \"1-0\" 1]",
         "[]",
         "nil",
         "!ERR",
@@ -2201,7 +2212,7 @@ static void test_agg_merges_a_brute_force_count_of_many_requests(void **state)
             w->order[i] = -1;
             w->head[i] = UINT32_MAX;
         }
-        reply = reply_array(3 + n_seg);
+        reply = reply_array(4 + n_seg);
         reply->element[0] = reply_text(REDIS_REPLY_STRING, S("ok"));
         reply->element[1] = reply_text(REDIS_REPLY_STRING, S(""));
         rand_merge_segment(u, w, a.window, NULL, 1, &reply->element[next++], &s);
@@ -2210,6 +2221,7 @@ static void test_agg_merges_a_brute_force_count_of_many_requests(void **state)
                 rand_merge_segment(u, w, a.window, &u->rq[i], rand_below(&s, 3),
                                    &reply->element[next++], &s);
         reply->element[next++] = reply_text(REDIS_REPLY_STRING, S("1800000000000-0"));
+        reply->element[next++] = reply_int(1);
         assert_int_equal(next, reply->elements);
         assert_int_equal(tally_agg_apply_reply(&a, reply, u->reqs, RAND_REQUESTS), 0);
         tally_merge_clear(m);
