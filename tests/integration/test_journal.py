@@ -25,7 +25,12 @@ counts it. What must hold, with exact counts:
                 while chunks wait no other fold of the journal counts anything; the chunks of
                 a SIGKILLed collector are counted by another, and a DELETE counts them first;
                 a DELETE folds what waits in bounded steps, then the little left with the
-                article's removal in one call.
+                article's removal in one call;
+                a batch closes at BATCH_RECORDS merged records and is counted exactly once.
+  numbers       each entry carries its journal's count of appends; a merged fold reads only
+                its batch's first and last entries and refuses, counting nothing, an entry
+                appended behind the writer's back (also when the count of entries between
+                them is right), a fold sent again, a journal deleted and made afresh.
 
 Clients that must know each batch's fate send it with an Idempotency-Key and retry it (on the
 surviving collector) until a 200: then the count must equal the acknowledged keys' events.
@@ -49,6 +54,8 @@ SLOW = ("--fold-interval", "10000")  # no fold by the clock while a test runs
 RECLAIM_SECONDS = 6.0    # a journal idle for 5 s is folded by the next look (every second)
 DRAIN_SECONDS = 5.0      # SIGTERM to exit, its backlog folded: far below the fold timer
 FULL = "too many events waiting for redis; retry later"
+BATCH_RECORDS = 1000     # FOLD_BATCH_RECORDS in src/fold.c: a batch closes at this many records
+STEP_RECORDS = 128       # FOLD_STEP_RECORDS: the most one fold call counts
 
 
 def staged_of(journal):
@@ -133,6 +140,7 @@ class JournalTest(harness.TallyTestCase):
     def assertNoJournal(self):
         self.assertEqual(self.redis.keys(JOURNALS), [])
         self.assertEqual(self.redis.command("EXISTS", REGISTRY), 0)
+        self.assertEqual(self.redis.keys("tally:{00}n:*"), [])  # trimmed counts go too
 
     def counted(self, article):
         """The views in the article's totals hash, straight from Redis."""
@@ -537,24 +545,36 @@ class JournalTest(harness.TallyTestCase):
             args += [hour, tags[article], article, sums[article], 0, 0, 0, 0, 0]
 
         units = {i: f["u"] for i, f in entries}
+        numbers = {i: f["s"] for i, f in entries}
+        self.assertEqual([numbers[i] for i, _ in entries], [str(k) for k in range(1, 13)])
 
-        def fcall(n, first, last, first_u=None, last_u=None):
+        def fcall(n, first, last, first_u=None, last_u=None, numbered=True):
+            first_s, last_s = (numbers[first], numbers[last]) if numbered else ("", "")
             return self.redis.command("FCALL", merged, 3, journal, REGISTRY, staged_of(journal),
                                       prefix, model_arg, n, first, last, first_u or units[first],
-                                      last_u or units[last], "", "", 0, *args)
+                                      last_u or units[last], first_s, last_s, "", "", 0, *args)
 
-        # Not exactly the oldest entries: nothing counted, nothing trimmed.
-        self.assertEqual(fcall(11, entries[0][0], entries[11][0]), [b"stale"])
-        self.assertEqual(fcall(13, entries[0][0], entries[11][0]), [b"stale"])
-        self.assertEqual(fcall(12, entries[1][0], entries[11][0]), [b"stale"])
-        self.assertEqual(fcall(12, entries[0][0], entries[10][0]), [b"stale"])
-        # The right ids, not the right units (an id that came again in a journal deleted and
-        # started afresh): nothing either.
-        self.assertEqual(len(set(units.values())), 12)
-        self.assertEqual(fcall(12, entries[0][0], entries[11][0], first_u=units[entries[1][0]]),
-                         [b"stale"])
-        self.assertEqual(fcall(12, entries[0][0], entries[11][0], last_u="tally:{00}x:other"),
-                         [b"stale"])
+        # Not exactly the oldest entries: nothing counted, nothing trimmed -- told by the
+        # numbers of the first and the last entry, and (entries without numbers, as a Redis
+        # user that may not XINFO appends them) by reading the first n.
+        for numbered in (True, False):
+            self.assertEqual(fcall(11, entries[0][0], entries[11][0], numbered=numbered),
+                             [b"stale"])
+            self.assertEqual(fcall(13, entries[0][0], entries[11][0], numbered=numbered),
+                             [b"stale"])
+            self.assertEqual(fcall(12, entries[1][0], entries[11][0], numbered=numbered),
+                             [b"stale"])
+            self.assertEqual(fcall(12, entries[0][0], entries[10][0], numbered=numbered),
+                             [b"stale"])
+            self.assertEqual(fcall(11, entries[1][0], entries[11][0], numbered=numbered),
+                             [b"stale"])
+            # The right ids, not the right units (an id that came again in a journal deleted
+            # and started afresh): nothing either.
+            self.assertEqual(len(set(units.values())), 12)
+            self.assertEqual(fcall(12, entries[0][0], entries[11][0], first_u=units[entries[1][0]],
+                                   numbered=numbered), [b"stale"])
+            self.assertEqual(fcall(12, entries[0][0], entries[11][0], last_u="tally:{00}x:other",
+                                   numbered=numbered), [b"stale"])
         self.assertEqual({a: self.counted(a) for a in model}, {a: 0 for a in model})
         self.assertEqual(len(self.journal_entries(journal)), 12)
         # Exactly them: counted once, trimmed, the emptied journal gone.
@@ -768,6 +788,43 @@ class JournalTest(harness.TallyTestCase):
         self.assertNoJournal()
         self.staged_gone()
 
+    def test_a_full_batch_is_folded_at_once_and_counted_exactly_once(self):
+        """BATCH_RECORDS distinct articles close a batch: its merged fold starts without a
+        read or the clock, counts STEP_RECORDS and stages the rest, a chunk a call; what came
+        after is the next batch, folded when a read asks. Every view once, no fold stale."""
+        t = self.collector(*SLOW, threads=1)
+        model = {}
+        posts = BATCH_RECORDS // 100
+        with harness.KeepAliveClient(t.port) as c:
+            for k in range(posts + 5):
+                self.post_distinct(c, "fb", 100 * k, 100, model, lambda i: 1)
+        self.assertEqual(len(model), BATCH_RECORDS + 500)
+
+        def chunks(records):
+            return -(-(records - STEP_RECORDS) // STEP_RECORDS)
+
+        # The full batch, folded by itself (the clock is 10 s away): all of it counted.
+        first = {a: v for a, v in model.items() if int(a.split("/")[1]) < BATCH_RECORDS}
+        self.assertEqual(harness.eventually(
+            lambda: harness.metric(t.metrics(), "tally_fold_chunks_total"),
+            chunks(BATCH_RECORDS), timeout=30), chunks(BATCH_RECORDS))
+        self.assertEqual({a: self.counted(a) for a in first}, first)
+        self.assertEqual(sum(self.counted(a) for a in model if a not in first), 0)
+        # A read folds the rest.
+        r = t.get("/v1/totals?period=day")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body["views"], sum(model.values()))
+        self.assertEqual({a: self.counted(a) for a in model}, model)
+        m = t.metrics()
+        self.assertEqual(harness.metric(m, "tally_fold_chunks_total"),
+                         chunks(BATCH_RECORDS) + chunks(500))
+        self.assertEqual(harness.metric(m, "tally_folds_total"),
+                         2 + chunks(BATCH_RECORDS) + chunks(500))
+        self.assertEqual(harness.metric(m, "tally_fold_entries_total"), posts + 5)
+        self.assertEqual(harness.metric(m, "tally_fold_stale_total"), 0)
+        self.assertNoJournal()
+        self.staged_gone()
+
     def merged_by_hand(self, journal, entries, step):
         """The arguments of a merged fold of ENTRIES (the oldest of JOURNAL) counting at most
         STEP records at once, as the collector builds them (one hour here): the records per
@@ -784,7 +841,8 @@ class JournalTest(harness.TallyTestCase):
         chunks = ["\n".join(str(x) for rec in rest[i:i + step] for x in rec)
                   for i in range(0, len(rest), step)]
         return sums, ([len(entries), entries[0][0], entries[-1][0], entries[0][1]["u"],
-                       entries[-1][1]["u"], "", "", len(chunks)] + chunks +
+                       entries[-1][1]["u"], entries[0][1]["s"], entries[-1][1]["s"], "", "",
+                       len(chunks)] + chunks +
                       [x for rec in records[:step] for x in rec])
 
     def fcall(self, name, journal, *args):
@@ -1048,6 +1106,155 @@ class JournalTest(harness.TallyTestCase):
         r = t.get("/v1/totals?period=day")
         self.assertEqual(r.body["views"], sum(model.values()) - model[victim])
         self.assertEqual(self.stats_views(t, victim), 0)
+
+    # ---- 9. the merged fold's check: two entries read, whatever the batch ----
+
+    def xinfo_added(self, journal):
+        """Redis's count of the entries JOURNAL has taken since it was made (entries-added)."""
+        info = self.redis.command("XINFO", "STREAM", journal)
+        return int(dict(zip(info[::2], info[1::2]))[b"entries-added"])
+
+    def test_entries_are_numbered_by_their_journals_count_of_appends(self):
+        """ack.lua numbers each entry with the count of the journal's appends (its length and
+        the entries folds trimmed, P{00}n:<writer>): 1, 2, ... whoever appended (an entry
+        written by hand takes a number too, whatever it claims); trims keep the count; a
+        journal deleted and made afresh starts again at 1. The count is Redis's own
+        (entries-added)."""
+        t = self.collector(*SLOW, threads=1)
+        prefix, model_arg = self.fold_args()
+        with harness.KeepAliveClient(t.port) as c:
+            for i in range(4):
+                self.post(c, "n/a", 1)
+            [journal] = self.journals()
+            self.assertEqual([f["s"] for _, f in self.journal_entries(journal)],
+                             ["1", "2", "3", "4"])
+            self.assertEqual(self.xinfo_added(journal), 4)
+            # One by hand, claiming number 2: Redis counts it as the 5th all the same.
+            tag = self.journal_entries(journal)[0][1]["a"].split("\n")[0]
+            self.redis.command("XADD", journal, "*", "n", str(int(time.time())), "c", "0",
+                               "r", "", "u", "tally:{00}x:by-hand", "s", "2",
+                               "a", "\n".join([tag, "n/a", "1", "0", "0", "0", "0", "0"]))
+            self.post(c, "n/a", 1)
+            self.assertEqual([f["s"] for _, f in self.journal_entries(journal)],
+                             ["1", "2", "3", "4", "2", "6"])
+            # A fold of the oldest 3 (by hand): the numbers stay as they are.
+            self.assertEqual(self.fcall("fold", journal, prefix, model_arg, 3, "", "", 1000)[:2],
+                             [3, 3])
+            trimmed = journal.replace("{00}q:", "{00}n:", 1)
+            self.assertEqual(self.redis.command("HGET", trimmed, "n"), b"3")
+            self.post(c, "n/a", 1)
+            self.assertEqual([f["s"] for _, f in self.journal_entries(journal)],
+                             ["4", "2", "6", "7"])
+            self.assertEqual(self.xinfo_added(journal), 7)
+            # Emptied, the journal is deleted: the next entry is number 1 of a new one.
+            self.assertEqual(self.fcall("fold", journal, prefix, model_arg, 100, "", "", 1000)[:2],
+                             [4, 0])
+            self.assertNoJournal()
+            self.post(c, "n/a", 1)
+            self.assertEqual([f["s"] for _, f in self.journal_entries(journal)], ["1"])
+        self.assertEqual(self.stats_views(t, "n/a"), 8)  # 7 POSTs, 1 by hand
+        self.assertEqual(self.counted("n/a"), 8)
+        self.assertNoJournal()
+
+    def test_a_merged_fold_refuses_an_entry_it_does_not_know_whatever_the_count(self):
+        """An entry appended behind the writer's back between the first and the last of its
+        batch: the merged fold, naming the writer's 12 entries, counts nothing -- the numbers
+        of its first and last entry are 13 apart, not 12. With one of the writer's entries
+        removed as well (XDEL: nothing in tally does it), so that the journal holds exactly 12
+        entries from the first to the last, the numbers still tell (reading the first 12 and
+        comparing the last would not). The journal is then folded from its entries: each
+        counted once, the unknown one too, the removed one not."""
+        t = self.collector(*SLOW, threads=1)
+        prefix, model_arg = self.fold_args()
+        model = {}
+        with harness.KeepAliveClient(t.port) as c:
+            for i in range(12):
+                if i == 6:
+                    [journal] = self.journals()
+                    last = self.journal_entries(journal)[-1][1]
+                    tag = last["a"].split("\n")[0]
+                    # As ack.lua writes, with a unit and a number of its own making.
+                    self.redis.command("XADD", journal, "*", "n", last["n"], "c", "0", "r", "",
+                                       "u", "tally:{00}x:by-hand", "s", last["s"],
+                                       "a", "\n".join([tag, "k/x", "7", "0", "0", "0", "0",
+                                                       "0"]))
+                art = "k/%d" % (i % 4)
+                self.post(c, art, i + 1)
+                model[art] = model.get(art, 0) + i + 1
+        self.assertEqual(t.stop(signal.SIGKILL), -signal.SIGKILL)
+        entries = self.journal_entries(journal)
+        self.assertEqual(len(entries), 13)
+        known = entries[:6] + entries[7:]
+        self.assertEqual([int(f["s"]) for _, f in known], list(range(1, 7)) + list(range(8, 14)))
+        _, args = self.merged_by_hand(journal, known, 1000)
+        self.assertEqual(args[:3], [12, known[0][0], known[-1][0]])
+        self.assertEqual(args[5:7], ["1", "13"])
+        self.assertEqual(self.fcall("merged", journal, prefix, model_arg, *args), [b"stale"])
+        # Numbers that are not the entries' own: refused before their difference is looked at.
+        for first_s, last_s in (("2", "13"), ("1", "12"), ("", "13"), ("1", "")):
+            if "" in (first_s, last_s):
+                continue  # "" is the check of entries without numbers: see below
+            self.assertEqual(self.fcall("merged", journal, prefix, model_arg,
+                                        *(args[:5] + [first_s, last_s] + args[7:])),
+                             [b"stale"])
+        # Without numbers (entries of a Redis user that may not XINFO) the first 12 are read:
+        # the 12th is not the last named.
+        self.assertEqual(self.fcall("merged", journal, prefix, model_arg,
+                                    *(args[:5] + ["", ""] + args[7:])), [b"stale"])
+        # The right count: one of the writer's entries removed, 12 from the first to the last.
+        removed = known[3]
+        self.assertEqual(self.redis.command("XDEL", journal, removed[0]), 1)
+        self.assertEqual(len(self.redis.command("XRANGE", journal, known[0][0], known[-1][0])),
+                         12)
+        self.assertEqual(self.fcall("merged", journal, prefix, model_arg, *args), [b"stale"])
+        self.assertEqual({a: self.counted(a) for a in list(model) + ["k/x"]},
+                         {a: 0 for a in list(model) + ["k/x"]})
+        self.assertEqual(len(self.journal_entries(journal)), 12)
+        # Folded from the journal: what is in it, once.
+        self.assertEqual(self.fcall("fold", journal, prefix, model_arg, 100, "", "", 1000)[:2],
+                         [12, 0])
+        want = dict(model, **{"k/x": 7})
+        [(gone_article, gone_views)] = journal_records(removed[1]["a"])
+        want[gone_article] -= gone_views
+        self.assertEqual({a: self.counted(a) for a in want}, want)
+        self.assertNoJournal()
+
+    def test_a_merged_fold_refuses_a_journal_deleted_and_made_afresh(self):
+        """A DELETE folds every journal and deletes it; the writer's next entries make it
+        afresh, numbered from 1 again. A merged fold of the entries before the DELETE, sent
+        now (a collector that had not heard of it), names numbers 1..3 again, and the count
+        is right: their ids and units are not the journal's, and it counts nothing."""
+        t = self.collector(*SLOW, threads=1)
+        prefix, model_arg = self.fold_args()
+        with harness.KeepAliveClient(t.port) as c:
+            for i in range(3):
+                self.post(c, "dl/a", 1)
+            [journal] = self.journals()
+            before = self.journal_entries(journal)
+            _, args = self.merged_by_hand(journal, before, 1000)
+            self.assertEqual(args[5:7], ["1", "3"])
+            r = t.request("DELETE", "/v1/articles/dl%2Fa", headers=AUTH)
+            self.assertEqual(r.status, 204, r)
+            self.assertNoJournal()
+            for i in range(3):
+                self.post(c, "dl/b", 2)
+        after = self.journal_entries(journal)
+        self.assertEqual([f["s"] for _, f in after], ["1", "2", "3"])
+        self.assertEqual(self.fcall("merged", journal, prefix, model_arg, *args), [b"stale"])
+        # The old ids with the new units (an id that came again): refused on the ids.
+        mixed = args[:3] + [after[0][1]["u"], after[-1][1]["u"]] + args[5:]
+        self.assertEqual(self.fcall("merged", journal, prefix, model_arg, *mixed), [b"stale"])
+        self.assertEqual(self.counted("dl/a"), 0)
+        self.assertEqual(self.counted("dl/b"), 0)
+        self.assertEqual(len(self.journal_entries(journal)), 3)
+        # The collector's own batch took all 6 entries (it does not hear of the DELETE): its
+        # first is gone, so it is refused too, and the 3 entries left are folded from the
+        # journal, once.
+        self.assertEqual(self.stats_views(t, "dl/b"), 6)
+        self.assertEqual(self.stats_views(t, "dl/a"), 0)
+        self.assertEqual(self.counted("dl/b"), 6)
+        self.assertNoJournal()
+        self.assertEqual(harness.metric(t.metrics(), "tally_fold_stale_total"), 1)
 
     # ---- 7. SIGTERM ----
 
