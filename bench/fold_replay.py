@@ -10,17 +10,20 @@ measured apart from everything else.
       live, as they are once every fold ran: the steady state of a busy article) and the
       function library.
   fold_replay.py replay FILE [--reps 200] [--tallyd BIN]... [--library LIB]... [--unfresh BIN]...
+                                 [--unnumbered BIN]...
       Starts a quiet private redis-server and loads the captured library, or each BIN's (the
       same fold counted by other versions of the scripts: give the binaries, or the function
       libraries (--library BUILD/tally_functions.lua), before and after a
       change; --unfresh for a version from before folds took "hour fresh": it gets the fold
-      without them). REPS times, for each version in turn: restores the keys (FLUSHALL, RESTORE),
-      writes a journal holding the entries the fold names (their count, the ids and units of
-      the first and the last) and runs the FCALL. Prints per version and per record: the
-      FCALL's time (median, least and mean, from INFO commandstats), the CPU time of Redis's main
-      thread over the call (INFO cpu), the commands it ran and their time (INFO commandstats),
-      and the script's own time (the FCALL's less its commands': Lua, and Redis turning
-      arguments and replies into Lua values and back).
+      without them; --unnumbered for one from before they took the numbers of the first and
+      the last entry: it gets the fold without those). REPS times, for each version in turn:
+      restores the keys (FLUSHALL, RESTORE), writes a journal holding the entries the fold
+      names (their count, the ids, units and numbers of the first and the last, numbered
+      1..count as ack.lua numbers them) and runs the FCALL. Prints per version and per record:
+      the FCALL's time (median, least and mean, from INFO commandstats), the CPU time of
+      Redis's main thread over the call (INFO cpu), the commands it ran and their time (INFO
+      commandstats), and the script's own time (the FCALL's less its commands': Lua, and Redis
+      turning arguments and replies into Lua values and back).
 
 Times are as Redis measures them: on a shared machine compare versions within one replay
 (they alternate, call by call), not across runs.
@@ -195,10 +198,19 @@ def replay(a):
     n, first, last = int(args[base + 2]), args[base + 3], args[base + 4]
     first_u, last_u = args[base + 5], args[base + 6]
     # The records start after the fixed arguments (P model n first last first_unit last_unit,
-    # then "hour fresh" where the fold takes them: a fresh list is never 2 bytes, a tag is;
-    # then, with a staging list, the chunks staged: counted by later calls, not replayed).
-    fresh = len(args[base + 8]) != 2
-    start = base + (9 if fresh else 7)
+    # then "first_number last_number" where the fold takes them: numbers n - 1 apart; then
+    # "hour fresh" where it takes them: a fresh list is never 2 bytes, a tag is; then, with a
+    # staging list, the chunks staged: counted by later calls, not replayed).
+    numbered = (args[base + 7].isdigit() and args[base + 8].isdigit() and
+                int(args[base + 8]) - int(args[base + 7]) == n - 1)
+    if numbered:
+        # The journal written below numbers its entries 1..n.
+        args[base + 7], args[base + 8] = b"1", b"%d" % n
+        plain = args[:base + 7] + args[base + 9:]  # the fold without them
+    else:
+        plain = args
+    fresh = len(plain[base + 8]) != 2
+    start = base + (9 if fresh else 7) + (2 if numbered else 0)
     if int(args[2]) == 3:
         start += 1 + int(args[start])
     records = records_of(args, start)
@@ -207,6 +219,7 @@ def replay(a):
     work = tempfile.mkdtemp(prefix="fold-replay.")
     versions = []  # the merged functions' names
     unfresh = set()  # those that take no "hour fresh" arguments
+    unnumbered = set()  # those that take no numbers
     results = {}
     try:
         port, rp = start_redis(work, "redis")
@@ -228,7 +241,7 @@ def replay(a):
                 with open(lib, "rb") as fh:
                     r.command("FUNCTION", "LOAD", fh.read())
                 versions += [x for x in merged_names() if x not in versions]
-            for t in (a.tallyd or []) + (a.unfresh or []):
+            for t in (a.tallyd or []) + (a.unfresh or []) + (a.unnumbered or []):
                 load_functions(t, ["--redis", "redis://127.0.0.1:%d/0" % port])
                 new = [x for x in merged_names() if x not in versions]
                 versions += new
@@ -236,6 +249,11 @@ def replay(a):
                     if not fresh:
                         sys.exit("fold_replay.py: --unfresh needs a fold captured with them")
                     unfresh.update(new)
+                    unnumbered.update(new)
+                if t in (a.unnumbered or []):
+                    if not numbered:
+                        sys.exit("fold_replay.py: --unnumbered needs a fold captured with them")
+                    unnumbered.update(new)
             # No slow log: Redis 7.0 logs the commands a script runs too, which costs more
             # than some of them (a copy of each one's arguments); the FCALL's time comes from
             # INFO commandstats instead, reset before each call.
@@ -253,13 +271,14 @@ def replay(a):
                     r.send("RESTORE", k, ttl, d)
                 for _ in keys:
                     r.read()
-                # The journal: N entries, the first and the last as named.
-                r.command("XADD", journal, first, "u", first_u, "n", "0", "a", "")
+                # The journal: N entries numbered 1..N, the first and the last as named.
+                r.command("XADD", journal, first, "u", first_u, "s", "1", "n", "0", "a", "")
                 for i in range(1, n - 1):
-                    r.command("XADD", journal, b"%d-%d" % (fms, fseq + i), "u", b"x", "n", "0",
-                              "a", "")
+                    r.command("XADD", journal, b"%d-%d" % (fms, fseq + i), "u", b"x",
+                              "s", b"%d" % (i + 1), "n", "0", "a", "")
                 if n > 1:
-                    r.command("XADD", journal, last, "u", last_u, "n", "0", "a", "")
+                    r.command("XADD", journal, last, "u", last_u, "s", b"%d" % n, "n", "0",
+                              "a", "")
                 r.command("ZADD", registry, 1, journal)
 
             def stats():
@@ -275,7 +294,9 @@ def replay(a):
                 for v in order:
                     prepare()
                     args[1] = v
-                    call = args[:base + 7] + args[base + 9:] if v in unfresh else args
+                    call = plain if v in unnumbered else args
+                    if v in unfresh:
+                        call = call[:base + 7] + call[base + 9:]
                     if rep == 0:  # a first call warms Redis up
                         got = r.command(*call)
                         if not isinstance(got, list) or got[0] != n:
@@ -346,6 +367,9 @@ def main():
                    help="count with this function library (a file as cmake/functions.cmake "
                         "writes it, e.g. BUILD/tally_functions.lua) instead (repeat: each in "
                         "turn)")
+    r.add_argument("--unnumbered", action="append",
+                   help="also with this tallyd's, whose merged fold takes no numbers of the "
+                        "first and the last entry")
     r.add_argument("--unfresh", action="append",
                    help="also with this tallyd's, whose merged fold takes no hour and fresh "
                         "arguments (it sets the expiry of every key it touches)")

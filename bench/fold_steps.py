@@ -11,6 +11,9 @@ longest call in µs and the calls. Run the binaries alternately (A B A B) on a s
 
     bench/fold_steps.py ROUNDS TALLYD...
 e.g. bench/fold_steps.py 10 old/tallyd build-bench/tallyd old/tallyd build-bench/tallyd
+
+FOLD_STEPS_POSTS=N makes the batch N x 100 records (default 9); keep it below the binaries'
+batch size (FOLD_BATCH_RECORDS in src/fold.c), or the batch closes by itself before the read.
 """
 import os
 import statistics
@@ -20,7 +23,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
                                 "integration"))
 import harness  # noqa: E402
 
-POSTS, VIEWS = 9, 100  # below the 1,000 records that close a batch by themselves
+# Below the records that close a batch by themselves (FOLD_BATCH_RECORDS).
+POSTS, VIEWS = int(os.environ.get("FOLD_STEPS_POSTS", "9")), 100
 
 
 def redis_cpu(r):
