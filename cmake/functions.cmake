@@ -5,7 +5,8 @@
 #         -P functions.cmake
 # SHARED files come first, once, as local functions every body may call (Redis scripts
 # cannot include one another). Each script is NAME=MODE:FILE; MODE ro registers the function
-# with the no-writes flag (called with FCALL_RO). The library is "tally_<v>" and its
+# with the no-writes flag (called with FCALL_RO), kept with allow-oom (it writes only small
+# answers it keeps for a minute, and a read must not fail because Redis is full). The library is "tally_<v>" and its
 # functions "tally_<name>_<v>" and "tally_version_<v>" (returning <v>), <v> being the first 12
 # hex digits of the SHA-256 of everything above: any change of a script makes a new version,
 # which a running tallyd of another version does not call.
@@ -18,7 +19,7 @@ foreach(f ${SHARED})
 endforeach()
 set(regs "")
 foreach(s ${SCRIPTS})
-  string(REGEX MATCH "^([a-z_]+)=(rw|ro):(.*)$" m "${s}")
+  string(REGEX MATCH "^([a-z_]+)=(rw|ro|kept):(.*)$" m "${s}")
   if(NOT m)
     message(FATAL_ERROR "functions.cmake: bad script spec '${s}'")
   endif()
@@ -30,6 +31,8 @@ foreach(s ${SCRIPTS})
   # all of one call's keys share a hash tag, so they live on one node.
   if(mode STREQUAL "ro")
     set(flags "'no-writes', 'allow-cross-slot-keys'")
+  elseif(mode STREQUAL "kept")
+    set(flags "'allow-oom', 'allow-cross-slot-keys'")
   else()
     set(flags "'allow-cross-slot-keys'")
   endif()

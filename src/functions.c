@@ -35,6 +35,7 @@ static const struct {
     {"reclaim", false},
     {"staged", false},
     {"drain", false},
+    {"kept", false},
     {"version", true},
 };
 

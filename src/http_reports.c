@@ -61,13 +61,16 @@ static void reports_send_json(struct tally_http_req *h, const char *cache)
     tally_http_send(h, 200, "application/json", b->data, b->len);
 }
 
-/* ---- Week and month: computed at most once a minute per worker ---- */
+/* ---- Week and month: computed at most once a minute for everyone ---- */
 
 /* A week's or month's top list sums up to 30 days of every bucket: about 0.3 s of Redis at
- * a million article-days. Each worker computes each one at most once per REPORTS_CACHE_MS
- * (and once per UTC day, and again after a DELETE or an import), whoever asks and however
- * often; readers that come while it is computed wait for it. */
-#define REPORTS_CACHE_MS 60000
+ * a million article-days. Redis keeps each bucket's part for TALLY_KEPT_MS (kept.lua), for
+ * every worker of every collector, and computes it again when it has gone, or after a DELETE
+ * or an import changed the bucket. In front, each worker keeps the merged answer until the
+ * oldest part it was merged from goes (and until the UTC day ends, or a DELETE or an import
+ * on this collector), so that what it answers is never older than a part Redis keeps, and a
+ * reader costs Redis no round trip meanwhile; readers that come while it is loaded wait for
+ * it. */
 #define REPORTS_CACHE_CONTROL "public, max-age=60"
 
 struct reports_wait {
@@ -156,6 +159,7 @@ static void reports_send_entry(struct tally_http_req *h, const struct reports_en
 static void reports_loaded(struct reports_load *l, struct reports_entry *e, int status)
 {
     bool is_top = l != NULL && l->is_top; /* without a load, only failures are answered */
+    int64_t life = l == NULL ? 0 : is_top ? l->top.life_ms : l->totals.life_ms;
     struct reports_wait *r;
 
     if (l != NULL) {
@@ -173,7 +177,7 @@ static void reports_loaded(struct reports_load *l, struct reports_entry *e, int 
         e->ready = true;
         e->day = l->day;
         e->forgets = l->forgets;
-        e->expires = tally_now_ms() + REPORTS_CACHE_MS;
+        e->expires = tally_now_ms() + (uint64_t)(life > 0 ? life : 0);
     }
     while ((r = TAILQ_FIRST(&e->waiting)) != NULL) {
         TAILQ_REMOVE(&e->waiting, r, link);
@@ -218,7 +222,7 @@ static void reports_cached(struct tally_http_req *h, struct reports_entry *e,
         reports_send_entry(h, e, p != NULL, p != NULL ? p->limit : 0);
         return;
     }
-    if (!tally_http_read_admit(h, e->loading ? 0 : TALLY_BUCKETS * (p != NULL ? 1 : 30)))
+    if (!tally_http_read_admit(h, e->loading ? 0 : TALLY_BUCKETS))
         return;
     if ((r = reports_call(h, sizeof(*r))) == NULL)
         return;

@@ -368,6 +368,51 @@ static size_t reports_bucket_key(char *out, size_t cap, const char *prefix, unsi
     return tally_key_make(out, cap, prefix, bucket, kind, tail, (size_t)k);
 }
 
+/* "P{bb}k:<what>:<period>:<YYYYMMDD>", where a bucket's part of a week or month ending on the
+ * day of T is kept (src/scripts/kept.lua); WHAT is a metric, or "site" for the totals. */
+static size_t reports_kept_key(char *out, size_t cap, const char *prefix, unsigned bucket,
+                               const char *what, enum tally_period p, int64_t t)
+{
+    char stamp[11], tail[48];
+    int k;
+
+    tally_key_hour(t, stamp);
+    k = snprintf(tail, sizeof(tail), "%s:%s:%.8s", what, tally_period_name(p), stamp);
+    if (k < 0 || (size_t)k >= sizeof(tail))
+        return 0;
+    return tally_key_make(out, cap, prefix, bucket, 'k', tail, (size_t)k);
+}
+
+/* The head of a call of kept.lua for BUCKET into B: the number of keys (NDAYS days' keys
+ * follow, which the caller writes, then the arguments), the kept answer's key -- also into
+ * FIRST, which routes the call -- and the bucket's epoch. */
+static void reports_kept_head(struct tally_buf *b, const char *prefix, unsigned bucket,
+                              const char *what, enum tally_period p, int64_t t, size_t ndays,
+                              char *first, size_t *first_len)
+{
+    char key[TALLY_KEY_MAX];
+    size_t n;
+
+    tally_buf_add_bulk_i64(b, (int64_t)ndays + 2);
+    *first_len = reports_kept_key(first, TALLY_KEY_MAX, prefix, bucket, what, p, t);
+    tally_buf_add_bulk(b, first, *first_len);
+    n = tally_key_make(key, sizeof(key), prefix, bucket, 'k', "epoch", 5);
+    tally_buf_add_bulk(b, key, n);
+}
+
+/* A reply of kept.lua: {life, answer}; LIFE_MS becomes the least life seen. NULL when it is
+ * not one. */
+static const redisReply *reports_kept_answer(const redisReply *reply, int64_t *life_ms)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER ||
+        reply->element[1]->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    if (reply->element[0]->integer < *life_ms)
+        *life_ms = reply->element[0]->integer;
+    return reply->element[1];
+}
+
 static int64_t reports_int(const redisReply *r)
 {
     if (r->type == REDIS_REPLY_INTEGER)
@@ -513,6 +558,9 @@ static int on_bucket_top(struct tally_fanout *f, size_t i, const redisReply *rep
     int rc = 0;
 
     (void)i;
+    if (tally_period_days(t->p.period) > 1 &&
+        (reply = reports_kept_answer(reply, &t->life_ms)) == NULL)
+        return TALLY_EREDIS;
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0)
         return TALLY_EREDIS;
     for (size_t k = 0; k < reply->elements && rc == 0; k += 2) {
@@ -534,39 +582,45 @@ static void on_top_done(struct tally_fanout *f, int status)
     t->done(status, t, t->arg);
 }
 
-/* One bucket's call of top.lua: its sorted sets for the period, and the limit. */
+/* One bucket's call: top.lua with its sorted set of the day or of all time and the limit, or
+ * kept.lua with its days' sorted sets of the week or month and TALLY_TOP_MAX. */
 static int top_send_bucket(struct tally_top *t, struct tally_redis *r, const char *prefix,
                            unsigned bucket, int64_t now, struct tally_buf *b)
 {
     int days = tally_period_days(t->p.period);
+    const char *metric = tally_metric_name(t->p.metric);
     size_t nkeys = days > 0 ? (size_t)days : 1, first_len = 0;
     char key[TALLY_KEY_MAX], first[TALLY_KEY_MAX];
+    bool kept = days > 1;
 
     tally_buf_reset(b);
-    tally_buf_add_bulk_i64(b, (int64_t)nkeys);
-    if (days == 0) {
-        const char *metric = tally_metric_name(t->p.metric);
-        size_t n = tally_key_make(key, sizeof(key), prefix, bucket, 't', metric, strlen(metric));
-
-        tally_buf_add_bulk(b, key, n);
-        memcpy(first, key, n);
-        first_len = n;
+    if (kept) {
+        reports_kept_head(b, prefix, bucket, metric, t->p.period, now, nkeys, first, &first_len);
+    } else {
+        tally_buf_add_bulk_i64(b, 1);
+        first_len = days == 0
+                        ? tally_key_make(first, sizeof(first), prefix, bucket, 't', metric,
+                                         strlen(metric))
+                        : reports_bucket_key(first, sizeof(first), prefix, bucket, 'd',
+                                             t->p.metric, now, false);
+        tally_buf_add_bulk(b, first, first_len);
     }
-    for (int d = 0; d < days; d++) {
+    for (int d = 0; kept && d < days; d++) {
         size_t n = reports_bucket_key(key, sizeof(key), prefix, bucket, 'd', t->p.metric,
                                       now - 86400 * (int64_t)d, false);
 
         tally_buf_add_bulk(b, key, n);
-        if (d == 0) {
-            memcpy(first, key, n);
-            first_len = n;
-        }
     }
-    tally_buf_add_bulk_i64(b, t->p.limit);
+    if (kept) {
+        tally_buf_add_bulk(b, "top", 3);
+        tally_buf_add_bulk_i64(b, TALLY_KEPT_MS);
+    }
+    tally_buf_add_bulk_i64(b, kept ? TALLY_TOP_MAX : t->p.limit);
     if (b->oom)
         return TALLY_ENOMEM;
-    return tally_fanout_eval(&t->fan, r, first, first_len, TALLY_SCRIPT_TOP, b->data, b->len,
-                             nkeys + 2);
+    return tally_fanout_eval(&t->fan, r, first, first_len,
+                             kept ? TALLY_SCRIPT_KEPT : TALLY_SCRIPT_TOP, b->data, b->len,
+                             kept ? nkeys + 6 : 3);
 }
 
 int tally_top_start(struct tally_top *t, const struct tally_top_params *p,
@@ -578,6 +632,7 @@ int tally_top_start(struct tally_top *t, const struct tally_top_params *p,
 
     memset(t, 0, sizeof(*t));
     t->p = *p;
+    t->life_ms = TALLY_KEPT_MS;
     t->done = done;
     t->arg = arg;
     tally_buf_init(&t->arena);
@@ -620,20 +675,26 @@ void tally_top_render(struct tally_buf *out, const struct tally_top *t)
 static int on_bucket_totals(struct tally_fanout *f, size_t i, const redisReply *reply)
 {
     struct tally_totals *t = f->arg;
+    bool kept = tally_period_days(t->period) > 1;
+    size_t step = kept ? 3 : 2; /* kept: field, high, low (kept.lua) */
 
     (void)i;
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0)
+    if (kept && (reply = reports_kept_answer(reply, &t->life_ms)) == NULL)
         return TALLY_EREDIS;
-    for (size_t k = 0; k < reply->elements; k += 2) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % step != 0)
+        return TALLY_EREDIS;
+    for (size_t k = 0; k < reply->elements; k += step) {
         const redisReply *name = reply->element[k];
+        int64_t n = reports_int(reply->element[k + 1]);
         int m;
 
         if (name->type != REDIS_REPLY_STRING)
             return TALLY_EREDIS;
+        if (kept)
+            n = n * 1000000000 + reports_int(reply->element[k + 2]);
         m = tally_metric_from(name->str, name->len);
         if (m >= 0 && tally_metrics[m].site)
-            *(int64_t *)(void *)((char *)&t->sums + tally_metrics[m].site_offset) +=
-                reports_int(reply->element[k + 1]);
+            *(int64_t *)(void *)((char *)&t->sums + tally_metrics[m].site_offset) += n;
     }
     return 0;
 }
@@ -645,30 +706,60 @@ static void on_totals_done(struct tally_fanout *f, int status)
     t->done(status, t, t->arg);
 }
 
+/* One bucket's call of kept.lua: its share of the site totals of each day of the week or
+ * month, summed. */
+static int totals_send_kept(struct tally_totals *t, struct tally_redis *r, const char *prefix,
+                            unsigned bucket, time_t now, struct tally_buf *b)
+{
+    int days = tally_period_days(t->period);
+    char first[TALLY_KEY_MAX], key[TALLY_KEY_MAX], day[9];
+    size_t first_len;
+
+    tally_buf_reset(b);
+    reports_kept_head(b, prefix, bucket, "site", t->period, (int64_t)now, (size_t)days, first,
+                      &first_len);
+    for (int d = 0; d < days; d++) {
+        tally_visitor_day(now - 86400 * (time_t)d, day);
+        tally_buf_add_bulk(b, key, tally_key_make(key, sizeof(key), prefix, bucket, 's', day, 8));
+    }
+    tally_buf_add_bulk(b, "site", 4);
+    tally_buf_add_bulk_i64(b, TALLY_KEPT_MS);
+    if (b->oom)
+        return TALLY_ENOMEM;
+    return tally_fanout_eval(&t->fan, r, first, first_len, TALLY_SCRIPT_KEPT, b->data, b->len,
+                             (size_t)days + 5);
+}
+
 int tally_totals_start(struct tally_totals *t, enum tally_period period, struct tally_redis *r,
                        const char *prefix, time_t now, tally_totals_done_cb *done, void *arg)
 {
-    int days = tally_period_days(period);
-    size_t per = days > 0 ? (size_t)days : 1;
+    bool kept = tally_period_days(period) > 1;
+    struct tally_buf b;
     int rc;
 
     memset(t, 0, sizeof(*t));
     t->period = period;
+    t->life_ms = TALLY_KEPT_MS;
     t->done = done;
     t->arg = arg;
-    rc = tally_fanout_init(&t->fan, TALLY_BUCKETS * per, on_bucket_totals, on_totals_done, t);
+    rc = tally_fanout_init(&t->fan, TALLY_BUCKETS, on_bucket_totals, on_totals_done, t);
+    tally_buf_init(&b);
     for (unsigned k = 0; k < TALLY_BUCKETS && rc == 0; k++) {
-        for (size_t d = 0; d < per && rc == 0; d++) {
-            char key[TALLY_KEY_MAX], day[9];
-            const char *argv[2] = {"HGETALL", key};
-            size_t argvlen[2] = {7, 0};
+        char key[TALLY_KEY_MAX], day[9];
+        const char *argv[2] = {"HGETALL", key};
+        size_t argvlen[2] = {7, 0};
 
-            tally_visitor_day(now - 86400 * (time_t)d, day);
-            argvlen[1] = tally_key_make(key, sizeof(key), prefix, k, 's', days > 0 ? day : "all",
-                                        days > 0 ? 8 : 3);
-            rc = tally_fanout_command(&t->fan, r, 2, argv, argvlen);
+        if (kept) {
+            rc = totals_send_kept(t, r, prefix, k, now, &b);
+            continue;
         }
+        tally_visitor_day(now, day);
+        argvlen[1] = tally_key_make(key, sizeof(key), prefix, k, 's', period == TALLY_PERIOD_DAY
+                                                                          ? day : "all",
+                                    period == TALLY_PERIOD_DAY ? 8 : 3);
+        rc = tally_fanout_command(&t->fan, r, 2, argv, argvlen);
     }
+    tally_buf_release(&b);
     return rc == TALLY_ENOMEM && t->fan.slots == NULL ? rc : tally_fanout_end(&t->fan);
 }
 

@@ -17,6 +17,9 @@
 struct tally_redis;
 
 #define TALLY_TOP_MAX 100
+/* How long Redis keeps each bucket's part of a week's or month's top list or site totals
+ * (src/scripts/kept.lua), for every collector: milliseconds. */
+#define TALLY_KEPT_MS 60000
 #define TALLY_SERIES_HOURS_MAX (31 * 24) /* points of an hourly series */
 #define TALLY_SERIES_DAYS_MAX 731        /* points of a daily series */
 /* How far back a series may reach from the current hour or day: the buckets' lifetimes
@@ -71,6 +74,7 @@ struct tally_top {
     struct tally_top_entry *entries; /* sorted: count descending, then id ascending */
     size_t n, cap;
     struct tally_buf arena;
+    int64_t life_ms; /* week, month: how long the buckets' kept parts stay kept, the least */
     /* Private. */
     struct tally_fanout fan;
     tally_top_done_cb *done;
@@ -79,7 +83,10 @@ struct tally_top {
 
 /* Read the top list P from ST as of NOW (keys under PREFIX). T is initialised here and
  * borrowed until DONE; free it with tally_top_release(). Returns 0 and later calls DONE, or
- * a negative TALLY_E* code without calling it. */
+ * a negative TALLY_E* code without calling it. A week or a month: each bucket answers its
+ * first TALLY_TOP_MAX as Redis keeps them for everyone (computed at most once per
+ * TALLY_KEPT_MS, and again after a DELETE or an import touched the bucket); T->life_ms says
+ * how much longer the oldest of them stays kept. */
 int tally_top_start(struct tally_top *t, const struct tally_top_params *p,
                     struct tally_redis *r, const char *prefix, time_t now,
                     tally_top_done_cb *done, void *arg);
@@ -138,6 +145,7 @@ typedef void tally_totals_done_cb(int status, struct tally_totals *t, void *arg)
 struct tally_totals {
     enum tally_period period;
     struct tally_site sums;
+    int64_t life_ms; /* week, month: as in struct tally_top */
     /* Private. */
     struct tally_fanout fan;
     tally_totals_done_cb *done;
@@ -146,6 +154,8 @@ struct tally_totals {
 
 int tally_totals_parse(const char *query, size_t len, enum tally_period *period,
                        struct tally_error *err);
+/* Read the site totals of PERIOD as of NOW; as tally_top_start(), a week's or month's parts
+ * kept by Redis (one call per bucket). */
 int tally_totals_start(struct tally_totals *t, enum tally_period period, struct tally_redis *r,
                        const char *prefix, time_t now, tally_totals_done_cb *done, void *arg);
 void tally_totals_render(struct tally_buf *out, const struct tally_totals *t);

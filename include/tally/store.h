@@ -36,6 +36,7 @@ enum tally_script {
     TALLY_SCRIPT_RECLAIM, /* src/scripts/reclaim.lua: the journals of writers gone */
     TALLY_SCRIPT_STAGED, /* src/scripts/staged.lua: a chunk a merged fold left staged */
     TALLY_SCRIPT_DRAIN,  /* src/scripts/drain.lua: a bounded step of a DELETE's folds */
+    TALLY_SCRIPT_KEPT,   /* src/scripts/kept.lua: a bucket's week or month, kept a minute */
     TALLY_SCRIPTS
 };
 

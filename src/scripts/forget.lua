@@ -89,6 +89,9 @@ for _, m in ipairs(METRICS) do
     redis.call('ZREM', kp .. 't:' .. m, id)
 end
 
+-- The week's and month's lists and totals kept for the bucket held the article.
+kept_stale(kp)
+
 local totals = KEYS[1]
 local had = redis.call('EXISTS', totals)
 for m in pairs(SUMMED) do

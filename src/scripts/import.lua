@@ -124,6 +124,7 @@ redis.call('LTRIM', P .. '{import}l', 0, keep - 1)
 -- added line by line by Redis (exact integers). Counts go to Redis as the strings they came
 -- in: never as Lua numbers, which Redis might write as 1e+12.
 local site_ttl = {}
+local dated = {} -- the key prefixes of buckets a day's counts went to
 
 local function add_site(day, metric, n)
     redis.call('HINCRBY', site_kp .. 's:' .. day, metric, n)
@@ -141,6 +142,7 @@ local function bump(kp, id, metric, n, day, ttl)
         redis.call('EXPIRE', d, ttl, 'NX')
         add_site(day, metric, n)
         site_ttl[day] = ttl
+        dated[kp] = true
     end
 end
 
@@ -168,6 +170,13 @@ end
 
 for day, ttl in pairs(site_ttl) do
     redis.call('EXPIRE', site_kp .. 's:' .. day, ttl, 'NX')
+end
+-- The week's and month's lists and totals kept for the buckets of a day's counts (kept.lua).
+if next(site_ttl) then
+    dated[site_kp] = true
+end
+for kp in pairs(dated) do
+    kept_stale(kp)
 end
 
 redis.call('SET', KEYS[1], digest .. ' ' .. lines, 'EX', marker_ttl)

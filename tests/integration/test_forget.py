@@ -17,7 +17,7 @@ import unittest
 
 import harness
 from harness import quote
-from test_expiry import LIFETIMES, SLACK, WHILE_WAITING, kind_of
+from test_expiry import KEPT, LIFETIMES, SLACK, WHILE_WAITING, kind_of
 from test_reports import bucket
 
 DAY = 86400
@@ -139,7 +139,7 @@ class ForgetTest(harness.TallyTestCase):
             with self.subTest(key=key):
                 self.assertNotIn(kind, WHILE_WAITING,
                                  "%s is left after a read folded everything" % key)
-            want = LIFETIMES.get(kind)
+            want = LIFETIMES.get(kind, KEPT.get(kind))
             with self.subTest(key=key):
                 if want is None:
                     self.assertEqual(ttl, -1, "%s should be kept" % key)

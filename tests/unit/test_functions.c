@@ -22,6 +22,7 @@ static const struct {
     {TALLY_SCRIPT_FORGET, "forget", "forget.lua", "{'allow-cross-slot-keys'}", false},
     {TALLY_SCRIPT_IMPORT, "import", "import.lua", "{'allow-cross-slot-keys'}", false},
     {TALLY_SCRIPT_DRAIN, "drain", "drain.lua", "{'allow-cross-slot-keys'}", false},
+    {TALLY_SCRIPT_KEPT, "kept", "kept.lua", "{'allow-oom', 'allow-cross-slot-keys'}", false},
 };
 
 /* The text of src/scripts/NAME, in a static buffer. */
