@@ -4,15 +4,40 @@
   articles of one bucket at one view each, limit 10, give the first 10 by id in every period.
 - A day's or all time's top list costs the same Redis commands (INFO commandstats) when 1,000
   more articles tie at the edge in that bucket: each bucket sends at most `limit`.
+- A week's or month's top list or totals is computed once a minute for every collector: each
+  bucket's part is kept by Redis (src/scripts/kept.lua), so a second collector asking the same
+  computes nothing (exact commands) and answers the same; the collector that asked answers from
+  its own memory (no command). A DELETE or an import is seen by the next read (only the buckets
+  it touched are computed again), and once the kept parts expire they are computed again.
 """
 
+import datetime
+import json
 import time
 import unittest
+from urllib.parse import quote
 
 import harness
 from test_reports import bucket, day_stamp
 
 DAY = 86400
+AUTH = {"Authorization": "Bearer " + harness.TOKEN}
+MONTH_TOP = "/v1/top?period=month&limit=100"
+MONTH_TOTALS = "/v1/totals?period=month"
+# A bucket's part computed (kept.lua): per bucket one FCALL, two GETs (the kept answer, the
+# bucket's epoch), then the days summed and the answer SET; found kept: the FCALL and GETs.
+KEPT_READ = {"fcall": 256, "get": 512}
+
+
+def computed(buckets, top=True, days=30):
+    """The commands of a read of a week's or month's top list (TOP) or totals that computes
+    BUCKETS of the 256 parts again and finds the others kept."""
+    out = dict(KEPT_READ, set=buckets)
+    if top:
+        out["zunion"] = buckets
+    else:
+        out["hgetall"] = buckets * days
+    return {k: v for k, v in out.items() if v != 0}
 
 
 def ids_in_bucket(prefix, b, n):
@@ -33,9 +58,13 @@ class ReadCostTest(harness.TallyTestCase):
         self.addCleanup(self.redis.close)
         self.tallyds = []
 
-    def tallyd(self):
-        """A fresh one-worker tallyd: its week and month caches are empty."""
-        t = self.track(harness.Tallyd(self.redis, ["--view-window", "0"], threads=1))
+    def tallyd(self, journal=True):
+        """A fresh one-worker tallyd: its week and month caches are empty. Without a JOURNAL
+        (--fold-interval 0) it sends Redis nothing of its own accord: no folds, and no look
+        for journals of collectors gone, which would count among a read's commands."""
+        t = self.track(harness.Tallyd(self.redis, ["--view-window", "0", "--token", harness.TOKEN]
+                                      + ([] if journal else ["--fold-interval", "0"]),
+                                      threads=1))
         self.addCleanup(t.close)
         t.start()
         harness.wait_until(lambda: t.get("/readyz").status == 200, 10.0)
@@ -99,6 +128,129 @@ class ReadCostTest(harness.TallyTestCase):
             self.assertEqual(body["articles"], want, period)
             self.assertEqual(cost, costs[period], period)
             self.assertEqual(cost["fcall_ro"], 256, cost)
+
+    # ---- Week and month: kept by Redis for every collector ----
+
+    def day_of(self, days_ago):
+        return str(datetime.date.fromordinal(719163 + int(time.time()) // DAY - days_ago))
+
+    def month_data(self, t):
+        """Views today on T in a few buckets, and an import of views and shares on earlier
+        days; returns the month's top list, the week's, and the month's totals."""
+        views = {"kept/a": 3, "kept/b": 2, "kept/c": 1, "kept/d": 1}
+        for a, n in views.items():
+            self.post_views(t, [a], n)
+        self.import_lines(t, [
+            {"article": "kept/e", "views": 7, "shares": {"email": 2}, "date": self.day_of(3)},
+            {"article": "kept/a", "views": 5, "date": self.day_of(20)},
+            {"article": "kept/old", "views": 50, "date": self.day_of(40)}], "kept-month")
+        # Counted at once (no journal).
+        self.assertEqual(t.get("/v1/totals?period=day").body["views"], 7)
+
+        def ranked(counts):
+            return [{"article": a, "count": n}
+                    for a, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].encode()))]
+
+        week = ranked(dict(views, **{"kept/e": 7}))
+        month = ranked(dict(views, **{"kept/e": 7, "kept/a": 8}))
+        totals = {"period": "month", "views": 19, "shares": 2, "comments": 0, "reads": 0,
+                  "engaged_seconds": 0}
+        return month, week, totals
+
+    def import_lines(self, t, lines, key):
+        body = "".join(json.dumps(l) + "\n" for l in lines).encode()
+        r = t.request("POST", "/v1/import", body, dict(AUTH, **{
+            "Idempotency-Key": key, "Content-Type": "application/x-ndjson"}))
+        self.assertEqual((r.status, r.body), (200, {"imported": len(lines)}), r)
+
+    def skip_near_midnight(self, seconds):
+        now = time.time()
+        if int(now) // DAY != int(now + seconds) // DAY:
+            self.skipTest("the UTC day turns during the test")
+
+    def kept_lifetimes(self):
+        """{key: seconds left} of every kept part and epoch."""
+        c = harness.RespClient(self.redis.port)
+        try:
+            return {k.decode(): c.command("TTL", k) for k in self.redis.keys("tally:{*}k:*")}
+        finally:
+            c.close()
+
+    def test_a_second_collector_computes_nothing_of_a_month_and_answers_the_same(self):
+        self.skip_near_midnight(30)
+        a, b = self.tallyd(journal=False), self.tallyd(journal=False)
+        month, week, totals = self.month_data(a)
+        cost = {}
+        for name, t in (("a", a), ("b", b), ("a again", a), ("b again", b)):
+            cost[name] = [self.cost(t, MONTH_TOP), self.cost(t, MONTH_TOTALS)]
+        # The first computes every bucket's part (an empty bucket's too: its answer is empty).
+        self.assertEqual(cost["a"][0][1], computed(256))
+        self.assertEqual(cost["a"][0][0]["articles"], month)
+        self.assertEqual(cost["a"][1], (totals, computed(256, top=False)))
+        # The other collector finds each part kept: no ZUNION, no HGETALL, no SET.
+        self.assertEqual(cost["b"], [(cost["a"][0][0], KEPT_READ), (totals, KEPT_READ)])
+        # Each answers from its own memory meanwhile: no command at all.
+        self.assertEqual(cost["a again"], [(cost["a"][0][0], {}), (totals, {})])
+        self.assertEqual(cost["b again"], [(cost["a"][0][0], {}), (totals, {})])
+        # A shorter list comes from the same 100; the week is its own part, kept as well.
+        body, c = self.cost(b, "/v1/top?period=month&limit=2")
+        self.assertEqual((body["articles"], c), (month[:2], {}))
+        body, c = self.cost(b, "/v1/top?period=week&limit=100")
+        self.assertEqual((body["articles"], c), (week, computed(256, days=7)))
+        body, c = self.cost(a, "/v1/top?period=week&limit=5")
+        self.assertEqual((body["articles"], c), (week[:5], KEPT_READ))
+        # Every kept key expires: a part within the minute, an epoch within a day (the import
+        # set one in the bucket of each dated line).
+        lives = self.kept_lifetimes()
+        parts = [k for k in lives if not k.endswith("}k:epoch")]
+        self.assertEqual(len(parts), 256 * 3, sorted(lives)[:5])
+        self.assertTrue(all(0 <= lives[k] <= 60 for k in parts), lives)
+        self.assertEqual(sorted(k for k in lives if k.endswith("}k:epoch")),
+                         sorted({"tally:{%s}k:epoch" % bucket(x)
+                                 for x in ("kept/e", "kept/a", "kept/old")}))
+        self.assertTrue(all(DAY - 120 <= lives[k] <= DAY for k in lives if k not in parts))
+
+    def test_a_delete_or_an_import_is_seen_at_once_and_expired_parts_computed_again(self):
+        self.skip_near_midnight(90)
+        a, b = self.tallyd(journal=False), self.tallyd(journal=False)
+        month, _, totals = self.month_data(a)
+        for t in (a, b):
+            self.assertEqual(t.get(MONTH_TOP).body["articles"], month)
+            self.assertEqual(t.get(MONTH_TOTALS).body, totals)
+        loaded = time.monotonic()  # every part was computed before, A's and B's memory filled
+        # Ten seconds on (what B computes again now is kept until well after the first parts
+        # expire), DELETE the first (kept/a, 8 views) on B: B's next reads compute its
+        # bucket's part again, and only it.
+        time.sleep(10)
+        self.assertEqual(month[0], {"article": "kept/a", "count": 8})
+        r = b.request("DELETE", "/v1/articles/kept%2Fa", headers=AUTH)
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual(self.redis.command("GET", "tally:{%s}k:epoch" % bucket("kept/a")),
+                         b"2")  # the import's, then the DELETE's
+        body, c = self.cost(b, MONTH_TOP)
+        self.assertEqual((body["articles"], c), (month[1:], computed(1)))
+        want = dict(totals, views=totals["views"] - 8)
+        self.assertEqual(self.cost(b, MONTH_TOTALS), (want, computed(1, top=False)))
+        # An import on B of yesterday's views: seen at once, its bucket's part computed again.
+        self.import_lines(b, [{"article": "kept/new", "views": 40, "shares": {"reddit": 1},
+                               "date": self.day_of(1)}], "kept-again")
+        fresh = [{"article": "kept/new", "count": 40}] + month[1:]
+        body, c = self.cost(b, MONTH_TOP)
+        self.assertEqual((body["articles"], c), (fresh, computed(1)))
+        want = dict(want, views=want["views"] + 40, shares=want["shares"] + 1)
+        self.assertEqual(self.cost(b, MONTH_TOTALS), (want, computed(1, top=False)))
+        # A answers from its memory until the oldest part it merged expires (a minute after
+        # it was computed): then it computes the expired parts again -- every bucket's but the
+        # two B computed since -- and answers as B does.
+        time.sleep(max(0, loaded + 50 - time.monotonic()))
+        self.assertEqual(self.cost(a, MONTH_TOP),
+                         ({"metric": "views", "period": "month", "articles": month}, {}))
+        self.assertEqual(self.cost(a, MONTH_TOTALS), (totals, {}))
+        time.sleep(max(0, loaded + 61 - time.monotonic()))
+        redone = 256 - len({bucket("kept/a"), bucket("kept/new")})
+        body, c = self.cost(a, MONTH_TOP)
+        self.assertEqual((body["articles"], c), (fresh, computed(redone)))
+        self.assertEqual(self.cost(a, MONTH_TOTALS), (want, computed(redone, top=False)))
 
 
 if __name__ == "__main__":
