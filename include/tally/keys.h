@@ -14,6 +14,12 @@
  *                                      bucket's top list of the day
  *   P{bb}t:<metric>             ZSET   per article: the metric of all time; top list
  *   P{bb}s:<YYYYMMDD>, P{bb}s:all HASH the bucket's share of the site totals (405 days / kept)
+ *   P{bb}k:<metric>:<period>:<YYYYMMDD>, P{bb}k:site:<period>:<YYYYMMDD>
+ *                               STRING the bucket's part of a week's or month's top list (its
+ *                                      first 100) or site totals, kept for every collector
+ *                                      (60 s; src/scripts/kept.lua)
+ *   P{bb}k:epoch                STRING the bucket's epoch, changed by a DELETE or an import
+ *                                      that touched it (1 day)
  *   P{bb}w:<id>:<slot>          HASH   visitor -> time of a counted view, per window-long
  *                                      slot (2 windows)
  *   P{bb}i:<Idempotency-Key>    STRING the key's first answer (24 h)

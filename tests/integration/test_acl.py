@@ -75,7 +75,8 @@ class AclTest(harness.TallyTestCase):
             r = t.get("/v1/top?period=" + period)
             self.assertEqual(r.status, 200, r)
             self.assertEqual(r.body["articles"], [{"article": a, "count": 3}], period)
-        self.assertEqual(t.get("/v1/totals?period=day").body["views"], 3)
+        for period in ("day", "week", "month"):
+            self.assertEqual(t.get("/v1/totals?period=" + period).body["views"], 3, period)
         for interval in ("hour", "day"):
             r = t.get("/v1/series/%s?interval=%s" % (q, interval))
             self.assertEqual(r.status, 200, r)
@@ -87,6 +88,9 @@ class AclTest(harness.TallyTestCase):
                       {"Idempotency-Key": "acl", "Content-Type": "application/x-ndjson", **AUTH})
         self.assertEqual((r.status, r.body), (200, {"imported": 1}), r)
         self.assertEqual(t.stats(a)["views"], 4)
+        # The week's and month's parts kept before are computed again after both.
+        self.assertEqual(t.get("/v1/top?period=month").body["articles"], [])
+        self.assertEqual(t.get("/v1/totals?period=month").body["views"], 0)
         self.assertEqual([x["key"] for x in t.get("/v1/imports", AUTH).body["imports"]], ["acl"])
         self.assertEqual(t.get("/readyz").status, 200)
         # Nothing of it was refused, and every key is under the prefix.

@@ -613,6 +613,49 @@ class ClusterCoreTest(ClusterTestCase):
                 if today() == day:
                     self.assertEqual(sum(p["value"] for p in h["points"]), want[a][mi])
 
+    def test_02b_a_month_is_computed_once_for_every_collector_on_the_cluster(self):
+        """Each bucket's part of a month's top list and totals is kept in the bucket's slot, on
+        its master (src/scripts/kept.lua): of two fresh collectors on the cluster, the second
+        answers what the first computed and computes nothing -- no ZUNION, HGETALL or SET on
+        any master, one call of two GETs per bucket -- and both answer as brute force."""
+        counts = {"kept/%02d" % i: 1 + i % 5 for i in range(40)}
+        events = [{"type": "view", "article": a} for a, n in counts.items() for _ in range(n)]
+        for i in range(0, len(events), 100):
+            self.both(events[i:i + 100], n=len(events[i:i + 100]))
+        ranked = sorted(counts, key=lambda a: (-counts[a], a))
+        want = {"/v1/top?period=month&limit=100":
+                {"metric": "views", "period": "month",
+                 "articles": [{"article": a, "count": counts[a]} for a in ranked]},
+                "/v1/totals?period=month":
+                {"period": "month", "views": sum(counts.values()), "shares": 0, "comments": 0,
+                 "reads": 0, "engaged_seconds": 0}}
+
+        def calls():
+            out = {}
+            for m in CLUSTER.masters():
+                for line in m.command("INFO", "commandstats").decode().splitlines():
+                    name, _, rest = line[len("cmdstat_"):].partition(":")
+                    if line.startswith("cmdstat_") and name.split("|")[0] not in (
+                            "info", "time", "cluster", "ping"):
+                        out[name] = out.get(name, 0) + int(
+                            rest.split("calls=", 1)[1].split(",", 1)[0])
+            return out
+
+        collectors = []
+        for _ in range(2):
+            d = self.track(ClusterTallyd(CLUSTER, ["--view-window", "0"], threads=1))
+            self.addCleanup(d.close)
+            d.start()
+            collectors.append(d)
+        first, second = collectors
+        for path, body in want.items():
+            self.assertEqual(first.get(path).body, body, path)
+            before = calls()
+            self.assertEqual(second.get(path).body, body, path)
+            after = calls()
+            self.assertEqual({k: v - before.get(k, 0) for k, v in after.items()
+                              if v != before.get(k, 0)}, {"fcall": 256, "get": 512}, path)
+
     def test_03_idempotency_key_replay_of_a_batch_over_many_buckets_counts_once(self):
         articles = ["idem/%03d" % i for i in range(100)]
         body = [{"type": "view", "article": a} for a in articles]
