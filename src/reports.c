@@ -690,8 +690,9 @@ static int on_bucket_totals(struct tally_fanout *f, size_t i, const redisReply *
 
         if (name->type != REDIS_REPLY_STRING)
             return TALLY_EREDIS;
-        if (kept)
-            n = n * 1000000000 + reports_int(reply->element[k + 2]);
+        if (kept) /* high * 10^9 + low, unsigned: a sum past 2^63 wraps, never traps */
+            n = (int64_t)((uint64_t)n * 1000000000u +
+                          (uint64_t)reports_int(reply->element[k + 2]));
         m = tally_metric_from(name->str, name->len);
         if (m >= 0 && tally_metrics[m].site)
             *(int64_t *)(void *)((char *)&t->sums + tally_metrics[m].site_offset) += n;
@@ -745,6 +746,7 @@ int tally_totals_start(struct tally_totals *t, enum tally_period period, struct 
     rc = tally_fanout_init(&t->fan, TALLY_BUCKETS, on_bucket_totals, on_totals_done, t);
     tally_buf_init(&b);
     for (unsigned k = 0; k < TALLY_BUCKETS && rc == 0; k++) {
+        bool today = period == TALLY_PERIOD_DAY;
         char key[TALLY_KEY_MAX], day[9];
         const char *argv[2] = {"HGETALL", key};
         size_t argvlen[2] = {7, 0};
@@ -754,9 +756,8 @@ int tally_totals_start(struct tally_totals *t, enum tally_period period, struct 
             continue;
         }
         tally_visitor_day(now, day);
-        argvlen[1] = tally_key_make(key, sizeof(key), prefix, k, 's', period == TALLY_PERIOD_DAY
-                                                                          ? day : "all",
-                                    period == TALLY_PERIOD_DAY ? 8 : 3);
+        argvlen[1] = tally_key_make(key, sizeof(key), prefix, k, 's', today ? day : "all",
+                                    today ? 8 : 3);
         rc = tally_fanout_command(&t->fan, r, 2, argv, argvlen);
     }
     tally_buf_release(&b);
