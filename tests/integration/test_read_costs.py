@@ -252,6 +252,19 @@ class ReadCostTest(harness.TallyTestCase):
         self.assertEqual((body["articles"], c), (fresh, computed(redone)))
         self.assertEqual(self.cost(a, MONTH_TOTALS), (want, computed(redone, top=False)))
 
+    def test_month_totals_are_exact_past_what_a_lua_number_holds(self):
+        """A bucket's sums are added in Redis as two parts (kept.lua): 9,100 imported lines of
+        10^12 views and one of 7, yesterday, make 9,100,000,000,000,007 -- past 2^53, where a
+        Lua number would round it -- and the month's totals say exactly that."""
+        self.skip_near_midnight(30)
+        t = self.tallyd(journal=False)
+        day = self.day_of(1)
+        self.import_lines(t, [{"article": "big/a", "views": 10 ** 12, "date": day}] * 9100 +
+                          [{"article": "big/b", "views": 7, "date": day}], "kept-big")
+        for period in ("week", "month"):
+            self.assertEqual(t.get("/v1/totals?period=" + period).body["views"],
+                             9100 * 10 ** 12 + 7, period)
+
 
 if __name__ == "__main__":
     unittest.main()
