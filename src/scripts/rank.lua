@@ -80,5 +80,6 @@ end
 -- GET and SET, not INCR: a Redis user from before kept answers may run it.
 local function kept_stale(kp)
     local key = kp .. 'k:epoch'
-    redis.call('SET', key, (tonumber(redis.call('GET', key)) or 0) + 1, 'EX', 86400)
+    redis.call('SET', key, string.format('%d', (tonumber(redis.call('GET', key)) or 0) + 1),
+               'EX', 86400)
 end
