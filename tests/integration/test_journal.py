@@ -555,8 +555,8 @@ class JournalTest(harness.TallyTestCase):
                                       last_u or units[last], first_s, last_s, "", "", 0, *args)
 
         # Not exactly the oldest entries: nothing counted, nothing trimmed -- told by the
-        # numbers of the first and the last entry, and (entries without numbers, as a Redis
-        # user that may not XINFO appends them) by reading the first n.
+        # numbers of the first and the last entry, and (entries without numbers, as a collector
+        # from before numbering appends them) by reading the first n.
         for numbered in (True, False):
             self.assertEqual(fcall(11, entries[0][0], entries[11][0], numbered=numbered),
                              [b"stale"])
@@ -1208,7 +1208,7 @@ class JournalTest(harness.TallyTestCase):
             self.assertEqual(self.fcall("merged", journal, prefix, model_arg,
                                         *(args[:5] + [first_s, last_s] + args[7:])),
                              [b"stale"])
-        # Without numbers (entries of a Redis user that may not XINFO) the first 12 are read:
+        # Without numbers (entries of a collector from before numbering) the first 12 are read:
         # the 12th is not the last named.
         self.assertEqual(self.fcall("merged", journal, prefix, model_arg,
                                     *(args[:5] + ["", ""] + args[7:])), [b"stale"])
