@@ -177,6 +177,13 @@ int tally_fanout_eval(struct tally_fanout *f, struct tally_redis *r, const char 
     return fanout_sent(f, rc);
 }
 
+int tally_fanout_fail(struct tally_fanout *f, int status)
+{
+    if (status < 0 && f->status == 0)
+        f->status = status;
+    return status;
+}
+
 int tally_fanout_end(struct tally_fanout *f)
 {
     int rc = f->status;

@@ -617,7 +617,7 @@ static int top_send_bucket(struct tally_top *t, struct tally_redis *r, const cha
     }
     tally_buf_add_bulk_i64(b, kept ? TALLY_TOP_MAX : t->p.limit);
     if (b->oom)
-        return TALLY_ENOMEM;
+        return tally_fanout_fail(&t->fan, TALLY_ENOMEM);
     return tally_fanout_eval(&t->fan, r, first, first_len,
                              kept ? TALLY_SCRIPT_KEPT : TALLY_SCRIPT_TOP, b->data, b->len,
                              kept ? nkeys + 6 : 3);
@@ -726,7 +726,7 @@ static int totals_send_kept(struct tally_totals *t, struct tally_redis *r, const
     tally_buf_add_bulk(b, "site", 4);
     tally_buf_add_bulk_i64(b, TALLY_KEPT_MS);
     if (b->oom)
-        return TALLY_ENOMEM;
+        return tally_fanout_fail(&t->fan, TALLY_ENOMEM);
     return tally_fanout_eval(&t->fan, r, first, first_len, TALLY_SCRIPT_KEPT, b->data, b->len,
                              (size_t)days + 5);
 }

@@ -51,6 +51,11 @@ int tally_fanout_eval(struct tally_fanout *f, struct tally_redis *r, const char 
                       size_t key_len, enum tally_script script, const char *body, size_t len,
                       size_t nargs);
 
+/* A command that could not even be made ready to send (no memory for its arguments): STATUS,
+ * a negative TALLY_E* code, becomes F's status unless an earlier failure did, so the read
+ * fails as a whole instead of answering without that command's part. Returns STATUS. */
+int tally_fanout_fail(struct tally_fanout *f, int status);
+
 /* Done sending. Returns 0 and DONE will run (perhaps at once), or, when nothing could be
  * sent, the first send error without DONE running; F is then released. */
 int tally_fanout_end(struct tally_fanout *f);
