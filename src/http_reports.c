@@ -64,10 +64,11 @@ static void reports_send_json(struct tally_http_req *h, const char *cache)
 /* ---- Week and month: computed at most once a minute for everyone ---- */
 
 /* A week's or month's top list sums up to 30 days of every bucket: about 0.3 s of Redis at
- * a million article-days. Redis keeps each bucket's part for TALLY_KEPT_MS (kept.lua), for
- * every worker of every collector, and computes it again when it has gone, or after a DELETE
- * or an import changed the bucket. In front, each worker keeps the merged answer until the
- * oldest part it was merged from goes (and until the UTC day ends, or a DELETE or an import
+ * a million article-days. Redis keeps each bucket's part until the next whole TALLY_KEPT_MS
+ * of its clock (kept.lua: every part expires at the same moment, whenever it was computed),
+ * for every worker of every collector, and computes it again when it has gone, or after a
+ * DELETE or an import changed the bucket. In front, each worker keeps the merged answer until
+ * the parts it was merged from go (and until the UTC day ends, or a DELETE or an import
  * on this collector), so that what it answers is never older than a part Redis keeps, and a
  * reader costs Redis no round trip meanwhile; readers that come while it is loaded wait for
  * it. */

@@ -18,7 +18,8 @@ struct tally_redis;
 
 #define TALLY_TOP_MAX 100
 /* How long Redis keeps each bucket's part of a week's or month's top list or site totals
- * (src/scripts/kept.lua), for every collector: milliseconds. */
+ * (src/scripts/kept.lua), for every collector: milliseconds. Every part expires at the next
+ * multiple of it of Redis's clock (Unix milliseconds), whenever it was computed. */
 #define TALLY_KEPT_MS 60000
 #define TALLY_SERIES_HOURS_MAX (31 * 24) /* points of an hourly series */
 #define TALLY_SERIES_DAYS_MAX 731        /* points of a daily series */
@@ -86,7 +87,7 @@ struct tally_top {
  * a negative TALLY_E* code without calling it. A week or a month: each bucket answers its
  * first TALLY_TOP_MAX as Redis keeps them for everyone (computed at most once per
  * TALLY_KEPT_MS, and again after a DELETE or an import touched the bucket); T->life_ms says
- * how much longer the oldest of them stays kept. */
+ * how much longer they stay kept (the least any bucket answered: all expire together). */
 int tally_top_start(struct tally_top *t, const struct tally_top_params *p,
                     struct tally_redis *r, const char *prefix, time_t now,
                     tally_top_done_cb *done, void *arg);

@@ -1,7 +1,10 @@
 -- kept.lua -- one bucket's part of a week's or month's top list or site totals, computed at
 -- most once per TTL for every collector and every worker: the answer is kept in the bucket's
 -- own slot, with the bucket's epoch (bumped by forget.lua and import.lua) it was computed
--- under, and answered again while the key lives and the epoch is the same.
+-- under, and answered again while the key lives and the epoch is the same. Every part expires
+-- at the same moment, the next multiple of TTL of Redis's clock (Unix milliseconds), however
+-- far apart they were computed: a worker keeps its merged answer until then, and every
+-- collector computes the parts again after it.
 --
 -- KEYS[1]   the kept answer, P{bb}k:<metric>:<period>:<YYYYMMDD> for a top list,
 --           P{bb}k:site:<period>:<YYYYMMDD> for the totals (the period's last day)
@@ -12,7 +15,7 @@
 --           (kind: 'top' or 'site'; ttl: how long an answer is kept, milliseconds; limit: a
 --           top list's length, rank.lua)
 -- Returns {life, answer}: life, the milliseconds the answer stays kept still by Redis's clock
--- (ttl when it was computed now); answer, for a top list what rank() returns, for the totals a flat
+-- (until the next multiple of ttl; between 1 and ttl); answer, for a top list what rank() returns, for the totals a flat
 -- {field, high, low, ...} where the field's sum over the days is high * 10^9 + low (every
 -- partial sum stays exact in a Lua number; a bucket's share may be negative).
 
@@ -21,13 +24,14 @@ local limit = tonumber(ARGV[3] or '0')
 local epoch = redis.call('GET', KEYS[2]) or '0'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expire_at = (math.floor(now / ttl) + 1) * ttl
 
--- {epoch, limit, kept at (ms), answer}. The key expires with its answer; a clock that went
+-- {epoch, limit, expires at (ms), answer}. The key expires with its answer; a clock that went
 -- back makes the answer computed again.
 local kept = redis.call('GET', KEYS[1])
 if kept then
     local k = cmsgpack.unpack(kept)
-    local life = k[3] + ttl - now
+    local life = k[3] - now
     if k[1] == epoch and k[2] == limit and life > 0 and life <= ttl then
         return {life, k[4]}
     end
@@ -71,5 +75,6 @@ else
     end
 end
 
-redis.call('SET', KEYS[1], cmsgpack.pack({epoch, limit, now, answer}), 'PX', ttl)
-return {ttl, answer}
+redis.call('SET', KEYS[1], cmsgpack.pack({epoch, limit, expire_at, answer}), 'PXAT',
+           string.format('%.0f', expire_at))
+return {expire_at - now, answer}

@@ -121,6 +121,35 @@ def wait_until(predicate, timeout=5.0, interval=0.02, message=None):
         time.sleep(interval)
 
 
+# A week's or month's kept parts all expire at the next whole minute of Redis's clock
+# (src/scripts/kept.lua), and a worker keeps its merged answer until then.
+KEPT_MS = 60000
+
+
+def redis_ms(command):
+    """Redis's clock in Unix milliseconds, by COMMAND("TIME")."""
+    sec, usec = command("TIME")
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+def kept_boundary_ms(command):
+    """The next moment (Unix ms of Redis's clock) the kept parts expire: a multiple of
+    KEPT_MS."""
+    return (redis_ms(command) // KEPT_MS + 1) * KEPT_MS
+
+
+def wait_out_kept_boundary(command, seconds):
+    """When the kept parts expire within SECONDS by Redis's clock (COMMAND runs a command
+    there), sleep until just past that moment, so a test that expects a second read to find
+    what the first kept sees no expiry between them. Returns the next boundary then."""
+    now = redis_ms(command)
+    boundary = (now // KEPT_MS + 1) * KEPT_MS
+    if boundary - now < seconds * 1000:
+        time.sleep((boundary - now) / 1000 + 0.2)
+        boundary += KEPT_MS
+    return boundary
+
+
 # Counts acknowledged by one collector reach another's reads once folded: within
 # --fold-interval (on the journal path) and a round trip; the README promises 1 second.
 FOLD_SECONDS = 1.0

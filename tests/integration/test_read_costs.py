@@ -8,7 +8,9 @@
   bucket's part is kept by Redis (src/scripts/kept.lua), so a second collector asking the same
   computes nothing (exact commands) and answers the same; the collector that asked answers from
   its own memory (no command). A DELETE or an import is seen by the next read (only the buckets
-  it touched are computed again), and once the kept parts expire they are computed again.
+  it touched are computed again); every part expires at the same whole minute of Redis's
+  clock, however far apart they were computed, and each collector's memory with them: then
+  every part is computed again, once.
 """
 
 import datetime
@@ -176,10 +178,25 @@ class ReadCostTest(harness.TallyTestCase):
         finally:
             c.close()
 
+    def kept_expiries(self):
+        """{"top" or "site": the set of PEXPIRETIMEs (Unix ms)} of the month's kept parts."""
+        c = harness.RespClient(self.redis.port)
+        try:
+            out = {}
+            for k in self.redis.keys("tally:{*}k:*:month:*"):
+                kind = "site" if b"}k:site:" in k else "top"
+                out.setdefault(kind, set()).add(c.command("PEXPIRETIME", k))
+            return out
+        finally:
+            c.close()
+
     def test_a_second_collector_computes_nothing_of_a_month_and_answers_the_same(self):
-        self.skip_near_midnight(30)
+        self.skip_near_midnight(60)
         a, b = self.tallyd(journal=False), self.tallyd(journal=False)
         month, week, totals = self.month_data(a)
+        # What the second reads finds kept must not expire between the reads: a whole minute
+        # of Redis's clock near is waited out first.
+        harness.wait_out_kept_boundary(self.redis.command, 20)
         cost = {}
         for name, t in (("a", a), ("b", b), ("a again", a), ("b again", b)):
             cost[name] = [self.cost(t, MONTH_TOP), self.cost(t, MONTH_TOTALS)]
@@ -210,18 +227,19 @@ class ReadCostTest(harness.TallyTestCase):
                                  for x in ("kept/e", "kept/a", "kept/old")}))
         self.assertTrue(all(DAY - 120 <= lives[k] <= DAY for k in lives if k not in parts))
 
-    def test_a_delete_or_an_import_is_seen_at_once_and_expired_parts_computed_again(self):
-        self.skip_near_midnight(90)
+    def test_a_delete_or_an_import_is_seen_at_once_and_every_part_expires_at_the_minute(self):
+        self.skip_near_midnight(120)
         a, b = self.tallyd(journal=False), self.tallyd(journal=False)
         month, _, totals = self.month_data(a)
+        # Room for what follows before the kept parts expire (next whole minute of Redis's
+        # clock): a boundary near is waited out first.
+        boundary = harness.wait_out_kept_boundary(self.redis.command, 30)
         for t in (a, b):
             self.assertEqual(t.get(MONTH_TOP).body["articles"], month)
             self.assertEqual(t.get(MONTH_TOTALS).body, totals)
-        loaded = time.monotonic()  # every part was computed before, A's and B's memory filled
-        # Ten seconds on (what B computes again now is kept until well after the first parts
-        # expire), DELETE the first (kept/a, 8 views) on B: B's next reads compute its
+        # Two seconds on, DELETE the first (kept/a, 8 views) on B: B's next reads compute its
         # bucket's part again, and only it.
-        time.sleep(10)
+        time.sleep(2)
         self.assertEqual(month[0], {"article": "kept/a", "count": 8})
         r = b.request("DELETE", "/v1/articles/kept%2Fa", headers=AUTH)
         self.assertEqual(r.status, 204, r)
@@ -239,18 +257,26 @@ class ReadCostTest(harness.TallyTestCase):
         self.assertEqual((body["articles"], c), (fresh, computed(1)))
         want = dict(want, views=want["views"] + 40, shares=want["shares"] + 1)
         self.assertEqual(self.cost(b, MONTH_TOTALS), (want, computed(1, top=False)))
-        # A answers from its memory until the oldest part it merged expires (a minute after
-        # it was computed): then it computes the expired parts again -- every bucket's but the
-        # two B computed since -- and answers as B does.
-        time.sleep(max(0, loaded + 50 - time.monotonic()))
+        # The parts computed again expire with the others, at the same whole minute.
+        self.assertEqual(self.kept_expiries(), {"top": {boundary}, "site": {boundary}})
+        self.assertLess(harness.redis_ms(self.redis.command), boundary)
+        # A answers from its memory until that minute; then every bucket's part is computed
+        # again -- the two B computed since as well -- and A answers as B does, while B's
+        # memory expired at the same minute and finds every part kept.
         self.assertEqual(self.cost(a, MONTH_TOP),
                          ({"metric": "views", "period": "month", "articles": month}, {}))
         self.assertEqual(self.cost(a, MONTH_TOTALS), (totals, {}))
-        time.sleep(max(0, loaded + 61 - time.monotonic()))
-        redone = 256 - len({bucket("kept/a"), bucket("kept/new")})
+        harness.wait_until(lambda: harness.redis_ms(self.redis.command) >= boundary + 500, 70.0,
+                           interval=0.1)
         body, c = self.cost(a, MONTH_TOP)
-        self.assertEqual((body["articles"], c), (fresh, computed(redone)))
-        self.assertEqual(self.cost(a, MONTH_TOTALS), (want, computed(redone, top=False)))
+        self.assertEqual((body["articles"], c), (fresh, computed(256)))
+        self.assertEqual(self.cost(a, MONTH_TOTALS), (want, computed(256, top=False)))
+        body, c = self.cost(b, MONTH_TOP)
+        self.assertEqual((body["articles"], c), (fresh, KEPT_READ))
+        self.assertEqual(self.cost(b, MONTH_TOTALS), (want, KEPT_READ))
+        self.assertEqual(self.kept_expiries(),
+                         {"top": {boundary + harness.KEPT_MS},
+                          "site": {boundary + harness.KEPT_MS}})
 
     def test_month_totals_are_exact_past_what_a_lua_number_holds(self):
         """A bucket's sums are added in Redis as two parts (kept.lua): 9,100 imported lines of
