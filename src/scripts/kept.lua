@@ -15,9 +15,10 @@
 --           (kind: 'top' or 'site'; ttl: how long an answer is kept, milliseconds; limit: a
 --           top list's length, rank.lua)
 -- Returns {life, answer}: life, the milliseconds the answer stays kept still by Redis's clock
--- (until the next multiple of ttl; between 1 and ttl); answer, for a top list what rank() returns, for the totals a flat
--- {field, high, low, ...} where the field's sum over the days is high * 10^9 + low (every
--- partial sum stays exact in a Lua number; a bucket's share may be negative).
+-- (until the next multiple of ttl; between 1 and ttl); answer, for a top list what rank()
+-- returns, for the totals a flat {field, high, low, ...} where the field's sum over the days
+-- is high * 10^9 + low (every partial sum stays exact in a Lua number; a bucket's share may
+-- be negative).
 
 local kind, ttl = ARGV[1], tonumber(ARGV[2])
 local limit = tonumber(ARGV[3] or '0')

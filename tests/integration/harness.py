@@ -132,12 +132,6 @@ def redis_ms(command):
     return int(sec) * 1000 + int(usec) // 1000
 
 
-def kept_boundary_ms(command):
-    """The next moment (Unix ms of Redis's clock) the kept parts expire: a multiple of
-    KEPT_MS."""
-    return (redis_ms(command) // KEPT_MS + 1) * KEPT_MS
-
-
 def wait_out_kept_boundary(command, seconds):
     """When the kept parts expire within SECONDS by Redis's clock (COMMAND runs a command
     there), sleep until just past that moment, so a test that expects a second read to find
