@@ -758,7 +758,8 @@ int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
          reply->element[0]->type != REDIS_REPLY_STRING))
         return TALLY_EREDIS;
     end = reply->elements;
-    if (strcmp(reply->element[0]->str, "ok") != 0 || reply->elements < 2 + 2 * (a->journal != NULL) ||
+    if (strcmp(reply->element[0]->str, "ok") != 0 ||
+        reply->elements < 2 + 2 * (a->journal != NULL) ||
         agg_read_expired(a, reply->element[1]) < 0 || agg_read_entry(a, reply, &end) < 0)
         return TALLY_EREDIS;
     for (size_t i = 0; i < n; i++) {
