@@ -56,6 +56,21 @@ local function count_merged(c, t, pos)
     local at, day, hour
     local r = {} -- each record read into it, counted and forgotten
     local n = #t
+    -- First the distinct-visitor scores of the articles whose records have visitors, one
+    -- ZMSCORE per bucket and day (see prefetch_scores()).
+    local p = pos
+    while p <= n do
+        if t[p] ~= at then
+            at = t[p]
+            day = day_hour(tonumber(at))
+        end
+        if t[p + 4] ~= '0' then
+            want_score(c, t[p + 1], day, t[p + 2])
+        end
+        p = skip_record(t, p + 1)
+    end
+    prefetch_scores(c)
+    at = nil
     while pos <= n do
         if t[pos] ~= at then
             at = t[pos]
@@ -246,7 +261,15 @@ local function fold_journal(c, journal, count, before, step, staged, registry)
         end
         stage(staged, chunks, journal, registry)
     end
-    for i = 1, step and math.min(step, #order) or #order do
+    local counted = step and math.min(step, #order) or #order
+    for i = 1, counted do
+        local r = merged[order[i]]
+        if #r.vis > 0 then
+            want_score(c, r.tag, (day_hour(r.time)), r.id)
+        end
+    end
+    prefetch_scores(c)
+    for i = 1, counted do
         local r = merged[order[i]]
         local day, hour = day_hour(r.time)
         count_record(c, r, day, hour)
