@@ -3,8 +3,9 @@
 measured apart from everything else.
 
   fold_replay.py capture --tallyd BIN --out FILE [--seconds 4] [--dist zipf] [--articles N]
+                         [--script view_uniform.lua]
       Starts a private redis-server and BIN (as bench/run.sh starts the tally target), sends
-      one view per POST with wrk for SECONDS, and watches Redis with MONITOR. Picks the merged
+      one view per POST (or what --script sends, e.g. batch20.lua) with wrk for SECONDS, and watches Redis with MONITOR. Picks the merged
       fold with the most records from the second half of the run (the hour's first folds are
       over), and writes to FILE its arguments, the keys it touched (DUMPed, with their time to
       live, as they are once every fold ran: the steady state of a busy article) and the
@@ -107,7 +108,7 @@ def capture(a):
         th.start()
         t0 = time.monotonic()
         subprocess.run(["wrk", "-t", "2", "-c", "64", "-d", "%ds" % a.seconds, "--timeout", "5s",
-                        "-s", os.path.join(HERE, "lua", "view_uniform.lua"),
+                        "-s", os.path.join(HERE, "lua", a.script),
                         "http://127.0.0.1:%d" % tport, "--", "target=tally",
                         "articles=%d" % a.articles, "duration=%d" % a.seconds, "drain=0.5",
                         "dist=%s" % a.dist], stdout=subprocess.DEVNULL, check=True)
@@ -358,6 +359,8 @@ def main():
     c.add_argument("--seconds", type=int, default=4)
     c.add_argument("--articles", type=int, default=10000)
     c.add_argument("--dist", default="zipf")
+    c.add_argument("--script", default="view_uniform.lua",
+                   help="the wrk script under bench/lua/ (batch20.lua: 20 events per POST)")
     r = sub.add_parser("replay")
     r.add_argument("file")
     r.add_argument("--reps", type=int, default=200)

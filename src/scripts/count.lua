@@ -173,7 +173,7 @@ end
 local function counter_new(P, model, fresh, hour)
     local c = {P = P, model = model, buckets = {}, set = {}, site = {}, site_days = {},
                tags = {}, errors = 0, call = redis.call, fresh = fresh ~= nil,
-               w = {}, wkeys = {}, vs = {}, want = {}, wants = {},
+               w = {}, wkeys = {}, vs = {},
                at_hour = hour, at_day = hour and string.sub(hour, 1, 8), fd = {}, fh = {},
                hour_ttl = int(model.hour_ttl), day_ttl = int(model.day_ttl),
                visitors_ttl = int(model.visitors_ttl)}
@@ -206,7 +206,8 @@ end
 -- by metric), day and hour (of the record last counted in it), d and h (its day and hour keys
 -- of them by metric), on_d and on_h (whether the collector's list speaks of them), fd and fh
 -- (the metrics whose key of the list's day and hour is still to get its expiry), sd and sh
--- (those whose key's expiry the call set, for the answer)}. Key names are built once per
+-- (those whose key's expiry the call set, for the answer), wide (whether its keys' writes
+-- wait for the call's end, see write_all())}. Key names are built once per
 -- bucket, metric and hour.
 local function bucket_of(c, tag)
     local b = c.buckets[tag]
@@ -216,7 +217,7 @@ local function bucket_of(c, tag)
     local n = tonumber(tag, 16)
     b = {tag = tag, kp = c.P .. '{' .. tag .. '}', t = {}, fd = c.fd[n] or 0,
          fh = c.fh[n] or 0, sd = 0, sh = 0, day = false, hour = false, d = false, h = false,
-         on_d = false, on_h = false}
+         on_d = false, on_h = false, wide = false}
     c.buckets[tag] = b
     c.tags[#c.tags + 1] = tag
     return b
@@ -254,6 +255,7 @@ end
 -- key Redis refuses (another type) is skipped as a command on it was, counted in c.errors.
 
 local WIDE = 3           -- additions to a key from which it is written wide
+local WIDE_RECORDS = 4   -- records of a bucket in a call from which its keys' writes wait
 local MAX_MEMBERS = 1000 -- members per command
 local EXACT = 2 ^ 53     -- integers below it are exact in a Lua number
 
@@ -424,10 +426,10 @@ local function write_all(c)
     c.w, c.wkeys = {}, {}
 end
 
--- The score of ID in the day's distinct-visitor sorted set KEY, as the call left it: read
--- once (ZSCORE, or before the call counts, with the others of the call, prefetch_scores()),
--- then kept here as the call sets it. A read Redis refused gives 0 and is not kept (as each
--- ZSCORE was refused).
+-- The score of ID in the day's distinct-visitor sorted set KEY of a bucket written wide, as
+-- the call left it: read once (ZSCORE), then kept here as the call sets it (its ZADD waits
+-- for the call's end). A read Redis refused gives 0 and is not kept (as each ZSCORE was
+-- refused).
 local function visitors_score(c, key, id)
     local s = c.vs[key]
     if not s then
@@ -455,46 +457,22 @@ local function visitors_set(c, key, id, n)
     set_score(c, key, id, n)
 end
 
--- Note that the call may read the distinct-visitor score of article ID in bucket TAG on DAY.
-local function want_score(c, tag, day, id)
-    local key = c.P .. '{' .. tag .. '}d:visitors:' .. day
-    local w = c.want[key]
-    if not w then
-        w = {}
-        c.want[key] = w
-        c.wants[#c.wants + 1] = key
-    end
-    if not w[id] then
-        w[id] = true
-        w[#w + 1] = id
+-- Add N (a number) to ID's score in the sorted set KEY, or its field in the hash KEY, of
+-- bucket B: at once, or at the call's end where B's writes wait.
+local function zincr(c, b, key, id, n)
+    if b.wide then
+        add_to(c, 'z', key, id, n)
+    else
+        c.call('ZINCRBY', key, int(n), id)
     end
 end
 
--- Read the scores want_score() noted, one ZMSCORE per key of more than one (a score the call
--- knows already stays).
-local function prefetch_scores(c)
-    for _, key in ipairs(c.wants) do
-        local ids = c.want[key]
-        if #ids > 1 and may_zmscore(c, key) then
-            local s = c.vs[key]
-            if not s then
-                s = {}
-                c.vs[key] = s
-            end
-            for i = 1, #ids, MAX_MEMBERS do
-                local j = math.min(i + MAX_MEMBERS - 1, #ids)
-                local got = c.call('ZMSCORE', key, unpack(ids, i, j))
-                if got then
-                    for k = i, j do
-                        if s[ids[k]] == nil then
-                            s[ids[k]] = tonumber(got[k - i + 1] or '0') or 0
-                        end
-                    end
-                end
-            end
-        end
+local function hincr(c, b, key, id, n)
+    if b.wide then
+        add_to(c, 'h', key, id, n)
+    else
+        c.call('HINCRBY', key, id, int(n))
     end
-    c.want, c.wants = {}, {}
 end
 
 -- Set the expiry of KEY (NX): at once, or for a key with writes waiting (see below) after
@@ -580,11 +558,11 @@ local function bump(c, b, metric, id, n)
         s.n[metric] = (s.n[metric] or 0) + n
     end
     local d, h = day_key(b, metric), hour_key(b, metric)
-    add_to(c, 'z', d, id, n)
+    zincr(c, b, d, id, n)
     expire_fresh(c, b, b.on_d, true, metric, d, c.day_ttl)
-    add_to(c, 'h', h, id, n)
+    hincr(c, b, h, id, n)
     expire_fresh(c, b, b.on_h, false, metric, h, c.hour_ttl)
-    add_to(c, 'z', top_key(b, metric), id, n)
+    zincr(c, b, top_key(b, metric), id, n)
 end
 
 local function pfadd(c, key, list)
@@ -622,17 +600,38 @@ local function visitors(c, b, totals, id, list)
     if not now_count or now_count <= 2 * #list then
         expire(c, vd, c.visitors_ttl)
     end
-    local grown = (now_count or 0) - visitors_score(c, d, id)
+    local grown
+    if b.wide then
+        grown = (now_count or 0) - visitors_score(c, d, id)
+    else
+        grown = (now_count or 0) - (tonumber(c.call('ZSCORE', d, id) or '0') or 0)
+    end
     if grown <= 0 then
         return
     end
-    visitors_set(c, d, id, now_count)
+    if b.wide then
+        visitors_set(c, d, id, now_count)
+    else
+        c.call('ZADD', d, int(now_count), id)
+    end
     expire_fresh(c, b, b.on_d, true, 'visitors', d, c.day_ttl)
     local h = hour_key(b, 'visitors')
-    add_to(c, 'h', h, id, grown)
+    hincr(c, b, h, id, grown)
     expire_fresh(c, b, b.on_h, false, 'visitors', h, c.hour_ttl)
     c.call('HINCRBY', totals, 'visitors', int(grown))
-    add_to(c, 'z', top_key(b, 'visitors'), id, grown)
+    zincr(c, b, top_key(b, 'visitors'), id, grown)
+end
+
+-- Let the writes to the keys of each bucket of which COUNT (tag -> records) has at least
+-- WIDE_RECORDS records wait for the call's end (write_all()): a bucket of fewer records is
+-- written at once, command by command, as gathering costs more than it spares there. Once a
+-- bucket's writes wait, they wait until the call's end, whatever is counted after.
+local function counter_wide(c, count)
+    for tag, n in pairs(count) do
+        if n >= WIDE_RECORDS then
+            bucket_of(c, tag).wide = true
+        end
+    end
 end
 
 -- Count record R filed under DAY ("YYYYMMDD") and HOUR ("YYYYMMDDHH").

@@ -56,21 +56,14 @@ local function count_merged(c, t, pos)
     local at, day, hour
     local r = {} -- each record read into it, counted and forgotten
     local n = #t
-    -- First the distinct-visitor scores of the articles whose records have visitors, one
-    -- ZMSCORE per bucket and day (see prefetch_scores()).
-    local p = pos
+    -- The buckets with records enough to be written wide (see counter_wide()).
+    local count, p = {}, pos
     while p <= n do
-        if t[p] ~= at then
-            at = t[p]
-            day = day_hour(tonumber(at))
-        end
-        if t[p + 4] ~= '0' then
-            want_score(c, t[p + 1], day, t[p + 2])
-        end
+        local tag = t[p + 1]
+        count[tag] = (count[tag] or 0) + 1
         p = skip_record(t, p + 1)
     end
-    prefetch_scores(c)
-    at = nil
+    counter_wide(c, count)
     while pos <= n do
         if t[pos] ~= at then
             at = t[pos]
@@ -261,14 +254,12 @@ local function fold_journal(c, journal, count, before, step, staged, registry)
         end
         stage(staged, chunks, journal, registry)
     end
-    local counted = step and math.min(step, #order) or #order
+    local counted, count = step and math.min(step, #order) or #order, {}
     for i = 1, counted do
-        local r = merged[order[i]]
-        if #r.vis > 0 then
-            want_score(c, r.tag, (day_hour(r.time)), r.id)
-        end
+        local tag = merged[order[i]].tag
+        count[tag] = (count[tag] or 0) + 1
     end
-    prefetch_scores(c)
+    counter_wide(c, count)
     for i = 1, counted do
         local r = merged[order[i]]
         local day, hour = day_hour(r.time)

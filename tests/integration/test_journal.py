@@ -1267,7 +1267,118 @@ class JournalTest(harness.TallyTestCase):
         self.assertNoJournal()
         self.assertEqual(harness.metric(t.metrics(), "tally_fold_stale_total"), 1)
 
-    # ---- 7. SIGTERM ----
+    # ---- 7. wide writes ----
+    # A call writes each bucket key once (count.lua's write_all()): additions gathered per key
+    # and member, a key added to three times or more read (ZMSCORE, HMGET) and written (ZADD,
+    # HSET) once. The values must be those of the commands one by one.
+
+    def fold_by_hand(self, entries):
+        """Append ENTRIES [(unix time, [record...])...], each record a list of count.lua's
+        tokens, to a journal of their own and fold it with fold.lua in one call (no hour, no
+        list of keys that may be new). Returns the fold's answer."""
+        t = self.collector(*SLOW, threads=1)
+        prefix, model_arg = self.fold_args()
+        t.close()
+        journal = "tally:{00}q:by-hand"
+        for i, (now, records) in enumerate(entries):
+            self.redis.command("XADD", journal, "*", "n", now, "c", "0", "r", "",
+                               "u", "by-hand-%d" % i, "s", i + 1,
+                               "a", "\n".join("\n".join(str(x) for x in r) for r in records))
+        fold = "tally_fold_" + self.library[len("tally_"):]
+        return self.redis.command("FCALL", fold, 3, journal, REGISTRY, staged_of(journal),
+                                  prefix, model_arg, 100, "", "", 1000)
+
+    @staticmethod
+    def record(tag, article, views, visitors=(), shares=()):
+        r = [tag, article, views, len(visitors)] + ["%016x" % v for v in visitors]
+        r += [len(shares)] + [x for pair in shares for x in pair]
+        return r + [0, 0, 0]
+
+    def hget(self, key, field):
+        v = self.redis.command("HGET", key, field)
+        return v and int(v)
+
+    def zscore(self, key, member):
+        v = self.redis.command("ZSCORE", key, member)
+        return v and float(v)
+
+    def test_an_article_in_two_hours_of_one_call(self):
+        """Article x in two hours of one fold call, beside y and z in the same bucket: each
+        hour gets the visitors the day's estimate grew by in it (the day's score read once for
+        the bucket, then kept as the call sets it), and values past 2^31 and at 2^53 come out
+        as the commands one by one leave them."""
+        at = 1800000000  # 2027-01-15 08:00 UTC
+        kp, day, h8, h9 = "tally:{5e}", "20270115", "2027011508", "2027011509"
+        # Before: a score past 2^31 with a fraction, one at 2^53 (1 added twice is lost both
+        # times, where 2 added once would not be), hash values past 2^31 and past 2^53, and
+        # z's distinct-visitor score above what its estimate will count.
+        self.redis.command("ZADD", kp + "d:views:" + day, "3000000000.25", "y")
+        self.redis.command("ZADD", kp + "t:views", str(2 ** 53), "x")
+        self.redis.command("HSET", kp + "h:views:" + h8, "y", "3000000000",
+                           "z", str(2 ** 53 + 10))
+        self.redis.command("HSET", kp + "s:all", "views", str(2 ** 62), "shares", "7")
+        self.redis.command("ZADD", kp + "d:visitors:" + day, "5", "z")
+        r = self.fold_by_hand([
+            (at, [self.record("5e", "x", 1, [1, 2]), self.record("5e", "y", 1, [9],
+                                                                  [("twitter", 2)]),
+                  self.record("5e", "z", 1, [5])]),
+            (at + 3600, [self.record("5e", "x", 1, [2, 3]), self.record("5e", "y", 0, [9])]),
+        ])
+        self.assertEqual([r[0], r[1], r[3], r[4]], [2, 0, 0, b""], r)
+        # Visitors: x grew by 2 in 08 (1, 2), by 1 in 09 (3); y by 1 in 08, nothing in 09 (9
+        # again); z not at all (its estimate, 1, is below its score, 5).
+        self.assertEqual(self.hget(kp + "h:visitors:" + h8, "x"), 2)
+        self.assertEqual(self.hget(kp + "h:visitors:" + h9, "x"), 1)
+        self.assertEqual(self.hget(kp + "h:visitors:" + h8, "y"), 1)
+        self.assertEqual(self.redis.command("HEXISTS", kp + "h:visitors:" + h9, "y"), 0)
+        self.assertEqual(self.redis.command("HEXISTS", kp + "h:visitors:" + h8, "z"), 0)
+        self.assertEqual([self.zscore(kp + "d:visitors:" + day, a) for a in "xyz"],
+                         [3.0, 1.0, 5.0])
+        self.assertEqual([self.zscore(kp + "t:visitors", a) for a in "xyz"], [3.0, 1.0, None])
+        self.assertEqual([self.hget(kp + "a:" + a, "visitors") for a in "xyz"], [3, 1, None])
+        # Views.
+        self.assertEqual([self.hget(kp + "h:views:" + h8, a) for a in "xyz"],
+                         [1, 3000000001, 2 ** 53 + 11])
+        self.assertEqual(self.hget(kp + "h:views:" + h9, "x"), 1)
+        self.assertEqual(self.redis.command("ZSCORE", kp + "d:views:" + day, "y"),
+                         b"3000000001.25")
+        self.assertEqual([self.zscore(kp + "d:views:" + day, a) for a in "xz"], [2.0, 1.0])
+        self.assertEqual(self.zscore(kp + "t:views", "x"), float(2 ** 53) + 1 + 1)
+        self.assertEqual(self.zscore(kp + "t:views", "x"), 2.0 ** 53)
+        self.assertEqual([self.hget(kp + "a:" + a, "views") for a in "xyz"], [2, 1, 1])
+        # Shares, and the site totals (views 4, shares 2; distinct visitors are no sum).
+        self.assertEqual(self.hget(kp + "a:y", "share:twitter"), 2)
+        self.assertEqual(self.redis.command("HGETALL", kp + "s:" + day),
+                         [b"views", b"4", b"shares", b"2"])
+        self.assertEqual(self.redis.command("HGETALL", kp + "s:all"),
+                         [b"views", str(2 ** 62 + 4).encode(), b"shares", b"9"])
+        # Every key written got its expiry.
+        for k in ("d:views:" + day, "h:views:" + h8, "h:views:" + h9, "d:visitors:" + day,
+                  "h:visitors:" + h8, "h:visitors:" + h9, "s:" + day):
+            self.assertGreater(self.redis.command("TTL", kp + k), 0, k)
+        self.assertNoJournal()
+
+    def test_wide_writes_skip_a_key_of_another_type_and_write_the_rest(self):
+        """Four articles of one bucket in one call (their writes wait for its end): the day's
+        sorted set and the hour's hash of views are strings, their reads (ZMSCORE, HMGET) are
+        refused and skipped, and said; every other key is written."""
+        at = 1800000000
+        kp, day, h8 = "tally:{5e}", "20270115", "2027011508"
+        self.redis.command("SET", kp + "d:views:" + day, "not a sorted set")
+        self.redis.command("SET", kp + "h:views:" + h8, "not a hash")
+        r = self.fold_by_hand([(at, [self.record("5e", a, n) for a, n in
+                                     (("p", 1), ("q", 2), ("r", 3), ("s", 1), ("p", 4))])])
+        self.assertEqual(r[0], 1, r)
+        self.assertEqual(r[3], 2, r)
+        self.assertRegex(r[4].decode(), "^WRONGTYPE")
+        self.assertEqual(self.redis.command("GET", kp + "d:views:" + day), b"not a sorted set")
+        self.assertEqual(self.redis.command("GET", kp + "h:views:" + h8), b"not a hash")
+        self.assertEqual([self.zscore(kp + "t:views", a) for a in "pqrs"], [5.0, 2.0, 3.0, 1.0])
+        self.assertEqual([self.hget(kp + "a:" + a, "views") for a in "pqrs"], [5, 2, 3, 1])
+        self.assertEqual(self.hget(kp + "s:" + day, "views"), 11)
+        self.assertNoJournal()
+
+    # ---- 8. SIGTERM ----
 
     def test_sigterm_folds_the_backlog_before_exit(self):
         t = self.collector(*SLOW, threads=2)
