@@ -156,8 +156,6 @@ struct tally_merge {
     size_t cap_scratch;
     uint64_t touched[TALLY_BUCKETS / 64]; /* the buckets of its records */
     struct tally_buf text;    /* one chunk of records as text, to put it */
-    uint32_t *order;          /* REC's indexes by bucket, to put them (merge_order()) */
-    size_t cap_order;
 };
 
 struct tally_merge *tally_merge_new(void)
@@ -179,7 +177,6 @@ void tally_merge_free(struct tally_merge *m)
     free(m->slots);
     free(m->vslots);
     free(m->scratch);
-    free(m->order);
     tally_buf_release(&m->text);
     free(m);
 }
@@ -355,30 +352,7 @@ static bool merge_record_at(struct tally_merge *m, size_t i, struct tally_record
     return true;
 }
 
-/* Order M's records by bucket, each bucket's in the order they were first added (the records
- * of one article, all in its bucket, keep theirs): a fold's call then counts the records of
- * few buckets and writes each of their keys once for many records (src/scripts/count.lua).
- * False when out of memory. */
-static bool merge_order(struct tally_merge *m)
-{
-    size_t at[TALLY_BUCKETS] = {0}, sum = 0;
-
-    if (tally_grow(&m->order, &m->cap_order, m->n_rec, sizeof(*m->order)) < 0)
-        return false;
-    for (size_t i = 0; i < m->n_rec; i++)
-        at[m->rec[i].bucket]++;
-    for (size_t k = 0; k < TALLY_BUCKETS; k++) {
-        size_t n = at[k];
-
-        at[k] = sum;
-        sum += n;
-    }
-    for (size_t i = 0; i < m->n_rec; i++)
-        m->order[at[m->rec[i].bucket]++] = (uint32_t)i;
-    return true;
-}
-
-/* Records FROM..TO-1 of M (in merge_order()'s order), each its hour's Unix time then the record: as RESP bulk strings
+/* Records FROM..TO-1 of M, each its hour's Unix time then the record: as RESP bulk strings
  * (TEXT false), or as text joined by "\n" (TEXT true). Returns the number of tokens. */
 static size_t merge_put_range(struct tally_merge *m, struct tally_buf *b, size_t from,
                               size_t to, bool text)
@@ -387,18 +361,16 @@ static size_t merge_put_range(struct tally_merge *m, struct tally_buf *b, size_t
     struct tally_record r;
 
     for (size_t i = from; i < to; i++) {
-        size_t k = m->order[i];
-
-        if (!merge_record_at(m, k, &r)) {
+        if (!merge_record_at(m, i, &r)) {
             b->oom = true;
             return args;
         }
         if (!text) {
-            tally_buf_add_bulk_i64(b, m->rec[k].hour * 3600);
+            tally_buf_add_bulk_i64(b, m->rec[i].hour * 3600);
         } else {
             if (i > from)
                 tally_buf_add(b, "\n", 1);
-            tally_buf_add_i64(b, m->rec[k].hour * 3600);
+            tally_buf_add_i64(b, m->rec[i].hour * 3600);
             tally_buf_add(b, "\n", 1);
         }
         args += 1 + tally_record_put(b, &r, text);
@@ -408,10 +380,6 @@ static size_t merge_put_range(struct tally_merge *m, struct tally_buf *b, size_t
 
 size_t tally_merge_put(struct tally_merge *m, struct tally_buf *b)
 {
-    if (!merge_order(m)) {
-        b->oom = true;
-        return 0;
-    }
     return merge_put_range(m, b, 0, m->n_rec, false);
 }
 
@@ -425,10 +393,6 @@ size_t tally_merge_put_steps(struct tally_merge *m, struct tally_buf *b, size_t 
     size_t chunks = tally_merge_chunks(m, step);
     size_t first = chunks > 0 ? step : m->n_rec;
 
-    if (!merge_order(m)) {
-        b->oom = true;
-        return 0;
-    }
     tally_buf_add_bulk_i64(b, (int64_t)chunks);
     for (size_t c = 0; c < chunks; c++) {
         size_t from = first + c * step, to = from + step < m->n_rec ? from + step : m->n_rec;

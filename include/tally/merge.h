@@ -62,10 +62,9 @@ size_t tally_merge_records(const struct tally_merge *m);
 /* The buckets of M's records, a bit per bucket (TALLY_BUCKETS bits). */
 const uint64_t *tally_merge_touched(const struct tally_merge *m);
 
-/* Append M's records to B as src/scripts/merged.lua takes them, by bucket (from 00 up), in
- * each bucket in the order each was first added -- so that a call counting some of them
- * writes few buckets' keys, each once (src/scripts/count.lua) --: the Unix time of its hour,
- * then the record, as RESP bulk strings. Returns the number of arguments. */
+/* Append M's records to B as src/scripts/merged.lua takes them, in the order each was first
+ * added: the Unix time of its hour, then the record, as RESP bulk strings. Returns the number
+ * of arguments. */
 size_t tally_merge_put(struct tally_merge *m, struct tally_buf *b);
 
 /* The chunks a fold of M counting at most STEP records at once stages: the records past the
@@ -76,7 +75,7 @@ size_t tally_merge_chunks(const struct tally_merge *m, size_t step);
  * STEP records (STEP 0: no bound): the number of chunks (tally_merge_chunks()); each chunk as
  * one argument, text -- per record the Unix time of its hour, then the record, every token
  * followed by "\n" but the last --; then the first STEP records as tally_merge_put() puts
- * them. Records are in tally_merge_put()'s order. Returns the number of arguments. */
+ * them. Records keep the order each was first added. Returns the number of arguments. */
 size_t tally_merge_put_steps(struct tally_merge *m, struct tally_buf *b, size_t step);
 
 #endif

@@ -173,7 +173,6 @@ end
 local function counter_new(P, model, fresh, hour)
     local c = {P = P, model = model, buckets = {}, set = {}, site = {}, site_days = {},
                tags = {}, errors = 0, call = redis.call, fresh = fresh ~= nil,
-               w = {}, wkeys = {}, vs = {},
                at_hour = hour, at_day = hour and string.sub(hour, 1, 8), fd = {}, fh = {},
                hour_ttl = int(model.hour_ttl), day_ttl = int(model.day_ttl),
                visitors_ttl = int(model.visitors_ttl)}
@@ -206,8 +205,7 @@ end
 -- by metric), day and hour (of the record last counted in it), d and h (its day and hour keys
 -- of them by metric), on_d and on_h (whether the collector's list speaks of them), fd and fh
 -- (the metrics whose key of the list's day and hour is still to get its expiry), sd and sh
--- (those whose key's expiry the call set, for the answer), wide (whether its keys' writes
--- wait for the call's end, see write_all())}. Key names are built once per
+-- (those whose key's expiry the call set, for the answer)}. Key names are built once per
 -- bucket, metric and hour.
 local function bucket_of(c, tag)
     local b = c.buckets[tag]
@@ -217,7 +215,7 @@ local function bucket_of(c, tag)
     local n = tonumber(tag, 16)
     b = {tag = tag, kp = c.P .. '{' .. tag .. '}', t = {}, fd = c.fd[n] or 0,
          fh = c.fh[n] or 0, sd = 0, sh = 0, day = false, hour = false, d = false, h = false,
-         on_d = false, on_h = false, wide = false}
+         on_d = false, on_h = false}
     c.buckets[tag] = b
     c.tags[#c.tags + 1] = tag
     return b
@@ -237,253 +235,8 @@ local function bucket_at(c, b, day, hour)
     b.hour, b.h, b.on_h = hour, {}, listed(c, 'at_hour', hour)
 end
 
--- Writes, one per key. What a call adds to its buckets' shared keys -- the day's and the
--- all-time sorted sets, the hour's hashes, the site totals -- is gathered per key and member
--- in c.w and written when the call ends (counter_finish()), each key once: a key added to
--- once or twice by the command that adds (ZINCRBY, HINCRBY), a key added to more often by
--- reading its values in one command (ZMSCORE, HMGET) and writing the new ones in one (ZADD,
--- HSET). Each redis.call costs about as much as the command it runs (argument objects, the
--- lookup, the ACL check, the reply turned into Lua values): one ZADD of 40 members costs far
--- less than 40 ZINCRBYs. The collector sends a fold's records ordered by bucket and hour (see
--- src/merge.c), so the records of a call share few keys.
---
--- The values written are those the commands one by one would have left: a score is a double,
--- added to in the order of the additions (as ZINCRBY adds; Lua's numbers are the same
--- doubles, and ZMSCORE's text reads back exactly); a hash value is an integer, written by
--- HSET where both it and the result are exact in a Lua number (below 2^53), else added by
--- HINCRBY, which also refuses what it refused (a value that is no integer, an overflow). A
--- key Redis refuses (another type) is skipped as a command on it was, counted in c.errors.
-
-local WIDE = 3           -- additions to a key from which it is written wide
-local WIDE_RECORDS = 4   -- records of a bucket in a call from which its keys' writes wait
-local MAX_MEMBERS = 1000 -- members per command
-local EXACT = 2 ^ 53     -- integers below it are exact in a Lua number
-
--- The writes waiting for KEY, of KIND ('z': additions to a sorted set's scores, 's': scores
--- set, 'h': additions to a hash's fields): {key, kind, order (members, first seen first), v
--- (member -> addition, or for 'z' the list of them when more than one; for 's' the score),
--- n (additions), ttl (an expiry to set after the write, or false)}.
-local function writes_of(c, key, kind)
-    local w = c.w[key]
-    if not w then
-        w = {key = key, kind = kind, order = {}, v = {}, n = 0, ttl = false}
-        c.w[key] = w
-        c.wkeys[#c.wkeys + 1] = key
-    end
-    return w
-end
-
--- Add N (a number) to MEMBER of KEY: a sorted set's score (KIND 'z') or a hash's field ('h').
-local function add_to(c, kind, key, member, n)
-    local w = writes_of(c, key, kind)
-    local v = w.v[member]
-    w.n = w.n + 1
-    if v == nil then
-        w.order[#w.order + 1] = member
-        w.v[member] = n
-    elseif kind == 'h' then
-        w.v[member] = v + n -- integers: exact, a call's counts are far below 2^53
-    elseif type(v) == 'number' then
-        w.v[member] = {v, n}
-    else
-        v[#v + 1] = n
-    end
-end
-
--- Set MEMBER's score in the sorted set KEY to N (an integer).
-local function set_score(c, key, member, n)
-    local w = writes_of(c, key, 's')
-    if w.v[member] == nil then
-        w.order[#w.order + 1] = member
-    end
-    w.n = w.n + 1
-    w.v[member] = n
-end
-
--- The text of the score X, as ZADD reads it back exactly.
-local function score_text(x)
-    if x > -EXACT and x < EXACT and x == math.floor(x) then
-        return int(x)
-    end
-    return string.format('%.17g', x)
-end
-
--- The integer hash value S (HMGET's text) as a Lua number, or nil where that would not be
--- exact or HINCRBY would not take it as an integer ("007", "1.5").
-local function small_int(s)
-    if s == '0' or (#s <= 15 and string.find(s, '^%-?[1-9]%d*$')) then
-        return tonumber(s)
-    end
-    return nil
-end
-
--- May the call read scores with ZMSCORE? (A Redis user from before wide writes may not: then
--- its keys are added to one member at a time, as they were.)
-local function may_zmscore(c, key)
-    if c.zmscore == nil then
-        c.zmscore = redis.acl_check_cmd('ZMSCORE', key, 'x')
-    end
-    return c.zmscore
-end
-
--- Run CMD on KEY with the list ARGS (pairs), at most MAX_MEMBERS pairs a command.
-local function call_pairs(c, cmd, key, args)
-    for i = 1, #args, 2 * MAX_MEMBERS do
-        c.call(cmd, key, unpack(args, i, math.min(i + 2 * MAX_MEMBERS - 1, #args)))
-    end
-end
-
-local function write_hash(c, w)
-    local key, order, v = w.key, w.order, w.v
-    if w.n < WIDE then
-        for _, f in ipairs(order) do
-            c.call('HINCRBY', key, f, int(v[f]))
-        end
-        return
-    end
-    local args = {}
-    for i = 1, #order, MAX_MEMBERS do
-        local j = math.min(i + MAX_MEMBERS - 1, #order)
-        local got = c.call('HMGET', key, unpack(order, i, j))
-        if not got then
-            return -- refused: skipped, as each HINCRBY was
-        end
-        for k = i, j do
-            local f, old = order[k], got[k - i + 1]
-            local x = old == false and 0 or small_int(old)
-            local y = x and x + v[f]
-            if y and y > -EXACT and y < EXACT then
-                args[#args + 1] = f
-                args[#args + 1] = int(y)
-            else
-                c.call('HINCRBY', key, f, int(v[f]))
-            end
-        end
-    end
-    call_pairs(c, 'HSET', key, args)
-end
-
-local function write_zset(c, w)
-    local key, order, v = w.key, w.order, w.v
-    if w.n < WIDE or not may_zmscore(c, key) then
-        for _, m in ipairs(order) do
-            local a = v[m]
-            if type(a) == 'number' then
-                c.call('ZINCRBY', key, int(a), m)
-            else
-                for _, n in ipairs(a) do
-                    c.call('ZINCRBY', key, int(n), m)
-                end
-            end
-        end
-        return
-    end
-    local args = {}
-    for i = 1, #order, MAX_MEMBERS do
-        local j = math.min(i + MAX_MEMBERS - 1, #order)
-        local got = c.call('ZMSCORE', key, unpack(order, i, j))
-        if not got then
-            return
-        end
-        for k = i, j do
-            local m = order[k]
-            local x, a = got[k - i + 1], v[m]
-            x = x and tonumber(x) or 0
-            if type(a) == 'number' then
-                x = x + a
-            else
-                for _, n in ipairs(a) do
-                    x = x + n
-                end
-            end
-            args[#args + 1] = score_text(x)
-            args[#args + 1] = m
-        end
-    end
-    call_pairs(c, 'ZADD', key, args)
-end
-
--- Write every key's waiting writes, then the expiries waiting for them.
-local function write_all(c)
-    for _, key in ipairs(c.wkeys) do
-        local w = c.w[key]
-        if w.kind == 'h' then
-            write_hash(c, w)
-        elseif w.kind == 'z' then
-            write_zset(c, w)
-        else
-            local args = {}
-            for _, m in ipairs(w.order) do
-                args[#args + 1] = int(w.v[m])
-                args[#args + 1] = m
-            end
-            call_pairs(c, 'ZADD', key, args)
-        end
-        if w.ttl then
-            c.call('EXPIRE', key, w.ttl, 'NX')
-        end
-    end
-    c.w, c.wkeys = {}, {}
-end
-
--- The score of ID in the day's distinct-visitor sorted set KEY of a bucket written wide, as
--- the call left it: read once (ZSCORE), then kept here as the call sets it (its ZADD waits
--- for the call's end). A read Redis refused gives 0 and is not kept (as each ZSCORE was
--- refused).
-local function visitors_score(c, key, id)
-    local s = c.vs[key]
-    if not s then
-        s = {}
-        c.vs[key] = s
-    end
-    local v = s[id]
-    if v == nil then
-        local got = c.call('ZSCORE', key, id)
-        if got == nil then
-            return 0
-        end
-        v = tonumber(got or '0') or 0
-        s[id] = v
-    end
-    return v
-end
-
--- Set the score of ID in KEY to N (see visitors_score()).
-local function visitors_set(c, key, id, n)
-    local s = c.vs[key]
-    if s and s[id] ~= nil then
-        s[id] = n
-    end
-    set_score(c, key, id, n)
-end
-
--- Add N (a number) to ID's score in the sorted set KEY, or its field in the hash KEY, of
--- bucket B: at once, or at the call's end where B's writes wait.
-local function zincr(c, b, key, id, n)
-    if b.wide then
-        add_to(c, 'z', key, id, n)
-    else
-        c.call('ZINCRBY', key, int(n), id)
-    end
-end
-
-local function hincr(c, b, key, id, n)
-    if b.wide then
-        add_to(c, 'h', key, id, n)
-    else
-        c.call('HINCRBY', key, id, int(n))
-    end
-end
-
--- Set the expiry of KEY (NX): at once, or for a key with writes waiting (see below) after
--- they are written -- an expiry set before the key exists would be lost.
 local function expire(c, key, ttl)
-    local w = c.w[key]
-    if w then
-        w.ttl = ttl
-    else
-        c.call('EXPIRE', key, ttl, 'NX')
-    end
+    c.call('EXPIRE', key, ttl, 'NX')
 end
 
 -- Set the expiry of KEY (TTL: seconds, as text), the day (DAY true) or hour key of METRIC in bucket B, once per call:
@@ -557,12 +310,12 @@ local function bump(c, b, metric, id, n)
         end
         s.n[metric] = (s.n[metric] or 0) + n
     end
-    local d, h = day_key(b, metric), hour_key(b, metric)
-    zincr(c, b, d, id, n)
+    local d, h, ns = day_key(b, metric), hour_key(b, metric), int(n)
+    c.call('ZINCRBY', d, ns, id)
     expire_fresh(c, b, b.on_d, true, metric, d, c.day_ttl)
-    hincr(c, b, h, id, n)
+    c.call('HINCRBY', h, id, ns)
     expire_fresh(c, b, b.on_h, false, metric, h, c.hour_ttl)
-    zincr(c, b, top_key(b, metric), id, n)
+    c.call('ZINCRBY', top_key(b, metric), ns, id)
 end
 
 local function pfadd(c, key, list)
@@ -600,38 +353,17 @@ local function visitors(c, b, totals, id, list)
     if not now_count or now_count <= 2 * #list then
         expire(c, vd, c.visitors_ttl)
     end
-    local grown
-    if b.wide then
-        grown = (now_count or 0) - visitors_score(c, d, id)
-    else
-        grown = (now_count or 0) - (tonumber(c.call('ZSCORE', d, id) or '0') or 0)
-    end
+    local grown = (now_count or 0) - (tonumber(c.call('ZSCORE', d, id) or '0') or 0)
     if grown <= 0 then
         return
     end
-    if b.wide then
-        visitors_set(c, d, id, now_count)
-    else
-        c.call('ZADD', d, int(now_count), id)
-    end
+    c.call('ZADD', d, int(now_count), id)
     expire_fresh(c, b, b.on_d, true, 'visitors', d, c.day_ttl)
-    local h = hour_key(b, 'visitors')
-    hincr(c, b, h, id, grown)
+    local h, gs = hour_key(b, 'visitors'), int(grown)
+    c.call('HINCRBY', h, id, gs)
     expire_fresh(c, b, b.on_h, false, 'visitors', h, c.hour_ttl)
-    c.call('HINCRBY', totals, 'visitors', int(grown))
-    zincr(c, b, top_key(b, 'visitors'), id, grown)
-end
-
--- Let the writes to the keys of each bucket of which COUNT (tag -> records) has at least
--- WIDE_RECORDS records wait for the call's end (write_all()): a bucket of fewer records is
--- written at once, command by command, as gathering costs more than it spares there. Once a
--- bucket's writes wait, they wait until the call's end, whatever is counted after.
-local function counter_wide(c, count)
-    for tag, n in pairs(count) do
-        if n >= WIDE_RECORDS then
-            bucket_of(c, tag).wide = true
-        end
-    end
+    c.call('HINCRBY', totals, 'visitors', gs)
+    c.call('ZINCRBY', top_key(b, 'visitors'), gs, id)
 end
 
 -- Count record R filed under DAY ("YYYYMMDD") and HOUR ("YYYYMMDDHH").
@@ -689,7 +421,7 @@ local function count_record(c, r, day, hour)
     end
 end
 
--- Write the call's site totals and every write waiting (see write_all()). Returns the keys whose expiry the call set where the
+-- Write the call's site totals. Returns the keys whose expiry the call set where the
 -- collector's list spoke of them, in the form of that list (empty without one), and the
 -- buckets it touched ("0a3f...").
 local function counter_finish(c)
@@ -697,12 +429,12 @@ local function counter_finish(c)
         local s = c.site[day]
         local key = s.b.kp .. 's:' .. day
         for _, metric in ipairs(s.names) do
-            add_to(c, 'h', key, metric, s.n[metric])
-            add_to(c, 'h', s.b.kp .. 's:all', metric, s.n[metric])
+            local n = int(s.n[metric])
+            c.call('HINCRBY', key, metric, n)
+            c.call('HINCRBY', s.b.kp .. 's:all', metric, n)
         end
         expire_fresh(c, s.b, s.on, true, 'site', key, c.day_ttl)
     end
-    write_all(c)
     local expired = {}
     for _, tag in ipairs(c.tags) do
         local b = c.buckets[tag]

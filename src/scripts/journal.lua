@@ -56,14 +56,6 @@ local function count_merged(c, t, pos)
     local at, day, hour
     local r = {} -- each record read into it, counted and forgotten
     local n = #t
-    -- The buckets with records enough to be written wide (see counter_wide()).
-    local count, p = {}, pos
-    while p <= n do
-        local tag = t[p + 1]
-        count[tag] = (count[tag] or 0) + 1
-        p = skip_record(t, p + 1)
-    end
-    counter_wide(c, count)
     while pos <= n do
         if t[pos] ~= at then
             at = t[pos]
@@ -254,13 +246,7 @@ local function fold_journal(c, journal, count, before, step, staged, registry)
         end
         stage(staged, chunks, journal, registry)
     end
-    local counted, count = step and math.min(step, #order) or #order, {}
-    for i = 1, counted do
-        local tag = merged[order[i]].tag
-        count[tag] = (count[tag] or 0) + 1
-    end
-    counter_wide(c, count)
-    for i = 1, counted do
+    for i = 1, step and math.min(step, #order) or #order do
         local r = merged[order[i]]
         local day, hour = day_hour(r.time)
         count_record(c, r, day, hour)

@@ -179,49 +179,6 @@ class AclTest(harness.TallyTestCase):
         self.assertEqual(self.redis.keys("tally:{00}[qrc]:*"), [])
         self.assertEqual(self.redis.command("ACL", "LOG"), [])
 
-    def test_a_user_from_before_wide_writes_adds_one_member_at_a_time(self):
-        """The tally user as deploy/redis.conf had it before folds wrote each bucket key once
-        (no ZMSCORE): a fold whose buckets have records enough to be written wide adds to
-        their sorted sets one member at a time, as it did, with nothing refused or skipped."""
-        old = [r for r in tally_user_rules() if r != "+zmscore"]
-        self.assertEqual(len(old), len(tally_user_rules()) - 1)
-        self.redis.command("ACL", "SETUSER", "tally_old", "reset", *old)
-        self.addCleanup(self.redis.command, "ACL", "DELUSER", "tally_old")
-        url = "redis://tally_old:%s@127.0.0.1:%d/0" % (PASSWORD, self.redis.port)
-        t = self.track(harness.Tallyd(self.redis, ["--redis", url, "--token", TOKEN,
-                                                   "--view-window", "0",
-                                                   "--fold-interval", "10000"], threads=1))
-        self.addCleanup(t.close)
-        t.start()
-        self.redis.command("CONFIG", "RESETSTAT")
-        # 1,000 articles in one fold, by bucket: about 4 in each bucket, 32 buckets a call.
-        for k in range(0, 1000, 100):
-            events = [{"type": "view", "article": "wide/%d" % i} for i in range(k, k + 100)]
-            self.assertEqual(t.post_events(events).body, {"accepted": 100, "ignored": 0})
-        events = [{"type": "view", "article": "wide/%d" % i} for i in range(0, 1000, 100)]
-        self.assertEqual(t.post_events(events).body, {"accepted": 10, "ignored": 0})
-        self.assertEqual(t.get("/v1/totals?period=day").body["views"], 1010)
-        self.assertEqual(t.stats("wide/0")["views"], 2)
-        self.assertEqual(t.stats("wide/999")["views"], 1)
-
-        def scores(pattern):
-            n = 0
-            for k in self.redis.keys(pattern):
-                pairs = self.redis.command("ZRANGE", k, 0, -1, "WITHSCORES")
-                n += sum(int(float(x)) for x in pairs[1::2])
-            return n
-
-        self.assertEqual(scores("tally:{??}t:views"), 1010)
-        self.assertEqual(scores("tally:{??}d:views:*"), 1010)
-        # Hashes were written wide (HMGET, HSET), sorted sets one member at a time.
-        stats = self.redis.command("INFO", "commandstats").decode()
-        self.assertIn("cmdstat_hmget:", stats)
-        self.assertNotIn("cmdstat_zmscore:", stats)
-        m = t.metrics()
-        self.assertEqual(harness.metric(m, "tally_fold_skipped_commands_total"), 0)
-        self.assertEqual(harness.metric(m, "tally_fold_errors_total"), 0)
-        self.assertEqual(self.redis.command("ACL", "LOG"), [])
-
     def test_the_tally_user_may_do_nothing_else(self):
         c = self.as_tally()
         try:

@@ -1267,10 +1267,9 @@ class JournalTest(harness.TallyTestCase):
         self.assertNoJournal()
         self.assertEqual(harness.metric(t.metrics(), "tally_fold_stale_total"), 1)
 
-    # ---- 7. wide writes ----
-    # A call writes each bucket key once (count.lua's write_all()): additions gathered per key
-    # and member, a key added to three times or more read (ZMSCORE, HMGET) and written (ZADD,
-    # HSET) once. The values must be those of the commands one by one.
+    # ---- 7. one call, many records of a bucket ----
+    # What a fold's call counts for records sharing their bucket's keys, to the last unit: an
+    # article in two hours of one call, values past 2^31 and at 2^53, keys of another type.
 
     def fold_by_hand(self, entries):
         """Append ENTRIES [(unix time, [record...])...], each record a list of count.lua's
@@ -1304,9 +1303,9 @@ class JournalTest(harness.TallyTestCase):
 
     def test_an_article_in_two_hours_of_one_call(self):
         """Article x in two hours of one fold call, beside y and z in the same bucket: each
-        hour gets the visitors the day's estimate grew by in it (the day's score read once for
-        the bucket, then kept as the call sets it), and values past 2^31 and at 2^53 come out
-        as the commands one by one leave them."""
+        hour gets the visitors the day's estimate grew by in it, and values past 2^31 and at
+        2^53 come out as Redis's commands leave them (scores are doubles: 1 added twice to 2^53
+        is lost both times)."""
         at = 1800000000  # 2027-01-15 08:00 UTC
         kp, day, h8, h9 = "tally:{5e}", "20270115", "2027011508", "2027011509"
         # Before: a score past 2^31 with a fraction, one at 2^53 (1 added twice is lost both
@@ -1358,10 +1357,10 @@ class JournalTest(harness.TallyTestCase):
             self.assertGreater(self.redis.command("TTL", kp + k), 0, k)
         self.assertNoJournal()
 
-    def test_wide_writes_skip_a_key_of_another_type_and_write_the_rest(self):
-        """Four articles of one bucket in one call (their writes wait for its end): the day's
-        sorted set and the hour's hash of views are strings, their reads (ZMSCORE, HMGET) are
-        refused and skipped, and said; every other key is written."""
+    def test_a_call_skips_two_keys_of_another_type_and_writes_the_rest(self):
+        """Four articles of one bucket in one call: the day's sorted set and the hour's hash of
+        views are strings, each command on them is refused and skipped (two per record), and
+        said; every other key is written."""
         at = 1800000000
         kp, day, h8 = "tally:{5e}", "20270115", "2027011508"
         self.redis.command("SET", kp + "d:views:" + day, "not a sorted set")
@@ -1369,7 +1368,7 @@ class JournalTest(harness.TallyTestCase):
         r = self.fold_by_hand([(at, [self.record("5e", a, n) for a, n in
                                      (("p", 1), ("q", 2), ("r", 3), ("s", 1), ("p", 4))])])
         self.assertEqual(r[0], 1, r)
-        self.assertEqual(r[3], 2, r)
+        self.assertEqual(r[3], 8, r)
         self.assertRegex(r[4].decode(), "^WRONGTYPE")
         self.assertEqual(self.redis.command("GET", kp + "d:views:" + day), b"not a sorted set")
         self.assertEqual(self.redis.command("GET", kp + "h:views:" + h8), b"not a hash")
