@@ -343,6 +343,24 @@ static void agg_declare_bucket(struct tally_agg *a, unsigned bucket, unsigned ma
     }
 }
 
+/* Record R's repeat-view hash of the unit's window-long slot (PREV 0) or of the one before
+ * (PREV 1), "P{bb}w:<id>:<slot>" as src/scripts/unit.lua names them, into KEY (TALLY_KEY_MAX
+ * bytes). Its length; 0 if it does not fit. */
+static size_t agg_window_key(const struct tally_agg *a, const struct agg_rec *r, int prev,
+                             char *key)
+{
+    size_t len = tally_key_base(key, TALLY_KEY_MAX, a->prefix, r->bucket, 'w');
+    int n;
+
+    if (len == 0 || len + r->len >= TALLY_KEY_MAX)
+        return 0;
+    memcpy(key + len, r->id, r->len);
+    len += r->len;
+    n = snprintf(key + len, TALLY_KEY_MAX - len, ":%lld",
+                 (long long)(a->now / a->window) - prev);
+    return n > 0 && (size_t)n < TALLY_KEY_MAX - len ? len + (size_t)n : 0;
+}
+
 /* Record R's own keys; its bucket keys are declared once per unit, by agg_declare_buckets(). */
 static void agg_declare_article(struct tally_agg *a, const struct agg_rec *r)
 {
@@ -353,15 +371,16 @@ static void agg_declare_article(struct tally_agg *a, const struct agg_rec *r)
     if (r->n_vis == 0)
         return;
     agg_key(a, r->bucket, 'v', 3, a->day, dl, ":", (size_t)1, r->id, len);
-    if (a->window > 0) {
-        long long slot = (long long)(a->now / a->window);
-        char num[2][24];
-        int n0 = snprintf(num[0], sizeof(num[0]), ":%lld", slot);
-        int n1 = snprintf(num[1], sizeof(num[1]), ":%lld", slot - 1);
+    if (a->window > 0)
+        for (int k = 0; k < 2; k++) {
+            char key[TALLY_KEY_MAX];
+            size_t n = agg_window_key(a, r, k, key);
 
-        agg_key(a, r->bucket, 'w', 2, r->id, len, num[0], (size_t)n0);
-        agg_key(a, r->bucket, 'w', 2, r->id, len, num[1], (size_t)n1);
-    }
+            if (n > 0) {
+                tally_buf_add_bulk(&a->keys, key, n);
+                a->nkeys++;
+            }
+        }
 }
 
 static void agg_declare_buckets(struct tally_agg *a)
@@ -427,13 +446,14 @@ static int agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool share
     return 0;
 }
 
-/* A journal's segment (src/scripts/ack.lua): the views to check, the comment deltas, then
- * every record's other counts as the journal entry's text. */
+/* A journal's segment (src/scripts/ack.lua): the views to check (each record's repeat-view
+ * hashes named in full: the script builds no key per view), the comment deltas, then every
+ * record's other counts as the journal entry's text. */
 static int agg_emit_journal_seg(struct tally_agg *a, bool shared)
 {
     const struct agg_rec *r, *end = a->rec + a->n_rec;
     struct tally_record rec;
-    char tag[2], vh[16];
+    char tag[2], vh[16], key[TALLY_KEY_MAX];
     size_t n = 0;
 
     for (r = a->rec + a->seg_first; r < end; r++) {
@@ -444,9 +464,13 @@ static int agg_emit_journal_seg(struct tally_agg *a, bool shared)
     for (r = a->rec + a->seg_first; r < end && n > 0; r++) {
         if (r->n_vis == 0)
             continue;
-        tally_key_tag(r->bucket, tag);
-        agg_arg(a, tag, 2);
-        agg_arg(a, r->id, r->len);
+        for (int k = 0; k < 2; k++) {
+            size_t len = agg_window_key(a, r, k, key);
+
+            if (len == 0)
+                return TALLY_EINVAL;
+            agg_arg(a, key, len);
+        }
         agg_arg_int(a, r->n_vis);
         for (uint32_t v = r->vis_head; v != AGG_NONE; v = a->vis[v].next) {
             tally_visitor_hex(a->vis[v].id, vh);
@@ -508,8 +532,10 @@ static int agg_emit_seg(struct tally_agg *a, const struct tally_agg_req *idem, u
     agg_arg_int(a, (int64_t)bot);
     agg_arg_int(a, (int64_t)prefetch);
     if (a->journal != NULL) {
-        if (agg_emit_journal_seg(a, idem == NULL) < 0)
-            return TALLY_ENOMEM;
+        int rc = agg_emit_journal_seg(a, idem == NULL);
+
+        if (rc < 0)
+            return rc;
     } else {
         agg_arg_int(a, (int64_t)(a->n_rec - a->seg_first));
         for (size_t i = a->seg_first; i < a->n_rec; i++)

@@ -16,7 +16,9 @@
 -- ARGV     P window marker_ttl idem_ttl now fence fresh model segment... as in unit.lua,
 --          but each segment is
 --            idem_key digest accepted bot prefetch
---            nchecks (tag id nvisitors visitor...)...   the views to check, with a window > 0
+--            nchecks (cur prev nvisitors visitor...)... the views to check, with a window > 0:
+--                                                       cur and prev the article's repeat-view
+--                                                       hashes (see unit.lua), named in full
 --            ncomments (tag id ndeltas delta...)...     the comment deltas
 --            records                                    every record's other counts
 --          records is the text of the journal entry for the segment: each record as
@@ -89,12 +91,20 @@ while pos <= #ARGV do
         pos = pos + 6
         for _ = 1, tonumber(ARGV[pos - 1]) do
             local n = tonumber(ARGV[pos + 2])
-            local is_rep = repeats_of(ARGV[1] .. '{' .. ARGV[pos] .. '}', ARGV[pos + 1],
-                                      {unpack(ARGV, pos + 3, pos + 2 + n)}, now, window)
-            for i = 1, n do
-                if is_rep[i] then
-                    rep[#rep + 1] = seen + i
-                    reps[#reps + 1] = entry_vis + seen + i
+            if n == 1 then
+                if repeat_one(ARGV[pos], ARGV[pos + 1], ARGV[pos + 3], now, ARGV[5], window) then
+                    rep[#rep + 1] = seen + 1
+                    reps[#reps + 1] = entry_vis + seen + 1
+                end
+            else
+                local is_rep = repeats_of(ARGV[pos], ARGV[pos + 1],
+                                          {unpack(ARGV, pos + 3, pos + 2 + n)}, now, ARGV[5],
+                                          window)
+                for i = 1, n do
+                    if is_rep[i] then
+                        rep[#rep + 1] = seen + i
+                        reps[#reps + 1] = entry_vis + seen + i
+                    end
                 end
             end
             seen = seen + n

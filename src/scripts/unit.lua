@@ -44,27 +44,39 @@ local function hmget(key, list)
     return got
 end
 
--- Which of the views VIS (visitors, in order) of article ID (keys KP) at NOW repeat a view
--- within WINDOW? Views are remembered in hashes per window-long slot; the current and the
--- previous slot cover every view within a window. Returns a list of booleans, one per view,
--- as if each were checked and remembered in turn (a visitor twice in VIS repeats itself), in
--- four commands for the whole list (per 1,000 views): HMGET of the current slot, HMGET of the
--- previous one for the visitors not in it, one HSET of the views that count, EXPIRE NX when
--- that made new fields.
-local function repeats_of(kp, id, vis, now, window)
-    local slot = math.floor(now / window)
-    local cur = kp .. 'w:' .. id .. ':' .. slot
-    if #vis == 1 then -- one view, the most common: the same commands, no lists
-        local v = vis[1]
-        local seen = redis.call('HGET', cur, v) or
-                     redis.call('HGET', kp .. 'w:' .. id .. ':' .. (slot - 1), v)
-        if seen and now - tonumber(seen) < window then
-            return {true}
-        end
-        if redis.call('HSET', cur, v, now) == 1 then
-            redis.call('EXPIRE', cur, 2 * window, 'NX')
-        end
-        return {false}
+-- Views are remembered in hashes per window-long slot, visitor -> time of the last view
+-- counted: "P{bb}w:<id>:<slot>", slot the view's Unix time divided by the window; the current
+-- and the previous slot cover every view within a window. A hash gets its expiry (EXPIRE NX)
+-- in the step that makes it, not with every view: to tell a new hash, each HSET also writes
+-- the field "_" (no visitor's: those are 16 hex digits), so a hash is new exactly when every
+-- field written was new, "_" included. (A hash without "_" that an HSET did not make was made
+-- by a version that set the expiry whenever it added a field: it has its expiry.)
+
+-- Is the view of visitor V at NOW (NOW_S: the same time as the collector wrote it) a repeat
+-- of a view within WINDOW? CUR and PREV are the article's hashes of NOW's slot and the one
+-- before. If not, it is remembered. The most common check: two commands when the visitor
+-- is new to the article, one when it repeats a view of this slot (and EXPIRE when the HSET
+-- made the hash).
+local function repeat_one(cur, prev, v, now, now_s, window)
+    local seen = redis.call('HGET', cur, v) or redis.call('HGET', prev, v)
+    if seen and now - tonumber(seen) < window then
+        return true
+    end
+    if redis.call('HSET', cur, v, now_s, '_', '1') == 2 then
+        redis.call('EXPIRE', cur, 2 * window, 'NX')
+    end
+    return false
+end
+
+-- Which of the views VIS (visitors, in order) of one article at NOW (NOW_S, WINDOW, CUR and
+-- PREV as for repeat_one()) repeat a view within WINDOW? Returns a list of booleans, one per
+-- view, as if each were checked and remembered in turn (a visitor twice in VIS repeats
+-- itself), in three commands for the whole list (per 1,000 views): HMGET of the current
+-- slot, HMGET of the previous one for the visitors not in it, one HSET of the views that
+-- count (and EXPIRE when it made the hash).
+local function repeats_of(cur, prev, vis, now, now_s, window)
+    if #vis == 1 then
+        return {repeat_one(cur, prev, vis[1], now, now_s, window)}
     end
     local seen = hmget(cur, vis)
     local ask, at = {}, {}
@@ -75,9 +87,9 @@ local function repeats_of(kp, id, vis, now, window)
         end
     end
     if #ask > 0 then
-        local prev = hmget(kp .. 'w:' .. id .. ':' .. (slot - 1), ask)
+        local got = hmget(prev, ask)
         for j = 1, #ask do
-            seen[at[j]] = prev[j]
+            seen[at[j]] = got[j]
         end
     end
     local rep, now_seen, set = {}, {}, {}
@@ -89,14 +101,19 @@ local function repeats_of(kp, id, vis, now, window)
             rep[i] = false
             now_seen[v] = now
             set[#set + 1] = v
-            set[#set + 1] = now
+            set[#set + 1] = now_s
         end
     end
+    if #set == 0 then
+        return rep
+    end
+    set[#set + 1] = '_'
+    set[#set + 1] = '1'
     local made = 0
     for i = 1, #set, 2000 do
         made = made + redis.call('HSET', cur, unpack(set, i, math.min(i + 1999, #set)))
     end
-    if made > 0 then
+    if made * 2 == #set then
         redis.call('EXPIRE', cur, 2 * window, 'NX')
     end
     return rep
@@ -181,6 +198,11 @@ local function run_unit(KEYS, ARGV, sink, finish)
     local now = tonumber(ARGV[5])
     local day, hour = day_hour(now)
     local pos = 9
+    local cur_slot, prev_slot -- ":<slot>" of the repeat-view hashes (see repeat_one())
+    if window > 0 then
+        local slot = math.floor(now / window)
+        cur_slot, prev_slot = ':' .. slot, ':' .. (slot - 1)
+    end
 
     local result = {'ok', ''}
     local s = 1
@@ -202,8 +224,9 @@ local function run_unit(KEYS, ARGV, sink, finish)
                 local r
                 r, pos = read_record(ARGV, pos)
                 if window > 0 and #r.vis > 0 then
-                    local kp = ARGV[1] .. '{' .. r.tag .. '}'
-                    local is_rep = repeats_of(kp, r.id, r.vis, now, window)
+                    local kw = ARGV[1] .. '{' .. r.tag .. '}w:' .. r.id
+                    local is_rep = repeats_of(kw .. cur_slot, kw .. prev_slot, r.vis, now,
+                                              ARGV[5], window)
                     for i = 1, #r.vis do
                         if is_rep[i] then
                             repeats = repeats + 1

@@ -233,8 +233,9 @@ static void expect_segment(struct cur *c, const char *idem, long long accepted, 
         expect_article(c, &arts[i]);
 }
 
-/* One article's entry in a journal segment's checks ("tag id n visitor...", LIST: hex
- * visitor ids) or comments ("tag id n delta...", LIST: deltas), comma-separated. */
+/* One article's entry in a journal segment's checks ("cur prev n visitor...", its
+ * repeat-view hashes of the unit's slot and the one before, "tally:{tag}w:<id>:<slot>";
+ * LIST: hex visitor ids) or comments ("tag id n delta...", LIST: deltas), comma-separated. */
 struct want_list {
     const char *id, *list;
 };
@@ -248,9 +249,11 @@ struct want_seg {
     const char *text;
 };
 
-static void expect_lists(struct cur *c, const struct want_list *w, size_t max, bool hex)
+/* The checks (SLOT: the unit's window-long slot) or, SLOT -1, the comments. */
+static void expect_lists(struct cur *c, const struct want_list *w, size_t max, long long slot)
 {
-    char items[64][32], tag[3], h[17];
+    bool hex = slot >= 0;
+    char items[64][32], tag[3], h[17], key[128];
     size_t n = 0;
 
     while (n < max && w[n].id != NULL)
@@ -260,8 +263,15 @@ static void expect_lists(struct cur *c, const struct want_list *w, size_t max, b
         size_t k = split(w[i].list, items, 64);
 
         bucket_hex(w[i].id, strlen(w[i].id), tag);
-        cur_str(c, tag);
-        cur_str(c, w[i].id);
+        if (hex) {
+            snprintf(key, sizeof(key), "tally:{%s}w:%s:%lld", tag, w[i].id, slot);
+            cur_str(c, key);
+            snprintf(key, sizeof(key), "tally:{%s}w:%s:%lld", tag, w[i].id, slot - 1);
+            cur_str(c, key);
+        } else {
+            cur_str(c, tag);
+            cur_str(c, w[i].id);
+        }
         cur_int(c, (long long)k);
         for (size_t j = 0; j < k; j++) {
             if (!hex) {
@@ -274,15 +284,16 @@ static void expect_lists(struct cur *c, const struct want_list *w, size_t max, b
     }
 }
 
-static void expect_journal_segment(struct cur *c, const struct want_seg *w)
+/* W, of a unit whose window-long slot is SLOT. */
+static void expect_journal_segment(struct cur *c, const struct want_seg *w, long long slot)
 {
     cur_str(c, w->idem);
     cur_str(c, w->digest);
     cur_int(c, w->accepted);
     cur_int(c, w->bot);
     cur_int(c, w->prefetch);
-    expect_lists(c, w->checks, N_ELEMS(w->checks), true);
-    expect_lists(c, w->comments, N_ELEMS(w->comments), false);
+    expect_lists(c, w->checks, N_ELEMS(w->checks), slot);
+    expect_lists(c, w->comments, N_ELEMS(w->comments), -1);
     cur_str(c, w->text);
 }
 
@@ -1016,8 +1027,8 @@ static void reply_unit_make(struct reply_unit *u, bool journal)
     agg_build_ok(&u->a, u->reqs, 4, "u-1", &r, &c);
     expect_header(&c, &u->a, "x", "u-1");
     if (journal) {
-        expect_journal_segment(&c, &journal_segs[0]);
-        expect_journal_segment(&c, &journal_segs[1]);
+        expect_journal_segment(&c, &journal_segs[0], 1800001799 / 1800);
+        expect_journal_segment(&c, &journal_segs[1], 1800001799 / 1800);
     } else {
         expect_segment(&c, NULL, 6, 4, 2, shared, N_ELEMS(shared));
         expect_segment(&c, idem, 1, 1, 2, keyed, N_ELEMS(keyed));
@@ -1280,7 +1291,8 @@ static void test_agg_frames_a_journal_unit_exactly(void **state)
     } cases[] = {
         /* Checked: the view counts unless the ack finds it a repeat. */
         {1800, true, 24,
-         JOURNAL_HEAD("$4\r\n1800\r\n") "$1\r\n1\r\n$2\r\n8c\r\n$1\r\na\r\n$1\r\n1\r\n"
+         JOURNAL_HEAD("$4\r\n1800\r\n") "$1\r\n1\r\n$21\r\ntally:{8c}w:a:1000000\r\n"
+                                        "$20\r\ntally:{8c}w:a:999999\r\n$1\r\n1\r\n"
                                         "$16\r\n0000000000000011\r\n"
                                         "$1\r\n0\r\n"
                                         "$33\r\n8c\na\n0\n1\n0000000000000011\n0\n0\n0\n0\r\n"},
@@ -1438,7 +1450,7 @@ static void test_agg_lists_comments_apart_from_the_journal_text(void **state)
         agg_build_ok(&a, reqs, 3, "u-1", &r, &c);
         expect_header(&c, &a, "b", "u-1");
         for (size_t k = 0; k < N_ELEMS(want); k++)
-            expect_journal_segment(&c, &want[k]);
+            expect_journal_segment(&c, &want[k], windows[i] > 0 ? 1800001799 / windows[i] : 0);
         cur_end(&c);
         /* Merged: b made no record; each segment's a adds up. */
         assert_int_equal(merge_text(&a, "[ok \"\" [1 5 0 0 0] [1 1 0 0 0] [1 2 0 0 0] \"1-0\" 1]",
@@ -2103,8 +2115,10 @@ static void rand_expect_merged(struct rand_unit *u, struct rand_merged *w, struc
 
 /* Each journal segment of the unit in R, from argument AT on: its checks are its text's
  * records with visitors, in the same order with the same visitors (none without a WINDOW),
- * and its text has no comment deltas. Returns the number of segments. */
-static size_t rand_check_journal_text(const struct resp *r, size_t at, uint32_t window)
+ * each named by its repeat-view hashes of the slot of NOW and the one before, and its text
+ * has no comment deltas. Returns the number of segments. */
+static size_t rand_check_journal_text(const struct resp *r, size_t at, uint32_t window,
+                                      int64_t now)
 {
     size_t n_segs = 0;
 
@@ -2151,11 +2165,20 @@ static size_t rand_check_journal_text(const struct resp *r, size_t at, uint32_t 
             nvis = strtoul(tok[3], NULL, 10);
             if (window == 0 || nvis == 0)
                 continue;
-            /* The next check is this record's: tag, id, nvisitors, its visitors (the text
-             * has its views between id and nvisitors). */
+            /* The next check is this record's: its two hashes, nvisitors, its visitors (the
+             * text has its views between id and nvisitors). */
             assert_true(checks-- > 0);
-            for (k = 0; k < 3 + nvis; k++) {
-                const char *want = tok[k < 2 ? k : k + 1];
+            for (k = 0; k < 2; k++) {
+                char key[512];
+                int len = snprintf(key, sizeof(key), "tally:{%.2s}w:%.*s:%lld", tok[0],
+                                   (int)strcspn(tok[1], "\n"), tok[1],
+                                   (long long)(now / window) - (long long)k);
+
+                assert_int_equal(r->len[chk_at + k], (size_t)len);
+                assert_memory_equal(r->p[chk_at + k], key, (size_t)len);
+            }
+            for (; k < 3 + nvis; k++) {
+                const char *want = tok[k + 1];
                 size_t len = strcspn(want, "\n");
 
                 assert_int_equal(r->len[chk_at + k], len);
@@ -2206,7 +2229,7 @@ static void test_agg_merges_a_brute_force_count_of_many_requests(void **state)
         for (size_t i = 0; i < RAND_REQUESTS; i++)
             n_seg += u->rq[i].idem_key != NULL && u->rq[i].n > 0;
         /* numkeys, 3 keys, P window 600 86400 now fence fresh model: 12 arguments */
-        assert_int_equal(rand_check_journal_text(&r, 12, a.window), n_seg);
+        assert_int_equal(rand_check_journal_text(&r, 12, a.window, a.now), n_seg);
         memset(w, 0, sizeof(*w));
         for (size_t i = 0; i < RAND_ARTICLES; i++) {
             w->order[i] = -1;
