@@ -50,8 +50,8 @@ def catch(a, tallyd, work):
                  "--view-window", str(a.window)]
         if a.window > 0:
             extra += ["--trust-proxy", "127.0.0.1"]
-        tport, tp = capacity.start_tally(tallyd, work, ["--redis", "redis://127.0.0.1:%d/0" % rport],
-                                         extra)
+        url = "redis://127.0.0.1:%d/0" % rport
+        tport, tp = capacity.start_tally(tallyd, work, ["--redis", url], extra)
         lines, ev = [], threading.Event()
         wrk = subprocess.Popen(
             ["wrk", "-t", "2", "-c", "64", "-d", "%ds" % a.seconds, "--timeout", "5s", "-s",
