@@ -65,16 +65,24 @@ class VisitorsTest(harness.TallyTestCase):
     def test_a_repeat_view_hash_gets_its_expiry_from_the_write_that_makes_it(self):
         """A hash of repeat views (w:) is made with its expiry and the field "_"; a later write
         adds its visitor and leaves the expiry alone. A hash without "_" (as made before it
-        was kept) is still read and written, and keeps its expiry."""
-        t = self.tallyd
-        self.assertEqual(self.view(t, "v/hash", BROWSER_A).body, {"accepted": 1, "ignored": 0})
-        [key] = self.redis.keys("tally:{??}w:v/hash:*")
+        was kept) is still read and written, and keeps its expiry. The journal's acks and
+        the direct path's writes alike."""
+        direct = self.track(harness.Tallyd(self.redis, ["--fold-interval", "0"]))
+        self.addCleanup(direct.close)
+        direct.start()
+        for t, article in ((self.tallyd, "v/hash"), (direct, "v/hash-direct")):
+            with self.subTest(article=article):
+                self.check_repeat_view_hash(t, article)
+
+    def check_repeat_view_hash(self, t, article):
+        self.assertEqual(self.view(t, article, BROWSER_A).body, {"accepted": 1, "ignored": 0})
+        [key] = self.redis.keys("tally:{??}w:%s:*" % article)
         fields = self.redis.command("HGETALL", key)
         self.assertEqual(len(fields), 4, fields)  # the visitor and "_"
         self.assertEqual(dict(zip(fields[::2], fields[1::2]))[b"_"], b"1")
         self.assertTrue(3590 <= self.redis.command("TTL", key) <= 3600)
         self.redis.command("EXPIRE", key, 500)
-        self.assertEqual(self.view(t, "v/hash", BROWSER_B).body, {"accepted": 1, "ignored": 0})
+        self.assertEqual(self.view(t, article, BROWSER_B).body, {"accepted": 1, "ignored": 0})
         self.assertEqual(self.redis.command("HLEN", key), 3)
         self.assertTrue(490 <= self.redis.command("TTL", key) <= 500)
         # As made before "_": its visitors and an expiry of its own.
@@ -83,14 +91,14 @@ class VisitorsTest(harness.TallyTestCase):
         self.assertEqual(self.redis.command("HDEL", key, "_"), 1)
         self.redis.command("EXPIRE", key, 400)
         for ua in (BROWSER_A, BROWSER_B):
-            self.assertEqual(self.view(t, "v/hash", ua).body,
+            self.assertEqual(self.view(t, article, ua).body,
                              {"accepted": 0, "ignored": 1, "ignored_reasons": {"repeat": 1}})
-        self.assertEqual(self.view(t, "v/hash", BROWSER_C).body, {"accepted": 1, "ignored": 0})
+        self.assertEqual(self.view(t, article, BROWSER_C).body, {"accepted": 1, "ignored": 0})
         fields = self.redis.command("HKEYS", key)
         self.assertEqual(len(fields), 4, fields)  # A, B, C and "_" again
         self.assertTrue(set(visitors + [b"_"]) <= set(fields), fields)
         self.assertTrue(390 <= self.redis.command("TTL", key) <= 400)
-        self.assertEqual(counts(t.stats("v/hash"))["views"], 3)
+        self.assertEqual(counts(t.stats(article))["views"], 3)
 
     def test_stats_count_distinct_visitors(self):
         t = self.nowindow
