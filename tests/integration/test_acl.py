@@ -179,6 +179,27 @@ class AclTest(harness.TallyTestCase):
         self.assertEqual(self.redis.keys("tally:{00}[qrc]:*"), [])
         self.assertEqual(self.redis.command("ACL", "LOG"), [])
 
+    def test_a_user_that_may_not_append_writes_nothing(self):
+        """A Redis user without XADD (an ACL from before the journal): the ack refuses the
+        unit before it writes anything -- no attempt marker, no repeat-view marker -- so the
+        503's retry counts the view once the ACL allows the append."""
+        t = self.track(harness.Tallyd(self.redis, ["--redis", self.url, "--token", TOKEN,
+                                                   "--view-window", "1800",
+                                                   "--fold-interval", "200"]).start())
+        self.addCleanup(t.close)
+        self.addCleanup(self.redis.command, "ACL", "SETUSER", "tally", "+xadd")
+        self.redis.command("ACL", "SETUSER", "tally", "-xadd")
+        r = t.post_events({"type": "view", "article": "acl/no-append"})
+        self.assertEqual((r.status, r.body), (503, {"error": "unavailable",
+                                                    "message": "redis error"}))
+        self.assertEqual([k for k in self.redis.keys() if not k.startswith(b"tally:salt:")], [])
+        self.assertEqual(len(re.findall(r"redis refused a write unit: NOPERM the Redis user may "
+                                        r"not append to the journal", t.log())), 1)
+        self.redis.command("ACL", "SETUSER", "tally", "+xadd")
+        r = t.post_events({"type": "view", "article": "acl/no-append"})
+        self.assertEqual((r.status, r.body), (200, {"accepted": 1, "ignored": 0}))
+        self.assertEqual(t.stats("acl/no-append")["views"], 1)
+
     def test_the_tally_user_may_do_nothing_else(self):
         c = self.as_tally()
         try:
