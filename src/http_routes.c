@@ -388,19 +388,25 @@ void tally_route_healthz(struct tally_http_req *h)
     tally_http_send(h, 200, "application/json", body, sizeof(body) - 1);
 }
 
+/* Ready when every worker thread is: a load balancer's 200 must hold for whichever worker
+ * accepts the next connection, not only for this one. */
 void tally_route_readyz(struct tally_http_req *h)
 {
-    static const char ok[] = "{\"status\":\"ready\"}\n";
-    static const char down[] = "{\"status\":\"unavailable\",\"reason\":\"redis\"}\n";
     static const char stopping[] = "{\"status\":\"unavailable\",\"reason\":\"stopping\"}\n";
+    struct tally_server *s = h->w->server;
+    struct tally_metrics *m[TALLY_THREADS_MAX];
+    struct tally_buf *b = &h->w->out;
+    bool ready;
 
     tally_http_header(h, "Cache-Control", "no-store");
-    if (h->w->draining)
+    if (h->w->draining) {
         tally_http_send(h, 503, "application/json", stopping, sizeof(stopping) - 1);
-    else if (!tally_redis_ready(h->w->redis) || !tally_redis_reads_ready(h->w->redis))
-        tally_http_send(h, 503, "application/json", down, sizeof(down) - 1);
-    else
-        tally_http_send(h, 200, "application/json", ok, sizeof(ok) - 1);
+        return;
+    }
+    for (size_t i = 0; i < s->n_workers; i++)
+        m[i] = &s->workers[i]->metrics;
+    ready = tally_metrics_readiness(b, m, s->n_workers);
+    tally_http_send(h, ready ? 200 : 503, "application/json", b->data, b->len);
 }
 
 void tally_route_metrics(struct tally_http_req *h)

@@ -54,6 +54,30 @@ void tally_metrics_request(struct tally_metrics *m, enum tally_route route, int 
     tally_metric_add(&m->latency_sum_us[route], (uint64_t)(seconds * 1e6));
 }
 
+/* ---- Readiness ---- */
+
+bool tally_metrics_readiness(struct tally_buf *out, struct tally_metrics *const *m, size_t n)
+{
+    bool ready = true;
+
+    tally_buf_reset(out);
+    for (size_t i = 0; i < n; i++) {
+        if (atomic_load_explicit(&m[i]->redis_up, memory_order_relaxed) == 1)
+            continue;
+        if (ready) {
+            tally_buf_adds(out, "{\"status\":\"unavailable\",\"reason\":\"redis\",\"threads\":");
+            tally_buf_add_u64(out, n);
+            tally_buf_adds(out, ",\"threads_not_ready\":[");
+        } else {
+            tally_buf_adds(out, ",");
+        }
+        tally_buf_add_u64(out, i);
+        ready = false;
+    }
+    tally_buf_adds(out, ready ? "{\"status\":\"ready\"}\n" : "]}\n");
+    return ready;
+}
+
 /* ---- Rendering ---- */
 
 static uint64_t metrics_sum(struct tally_metrics *const *m, size_t n, size_t offset)

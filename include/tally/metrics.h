@@ -7,6 +7,7 @@
 #define TALLY_METRICS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -159,6 +160,13 @@ static inline void tally_gauge_set(_Atomic int64_t *g, int64_t v)
 /* Record one request of ROUTE answered with STATUS after SECONDS. */
 void tally_metrics_request(struct tally_metrics *m, enum tally_route route, int status,
                            double seconds);
+
+/* Render /readyz's body for the N worker threads whose metric sets are M[i] (M[i] is thread
+ * I's) into OUT, and return whether the collector is ready: every thread's tally_redis_up is 1.
+ * Not ready, the body names the threads that are not: {"status":"unavailable","reason":"redis",
+ * "threads":N,"threads_not_ready":[I,...]}. Reads only the atomics their owners publish: any
+ * thread may call it, without a lock. */
+bool tally_metrics_readiness(struct tally_buf *out, struct tally_metrics *const *m, size_t n);
 
 /* Render the sum of the N metric sets M[i] in Prometheus text format (0.0.4) into OUT.
  * START_TIME is the process start (Unix seconds). */
