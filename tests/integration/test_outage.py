@@ -152,6 +152,44 @@ class OutageTest(harness.TallyTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(counts(t.stats("o/late"))["views"], 1)
 
+    def connected_clients(self):
+        info = self.redis.command("INFO", "clients").decode()
+        return int(re.search(r"^connected_clients:(\d+)", info, re.M).group(1))
+
+    def test_readyz_is_503_while_any_worker_has_no_redis(self):
+        """A collector whose first worker thread has Redis and whose second has not is not
+        ready, whichever worker answers /readyz: Redis takes only two connections beside this
+        test's own (maxclients), and the workers connect one after the other as they are made,
+        each its write then its read connection, so the second worker's are refused until
+        maxclients is raised."""
+        self.redis.start()
+        wait_until(lambda: self.connected_clients() == 1, 5.0,
+                   message="Redis still counts the connection that loaded the functions")
+        limit = self.redis.command("CONFIG", "GET", "maxclients")[1]
+        self.redis.command("CONFIG", "SET", "maxclients", "3")
+        t = self.track(harness.Tallyd(self.redis, ["--view-window", "0"], threads=2))
+        self.addCleanup(t.close)
+        t.start()
+        wait_until(lambda: harness.metric(t.metrics(), "tally_redis_up") == 1, 10.0,
+                   message="the first worker did not get its Redis connections")
+        self.assertEqual(self.connected_clients(), 3)
+        want = {"status": "unavailable", "reason": "redis", "threads": 2,
+                "threads_not_ready": [1]}
+        # Each request on a new connection: the kernel spreads them over both workers.
+        for _ in range(32):
+            r = t.get("/readyz")
+            self.assertEqual((r.status, r.body), (503, want), r)
+            self.assertEqual(r.headers.get("Cache-Control"), "no-store", r)
+        self.assertEqual(harness.metric(t.metrics(), "tally_redis_up"), 1)
+
+        self.redis.command("CONFIG", "SET", "maxclients", limit)
+        wait_until(lambda: t.get("/readyz").status == 200, 10.0,
+                   message="/readyz did not turn 200 once the second worker could connect")
+        self.assertEqual(harness.metric(t.metrics(), "tally_redis_up"), 2)
+        for _ in range(32):
+            r = t.get("/readyz")
+            self.assertEqual((r.status, r.body), (200, {"status": "ready"}), r)
+
     def test_collector_that_can_hold_no_more_answers_503_at_once(self):
         self.redis.start()
         threads = harness.tallyd_threads()
