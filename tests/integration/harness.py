@@ -861,13 +861,13 @@ class Tallyd:
         raise RuntimeError("tallyd could not find a free port")
 
     def wait_ready(self, timeout=10.0):
-        """Wait until every worker thread has its Redis connection, and return self. /healthz
-        (what start() waits for) answers before: the connections' handshakes come after the
-        listener, and a read that arrives before its worker's is answered 503, as whenever
-        Redis is unavailable (writes are held instead). A test whose first request is a read
-        waits for this, as a load balancer waits for /readyz."""
-        wait_until(lambda: self.get("/readyz", timeout=5).status == 200 and
-                   metric(self.metrics(), "tally_redis_up") == self.threads,
+        """Wait until every worker thread has its Redis connections (/readyz answers 200 only
+        then, whichever worker answers it), and return self. /healthz (what start() waits for)
+        answers before: the connections' handshakes come after the listener, and a read that
+        arrives before its worker's is answered 503, as whenever Redis is unavailable (writes
+        are held instead). A test whose first request is a read waits for this, as a load
+        balancer waits for /readyz."""
+        wait_until(lambda: self.get("/readyz", timeout=5).status == 200,
                    timeout=timeout, message="tallyd did not get ready: not every worker "
                                             "has its Redis connection")
         return self
@@ -1040,7 +1040,8 @@ class TallyTestCase(unittest.TestCase):
 
 class OneCollectorTestCase(TallyTestCase):
     """One redis-server and one tallyd (started with TALLYD_ARGS) for the whole class; each
-    test starts from an empty Redis, with the collector as self.t."""
+    test starts from an empty Redis, with the collector as self.t, every worker of it with
+    its Redis connections."""
 
     tallyd_args = ()
 
@@ -1049,8 +1050,9 @@ class OneCollectorTestCase(TallyTestCase):
         cls.redis = Redis().start()
         cls.tallyd = Tallyd(cls.redis, list(cls.tallyd_args))
         try:
-            cls.tallyd.start()
+            cls.tallyd.start().wait_ready()
         except Exception:
+            cls.tallyd.close()
             cls.redis.close()
             raise
 

@@ -110,16 +110,7 @@ class JournalTest(harness.TallyTestCase):
                            threads=threads)
         self.track(t)
         self.addCleanup(t.close)
-        t.start()
-        self.wait_ready(t)
-        return t
-
-    @staticmethod
-    def wait_ready(t):
-        """/healthz answers before every worker has its Redis connection: wait for all."""
-        harness.wait_until(lambda: t.get("/readyz", timeout=5).status == 200 and
-                           harness.metric(t.metrics(), "tally_redis_up") == t.threads,
-                           timeout=10, message="tallyd did not get ready")
+        return t.start().wait_ready()
 
     # ---- what Redis holds ----
 
@@ -418,8 +409,7 @@ class JournalTest(harness.TallyTestCase):
                                    threads=2)
                 self.track(a)
                 self.addCleanup(a.close)
-                a.start()
-                self.wait_ready(a)
+                a.start().wait_ready()
                 current[:] = [a, b]
                 time.sleep(0.3 + rnd.random() * 0.5)
                 a.stop(signal.SIGKILL)
