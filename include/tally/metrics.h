@@ -131,7 +131,7 @@ struct tally_metrics {
     _Atomic uint64_t forget_steps;       /* bounded fold calls DELETEs made before forgetting */
     _Atomic uint64_t journal_refused;    /* writes answered 503: --journal-max */
     _Atomic int64_t journal_backlog;     /* gauge: events appended, not folded */
-    _Atomic int64_t redis_up;            /* gauge: 1 ready, 0 not */
+    _Atomic int64_t redis_up;            /* gauge: 1 ready, 0 not; what /readyz reads */
     _Atomic int64_t held_events;         /* gauge: events waiting for Redis */
     _Atomic int64_t held_requests;       /* gauge */
     _Atomic int64_t connections;         /* gauge: open HTTP connections */
