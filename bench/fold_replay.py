@@ -5,11 +5,11 @@ measured apart from everything else.
   fold_replay.py capture --tallyd BIN --out FILE [--seconds 4] [--dist zipf] [--articles N]
                          [--script view_uniform.lua]
       Starts a private redis-server and BIN (as bench/run.sh starts the tally target), sends
-      one view per POST (or what --script sends, e.g. batch20.lua) with wrk for SECONDS, and watches Redis with MONITOR. Picks the merged
-      fold with the most records from the second half of the run (the hour's first folds are
-      over), and writes to FILE its arguments, the keys it touched (DUMPed, with their time to
-      live, as they are once every fold ran: the steady state of a busy article) and the
-      function library.
+      one view per POST (or what --script sends, e.g. batch20.lua) with wrk for SECONDS, and
+      watches Redis with MONITOR. Picks the merged fold with the most records from the second
+      half of the run (the hour's first folds are over), and writes to FILE its arguments, the
+      keys it touched (DUMPed, with their time to live, as they are once every fold ran: the
+      steady state of a busy article) and the function library.
   fold_replay.py replay FILE [--reps 200] [--tallyd BIN]... [--library LIB]... [--unfresh BIN]...
                                  [--unnumbered BIN]...
       Starts a quiet private redis-server and loads the captured library, or each BIN's (the

@@ -54,9 +54,9 @@ end
 
 -- Is the view of visitor V at NOW (NOW_S: the same time as the collector wrote it) a repeat
 -- of a view within WINDOW? CUR and PREV are the article's hashes of NOW's slot and the one
--- before. If not, it is remembered. The most common check: two commands when the visitor
--- is new to the article, one when it repeats a view of this slot (and EXPIRE when the HSET
--- made the hash).
+-- before. If not, it is remembered. The most common check: three commands when the visitor
+-- is new to the article (HGET, HGET, HSET; and EXPIRE when the HSET made the hash), two when
+-- it repeats a view of the slot before, one when it repeats one of this slot.
 local function repeat_one(cur, prev, v, now, now_s, window)
     local seen = redis.call('HGET', cur, v) or redis.call('HGET', prev, v)
     if seen and now - tonumber(seen) < window then

@@ -1332,8 +1332,8 @@ class JournalTest(harness.TallyTestCase):
         self.assertEqual(self.redis.command("ZSCORE", kp + "d:views:" + day, "y"),
                          b"3000000001.25")
         self.assertEqual([self.zscore(kp + "d:views:" + day, a) for a in "xz"], [2.0, 1.0])
-        self.assertEqual(self.zscore(kp + "t:views", "x"), float(2 ** 53) + 1 + 1)
-        self.assertEqual(self.zscore(kp + "t:views", "x"), 2.0 ** 53)
+        # 2^53 + 1 + 1 in doubles, as ZINCRBY adds them: each 1 is lost.
+        self.assertEqual(self.redis.command("ZSCORE", kp + "t:views", "x"), b"9007199254740992")
         self.assertEqual([self.hget(kp + "a:" + a, "views") for a in "xyz"], [2, 1, 1])
         # Shares, and the site totals (views 4, shares 2; distinct visitors are no sum).
         self.assertEqual(self.hget(kp + "a:y", "share:twitter"), 2)

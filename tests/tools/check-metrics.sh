@@ -116,7 +116,7 @@ done
     die "tallyd --load-functions failed"
 
 # ---- tallyd ----
-# One worker thread, so that /readyz speaks for the thread that takes the next event. Its
+# One worker thread, so that the metrics below are one thread's, exactly. Its
 # journal is folded only when a read asks (the interval is longer than the whole check), so
 # the fold counts below are exact: the stats read folds everything acknowledged before it.
 token="check-metrics-token1" # 20 characters
