@@ -228,6 +228,24 @@ def metrics_counted(path):
     return total if found else None
 
 
+def metrics_value(path, name):
+    """The value of the metric NAME (one without labels) in tallyd's /metrics, or None."""
+    if not path or not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = re.match(re.escape(name) + r"\s+([0-9.e+]+)\s*$", line)
+            if m:
+                return float(m.group(1))
+    return None
+
+
+def writes_ok(w):
+    """The 200 answers that carried events: every 200, or in a scenario of writes and reads
+    (embed) those of the writes."""
+    return w.get("writes_ok", w["ok"])
+
+
 def tally_check(w, totals, seeded, counting, dedupe, metrics):
     """PASS, FAIL or UNSURE, and why, for one tally run."""
     if w is None:
@@ -242,9 +260,10 @@ def tally_check(w, totals, seeded, counting, dedupe, metrics):
     epr = w["events_per_request"]
     acked = w["accepted"]
     notes = []
-    if not dedupe and w["accepted"] != w["ok"] * epr:
+    if not dedupe and w["accepted"] != writes_ok(w) * epr:
         return "FAIL", (f"200 answers said accepted={w['accepted']} but carried "
-                        f"{w['ok']}x{epr}={w['ok'] * epr} events (nothing should be ignored)")
+                        f"{writes_ok(w)}x{epr}={writes_ok(w) * epr} events (nothing should be "
+                        f"ignored)")
     if metrics is not None and metrics - seeded != counted:
         notes.append(f"/metrics says {metrics - seeded} counted")
     unanswered = w["main_sent"] - w["main_recv"]
@@ -280,7 +299,7 @@ def cmd_record(a):
         # Events one request of this target carries (webdis: one command, or one script of a
         # batch's HINCRBYs); reads count as one per request.
         epr = w["events_per_request"] if a.counting else 1
-        events = w["ok"] * epr
+        events = (writes_ok(w) if a.counting else w["ok"]) * epr
         cmds = sum(v - calls0.get(k, 0) for k, v in calls1.items() if k not in HARNESS_COMMANDS)
 
         def delta(before, after):
@@ -331,6 +350,8 @@ def cmd_record(a):
                            for k, v in stats1.items()
                            if k not in HARNESS_COMMANDS and v[0] != stats0.get(k, (0, 0))[0]}
         rec["events"] = events
+        if "reads_ok" in w:
+            rec["reads_rps"] = w["reads_ok"] / main_s
     rec["fold_wait_s"] = read_float(a.fold_wait) if a.fold_wait else None
     if a.slowlog:
         rec["slowlog"] = read_json(a.slowlog)
@@ -338,11 +359,18 @@ def cmd_record(a):
         totals = read_json(a.totals)
         rec["totals"] = totals
         rec["hwm_kib"] = read_int(a.hwm)
+        # Folds of this tallyd's journals over its whole life (a fresh one per run: the run
+        # and the wait until every journal was folded).
+        if a.target == "tally":
+            rec["folds"] = metrics_value(a.metrics, "tally_folds_total")
+            wait = rec.get("fold_wait_s")
+            if rec["folds"] is not None and wait is not None and wait >= 0:
+                rec["folds_per_s"] = rec["folds"] / (a.duration + wait)
         rec["check"], rec["check_detail"] = tally_check(
             w, totals, a.seeded, a.counting, a.dedupe, metrics_counted(a.metrics))
     elif a.target in ("webdis", "node") and w is not None:
         got = read_int(a.counter_sum)
-        want = (w["ok"] * w["events_per_request"] if a.counting else 0) + a.seeded
+        want = (writes_ok(w) * w["events_per_request"] if a.counting else 0) + a.seeded
         rec["webdis_check"] = "ok" if got == want else f"Redis {got}, 200s {want}"
     with open(a.out, "a", encoding="utf-8") as f:
         f.write(json.dumps(rec) + "\n")
@@ -579,6 +607,10 @@ def cmd_report(a):
                 "others": med(r.get("other_busy_cores") for r in runs),
                 "cmds": med(r.get("cmds_per_event") for r in runs),
                 "fold_wait": med(r.get("fold_wait_s") for r in runs),
+                "folds_per_s": med(r.get("folds_per_s") for r in runs),
+                "events_per_fold": med(r["events"] / r["folds"] for r in runs
+                                       if r.get("folds") and r.get("events")),
+                "reads_rps": med(r.get("reads_rps") for r in runs),
                 "n": len(runs),
             }
             if t in TALLY_TARGETS:
@@ -739,6 +771,14 @@ def cmd_report(a):
     waits = [f"{scenario_label(groups[k])} {groups[k]['m']['tally']['fold_wait']:.2f} s" for k in order
              if groups[k]["m"].get("tally", {}).get("fold_wait") is not None
              and groups[k]["counting"]]
+    folds = [f"{scenario_label(groups[k])} {x['folds_per_s']:,.0f}/s ({x['events_per_fold']:,.1f} "
+             f"events each)" for k in order for x in [groups[k]["m"].get("tally", {})]
+             if groups[k]["counting"] and x.get("folds_per_s") is not None
+             and x.get("events_per_fold") is not None]
+    # Scenarios of writes and reads: events/s is page views/s there; reads/s beside it.
+    pages = [f"{scenario_label(groups[k])} {t} {x['eps']:,.0f} views/s + {x['reads_rps']:,.0f} "
+             f"reads/s" for k in order for t in TARGETS
+             for x in [groups[k]["m"].get(t, {})] if x.get("reads_rps") is not None]
     profile = redis_profile(groups, order)
     scripts = script_profile(groups, order)
     if epw:
@@ -748,6 +788,14 @@ def cmd_report(a):
     if waits:
         print("Journal path: seconds from the end of the run until every journal was folded, "
               "median: " + ", ".join(waits))
+    if folds:
+        print("Journal path: folds (tally_folds_total) per second, from the start of a fresh "
+              "tallyd until every journal was folded, and events per fold, median: "
+              + ", ".join(folds))
+    if pages:
+        print()
+        print("Page views as the embed makes them (a view, then a read of its article's stats; "
+              "events/s = views/s; p99 is over both kinds), median: " + ", ".join(pages))
     if profile:
         print()
         print("Redis time per event by command (µs, from INFO commandstats; \"script\" = the "
@@ -788,6 +836,14 @@ def cmd_report(a):
         if waits:
             f.write("\nJournal path, seconds from the end of the run until every journal was "
                     "folded (Redis CPU is measured until then), median: " + ", ".join(waits) + "\n")
+        if folds:
+            f.write("\nJournal path, folds (tally_folds_total) per second, from the start of a "
+                    "fresh tallyd until every journal was folded, and events per fold, median: "
+                    + ", ".join(folds) + "\n")
+        if pages:
+            f.write("\nPage views as the embed makes them (a view, then a read of its article's "
+                    "stats; events/s = views/s; p99 is over both kinds), median: "
+                    + ", ".join(pages) + "\n")
         if profile:
             f.write("\n## Redis time per event by command\n\nµs per event from `INFO "
                     "commandstats` over the run; commands run by scripts are counted, and "

@@ -111,6 +111,8 @@ SCENARIOS=(
     "stats-hot|stats|64|$ARTICLES|hot=1|1"
     "stats-hot|stats|256|$ARTICLES|hot=1|0"
     "dedupe|dedupe|64|$ARTICLES|visitors=$VISITORS|1"
+    "embed|embed|64|$ARTICLES|dist=zipf|1"
+    "embed|embed|256|$ARTICLES|dist=zipf|0"
     "view-uniform-100|view_uniform|64|100||0"
     "view-uniform-1M|view_uniform|64|1000000||0"
 )
@@ -275,6 +277,9 @@ http {
         location = /v1/pixel.gif { add_header Cache-Control no-store; empty_gif; }
         location /v1/stats/ {
             return 200 '{"article":"news/2025/article-1","views":100,"visitors":1,"shares":0,"shares_by_network":{},"comments":0}\n';
+        }
+        location = /v1/stats {
+            return 200 '{"articles":[{"article":"news/2025/article-1","views":100,"visitors":1,"shares":0,"shares_by_network":{},"comments":0,"engaged_seconds":0,"reads":0,"words":1200}]}\n';
         }
         location = /healthz { return 200 '{"status":"ok"}\n'; }
     }

@@ -10,6 +10,8 @@
 //   POST /v1/events             {"type","article"} or an array of them -> {"accepted":N,"ignored":0}
 //   GET  /v1/pixel.gif?type=view&article=ID -> the 43-byte GIF, "Tally-Outcome: counted"
 //   GET  /v1/stats/{article}    HGETALL -> {"article","views","shares","comments"}
+//   GET  /v1/stats?article=A&article=B...  (the embed's read) one HGETALL per article ->
+//                               {"articles":[{"article","views","shares","comments"}, ...]}
 //   GET  /healthz               {"status":"ok"}
 "use strict";
 
@@ -61,6 +63,11 @@ function count(events) {
     return redis.hincrbyAll(keys.length, ...keys, ...fields).then(() => keys.length);
 }
 
+function stats(article) {
+    return redis.hgetall("bench:" + article).then((h) => ({ article, views: Number(h.views || 0),
+        shares: Number(h.shares || 0), comments: Number(h.comments || 0) }));
+}
+
 function post(req, res) {
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
@@ -98,9 +105,18 @@ http.createServer((req, res) => {
     }
     if (url.pathname.startsWith("/v1/stats/")) {
         const article = decodeURIComponent(url.pathname.slice("/v1/stats/".length));
-        return redis.hgetall("bench:" + article).then(
-            (h) => reply(res, 200, JSON.stringify({ article, views: Number(h.views || 0),
-                shares: Number(h.shares || 0), comments: Number(h.comments || 0) }) + "\n"),
+        return stats(article).then(
+            (st) => reply(res, 200, JSON.stringify(st) + "\n"),
+            () => reply(res, 503, '{"error":"unavailable"}\n'),
+        );
+    }
+    if (url.pathname === "/v1/stats") {
+        const articles = url.searchParams.getAll("article");
+        if (articles.length < 1 || articles.length > 100) {
+            return reply(res, 400, '{"error":"invalid_article"}\n');
+        }
+        return Promise.all(articles.map(stats)).then(
+            (list) => reply(res, 200, JSON.stringify({ articles: list }) + "\n"),
             () => reply(res, 503, '{"error":"unavailable"}\n'),
         );
     }
