@@ -4,12 +4,14 @@
 -- `dist=uniform` or `zipf_s=` to change); `words=0` leaves the reading length out of the view
 -- (the embed sends it whenever the page has text).
 --
--- Requests alternate: every view answered queues one read of its article on the same wrk
--- thread, and that thread's next request (on whichever of its connections is free first) is
--- the read; with no read waiting, a new view. wrk's Lua sees no connection, so a read may go
--- on another connection than its view, as a browser's fetch may; it is always sent after a
--- view's 200 came. Reads count nothing; events are the views the 200s acknowledged, so
--- events/s is page views/s and requests/s about twice that.
+-- Requests alternate: every view answered queues one read on the same wrk thread, and that
+-- thread's next request (on whichever of its connections is free first) is the read; with no
+-- read waiting, a new view. wrk's Lua sees neither connections nor which request an answer is
+-- for, so the read is of the oldest view the thread sent that has no read yet: most often the
+-- view just answered, else one sent a moment before it (answers of one thread's connections
+-- come out of order); and it may go on another connection than its view, as a browser's fetch
+-- may. Reads count nothing; events are the views the 200s acknowledged, so events/s is page
+-- views/s and requests/s about twice that.
 --
 -- Left out of each page view: the engage events (a POST when the page is hidden or left, and
 -- one a minute while it stays in view, so after the reading and not in the page's first
