@@ -359,8 +359,8 @@ def cmd_record(a):
         totals = read_json(a.totals)
         rec["totals"] = totals
         rec["hwm_kib"] = read_int(a.hwm)
-        # Folds of this tallyd's journals over its whole life (a fresh one per run: the run
-        # and the wait until every journal was folded).
+        # Folds of this tallyd's journals over its whole life: a fresh one per run, which folds
+        # only while entries wait, so over the run and the wait until every journal was folded.
         if a.target == "tally":
             rec["folds"] = metrics_value(a.metrics, "tally_folds_total")
             wait = rec.get("fold_wait_s")
@@ -789,8 +789,8 @@ def cmd_report(a):
         print("Journal path: seconds from the end of the run until every journal was folded, "
               "median: " + ", ".join(waits))
     if folds:
-        print("Journal path: folds (tally_folds_total) per second, from the start of a fresh "
-              "tallyd until every journal was folded, and events per fold, median: "
+        print("Journal path: folds (tally_folds_total) per second of the run and of the wait "
+              "until every journal was folded, and events per fold, median: "
               + ", ".join(folds))
     if pages:
         print()
@@ -837,8 +837,8 @@ def cmd_report(a):
             f.write("\nJournal path, seconds from the end of the run until every journal was "
                     "folded (Redis CPU is measured until then), median: " + ", ".join(waits) + "\n")
         if folds:
-            f.write("\nJournal path, folds (tally_folds_total) per second, from the start of a "
-                    "fresh tallyd until every journal was folded, and events per fold, median: "
+            f.write("\nJournal path, folds (tally_folds_total) per second of the run and of the "
+                    "wait until every journal was folded, and events per fold, median: "
                     + ", ".join(folds) + "\n")
         if pages:
             f.write("\nPage views as the embed makes them (a view, then a read of its article's "
