@@ -228,38 +228,32 @@ local function counter_new(P, model, fresh, hour)
     return c
 end
 
--- Bucket TAG of counter C: {tag, kp (its key prefix "P{tag}"), t (its all-time top list keys
--- by metric), day and hour (of the record last counted in it), d and h (its day and hour keys
--- of them by metric), on_d and on_h (whether the collector's list speaks of them), fd and fh
--- (the metrics whose key of the list's day and hour is still to get its expiry), sd and sh
--- (those whose key's expiry the call set, for the answer)}. Key names are built once per
--- bucket, metric and hour.
+-- Bucket TAG of counter C: {tag, kp (its key prefix "P{tag}"), day and hour (of the record
+-- last counted in it), on_d and on_h (whether the collector's list speaks of their keys), fd
+-- and fh (the metrics whose key of the list's day and hour is still to get its expiry), sd and
+-- sh (those whose key's expiry the call set, for the answer), m (its metrics at its hour, see
+-- metric_of())}. In a fold most records are of a bucket not met before in the call (128
+-- records a call, 256 buckets), so a bucket is a single table.
 local function bucket_of(c, tag)
     local b = c.buckets[tag]
     if b then
         return b
     end
     local n = tonumber(tag, 16)
-    b = {tag = tag, kp = c.P .. '{' .. tag .. '}', t = {}, fd = c.fd[n] or 0,
-         fh = c.fh[n] or 0, sd = 0, sh = 0, day = false, hour = false, d = false, h = false,
-         on_d = false, on_h = false}
+    b = {tag = tag, kp = c.P .. '{' .. tag .. '}', fd = c.fd[n] or 0, fh = c.fh[n] or 0,
+         sd = 0, sh = 0, day = false, hour = false, on_d = false, on_h = false, m = false}
     c.buckets[tag] = b
     c.tags[#c.tags + 1] = tag
     return b
 end
 
--- Does the collector's list speak of the keys of AT, a day (FIELD "at_day") or an hour
--- ("at_hour")? A unit's list speaks of its one day and hour, a fold's of c.at_day, c.at_hour.
-local function listed(c, field, at)
-    return c.fresh and (c[field] == nil or c[field] == at)
-end
-
--- Point bucket B at DAY and HOUR.
+-- Point bucket B at DAY and HOUR. Does the collector's list speak of their keys? A unit's list
+-- speaks of its one day and hour, a fold's of c.at_day and c.at_hour.
 local function bucket_at(c, b, day, hour)
     if b.day ~= day then
-        b.day, b.d, b.on_d = day, {}, listed(c, 'at_day', day)
+        b.day, b.on_d = day, c.fresh and (c.at_day == nil or c.at_day == day)
     end
-    b.hour, b.h, b.on_h = hour, {}, listed(c, 'at_hour', hour)
+    b.hour, b.on_h, b.m = hour, c.fresh and (c.at_hour == nil or c.at_hour == hour), {}
 end
 
 local function expire(c, key, ttl)
@@ -289,38 +283,23 @@ local function expire_fresh(c, b, on, day, metric, key, ttl)
     end
 end
 
--- The day and hour keys of METRIC in bucket B (at its day and hour).
-local function day_key(b, metric)
-    local k = b.d[metric]
-    if not k then
-        k = b.kp .. 'd:' .. metric .. ':' .. b.day
-        b.d[metric] = k
-    end
-    return k
+-- METRIC in bucket B at its day and hour: {d, h, t (its day, hour and all-time top list keys),
+-- fresh (whether bump() is still to see to the expiry of d and h: expire_fresh() does
+-- something only the first time it is given a key, so once per bucket, metric and hour is
+-- enough)}. Key names are built once per bucket, metric and hour.
+local function metric_of(b, metric)
+    local kp = b.kp
+    local m = {d = kp .. 'd:' .. metric .. ':' .. b.day, h = kp .. 'h:' .. metric .. ':' .. b.hour,
+               t = kp .. 't:' .. metric, fresh = true}
+    b.m[metric] = m
+    return m
 end
 
-local function hour_key(b, metric)
-    local k = b.h[metric]
-    if not k then
-        k = b.kp .. 'h:' .. metric .. ':' .. b.hour
-        b.h[metric] = k
-    end
-    return k
-end
-
-local function top_key(b, metric)
-    local k = b.t[metric]
-    if not k then
-        k = b.kp .. 't:' .. metric
-        b.t[metric] = k
-    end
-    return k
-end
-
--- Add N (a number) to METRIC of article ID in bucket B's hour and day buckets and the all-time top list,
--- and to the day's site totals if the model keeps it there. Site totals are summed over the
--- call and written once per day, into the first bucket seen (readers add every bucket up).
-local function bump(c, b, metric, id, n)
+-- Add N (a number; NS: its text, or nil) to METRIC of article ID in bucket B's hour and day
+-- buckets and the all-time top list, and to the day's site totals if the model keeps it there.
+-- Site totals are summed over the call and written once per day, into the first bucket seen
+-- (readers add every bucket up).
+local function bump(c, b, metric, id, n, ns)
     if n == 0 then
         return
     end
@@ -337,12 +316,19 @@ local function bump(c, b, metric, id, n)
         end
         s.n[metric] = (s.n[metric] or 0) + n
     end
-    local d, h, ns = day_key(b, metric), hour_key(b, metric), int(n)
-    c.call('ZINCRBY', d, ns, id)
-    expire_fresh(c, b, b.on_d, true, metric, d, c.day_ttl)
-    c.call('HINCRBY', h, id, ns)
-    expire_fresh(c, b, b.on_h, false, metric, h, c.hour_ttl)
-    c.call('ZINCRBY', top_key(b, metric), ns, id)
+    local m = b.m[metric] or metric_of(b, metric)
+    local call, fresh = c.call, m.fresh
+    ns = ns or int(n)
+    call('ZINCRBY', m.d, ns, id)
+    if fresh then
+        expire_fresh(c, b, b.on_d, true, metric, m.d, c.day_ttl)
+    end
+    call('HINCRBY', m.h, id, ns)
+    if fresh then
+        m.fresh = false
+        expire_fresh(c, b, b.on_h, false, metric, m.h, c.hour_ttl)
+    end
+    call('ZINCRBY', m.t, ns, id)
 end
 
 local function pfadd(c, key, list)
@@ -375,7 +361,8 @@ local function visitors(c, b, totals, id, list)
     if not pfadd(c, vd, list) then
         return
     end
-    local d = day_key(b, 'visitors')
+    local m = b.m.visitors or metric_of(b, 'visitors')
+    local d = m.d
     local now_count = c.call('PFCOUNT', vd)
     if not now_count or now_count <= 2 * #list then
         expire(c, vd, c.visitors_ttl)
@@ -386,11 +373,11 @@ local function visitors(c, b, totals, id, list)
     end
     c.call('ZADD', d, int(now_count), id)
     expire_fresh(c, b, b.on_d, true, 'visitors', d, c.day_ttl)
-    local h, gs = hour_key(b, 'visitors'), int(grown)
+    local h, gs = m.h, int(grown)
     c.call('HINCRBY', h, id, gs)
     expire_fresh(c, b, b.on_h, false, 'visitors', h, c.hour_ttl)
     c.call('HINCRBY', totals, 'visitors', gs)
-    c.call('ZINCRBY', top_key(b, 'visitors'), gs, id)
+    c.call('ZINCRBY', m.t, gs, id)
 end
 
 -- Count record R filed under DAY ("YYYYMMDD") and HOUR ("YYYYMMDDHH").
@@ -402,8 +389,9 @@ local function count_record(c, r, day, hour)
     end
     local totals = b.kp .. 'a:' .. id
     if r.views > 0 then
-        c.call('HINCRBY', totals, 'views', int(r.views))
-        bump(c, b, 'views', id, r.views)
+        local ns = int(r.views)
+        c.call('HINCRBY', totals, 'views', ns)
+        bump(c, b, 'views', id, r.views, ns)
     end
     if #r.vis > 0 then
         visitors(c, b, totals, id, r.vis)
