@@ -175,9 +175,8 @@ local freshes, n_freshes = {}, 0
 
 -- The fresh list TEXT ("<tag><kind><mask>...", see counter_new()) as {d = {bucket -> mask},
 -- h = {...}}, by bucket number. A fold's list names up to every bucket (2.5 KB): read a byte
--- at a time it costs 60 us, as much as counting 10 of the fold's records; the calls of one
--- fold, and folds one after another, mostly send the same list. With KEEP, the tables are kept
--- for the next call given the same text: nothing may change them.
+-- at a time it costs 55 us, as much as counting 7-10 of the fold's records. With KEEP, the
+-- tables are kept for the next call given the same text: nothing may change them.
 local function fresh_of(text, keep)
     local f = keep and freshes[text]
     if f then
@@ -214,7 +213,12 @@ end
 -- counts it in c.errors (c.error: the last message): c.call is redis.pcall then, and each of
 -- its answers goes through ok(). (A wrapper of redis.pcall taking "..." cost 0.1-0.4 us per
 -- record of a fold.)
-local function counter_new(P, model, fresh, hour)
+--
+-- KEEP: FRESH is of every bucket (a staged chunk's call, a fold from the journal), the same
+-- from call to call while the keys the collector knows do not change, so it is kept decoded
+-- (see fresh_of()). Not a merged fold's (of the buckets its batch touched: under view-zipf
+-- load none was one of the 8 before it) nor a unit's (a few buckets of its own).
+local function counter_new(P, model, fresh, hour, keep)
     local c = {P = P, model = model, buckets = {}, set = {}, site = {}, site_days = {},
                tags = {}, errors = 0, call = redis.call, fresh = fresh ~= nil,
                at_hour = hour, at_day = hour and string.sub(hour, 1, 8), fd = EMPTY, fh = EMPTY,
@@ -224,9 +228,7 @@ local function counter_new(P, model, fresh, hour)
         c.call = redis.pcall
     end
     if fresh then
-        -- A fold's list is kept (c.fd and c.fh are only read); a unit's, a few buckets of
-        -- its own, is not: one per ack would push the folds' out.
-        local f = fresh_of(fresh, hour ~= nil)
+        local f = fresh_of(fresh, keep) -- c.fd and c.fh are only read
         c.fd, c.fh = f.d, f.h
     end
     return c

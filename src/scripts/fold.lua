@@ -21,6 +21,6 @@
 if redis.call('EXISTS', KEYS[3]) == 1 then
     return {'staged'}
 end
-local c = counter_new(ARGV[1], model_of(ARGV[2]), ARGV[5], ARGV[4])
+local c = counter_new(ARGV[1], model_of(ARGV[2]), ARGV[5], ARGV[4], true)
 return fold_answer(c, KEYS[1], KEYS[2], fold_journal(c, KEYS[1], tonumber(ARGV[3]), ARGV[7],
                                                      tonumber(ARGV[6]), KEYS[3], KEYS[2]))

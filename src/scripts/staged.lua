@@ -13,5 +13,5 @@
 -- commands Redis refused and skipped, the last refusal or "", the keys whose expiry it set,
 -- chunks left} (see fold.lua).
 
-local c = counter_new(ARGV[1], model_of(ARGV[2]), ARGV[4], ARGV[3])
+local c = counter_new(ARGV[1], model_of(ARGV[2]), ARGV[4], ARGV[3], true)
 return fold_answer(c, KEYS[1], KEYS[2], count_staged(c, KEYS[3], 1))
