@@ -846,3 +846,14 @@ int tally_agg_merge(struct tally_agg *a, const redisReply *reply, struct tally_m
     }
     return 0;
 }
+
+size_t tally_agg_records(const struct tally_agg *a)
+{
+    return a->n_rec;
+}
+
+const char *tally_agg_record_id(const struct tally_agg *a, size_t i, size_t *len)
+{
+    *len = a->rec[i].len;
+    return a->rec[i].id;
+}

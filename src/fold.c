@@ -13,6 +13,7 @@
 #include "tally/clock.h"
 #include "tally/error.h"
 #include "tally/fold.h"
+#include "tally/hash.h"
 #include "tally/keys.h"
 #include "tally/known.h"
 #include "tally/log.h"
@@ -43,6 +44,8 @@
 #define FOLD_RETRY_MS 100        /* after a fold refused or lost, or one that found nothing */
 #define FOLD_MERGED_TRIES 3      /* merged folds of a batch refused or lost in a row before its
                                   * entries are folded from the journal instead */
+#define FOLD_TOUCH 4096          /* slots of the table of articles' latest entries (a power of
+                                  * two): a read waits for the entries of its articles' slots */
 #define FOLD_STEP_RECORDS TALLY_FOLD_STEP_RECORDS /* a merged fold stages the rest of its
                                   * batch in chunks of this many, each counted by a call of its
                                   * own (src/scripts/staged.lua) */
@@ -82,6 +85,12 @@ struct tally_folder {
     _Atomic bool wanted;         /* a reader asked for a fold */
     _Atomic uint64_t want_upto;  /* readers wait for the entries before this one: folds go on
                                   * until they are folded */
+    /* Per slot of the articles' hashes (fold_slot()), the entries up to the latest holding a
+     * record of an article of that slot (its index + 1; 0: none yet), and the same for the
+     * latest entry whose records are not known (a unit whose reply was lost): what a read of
+     * those articles waits to see folded. Written by the folder's thread, read by any. */
+    _Atomic uint64_t touched[FOLD_TOUCH];
+    _Atomic uint64_t blind;
     _Atomic bool blocked;        /* the last fold could not be sent or failed (Redis is down
                                   * or refuses) */
     _Atomic uint64_t tries;      /* folds that ended (answered, failed or not sent): a read
@@ -660,6 +669,23 @@ const char *tally_folder_registry(const struct tally_folder *f)
     return f->registry;
 }
 
+/* The slot of the article ID (LEN bytes) in the folders' tables of latest entries. */
+static size_t fold_slot(const char *id, size_t len)
+{
+    return (size_t)tally_siphash((const uint8_t *)"tally read waits", id, len) & (FOLD_TOUCH - 1);
+}
+
+/* Note that the entry of index INDEX holds the records A built. */
+static void fold_touch(struct tally_folder *f, uint64_t index, const struct tally_agg *a)
+{
+    for (size_t i = 0, n = tally_agg_records(a); i < n; i++) {
+        size_t len;
+        const char *id = tally_agg_record_id(a, i, &len);
+
+        atomic_store_explicit(&f->touched[fold_slot(id, len)], index + 1, memory_order_release);
+    }
+}
+
 void tally_folder_appended(struct tally_folder *f, size_t events, struct tally_agg *a,
                            const redisReply *reply)
 {
@@ -684,10 +710,13 @@ void tally_folder_appended(struct tally_folder *f, size_t events, struct tally_a
     f->ring[(f->head + f->len++) % f->cap] = events > UINT32_MAX ? UINT32_MAX : (uint32_t)events;
     f->backlog += events;
     tally_gauge_set(&f->metrics->journal_backlog, (int64_t)f->backlog);
-    if (a != NULL)
+    if (a != NULL) {
+        fold_touch(f, index, a);
         fold_merge(f, index, a, reply, events);
-    else
+    } else {
+        atomic_store_explicit(&f->blind, index + 1, memory_order_release);
         f->b_open = false; /* an entry that may or may not be: entries after it go apart */
+    }
     atomic_fetch_add_explicit(&f->appended, 1, memory_order_release);
     /* With a fold in flight its reply looks again. */
     if (fold_due(f) && !f->in_flight)
@@ -728,9 +757,10 @@ uint64_t tally_folder_folded_count(const struct tally_folder *f)
     return atomic_load_explicit(&f->folded, memory_order_acquire);
 }
 
-void tally_folder_soon(struct tally_folder *f)
+/* Fold F until the entries before UPTO are folded, starting now. */
+static void fold_soon_upto(struct tally_folder *f, uint64_t upto)
 {
-    uint64_t one = 1, upto = tally_folder_appended_count(f);
+    uint64_t one = 1;
     uint64_t was = atomic_load_explicit(&f->want_upto, memory_order_acquire);
 
     /* Folds go on until what was appended by now is folded, however many it takes. */
@@ -740,6 +770,11 @@ void tally_folder_soon(struct tally_folder *f)
         return; /* asked already, not started yet */
     if (write(f->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         log_warn("cannot wake a folder: %s", strerror(errno));
+}
+
+void tally_folder_soon(struct tally_folder *f)
+{
+    fold_soon_upto(f, tally_folder_appended_count(f));
 }
 
 bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_mark *m)
@@ -756,6 +791,36 @@ bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_
         m->appended[i] = tally_folder_appended_count(f[i]);
         if (tally_folder_folded_count(f[i]) < m->appended[i]) {
             tally_folder_soon(f[i]);
+            passed = false;
+        }
+    }
+    return passed;
+}
+
+bool tally_fold_mark_articles(struct tally_folder *const *f, size_t n, const char *const *ids,
+                              const uint16_t *lens, size_t k, struct tally_fold_mark *m)
+{
+    bool passed = true;
+
+    for (size_t i = 0; i < n && i < TALLY_THREADS_MAX; i++) {
+        uint64_t need;
+
+        m->appended[i] = 0;
+        m->tries[i] = 0;
+        if (f[i] == NULL)
+            continue;
+        m->tries[i] = atomic_load_explicit(&f[i]->tries, memory_order_acquire);
+        need = atomic_load_explicit(&f[i]->blind, memory_order_acquire);
+        for (size_t j = 0; j < k; j++) {
+            uint64_t t = atomic_load_explicit(&f[i]->touched[fold_slot(ids[j], lens[j])],
+                                              memory_order_acquire);
+
+            if (t > need)
+                need = t;
+        }
+        m->appended[i] = need;
+        if (tally_folder_folded_count(f[i]) < need) {
+            fold_soon_upto(f[i], need);
             passed = false;
         }
     }

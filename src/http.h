@@ -105,6 +105,11 @@ void tally_http_stream_expect(struct tally_http_req *h);
  * not wait by itself (a stream). H must stay unanswered until then. */
 void tally_http_after_folds(struct tally_http_req *h, void (*fn)(void *arg), void *arg);
 
+/* The same for a read of the K articles IDS (LENS bytes each; borrowed until FN runs) alone:
+ * it waits only for what the collector acknowledged of them (tally_fold_mark_articles()). */
+void tally_http_after_folds_of(struct tally_http_req *h, const char *const *ids,
+                               const uint16_t *lens, size_t k, void (*fn)(void *arg), void *arg);
+
 /* Bytes of H's stream not written yet: 0 once its reader has taken everything. */
 size_t tally_http_stream_pending(const struct tally_http_req *h);
 

@@ -460,6 +460,23 @@ static int badge_params(struct badge_call *c, const char *query, size_t len,
     return 0;
 }
 
+/* Once what this collector acknowledged of C's article is counted. */
+static void badge_read(void *arg)
+{
+    struct badge_call *c = arg;
+    struct tally_http_req *h = c->h;
+    int rc;
+
+    if (!tally_http_read_admit(h, 1)) {
+        tally_query_release(&c->q);
+        return;
+    }
+    rc = tally_query_start(&c->q, h->w->redis, &h->w->cache, h->w->cfg->prefix, on_badge, c);
+    if (rc < 0)
+        tally_query_release(&c->q);
+    reports_started(h, rc);
+}
+
 void tally_route_badge(struct tally_http_req *h)
 {
     struct tally_error err = {"invalid_article", "article: the path must end in .svg"};
@@ -477,14 +494,7 @@ void tally_route_badge(struct tally_http_req *h)
         tally_query_release(&c->q);
         return;
     }
-    if (!tally_http_read_admit(h, 1)) {
-        tally_query_release(&c->q);
-        return;
-    }
-    rc = tally_query_start(&c->q, h->w->redis, &h->w->cache, h->w->cfg->prefix, on_badge, c);
-    if (rc < 0)
-        tally_query_release(&c->q);
-    reports_started(h, rc);
+    tally_http_after_folds_of(h, c->q.id, c->q.len, c->q.n, badge_read, c);
 }
 
 /* ---- DELETE /v1/articles/{article} ---- */

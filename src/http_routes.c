@@ -331,6 +331,24 @@ static void on_stats_ready(int status, struct tally_query *q, void *arg)
     tally_query_release(q);
 }
 
+/* Once what this collector acknowledged of C's articles is counted. */
+static void stats_read(void *arg)
+{
+    struct stats_call *c = arg;
+    struct tally_http_req *h = c->h;
+
+    if (!tally_http_read_admit(h, c->q.n)) {
+        tally_query_release(&c->q);
+        return;
+    }
+    /* With every article cached, the answer is given before this returns. */
+    if (tally_query_start(&c->q, h->w->redis, &h->w->cache, h->w->cfg->prefix, on_stats_ready,
+                          c) < 0) {
+        tally_http_send_unavailable(h, "redis is unavailable; retry later");
+        tally_query_release(&c->q);
+    }
+}
+
 static void stats_run(struct tally_http_req *h, bool many)
 {
     struct stats_call *c = tally_http_alloc(h, sizeof(*c));
@@ -355,17 +373,7 @@ static void stats_run(struct tally_http_req *h, bool many)
         tally_query_release(&c->q);
         return;
     }
-    if (!tally_http_read_admit(h, c->q.n)) {
-        tally_query_release(&c->q);
-        return;
-    }
-    /* With every article cached, the answer is given before this returns. */
-    rc = tally_query_start(&c->q, h->w->redis, &h->w->cache, h->w->cfg->prefix, on_stats_ready,
-                           c);
-    if (rc < 0) {
-        tally_http_send_unavailable(h, "redis is unavailable; retry later");
-        tally_query_release(&c->q);
-    }
+    tally_http_after_folds_of(h, c->q.id, c->q.len, c->q.n, stats_read, c);
 }
 
 void tally_route_stats(struct tally_http_req *h)

@@ -34,7 +34,8 @@ struct http_route {
     const char *path;
     bool prefix; /* PATH is a prefix: the rest is the handler's "tail" */
     bool id;     /* the tail is one path segment: an article id (percent-encoded) */
-    bool fresh;  /* a read of counts: it waits for what this collector acknowledged */
+    bool fresh;  /* a read of counts: it waits for what this collector acknowledged (a read of
+                  * some articles' counts does in its handler, for what it did of those) */
     unsigned methods;
     enum tally_route metric;
     void (*fn)(struct tally_http_req *h);
@@ -43,13 +44,13 @@ struct http_route {
 static const struct http_route http_routes[] = {
     {"/v1/events", false, false, false, M_POST, TALLY_ROUTE_EVENTS, tally_route_events},
     {"/v1/pixel.gif", false, false, false, M_GET, TALLY_ROUTE_PIXEL, tally_route_pixel},
-    {"/v1/stats", false, false, true, M_GET, TALLY_ROUTE_STATS, tally_route_stats},
-    {"/v1/stats/", true, true, true, M_GET, TALLY_ROUTE_STATS, tally_route_stats_one},
+    {"/v1/stats", false, false, false, M_GET, TALLY_ROUTE_STATS, tally_route_stats},
+    {"/v1/stats/", true, true, false, M_GET, TALLY_ROUTE_STATS, tally_route_stats_one},
     {"/v1/top", false, false, true, M_GET, TALLY_ROUTE_TOP, tally_route_top},
     {"/v1/series/", true, true, true, M_GET, TALLY_ROUTE_SERIES, tally_route_series},
     {"/v1/live", false, false, false, M_GET, TALLY_ROUTE_LIVE, tally_route_live},
     {"/v1/totals", false, false, true, M_GET, TALLY_ROUTE_TOTALS, tally_route_totals},
-    {"/v1/badge/", true, true, true, M_GET, TALLY_ROUTE_BADGE, tally_route_badge},
+    {"/v1/badge/", true, true, false, M_GET, TALLY_ROUTE_BADGE, tally_route_badge},
     {"/v1/articles/", true, true, false, M_DELETE, TALLY_ROUTE_ARTICLES, tally_route_forget},
     {"/v1/import", false, false, false, M_POST, TALLY_ROUTE_IMPORT, tally_route_import},
     {"/v1/imports", false, false, false, M_GET, TALLY_ROUTE_IMPORT, tally_route_imports},
@@ -696,9 +697,11 @@ static void on_waits(evutil_socket_t fd, short what, void *arg)
         event_del(w->waits->ev);
 }
 
-/* A wait for H, or NULL when none is needed (what every worker acknowledged is counted) or
- * when out of memory (*OOM set, H not answered). */
-static struct http_wait *http_wait_new(struct tally_http_req *h, bool *oom)
+/* A wait for H, or NULL when none is needed (what every worker acknowledged is counted --
+ * of the K articles IDS only, unless IDS is NULL) or when out of memory (*OOM set, H not
+ * answered). */
+static struct http_wait *http_wait_new(struct tally_http_req *h, const char *const *ids,
+                                       const uint16_t *lens, size_t k, bool *oom)
 {
     struct tally_worker *w = h->w;
     struct tally_server *s = w->server;
@@ -711,7 +714,8 @@ static struct http_wait *http_wait_new(struct tally_http_req *h, bool *oom)
         *oom = true;
         return NULL;
     }
-    if (tally_fold_mark(s->folders, s->n_workers, &wt->mark))
+    if (ids != NULL ? tally_fold_mark_articles(s->folders, s->n_workers, ids, lens, k, &wt->mark)
+                    : tally_fold_mark(s->folders, s->n_workers, &wt->mark))
         return NULL;
     if (w->waits == NULL && (w->waits = calloc(1, sizeof(*w->waits))) != NULL &&
         (w->waits->ev = event_new(w->base, -1, EV_PERSIST, on_waits, w)) == NULL) {
@@ -739,10 +743,11 @@ static void http_wait_add(struct tally_worker *w, struct http_wait *wt)
         event_add(w->waits->ev, &tv);
 }
 
-void tally_http_after_folds(struct tally_http_req *h, void (*fn)(void *arg), void *arg)
+void tally_http_after_folds_of(struct tally_http_req *h, const char *const *ids,
+                               const uint16_t *lens, size_t k, void (*fn)(void *arg), void *arg)
 {
     bool oom;
-    struct http_wait *wt = http_wait_new(h, &oom);
+    struct http_wait *wt = http_wait_new(h, ids, lens, k, &oom);
 
     if (wt == NULL) {
         fn(arg); /* out of memory: it reads what is counted */
@@ -751,6 +756,11 @@ void tally_http_after_folds(struct tally_http_req *h, void (*fn)(void *arg), voi
     wt->fn = fn;
     wt->arg = arg;
     http_wait_add(h->w, wt);
+}
+
+void tally_http_after_folds(struct tally_http_req *h, void (*fn)(void *arg), void *arg)
+{
+    tally_http_after_folds_of(h, NULL, NULL, 0, fn, arg);
 }
 
 /* Run R's handler for H; for a read of counts, once what every worker of the process
@@ -762,7 +772,7 @@ static void http_run_fresh(struct tally_http_req *h, const struct http_route *r)
     bool oom;
     char *query;
 
-    if (!r->fresh || (wt = http_wait_new(h, &oom)) == NULL) {
+    if (!r->fresh || (wt = http_wait_new(h, NULL, NULL, 0, &oom)) == NULL) {
         if (r->fresh && oom)
             tally_http_send_unavailable(h, "out of memory");
         else

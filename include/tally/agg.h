@@ -136,4 +136,9 @@ int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
  * part of the unit. */
 int tally_agg_merge(struct tally_agg *a, const redisReply *reply, struct tally_merge *m);
 
+/* The records of the unit last built: how many, and record I's article id (*LEN bytes, not
+ * NUL-terminated; it points into the requests, valid until they are answered). */
+size_t tally_agg_records(const struct tally_agg *a);
+const char *tally_agg_record_id(const struct tally_agg *a, size_t i, size_t *len);
+
 #endif

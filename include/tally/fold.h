@@ -30,7 +30,11 @@
  * Readers see what the collector acknowledged: each folder counts its entries appended and
  * folded (readable from any thread), and a read waits until every worker's folder has folded
  * what it had appended when the read arrived (tally_fold_mark(), tally_fold_passed()); a
- * folder asked so folds on, fold after fold, until it has. Other
+ * folder asked so folds on, fold after fold, until it has. A read of some articles' counts
+ * waits only for the entries up to the latest that holds one of them: each folder keeps, per
+ * slot of a table of the articles' hashes, its latest entry with a record of an article of
+ * that slot (tally_fold_mark_articles()), so a read of an article nothing was acknowledged
+ * for since the last fold neither waits nor makes a fold smaller. Other
  * collectors see it within --fold-interval and a round trip.
  *
  * Backpressure: past --journal-max events appended and not folded, a worker refuses writes
@@ -112,6 +116,14 @@ struct tally_fold_mark {
  * has failed too: the read then answers from what is counted, as it would without a journal,
  * and a read after Redis came back waits for the fold that then goes through. */
 bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_mark *m);
+
+/* The same for a read of the K articles IDS (LENS bytes each) only: the mark of each folder
+ * is its latest entry holding a record of one of them (or of an article that shares its slot
+ * in the folder's table), or whose records are not known. Entries of other articles are not
+ * waited for: a read of an article nothing was acknowledged for since the last fold goes
+ * ahead at once. */
+bool tally_fold_mark_articles(struct tally_folder *const *f, size_t n, const char *const *ids,
+                              const uint16_t *lens, size_t k, struct tally_fold_mark *m);
 
 /* Has every one of the N folders F folded up to mark M? */
 bool tally_fold_passed(struct tally_folder *const *f, size_t n, const struct tally_fold_mark *m);

@@ -199,7 +199,44 @@ class JournalTest(harness.TallyTestCase):
                 self.assertEqual(r.status, 200, r)
                 body = r.raw if path.startswith("/v1/badge/") else r.body
                 self.assertTrue(check(body), "%s: %r, want %r" % (path, body, model))
-                self.assertNoJournal()
+                one_article = [a for a in model
+                               if path in ("/v1/stats/" + quote(a),
+                                           "/v1/badge/%s.svg" % quote(a))]
+                if one_article:
+                    # A read of one article waits for the entries up to the last holding it:
+                    # the journals keep only later ones, of other articles.
+                    _, held = self.journal_state()
+                    self.assertEqual(held.get(one_article[0], 0), 0, held)
+                else:
+                    self.assertNoJournal()
+
+    def test_a_read_waits_only_for_its_own_articles(self):
+        t = self.collector(*SLOW, threads=2)
+        with harness.KeepAliveClient(t.port) as c:
+            self.post(c, "w/a", 3)
+            self.assertEqual(self.stats_views(t, "w/a"), 3)  # folds what waited
+            self.assertNoJournal()
+            folds = harness.metric(t.metrics(), "tally_folds_total")
+            self.post(c, "w/b", 2)
+            entries, held = self.journal_state()
+            self.assertEqual((entries, held), (1, {"w/b": 2}))
+            # Nothing of w/a or w/c waits: their reads fold nothing and answer what is counted.
+            for _ in range(5):
+                self.assertEqual(self.stats_views(t, "w/a"), 3)
+                r = t.get("/v1/stats/w%2Fc")
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(counts(r.body)["views"], 0)
+                r = t.get("/v1/badge/w%2Fa.svg")
+                self.assertEqual(r.status, 200, r)
+                self.assertIn(b">3<", r.raw)
+            self.assertEqual(harness.metric(t.metrics(), "tally_folds_total"), folds)
+            self.assertEqual(self.journal_state(), (1, {"w/b": 2}))
+            # A read naming w/b among others waits for it.
+            r = t.get("/v1/stats?article=w%2Fa&article=w%2Fb")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual([counts(x)["views"] for x in r.body["articles"]], [3, 2])
+            self.assertEqual(harness.metric(t.metrics(), "tally_folds_total"), folds + 1)
+            self.assertNoJournal()
 
     def test_another_collector_shows_it_within_a_second(self):
         a = self.collector(*SLOW, threads=2)
