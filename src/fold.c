@@ -800,7 +800,13 @@ bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_
 bool tally_fold_mark_articles(struct tally_folder *const *f, size_t n, const char *const *ids,
                               const uint16_t *lens, size_t k, struct tally_fold_mark *m)
 {
+    size_t slot[TALLY_FOLD_ARTICLES_MAX];
     bool passed = true;
+
+    if (k > TALLY_FOLD_ARTICLES_MAX)
+        return tally_fold_mark(f, n, m);
+    for (size_t j = 0; j < k; j++)
+        slot[j] = fold_slot(ids[j], lens[j]);
 
     for (size_t i = 0; i < n && i < TALLY_THREADS_MAX; i++) {
         uint64_t need;
@@ -812,8 +818,7 @@ bool tally_fold_mark_articles(struct tally_folder *const *f, size_t n, const cha
         m->tries[i] = atomic_load_explicit(&f[i]->tries, memory_order_acquire);
         need = atomic_load_explicit(&f[i]->blind, memory_order_acquire);
         for (size_t j = 0; j < k; j++) {
-            uint64_t t = atomic_load_explicit(&f[i]->touched[fold_slot(ids[j], lens[j])],
-                                              memory_order_acquire);
+            uint64_t t = atomic_load_explicit(&f[i]->touched[slot[j]], memory_order_acquire);
 
             if (t > need)
                 need = t;
@@ -830,8 +835,20 @@ bool tally_fold_mark_articles(struct tally_folder *const *f, size_t n, const cha
 bool tally_fold_passed(struct tally_folder *const *f, size_t n, const struct tally_fold_mark *m)
 {
     for (size_t i = 0; i < n && i < TALLY_THREADS_MAX; i++) {
-        if (f[i] == NULL || tally_folder_folded_count(f[i]) >= m->appended[i])
+        uint64_t folded, blind;
+
+        if (f[i] == NULL)
             continue;
+        folded = tally_folder_folded_count(f[i]);
+        blind = atomic_load_explicit(&f[i]->blind, memory_order_acquire);
+        /* An entry whose outcome was not learnt may be in no journal: until the folds have
+         * passed it, the folder may count entries before it folded one too early (it tells
+         * what a fold took from what the fold left). So a read waits for it too, whenever it
+         * came. */
+        if (folded >= m->appended[i] && folded >= blind)
+            continue;
+        if (folded < blind)
+            fold_soon_upto(f[i], blind);
         /* A fold that ended after the mark failed: Redis is down or refuses, no use waiting. */
         if (atomic_load_explicit(&f[i]->tries, memory_order_acquire) > m->tries[i] &&
             atomic_load(&f[i]->blocked))

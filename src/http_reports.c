@@ -494,7 +494,10 @@ void tally_route_badge(struct tally_http_req *h)
         tally_query_release(&c->q);
         return;
     }
-    tally_http_after_folds_of(h, c->q.id, c->q.len, c->q.n, badge_read, c);
+    if (!tally_http_after_folds_of(h, c->q.id, c->q.len, c->q.n, badge_read, c)) {
+        tally_http_send_unavailable(h, "out of memory");
+        tally_query_release(&c->q);
+    }
 }
 
 /* ---- DELETE /v1/articles/{article} ---- */

@@ -373,7 +373,10 @@ static void stats_run(struct tally_http_req *h, bool many)
         tally_query_release(&c->q);
         return;
     }
-    tally_http_after_folds_of(h, c->q.id, c->q.len, c->q.n, stats_read, c);
+    if (!tally_http_after_folds_of(h, c->q.id, c->q.len, c->q.n, stats_read, c)) {
+        tally_http_send_unavailable(h, "out of memory");
+        tally_query_release(&c->q);
+    }
 }
 
 void tally_route_stats(struct tally_http_req *h)

@@ -122,10 +122,12 @@ bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_
  * in the folder's table), or whose records are not known. Entries of other articles are not
  * waited for: a read of an article nothing was acknowledged for since the last fold goes
  * ahead at once. */
+#define TALLY_FOLD_ARTICLES_MAX 100 /* a read of more is marked as a read of everything */
 bool tally_fold_mark_articles(struct tally_folder *const *f, size_t n, const char *const *ids,
                               const uint16_t *lens, size_t k, struct tally_fold_mark *m);
 
-/* Has every one of the N folders F folded up to mark M? */
+/* Has every one of the N folders F folded up to mark M, and past every entry it appended
+ * whose records are not known? (Asks for the folds that takes.) */
 bool tally_fold_passed(struct tally_folder *const *f, size_t n, const struct tally_fold_mark *m);
 
 #endif
