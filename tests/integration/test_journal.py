@@ -238,6 +238,28 @@ class JournalTest(harness.TallyTestCase):
             self.assertEqual(harness.metric(t.metrics(), "tally_folds_total"), folds + 1)
             self.assertNoJournal()
 
+    def test_a_write_of_unknown_outcome_is_waited_for_by_every_read(self):
+        # A unit sent into a stopped Redis is answered 504 (it may have been appended) and
+        # fenced when Redis wakes: it made no entry. Until a fold has passed it, the folder
+        # cannot tell a fold's trim of the entries before it right, so every read waits for a
+        # fold, even of an article nothing was acknowledged for.
+        t = self.collector(*SLOW, "--redis-timeout", "300", "--hold", "300", threads=1)
+        with harness.KeepAliveClient(t.port, timeout=10) as c:
+            self.post(c, "u/a", 1)
+            self.redis.pause()
+            try:
+                ex = c.post_events(views("u/b", 2))
+            finally:
+                self.redis.resume()
+        self.assertEqual((ex.status, ex.body.get("error")), (504, "outcome_unknown"), ex)
+        harness.wait_until(lambda: t.get("/readyz").status == 200, 10.0)
+        folds = harness.metric(t.metrics(), "tally_folds_total")
+        self.assertEqual(counts(t.stats("u/c"))["views"], 0)
+        self.assertGreater(harness.metric(t.metrics(), "tally_folds_total"), folds)
+        self.assertEqual(self.journal_state(), (0, {}))
+        self.assertEqual(counts(t.stats("u/a"))["views"], 1)
+        self.assertEqual(counts(t.stats("u/b"))["views"], 0)
+
     def test_another_collector_shows_it_within_a_second(self):
         a = self.collector(*SLOW, threads=2)
         b = self.collector(threads=2)  # the default --fold-interval
