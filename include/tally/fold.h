@@ -34,7 +34,8 @@
  * waits only for the entries up to the latest that holds one of them: each folder keeps, per
  * slot of a table of the articles' hashes, its latest entry with a record of an article of
  * that slot (tally_fold_mark_articles()), so a read of an article nothing was acknowledged
- * for since the last fold neither waits nor makes a fold smaller. Other
+ * for since the last fold neither waits nor asks for a fold -- unless an entry's records are not
+ * known (a unit answered 504): every read waits for the folds to pass it. Other
  * collectors see it within --fold-interval and a round trip.
  *
  * Backpressure: past --journal-max events appended and not folded, a worker refuses writes
