@@ -777,22 +777,28 @@ void tally_folder_soon(struct tally_folder *f)
     fold_soon_upto(f, tally_folder_appended_count(f));
 }
 
+/* Folder I of a mark M: what a read waits to see folded is F's entries before NEED. Asks F to
+ * fold up to it unless it has. Returns whether it has. */
+static bool fold_mark_one(struct tally_folder *f, size_t i, uint64_t need,
+                          struct tally_fold_mark *m)
+{
+    m->tries[i] = atomic_load_explicit(&f->tries, memory_order_acquire);
+    m->appended[i] = need;
+    if (tally_folder_folded_count(f) >= need)
+        return true;
+    fold_soon_upto(f, need);
+    return false;
+}
+
 bool tally_fold_mark(struct tally_folder *const *f, size_t n, struct tally_fold_mark *m)
 {
     bool passed = true;
 
     for (size_t i = 0; i < n && i < TALLY_THREADS_MAX; i++) {
-        if (f[i] == NULL) {
-            m->appended[i] = 0;
-            m->tries[i] = 0;
-            continue;
-        }
-        m->tries[i] = atomic_load_explicit(&f[i]->tries, memory_order_acquire);
-        m->appended[i] = tally_folder_appended_count(f[i]);
-        if (tally_folder_folded_count(f[i]) < m->appended[i]) {
-            tally_folder_soon(f[i]);
+        m->appended[i] = 0;
+        m->tries[i] = 0;
+        if (f[i] != NULL && !fold_mark_one(f[i], i, tally_folder_appended_count(f[i]), m))
             passed = false;
-        }
     }
     return passed;
 }
@@ -807,7 +813,6 @@ bool tally_fold_mark_articles(struct tally_folder *const *f, size_t n, const cha
         return tally_fold_mark(f, n, m);
     for (size_t j = 0; j < k; j++)
         slot[j] = fold_slot(ids[j], lens[j]);
-
     for (size_t i = 0; i < n && i < TALLY_THREADS_MAX; i++) {
         uint64_t need;
 
@@ -815,7 +820,6 @@ bool tally_fold_mark_articles(struct tally_folder *const *f, size_t n, const cha
         m->tries[i] = 0;
         if (f[i] == NULL)
             continue;
-        m->tries[i] = atomic_load_explicit(&f[i]->tries, memory_order_acquire);
         need = atomic_load_explicit(&f[i]->blind, memory_order_acquire);
         for (size_t j = 0; j < k; j++) {
             uint64_t t = atomic_load_explicit(&f[i]->touched[slot[j]], memory_order_acquire);
@@ -823,11 +827,8 @@ bool tally_fold_mark_articles(struct tally_folder *const *f, size_t n, const cha
             if (t > need)
                 need = t;
         }
-        m->appended[i] = need;
-        if (tally_folder_folded_count(f[i]) < need) {
-            fold_soon_upto(f[i], need);
+        if (!fold_mark_one(f[i], i, need, m))
             passed = false;
-        }
     }
     return passed;
 }
