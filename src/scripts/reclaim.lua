@@ -21,18 +21,23 @@ local folded, chunks, left = 0, 0, 0
 for _, j in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[4]),
                               'LIMIT', 0, 16)) do
     local staged = staged_of(ARGV[1], j)
-    chunks = count_staged(c, staged, 1)
-    if chunks > 0 then
+    -- Chunks staged by a collector whose Redis user may stage, which this one's may not pop
+    -- (an ACL from before staging, in a collector upgraded later than the others): the
+    -- journal is left to a collector that may, rather than refused half-way.
+    if redis.call('EXISTS', staged) == 0 or may_stage(staged) then
+        chunks = count_staged(c, staged, 1)
+        if chunks > 0 then
+            journal_left(j, KEYS[1], staged)
+            left = chunks_left(staged)
+            break
+        end
+        local n = fold_journal(c, j, budget - folded, nil, tonumber(ARGV[5]), staged, nil)
+        folded = folded + n
         journal_left(j, KEYS[1], staged)
         left = chunks_left(staged)
-        break
-    end
-    local n = fold_journal(c, j, budget - folded, nil, tonumber(ARGV[5]), staged, nil)
-    folded = folded + n
-    journal_left(j, KEYS[1], staged)
-    left = chunks_left(staged)
-    if n > 0 or left > 0 then
-        break -- one journal a call: at most STEP records counted
+        if n > 0 or left > 0 then
+            break -- one journal a call: at most STEP records counted
+        end
     end
 end
 local _, tags = counter_finish(c)

@@ -14,6 +14,8 @@ from harness import TOKEN
 
 AUTH = {"Authorization": "Bearer " + TOKEN}
 PASSWORD = "acl-test-password-0123"
+# The model as tallyd tells the scripts (include/tally/model.h, tally_model_arg()).
+MODEL = "777600 34992000 172800 views+ visitors shares+ comments+ site engaged+ reads+"
 REDIS_CONF = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "redis.conf")
 
 
@@ -177,6 +179,33 @@ class AclTest(harness.TallyTestCase):
         self.assertEqual(t.stats("old/299")["views"], 2)
         self.assertEqual(harness.metric(t.metrics(), "tally_fold_errors_total"), 0)
         self.assertEqual(self.redis.keys("tally:{00}[qrc]:*"), [])
+        self.assertEqual(self.redis.command("ACL", "LOG"), [])
+
+    def test_a_user_from_before_staging_leaves_chunks_it_may_not_pop(self):
+        """A writer gone left chunks staged (by a collector whose user may stage): a reclaim
+        by a user from before staging (no LPOP) leaves that journal to another collector,
+        refused nothing, and takes nothing."""
+        old = [r for r in tally_user_rules() if r not in ("+rpush", "+lpop", "+llen")]
+        self.redis.command("ACL", "SETUSER", "tally_old", "reset", *old)
+        self.addCleanup(self.redis.command, "ACL", "DELUSER", "tally_old")
+        journal, staged = "tally:{00}q:gone-writer", "tally:{00}c:gone-writer"
+        self.redis.command("XADD", journal, "*", "n", "0", "a", "")
+        self.redis.command("RPUSH", staged, "a staged chunk")
+        # A registry of its own: the class's collector looks at the real one every second.
+        registry = "tally:{00}r:test-journals"
+        self.redis.command("ZADD", registry, "1", journal)
+        c = harness.RespClient(self.redis.port)
+        try:
+            self.assertEqual(c.command("AUTH", "tally_old", PASSWORD), "OK")
+            v = harness.functions_library()[len("tally_"):]
+            r = c.command("FCALL", "tally_reclaim_" + v, "1", registry, "tally:", MODEL, "16",
+                          "5000", "128")
+        finally:
+            c.close()
+        self.assertEqual(r, [0, b"", 0, b"", 0, 0])
+        self.assertEqual(self.redis.command("LLEN", staged), 1)
+        self.assertEqual(self.redis.command("XLEN", journal), 1)
+        self.assertEqual(self.redis.command("ZSCORE", registry, journal), b"1")
         self.assertEqual(self.redis.command("ACL", "LOG"), [])
 
     def test_a_user_that_may_not_append_writes_nothing(self):
