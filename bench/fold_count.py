@@ -36,24 +36,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from capacity import Redis, start_redis, stop  # noqa: E402
+from fold_replay import records_of  # noqa: E402
 
 COUNT = ("local c = counter_new(ARGV[1], model_of(ARGV[2]), ARGV[11], ARGV[10], KEEP) STUB "
          "WHAT local e, t = counter_finish(c) return c.errors")
 
 
 def records_in(argv, pos):
-    """The records in the merged fold's ARGV from POS (0-based) on (each: time, then tag id
-    views nvis vis... nshares (net n)... ncomments d... nsums (m n)... nprops (f v)...)."""
-    n = 0
-    while pos < len(argv):
-        pos += 4
-        pos += 1 + int(argv[pos])
-        pos += 1 + 2 * int(argv[pos])
-        pos += 1 + int(argv[pos])
-        pos += 1 + 2 * int(argv[pos])
-        pos += 1 + 2 * int(argv[pos])
-        n += 1
-    if pos != len(argv):
+    """The records in the merged fold's ARGV from POS (0-based) on (see records_of)."""
+    n = records_of(argv, pos)
+    if n is None:
         sys.exit("fold_count.py: cannot read the fold's records")
     return n
 
