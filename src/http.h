@@ -106,7 +106,8 @@ void tally_http_stream_expect(struct tally_http_req *h);
 void tally_http_after_folds(struct tally_http_req *h, void (*fn)(void *arg), void *arg);
 
 /* The same for a read of the K articles IDS (LENS bytes each; borrowed until FN runs) alone:
- * it waits only for what the collector acknowledged of them (tally_fold_mark_articles()).
+ * it waits only for what the collector acknowledged of them (tally_fold_mark_articles();
+ * IDS NULL: of every article, as tally_http_after_folds()).
  * Returns false, without running FN, when out of memory: the caller answers H. */
 bool tally_http_after_folds_of(struct tally_http_req *h, const char *const *ids,
                                const uint16_t *lens, size_t k, void (*fn)(void *arg), void *arg);

@@ -743,9 +743,8 @@ static void http_wait_add(struct tally_worker *w, struct http_wait *wt)
         event_add(w->waits->ev, &tv);
 }
 
-/* Run FN(ARG) at once or after the folds; false when out of memory (FN not run). */
-static bool http_after(struct tally_http_req *h, const char *const *ids, const uint16_t *lens,
-                       size_t k, void (*fn)(void *arg), void *arg)
+bool tally_http_after_folds_of(struct tally_http_req *h, const char *const *ids,
+                               const uint16_t *lens, size_t k, void (*fn)(void *arg), void *arg)
 {
     bool oom;
     struct http_wait *wt = http_wait_new(h, ids, lens, k, &oom);
@@ -762,15 +761,9 @@ static bool http_after(struct tally_http_req *h, const char *const *ids, const u
     return true;
 }
 
-bool tally_http_after_folds_of(struct tally_http_req *h, const char *const *ids,
-                               const uint16_t *lens, size_t k, void (*fn)(void *arg), void *arg)
-{
-    return http_after(h, ids, lens, k, fn, arg);
-}
-
 void tally_http_after_folds(struct tally_http_req *h, void (*fn)(void *arg), void *arg)
 {
-    if (!http_after(h, NULL, NULL, 0, fn, arg))
+    if (!tally_http_after_folds_of(h, NULL, NULL, 0, fn, arg))
         fn(arg); /* out of memory: it reads what is counted */
 }
 
