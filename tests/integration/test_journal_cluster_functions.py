@@ -23,6 +23,7 @@ with exact counts and exact answers:
             appends without the ZADD, and numbers entries across trims of a {jj} journal
 """
 
+import os
 import time
 import unittest
 
@@ -36,6 +37,8 @@ REGISTRY = "tally:{00}r:journals"
 J, PLAN, TRIMMED = "tally:{3a}q:w1", "tally:{3a}p:w1", "tally:{3a}n:w1"
 CURSOR = "tally:{3a}f:w1"
 A, B = "00000000000000a1", "00000000000000a2"
+PASSWORD = "cluster-functions-password-0123"
+REDIS_CONF = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "redis.conf")
 
 
 def record(tag, article, views=0, vis=(), shares=(), comments=(), sums=(), props=()):
@@ -61,10 +64,11 @@ class JournalClusterFunctionsTest(unittest.TestCase):
 
     def setUp(self):
         self.redis.flushall()
+        self.conn = self.redis  # who calls the functions
 
     def fcall(self, name, keys, *args):
-        return self.redis.command("FCALL", "tally_%s_%s" % (name, self.v), len(keys), *keys,
-                                  *args)
+        return self.conn.command("FCALL", "tally_%s_%s" % (name, self.v), len(keys), *keys,
+                                 *args)
 
     def cpart(self, last, chunk, fresh="", cursor=CURSOR, prefix="tally:"):
         return self.fcall("cpart", [cursor], prefix, MODEL, last, HOUR, fresh, chunk)
@@ -352,8 +356,7 @@ class JournalClusterFunctionsTest(unittest.TestCase):
     # ---- ack without a registry ----
 
     def ack(self, keys, attempt, article):
-        now = int(time.time())
-        args = ["tally:", 0, 600, 86400, now, self.redis_ms() + 60000, "", MODEL,
+        args = ["tally:", 0, 600, 86400, T1, self.redis_ms() + 60000, "", MODEL,
                 "", "", 1, 0, 0, 0, 0, record("3a", article, views=1)]
         return self.fcall("ack", ["tally:{3a}x:" + attempt] + keys, *args)
 
@@ -378,6 +381,37 @@ class JournalClusterFunctionsTest(unittest.TestCase):
         self.assertEqual(reply[-1], 1)
         self.assertIsNotNone(self.redis.command("ZSCORE", REGISTRY, one))
         self.assertIsNone(self.redis.command("ZSCORE", REGISTRY, J))
+
+
+    # ---- Least privilege ----
+
+    def test_the_tally_user_may_run_a_whole_fold(self):
+        """deploy/redis.conf's tally user (the daemon's) may call every step: append, beat,
+        plan, count the parts, trim, find a stale journal, drop it, take it out."""
+        with open(REDIS_CONF) as f:
+            line = next(l for l in f if l.startswith("user tally "))
+        rules = [">" + PASSWORD if r.startswith(">") else r for r in line.split()[2:]]
+        self.redis.command("ACL", "SETUSER", "tally", "reset", *rules)
+        self.addCleanup(self.redis.command, "ACL", "DELUSER", "tally")
+        self.redis.command("ACL", "LOG", "RESET")
+        self.conn = harness.RespClient(self.redis.port)
+        self.addCleanup(self.conn.close)
+        self.assertEqual(self.conn.command("AUTH", "tally", PASSWORD), "OK")
+        self.assertEqual(self.ack([J, TRIMMED], "a1", "x")[-1], 1)
+        self.assertIsInstance(self.fcall("cheartbeat", [REGISTRY], J), int)
+        time.sleep(0.01)  # stale past 0 ms
+        plan = self.cplan(10)
+        self.assertEqual(plan[2:6], [1, 1, 1, b"3a"])
+        self.assertEqual(self.cpart(plan[1], plan[6], fresh="3ad113ah11"),
+                         [b"3a", 0, b"", b"3ad113ah01"])
+        self.assertEqual(self.cpart(plan[1], plan[6]), [b"done"])
+        self.assertEqual(self.cplan(10, plan[0], plan[1]), [b"empty", 0])
+        self.assertEqual(self.conn.command("FCALL_RO", "tally_cstale_" + self.v, 1, REGISTRY,
+                                           0, "tally:{00}q:own"), J.encode())
+        self.assertEqual(self.fcall("cdrop", [J, TRIMMED, PLAN]), 1)
+        self.assertEqual(self.fcall("cgone", [REGISTRY], J, 0), 1)
+        self.assertEqual(self.totals("x"), {"views": 1})
+        self.assertEqual(self.redis.command("ACL", "LOG"), [])
 
 
 if __name__ == "__main__":
