@@ -10,9 +10,9 @@
 --          refuses the call whole; the script reads none of them by position)
 -- ARGV     P model last_id hour fresh chunk
 --          last_id: the plan's last id; hour and fresh: as merged.lua's, the bucket keys of
---          that hour and its day that may be new (see counter_new), fresh "" when the caller
---          does not know (every key's expiry is then set, once per call); chunk: the part, as
---          cplan.lua answers it
+--          that hour and its day that may be new (see counter_new: "" says none may be; a
+--          caller that does not know names them all); the keys of the records' other hours
+--          and days get their expiry once per call; chunk: the part, as cplan.lua answers it
 -- Returns {"done"} when the cursor is at or past last_id (nothing counted); else {the buckets
 -- touched ("0a3f..."), commands Redis refused and skipped (see counter_new), the last refusal
 -- or "", the keys whose expiry it set where fresh spoke of them (in its form)}, as fold.lua
@@ -22,8 +22,7 @@ local cursor = redis.call('GET', KEYS[1])
 if cursor and not id_before(cursor, ARGV[3]) then
     return {'done'}
 end
-local fresh = ARGV[5] ~= '' and ARGV[5] or nil
-local c = counter_new(ARGV[1], model_of(ARGV[2]), fresh, ARGV[4], true)
+local c = counter_new(ARGV[1], model_of(ARGV[2]), ARGV[5], ARGV[4], true)
 count_chunk(c, ARGV[6])
 local expired, tags = counter_finish(c)
 redis.call('SET', KEYS[1], ARGV[3], 'EX', 172800)

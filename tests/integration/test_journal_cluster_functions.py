@@ -148,22 +148,32 @@ class JournalClusterFunctionsTest(unittest.TestCase):
                              (last if counted else cursor).encode())
 
     def test_a_part_sets_the_expiry_fresh_asks_for(self):
+        """fresh as a fold's: the keys of HOUR and its day that may be new ("" none: all
+        known); the keys of the records' other hours and days get theirs, once per call."""
         chunk = "%d\n%s" % (T1, record("3a", "x", views=2, shares=[("copy", 1)]))
+        ttl = lambda k: self.redis.command("TTL", "tally:{3a}" + k)
         # Views' day and hour keys and the site totals may be new; shares' are known.
         self.assertEqual(self.cpart("1-0", chunk, fresh="3ad113ah01"),
                          [b"3a", 0, b"", b"3ad113ah01"])
-        ttl = lambda k: self.redis.command("TTL", "tally:{3a}" + k)
         self.assertGreater(ttl("d:views:" + DAY), 0)
         self.assertGreater(ttl("h:views:" + HOUR), 0)
         self.assertGreater(ttl("s:" + DAY), 0)
         self.assertEqual(ttl("d:shares:" + DAY), -1)
         self.assertEqual(ttl("h:shares:" + HOUR), -1)
-        # Not known ("" fresh): every day and hour key gets its expiry.
+        # All known: none set.
         self.redis.flushall()
         self.assertEqual(self.cpart("1-0", chunk), [b"3a", 0, b"", b""])
         for k in ("d:views:" + DAY, "h:views:" + HOUR, "s:" + DAY, "d:shares:" + DAY,
                   "h:shares:" + HOUR):
+            self.assertEqual(ttl(k), -1, k)
+        # A record of the next day: fresh does not speak of its keys, which get their expiry.
+        self.redis.flushall()
+        chunk = "%d\n%s" % (T1 + 86400, record("3a", "x", views=2, shares=[("copy", 1)]))
+        self.assertEqual(self.cpart("1-0", chunk), [b"3a", 0, b"", b""])
+        for k in ("d:views:20270116", "h:views:2027011608", "s:20270116", "d:shares:20270116",
+                  "h:shares:2027011608"):
             self.assertGreater(ttl(k), 0, k)
+        self.assertEqual(ttl("t:views"), -1)
 
     # ---- cplan ----
 
