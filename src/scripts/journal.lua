@@ -1,5 +1,6 @@
--- journal.lua -- put before fold.lua, reclaim.lua and forget.lua (cmake/functions.cmake puts
--- it before every function body): folding a writer's journal (see ack.lua) into the counters.
+-- journal.lua -- put before fold.lua, reclaim.lua, forget.lua and the cluster's cplan.lua and
+-- cpart.lua (cmake/functions.cmake puts it before every function body): folding a writer's
+-- journal (see ack.lua) into the counters.
 
 -- Split S at "\n" into a list. (Counted as it grows: t[#t + 1] costs a quarter more per token,
 -- and a staged chunk of 128 records has about 1,100.)
