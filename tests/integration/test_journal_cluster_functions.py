@@ -24,6 +24,8 @@ with exact counts and exact answers:
 """
 
 import os
+import re
+import socket
 import time
 import unittest
 
@@ -174,6 +176,49 @@ class JournalClusterFunctionsTest(unittest.TestCase):
                   "h:shares:2027011608"):
             self.assertGreater(ttl(k), 0, k)
         self.assertEqual(ttl("t:views"), -1)
+
+    def touched(self, call):
+        """The keys the commands of function call CALL (a function of no arguments) ran on,
+        in order, as MONITOR shows them (each command's first argument is its key)."""
+        sock = socket.create_connection(("127.0.0.1", self.redis.port), timeout=5.0)
+        try:
+            sock.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
+            f = sock.makefile("rb")
+            self.assertEqual(f.readline(), b"+OK\r\n")
+            call()
+            self.redis.command("ECHO", "monitor-end")
+            keys = []
+            for line in f:
+                if b'"ECHO" "monitor-end"' in line:
+                    return keys
+                m = re.match(rb'^\+[\d.]+ \[\d+ lua\] "[A-Za-z]+" "([^"\\]*)"', line)
+                if m:
+                    keys.append(m.group(1).decode())
+        finally:
+            sock.close()
+        raise AssertionError("MONITOR ended early")
+
+    def test_a_part_touches_the_keys_the_collector_declares(self):
+        """The keys count_record() touches for a chunk, exactly: the cursor, then what
+        tally_agg_part_keys() lists for the same chunk (tests/unit/test_agg.c, "two
+        articles, three hours over two days": this list is that one's, as a set)."""
+        chunk = "\n".join([
+            "1800001800", record("3a", "x", views=1),
+            "1800001800", record("3a", "y", shares=[("email", 1)]),
+            "1800005400", record("3a", "x", views=1, vis=[A]),
+            "1800059400", record("3a", "y", views=2)])
+        declared = ["a{b}x", "a{b}y", "a{b}x", "v{b}20270115:x", "a{b}y", "d{b}views:20270115",
+                    "h{b}views:2027011508", "t{b}views", "d{b}shares:20270115",
+                    "h{b}shares:2027011508", "t{b}shares", "s{b}20270115", "s{b}all",
+                    "d{b}views:20270115", "h{b}views:2027011509", "t{b}views",
+                    "d{b}visitors:20270115", "h{b}visitors:2027011509", "t{b}visitors",
+                    "s{b}20270115", "s{b}all", "d{b}views:20270116", "h{b}views:2027011600",
+                    "t{b}views", "s{b}20270116", "s{b}all"]
+        declared = {"tally:{3a}%s:%s" % (k[0], k[4:]) for k in declared}
+        touched = self.touched(lambda: self.cpart("1-0", chunk))
+        self.assertEqual(touched[0], CURSOR)  # GET, first
+        self.assertEqual(touched[-1], CURSOR)  # SET, last
+        self.assertEqual(set(touched[1:-1]), declared)
 
     # ---- cplan ----
 
