@@ -50,6 +50,7 @@ void tally_agg_init(struct tally_agg *a, const char *prefix, uint32_t window)
     memset(a, 0, sizeof(*a));
     a->prefix = prefix;
     a->window = window;
+    a->marker_bucket = -1;
     a->model_len = tally_model_arg(a->model);
     tally_buf_init(&a->body);
     tally_buf_init(&a->keys);
@@ -558,16 +559,22 @@ static void agg_stamp(struct tally_agg *a)
 
 static int agg_header(struct tally_agg *a, const struct tally_event *first, const char *attempt)
 {
-    a->attempt_len = tally_key_make(a->attempt_key, sizeof(a->attempt_key), a->prefix,
-                                    tally_key_bucket(first->article, first->article_len), 'x',
-                                    attempt, strlen(attempt));
+    unsigned bucket = a->marker_bucket >= 0
+                          ? (unsigned)a->marker_bucket
+                          : tally_key_bucket(first->article, first->article_len);
+
+    a->attempt_len = tally_key_make(a->attempt_key, sizeof(a->attempt_key), a->prefix, bucket,
+                                    'x', attempt, strlen(attempt));
     if (a->attempt_len == 0)
         return TALLY_EINVAL;
     tally_buf_add_bulk(&a->keys, a->attempt_key, a->attempt_len);
     a->nkeys = 1;
     if (a->journal != NULL) {
         tally_buf_add_bulk(&a->keys, a->journal, strlen(a->journal));
-        tally_buf_add_bulk(&a->keys, a->registry, strlen(a->registry));
+        if (a->registry != NULL)
+            tally_buf_add_bulk(&a->keys, a->registry, strlen(a->registry));
+        else
+            tally_buf_add_bulk(&a->keys, a->trimmed, strlen(a->trimmed));
         a->nkeys = 3;
     }
     tally_buf_add_bulk(&a->head, a->prefix, strlen(a->prefix));

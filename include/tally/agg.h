@@ -53,6 +53,12 @@ struct tally_agg {
     /* A writer that keeps a journal (see tally/fold.h): the unit is for src/scripts/ack.lua,
      * with these keys after its marker. Borrowed; NULL: for apply.lua. */
     const char *journal, *registry;
+    /* A journal on a Redis Cluster (tally/fold.h): the journal's trimmed-count key, declared
+     * after the journal in the registry's place (the cluster's ack registers nothing), and
+     * the bucket of the journal's tag, where the attempt marker goes too. Borrowed; NULL and
+     * -1 (the marker in the bucket of the unit's first event) otherwise. */
+    const char *trimmed;
+    int marker_bucket;
     /* After its reply, with a journal: the id of the entry the unit appended ("" for none),
      * and its number (entries the journal had taken, this one included; 0: not known, see
      * src/scripts/ack.lua). */
