@@ -380,8 +380,10 @@ class MonitorTap:
         """[(function, declared keys, [the commands the function ran])] of each FCALL and
         FCALL_RO, FUNCTION the name it was registered under without its "tally_" and version
         ("apply", "ack", "cpart", ...)."""
-        n = -1
-        while n != len(self.lines):  # until the last lines are in: none for 0.3 s
+        n, deadline = -1, time.monotonic() + 5.0
+        # Until the last lines are in: none for 0.3 s (the collectors' heartbeats, once a
+        # second each, may leave no such pause: 5 s at most).
+        while n != len(self.lines) and time.monotonic() < deadline:
             n = len(self.lines)
             time.sleep(0.3)
         out, cur = [], None
