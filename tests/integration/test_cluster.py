@@ -1642,7 +1642,11 @@ class ClusterFaultTest(ClusterTestCase):
         self.t.start()
 
     def views(self, articles):
-        """Final views through tallyd, in one stats query (retried while reads fail)."""
+        """Final views through tallyd, in one stats query (retried while reads fail), once
+        every journal is folded: a read waits for its collector's folds, but only up to
+        --hold while they fail."""
+        wait_until(lambda: journal_state()[0] == 0, 20.0, interval=0.1,
+                   message="the journals were not folded within 20 s of the load's end")
         q = "/v1/stats?" + "&".join("article=" + quote(a) for a in articles)
         r = wait_until(lambda: (lambda r: r if r.status == 200 else None)(self.t.get(q)), 15.0,
                        message="stats of the load's articles not readable")
@@ -1866,6 +1870,11 @@ class ClusterFaultTest(ClusterTestCase):
             # client's (counted by folds), from their keys, and the slot of the collector's
             # first journal (its acks and its folds' plans).
             names = {a.encode(): a for a in load.client_articles(1) + load.client_articles(0)}
+            folded = {a.encode() for a in load.client_articles(0)}
+            wait_until(lambda: any((article_of_key(k) or (0, 0, None))[2] in folded
+                                   for ks in CLUSTER.all_keys("tally:{??}a:*").values()
+                                   for k in ks), 5.0,
+                       message="nothing of the unkeyed client folded 3 s into the load")
             buckets = set()
             for m, keys in CLUSTER.all_keys("tally:{??}a:*").items():
                 for k in keys:
