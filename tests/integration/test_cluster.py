@@ -758,6 +758,9 @@ class ClusterCoreTest(ClusterTestCase):
         events = [{"type": "view", "article": a} for a, n in counts.items() for _ in range(n)]
         for i in range(0, len(events), 100):
             self.both(events[i:i + 100], n=len(events[i:i + 100]))
+        # Folded (a read on the collector that acknowledged waits for it), before collectors
+        # that did not acknowledge them read them.
+        self.assertEqual(self.get_both("/v1/totals?period=day")["views"], sum(counts.values()))
         ranked = sorted(counts, key=lambda a: (-counts[a], a))
         want = {"/v1/top?period=month&limit=100":
                 {"metric": "views", "period": "month",
@@ -940,6 +943,7 @@ class ClusterCoreTest(ClusterTestCase):
         self.both([{"type": "view", "article": keep}] * 3 +
                   [{"type": "view", "article": gone}] * 5 +
                   [{"type": "share", "article": gone, "network": "email"}], AUTH, n=9)
+        self.assertEqual(self.get_both("/v1/stats/" + quote(gone))["views"], 5)  # folded
         self.assertTrue(self.articles_on_cluster(gone))
         r = self.t.request("DELETE", "/v1/articles/" + quote(gone))
         self.assertEqual(r.status, 401, r)
@@ -987,6 +991,9 @@ class ClusterCoreTest(ClusterTestCase):
             r = self.t.post_events([{"type": "view", "article": a} for a in articles[i:i + 100]])
             self.assertEqual(r.status, 200, r)
             self.assertEqual(r.body, {"accepted": 100, "ignored": 0})
+        # A read on the collector waits for the folds of what it acknowledged (the journal).
+        r = self.t.get("/v1/totals?period=day")
+        self.assertEqual(r.body["views"], 1000, r)
         per = {m: len(keys) for m, keys in CLUSTER.all_keys("tally:{??}a:spread/*").items()}
         sys.stderr.write("\nspread of 1000 articles' totals keys: %s\n"
                          % ", ".join("%r %d" % kv for kv in per.items()))
@@ -1165,6 +1172,8 @@ class ClusterCoreTest(ClusterTestCase):
             r = self.t.post_events(events[i:i + 100])
             self.assertEqual(r.status, 200, r)
             self.assertEqual(r.body, {"accepted": len(events[i:i + 100]), "ignored": 0})
+        self.assertEqual(self.t.get("/v1/totals?period=day").body["views"],
+                         sum(range(1, len(ids) + 1)))  # and so folded
         day_keys = {m: [k for k in keys if re.match(rb"^tally:\{..\}[dt]:views", k)]
                     for m, keys in CLUSTER.all_keys().items()}
         for n, i in enumerate(ids):
@@ -1930,6 +1939,7 @@ class ClusterFaultTest(ClusterTestCase):
         r = self.t.post_events([{"type": "view", "article": a}] * 5 +
                                [{"type": "view", "article": b}] * 2)
         self.assertEqual((r.status, r.body), (200, {"accepted": 7, "ignored": 0}), r)
+        self.assertEqual(self.t.stats(a)["views"], 5)  # and so folded: its keys are there
         slots = set()
         for art in (a, b):
             keys = [k for ks in CLUSTER.all_keys().values() for k in ks
