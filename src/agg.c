@@ -50,6 +50,7 @@ void tally_agg_init(struct tally_agg *a, const char *prefix, uint32_t window)
     memset(a, 0, sizeof(*a));
     a->prefix = prefix;
     a->window = window;
+    a->marker_bucket = -1;
     a->model_len = tally_model_arg(a->model);
     tally_buf_init(&a->body);
     tally_buf_init(&a->keys);
@@ -322,21 +323,22 @@ static unsigned agg_rec_metrics(const struct tally_agg *a, const struct agg_rec 
     return mask | site;
 }
 
+/* The day, hour and all-time keys of the metric NAME (NL bytes) in BUCKET. */
+static void agg_declare_metric(struct tally_agg *a, unsigned bucket, const char *name, size_t nl)
+{
+    agg_key(a, bucket, 'd', 3, name, nl, ":", (size_t)1, a->day, strlen(a->day));
+    agg_key(a, bucket, 'h', 3, name, nl, ":", (size_t)1, a->hour, strlen(a->hour));
+    agg_key(a, bucket, 't', 1, name, nl);
+}
+
 /* The bucket keys of the metrics in MASK, and the site totals' with TALLY_EXPIRY_SITE. */
 static void agg_declare_bucket(struct tally_agg *a, unsigned bucket, unsigned mask)
 {
-    size_t dl = strlen(a->day), hl = strlen(a->hour);
+    size_t dl = strlen(a->day);
 
-    for (int m = 0; m < TALLY_METRICS; m++) {
-        const char *name = tally_metrics[m].name;
-        size_t nl = strlen(name);
-
-        if ((mask & tally_metrics[m].bit) == 0)
-            continue;
-        agg_key(a, bucket, 'd', 3, name, nl, ":", (size_t)1, a->day, dl);
-        agg_key(a, bucket, 'h', 3, name, nl, ":", (size_t)1, a->hour, hl);
-        agg_key(a, bucket, 't', 1, name, nl);
-    }
+    for (int m = 0; m < TALLY_METRICS; m++)
+        if (mask & tally_metrics[m].bit)
+            agg_declare_metric(a, bucket, tally_metrics[m].name, strlen(tally_metrics[m].name));
     if (mask & TALLY_EXPIRY_SITE) {
         agg_key(a, bucket, 's', 1, a->day, dl);
         agg_key(a, bucket, 's', 1, "all", (size_t)3);
@@ -557,16 +559,22 @@ static void agg_stamp(struct tally_agg *a)
 
 static int agg_header(struct tally_agg *a, const struct tally_event *first, const char *attempt)
 {
-    a->attempt_len = tally_key_make(a->attempt_key, sizeof(a->attempt_key), a->prefix,
-                                    tally_key_bucket(first->article, first->article_len), 'x',
-                                    attempt, strlen(attempt));
+    unsigned bucket = a->marker_bucket >= 0
+                          ? (unsigned)a->marker_bucket
+                          : tally_key_bucket(first->article, first->article_len);
+
+    a->attempt_len = tally_key_make(a->attempt_key, sizeof(a->attempt_key), a->prefix, bucket,
+                                    'x', attempt, strlen(attempt));
     if (a->attempt_len == 0)
         return TALLY_EINVAL;
     tally_buf_add_bulk(&a->keys, a->attempt_key, a->attempt_len);
     a->nkeys = 1;
     if (a->journal != NULL) {
         tally_buf_add_bulk(&a->keys, a->journal, strlen(a->journal));
-        tally_buf_add_bulk(&a->keys, a->registry, strlen(a->registry));
+        if (a->registry != NULL)
+            tally_buf_add_bulk(&a->keys, a->registry, strlen(a->registry));
+        else
+            tally_buf_add_bulk(&a->keys, a->trimmed, strlen(a->trimmed));
         a->nkeys = 3;
     }
     tally_buf_add_bulk(&a->head, a->prefix, strlen(a->prefix));
@@ -856,4 +864,187 @@ const char *tally_agg_record_id(const struct tally_agg *a, size_t i, size_t *len
 {
     *len = a->rec[i].len;
     return a->rec[i].id;
+}
+
+/* ---- The keys of a part of a journal's fold (Redis Cluster) ---- */
+
+/* A chunk's tokens, one at a time: each ends at "\n" or at the chunk's end. */
+struct agg_chunk {
+    const char *p, *end;
+};
+
+/* The next token into *TOK (*N bytes); false at the end or at an empty token. */
+static bool agg_chunk_token(struct agg_chunk *c, const char **tok, size_t *n)
+{
+    const char *nl;
+
+    if (c->p >= c->end)
+        return false;
+    nl = memchr(c->p, '\n', (size_t)(c->end - c->p));
+    *tok = c->p;
+    *n = (size_t)((nl != NULL ? nl : c->end) - c->p);
+    c->p = nl != NULL ? nl + 1 : c->end;
+    return *n > 0;
+}
+
+/* The next token as a count of at most MAX: digits only. */
+static bool agg_chunk_uint(struct agg_chunk *c, uint64_t max, uint64_t *v)
+{
+    const char *t;
+    size_t n;
+
+    if (!agg_chunk_token(c, &t, &n) || n > 19)
+        return false;
+    *v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (t[i] < '0' || t[i] > '9')
+            return false;
+        *v = *v * 10 + (uint64_t)(t[i] - '0');
+    }
+    return *v <= max;
+}
+
+/* Skip N tokens (PAIRS: N pairs) after reading the count N; with SUM, *SUM gets the total of
+ * the pairs' counts (shares: network n). */
+static bool agg_chunk_skip(struct agg_chunk *c, bool pairs, uint64_t *n, uint64_t *sum)
+{
+    const char *t;
+    size_t len;
+    uint64_t v;
+
+    if (!agg_chunk_uint(c, (uint64_t)(c->end - c->p), n))
+        return false;
+    for (uint64_t i = 0; i < *n; i++) {
+        if (!agg_chunk_token(c, &t, &len))
+            return false;
+        if (!pairs)
+            continue;
+        if (sum == NULL ? !agg_chunk_token(c, &t, &len) : !agg_chunk_uint(c, UINT32_MAX, &v))
+            return false;
+        if (sum != NULL)
+            *sum += v;
+    }
+    return true;
+}
+
+/* One hour of a chunk and the metrics (TALLY_EXPIRY_* bits) its records count in it. */
+struct agg_chunk_hour {
+    char hour[11];
+    unsigned mask;
+};
+
+/* The mask of hour HOUR in the list H (*N of them, room for *CAP), added if new. */
+static unsigned *agg_chunk_hour_mask(struct agg_chunk_hour **h, size_t *n, size_t *cap,
+                                     const char *hour)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (memcmp((*h)[i].hour, hour, 10) == 0)
+            return &(*h)[i].mask;
+    if (tally_grow(h, cap, *n + 1, sizeof(**h)) < 0)
+        return NULL;
+    memcpy((*h)[*n].hour, hour, 11);
+    (*h)[*n].mask = 0;
+    return &(*h)[(*n)++].mask;
+}
+
+/* Read CHUNK's next record (filed at its time's hour) and declare its own keys in A (A's day
+ * and hour: the record's); the bucket metrics it counts are added to its hour's mask in H.
+ * Returns 0, TALLY_EINVAL or TALLY_ENOMEM. */
+static int agg_chunk_record(struct tally_agg *a, struct agg_chunk *c, unsigned bucket,
+                            struct agg_chunk_hour **h, size_t *n_h, size_t *cap_h)
+{
+    struct agg_rec r;
+    char tag[2];
+    const char *t;
+    size_t len;
+    uint64_t time, views, n, shares = 0;
+    unsigned *mask;
+
+    memset(&r, 0, sizeof(r));
+    tally_key_tag(bucket, tag);
+    if (!agg_chunk_uint(c, INT64_MAX / 2, &time) || !agg_chunk_token(c, &t, &len) || len != 2 ||
+        memcmp(t, tag, 2) != 0 || !agg_chunk_token(c, &t, &len) || len > UINT16_MAX ||
+        !agg_chunk_uint(c, UINT64_MAX, &views))
+        return TALLY_EINVAL;
+    r.id = t;
+    r.len = (uint16_t)len;
+    r.bucket = (uint8_t)bucket;
+    r.views = views > 0;
+    if (!agg_chunk_skip(c, false, &n, NULL))
+        return TALLY_EINVAL;
+    r.n_vis = (uint32_t)(n > 0);
+    if (!agg_chunk_skip(c, true, &n, &shares))
+        return TALLY_EINVAL;
+    r.shares[0] = (uint32_t)(shares > 0); /* any network: the metric is shares */
+    if (!agg_chunk_skip(c, false, &n, NULL))
+        return TALLY_EINVAL;
+    r.n_deltas = (uint32_t)(n > 0);
+    a->now = (int64_t)time;
+    agg_stamp(a);
+    mask = agg_chunk_hour_mask(h, n_h, cap_h, a->hour);
+    if (mask == NULL)
+        return TALLY_ENOMEM;
+    /* The sums, by name: a metric this collector does not know (written by another version)
+     * has its keys declared all the same, and the site totals with them. */
+    if (!agg_chunk_uint(c, (uint64_t)(c->end - c->p), &n))
+        return TALLY_EINVAL;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t v;
+        int m = 0;
+
+        if (!agg_chunk_token(c, &t, &len) || !agg_chunk_uint(c, UINT32_MAX, &v))
+            return TALLY_EINVAL;
+        while (m < TALLY_METRICS && (strlen(tally_metrics[m].name) != len ||
+                                     memcmp(tally_metrics[m].name, t, len) != 0))
+            m++;
+        if (m < TALLY_METRICS)
+            r.sums[m] += v > 0;
+        else if (v > 0) {
+            agg_declare_metric(a, bucket, t, len);
+            *mask |= TALLY_EXPIRY_SITE;
+        }
+    }
+    if (!agg_chunk_skip(c, true, &n, NULL))
+        return TALLY_EINVAL;
+    *mask |= agg_rec_metrics(a, &r);
+    agg_declare_article(a, &r);
+    return 0;
+}
+
+int tally_agg_part_keys(struct tally_buf *out, const char *prefix, unsigned bucket,
+                        const char *writer, size_t writer_len, const char *chunk, size_t len)
+{
+    struct tally_agg a;
+    struct agg_chunk c = {chunk, chunk + len};
+    struct agg_chunk_hour *h = NULL;
+    size_t n_h = 0, cap_h = 0;
+    char cursor[TALLY_KEY_MAX];
+    size_t cl;
+    int rc = 0;
+
+    if (bucket >= TALLY_BUCKETS)
+        return TALLY_EINVAL;
+    cl = tally_key_make(cursor, sizeof(cursor), prefix, bucket, 'f', writer, writer_len);
+    if (cl == 0)
+        return TALLY_EINVAL;
+    tally_agg_init(&a, prefix, 0); /* no window: a part touches no repeat-view hash */
+    tally_buf_add_bulk(&a.keys, cursor, cl);
+    a.nkeys = 1;
+    while (rc == 0 && c.p < c.end)
+        rc = agg_chunk_record(&a, &c, bucket, &h, &n_h, &cap_h);
+    for (size_t i = 0; rc == 0 && i < n_h; i++) {
+        memcpy(a.hour, h[i].hour, 11);
+        memcpy(a.day, h[i].hour, 8);
+        a.day[8] = '\0';
+        agg_declare_bucket(&a, bucket, h[i].mask);
+    }
+    if (rc == 0 && a.keys.oom)
+        rc = TALLY_ENOMEM;
+    if (rc == 0) {
+        tally_buf_add(out, a.keys.data, a.keys.len);
+        rc = out->oom ? TALLY_ENOMEM : (int)a.nkeys;
+    }
+    free(h);
+    tally_agg_release(&a);
+    return rc;
 }

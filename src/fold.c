@@ -22,110 +22,19 @@
 #include "tally/model.h"
 #include "tally/redis.h"
 #include "tally/store.h"
-
-#define FOLD_EVENTS 2000       /* a fold from the journal takes at most about this many
-                                  * (whole entries, at least one) */
-#ifndef FOLD_BATCH_RECORDS      /* -DFOLD_BATCH_RECORDS=N builds another, to measure it */
-#define FOLD_BATCH_RECORDS 4000  /* a batch closes (and its fold starts) at this many merged
-                                  * records (counted FOLD_STEP_RECORDS a call, the rest staged).
-                                  * Larger batches merge more (20-event batches: 2.0-2.6 Redis
-                                  * commands per event against 2.9-3.2 at 1,000); the merged
-                                  * fold's check reads two entries whatever the size, but the
-                                  * call still carries the batch's chunks to stage them.
-                                  * Memory: the records of unfolded entries, which
-                                  * --journal-max bounds (at most one record per event). */
-#endif
-#define FOLD_BATCH_EVENTS 20000  /* or at this many events */
-#define FOLD_BATCHES 64          /* batches held at most: entries past them are folded from
-                                  * the journal */
-#define FOLD_RECLAIM_MS 1000     /* how often a worker looks for journals of writers gone */
-#define FOLD_RECLAIM_ENTRIES 16 /* the most entries of theirs one look folds (a unit is at
-                                 * most 2,000 events: a look holds Redis briefly) */
-#define FOLD_RETRY_MS 100        /* after a fold refused or lost, or one that found nothing */
-#define FOLD_MERGED_TRIES 3      /* merged folds of a batch refused or lost in a row before its
-                                  * entries are folded from the journal instead */
-#define FOLD_TOUCH 4096          /* slots of the table of articles' latest entries (a power of
-                                  * two): a read waits for the entries of its articles' slots */
-#define FOLD_STEP_RECORDS TALLY_FOLD_STEP_RECORDS /* a merged fold stages the rest of its
-                                  * batch in chunks of this many, each counted by a call of its
-                                  * own (src/scripts/staged.lua) */
-
-/* Entries the folder merged (their acks' records added up, see tally/merge.h): a merged fold
- * (src/scripts/merged.lua) counts them once they are the oldest in the journal. */
-struct fold_batch {
-    struct tally_merge *m;       /* owned */
-    uint64_t first_entry;        /* the index of its first entry (see appended) */
-    size_t entries, events;
-    char first[48], last[48];    /* the ids of its first and last entries */
-    char first_u[128], last_u[128]; /* and their units' attempt markers (see ack.lua) */
-    uint64_t first_seq, last_seq; /* and their numbers (0: not known, see ack.lua) */
-};
-
-struct tally_folder {
-    struct event_base *base;
-    struct tally_redis *router;
-    const struct tally_config *cfg;
-    struct tally_metrics *metrics;
-    struct tally_epochs *epochs;
-    /* Which keys of this day and hour have their expiry: the writer's (borrowed). A fold asks
-     * the script to set it only on the others, and learns what it set. */
-    struct tally_known *known;
-    char known_stamp[11];        /* the fold in flight was told of KNOWN as of this hour */
-    uint32_t known_forgets;      /* and these forgets */
-    uint8_t expired_day[TALLY_BUCKETS], expired_hour[TALLY_BUCKETS];
-    char journal[TALLY_KEY_MAX], registry[TALLY_KEY_MAX];
-    char staged[TALLY_KEY_MAX];  /* the journal's staging list (see merged.lua) */
-    char model[TALLY_MODEL_ARG_MAX + 1];
-    /* The events of each entry appended and not known folded, oldest first: a ring. */
-    uint32_t *ring;
-    size_t cap, head, len;
-    size_t backlog;              /* their sum */
-    _Atomic uint64_t appended;   /* entries appended so far */
-    _Atomic uint64_t folded;     /* of them, known folded */
-    _Atomic bool wanted;         /* a reader asked for a fold */
-    _Atomic uint64_t want_upto;  /* readers wait for the entries before this one: folds go on
-                                  * until they are folded */
-    /* Per slot of the articles' hashes (fold_slot()), the entries up to the latest holding a
-     * record of an article of that slot (its index + 1; 0: none yet), and the same for the
-     * latest entry whose records are not known (a unit whose reply was lost): what a read of
-     * those articles waits to see folded. Written by the folder's thread, read by any. */
-    _Atomic uint64_t touched[FOLD_TOUCH];
-    _Atomic uint64_t blind;
-    _Atomic bool blocked;        /* the last fold could not be sent or failed (Redis is down
-                                  * or refuses) */
-    _Atomic uint64_t tries;      /* folds that ended (answered, failed or not sent): a read
-                                  * waits for one that ends after it arrived */
-    bool in_flight, reclaiming, again;
-    bool merged_in_flight;       /* the fold in flight is the oldest batch's */
-    bool staged_in_flight;       /* the fold in flight counts a staged chunk */
-    bool staging;                /* chunks wait in the staging list (or may: a merged fold's
-                                  * reply was lost): they are counted before anything else, and
-                                  * the entries they came from count as folded only then */
-    unsigned merged_errors;      /* of the oldest batch's folds, refused or lost in a row */
-    /* Batches of consecutive entries, oldest first: a ring. The newest takes more entries
-     * while OPEN. Entries before the oldest, between two, or past FOLD_BATCHES are folded
-     * from the journal (fold.lua). */
-    struct fold_batch batch[FOLD_BATCHES];
-    size_t b_head, b_len;
-    bool b_open;
-    struct tally_merge *spare[FOLD_BATCHES]; /* merges of batches gone, kept for new ones */
-    size_t n_spare;
-    struct tally_buf body;
-    int wake_fd;                 /* eventfd: tally_folder_soon() from any thread */
-    struct event *wake_ev, *timer_ev, *reclaim_ev;
-};
+#include "fold_private.h"
 
 static void fold_start(struct tally_folder *f);
 static void on_reclaim_timer(evutil_socket_t fd, short what, void *arg);
 
 /* A fold ended: BLOCKED when it failed or could not be sent. */
-static void fold_ended(struct tally_folder *f, bool blocked)
+void fold_ended(struct tally_folder *f, bool blocked)
 {
     atomic_store(&f->blocked, blocked);
     atomic_fetch_add_explicit(&f->tries, 1, memory_order_release);
 }
 
-static void fold_bump(struct tally_folder *f, const redisReply *tags)
+void fold_bump(struct tally_folder *f, const redisReply *tags)
 {
     if (tags == NULL || tags->type != REDIS_REPLY_STRING)
         return;
@@ -140,7 +49,7 @@ static void fold_bump(struct tally_folder *f, const redisReply *tags)
 
 /* Commands a fold skipped because Redis refused them (a key of another type, written by
  * someone else): what they would have added is lost, the rest counted once. */
-static void fold_skipped(struct tally_folder *f, const redisReply *n, const redisReply *why)
+void fold_skipped(struct tally_folder *f, const redisReply *n, const redisReply *why)
 {
     if (n->type != REDIS_REPLY_INTEGER || n->integer == 0)
         return;
@@ -219,6 +128,8 @@ static bool fold_head_merged(struct tally_folder *f)
  * holds? */
 static bool fold_due(struct tally_folder *f)
 {
+    if (f->cluster != NULL)
+        return fold_cluster_due(f);
     size_t closed = f->b_len - (f->b_open ? 1 : 0) - (f->merged_in_flight ? 1 : 0);
 
     return f->staging || (f->len > 0 && (closed > 0 || !fold_head_merged(f)));
@@ -273,7 +184,7 @@ static void fold_merge(struct tally_folder *f, uint64_t index, struct tally_agg 
 }
 
 /* The oldest N entries are folded (or all but LEFT of them, if fewer). */
-static void fold_forget(struct tally_folder *f, size_t n)
+void fold_forget(struct tally_folder *f, size_t n)
 {
     struct fold_batch *b;
 
@@ -290,7 +201,7 @@ static void fold_forget(struct tally_folder *f, size_t n)
     tally_gauge_set(&f->metrics->journal_backlog, (int64_t)f->backlog);
 }
 
-static void fold_arm(struct tally_folder *f, uint32_t ms)
+void fold_arm(struct tally_folder *f, uint32_t ms)
 {
     struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
 
@@ -299,19 +210,38 @@ static void fold_arm(struct tally_folder *f, uint32_t ms)
 }
 
 /* Do readers wait for entries not folded yet? */
-static bool fold_wanted(struct tally_folder *f)
+bool fold_wanted(struct tally_folder *f)
 {
     return atomic_load_explicit(&f->folded, memory_order_acquire) <
            atomic_load_explicit(&f->want_upto, memory_order_acquire);
 }
 
 /* Is REPLY the one word WORD ({"stale"}, {"staged"})? */
-static bool fold_said(const redisReply *reply, const char *word)
+bool fold_said(const redisReply *reply, const char *word)
 {
     return reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
            (reply->element[0]->type == REDIS_REPLY_STRING ||
             reply->element[0]->type == REDIS_REPLY_STATUS) &&
            strcmp(reply->element[0]->str, word) == 0;
+}
+
+size_t fold_left(struct tally_folder *f, long long left, long long n)
+{
+    size_t gone;
+
+    /* What the fold left is the newest LEFT entries of those appended before it ran -- every
+     * ack whose reply came before this one. Others may have folded some of ours meanwhile (a
+     * DELETE folds every journal): what is not left is folded either way. */
+    if (left < 0 || (size_t)left >= f->len)
+        return 0;
+    gone = f->len - (size_t)left;
+    /* More went than this fold took: another collector folded some of ours (a DELETE, a
+     * reclaim) and bumped only its own process's cache epochs. */
+    if (gone > (size_t)n)
+        for (unsigned b = 0; b < TALLY_BUCKETS; b++)
+            tally_epochs_bump(f->epochs, b);
+    fold_forget(f, gone);
+    return gone;
 }
 
 static void on_fold_reply(int status, redisReply *reply, void *arg)
@@ -389,18 +319,7 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
         return;
     }
     f->staging = false;
-    /* What the fold left is the newest LEFT entries of those appended before it ran -- every
-     * ack whose reply came before this one. Others may have folded some of ours meanwhile (a
-     * DELETE folds every journal): what is not left is folded either way. */
-    if ((size_t)left < f->len) {
-        gone = f->len - (size_t)left;
-        /* More went than this fold took: another collector folded some of ours (a DELETE, a
-         * reclaim) and bumped only its own process's cache epochs. */
-        if (gone > (size_t)n)
-            for (unsigned b = 0; b < TALLY_BUCKETS; b++)
-                tally_epochs_bump(f->epochs, b);
-        fold_forget(f, gone);
-    }
+    gone = fold_left(f, left, n);
     fold_ended(f, false);
     if (f->len == 0)
         return;
@@ -479,6 +398,10 @@ static void fold_start(struct tally_folder *f)
     enum tally_script script;
     size_t nargs;
 
+    if (f->cluster != NULL) {
+        fold_cluster_start(f);
+        return;
+    }
     if (f->in_flight) {
         f->again = true;
         return;
@@ -578,6 +501,10 @@ static void on_reclaim_timer(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (f->cluster != NULL) {
+        fold_cluster_reclaim(f);
+        return;
+    }
     if (f->reclaiming || st == NULL || !tally_store_ready(st))
         return;
     tally_buf_init(&b);
@@ -614,8 +541,12 @@ struct tally_folder *tally_folder_new(struct event_base *base, struct tally_redi
     f->wake_fd = -1;
     tally_buf_init(&f->body);
     tally_model_arg(f->model);
-    if (tally_key_make(f->journal, sizeof(f->journal), cfg->prefix, 0, 'q', writer,
-                       strlen(writer)) == 0 ||
+    /* On a cluster the journal's name waits for its tag, chosen once the slot map is known
+     * (src/fold_cluster.c). */
+    if (tally_redis_is_cluster(router) && fold_cluster_init(f, writer) < 0)
+        goto fail;
+    if ((f->cluster == NULL && tally_key_make(f->journal, sizeof(f->journal), cfg->prefix, 0,
+                                              'q', writer, strlen(writer)) == 0) ||
         tally_key_make(f->staged, sizeof(f->staged), cfg->prefix, 0, 'c', writer,
                        strlen(writer)) == 0 ||
         tally_key_make(f->registry, sizeof(f->registry), cfg->prefix, 0, 'r', "journals", 8) ==
@@ -650,6 +581,7 @@ void tally_folder_free(struct tally_folder *f)
         event_free(f->reclaim_ev);
     if (f->wake_fd >= 0)
         close(f->wake_fd);
+    fold_cluster_free(f);
     tally_buf_release(&f->body);
     for (size_t i = 0; i < f->b_len; i++)
         tally_merge_free(f->batch[(f->b_head + i) % FOLD_BATCHES].m);
@@ -712,7 +644,9 @@ void tally_folder_appended(struct tally_folder *f, size_t events, struct tally_a
     tally_gauge_set(&f->metrics->journal_backlog, (int64_t)f->backlog);
     if (a != NULL) {
         fold_touch(f, index, a);
-        fold_merge(f, index, a, reply, events);
+        /* On a cluster folds go from the journal alone: no batches. */
+        if (f->cluster == NULL)
+            fold_merge(f, index, a, reply, events);
     } else {
         atomic_store_explicit(&f->blind, index + 1, memory_order_release);
         f->b_open = false; /* an entry that may or may not be: entries after it go apart */
@@ -742,7 +676,8 @@ size_t tally_folder_backlog(const struct tally_folder *f)
 
 bool tally_folder_can_fold(const struct tally_folder *f)
 {
-    struct tally_store *st = tally_redis_for_slot(f->router, 0);
+    struct tally_store *st = f->cluster != NULL ? fold_cluster_store(f)
+                                                : tally_redis_for_slot(f->router, 0);
 
     return f->in_flight || (st != NULL && tally_store_ready(st));
 }

@@ -36,6 +36,12 @@ static const struct {
     {"staged", false},
     {"drain", false},
     {"kept", false},
+    {"cplan", false},
+    {"cpart", false},
+    {"cheartbeat", false},
+    {"cstale", true},
+    {"cgone", false},
+    {"cdrop", false},
     {"version", true},
 };
 
@@ -58,7 +64,7 @@ static void functions_init(void)
 
     snprintf(functions_lib, sizeof(functions_lib), "%.*s", (int)strcspn(p, "\n"), p);
     for (int i = 0; i <= TALLY_SCRIPTS; i++)
-        snprintf(functions_names[i], TALLY_FUNCTION_NAME_MAX, "tally_%.8s_%.24s",
+        snprintf(functions_names[i], TALLY_FUNCTION_NAME_MAX, "tally_%.16s_%.24s",
                  functions_scripts[i].name, functions_lib + strlen("tally_"));
 }
 

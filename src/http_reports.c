@@ -15,6 +15,7 @@
 #include "tally/error.h"
 #include "tally/fold.h"
 #include "tally/query.h"
+#include "tally/redis.h"
 #include "tally/reports.h"
 #include "tally/store.h"
 #include "tally/uri.h"
@@ -532,6 +533,32 @@ static void on_forget(int status, struct tally_forget *f, void *arg)
     tally_query_release(&c->q);
 }
 
+/* The article is forgotten now: with one Redis the forget folds the journals itself first
+ * (drain.lua); on a cluster they were folded before (tally_folder_drain()). */
+static int forget_now(struct forget_call *c)
+{
+    struct tally_http_req *h = c->h;
+    struct tally_folder *f = tally_writer_folder(h->w->writer);
+    bool cluster = tally_redis_is_cluster(h->w->redis);
+
+    return tally_forget_start(&c->forget, c->q.id[0], c->q.len[0], h->w->cfg->view_window,
+                              tally_clock_now(), h->w->redis, h->w->cfg->prefix,
+                              f != NULL && !cluster ? tally_folder_registry(f) : NULL, on_forget,
+                              c);
+}
+
+static void on_forget_drained(int status, void *arg)
+{
+    struct forget_call *c = arg;
+
+    if (status == 0)
+        status = forget_now(c);
+    if (status < 0) {
+        tally_http_send_unavailable(c->h, "redis is unavailable; retry later");
+        tally_query_release(&c->q);
+    }
+}
+
 void tally_route_forget(struct tally_http_req *h)
 {
     struct tally_error err;
@@ -560,9 +587,9 @@ void tally_route_forget(struct tally_http_req *h)
      * recreate such a key without expiry. */
     tally_epochs_forgot(&h->w->server->epochs);
     f = tally_writer_folder(h->w->writer);
-    rc = tally_forget_start(&c->forget, c->q.id[0], c->q.len[0], h->w->cfg->view_window,
-                            tally_clock_now(), h->w->redis, h->w->cfg->prefix,
-                            f != NULL ? tally_folder_registry(f) : NULL, on_forget, c);
+    rc = f != NULL && tally_redis_is_cluster(h->w->redis)
+             ? tally_folder_drain(f, on_forget_drained, c)
+             : forget_now(c);
     if (rc < 0)
         tally_query_release(&c->q);
     reports_started(h, rc);

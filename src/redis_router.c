@@ -336,6 +336,34 @@ struct tally_store *tally_redis_for_slot(struct tally_redis *r, unsigned slot)
     return r->nodes[r->map.slots[slot]].st;
 }
 
+bool tally_redis_master_bucket(const struct tally_redis *r, unsigned k, unsigned *bucket)
+{
+    bool owns[TALLY_REDIS_NODES_MAX] = {false};
+    unsigned n = 0;
+
+    if (!r->cluster)
+        return false;
+    for (unsigned b = 0; b < TALLY_BUCKETS; b++) {
+        int i = r->map.slots[tally_key_bucket_slot(b)];
+
+        if (i < 0)
+            return false;
+        n += !owns[i];
+        owns[i] = true;
+    }
+    k %= n;
+    for (int i = 0; i < TALLY_REDIS_NODES_MAX; i++) {
+        if (!owns[i] || k-- > 0)
+            continue;
+        for (unsigned b = 0; b < TALLY_BUCKETS; b++)
+            if (r->map.slots[tally_key_bucket_slot(b)] == i) {
+                *bucket = b;
+                return true;
+            }
+    }
+    return false;
+}
+
 struct tally_store *tally_redis_for_key(struct tally_redis *r, const char *key, size_t len)
 {
     return tally_redis_for_slot(r, r->cluster ? tally_key_slot(key, len) : 0);

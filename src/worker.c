@@ -57,6 +57,10 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
         tally_http_close_idle(w);
     if (folding && !late)
         tally_folder_soon(f);
+    /* On a cluster the emptied journal is then dropped and leaves the registry. */
+    if (w->busy == 0 && w->conns == 0 && !folding && !late && f != NULL &&
+        !tally_folder_retired(f))
+        return;
     if ((w->busy == 0 && w->conns == 0 && !folding) || late) {
         if (w->busy > 0)
             log_warn("worker %u stops with %zu requests still waiting", w->id, w->busy);

@@ -66,9 +66,11 @@ struct tally_writer {
     const struct tally_config *cfg;
     struct tally_metrics *metrics;
     struct tally_epochs *epochs;
-    struct tally_folder *folder;   /* one Redis and --fold-interval: units go to its journal */
+    struct tally_folder *folder;   /* --fold-interval: units go to its journal (on a cluster,
+                                    * those it takes: see writer_journaled()) */
     struct write_lane *lanes;
-    size_t n_lanes;                /* 1, or TALLY_BUCKETS in a cluster */
+    size_t n_lanes;                /* 1, or TALLY_BUCKETS in a cluster (and the journal's lane
+                                    * after them, with a folder) */
     uint64_t seq;
     char nonce[17];
     /* Which keys of this day and hour have their expiry (as the scripts reported): units,
@@ -183,7 +185,7 @@ static void writer_send(struct write_lane *l, struct tally_store *st)
     if (clock != NULL) {
         tally_agg_fence(&l->agg, tally_fence_at(clock, l->answer_by));
         rc = tally_store_eval_asking(st, l->asking,
-                                     l->w->folder != NULL ? TALLY_SCRIPT_ACK : TALLY_SCRIPT_APPLY,
+                                     l->agg.journal != NULL ? TALLY_SCRIPT_ACK : TALLY_SCRIPT_APPLY,
                                      b->data, b->len, l->agg.nargs, on_unit_reply, l);
     }
     l->redirect = NULL;
@@ -455,7 +457,7 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
         tally_known_learn(&w->known, l->agg.hour, l->forgets, tally_epochs_forgets(w->epochs),
                           l->agg.expired_day, l->agg.expired_hour);
         writer_bump(w, &l->agg);
-        if (w->folder != NULL && writer_unit_new_events(l) > 0)
+        if (l->agg.journal != NULL && writer_unit_new_events(l) > 0)
             tally_folder_appended(w->folder, writer_unit_new_events(l), &l->agg, reply);
         tally_metric_add(&w->metrics->redis_units, 1);
         for (size_t i = 0; i < l->n_unit; i++)
@@ -538,7 +540,7 @@ static void writer_give_up(struct write_lane *l)
     /* It may have made a journal entry that no reply will tell of: the folder counts one
      * (of one event: its requests go now), so that reads wait for it and the next fold takes
      * it. A folder that counted one too many learns better from that fold. */
-    if (l->w->folder != NULL && (l->state == UNIT_SENT || l->uncertain))
+    if (l->agg.journal != NULL && (l->state == UNIT_SENT || l->uncertain))
         tally_folder_appended(l->w->folder, 1, NULL, NULL);
     if (l->state != UNIT_SENT) {
         writer_answer_unit(l, tally_unit_status(TALLY_UNIT_NO_REPLY));
@@ -703,9 +705,44 @@ static int writer_split(struct tally_writer *w, struct tally_write *wr)
     return 0;
 }
 
+/* ---- The journal on a cluster ---- */
+
+/* The lane of the folder's journal on a cluster, following the journal's tag. */
+static struct write_lane *writer_journal_lane(struct tally_writer *w)
+{
+    struct write_lane *l = &w->lanes[TALLY_BUCKETS];
+    unsigned bucket = tally_folder_bucket(w->folder);
+
+    if (l->agg.marker_bucket != (int)bucket) {
+        l->agg.marker_bucket = (int)bucket;
+        l->slot = tally_key_bucket_slot(bucket);
+        if (tally_key_make(l->probe_key, sizeof(l->probe_key), w->cfg->prefix, bucket, 'x',
+                           "probe", 5) == 0)
+            l->probe_key[0] = '\0';
+    }
+    return l;
+}
+
+/* Does WR go to the journal on a cluster (tally/fold.h)? Only when counting it later is the
+ * same as counting it now: no Idempotency-Key (its markers have homes of their own), no
+ * comment (its floor at 0 depends on order), no repeat-view check; and only while the
+ * folder's heartbeat keeps the journal registered, so that a journal holding entries is
+ * never anyone else's to fold while its writer lives. */
+static bool writer_journaled(struct tally_writer *w, const struct tally_write *wr)
+{
+    if (w->folder == NULL || w->n_lanes == 1 || wr->idem != NULL || w->cfg->view_window > 0 ||
+        !tally_folder_registered(w->folder))
+        return false;
+    for (size_t i = 0; i < wr->req.n; i++)
+        if (wr->req.ev[i].type == TALLY_EVENT_COMMENT)
+            return false;
+    return true;
+}
+
 static int writer_parts(struct tally_writer *w, struct tally_write *wr)
 {
     struct tally_write_part *p = &wr->single;
+    bool journaled = writer_journaled(w, wr);
 
     wr->parts = NULL;
     wr->applied = wr->failed = wr->unknown = 0;
@@ -713,7 +750,7 @@ static int writer_parts(struct tally_writer *w, struct tally_write *wr)
     wr->req.accepted = wr->req.repeat = wr->req.bot_out = wr->req.prefetch_out = 0;
     wr->req.replayed = true;
     wr->req.reused = false;
-    if (w->n_lanes > 1)
+    if (w->n_lanes > 1 && !journaled)
         return writer_split(w, wr);
     memset(p, 0, sizeof(*p));
     p->req.ev = wr->req.ev;
@@ -721,7 +758,7 @@ static int writer_parts(struct tally_writer *w, struct tally_write *wr)
     p->req.bot = wr->req.bot;
     p->req.prefetch = wr->req.prefetch;
     p->visitor = wr->visitor;
-    writer_part_init(w, p, wr, &w->lanes[0]);
+    writer_part_init(w, p, wr, journaled ? writer_journal_lane(w) : &w->lanes[0]);
     wr->n_parts = 1;
     return 0;
 }
@@ -936,9 +973,9 @@ struct tally_folder *tally_writer_folder(struct tally_writer *w)
 static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsigned bucket)
 {
     l->w = w;
-    l->slot = tally_key_bucket_slot(bucket);
-    if (tally_key_make(l->probe_key, sizeof(l->probe_key), w->cfg->prefix, bucket, 'x', "probe",
-                       5) == 0)
+    l->slot = tally_key_bucket_slot(bucket % TALLY_BUCKETS);
+    if (tally_key_make(l->probe_key, sizeof(l->probe_key), w->cfg->prefix,
+                       bucket % TALLY_BUCKETS, 'x', "probe", 5) == 0)
         l->probe_key[0] = '\0';
     TAILQ_INIT(&l->pending);
     tally_agg_init(&l->agg, w->cfg->prefix, w->cfg->view_window);
@@ -947,9 +984,16 @@ static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsig
     /* In a cluster every key is declared, so that a slot being migrated refuses the unit
      * whole instead of failing half-way through it. */
     l->agg.declare = w->n_lanes > 1;
-    if (w->folder != NULL) {
+    if (w->folder != NULL && w->n_lanes == 1) {
         l->agg.journal = tally_folder_journal(w->folder);
         l->agg.registry = tally_folder_registry(w->folder);
+    } else if (w->folder != NULL && bucket == TALLY_BUCKETS) {
+        /* The journal's lane on a cluster: its unit touches the journal's keys alone, which
+         * it declares (its marker, the journal, the trimmed count); its slot follows the
+         * journal's tag (writer_journal_lane()). */
+        l->agg.declare = false;
+        l->agg.journal = tally_folder_journal(w->folder);
+        l->agg.trimmed = tally_folder_trimmed(w->folder);
     }
 }
 
@@ -968,7 +1012,7 @@ struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redi
     w->cfg = cfg;
     w->metrics = metrics;
     w->epochs = epochs;
-    w->n_lanes = tally_redis_is_cluster(router) ? TALLY_BUCKETS : 1;
+    w->n_lanes = tally_redis_is_cluster(router) ? TALLY_BUCKETS + (cfg->fold_interval_ms > 0) : 1;
     w->lanes = calloc(w->n_lanes, sizeof(*w->lanes));
     /* Attempt ids must never repeat, across threads, restarts and collectors. */
     arc4random_buf(rnd, sizeof(rnd));
@@ -976,11 +1020,11 @@ struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redi
         snprintf(w->nonce + 2 * i, 3, "%02x", rnd[i]);
     w->flush_ev = event_new(base, -1, 0, on_flush, w);
     w->tick_ev = evtimer_new(base, on_tick, w);
-    if (w->n_lanes == 1 && cfg->fold_interval_ms > 0)
+    if (cfg->fold_interval_ms > 0)
         w->folder =
             tally_folder_new(base, router, cfg, metrics, epochs, &w->known, w->nonce);
     if (w->lanes == NULL || w->flush_ev == NULL || w->tick_ev == NULL ||
-        (w->n_lanes == 1 && cfg->fold_interval_ms > 0 && w->folder == NULL)) {
+        (cfg->fold_interval_ms > 0 && w->folder == NULL)) {
         tally_writer_free(w);
         return NULL;
     }

@@ -53,6 +53,12 @@ struct tally_agg {
     /* A writer that keeps a journal (see tally/fold.h): the unit is for src/scripts/ack.lua,
      * with these keys after its marker. Borrowed; NULL: for apply.lua. */
     const char *journal, *registry;
+    /* A journal on a Redis Cluster (tally/fold.h): the journal's trimmed-count key, declared
+     * after the journal in the registry's place (the cluster's ack registers nothing), and
+     * the bucket of the journal's tag, where the attempt marker goes too. Borrowed; NULL and
+     * -1 (the marker in the bucket of the unit's first event) otherwise. */
+    const char *trimmed;
+    int marker_bucket;
     /* After its reply, with a journal: the id of the entry the unit appended ("" for none),
      * and its number (entries the journal had taken, this one included; 0: not known, see
      * src/scripts/ack.lua). */
@@ -140,5 +146,27 @@ int tally_agg_merge(struct tally_agg *a, const redisReply *reply, struct tally_m
  * NUL-terminated; it points into the requests, valid until they are answered). */
 size_t tally_agg_records(const struct tally_agg *a);
 const char *tally_agg_record_id(const struct tally_agg *a, size_t i, size_t *len);
+
+/* ---- A part of a journal's fold on a Redis Cluster (src/scripts/cpart.lua) ----
+ *
+ * The keys the call of cpart.lua that counts CHUNK in bucket BUCKET for the journal of
+ * WRITER (WRITER_LEN bytes: its name's tail, "P{jj}q:<writer>") must declare, in the order
+ * it takes them: first the journal's cursor in the bucket, "P{bb}f:<writer>", then every key
+ * count_record() (src/scripts/count.lua) may touch for CHUNK's records -- per record its
+ * totals "P{bb}a:<id>", with visitors its day's estimate "P{bb}v:<day>:<id>"; per hour of the
+ * chunk, the day, hour and all-time keys of each metric a record counts there
+ * ("P{bb}d:<metric>:<day>", "P{bb}h:<metric>:<hour>", "P{bb}t:<metric>": views, visitors,
+ * shares, comments and each sum, a sum this collector does not know by its name too) and, if
+ * one of them is kept in the site totals, "P{bb}s:<day>" and "P{bb}s:all". The same keys a
+ * unit declares for the same records (agg_declare_article(), agg_declare_bucket()): a key
+ * may be declared twice or without being touched (harmless: one slot), never missed.
+ * CHUNK (LEN bytes) is one bucket's merged records as src/scripts/cplan.lua answers them:
+ * per record the Unix time of its hour, then its tokens as count.lua reads them, all joined
+ * by "\n". The keys are appended to OUT as RESP bulk strings (to follow numkeys). Pure.
+ * Returns the number of keys, TALLY_EINVAL (BUCKET out of range, CHUNK not of that form or
+ * holding a record of another bucket, a key too long) or TALLY_ENOMEM; on an error OUT is
+ * as it was. */
+int tally_agg_part_keys(struct tally_buf *out, const char *prefix, unsigned bucket,
+                        const char *writer, size_t writer_len, const char *chunk, size_t len);
 
 #endif

@@ -73,6 +73,35 @@ struct tally_folder *tally_folder_new(struct event_base *base, struct tally_redi
                                       struct tally_epochs *epochs, struct tally_known *known,
                                       const char *writer);
 
+/* On a Redis Cluster (src/fold_cluster.c): may the writer journal a unit now? True while the
+ * folder's last heartbeat -- its journal's score in the registry -- was confirmed less than
+ * TALLY_FOLD_REGISTERED_MS ago (TALLY_FOLD_STALE_MS apart from it: a journal holding entries
+ * is never anyone else's to fold while its writer lives), and it is not stopping. Always true
+ * with one Redis. */
+#define TALLY_FOLD_REGISTERED_MS 2000
+bool tally_folder_registered(const struct tally_folder *f);
+
+/* The bucket of the journal's tag {jj} (0 with one Redis); known once registered. */
+unsigned tally_folder_bucket(const struct tally_folder *f);
+
+/* On a cluster, the journal's trimmed-count key P{jj}n:<writer> (F's; "" with one Redis). */
+const char *tally_folder_trimmed(const struct tally_folder *f);
+
+/* Runs once per tally_folder_drain() that returned 0: STATUS 0 when every journal was folded
+ * up to its entry that was last when the drain started, else a negative TALLY_E* code. */
+typedef void tally_folder_drained_cb(int status, void *arg);
+
+/* On a cluster, before a DELETE forgets an article: fold every journal of the registry, of
+ * every collector, up to the entry that was last in it now, so that nothing acknowledged
+ * before the DELETE comes back after it. Returns 0 and later calls DONE, or a negative
+ * TALLY_E* code (TALLY_EINVAL with one Redis, where drain.lua does it) without calling it. */
+int tally_folder_drain(struct tally_folder *f, tally_folder_drained_cb *done, void *arg);
+
+/* A stopping worker whose backlog is folded (or cannot be): on a cluster, the journal stops
+ * taking units and its heartbeat stops; emptied, it is dropped (cdrop) and leaves the
+ * registry. Call it until it returns true (at once with one Redis). */
+bool tally_folder_retired(struct tally_folder *f);
+
 /* Free F (its fold in flight, if any, still reaches it: free the router first). */
 void tally_folder_free(struct tally_folder *f);
 

@@ -30,8 +30,19 @@
  *   P{00}n:<writer>             HASH   one Redis only: n, the entries folds trimmed from the
  *                                      journal, which numbers its entries with its length
  *                                      (src/scripts/ack.lua); deleted with the journal
- *   P{00}r:journals             ZSET   one Redis only: journal -> Redis time (ms) of its last
- *                                      entry, while it has entries
+ *   P{00}r:journals             ZSET   one Redis: journal -> Redis time (ms) of its last
+ *                                      entry, while it has entries; a Redis Cluster: journal ->
+ *                                      Redis time (ms) of its writer's last heartbeat
+ *                                      (src/scripts/cheartbeat.lua)
+ *   P{jj}q:<writer>, P{jj}n:<writer> STREAM, HASH a Redis Cluster: a worker's journal and its
+ *                                      trimmed count, as the two above, in a bucket jj of a
+ *                                      master of the journal's own; deleted only once emptied,
+ *                                      by src/scripts/cdrop.lua
+ *   P{jj}p:<writer>             STRING a Redis Cluster: the journal's fold plan in progress,
+ *                                      "<first id> <last id> <entries>" (src/scripts/cplan.lua)
+ *   P{bb}f:<writer>             STRING a Redis Cluster: the journal's cursor in bucket bb, the
+ *                                      last id of its last plan counted there (2 days;
+ *                                      src/scripts/cpart.lua)
  *   Psalt:<YYYYMMDD>            STRING the day's visitor salt, shared by every collector
  *                                      (2 days)
  *   P{import}m:<Idempotency-Key> STRING an import's marker: "<digest> <lines>" (30 days)

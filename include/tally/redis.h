@@ -80,6 +80,11 @@ bool tally_redis_is_cluster(const struct tally_redis *r);
  * standalone mode, always the one write connection. */
 struct tally_store *tally_redis_for_slot(struct tally_redis *r, unsigned slot);
 
+/* Cluster: the bucket whose journal goes to the K-th master (K modulo the masters owning a
+ * bucket's slot, in the order of the router's table): the first bucket whose slot it owns,
+ * into *BUCKET. False standalone, or while a bucket's slot has no master known. */
+bool tally_redis_master_bucket(const struct tally_redis *r, unsigned k, unsigned *bucket);
+
 /* The write connection serving KEY (LEN bytes). */
 struct tally_store *tally_redis_for_key(struct tally_redis *r, const char *key, size_t len);
 

@@ -37,6 +37,13 @@ enum tally_script {
     TALLY_SCRIPT_STAGED, /* src/scripts/staged.lua: a chunk a merged fold left staged */
     TALLY_SCRIPT_DRAIN,  /* src/scripts/drain.lua: a bounded step of a DELETE's folds */
     TALLY_SCRIPT_KEPT,   /* src/scripts/kept.lua: a bucket's week or month, kept a minute */
+    /* A journal on a Redis Cluster (src/scripts/cplan.lua explains the fold): */
+    TALLY_SCRIPT_CPLAN,  /* src/scripts/cplan.lua: a journal's plan finished, the next made */
+    TALLY_SCRIPT_CPART,  /* src/scripts/cpart.lua: one bucket's part of a plan counted */
+    TALLY_SCRIPT_CHEARTBEAT, /* src/scripts/cheartbeat.lua: a journal's writer is alive */
+    TALLY_SCRIPT_CSTALE, /* src/scripts/cstale.lua: a journal whose writer has gone */
+    TALLY_SCRIPT_CGONE,  /* src/scripts/cgone.lua: a reclaimed journal out of the registry */
+    TALLY_SCRIPT_CDROP,  /* src/scripts/cdrop.lua: an emptied journal deleted */
     TALLY_SCRIPTS
 };
 

@@ -10,9 +10,15 @@
 -- a few per article, not from readers.
 --
 -- KEYS[1]  the unit's attempt marker (see unit.lua)
--- KEYS[2]  the writer's journal, a stream: P{00}q:<writer>
--- KEYS[3]  the journals' registry, a sorted set: journal -> Redis time of its last entry (ms),
---          which tells a journal whose writer has gone (see reclaim.lua)
+-- KEYS[2]  the writer's journal, a stream: P{00}q:<writer> (on a Redis Cluster P{jj}q:<writer>,
+--          jj a bucket of a master of its own: see cplan.lua)
+-- KEYS[3]  one Redis: the journals' registry, a sorted set: journal -> Redis time of its last
+--          entry (ms), which tells a journal whose writer has gone (see reclaim.lua).
+--          A Redis Cluster: no registry -- the writer's folder keeps the journal in it with its
+--          heartbeat (cheartbeat.lua), and the registry lives in another slot. KEYS[3] is then
+--          absent (two KEYS) or the journal's trimmed count P{jj}n:<writer>, which the append
+--          reads (journal_number()) and a cluster call must declare; either way the entry is
+--          appended without the ZADD.
 -- ARGV     P window marker_ttl idem_ttl now fence fresh model segment... as in unit.lua,
 --          but each segment is
 --            idem_key digest accepted bot prefetch
@@ -50,8 +56,12 @@
 -- Nothing is written unless the append can be: a Redis user without XADD or ZADD (an ACL
 -- from before the journal) would otherwise leave markers and repeat views set for events
 -- that are in no journal -- a retry answered "counted" from its marker.
+local registry = KEYS[3]
+if registry == trimmed_of(KEYS[2]) then
+    registry = nil
+end
 if not redis.acl_check_cmd('XADD', KEYS[2], '*', 'n', '0', 'c', '0', 'r', '', 'u', '', 'a', '') or
-    not redis.acl_check_cmd('ZADD', KEYS[3], '0', KEYS[2]) then
+    (registry and not redis.acl_check_cmd('ZADD', registry, '0', KEYS[2])) then
     return redis.error_reply('NOPERM the Redis user may not append to the journal (XADD, ZADD ' ..
                              'on its keys): see deploy/redis.conf')
 end
@@ -144,7 +154,9 @@ if #parts > 0 then
                     'r', table.concat(reps, ' '), 'u', KEYS[1],
                     's', string.format('%d', number),
                     'a', table.concat(parts, '\n'))
-    redis.call('ZADD', KEYS[3], clock, KEYS[2])
+    if registry then
+        redis.call('ZADD', registry, clock, KEYS[2])
+    end
 end
 result[#result + 1] = id
 result[#result + 1] = number

@@ -1,5 +1,6 @@
--- journal.lua -- put before fold.lua, reclaim.lua and forget.lua (cmake/functions.cmake puts
--- it before every function body): folding a writer's journal (see ack.lua) into the counters.
+-- journal.lua -- put before fold.lua, reclaim.lua, forget.lua and the cluster's cplan.lua and
+-- cpart.lua (cmake/functions.cmake puts it before every function body): folding a writer's
+-- journal (see ack.lua) into the counters.
 
 -- Split S at "\n" into a list. (Counted as it grows: t[#t + 1] costs a quarter more per token,
 -- and a staged chunk of 128 records has about 1,100.)
@@ -18,12 +19,44 @@ local function next_id(id)
     return ms .. '-' .. string.format('%d', tonumber(seq) + 1)
 end
 
--- The count of JOURNAL's (P{00}q:<writer>) entries that folds trimmed since it was made:
--- P{00}n:<writer>, a hash (field n), deleted with the journal. With the journal's length it
--- numbers each entry as it is appended (see ack.lua).
+-- The digits D of a number without its leading zeros ("" for 0), and whether number X is
+-- below number Y, both so written: compared by length, then as text.
+local function digits(d)
+    return (string.gsub(d, '^0+', ''))
+end
+local function digits_below(x, y)
+    if #x ~= #y then
+        return #x < #y
+    end
+    return x < y
+end
+
+-- Is stream id A ("ms-seq") before stream id B? Compared as numbers, the ms first, then the
+-- seq ("9-0" is before "10-0"), as digit strings of any length: exact where a Lua number
+-- (a double) is not, and never as text. An id without "-seq" is "ms-0".
+local function id_before(a, b)
+    local am, as = string.match(a, '^(%d+)-?(%d*)$')
+    local bm, bs = string.match(b, '^(%d+)-?(%d*)$')
+    am, bm = digits(am), digits(bm)
+    if am ~= bm then
+        return digits_below(am, bm)
+    end
+    return digits_below(digits(as), digits(bs))
+end
+
+-- Redis's clock in Unix ms.
+local function redis_ms()
+    local clock = redis.call('TIME')
+    return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
+
+-- The count of JOURNAL's (P{jj}q:<writer>) entries that folds trimmed since it was made:
+-- P{jj}n:<writer>, a hash (field n), deleted with the journal. With the journal's length it
+-- numbers each entry as it is appended (see ack.lua). jj, the journal's hash tag, is taken
+-- from its name: {00} on one Redis, a bucket of a master of its own on a cluster.
 local function trimmed_of(journal)
-    local P, writer = string.match(journal, '^(.*){00}q:(.*)$')
-    return P .. '{00}n:' .. writer
+    local P, tag, writer = string.match(journal, '^(.-)(%b{})q:(.*)$')
+    return P .. tag .. 'n:' .. writer
 end
 
 -- The number of the next entry appended to JOURNAL: one more than the entries it has taken
@@ -43,13 +76,13 @@ local function trim_journal(journal, last)
     end
 end
 
--- The staging list of JOURNAL (P{00}q:<writer>): P{00}c:<writer>, the chunks of merged
+-- The staging list of JOURNAL (P{jj}q:<writer>): P{jj}c:<writer>, the chunks of merged
 -- records a merged fold took from the journal and left to be counted (see merged.lua). A
 -- journal stays in the registry, even emptied, while its staging list holds chunks, so that
 -- whoever folds the journal finds them; they are counted before any entry still in it
--- (they are older).
+-- (they are older). (Only one Redis stages: jj is 00 there.)
 local function staged_of(P, journal)
-    return P .. '{00}c:' .. string.sub(journal, #P + 7)
+    return P .. string.sub(journal, #P + 1, #P + 4) .. 'c:' .. string.sub(journal, #P + 7)
 end
 
 -- Count with counter C the merged records in the list T from position POS on: per record the
@@ -160,24 +193,14 @@ local function stage(staged, chunks, journal, registry)
     end
 end
 
--- Count the first COUNT entries of JOURNAL (or every entry, COUNT nil) -- of those before
--- the id BEFORE, if given -- with counter C and remove them. Their records are merged per
--- article and hour first, so an article viewed a thousand times in the window costs the
--- commands of one view; records are counted in the order of their first entry, comment
--- deltas kept in order. With STEP, at most STEP merged records are counted here and the rest
--- staged in STAGED, STEP a chunk (see merged.lua; REGISTRY as in stage()); STEP nil counts
--- them all. Returns the entries folded.
-local function fold_journal(c, journal, count, before, step, staged, registry)
-    local last = before and '(' .. before or '+'
-    local entries
-    if count then
-        entries = redis.call('XRANGE', journal, '-', last, 'COUNT', count)
-    else
-        entries = redis.call('XRANGE', journal, '-', last)
-    end
-    if #entries == 0 then
-        return 0
-    end
+-- The records of journal entries ENTRIES (as XRANGE gives them) merged per hour and article,
+-- so that an article viewed a thousand times in the window costs the commands of one view:
+-- MERGED (key -> record, as read_record() gives it, its time the Unix time of the first entry
+-- that had it: the hour it is filed in) and ORDER (their keys, in the order of their first
+-- entry). Comment deltas are kept in order; an entry with "c 1" has its views resolved here
+-- (each visitor not repeated is a view, see ack.lua). Every fold of entries merges through
+-- here (fold_journal(), cplan.lua), so one plan read by anyone gives the same records.
+local function merge_entries(entries)
     local merged, order = {}, {}
     for _, e in ipairs(entries) do
         local f = e[2]
@@ -226,6 +249,27 @@ local function fold_journal(c, journal, count, before, step, staged, registry)
             end
         end
     end
+    return merged, order
+end
+
+-- Count the first COUNT entries of JOURNAL (or every entry, COUNT nil) -- of those before
+-- the id BEFORE, if given -- with counter C and remove them. Their records are merged per
+-- article and hour first (merge_entries()); records are counted in the order of their first
+-- entry, comment deltas kept in order. With STEP, at most STEP merged records are counted
+-- here and the rest staged in STAGED, STEP a chunk (see merged.lua; REGISTRY as in stage());
+-- STEP nil counts them all. Returns the entries folded.
+local function fold_journal(c, journal, count, before, step, staged, registry)
+    local last = before and '(' .. before or '+'
+    local entries
+    if count then
+        entries = redis.call('XRANGE', journal, '-', last, 'COUNT', count)
+    else
+        entries = redis.call('XRANGE', journal, '-', last)
+    end
+    if #entries == 0 then
+        return 0
+    end
+    local merged, order = merge_entries(entries)
     -- Trimmed after everything was read and before anything is counted: Redis does not undo
     -- what a script wrote before an error, so an entry it cannot read stops the fold with
     -- nothing written, and a trim refused (an ACL without XTRIM) stops it before any count --

@@ -2268,6 +2268,192 @@ static void test_agg_merges_a_brute_force_count_of_many_requests(void **state)
     free(u);
 }
 
+/* ---- The keys of a part of a journal's fold (Redis Cluster) ---- */
+
+/* TEXT with each "TT" replaced by TAG and each "YY" by Y, into OUT (room for CAP). */
+static void with_tag(const char *text, const char *tag, const char *y, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    for (; *text != '\0'; text++) {
+        const char *put = NULL;
+
+        if (text[0] == 'T' && text[1] == 'T')
+            put = tag;
+        else if (text[0] == 'Y' && text[1] == 'Y')
+            put = y;
+        if (put != NULL) {
+            assert_true(n + strlen(put) + 1 < cap);
+            memcpy(out + n, put, strlen(put));
+            n += strlen(put);
+            text++;
+        } else {
+            assert_true(n + 2 < cap);
+            out[n++] = *text;
+        }
+    }
+    out[n] = '\0';
+}
+
+/* An article id other than "x" in the bucket of "x", into Y. */
+static void same_bucket_as_x(char y[16])
+{
+    for (int i = 0;; i++) {
+        snprintf(y, 16, "y%d", i);
+        if (tally_key_bucket(y, strlen(y)) == tally_key_bucket("x", 1))
+            return;
+    }
+}
+
+/* Every key count_record() (src/scripts/count.lua) may touch for a chunk's records, in the
+ * bucket's slot, the journal's cursor first: per record its totals (and its day's visitor
+ * estimate), per hour the keys of each metric counted there, the site totals when one of them
+ * is kept there. "d{b}views:..." stands for "t:{<bucket of x>}d:views:...". 1800001800 is
+ * 2027-01-15 08:30 UTC; 1800059400 is 2027-01-16 00:30 UTC. */
+static void test_agg_lists_the_keys_a_fold_part_touches(void **state)
+{
+    static const struct {
+        const char *what, *chunk;
+        const char *want[40];
+    } cases[] = {
+        {"nothing: the cursor alone", "", {NULL}},
+        {"views",
+         "1800001800\nTT\nx\n3\n0\n0\n0\n0\n0",
+         {"a{b}x", "d{b}views:20270115", "h{b}views:2027011508", "t{b}views", "s{b}20270115",
+          "s{b}all"}},
+        {"views and visitors",
+         "1800001800\nTT\nx\n2\n2\n00000000000000a1\n00000000000000a2\n0\n0\n0\n0",
+         {"a{b}x", "v{b}20270115:x", "d{b}views:20270115", "h{b}views:2027011508", "t{b}views",
+          "d{b}visitors:20270115", "h{b}visitors:2027011508", "t{b}visitors", "s{b}20270115",
+          "s{b}all"}},
+        {"visitors of repeat views only: no views, and nothing in the site totals",
+         "1800001800\nTT\nx\n0\n1\n00000000000000a1\n0\n0\n0\n0",
+         {"a{b}x", "v{b}20270115:x", "d{b}visitors:20270115", "h{b}visitors:2027011508",
+          "t{b}visitors"}},
+        {"shares of two networks",
+         "1800001800\nTT\nx\n0\n0\n2\nemail\n1\ncopy\n2\n0\n0\n0",
+         {"a{b}x", "d{b}shares:20270115", "h{b}shares:2027011508", "t{b}shares",
+          "s{b}20270115", "s{b}all"}},
+        {"comment deltas",
+         "1800001800\nTT\nx\n0\n0\n0\n2\n-1\n3\n0\n0",
+         {"a{b}x", "d{b}comments:20270115", "h{b}comments:2027011508", "t{b}comments",
+          "s{b}20270115", "s{b}all"}},
+        {"sums and a property",
+         "1800001800\nTT\nx\n0\n0\n0\n0\n2\nengaged\n30\nreads\n1\n1\nwords\n900",
+         {"a{b}x", "d{b}engaged:20270115", "h{b}engaged:2027011508", "t{b}engaged",
+          "d{b}reads:20270115", "h{b}reads:2027011508", "t{b}reads", "s{b}20270115",
+          "s{b}all"}},
+        {"a property alone: the totals",
+         "1800001800\nTT\nx\n0\n0\n0\n0\n0\n1\nwords\n900",
+         {"a{b}x"}},
+        {"a sum of a metric this collector does not know, by its name",
+         "1800001800\nTT\nx\n0\n0\n0\n0\n1\nlikes\n4\n0",
+         {"d{b}likes:20270115", "h{b}likes:2027011508", "t{b}likes", "a{b}x", "s{b}20270115",
+          "s{b}all"}},
+        {"two articles, three hours over two days: each hour's keys of its own metrics",
+         "1800001800\nTT\nx\n1\n0\n0\n0\n0\n0\n"
+         "1800001800\nTT\nYY\n0\n0\n1\nemail\n1\n0\n0\n0\n"
+         "1800005400\nTT\nx\n1\n1\n00000000000000a1\n0\n0\n0\n0\n"
+         "1800059400\nTT\nYY\n2\n0\n0\n0\n0\n0\n",
+         {"a{b}x", "a{b}YY", "a{b}x", "v{b}20270115:x", "a{b}YY", "d{b}views:20270115",
+          "h{b}views:2027011508", "t{b}views", "d{b}shares:20270115", "h{b}shares:2027011508",
+          "t{b}shares", "s{b}20270115", "s{b}all", "d{b}views:20270115",
+          "h{b}views:2027011509", "t{b}views", "d{b}visitors:20270115",
+          "h{b}visitors:2027011509", "t{b}visitors", "s{b}20270115", "s{b}all",
+          "d{b}views:20270116", "h{b}views:2027011600", "t{b}views", "s{b}20270116",
+          "s{b}all"}},
+    };
+    char tag[3], y[16], chunk[1024], key[TALLY_KEY_MAX], want[128];
+    unsigned bucket = tally_key_bucket("x", 1);
+
+    (void)state;
+    bucket_hex("x", 1, tag);
+    same_bucket_as_x(y);
+    for (size_t c = 0; c < N_ELEMS(cases); c++) {
+        struct tally_buf b;
+        struct resp r;
+        size_t n = 0;
+        int got;
+
+        while (n < N_ELEMS(cases[c].want) && cases[c].want[n] != NULL)
+            n++;
+        with_tag(cases[c].chunk, tag, y, chunk, sizeof(chunk));
+        tally_buf_init(&b);
+        tally_buf_add(&b, "keep", 4); /* appended after what OUT holds */
+        got = tally_agg_part_keys(&b, "t:", bucket, "w-1", 3, chunk, strlen(chunk));
+        if (got != 1 + (int)n) {
+            print_error("%s: %d keys, want %zu\n", cases[c].what, got, 1 + n);
+            fail();
+        }
+        assert_memory_equal(b.data, "keep", 4);
+        memset(&r, 0, sizeof(r));
+        resp_read(&r, b.data + 4, b.len - 4);
+        assert_int_equal(r.n, 1 + n);
+        snprintf(key, sizeof(key), "t:{%s}f:w-1", tag);
+        assert_int_equal(r.len[0], strlen(key));
+        assert_memory_equal(r.p[0], key, strlen(key));
+        for (size_t i = 0; i < n; i++) {
+            const char *brace;
+
+            with_tag(cases[c].want[i], tag, y, want, sizeof(want));
+            brace = strchr(want, '{');
+            snprintf(key, sizeof(key), "t:{%s}%.*s:%s", tag, (int)(brace - want), want,
+                     brace + 3);
+            if (r.len[1 + i] != strlen(key) || memcmp(r.p[1 + i], key, strlen(key)) != 0) {
+                print_error("%s: key %zu is %.*s, want %s\n", cases[c].what, i + 1,
+                            (int)r.len[1 + i], r.p[1 + i], key);
+                fail();
+            }
+            assert_int_equal(tally_key_slot(r.p[1 + i], r.len[1 + i]),
+                             tally_key_bucket_slot(bucket));
+        }
+        resp_free(&r);
+        tally_buf_release(&b);
+    }
+}
+
+/* A chunk the scripts did not write is refused whole, OUT left as it was: a record of another
+ * bucket (its keys would be in another slot), a count that is not one, a record cut short. */
+static void test_agg_refuses_a_fold_part_it_cannot_read(void **state)
+{
+    static const char *const chunks[] = {
+        "1800001800\nZZ\nx\n1\n0\n0\n0\n0\n0",        /* another bucket ("ZZ": see below) */
+        "1800001800\nTT\nx\n1\n0\n0\n0\n0",           /* cut short */
+        "1800001800\nTT\nx\n1\n0\n0\n0\n0\n0\n1800001800", /* a second record cut short */
+        "1800001800\nTT\nx\n-1\n0\n0\n0\n0\n0",       /* a count that is not one */
+        "1800001800\nTT\nx\n1\n2\n00000000000000a1",  /* fewer visitors than said */
+        "1800001800\nTT\nx\n1\n0\n1\nemail\nmany\n0\n0\n0", /* a share count that is not one */
+        "1800001800\nTT\n\nx\n1\n0\n0\n0\n0\n0",      /* an empty token */
+        "18000018x0\nTT\nx\n1\n0\n0\n0\n0\n0",        /* a time that is not one */
+    };
+    char tag[3], other[3], chunk[256];
+    unsigned bucket = tally_key_bucket("x", 1);
+    struct tally_buf b;
+
+    (void)state;
+    bucket_hex("x", 1, tag);
+    snprintf(other, sizeof(other), "%02x", (bucket + 1) % TALLY_BUCKETS);
+    tally_buf_init(&b);
+    for (size_t c = 0; c < N_ELEMS(chunks); c++) {
+        with_tag(chunks[c], tag, "y", chunk, sizeof(chunk));
+        /* "ZZ": the tag of the next bucket. */
+        if (strncmp(chunk + 11, "ZZ", 2) == 0)
+            memcpy(chunk + 11, other, 2);
+        tally_buf_reset(&b);
+        tally_buf_add(&b, "keep", 4);
+        if (tally_agg_part_keys(&b, "t:", bucket, "w-1", 3, chunk, strlen(chunk)) !=
+            TALLY_EINVAL) {
+            print_error("chunk %zu was not refused: %s\n", c, chunk);
+            fail();
+        }
+        assert_int_equal(b.len, 4);
+    }
+    assert_int_equal(tally_agg_part_keys(&b, "t:", TALLY_BUCKETS, "w-1", 3, "", 0),
+                     TALLY_EINVAL);
+    assert_int_equal(b.len, 4);
+    tally_buf_release(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2301,6 +2487,8 @@ int main(void)
         cmocka_unit_test(test_agg_merge_rejects_replies_it_cannot_place),
         cmocka_unit_test(test_agg_matches_a_brute_force_count_of_many_requests),
         cmocka_unit_test(test_agg_merges_a_brute_force_count_of_many_requests),
+        cmocka_unit_test(test_agg_lists_the_keys_a_fold_part_touches),
+        cmocka_unit_test(test_agg_refuses_a_fold_part_it_cannot_read),
     };
 
     return cmocka_run_group_tests_name("agg", tests, NULL, NULL);

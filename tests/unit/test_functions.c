@@ -23,6 +23,13 @@ static const struct {
     {TALLY_SCRIPT_IMPORT, "import", "import.lua", "{'allow-cross-slot-keys'}", false},
     {TALLY_SCRIPT_DRAIN, "drain", "drain.lua", "{'allow-cross-slot-keys'}", false},
     {TALLY_SCRIPT_KEPT, "kept", "kept.lua", "{'allow-oom', 'allow-cross-slot-keys'}", false},
+    {TALLY_SCRIPT_CPLAN, "cplan", "cplan.lua", "{'allow-cross-slot-keys'}", false},
+    {TALLY_SCRIPT_CPART, "cpart", "cpart.lua", "{'allow-cross-slot-keys'}", false},
+    {TALLY_SCRIPT_CHEARTBEAT, "cheartbeat", "cheartbeat.lua", "{'allow-cross-slot-keys'}",
+     false},
+    {TALLY_SCRIPT_CSTALE, "cstale", "cstale.lua", "{'no-writes', 'allow-cross-slot-keys'}", true},
+    {TALLY_SCRIPT_CGONE, "cgone", "cgone.lua", "{'allow-cross-slot-keys'}", false},
+    {TALLY_SCRIPT_CDROP, "cdrop", "cdrop.lua", "{'allow-cross-slot-keys'}", false},
 };
 
 /* The text of src/scripts/NAME, in a static buffer. */

@@ -1,0 +1,1037 @@
+/* fold_cluster.c -- a worker's journal on a Redis Cluster (see tally/fold.h): its tag, its
+ * heartbeat in the registry, its folds (a plan of the oldest entries in the journal's slot,
+ * then each bucket's part of it counted in the bucket's slot behind the journal's cursor
+ * there), the folds of journals whose writer is gone, a DELETE's folds of every journal, and
+ * the last steps of a stop. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tally/agg.h"
+#include "tally/buf.h"
+#include "tally/cache.h"
+#include "tally/clock.h"
+#include "tally/error.h"
+#include "tally/fold.h"
+#include "tally/keys.h"
+#include "tally/known.h"
+#include "tally/log.h"
+#include "tally/metrics.h"
+#include "tally/model.h"
+#include "tally/redis.h"
+#include "tally/store.h"
+#include "fold_private.h"
+
+#define CFOLD_PLAN_EVENTS 4000     /* a plan takes about this many events' entries (at least
+                                    * one): its parts merge them per article and hour */
+#define CFOLD_HEARTBEAT_MS 1000    /* how often a folder renews its journal's registry score */
+#define CFOLD_HEARTBEAT_RETRY_MS 100 /* until the first is confirmed */
+#define CFOLD_REDIRECTS 5          /* MOVED/ASK followed per call */
+#define CFOLD_ID_MAX 48            /* a stream id's text, "<ms>-<seq>" */
+
+enum cfold_kind {
+    CFOLD_OWN,     /* the folder's own journal: runs for ever, feeds what reads wait for */
+    CFOLD_RECLAIM, /* a journal whose writer is gone: folded until empty, then dropped */
+    CFOLD_DRAIN,   /* a DELETE's: folded up to the entry that was last when it arrived */
+};
+
+enum cfold_state {
+    CFOLD_IDLE,     /* nothing in flight */
+    CFOLD_PLANNING, /* a cplan in flight */
+    CFOLD_HOLDING,  /* a plan came, its parts not sent yet (the own job, between intervals) */
+    CFOLD_COUNTING, /* its parts in flight */
+};
+
+struct cfold_job;
+
+/* One bucket's part of a plan: its chunk in JOB->chunks, its call's body in JOB->bodies. */
+struct cfold_part {
+    struct cfold_job *job;
+    unsigned bucket;
+    size_t chunk_at, chunk_len;
+    size_t body_at, body_len, nargs;
+    unsigned redirects;
+};
+
+struct cfold_drain;
+
+/* The folds of one journal. */
+struct cfold_job {
+    struct tally_folder *f;
+    enum cfold_kind kind;
+    enum cfold_state state;
+    unsigned bucket;                    /* the journal's tag */
+    char writer[TALLY_KEY_MAX];         /* names the cursors P{bb}f:<writer> */
+    char journal[TALLY_KEY_MAX], plan[TALLY_KEY_MAX], trimmed[TALLY_KEY_MAX];
+    char first[CFOLD_ID_MAX], last[CFOLD_ID_MAX]; /* the plan at hand */
+    long long entries;                  /* its entries */
+    bool done;                          /* every part of it was answered: the next cplan
+                                         * names it, and trims it */
+    long long done_entries;             /* the entries of the plan named done */
+    bool failed;                        /* a part of the plan at hand failed */
+    size_t parts_left;
+    struct cfold_part *parts;
+    size_t n_parts, cap_parts;
+    struct tally_buf chunks, bodies, call; /* the plan's chunks; the parts' calls; a cplan */
+    struct tally_buf keys;              /* scratch: one part's keys */
+    unsigned redirects;
+    char stamp[11];                     /* the parts were told of KNOWN as of this hour */
+    uint32_t forgets;                   /* and these forgets */
+    char upto[CFOLD_ID_MAX];            /* CFOLD_DRAIN: the last entry when the DELETE came */
+    struct cfold_drain *drain;          /* CFOLD_DRAIN: whose */
+    struct cfold_job *next;             /* CFOLD_DRAIN: the drain's next job */
+};
+
+/* A DELETE's folds: a job per journal of the registry. */
+struct cfold_drain {
+    struct tally_folder *f;
+    tally_folder_drained_cb *done;
+    void *arg;
+    size_t pending;                     /* the registry read, the journals' last entries, jobs */
+    int status;
+    struct cfold_job *jobs;
+};
+
+enum cfold_retire {
+    CFOLD_LIVE,
+    CFOLD_DROPPING, /* cdrop of the emptied journal in flight */
+    CFOLD_LEAVING,  /* its ZREM from the registry in flight */
+    CFOLD_RETIRED,
+};
+
+struct fold_cluster {
+    struct cfold_job own, reclaim;
+    char writer[TALLY_KEY_MAX];
+    bool chosen;                        /* the journal's tag is chosen */
+    bool beating;                       /* a cheartbeat in flight */
+    _Atomic uint64_t confirmed_at;      /* ms (tally_now_ms) of the last confirmed heartbeat */
+    bool looking;                       /* a cstale, cdrop or cgone of a reclaim in flight */
+    enum cfold_retire retire;
+    struct event *beat_ev;
+};
+
+/* Folders of this process, so that a reclaim passes over its siblings' journals. */
+static struct tally_folder *_Atomic cfold_siblings[TALLY_THREADS_MAX];
+static _Atomic unsigned cfold_chosen; /* journals whose tag was chosen: the next master */
+
+static void cfold_plan(struct cfold_job *j);
+static void cfold_count(struct cfold_job *j);
+static void cfold_job_end(struct cfold_job *j, bool ok, bool empty);
+
+/* ---- Names ---- */
+
+/* The journal's keys for the writer WRITER and the tag of BUCKET into J. Returns 0, or
+ * TALLY_EINVAL when a key does not fit. */
+static int cfold_names(struct cfold_job *j, const char *prefix, unsigned bucket,
+                       const char *writer, size_t len)
+{
+    if (len >= sizeof(j->writer) ||
+        tally_key_make(j->journal, sizeof(j->journal), prefix, bucket, 'q', writer, len) == 0 ||
+        tally_key_make(j->plan, sizeof(j->plan), prefix, bucket, 'p', writer, len) == 0 ||
+        tally_key_make(j->trimmed, sizeof(j->trimmed), prefix, bucket, 'n', writer, len) == 0)
+        return TALLY_EINVAL;
+    memcpy(j->writer, writer, len);
+    j->writer[len] = '\0';
+    j->bucket = bucket;
+    return 0;
+}
+
+/* Read the journal's name "P{bb}q:<writer>" (LEN bytes) into J's keys. */
+static int cfold_parse(struct cfold_job *j, const char *prefix, const char *name, size_t len)
+{
+    size_t pl = strlen(prefix);
+    char hex[3];
+    char *end;
+    unsigned long b;
+
+    if (len < pl + 7 || memcmp(name, prefix, pl) != 0 || name[pl] != '{' || name[pl + 3] != '}' ||
+        name[pl + 4] != 'q' || name[pl + 5] != ':')
+        return TALLY_EINVAL;
+    hex[0] = name[pl + 1];
+    hex[1] = name[pl + 2];
+    hex[2] = '\0';
+    b = strtoul(hex, &end, 16);
+    if (*end != '\0' || b >= TALLY_BUCKETS)
+        return TALLY_EINVAL;
+    return cfold_names(j, prefix, (unsigned)b, name + pl + 6, len - pl - 6);
+}
+
+/* Stream ids "<ms>-<seq>" compared as numbers: negative, 0 or positive as A is before, the
+ * same as or after B. */
+static int cfold_id_cmp(const char *a, const char *b)
+{
+    unsigned long long am = strtoull(a, NULL, 10), bm = strtoull(b, NULL, 10);
+    const char *ad = strchr(a, '-'), *bd = strchr(b, '-');
+    unsigned long long as = ad != NULL ? strtoull(ad + 1, NULL, 10) : 0;
+    unsigned long long bs = bd != NULL ? strtoull(bd + 1, NULL, 10) : 0;
+
+    if (am != bm)
+        return am < bm ? -1 : 1;
+    return as < bs ? -1 : as > bs;
+}
+
+static bool cfold_str(const redisReply *r)
+{
+    return r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS;
+}
+
+/* ---- Sending ---- */
+
+/* Send SCRIPT's call BODY (kept by the caller until DONE) for the keys of SLOT, or after a
+ * redirection to ST. Returns 0 or a negative TALLY_E* code (DONE never called). */
+static int cfold_eval(struct tally_folder *f, unsigned slot, struct tally_store *st,
+                      bool asking, enum tally_script script, const struct tally_buf *body,
+                      size_t at, size_t len, size_t nargs, tally_store_reply_cb *done, void *arg)
+{
+    if (st == NULL)
+        st = tally_redis_for_slot(f->router, slot);
+    if (st == NULL || !tally_store_ready(st) || body->oom)
+        return TALLY_EUNAVAIL;
+    return tally_store_eval_asking(st, asking, script, body->data + at, len, nargs, done, arg);
+}
+
+/* After an error REPLY: where to send the same call again (MOVED, ASK), or NULL. */
+static struct tally_store *cfold_redirect(struct tally_folder *f, const redisReply *reply,
+                                          unsigned *redirects, bool *asking)
+{
+    if (reply->type != REDIS_REPLY_ERROR || ++*redirects > CFOLD_REDIRECTS)
+        return NULL;
+    return tally_redis_redirect(f->router, reply, asking);
+}
+
+/* ---- A job: plan, parts, plan ---- */
+
+static void cfold_job_init(struct cfold_job *j, struct tally_folder *f, enum cfold_kind kind)
+{
+    memset(j, 0, sizeof(*j));
+    j->f = f;
+    j->kind = kind;
+    tally_buf_init(&j->chunks);
+    tally_buf_init(&j->bodies);
+    tally_buf_init(&j->call);
+    tally_buf_init(&j->keys);
+}
+
+static void cfold_job_release(struct cfold_job *j)
+{
+    tally_buf_release(&j->chunks);
+    tally_buf_release(&j->bodies);
+    tally_buf_release(&j->call);
+    tally_buf_release(&j->keys);
+    free(j->parts);
+    j->parts = NULL;
+    j->n_parts = j->cap_parts = 0;
+}
+
+/* A job's journal: the slot of its tag. */
+static unsigned cfold_slot(const struct cfold_job *j)
+{
+    return tally_key_bucket_slot(j->bucket);
+}
+
+/* Keep the plan of REPLY ({first, last, n, left, nparts, tag, chunk, ...}) in J. Returns
+ * false when it is not of that shape. */
+static bool cfold_keep_plan(struct cfold_job *j, const redisReply *reply)
+{
+    const redisReply *const *e = (const redisReply *const *)reply->element;
+    long long nparts;
+
+    if (reply->elements < 5 || !cfold_str(e[0]) || !cfold_str(e[1]) ||
+        e[0]->len >= CFOLD_ID_MAX || e[1]->len >= CFOLD_ID_MAX ||
+        e[2]->type != REDIS_REPLY_INTEGER || e[3]->type != REDIS_REPLY_INTEGER ||
+        e[4]->type != REDIS_REPLY_INTEGER)
+        return false;
+    nparts = e[4]->integer;
+    if (nparts < 0 || reply->elements != 5 + 2 * (size_t)nparts)
+        return false;
+    if (tally_grow(&j->parts, &j->cap_parts, (size_t)nparts, sizeof(*j->parts)) < 0)
+        return false;
+    memcpy(j->first, e[0]->str, e[0]->len);
+    j->first[e[0]->len] = '\0';
+    memcpy(j->last, e[1]->str, e[1]->len);
+    j->last[e[1]->len] = '\0';
+    j->entries = e[2]->integer;
+    tally_buf_reset(&j->chunks);
+    j->n_parts = 0;
+    for (size_t i = 5; i < reply->elements; i += 2) {
+        struct cfold_part *p = &j->parts[j->n_parts];
+        char hex[3] = {0};
+        char *end;
+        unsigned long b;
+
+        if (!cfold_str(e[i]) || e[i]->len != 2 || e[i + 1]->type != REDIS_REPLY_STRING)
+            return false;
+        memcpy(hex, e[i]->str, 2);
+        b = strtoul(hex, &end, 16);
+        if (*end != '\0' || b >= TALLY_BUCKETS)
+            return false;
+        memset(p, 0, sizeof(*p));
+        p->job = j;
+        p->bucket = (unsigned)b;
+        p->chunk_at = j->chunks.len;
+        p->chunk_len = e[i + 1]->len;
+        tally_buf_add(&j->chunks, e[i + 1]->str, e[i + 1]->len);
+        j->n_parts++;
+    }
+    return !j->chunks.oom;
+}
+
+/* Part P's call: KEYS the cursor and every key counting its chunk may touch
+ * (tally_agg_part_keys()); ARGV P model last_id hour fresh chunk (src/scripts/cpart.lua). */
+static void cfold_put_part(struct cfold_job *j, struct cfold_part *p)
+{
+    struct tally_folder *f = j->f;
+    struct tally_buf *b = &j->bodies;
+    uint64_t touched[TALLY_BUCKETS / 64] = {0};
+    char list[TALLY_FRESH_MAX];
+    int nkeys;
+    size_t n;
+
+    tally_buf_reset(&j->keys);
+    nkeys = tally_agg_part_keys(&j->keys, f->cfg->prefix, p->bucket, j->writer,
+                                strlen(j->writer), j->chunks.data + p->chunk_at, p->chunk_len);
+    p->body_at = b->len;
+    p->body_len = 0;
+    if (nkeys < 0) {
+        log_error("cannot list the keys of a fold's part (%s)", tally_strerror(nkeys));
+        return;
+    }
+    tally_buf_add_bulk_i64(b, nkeys);
+    tally_buf_add(b, j->keys.data, j->keys.len);
+    touched[p->bucket / 64] = UINT64_C(1) << (p->bucket % 64);
+    n = tally_known_fresh(f->known->day, f->known->hour, touched, list);
+    tally_buf_add_bulk(b, f->cfg->prefix, strlen(f->cfg->prefix));
+    tally_buf_add_bulk(b, f->model, strlen(f->model));
+    tally_buf_add_bulk(b, j->last, strlen(j->last));
+    tally_buf_add_bulk(b, j->stamp, strlen(j->stamp));
+    tally_buf_add_bulk(b, list, n);
+    tally_buf_add_bulk(b, j->chunks.data + p->chunk_at, p->chunk_len);
+    if (j->keys.oom)
+        b->oom = true;
+    p->body_len = b->len - p->body_at;
+    p->nargs = 1 + (size_t)nkeys + 6;
+}
+
+/* A part failed: its plan is tried again from cplan, without naming it done. */
+static void cfold_part_failed(struct cfold_job *j, const char *why)
+{
+    if (!j->failed && why != NULL)
+        log_warn("a fold's part was not counted (%s): the plan is folded again", why);
+    j->failed = true;
+}
+
+static void cfold_parts_end(struct cfold_job *j);
+
+static void on_part_reply(int status, redisReply *reply, void *arg)
+{
+    struct cfold_part *p = arg;
+    struct cfold_job *j = p->job;
+    struct tally_folder *f = j->f;
+    struct tally_store *to;
+    bool asking;
+
+    if (status == 0 && (to = cfold_redirect(f, reply, &p->redirects, &asking)) != NULL &&
+        cfold_eval(f, 0, to, asking, TALLY_SCRIPT_CPART, &j->bodies, p->body_at, p->body_len,
+                   p->nargs, on_part_reply, p) == 0)
+        return;
+    if (status != 0)
+        cfold_part_failed(j, tally_strerror(status));
+    else if (reply->type == REDIS_REPLY_ERROR)
+        cfold_part_failed(j, reply->str);
+    else if (fold_said(reply, "done"))
+        ; /* counted already, by this plan's earlier try or by another folder */
+    else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4)
+        cfold_part_failed(j, "unexpected reply");
+    else {
+        fold_bump(f, reply->element[0]);
+        fold_skipped(f, reply->element[1], reply->element[2]);
+        if (reply->element[3]->type == REDIS_REPLY_STRING &&
+            tally_known_read(reply->element[3]->str, reply->element[3]->len, f->expired_day,
+                             f->expired_hour) == 0)
+            tally_known_learn(f->known, j->stamp, j->forgets, tally_epochs_forgets(f->epochs),
+                              f->expired_day, f->expired_hour);
+    }
+    if (--j->parts_left == 0)
+        cfold_parts_end(j);
+}
+
+/* Send every part of J's plan at once. */
+static void cfold_count(struct cfold_job *j)
+{
+    struct tally_folder *f = j->f;
+
+    j->state = CFOLD_COUNTING;
+    j->failed = false;
+    j->done = false;
+    tally_known_update(f->known, (int64_t)tally_clock_now(), tally_now_ms(),
+                       tally_epochs_forgets(f->epochs));
+    memcpy(j->stamp, f->known->stamp, sizeof(j->stamp));
+    j->forgets = f->known->forgets;
+    tally_buf_reset(&j->bodies);
+    for (size_t i = 0; i < j->n_parts; i++)
+        cfold_put_part(j, &j->parts[i]);
+    /* One more than the parts: the last reply cannot end the plan while parts are sent. */
+    j->parts_left = j->n_parts + 1;
+    for (size_t i = 0; i < j->n_parts; i++) {
+        struct cfold_part *p = &j->parts[i];
+
+        p->redirects = 0;
+        if (p->body_len == 0 ||
+            cfold_eval(f, tally_key_bucket_slot(p->bucket), NULL, false, TALLY_SCRIPT_CPART,
+                       &j->bodies, p->body_at, p->body_len, p->nargs, on_part_reply, p) < 0) {
+            cfold_part_failed(j, "redis is not ready");
+            j->parts_left--;
+        }
+    }
+    if (--j->parts_left == 0)
+        cfold_parts_end(j);
+}
+
+/* Every part of the plan answered. */
+static void cfold_parts_end(struct cfold_job *j)
+{
+    struct tally_folder *f = j->f;
+
+    j->state = CFOLD_IDLE;
+    if (j->failed) {
+        tally_metric_add(&f->metrics->fold_errors, 1);
+        cfold_job_end(j, false, false);
+        return;
+    }
+    j->done = true;
+    j->done_entries = j->entries;
+    if (j->kind == CFOLD_RECLAIM) {
+        tally_metric_add(&f->metrics->reclaimed, (uint64_t)j->entries);
+    } else if (j->kind == CFOLD_OWN) {
+        tally_metric_add(&f->metrics->folds, 1);
+        tally_metric_add(&f->metrics->fold_entries, (uint64_t)j->entries);
+    }
+    /* The next plan trims this one: at once, so that what it counted is known folded. */
+    cfold_plan(j);
+}
+
+static void on_plan_reply(int status, redisReply *reply, void *arg);
+
+/* cplan: KEYS journal plan trimmed, ARGV P model count done_first done_last. */
+static void cfold_plan(struct cfold_job *j)
+{
+    struct tally_folder *f = j->f;
+    struct tally_buf *b = &j->call;
+    size_t count = 1, events = 0;
+
+    if (j->kind == CFOLD_OWN) {
+        count = 0;
+        while (count < f->len && (count == 0 || events + f->ring[(f->head + count) % f->cap] <=
+                                                    CFOLD_PLAN_EVENTS))
+            events += f->ring[(f->head + count++) % f->cap];
+        if (count == 0)
+            count = 1;
+    } else {
+        count = 64; /* another's journal: units of unknown size */
+    }
+    tally_buf_reset(b);
+    tally_buf_add_bulk(b, "3", 1);
+    tally_buf_add_bulk(b, j->journal, strlen(j->journal));
+    tally_buf_add_bulk(b, j->plan, strlen(j->plan));
+    tally_buf_add_bulk(b, j->trimmed, strlen(j->trimmed));
+    tally_buf_add_bulk(b, f->cfg->prefix, strlen(f->cfg->prefix));
+    tally_buf_add_bulk(b, f->model, strlen(f->model));
+    tally_buf_add_bulk_i64(b, (int64_t)count);
+    tally_buf_add_bulk(b, j->done ? j->first : "", j->done ? strlen(j->first) : 0);
+    tally_buf_add_bulk(b, j->done ? j->last : "", j->done ? strlen(j->last) : 0);
+    j->redirects = 0;
+    if (cfold_eval(f, cfold_slot(j), NULL, false, TALLY_SCRIPT_CPLAN, b, 0, b->len, 9,
+                   on_plan_reply, j) < 0) {
+        cfold_job_end(j, false, false);
+        return;
+    }
+    j->state = CFOLD_PLANNING;
+}
+
+static void on_plan_reply(int status, redisReply *reply, void *arg)
+{
+    struct cfold_job *j = arg;
+    struct tally_folder *f = j->f;
+    struct tally_store *to;
+    long long trimmed = j->done ? j->done_entries : 0;
+    bool asking;
+
+    if (status == 0 && (to = cfold_redirect(f, reply, &j->redirects, &asking)) != NULL &&
+        cfold_eval(f, 0, to, asking, TALLY_SCRIPT_CPLAN, &j->call, 0, j->call.len, 9,
+                   on_plan_reply, j) == 0)
+        return;
+    j->state = CFOLD_IDLE;
+    if (status != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2) {
+        if (status == 0 && reply->type == REDIS_REPLY_ERROR)
+            log_warn("redis refused a fold's plan of '%s': %s", j->journal, reply->str);
+        tally_metric_add(&f->metrics->fold_errors, 1);
+        /* DONE stays: a plan it trimmed already is no longer the one stored, so naming it
+         * again trims nothing. */
+        cfold_job_end(j, false, false);
+        return;
+    }
+    if (fold_said(reply, "empty") ||
+        (reply->elements == 2 && cfold_str(reply->element[0]) &&
+         strcmp(reply->element[0]->str, "empty") == 0)) {
+        long long left = reply->elements == 2 && reply->element[1]->type == REDIS_REPLY_INTEGER
+                             ? reply->element[1]->integer
+                             : 0;
+
+        j->done = false;
+        if (j->kind == CFOLD_OWN)
+            fold_left(f, left, trimmed);
+        cfold_job_end(j, true, true);
+        return;
+    }
+    j->done = false;
+    if (!cfold_keep_plan(j, reply)) {
+        log_warn("unexpected reply to a fold's plan of '%s'", j->journal);
+        tally_metric_add(&f->metrics->fold_errors, 1);
+        cfold_job_end(j, false, false);
+        return;
+    }
+    if (j->kind == CFOLD_OWN)
+        fold_left(f, reply->element[3]->integer, trimmed);
+    if (j->kind == CFOLD_DRAIN && cfold_id_cmp(j->first, j->upto) > 0) {
+        cfold_job_end(j, true, true); /* what the DELETE waits for is folded */
+        return;
+    }
+    if (j->kind == CFOLD_OWN) {
+        /* The plan came: what reads wait for may be folded now; the parts go now when a fold
+         * is due, else at the next interval. */
+        fold_ended(f, false);
+        if (f->len > 0 &&
+            !(f->again || atomic_load(&f->wanted) || fold_cluster_due(f) || fold_wanted(f))) {
+            j->state = CFOLD_HOLDING;
+            f->in_flight = false;
+            fold_arm(f, f->cfg->fold_interval_ms);
+            return;
+        }
+        f->again = false;
+        atomic_store(&f->wanted, false);
+    }
+    cfold_count(j);
+}
+
+/* ---- The own job ---- */
+
+static void cfold_own_end(struct tally_folder *f, bool ok, bool empty)
+{
+    bool wanted = atomic_exchange(&f->wanted, false), again = f->again;
+
+    f->in_flight = false;
+    f->again = false;
+    if (!ok) {
+        fold_ended(f, true);
+        if (wanted)
+            atomic_store(&f->wanted, true);
+        fold_arm(f, FOLD_RETRY_MS);
+        return;
+    }
+    fold_ended(f, false);
+    (void)empty;
+    if (f->len == 0)
+        return;
+    /* Entries whose acks came after the plan: the next, now or at the interval. */
+    if (again || wanted || fold_cluster_due(f) || fold_wanted(f))
+        fold_cluster_start(f);
+    else
+        fold_arm(f, f->cfg->fold_interval_ms);
+}
+
+void fold_cluster_start(struct tally_folder *f)
+{
+    struct cfold_job *j = &f->cluster->own;
+
+    if (f->in_flight) {
+        f->again = true;
+        return;
+    }
+    atomic_store(&f->wanted, false);
+    if (!f->cluster->chosen)
+        return;
+    if (j->state == CFOLD_HOLDING) {
+        f->in_flight = true;
+        cfold_count(j);
+        return;
+    }
+    if (f->len == 0)
+        return;
+    f->in_flight = true;
+    cfold_plan(j);
+}
+
+bool fold_cluster_due(struct tally_folder *f)
+{
+    return f->len > 0 && f->backlog >= FOLD_BATCH_EVENTS;
+}
+
+struct tally_store *fold_cluster_store(const struct tally_folder *f)
+{
+    if (!f->cluster->chosen)
+        return NULL;
+    return tally_redis_for_slot(f->router, cfold_slot(&f->cluster->own));
+}
+
+/* ---- Reclaim: journals whose writer is gone ---- */
+
+static void cfold_look(struct tally_folder *f);
+
+static void on_gone_reply(int status, redisReply *reply, void *arg)
+{
+    struct tally_folder *f = arg;
+
+    f->cluster->looking = false;
+    if (status == 0 && reply->type == REDIS_REPLY_ERROR)
+        log_warn("redis refused to remove a journal from the registry: %s", reply->str);
+    if (status == 0 && reply->type != REDIS_REPLY_ERROR)
+        cfold_look(f); /* there may be more */
+}
+
+static void cfold_send_gone(struct tally_folder *f)
+{
+    struct cfold_job *j = &f->cluster->reclaim;
+    struct tally_buf *b = &j->call;
+
+    tally_buf_reset(b);
+    tally_buf_add_bulk(b, "1", 1);
+    tally_buf_add_bulk(b, f->registry, strlen(f->registry));
+    tally_buf_add_bulk(b, j->journal, strlen(j->journal));
+    tally_buf_add_bulk_i64(b, TALLY_FOLD_STALE_MS);
+    if (cfold_eval(f, tally_key_slot(f->registry, strlen(f->registry)), NULL, false,
+                   TALLY_SCRIPT_CGONE, b, 0, b->len, 4, on_gone_reply, f) == 0)
+        f->cluster->looking = true;
+}
+
+static void on_drop_reply(int status, redisReply *reply, void *arg)
+{
+    struct tally_folder *f = arg;
+
+    f->cluster->looking = false;
+    if (status != 0 || reply->type != REDIS_REPLY_INTEGER) {
+        if (status == 0 && reply->type == REDIS_REPLY_ERROR)
+            log_warn("redis refused to drop an emptied journal: %s", reply->str);
+        return;
+    }
+    /* 0: entries came meanwhile (its writer is back); left to it, or to the next look. */
+    if (reply->integer == 1) {
+        log_info("folded and dropped the journal '%s' of a writer gone",
+                 f->cluster->reclaim.journal);
+        cfold_send_gone(f);
+    }
+}
+
+/* cdrop: KEYS journal trimmed plan -- DEL them if the journal is empty. */
+static int cfold_send_drop(struct tally_folder *f, struct cfold_job *j,
+                           tally_store_reply_cb *done)
+{
+    struct tally_buf *b = &j->call;
+
+    tally_buf_reset(b);
+    tally_buf_add_bulk(b, "3", 1);
+    tally_buf_add_bulk(b, j->journal, strlen(j->journal));
+    tally_buf_add_bulk(b, j->trimmed, strlen(j->trimmed));
+    tally_buf_add_bulk(b, j->plan, strlen(j->plan));
+    return cfold_eval(f, cfold_slot(j), NULL, false, TALLY_SCRIPT_CDROP, b, 0, b->len, 4, done,
+                      f);
+}
+
+/* The reclaim job ended: emptied, its journal is dropped and leaves the registry. */
+static void cfold_reclaim_end(struct tally_folder *f, bool ok, bool empty)
+{
+    if (!ok || !empty)
+        return; /* again at the next look */
+    if (cfold_send_drop(f, &f->cluster->reclaim, on_drop_reply) == 0)
+        f->cluster->looking = true;
+}
+
+static bool cfold_sibling(const char *name, size_t len)
+{
+    for (size_t i = 0; i < TALLY_THREADS_MAX; i++) {
+        struct tally_folder *s = atomic_load(&cfold_siblings[i]);
+
+        if (s != NULL && strlen(s->journal) == len && memcmp(s->journal, name, len) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void on_stale_reply(int status, redisReply *reply, void *arg)
+{
+    struct tally_folder *f = arg;
+    struct cfold_job *j = &f->cluster->reclaim;
+
+    f->cluster->looking = false;
+    if (status != 0 || !cfold_str(reply) || reply->len == 0) {
+        if (status == 0 && reply->type == REDIS_REPLY_ERROR)
+            log_warn("redis refused to look for journals of writers gone: %s", reply->str);
+        return;
+    }
+    if (cfold_sibling(reply->str, reply->len))
+        return; /* this process's own (a worker that started since the look): its own */
+    if (cfold_parse(j, f->cfg->prefix, reply->str, reply->len) < 0) {
+        log_warn("a journal of an unexpected name in the registry: '%.*s'", (int)reply->len,
+                 reply->str);
+        return;
+    }
+    j->done = false;
+    cfold_plan(j);
+}
+
+/* cstale: KEYS registry, ARGV stale_ms own-journal. */
+static void cfold_look(struct tally_folder *f)
+{
+    struct fold_cluster *c = f->cluster;
+    struct tally_buf *b = &c->reclaim.call;
+    size_t nargs;
+
+    if (c->looking || c->reclaim.state != CFOLD_IDLE || !c->chosen || c->retire != CFOLD_LIVE)
+        return;
+    tally_buf_reset(b);
+    tally_buf_add_bulk(b, "1", 1);
+    tally_buf_add_bulk(b, f->registry, strlen(f->registry));
+    tally_buf_add_bulk_i64(b, TALLY_FOLD_STALE_MS);
+    nargs = 3;
+    for (size_t i = 0; i < TALLY_THREADS_MAX; i++) {
+        struct tally_folder *s = atomic_load(&cfold_siblings[i]);
+
+        if (s != NULL) {
+            tally_buf_add_bulk(b, s->journal, strlen(s->journal));
+            nargs++;
+        }
+    }
+    if (cfold_eval(f, tally_key_slot(f->registry, strlen(f->registry)), NULL, false,
+                   TALLY_SCRIPT_CSTALE, b, 0, b->len, nargs, on_stale_reply, f) == 0)
+        c->looking = true;
+}
+
+void fold_cluster_reclaim(struct tally_folder *f)
+{
+    cfold_look(f);
+}
+
+/* ---- A DELETE's folds ---- */
+
+static void cfold_drain_settle(struct cfold_drain *d)
+{
+    struct cfold_job *j;
+
+    if (--d->pending > 0)
+        return;
+    d->done(d->status, d->arg);
+    while ((j = d->jobs) != NULL) {
+        d->jobs = j->next;
+        cfold_job_release(j);
+        free(j);
+    }
+    free(d);
+}
+
+static void cfold_drain_end(struct cfold_job *j, bool ok)
+{
+    struct cfold_drain *d = j->drain;
+
+    if (!ok && d->status == 0)
+        d->status = TALLY_EUNAVAIL;
+    cfold_drain_settle(d);
+}
+
+/* The last entry of a journal when the DELETE came: fold up to it. */
+static void on_last_reply(int status, redisReply *reply, void *arg)
+{
+    struct cfold_job *j = arg;
+    const redisReply *e;
+
+    if (status != 0 || reply->type != REDIS_REPLY_ARRAY) {
+        cfold_drain_end(j, false);
+        return;
+    }
+    if (reply->elements == 0) {
+        cfold_drain_end(j, true); /* empty: nothing waits in it */
+        return;
+    }
+    e = reply->element[0];
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 1 || !cfold_str(e->element[0]) ||
+        e->element[0]->len >= CFOLD_ID_MAX) {
+        cfold_drain_end(j, false);
+        return;
+    }
+    memcpy(j->upto, e->element[0]->str, e->element[0]->len);
+    j->upto[e->element[0]->len] = '\0';
+    cfold_plan(j);
+}
+
+/* A job for the journal NAME of the registry: its last entry first. */
+static int cfold_drain_job(struct cfold_drain *d, const char *name, size_t len)
+{
+    struct tally_folder *f = d->f;
+    struct cfold_job *j = malloc(sizeof(*j));
+    const char *argv[] = {"XREVRANGE", NULL, "+", "-", "COUNT", "1"};
+    size_t argvlen[] = {9, 0, 1, 1, 5, 1};
+
+    if (j == NULL)
+        return TALLY_ENOMEM;
+    cfold_job_init(j, f, CFOLD_DRAIN);
+    j->drain = d;
+    j->next = d->jobs;
+    d->jobs = j;
+    if (cfold_parse(j, f->cfg->prefix, name, len) < 0)
+        return 0; /* not a journal of ours: nothing to fold */
+    argv[1] = j->journal;
+    argvlen[1] = strlen(j->journal);
+    {
+        struct tally_store *st = tally_redis_for_slot(f->router, cfold_slot(j));
+
+        if (st == NULL || !tally_store_ready(st) ||
+            tally_store_command(st, 6, argv, argvlen, on_last_reply, j) < 0)
+            return TALLY_EUNAVAIL;
+    }
+    d->pending++;
+    return 0;
+}
+
+static void on_journals_reply(int status, redisReply *reply, void *arg)
+{
+    struct cfold_drain *d = arg;
+
+    if (status != 0 || reply->type != REDIS_REPLY_ARRAY) {
+        d->status = TALLY_EUNAVAIL;
+    } else {
+        for (size_t i = 0; i < reply->elements && d->status == 0; i++) {
+            const redisReply *e = reply->element[i];
+            int rc;
+
+            if (e->type == REDIS_REPLY_STRING &&
+                (rc = cfold_drain_job(d, e->str, e->len)) < 0)
+                d->status = rc;
+        }
+    }
+    cfold_drain_settle(d);
+}
+
+int tally_folder_drain(struct tally_folder *f, tally_folder_drained_cb *done, void *arg)
+{
+    const char *argv[] = {"ZRANGE", f->registry, "0", "-1"};
+    size_t argvlen[] = {6, strlen(f->registry), 1, 2};
+    struct tally_store *st;
+    struct cfold_drain *d;
+
+    if (f->cluster == NULL)
+        return TALLY_EINVAL;
+    st = tally_redis_for_key(f->router, f->registry, strlen(f->registry));
+    if (st == NULL || !tally_store_ready(st))
+        return TALLY_EUNAVAIL;
+    if ((d = calloc(1, sizeof(*d))) == NULL)
+        return TALLY_ENOMEM;
+    d->f = f;
+    d->done = done;
+    d->arg = arg;
+    d->pending = 1;
+    if (tally_store_command(st, 4, argv, argvlen, on_journals_reply, d) < 0) {
+        free(d);
+        return TALLY_EUNAVAIL;
+    }
+    return 0;
+}
+
+/* ---- A job ended ---- */
+
+static void cfold_job_end(struct cfold_job *j, bool ok, bool empty)
+{
+    j->state = CFOLD_IDLE;
+    switch (j->kind) {
+    case CFOLD_OWN:
+        cfold_own_end(j->f, ok, empty);
+        break;
+    case CFOLD_RECLAIM:
+        cfold_reclaim_end(j->f, ok, empty);
+        break;
+    case CFOLD_DRAIN:
+        cfold_drain_end(j, ok);
+        break;
+    }
+}
+
+/* ---- The journal's tag and heartbeat ---- */
+
+/* The journal's tag: a bucket whose slot a master owns, the masters taken in turn by the
+ * process's journals; the writer's own bucket while the slot map is not known. */
+static bool cfold_choose(struct tally_folder *f)
+{
+    struct fold_cluster *c = f->cluster;
+    unsigned bucket;
+    size_t me;
+
+    if (c->chosen)
+        return true;
+    if (!tally_redis_ready(f->router))
+        return false;
+    if (!tally_redis_master_bucket(f->router, atomic_fetch_add(&cfold_chosen, 1), &bucket))
+        bucket = tally_key_bucket(c->writer, strlen(c->writer));
+    if (cfold_names(&c->own, f->cfg->prefix, bucket, c->writer, strlen(c->writer)) < 0 ||
+        cfold_names(&c->reclaim, f->cfg->prefix, bucket, c->writer, strlen(c->writer)) < 0)
+        return false;
+    memcpy(f->journal, c->own.journal, sizeof(f->journal));
+    for (me = 0; me < TALLY_THREADS_MAX; me++) {
+        struct tally_folder *none = NULL;
+
+        if (atomic_compare_exchange_strong(&cfold_siblings[me], &none, f))
+            break;
+    }
+    c->chosen = true;
+    return true;
+}
+
+static void cfold_beat_arm(struct fold_cluster *c, uint32_t ms)
+{
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+
+    evtimer_add(c->beat_ev, &tv);
+}
+
+static void on_beat_reply(int status, redisReply *reply, void *arg)
+{
+    struct tally_folder *f = arg;
+    struct fold_cluster *c = f->cluster;
+
+    c->beating = false;
+    if (status == 0 && reply->type != REDIS_REPLY_ERROR) {
+        if (atomic_exchange(&c->confirmed_at, tally_now_ms()) == 0)
+            log_debug("journal '%s' registered", f->journal);
+    } else if (status == 0) {
+        log_warn("redis refused the heartbeat of journal '%s': %s", f->journal, reply->str);
+    }
+}
+
+/* cheartbeat: KEYS registry, ARGV journal. */
+static void on_beat(evutil_socket_t fd, short what, void *arg)
+{
+    struct tally_folder *f = arg;
+    struct fold_cluster *c = f->cluster;
+    struct tally_buf b;
+
+    (void)fd;
+    (void)what;
+    if (c->retire != CFOLD_LIVE)
+        return;
+    if (!cfold_choose(f) || c->beating) {
+        cfold_beat_arm(c, CFOLD_HEARTBEAT_RETRY_MS);
+        return;
+    }
+    tally_buf_init(&b);
+    tally_buf_add_bulk(&b, "1", 1);
+    tally_buf_add_bulk(&b, f->registry, strlen(f->registry));
+    tally_buf_add_bulk(&b, f->journal, strlen(f->journal));
+    if (cfold_eval(f, tally_key_slot(f->registry, strlen(f->registry)), NULL, false,
+                   TALLY_SCRIPT_CHEARTBEAT, &b, 0, b.len, 3, on_beat_reply, f) == 0)
+        c->beating = true;
+    tally_buf_release(&b);
+    cfold_beat_arm(c, atomic_load(&c->confirmed_at) != 0 ? CFOLD_HEARTBEAT_MS
+                                                          : CFOLD_HEARTBEAT_RETRY_MS);
+}
+
+bool tally_folder_registered(const struct tally_folder *f)
+{
+    uint64_t at;
+
+    if (f->cluster == NULL)
+        return true;
+    at = atomic_load(&f->cluster->confirmed_at);
+    return f->cluster->retire == CFOLD_LIVE && at != 0 &&
+           tally_now_ms() - at < TALLY_FOLD_REGISTERED_MS;
+}
+
+unsigned tally_folder_bucket(const struct tally_folder *f)
+{
+    return f->cluster != NULL ? f->cluster->own.bucket : 0;
+}
+
+const char *tally_folder_trimmed(const struct tally_folder *f)
+{
+    return f->cluster != NULL ? f->cluster->own.trimmed : "";
+}
+
+/* ---- Stopping ---- */
+
+static void on_leave_reply(int status, redisReply *reply, void *arg)
+{
+    struct tally_folder *f = arg;
+
+    (void)status;
+    (void)reply;
+    f->cluster->retire = CFOLD_RETIRED;
+}
+
+static void on_retire_drop_reply(int status, redisReply *reply, void *arg)
+{
+    struct tally_folder *f = arg;
+    const char *argv[] = {"ZREM", f->registry, f->journal};
+    size_t argvlen[] = {4, strlen(f->registry), strlen(f->journal)};
+    struct tally_store *st = tally_redis_for_key(f->router, f->registry, argvlen[1]);
+
+    /* Dropped: it leaves the registry. Not empty (or not known): it stays there, and is
+     * anyone's to fold once its heartbeat is old. */
+    if (status != 0 || reply->type != REDIS_REPLY_INTEGER || reply->integer != 1 || st == NULL ||
+        !tally_store_ready(st) || tally_store_command(st, 3, argv, argvlen, on_leave_reply, f) < 0) {
+        f->cluster->retire = CFOLD_RETIRED;
+        return;
+    }
+    f->cluster->retire = CFOLD_LEAVING;
+}
+
+bool tally_folder_retired(struct tally_folder *f)
+{
+    struct fold_cluster *c = f->cluster;
+
+    if (c == NULL || c->retire == CFOLD_RETIRED)
+        return true;
+    if (c->retire != CFOLD_LIVE)
+        return false;
+    /* Writes stop going to the journal (the writer asks tally_folder_registered()) and the
+     * heartbeat stops: a journal left in the registry is folded by others. */
+    c->retire = CFOLD_RETIRED;
+    if (!c->chosen || f->len > 0 || f->in_flight)
+        return true;
+    if (cfold_send_drop(f, &c->own, on_retire_drop_reply) == 0)
+        c->retire = CFOLD_DROPPING;
+    return c->retire == CFOLD_RETIRED;
+}
+
+/* ---- Life ---- */
+
+int fold_cluster_init(struct tally_folder *f, const char *writer)
+{
+    struct fold_cluster *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return TALLY_ENOMEM;
+    f->cluster = c;
+    snprintf(c->writer, sizeof(c->writer), "%s", writer);
+    cfold_job_init(&c->own, f, CFOLD_OWN);
+    cfold_job_init(&c->reclaim, f, CFOLD_RECLAIM);
+    c->beat_ev = evtimer_new(f->base, on_beat, f);
+    if (c->beat_ev == NULL)
+        return TALLY_ENOMEM;
+    cfold_beat_arm(c, 0);
+    return 0;
+}
+
+void fold_cluster_free(struct tally_folder *f)
+{
+    struct fold_cluster *c = f->cluster;
+
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < TALLY_THREADS_MAX; i++) {
+        struct tally_folder *me = f;
+
+        atomic_compare_exchange_strong(&cfold_siblings[i], &me, NULL);
+    }
+    if (c->beat_ev != NULL)
+        event_free(c->beat_ev);
+    cfold_job_release(&c->own);
+    cfold_job_release(&c->reclaim);
+    free(c);
+    f->cluster = NULL;
+}

@@ -1,0 +1,75 @@
+-- cplan.lua -- the journal's side of a fold on a Redis Cluster: finishes the plan the caller
+-- counted and plans the next, in one atomic step in the journal's slot. A plan is a range of
+-- the journal's oldest entries, "<first id> <last id> <entries>", kept in P{jj}p:<writer>
+-- until every bucket it touches has counted its part (cpart.lua, one call in each bucket's
+-- slot: a script touches one slot). Its entries are trimmed only then, and a new plan is made
+-- only after the trim, so in each bucket the plans of a journal are counted in journal order
+-- and a bucket's cursor (the last id of the last plan it counted) is never inside a plan: a
+-- part sent again finds the cursor at its last id and counts nothing.
+--
+-- KEYS[1]  the journal, P{jj}q:<writer> (see ack.lua)
+-- KEYS[2]  the plan, P{jj}p:<writer>, a string "<first id> <last id> <entries>"
+-- KEYS[3]  the journal's trimmed count, P{jj}n:<writer> (see trimmed_of())
+-- ARGV     P model count done_first done_last
+--          count: the most entries a new plan takes (at least 1); done_first and done_last:
+--          the first and last id of the plan whose every part the caller has had answered
+--          (counted or "done"), "" for none. When the stored plan is exactly that one, its
+--          entries are trimmed (trim_journal()) and it is deleted; a plan that differs --
+--          another folder finished it and planned anew -- is left as it is.
+-- Returns {"empty", entries in the journal} when there is nothing to plan; else
+--   {first, last, n, left, nparts, tag1, chunk1, tag2, chunk2, ...}: the plan (stored or new:
+--   the oldest count entries), the entries left in the journal after the trim (the plan's
+--   included), and per bucket the plan touches, in the order of first appearance, its tag and
+--   its merged records (merge_entries(), as a fold from the journal merges them) as a staged
+--   chunk holds them: per record the Unix time of its hour, then its tokens as count.lua reads
+--   them, all joined by "\n" (cpart.lua counts it with count_chunk()). The same plan read by
+--   anyone gives the same parts.
+
+local journal, key = KEYS[1], KEYS[2]
+local plan = redis.call('GET', key)
+if ARGV[5] ~= '' and plan then
+    local first, last = string.match(plan, '^(%S+) (%S+) ')
+    if first == ARGV[4] and last == ARGV[5] then
+        trim_journal(journal, last)
+        redis.call('DEL', key)
+        plan = false
+    end
+end
+local first, last, n, entries
+if plan then
+    first, last, n = string.match(plan, '^(%S+) (%S+) (%d+)$')
+    entries = redis.call('XRANGE', journal, first, last)
+    n = tonumber(n)
+    if #entries == 0 then -- its entries gone (nothing in tally removes them but the trim above)
+        redis.call('DEL', key)
+        plan = false
+    end
+end
+if not plan then
+    entries = redis.call('XRANGE', journal, '-', '+', 'COUNT',
+                         math.max(tonumber(ARGV[3]) or 1, 1))
+    if #entries == 0 then
+        return {'empty', redis.call('XLEN', journal)}
+    end
+    first, last, n = entries[1][1], entries[#entries][1], #entries
+    redis.call('SET', key, first .. ' ' .. last .. ' ' .. string.format('%d', n))
+end
+local merged, order = merge_entries(entries)
+local parts, tags = {}, {}
+for _, k in ipairs(order) do
+    local r = merged[k]
+    local t = parts[r.tag]
+    if not t then
+        t = {}
+        parts[r.tag] = t
+        tags[#tags + 1] = r.tag
+    end
+    t[#t + 1] = string.format('%d', r.time)
+    put_record(t, r)
+end
+local answer = {first, last, n, redis.call('XLEN', journal), #tags}
+for _, tag in ipairs(tags) do
+    answer[#answer + 1] = tag
+    answer[#answer + 1] = table.concat(parts[tag], '\n')
+end
+return answer
