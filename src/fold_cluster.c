@@ -70,6 +70,7 @@ struct cfold_job {
                                          * names it, and trims it */
     long long done_entries;             /* the entries of the plan named done */
     bool failed;                        /* a part of the plan at hand failed */
+    bool counted;                       /* a part of it was counted here (not "done") */
     size_t parts_left;
     struct cfold_part *parts;
     size_t n_parts, cap_parts;
@@ -344,6 +345,7 @@ static void on_part_reply(int status, redisReply *reply, void *arg)
     else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4)
         cfold_part_failed(j, "unexpected reply");
     else {
+        j->counted = true;
         fold_bump(f, reply->element[0]);
         fold_skipped(f, reply->element[1], reply->element[2]);
         if (reply->element[3]->type == REDIS_REPLY_STRING &&
@@ -363,6 +365,7 @@ static void cfold_count(struct cfold_job *j)
 
     j->state = CFOLD_COUNTING;
     j->failed = false;
+    j->counted = false;
     j->done = false;
     tally_known_update(f->known, (int64_t)tally_clock_now(), tally_now_ms(),
                        tally_epochs_forgets(f->epochs));
@@ -401,7 +404,9 @@ static void cfold_parts_end(struct cfold_job *j)
     }
     j->done = true;
     j->done_entries = j->entries;
-    if (j->kind == CFOLD_RECLAIM) {
+    /* A journal of a writer gone may be folded by several collectors at once: its entries
+     * are this one's when it counted a part of them. */
+    if (j->kind == CFOLD_RECLAIM && j->counted) {
         tally_metric_add(&f->metrics->reclaimed, (uint64_t)j->entries);
     } else if (j->kind == CFOLD_OWN) {
         tally_metric_add(&f->metrics->folds, 1);

@@ -274,8 +274,9 @@ static void metrics_redis(struct tally_buf *out, struct tally_metrics *const *m,
                        (double)GAUGE(live_articles));
 }
 
-/* The journals of the write path with one Redis (tally/fold.h): all 0 without them (a
- * cluster, or --fold-interval 0). */
+/* The journals of the write path (tally/fold.h), with one Redis or a cluster (there a fold is
+ * a plan counted per bucket, and a DELETE's folds are not steps): all 0 without them
+ * (--fold-interval 0). */
 static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *m, size_t n)
 {
     metrics_counter(out, "tally_folds_total",

@@ -1,7 +1,7 @@
 /* fold.h -- a worker's journal and its folds: acknowledge by appending, count by folding.
  *
- * With one Redis (not a cluster) and --fold-interval above 0 (the default; 0 counts every unit
- * before its answer, as on a cluster), a write unit is acknowledged by one append to its
+ * With one Redis and --fold-interval above 0 (the default; 0 counts every unit before its
+ * answer), a write unit is acknowledged by one append to its
  * worker's journal, a stream P{00}q:<writer>, in the same atomic step as its checks and markers (src/scripts/ack.lua): the 200 goes out when Redis confirmed the entry,
  * which is the durable record of what was acknowledged. The folder then counts the journal.
  * It knows what it appended: as each ack's reply comes it adds the unit's records up per
@@ -39,7 +39,30 @@
  * collectors see it within --fold-interval and a round trip.
  *
  * Backpressure: past --journal-max events appended and not folded, a worker refuses writes
- * (503, Retry-After) until its folds catch up; the journal stays bounded. */
+ * (503, Retry-After) until its folds catch up; the journal stays bounded.
+ *
+ * On a Redis Cluster (src/fold_cluster.c) a script touches one slot, so the journal and its
+ * folds go apart. Each worker's journal, P{jj}q:<writer>, lies in a bucket jj whose slot a
+ * master owns (the masters taken in turn by the process's workers); the writer sends it the
+ * units it may count later -- no Idempotency-Key, no comment, --view-window 0 -- through a
+ * lane of its own (ack.lua, declaring only the journal's keys), and the others to their
+ * buckets' lanes as before. It does so only while the folder's heartbeat (cheartbeat, at
+ * start and every second) keeps the journal's score in the registry P{00}r:journals fresh
+ * (tally_folder_registered()). A fold is a plan and its parts: cplan, in the journal's slot,
+ * fixes the oldest entries as the plan (stored in P{jj}p:<writer>) and answers their records
+ * merged per article and hour, grouped by bucket; each bucket's part is counted by cpart in
+ * the bucket's slot, all at once, behind the journal's cursor there (P{bb}f:<writer>, the last
+ * id of the last plan counted into the bucket: a part sent again counts nothing); once every
+ * part was answered, the next cplan names the plan done -- which trims its entries -- and
+ * plans the next. A part that fails sends the job back to cplan without naming the plan done:
+ * it answers the same stored plan. No batches and no staging: what reads wait for, the
+ * backlog and the backpressure are as with one Redis, the entries folded told by cplan's
+ * count of what is left. Journals whose writer is gone (heartbeat older than
+ * TALLY_FOLD_STALE_MS: cstale, once a second) are folded by anyone until empty, then dropped
+ * (cdrop) and taken out of the registry (cgone); a DELETE first folds every journal up to its
+ * last entry (tally_folder_drain()); a stopping worker drops its emptied journal
+ * (tally_folder_retired()). A journal is never deleted by its own writer while it lives: its
+ * ids only grow, which the cursors rely on. */
 #ifndef TALLY_FOLD_H
 #define TALLY_FOLD_H
 

@@ -11,7 +11,8 @@
  * With one Redis there is one lane, and a request is one part of one unit: all or nothing.
  * With a Redis Cluster there is a lane per key bucket (each a slot, on whichever master owns
  * it); a request touching several buckets is split into parts, each applied atomically and at
- * most once by its own unit.
+ * most once by its own unit -- unless the journal takes it whole (tally/fold.h): then it is
+ * one part of a unit of the journal's lane, in the journal's slot.
  *
  * Idempotency-Key (see idem.h). With one Redis, the unit's script reads the key's home marker,
  * compares the body's digest, and applies and settles it in the same atomic step. On a
@@ -137,8 +138,9 @@ void tally_writer_kick(struct tally_writer *w);
 /* Events held now (waiting or in flight). */
 size_t tally_writer_held(const struct tally_writer *w);
 
-/* The writer's journal and its folds (tally/fold.h), or NULL: units are counted at once (a
- * Redis Cluster, or --fold-interval 0). */
+/* The writer's journal and its folds (tally/fold.h), or NULL: units are counted at once
+ * (--fold-interval 0). On a cluster only the units the journal takes go to it (see fold.h);
+ * the others are counted at once, per bucket. */
 struct tally_folder *tally_writer_folder(struct tally_writer *w);
 
 #endif
