@@ -1313,20 +1313,21 @@ class ClusterJournalTest(ClusterTestCase):
 
     def test_21_two_collectors_under_load_one_killed(self):
         """Unkeyed clients, half on A (--fold-interval 10000: it folds nothing before it is
-        killed, its load stays far below a full batch), half on B; A is SIGKILLed mid-run and
-        its clients go on with B. Every view A acknowledged waits in A's journals (with at
+        killed, its load -- at most 3 x 1,000 requests of 6 views -- stays below a full batch of
+        20,000 events), half on B; A is SIGKILLed mid-run and its clients go on with B. Every view A acknowledged waits in A's journals (with at
         most those of its requests left without an answer), every view B acknowledged is
         counted, and in the end each article counts exactly B's 200s plus what A's journals
         held."""
         a = self.collector(*SLOW)
         b = self.collector()
-        clients, per_client, max_requests = 6, 4, 300
+        clients, per_client, max_requests = 6, 4, 1000
         lock = threading.Lock()
         ok = {"A": {}, "B": {}}
         maybe = {"A": {}, "B": {}}
         other = []  # (collector, exchange) of answers neither 200 nor from A's death
         state = {"killed": False}
-        stop_at = time.monotonic() + 3.5
+        switched = []  # A's clients that met its death, and went on with B
+        stop_at = time.monotonic() + 3.0
 
         def client(i):
             rng = random.Random(i)
@@ -1352,6 +1353,8 @@ class ClusterJournalTest(ClusterTestCase):
                             add_up(maybe[name], per)
                     if name == "A" and state["killed"]:
                         cl.close()
+                        with lock:
+                            switched.append(i)
                         name, target = "B", b
                         cl = harness.KeepAliveClient(b.port, timeout=REQUEST_TIMEOUT)
                     else:
@@ -1363,7 +1366,7 @@ class ClusterJournalTest(ClusterTestCase):
                    for i in range(clients)]
         for th in threads:
             th.start()
-        time.sleep(1.5)
+        time.sleep(1.0)
         with lock:
             state["killed"] = True
         a.stop(signal.SIGKILL)
@@ -1379,6 +1382,7 @@ class ClusterJournalTest(ClusterTestCase):
                          % (sum(ok["A"].values()), entries, sum(held.values()),
                             sum(ok["B"].values()), sum(maybe["A"].values())))
         self.assertEqual(other, [], "answers other than 200 but from the killed collector")
+        self.assertEqual(sorted(switched), [0, 2, 4], "A was not killed mid-run")
         self.assertGreater(sum(ok["A"].values()), 0)
         self.assertGreater(sum(ok["B"].values()), 0)
         self.assertEqual(cursors, [], "A folded before it was killed: the test's premise")
