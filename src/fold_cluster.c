@@ -567,9 +567,11 @@ void fold_cluster_start(struct tally_folder *f)
     cfold_plan(j);
 }
 
+/* Due at once when more than a plan's worth waits beyond the plan at hand: under load plans
+ * follow each other, as batches do with one Redis. */
 bool fold_cluster_due(struct tally_folder *f)
 {
-    return f->len > 0 && f->backlog >= FOLD_BATCH_EVENTS;
+    return f->len > 0 && f->backlog >= 2 * CFOLD_PLAN_EVENTS;
 }
 
 struct tally_store *fold_cluster_store(const struct tally_folder *f)

@@ -336,15 +336,13 @@ struct tally_store *tally_redis_for_slot(struct tally_redis *r, unsigned slot)
     return r->nodes[r->map.slots[slot]].st;
 }
 
-bool tally_redis_master_bucket(const struct tally_redis *r, unsigned k, unsigned *bucket)
+bool tally_slot_map_master_bucket(const struct tally_slot_map *m, unsigned k, unsigned *bucket)
 {
     bool owns[TALLY_REDIS_NODES_MAX] = {false};
     unsigned n = 0;
 
-    if (!r->cluster)
-        return false;
     for (unsigned b = 0; b < TALLY_BUCKETS; b++) {
-        int i = r->map.slots[tally_key_bucket_slot(b)];
+        int i = m->slots[tally_key_bucket_slot(b)];
 
         if (i < 0)
             return false;
@@ -356,12 +354,17 @@ bool tally_redis_master_bucket(const struct tally_redis *r, unsigned k, unsigned
         if (!owns[i] || k-- > 0)
             continue;
         for (unsigned b = 0; b < TALLY_BUCKETS; b++)
-            if (r->map.slots[tally_key_bucket_slot(b)] == i) {
+            if (m->slots[tally_key_bucket_slot(b)] == i) {
                 *bucket = b;
                 return true;
             }
     }
     return false;
+}
+
+bool tally_redis_master_bucket(const struct tally_redis *r, unsigned k, unsigned *bucket)
+{
+    return r->cluster && tally_slot_map_master_bucket(&r->map, k, bucket);
 }
 
 struct tally_store *tally_redis_for_key(struct tally_redis *r, const char *key, size_t len)

@@ -80,9 +80,12 @@ bool tally_redis_is_cluster(const struct tally_redis *r);
  * standalone mode, always the one write connection. */
 struct tally_store *tally_redis_for_slot(struct tally_redis *r, unsigned slot);
 
-/* Cluster: the bucket whose journal goes to the K-th master (K modulo the masters owning a
- * bucket's slot, in the order of the router's table): the first bucket whose slot it owns,
- * into *BUCKET. False standalone, or while a bucket's slot has no master known. */
+/* The bucket of M's K-th master (K modulo the masters owning a bucket's slot, in the order of
+ * M's entries): the first bucket whose slot it owns, into *BUCKET -- where a journal goes to
+ * that master (tally/fold.h). False while a bucket's slot has no master known. Pure. */
+bool tally_slot_map_master_bucket(const struct tally_slot_map *m, unsigned k, unsigned *bucket);
+
+/* The same for R's slot map; false standalone. */
 bool tally_redis_master_bucket(const struct tally_redis *r, unsigned k, unsigned *bucket);
 
 /* The write connection serving KEY (LEN bytes). */

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "tally/error.h"
+#include "tally/keys.h"
 #include "tally/redis.h"
 #include "unit.h"
 
@@ -307,6 +308,36 @@ static void test_slot_map_refuses_a_bad_reply_and_keeps_the_map(void **state)
 
 /* ---- The version of Redis ---- */
 
+static void test_slot_map_gives_each_master_in_turn_a_bucket_it_owns(void **state)
+{
+    struct tally_slot_map m;
+    struct tally_hostport seed = {"127.0.0.1", 7000};
+    unsigned port[3] = {7001, 7002, 7003}, bucket, seen[3] = {0};
+    redisReply *r = slots_reply(3, "", port);
+    int added[TALLY_REDIS_NODES_MAX], gone[TALLY_REDIS_NODES_MAX];
+    size_t n_added, n_gone;
+
+    (void)state;
+    tally_slot_map_init(&m);
+    assert_false(tally_slot_map_master_bucket(&m, 0, &bucket)); /* no map yet */
+    assert_int_equal(tally_slot_map_read(&m, r, &seed, added, &n_added, gone, &n_gone), 0);
+    /* Six journals: two on each master, each in a bucket whose slot it owns. */
+    for (unsigned k = 0; k < 6; k++) {
+        const struct tally_hostport *a;
+
+        assert_true(tally_slot_map_master_bucket(&m, k, &bucket));
+        assert_true(bucket < TALLY_BUCKETS);
+        a = slot_owner(&m, tally_key_bucket_slot(bucket));
+        assert_int_equal(a->port, port[k % 3]);
+        seen[k % 3]++;
+    }
+    assert_int_equal(seen[0] + seen[1] + seen[2], 6);
+    /* A slot with no master: no choice. */
+    m.slots[tally_key_bucket_slot(200)] = -1;
+    assert_false(tally_slot_map_master_bucket(&m, 0, &bucket));
+    freeReplyObject(r);
+}
+
 static void test_parse_version_reads_info_server(void **state)
 {
     static const struct {
@@ -353,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_slot_map_forgets_nodes_that_left_however_many_come_and_go),
         cmocka_unit_test(test_slot_map_keeps_a_node_that_comes_back_and_a_seed_always),
         cmocka_unit_test(test_slot_map_refuses_a_bad_reply_and_keeps_the_map),
+        cmocka_unit_test(test_slot_map_gives_each_master_in_turn_a_bucket_it_owns),
         cmocka_unit_test(test_parse_version_reads_info_server),
     };
 
