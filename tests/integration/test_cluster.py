@@ -1313,14 +1313,15 @@ class ClusterJournalTest(ClusterTestCase):
 
     def test_21_two_collectors_under_load_one_killed(self):
         """Unkeyed clients, half on A (--fold-interval 10000: it folds nothing before it is
-        killed, its load -- at most 3 x 1,000 requests of 6 views -- stays below a full batch of
-        20,000 events), half on B; A is SIGKILLed mid-run and its clients go on with B. Every view A acknowledged waits in A's journals (with at
+        killed, its load -- at most 3 x 400 requests of 6 views, paced -- stays below the 8,000
+        events that start a fold at once), half on B; A is SIGKILLed mid-run and its clients
+        go on with B. Every view A acknowledged waits in A's journals (with at
         most those of its requests left without an answer), every view B acknowledged is
         counted, and in the end each article counts exactly B's 200s plus what A's journals
         held."""
         a = self.collector(*SLOW)
         b = self.collector()
-        clients, per_client, max_requests = 6, 4, 1000
+        clients, per_client, max_requests, max_at_a = 6, 4, 1000, 400
         lock = threading.Lock()
         ok = {"A": {}, "B": {}}
         maybe = {"A": {}, "B": {}}
@@ -1334,10 +1335,16 @@ class ClusterJournalTest(ClusterTestCase):
             arts = ["jload/c%d/a%d" % (i, k) for k in range(per_client)]
             name, target = ("A", a) if i % 2 == 0 else ("B", b)
             cl = harness.KeepAliveClient(target.port, timeout=REQUEST_TIMEOUT)
+            at_a = 0
             try:
                 for _ in range(max_requests):
                     if time.monotonic() >= stop_at:
                         break
+                    if name == "A":
+                        if at_a >= max_at_a:
+                            break  # and the test fails: A was to be killed before
+                        at_a += 1
+                        time.sleep(0.005)
                     body, per = view_events(rng, arts)
                     ex = cl.post_events(body)
                     with lock:
