@@ -20,12 +20,19 @@ reliability notes):
   Idempotency-Key until a 200): views == the events of the acknowledged keys.
 
 Each client sends batches over its own four articles, which lie in different buckets, so a
-request is usually split into parts on several masters. Faults: CLUSTER FAILOVER of a master
-(nothing may be lost), SIGKILL of a master (Redis Cluster replicates asynchronously: a loss is
+request is usually split into parts on several masters when it is counted at once (keyed
+clients); an unkeyed client's batch is one entry of the collector's journal on one master,
+counted later by folds per bucket. Faults: CLUSTER FAILOVER of the master holding a journal
+(nothing may be lost), SIGKILL of that master (Redis Cluster replicates asynchronously: a loss is
 allowed only for events acknowledged within the last second before the kill, and the test
 records acknowledgement times to hold it to that), and the migration of bucket slots under
-load (manual SETSLOT/MIGRATE of the load's slots, slowly, plus redis-cli --cluster reshard of
-50 more).
+load (manual SETSLOT/MIGRATE of the load's slots and of a journal's, slowly, plus redis-cli
+--cluster reshard of 50 more).
+
+The journal on the cluster (ClusterJournalTest): a SIGKILLed collector's unfolded entries
+folded by another, two collectors under load with one killed, reads fresh at once on the
+collector that acknowledged and within a second on another, DELETE on one collector of what
+waits in another's journal -- all with exact counts.
 """
 
 import concurrent.futures
@@ -369,10 +376,14 @@ class MonitorTap:
                 i += 1
         return m.group(1), args
 
-    def units(self):
-        """[(declared keys, [the commands the function ran])] of each write unit."""
-        n = -1
-        while n != len(self.lines):  # until the last lines are in: none for 0.3 s
+    def calls(self):
+        """[(function, declared keys, [the commands the function ran])] of each FCALL and
+        FCALL_RO, FUNCTION the name it was registered under without its "tally_" and version
+        ("apply", "ack", "cpart", ...)."""
+        n, deadline = -1, time.monotonic() + 5.0
+        # Until the last lines are in: none for 0.3 s (the collectors' heartbeats, once a
+        # second each, may leave no such pause: 5 s at most).
+        while n != len(self.lines) and time.monotonic() < deadline:
             n = len(self.lines)
             time.sleep(0.3)
         out, cur = [], None
@@ -382,14 +393,24 @@ class MonitorTap:
                 continue
             if who == b"lua":
                 if cur is not None:
-                    cur[1].append(args)
+                    cur[2].append(args)
                 continue
             cur = None
-            if args[0].upper() == b"FCALL" and b"_apply_" in args[1]:
+            if args[0].upper() in (b"FCALL", b"FCALL_RO") and len(args) >= 3:
+                m = re.match(rb"^tally_(.+)_[0-9a-f]+$", args[1])
                 n = int(args[2])
-                cur = (args[3:3 + n], [])
+                cur = (m.group(1).decode() if m else args[1].decode(), args[3:3 + n], [])
                 out.append(cur)
         return out
+
+    def commands(self):
+        """[(who, [args])] of every line seen: who is b"lua" for a command a function ran."""
+        return [p for p in map(self.parse, list(self.lines)) if p[1]]
+
+    def units(self):
+        """[(declared keys, [the commands the function ran])] of each write unit counted at
+        once (the apply function)."""
+        return [(keys, inner) for name, keys, inner in self.calls() if name == "apply"]
 
 
 class ClusterTallyd(harness.Tallyd):
@@ -434,6 +455,121 @@ def article_of_key(key):
 
 def today():
     return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
+# ---- The journal on the cluster (see README, "Past one machine") ----
+
+REGISTRY = "tally:{00}r:journals"   # journal -> Redis ms of its writer's last heartbeat
+JOURNAL_KEY = re.compile(rb"^tally:\{([0-9a-f]{2})\}q:(.+)$", re.S)
+# The functions of the journal, whose every command must name a key they declared.
+JOURNAL_FUNCTIONS = ("ack", "cplan", "cpart", "cheartbeat", "cstale", "cgone", "cdrop")
+SLOW = ("--fold-interval", "10000")  # no fold by the clock while a test runs
+RECLAIM_SECONDS = 6.0  # a journal whose writer's heartbeat is 5 s old is folded by the next look
+
+
+def on_owner(key, *args):
+    """ARGS run on the master owning KEY's slot."""
+    return CLUSTER.owner(CLUSTER.keyslot(key)).command(*args)
+
+
+def on_owner_node(key):
+    """The master owning KEY's slot."""
+    return CLUSTER.owner(CLUSTER.keyslot(key))
+
+
+def registered():
+    """The journals in the registry, sorted."""
+    return sorted(j.decode() for j in on_owner(REGISTRY, "ZRANGE", REGISTRY, 0, -1))
+
+
+def journal_keys():
+    """{journal: Node} of every journal on the cluster, registered or not."""
+    return {k.decode(): m for m, keys in CLUSTER.all_keys("tally:{??}q:*").items()
+            for k in keys}
+
+
+def writer_of(journal):
+    m = JOURNAL_KEY.match(journal.encode())
+    assert m is not None, journal
+    return m.group(2).decode()
+
+
+def writer_keys(writer):
+    """Every key on the cluster named after WRITER: its journal, trimmed count, plan and the
+    cursors in the buckets."""
+    pat = "tally:{??}?:" + harness.glob_escape(writer)
+    return sorted(k for keys in CLUSTER.all_keys(pat).values() for k in keys)
+
+
+def entry_records(text):
+    """The records of one journal entry's "a" field (see ack.lua): [(bucket, article, views)]."""
+    t = text.split("\n")
+    out, pos = [], 0
+    while pos < len(t):
+        out.append((t[pos], t[pos + 1], int(t[pos + 2])))
+        pos += 3
+        pos += int(t[pos]) + 1              # visitors
+        pos += 2 * int(t[pos]) + 1          # shares
+        pos += int(t[pos]) + 1              # comment deltas (none in a journal)
+        pos += 2 * int(t[pos]) + 1          # sums
+        pos += 2 * int(t[pos]) + 1          # properties
+    if pos != len(t):
+        raise AssertionError("a journal entry that does not parse: %r" % text)
+    return out
+
+
+def journal_state(journals=None):
+    """(entries, {article: views}, {bucket}) held by the JOURNALS (default: every journal on
+    the cluster), read straight from their masters."""
+    entries, held, buckets = 0, {}, set()
+    for j, node in sorted(journal_keys().items()):
+        if journals is not None and j not in journals:
+            continue
+        for _id, fields in node.command("XRANGE", j, "-", "+"):
+            f = dict(zip(fields[::2], fields[1::2]))
+            entries += 1
+            for bucket, article, v in entry_records(f[b"a"].decode()):
+                held[article] = held.get(article, 0) + v
+                buckets.add(bucket)
+    return entries, held, buckets
+
+
+def counted(articles):
+    """{article: views} in the articles' totals hashes, straight from the masters."""
+    names = {a.encode(): a for a in articles}
+    out = {a: 0 for a in articles}
+    for m, keys in CLUSTER.all_keys("tally:{??}a:*").items():
+        for k in keys:
+            p = article_of_key(k)
+            if p is not None and p[2] in names:
+                out[names[p[2]]] = int(m.command("HGET", k, "views") or 0)
+    return out
+
+
+def read_views(t, articles):
+    """{article: views} through T in one stats query, or None if it was not answered 200."""
+    r = t.get("/v1/stats?" + "&".join("article=" + quote(a) for a in articles))
+    if r.status != 200:
+        return None
+    return {x["article"]: x["views"] for x in r.body["articles"]}
+
+
+def wait_registered(t, before=()):
+    """Wait until T's workers (T.threads) have each a journal in the registry besides BEFORE
+    (the journals registered before T started): its heartbeats are confirmed, so its writes
+    go to its journals. Returns T's journals."""
+    def mine():
+        js = [j for j in registered() if j not in before]
+        return js if len(js) == t.threads else None
+    js = wait_until(mine, 10.0, message="the collector's journals were not registered")
+    time.sleep(0.2)  # the heartbeat's reply back at the collector
+    return js
+
+
+def add_up(into, per):
+    for a, n in per.items():
+        into[a] = into.get(a, 0) + n
+    return into
 
 
 # ---- Core behaviours ----
@@ -628,6 +764,9 @@ class ClusterCoreTest(ClusterTestCase):
         events = [{"type": "view", "article": a} for a, n in counts.items() for _ in range(n)]
         for i in range(0, len(events), 100):
             self.both(events[i:i + 100], n=len(events[i:i + 100]))
+        # Folded (a read on the collector that acknowledged waits for it), before collectors
+        # that did not acknowledge them read them.
+        self.assertEqual(self.get_both("/v1/totals?period=day")["views"], sum(counts.values()))
         ranked = sorted(counts, key=lambda a: (-counts[a], a))
         want = {"/v1/top?period=month&limit=100":
                 {"metric": "views", "period": "month",
@@ -636,45 +775,52 @@ class ClusterCoreTest(ClusterTestCase):
                 {"period": "month", "views": sum(counts.values()), "shares": 0, "comments": 0,
                  "reads": 0, "engaged_seconds": 0}}
 
-        def calls():
-            """{command: calls} on the masters, but this test's INFO, the collectors' TIME,
-            CLUSTER and PING, and REPLCONF: each master's replica acknowledges the stream to
-            it once a second (REPLCONF ACK), whatever the collectors do."""
+        def calls(taps):
+            """{command: calls} the masters ran while TAPS (MONITOR on each) listened, the
+            commands functions ran included, but TIME, the collectors' CLUSTER and PING,
+            REPLCONF (each master's replica acknowledges the stream to it once a second,
+            REPLCONF ACK, whatever the collectors do), and the journals' upkeep: every
+            collector's heartbeat and look for journals gone, once a second, with what they
+            ran."""
+            time.sleep(0.5)  # the last lines in
             out = {}
-            for m in CLUSTER.masters():
-                for line in m.command("INFO", "commandstats").decode().splitlines():
-                    name, _, rest = line[len("cmdstat_"):].partition(":")
-                    if line.startswith("cmdstat_") and name.split("|")[0] not in (
-                            "info", "time", "cluster", "ping", "replconf"):
-                        out[name] = out.get(name, 0) + int(
-                            rest.split("calls=", 1)[1].split(",", 1)[0])
+            for tap in taps:
+                upkeep = False
+                for who, args in tap.commands():
+                    name = args[0].decode().lower()
+                    if who == b"lua":
+                        if not upkeep and name != "time":
+                            out[name] = out.get(name, 0) + 1
+                        continue
+                    f = re.match(rb"^tally_(.+)_[0-9a-f]+$", args[1]) \
+                        if name in ("fcall", "fcall_ro") and len(args) > 1 else None
+                    upkeep = f is not None and f.group(1) in (b"cheartbeat", b"cstale",
+                                                              b"cgone", b"cdrop")
+                    if not upkeep and name not in ("time", "cluster", "ping", "replconf",
+                                                   "monitor"):
+                        out[name] = out.get(name, 0) + 1
             return out
 
-        # The module's collector folds what it acknowledged, then stops for the count of calls
-        # (its journal's heartbeat is a call a second); setUp starts it again.
-        self.folded()
-        self.tallyd.close()
-        try:
-            collectors = []
-            for _ in range(2):
-                d = self.track(ClusterTallyd(
-                    CLUSTER, ["--view-window", "0", "--fold-interval", "0"], threads=1))
-                self.addCleanup(d.close)
-                d.start()
-                collectors.append(d)
-            first, second = collectors
-            # What the first computes is kept until the next whole minute of Redis's clock: one
-            # near is waited out, so the second finds every part still kept.
-            harness.wait_out_kept_boundary(CLUSTER.masters()[0].command, 15)
-            for path, body in want.items():
-                self.assertEqual(first.get(path).body, body, path)
-                before = calls()
+        collectors = []
+        for _ in range(2):
+            d = self.track(ClusterTallyd(CLUSTER, ["--view-window", "0"], threads=1))
+            self.addCleanup(d.close)
+            d.start()
+            collectors.append(d)
+        first, second = collectors
+        # What the first computes is kept until the next whole minute of Redis's clock: one
+        # near is waited out, so the second finds every part still kept.
+        harness.wait_out_kept_boundary(CLUSTER.masters()[0].command, 15)
+        for path, body in want.items():
+            self.assertEqual(first.get(path).body, body, path)
+            taps = [MonitorTap(m.port) for m in CLUSTER.masters()]
+            try:
                 self.assertEqual(second.get(path).body, body, path)
-                after = calls()
-                self.assertEqual({k: v - before.get(k, 0) for k, v in after.items()
-                                  if v != before.get(k, 0)}, {"fcall": 256, "get": 512}, path)
-        finally:
-            self.tallyd.start()
+                ran = calls(taps)
+            finally:
+                for tap in taps:
+                    tap.close()
+            self.assertEqual(ran, {"fcall": 256, "get": 512}, path)
 
     def test_03_idempotency_key_replay_of_a_batch_over_many_buckets_counts_once(self):
         articles = ["idem/%03d" % i for i in range(100)]
@@ -928,6 +1074,96 @@ class ClusterCoreTest(ClusterTestCase):
             self.assertEqual([k for k in d if re.search(
                 rb"\}[dht]:(shares|comments|engaged|reads)", k)], [], sorted(d))
 
+        # The journal: with --view-window 0, a write without an Idempotency-Key and without a
+        # comment is acknowledged by one entry of its worker's journal, in the journal's slot,
+        # and counted later by folds: the ack declares its unit's keys (attempt marker,
+        # journal, trimmed count), a fold's plan (cplan) the journal's keys, each bucket's
+        # part (cpart) the cursor and every key counting its records may touch.
+        self.check_journal_declares_every_key()
+
+    def check_journal_declares_every_key(self):
+        j = ClusterTallyd(CLUSTER, ["--view-window", "0", "--token", TOKEN] + list(SLOW))
+        monitors = []
+        articles = ["jdeclared/%02d" % i for i in range(30)]
+        writes = [
+            [{"type": "view", "article": "jdeclared/a"}],
+            [{"type": "view", "article": "jdeclared/b", "words": 900}],
+            [{"type": "share", "article": "jdeclared/c", "network": "email"}],
+            [{"type": "engage", "article": "jdeclared/f", "seconds": 40, "read": True}],
+            [{"type": "engage", "article": "jdeclared/g", "seconds": 5, "read": False}],
+            [{"type": "view", "article": "jdeclared/h"},
+             {"type": "share", "article": "jdeclared/h", "network": "reddit"},
+             {"type": "engage", "article": "jdeclared/j", "seconds": 9, "read": True}],
+            [{"type": "view", "article": a} for a in articles],  # many buckets in one entry
+            [{"type": "view", "article": "jdeclared/gone"}] * 3,
+        ]
+        try:
+            before = registered()
+            j.start()
+            self.track(j)
+            wait_registered(j, before)
+            for node in CLUSTER.masters():
+                monitors.append(MonitorTap(node.port))
+            for w in writes:
+                r = j.post_events(w)
+                self.assertEqual((r.status, r.body), (200, {"accepted": len(w), "ignored": 0}),
+                                 r)
+            held = journal_state(set(registered()) - set(before))[1]
+            self.assertEqual(held.get("jdeclared/gone"), 3, held)
+            # A DELETE folds every journal up to its last entry first (parts of the plan of
+            # a journal it did not write, by the collector that received it) ...
+            r = j.request("DELETE", "/v1/articles/jdeclared%2Fgone", headers=AUTH)
+            self.assertEqual(r.status, 204, r)
+            for w in writes[:6]:
+                r = j.post_events(w)
+                self.assertEqual(r.status, 200, r)
+            # ... and a read folds what its collector acknowledged before it.
+            got = read_views(j, articles + ["jdeclared/a", "jdeclared/h", "jdeclared/gone"])
+            self.assertEqual(got, dict({a: 1 for a in articles}, **{
+                "jdeclared/a": 2, "jdeclared/h": 2, "jdeclared/gone": 0}))
+            calls = []
+            for m in monitors:
+                calls += m.calls()
+        finally:
+            for m in monitors:
+                m.close()
+            j.close()
+        by = {}
+        for name, keys, inner in calls:
+            by.setdefault(name, []).append((keys, inner))
+        # Every journaled write was acknowledged by one ack, none counted at once.
+        self.assertEqual(len(by.get("ack", [])), len(writes) + 6, sorted(by))
+        self.assertEqual(by.get("apply", []), [], "journaled writes counted at once")
+        self.assertTrue(by.get("cplan") and by.get("cpart"), sorted(by))
+        touched = {}
+        for name in JOURNAL_FUNCTIONS:
+            for keys, inner in by.get(name, []):
+                declared = set(keys)
+                # One slot: every declared key carries the same hash tag.
+                self.assertEqual(len({re.match(rb"^tally:\{(..)\}", k).group(1)
+                                      for k in keys}), 1, (name, keys))
+                for cmd in inner:
+                    if len(cmd) < 2 or cmd[0].upper() == b"TIME":
+                        continue
+                    self.assertIn(cmd[1], declared, "%s: %s of an undeclared key; declared: %r"
+                                  % (name, cmd[0].decode(), sorted(declared)))
+                    touched.setdefault(name, set()).add(
+                        re.sub(rb"^tally:\{..\}(.):([a-z]*).*", rb"\1:\2", cmd[1]))
+        # The ack declares its journal unit only: attempt marker, journal, trimmed count.
+        for keys, _inner in by["ack"]:
+            self.assertEqual(sorted(re.sub(rb"^tally:\{..\}(.):.*", rb"\1", k) for k in keys),
+                             [b"n", b"q", b"x"], keys)
+        for name, kinds in (("ack", (b"x:", b"q:")), ("cplan", (b"q:", b"p:"))):
+            for kind in kinds:
+                self.assertTrue(any(k.startswith(kind) for k in touched.get(name, ())),
+                                (name, kind, sorted(touched.get(name, ()))))
+        # Every kind of key a fold counts into was touched (and so checked).
+        for kind in (b"f:", b"a:", b"v:", b"s:", b"d:views", b"h:views", b"t:views",
+                     b"d:visitors", b"h:visitors", b"t:visitors", b"d:shares", b"t:shares",
+                     b"d:engaged", b"t:engaged", b"d:reads", b"h:reads", b"t:reads"):
+            self.assertTrue(any(k.startswith(kind) for k in touched.get("cpart", ())),
+                            (kind, sorted(touched.get("cpart", ()))))
+
     def test_07_hostile_ids_keep_all_of_an_article_in_one_slot(self):
         ids = ["}x", "{a}b}", "{", "}", "{}", "{x}y", "x{y}", "{{}}", "a{}b", "}{", "tally:{00}a:",
                "{bb}", "\u00e9" * 128, "{" + "\u00e9" * 127 + "z", "{\u20ac}" * 51 + "{"]
@@ -969,6 +1205,372 @@ class ClusterCoreTest(ClusterTestCase):
         self.assertEqual(top.body["articles"],
                          [{"article": i, "count": n + 1} for n, i in
                           sorted(enumerate(ids), key=lambda p: (-p[0], p[1]))])
+
+
+# ---- The journal on the cluster ----
+
+class ClusterJournalTest(ClusterTestCase):
+    """The journal on the cluster (--view-window 0, writes without an Idempotency-Key and
+    without comments): a write is acknowledged by one entry of its worker's journal,
+    P{jj}q:<writer>, on a master the worker chose, and counted later per bucket by folds
+    (cplan on the journal's master, cpart on each bucket's), exactly once. Exact counts:
+
+      recovery   what a SIGKILLed collector acknowledged waits in its journals, and another
+                 collector folds it within seconds of its heartbeats stopping; the dead
+                 journals are then dropped and unregistered; two collectors under load, one
+                 SIGKILLed mid-run: every 200 counted exactly once;
+      freshness  a read on the collector that acknowledged shows it at once, another
+                 collector within a second;
+      DELETE     on one collector, forgets what waited unfolded in another's journal."""
+
+    def setUp(self):
+        CLUSTER.wait_healthy(30.0)
+        CLUSTER.flushall()
+
+    def collector(self, *args, threads=2):
+        """A collector on the cluster with its journals registered."""
+        before = registered()
+        t = self.track(ClusterTallyd(CLUSTER, ["--view-window", "0", "--token", TOKEN] +
+                                     list(args), threads=threads))
+        self.addCleanup(t.close)
+        t.start()
+        t.journals = wait_registered(t, before)
+        return t
+
+    def post(self, t, body):
+        """BODY posted to T (on a new connection: either worker may take it), answered 200."""
+        with harness.KeepAliveClient(t.port) as c:
+            ex = c.post_events(body)
+        self.assertEqual((ex.status, ex.body), (200, {"accepted": len(body), "ignored": 0}), ex)
+
+    @staticmethod
+    def spread(rng, articles, n):
+        """N views over ARTICLES at random: (body, {article: views})."""
+        per = {}
+        for _ in range(n):
+            a = rng.choice(articles)
+            per[a] = per.get(a, 0) + 1
+        return [{"type": "view", "article": a} for a, k in per.items() for _ in range(k)], per
+
+    def assertDropped(self, journals, timeout=5.0):
+        """The JOURNALS are gone (their keys and cursors may stay: a cursor expires) and
+        unregistered, within TIMEOUT."""
+        def gone():
+            left = [k for j in journals for k in writer_keys(writer_of(j))
+                    if not re.match(rb"^tally:\{..\}f:", k)]
+            still = set(registered()) & set(journals)
+            return (left, sorted(still)) if left or still else None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = gone()
+            if left is None:
+                return
+            if time.monotonic() >= deadline:
+                self.fail("journals of a collector gone not dropped within %.0f s: keys left "
+                          "%r, still registered %r" % (timeout, left[0][:10], left[1]))
+            time.sleep(0.1)
+
+    # ---- recovery ----
+
+    def test_20_a_killed_collectors_journal_is_folded_by_another(self):
+        a = self.collector(*SLOW)
+        self.assertEqual(len({on_owner_node(j) for j in a.journals}), 2,
+                         "the two workers' journals on two masters: %r" % a.journals)
+        rng = random.Random(20)
+        articles = ["jkill/%02d" % i for i in range(40)]
+        model, posts = {}, 0
+        for _ in range(30):
+            body, per = self.spread(rng, articles, rng.randint(1, 20))
+            self.post(a, body)
+            add_up(model, per)
+            posts += 1
+        a.stop(signal.SIGKILL)
+        acked = time.monotonic()
+        # Every acknowledged view waits in A's journals, one entry per POST, none counted.
+        entries, held, buckets = journal_state(a.journals)
+        self.assertEqual((entries, held), (posts, model))
+        self.assertEqual(journal_state(), (entries, held, buckets))  # no other journal
+        self.assertEqual(sum(on_owner(j, "XLEN", j) for j in a.journals), posts)
+        self.assertGreaterEqual(len(buckets), 25, buckets)
+        self.assertEqual(counted(model), {x: 0 for x in model})
+        self.assertEqual(registered(), a.journals)
+
+        b = self.collector()
+        got = harness.eventually(lambda: read_views(b, sorted(model)), model,
+                                 timeout=RECLAIM_SECONDS + 3)
+        took = time.monotonic() - acked
+        sys.stderr.write("\ncluster journal: a killed collector's %d entries counted %.2f s "
+                         "after its last 200\n" % (posts, took))
+        self.assertEqual(got, model)
+        self.assertLessEqual(took, RECLAIM_SECONDS + 2)
+        self.assertDropped(a.journals)
+        self.assertEqual(registered(), b.journals)
+        # Counted once: nothing more comes later, through B or in Redis.
+        time.sleep(1.5)
+        self.assertEqual(read_views(b, sorted(model)), model)
+        self.assertEqual(counted(model), model)
+        self.assertEqual(journal_state()[:2], (0, {}))
+
+    def test_21_two_collectors_under_load_one_killed(self):
+        """Unkeyed clients, half on A (--fold-interval 10000: it folds nothing before it is
+        killed, its load -- at most 3 x 400 requests of 6 views, paced -- stays below the 8,000
+        events that start a fold at once), half on B; A is SIGKILLed mid-run and its clients
+        go on with B. Every view A acknowledged waits in A's journals (with at
+        most those of its requests left without an answer), every view B acknowledged is
+        counted, and in the end each article counts exactly B's 200s plus what A's journals
+        held."""
+        a = self.collector(*SLOW)
+        b = self.collector()
+        clients, per_client, max_requests, max_at_a = 6, 4, 1000, 400
+        lock = threading.Lock()
+        ok = {"A": {}, "B": {}}
+        maybe = {"A": {}, "B": {}}
+        other = []  # (collector, exchange) of answers neither 200 nor from A's death
+        state = {"killed": False}
+        switched = []  # A's clients that met its death, and went on with B
+        stop_at = time.monotonic() + 3.0
+
+        def client(i):
+            rng = random.Random(i)
+            arts = ["jload/c%d/a%d" % (i, k) for k in range(per_client)]
+            name, target = ("A", a) if i % 2 == 0 else ("B", b)
+            cl = harness.KeepAliveClient(target.port, timeout=REQUEST_TIMEOUT)
+            at_a = 0
+            try:
+                for _ in range(max_requests):
+                    if time.monotonic() >= stop_at:
+                        break
+                    if name == "A":
+                        if at_a >= max_at_a:
+                            break  # and the test fails: A was to be killed before
+                        at_a += 1
+                        time.sleep(0.005)
+                    body, per = view_events(rng, arts)
+                    ex = cl.post_events(body)
+                    with lock:
+                        if ex.status == 200 and ex.body == {"accepted": len(body),
+                                                            "ignored": 0}:
+                            add_up(ok[name], per)
+                            continue
+                        if name == "A" and state["killed"]:
+                            if ex.kind != "refused":  # it may have been appended
+                                add_up(maybe["A"], per)
+                        else:
+                            other.append((name, ex))
+                            add_up(maybe[name], per)
+                    if name == "A" and state["killed"]:
+                        cl.close()
+                        with lock:
+                            switched.append(i)
+                        name, target = "B", b
+                        cl = harness.KeepAliveClient(b.port, timeout=REQUEST_TIMEOUT)
+                    else:
+                        time.sleep(0.02)
+            finally:
+                cl.close()
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True)
+                   for i in range(clients)]
+        for th in threads:
+            th.start()
+        time.sleep(1.0)
+        with lock:
+            state["killed"] = True
+        a.stop(signal.SIGKILL)
+        time.sleep(0.3)  # what A had sent Redis is in (or not)
+        entries, held, _ = journal_state(a.journals)
+        cursors = [k for j in a.journals for k in writer_keys(writer_of(j))
+                   if re.match(rb"^tally:\{..\}f:", k)]
+        for th in threads:
+            th.join(max(0.0, stop_at + 2 * REQUEST_TIMEOUT - time.monotonic()))
+            self.assertFalse(th.is_alive(), "a load client did not finish")
+        sys.stderr.write("\ncluster journal: two collectors, A killed: A acknowledged %d "
+                         "views (%d entries in its journals, %d views), B %d; unknown %d\n"
+                         % (sum(ok["A"].values()), entries, sum(held.values()),
+                            sum(ok["B"].values()), sum(maybe["A"].values())))
+        self.assertEqual(other, [], "answers other than 200 but from the killed collector")
+        self.assertEqual(sorted(switched), [0, 2, 4], "A was not killed mid-run")
+        self.assertGreater(sum(ok["A"].values()), 0)
+        self.assertGreater(sum(ok["B"].values()), 0)
+        self.assertEqual(cursors, [], "A folded before it was killed: the test's premise")
+        arts = sorted(set(ok["A"]) | set(ok["B"]) | set(maybe["A"]))
+        # A's 200s all wait in its journals, and nothing else than what it may have taken.
+        for x in arts:
+            self.assertLessEqual(ok["A"].get(x, 0), held.get(x, 0), x)
+            self.assertLessEqual(held.get(x, 0), ok["A"].get(x, 0) + maybe["A"].get(x, 0), x)
+        self.assertEqual(set(held) - set(arts), set())
+        want = {x: held.get(x, 0) + ok["B"].get(x, 0) for x in arts}
+        got = harness.eventually(lambda: read_views(b, arts), want,
+                                 timeout=RECLAIM_SECONDS + 4)
+        self.assertEqual(got, want)
+        self.assertDropped(a.journals)
+        time.sleep(1.5)
+        self.assertEqual(counted(arts), want)
+
+    def test_24_a_collector_killed_again_and_again_while_folding(self):
+        """A collector folding all the time (--fold-interval 5) under unkeyed load is SIGKILLed
+        and started again, four times, so that kills fall between a plan's parts and its trim;
+        another collector and the restarts fold what each left. Every article counts its 200s,
+        plus at most the views of the requests a kill left without an answer: a plan's part
+        counted twice would add hundreds."""
+        b = self.collector()
+        a = self.collector("--fold-interval", "5")
+        checker = CounterChecker()
+        dead, mid = [], []
+        live = {"a": a, "stop_at": time.monotonic() + 3600}
+
+        def client(i):
+            rng = random.Random(100 + i)
+            arts = ["jagain/c%d/a%d" % (i, k) for k in range(ARTICLES_PER_CLIENT)]
+            with harness.KeepAliveClient(lambda: live["a"].port, timeout=REQUEST_TIMEOUT) as cl:
+                for _ in range(MAX_OPS):
+                    if time.monotonic() >= live["stop_at"]:
+                        break
+                    body, per = view_events(rng, arts)
+                    ex = cl.post_events(body)
+                    outcome = checker.classify(ex, len(body))
+                    for x, n in per.items():
+                        checker.record(x, n, outcome)
+                    if outcome != "ok":
+                        time.sleep(0.02)
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(6)]
+        for th in threads:
+            th.start()
+        try:
+            for _ in range(4):
+                time.sleep(1.0)
+                a.stop(signal.SIGKILL)
+                dead += a.journals
+                # A plan stored and a cursor already at its last id: killed mid-fold.
+                for j in a.journals:
+                    plan = on_owner(j, "GET", j.replace("}q:", "}p:", 1))
+                    if plan is not None:
+                        last = plan.split()[1]
+                        if any(on_owner(k, "GET", k) == last
+                               for k in writer_keys(writer_of(j))
+                               if re.match(rb"^tally:\{..\}f:", k)):
+                            mid.append(j)
+                a = self.collector("--fold-interval", "5")
+                live["a"] = a
+            time.sleep(1.0)
+        finally:
+            live["stop_at"] = time.monotonic()
+            for th in threads:
+                th.join(2 * REQUEST_TIMEOUT)
+        self.assertFalse(any(th.is_alive() for th in threads), "a load client did not finish")
+        self.assertEqual(checker.unexpected, [], checker.unexpected[:5])
+        bounds = checker.bounds()
+        arts = sorted(bounds)
+        self.assertGreater(sum(x["lower"] for x in bounds.values()), 0)
+
+        def settled():
+            v = read_views(b, arts)
+            if v is None or set(journal_keys()) & set(dead):
+                return None
+            return v if all(bounds[x]["lower"] <= v[x] <= bounds[x]["upper"]
+                            for x in arts) else None
+        try:
+            wait_until(settled, RECLAIM_SECONDS + 8, interval=0.2)
+        except AssertionError:
+            pass  # the exact check below says what is wrong
+        views = read_views(b, arts)
+        sys.stderr.write("\ncluster journal: 4 kills while folding (%d of %d journals killed "
+                         "mid-fold): %d views acknowledged, %d counted, %d at most\n"
+                         % (len(mid), len(dead), sum(x["lower"] for x in bounds.values()),
+                            sum(views.values()), sum(x["upper"] for x in bounds.values())))
+        checker.check(views)
+        self.assertDropped(dead)
+        self.assertEqual(read_views(a, arts), views)
+
+    # ---- freshness ----
+
+    def test_22_a_read_on_the_acknowledging_collector_shows_it_at_once(self):
+        a = self.collector(*SLOW)
+        articles = ["jfresh/%02d" % i for i in range(24)]
+        model = {x: 0 for x in articles}
+        rng = random.Random(22)
+        one = articles[5]
+        q = "&".join("article=" + quote(x) for x in articles)
+        reads = [
+            ("/v1/stats/" + quote(one), lambda r: r.body["views"] == model[one]),
+            ("/v1/stats?" + q,
+             lambda r: {x["article"]: x["views"] for x in r.body["articles"]} == model),
+            ("/v1/top?metric=views&period=day&limit=100",
+             lambda r: {x["article"]: x["count"] for x in r.body["articles"]} ==
+             {x: v for x, v in model.items() if v}),
+            ("/v1/totals?period=day", lambda r: r.body["views"] == sum(model.values())),
+            ("/v1/series/%s?metric=views&interval=hour" % quote(one),
+             lambda r: sum(p["value"] for p in r.body["points"]) == model[one]),
+            ("/v1/badge/%s.svg" % quote(one), lambda r: (b">%d<" % model[one]) in r.raw),
+        ]
+        for path, check in reads:
+            with self.subTest(path=path):
+                before = counted(articles)
+                for _ in range(4):
+                    body, per = self.spread(rng, articles, rng.randint(1, 12))
+                    body.append({"type": "view", "article": one})
+                    add_up(per, {one: 1})
+                    self.post(a, body)
+                    add_up(model, per)
+                entries, held, _ = journal_state(a.journals)
+                self.assertGreaterEqual(entries, 4)
+                self.assertGreaterEqual(held.get(one, 0), 4, held)
+                self.assertEqual(counted(articles), before, "folded by the clock")
+                r = a.get(path)  # once, on a connection of its own
+                self.assertEqual(r.status, 200, r)
+                self.assertTrue(check(r), "%s: %r, want %r" % (path, r.raw[:400], model))
+        # Through another collector: within a second.
+        b = self.collector()
+        lags = []
+        for i in range(1, 6):
+            body, per = self.spread(rng, articles, 5)
+            body.append({"type": "view", "article": one})
+            add_up(per, {one: 1})
+            self.post(b, body)
+            add_up(model, per)
+            start = time.monotonic()
+            got = harness.eventually(lambda: read_views(a, articles), model)
+            lags.append(time.monotonic() - start)
+            self.assertEqual(got, model)
+        sys.stderr.write("\ncluster journal: lag of another collector's reads %s s\n"
+                         % " ".join("%.3f" % x for x in lags))
+        self.assertLessEqual(max(lags), harness.FOLD_SECONDS)
+
+    # ---- DELETE ----
+
+    def test_23_delete_forgets_what_waited_in_another_collectors_journal(self):
+        a = self.collector(*SLOW)
+        b = self.collector()
+        gone = "jdel/gone"
+        keep = ["jdel/keep%02d" % i for i in range(12)]
+        model = {x: 0 for x in keep}
+        rng = random.Random(23)
+        for _ in range(6):
+            body, per = self.spread(rng, keep, 8)
+            self.post(a, body + [{"type": "view", "article": gone}] * 5)
+            add_up(model, per)
+        entries, held, _ = journal_state(a.journals)
+        self.assertEqual((entries, held), (6, dict({x: v for x, v in model.items() if v},
+                                                   **{gone: 30})))
+        self.assertEqual(counted(keep + [gone]), {x: 0 for x in keep + [gone]})
+        r = b.request("DELETE", "/v1/articles/" + quote(gone), headers=AUTH)
+        self.assertEqual(r.status, 204, r)
+        # What A acknowledged before the DELETE was folded first: nothing of it waits.
+        self.assertEqual(journal_state(a.journals)[:2], (0, {}))
+        self.assertEqual([k for ks in CLUSTER.all_keys().values() for k in ks
+                          if (article_of_key(k) or (0, 0, None))[2] == gone.encode()], [])
+        self.assertEqual(counted(keep), model)
+        self.assertEqual(read_views(b, keep + [gone]), dict(model, **{gone: 0}))
+        # A folds what it believes waits: nothing comes back.
+        self.assertEqual(read_views(a, keep + [gone]), dict(model, **{gone: 0}))
+        self.assertEqual(counted([gone]), {gone: 0})
+        # And a view after the DELETE counts.
+        self.post(a, [{"type": "view", "article": gone}])
+        self.assertEqual(read_views(a, [gone]), {gone: 1})
+        self.assertEqual(harness.eventually(lambda: read_views(b, [gone]), {gone: 1}),
+                         {gone: 1})
+        self.assertEqual(read_views(b, keep), model)
 
 
 # ---- Faults under load ----
@@ -1141,7 +1743,11 @@ class ClusterFaultTest(ClusterTestCase):
         self.t.start()
 
     def views(self, articles):
-        """Final views through tallyd, in one stats query (retried while reads fail)."""
+        """Final views through tallyd, in one stats query (retried while reads fail), once
+        every journal is folded: a read waits for its collector's folds, but only up to
+        --hold while they fail."""
+        wait_until(lambda: journal_state()[0] == 0, 20.0, interval=0.1,
+                   message="the journals were not folded within 20 s of the load's end")
         q = "/v1/stats?" + "&".join("article=" + quote(a) for a in articles)
         r = wait_until(lambda: (lambda r: r if r.status == 200 else None)(self.t.get(q)), 15.0,
                        message="stats of the load's articles not readable")
@@ -1199,24 +1805,29 @@ class ClusterFaultTest(ClusterTestCase):
         self.assertGreater(tot["ok_by_phase"]["after"], 0, "nothing acknowledged after the "
                                                            "fault: tallyd did not recover")
         self.assertTrue(self.t.running(), "tallyd exited")
+        # The journal was on: the unkeyed clients' writes were acknowledged by journal entries
+        # (the keyed ones are counted at once), and folded.
+        m = self.t.metrics()
+        self.assertGreater(harness.metric(m, "tally_fold_entries_total"), 0, "nothing folded")
 
-    def loaded_master(self, load):
-        """A master holding keys of the load's articles (the one with the most)."""
-        names = {a.encode() for a in load.all_articles()}
-        best = None
-        for m, keys in CLUSTER.all_keys("tally:{??}a:*").items():
-            n = sum(1 for k in keys if article_of_key(k)[2] in names)
-            if best is None or n > best[1]:
-                best = (m, n)
-        self.assertGreater(best[1], 0, "the load wrote nothing")
-        return best[0]
+    def journal_master(self):
+        """The master holding the collector's first journal: its unkeyed writes are
+        acknowledged there."""
+        js = registered()
+        self.assertTrue(js, "no journal registered: the journal is not on")
+        return on_owner_node(js[0])
+
+    def journal_master_key(self):
+        js = registered()
+        self.assertTrue(js, "no journal registered: the journal is not on")
+        return js[0]
 
     def test_10_manual_failover_under_load_loses_nothing(self):
         load = ClusterLoad("cl-failover", self.t)
         info = {}
 
         def nemesis():
-            master = self.loaded_master(load)
+            master = self.journal_master()
             replica = CLUSTER.replica_of(master)
             info["master"], info["replica"] = master, replica
             self.assertEqual(replica.command("CLUSTER", "FAILOVER"), "OK")
@@ -1246,7 +1857,7 @@ class ClusterFaultTest(ClusterTestCase):
             return self.t.get("/readyz", timeout=2).status == 200
 
         def nemesis():
-            master = self.loaded_master(load)
+            master = self.journal_master()
             replica = CLUSTER.replica_of(master)
             info["master"], info["replica"] = master, replica
             info["kill"] = time.monotonic()
@@ -1356,8 +1967,15 @@ class ClusterFaultTest(ClusterTestCase):
         info = {}
 
         def nemesis():
-            # The buckets of one keyed client's articles, from their keys.
-            names = {a.encode(): a for a in load.client_articles(1)}
+            # The buckets of one keyed client's articles (counted at once) and of one unkeyed
+            # client's (counted by folds), from their keys, and the slot of the collector's
+            # first journal (its acks and its folds' plans).
+            names = {a.encode(): a for a in load.client_articles(1) + load.client_articles(0)}
+            folded = {a.encode() for a in load.client_articles(0)}
+            wait_until(lambda: any((article_of_key(k) or (0, 0, None))[2] in folded
+                                   for ks in CLUSTER.all_keys("tally:{??}a:*").values()
+                                   for k in ks), 5.0,
+                       message="nothing of the unkeyed client folded 3 s into the load")
             buckets = set()
             for m, keys in CLUSTER.all_keys("tally:{??}a:*").items():
                 for k in keys:
@@ -1365,7 +1983,8 @@ class ClusterFaultTest(ClusterTestCase):
                     if p[2] in names:
                         buckets.add(p[0])
             self.assertTrue(buckets, "the keyed client wrote nothing")
-            slots = sorted({CLUSTER.keyslot("{%s}" % b) for b in buckets})
+            slots = sorted({CLUSTER.keyslot("{%s}" % b) for b in buckets} |
+                           {CLUSTER.keyslot(self.journal_master_key())})
             info["slots"] = slots
             moved = 0
             for s in slots:
@@ -1412,6 +2031,7 @@ class ClusterFaultTest(ClusterTestCase):
         r = self.t.post_events([{"type": "view", "article": a}] * 5 +
                                [{"type": "view", "article": b}] * 2)
         self.assertEqual((r.status, r.body), (200, {"accepted": 7, "ignored": 0}), r)
+        self.assertEqual(self.t.stats(a)["views"], 5)  # and so folded: its keys are there
         slots = set()
         for art in (a, b):
             keys = [k for ks in CLUSTER.all_keys().values() for k in ks
