@@ -91,8 +91,7 @@ static const struct cfg_option cfg_options[] = {
     {"max-held", cfg_parse_uint, CFG_FIELD(max_held), "10000", "N", 1, 1000000, 0,
      "events held at once per worker thread before 503s (1..1000000)"},
     {"fold-interval", cfg_parse_uint, CFG_FIELD(fold_interval_ms), "200", "MS", 0, 10000, 0,
-     "ms between journal folds into counts, with one Redis or a cluster (0..10000; 0 = count "
-     "at once)"},
+     "ms between journal folds (any Redis; 0..10000; 0 = count at once)"},
     {"journal-max", cfg_parse_uint, CFG_FIELD(journal_max), "200000", "N", 1000, 10000000, 0,
      "unfolded events per worker thread before 503s (1000..10000000)"},
     {"max-connections", cfg_parse_uint, CFG_FIELD(max_connections), "10000", "N", 1, 1000000, 0,

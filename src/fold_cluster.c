@@ -3,6 +3,7 @@
  * then each bucket's part of it counted in the bucket's slot behind the journal's cursor
  * there), the folds of journals whose writer is gone, a DELETE's folds of every journal, and
  * the last steps of a stop. */
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +116,8 @@ struct fold_cluster {
 /* Folders of this process, so that a reclaim passes over its siblings' journals. */
 static struct tally_folder *_Atomic cfold_siblings[TALLY_THREADS_MAX];
 static _Atomic unsigned cfold_chosen; /* journals whose tag was chosen: the next master */
+static _Atomic unsigned cfold_offset = UINT_MAX; /* the process's first master: collectors of
+                                                   * a few workers each spread over them all */
 
 static void cfold_plan(struct cfold_job *j);
 static void cfold_count(struct cfold_job *j);
@@ -863,18 +866,24 @@ static void cfold_job_end(struct cfold_job *j, bool ok, bool empty)
 /* ---- The journal's tag and heartbeat ---- */
 
 /* The journal's tag: a bucket whose slot a master owns, the masters taken in turn by the
- * process's journals; the writer's own bucket while the slot map is not known. */
+ * process's journals from one picked at random (a hash of the first writer's random name);
+ * the writer's own bucket when no master is known for some bucket. */
 static bool cfold_choose(struct tally_folder *f)
 {
     struct fold_cluster *c = f->cluster;
-    unsigned bucket;
+    unsigned bucket, offset;
     size_t me;
 
     if (c->chosen)
         return true;
     if (!tally_redis_ready(f->router))
         return false;
-    if (!tally_redis_master_bucket(f->router, atomic_fetch_add(&cfold_chosen, 1), &bucket))
+    offset = UINT_MAX;
+    atomic_compare_exchange_strong(&cfold_offset, &offset,
+                                   tally_key_bucket(c->writer, strlen(c->writer)));
+    if (!tally_redis_master_bucket(f->router,
+                                   atomic_load(&cfold_offset) + atomic_fetch_add(&cfold_chosen, 1),
+                                   &bucket))
         bucket = tally_key_bucket(c->writer, strlen(c->writer));
     if (cfold_names(&c->own, f->cfg->prefix, bucket, c->writer, strlen(c->writer)) < 0 ||
         cfold_names(&c->reclaim, f->cfg->prefix, bucket, c->writer, strlen(c->writer)) < 0)
