@@ -1305,6 +1305,13 @@ class ClusterJournalTest(ClusterTestCase):
         self.assertLessEqual(took, RECLAIM_SECONDS + 2)
         self.assertDropped(a.journals)
         self.assertEqual(registered(), b.journals)
+        # The cursors stay, one in each bucket the entries touched, for two days.
+        cursors = [k for j in a.journals for k in writer_keys(writer_of(j))
+                   if re.match(rb"^tally:\{..\}f:", k)]
+        self.assertEqual(sorted({re.match(rb"^tally:\{(..)\}", k).group(1).decode()
+                                 for k in cursors}), sorted(buckets))
+        for k in cursors:
+            self.assertTrue(172000 <= on_owner(k, "TTL", k) <= 172800, k)
         # Counted once: nothing more comes later, through B or in Redis.
         time.sleep(1.5)
         self.assertEqual(read_views(b, sorted(model)), model)
