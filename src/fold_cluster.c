@@ -719,7 +719,8 @@ static void on_stale_reply(int status, redisReply *reply, void *arg)
     cfold_plan(j);
 }
 
-/* cstale: KEYS registry, ARGV stale_ms own-journal. */
+/* cstale: KEYS registry, ARGV stale_ms pick own-journal... (a random pick: the workers of
+ * every collector spread over the journals gone, src/scripts/cstale.lua). */
 static void cfold_look(struct tally_folder *f)
 {
     struct fold_cluster *c = f->cluster;
@@ -732,7 +733,8 @@ static void cfold_look(struct tally_folder *f)
     tally_buf_add_bulk(b, "1", 1);
     tally_buf_add_bulk(b, f->registry, strlen(f->registry));
     tally_buf_add_bulk_i64(b, TALLY_FOLD_STALE_MS);
-    nargs = 3;
+    tally_buf_add_bulk_i64(b, (int64_t)(arc4random() & 0xffff));
+    nargs = 4;
     for (size_t i = 0; i < TALLY_THREADS_MAX; i++) {
         struct tally_folder *s = atomic_load(&cfold_siblings[i]);
 

@@ -409,17 +409,33 @@ class JournalClusterFunctionsTest(unittest.TestCase):
         self.fcall("cheartbeat", [REGISTRY], j1)
         now = self.redis_ms()
         self.redis.command("ZADD", REGISTRY, now - 10000, j2, now - 20000, j3)
-        stale = lambda ms, *own: self.fcall("cstale", [REGISTRY], ms, *own)
-        self.assertEqual(stale(5000), j3.encode())
-        self.assertEqual(stale(5000, j3), j2.encode())
-        self.assertEqual(stale(5000, j1, j3), j2.encode())
-        self.assertEqual(stale(5000, j3, j2), b"")
-        self.assertEqual(stale(15000), j3.encode())
-        self.assertEqual(stale(15000, j3), b"")
-        self.assertEqual(stale(60000), b"")
+        stale = lambda ms, pick, *own: self.fcall("cstale", [REGISTRY], ms, pick, *own)
+        # The PICK-th of the stale ones, stalest first, modulo their number.
+        self.assertEqual(stale(5000, 0), j3.encode())
+        self.assertEqual(stale(5000, 1), j2.encode())
+        self.assertEqual(stale(5000, 2), j3.encode())
+        self.assertEqual(stale(5000, 0, j3), j2.encode())
+        self.assertEqual(stale(5000, 1, j3), j2.encode())
+        self.assertEqual(stale(5000, 1, j1, j3), j2.encode())
+        self.assertEqual(stale(5000, 0, j3, j2), b"")
+        self.assertEqual(stale(15000, 1), j3.encode())
+        self.assertEqual(stale(15000, 0, j3), b"")
+        self.assertEqual(stale(60000, 0), b"")
         self.assertEqual(self.redis.command("FCALL_RO", "tally_cstale_" + self.v, 1, REGISTRY,
-                                            5000), j3.encode())
-        self.assertEqual(self.fcall("cstale", ["tally:{00}r:none"], 0), b"")
+                                            5000, 1), j2.encode())
+        self.assertEqual(self.fcall("cstale", ["tally:{00}r:none"], 0, 0), b"")
+
+    def test_lookers_spread_over_at_most_sixteen_stale_journals(self):
+        now = self.redis_ms()
+        gone = ["tally:{%02x}q:gone%02d" % (i, i) for i in range(20)]
+        for i, j in enumerate(gone):
+            self.redis.command("ZADD", REGISTRY, now - 60000 + i, j)
+        got = [self.fcall("cstale", [REGISTRY], 5000, pick).decode() for pick in range(40)]
+        self.assertEqual(got, [gone[p % 16] for p in range(40)])
+        # Its own skipped, the next stalest come in.
+        got = [self.fcall("cstale", [REGISTRY], 5000, pick, gone[0], gone[1]).decode()
+               for pick in range(16)]
+        self.assertEqual(got, gone[2:18])
 
     def test_a_journal_leaves_the_registry_only_while_stale(self):
         j1, j2 = "tally:{11}q:live", "tally:{22}q:gone"
