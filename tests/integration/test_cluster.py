@@ -1480,15 +1480,22 @@ class ClusterJournalTest(ClusterTestCase):
         try:
             wait_until(settled, RECLAIM_SECONDS + 8, interval=0.2)
         except AssertionError:
-            pass  # the exact check below says what is wrong
-        views = read_views(b, arts)
+            # The exact check below says what is wrong; what still waits says why.
+            sys.stderr.write("\nnot settled: journals left %r\n" % sorted(
+                (j, n.command("XLEN", j), n.command("GET", j.replace("}q:", "}p:", 1)))
+                for j, n in journal_keys().items() if j in dead))
+        # Counted in Redis: a collector's read may come from a worker's cache filled up to
+        # TALLY_CACHE_TTL_MS before another collector's last fold (cache.h).
+        views = counted(arts)
         sys.stderr.write("\ncluster journal: 4 kills while folding (%d of %d journals killed "
                          "mid-fold): %d views acknowledged, %d counted, %d at most\n"
                          % (len(mid), len(dead), sum(x["lower"] for x in bounds.values()),
                             sum(views.values()), sum(x["upper"] for x in bounds.values())))
         checker.check(views)
         self.assertDropped(dead)
+        time.sleep(0.6)  # past TALLY_CACHE_TTL_MS: both collectors read what Redis holds
         self.assertEqual(read_views(a, arts), views)
+        self.assertEqual(read_views(b, arts), views)
 
     # ---- freshness ----
 
