@@ -72,6 +72,9 @@ struct cfold_job {
     long long done_entries;             /* the entries of the plan named done */
     bool failed;                        /* a part of the plan at hand failed */
     bool counted;                       /* a part of it was counted here (not "done") */
+    char overlap[CFOLD_ID_MAX];         /* the earliest cursor a part found inside the plan
+                                         * (cpart.lua's "overlap"), or "": the next cplan
+                                         * plans up to it */
     size_t parts_left;
     struct cfold_part *parts;
     size_t n_parts, cap_parts;
@@ -282,7 +285,8 @@ static bool cfold_keep_plan(struct cfold_job *j, const redisReply *reply)
 }
 
 /* Part P's call: KEYS the cursor and every key counting its chunk may touch
- * (tally_agg_part_keys()); ARGV P model last_id hour fresh chunk (src/scripts/cpart.lua). */
+ * (tally_agg_part_keys()); ARGV P model first_id last_id hour fresh chunk
+ * (src/scripts/cpart.lua). */
 static void cfold_put_part(struct cfold_job *j, struct cfold_part *p)
 {
     struct tally_folder *f = j->f;
@@ -307,6 +311,7 @@ static void cfold_put_part(struct cfold_job *j, struct cfold_part *p)
     n = tally_known_fresh(f->known->day, f->known->hour, touched, list);
     tally_buf_add_bulk(b, f->cfg->prefix, strlen(f->cfg->prefix));
     tally_buf_add_bulk(b, f->model, strlen(f->model));
+    tally_buf_add_bulk(b, j->first, strlen(j->first));
     tally_buf_add_bulk(b, j->last, strlen(j->last));
     tally_buf_add_bulk(b, j->stamp, strlen(j->stamp));
     tally_buf_add_bulk(b, list, n);
@@ -314,7 +319,7 @@ static void cfold_put_part(struct cfold_job *j, struct cfold_part *p)
     if (j->keys.oom)
         b->oom = true;
     p->body_len = b->len - p->body_at;
-    p->nargs = 1 + (size_t)nkeys + 6;
+    p->nargs = 1 + (size_t)nkeys + 7;
 }
 
 /* A part failed: its plan is tried again from cplan, without naming it done. */
@@ -345,6 +350,18 @@ static void on_part_reply(int status, redisReply *reply, void *arg)
         cfold_part_failed(j, reply->str);
     else if (fold_said(reply, "done"))
         ; /* counted already, by this plan's earlier try or by another folder */
+    else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+             cfold_str(reply->element[0]) && strcmp(reply->element[0]->str, "overlap") == 0 &&
+             cfold_str(reply->element[1]) && reply->element[1]->len < CFOLD_ID_MAX) {
+        /* The bucket counted entries of this plan already: the journal's master failed over
+         * before a trim reached its replica. Nothing counted; the plan is made again to end
+         * at the earliest such cursor (cplan.lua's upto). */
+        if (j->overlap[0] == '\0' || cfold_id_cmp(reply->element[1]->str, j->overlap) < 0) {
+            memcpy(j->overlap, reply->element[1]->str, reply->element[1]->len);
+            j->overlap[reply->element[1]->len] = '\0';
+        }
+        cfold_part_failed(j, NULL);
+    }
     else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4)
         cfold_part_failed(j, "unexpected reply");
     else {
@@ -400,6 +417,16 @@ static void cfold_parts_end(struct cfold_job *j)
     struct tally_folder *f = j->f;
 
     j->state = CFOLD_IDLE;
+    if (j->overlap[0] != '\0') {
+        /* Planned again at once, up to the cursor found inside it (not a failure: nothing is
+         * wrong with Redis). */
+        log_warn("a fold's plan of '%s' went past entries a bucket counted already (the "
+                 "journal's master failed over before a trim reached its replica): planned "
+                 "again up to %s", j->journal, j->overlap);
+        tally_metric_add(&f->metrics->fold_stale, 1);
+        cfold_plan(j);
+        return;
+    }
     if (j->failed) {
         tally_metric_add(&f->metrics->fold_errors, 1);
         cfold_job_end(j, false, false);
@@ -421,7 +448,8 @@ static void cfold_parts_end(struct cfold_job *j)
 
 static void on_plan_reply(int status, redisReply *reply, void *arg);
 
-/* cplan: KEYS journal plan trimmed, ARGV P model count done_first done_last. */
+/* cplan: KEYS journal plan trimmed, ARGV P model count done_first done_last upto (the cursor
+ * a part found inside the last plan, or ""). */
 static void cfold_plan(struct cfold_job *j)
 {
     struct tally_folder *f = j->f;
@@ -448,8 +476,10 @@ static void cfold_plan(struct cfold_job *j)
     tally_buf_add_bulk_i64(b, (int64_t)count);
     tally_buf_add_bulk(b, j->done ? j->first : "", j->done ? strlen(j->first) : 0);
     tally_buf_add_bulk(b, j->done ? j->last : "", j->done ? strlen(j->last) : 0);
+    tally_buf_add_bulk(b, j->overlap, strlen(j->overlap));
+    j->overlap[0] = '\0';
     j->redirects = 0;
-    if (cfold_eval(f, cfold_slot(j), NULL, false, TALLY_SCRIPT_CPLAN, b, 0, b->len, 9,
+    if (cfold_eval(f, cfold_slot(j), NULL, false, TALLY_SCRIPT_CPLAN, b, 0, b->len, 10,
                    on_plan_reply, j) < 0) {
         cfold_job_end(j, false, false);
         return;
@@ -466,7 +496,7 @@ static void on_plan_reply(int status, redisReply *reply, void *arg)
     bool asking;
 
     if (status == 0 && (to = cfold_redirect(f, reply, &j->redirects, &asking)) != NULL &&
-        cfold_eval(f, 0, to, asking, TALLY_SCRIPT_CPLAN, &j->call, 0, j->call.len, 9,
+        cfold_eval(f, 0, to, asking, TALLY_SCRIPT_CPLAN, &j->call, 0, j->call.len, 10,
                    on_plan_reply, j) == 0)
         return;
     j->state = CFOLD_IDLE;

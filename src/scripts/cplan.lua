@@ -10,12 +10,16 @@
 -- KEYS[1]  the journal, P{jj}q:<writer> (see ack.lua)
 -- KEYS[2]  the plan, P{jj}p:<writer>, a string "<first id> <last id> <entries>"
 -- KEYS[3]  the journal's trimmed count, P{jj}n:<writer> (see trimmed_of())
--- ARGV     P model count done_first done_last
+-- ARGV     P model count done_first done_last [upto]
 --          count: the most entries a new plan takes (at least 1); done_first and done_last:
 --          the first and last id of the plan whose every part the caller has had answered
 --          (counted or "done"), "" for none. When the stored plan is exactly that one, its
 --          entries are trimmed (trim_journal()) and it is deleted; a plan that differs --
---          another folder finished it and planned anew -- is left as it is.
+--          another folder finished it and planned anew -- is left as it is. upto (""
+--          or absent: none): a bucket's cursor that a part found inside the plan
+--          (cpart.lua's "overlap", after the journal's master failed over): the plan then
+--          ends at the last entry at or before it (a stored plan that goes past it is made
+--          again), which that bucket has counted and the others count.
 -- Returns {"empty", entries in the journal} when there is nothing to plan; else
 --   {first, last, n, left, nparts, tag1, chunk1, tag2, chunk2, ...}: the plan (stored or new:
 --   the oldest count entries), the entries left in the journal after the trim (the plan's
@@ -35,19 +39,29 @@ if ARGV[5] ~= '' and plan then
         plan = false
     end
 end
+local upto = ARGV[6] ~= '' and ARGV[6] or nil
 local first, last, n, entries
 if plan then
     first, last, n = string.match(plan, '^(%S+) (%S+) (%d+)$')
-    entries = redis.call('XRANGE', journal, first, last)
-    n = tonumber(n)
-    if #entries == 0 then -- its entries gone (nothing in tally removes them but the trim above)
+    if upto and id_before(upto, last) then
+        plan = false -- made again, to end at upto
+    else
+        entries = redis.call('XRANGE', journal, first, last)
+        n = tonumber(n)
+        if #entries == 0 then -- its entries gone (nothing in tally removes them but the trim)
+            plan = false
+        end
+    end
+    if not plan then
         redis.call('DEL', key)
-        plan = false
     end
 end
 if not plan then
-    entries = redis.call('XRANGE', journal, '-', '+', 'COUNT',
-                         math.max(tonumber(ARGV[3]) or 1, 1))
+    local count = math.max(tonumber(ARGV[3]) or 1, 1)
+    entries = upto and redis.call('XRANGE', journal, '-', upto, 'COUNT', count) or {}
+    if #entries == 0 then -- no upto, or nothing at or before it left: the oldest entries
+        entries = redis.call('XRANGE', journal, '-', '+', 'COUNT', count)
+    end
     if #entries == 0 then
         return {'empty', redis.call('XLEN', journal)}
     end

@@ -72,13 +72,15 @@ class JournalClusterFunctionsTest(unittest.TestCase):
         return self.conn.command("FCALL", "tally_%s_%s" % (name, self.v), len(keys), *keys,
                                  *args)
 
-    def cpart(self, last, chunk, fresh="", cursor=CURSOR, prefix="tally:"):
-        return self.fcall("cpart", [cursor], prefix, MODEL, last, HOUR, fresh, chunk)
+    def cpart(self, last, chunk, fresh="", cursor=CURSOR, prefix="tally:", first=None):
+        """A part of the plan FIRST..LAST (a plan of one entry, FIRST None)."""
+        return self.fcall("cpart", [cursor], prefix, MODEL, first or last, last, HOUR, fresh,
+                          chunk)
 
     def cplan(self, count, done_first="", done_last="", journal=J, plan=PLAN,
-              trimmed=TRIMMED, prefix="tally:"):
+              trimmed=TRIMMED, prefix="tally:", upto=""):
         return self.fcall("cplan", [journal, plan, trimmed], prefix, MODEL, count, done_first,
-                          done_last)
+                          done_last, upto)
 
     def add(self, entry_id, now, records, checked="0", repeats="", journal=J):
         return self.redis.command("XADD", journal, entry_id, "n", now, "c", checked,
@@ -148,6 +150,22 @@ class JournalClusterFunctionsTest(unittest.TestCase):
             self.assertEqual(self.totals("x"), {"views": views}, (cursor, last))
             self.assertEqual(self.redis.command("GET", CURSOR),
                              (last if counted else cursor).encode())
+
+    def test_a_cursor_inside_the_plan_counts_nothing_and_is_answered(self):
+        """After the journal's master failed over without a plan's trim, a new plan can
+        straddle a bucket's cursor: its part counts nothing and names the cursor."""
+        chunk = "%d\n%s" % (T1, record("3a", "x", views=5))
+        self.redis.command("SET", CURSOR, "7-3")
+        for first, last in (("7-3", "9-0"), ("7-0", "7-4"), ("1-0", "10-0"), ("6-99", "8-0")):
+            self.assertEqual(self.cpart(last, chunk, first=first), [b"overlap", b"7-3"],
+                             (first, last))
+        self.assertEqual(self.totals("x"), {})
+        self.assertEqual(self.redis.command("GET", CURSOR), b"7-3")
+        # Past the cursor it counts; up to it, it is done.
+        self.assertEqual(self.cpart("7-3", chunk, first="1-0"), [b"done"])
+        self.assertEqual(self.cpart("9-0", chunk, first="7-4"), [b"3a", 0, b"", b""])
+        self.assertEqual(self.totals("x"), {"views": 5})
+        self.assertEqual(self.redis.command("GET", CURSOR), b"9-0")
 
     def test_a_part_sets_the_expiry_fresh_asks_for(self):
         """fresh as a fold's: the keys of HOUR and its day that may be new ("" none: all
@@ -270,6 +288,28 @@ class JournalClusterFunctionsTest(unittest.TestCase):
         self.assertEqual(self.cplan(3), [b"empty", 0])
         self.assertEqual(self.cplan(3, "3-0", "5-0"), [b"empty", 0])
         self.assertEqual(self.redis.command("HGET", TRIMMED, "n"), b"5")
+
+    def test_a_plan_bounded_by_a_cursor_ends_at_it(self):
+        """cplan with upto: a new plan takes only entries at or before it; a stored plan that
+        goes past it is made again to end there; nothing is trimmed by it."""
+        self.five_entries()
+        part = lambda *ids: "\n".join("%d\n%s" % (T1, record("3a", "a%d" % i, views=i))
+                                       for i in ids).encode()
+        self.assertEqual(self.cplan(2, upto="1-0"), [b"1-0", b"1-0", 1, 5, 1, b"3a", part(1)])
+        self.assertEqual(self.redis.command("GET", PLAN), b"1-0 1-0 1")
+        # A stored plan within upto stands.
+        self.assertEqual(self.cplan(4, upto="3-0"), [b"1-0", b"1-0", 1, 5, 1, b"3a", part(1)])
+        self.redis.command("DEL", PLAN)
+        self.assertEqual(self.cplan(4), [b"1-0", b"4-0", 4, 5, 1, b"3a", part(1, 2, 3, 4)])
+        # A stored plan past upto is made again, to end at the last entry before it.
+        self.assertEqual(self.cplan(4, upto="3-5"), [b"1-0", b"3-0", 3, 5, 1, b"3a",
+                                                     part(1, 2, 3)])
+        self.assertEqual(self.redis.command("GET", PLAN), b"1-0 3-0 3")
+        self.assertEqual(self.redis.command("XLEN", J), 5)
+        self.assertEqual(self.redis.command("EXISTS", TRIMMED), 0)
+        # Done, then the next plan as usual.
+        self.assertEqual(self.cplan(4, "1-0", "3-0"), [b"4-0", b"5-0", 2, 2, 1, b"3a",
+                                                       part(4, 5)])
 
     def test_an_empty_journal_has_nothing_to_plan(self):
         self.assertEqual(self.cplan(10), [b"empty", 0])
