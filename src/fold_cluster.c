@@ -26,6 +26,9 @@
 
 #define CFOLD_PLAN_EVENTS 4000     /* a plan takes about this many events' entries (at least
                                     * one): its parts merge them per article and hour */
+#define CFOLD_OTHERS_ENTRIES 16   /* a plan of another's journal (a reclaim, a DELETE's): at
+                                    * most this many entries, whose sizes the folder does not
+                                    * know (a unit is at most 2,000 events) */
 #define CFOLD_HEARTBEAT_MS 1000    /* how often a folder renews its journal's registry score */
 #define CFOLD_HEARTBEAT_RETRY_MS 100 /* until the first is confirmed */
 #define CFOLD_REDIRECTS 5          /* MOVED/ASK followed per call */
@@ -110,6 +113,7 @@ struct fold_cluster {
     char writer[TALLY_KEY_MAX];
     bool chosen;                        /* the journal's tag is chosen */
     bool beating;                       /* a cheartbeat in flight */
+    struct tally_buf beat;              /* its call, kept until its reply */
     _Atomic uint64_t confirmed_at;      /* ms (tally_now_ms) of the last confirmed heartbeat */
     bool looking;                       /* a cstale, cdrop or cgone of a reclaim in flight */
     enum cfold_retire retire;
@@ -464,7 +468,7 @@ static void cfold_plan(struct cfold_job *j)
         if (count == 0)
             count = 1;
     } else {
-        count = 64; /* another's journal: units of unknown size */
+        count = CFOLD_OTHERS_ENTRIES; /* another's journal: units of unknown size */
     }
     tally_buf_reset(b);
     tally_buf_add_bulk(b, "3", 1);
@@ -957,7 +961,7 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
 {
     struct tally_folder *f = arg;
     struct fold_cluster *c = f->cluster;
-    struct tally_buf b;
+    struct tally_buf *b = &c->beat;
 
     (void)fd;
     (void)what;
@@ -967,14 +971,13 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
         cfold_beat_arm(c, CFOLD_HEARTBEAT_RETRY_MS);
         return;
     }
-    tally_buf_init(&b);
-    tally_buf_add_bulk(&b, "1", 1);
-    tally_buf_add_bulk(&b, f->registry, strlen(f->registry));
-    tally_buf_add_bulk(&b, f->journal, strlen(f->journal));
+    tally_buf_reset(b);
+    tally_buf_add_bulk(b, "1", 1);
+    tally_buf_add_bulk(b, f->registry, strlen(f->registry));
+    tally_buf_add_bulk(b, f->journal, strlen(f->journal));
     if (cfold_eval(f, tally_key_slot(f->registry, strlen(f->registry)), NULL, false,
-                   TALLY_SCRIPT_CHEARTBEAT, &b, 0, b.len, 3, on_beat_reply, f) == 0)
+                   TALLY_SCRIPT_CHEARTBEAT, b, 0, b->len, 3, on_beat_reply, f) == 0)
         c->beating = true;
-    tally_buf_release(&b);
     cfold_beat_arm(c, atomic_load(&c->confirmed_at) != 0 ? CFOLD_HEARTBEAT_MS
                                                           : CFOLD_HEARTBEAT_RETRY_MS);
 }
@@ -1058,6 +1061,7 @@ int fold_cluster_init(struct tally_folder *f, const char *writer)
     snprintf(c->writer, sizeof(c->writer), "%s", writer);
     cfold_job_init(&c->own, f, CFOLD_OWN);
     cfold_job_init(&c->reclaim, f, CFOLD_RECLAIM);
+    tally_buf_init(&c->beat);
     c->beat_ev = evtimer_new(f->base, on_beat, f);
     if (c->beat_ev == NULL)
         return TALLY_ENOMEM;
@@ -1080,6 +1084,7 @@ void fold_cluster_free(struct tally_folder *f)
         event_free(c->beat_ev);
     cfold_job_release(&c->own);
     cfold_job_release(&c->reclaim);
+    tally_buf_release(&c->beat);
     free(c);
     f->cluster = NULL;
 }
