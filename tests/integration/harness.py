@@ -121,6 +121,24 @@ def wait_until(predicate, timeout=5.0, interval=0.02, message=None):
         time.sleep(interval)
 
 
+def journal_entry_records(text):
+    """The records of one journal entry's "a" field (see src/scripts/ack.lua):
+    [(bucket, article, views)]."""
+    t = text.split("\n")
+    out, pos = [], 0
+    while pos < len(t):
+        out.append((t[pos], t[pos + 1], int(t[pos + 2])))
+        pos += 3
+        pos += int(t[pos]) + 1              # visitors
+        pos += 2 * int(t[pos]) + 1          # shares
+        pos += int(t[pos]) + 1              # comment deltas (none in a journal)
+        pos += 2 * int(t[pos]) + 1          # sums
+        pos += 2 * int(t[pos]) + 1          # properties
+    if pos != len(t):
+        raise AssertionError("a journal entry that does not parse: %r" % text)
+    return out
+
+
 # A week's or month's kept parts all expire at the next whole minute of Redis's clock
 # (src/scripts/kept.lua), and a worker keeps its merged answer until then.
 KEPT_MS = 60000

@@ -501,23 +501,6 @@ def writer_keys(writer):
     return sorted(k for keys in CLUSTER.all_keys(pat).values() for k in keys)
 
 
-def entry_records(text):
-    """The records of one journal entry's "a" field (see ack.lua): [(bucket, article, views)]."""
-    t = text.split("\n")
-    out, pos = [], 0
-    while pos < len(t):
-        out.append((t[pos], t[pos + 1], int(t[pos + 2])))
-        pos += 3
-        pos += int(t[pos]) + 1              # visitors
-        pos += 2 * int(t[pos]) + 1          # shares
-        pos += int(t[pos]) + 1              # comment deltas (none in a journal)
-        pos += 2 * int(t[pos]) + 1          # sums
-        pos += 2 * int(t[pos]) + 1          # properties
-    if pos != len(t):
-        raise AssertionError("a journal entry that does not parse: %r" % text)
-    return out
-
-
 def journal_state(journals=None):
     """(entries, {article: views}, {bucket}) held by the JOURNALS (default: every journal on
     the cluster), read straight from their masters."""
@@ -528,7 +511,7 @@ def journal_state(journals=None):
         for _id, fields in node.command("XRANGE", j, "-", "+"):
             f = dict(zip(fields[::2], fields[1::2]))
             entries += 1
-            for bucket, article, v in entry_records(f[b"a"].decode()):
+            for bucket, article, v in harness.journal_entry_records(f[b"a"].decode()):
                 held[article] = held.get(article, 0) + v
                 buckets.add(bucket)
     return entries, held, buckets

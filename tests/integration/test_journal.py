@@ -74,20 +74,7 @@ def one(article, v):
 
 def journal_records(text):
     """The records of one journal entry's "a" field (see ack.lua): [(article, views)]."""
-    t = text.split("\n")
-    out, pos = [], 0
-    while pos < len(t):
-        article, v = t[pos + 1], int(t[pos + 2])
-        pos += 3
-        pos += int(t[pos]) + 1              # visitors
-        pos += 2 * int(t[pos]) + 1          # shares
-        pos += int(t[pos]) + 1              # comment deltas (none in a journal)
-        pos += 2 * int(t[pos]) + 1          # sums
-        pos += 2 * int(t[pos]) + 1          # properties
-        out.append((article, v))
-    if pos != len(t):
-        raise AssertionError("a journal entry that does not parse: %r" % text)
-    return out
+    return [(article, v) for _b, article, v in harness.journal_entry_records(text)]
 
 
 class JournalTest(harness.TallyTestCase):
