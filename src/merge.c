@@ -154,6 +154,8 @@ struct tally_merge {
     size_t n_slots, n_vslots;
     uint64_t *scratch;        /* one record's visitors, to put it */
     size_t cap_scratch;
+    uint32_t *next;           /* per record, the next of its bucket (tally_merge_put_buckets()) */
+    size_t cap_next;
     uint64_t touched[TALLY_BUCKETS / 64]; /* the buckets of its records */
     struct tally_buf text;    /* one chunk of records as text, to put it */
 };
@@ -177,6 +179,7 @@ void tally_merge_free(struct tally_merge *m)
     free(m->slots);
     free(m->vslots);
     free(m->scratch);
+    free(m->next);
     tally_buf_release(&m->text);
     free(m);
 }
@@ -354,27 +357,36 @@ static bool merge_record_at(struct tally_merge *m, size_t i, struct tally_record
 
 /* Records FROM..TO-1 of M, each its hour's Unix time then the record: as RESP bulk strings
  * (TEXT false), or as text joined by "\n" (TEXT true). Returns the number of tokens. */
+/* Record I of M, its hour's Unix time then the record: as RESP bulk strings (TEXT false), or
+ * as text (TEXT true), after a "\n" unless FIRST. Returns the number of tokens, 0 when out of
+ * memory (B->oom set). */
+static size_t merge_put_one(struct tally_merge *m, struct tally_buf *b, size_t i, bool text,
+                            bool first)
+{
+    struct tally_record r;
+
+    if (!merge_record_at(m, i, &r)) {
+        b->oom = true;
+        return 0;
+    }
+    if (!text) {
+        tally_buf_add_bulk_i64(b, m->rec[i].hour * 3600);
+    } else {
+        if (!first)
+            tally_buf_add(b, "\n", 1);
+        tally_buf_add_i64(b, m->rec[i].hour * 3600);
+        tally_buf_add(b, "\n", 1);
+    }
+    return 1 + tally_record_put(b, &r, text);
+}
+
 static size_t merge_put_range(struct tally_merge *m, struct tally_buf *b, size_t from,
                               size_t to, bool text)
 {
     size_t args = 0;
-    struct tally_record r;
 
-    for (size_t i = from; i < to; i++) {
-        if (!merge_record_at(m, i, &r)) {
-            b->oom = true;
-            return args;
-        }
-        if (!text) {
-            tally_buf_add_bulk_i64(b, m->rec[i].hour * 3600);
-        } else {
-            if (i > from)
-                tally_buf_add(b, "\n", 1);
-            tally_buf_add_i64(b, m->rec[i].hour * 3600);
-            tally_buf_add(b, "\n", 1);
-        }
-        args += 1 + tally_record_put(b, &r, text);
-    }
+    for (size_t i = from; i < to && !b->oom; i++)
+        args += merge_put_one(m, b, i, text, i == from);
     return args;
 }
 
@@ -406,4 +418,40 @@ size_t tally_merge_put_steps(struct tally_merge *m, struct tally_buf *b, size_t 
         tally_buf_add_bulk(b, m->text.data, m->text.len);
     }
     return 1 + chunks + merge_put_range(m, b, 0, first, false);
+}
+
+int tally_merge_put_buckets(struct tally_merge *m, struct tally_buf *b,
+                            struct tally_merge_part parts[TALLY_BUCKETS])
+{
+    uint32_t head[TALLY_BUCKETS], tail[TALLY_BUCKETS];
+    int n = 0;
+
+    if (m->n_rec >= MERGE_NONE ||
+        tally_grow(&m->next, &m->cap_next, m->n_rec, sizeof(*m->next)) < 0) {
+        b->oom = true;
+        return -1;
+    }
+    /* Each bucket's records chained in the order first added; buckets in the order of their
+     * first record. */
+    for (unsigned k = 0; k < TALLY_BUCKETS; k++)
+        head[k] = MERGE_NONE;
+    for (size_t i = 0; i < m->n_rec; i++) {
+        unsigned k = m->rec[i].bucket;
+
+        m->next[i] = MERGE_NONE;
+        if (head[k] == MERGE_NONE) {
+            head[k] = (uint32_t)i;
+            parts[n++].bucket = k;
+        } else {
+            m->next[tail[k]] = (uint32_t)i;
+        }
+        tail[k] = (uint32_t)i;
+    }
+    for (int p = 0; p < n; p++) {
+        parts[p].at = b->len;
+        for (uint32_t i = head[parts[p].bucket]; i != MERGE_NONE && !b->oom; i = m->next[i])
+            merge_put_one(m, b, i, true, i == head[parts[p].bucket]);
+        parts[p].len = b->len - parts[p].at;
+    }
+    return b->oom ? -1 : n;
 }

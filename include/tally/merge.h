@@ -15,6 +15,7 @@
 
 #include "tally/buf.h"
 #include "tally/ingest.h"
+#include "tally/keys.h"
 #include "tally/model.h"
 
 /* One article's counts. Borrowed pointers. */
@@ -78,4 +79,20 @@ size_t tally_merge_chunks(const struct tally_merge *m, size_t step);
  * them. Records keep the order each was first added. Returns the number of arguments. */
 size_t tally_merge_put_steps(struct tally_merge *m, struct tally_buf *b, size_t step);
 
+
+/* One bucket's records, put by tally_merge_put_buckets(): their text is AT..AT+LEN of the
+ * buffer. */
+struct tally_merge_part {
+    unsigned bucket;
+    size_t at, len;
+};
+
+/* Append M's records to B as text, a part per bucket: for each bucket of M's records, in the
+ * order of its first, the bucket's records in the order each was first added, each the Unix
+ * time of its hour then the record, every token followed by "\n" but the last (the form of
+ * tally_merge_put_steps()'s chunks, and of a bucket's part as src/scripts/cplan.lua answers
+ * it). PARTS gets each part's bucket and place in B. Returns the number of parts, or -1 when
+ * out of memory (B->oom set). */
+int tally_merge_put_buckets(struct tally_merge *m, struct tally_buf *b,
+                            struct tally_merge_part parts[TALLY_BUCKETS]);
 #endif

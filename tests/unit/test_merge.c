@@ -720,6 +720,54 @@ static void test_merge_puts_records_in_steps(void **state)
     tally_merge_free(m);
 }
 
+/* A cluster fold's parts: a chunk of text per bucket, buckets in the order of their first
+ * record, each bucket's records in the order first added (8c: records 0, 1 and 3). */
+static void test_merge_puts_records_by_bucket(void **state)
+{
+    static const struct {
+        unsigned bucket;
+        size_t records[3], n;
+    } want[] = {{0x8c, {0, 1, 3}, 3}, {0xef, {2}, 1}, {0x12, {4}, 1}};
+    struct tally_merge_part parts[TALLY_BUCKETS];
+    struct tally_merge *m = tally_merge_new();
+    struct tally_buf b, w;
+
+    (void)state;
+    assert_non_null(m);
+    tally_buf_init(&b);
+    tally_buf_init(&w);
+    merge_adds(m, adds_two_hours, N_ELEMS(adds_two_hours));
+    tally_buf_adds(&b, "before");
+    assert_int_equal(tally_merge_put_buckets(m, &b, parts), (int)N_ELEMS(want));
+    tally_buf_adds(&w, "before");
+    for (size_t p = 0; p < N_ELEMS(want); p++) {
+        size_t at = w.len;
+
+        for (size_t r = 0; r < want[p].n; r++) {
+            if (r > 0)
+                tally_buf_add(&w, "\n", 1);
+            tally_buf_adds(&w, merged_two_hours[want[p].records[r]]);
+        }
+        assert_int_equal(parts[p].bucket, want[p].bucket);
+        assert_int_equal(parts[p].at, at);
+        assert_int_equal(parts[p].len, w.len - at);
+    }
+    expect_bytes(&b, w.data, w.len);
+    /* Again: the same (the chains are made afresh). */
+    tally_buf_reset(&b);
+    tally_buf_adds(&b, "before");
+    assert_int_equal(tally_merge_put_buckets(m, &b, parts), (int)N_ELEMS(want));
+    expect_bytes(&b, w.data, w.len);
+    /* An empty merge: no part. */
+    tally_merge_clear(m);
+    tally_buf_reset(&b);
+    assert_int_equal(tally_merge_put_buckets(m, &b, parts), 0);
+    assert_int_equal(b.len, 0);
+    tally_buf_release(&b);
+    tally_buf_release(&w);
+    tally_merge_free(m);
+}
+
 static void test_merge_matches_a_brute_force_sum(void **state)
 {
     static const struct {
@@ -758,6 +806,7 @@ int main(void)
         cmocka_unit_test(test_merge_keeps_many_hours_of_one_article_apart),
         cmocka_unit_test(test_merge_clears_and_is_reused),
         cmocka_unit_test(test_merge_puts_records_in_steps),
+        cmocka_unit_test(test_merge_puts_records_by_bucket),
         cmocka_unit_test(test_merge_matches_a_brute_force_sum),
     };
 
