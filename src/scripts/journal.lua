@@ -76,6 +76,34 @@ local function trim_journal(journal, last)
     end
 end
 
+-- The value of FIELD in stream entry E (as XRANGE gives it), or nil.
+local function entry_field(e, name)
+    for i = 1, #e[2], 2 do
+        if e[2][i] == name then
+            return e[2][i + 1]
+        end
+    end
+    return nil
+end
+
+-- Does JOURNAL start with exactly the N entries a writer merged, the first FIRST and the last
+-- LAST (ids), of units FIRST_U and LAST_U and numbered FIRST_S and LAST_S (see ack.lua; ""
+-- when not known)? Reads two entries whatever N: why that suffices is in merged.lua. Without
+-- the numbers it reads the first N.
+local function journal_starts_with(journal, n, first, last, first_u, last_u, first_s, last_s)
+    local head = redis.call('XRANGE', journal, '-', '+', 'COUNT', 1)[1]
+    if not head or head[1] ~= first or entry_field(head, 'u') ~= first_u then
+        return false
+    end
+    if first_s ~= '' and last_s ~= '' then
+        local e = redis.call('XRANGE', journal, last, last)[1]
+        return e ~= nil and entry_field(e, 'u') == last_u and entry_field(head, 's') == first_s and
+                   entry_field(e, 's') == last_s and tonumber(last_s) - tonumber(first_s) == n - 1
+    end
+    local e = redis.call('XRANGE', journal, '-', '+', 'COUNT', n)
+    return #e == n and e[n][1] == last and entry_field(e[n], 'u') == last_u
+end
+
 -- The staging list of JOURNAL (P{jj}q:<writer>): P{jj}c:<writer>, the chunks of merged
 -- records a merged fold took from the journal and left to be counted (see merged.lua). A
 -- journal stays in the registry, even emptied, while its staging list holds chunks, so that

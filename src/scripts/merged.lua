@@ -55,35 +55,12 @@
 -- chunks staged} as fold.lua
 -- does.
 
--- The value of FIELD in stream entry E.
-local function field(e, name)
-    for i = 1, #e[2], 2 do
-        if e[2][i] == name then
-            return e[2][i + 1]
-        end
-    end
-    return nil
-end
-
 if redis.call('EXISTS', KEYS[3]) == 1 then
     return {'staged'}
 end
 local n = tonumber(ARGV[3])
-local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
-if not head or head[1] ~= ARGV[4] or field(head, 'u') ~= ARGV[6] then
+if not journal_starts_with(KEYS[1], n, ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]) then
     return {'stale'}
-end
-if ARGV[8] ~= '' and ARGV[9] ~= '' then
-    local last = redis.call('XRANGE', KEYS[1], ARGV[5], ARGV[5])[1]
-    if not last or field(last, 'u') ~= ARGV[7] or field(head, 's') ~= ARGV[8] or
-        field(last, 's') ~= ARGV[9] or tonumber(ARGV[9]) - tonumber(ARGV[8]) ~= n - 1 then
-        return {'stale'}
-    end
-else
-    local e = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', n)
-    if #e ~= n or e[n][1] ~= ARGV[5] or field(e[n], 'u') ~= ARGV[7] then
-        return {'stale'}
-    end
 end
 local chunks = tonumber(ARGV[12])
 -- A Redis user from before staging (its ACL without RPUSH and LPOP) may not stage: then this
