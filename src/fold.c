@@ -87,9 +87,25 @@ static void fold_put_fresh(struct tally_folder *f, const uint64_t touched[TALLY_
 
 /* ---- Batches ---- */
 
-static struct fold_batch *fold_oldest(struct tally_folder *f)
+struct fold_batch *fold_oldest(struct tally_folder *f)
 {
     return f->b_len > 0 ? &f->batch[f->b_head] : NULL;
+}
+
+struct fold_batch *fold_batch_from(struct tally_folder *f, uint64_t entry)
+{
+    for (size_t i = 0; i < f->b_len; i++) {
+        struct fold_batch *b = &f->batch[(f->b_head + i) % FOLD_BATCHES];
+
+        if (b->first_entry >= entry)
+            return b;
+    }
+    return NULL;
+}
+
+bool fold_batch_newest(const struct tally_folder *f, const struct fold_batch *b)
+{
+    return f->b_len > 0 && b == &f->batch[(f->b_head + f->b_len - 1) % FOLD_BATCHES];
 }
 
 /* Keep the merge of batch B, which goes, for a batch to come. */
@@ -334,12 +350,12 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
 }
 
 /* Append the number SEQ of a batch's entry, "" when not known. */
-static void fold_put_seq(struct tally_folder *f, uint64_t seq)
+void fold_put_seq(struct tally_buf *b, uint64_t seq)
 {
     if (seq > 0)
-        tally_buf_add_bulk_i64(&f->body, (int64_t)seq);
+        tally_buf_add_bulk_i64(b, (int64_t)seq);
     else
-        tally_buf_add_bulk(&f->body, "", 0);
+        tally_buf_add_bulk(b, "", 0);
 }
 
 /* The oldest batch's fold: KEYS journal registry staged, ARGV P model n first last first_unit
@@ -357,8 +373,8 @@ static size_t fold_put_merged(struct tally_folder *f, struct fold_batch *b)
     tally_buf_add_bulk(&f->body, b->last, strlen(b->last));
     tally_buf_add_bulk(&f->body, b->first_u, strlen(b->first_u));
     tally_buf_add_bulk(&f->body, b->last_u, strlen(b->last_u));
-    fold_put_seq(f, b->first_seq);
-    fold_put_seq(f, b->last_seq);
+    fold_put_seq(&f->body, b->first_seq);
+    fold_put_seq(&f->body, b->last_seq);
     fold_put_fresh(f, tally_merge_touched(b->m));
     return nargs + tally_merge_put_steps(b->m, &f->body, FOLD_STEP_RECORDS);
 }
@@ -644,9 +660,7 @@ void tally_folder_appended(struct tally_folder *f, size_t events, struct tally_a
     tally_gauge_set(&f->metrics->journal_backlog, (int64_t)f->backlog);
     if (a != NULL) {
         fold_touch(f, index, a);
-        /* On a cluster folds go from the journal alone: no batches. */
-        if (f->cluster == NULL)
-            fold_merge(f, index, a, reply, events);
+        fold_merge(f, index, a, reply, events);
     } else {
         atomic_store_explicit(&f->blind, index + 1, memory_order_release);
         f->b_open = false; /* an entry that may or may not be: entries after it go apart */

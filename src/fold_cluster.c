@@ -18,6 +18,7 @@
 #include "tally/keys.h"
 #include "tally/known.h"
 #include "tally/log.h"
+#include "tally/merge.h"
 #include "tally/metrics.h"
 #include "tally/model.h"
 #include "tally/redis.h"
@@ -75,6 +76,9 @@ struct cfold_job {
     long long done_entries;             /* the entries of the plan named done */
     bool failed;                        /* a part of the plan at hand failed */
     bool counted;                       /* a part of it was counted here (not "done") */
+    bool merged;                        /* CFOLD_OWN: the cplan in flight offers the oldest
+                                         * batch (see cplan.lua) */
+    uint64_t merged_entry;              /* that batch's first entry */
     char overlap[CFOLD_ID_MAX];         /* the earliest cursor a part found inside the plan
                                          * (cpart.lua's "overlap"), or "": the next cplan
                                          * plans up to it */
@@ -84,6 +88,7 @@ struct cfold_job {
     struct tally_buf chunks, bodies, call; /* the plan's chunks; the parts' calls; a cplan */
     struct tally_buf keys;              /* scratch: one part's keys */
     unsigned redirects;
+    size_t nargs;                       /* of the cplan in flight */
     char stamp[11];                     /* the parts were told of KNOWN as of this hour */
     uint32_t forgets;                   /* and these forgets */
     char upto[CFOLD_ID_MAX];            /* CFOLD_DRAIN: the last entry when the DELETE came */
@@ -288,6 +293,35 @@ static bool cfold_keep_plan(struct cfold_job *j, const redisReply *reply)
     return !j->chunks.oom;
 }
 
+/* Keep the plan of REPLY ({first, last, n, left, -1}: the oldest batch, offered by J's cplan)
+ * in J, each bucket's part from the batch's merge. Returns false when the batch is not the
+ * plan (then the plan, stored, comes back from the journal at the next cplan). */
+static bool cfold_keep_merged(struct cfold_job *j, const redisReply *reply)
+{
+    struct tally_merge_part mp[TALLY_BUCKETS];
+    const redisReply *const *e = (const redisReply *const *)reply->element;
+    const struct fold_batch *b = fold_batch_from(j->f, j->merged_entry);
+    int n;
+
+    if (!j->merged || b == NULL || b->first_entry != j->merged_entry ||
+        e[2]->integer != (long long)b->entries || strlen(b->first) != e[0]->len ||
+        memcmp(b->first, e[0]->str, e[0]->len) != 0 || strlen(b->last) != e[1]->len ||
+        memcmp(b->last, e[1]->str, e[1]->len) != 0 ||
+        tally_grow(&j->parts, &j->cap_parts, TALLY_BUCKETS, sizeof(*j->parts)) < 0)
+        return false;
+    tally_buf_reset(&j->chunks);
+    if ((n = tally_merge_put_buckets(b->m, &j->chunks, mp)) < 0)
+        return false;
+    memcpy(j->first, b->first, e[0]->len + 1);
+    memcpy(j->last, b->last, e[1]->len + 1);
+    j->entries = e[2]->integer;
+    j->n_parts = (size_t)n;
+    for (size_t i = 0; i < j->n_parts; i++)
+        j->parts[i] = (struct cfold_part){.job = j, .bucket = mp[i].bucket,
+                                          .chunk_at = mp[i].at, .chunk_len = mp[i].len};
+    return true;
+}
+
 /* Part P's call: KEYS the cursor and every key counting its chunk may touch
  * (tally_agg_part_keys()); ARGV P model first_id last_id hour fresh chunk
  * (src/scripts/cpart.lua). */
@@ -453,20 +487,36 @@ static void cfold_parts_end(struct cfold_job *j)
 static void on_plan_reply(int status, redisReply *reply, void *arg);
 
 /* cplan: KEYS journal plan trimmed, ARGV P model count done_first done_last upto (the cursor
- * a part found inside the last plan, or ""). */
+ * a part found inside the last plan, or ""), and for the own journal when its oldest batch
+ * comes first after the plan done: n first last first_unit last_unit first_number
+ * last_number of the batch (see cplan.lua), which then needs no merge in Redis. */
 static void cfold_plan(struct cfold_job *j)
 {
     struct tally_folder *f = j->f;
     struct tally_buf *b = &j->call;
-    size_t count = 1, events = 0;
+    struct fold_batch *mb = NULL;
+    size_t count = 1, events = 0, nargs = 10;
 
+    j->merged = false;
     if (j->kind == CFOLD_OWN) {
+        /* The entries after the plan done, up to a plan's worth and not into the oldest
+         * batch: a plan of the journal's makes way for the batch's. */
+        size_t start = j->done && (size_t)j->done_entries < f->len ? (size_t)j->done_entries : 0;
+        uint64_t head = atomic_load(&f->folded) + start;
+        size_t limit = f->len - start;
+
+        mb = fold_batch_from(f, head);
+        if (mb != NULL && mb->first_entry > head && mb->first_entry - head < limit)
+            limit = (size_t)(mb->first_entry - head);
         count = 0;
-        while (count < f->len && (count == 0 || events + f->ring[(f->head + count) % f->cap] <=
-                                                    CFOLD_PLAN_EVENTS))
-            events += f->ring[(f->head + count++) % f->cap];
+        while (count < limit &&
+               (count == 0 || events + f->ring[(f->head + start + count) % f->cap] <=
+                                  CFOLD_PLAN_EVENTS))
+            events += f->ring[(f->head + start + count++) % f->cap];
         if (count == 0)
             count = 1;
+        if (mb == NULL || mb->first_entry != head || mb->entries == 0 || j->overlap[0] != '\0')
+            mb = NULL;
     } else {
         count = CFOLD_OTHERS_ENTRIES; /* another's journal: units of unknown size */
     }
@@ -482,8 +532,23 @@ static void cfold_plan(struct cfold_job *j)
     tally_buf_add_bulk(b, j->done ? j->last : "", j->done ? strlen(j->last) : 0);
     tally_buf_add_bulk(b, j->overlap, strlen(j->overlap));
     j->overlap[0] = '\0';
+    if (mb != NULL) {
+        if (fold_batch_newest(f, mb))
+            f->b_open = false; /* what comes next goes to a batch of its own */
+        tally_buf_add_bulk_i64(b, (int64_t)mb->entries);
+        tally_buf_add_bulk(b, mb->first, strlen(mb->first));
+        tally_buf_add_bulk(b, mb->last, strlen(mb->last));
+        tally_buf_add_bulk(b, mb->first_u, strlen(mb->first_u));
+        tally_buf_add_bulk(b, mb->last_u, strlen(mb->last_u));
+        fold_put_seq(b, mb->first_seq);
+        fold_put_seq(b, mb->last_seq);
+        j->merged = true;
+        j->merged_entry = mb->first_entry;
+        nargs = 17;
+    }
+    j->nargs = nargs;
     j->redirects = 0;
-    if (cfold_eval(f, cfold_slot(j), NULL, false, TALLY_SCRIPT_CPLAN, b, 0, b->len, 10,
+    if (cfold_eval(f, cfold_slot(j), NULL, false, TALLY_SCRIPT_CPLAN, b, 0, b->len, nargs,
                    on_plan_reply, j) < 0) {
         cfold_job_end(j, false, false);
         return;
@@ -500,7 +565,7 @@ static void on_plan_reply(int status, redisReply *reply, void *arg)
     bool asking;
 
     if (status == 0 && (to = cfold_redirect(f, reply, &j->redirects, &asking)) != NULL &&
-        cfold_eval(f, 0, to, asking, TALLY_SCRIPT_CPLAN, &j->call, 0, j->call.len, 10,
+        cfold_eval(f, 0, to, asking, TALLY_SCRIPT_CPLAN, &j->call, 0, j->call.len, j->nargs,
                    on_plan_reply, j) == 0)
         return;
     j->state = CFOLD_IDLE;
@@ -527,7 +592,17 @@ static void on_plan_reply(int status, redisReply *reply, void *arg)
         return;
     }
     j->done = false;
-    if (!cfold_keep_plan(j, reply)) {
+    if (reply->elements == 5 && reply->element[4]->type == REDIS_REPLY_INTEGER &&
+        reply->element[4]->integer == -1 && cfold_str(reply->element[0]) &&
+        cfold_str(reply->element[1]) && reply->element[2]->type == REDIS_REPLY_INTEGER &&
+        reply->element[3]->type == REDIS_REPLY_INTEGER) {
+        if (!cfold_keep_merged(j, reply)) {
+            log_warn("a fold's plan of '%s' is not the batch it was offered", j->journal);
+            tally_metric_add(&f->metrics->fold_errors, 1);
+            cfold_job_end(j, false, false);
+            return;
+        }
+    } else if (!cfold_keep_plan(j, reply)) {
         log_warn("unexpected reply to a fold's plan of '%s'", j->journal);
         tally_metric_add(&f->metrics->fold_errors, 1);
         cfold_job_end(j, false, false);

@@ -117,6 +117,18 @@ struct tally_folder {
 
 /* ---- Shared by fold.c and fold_cluster.c ---- */
 
+/* The oldest batch, or NULL. */
+struct fold_batch *fold_oldest(struct tally_folder *f);
+
+/* The oldest batch whose first entry is ENTRY (an index, see appended) or later, or NULL. */
+struct fold_batch *fold_batch_from(struct tally_folder *f, uint64_t entry);
+
+/* Is B the newest batch (the one that takes more entries while F->b_open)? */
+bool fold_batch_newest(const struct tally_folder *f, const struct fold_batch *b);
+
+/* An entry's number (see ack.lua) as an argument: "" when not known (0). */
+void fold_put_seq(struct tally_buf *b, uint64_t seq);
+
 /* A fold ended: BLOCKED when it failed or could not be sent. */
 void fold_ended(struct tally_folder *f, bool blocked);
 

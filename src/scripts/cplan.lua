@@ -10,7 +10,8 @@
 -- KEYS[1]  the journal, P{jj}q:<writer> (see ack.lua)
 -- KEYS[2]  the plan, P{jj}p:<writer>, a string "<first id> <last id> <entries>"
 -- KEYS[3]  the journal's trimmed count, P{jj}n:<writer> (see trimmed_of())
--- ARGV     P model count done_first done_last [upto]
+-- ARGV     P model count done_first done_last [upto [n first last first_unit last_unit
+--          first_number last_number]]
 --          count: the most entries a new plan takes (at least 1); done_first and done_last:
 --          the first and last id of the plan whose every part the caller has had answered
 --          (counted or "done"), "" for none. When the stored plan is exactly that one, its
@@ -20,7 +21,16 @@
 --          (cpart.lua's "overlap", after the journal's master failed over): the plan then
 --          ends at the last entry at or before it (a stored plan that goes past it is made
 --          again), which that bucket has counted and the others count.
--- Returns {"empty", entries in the journal} when there is nothing to plan; else
+--          The journal's own writer may add n first last first_unit last_unit first_number
+--          last_number (see merged.lua): the entries it merged itself as their acks came
+--          back. When no plan is stored, no upto is given and the journal (after the trim)
+--          starts with exactly those entries (journal_starts_with()), they are the new plan
+--          and this script reads none of their records: the caller counts each bucket's part
+--          from its own merge, which holds the records merge_entries() would make of them
+--          (the single-Redis merged.lua relies on the same). Otherwise the plan is made as
+--          without them.
+-- Returns {"empty", entries in the journal} when there is nothing to plan; {first, last, n,
+--   left, -1} for a plan of the caller's merge; else
 --   {first, last, n, left, nparts, tag1, chunk1, tag2, chunk2, ...}: the plan (stored or new:
 --   the oldest count entries), the entries left in the journal after the trim (the plan's
 --   included), and per bucket the plan touches, in the order of first appearance, its tag and
@@ -54,6 +64,14 @@ if plan then
     end
     if not plan then
         redis.call('DEL', key)
+    end
+end
+if not plan and not upto and ARGV[7] and ARGV[7] ~= '' then
+    n = tonumber(ARGV[7])
+    if journal_starts_with(journal, n, ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12],
+                           ARGV[13]) then
+        redis.call('SET', key, ARGV[8] .. ' ' .. ARGV[9] .. ' ' .. ARGV[7])
+        return {ARGV[8], ARGV[9], n, redis.call('XLEN', journal), -1}
     end
 end
 if not plan then

@@ -82,9 +82,9 @@ class JournalClusterFunctionsTest(unittest.TestCase):
         return self.fcall("cplan", [journal, plan, trimmed], prefix, MODEL, count, done_first,
                           done_last, upto)
 
-    def add(self, entry_id, now, records, checked="0", repeats="", journal=J):
+    def add(self, entry_id, now, records, checked="0", repeats="", journal=J, number="0"):
         return self.redis.command("XADD", journal, entry_id, "n", now, "c", checked,
-                                  "r", repeats, "u", "tally:{3a}x:u" + entry_id, "s", "0",
+                                  "r", repeats, "u", "tally:{3a}x:u" + entry_id, "s", number,
                                   "a", "\n".join(records))
 
     def redis_ms(self):
@@ -310,6 +310,57 @@ class JournalClusterFunctionsTest(unittest.TestCase):
         # Done, then the next plan as usual.
         self.assertEqual(self.cplan(4, "1-0", "3-0"), [b"4-0", b"5-0", 2, 2, 1, b"3a",
                                                        part(4, 5)])
+
+    def offer(self, count, n, first, last, first_u=None, last_u=None, first_s="", last_s="",
+              done_first="", done_last="", upto=""):
+        """cplan offered the writer's own merge of the entries FIRST..LAST (N of them)."""
+        return self.fcall("cplan", [J, PLAN, TRIMMED], "tally:", MODEL, count, done_first,
+                          done_last, upto, n, first, last,
+                          first_u or "tally:{3a}x:u" + first, last_u or "tally:{3a}x:u" + last,
+                          first_s, last_s)
+
+    def test_the_writers_own_merge_is_planned_when_the_journal_starts_with_it(self):
+        """Offered the entries the journal starts with, cplan stores them as the plan and
+        answers -1 for the parts (the writer counts them from its merge); with the numbers it
+        reads two entries, without them the first n."""
+        for i in range(1, 6):
+            self.add("%d-0" % i, T1, [record("3a", "a%d" % i, views=i)], number=str(i))
+        self.assertEqual(self.offer(1, 2, "1-0", "2-0"), [b"1-0", b"2-0", 2, 5, -1])
+        self.assertEqual(self.redis.command("GET", PLAN), b"1-0 2-0 2")
+        self.assertEqual(self.redis.command("XLEN", J), 5)
+        # Done, trimmed, and the next offer planned in the same call.
+        self.assertEqual(self.offer(1, 3, "3-0", "5-0", first_s="3", last_s="5",
+                                    done_first="1-0", done_last="2-0"),
+                         [b"3-0", b"5-0", 3, 3, -1])
+        self.assertEqual(self.redis.command("HGET", TRIMMED, "n"), b"2")
+        self.assertEqual(self.redis.command("GET", PLAN), b"3-0 5-0 3")
+        self.assertEqual(self.offer(1, 3, "3-0", "5-0", done_first="3-0", done_last="5-0"),
+                         [b"empty", 0])
+
+    def test_an_offer_the_journal_does_not_start_with_is_planned_from_the_journal(self):
+        """Any mismatch -- another first entry or unit, a last entry that is not the n-th, its
+        unit, numbers not n - 1 apart --, a plan stored, or an upto: planned from the journal
+        as without the offer (count entries, each bucket's records)."""
+        for i in range(1, 6):
+            self.add("%d-0" % i, T1, [record("3a", "a%d" % i, views=i)], number=str(i))
+        part = lambda *ids: "\n".join("%d\n%s" % (T1, record("3a", "a%d" % i, views=i))
+                                       for i in ids).encode()
+        journal_plan = [b"1-0", b"2-0", 2, 5, 1, b"3a", part(1, 2)]
+        for offer in ((2, "2-0", "3-0"), (2, "1-0", "3-0"), (3, "1-0", "2-0"),
+                      (2, "1-0", "2-0", "tally:{3a}x:other"),
+                      (2, "1-0", "2-0", None, "tally:{3a}x:other"),
+                      (2, "1-0", "2-0", None, None, "1", "3"),
+                      (3, "1-0", "3-0", None, None, "1", "2")):
+            self.assertEqual(self.offer(2, *offer), journal_plan, offer)
+            self.assertEqual(self.redis.command("GET", PLAN), b"1-0 2-0 2", offer)
+            self.redis.command("DEL", PLAN)
+        self.assertEqual(self.offer(2, 2, "1-0", "2-0", upto="1-0"),
+                         [b"1-0", b"1-0", 1, 5, 1, b"3a", part(1)])
+        # The stored plan stands, offer or not.
+        self.assertEqual(self.offer(2, 2, "1-0", "2-0"), [b"1-0", b"1-0", 1, 5, 1, b"3a",
+                                                          part(1)])
+        self.assertEqual(self.redis.command("XLEN", J), 5)
+        self.assertEqual(self.redis.command("EXISTS", TRIMMED), 0)
 
     def test_an_empty_journal_has_nothing_to_plan(self):
         self.assertEqual(self.cplan(10), [b"empty", 0])
