@@ -324,8 +324,10 @@ static void on_fold_reply(int status, redisReply *reply, void *arg)
         tally_metric_add(&f->metrics->fold_chunks, (uint64_t)n);
     else
         tally_metric_add(&f->metrics->fold_entries, (uint64_t)n);
-    if (merged)
+    if (merged) {
+        tally_metric_add(&f->metrics->fold_merged, 1);
         fold_drop_oldest(f);
+    }
     if (chunks > 0) {
         /* Chunks wait: the next call counts one. The entries they came from are not folded
          * until the last is counted (a read waits for them; a stop drains them). */

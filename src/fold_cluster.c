@@ -79,6 +79,7 @@ struct cfold_job {
     bool merged;                        /* CFOLD_OWN: the cplan in flight offers the oldest
                                          * batch (see cplan.lua) */
     uint64_t merged_entry;              /* that batch's first entry */
+    bool from_merge;                    /* the plan at hand's parts are of that batch */
     char overlap[CFOLD_ID_MAX];         /* the earliest cursor a part found inside the plan
                                          * (cpart.lua's "overlap"), or "": the next cplan
                                          * plans up to it */
@@ -268,6 +269,7 @@ static bool cfold_keep_plan(struct cfold_job *j, const redisReply *reply)
     memcpy(j->last, e[1]->str, e[1]->len);
     j->last[e[1]->len] = '\0';
     j->entries = e[2]->integer;
+    j->from_merge = false;
     tally_buf_reset(&j->chunks);
     j->n_parts = 0;
     for (size_t i = 5; i < reply->elements; i += 2) {
@@ -315,6 +317,7 @@ static bool cfold_keep_merged(struct cfold_job *j, const redisReply *reply)
     memcpy(j->first, b->first, e[0]->len + 1);
     memcpy(j->last, b->last, e[1]->len + 1);
     j->entries = e[2]->integer;
+    j->from_merge = true;
     j->n_parts = (size_t)n;
     for (size_t i = 0; i < j->n_parts; i++)
         j->parts[i] = (struct cfold_part){.job = j, .bucket = mp[i].bucket,
@@ -479,6 +482,8 @@ static void cfold_parts_end(struct cfold_job *j)
     } else if (j->kind == CFOLD_OWN) {
         tally_metric_add(&f->metrics->folds, 1);
         tally_metric_add(&f->metrics->fold_entries, (uint64_t)j->entries);
+        if (j->from_merge)
+            tally_metric_add(&f->metrics->fold_merged, 1);
     }
     /* The next plan trims this one: at once, so that what it counted is known folded. */
     cfold_plan(j);

@@ -301,6 +301,13 @@ static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *
                     "batch counts at most 128 merged records and stages the rest in chunks of "
                     "that many, so that no call holds Redis long.",
                     (double)SUM(fold_chunks));
+    metrics_counter(out, "tally_fold_merged_total",
+                    "Folds counted from the worker thread's own merge of what it acknowledged "
+                    "(its records added up per article and hour as the acknowledgements came "
+                    "back), Redis reading none of the entries' records: with one Redis a merged "
+                    "fold, on a cluster a plan of the oldest batch. The others were folded from "
+                    "the journal.",
+                    (double)SUM(fold_merged));
     metrics_counter(out, "tally_fold_skipped_commands_total",
                     "Commands of folds that Redis refused (a key of another type, written by "
                     "someone else) and that were skipped so that the fold could finish: what "

@@ -126,6 +126,7 @@ struct tally_metrics {
     _Atomic uint64_t fold_skipped;       /* commands a fold skipped: Redis refused them */
     _Atomic uint64_t fold_stale;         /* merged folds that counted nothing: journal changed */
     _Atomic uint64_t fold_chunks;        /* staged chunks of merged records the worker counted */
+    _Atomic uint64_t fold_merged;        /* folds counted from the worker's own merge */
     _Atomic uint64_t reclaimed_chunks;   /* staged chunks of writers gone counted */
     _Atomic uint64_t reclaimed;          /* entries of other writers' journals counted */
     _Atomic uint64_t forget_steps;       /* bounded fold calls DELETEs made before forgetting */

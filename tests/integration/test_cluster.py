@@ -1571,6 +1571,50 @@ class ClusterJournalTest(ClusterTestCase):
         self.assertEqual(node.command("XLEN", journal), 0)
         self.assertEqual(harness.metric(t.metrics(), "tally_fold_stale_total"), 1.0)
 
+    def test_28_a_fold_counts_the_workers_own_merge(self):
+        """A worker merges what it acknowledged, per article and hour, as the acks come back:
+        when the journal starts with exactly those entries, the fold's plan is that batch
+        (cplan reads none of their records) and each bucket's part comes from the merge --
+        one plan, counted exactly (tally_fold_merged_total). An entry the worker does not
+        know of at the journal's start (another's append) makes the plan come from the
+        journal instead: counted exactly too, nothing from the merge."""
+        t = self.collector(*SLOW, threads=1)
+        journal = t.journals[0]
+        node = on_owner_node(journal)
+        rng = random.Random(28)
+        articles = ["jmerge/%02d" % i for i in range(40)]
+        model = {x: 0 for x in articles}
+        for _ in range(6):
+            body, per = self.spread(rng, articles, rng.randint(5, 20))
+            self.post(t, body)
+            add_up(model, per)
+        entries, held, buckets = journal_state(t.journals)
+        self.assertEqual((entries, held), (6, {a: v for a, v in model.items() if v}))
+        self.assertGreaterEqual(len(buckets), 10)
+        first = node.command("XRANGE", journal, "-", "+", "COUNT", 1)[0][1]
+        self.assertEqual(read_views(t, articles), model)  # the read folds them: one plan
+        self.assertEqual(counted(articles), model)
+        self.assertEqual(node.command("XLEN", journal), 0)
+        m = t.metrics()
+        self.assertEqual(harness.metric(m, "tally_folds_total"), 1)
+        self.assertEqual(harness.metric(m, "tally_fold_entries_total"), 6)
+        self.assertEqual(harness.metric(m, "tally_fold_merged_total"), 1)
+        # Another's entry first (the first entry's fields, another unit), then two of its own.
+        f = dict(zip(first[::2], first[1::2]))
+        f[b"u"] = f[b"u"] + b"-other"
+        node.command("XADD", journal, "*", *[x for kv in f.items() for x in kv])
+        for _, article, v in harness.journal_entry_records(f[b"a"].decode()):
+            model[article] += v
+        for _ in range(2):
+            body, per = self.spread(rng, articles, 7)
+            self.post(t, body)
+            add_up(model, per)
+        self.assertEqual(node.command("XLEN", journal), 3)
+        self.assertEqual(read_views(t, articles), model)
+        self.assertEqual(counted(articles), model)
+        self.assertEqual(node.command("XLEN", journal), 0)
+        self.assertEqual(harness.metric(t.metrics(), "tally_fold_merged_total"), 1)
+
     def test_23_delete_forgets_what_waited_in_another_collectors_journal(self):
         a = self.collector(*SLOW)
         b = self.collector()
