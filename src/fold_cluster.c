@@ -871,6 +871,8 @@ static void on_journals_reply(int status, redisReply *reply, void *arg)
             log_warn("redis refused to read the journals' registry: %s", reply->str);
         d->status = TALLY_EUNAVAIL;
     } else {
+        /* Every journal's last entry is asked for at once, one round trip for them all; each
+         * job folds as soon as its own answer comes, and the drain ends with the last job. */
         for (size_t i = 0; i < reply->elements && d->status == 0; i++) {
             const redisReply *e = reply->element[i];
             int rc;
