@@ -101,6 +101,7 @@ struct cfold_drain {
     struct cfold_job *jobs;
     struct tally_buf call;              /* the registry read, kept until its answer */
     unsigned redirects;
+    unsigned steps;                     /* the jobs' cplan and cpart calls sent */
 };
 
 enum cfold_retire {
@@ -433,6 +434,8 @@ static void cfold_count(struct cfold_job *j)
                        &j->bodies, p->body_at, p->body_len, p->nargs, on_part_reply, p) < 0) {
             cfold_part_failed(j, "redis is not ready");
             j->parts_left--;
+        } else if (j->kind == CFOLD_DRAIN) {
+            j->drain->steps++;
         }
     }
     if (--j->parts_left == 0)
@@ -512,6 +515,8 @@ static void cfold_plan(struct cfold_job *j)
         cfold_job_end(j, false, false);
         return;
     }
+    if (j->kind == CFOLD_DRAIN)
+        j->drain->steps++;
     j->state = CFOLD_PLANNING;
 }
 
@@ -786,7 +791,7 @@ static void cfold_drain_settle(struct cfold_drain *d)
 
     if (--d->pending > 0)
         return;
-    d->done(d->status, d->arg);
+    d->done(d->status, d->steps, d->arg);
     while ((j = d->jobs) != NULL) {
         d->jobs = j->next;
         cfold_job_release(j);

@@ -556,6 +556,18 @@ def add_up(into, per):
     return into
 
 
+def drain_steps(journals):
+    """The fold calls a DELETE makes first in JOURNALS (of at most 16 entries each, none of a
+    plan stored yet): in each that is not empty, a plan of every entry (cplan), a part in each
+    bucket they touch (cpart), and the plan that trims them and finds nothing more."""
+    steps = 0
+    for j in journals:
+        entries, _, buckets = journal_state([j])
+        assert entries <= 16, (j, entries)
+        steps += 2 + len(buckets) if entries else 0
+    return steps
+
+
 def open_move(slot, source, target):
     """Begin moving SLOT from SOURCE to TARGET as redis-cli --cluster reshard does (IMPORTING,
     MIGRATING) and MIGRATE every key of it, but leave it there: half-moved, SOURCE answers ASK
@@ -1621,10 +1633,13 @@ class ClusterJournalTest(ClusterTestCase):
         self.assertEqual((entries, held), (6, dict({x: v for x, v in model.items() if v},
                                                    **{gone: 30})))
         self.assertEqual(counted(keep + [gone]), {x: 0 for x in keep + [gone]})
+        steps = drain_steps(a.journals)
         r = b.request("DELETE", "/v1/articles/" + quote(gone), headers=AUTH)
         self.assertEqual(r.status, 204, r)
         # What A acknowledged before the DELETE was folded first: nothing of it waits.
         self.assertEqual(journal_state(a.journals)[:2], (0, {}))
+        self.assertEqual(harness.metric(b.metrics(), "tally_forget_steps_total"), steps)
+        self.assertEqual(harness.metric(a.metrics(), "tally_forget_steps_total"), 0)
         self.assertEqual([k for ks in CLUSTER.all_keys().values() for k in ks
                           if (article_of_key(k) or (0, 0, None))[2] == gone.encode()], [])
         self.assertEqual(counted(keep), model)
@@ -1676,6 +1691,7 @@ class ClusterJournalTest(ClusterTestCase):
             add_up(model, per)
         self.assertEqual(journal_state(a.journals)[:2],
                          (4, dict({x: v for x, v in model.items() if v}, **{gone: 12})))
+        steps = drain_steps(a.journals)
         source = on_owner_node(REGISTRY)
         target = [m for m in CLUSTER.masters() if m is not source][0]
         self.assertGreaterEqual(open_move(registry_slot, source, target), 1)
@@ -1684,6 +1700,7 @@ class ClusterJournalTest(ClusterTestCase):
             source.command("ZRANGE", REGISTRY, 0, -1)
         self.delete_and_check(b, a, gone, keep, model)
         close_move(registry_slot, source, target)
+        self.assertEqual(harness.metric(b.metrics(), "tally_forget_steps_total"), steps)
         self.assertEqual(read_views(b, keep + [gone]), dict(model, **{gone: 0}))
 
     def test_27_delete_after_the_slots_of_a_journal_and_the_registry_moved(self):
@@ -1704,11 +1721,15 @@ class ClusterJournalTest(ClusterTestCase):
             add_up(model, per)
         self.assertEqual(journal_state(a.journals)[:2],
                          (4, dict({x: v for x, v in model.items() if v}, **{x: 4 for x in gone})))
+        steps = drain_steps(a.journals)
         move_slot(journal_slot)
         self.delete_and_check(b, a, gone[0], keep, model)
+        self.assertEqual(harness.metric(b.metrics(), "tally_forget_steps_total"), steps)
         if registry_slot != journal_slot:
             move_slot(registry_slot)
         self.delete_and_check(b, a, gone[1], keep, model)
+        # Nothing waited in A's journal then: no fold call.
+        self.assertEqual(harness.metric(b.metrics(), "tally_forget_steps_total"), steps)
         self.assertEqual(read_views(b, keep + gone), dict(model, **{x: 0 for x in gone}))
 
 
