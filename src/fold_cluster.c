@@ -78,6 +78,8 @@ struct cfold_job {
     char overlap[CFOLD_ID_MAX];         /* the earliest cursor a part found inside the plan
                                          * (cpart.lua's "overlap"), or "": the next cplan
                                          * plans up to it */
+    char refused[CFOLD_ID_MAX];         /* the first id of the last plan with a part whose
+                                         * keys could not be listed (said once a plan) */
     size_t parts_left;
     struct cfold_part *parts;
     size_t n_parts, cap_parts;
@@ -325,16 +327,24 @@ static void cfold_put_part(struct cfold_job *j, struct cfold_part *p)
     struct tally_buf *b = &j->bodies;
     uint64_t touched[TALLY_BUCKETS / 64] = {0};
     char list[TALLY_FRESH_MAX];
+    const char *why;
     int nkeys;
     size_t n;
 
     tally_buf_reset(&j->keys);
     nkeys = tally_agg_part_keys(&j->keys, f->cfg->prefix, p->bucket, j->writer,
-                                strlen(j->writer), j->chunks.data + p->chunk_at, p->chunk_len);
+                                strlen(j->writer), j->chunks.data + p->chunk_at, p->chunk_len,
+                                &why);
     p->body_at = b->len;
     p->body_len = 0;
     if (nkeys < 0) {
-        log_error("cannot list the keys of a fold's part (%s)", tally_strerror(nkeys));
+        /* The part is not sent, and its plan fails: it is tried again, and refused again,
+         * so it is said once a plan. */
+        if (strcmp(j->refused, j->first) != 0)
+            log_error("cannot list the keys of bucket %02x's part of the plan %s-%s of '%s': "
+                      "%s", p->bucket, j->first, j->last, j->journal,
+                      nkeys == TALLY_EINVAL ? why : tally_strerror(nkeys));
+        memcpy(j->refused, j->first, sizeof(j->refused));
         return;
     }
     tally_buf_add_bulk_i64(b, nkeys);
@@ -429,9 +439,12 @@ static void cfold_count(struct cfold_job *j)
         struct cfold_part *p = &j->parts[i];
 
         p->redirects = 0;
-        if (p->body_len == 0 ||
-            cfold_eval(f, tally_key_bucket_slot(p->bucket), NULL, false, TALLY_SCRIPT_CPART,
-                       &j->bodies, p->body_at, p->body_len, p->nargs, on_part_reply, p) < 0) {
+        if (p->body_len == 0) {
+            cfold_part_failed(j, NULL); /* its keys could not be listed: said above */
+            j->parts_left--;
+        } else if (cfold_eval(f, tally_key_bucket_slot(p->bucket), NULL, false,
+                              TALLY_SCRIPT_CPART, &j->bodies, p->body_at, p->body_len, p->nargs,
+                              on_part_reply, p) < 0) {
             cfold_part_failed(j, "redis is not ready");
             j->parts_left--;
         } else if (j->kind == CFOLD_DRAIN) {
