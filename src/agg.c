@@ -1,5 +1,6 @@
 /* agg.c -- builds write units: the events of many held requests, coalesced per article, as
  * the arguments of one apply-script call; and reads the script's answer back per request. */
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,15 +273,18 @@ static void agg_arg_int(struct tally_agg *a, int64_t v)
  * comments (each key costs Redis its parsing and slot check, and one missing on a migrating
  * slot sends the unit elsewhere). */
 
-/* "P{bb}K:" + the N parts (pointer, length) after it: one key of BUCKET. */
+/* "P{bb}K:" + the N parts (pointer, length) after it: one key of BUCKET. One that does not
+ * fit TALLY_KEY_MAX is left out and said in KEY_TOO_LONG. */
 static void agg_key(struct tally_agg *a, unsigned bucket, char kind, size_t n, ...)
 {
     char key[TALLY_KEY_MAX];
     size_t len = tally_key_base(key, sizeof(key), a->prefix, bucket, kind);
     va_list ap;
 
-    if (len == 0)
+    if (len == 0) {
+        a->key_too_long = true;
         return;
+    }
     va_start(ap, n);
     for (size_t i = 0; i < n; i++) {
         const char *p = va_arg(ap, const char *);
@@ -288,6 +292,7 @@ static void agg_key(struct tally_agg *a, unsigned bucket, char kind, size_t n, .
 
         if (len + k >= sizeof(key)) {
             va_end(ap);
+            a->key_too_long = true;
             return;
         }
         memcpy(key + len, p, k);
@@ -381,6 +386,8 @@ static void agg_declare_article(struct tally_agg *a, const struct agg_rec *r)
             if (n > 0) {
                 tally_buf_add_bulk(&a->keys, key, n);
                 a->nkeys++;
+            } else {
+                a->key_too_long = true;
             }
         }
 }
@@ -596,6 +603,9 @@ static int agg_assemble(struct tally_agg *a)
 {
     if (a->declare)
         agg_declare_buckets(a);
+    /* A unit's ids are at most TALLY_ARTICLE_MAX bytes, its prefix TALLY_PREFIX_MAX and its
+     * metrics' names this version's: every key fits. */
+    assert(!a->key_too_long);
     agg_fresh_arg(a);
     tally_buf_reset(&a->body);
     tally_buf_add_bulk_i64(&a->body, (int64_t)a->nkeys);
@@ -652,6 +662,7 @@ int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size
     tally_buf_reset(&a->head);
     tally_buf_reset(&a->args);
     a->nargs = a->nkeys = a->n_vis_req = 0;
+    a->key_too_long = false;
     memset(a->declare_mask, 0, sizeof(a->declare_mask));
     memset(a->touched, 0, sizeof(a->touched));
     agg_stamp(a);
@@ -1012,7 +1023,8 @@ static int agg_chunk_record(struct tally_agg *a, struct agg_chunk *c, unsigned b
 }
 
 int tally_agg_part_keys(struct tally_buf *out, const char *prefix, unsigned bucket,
-                        const char *writer, size_t writer_len, const char *chunk, size_t len)
+                        const char *writer, size_t writer_len, const char *chunk, size_t len,
+                        const char **why)
 {
     struct tally_agg a;
     struct agg_chunk c = {chunk, chunk + len};
@@ -1022,8 +1034,10 @@ int tally_agg_part_keys(struct tally_buf *out, const char *prefix, unsigned buck
     size_t cl;
     int rc = 0;
 
+    *why = "bucket: out of range";
     if (bucket >= TALLY_BUCKETS)
         return TALLY_EINVAL;
+    *why = "a key too long: the writer's name past TALLY_KEY_MAX";
     cl = tally_key_make(cursor, sizeof(cursor), prefix, bucket, 'f', writer, writer_len);
     if (cl == 0)
         return TALLY_EINVAL;
@@ -1037,6 +1051,11 @@ int tally_agg_part_keys(struct tally_buf *out, const char *prefix, unsigned buck
         memcpy(a.day, h[i].hour, 8);
         a.day[8] = '\0';
         agg_declare_bucket(&a, bucket, h[i].mask);
+    }
+    *why = "not a chunk of merged records of its bucket";
+    if (rc == 0 && a.key_too_long) {
+        *why = "a key too long: an article id or a metric's name past TALLY_KEY_MAX";
+        rc = TALLY_EINVAL;
     }
     if (rc == 0 && a.keys.oom)
         rc = TALLY_ENOMEM;

@@ -83,6 +83,8 @@ struct cfold_job {
     char overlap[CFOLD_ID_MAX];         /* the earliest cursor a part found inside the plan
                                          * (cpart.lua's "overlap"), or "": the next cplan
                                          * plans up to it */
+    char refused[CFOLD_ID_MAX];         /* the first id of the last plan with a part whose
+                                         * keys could not be listed (said once a plan) */
     size_t parts_left;
     struct cfold_part *parts;
     size_t n_parts, cap_parts;
@@ -105,6 +107,9 @@ struct cfold_drain {
     size_t pending;                     /* the registry read, the journals' last entries, jobs */
     int status;
     struct cfold_job *jobs;
+    struct tally_buf call;              /* the registry read, kept until its answer */
+    unsigned redirects;
+    unsigned steps;                     /* the jobs' cplan and cpart calls sent */
 };
 
 enum cfold_retire {
@@ -195,8 +200,11 @@ static bool cfold_str(const redisReply *r)
 
 /* ---- Sending ---- */
 
+#define CFOLD_COMMAND TALLY_SCRIPTS /* not a function: the call's body is a whole command */
+
 /* Send SCRIPT's call BODY (kept by the caller until DONE) for the keys of SLOT, or after a
- * redirection to ST. Returns 0 or a negative TALLY_E* code (DONE never called). */
+ * redirection to ST. With CFOLD_COMMAND, BODY[AT, AT+LEN) is a whole command in RESP (NARGS
+ * unused). Returns 0 or a negative TALLY_E* code (DONE never called). */
 static int cfold_eval(struct tally_folder *f, unsigned slot, struct tally_store *st,
                       bool asking, enum tally_script script, const struct tally_buf *body,
                       size_t at, size_t len, size_t nargs, tally_store_reply_cb *done, void *arg)
@@ -205,16 +213,38 @@ static int cfold_eval(struct tally_folder *f, unsigned slot, struct tally_store 
         st = tally_redis_for_slot(f->router, slot);
     if (st == NULL || !tally_store_ready(st) || body->oom)
         return TALLY_EUNAVAIL;
+    if (script == CFOLD_COMMAND)
+        return tally_store_formatted(st, asking, body->data + at, len, done, arg);
     return tally_store_eval_asking(st, asking, script, body->data + at, len, nargs, done, arg);
 }
 
-/* After an error REPLY: where to send the same call again (MOVED, ASK), or NULL. */
-static struct tally_store *cfold_redirect(struct tally_folder *f, const redisReply *reply,
-                                          unsigned *redirects, bool *asking)
+/* After the reply (STATUS, REPLY) to a call that cfold_eval() sent with these arguments: when
+ * REPLY is a MOVED or ASK and the call has followed fewer than CFOLD_REDIRECTS (*REDIRECTS
+ * counts them), send it again where REPLY says and return true: DONE runs again, with the
+ * answer from there. False: REPLY is the answer. */
+static bool cfold_follow(struct tally_folder *f, int status, const redisReply *reply,
+                         unsigned *redirects, enum tally_script script,
+                         const struct tally_buf *body, size_t at, size_t len, size_t nargs,
+                         tally_store_reply_cb *done, void *arg)
 {
-    if (reply->type != REDIS_REPLY_ERROR || ++*redirects > CFOLD_REDIRECTS)
-        return NULL;
-    return tally_redis_redirect(f->router, reply, asking);
+    struct tally_store *to;
+    bool asking;
+
+    if (status != 0 || reply->type != REDIS_REPLY_ERROR || ++*redirects > CFOLD_REDIRECTS)
+        return false;
+    to = tally_redis_redirect(f->router, reply, &asking);
+    return to != NULL && cfold_eval(f, 0, to, asking, script, body, at, len, nargs, done, arg) == 0;
+}
+
+/* The command of the N words ARGV into B, in RESP: a call of CFOLD_COMMAND. */
+static void cfold_put_command(struct tally_buf *b, size_t n, const char *const *argv)
+{
+    tally_buf_reset(b);
+    tally_buf_add(b, "*", 1);
+    tally_buf_add_u64(b, n);
+    tally_buf_add(b, "\r\n", 2);
+    for (size_t i = 0; i < n; i++)
+        tally_buf_add_bulk(b, argv[i], strlen(argv[i]));
 }
 
 /* ---- A job: plan, parts, plan ---- */
@@ -334,16 +364,24 @@ static void cfold_put_part(struct cfold_job *j, struct cfold_part *p)
     struct tally_buf *b = &j->bodies;
     uint64_t touched[TALLY_BUCKETS / 64] = {0};
     char list[TALLY_FRESH_MAX];
+    const char *why;
     int nkeys;
     size_t n;
 
     tally_buf_reset(&j->keys);
     nkeys = tally_agg_part_keys(&j->keys, f->cfg->prefix, p->bucket, j->writer,
-                                strlen(j->writer), j->chunks.data + p->chunk_at, p->chunk_len);
+                                strlen(j->writer), j->chunks.data + p->chunk_at, p->chunk_len,
+                                &why);
     p->body_at = b->len;
     p->body_len = 0;
     if (nkeys < 0) {
-        log_error("cannot list the keys of a fold's part (%s)", tally_strerror(nkeys));
+        /* The part is not sent, and its plan fails: it is tried again, and refused again,
+         * so it is said once a plan. */
+        if (strcmp(j->refused, j->first) != 0)
+            log_error("cannot list the keys of bucket %02x's part of the plan %s-%s of '%s': "
+                      "%s", p->bucket, j->first, j->last, j->journal,
+                      nkeys == TALLY_EINVAL ? why : tally_strerror(nkeys));
+        memcpy(j->refused, j->first, sizeof(j->refused));
         return;
     }
     tally_buf_add_bulk_i64(b, nkeys);
@@ -378,12 +416,9 @@ static void on_part_reply(int status, redisReply *reply, void *arg)
     struct cfold_part *p = arg;
     struct cfold_job *j = p->job;
     struct tally_folder *f = j->f;
-    struct tally_store *to;
-    bool asking;
 
-    if (status == 0 && (to = cfold_redirect(f, reply, &p->redirects, &asking)) != NULL &&
-        cfold_eval(f, 0, to, asking, TALLY_SCRIPT_CPART, &j->bodies, p->body_at, p->body_len,
-                   p->nargs, on_part_reply, p) == 0)
+    if (cfold_follow(f, status, reply, &p->redirects, TALLY_SCRIPT_CPART, &j->bodies,
+                     p->body_at, p->body_len, p->nargs, on_part_reply, p))
         return;
     if (status != 0)
         cfold_part_failed(j, tally_strerror(status));
@@ -441,11 +476,16 @@ static void cfold_count(struct cfold_job *j)
         struct cfold_part *p = &j->parts[i];
 
         p->redirects = 0;
-        if (p->body_len == 0 ||
-            cfold_eval(f, tally_key_bucket_slot(p->bucket), NULL, false, TALLY_SCRIPT_CPART,
-                       &j->bodies, p->body_at, p->body_len, p->nargs, on_part_reply, p) < 0) {
+        if (p->body_len == 0) {
+            cfold_part_failed(j, NULL); /* its keys could not be listed: said above */
+            j->parts_left--;
+        } else if (cfold_eval(f, tally_key_bucket_slot(p->bucket), NULL, false,
+                              TALLY_SCRIPT_CPART, &j->bodies, p->body_at, p->body_len, p->nargs,
+                              on_part_reply, p) < 0) {
             cfold_part_failed(j, "redis is not ready");
             j->parts_left--;
+        } else if (j->kind == CFOLD_DRAIN) {
+            j->drain->steps++;
         }
     }
     if (--j->parts_left == 0)
@@ -558,6 +598,8 @@ static void cfold_plan(struct cfold_job *j)
         cfold_job_end(j, false, false);
         return;
     }
+    if (j->kind == CFOLD_DRAIN)
+        j->drain->steps++;
     j->state = CFOLD_PLANNING;
 }
 
@@ -565,13 +607,10 @@ static void on_plan_reply(int status, redisReply *reply, void *arg)
 {
     struct cfold_job *j = arg;
     struct tally_folder *f = j->f;
-    struct tally_store *to;
     long long trimmed = j->done ? j->done_entries : 0;
-    bool asking;
 
-    if (status == 0 && (to = cfold_redirect(f, reply, &j->redirects, &asking)) != NULL &&
-        cfold_eval(f, 0, to, asking, TALLY_SCRIPT_CPLAN, &j->call, 0, j->call.len, j->nargs,
-                   on_plan_reply, j) == 0)
+    if (cfold_follow(f, status, reply, &j->redirects, TALLY_SCRIPT_CPLAN, &j->call, 0,
+                     j->call.len, j->nargs, on_plan_reply, j))
         return;
     j->state = CFOLD_IDLE;
     if (status != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2) {
@@ -845,12 +884,13 @@ static void cfold_drain_settle(struct cfold_drain *d)
 
     if (--d->pending > 0)
         return;
-    d->done(d->status, d->arg);
+    d->done(d->status, d->steps, d->arg);
     while ((j = d->jobs) != NULL) {
         d->jobs = j->next;
         cfold_job_release(j);
         free(j);
     }
+    tally_buf_release(&d->call);
     free(d);
 }
 
@@ -869,7 +909,12 @@ static void on_last_reply(int status, redisReply *reply, void *arg)
     struct cfold_job *j = arg;
     const redisReply *e;
 
+    if (cfold_follow(j->f, status, reply, &j->redirects, CFOLD_COMMAND, &j->call, 0,
+                     j->call.len, 0, on_last_reply, j))
+        return;
     if (status != 0 || reply->type != REDIS_REPLY_ARRAY) {
+        if (status == 0 && reply->type == REDIS_REPLY_ERROR)
+            log_warn("redis refused to read the last entry of '%s': %s", j->journal, reply->str);
         cfold_drain_end(j, false);
         return;
     }
@@ -894,7 +939,6 @@ static int cfold_drain_job(struct cfold_drain *d, const char *name, size_t len)
     struct tally_folder *f = d->f;
     struct cfold_job *j = malloc(sizeof(*j));
     const char *argv[] = {"XREVRANGE", NULL, "+", "-", "COUNT", "1"};
-    size_t argvlen[] = {9, 0, 1, 1, 5, 1};
 
     if (j == NULL)
         return TALLY_ENOMEM;
@@ -905,14 +949,10 @@ static int cfold_drain_job(struct cfold_drain *d, const char *name, size_t len)
     if (cfold_parse(j, f->cfg->prefix, name, len) < 0)
         return 0; /* not a journal of ours: nothing to fold */
     argv[1] = j->journal;
-    argvlen[1] = strlen(j->journal);
-    {
-        struct tally_store *st = tally_redis_for_slot(f->router, cfold_slot(j));
-
-        if (st == NULL || !tally_store_ready(st) ||
-            tally_store_command(st, 6, argv, argvlen, on_last_reply, j) < 0)
-            return TALLY_EUNAVAIL;
-    }
+    cfold_put_command(&j->call, 6, argv);
+    if (cfold_eval(f, cfold_slot(j), NULL, false, CFOLD_COMMAND, &j->call, 0, j->call.len, 0,
+                   on_last_reply, j) < 0)
+        return TALLY_EUNAVAIL;
     d->pending++;
     return 0;
 }
@@ -921,9 +961,16 @@ static void on_journals_reply(int status, redisReply *reply, void *arg)
 {
     struct cfold_drain *d = arg;
 
+    if (cfold_follow(d->f, status, reply, &d->redirects, CFOLD_COMMAND, &d->call, 0,
+                     d->call.len, 0, on_journals_reply, d))
+        return;
     if (status != 0 || reply->type != REDIS_REPLY_ARRAY) {
+        if (status == 0 && reply->type == REDIS_REPLY_ERROR)
+            log_warn("redis refused to read the journals' registry: %s", reply->str);
         d->status = TALLY_EUNAVAIL;
     } else {
+        /* Every journal's last entry is asked for at once, one round trip for them all; each
+         * job folds as soon as its own answer comes, and the drain ends with the last job. */
         for (size_t i = 0; i < reply->elements && d->status == 0; i++) {
             const redisReply *e = reply->element[i];
             int rc;
@@ -939,22 +986,21 @@ static void on_journals_reply(int status, redisReply *reply, void *arg)
 int tally_folder_drain(struct tally_folder *f, tally_folder_drained_cb *done, void *arg)
 {
     const char *argv[] = {"ZRANGE", f->registry, "0", "-1"};
-    size_t argvlen[] = {6, strlen(f->registry), 1, 2};
-    struct tally_store *st;
     struct cfold_drain *d;
 
     if (f->cluster == NULL)
         return TALLY_EINVAL;
-    st = tally_redis_for_key(f->router, f->registry, strlen(f->registry));
-    if (st == NULL || !tally_store_ready(st))
-        return TALLY_EUNAVAIL;
     if ((d = calloc(1, sizeof(*d))) == NULL)
         return TALLY_ENOMEM;
     d->f = f;
     d->done = done;
     d->arg = arg;
     d->pending = 1;
-    if (tally_store_command(st, 4, argv, argvlen, on_journals_reply, d) < 0) {
+    tally_buf_init(&d->call);
+    cfold_put_command(&d->call, 4, argv);
+    if (cfold_eval(f, tally_key_slot(f->registry, strlen(f->registry)), NULL, false,
+                   CFOLD_COMMAND, &d->call, 0, d->call.len, 0, on_journals_reply, d) < 0) {
+        tally_buf_release(&d->call);
         free(d);
         return TALLY_EUNAVAIL;
     }

@@ -547,10 +547,12 @@ static int forget_now(struct forget_call *c)
                               c);
 }
 
-static void on_forget_drained(int status, void *arg)
+static void on_forget_drained(int status, unsigned steps, void *arg)
 {
     struct forget_call *c = arg;
 
+    /* The folds before the forget, as the steps of drain.lua are with one Redis. */
+    tally_metric_add(&c->h->w->metrics.forget_steps, steps);
     if (status == 0)
         status = forget_now(c);
     if (status < 0) {

@@ -325,7 +325,8 @@ static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *
                     "Bounded fold calls DELETEs made before the call that forgets the article: "
                     "each folds at most 256 journal entries and 16 KiB of their records (128 "
                     "merged records counted, the rest staged) or counts one staged chunk, so "
-                    "that no call holds Redis long.",
+                    "that no call holds Redis long. On a Redis Cluster, each plan of at most "
+                    "16 entries of a journal (cplan) and each bucket's part of one (cpart).",
                     (double)SUM(forget_steps));
     metrics_counter(out, "tally_journal_refused_total",
                     "Write requests answered 503 because their worker thread had --journal-max "

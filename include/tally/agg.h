@@ -80,6 +80,7 @@ struct tally_agg {
     /* Scratch for building BODY. */
     struct tally_buf keys, head, args;
     size_t nkeys;
+    bool key_too_long;            /* a key to declare did not fit TALLY_KEY_MAX: left out */
     uint8_t declare_mask[TALLY_BUCKETS]; /* per bucket: the keys to declare, TALLY_EXPIRY_* */
     char day[9], hour[11];
     char model[TALLY_MODEL_ARG_MAX + 1]; /* tally_model_arg(), the script's "model" */
@@ -163,10 +164,13 @@ const char *tally_agg_record_id(const struct tally_agg *a, size_t i, size_t *len
  * CHUNK (LEN bytes) is one bucket's merged records as src/scripts/cplan.lua answers them:
  * per record the Unix time of its hour, then its tokens as count.lua reads them, all joined
  * by "\n". The keys are appended to OUT as RESP bulk strings (to follow numkeys). Pure.
- * Returns the number of keys, TALLY_EINVAL (BUCKET out of range, CHUNK not of that form or
- * holding a record of another bucket, a key too long) or TALLY_ENOMEM; on an error OUT is
- * as it was. */
+ * Returns the number of keys, TALLY_EINVAL or TALLY_ENOMEM; on an error OUT is as it was.
+ * TALLY_EINVAL sets *WHY (static text) to what was wrong: BUCKET out of range, CHUNK not of
+ * that form or holding a record of another bucket, or a key longer than TALLY_KEY_MAX allows
+ * (an id or a metric's name too long: a key left out would not be declared, and the part
+ * would be refused while its slot moves, or worse, so the chunk is refused whole). */
 int tally_agg_part_keys(struct tally_buf *out, const char *prefix, unsigned bucket,
-                        const char *writer, size_t writer_len, const char *chunk, size_t len);
+                        const char *writer, size_t writer_len, const char *chunk, size_t len,
+                        const char **why);
 
 #endif

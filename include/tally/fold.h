@@ -111,8 +111,11 @@ unsigned tally_folder_bucket(const struct tally_folder *f);
 const char *tally_folder_trimmed(const struct tally_folder *f);
 
 /* Runs once per tally_folder_drain() that returned 0: STATUS 0 when every journal was folded
- * up to its entry that was last when the drain started, else a negative TALLY_E* code. */
-typedef void tally_folder_drained_cb(int status, void *arg);
+ * up to its entry that was last when the drain started, else a negative TALLY_E* code. STEPS:
+ * the fold calls the drain made, failed or not (each plan and each bucket's part, cplan and
+ * cpart; a call sent again after MOVED or ASK is the same call), as tally_forget_steps_total
+ * counts them. */
+typedef void tally_folder_drained_cb(int status, unsigned steps, void *arg);
 
 /* On a cluster, before a DELETE forgets an article: fold every journal of the registry, of
  * every collector, up to the entry that was last in it now, so that nothing acknowledged

@@ -2365,6 +2365,7 @@ static void test_agg_lists_the_keys_a_fold_part_touches(void **state)
     };
     char tag[3], y[16], chunk[1024], key[TALLY_KEY_MAX], want[128];
     unsigned bucket = tally_key_bucket("x", 1);
+    const char *why;
 
     (void)state;
     bucket_hex("x", 1, tag);
@@ -2380,7 +2381,7 @@ static void test_agg_lists_the_keys_a_fold_part_touches(void **state)
         with_tag(cases[c].chunk, tag, y, chunk, sizeof(chunk));
         tally_buf_init(&b);
         tally_buf_add(&b, "keep", 4); /* appended after what OUT holds */
-        got = tally_agg_part_keys(&b, "t:", bucket, "w-1", 3, chunk, strlen(chunk));
+        got = tally_agg_part_keys(&b, "t:", bucket, "w-1", 3, chunk, strlen(chunk), &why);
         if (got != 1 + (int)n) {
             print_error("%s: %d keys, want %zu\n", cases[c].what, got, 1 + n);
             fail();
@@ -2429,6 +2430,7 @@ static void test_agg_refuses_a_fold_part_it_cannot_read(void **state)
     char tag[3], other[3], chunk[256];
     unsigned bucket = tally_key_bucket("x", 1);
     struct tally_buf b;
+    const char *why;
 
     (void)state;
     bucket_hex("x", 1, tag);
@@ -2441,16 +2443,74 @@ static void test_agg_refuses_a_fold_part_it_cannot_read(void **state)
             memcpy(chunk + 11, other, 2);
         tally_buf_reset(&b);
         tally_buf_add(&b, "keep", 4);
-        if (tally_agg_part_keys(&b, "t:", bucket, "w-1", 3, chunk, strlen(chunk)) !=
+        if (tally_agg_part_keys(&b, "t:", bucket, "w-1", 3, chunk, strlen(chunk), &why) !=
             TALLY_EINVAL) {
             print_error("chunk %zu was not refused: %s\n", c, chunk);
             fail();
         }
+        assert_string_equal(why, "not a chunk of merged records of its bucket");
         assert_int_equal(b.len, 4);
     }
-    assert_int_equal(tally_agg_part_keys(&b, "t:", TALLY_BUCKETS, "w-1", 3, "", 0),
+    assert_int_equal(tally_agg_part_keys(&b, "t:", TALLY_BUCKETS, "w-1", 3, "", 0, &why),
                      TALLY_EINVAL);
+    assert_string_equal(why, "bucket: out of range");
     assert_int_equal(b.len, 4);
+    tally_buf_release(&b);
+}
+
+/* A key past TALLY_KEY_MAX (511 bytes and its end) -- a metric's name written by another
+ * version, an id -- is not left out of the declared keys: the chunk is refused whole, saying
+ * why, OUT as it was. A sum of a metric this collector does not know declares its day, hour
+ * and all-time keys by its name; the hour key, "t:{bb}h:<name>:<hour>", is 19 bytes and the
+ * name. An article's totals, "t:{bb}a:<id>", are 8 bytes and the id. */
+static void test_agg_refuses_a_fold_part_with_a_key_too_long(void **state)
+{
+    static const struct {
+        size_t name, id;
+        int want; /* keys: the cursor and 6 (as for "likes" in the list above), or refused */
+    } cases[] = {
+        {492, 1, 7}, {493, 1, TALLY_EINVAL}, {5, 503, 7}, {5, 504, TALLY_EINVAL},
+    };
+    char tag[3], name[600], id[600], chunk[1400];
+    unsigned bucket = tally_key_bucket("x", 1);
+    struct tally_buf b;
+    struct resp r;
+    const char *why;
+
+    (void)state;
+    bucket_hex("x", 1, tag);
+    memset(name, 'n', sizeof(name));
+    memset(id, 'i', sizeof(id));
+    tally_buf_init(&b);
+    for (size_t c = 0; c < N_ELEMS(cases); c++) {
+        size_t longest = 0;
+        int got;
+
+        snprintf(chunk, sizeof(chunk), "1800001800\n%s\n%.*s\n0\n0\n0\n0\n1\n%.*s\n4\n0",
+                 tag, (int)cases[c].id, id, (int)cases[c].name, name);
+        tally_buf_reset(&b);
+        tally_buf_add(&b, "keep", 4);
+        why = NULL;
+        got = tally_agg_part_keys(&b, "t:", bucket, "w-1", 3, chunk, strlen(chunk), &why);
+        if (got != cases[c].want) {
+            print_error("case %zu (a name of %zu bytes, an id of %zu): %d, want %d\n", c,
+                        cases[c].name, cases[c].id, got, cases[c].want);
+            fail();
+        }
+        if (got < 0) {
+            assert_string_equal(why, "a key too long: an article id or a metric's name past "
+                                     "TALLY_KEY_MAX");
+            assert_int_equal(b.len, 4);
+            continue;
+        }
+        memset(&r, 0, sizeof(r));
+        resp_read(&r, b.data + 4, b.len - 4);
+        assert_int_equal(r.n, got);
+        for (size_t i = 0; i < r.n; i++)
+            longest = r.len[i] > longest ? r.len[i] : longest;
+        assert_int_equal(longest, TALLY_KEY_MAX - 1); /* the longest that fits */
+        resp_free(&r);
+    }
     tally_buf_release(&b);
 }
 
@@ -2489,6 +2549,7 @@ int main(void)
         cmocka_unit_test(test_agg_merges_a_brute_force_count_of_many_requests),
         cmocka_unit_test(test_agg_lists_the_keys_a_fold_part_touches),
         cmocka_unit_test(test_agg_refuses_a_fold_part_it_cannot_read),
+        cmocka_unit_test(test_agg_refuses_a_fold_part_with_a_key_too_long),
     };
 
     return cmocka_run_group_tests_name("agg", tests, NULL, NULL);
