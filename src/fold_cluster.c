@@ -14,6 +14,7 @@
 #include "tally/cache.h"
 #include "tally/clock.h"
 #include "tally/error.h"
+#include "tally/fence.h"
 #include "tally/fold.h"
 #include "tally/keys.h"
 #include "tally/known.h"
@@ -114,7 +115,9 @@ struct fold_cluster {
     bool chosen;                        /* the journal's tag is chosen */
     bool beating;                       /* a cheartbeat in flight */
     struct tally_buf beat;              /* its call, kept until its reply */
-    _Atomic uint64_t confirmed_at;      /* ms (tally_now_ms) of the last confirmed heartbeat */
+    uint64_t beat_sent;                 /* ms (tally_now_ms): it was sent */
+    _Atomic uint64_t confirmed_sent;    /* ms (tally_now_ms): the last heartbeat confirmed was
+                                         * sent (0: none yet), see tally_folder_journal_by() */
     bool looking;                       /* a cstale, cdrop or cgone of a reclaim in flight */
     enum cfold_retire retire;
     struct event *beat_ev;
@@ -949,7 +952,7 @@ static void on_beat_reply(int status, redisReply *reply, void *arg)
 
     c->beating = false;
     if (status == 0 && reply->type != REDIS_REPLY_ERROR) {
-        if (atomic_exchange(&c->confirmed_at, tally_now_ms()) == 0)
+        if (atomic_exchange(&c->confirmed_sent, c->beat_sent) == 0)
             log_debug("journal '%s' registered", f->journal);
     } else if (status == 0) {
         log_warn("redis refused the heartbeat of journal '%s': %s", f->journal, reply->str);
@@ -975,22 +978,48 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
     tally_buf_add_bulk(b, "1", 1);
     tally_buf_add_bulk(b, f->registry, strlen(f->registry));
     tally_buf_add_bulk(b, f->journal, strlen(f->journal));
+    c->beat_sent = tally_now_ms();
     if (cfold_eval(f, tally_key_slot(f->registry, strlen(f->registry)), NULL, false,
                    TALLY_SCRIPT_CHEARTBEAT, b, 0, b->len, 3, on_beat_reply, f) == 0)
         c->beating = true;
-    cfold_beat_arm(c, atomic_load(&c->confirmed_at) != 0 ? CFOLD_HEARTBEAT_MS
-                                                          : CFOLD_HEARTBEAT_RETRY_MS);
+    cfold_beat_arm(c, atomic_load(&c->confirmed_sent) != 0 ? CFOLD_HEARTBEAT_MS
+                                                            : CFOLD_HEARTBEAT_RETRY_MS);
 }
 
+/* Both below count from the sending of the last heartbeat confirmed, not from its reply: its
+ * score is the registry master's clock when it ran, which was after it was sent and may have
+ * been long before the reply came (a stall of that master). */
 bool tally_folder_registered(const struct tally_folder *f)
 {
-    uint64_t at;
+    uint64_t sent;
 
     if (f->cluster == NULL)
         return true;
-    at = atomic_load(&f->cluster->confirmed_at);
-    return f->cluster->retire == CFOLD_LIVE && at != 0 &&
-           tally_now_ms() - at < TALLY_FOLD_REGISTERED_MS;
+    sent = atomic_load(&f->cluster->confirmed_sent);
+    return f->cluster->retire == CFOLD_LIVE && sent != 0 &&
+           tally_now_ms() - sent < TALLY_FOLD_REGISTERED_MS;
+}
+
+/* A unit put in the journal's lane while the journal was registered may reach Redis up to
+ * --hold + --redis-timeout later: a Redis down, then back; a stall. Were the heartbeats to fail
+ * meanwhile, another collector could find the journal stale, fold it until empty, drop it and
+ * take it out of the registry before the unit arrives: its entry would then make the journal
+ * anew, out of the registry, folded by none but its writer (and never, if the writer dies).
+ * So a unit bound for the journal is fenced no later than the time others may take it for gone
+ * (tally_fence_journal_at()): arriving later, it is refused ("fenced", never run), and the
+ * writer sends its events to their buckets instead. ack.lua cannot check the registry itself:
+ * the registry is in slot {00}, the journal in its own, and a script touches one slot. */
+uint64_t tally_folder_journal_by(const struct tally_folder *f)
+{
+    uint64_t sent;
+
+    if (f->cluster == NULL)
+        return UINT64_MAX;
+    sent = atomic_load(&f->cluster->confirmed_sent);
+    /* A stopping worker's journal takes nothing more: it may be dropped now. */
+    if (f->cluster->retire != CFOLD_LIVE || sent == 0)
+        return 0;
+    return tally_fence_journal_by(sent, TALLY_FOLD_STALE_MS);
 }
 
 unsigned tally_folder_bucket(const struct tally_folder *f)
