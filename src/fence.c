@@ -59,6 +59,8 @@ uint64_t tally_fence_journal_by(uint64_t beat_sent, uint32_t stale_ms)
 int64_t tally_fence_journal_at(const struct tally_clock *c, uint64_t answer_by,
                                uint64_t journal_by)
 {
+    if (journal_by <= TALLY_FENCE_MARGIN_MS)
+        return 0; /* none: refused whenever it arrives */
     return tally_fence_at(c, answer_by < journal_by ? answer_by : journal_by);
 }
 

@@ -67,8 +67,8 @@ uint64_t tally_fence_journal_by(uint64_t beat_sent, uint32_t stale_ms);
 
 /* The fence of a unit for a cluster journal: the earlier of its answer's (tally_fence_at())
  * and the journal's, JOURNAL_BY (tally_fence_journal_by()), on the journal's Redis that C
- * samples. Past it the script refuses the unit ("fenced"), so no entry lands in a journal that
- * others may have dropped already. */
+ * samples (0, long past, when JOURNAL_BY is 0: no journal takes it). Past it the script refuses
+ * the unit ("fenced"), so no entry lands in a journal that others may have dropped already. */
 int64_t tally_fence_journal_at(const struct tally_clock *c, uint64_t answer_by,
                                uint64_t journal_by);
 
