@@ -362,7 +362,7 @@ static void writer_flush_lane(struct write_lane *l)
  * (tally_folder_journal_by()), what waits in its lane goes to the buckets' lanes: a unit
  * that surely did not run, and the parts not sent yet. (A unit that may have run is sent again
  * as it is: its marker tells, or its fence refuses it.) */
-static void writer_journal_check(struct tally_writer *w, uint64_t now)
+static void writer_journal_check(struct tally_writer *w)
 {
     struct write_lane *l;
 
@@ -370,7 +370,7 @@ static void writer_journal_check(struct tally_writer *w, uint64_t now)
         return;
     l = &w->lanes[TALLY_BUCKETS];
     if ((TAILQ_EMPTY(&l->pending) && !(l->state == UNIT_RESEND && !l->uncertain)) ||
-        tally_fence_open(now, writer_lane_by(l)))
+        tally_fence_open(tally_now_ms(), writer_lane_by(l)))
         return;
     if (l->state == UNIT_RESEND && !l->uncertain)
         writer_requeue_unit(l);
@@ -383,7 +383,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    writer_journal_check(w, tally_now_ms());
+    writer_journal_check(w);
     for (size_t i = 0; i < w->n_lanes; i++)
         writer_flush_lane(&w->lanes[i]);
 }
@@ -664,7 +664,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    writer_journal_check(w, now);
+    writer_journal_check(w);
     for (size_t i = 0; i < w->n_lanes; i++) {
         writer_expire_lane(&w->lanes[i], now);
         writer_flush_lane(&w->lanes[i]);
