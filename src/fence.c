@@ -51,6 +51,19 @@ bool tally_fence_open(uint64_t now, uint64_t answer_by)
     return now + TALLY_FENCE_MARGIN_MS < answer_by;
 }
 
+uint64_t tally_fence_journal_by(uint64_t beat_sent, uint32_t stale_ms)
+{
+    return beat_sent + stale_ms - TALLY_FENCE_GONE_MARGIN_MS;
+}
+
+int64_t tally_fence_journal_at(const struct tally_clock *c, uint64_t answer_by,
+                               uint64_t journal_by)
+{
+    if (journal_by <= TALLY_FENCE_MARGIN_MS)
+        return 0; /* none: refused whenever it arrives */
+    return tally_fence_at(c, answer_by < journal_by ? answer_by : journal_by);
+}
+
 int tally_unit_status(enum tally_unit_fate fate)
 {
     switch (fate) {

@@ -515,7 +515,7 @@ static void on_reclaim_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct tally_folder *f = arg;
     struct tally_store *st = tally_redis_for_slot(f->router, 0);
-    struct tally_buf b;
+    struct tally_buf *b = &f->reclaim;
 
     (void)fd;
     (void)what;
@@ -525,18 +525,19 @@ static void on_reclaim_timer(evutil_socket_t fd, short what, void *arg)
     }
     if (f->reclaiming || st == NULL || !tally_store_ready(st))
         return;
-    tally_buf_init(&b);
-    tally_buf_add_bulk(&b, "1", 1);
-    tally_buf_add_bulk(&b, f->registry, strlen(f->registry));
-    tally_buf_add_bulk(&b, f->cfg->prefix, strlen(f->cfg->prefix));
-    tally_buf_add_bulk(&b, f->model, strlen(f->model));
-    tally_buf_add_bulk_i64(&b, FOLD_RECLAIM_ENTRIES);
-    tally_buf_add_bulk_i64(&b, TALLY_FOLD_STALE_MS);
-    tally_buf_add_bulk_i64(&b, FOLD_STEP_RECORDS);
-    if (!b.oom && tally_store_eval(st, TALLY_SCRIPT_RECLAIM, b.data, b.len, 7, on_reclaim_reply,
-                                   f) == 0)
+    /* The store borrows the call's body until the reply (tally_store_eval()): it stays in the
+     * folder, not on this stack, until on_reclaim_reply(). */
+    tally_buf_reset(b);
+    tally_buf_add_bulk(b, "1", 1);
+    tally_buf_add_bulk(b, f->registry, strlen(f->registry));
+    tally_buf_add_bulk(b, f->cfg->prefix, strlen(f->cfg->prefix));
+    tally_buf_add_bulk(b, f->model, strlen(f->model));
+    tally_buf_add_bulk_i64(b, FOLD_RECLAIM_ENTRIES);
+    tally_buf_add_bulk_i64(b, TALLY_FOLD_STALE_MS);
+    tally_buf_add_bulk_i64(b, FOLD_STEP_RECORDS);
+    if (!b->oom && tally_store_eval(st, TALLY_SCRIPT_RECLAIM, b->data, b->len, 7,
+                                    on_reclaim_reply, f) == 0)
         f->reclaiming = true;
-    tally_buf_release(&b);
 }
 
 struct tally_folder *tally_folder_new(struct event_base *base, struct tally_redis *router,
@@ -558,6 +559,7 @@ struct tally_folder *tally_folder_new(struct event_base *base, struct tally_redi
     f->known = known;
     f->wake_fd = -1;
     tally_buf_init(&f->body);
+    tally_buf_init(&f->reclaim);
     tally_model_arg(f->model);
     /* On a cluster the journal's name waits for its tag, chosen once the slot map is known
      * (src/fold_cluster.c). */
@@ -601,6 +603,7 @@ void tally_folder_free(struct tally_folder *f)
         close(f->wake_fd);
     fold_cluster_free(f);
     tally_buf_release(&f->body);
+    tally_buf_release(&f->reclaim);
     for (size_t i = 0; i < f->b_len; i++)
         tally_merge_free(f->batch[(f->b_head + i) % FOLD_BATCHES].m);
     for (size_t i = 0; i < f->n_spare; i++)

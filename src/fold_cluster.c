@@ -4,6 +4,7 @@
  * there), the folds of journals whose writer is gone, a DELETE's folds of every journal, and
  * the last steps of a stop. */
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "tally/cache.h"
 #include "tally/clock.h"
 #include "tally/error.h"
+#include "tally/fence.h"
 #include "tally/fold.h"
 #include "tally/keys.h"
 #include "tally/known.h"
@@ -125,14 +127,26 @@ struct fold_cluster {
     bool chosen;                        /* the journal's tag is chosen */
     bool beating;                       /* a cheartbeat in flight */
     struct tally_buf beat;              /* its call, kept until its reply */
-    _Atomic uint64_t confirmed_at;      /* ms (tally_now_ms) of the last confirmed heartbeat */
+    uint64_t beat_sent;                 /* ms (tally_now_ms): it was sent */
+    _Atomic uint64_t confirmed_sent;    /* ms (tally_now_ms): the last heartbeat confirmed was
+                                         * sent (0: none yet), see tally_folder_journal_by() */
     bool looking;                       /* a cstale, cdrop or cgone of a reclaim in flight */
+    int sibling;                        /* its place in cfold_siblings, or -1 */
     enum cfold_retire retire;
     struct event *beat_ev;
 };
 
-/* Folders of this process, so that a reclaim passes over its siblings' journals. */
-static struct tally_folder *_Atomic cfold_siblings[TALLY_THREADS_MAX];
+/* The journals of this process's folders, so that a reclaim passes over its siblings'. Their
+ * names are copied here, into a table that outlives every folder, under a lock: a worker never
+ * reads a folder of another thread, which may be freed (a folder leaves the table before it is
+ * freed, and stays out of it while it goes: no thread holds its name then). Taken by each
+ * worker's look and its reply (once a second), and once at a folder's start and end: never on
+ * a request's path. */
+static struct {
+    pthread_mutex_t lock;
+    bool used[TALLY_THREADS_MAX];
+    char journal[TALLY_THREADS_MAX][TALLY_KEY_MAX];
+} cfold_siblings = {.lock = PTHREAD_MUTEX_INITIALIZER};
 static _Atomic unsigned cfold_chosen; /* journals whose tag was chosen: the next master */
 static _Atomic unsigned cfold_offset = UINT_MAX; /* the process's first master: collectors of
                                                    * a few workers each spread over them all */
@@ -811,13 +825,16 @@ static void cfold_reclaim_end(struct tally_folder *f, bool ok, bool empty)
 
 static bool cfold_sibling(const char *name, size_t len)
 {
-    for (size_t i = 0; i < TALLY_THREADS_MAX; i++) {
-        struct tally_folder *s = atomic_load(&cfold_siblings[i]);
+    bool found = false;
 
-        if (s != NULL && strlen(s->journal) == len && memcmp(s->journal, name, len) == 0)
-            return true;
+    pthread_mutex_lock(&cfold_siblings.lock);
+    for (size_t i = 0; i < TALLY_THREADS_MAX && !found; i++) {
+        const char *s = cfold_siblings.journal[i];
+
+        found = cfold_siblings.used[i] && strlen(s) == len && memcmp(s, name, len) == 0;
     }
-    return false;
+    pthread_mutex_unlock(&cfold_siblings.lock);
+    return found;
 }
 
 static void on_stale_reply(int status, redisReply *reply, void *arg)
@@ -858,14 +875,16 @@ static void cfold_look(struct tally_folder *f)
     tally_buf_add_bulk_i64(b, TALLY_FOLD_STALE_MS);
     tally_buf_add_bulk_i64(b, (int64_t)(arc4random() & 0xffff));
     nargs = 4;
+    pthread_mutex_lock(&cfold_siblings.lock);
     for (size_t i = 0; i < TALLY_THREADS_MAX; i++) {
-        struct tally_folder *s = atomic_load(&cfold_siblings[i]);
+        const char *s = cfold_siblings.journal[i];
 
-        if (s != NULL) {
-            tally_buf_add_bulk(b, s->journal, strlen(s->journal));
+        if (cfold_siblings.used[i]) {
+            tally_buf_add_bulk(b, s, strlen(s));
             nargs++;
         }
     }
+    pthread_mutex_unlock(&cfold_siblings.lock);
     if (cfold_eval(f, tally_key_slot(f->registry, strlen(f->registry)), NULL, false,
                    TALLY_SCRIPT_CSTALE, b, 0, b->len, nargs, on_stale_reply, f) == 0)
         c->looking = true;
@@ -1034,7 +1053,6 @@ static bool cfold_choose(struct tally_folder *f)
 {
     struct fold_cluster *c = f->cluster;
     unsigned bucket, offset;
-    size_t me;
 
     if (c->chosen)
         return true;
@@ -1051,12 +1069,15 @@ static bool cfold_choose(struct tally_folder *f)
         cfold_names(&c->reclaim, f->cfg->prefix, bucket, c->writer, strlen(c->writer)) < 0)
         return false;
     memcpy(f->journal, c->own.journal, sizeof(f->journal));
-    for (me = 0; me < TALLY_THREADS_MAX; me++) {
-        struct tally_folder *none = NULL;
-
-        if (atomic_compare_exchange_strong(&cfold_siblings[me], &none, f))
-            break;
+    pthread_mutex_lock(&cfold_siblings.lock);
+    for (size_t i = 0; i < TALLY_THREADS_MAX && c->sibling < 0; i++) {
+        if (!cfold_siblings.used[i]) {
+            memcpy(cfold_siblings.journal[i], f->journal, sizeof(cfold_siblings.journal[i]));
+            cfold_siblings.used[i] = true;
+            c->sibling = (int)i;
+        }
     }
+    pthread_mutex_unlock(&cfold_siblings.lock);
     c->chosen = true;
     return true;
 }
@@ -1075,7 +1096,7 @@ static void on_beat_reply(int status, redisReply *reply, void *arg)
 
     c->beating = false;
     if (status == 0 && reply->type != REDIS_REPLY_ERROR) {
-        if (atomic_exchange(&c->confirmed_at, tally_now_ms()) == 0)
+        if (atomic_exchange(&c->confirmed_sent, c->beat_sent) == 0)
             log_debug("journal '%s' registered", f->journal);
     } else if (status == 0) {
         log_warn("redis refused the heartbeat of journal '%s': %s", f->journal, reply->str);
@@ -1101,22 +1122,48 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
     tally_buf_add_bulk(b, "1", 1);
     tally_buf_add_bulk(b, f->registry, strlen(f->registry));
     tally_buf_add_bulk(b, f->journal, strlen(f->journal));
+    c->beat_sent = tally_now_ms();
     if (cfold_eval(f, tally_key_slot(f->registry, strlen(f->registry)), NULL, false,
                    TALLY_SCRIPT_CHEARTBEAT, b, 0, b->len, 3, on_beat_reply, f) == 0)
         c->beating = true;
-    cfold_beat_arm(c, atomic_load(&c->confirmed_at) != 0 ? CFOLD_HEARTBEAT_MS
-                                                          : CFOLD_HEARTBEAT_RETRY_MS);
+    cfold_beat_arm(c, atomic_load(&c->confirmed_sent) != 0 ? CFOLD_HEARTBEAT_MS
+                                                            : CFOLD_HEARTBEAT_RETRY_MS);
 }
 
+/* Both below count from the sending of the last heartbeat confirmed, not from its reply: its
+ * score is the registry master's clock when it ran, which was after it was sent and may have
+ * been long before the reply came (a stall of that master). */
 bool tally_folder_registered(const struct tally_folder *f)
 {
-    uint64_t at;
+    uint64_t sent;
 
     if (f->cluster == NULL)
         return true;
-    at = atomic_load(&f->cluster->confirmed_at);
-    return f->cluster->retire == CFOLD_LIVE && at != 0 &&
-           tally_now_ms() - at < TALLY_FOLD_REGISTERED_MS;
+    sent = atomic_load(&f->cluster->confirmed_sent);
+    return f->cluster->retire == CFOLD_LIVE && sent != 0 &&
+           tally_now_ms() - sent < TALLY_FOLD_REGISTERED_MS;
+}
+
+/* A unit put in the journal's lane while the journal was registered may reach Redis up to
+ * --hold + --redis-timeout later: a Redis down, then back; a stall. Were the heartbeats to fail
+ * meanwhile, another collector could find the journal stale, fold it until empty, drop it and
+ * take it out of the registry before the unit arrives: its entry would then make the journal
+ * anew, out of the registry, folded by none but its writer (and never, if the writer dies).
+ * So a unit bound for the journal is fenced no later than the time others may take it for gone
+ * (tally_fence_journal_at()): arriving later, it is refused ("fenced", never run), and the
+ * writer sends its events to their buckets instead. ack.lua cannot check the registry itself:
+ * the registry is in slot {00}, the journal in its own, and a script touches one slot. */
+uint64_t tally_folder_journal_by(const struct tally_folder *f)
+{
+    uint64_t sent;
+
+    if (f->cluster == NULL)
+        return UINT64_MAX;
+    sent = atomic_load(&f->cluster->confirmed_sent);
+    /* A stopping worker's journal takes nothing more: it may be dropped now. */
+    if (f->cluster->retire != CFOLD_LIVE || sent == 0)
+        return 0;
+    return tally_fence_journal_by(sent, TALLY_FOLD_STALE_MS);
 }
 
 unsigned tally_folder_bucket(const struct tally_folder *f)
@@ -1184,6 +1231,7 @@ int fold_cluster_init(struct tally_folder *f, const char *writer)
     if (c == NULL)
         return TALLY_ENOMEM;
     f->cluster = c;
+    c->sibling = -1;
     snprintf(c->writer, sizeof(c->writer), "%s", writer);
     cfold_job_init(&c->own, f, CFOLD_OWN);
     cfold_job_init(&c->reclaim, f, CFOLD_RECLAIM);
@@ -1201,10 +1249,10 @@ void fold_cluster_free(struct tally_folder *f)
 
     if (c == NULL)
         return;
-    for (size_t i = 0; i < TALLY_THREADS_MAX; i++) {
-        struct tally_folder *me = f;
-
-        atomic_compare_exchange_strong(&cfold_siblings[i], &me, NULL);
+    if (c->sibling >= 0) {
+        pthread_mutex_lock(&cfold_siblings.lock);
+        cfold_siblings.used[c->sibling] = false;
+        pthread_mutex_unlock(&cfold_siblings.lock);
     }
     if (c->beat_ev != NULL)
         event_free(c->beat_ev);

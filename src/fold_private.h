@@ -107,7 +107,8 @@ struct tally_folder {
     bool b_open;
     struct tally_merge *spare[FOLD_BATCHES]; /* merges of batches gone, kept for new ones */
     size_t n_spare;
-    struct tally_buf body;
+    struct tally_buf body;       /* the fold's call, kept until its reply */
+    struct tally_buf reclaim;    /* the reclaim's call, kept until its reply */
     /* On a Redis Cluster (src/fold_cluster.c): the journal's folds, its heartbeat, reclaims
      * and a stop's last steps. NULL with one Redis. Owned. */
     struct fold_cluster *cluster;

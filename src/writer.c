@@ -1,6 +1,7 @@
 /* writer.c -- group commit of held requests into write units, one unit in flight per lane,
  * with a deadline per request, fenced units, exactly-once resends of a unit whose reply was
  * lost, and (in a Redis Cluster) one lane per key bucket, following MOVED and ASK. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +157,7 @@ static void writer_requeue_unit(struct write_lane *l)
 /* ---- Sending ---- */
 
 static void on_unit_reply(int status, redisReply *reply, void *arg);
+static void writer_unjournal(struct write_lane *l);
 
 static void writer_schedule(struct tally_writer *w)
 {
@@ -174,8 +176,17 @@ static struct tally_store *writer_store(struct write_lane *l)
     return tally_redis_for_slot(l->w->router, l->slot);
 }
 
+/* The time by which the lane's units must reach Redis whatever their answers' time: on a
+ * cluster, the journal's lane's, before others may take the journal for gone
+ * (tally_folder_journal_by()). */
+static uint64_t writer_lane_by(const struct write_lane *l)
+{
+    return l->agg.journal != NULL ? tally_folder_journal_by(l->w->folder) : UINT64_MAX;
+}
+
 /* Send the lane's unit to ST, fenced on ST's clock (each copy carries its own fence: in a
- * cluster a resend may go to another node). */
+ * cluster a resend may go to another node, and a journal's heartbeat may have moved its
+ * time on). */
 static void writer_send(struct write_lane *l, struct tally_store *st)
 {
     struct tally_buf *b = &l->agg.body;
@@ -183,7 +194,7 @@ static void writer_send(struct write_lane *l, struct tally_store *st)
     int rc = TALLY_EUNAVAIL;
 
     if (clock != NULL) {
-        tally_agg_fence(&l->agg, tally_fence_at(clock, l->answer_by));
+        tally_agg_fence(&l->agg, tally_fence_journal_at(clock, l->answer_by, writer_lane_by(l)));
         rc = tally_store_eval_asking(st, l->asking,
                                      l->agg.journal != NULL ? TALLY_SCRIPT_ACK : TALLY_SCRIPT_APPLY,
                                      b->data, b->len, l->agg.nargs, on_unit_reply, l);
@@ -347,12 +358,32 @@ static void writer_flush_lane(struct write_lane *l)
     writer_send(l, st);
 }
 
+/* On a cluster, once the journal could no longer take a unit before its time
+ * (tally_folder_journal_by()), what waits in its lane goes to the buckets' lanes: a unit
+ * that surely did not run, and the parts not sent yet. (A unit that may have run is sent again
+ * as it is: its marker tells, or its fence refuses it.) */
+static void writer_journal_check(struct tally_writer *w)
+{
+    struct write_lane *l;
+
+    if (w->n_lanes <= TALLY_BUCKETS)
+        return;
+    l = &w->lanes[TALLY_BUCKETS];
+    if ((TAILQ_EMPTY(&l->pending) && !(l->state == UNIT_RESEND && !l->uncertain)) ||
+        tally_fence_open(tally_now_ms(), writer_lane_by(l)))
+        return;
+    if (l->state == UNIT_RESEND && !l->uncertain)
+        writer_requeue_unit(l);
+    writer_unjournal(l);
+}
+
 static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
     struct tally_writer *w = arg;
 
     (void)fd;
     (void)what;
+    writer_journal_check(w);
     for (size_t i = 0; i < w->n_lanes; i++)
         writer_flush_lane(&w->lanes[i]);
 }
@@ -446,6 +477,13 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
         /* Redis reached it past its fence (late, or behind a stall): it never runs. */
         tally_metric_add(&w->metrics->redis_units_fenced, 1);
         l->refusals = 0;
+        if (l->agg.trimmed != NULL && tally_fence_open(tally_now_ms(), l->answer_by)) {
+            /* Past the journal's time, not its answers': its events go to their buckets. */
+            l->uncertain = false;
+            writer_requeue_unit(l);
+            writer_unjournal(l);
+            return;
+        }
         writer_answer_unit(l, tally_unit_status(TALLY_UNIT_FENCED));
         return;
     }
@@ -626,6 +664,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    writer_journal_check(w);
     for (size_t i = 0; i < w->n_lanes; i++) {
         writer_expire_lane(&w->lanes[i], now);
         writer_flush_lane(&w->lanes[i]);
@@ -706,6 +745,47 @@ static int writer_split(struct tally_writer *w, struct tally_write *wr)
 }
 
 /* ---- The journal on a cluster ---- */
+
+/* Put P in lane L's queue in the order of the answers' times, which writer_expire_lane()
+ * relies on. */
+static void writer_insert(struct write_lane *l, struct tally_write_part *p)
+{
+    struct tally_write_part *q;
+
+    TAILQ_FOREACH_REVERSE(q, &l->pending, part_list, link) {
+        if (q->w->answer_by <= p->w->answer_by) {
+            TAILQ_INSERT_AFTER(&l->pending, q, p, link);
+            return;
+        }
+    }
+    TAILQ_INSERT_HEAD(&l->pending, p, link);
+}
+
+/* The journal's lane L may take nothing more in time: each write waiting in it (a single part,
+ * not sent, or sent and surely not run) is split by bucket into the buckets' lanes, as if it
+ * had never been journaled; its answer-by time stays. */
+static void writer_unjournal(struct write_lane *l)
+{
+    struct tally_writer *w = l->w;
+    struct tally_write_part *p;
+
+    while ((p = TAILQ_FIRST(&l->pending)) != NULL) {
+        struct tally_write *wr = p->w;
+
+        assert(p == &wr->single && wr->n_parts == 1);
+        TAILQ_REMOVE(&l->pending, p, link);
+        if (writer_split(w, wr) < 0) {
+            wr->parts = NULL;
+            wr->n_parts = 1;
+            writer_part_done(w, p, TALLY_EUNAVAIL);
+            continue;
+        }
+        wr->parts_left = wr->n_parts;
+        for (size_t k = 0; k < wr->n_parts; k++)
+            writer_insert(wr->parts[k].lane, &wr->parts[k]);
+    }
+    writer_schedule(w);
+}
 
 /* The lane of the folder's journal on a cluster, following the journal's tag. */
 static struct write_lane *writer_journal_lane(struct tally_writer *w)

@@ -26,6 +26,8 @@
 #define TALLY_CLOCK_DRIFT_PPM 1000 /* allowance for the drift of the clocks, per sample age */
 #define TALLY_CLOCK_SAMPLE_MS 1000 /* how often a ready connection asks TIME */
 #define TALLY_CLOCK_KEEP_MS 5000   /* a sample is kept over a much slower one this long */
+#define TALLY_FENCE_GONE_MARGIN_MS 1000 /* a cluster journal's deadline before others may take
+                                        * it for gone: a fast clock, small steps of it */
 
 /* One TIME sample of one Redis. */
 struct tally_clock {
@@ -51,6 +53,24 @@ int64_t tally_fence_at(const struct tally_clock *c, uint64_t answer_by);
 /* May a unit whose first answer falls due at ANSWER_BY still be sent at NOW? Not when its
  * fence has passed already: the script would surely refuse it. */
 bool tally_fence_open(uint64_t now, uint64_t answer_by);
+
+/* On a Redis Cluster, the monotonic time by which a unit must reach its worker's journal, whose
+ * last confirmed heartbeat was sent at monotonic BEAT_SENT, when other collectors take a
+ * journal whose heartbeat score is STALE_MS old on Redis's clock for gone (src/fold_cluster.c:
+ * they fold it until it is empty, drop it and unregister it; an entry appended after that lies
+ * in a journal nobody folds). TALLY_FENCE_GONE_MARGIN_MS before the earliest instant they can:
+ * the score is the registry master's clock when the heartbeat ran, after it was sent, so they
+ * cannot find it stale before BEAT_SENT + STALE_MS, less what that clock runs ahead meanwhile.
+ * The deadline is on the collector's monotonic clock, not on the score's: the registry and the
+ * journal live on different masters, whose clocks need not agree. */
+uint64_t tally_fence_journal_by(uint64_t beat_sent, uint32_t stale_ms);
+
+/* The fence of a unit for a cluster journal: the earlier of its answer's (tally_fence_at())
+ * and the journal's, JOURNAL_BY (tally_fence_journal_by()), on the journal's Redis that C
+ * samples (0, long past, when JOURNAL_BY is 0: no journal takes it). Past it the script refuses
+ * the unit ("fenced"), so no entry lands in a journal that others may have dropped already. */
+int64_t tally_fence_journal_at(const struct tally_clock *c, uint64_t answer_by,
+                               uint64_t journal_by);
 
 /* What became of a unit, as far as the collector knows. */
 enum tally_unit_fate {

@@ -48,7 +48,8 @@
  * lane of its own (ack.lua, declaring only the journal's keys), and the others to their
  * buckets' lanes as before. It does so only while the folder's heartbeat (cheartbeat, at
  * start and every second) keeps the journal's score in the registry P{00}r:journals fresh
- * (tally_folder_registered()). A fold is a plan and its parts: cplan, in the journal's slot,
+ * (tally_folder_registered()), and fences each unit sent there no later than others may take
+ * the journal for gone (tally_folder_journal_by()). A fold is a plan and its parts: cplan, in the journal's slot,
  * fixes the oldest entries as the plan (stored in P{jj}p:<writer>) and answers their records
  * merged per article and hour, grouped by bucket; each bucket's part is counted by cpart in
  * the bucket's slot, all at once, behind the journal's cursor there (P{bb}f:<writer>, the last
@@ -103,6 +104,12 @@ struct tally_folder *tally_folder_new(struct event_base *base, struct tally_redi
  * with one Redis. */
 #define TALLY_FOLD_REGISTERED_MS 2000
 bool tally_folder_registered(const struct tally_folder *f);
+
+/* On a Redis Cluster: the monotonic time (tally_now_ms()) by which a unit must reach the
+ * journal, before other collectors may take it for gone (tally_fence_journal_by()): a unit
+ * bound for it is fenced no later (tally_fence_journal_at()). 0 before the first heartbeat is
+ * confirmed and once the worker stops; UINT64_MAX with one Redis. */
+uint64_t tally_folder_journal_by(const struct tally_folder *f);
 
 /* The bucket of the journal's tag {jj} (0 with one Redis); known once registered. */
 unsigned tally_folder_bucket(const struct tally_folder *f);

@@ -52,6 +52,7 @@ import harness
 import test_reports
 from harness import TOKEN, quote, wait_until
 from test_faults import CounterChecker
+from test_reports import bucket
 
 AUTH = {"Authorization": "Bearer " + TOKEN}
 REDIS_CLI = os.environ.get("REDIS_CLI") or "redis-cli"
@@ -417,14 +418,15 @@ class MonitorTap:
 class ClusterTallyd(harness.Tallyd):
     """A tallyd on the module's cluster: --redis-cluster with the three seeds."""
 
-    def __init__(self, cluster, args=(), threads=2):
+    def __init__(self, cluster, args=(), threads=2, credentials=""):
         super().__init__(redis=None, args=args, threads=threads, redis_port=0)
         self.cluster = cluster
+        self.credentials = credentials  # "[USER]:PASSWORD@", or ""
 
     def argv(self):
         a = super().argv()
         i = a.index("--redis")
-        a[i:i + 2] = ["--redis-cluster", self.cluster.seeds()]
+        a[i:i + 2] = ["--redis-cluster", self.credentials + self.cluster.seeds()]
         return a
 
     def start(self, timeout=10.0):
@@ -1580,6 +1582,68 @@ class ClusterJournalTest(ClusterTestCase):
         sys.stderr.write("\ncluster journal: lag of another collector's reads %s s\n"
                          % " ".join("%.3f" % x for x in lags))
         self.assertLessEqual(max(lags), harness.FOLD_SECONDS)
+
+    def test_26_a_late_unit_never_lands_in_a_journal_taken_for_gone(self):
+        """A unit put in the journal's lane while the journal was registered, held back (its
+        master out of reach) until its heartbeats had failed for 5 s and another collector had
+        folded, dropped and unregistered the journal, must not make the journal anew out of
+        the registry -- where nobody folds it once its writer dies. A's Redis user is turned
+        off on the journal's master, then on the registry's ({00}'s): A's heartbeats fail, the
+        unit waits (--hold 20000). Its events go to their buckets instead (on the third
+        master), and are counted after A is killed, exactly once."""
+        b = self.collector()
+        for n in CLUSTER.nodes:
+            n.command("ACL", "SETUSER", "late", "reset", "on", ">late-s3cret", "~*", "&*",
+                      "+@all")
+            self.addCleanup(n.command, "ACL", "DELUSER", "late")
+        hub = on_owner_node(REGISTRY)
+        for _ in range(12):  # a journal's master is picked at random: not the registry's
+            a = self.track(ClusterTallyd(CLUSTER, ["--view-window", "0", "--token", TOKEN,
+                                                   "--hold", "20000"] + list(SLOW),
+                                         threads=1, credentials="late:late-s3cret@"))
+            self.addCleanup(a.close)
+            a.start()
+            a.journals = wait_registered(a, b.journals)
+            if on_owner_node(a.journals[0]) is not hub:
+                break
+            a.stop(signal.SIGKILL)
+            self.assertDropped(a.journals, timeout=RECLAIM_SECONDS + 4)
+        journal = a.journals[0]
+        home = on_owner_node(journal)
+        self.assertIsNot(home, hub)
+        third = next(m for m in CLUSTER.masters() if m is not home and m is not hub)
+        owners, on_third = {}, []
+        for i in range(2000):
+            bb = bucket("jlate/%d" % i)
+            if bb not in owners:
+                owners[bb] = CLUSTER.owner(CLUSTER.keyslot("tally:{%s}a:x" % bb))
+            if owners[bb] is third and len(on_third) < 3:
+                on_third.append("jlate/%d" % i)
+        self.post(a, [{"type": "view", "article": on_third[0]}])
+        self.assertEqual(home.command("XLEN", journal), 1)  # it journals
+
+        def off(node):
+            node.command("ACL", "SETUSER", "late", "off")
+            node.command("CLIENT", "KILL", "USER", "late")
+        off(home)
+        late = concurrent.futures.ThreadPoolExecutor(1)
+        self.addCleanup(late.shutdown)
+        body = [{"type": "view", "article": x} for x in on_third for _ in range(2)]
+        answer = late.submit(lambda: a.post_events(body, timeout=30))
+        time.sleep(0.3)  # taken while the journal is registered: it waits in the journal's lane
+        off(hub)
+        # B takes the journal for gone: folds the first entry, drops it, unregisters it.
+        self.assertDropped([journal], timeout=RECLAIM_SECONDS + 4)
+        home.command("ACL", "SETUSER", "late", "on")
+        r = answer.result(timeout=30)
+        self.assertEqual((r.status, r.body), (200, {"accepted": 6, "ignored": 0}), r)
+        a.stop(signal.SIGKILL)
+        want = {on_third[0]: 3, on_third[1]: 2, on_third[2]: 2}
+        got = harness.eventually(lambda: counted(on_third), want, timeout=RECLAIM_SECONDS + 2)
+        self.assertEqual(got, want)
+        # No journal outside the registry: none would ever be folded.
+        self.assertEqual(set(journal_keys()) - set(registered()), set())
+        self.assertEqual(registered(), b.journals)
 
     # ---- DELETE ----
 

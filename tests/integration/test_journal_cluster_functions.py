@@ -20,7 +20,8 @@ with exact counts and exact answers:
             not the caller's own; cgone removes it only while still stale; cdrop deletes an
             emptied journal with its trimmed count and plan, and nothing with entries left
   ack       with no registry (two KEYS, or the journal's trimmed count as the third) it
-            appends without the ZADD, and numbers entries across trims of a {jj} journal
+            appends without the ZADD, and numbers entries across trims of a {jj} journal;
+            past its fence (a late unit) it writes nothing, not even a journal dropped since
 """
 
 import os
@@ -517,8 +518,9 @@ class JournalClusterFunctionsTest(unittest.TestCase):
 
     # ---- ack without a registry ----
 
-    def ack(self, keys, attempt, article):
-        args = ["tally:", 0, 600, 86400, T1, self.redis_ms() + 60000, "", MODEL,
+    def ack(self, keys, attempt, article, fence=None):
+        fence = self.redis_ms() + 60000 if fence is None else fence
+        args = ["tally:", 0, 600, 86400, T1, fence, "", MODEL,
                 "", "", 1, 0, 0, 0, 0, record("3a", article, views=1)]
         return self.fcall("ack", ["tally:{3a}x:" + attempt] + keys, *args)
 
@@ -544,6 +546,33 @@ class JournalClusterFunctionsTest(unittest.TestCase):
         self.assertIsNotNone(self.redis.command("ZSCORE", REGISTRY, one))
         self.assertIsNone(self.redis.command("ZSCORE", REGISTRY, J))
 
+    def test_a_late_ack_is_fenced_out_of_a_journal_taken_for_gone(self):
+        """A reclaimer takes a journal whose heartbeat is 5 s old for gone: folds it, drops it,
+        unregisters it. A unit sent to it while it was registered and arriving after that
+        would make the journal anew out of the registry, where no reclaimer finds it; the
+        writer fences such a unit by the heartbeat's time (tally_fence_journal_by()), so the
+        ack refuses it and writes nothing, a copy arriving later included."""
+        beat = self.fcall("cheartbeat", [REGISTRY], J)
+        self.assertEqual(self.ack([J, TRIMMED], "a1", "x1")[-1], 1)
+        plan = self.cplan(10)
+        self.assertEqual(self.cplan(10, plan[0], plan[1]), [b"empty", 0])
+        # The heartbeats fail: 5 s later (the score moved back) it is anyone's.
+        beat -= 6000
+        self.redis.command("ZADD", REGISTRY, beat, J)
+        self.assertEqual(self.fcall("cstale", [REGISTRY], 5000, 0), J.encode())
+        self.assertEqual(self.fcall("cdrop", [J, TRIMMED, PLAN]), 1)
+        self.assertEqual(self.fcall("cgone", [REGISTRY], J, 5000), 1)
+        # Fenced a second before the heartbeat goes stale: refused, nothing made.
+        fence = beat + 5000 - 1000
+        self.assertLess(fence, self.redis_ms())
+        self.assertEqual(self.ack([J, TRIMMED], "a2", "x2", fence), [b"fenced"])
+        self.assertEqual(self.redis.command("EXISTS", J, TRIMMED, PLAN, REGISTRY), 0)
+        self.assertEqual(self.ack([J, TRIMMED], "a2", "x2"), [b"fenced"])  # its marker says so
+        self.assertEqual(self.redis.command("EXISTS", J), 0)
+        # Fenced by its answer's time alone, it would have been appended where nobody looks.
+        self.assertEqual(self.ack([J, TRIMMED], "a3", "x3")[-1], 1)
+        self.assertEqual(self.redis.command("XLEN", J), 1)
+        self.assertEqual(self.fcall("cstale", [REGISTRY], 0, 0), b"")
 
     # ---- Least privilege ----
 

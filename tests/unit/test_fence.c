@@ -139,6 +139,43 @@ static void test_fence_falls_before_the_answer(void **state)
     assert_true(fence < 1764950000000 + 1500);
 }
 
+/* A cluster journal's units must arrive a margin before others may find its heartbeat stale:
+ * its last confirmed heartbeat, sent at 10000, scored at the earliest with the registry
+ * master's clock then, so stale no earlier than 10000 + 5000 on any clock that keeps time. */
+static void test_fence_journal_by_falls_before_the_heartbeat_goes_stale(void **state)
+{
+    (void)state;
+    assert_int_equal(tally_fence_journal_by(10000, 5000),
+                     10000 + 5000 - TALLY_FENCE_GONE_MARGIN_MS);
+    assert_int_equal(TALLY_FENCE_GONE_MARGIN_MS, 1000);
+    assert_int_equal(tally_fence_journal_by(10000, 5000), 14000);
+}
+
+/* A journal's unit is fenced by the earlier of its answer's time and the journal's, each on
+ * the floor of the journal's Redis's clock, TALLY_FENCE_MARGIN_MS before. */
+static void test_fence_journal_at_takes_the_earlier_time(void **state)
+{
+    struct tally_clock c = {
+        .known = true, .redis_ms = 1764950000000, .sent_ms = 1000, .recv_ms = 1004};
+    static const struct {
+        uint64_t answer_by, journal_by, by;
+    } cases[] = {
+        {4004, 5004, 4004}, /* the answer first: as any unit */
+        {5004, 4004, 4004}, /* the journal's time first */
+        {4004, 4004, 4004},
+        {4004, UINT64_MAX, 4004}, /* one Redis: no journal's time */
+    };
+
+    (void)state;
+    for (size_t i = 0; i < N_ELEMS(cases); i++)
+        assert_int_equal(tally_fence_journal_at(&c, cases[i].answer_by, cases[i].journal_by),
+                         tally_fence_at(&c, cases[i].by));
+    assert_int_equal(tally_fence_journal_at(&c, 5004, 4004),
+                     1764950000000 + 3000 - TALLY_FENCE_MARGIN_MS - 3);
+    /* No journal's time (not registered yet, or stopping): refused whenever it arrives. */
+    assert_int_equal(tally_fence_journal_at(&c, 4004, 0), 0);
+}
+
 /* A sample held back (its round trip far longer) does not replace a recent one; an older
  * one is replaced whatever the round trip. */
 static void test_fence_keeps_a_sharp_sample_over_a_stalled_one(void **state)
@@ -232,6 +269,8 @@ int main(void)
         cmocka_unit_test(test_fence_floor_never_passes_redis_clock),
         cmocka_unit_test(test_fence_floor_allows_for_drift),
         cmocka_unit_test(test_fence_falls_before_the_answer),
+        cmocka_unit_test(test_fence_journal_by_falls_before_the_heartbeat_goes_stale),
+        cmocka_unit_test(test_fence_journal_at_takes_the_earlier_time),
         cmocka_unit_test(test_fence_keeps_a_sharp_sample_over_a_stalled_one),
         cmocka_unit_test(test_fence_open_only_before_the_margin),
         cmocka_unit_test(test_fence_answers_each_fate),
