@@ -1583,7 +1583,7 @@ class ClusterJournalTest(ClusterTestCase):
                          % " ".join("%.3f" % x for x in lags))
         self.assertLessEqual(max(lags), harness.FOLD_SECONDS)
 
-    def test_26_a_late_unit_never_lands_in_a_journal_taken_for_gone(self):
+    def test_29_a_late_unit_never_lands_in_a_journal_taken_for_gone(self):
         """A unit put in the journal's lane while the journal was registered, held back (its
         master out of reach) until its heartbeats had failed for 5 s and another collector had
         folded, dropped and unregistered the journal, must not make the journal anew out of
