@@ -23,16 +23,21 @@ struct fold_cluster;
 #define FOLD_EVENTS 2000       /* a fold from the journal takes at most about this many
                                   * (whole entries, at least one) */
 #ifndef FOLD_BATCH_RECORDS      /* -DFOLD_BATCH_RECORDS=N builds another, to measure it */
-#define FOLD_BATCH_RECORDS 4000  /* a batch closes (and its fold starts) at this many merged
-                                  * records (counted FOLD_STEP_RECORDS a call, the rest staged).
-                                  * Larger batches merge more (20-event batches: 2.0-2.6 Redis
-                                  * commands per event against 2.9-3.2 at 1,000); the merged
-                                  * fold's check reads two entries whatever the size, but the
-                                  * call still carries the batch's chunks to stage them.
-                                  * Memory: the records of unfolded entries, which
-                                  * --journal-max bounds (at most one record per event). */
+#define FOLD_BATCH_RECORDS 10000 /* a batch closes (and its fold starts) at this many merged
+                                  * records (counted FOLD_STEP_RECORDS a call, the rest staged;
+                                  * on a cluster per bucket). Larger batches merge more where
+                                  * batches fill before the clock closes them (20-event batches
+                                  * over 10,000 Zipf-drawn articles: 1.0-1.2 Redis commands per
+                                  * event against 1.5-1.7 at 4,000, and every request acknowledged
+                                  * at 256 connections); the merged fold's check reads two
+                                  * entries whatever the size, but the call still carries the
+                                  * batch's chunks to stage them (78 at 10,000). Memory: the
+                                  * records of unfolded entries, which --journal-max bounds (at
+                                  * most one record per event). */
 #endif
-#define FOLD_BATCH_EVENTS 20000  /* or at this many events */
+#ifndef FOLD_BATCH_EVENTS
+#define FOLD_BATCH_EVENTS 50000  /* or at this many events */
+#endif
 #define FOLD_BATCHES 64          /* batches held at most: entries past them are folded from
                                   * the journal */
 #define FOLD_RECLAIM_MS 1000     /* how often a worker looks for journals of writers gone */

@@ -54,7 +54,7 @@ SLOW = ("--fold-interval", "10000")  # no fold by the clock while a test runs
 RECLAIM_SECONDS = 6.0    # a journal idle for 5 s is folded by the next look (every second)
 DRAIN_SECONDS = 5.0      # SIGTERM to exit, its backlog folded: far below the fold timer
 FULL = "too many events waiting for redis; retry later"
-BATCH_RECORDS = 4000     # FOLD_BATCH_RECORDS in src/fold.c: a batch closes at this many records
+BATCH_RECORDS = 10000    # FOLD_BATCH_RECORDS in src/fold_private.h: a batch closes at this many records
 STEP_RECORDS = 128       # FOLD_STEP_RECORDS: the most one fold call counts
 
 
