@@ -52,6 +52,15 @@ enum cfold_state {
 
 struct cfold_job;
 
+/* A call other than a part's: its body, kept until its answer, and what sending it again
+ * after a MOVED or ASK takes (cfold_call_send(), cfold_call_follow()). */
+struct cfold_call {
+    struct tally_buf body;
+    enum tally_script script;
+    size_t nargs;
+    unsigned redirects;
+};
+
 /* One bucket's part of a plan: its chunk in JOB->chunks, its call's body in JOB->bodies. */
 struct cfold_part {
     struct cfold_job *job;
@@ -90,10 +99,9 @@ struct cfold_job {
     size_t parts_left;
     struct cfold_part *parts;
     size_t n_parts, cap_parts;
-    struct tally_buf chunks, bodies, call; /* the plan's chunks; the parts' calls; a cplan */
+    struct tally_buf chunks, bodies;    /* the plan's chunks; the parts' calls */
+    struct cfold_call call;             /* a cplan, or another call about the journal */
     struct tally_buf keys;              /* scratch: one part's keys */
-    unsigned redirects;
-    size_t nargs;                       /* of the cplan in flight */
     char stamp[11];                     /* the parts were told of KNOWN as of this hour */
     uint32_t forgets;                   /* and these forgets */
     char upto[CFOLD_ID_MAX];            /* CFOLD_DRAIN: the last entry when the DELETE came */
@@ -109,8 +117,7 @@ struct cfold_drain {
     size_t pending;                     /* the registry read, the journals' last entries, jobs */
     int status;
     struct cfold_job *jobs;
-    struct tally_buf call;              /* the registry read, kept until its answer */
-    unsigned redirects;
+    struct cfold_call call;             /* the registry read */
     unsigned steps;                     /* the jobs' cplan and cpart calls sent */
 };
 
@@ -126,7 +133,7 @@ struct fold_cluster {
     char writer[TALLY_KEY_MAX];
     bool chosen;                        /* the journal's tag is chosen */
     bool beating;                       /* a cheartbeat in flight */
-    struct tally_buf beat;              /* its call, kept until its reply */
+    struct cfold_call beat;             /* its call */
     uint64_t beat_sent;                 /* ms (tally_now_ms): it was sent */
     _Atomic uint64_t confirmed_sent;    /* ms (tally_now_ms): the last heartbeat confirmed was
                                          * sent (0: none yet), see tally_folder_journal_by() */
@@ -250,6 +257,33 @@ static bool cfold_follow(struct tally_folder *f, int status, const redisReply *r
     return to != NULL && cfold_eval(f, 0, to, asking, script, body, at, len, nargs, done, arg) == 0;
 }
 
+/* Send CALL, SCRIPT's call of NARGS arguments in its body (or with CFOLD_COMMAND a whole
+ * command), for the keys of SLOT: cfold_eval(), its redirects counted from none. */
+static int cfold_call_send(struct tally_folder *f, struct cfold_call *call, unsigned slot,
+                           enum tally_script script, size_t nargs, tally_store_reply_cb *done,
+                           void *arg)
+{
+    call->script = script;
+    call->nargs = nargs;
+    call->redirects = 0;
+    return cfold_eval(f, slot, NULL, false, script, &call->body, 0, call->body.len, nargs, done,
+                      arg);
+}
+
+/* cfold_follow() for the reply (STATUS, REPLY) to CALL. */
+static bool cfold_call_follow(struct tally_folder *f, struct cfold_call *call, int status,
+                              const redisReply *reply, tally_store_reply_cb *done, void *arg)
+{
+    return cfold_follow(f, status, reply, &call->redirects, call->script, &call->body, 0,
+                        call->body.len, call->nargs, done, arg);
+}
+
+/* The registry's slot: its calls go there. */
+static unsigned cfold_registry_slot(const struct tally_folder *f)
+{
+    return tally_key_slot(f->registry, strlen(f->registry));
+}
+
 /* The command of the N words ARGV into B, in RESP: a call of CFOLD_COMMAND. */
 static void cfold_put_command(struct tally_buf *b, size_t n, const char *const *argv)
 {
@@ -270,7 +304,7 @@ static void cfold_job_init(struct cfold_job *j, struct tally_folder *f, enum cfo
     j->kind = kind;
     tally_buf_init(&j->chunks);
     tally_buf_init(&j->bodies);
-    tally_buf_init(&j->call);
+    tally_buf_init(&j->call.body);
     tally_buf_init(&j->keys);
 }
 
@@ -278,7 +312,7 @@ static void cfold_job_release(struct cfold_job *j)
 {
     tally_buf_release(&j->chunks);
     tally_buf_release(&j->bodies);
-    tally_buf_release(&j->call);
+    tally_buf_release(&j->call.body);
     tally_buf_release(&j->keys);
     free(j->parts);
     j->parts = NULL;
@@ -552,7 +586,7 @@ static void on_plan_reply(int status, redisReply *reply, void *arg);
 static void cfold_plan(struct cfold_job *j)
 {
     struct tally_folder *f = j->f;
-    struct tally_buf *b = &j->call;
+    struct tally_buf *b = &j->call.body;
     struct fold_batch *mb = NULL;
     size_t count = 1, events = 0, nargs = 10;
 
@@ -605,10 +639,8 @@ static void cfold_plan(struct cfold_job *j)
         j->merged_entry = mb->first_entry;
         nargs = 17;
     }
-    j->nargs = nargs;
-    j->redirects = 0;
-    if (cfold_eval(f, cfold_slot(j), NULL, false, TALLY_SCRIPT_CPLAN, b, 0, b->len, nargs,
-                   on_plan_reply, j) < 0) {
+    if (cfold_call_send(f, &j->call, cfold_slot(j), TALLY_SCRIPT_CPLAN, nargs, on_plan_reply,
+                        j) < 0) {
         cfold_job_end(j, false, false);
         return;
     }
@@ -623,8 +655,7 @@ static void on_plan_reply(int status, redisReply *reply, void *arg)
     struct tally_folder *f = j->f;
     long long trimmed = j->done ? j->done_entries : 0;
 
-    if (cfold_follow(f, status, reply, &j->redirects, TALLY_SCRIPT_CPLAN, &j->call, 0,
-                     j->call.len, j->nargs, on_plan_reply, j))
+    if (cfold_call_follow(f, &j->call, status, reply, on_plan_reply, j))
         return;
     j->state = CFOLD_IDLE;
     if (status != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2) {
@@ -759,6 +790,8 @@ static void on_gone_reply(int status, redisReply *reply, void *arg)
 {
     struct tally_folder *f = arg;
 
+    if (cfold_call_follow(f, &f->cluster->reclaim.call, status, reply, on_gone_reply, f))
+        return;
     f->cluster->looking = false;
     if (status == 0 && reply->type == REDIS_REPLY_ERROR)
         log_warn("redis refused to remove a journal from the registry: %s", reply->str);
@@ -769,15 +802,15 @@ static void on_gone_reply(int status, redisReply *reply, void *arg)
 static void cfold_send_gone(struct tally_folder *f)
 {
     struct cfold_job *j = &f->cluster->reclaim;
-    struct tally_buf *b = &j->call;
+    struct tally_buf *b = &j->call.body;
 
     tally_buf_reset(b);
     tally_buf_add_bulk(b, "1", 1);
     tally_buf_add_bulk(b, f->registry, strlen(f->registry));
     tally_buf_add_bulk(b, j->journal, strlen(j->journal));
     tally_buf_add_bulk_i64(b, TALLY_FOLD_STALE_MS);
-    if (cfold_eval(f, tally_key_slot(f->registry, strlen(f->registry)), NULL, false,
-                   TALLY_SCRIPT_CGONE, b, 0, b->len, 4, on_gone_reply, f) == 0)
+    if (cfold_call_send(f, &j->call, cfold_registry_slot(f), TALLY_SCRIPT_CGONE, 4,
+                        on_gone_reply, f) == 0)
         f->cluster->looking = true;
 }
 
@@ -785,6 +818,8 @@ static void on_drop_reply(int status, redisReply *reply, void *arg)
 {
     struct tally_folder *f = arg;
 
+    if (cfold_call_follow(f, &f->cluster->reclaim.call, status, reply, on_drop_reply, f))
+        return;
     f->cluster->looking = false;
     if (status != 0 || reply->type != REDIS_REPLY_INTEGER) {
         if (status == 0 && reply->type == REDIS_REPLY_ERROR)
@@ -803,15 +838,14 @@ static void on_drop_reply(int status, redisReply *reply, void *arg)
 static int cfold_send_drop(struct tally_folder *f, struct cfold_job *j,
                            tally_store_reply_cb *done)
 {
-    struct tally_buf *b = &j->call;
+    struct tally_buf *b = &j->call.body;
 
     tally_buf_reset(b);
     tally_buf_add_bulk(b, "3", 1);
     tally_buf_add_bulk(b, j->journal, strlen(j->journal));
     tally_buf_add_bulk(b, j->trimmed, strlen(j->trimmed));
     tally_buf_add_bulk(b, j->plan, strlen(j->plan));
-    return cfold_eval(f, cfold_slot(j), NULL, false, TALLY_SCRIPT_CDROP, b, 0, b->len, 4, done,
-                      f);
+    return cfold_call_send(f, &j->call, cfold_slot(j), TALLY_SCRIPT_CDROP, 4, done, f);
 }
 
 /* The reclaim job ended: emptied, its journal is dropped and leaves the registry. */
@@ -842,6 +876,8 @@ static void on_stale_reply(int status, redisReply *reply, void *arg)
     struct tally_folder *f = arg;
     struct cfold_job *j = &f->cluster->reclaim;
 
+    if (cfold_call_follow(f, &j->call, status, reply, on_stale_reply, f))
+        return;
     f->cluster->looking = false;
     if (status != 0 || !cfold_str(reply) || reply->len == 0) {
         if (status == 0 && reply->type == REDIS_REPLY_ERROR)
@@ -864,7 +900,7 @@ static void on_stale_reply(int status, redisReply *reply, void *arg)
 static void cfold_look(struct tally_folder *f)
 {
     struct fold_cluster *c = f->cluster;
-    struct tally_buf *b = &c->reclaim.call;
+    struct tally_buf *b = &c->reclaim.call.body;
     size_t nargs;
 
     if (c->looking || c->reclaim.state != CFOLD_IDLE || !c->chosen || c->retire != CFOLD_LIVE)
@@ -885,8 +921,8 @@ static void cfold_look(struct tally_folder *f)
         }
     }
     pthread_mutex_unlock(&cfold_siblings.lock);
-    if (cfold_eval(f, tally_key_slot(f->registry, strlen(f->registry)), NULL, false,
-                   TALLY_SCRIPT_CSTALE, b, 0, b->len, nargs, on_stale_reply, f) == 0)
+    if (cfold_call_send(f, &c->reclaim.call, cfold_registry_slot(f), TALLY_SCRIPT_CSTALE, nargs,
+                        on_stale_reply, f) == 0)
         c->looking = true;
 }
 
@@ -909,7 +945,7 @@ static void cfold_drain_settle(struct cfold_drain *d)
         cfold_job_release(j);
         free(j);
     }
-    tally_buf_release(&d->call);
+    tally_buf_release(&d->call.body);
     free(d);
 }
 
@@ -928,8 +964,7 @@ static void on_last_reply(int status, redisReply *reply, void *arg)
     struct cfold_job *j = arg;
     const redisReply *e;
 
-    if (cfold_follow(j->f, status, reply, &j->redirects, CFOLD_COMMAND, &j->call, 0,
-                     j->call.len, 0, on_last_reply, j))
+    if (cfold_call_follow(j->f, &j->call, status, reply, on_last_reply, j))
         return;
     if (status != 0 || reply->type != REDIS_REPLY_ARRAY) {
         if (status == 0 && reply->type == REDIS_REPLY_ERROR)
@@ -968,9 +1003,8 @@ static int cfold_drain_job(struct cfold_drain *d, const char *name, size_t len)
     if (cfold_parse(j, f->cfg->prefix, name, len) < 0)
         return 0; /* not a journal of ours: nothing to fold */
     argv[1] = j->journal;
-    cfold_put_command(&j->call, 6, argv);
-    if (cfold_eval(f, cfold_slot(j), NULL, false, CFOLD_COMMAND, &j->call, 0, j->call.len, 0,
-                   on_last_reply, j) < 0)
+    cfold_put_command(&j->call.body, 6, argv);
+    if (cfold_call_send(f, &j->call, cfold_slot(j), CFOLD_COMMAND, 0, on_last_reply, j) < 0)
         return TALLY_EUNAVAIL;
     d->pending++;
     return 0;
@@ -980,8 +1014,7 @@ static void on_journals_reply(int status, redisReply *reply, void *arg)
 {
     struct cfold_drain *d = arg;
 
-    if (cfold_follow(d->f, status, reply, &d->redirects, CFOLD_COMMAND, &d->call, 0,
-                     d->call.len, 0, on_journals_reply, d))
+    if (cfold_call_follow(d->f, &d->call, status, reply, on_journals_reply, d))
         return;
     if (status != 0 || reply->type != REDIS_REPLY_ARRAY) {
         if (status == 0 && reply->type == REDIS_REPLY_ERROR)
@@ -1015,11 +1048,11 @@ int tally_folder_drain(struct tally_folder *f, tally_folder_drained_cb *done, vo
     d->done = done;
     d->arg = arg;
     d->pending = 1;
-    tally_buf_init(&d->call);
-    cfold_put_command(&d->call, 4, argv);
-    if (cfold_eval(f, tally_key_slot(f->registry, strlen(f->registry)), NULL, false,
-                   CFOLD_COMMAND, &d->call, 0, d->call.len, 0, on_journals_reply, d) < 0) {
-        tally_buf_release(&d->call);
+    tally_buf_init(&d->call.body);
+    cfold_put_command(&d->call.body, 4, argv);
+    if (cfold_call_send(f, &d->call, cfold_registry_slot(f), CFOLD_COMMAND, 0, on_journals_reply,
+                        d) < 0) {
+        tally_buf_release(&d->call.body);
         free(d);
         return TALLY_EUNAVAIL;
     }
@@ -1094,6 +1127,8 @@ static void on_beat_reply(int status, redisReply *reply, void *arg)
     struct tally_folder *f = arg;
     struct fold_cluster *c = f->cluster;
 
+    if (cfold_call_follow(f, &c->beat, status, reply, on_beat_reply, f))
+        return;
     c->beating = false;
     if (status == 0 && reply->type != REDIS_REPLY_ERROR) {
         if (atomic_exchange(&c->confirmed_sent, c->beat_sent) == 0)
@@ -1108,7 +1143,7 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
 {
     struct tally_folder *f = arg;
     struct fold_cluster *c = f->cluster;
-    struct tally_buf *b = &c->beat;
+    struct tally_buf *b = &c->beat.body;
 
     (void)fd;
     (void)what;
@@ -1123,8 +1158,8 @@ static void on_beat(evutil_socket_t fd, short what, void *arg)
     tally_buf_add_bulk(b, f->registry, strlen(f->registry));
     tally_buf_add_bulk(b, f->journal, strlen(f->journal));
     c->beat_sent = tally_now_ms();
-    if (cfold_eval(f, tally_key_slot(f->registry, strlen(f->registry)), NULL, false,
-                   TALLY_SCRIPT_CHEARTBEAT, b, 0, b->len, 3, on_beat_reply, f) == 0)
+    if (cfold_call_send(f, &c->beat, cfold_registry_slot(f), TALLY_SCRIPT_CHEARTBEAT, 3,
+                        on_beat_reply, f) == 0)
         c->beating = true;
     cfold_beat_arm(c, atomic_load(&c->confirmed_sent) != 0 ? CFOLD_HEARTBEAT_MS
                                                             : CFOLD_HEARTBEAT_RETRY_MS);
@@ -1182,26 +1217,28 @@ static void on_leave_reply(int status, redisReply *reply, void *arg)
 {
     struct tally_folder *f = arg;
 
-    (void)status;
-    (void)reply;
+    if (cfold_call_follow(f, &f->cluster->own.call, status, reply, on_leave_reply, f))
+        return;
     f->cluster->retire = CFOLD_RETIRED;
 }
 
 static void on_retire_drop_reply(int status, redisReply *reply, void *arg)
 {
     struct tally_folder *f = arg;
+    struct cfold_call *call = &f->cluster->own.call;
     const char *argv[] = {"ZREM", f->registry, f->journal};
-    size_t argvlen[] = {4, strlen(f->registry), strlen(f->journal)};
-    struct tally_store *st = tally_redis_for_key(f->router, f->registry, argvlen[1]);
 
+    if (cfold_call_follow(f, call, status, reply, on_retire_drop_reply, f))
+        return;
     /* Dropped: it leaves the registry. Not empty (or not known): it stays there, and is
      * anyone's to fold once its heartbeat is old. */
-    if (status != 0 || reply->type != REDIS_REPLY_INTEGER || reply->integer != 1 || st == NULL ||
-        !tally_store_ready(st) || tally_store_command(st, 3, argv, argvlen, on_leave_reply, f) < 0) {
-        f->cluster->retire = CFOLD_RETIRED;
+    f->cluster->retire = CFOLD_RETIRED;
+    if (status != 0 || reply->type != REDIS_REPLY_INTEGER || reply->integer != 1)
         return;
-    }
-    f->cluster->retire = CFOLD_LEAVING;
+    cfold_put_command(&call->body, 3, argv);
+    if (cfold_call_send(f, call, cfold_registry_slot(f), CFOLD_COMMAND, 0, on_leave_reply, f) ==
+        0)
+        f->cluster->retire = CFOLD_LEAVING;
 }
 
 bool tally_folder_retired(struct tally_folder *f)
@@ -1235,7 +1272,7 @@ int fold_cluster_init(struct tally_folder *f, const char *writer)
     snprintf(c->writer, sizeof(c->writer), "%s", writer);
     cfold_job_init(&c->own, f, CFOLD_OWN);
     cfold_job_init(&c->reclaim, f, CFOLD_RECLAIM);
-    tally_buf_init(&c->beat);
+    tally_buf_init(&c->beat.body);
     c->beat_ev = evtimer_new(f->base, on_beat, f);
     if (c->beat_ev == NULL)
         return TALLY_ENOMEM;
@@ -1258,7 +1295,7 @@ void fold_cluster_free(struct tally_folder *f)
         event_free(c->beat_ev);
     cfold_job_release(&c->own);
     cfold_job_release(&c->reclaim);
-    tally_buf_release(&c->beat);
+    tally_buf_release(&c->beat.body);
     free(c);
     f->cluster = NULL;
 }
