@@ -604,6 +604,24 @@ def move_slot(slot):
     return source, target
 
 
+def registry_on(node):
+    """{journal: score} of the registry on NODE, asked after ASKING: right while its slot is
+    being imported there too."""
+    c = harness.RespClient(node.port)
+    try:
+        c.command("ASKING")
+        r = c.command("ZRANGE", REGISTRY, 0, -1, "WITHSCORES")
+    finally:
+        c.close()
+    return {j.decode(): int(float(v)) for j, v in zip(r[::2], r[1::2])}
+
+
+def clock_ms(node):
+    """NODE's clock, in ms: the registry's scores are its master's."""
+    sec, usec = node.command("TIME")
+    return int(sec) * 1000 + int(usec) // 1000
+
+
 # ---- Core behaviours ----
 
 class ClusterTestCase(harness.TallyTestCase):
@@ -1839,6 +1857,89 @@ class ClusterJournalTest(ClusterTestCase):
         # Nothing waited in A's journal then: no fold call.
         self.assertEqual(harness.metric(b.metrics(), "tally_forget_steps_total"), steps)
         self.assertEqual(read_views(b, keep + gone), dict(model, **{x: 0 for x in gone}))
+
+
+    # ---- The registry's slot moving ----
+
+    def collector_off_registry(self, *args):
+        """A collector of one worker whose journal is not in the registry's slot (its tag is
+        the first bucket of a master picked at random: {00} on the registry's master)."""
+        for _ in range(12):
+            t = self.collector(*args, threads=1)
+            if CLUSTER.keyslot(t.journals[0]) != CLUSTER.keyslot(REGISTRY):
+                return t
+            t.close()
+        self.fail("a collector's journal was in the registry's slot 12 times in a row")
+
+    def journals_follow_the_registry(self, half):
+        """The registry's slot {00} moved to another master (HALF: half-moved, its old master
+        answering ASK; else fully, MOVED, while the collectors' slot maps still name the old
+        one). A collector's heartbeats, its reclaim's look (cstale) and unregistering (cgone),
+        and its own journal's leaving the registry at stop follow there: its journal stays
+        registered, its writes still go to the journal, a SIGKILLed collector's journal is
+        folded, dropped and unregistered in the usual time. No article is in bucket 00: nothing
+        else goes to that slot."""
+        slot = CLUSTER.keyslot(REGISTRY)
+        a = self.collector_off_registry(*SLOW)
+        b = self.collector_off_registry(*SLOW)
+        names = [x for x in ("jfollow/%02d" % i for i in range(40)) if bucket(x) != "00"]
+        late, keep = names[0], names[1:9]
+        body, model = self.spread(random.Random(30 + half), keep, 12)
+        self.post(b, body)
+        self.assertEqual(journal_state(b.journals)[:2], (1, model))
+        source = on_owner_node(REGISTRY)
+        target = [m for m in CLUSTER.masters() if m is not source][0]
+
+        def restore():
+            close_move(slot, source, target)
+            open_move(slot, target, source)
+            close_move(slot, target, source)
+        self.addCleanup(restore)
+        self.assertGreaterEqual(open_move(slot, source, target), 1)
+        if not half:
+            close_move(slot, source, target)
+        moved = clock_ms(target)
+        redirect = "ASK" if half else "MOVED"
+        with self.assertRaisesRegex(harness.RespError, "^%s %d " % (redirect, slot)):
+            source.command("ZRANGE", REGISTRY, 0, -1)
+        # (A collector closed by collector_off_registry() may have left its journal there.)
+        self.assertLessEqual(set(a.journals + b.journals), set(registry_on(target)))
+
+        # A's heartbeats renew its journal's score where the registry is now ...
+        wait_until(lambda: registry_on(target)[a.journals[0]] > moved, 2.0,
+                   message="A's heartbeat did not reach the registry's new master")
+        time.sleep(2.5)  # ... again and again: longer than a journal stays registered unrenewed
+        self.assertGreater(registry_on(target)[a.journals[0]], moved + 1500)
+        # ... so its writes still go to its journal, counted later.
+        xlen = on_owner(a.journals[0], "XLEN", a.journals[0])
+        self.post(a, [{"type": "view", "article": late}])
+        self.assertEqual(on_owner(a.journals[0], "XLEN", a.journals[0]), xlen + 1)
+        self.assertEqual(counted([late]), {late: 0})
+
+        # A finds B's journal stale, folds it, drops it and takes it out of the registry.
+        b.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        got = harness.eventually(lambda: counted(keep), dict({x: 0 for x in keep}, **model),
+                                 timeout=RECLAIM_SECONDS + 3)
+        took = time.monotonic() - killed
+        self.assertEqual(got, dict({x: 0 for x in keep}, **model))
+        self.assertLessEqual(took, RECLAIM_SECONDS + 2)
+        wait_until(lambda: b.journals[0] not in registry_on(target), 3.0,
+                   message="B's journal not unregistered")
+        self.assertEqual([k for k in writer_keys(writer_of(b.journals[0]))
+                          if not re.match(rb"^tally:\{..\}f:", k)], [])  # cursors stay
+
+        # A stops: its journal folded, dropped, and out of the registry.
+        self.assertEqual(a.stop(), 0)
+        self.assertEqual(counted([late]), {late: 1})
+        self.assertNotIn(a.journals[0], registry_on(target))
+        self.assertNotIn(a.journals[0], journal_keys())
+
+    def test_30_journals_follow_the_registrys_slot_moved(self):
+        self.journals_follow_the_registry(half=False)
+
+    def test_31_journals_follow_the_registrys_slot_half_moved(self):
+        self.journals_follow_the_registry(half=True)
 
 
 # ---- Faults under load ----
