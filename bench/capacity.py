@@ -4,6 +4,7 @@ event costs the collector and Redis, standalone and on a Redis Cluster (standard
 needs redis-server, redis-cli and wrk, which bench/run.sh installs).
 
   bench/capacity.py [--tallyd PATH] [--articles N] [--views N] [--duration S] [--no-cluster]
+                    [--slowlog]
 
 1. Memory. A fresh Redis and a tallyd with the default settings (repeat-view window 1800 s,
    visitors counted). Step "one view": every one of N articles (100,000) gets one view and every
@@ -16,6 +17,11 @@ needs redis-server, redis-cli and wrk, which bench/run.sh installs).
    used (from /proc and INFO cpu), divided by the events acknowledged. Once against one Redis,
    once against a cluster of 3 masters (no replicas: replication costs the replicas, not the
    masters' main thread), summing the masters.
+3. With --slowlog, where Redis's time goes in each CPU run: every command clients sent is
+   logged (slowlog-log-slower-than 0) over the run, and the report gives each of tally's
+   functions (and commands) its calls, mean time a call, time per event and share, summed over
+   the Redis servers. The slow log's times are wall times and logging costs time of its own:
+   read the shares, not the CPU figures of a run with it.
 
 Every process is started on free loopback ports and stopped by its PID. Prints Markdown.
 """
@@ -324,20 +330,58 @@ def redis_cpu(ports):
     return cpu, writes
 
 
+def slowlog_on(ports, on):
+    """Log every command at PORTS (ON), or stop logging; the log emptied when it starts."""
+    for p in ports:
+        r = Redis(p)
+        if on:
+            r.command("CONFIG", "SET", "slowlog-max-len", "10000000")
+            r.command("SLOWLOG", "RESET")
+        r.command("CONFIG", "SET", "slowlog-log-slower-than", "0" if on else "-1")
+        r.close()
+
+
+def slowlog_read(ports):
+    """{name: [calls, usec]} from the slow logs at PORTS: tally's functions by name
+    (tally_<name>_<version>), other commands by theirs."""
+    out = {}
+    for p in ports:
+        r = Redis(p)
+        for e in r.command("SLOWLOG", "GET", "-1"):
+            args = [x.decode("utf-8", "replace") for x in e[3]]
+            name = args[0].lower() if args else "?"
+            if name in ("fcall", "fcall_ro") and len(args) > 1:
+                name = args[1][len("tally_"):].rsplit("_", 1)[0] if args[1].startswith("tally_") \
+                    else args[1]
+            if name in ("slowlog", "config", "info"):
+                continue
+            x = out.setdefault(name, [0, 0])
+            x[0] += 1
+            x[1] += e[2]
+        r.close()
+    return out
+
+
 def measure_cpu(a, tallyd, work, redis_args, redis_ports):
     tport, tally = start_tally(tallyd, work, redis_args,
                                ["--threads", "2", "--rate-limit", "0", "--view-window", "0"])
     wrk_run(tport, 2, 10000)  # warm-up: connections, scripts, the slot map
+    if a.slowlog:
+        slowlog_on(redis_ports, True)
     t0, (r0, e0) = cpu_seconds(tally.pid), redis_cpu(redis_ports)
     w = wrk_run(tport, a.duration, 10000)
     t1, (r1, e1) = cpu_seconds(tally.pid), redis_cpu(redis_ports)
+    slow = None
+    if a.slowlog:
+        slowlog_on(redis_ports, False)
+        slow = slowlog_read(redis_ports)
     stop(tally)
     events = w["accepted"]
     if events <= 0 or w["main_sent"] != w["main_recv"]:
         sys.exit("capacity.py: the load run did not complete: %r" % w)
     return {"events": events, "rate": events / (a.duration - 0.5),
             "tally_us": (t1 - t0) * 1e6 / events, "redis_us": (r1 - r0) * 1e6 / events,
-            "per_write": events / max(e1 - e0, 1)}
+            "per_write": events / max(e1 - e0, 1), "slowlog": slow}
 
 
 def cluster_ok(port):
@@ -378,6 +422,8 @@ def main():
     p.add_argument("--views", type=int, default=1000000)
     p.add_argument("--duration", type=int, default=10, help="seconds of each CPU run")
     p.add_argument("--no-cluster", action="store_true")
+    p.add_argument("--slowlog", action="store_true",
+                   help="log every command during the CPU runs and report where Redis's time went")
     a = p.parse_args()
     if not os.access(a.tallyd, os.X_OK):
         sys.exit("capacity.py: no tallyd at %s (run bench/run.sh --quick once, or --tallyd)" % a.tallyd)
@@ -431,6 +477,19 @@ def main():
                  1e6 / m["tally_us"], 1e6 / m["redis_us"]))
     print("\nOne Redis core carries 1e6 / (Redis µs per event) events/s; in a cluster each "
           "master carries that for its share of the articles.")
+    for name, m in (("one node", single), ("cluster, 3 masters", clustered)):
+        if m is None or m["slowlog"] is None:
+            continue
+        total = sum(usec for _, usec in m["slowlog"].values()) or 1
+        print("\n### Where Redis's time went: %s (slow log, wall time; a function's time "
+              "includes the commands it ran, which are listed too)\n" % name)
+        print("| function or command | calls | µs a call | µs per event | share |")
+        print("|---|---:|---:|---:|---:|")
+        for fn, (calls, usec) in sorted(m["slowlog"].items(), key=lambda kv: -kv[1][1]):
+            if usec < 0.001 * total:
+                continue
+            print("| %s | %d | %.1f | %.2f | %.0f %% |"
+                  % (fn, calls, usec / calls, usec / m["events"], 100.0 * usec / total))
 
 
 if __name__ == "__main__":

@@ -658,6 +658,16 @@ static void rand_expect(struct rand_merge *u, struct tally_merge *m, int64_t hou
     tally_buf_release(&b);
 }
 
+/* The records RS (N of merged_two_hours) as one chunk of text: joined by "\n". */
+static void put_chunk(struct tally_buf *b, const size_t *rs, size_t n)
+{
+    for (size_t r = 0; r < n; r++) {
+        if (r > 0)
+            tally_buf_add(b, "\n", 1);
+        tally_buf_adds(b, merged_two_hours[rs[r]]);
+    }
+}
+
 /* A fold that counts at most STEP records at once: the records past the first STEP go, STEP at
  * a time, into chunks of text (each record "<hour*3600>\n<record>", joined by "\n"), before the
  * first STEP as RESP; the order of the records is kept. */
@@ -686,13 +696,12 @@ static void test_merge_puts_records_in_steps(void **state)
         args = 1 + cases[i].chunks;
         for (size_t c = 0; c < cases[i].chunks; c++) {
             struct tally_buf chunk;
+            size_t rs[8], k = 0;
 
+            for (size_t r = first + c * step; r < first + (c + 1) * step && r < n; r++)
+                rs[k++] = r;
             tally_buf_init(&chunk);
-            for (size_t r = first + c * step; r < first + (c + 1) * step && r < n; r++) {
-                if (chunk.len > 0)
-                    tally_buf_add(&chunk, "\n", 1);
-                tally_buf_adds(&chunk, merged_two_hours[r]);
-            }
+            put_chunk(&chunk, rs, k);
             snprintf(head, sizeof(head), "$%zu\r\n", chunk.len);
             tally_buf_adds(&w, head);
             tally_buf_add(&w, chunk.data, chunk.len);
@@ -743,11 +752,7 @@ static void test_merge_puts_records_by_bucket(void **state)
     for (size_t p = 0; p < N_ELEMS(want); p++) {
         size_t at = w.len;
 
-        for (size_t r = 0; r < want[p].n; r++) {
-            if (r > 0)
-                tally_buf_add(&w, "\n", 1);
-            tally_buf_adds(&w, merged_two_hours[want[p].records[r]]);
-        }
+        put_chunk(&w, want[p].records, want[p].n);
         assert_int_equal(parts[p].bucket, want[p].bucket);
         assert_int_equal(parts[p].at, at);
         assert_int_equal(parts[p].len, w.len - at);
