@@ -87,7 +87,7 @@ static void fold_put_fresh(struct tally_folder *f, const uint64_t touched[TALLY_
 
 /* ---- Batches ---- */
 
-struct fold_batch *fold_oldest(struct tally_folder *f)
+static struct fold_batch *fold_oldest(struct tally_folder *f)
 {
     return f->b_len > 0 ? &f->batch[f->b_head] : NULL;
 }
@@ -368,7 +368,7 @@ static size_t fold_put_merged(struct tally_folder *f, struct fold_batch *b)
 {
     size_t nargs = 15;
 
-    if (f->b_len == 1)
+    if (fold_batch_newest(f, b))
         f->b_open = false; /* what comes next goes to a batch of its own */
     tally_buf_add_bulk_i64(&f->body, (int64_t)b->entries);
     tally_buf_add_bulk(&f->body, b->first, strlen(b->first));

@@ -123,9 +123,6 @@ struct tally_folder {
 
 /* ---- Shared by fold.c and fold_cluster.c ---- */
 
-/* The oldest batch, or NULL. */
-struct fold_batch *fold_oldest(struct tally_folder *f);
-
 /* The oldest batch whose first entry is ENTRY (an index, see appended) or later, or NULL. */
 struct fold_batch *fold_batch_from(struct tally_folder *f, uint64_t entry);
 
