@@ -167,6 +167,17 @@ def wait_out_kept_boundary(command, seconds):
 FOLD_SECONDS = 1.0
 
 
+def salts_of_the_day(prefix="tally:", now=None):
+    """The salt keys a collector may hold at NOW (default: the time of the call): the UTC day's,
+    and in the day's last hour tomorrow's too (salt.c fetches it ahead, so that midnight waits
+    for nothing). Returns the lists of keys that may stand, sorted: today's alone, or both."""
+    now = time.time() if now is None else now
+    today = [prefix + "salt:" + time.strftime("%Y%m%d", time.gmtime(now))]
+    if now % 86400 < 82800:
+        return [today]
+    return [today, today + [prefix + "salt:" + time.strftime("%Y%m%d", time.gmtime(now + 3600))]]
+
+
 def eventually(read, want, timeout=FOLD_SECONDS):
     """READ() until it equals WANT or TIMEOUT seconds pass; returns the last value read, for
     the caller's exact assertEqual. For reads through another collector than the one that
