@@ -36,6 +36,9 @@
 #define CFOLD_HEARTBEAT_RETRY_MS 100 /* until the first is confirmed */
 #define CFOLD_REDIRECTS 5          /* MOVED/ASK followed per call */
 #define CFOLD_ID_MAX 48            /* a stream id's text, "<ms>-<seq>" */
+#define CFOLD_PASSED 16            /* journals whose reclaim failed, passed over for a while:
+                                    * as many as cstale.lua looks at (its SPREAD) */
+#define CFOLD_PASSED_MS 5000       /* for this long */
 
 enum cfold_kind {
     CFOLD_OWN,     /* the folder's own journal: runs for ever, feeds what reads wait for */
@@ -138,6 +141,11 @@ struct fold_cluster {
     _Atomic uint64_t confirmed_sent;    /* ms (tally_now_ms): the last heartbeat confirmed was
                                          * sent (0: none yet), see tally_folder_journal_by() */
     bool looking;                       /* a cstale, cdrop or cgone of a reclaim in flight */
+    struct {                            /* journals whose reclaim failed: the looks pass over
+                                         * them until UNTIL (ms, tally_now_ms) */
+        char journal[TALLY_KEY_MAX];
+        uint64_t until;
+    } passed[CFOLD_PASSED];
     int sibling;                        /* its place in cfold_siblings, or -1 */
     enum cfold_retire retire;
     struct event *beat_ev;
@@ -848,9 +856,39 @@ static int cfold_send_drop(struct tally_folder *f, struct cfold_job *j,
     return cfold_call_send(f, &j->call, cfold_slot(j), TALLY_SCRIPT_CDROP, 4, done, f);
 }
 
+/* A journal whose reclaim failed -- its slot half-moved (TRYAGAIN), its master failing over,
+ * a record this version cannot fold -- is passed over by this folder's looks for
+ * CFOLD_PASSED_MS, so that it holds up no other journal gone: cstale.lua looks at the few
+ * stalest only. Returns true when it had a place of its own (none of the table's was taken
+ * from another journal still passed over): then the next look may come at once, as it ends
+ * with a journal passed over or with none to fold. */
+static bool cfold_pass_over(struct fold_cluster *c, const char *journal)
+{
+    uint64_t now = tally_now_ms();
+    size_t at = 0;
+    bool own;
+
+    for (size_t i = 0; i < CFOLD_PASSED; i++) {
+        if (c->passed[i].until <= now || strcmp(c->passed[i].journal, journal) == 0) {
+            at = i;
+            break;
+        }
+        if (c->passed[i].until < c->passed[at].until)
+            at = i; /* the table is full: the one passed over the longest */
+    }
+    own = c->passed[at].until <= now || strcmp(c->passed[at].journal, journal) == 0;
+    snprintf(c->passed[at].journal, sizeof(c->passed[at].journal), "%s", journal);
+    c->passed[at].until = now + CFOLD_PASSED_MS;
+    return own;
+}
+
 /* The reclaim job ended: emptied, its journal is dropped and leaves the registry. */
 static void cfold_reclaim_end(struct tally_folder *f, bool ok, bool empty)
 {
+    if (!ok && cfold_pass_over(f->cluster, f->cluster->reclaim.journal)) {
+        cfold_look(f); /* another journal gone may be foldable */
+        return;
+    }
     if (!ok || !empty)
         return; /* again at the next look */
     if (cfold_send_drop(f, &f->cluster->reclaim, on_drop_reply) == 0)
@@ -895,8 +933,9 @@ static void on_stale_reply(int status, redisReply *reply, void *arg)
     cfold_plan(j);
 }
 
-/* cstale: KEYS registry, ARGV stale_ms pick own-journal... (a random pick: the workers of
- * every collector spread over the journals gone, src/scripts/cstale.lua). */
+/* cstale: KEYS registry, ARGV stale_ms pick skip... (a random pick: the workers of every
+ * collector spread over the journals gone, src/scripts/cstale.lua; skipped: the process's own
+ * journals and those this folder passes over, cfold_pass_over()). */
 static void cfold_look(struct tally_folder *f)
 {
     struct fold_cluster *c = f->cluster;
@@ -921,6 +960,12 @@ static void cfold_look(struct tally_folder *f)
         }
     }
     pthread_mutex_unlock(&cfold_siblings.lock);
+    for (size_t i = 0; i < CFOLD_PASSED; i++) {
+        if (c->passed[i].until > tally_now_ms()) {
+            tally_buf_add_bulk(b, c->passed[i].journal, strlen(c->passed[i].journal));
+            nargs++;
+        }
+    }
     if (cfold_call_send(f, &c->reclaim.call, cfold_registry_slot(f), TALLY_SCRIPT_CSTALE, nargs,
                         on_stale_reply, f) == 0)
         c->looking = true;

@@ -1,6 +1,6 @@
 -- cstale.lua -- a journal whose writer has gone (a Redis Cluster): one of the journals of the
 -- registry whose last heartbeat (cheartbeat.lua) is older than STALE ms by Redis's clock,
--- skipping the caller's own. The caller folds it (cplan.lua, cpart.lua) until it is empty,
+-- skipping those the caller names. The caller folds it (cplan.lua, cpart.lua) until it is empty,
 -- then drops it (cdrop.lua) and takes it out of the registry (cgone.lua). Only reads.
 --
 -- Which one: of the (at most SPREAD) stalest, the PICK-th (modulo their number). Every worker
@@ -10,21 +10,22 @@
 -- A caller passes a random PICK, so the lookers spread over the journals gone.
 --
 -- KEYS[1]  the journals' registry, P{00}r:journals
--- ARGV     stale pick own...  (stale: ms; pick: an integer >= 0; own: journals to skip, the
---          caller process's own)
+-- ARGV     stale pick skip...  (stale: ms; pick: an integer >= 0; skip: journals to skip, the
+--          caller process's own and those whose fold failed a moment ago: one that cannot be
+--          folded for now -- its slot half-moved, its master failing over -- holds up no other)
 -- Returns the journal's name, or "" when there is none.
 
 local SPREAD = 16
-local own = {}
+local skip = {}
 for i = 3, #ARGV do
-    own[ARGV[i]] = true
+    skip[ARGV[i]] = true
 end
 local cut = redis_ms() - tonumber(ARGV[1])
 local stale = {}
 -- At most #ARGV - 2 of them are skipped.
 for _, j in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', cut),
                               'LIMIT', 0, SPREAD + #ARGV - 2)) do
-    if not own[j] and #stale < SPREAD then
+    if not skip[j] and #stale < SPREAD then
         stale[#stale + 1] = j
     end
 end

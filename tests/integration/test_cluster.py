@@ -497,6 +497,13 @@ def writer_of(journal):
     return m.group(2).decode()
 
 
+def writer_tag(journal):
+    """The bucket of JOURNAL's hash tag, "00".."ff"."""
+    m = JOURNAL_KEY.match(journal.encode())
+    assert m is not None, journal
+    return m.group(1).decode()
+
+
 def writer_keys(writer):
     """Every key on the cluster named after WRITER: its journal, trimmed count, plan and the
     cursors in the buckets."""
@@ -1863,11 +1870,15 @@ class ClusterJournalTest(ClusterTestCase):
 
     def collector_off_registry(self, *args):
         """A collector of one worker whose journal is not in the registry's slot (its tag is
-        the first bucket of a master picked at random: {00} on the registry's master)."""
+        the first bucket of a master picked at random: {00} on the registry's master). One
+        whose journal is there stops (SIGTERM): its journal leaves the registry, and no journal
+        gone is left there for the test's collectors to fold."""
         for _ in range(12):
             t = self.collector(*args, threads=1)
             if CLUSTER.keyslot(t.journals[0]) != CLUSTER.keyslot(REGISTRY):
                 return t
+            self.assertEqual(t.stop(), 0)
+            self.assertNotIn(t.journals[0], registered())
             t.close()
         self.fail("a collector's journal was in the registry's slot 12 times in a row")
 
@@ -1902,8 +1913,7 @@ class ClusterJournalTest(ClusterTestCase):
         redirect = "ASK" if half else "MOVED"
         with self.assertRaisesRegex(harness.RespError, "^%s %d " % (redirect, slot)):
             source.command("ZRANGE", REGISTRY, 0, -1)
-        # (A collector closed by collector_off_registry() may have left its journal there.)
-        self.assertLessEqual(set(a.journals + b.journals), set(registry_on(target)))
+        self.assertEqual(set(a.journals + b.journals), set(registry_on(target)))
 
         # A's heartbeats renew its journal's score where the registry is now ...
         wait_until(lambda: registry_on(target)[a.journals[0]] > moved, 2.0,
@@ -1940,6 +1950,54 @@ class ClusterJournalTest(ClusterTestCase):
 
     def test_31_journals_follow_the_registrys_slot_half_moved(self):
         self.journals_follow_the_registry(half=True)
+
+    def test_32_a_journal_that_cannot_be_folded_holds_up_no_other(self):
+        """Journals gone whose slot is half-moved cannot be folded while it is (every plan
+        answered TRYAGAIN: its keys are neither all on the old master nor all on the new).
+        Sixteen of them, the stalest in the registry -- all that a look considers -- and a
+        collector B killed with views in its journal: A passes over each journal whose fold
+        failed for a while, so it reaches B's in the usual time; once the slot has moved, the
+        sixteen are folded (empty), dropped and unregistered too."""
+        a = self.collector(*SLOW, threads=1)
+        b = self.collector(*SLOW, threads=1)
+        names = [x for x in ("jpass/%02d" % i for i in range(40)) if bucket(x) != "00"]
+        keep = names[:8]
+        body, model = self.spread(random.Random(32), keep, 12)
+        self.post(b, body)
+        model = dict({x: 0 for x in keep}, **model)
+        self.assertEqual(journal_state(b.journals)[:2], (1, {x: n for x, n in model.items() if n}))
+        used = {bucket(x) for x in keep} | {"00"} | {writer_tag(j) for j in a.journals + b.journals}
+        tag = next("%02x" % i for i in range(1, 256) if "%02x" % i not in used)
+        fakes = ["tally:{%s}q:%016x" % (tag, 0x5a5a0000 + i) for i in range(16)]
+        slot = CLUSTER.keyslot(fakes[0])
+        source = on_owner_node(fakes[0])
+        target = [m for m in CLUSTER.masters() if m is not source][0]
+
+        def restore():
+            close_move(slot, source, target)
+            open_move(slot, target, source)
+            close_move(slot, target, source)
+        self.addCleanup(restore)
+        open_move(slot, source, target)
+        on_owner(REGISTRY, "ZADD", REGISTRY, *[x for f in fakes for x in ("1", f)])
+        self.addCleanup(lambda: on_owner(REGISTRY, "ZREM", REGISTRY, *fakes))
+
+        b.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        got = harness.eventually(lambda: counted(keep), model, timeout=RECLAIM_SECONDS + 3)
+        took = time.monotonic() - killed
+        self.assertEqual(got, model)
+        self.assertLessEqual(took, RECLAIM_SECONDS + 2)
+        wait_until(lambda: b.journals[0] not in registered(), 3.0,
+                   message="B's journal not unregistered")
+        self.assertEqual(set(fakes) & set(registered()), set(fakes))  # not foldable yet
+        self.assertIn("TRYAGAIN", a.log())
+
+        close_move(slot, source, target)
+        wait_until(lambda: not set(fakes) & set(registered()), 10.0,
+                   message="the sixteen journals not unregistered once their slot moved")
+        self.assertEqual(registered(), a.journals)
+        self.assertEqual(counted(keep), model)
 
 
 # ---- Faults under load ----
