@@ -1865,6 +1865,31 @@ class ClusterJournalTest(ClusterTestCase):
         self.assertEqual(harness.metric(b.metrics(), "tally_forget_steps_total"), steps)
         self.assertEqual(read_views(b, keep + gone), dict(model, **{x: 0 for x in gone}))
 
+    def test_33_a_stop_drops_its_journal_after_its_slot_moved(self):
+        """A collector's journal, folded empty, its slot then moved to another master while
+        the collector sent nothing there (its slot map still names the old one): at SIGTERM
+        the drop of the emptied journal (cdrop) is answered MOVED, which it follows; the
+        journal's keys go, it leaves the registry, and the counts stay."""
+        a = self.collector_off_registry()
+        keep = ["jdrop/%02d" % i for i in range(6)]
+        body, model = self.spread(random.Random(33), keep, 10)
+        self.post(a, body)
+        model = dict({x: 0 for x in keep}, **model)
+        harness.eventually(lambda: counted(keep), model, timeout=3.0)
+        wait_until(lambda: journal_state(a.journals)[0] == 0, 3.0, message="not trimmed")
+        journal = a.journals[0]
+        self.assertIn(journal, journal_keys())  # emptied, not dropped while its writer lives
+        source, target = move_slot(CLUSTER.keyslot(journal))
+        self.assertIs(on_owner_node(journal), target)
+
+        self.assertEqual(a.stop(), 0)
+        self.assertNotIn(journal, journal_keys())
+        self.assertNotIn(journal, registered())
+        self.assertEqual([k for k in writer_keys(writer_of(journal))
+                          if not re.match(rb"^tally:\{..\}f:", k)], [])  # cursors stay
+        self.assertNotIn("refused", a.log())
+        self.assertEqual(counted(keep), model)
+
 
     # ---- The registry's slot moving ----
 
