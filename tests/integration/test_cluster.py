@@ -1891,6 +1891,37 @@ class ClusterJournalTest(ClusterTestCase):
         self.assertEqual(counted(keep), model)
 
 
+    def test_34_a_stop_waits_for_its_folds_parts(self):
+        """SIGTERM while a fold's parts wait on a master that does not answer (SIGSTOPped
+        for 0.8 s, less than the cluster's node timeout): the planned entries are still the
+        journal's (backlog) until the plan after the parts trims them, so the collector waits
+        for the parts and that plan before it drops its journal -- it exits with its journal
+        emptied, dropped and out of the registry, every view counted, rather than leaving it
+        for another collector to fold 5 s later."""
+        a = self.collector_off_registry(*SLOW)
+        journal = a.journals[0]
+        busy = {on_owner_node(journal), on_owner_node(REGISTRY)}
+        parts = [m for m in CLUSTER.masters() if m not in busy][0]
+        keep = [x for x in ("jwait/%02d" % i for i in range(200))
+                if on_owner_node("tally:{%s}a:x" % bucket(x)) is parts][:6]
+        self.assertEqual(len(keep), 6)
+        body, model = self.spread(random.Random(34), keep, 12)
+        self.post(a, body)
+        model = dict({x: 0 for x in keep}, **model)
+        self.assertEqual(counted(keep), {x: 0 for x in keep})
+
+        harness._signal_pid(parts.proc, signal.SIGSTOP)
+        try:
+            a.send_signal(signal.SIGTERM)
+            time.sleep(0.8)
+            self.assertIsNone(a.wait(0), "the collector did not wait for its fold's parts")
+        finally:
+            harness._signal_pid(parts.proc, signal.SIGCONT)
+        self.assertEqual(a.wait(10.0), 0)
+        self.assertEqual(counted(keep), model)
+        self.assertNotIn(journal, registered())
+        self.assertNotIn(journal, journal_keys())
+
     # ---- The registry's slot moving ----
 
     def collector_off_registry(self, *args):
