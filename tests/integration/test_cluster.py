@@ -1924,6 +1924,19 @@ class ClusterJournalTest(ClusterTestCase):
 
     # ---- The registry's slot moving ----
 
+    def half_move(self, slot, source):
+        """SLOT half-moved from SOURCE to another master (open_move()), and its move ended
+        and undone after the test (SLOT is SOURCE's again). Returns (the other master, the keys
+        moved)."""
+        target = [m for m in CLUSTER.masters() if m is not source][0]
+
+        def restore():
+            close_move(slot, source, target)
+            open_move(slot, target, source)
+            close_move(slot, target, source)
+        self.addCleanup(restore)
+        return target, open_move(slot, source, target)
+
     def collector_off_registry(self, *args):
         """A collector of one worker whose journal is not in the registry's slot (its tag is
         the first bucket of a master picked at random: {00} on the registry's master). One
@@ -1955,14 +1968,8 @@ class ClusterJournalTest(ClusterTestCase):
         self.post(b, body)
         self.assertEqual(journal_state(b.journals)[:2], (1, model))
         source = on_owner_node(REGISTRY)
-        target = [m for m in CLUSTER.masters() if m is not source][0]
-
-        def restore():
-            close_move(slot, source, target)
-            open_move(slot, target, source)
-            close_move(slot, target, source)
-        self.addCleanup(restore)
-        self.assertGreaterEqual(open_move(slot, source, target), 1)
+        target, keys = self.half_move(slot, source)
+        self.assertGreaterEqual(keys, 1)
         if not half:
             close_move(slot, source, target)
         moved = clock_ms(target)
@@ -2027,14 +2034,7 @@ class ClusterJournalTest(ClusterTestCase):
         fakes = ["tally:{%s}q:%016x" % (tag, 0x5a5a0000 + i) for i in range(16)]
         slot = CLUSTER.keyslot(fakes[0])
         source = on_owner_node(fakes[0])
-        target = [m for m in CLUSTER.masters() if m is not source][0]
-
-        def restore():
-            close_move(slot, source, target)
-            open_move(slot, target, source)
-            close_move(slot, target, source)
-        self.addCleanup(restore)
-        open_move(slot, source, target)
+        target, _ = self.half_move(slot, source)
         on_owner(REGISTRY, "ZADD", REGISTRY, *[x for f in fakes for x in ("1", f)])
         self.addCleanup(lambda: on_owner(REGISTRY, "ZREM", REGISTRY, *fakes))
 
