@@ -1890,7 +1890,6 @@ class ClusterJournalTest(ClusterTestCase):
         self.assertNotIn("refused", a.log())
         self.assertEqual(counted(keep), model)
 
-
     def test_34_a_stop_waits_for_its_folds_parts(self):
         """SIGTERM while a fold's parts wait on a master that does not answer (SIGSTOPped
         for 0.8 s, less than the cluster's node timeout): the planned entries are still the
@@ -2028,8 +2027,10 @@ class ClusterJournalTest(ClusterTestCase):
         body, model = self.spread(random.Random(32), keep, 12)
         self.post(b, body)
         model = dict({x: 0 for x in keep}, **model)
-        self.assertEqual(journal_state(b.journals)[:2], (1, {x: n for x, n in model.items() if n}))
-        used = {bucket(x) for x in keep} | {"00"} | {writer_tag(j) for j in a.journals + b.journals}
+        held = {x: n for x, n in model.items() if n}
+        self.assertEqual(journal_state(b.journals)[:2], (1, held))
+        # Sixteen journals in a slot of their own: no article's, no collector's, not {00}.
+        used = {bucket(x) for x in keep} | {writer_tag(j) for j in a.journals + b.journals}
         tag = next("%02x" % i for i in range(1, 256) if "%02x" % i not in used)
         fakes = ["tally:{%s}q:%016x" % (tag, 0x5a5a0000 + i) for i in range(16)]
         slot = CLUSTER.keyslot(fakes[0])
