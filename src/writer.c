@@ -23,6 +23,8 @@
 
 #define WRITER_UNIT_EVENTS_MAX 2000 /* events per unit: bounds how long the script runs */
 #define WRITER_TICK_MS 50           /* backoffs and holds are looked at this often at least */
+#define WRITER_JOURNAL_MOVING_MS 1000 /* writes pass the journal this long after it answered
+                                       * TRYAGAIN (its slot half-moved) */
 
 TAILQ_HEAD(part_list, tally_write_part);
 
@@ -81,6 +83,8 @@ struct tally_writer {
     struct event *flush_ev;        /* activated: runs after the callbacks already ready, so
                                     * requests that arrived together leave together */
     struct event *tick_ev;         /* deadlines, backoffs */
+    uint64_t journal_moving_until; /* ms (tally_now_ms): the journal's slot is being moved,
+                                    * writes go to their buckets until then */
 };
 
 /* ---- Answering ---- */
@@ -420,6 +424,17 @@ static void writer_refused(struct write_lane *l, const redisReply *reply)
     if ((l->redirect = tally_redis_redirect(l->w->router, reply, &asking)) != NULL) {
         l->asking = asking;
         l->state = UNIT_RESEND;
+        return;
+    }
+    /* The journal's slot is half-moved: a unit's keys (its new attempt marker among them) are
+     * on neither master all together, which Redis refuses until the move ends, however long
+     * that takes (a reshard stopped half-way). A unit that surely did not run goes to its
+     * buckets instead, and so do the writes of the next second. */
+    if (l->agg.trimmed != NULL && !l->uncertain && strncmp(reply->str, "TRYAGAIN", 8) == 0) {
+        l->w->journal_moving_until = tally_now_ms() + WRITER_JOURNAL_MOVING_MS;
+        l->refusals = 0;
+        writer_requeue_unit(l);
+        writer_unjournal(l);
         return;
     }
     /* Else back off (50 ms doubling to 1.6 s): the periodic tick sends again. */
@@ -807,11 +822,12 @@ static struct write_lane *writer_journal_lane(struct tally_writer *w)
  * same as counting it now: no Idempotency-Key (its markers have homes of their own), no
  * comment (its floor at 0 depends on order), no repeat-view check; and only while the
  * folder's heartbeat keeps the journal registered, so that a journal holding entries is
- * never anyone else's to fold while its writer lives. */
+ * never anyone else's to fold while its writer lives; not while the journal's slot is being
+ * moved (writer_refused()). */
 static bool writer_journaled(struct tally_writer *w, const struct tally_write *wr)
 {
     if (w->folder == NULL || w->n_lanes == 1 || wr->idem != NULL || w->cfg->view_window > 0 ||
-        !tally_folder_registered(w->folder))
+        !tally_folder_registered(w->folder) || tally_now_ms() < w->journal_moving_until)
         return false;
     for (size_t i = 0; i < wr->req.n; i++)
         if (wr->req.ev[i].type == TALLY_EVENT_COMMENT)

@@ -2013,6 +2013,45 @@ class ClusterJournalTest(ClusterTestCase):
     def test_31_journals_follow_the_registrys_slot_half_moved(self):
         self.journals_follow_the_registry(half=True)
 
+    def test_35_writes_pass_a_journal_whose_slot_is_half_moved(self):
+        """A worker's journal whose slot is half-moved (a reshard under way, or stopped
+        half-way) cannot take a unit: its keys -- a new attempt marker among them -- are on
+        neither master all together, and Redis answers TRYAGAIN until the move ends. A unit so
+        refused (it never ran) goes to its buckets and is counted at once, answered 200, and
+        so do the writes of the next second; once the slot has moved, writes take the journal
+        again."""
+        a = self.collector_off_registry(*SLOW)
+        journal = a.journals[0]
+        names = [x for x in ("jmoving/%02d" % i for i in range(60))
+                 if CLUSTER.keyslot("tally:{%s}a:x" % bucket(x)) != CLUSTER.keyslot(journal)]
+        first, during, after = names[:6], names[6:12], names[12:18]
+        rng = random.Random(35)
+        body1, model1 = self.spread(rng, first, 8)
+        self.post(a, body1)
+        self.assertEqual(journal_state([journal])[:2], (1, model1))
+        source, slot = on_owner_node(journal), CLUSTER.keyslot(journal)
+        target, keys = self.half_move(slot, source)
+        self.assertGreaterEqual(keys, 1)  # the journal and its marker went to the target
+
+        body2, model2 = self.spread(rng, during, 8)
+        started = time.monotonic()
+        self.post(a, body2)  # 200 (asserted there)
+        self.assertLess(time.monotonic() - started, 1.0)
+        self.assertEqual(counted(during), dict({x: 0 for x in during}, **model2))  # at once
+
+        close_move(slot, source, target)
+        time.sleep(1.2)
+        body3, model3 = self.spread(rng, after, 8)
+        self.post(a, body3)
+        held = dict(model1)
+        add_up(held, model3)
+        self.assertEqual(journal_state([journal])[:2], (2, held))
+        self.assertEqual(counted(first + after), {x: 0 for x in first + after})
+        self.assertEqual(a.stop(), 0)
+        total = dict({x: 0 for x in names[:18]}, **model2)
+        add_up(total, held)
+        self.assertEqual(counted(names[:18]), total)
+
     def test_32_a_journal_that_cannot_be_folded_holds_up_no_other(self):
         """Journals gone whose slot is half-moved cannot be folded while it is (every plan
         answered TRYAGAIN: its keys are neither all on the old master nor all on the new).
