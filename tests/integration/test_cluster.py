@@ -1751,17 +1751,24 @@ class ClusterJournalTest(ClusterTestCase):
         self.assertEqual(node.command("XLEN", journal), 0)
         self.assertEqual(harness.metric(t.metrics(), "tally_fold_merged_total"), 1)
 
+    def post_rounds(self, t, seed, keep, rounds, views, gone, repeat):
+        """ROUNDS POSTs to T, each of VIEWS views drawn over KEEP (random.Random(SEED)) and
+        REPEAT views of each article of GONE. Returns {article of KEEP: views} (0 for none)."""
+        model = {x: 0 for x in keep}
+        rng = random.Random(seed)
+        for _ in range(rounds):
+            body, per = self.spread(rng, keep, views)
+            self.post(t, body + [{"type": "view", "article": x} for x in gone
+                                 for _ in range(repeat)])
+            add_up(model, per)
+        return model
+
     def test_23_delete_forgets_what_waited_in_another_collectors_journal(self):
         a = self.collector(*SLOW)
         b = self.collector()
         gone = "jdel/gone"
         keep = ["jdel/keep%02d" % i for i in range(12)]
-        model = {x: 0 for x in keep}
-        rng = random.Random(23)
-        for _ in range(6):
-            body, per = self.spread(rng, keep, 8)
-            self.post(a, body + [{"type": "view", "article": gone}] * 5)
-            add_up(model, per)
+        model = self.post_rounds(a, 23, keep, 6, 8, [gone], 5)
         entries, held, _ = journal_state(a.journals)
         self.assertEqual((entries, held), (6, dict({x: v for x, v in model.items() if v},
                                                    **{gone: 30})))
@@ -1816,12 +1823,7 @@ class ClusterJournalTest(ClusterTestCase):
         # No article in bucket 00, the registry's: their parts and the forget go elsewhere.
         names = [x for x in ("jask/%02d" % i for i in range(20)) if test_reports.bucket(x) != "00"]
         gone, keep = names[0], names[1:7]
-        model = {x: 0 for x in keep}
-        rng = random.Random(26)
-        for _ in range(4):
-            body, per = self.spread(rng, keep, 6)
-            self.post(a, body + [{"type": "view", "article": gone}] * 3)
-            add_up(model, per)
+        model = self.post_rounds(a, 26, keep, 4, 6, [gone], 3)
         self.assertEqual(journal_state(a.journals)[:2],
                          (4, dict({x: v for x, v in model.items() if v}, **{gone: 12})))
         steps = drain_steps(a.journals)
@@ -1846,12 +1848,7 @@ class ClusterJournalTest(ClusterTestCase):
         journal_slot, registry_slot = CLUSTER.keyslot(a.journals[0]), CLUSTER.keyslot(REGISTRY)
         gone = ["jmoved/gone1", "jmoved/gone2"]
         keep = ["jmoved/keep%02d" % i for i in range(6)]
-        model = {x: 0 for x in keep}
-        rng = random.Random(27)
-        for _ in range(4):
-            body, per = self.spread(rng, keep, 6)
-            self.post(a, body + [{"type": "view", "article": x} for x in gone])
-            add_up(model, per)
+        model = self.post_rounds(a, 27, keep, 4, 6, gone, 1)
         self.assertEqual(journal_state(a.journals)[:2],
                          (4, dict({x: v for x, v in model.items() if v}, **{x: 4 for x in gone})))
         steps = drain_steps(a.journals)

@@ -321,6 +321,16 @@ static const char *const merged_two_hours[] = {
     "1800000000\n12\nab\n1\n0\n0\n0\n0\n0",
 };
 
+/* A merge of adds_two_hours. */
+static struct tally_merge *merge_two_hours(void)
+{
+    struct tally_merge *m = tally_merge_new();
+
+    assert_non_null(m);
+    merge_adds(m, adds_two_hours, N_ELEMS(adds_two_hours));
+    return m;
+}
+
 static void test_merge_adds_up_per_article_and_hour(void **state)
 {
     struct tally_merge *m = tally_merge_new();
@@ -405,13 +415,11 @@ static void test_merge_clears_and_is_reused(void **state)
         "1800000000\n8c\na\n1\n1\n0000000000000001\n0\n0\n0\n0",
         "1800000000\nef\nb\n0\n2\n0000000000000001\n0000000000000002\n0\n0\n0\n0",
     };
-    struct tally_merge *m = tally_merge_new();
+    struct tally_merge *m = merge_two_hours();
     struct tally_buf b;
 
     (void)state;
-    assert_non_null(m);
     tally_buf_init(&b);
-    merge_adds(m, adds_two_hours, N_ELEMS(adds_two_hours));
     /* The buckets of its records: 0x12, 0x8c and 0xef. */
     assert_int_equal(tally_merge_touched(m)[0], UINT64_C(1) << 0x12);
     assert_int_equal(tally_merge_touched(m)[1], 0);
@@ -677,14 +685,12 @@ static void test_merge_puts_records_in_steps(void **state)
         size_t step, chunks;
     } cases[] = {{0, 0}, {1, 4}, {2, 2}, {3, 1}, {4, 1}, {5, 0}, {6, 0}, {1000, 0}};
     const size_t n = N_ELEMS(merged_two_hours);
-    struct tally_merge *m = tally_merge_new();
+    struct tally_merge *m = merge_two_hours();
     struct tally_buf b, w;
 
     (void)state;
-    assert_non_null(m);
     tally_buf_init(&b);
     tally_buf_init(&w);
-    merge_adds(m, adds_two_hours, N_ELEMS(adds_two_hours));
     assert_int_equal(tally_merge_records(m), n);
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
         size_t step = cases[i].step, first = cases[i].chunks > 0 ? step : n, args;
@@ -738,14 +744,12 @@ static void test_merge_puts_records_by_bucket(void **state)
         size_t records[3], n;
     } want[] = {{0x8c, {0, 1, 3}, 3}, {0xef, {2}, 1}, {0x12, {4}, 1}};
     struct tally_merge_part parts[TALLY_BUCKETS];
-    struct tally_merge *m = tally_merge_new();
+    struct tally_merge *m = merge_two_hours();
     struct tally_buf b, w;
 
     (void)state;
-    assert_non_null(m);
     tally_buf_init(&b);
     tally_buf_init(&w);
-    merge_adds(m, adds_two_hours, N_ELEMS(adds_two_hours));
     tally_buf_adds(&b, "before");
     assert_int_equal(tally_merge_put_buckets(m, &b, parts), (int)N_ELEMS(want));
     tally_buf_adds(&w, "before");
