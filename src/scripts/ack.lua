@@ -17,7 +17,7 @@
 --          A Redis Cluster: no registry -- the writer's folder keeps the journal in it with its
 --          heartbeat (cheartbeat.lua), and the registry lives in another slot. KEYS[3] is then
 --          absent (two KEYS) or the journal's trimmed count P{jj}n:<writer>, which the append
---          reads (journal_number()) and a cluster call must declare; either way the entry is
+--          reads (journal_next()) and a cluster call must declare; either way the entry is
 --          appended without the ZADD.
 -- ARGV     P window marker_ttl idem_ttl now fence fresh model segment... as in unit.lua,
 --          but each segment is
@@ -44,14 +44,14 @@
 -- emptied journal is deleted, and a new one starts its ids afresh), so merged.lua checks
 -- both. number counts the entries the journal has taken (XADD) since it was made, this one
 -- included: its length plus the entries folds trimmed from it (trim_journal() counts them in
--- P{00}n:<writer>, deleted with the journal; see journal_number()). Each XADD raises it by
+-- P{00}n:<writer>, deleted with the journal; see journal_next()). Each XADD raises it by
 -- one, whoever sends it; a fold's trim leaves it as it is; it starts again only in a journal
 -- deleted and made afresh (nothing in tally removes single entries: an XDEL by hand would
 -- lower it). So between two entries of one making of a journal
 -- numbered a and b, exactly b - a - 1 entries were appended: merged.lua checks a batch from
 -- its first and last entries alone (see there). (Redis keeps that count itself, XINFO
 -- STREAM's entries-added, but reads the first and the last entry out with it: 10-50 µs an
--- append, against 2 µs for XLEN and HGET.)
+-- append, against 2 µs for XLEN and HMGET.)
 
 -- Nothing is written unless the append can be: a Redis user without XADD or ZADD (an ACL
 -- from before the journal) would otherwise leave markers and repeat views set for events
@@ -149,8 +149,9 @@ end
 result[2] = c and counter_finish(c) or ''
 local id, number = '', 0
 if #parts > 0 then
-    number = journal_number(KEYS[2])
-    id = redis.call('XADD', KEYS[2], '*', 'n', ARGV[5], 'c', window > 0 and '1' or '0',
+    local at
+    number, at = journal_next(KEYS[2], clock)
+    id = redis.call('XADD', KEYS[2], at, 'n', ARGV[5], 'c', window > 0 and '1' or '0',
                     'r', table.concat(reps, ' '), 'u', KEYS[1],
                     's', string.format('%d', number),
                     'a', table.concat(parts, '\n'))

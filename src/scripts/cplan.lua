@@ -15,7 +15,9 @@
 --          count: the most entries a new plan takes (at least 1); done_first and done_last:
 --          the first and last id of the plan whose every part the caller has had answered
 --          (counted or "done"), "" for none. When the stored plan is exactly that one, its
---          entries are trimmed (trim_journal()) and it is deleted; a plan that differs --
+--          entries are trimmed (trim_journal()), its last id becomes the journal's
+--          high-water mark (field h of KEYS[3], see journal_next()) and the plan is deleted;
+--          a plan that differs --
 --          another folder finished it and planned anew -- is left as it is. upto (""
 --          or absent: none): a bucket's cursor that a part found inside the plan
 --          (cpart.lua's "overlap", after the journal's master failed over): the plan then
@@ -45,6 +47,7 @@ if ARGV[5] ~= '' and plan then
     local first, last = string.match(plan, '^(%S+) (%S+) ')
     if first == ARGV[4] and last == ARGV[5] then
         trim_journal(journal, last)
+        redis.call('HSET', KEYS[3], 'h', last) -- the high-water mark (see journal_next())
         redis.call('DEL', key)
         plan = false
     end

@@ -59,16 +59,34 @@ local function trimmed_of(journal)
     return P .. tag .. 'n:' .. writer
 end
 
--- The number of the next entry appended to JOURNAL: one more than the entries it has taken
--- since it was made (those in it and those trimmed). Two commands of constant cost: neither
--- reads an entry.
-local function journal_number(journal)
-    return redis.call('XLEN', journal) + 1 +
-               (tonumber(redis.call('HGET', trimmed_of(journal), 'n')) or 0)
+-- The number of the next entry appended to JOURNAL -- one more than the entries it has taken
+-- since it was made (those in it and those trimmed) -- and the id to append it at: "*"
+-- (Redis's clock), or the id just past the journal's high-water mark. A cluster journal's
+-- trimmed count holds that mark, its field h, the last id its plans trimmed (cplan.lua), and
+-- keeps it when the journal is dropped (cdrop.lua): buckets' cursors compare ids, so a journal
+-- made anew (dropped by a reclaimer while its writer lived, see cdrop.lua) must number its
+-- entries past every id a cursor may hold, even on a master whose clock is behind the one
+-- that made the old journal's ids (a failover to a replica with a slower clock, a clock
+-- step). CLOCK is Redis's time (Unix ms). Two commands of constant cost, neither reading an
+-- entry; two more when the journal is made anew over a kept mark (the mark goes: the new
+-- journal's trims write it again, with no expiry).
+local function journal_next(journal, clock)
+    local len = redis.call('XLEN', journal)
+    local trimmed = trimmed_of(journal)
+    local t = redis.call('HMGET', trimmed, 'n', 'h')
+    local at, high = '*', t[2]
+    if high and len == 0 and redis.call('EXISTS', journal) == 0 then
+        redis.call('DEL', trimmed)
+        t[1] = false
+        if not id_before(high, string.format('%d-0', clock)) then
+            at = next_id(high)
+        end
+    end
+    return len + 1 + (tonumber(t[1]) or 0), at
 end
 
 -- Remove JOURNAL's entries up to the id LAST and count them as trimmed: every trim of a
--- journal goes through here (see journal_number()).
+-- journal goes through here (see journal_next()).
 local function trim_journal(journal, last)
     local n = redis.call('XTRIM', journal, 'MINID', next_id(last))
     if n > 0 then

@@ -511,6 +511,21 @@ def writer_keys(writer):
     return sorted(k for keys in CLUSTER.all_keys(pat).values() for k in keys)
 
 
+def left_behind(writer):
+    """WRITER's keys left after its journal was dropped, but for those that stay by design,
+    each expiring within two days: its cursors in the buckets, and its trimmed count holding
+    only the journal's high-water mark (field h, see cdrop.lua)."""
+    left = []
+    for k in writer_keys(writer):
+        if re.match(rb"^tally:\{..\}f:", k):
+            continue
+        if (re.match(rb"^tally:\{..\}n:", k) and on_owner(k, "HKEYS", k) == [b"h"] and
+                0 < on_owner(k, "TTL", k) <= 172800):
+            continue
+        left.append(k)
+    return left
+
+
 def journal_state(journals=None):
     """(entries, {article: views}, {bucket}) held by the JOURNALS (default: every journal on
     the cluster), read straight from their masters."""
@@ -1310,11 +1325,10 @@ class ClusterJournalTest(ClusterTestCase):
         return [{"type": "view", "article": a} for a, k in per.items() for _ in range(k)], per
 
     def assertDropped(self, journals, timeout=5.0):
-        """The JOURNALS are gone (their keys and cursors may stay: a cursor expires) and
-        unregistered, within TIMEOUT."""
+        """The JOURNALS are gone (their cursors and high-water marks stay: they expire, see
+        left_behind()) and unregistered, within TIMEOUT."""
         def gone():
-            left = [k for j in journals for k in writer_keys(writer_of(j))
-                    if not re.match(rb"^tally:\{..\}f:", k)]
+            left = [k for j in journals for k in left_behind(writer_of(j))]
             still = set(registered()) & set(journals)
             return (left, sorted(still)) if left or still else None
         deadline = time.monotonic() + timeout
@@ -1882,8 +1896,7 @@ class ClusterJournalTest(ClusterTestCase):
         self.assertEqual(a.stop(), 0)
         self.assertNotIn(journal, journal_keys())
         self.assertNotIn(journal, registered())
-        self.assertEqual([k for k in writer_keys(writer_of(journal))
-                          if not re.match(rb"^tally:\{..\}f:", k)], [])  # cursors stay
+        self.assertEqual(left_behind(writer_of(journal)), [])
         self.assertNotIn("refused", a.log())
         self.assertEqual(counted(keep), model)
 
@@ -1995,8 +2008,7 @@ class ClusterJournalTest(ClusterTestCase):
         self.assertLessEqual(took, RECLAIM_SECONDS + 2)
         wait_until(lambda: b.journals[0] not in registry_on(target), 3.0,
                    message="B's journal not unregistered")
-        self.assertEqual([k for k in writer_keys(writer_of(b.journals[0]))
-                          if not re.match(rb"^tally:\{..\}f:", k)], [])  # cursors stay
+        self.assertEqual(left_behind(writer_of(b.journals[0])), [])
 
         # A stops: its journal folded, dropped, and out of the registry.
         self.assertEqual(a.stop(), 0)
@@ -2091,6 +2103,65 @@ class ClusterJournalTest(ClusterTestCase):
                    message="the sixteen journals not unregistered once their slot moved")
         self.assertEqual(registered(), a.journals)
         self.assertEqual(counted(keep), model)
+
+    def test_36_a_journal_made_anew_numbers_its_entries_past_its_cursors(self):
+        """A collector stalled past its heartbeats (SIGSTOP) has its emptied journal dropped by
+        another, and makes it anew at its next write. The old journal's ids were ahead of its
+        master's clock -- as after a failover to a replica with a slower clock; made here with
+        XSETID -- so the cursors its plans left in the buckets are too. The new journal's
+        entries must be numbered past them (past the high-water mark the drop keeps): a bucket
+        takes a part at or before its cursor for counted, and its views would never be."""
+        b = self.collector(threads=1)
+        a = self.collector(threads=1)
+        journal = a.journals[0]
+        node = on_owner_node(journal)
+        trimmed = journal.replace("}q:", "}n:", 1)
+        articles = ["jahead/%02d" % i for i in range(12)]
+        self.post(a, [{"type": "view", "article": articles[0]}])  # the journal is made
+        wait_until(lambda: node.command("XLEN", journal) == 0, 3.0, message="not folded")
+        ahead = clock_ms(node) + 3600 * 1000
+        node.command("XSETID", journal, "%d-0" % ahead)
+        self.post(a, [{"type": "view", "article": x} for x in articles])
+        model = dict({x: 1 for x in articles}, **{articles[0]: 2})
+        self.assertEqual(harness.eventually(lambda: counted(articles), model, timeout=3.0),
+                         model)
+        wait_until(lambda: node.command("XLEN", journal) == 0, 3.0, message="not trimmed")
+        high = node.command("HGET", trimmed, "h")
+        self.assertEqual(high, b"%d-1" % ahead)  # the plan's last id, trimmed
+        cursors = [k for k in writer_keys(writer_of(journal))
+                   if re.match(rb"^tally:\{..\}f:", k)]
+        self.assertEqual(len(cursors), len({bucket(x) for x in articles}))
+        self.assertEqual({on_owner(k, "GET", k) for k in cursors}, {high})
+
+        harness._signal_pid(a.proc, signal.SIGSTOP)  # past its heartbeats: B drops the journal
+        try:
+            self.assertDropped([journal], timeout=RECLAIM_SECONDS + 4)
+            self.assertEqual(node.command("HGETALL", trimmed), [b"h", high])
+            self.assertTrue(172000 <= node.command("TTL", trimmed) <= 172800)
+        finally:
+            harness._signal_pid(a.proc, signal.SIGCONT)
+        back = clock_ms(CLUSTER.owner(CLUSTER.keyslot(REGISTRY)))
+        wait_until(lambda: int(on_owner(REGISTRY, "ZSCORE", REGISTRY, journal) or 0) >= back,
+                   5.0, message="A's journal not registered again")
+        # A's writes take the journal again once A has seen its heartbeat confirmed (within a
+        # second); one before that is counted at once (and is as good for the counts).
+        for i in range(20):
+            self.post(a, [{"type": "view", "article": x} for x in articles])
+            add_up(model, {x: 1 for x in articles})
+            if node.command("EXISTS", journal):
+                break
+            time.sleep(0.1)
+        info = node.command("XINFO", "STREAM", journal)
+        info = dict(zip(info[::2], info[1::2]))
+        self.assertEqual((info[b"entries-added"], info[b"last-generated-id"]),
+                         (1, b"%d-2" % ahead))  # made anew past the mark, one entry
+        self.assertEqual(harness.eventually(lambda: counted(articles), model, timeout=3.0),
+                         model)
+        wait_until(lambda: node.command("XLEN", journal) == 0, 3.0, message="not trimmed")
+        # The new journal's trimmed count and mark, with no expiry while the journal lives.
+        self.assertEqual(node.command("HGETALL", trimmed), [b"n", b"1", b"h", b"%d-2" % ahead])
+        self.assertEqual(node.command("TTL", trimmed), -1)
+        self.assertEqual(registered(), sorted(b.journals + a.journals))
 
 
 # ---- Faults under load ----
