@@ -37,7 +37,9 @@
  *   P{jj}q:<writer>, P{jj}n:<writer> STREAM, HASH a Redis Cluster: a worker's journal and its
  *                                      trimmed count, as the two above, in a bucket jj of a
  *                                      master of the journal's own; deleted only once emptied,
- *                                      by src/scripts/cdrop.lua
+ *                                      by src/scripts/cdrop.lua, which keeps the trimmed
+ *                                      count's h (the journal's high-water mark, the last id
+ *                                      trimmed) 2 days (see journal_next())
  *   P{jj}p:<writer>             STRING a Redis Cluster: the journal's fold plan in progress,
  *                                      "<first id> <last id> <entries>" (src/scripts/cplan.lua)
  *   P{bb}f:<writer>             STRING a Redis Cluster: the journal's cursor in bucket bb, the

@@ -512,9 +512,39 @@ class JournalClusterFunctionsTest(unittest.TestCase):
                                                                               views=5))).encode()])
         self.assertEqual(self.cplan(2, "5-0", "5-0"), [b"empty", 0])
         self.assertEqual(self.redis.command("EXISTS", *keys), 2)  # the plan went with the trim
+        self.assertEqual(self.redis.command("HGETALL", TRIMMED), [b"n", b"5", b"h", b"5-0"])
         self.assertEqual(self.fcall("cdrop", keys), 1)
-        self.assertEqual(self.redis.command("EXISTS", *keys), 0)
-        self.assertEqual(self.fcall("cdrop", keys), 1)  # none there: nothing to keep
+        # The journal goes, and its trimmed count but for the high-water mark, kept 2 days.
+        self.assertEqual(self.redis.command("EXISTS", J, PLAN), 0)
+        self.assertEqual(self.redis.command("HGETALL", TRIMMED), [b"h", b"5-0"])
+        self.assertIn(self.redis.command("TTL", TRIMMED), (172799, 172800))
+        self.assertEqual(self.fcall("cdrop", keys), 1)  # none there: the mark kept
+        self.assertEqual(self.redis.command("HGETALL", TRIMMED), [b"h", b"5-0"])
+
+    def test_a_journal_made_anew_numbers_its_entries_past_its_high_water_mark(self):
+        """Cursors compare ids: a journal dropped and made anew by its writer must number its
+        entries past the last id trimmed from it, even where the master's clock is behind
+        that id (a failover to a replica with a slower clock, a clock step)."""
+        ahead = self.redis_ms() + 3600 * 1000
+        self.redis.command("HSET", TRIMMED, "h", "%d-7" % ahead)  # as cdrop.lua leaves it
+        reply = self.ack([J, TRIMMED], "a1", "x1")
+        self.assertEqual((reply[-2], reply[-1]), (b"%d-8" % ahead, 1))
+        # The mark went with the making; the new journal's trims write it again, no expiry.
+        self.assertEqual(self.redis.command("EXISTS", TRIMMED), 0)
+        self.assertEqual(self.ack([J, TRIMMED], "a2", "x2")[-2:], [b"%d-9" % ahead, 2])
+        plan = self.cplan(10)
+        self.assertEqual(self.cplan(10, plan[0], plan[1]), [b"empty", 0])
+        self.assertEqual(self.redis.command("HGETALL", TRIMMED),
+                         [b"n", b"2", b"h", b"%d-9" % ahead])
+        self.assertEqual(self.redis.command("TTL", TRIMMED), -1)
+        # A mark behind the clock: the journal made anew takes Redis's clock, numbered from 1.
+        self.assertEqual(self.fcall("cdrop", [J, TRIMMED, PLAN]), 1)
+        self.redis.command("HSET", TRIMMED, "h", "1-0")
+        before = self.redis_ms()
+        reply = self.ack([J, TRIMMED], "a3", "x3")
+        self.assertGreaterEqual(int(reply[-2].split(b"-")[0]), before)
+        self.assertEqual(reply[-1], 1)
+        self.assertEqual(self.redis.command("EXISTS", TRIMMED), 0)
 
     # ---- ack without a registry ----
 
@@ -566,7 +596,8 @@ class JournalClusterFunctionsTest(unittest.TestCase):
         fence = beat + 5000 - 1000
         self.assertLess(fence, self.redis_ms())
         self.assertEqual(self.ack([J, TRIMMED], "a2", "x2", fence), [b"fenced"])
-        self.assertEqual(self.redis.command("EXISTS", J, TRIMMED, PLAN, REGISTRY), 0)
+        self.assertEqual(self.redis.command("EXISTS", J, PLAN, REGISTRY), 0)
+        self.assertEqual(self.redis.command("HKEYS", TRIMMED), [b"h"])  # the mark kept
         self.assertEqual(self.ack([J, TRIMMED], "a2", "x2"), [b"fenced"])  # its marker says so
         self.assertEqual(self.redis.command("EXISTS", J), 0)
         # Fenced by its answer's time alone, it would have been appended where nobody looks.
@@ -602,6 +633,8 @@ class JournalClusterFunctionsTest(unittest.TestCase):
         self.assertEqual(self.fcall("cdrop", [J, TRIMMED, PLAN]), 1)
         self.assertEqual(self.fcall("cgone", [REGISTRY], J, 0), 1)
         self.assertEqual(self.totals("x"), {"views": 1})
+        # The journal made anew over its kept high-water mark.
+        self.assertEqual(self.ack([J, TRIMMED], "a2", "x")[-1], 1)
         self.assertEqual(self.redis.command("ACL", "LOG"), [])
 
 
