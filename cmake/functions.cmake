@@ -6,7 +6,9 @@
 # SHARED files come first, once, as local functions every body may call (Redis scripts
 # cannot include one another). Each script is NAME=MODE:FILE; MODE ro registers the function
 # with the no-writes flag (called with FCALL_RO), kept with allow-oom (it writes only small
-# answers it keeps for a minute, and a read must not fail because Redis is full). The library is "tally_<v>" and its
+# answers it keeps for a minute, and a read must not fail because Redis is full). Each body
+# sees READ_ONLY, true in a function registered ro: one file registered both ways (kept.lua)
+# writes only when it may. The library is "tally_<v>" and its
 # functions "tally_<name>_<v>" and "tally_version_<v>" (returning <v>), <v> being the first 12
 # hex digits of the SHA-256 of everything above: any change of a script makes a new version,
 # which a running tallyd of another version does not call.
@@ -26,7 +28,13 @@ foreach(s ${SCRIPTS})
   set(name "${CMAKE_MATCH_1}")
   set(mode "${CMAKE_MATCH_2}")
   file(READ "${CMAKE_MATCH_3}" text)
-  string(APPEND code "local function tally_${name}(KEYS, ARGV)\n${text}\nend\n")
+  if(mode STREQUAL "ro")
+    set(read_only "true")
+  else()
+    set(read_only "false")
+  endif()
+  string(APPEND code "local function tally_${name}(KEYS, ARGV)\nlocal READ_ONLY = ${read_only}\n"
+                     "${text}\nend\n")
   # Scripts touch keys they build from their arguments, as EVAL scripts without flags may;
   # all of one call's keys share a hash tag, so they live on one node.
   if(mode STREQUAL "ro")

@@ -4,6 +4,7 @@
 
 #include "tally/error.h"
 #include "tally/fanout.h"
+#include "tally/functions.h"
 
 struct fanout_slot {
     struct tally_fanout *f;
@@ -14,6 +15,8 @@ struct fanout_slot {
     char *body;     /* or an eval's arguments */
     size_t nargs;
     enum tally_script script;
+    struct tally_store *st; /* where it went last, and whether with ASKING */
+    bool asking;
     int redirects;
 };
 
@@ -63,8 +66,31 @@ static int fanout_redirect(struct fanout_slot *slot, const redisReply *reply)
         return -1;
     if (slot->cmd != NULL)
         return tally_store_formatted(st, asking, slot->cmd, slot->len, on_fanout_reply, slot);
+    slot->st = st;
+    slot->asking = asking;
     return tally_store_eval_asking(st, asking, slot->script, slot->body, slot->len, slot->nargs,
                                    on_fanout_reply, slot);
+}
+
+/* A script call refused because Redis takes no writes now (a failed background save,
+ * min-replicas-to-write unmet, a replica) whose function has a read-only twin (kept.lua's,
+ * which keeps a week's or month's part): send the same call to the twin, which answers
+ * without keeping anything. Returns 0 when resent. */
+static int fanout_read_only(struct fanout_slot *slot, const redisReply *reply)
+{
+    static const char *const words[] = {"MISCONF", "NOREPLICAS", "READONLY"};
+    enum tally_script twin;
+
+    if (slot->body == NULL || slot->st == NULL ||
+        (twin = tally_functions_read_only_twin(slot->script)) == TALLY_SCRIPTS)
+        return -1;
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        if (strncmp(reply->str, words[i], strlen(words[i])) == 0) {
+            slot->script = twin;
+            return tally_store_eval_asking(slot->st, slot->asking, twin, slot->body, slot->len,
+                                           slot->nargs, on_fanout_reply, slot);
+        }
+    return -1;
 }
 
 static void on_fanout_reply(int status, redisReply *reply, void *arg)
@@ -72,7 +98,8 @@ static void on_fanout_reply(int status, redisReply *reply, void *arg)
     struct fanout_slot *slot = arg;
     struct tally_fanout *f = slot->f;
 
-    if (status == 0 && reply->type == REDIS_REPLY_ERROR && fanout_redirect(slot, reply) == 0)
+    if (status == 0 && reply->type == REDIS_REPLY_ERROR &&
+        (fanout_redirect(slot, reply) == 0 || fanout_read_only(slot, reply) == 0))
         return;
     free(slot->body);
     slot->body = NULL;
@@ -102,6 +129,8 @@ static struct fanout_slot *fanout_next(struct tally_fanout *f)
     slot = &f->slots[f->sent];
     slot->f = f;
     slot->i = f->sent;
+    slot->st = NULL;
+    slot->asking = false;
     slot->redirects = 0;
     return slot;
 }
@@ -169,6 +198,7 @@ int tally_fanout_eval(struct tally_fanout *f, struct tally_redis *r, const char 
     slot->len = len;
     slot->nargs = nargs;
     slot->script = script;
+    slot->st = st;
     rc = tally_store_eval(st, script, slot->body, len, nargs, on_fanout_reply, slot);
     if (rc < 0) {
         free(slot->body);

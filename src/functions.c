@@ -42,6 +42,7 @@ static const struct {
     {"cstale", true},
     {"cgone", false},
     {"cdrop", false},
+    {"kept_ro", true},
     {"version", true},
 };
 
@@ -83,6 +84,11 @@ const char *tally_functions_name(enum tally_script script)
 bool tally_functions_read_only(enum tally_script script)
 {
     return functions_scripts[script].read_only;
+}
+
+enum tally_script tally_functions_read_only_twin(enum tally_script script)
+{
+    return script == TALLY_SCRIPT_KEPT ? TALLY_SCRIPT_KEPT_RO : TALLY_SCRIPTS;
 }
 
 /* ---- Loading ---- */

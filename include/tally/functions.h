@@ -24,6 +24,11 @@ const char *tally_functions_name(enum tally_script script);
 /* Does SCRIPT only read (called with FCALL_RO)? */
 bool tally_functions_read_only(enum tally_script script);
 
+/* The read-only function that answers what SCRIPT answers without keeping anything, for when
+ * Redis takes no writes (kept.lua's, which keeps a week's or month's parts), or TALLY_SCRIPTS
+ * when SCRIPT has none. */
+enum tally_script tally_functions_read_only_twin(enum tally_script script);
+
 /* `tallyd --load-functions`: FUNCTION LOAD REPLACE the library into CFG's --redis (with the
  * URL's user and password, which must be allowed FUNCTION LOAD), or into every master of
  * --redis-cluster (found with CLUSTER NODES from the first seed that answers; replicas get it

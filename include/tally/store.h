@@ -44,6 +44,8 @@ enum tally_script {
     TALLY_SCRIPT_CSTALE, /* src/scripts/cstale.lua: a journal whose writer has gone */
     TALLY_SCRIPT_CGONE,  /* src/scripts/cgone.lua: a reclaimed journal out of the registry */
     TALLY_SCRIPT_CDROP,  /* src/scripts/cdrop.lua: an emptied journal deleted */
+    TALLY_SCRIPT_KEPT_RO, /* src/scripts/kept.lua, read-only: the same answer, not kept (while
+                           * Redis takes no writes) */
     TALLY_SCRIPTS
 };
 

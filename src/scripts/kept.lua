@@ -6,6 +6,12 @@
 -- far apart they were computed: a worker keeps its merged answer until then, and every
 -- collector computes the parts again after it.
 --
+-- Registered twice: as kept, which keeps what it computes, and as kept_ro (READ_ONLY, see
+-- cmake/functions.cmake), which answers the same -- a part kept and valid, or one computed
+-- now -- without keeping it. tallyd calls kept_ro where Redis refuses kept (it takes no writes:
+-- a failed background save, min-replicas-to-write unmet, a replica), so a week's or month's
+-- read answers then too, at the cost of computing it at each call.
+--
 -- KEYS[1]   the kept answer, P{bb}k:<metric>:<period>:<YYYYMMDD> for a top list,
 --           P{bb}k:site:<period>:<YYYYMMDD> for the totals (the period's last day)
 -- KEYS[2]   the bucket's epoch, P{bb}k:epoch
@@ -76,6 +82,8 @@ else
     end
 end
 
-redis.call('SET', KEYS[1], cmsgpack.pack({epoch, limit, expire_at, answer}), 'PXAT',
-           string.format('%.0f', expire_at))
+if not READ_ONLY then
+    redis.call('SET', KEYS[1], cmsgpack.pack({epoch, limit, expire_at, answer}), 'PXAT',
+               string.format('%.0f', expire_at))
+end
 return {expire_at - now, answer}

@@ -309,6 +309,38 @@ class OutageTest(harness.TallyTestCase):
         self.assertEqual((r.status, r.body), (200, {"accepted": 1, "ignored": 0}))
         self.assertEqual(counts(t.stats("o/first"))["views"], 2)
 
+    def test_a_week_and_a_month_answer_while_redis_takes_no_writes(self):
+        # A week's or month's list and totals keep each bucket's part a minute (kept.lua, a
+        # function that writes). While Redis takes no writes -- min-replicas-to-write unmet,
+        # as after a failed background save (MISCONF) -- that function is refused before it
+        # runs; its read-only twin answers the same without keeping anything.
+        self.redis.start()
+        t = self.start_tallyd()
+        body = [{"type": "view", "article": a} for a, n in (("ro/a", 3), ("ro/b", 2), ("ro/c", 1))
+                for _ in range(n)] + [{"type": "share", "article": "ro/b", "network": "x"}]
+        self.assertEqual(t.post_events(body).status, 200)
+        self.assertEqual(counts(t.stats("ro/a"))["views"], 3)  # folded
+        want = [{"article": "ro/a", "count": 3}, {"article": "ro/b", "count": 2},
+                {"article": "ro/c", "count": 1}]
+        self.redis.command("CONFIG", "SET", "min-replicas-to-write", "1")
+        try:
+            for period in ("week", "month"):
+                r = t.get("/v1/top?metric=views&period=%s&limit=5" % period)
+                self.assertEqual((r.status, r.body),
+                                 (200, {"metric": "views", "period": period, "articles": want}))
+                r = t.get("/v1/totals?period=%s" % period)
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual((r.body["views"], r.body["shares"]), (6, 1), r.body)
+            r = t.get("/v1/top?metric=views&period=day&limit=5")
+            self.assertEqual((r.status, r.body["articles"]), (200, want))
+            kept = self.redis.command("KEYS", "tally:{??}k:*")
+            refused = self.redis.command("INFO", "errorstats").decode()
+        finally:
+            self.redis.command("CONFIG", "SET", "min-replicas-to-write", "0")
+        self.assertEqual(kept, [])  # nothing kept while Redis took no writes
+        self.assertIn("errorstat_NOREPLICAS", refused)
+        self.assertNotIn("level=error", t.log())
+
     def test_a_redis_older_than_7_0_is_refused_with_one_log_line(self):
         old = OldRedis()
         self.addCleanup(old.close)
