@@ -151,10 +151,13 @@ static bool functions_load_into(redisContext *c, const char *where,
     return true;
 }
 
-/* The nodes of the cluster, from one node's CLUSTER NODES: "host:port" into OUT. Every node,
- * replicas too: right after a failover (or the cluster's creation) one node's view of who is
- * master may lag, so each node is asked itself (ROLE). */
-static int functions_nodes(redisContext *c, char out[][TALLY_HOST_MAX + 8], int max)
+/* The nodes of the cluster, from the CLUSTER NODES of the node at HOST:PORT (C): "host:port"
+ * into OUT. Every node, replicas too: right after a failover (or the cluster's creation) one
+ * node's view of who is master may lag, so each node is asked itself (ROLE). A node that has
+ * never met another (a cluster of one) does not know its own address (":port@cport"): that
+ * one is HOST:PORT. */
+static int functions_nodes(redisContext *c, const char *host, unsigned port,
+                           char out[][TALLY_HOST_MAX + 8], int max)
 {
     redisReply *r = redisCommand(c, "CLUSTER NODES");
     int n = 0;
@@ -176,6 +179,8 @@ static int functions_nodes(redisContext *c, char out[][TALLY_HOST_MAX + 8], int 
             strstr(flags, "noaddr") != NULL || strstr(flags, "handshake") != NULL)
             continue;
         addr[strcspn(addr, "@,")] = '\0';
+        if (addr[0] == ':' && strstr(flags, "myself") != NULL)
+            snprintf(addr, sizeof(addr), "%s:%u", host, port);
         if (addr[0] == ':' || addr[0] == '\0' || strlen(addr) >= TALLY_HOST_MAX + 8)
             continue;
         memcpy(out[n++], addr, strlen(addr) + 1);
@@ -229,7 +234,8 @@ static int functions_load_cluster(const struct tally_config *cfg)
         redisContext *c = functions_connect_tcp(cfg->cluster[i].host, cfg->cluster[i].port);
 
         if (c != NULL && c->err == 0)
-            n = functions_nodes(c, nodes, FUNCTIONS_NODES_MAX);
+            n = functions_nodes(c, cfg->cluster[i].host, cfg->cluster[i].port, nodes,
+                                FUNCTIONS_NODES_MAX);
         else
             fprintf(stderr, "tallyd: cannot connect to %s:%u: %s\n", cfg->cluster[i].host,
                     cfg->cluster[i].port, c != NULL ? c->errstr : "out of memory");

@@ -2275,7 +2275,9 @@ class ClusterAuthTest(ClusterTestCase):
             cls.node.command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
             wait_until(lambda: cls.node.info("cluster").get("cluster_enabled") == "1" and
                        b"cluster_state:ok" in cls.node.command("CLUSTER", "INFO"), 10.0)
-            harness.load_functions(["--redis", "redis://127.0.0.1:%d/0" % cls.node.port])
+            # A node that never met another does not know its own address (CLUSTER NODES
+            # says ":port@cport"): the loader takes the seed's for it.
+            harness.load_functions(["--redis-cluster", "127.0.0.1:%d" % cls.node.port])
             cls.node.command("ACL", "SETUSER", "tally", "on", ">acl-s3cret", "~*", "&*", "+@all")
             cls.node.command("CONFIG", "SET", "requirepass", "default-s3cret")
         except Exception:
