@@ -4,7 +4,7 @@ event costs the collector and Redis, standalone and on a Redis Cluster (standard
 needs redis-server, redis-cli and wrk, which bench/run.sh installs).
 
   bench/capacity.py [--tallyd PATH] [--articles N] [--views N] [--duration S] [--no-cluster]
-                    [--slowlog]
+                    [--masters N] [--no-memory] [--slowlog]
 
 1. Memory. A fresh Redis and a tallyd with the default settings (repeat-view window 1800 s,
    visitors counted). Step "one view": every one of N articles (100,000) gets one view and every
@@ -15,8 +15,10 @@ needs redis-server, redis-cli and wrk, which bench/run.sh installs).
 2. CPU per event. wrk sends one view per POST over 10,000 articles (bench/lua/view_uniform.lua,
    64 connections, --view-window 0 --rate-limit 0) for S seconds; the CPU time tallyd and Redis
    used (from /proc and INFO cpu), divided by the events acknowledged. Once against one Redis,
-   once against a cluster of 3 masters (no replicas: replication costs the replicas, not the
-   masters' main thread), summing the masters.
+   once against a cluster of 3 masters (--masters N; no replicas: replication costs the
+   replicas, not the masters' main thread), summing the masters. --masters 1 runs the cluster's
+   write and fold path on one Redis: the two paths' Redis work side by side. --no-memory skips
+   step 1.
 3. With --slowlog, where Redis's time goes in each CPU run: every command clients sent is
    logged (slowlog-log-slower-than 0) over the run, and the report gives each of tally's
    functions (and commands) its calls, mean time a call, time per event and share, summed over
@@ -394,12 +396,19 @@ def cluster_ok(port):
 
 def start_cluster(work, masters):
     nodes = [start_redis(work, "node-%d" % i, cluster=True) for i in range(masters)]
-    r = subprocess.run(["redis-cli", "--cluster", "create"]
-                       + ["127.0.0.1:%d" % p for p, _ in nodes]
-                       + ["--cluster-replicas", "0", "--cluster-yes"],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        sys.exit("capacity.py: redis-cli --cluster create failed:\n%s" % r.stdout[-2000:])
+    if masters == 1:  # redis-cli --cluster create wants 3: one node takes every slot itself
+        r = Redis(nodes[0][0])
+        try:
+            r.command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        finally:
+            r.close()
+    else:
+        r = subprocess.run(["redis-cli", "--cluster", "create"]
+                           + ["127.0.0.1:%d" % p for p, _ in nodes]
+                           + ["--cluster-replicas", "0", "--cluster-yes"],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            sys.exit("capacity.py: redis-cli --cluster create failed:\n%s" % r.stdout[-2000:])
     for _ in range(400):
         if all(cluster_ok(p) for p, _ in nodes):
             return nodes
@@ -422,6 +431,10 @@ def main():
     p.add_argument("--views", type=int, default=1000000)
     p.add_argument("--duration", type=int, default=10, help="seconds of each CPU run")
     p.add_argument("--no-cluster", action="store_true")
+    p.add_argument("--masters", type=int, default=3,
+                   help="masters of the cluster (default 3; 1 compares the cluster's write and "
+                        "fold path with one node's on the same Redis work)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory step")
     p.add_argument("--slowlog", action="store_true",
                    help="log every command during the CPU runs and report where Redis's time went")
     a = p.parse_args()
@@ -434,14 +447,14 @@ def main():
     work = tempfile.mkdtemp(prefix="tally-capacity.")
     started = time.time()
     try:
-        mem = measure_memory(a, a.tallyd, work)
+        mem = [] if a.no_memory else measure_memory(a, a.tallyd, work)
         port, redis = start_redis(work, "redis-cpu")
         single = measure_cpu(a, a.tallyd, work, ["--redis", "redis://127.0.0.1:%d/0" % port],
                              [port])
         stop(redis)
         clustered = None
         if not a.no_cluster:
-            nodes = start_cluster(work, 3)
+            nodes = start_cluster(work, a.masters)
             clustered = measure_cpu(a, a.tallyd, work,
                                     ["--redis-cluster", ",".join("127.0.0.1:%d" % p for p, _ in nodes)],
                                     [p for p, _ in nodes])
@@ -456,20 +469,23 @@ def main():
     print("date: %s, tallyd: %s, cores: %d, wall time s: %d\n"
           % (time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), a.tallyd, os.cpu_count(),
              time.time() - started))
-    print("## Redis memory per article (%d articles, first day)\n" % a.articles)
-    print("| after | used_memory per article | by key kind (keys, bytes per article) |")
-    print("|---|---:|---|")
+    if mem:
+        print("## Redis memory per article (%d articles, first day)\n" % a.articles)
+        print("| after | used_memory per article | by key kind (keys, bytes per article) |")
+        print("|---|---:|---|")
     for what, used, kinds in mem:
         parts = ", ".join("`%s` %d keys %.0f B" % (k, c, b / a.articles)
                           for k, (c, b) in sorted(kinds.items(), key=lambda kv: -kv[1][1]))
         print("| %s | %s | %s |" % (what, kib(used / a.articles), parts))
+    runs = (("one node", single),
+            ("cluster, %d master%s" % (a.masters, "s" if a.masters > 1 else ""), clustered))
     print("\n## CPU per event (one view per POST, 10,000 articles, 64 connections, %d s)\n"
           % a.duration)
     print("| Redis | events | events/s (all on this machine) | events per Redis write | "
           "tallyd CPU µs/event | Redis CPU µs/event (all masters) | one collector core "
           "carries | one Redis core carries |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, m in (("one node", single), ("cluster, 3 masters", clustered)):
+    for name, m in runs:
         if m is None:
             continue
         print("| %s | %d | %.0f | %.1f | %.1f | %.1f | %.0f events/s | %.0f events/s |"
@@ -477,7 +493,7 @@ def main():
                  1e6 / m["tally_us"], 1e6 / m["redis_us"]))
     print("\nOne Redis core carries 1e6 / (Redis µs per event) events/s; in a cluster each "
           "master carries that for its share of the articles.")
-    for name, m in (("one node", single), ("cluster, 3 masters", clustered)):
+    for name, m in runs:
         if m is None or m["slowlog"] is None:
             continue
         total = sum(usec for _, usec in m["slowlog"].values()) or 1
