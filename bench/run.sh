@@ -34,6 +34,8 @@
 #   BENCH_DIRECT [1]          1: also run tallyd on the direct path (--fold-interval 0: every
 #                             unit counted at once) beside the journal path (--fold-interval
 #                             200, its default), as the target tally-direct; 0: journal only
+#   BENCH_FOLD_INTERVAL [200] the tally target's --fold-interval (ms, above 0), to measure
+#                             another fold window than the default
 #   BENCH_TARGETS             the targets to run, of: tally tally-direct nginx node webdis
 #                             (default: all of them; e.g. "tally tally-direct" to compare two
 #                             builds of tallyd)
@@ -83,9 +85,11 @@ ONLY=${BENCH_ONLY:-}
 KEEP=${BENCH_KEEP:-0}
 DIRECT=${BENCH_DIRECT:-1}
 FOLD_WAIT=${BENCH_FOLD_WAIT:-30}
+FOLD_INTERVAL=${BENCH_FOLD_INTERVAL:-200}
 SLOWLOG=${BENCH_SLOWLOG:-0}
 
-for v in ROUNDS DURATION ARTICLES VISITORS WRK_THREADS TALLY_THREADS IDLE_CONNS FOLD_WAIT; do
+for v in ROUNDS DURATION ARTICLES VISITORS WRK_THREADS TALLY_THREADS IDLE_CONNS FOLD_WAIT \
+    FOLD_INTERVAL; do
     if ! [[ ${!v} =~ ^[0-9]+$ ]] || { [ "${!v}" -eq 0 ] && [ "$v" != VISITORS ]; }; then
         echo "run.sh: BENCH_$v must be a positive whole number, not '${!v}'" >&2
         exit 2
@@ -399,7 +403,7 @@ run_one() { # run_one ROUND SCENARIO-SPEC TARGET
     rcli FLUSHALL >/dev/null
     case "$target" in
     tally | tally-direct)
-        local path=(--fold-interval 200)
+        local path=(--fold-interval "$FOLD_INTERVAL")
         if [ "$target" = tally-direct ]; then path=(--fold-interval 0); fi
         if [ "$name" = dedupe ]; then
             dedupe=1
