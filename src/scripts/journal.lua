@@ -68,8 +68,9 @@ end
 -- entries past every id a cursor may hold, even on a master whose clock is behind the one
 -- that made the old journal's ids (a failover to a replica with a slower clock, a clock
 -- step). CLOCK is Redis's time (Unix ms). Two commands of constant cost, neither reading an
--- entry; two more when the journal is made anew over a kept mark (the mark goes: the new
--- journal's trims write it again, with no expiry).
+-- entry; a third (EXISTS) at the first append to a cluster journal a fold emptied, and a
+-- fourth when the journal is made anew over a kept mark (the mark goes: the new journal's
+-- trims write it again, with no expiry).
 local function journal_next(journal, clock)
     local len = redis.call('XLEN', journal)
     local trimmed = trimmed_of(journal)
