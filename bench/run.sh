@@ -4,7 +4,7 @@
 # (one Redis command per request, one script of 20 HINCRBYs per 20-event batch), with
 # exact-count checks.
 #
-#   bench/run.sh           full run: every scenario, 3 rounds of 5 s runs (about 24 minutes on 2 cores)
+#   bench/run.sh           full run: every scenario, 3 rounds of 5 s runs (about 24 min, 2 cores)
 #   bench/run.sh --quick   smoke test: fewer scenarios, 1 round of 2 s runs (about 1 minute)
 #
 # From a clean clone, as root: installs what is missing (scripts/deps.sh --bench: tally's
