@@ -147,16 +147,18 @@ class ShutdownTest(harness.TallyTestCase):
 
     def test_every_answer_is_sent_before_exit(self):
         # The last answers of a drain must reach the clients before the process exits.
-        # Requests held for a Redis that never answers expire (--hold 200 ms) during the
+        # Requests held for a Redis that never answers expire (--hold 600 ms) during the
         # drain, so their 503s are the drain's last answers. Repeated, because whether a
-        # lost answer shows depends on timer phases.
+        # lost answer shows depends on timer phases. (The hold is long enough for all 16 to
+        # be seen held at once on a busy machine: with 200 ms the first could expire before
+        # the last arrived.)
         ex = concurrent.futures.ThreadPoolExecutor(16)
         self.addCleanup(ex.shutdown)
         deadline = time.monotonic() + 8.0
         for round_no in range(10):
             if time.monotonic() > deadline:
                 break
-            t = self.track(harness.Tallyd(None, ["--hold", "200"], threads=4,
+            t = self.track(harness.Tallyd(None, ["--hold", "600"], threads=4,
                                           redis_port=harness.free_port()).start())
             self.addCleanup(t.close)
             futures = [ex.submit(t.post_events, {"type": "view", "article": "flush"}, None,
