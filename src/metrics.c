@@ -298,8 +298,9 @@ static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *
                     (double)SUM(fold_stale));
     metrics_counter(out, "tally_fold_chunks_total",
                     "Chunks of merged records counted each by a call of its own: a fold of a "
-                    "batch counts at most 128 merged records and stages the rest in chunks of "
-                    "that many, so that no call holds Redis long.",
+                    "batch counts at most a step of merged records (32, or 128 while its worker "
+                    "is behind) and stages the rest in chunks of that many, so that no call "
+                    "holds Redis long.",
                     (double)SUM(fold_chunks));
     metrics_counter(out, "tally_fold_merged_total",
                     "Folds counted from the worker thread's own merge of what it acknowledged "

@@ -14,7 +14,8 @@
  * collector folded) it counts nothing, and what is left of them is folded from the journal
  * (src/scripts/fold.lua: the oldest entries read, merged and counted the same way). Either
  * way nothing is counted twice or left out. No call holds Redis for more than a step's
- * records: a merged fold counts at most FOLD_STEP_RECORDS of them and, in the same atomic step
+ * records: a merged fold counts at most a step of them (fold_step(): FOLD_SHORT_STEP_RECORDS, or
+ * FOLD_STEP_RECORDS while the worker is behind) and, in the same atomic step
  * as its trim, stages the rest in the writer's staging list P{00}c:<writer>, a chunk of that
  * many per element (tally_merge_put_steps()); the folder then counts them a chunk a call
  * (src/scripts/staged.lua), before anything else, and counts the batch's entries folded only
@@ -78,7 +79,14 @@
 
 #define TALLY_FOLD_STALE_MS 5000 /* a journal with no entry this long is anyone's to fold */
 #define TALLY_FOLD_STEP_RECORDS 128 /* the most merged records one fold call counts (the rest
-                                    * staged, src/scripts/merged.lua); a DELETE's steps too */
+                                    * staged, src/scripts/merged.lua): a worker's folds while it
+                                    * is behind (see FOLD_SHORT_STEP_RECORDS), a reclaim's and a
+                                    * DELETE's steps */
+#ifndef TALLY_FOLD_SHORT_STEP_RECORDS /* -DTALLY_FOLD_SHORT_STEP_RECORDS=N builds another */
+#define TALLY_FOLD_SHORT_STEP_RECORDS 32 /* the most a worker's fold call counts while its backlog
+                                         * is under a quarter of --journal-max: a write waits
+                                         * for at most a short call ahead of it in Redis */
+#endif
 
 struct tally_folder;
 struct tally_agg;

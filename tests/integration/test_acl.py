@@ -150,7 +150,7 @@ class AclTest(harness.TallyTestCase):
                                       threads=1))
         self.addCleanup(t.close)
         t.start()
-        # 300 articles in one fold: more than one step's 128 records.
+        # 300 articles in one fold: more than one step of records.
         events = [{"type": "view", "article": "old/%d" % i} for i in range(300)]
 
         def post(d):
