@@ -374,7 +374,7 @@ static size_t fold_step(const struct tally_folder *f)
 
 /* The oldest batch's fold: KEYS journal registry staged, ARGV P model n first last first_unit
  * last_unit first_number last_number hour fresh nchunks chunk... record... (at most a step,
- * fold_step(), counted at once, the rest staged). The script reads the first and the
+ * fold_step(), counted at once; a larger batch staged whole, in chunks of a step). The script reads the first and the
  * last entry only, whatever N (see merged.lua). */
 static size_t fold_put_merged(struct tally_folder *f, struct fold_batch *b)
 {

@@ -397,13 +397,13 @@ size_t tally_merge_put(struct tally_merge *m, struct tally_buf *b)
 
 size_t tally_merge_chunks(const struct tally_merge *m, size_t step)
 {
-    return step == 0 || m->n_rec <= step ? 0 : (m->n_rec - step + step - 1) / step;
+    return step == 0 || m->n_rec <= step ? 0 : (m->n_rec + step - 1) / step;
 }
 
 size_t tally_merge_put_steps(struct tally_merge *m, struct tally_buf *b, size_t step)
 {
     size_t chunks = tally_merge_chunks(m, step);
-    size_t first = chunks > 0 ? step : m->n_rec;
+    size_t first = chunks > 0 ? 0 : m->n_rec;
 
     tally_buf_add_bulk_i64(b, (int64_t)chunks);
     for (size_t c = 0; c < chunks; c++) {

@@ -299,8 +299,8 @@ static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *
     metrics_counter(out, "tally_fold_chunks_total",
                     "Chunks of merged records counted each by a call of its own: a fold of a "
                     "batch counts at most a step of merged records (32, or 128 while its worker "
-                    "is behind) and stages the rest in chunks of that many, so that no call "
-                    "holds Redis long.",
+                    "is behind) and stages a larger batch in chunks of that many, so that no "
+                    "call holds Redis long.",
                     (double)SUM(fold_chunks));
     metrics_counter(out, "tally_fold_merged_total",
                     "Folds counted from the worker thread's own merge of what it acknowledged "

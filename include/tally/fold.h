@@ -14,10 +14,10 @@
  * collector folded) it counts nothing, and what is left of them is folded from the journal
  * (src/scripts/fold.lua: the oldest entries read, merged and counted the same way). Either
  * way nothing is counted twice or left out. No call holds Redis for more than a step's
- * records: a merged fold counts at most a step of them (fold_step(): FOLD_SHORT_STEP_RECORDS, or
- * FOLD_STEP_RECORDS while the worker is behind) and, in the same atomic step
- * as its trim, stages the rest in the writer's staging list P{00}c:<writer>, a chunk of that
- * many per element (tally_merge_put_steps()); the folder then counts them a chunk a call
+ * records: a merged fold counts a batch of at most a step of them (fold_step():
+ * FOLD_SHORT_STEP_RECORDS, or FOLD_STEP_RECORDS while the worker is behind); a larger one it
+ * counts none of and, in the same atomic step as its trim, stages whole in the writer's
+ * staging list P{00}c:<writer>, a chunk of a step per element (tally_merge_put_steps()); the folder then counts them a chunk a call
  * (src/scripts/staged.lua), before anything else, and counts the batch's entries folded only
  * when the last chunk is. One fold is in flight at a time: every
  * --fold-interval while anything waits, at once when a batch is full (FOLD_BATCH_RECORDS

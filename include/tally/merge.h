@@ -68,15 +68,17 @@ const uint64_t *tally_merge_touched(const struct tally_merge *m);
  * of arguments. */
 size_t tally_merge_put(struct tally_merge *m, struct tally_buf *b);
 
-/* The chunks a fold of M counting at most STEP records at once stages: the records past the
- * first STEP, STEP at a time (0 when M holds at most STEP, or STEP is 0). */
+/* The chunks a fold of M counting at most STEP records at once stages: every record, STEP at a
+ * time, when M holds more than STEP (else 0, and 0 when STEP is 0). */
 size_t tally_merge_chunks(const struct tally_merge *m, size_t step);
 
 /* Append M's records to B as src/scripts/merged.lua takes them when one call counts at most
  * STEP records (STEP 0: no bound): the number of chunks (tally_merge_chunks()); each chunk as
  * one argument, text -- per record the Unix time of its hour, then the record, every token
- * followed by "\n" but the last --; then the first STEP records as tally_merge_put() puts
- * them. Records keep the order each was first added. Returns the number of arguments. */
+ * followed by "\n" but the last --; then, when there is no chunk, every record as
+ * tally_merge_put() puts them. A merge of more than STEP records is staged whole: the call
+ * that stages holds Redis the least, and each chunk is counted by a call of its own. Records
+ * keep the order each was first added. Returns the number of arguments. */
 size_t tally_merge_put_steps(struct tally_merge *m, struct tally_buf *b, size_t step);
 
 

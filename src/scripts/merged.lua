@@ -32,8 +32,9 @@
 -- COUNT n).
 --
 -- A call holds Redis for what it counts, so a large merge is not counted in one: the caller
--- passes at most a step's worth of records to count here and the rest as chunks, which this
--- call puts, in the same atomic step as the trim, in the writer's staging list; staged.lua
+-- passes records to count here (the collector: a step's worth at most) and chunks, which this
+-- call puts, in the same atomic step as the trim, in the writer's staging list (the collector
+-- sends one or the other: a merge of more than a step is staged whole); staged.lua
 -- then counts them a chunk a call (each removed in the step that counts it). Nothing of the
 -- batch is lost or counted twice whichever call's reply is lost: the entries are gone from the
 -- journal exactly when their records are counted or staged. While the staging list holds

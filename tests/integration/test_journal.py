@@ -19,9 +19,9 @@ counts it. What must hold, with exact counts:
                 of it leaves 0, also after that one folds;
   SIGTERM       the collector folds its backlog before it exits.
   steps         a merged fold counts at most a step of merged records (32 while the worker
-                keeps up, 128 past a quarter of --journal-max) and stages the rest in chunks
-                (P{00}c:<writer>), each counted by a call of its own: a batch of 500 records
-                is counted exactly once across 16 calls, and a read on the collector waits
+                keeps up, 128 past a quarter of --journal-max) and stages a larger batch whole
+                in chunks (P{00}c:<writer>), each counted by a call of its own: a batch of 500
+                records is counted exactly once across 17 calls, and a read on the collector waits
                 for its last chunk; a chunk call sent again counts the next chunk or none;
                 while chunks wait no other fold of the journal counts anything; the chunks of
                 a SIGKILLed collector are counted by another, and a DELETE counts them first;
@@ -775,8 +775,8 @@ class JournalTest(harness.TallyTestCase):
         self.assertEqual(ex.body, {"accepted": len(events), "ignored": 0}, ex)
 
     def test_a_batch_larger_than_one_step_is_counted_once_across_steps(self):
-        """500 merged records in one batch: 32 counted by the merged fold, 468 staged in 15
-        chunks counted a call each. A read on the collector that acknowledged them sees every
+        """500 merged records in one batch: staged whole by the merged fold, in 16 chunks
+        counted a call each. A read on the collector that acknowledged them sees every
         one (it waits for the last chunk); SIGTERM drains the chunks of the next batch."""
         t = self.collector(*SLOW, threads=1)
         model = {}
@@ -794,16 +794,16 @@ class JournalTest(harness.TallyTestCase):
         self.assertEqual(self.stats_views(t, "st/449"), 2)
         self.assertEqual({a: self.counted(a) for a in model}, model)
         m = t.metrics()
-        # 250 records: 32, then 7 chunks (6 of 32, one of 26).
-        self.assertEqual(harness.metric(m, "tally_fold_chunks_total"), 7)
+        # 250 records, more than a step: all staged, 8 chunks (7 of 32, one of 26).
+        self.assertEqual(harness.metric(m, "tally_fold_chunks_total"), 8)
         self.assertEqual(harness.metric(m, "tally_fold_merged_total"), 1)
-        self.assertEqual(harness.metric(m, "tally_folds_total"), 8)
+        self.assertEqual(harness.metric(m, "tally_folds_total"), 9)
         self.assertEqual(harness.metric(m, "tally_fold_entries_total"), 5)
         self.assertEqual(harness.metric(m, "tally_fold_stale_total"), 0)
         self.assertNoJournal()
         self.staged_gone()
-        # 500 distinct records (7 POSTs of 100 views, sb/0..199 viewed twice): 32 at once,
-        # then 14 chunks of 32 and one of 20 staged.
+        # 500 distinct records (7 POSTs of 100 views, sb/0..199 viewed twice): 15 chunks of
+        # 32 and one of 20 staged.
         with harness.KeepAliveClient(t.port) as c:
             for k in (0, 1, 2, 3, 4, 0, 1):
                 self.post_distinct(c, "sb", 100 * k, 100, model, lambda i: 1)
@@ -815,9 +815,9 @@ class JournalTest(harness.TallyTestCase):
         self.assertEqual(r.body["views"], total)
         self.assertEqual({a: self.counted(a) for a in model}, model)
         m = t.metrics()
-        self.assertEqual(harness.metric(m, "tally_fold_chunks_total"), 7 + 15)
+        self.assertEqual(harness.metric(m, "tally_fold_chunks_total"), 8 + 16)
         self.assertEqual(harness.metric(m, "tally_fold_merged_total"), 1 + 1)
-        self.assertEqual(harness.metric(m, "tally_folds_total"), 8 + 16)
+        self.assertEqual(harness.metric(m, "tally_folds_total"), 9 + 17)
         self.assertEqual(harness.metric(m, "tally_fold_entries_total"), 5 + 7)
         self.assertNoJournal()
         self.staged_gone()
@@ -835,24 +835,24 @@ class JournalTest(harness.TallyTestCase):
         (fewer calls: its folds catch up); under it, 32 again. Exactly once either way."""
         t = self.collector(*SLOW, "--journal-max", "1000", threads=1)
         model = {}
-        # 300 events waiting (past 250): 300 records, 128 at once and 2 chunks (128, 44).
+        # 300 events waiting (past 250): 300 records staged in 3 chunks (128, 128, 44).
         with harness.KeepAliveClient(t.port) as c:
             for k in range(3):
                 self.post_distinct(c, "lb", 100 * k, 100, model, lambda i: 1)
         r = t.get("/v1/totals?period=day")
         self.assertEqual(r.body["views"], 300)
         m = t.metrics()
-        self.assertEqual(harness.metric(m, "tally_fold_chunks_total"), 2)
-        self.assertEqual(harness.metric(m, "tally_folds_total"), 3)
-        # 200 waiting (under 250): 32 at once and 6 chunks (5 of 32, one of 8).
+        self.assertEqual(harness.metric(m, "tally_fold_chunks_total"), 3)
+        self.assertEqual(harness.metric(m, "tally_folds_total"), 4)
+        # 200 waiting (under 250): 7 chunks (6 of 32, one of 8).
         with harness.KeepAliveClient(t.port) as c:
             for k in range(3, 5):
                 self.post_distinct(c, "lb", 100 * k, 100, model, lambda i: 1)
         r = t.get("/v1/totals?period=day")
         self.assertEqual(r.body["views"], 500)
         m = t.metrics()
-        self.assertEqual(harness.metric(m, "tally_fold_chunks_total"), 2 + 6)
-        self.assertEqual(harness.metric(m, "tally_folds_total"), 3 + 7)
+        self.assertEqual(harness.metric(m, "tally_fold_chunks_total"), 3 + 7)
+        self.assertEqual(harness.metric(m, "tally_folds_total"), 4 + 8)
         self.assertEqual(harness.metric(m, "tally_fold_stale_total"), 0)
         self.assertEqual(self.counted_under("lb/"), model)
         self.assertNoJournal()
@@ -868,14 +868,14 @@ class JournalTest(harness.TallyTestCase):
 
     def test_a_full_batch_is_folded_at_once_and_counted_exactly_once(self):
         """BATCH_RECORDS distinct articles close a batch: its merged fold starts without a
-        read, counts SHORT_STEP_RECORDS and stages the rest, a chunk a call. What comes after is
+        read, stages it whole in chunks of SHORT_STEP_RECORDS, counted a call each. What comes after is
         the next batch, folded when a read asks. Every view once, no fold stale."""
         t = self.collector(*SLOW, threads=1)
         model = {}
         posts = BATCH_RECORDS // 100
 
         def chunks(records):
-            return -(-(records - SHORT_STEP_RECORDS) // SHORT_STEP_RECORDS)
+            return -(-records // SHORT_STEP_RECORDS)
 
         with harness.KeepAliveClient(t.port) as c:
             for k in range(posts):

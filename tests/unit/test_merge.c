@@ -676,14 +676,14 @@ static void put_chunk(struct tally_buf *b, const size_t *rs, size_t n)
     }
 }
 
-/* A fold that counts at most STEP records at once: the records past the first STEP go, STEP at
- * a time, into chunks of text (each record "<hour*3600>\n<record>", joined by "\n"), before the
- * first STEP as RESP; the order of the records is kept. */
+/* A fold that counts at most STEP records at once: more than STEP records go, STEP at a time,
+ * into chunks of text (each record "<hour*3600>\n<record>", joined by "\n"), none as RESP;
+ * STEP or fewer all as RESP; the order of the records is kept. */
 static void test_merge_puts_records_in_steps(void **state)
 {
     static const struct {
         size_t step, chunks;
-    } cases[] = {{0, 0}, {1, 4}, {2, 2}, {3, 1}, {4, 1}, {5, 0}, {6, 0}, {1000, 0}};
+    } cases[] = {{0, 0}, {1, 5}, {2, 3}, {3, 2}, {4, 2}, {5, 0}, {6, 0}, {1000, 0}};
     const size_t n = N_ELEMS(merged_two_hours);
     struct tally_merge *m = merge_two_hours();
     struct tally_buf b, w;
@@ -693,7 +693,7 @@ static void test_merge_puts_records_in_steps(void **state)
     tally_buf_init(&w);
     assert_int_equal(tally_merge_records(m), n);
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
-        size_t step = cases[i].step, first = cases[i].chunks > 0 ? step : n, args;
+        size_t step = cases[i].step, first = cases[i].chunks > 0 ? 0 : n, args;
         char head[32];
 
         tally_buf_reset(&w);
