@@ -360,13 +360,15 @@ void fold_put_seq(struct tally_buf *b, uint64_t seq)
         tally_buf_add_bulk(b, "", 0);
 }
 
-/* The most merged records one of F's folds counts, the rest staged (a step). A call holds
- * Redis while it counts, and writes queue behind it: short steps while F keeps up (32
- * records against 128 measured a write p99 at 64 connections about half as long, 4.6-5.6 ms
- * against 9-11 for single views, at the same Redis CPU per event, see docs/performance.md);
- * long ones while its backlog is past a quarter of --journal-max, where fewer calls let its
- * folds catch up (20-event batches at 256 connections acknowledged a third fewer events with
- * short steps: their folds fell behind and --journal-max refused writes). */
+/* A step: the most merged records one of F's fold calls counts (a larger merged batch is
+ * staged whole in chunks of a step, a fold from the journal counts a step and stages the rest,
+ * and each chunk is counted by a call of its own). A call holds Redis while it counts, and
+ * writes queue behind it: short steps while F keeps up (32 records against 128 measured a
+ * write p99 at 64 connections about half as long, 4.6-5.6 ms against 9-16 for single views,
+ * at the same Redis CPU per event, see docs/performance.md); long ones while its backlog is
+ * past a quarter of --journal-max, where fewer calls let its folds catch up (20-event batches
+ * at 256 connections acknowledged 10-40 % fewer events with short steps: their
+ * folds fell behind and --journal-max refused writes). */
 static size_t fold_step(const struct tally_folder *f)
 {
     return f->backlog >= f->cfg->journal_max / 4 ? FOLD_STEP_RECORDS : FOLD_SHORT_STEP_RECORDS;
@@ -374,8 +376,8 @@ static size_t fold_step(const struct tally_folder *f)
 
 /* The oldest batch's fold: KEYS journal registry staged, ARGV P model n first last first_unit
  * last_unit first_number last_number hour fresh nchunks chunk... record... (at most a step,
- * fold_step(), counted at once; a larger batch staged whole, in chunks of a step). The script reads the first and the
- * last entry only, whatever N (see merged.lua). */
+ * fold_step(), counted at once; a larger batch staged whole, in chunks of a step). The script
+ * reads the first and the last entry only, whatever N (see merged.lua). */
 static size_t fold_put_merged(struct tally_folder *f, struct fold_batch *b)
 {
     size_t nargs = 15;

@@ -24,7 +24,7 @@ struct fold_cluster;
                                   * (whole entries, at least one) */
 #ifndef FOLD_BATCH_RECORDS      /* -DFOLD_BATCH_RECORDS=N builds another, to measure it */
 #define FOLD_BATCH_RECORDS 10000 /* a batch closes (and its fold starts) at this many merged
-                                  * records (counted a step a call, the rest staged;
+                                  * records (staged in chunks of a step, a chunk a call;
                                   * on a cluster per bucket). Larger batches merge more where
                                   * batches fill before the clock closes them (20-event batches
                                   * over 10,000 Zipf-drawn articles: 1.0-1.2 Redis commands per
@@ -48,8 +48,8 @@ struct fold_cluster;
                                   * entries are folded from the journal instead */
 #define FOLD_TOUCH 4096          /* slots of the table of articles' latest entries (a power of
                                   * two): a read waits for the entries of its articles' slots */
-#define FOLD_STEP_RECORDS TALLY_FOLD_STEP_RECORDS /* a merged fold stages the rest of its
-                                  * batch in chunks of a step, each counted by a call of its
+#define FOLD_STEP_RECORDS TALLY_FOLD_STEP_RECORDS /* a merged fold stages a batch of more than
+                                  * a step in chunks of a step, each counted by a call of its
                                   * own (src/scripts/staged.lua): this many while the worker is
                                   * behind, and in a reclaim */
 #define FOLD_SHORT_STEP_RECORDS TALLY_FOLD_SHORT_STEP_RECORDS /* this many while it keeps up */

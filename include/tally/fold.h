@@ -17,12 +17,12 @@
  * records: a merged fold counts a batch of at most a step of them (fold_step():
  * FOLD_SHORT_STEP_RECORDS, or FOLD_STEP_RECORDS while the worker is behind); a larger one it
  * counts none of and, in the same atomic step as its trim, stages whole in the writer's
- * staging list P{00}c:<writer>, a chunk of a step per element (tally_merge_put_steps()); the folder then counts them a chunk a call
- * (src/scripts/staged.lua), before anything else, and counts the batch's entries folded only
- * when the last chunk is. One fold is in flight at a time: every
- * --fold-interval while anything waits, at once when a batch is full (FOLD_BATCH_RECORDS
- * merged records or FOLD_BATCH_EVENTS events), and at once when a reader asks
- * (tally_folder_soon()).
+ * staging list P{00}c:<writer>, a chunk of a step per element (tally_merge_put_steps()); the
+ * folder then counts them a chunk a call (src/scripts/staged.lua), before anything else, and
+ * counts the batch's entries folded only when the last chunk is. One fold is in flight at a
+ * time: every --fold-interval while anything waits, at once when a batch is full
+ * (FOLD_BATCH_RECORDS merged records or FOLD_BATCH_EVENTS events), and at once when a reader
+ * asks (tally_folder_soon()).
  *
  * Journals whose writer is gone (a collector killed or cut off from Redis) are folded by any
  * collector: every worker asks Redis once a second for the journals with no entry for
