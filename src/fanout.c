@@ -5,6 +5,7 @@
 #include "tally/error.h"
 #include "tally/fanout.h"
 #include "tally/functions.h"
+#include "tally/redis.h"
 
 struct fanout_slot {
     struct tally_fanout *f;
@@ -78,19 +79,16 @@ static int fanout_redirect(struct fanout_slot *slot, const redisReply *reply)
  * without keeping anything. Returns 0 when resent. */
 static int fanout_read_only(struct fanout_slot *slot, const redisReply *reply)
 {
-    static const char *const words[] = {"MISCONF", "NOREPLICAS", "READONLY"};
+    static const char *const codes[] = {"MISCONF", "NOREPLICAS", "READONLY"};
     enum tally_script twin;
 
     if (slot->body == NULL || slot->st == NULL ||
-        (twin = tally_functions_read_only_twin(slot->script)) == TALLY_SCRIPTS)
+        (twin = tally_functions_read_only_twin(slot->script)) == TALLY_SCRIPTS ||
+        !tally_redis_error_in(reply->str, reply->len, codes, sizeof(codes) / sizeof(codes[0])))
         return -1;
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-        if (strncmp(reply->str, words[i], strlen(words[i])) == 0) {
-            slot->script = twin;
-            return tally_store_eval_asking(slot->st, slot->asking, twin, slot->body, slot->len,
-                                           slot->nargs, on_fanout_reply, slot);
-        }
-    return -1;
+    slot->script = twin;
+    return tally_store_eval_asking(slot->st, slot->asking, twin, slot->body, slot->len,
+                                   slot->nargs, on_fanout_reply, slot);
 }
 
 static void on_fanout_reply(int status, redisReply *reply, void *arg)

@@ -398,6 +398,17 @@ static int router_number(const char **p, const char *end, unsigned long max, uns
     return 0;
 }
 
+bool tally_redis_error_in(const char *err, size_t len, const char *const *codes, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t k = strlen(codes[i]);
+
+        if (len >= k && memcmp(err, codes[i], k) == 0)
+            return true;
+    }
+    return false;
+}
+
 int tally_redis_parse_redirect(const char *err, size_t len, bool *ask, unsigned *slot,
                                struct tally_hostport *to)
 {

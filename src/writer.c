@@ -405,14 +405,11 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
  * retried, then answered TALLY_EUNAVAIL (503), never taken for one that failed part-way. */
 static bool writer_transient(const redisReply *r)
 {
-    static const char *const words[] = {"LOADING", "BUSY",     "TRYAGAIN", "CLUSTERDOWN",
+    static const char *const codes[] = {"LOADING", "BUSY",     "TRYAGAIN", "CLUSTERDOWN",
                                         "MASTERDOWN", "READONLY", "OOM",   "MISCONF",
                                         "NOREPLICAS"};
 
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-        if (strncmp(r->str, words[i], strlen(words[i])) == 0)
-            return true;
-    return false;
+    return tally_redis_error_in(r->str, r->len, codes, sizeof(codes) / sizeof(codes[0]));
 }
 
 static void writer_refused(struct write_lane *l, const redisReply *reply)

@@ -122,6 +122,11 @@ int tally_redis_parse_version(const char *info, size_t len, unsigned version[3])
 /* Is VERSION (as read by tally_redis_parse_version()) recent enough for tallyd? */
 bool tally_redis_version_ok(const unsigned version[3]);
 
+/* Does the error text ERR (LEN bytes) begin with one of the N error codes CODES ("MISCONF",
+ * "READONLY")? Redis starts each error with its code; a caller picks the refusals it treats
+ * alike. Pure, for tests. */
+bool tally_redis_error_in(const char *err, size_t len, const char *const *codes, size_t n);
+
 /* Parse a MOVED or ASK error ("MOVED 3999 127.0.0.1:6381"): the slot and the address.
  * Returns 0, or TALLY_EINVAL for any other text. Pure, for tests. */
 int tally_redis_parse_redirect(const char *err, size_t len, bool *ask, unsigned *slot,

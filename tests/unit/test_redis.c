@@ -1,5 +1,5 @@
 /* test_redis.c -- tally_redis_parse_redirect(), the pure parser of Redis Cluster's MOVED and
- * ASK errors, and the slot map read from CLUSTER SLOTS. The router's connections need a
+ * ASK errors, tally_redis_error_in() (an error's code among some), and the slot map read from CLUSTER SLOTS. The router's connections need a
  * cluster and are covered by the integration tests. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -373,6 +373,37 @@ static void test_parse_version_reads_info_server(void **state)
     }
 }
 
+/* An error is one of the codes given when its text begins with one of them: the code and what
+ * follows it, or the code alone; not a code that only appears later, a prefix of a code, or
+ * another case. */
+static void test_error_in_matches_the_code_an_error_begins_with(void **state)
+{
+    static const char *const codes[] = {"MISCONF", "NOREPLICAS", "READONLY"};
+    static const struct {
+        const char *err;
+        bool in;
+    } cases[] = {
+        {"MISCONF Redis is configured to save RDB snapshots, but it's currently unable", true},
+        {"NOREPLICAS Not enough good replicas to write.", true},
+        {"READONLY You can't write against a read only replica.", true},
+        {"READONLY", true},
+        {"ERR Error running script: READONLY You can't write", false},
+        {"READ", false},
+        {"readonly you can't write", false},
+        {"OOM command not allowed when used memory > 'maxmemory'.", false},
+        {"", false},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < N_ELEMS(cases); i++)
+        assert_int_equal(tally_redis_error_in(cases[i].err, strlen(cases[i].err), codes,
+                                              N_ELEMS(codes)),
+                         cases[i].in);
+    /* LEN bounds the text: a code past it does not count. */
+    assert_false(tally_redis_error_in("READONLY", 4, codes, N_ELEMS(codes)));
+    assert_false(tally_redis_error_in("MISCONF", 7, codes, 0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -386,6 +417,7 @@ int main(void)
         cmocka_unit_test(test_slot_map_refuses_a_bad_reply_and_keeps_the_map),
         cmocka_unit_test(test_slot_map_gives_each_master_in_turn_a_bucket_it_owns),
         cmocka_unit_test(test_parse_version_reads_info_server),
+        cmocka_unit_test(test_error_in_matches_the_code_an_error_begins_with),
     };
 
     return cmocka_run_group_tests_name("redis", tests, NULL, NULL);
