@@ -324,8 +324,9 @@ class ReportsTest(harness.TallyTestCase):
             if estimate != len(visitors[a]):
                 off.append((a, estimate, len(visitors[a])))
         if off:
-            sys.stderr.write("test_reports: the HLL estimate is off by one or two for %d "
-                             "articles (%r...); the model uses the estimate\n"
+            sys.stderr.write("test_reports: the HLL estimate differs from the distinct "
+                             "User-Agents for %d articles (%r...); the model uses the "
+                             "estimate\n"
                              % (len(off), off[:3]))
         m = cls.model
         for a in cls.api_articles:
