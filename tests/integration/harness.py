@@ -232,6 +232,16 @@ def visitor_id(salt_hex, ipv4, ua, article):
                                struct.pack("<Q", digest) + article.encode("utf-8"))
 
 
+def reader_ids(redis, article, readers, now=None):
+    """The visitor ids of READERS ((IPv4 address, User-Agent) pairs) viewing ARTICLE at NOW
+    (default: the time of the call), under the day's salt the collectors keep in REDIS."""
+    key = salts_of_the_day(now=now)[0][0]
+    salt = redis.command("GET", key)
+    if salt is None:
+        raise AssertionError("no salt %s in redis: %r" % (key, redis.keys("tally:salt:*")))
+    return [visitor_id(salt.decode(), addr, ua, article) for addr, ua in readers]
+
+
 def distinct_estimate(redis, ids):
     """What a HyperLogLog estimates for IDS, from REDIS on a scratch key: the exact number a
     count of these visitors must show (the estimate of 40 distinct ids may be 39 or 38)."""

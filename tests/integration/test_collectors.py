@@ -196,9 +196,7 @@ class CollectorsTest(harness.TallyTestCase):
     def visitor_ids(self, article, addrs, ua=UA):
         """The ids of readers at ADDRS with UA viewing ARTICLE today, under the salt of the day
         the collectors share."""
-        salt = self.redis.command("GET", harness.salts_of_the_day()[0][0])
-        self.assertIsNotNone(salt, self.redis.keys("tally:salt:*"))
-        return [harness.visitor_id(salt.decode(), x, ua, article) for x in addrs]
+        return harness.reader_ids(self.redis, article, [(x, ua) for x in addrs])
 
     def dump_logs(self):
         super().dump_logs()

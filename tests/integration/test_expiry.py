@@ -308,19 +308,27 @@ class ExpiryTest(harness.TallyTestCase):
                                                         + args))
                 self.addCleanup(self.tallyd.close)
                 self.tallyd.start()
+
+                def estimate(n):
+                    # What the estimate counts for the first N readers: N, or fewer where two
+                    # share a register (the day's salt decides).
+                    return harness.distinct_estimate(self.redis, harness.reader_ids(
+                        self.redis, article, [("127.0.0.1", ua) for ua in BROWSERS[:n]]))
+
                 for i, ua in enumerate(BROWSERS[:3]):
                     self.post({"type": "view", "article": article}, ua=ua)
-                    self.assertEqual(self.tallyd.stats(article)["visitors"], i + 1)
+                    self.assertEqual(self.tallyd.stats(article)["visitors"], estimate(i + 1))
                     self.assertTrue(expiring(), c.command("TTL", key))
                 self.assertEqual(c.command("PERSIST", key), 1)
                 self.post({"type": "view", "article": article}, ua=BROWSERS[3])
-                self.assertEqual(self.tallyd.stats(article)["visitors"], 4)
+                four = estimate(4)
+                self.assertEqual(self.tallyd.stats(article)["visitors"], four)
                 self.assertEqual(c.command("TTL", key), -1)
                 # Lost, and made again by the next visitor: the day's count stays (the new
                 # estimate counts fewer), the new estimate expires.
                 self.assertEqual(c.command("DEL", key), 1)
                 self.post({"type": "view", "article": article}, ua=BROWSERS[4])
-                self.assertEqual(self.tallyd.stats(article)["visitors"], 4)
+                self.assertEqual(self.tallyd.stats(article)["visitors"], four)
                 self.assertTrue(expiring(), c.command("TTL", key))
                 self.assertEqual(c.command("PFCOUNT", key), 1)
 

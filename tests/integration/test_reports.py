@@ -296,9 +296,6 @@ class ReportsTest(harness.TallyTestCase):
         # estimate: exact for these small sets unless two visitors share a register. Each
         # article's must be exactly the estimate of its visitors' ids (from the address and
         # User-Agent, as a collector derives them, under the day's salt); the model takes it.
-        salt = cls.redis.command("GET", harness.salts_of_the_day(now=t0)[0][0])
-        if salt is None:
-            raise AssertionError("no salt of the day: %r" % cls.redis.keys("tally:salt:*"))
         got = {}
         for k in range(0, len(cls.api_articles), 100):
             chunk = cls.api_articles[k:k + 100]
@@ -315,9 +312,9 @@ class ReportsTest(harness.TallyTestCase):
             s = got[a]
             if {k: v for k, v in s.items() if k != "visitors"} != want:
                 raise AssertionError("stats of %r: got %r, want %r" % (a, s, want))
-            estimate = harness.distinct_estimate(cls.redis, [
-                harness.visitor_id(salt.decode(), "127.0.0.1", "%s visitor/%d" % (UA_BASE, i), a)
-                for i in visitors[a]]) if visitors[a] else 0
+            estimate = harness.distinct_estimate(cls.redis, harness.reader_ids(
+                cls.redis, a, [("127.0.0.1", "%s visitor/%d" % (UA_BASE, i)) for i in visitors[a]],
+                now=t0)) if visitors[a] else 0
             if s["visitors"] != estimate:
                 raise AssertionError("visitors of %r: %d, but the estimate of its %d visitors' "
                                      "ids is %d" % (a, s["visitors"], len(visitors[a]), estimate))
