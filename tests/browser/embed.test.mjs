@@ -7,9 +7,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  CHROMIUM, CHROMIUM_ARGS, UA, getJSON, launchBrowser, metric, newContext, postEvents,
-  settledStats, sleep, spawnTracked, startPages, startProxy, startRedis, startTally, stats, textWhen, waitFor,
-  TEST_TIMEOUT_MS,
+  CHROMIUM, CHROMIUM_ARGS, UA, distinctEstimate, getJSON, launchBrowser, metric, newContext, postEvents,
+  readerIds, settledStats, sleep, spawnTracked, startPages, startProxy, startRedis, startTally, stats, textWhen,
+  waitFor, TEST_TIMEOUT_MS,
 } from './harness.mjs';
 
 let redis, browser, pages;
@@ -76,7 +76,10 @@ test('1. article page on another origin: one view per reader, shown count, no co
 
       const st = await settledStats(tally.origin, A, (s) => s.views >= n);
       assert.equal(st.views, n, 'views in the store');
-      assert.equal(st.visitors, n, 'visitors in the store');
+      // Each reader is one visitor: n ids remembered, and the count is their estimate.
+      const ids = readerIds(redis, tally.db, A);
+      assert.equal(ids.length, n, `readers remembered: ${ids}`);
+      assert.equal(st.visitors, distinctEstimate(redis, tally.db, ids), 'visitors in the store');
       // The one stats request comes after the reader's own view is in: it shows n, not n - 1.
       assert.equal(await textWhen(page, '[data-tally=views]', /^[1-9]/), String(n));
       assert.equal(await page.textContent('[data-tally=comments]'), '0');

@@ -185,6 +185,36 @@ export async function postEvents(origin, events, { ua = UA(9000), token = TOKEN 
   return out;
 }
 
+// ---------------------------------------------------------------- the store, read from Node
+
+// One command to the Redis database DB of REDIS (startRedis()), by redis-cli; its answer's lines.
+export function redisCommand(redis, db, ...args) {
+  const out = execFileSync('redis-cli', ['-h', '127.0.0.1', '-p', String(redis.port), '-n', String(db),
+    '--raw', ...args.map(String)], { encoding: 'utf8' });
+  return out.split('\n').filter((l) => l !== '');
+}
+
+// The visitor ids the collector remembered for ARTICLE's repeat-view check (the fields of its
+// window-long slots' hashes), sorted: one per distinct reader whose view counted.
+export function readerIds(redis, db, article) {
+  const ids = new Set();
+  for (const key of redisCommand(redis, db, 'KEYS', `tally:{??}w:${article}:*`)) {
+    for (const f of redisCommand(redis, db, 'HKEYS', key)) if (f !== '_') ids.add(f);
+  }
+  return [...ids].sort();
+}
+
+// What a HyperLogLog estimates for IDS (a scratch key of DB): the exact count of visitors those
+// readers must show (two distinct ids share a register for about 1 salt in 16,000).
+export function distinctEstimate(redis, db, ids) {
+  const key = 'test:scratch:hll';
+  redisCommand(redis, db, 'DEL', key);
+  redisCommand(redis, db, 'PFADD', key, ...ids);
+  const [n] = redisCommand(redis, db, 'PFCOUNT', key);
+  redisCommand(redis, db, 'DEL', key);
+  return Number(n);
+}
+
 export async function metric(origin, name, labels) {
   const text = await (await fetch(`${origin}/metrics`)).text();
   const want = `${name}{${labels}} `;

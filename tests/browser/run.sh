@@ -37,6 +37,7 @@ command -v node >/dev/null || fail "node is not installed (apt-get install nodej
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [[ "$node_major" -ge 18 ]] || fail "node >= 18 is needed, this is $(node --version)"
 command -v redis-server >/dev/null || fail "redis-server is not installed (apt-get install redis-server)"
+command -v redis-cli >/dev/null || fail "redis-cli is not installed (apt-get install redis-tools)"
 chromium=${TALLY_CHROMIUM:-/usr/bin/chromium}
 [[ -x "$chromium" ]] || fail "$chromium is missing (apt-get install chromium)"
 if [[ ! -f "$here/node_modules/playwright-core/package.json" ]]; then
