@@ -4,7 +4,7 @@ event costs the collector and Redis, standalone and on a Redis Cluster (standard
 needs redis-server, redis-cli and wrk, which bench/run.sh installs).
 
   bench/capacity.py [--tallyd PATH] [--articles N] [--views N] [--duration S] [--no-cluster]
-                    [--masters N] [--no-memory] [--slowlog]
+                    [--masters N] [--no-memory] [--slowlog] [--view-window S [--visitors N]]
 
 1. Memory. A fresh Redis and a tallyd with the default settings (repeat-view window 1800 s,
    visitors counted). Step "one view": every one of N articles (100,000) gets one view and every
@@ -18,7 +18,10 @@ needs redis-server, redis-cli and wrk, which bench/run.sh installs).
    once against a cluster of 3 masters (--masters N; no replicas: replication costs the
    replicas, not the masters' main thread), summing the masters. --masters 1 runs the cluster's
    write and fold path on one Redis: the two paths' Redis work side by side. --no-memory skips
-   step 1.
+   step 1. --view-window S (the default setting is 1800) runs both with repeat detection on
+   instead (--trust-proxy 127.0.0.1, bench/lua/dedupe.lua): one view per POST, the article
+   drawn Zipf-like, the visitor's address uniformly from --visitors N (100,000), repeats
+   answered "ignored"; per event then means per view sent, counted or not.
 3. With --slowlog, where Redis's time goes in each CPU run: every command clients sent is
    logged (slowlog-log-slower-than 0) over the run, and the report gives each of tally's
    functions (and commands) its calls, mean time a call, time per event and share, summed over
@@ -307,11 +310,14 @@ def measure_memory(a, tallyd, work):
 # ---------------------------------------------------------------- CPU per event
 
 
-def wrk_run(port, duration, articles):
+def wrk_run(port, duration, articles, a):
+    script, extra = "view_uniform.lua", []
+    if a.view_window > 0:
+        script, extra = "dedupe.lua", ["visitors=%d" % a.visitors]
     out = subprocess.run(
         ["wrk", "-t", "2", "-c", "64", "-d", "%ds" % duration, "--timeout", "5s", "-s",
-         os.path.join(HERE, "lua", "view_uniform.lua"), "http://127.0.0.1:%d" % port, "--",
-         "target=tally", "articles=%d" % articles, "duration=%d" % duration, "drain=0.5"],
+         os.path.join(HERE, "lua", script), "http://127.0.0.1:%d" % port, "--",
+         "target=tally", "articles=%d" % articles, "duration=%d" % duration, "drain=0.5"] + extra,
         capture_output=True, text=True, timeout=duration + 60)
     w = bench.parse_wrk_text(out.stdout)
     if w is None:
@@ -365,23 +371,25 @@ def slowlog_read(ports):
 
 
 def measure_cpu(a, tallyd, work, redis_args, redis_ports):
-    tport, tally = start_tally(tallyd, work, redis_args,
-                               ["--threads", "2", "--rate-limit", "0", "--view-window", "0"])
-    wrk_run(tport, 2, 10000)  # warm-up: connections, scripts, the slot map
+    flags = ["--threads", "2", "--rate-limit", "0", "--view-window", str(a.view_window)]
+    if a.view_window > 0:
+        flags += ["--trust-proxy", "127.0.0.1"]
+    tport, tally = start_tally(tallyd, work, redis_args, flags)
+    wrk_run(tport, 2, 10000, a)  # warm-up: connections, scripts, the slot map
     if a.slowlog:
         slowlog_on(redis_ports, True)
     t0, (r0, e0) = cpu_seconds(tally.pid), redis_cpu(redis_ports)
-    w = wrk_run(tport, a.duration, 10000)
+    w = wrk_run(tport, a.duration, 10000, a)
     t1, (r1, e1) = cpu_seconds(tally.pid), redis_cpu(redis_ports)
     slow = None
     if a.slowlog:
         slowlog_on(redis_ports, False)
         slow = slowlog_read(redis_ports)
     stop(tally)
-    events = w["accepted"]
-    if events <= 0 or w["main_sent"] != w["main_recv"]:
+    events = w["accepted"] + w["ignored"]  # every view sent: repeats cost Redis a check
+    if w["accepted"] <= 0 or w["main_sent"] != w["main_recv"]:
         sys.exit("capacity.py: the load run did not complete: %r" % w)
-    return {"events": events, "rate": events / (a.duration - 0.5),
+    return {"events": events, "counted": w["accepted"], "rate": events / (a.duration - 0.5),
             "tally_us": (t1 - t0) * 1e6 / events, "redis_us": (r1 - r0) * 1e6 / events,
             "per_write": events / max(e1 - e0, 1), "slowlog": slow}
 
@@ -437,6 +445,11 @@ def main():
     p.add_argument("--no-memory", action="store_true", help="skip the memory step")
     p.add_argument("--slowlog", action="store_true",
                    help="log every command during the CPU runs and report where Redis's time went")
+    p.add_argument("--view-window", type=int, default=0, metavar="S",
+                   help="CPU runs with repeat detection on (tallyd --view-window S), Zipf-drawn "
+                        "articles, visitors from --visitors (default 0: every view counts)")
+    p.add_argument("--visitors", type=int, default=100000,
+                   help="with --view-window: the addresses the views come from (default 100000)")
     a = p.parse_args()
     if not os.access(a.tallyd, os.X_OK):
         sys.exit("capacity.py: no tallyd at %s (run bench/run.sh --quick once, or --tallyd)" % a.tallyd)
@@ -479,17 +492,21 @@ def main():
         print("| %s | %s | %s |" % (what, kib(used / a.articles), parts))
     runs = (("one node", single),
             ("cluster, %d master%s" % (a.masters, "s" if a.masters > 1 else ""), clustered))
-    print("\n## CPU per event (one view per POST, 10,000 articles, 64 connections, %d s)\n"
-          % a.duration)
-    print("| Redis | events | events/s (all on this machine) | events per Redis write | "
+    if a.view_window > 0:
+        print("\n## CPU per event (one view per POST, 10,000 Zipf-drawn articles, %d visitors, "
+              "--view-window %d, 64 connections, %d s)\n" % (a.visitors, a.view_window, a.duration))
+    else:
+        print("\n## CPU per event (one view per POST, 10,000 articles, 64 connections, %d s)\n"
+              % a.duration)
+    print("| Redis | events (counted) | events/s (all on this machine) | events per Redis write | "
           "tallyd CPU µs/event | Redis CPU µs/event (all masters) | one collector core "
           "carries | one Redis core carries |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, m in runs:
         if m is None:
             continue
-        print("| %s | %d | %.0f | %.1f | %.1f | %.1f | %.0f events/s | %.0f events/s |"
-              % (name, m["events"], m["rate"], m["per_write"], m["tally_us"], m["redis_us"],
+        print("| %s | %d (%d) | %.0f | %.1f | %.1f | %.1f | %.0f events/s | %.0f events/s |"
+              % (name, m["events"], m["counted"], m["rate"], m["per_write"], m["tally_us"], m["redis_us"],
                  1e6 / m["tally_us"], 1e6 / m["redis_us"]))
     print("\nOne Redis core carries 1e6 / (Redis µs per event) events/s; in a cluster each "
           "master carries that for its share of the articles.")
