@@ -38,6 +38,7 @@ struct agg_rec {
 struct agg_vis {
     uint64_t id;
     uint32_t req;
+    uint32_t ev;   /* its event's index in the request */
     uint32_t next;
 };
 
@@ -71,6 +72,7 @@ void tally_agg_release(struct tally_agg *a)
     free(a->deltas);
     free(a->slots);
     free(a->vis_req);
+    free(a->vis_ev);
     free(a->seg_end);
     free(a->vscratch);
     free(a->dscratch);
@@ -138,11 +140,12 @@ static struct agg_rec *agg_find(struct tally_agg *a, const struct tally_event *e
     return r;
 }
 
-static void agg_add_visitor(struct tally_agg *a, struct agg_rec *r, uint64_t id, uint32_t req)
+static void agg_add_visitor(struct tally_agg *a, struct agg_rec *r, uint64_t id, uint32_t req,
+                            uint32_t ev)
 {
     uint32_t i = (uint32_t)a->n_vis++;
 
-    a->vis[i] = (struct agg_vis){.id = id, .req = req, .next = AGG_NONE};
+    a->vis[i] = (struct agg_vis){.id = id, .req = req, .ev = ev, .next = AGG_NONE};
     if (r->vis_head == AGG_NONE)
         r->vis_head = i;
     else
@@ -200,9 +203,10 @@ static void agg_add_event(struct tally_agg *a, const struct tally_agg_req *q, si
     switch (ev->type) {
     case TALLY_EVENT_VIEW:
         if (q->visitor != NULL)
-            agg_add_visitor(a, r, q->visitor[i], req);
-        /* With a window the script counts checked views itself. */
-        if (q->visitor == NULL || a->window == 0)
+            agg_add_visitor(a, r, q->visitor[i], req, (uint32_t)i);
+        /* With a window the script counts checked views itself; a view found a repeat
+         * already (SEEN) brings its visitor alone. */
+        if ((q->visitor == NULL || a->window == 0) && (q->seen == NULL || !q->seen[i]))
             r->views++;
         break;
     case TALLY_EVENT_SHARE:
@@ -436,8 +440,10 @@ static int agg_record(struct tally_agg *a, const struct agg_rec *r, bool deltas,
  * attribute the repeats the script finds. */
 static void agg_note_visitors(struct tally_agg *a, const struct agg_rec *r)
 {
-    for (uint32_t v = r->vis_head; v != AGG_NONE; v = a->vis[v].next)
+    for (uint32_t v = r->vis_head; v != AGG_NONE; v = a->vis[v].next) {
+        a->vis_ev[a->n_vis_req] = a->vis[v].ev;
         a->vis_req[a->n_vis_req++] = a->vis[v].req;
+    }
 }
 
 static int agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool shared)
@@ -522,7 +528,8 @@ static int agg_emit_seg(struct tally_agg *a, const struct tally_agg_req *idem, u
                         uint64_t bot, uint64_t prefetch)
 {
     if (idem == NULL &&
-        tally_grow(&a->vis_req, &a->cap_vis_req, a->n_vis, sizeof(*a->vis_req)) < 0)
+        (tally_grow(&a->vis_req, &a->cap_vis_req, a->n_vis, sizeof(*a->vis_req)) < 0 ||
+         tally_grow(&a->vis_ev, &a->cap_vis_ev, a->n_vis, sizeof(*a->vis_ev)) < 0))
         return TALLY_ENOMEM;
     if (idem != NULL) {
         const char *digest = idem->digest != NULL ? idem->digest : "";
@@ -723,9 +730,14 @@ static int agg_read_shared(struct tally_agg *a, const redisReply *seg,
     for (size_t i = 5; i < seg->elements; i++) {
         long long idx = seg->element[i]->integer;
 
+        struct tally_agg_req *q;
+
         if (idx < 1 || (size_t)idx > a->n_vis_req || a->vis_req[idx - 1] >= n)
             return TALLY_EREDIS;
-        reqs[a->vis_req[idx - 1]]->repeat++;
+        q = reqs[a->vis_req[idx - 1]];
+        q->repeat++;
+        if (q->repeated != NULL && a->vis_ev[idx - 1] < q->n)
+            q->repeated[a->vis_ev[idx - 1]] = 1;
     }
     for (size_t i = 0; i < n; i++) {
         struct tally_agg_req *q = reqs[i];
@@ -811,6 +823,8 @@ int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
         reqs[i]->repeat = 0;
         reqs[i]->replayed = false;
         reqs[i]->reused = false;
+        if (reqs[i]->repeated != NULL)
+            memset(reqs[i]->repeated, 0, reqs[i]->n);
         shared |= reqs[i]->idem_key == NULL && reqs[i]->n > 0;
     }
     if (shared) {

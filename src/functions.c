@@ -43,6 +43,8 @@ static const struct {
     {"cgone", false},
     {"cdrop", false},
     {"kept_ro", true},
+    {"mark", false},
+    {"unmark", false},
     {"version", true},
 };
 

@@ -12,6 +12,7 @@
 #include "tally/error.h"
 #include "tally/fence.h"
 #include "tally/fold.h"
+#include "tally/functions.h"
 #include "tally/idem.h"
 #include "tally/known.h"
 #include "tally/log.h"
@@ -26,6 +27,9 @@
 #define WRITER_JOURNAL_MOVING_MS 1000 /* writes pass the journal this long after it answered
                                        * TRYAGAIN (its slot half-moved) */
 
+/* The steps of a write journaled with a repeat-view window on a cluster (tally_write.phase). */
+enum { WRITE_MARK = 1, WRITE_APPEND = 2 };
+
 TAILQ_HEAD(part_list, tally_write_part);
 
 enum unit_state {
@@ -38,6 +42,7 @@ enum unit_state {
 struct write_lane {
     struct tally_writer *w;
     unsigned slot;                 /* cluster: the bucket's slot */
+    bool mark;                     /* cluster: its units mark views (mark.lua), count nothing */
     struct tally_agg agg;
     struct part_list pending;      /* not yet in a unit, oldest first */
     struct tally_write_part **unit;
@@ -73,7 +78,9 @@ struct tally_writer {
                                     * those it takes: see writer_journaled()) */
     struct write_lane *lanes;
     size_t n_lanes;                /* 1, or TALLY_BUCKETS in a cluster (and the journal's lane
-                                    * after them, with a folder) */
+                                    * after them, with a folder; then, with a repeat-view
+                                    * window, TALLY_BUCKETS lanes of marks) */
+    bool closing;                  /* tally_writer_free() is answering what it holds */
     uint64_t seq;
     char nonce[17];
     /* Which keys of this day and hour have their expiry (as the scripts reported): units,
@@ -90,6 +97,8 @@ struct tally_writer {
 /* ---- Answering ---- */
 
 static void writer_settle(struct tally_writer *w, struct tally_write *wr);
+static void writer_marked(struct tally_writer *w, struct tally_write *wr);
+static void writer_unmark(struct tally_writer *w, struct tally_write *wr);
 
 /* Fold part P's outcome into its write, and answer the write after its last part. */
 static void writer_part_done(struct tally_writer *w, struct tally_write_part *p, int status)
@@ -98,6 +107,8 @@ static void writer_part_done(struct tally_writer *w, struct tally_write_part *p,
 
     w->held_events -= p->req.n;
     tally_gauge_add(&w->metrics->held_events, -(int64_t)p->req.n);
+    if (wr->phase == WRITE_MARK)
+        p->marked = status == 0 ? 1 : status == TALLY_EUNKNOWN ? 2 : 0;
     if (status == 0 && p->req.reused) {
         wr->failed++; /* the key holds another body: this part applied nothing */
         if (wr->failure == 0)
@@ -118,11 +129,29 @@ static void writer_part_done(struct tally_writer *w, struct tally_write_part *p,
     }
     if (--wr->parts_left > 0)
         return;
+    if (wr->phase == WRITE_MARK) {
+        writer_marked(w, wr);
+        return;
+    }
     /* Some parts written and others not: neither "written" nor "not written" is true. */
     status = tally_write_status(wr->applied, wr->failed, wr->unknown, wr->failure);
     if (status == TALLY_EUNKNOWN && wr->unknown == 0)
         log_warn("a request was written in part only (%u of %zu buckets); its outcome is "
                  "answered as unknown", wr->applied, wr->n_parts);
+    if (wr->phase == WRITE_APPEND) {
+        /* Appended: its answer is the marks' repeats and the rest accepted. Surely not: the
+         * marks are forgotten, so that the request sent again is no repeat of itself. */
+        if (status == 0) {
+            wr->req.accepted -= wr->n_seen;
+            wr->req.repeat = wr->repeats;
+        } else if (status != TALLY_EUNKNOWN) {
+            writer_unmark(w, wr);
+        }
+        free(wr->marks);
+        free(wr->seen);
+        wr->marks = NULL;
+        wr->seen = NULL;
+    }
     free(wr->parts);
     wr->parts = NULL;
     if (status == 0 && wr->claimed)
@@ -200,7 +229,9 @@ static void writer_send(struct write_lane *l, struct tally_store *st)
     if (clock != NULL) {
         tally_agg_fence(&l->agg, tally_fence_journal_at(clock, l->answer_by, writer_lane_by(l)));
         rc = tally_store_eval_asking(st, l->asking,
-                                     l->agg.journal != NULL ? TALLY_SCRIPT_ACK : TALLY_SCRIPT_APPLY,
+                                     l->agg.journal != NULL ? TALLY_SCRIPT_ACK
+                                     : l->mark              ? TALLY_SCRIPT_MARK
+                                                            : TALLY_SCRIPT_APPLY,
                                      b->data, b->len, l->agg.nargs, on_unit_reply, l);
     }
     l->redirect = NULL;
@@ -354,6 +385,8 @@ static void writer_flush_lane(struct write_lane *l)
     l->forgets = l->w->known.forgets;
     if (rc == 0)
         rc = tally_agg_build(&l->agg, l->reqs, l->n_unit, l->attempt);
+    for (size_t i = 0; l->mark && i < l->n_unit; i++)
+        l->unit[i]->now = l->agg.now; /* the time its views are remembered with */
     if (rc < 0) {
         log_error("cannot build a write unit: %s", tally_strerror(rc));
         writer_answer_unit(l, TALLY_EUNAVAIL);
@@ -506,12 +539,14 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
          * before a DELETE ended may have seen keys the DELETE then removed. */
         tally_known_learn(&w->known, l->agg.hour, l->forgets, tally_epochs_forgets(w->epochs),
                           l->agg.expired_day, l->agg.expired_hour);
-        writer_bump(w, &l->agg);
+        if (!l->mark)
+            writer_bump(w, &l->agg);
         if (l->agg.journal != NULL && writer_unit_new_events(l) > 0)
             tally_folder_appended(w->folder, writer_unit_new_events(l), &l->agg, reply);
-        tally_metric_add(&w->metrics->redis_units, 1);
-        for (size_t i = 0; i < l->n_unit; i++)
+        for (size_t i = 0; !l->mark && i < l->n_unit; i++)
             tally_metric_add(&w->metrics->redis_unit_events, l->unit[i]->req.n);
+        if (!l->mark)
+            tally_metric_add(&w->metrics->redis_units, 1);
         writer_answer_unit(l, 0);
     } else if (reply->type == REDIS_REPLY_ERROR) {
         writer_refused(l, reply);
@@ -712,25 +747,28 @@ static void writer_part_init(struct tally_writer *w, struct tally_write_part *p,
 }
 
 /* Cluster: one part per bucket the request touches, each with its own copy of its events
- * and room for their visitor ids, in one allocation. */
-static int writer_split(struct tally_writer *w, struct tally_write *wr)
+ * and room for their visitor ids (and, for marks, their repeat flags), in one allocation, in
+ * the lanes from LANES on (the buckets' lanes, or their marks' lanes). */
+static int writer_split(struct tally_writer *w, struct tally_write *wr, struct write_lane *lanes)
 {
     uint16_t bucket[TALLY_BATCH_MAX], count[TALLY_BUCKETS] = {0};
     size_t n = wr->req.n, n_parts = 0, at = 0;
     struct tally_write_part *parts;
     struct tally_event *ev;
     uint64_t *vis;
+    uint8_t *rep;
     int part_of[TALLY_BUCKETS];
 
     for (size_t i = 0; i < n; i++) {
         bucket[i] = (uint16_t)tally_key_bucket(wr->req.ev[i].article, wr->req.ev[i].article_len);
         n_parts += count[bucket[i]]++ == 0;
     }
-    parts = calloc(1, n_parts * sizeof(*parts) + n * (sizeof(*ev) + sizeof(*vis)));
+    parts = calloc(1, n_parts * sizeof(*parts) + n * (sizeof(*ev) + sizeof(*vis) + 1));
     if (parts == NULL)
         return TALLY_ENOMEM;
     ev = (struct tally_event *)&parts[n_parts];
     vis = (uint64_t *)&ev[n];
+    rep = (uint8_t *)&vis[n];
     memset(part_of, -1, sizeof(part_of));
     for (size_t i = 0, k = 0; i < n; i++) {
         struct tally_write_part *p;
@@ -740,7 +778,9 @@ static int writer_split(struct tally_writer *w, struct tally_write *wr)
             p = &parts[k++];
             p->req.ev = ev + at;
             p->visitor = vis + at;
-            p->lane = &w->lanes[bucket[i]];
+            p->lane = &lanes[bucket[i]];
+            if (p->lane->mark)
+                p->req.repeated = p->repeated = rep + at;
             at += count[bucket[i]];
         }
         p = &parts[part_of[bucket[i]]];
@@ -786,7 +826,13 @@ static void writer_unjournal(struct write_lane *l)
 
         assert(p == &wr->single && wr->n_parts == 1);
         TAILQ_REMOVE(&l->pending, p, link);
-        if (writer_split(w, wr) < 0) {
+        if (wr->phase == WRITE_APPEND) {
+            /* Its views were checked already: counted in their buckets they would be taken
+             * for repeats of themselves. Not written (its marks are forgotten). */
+            writer_part_done(w, p, TALLY_EUNAVAIL);
+            continue;
+        }
+        if (writer_split(w, wr, w->lanes) < 0) {
             wr->parts = NULL;
             wr->n_parts = 1;
             writer_part_done(w, p, TALLY_EUNAVAIL);
@@ -815,21 +861,38 @@ static struct write_lane *writer_journal_lane(struct tally_writer *w)
     return l;
 }
 
+/* Can the journal on a cluster take a write now: while the folder's heartbeat keeps it
+ * registered, so that a journal holding entries is never anyone else's to fold while its
+ * writer lives; not while the journal's slot is being moved (writer_refused()). */
+static bool writer_journal_open(struct tally_writer *w)
+{
+    return tally_folder_registered(w->folder) && tally_now_ms() >= w->journal_moving_until;
+}
+
 /* Does WR go to the journal on a cluster (tally/fold.h)? Only when counting it later is the
  * same as counting it now: no Idempotency-Key (its markers have homes of their own), no
- * comment (its floor at 0 depends on order), no repeat-view check; and only while the
- * folder's heartbeat keeps the journal registered, so that a journal holding entries is
- * never anyone else's to fold while its writer lives; not while the journal's slot is being
- * moved (writer_refused()). */
+ * comment (its floor at 0 depends on order); views checked against a repeat-view window are
+ * marked in their buckets first (writer_marked()). */
 static bool writer_journaled(struct tally_writer *w, const struct tally_write *wr)
 {
-    if (w->folder == NULL || w->n_lanes == 1 || wr->idem != NULL || w->cfg->view_window > 0 ||
-        !tally_folder_registered(w->folder) || tally_now_ms() < w->journal_moving_until)
+    if (w->folder == NULL || w->n_lanes == 1 || wr->idem != NULL || !writer_journal_open(w))
         return false;
     for (size_t i = 0; i < wr->req.n; i++)
         if (wr->req.ev[i].type == TALLY_EVENT_COMMENT)
             return false;
     return true;
+}
+
+/* Does WR, journaled, have views for a repeat-view window to check (in their buckets, before
+ * its append: see writer.h)? */
+static bool writer_marks(const struct tally_writer *w, const struct tally_write *wr)
+{
+    if (w->cfg->view_window == 0 || !wr->has_digest)
+        return false;
+    for (size_t i = 0; i < wr->req.n; i++)
+        if (wr->req.ev[i].type == TALLY_EVENT_VIEW)
+            return true;
+    return false;
 }
 
 static int writer_parts(struct tally_writer *w, struct tally_write *wr)
@@ -843,8 +906,15 @@ static int writer_parts(struct tally_writer *w, struct tally_write *wr)
     wr->req.accepted = wr->req.repeat = wr->req.bot_out = wr->req.prefetch_out = 0;
     wr->req.replayed = true;
     wr->req.reused = false;
+    wr->phase = 0;
+    wr->marks = NULL;
+    wr->seen = NULL;
+    if (w->n_lanes > 1 && journaled && writer_marks(w, wr)) {
+        wr->phase = WRITE_MARK;
+        return writer_split(w, wr, &w->lanes[TALLY_BUCKETS + 1]);
+    }
     if (w->n_lanes > 1 && !journaled)
-        return writer_split(w, wr);
+        return writer_split(w, wr, w->lanes);
     memset(p, 0, sizeof(*p));
     p->req.ev = wr->req.ev;
     p->req.n = wr->req.n;
@@ -854,6 +924,156 @@ static int writer_parts(struct tally_writer *w, struct tally_write *wr)
     writer_part_init(w, p, wr, journaled ? writer_journal_lane(w) : &w->lanes[0]);
     wr->n_parts = 1;
     return 0;
+}
+
+/* ---- Marks: a journaled write's views checked in their buckets first (see writer.h) ---- */
+
+static void on_unmark_reply(int status, redisReply *reply, void *arg)
+{
+    (void)arg;
+    if (status < 0 || reply->type == REDIS_REPLY_ERROR)
+        log_warn("redis did not forget the views of a request it did not count (%s): sent "
+                 "again within --view-window, they are taken for repeats",
+                 status < 0 ? tally_strerror(status) : reply->str);
+}
+
+/* Ask mark P's bucket to forget the views P's mark remembered (src/scripts/unmark.lua): the
+ * views that were no repeat, or every view if its answer never came. Not waited for. */
+static void writer_unmark_part(struct tally_writer *w, struct tally_write_part *p)
+{
+    size_t n = 0, max = p->req.n;
+    /* FCALL name numkeys key... at visitor...: keys' and visitors' texts in TEXT. */
+    const char **argv = malloc((2 * max + 4) * sizeof(*argv));
+    size_t *lens = malloc((2 * max + 4) * sizeof(*lens));
+    char *text = malloc(max * (TALLY_KEY_MAX + 48) + 64), *t = text, *cmd = NULL;
+    char numkeys[24], at[24];
+    struct tally_store *st = tally_redis_for_slot(w->router, p->lane->slot);
+    int64_t slot = p->now / (int64_t)w->cfg->view_window;
+    int len;
+
+    if (argv == NULL || lens == NULL || text == NULL || st == NULL || !tally_store_ready(st))
+        goto out;
+    for (size_t j = 0; j < p->req.n; j++) {
+        const struct tally_event *ev = &p->req.ev[j];
+        size_t k;
+
+        if (ev->type != TALLY_EVENT_VIEW || (p->marked == 1 && p->repeated[j]))
+            continue;
+        k = tally_key_make(t, TALLY_KEY_MAX, w->cfg->prefix,
+                           tally_key_bucket(ev->article, ev->article_len), 'w', ev->article,
+                           ev->article_len);
+        if (k == 0)
+            continue;
+        k += (size_t)snprintf(t + k, 24, ":%lld", (long long)slot);
+        argv[3 + n] = t;
+        lens[3 + n] = k;
+        t += k + 1;
+        /* Its visitor, after every key: parked at the far end for now. */
+        argv[3 + max + 1 + n] = t;
+        lens[3 + max + 1 + n] = (size_t)snprintf(t, 17, "%016llx",
+                                                  (unsigned long long)p->visitor[j]);
+        t += 17;
+        n++;
+    }
+    if (n == 0)
+        goto out;
+    argv[0] = "FCALL";
+    lens[0] = 5;
+    argv[1] = tally_functions_name(TALLY_SCRIPT_UNMARK);
+    lens[1] = strlen(argv[1]);
+    argv[2] = numkeys;
+    lens[2] = (size_t)snprintf(numkeys, sizeof(numkeys), "%zu", n);
+    argv[3 + n] = at;
+    lens[3 + n] = (size_t)snprintf(at, sizeof(at), "%lld", (long long)p->now);
+    memmove(&argv[4 + n], &argv[4 + max], n * sizeof(*argv));
+    memmove(&lens[4 + n], &lens[4 + max], n * sizeof(*lens));
+    if ((len = redisFormatCommandArgv(&cmd, (int)(4 + 2 * n), argv, lens)) > 0)
+        (void)tally_store_formatted(st, false, cmd, (size_t)len, on_unmark_reply, NULL);
+out:
+    redisFreeCommand(cmd);
+    free(argv);
+    free(lens);
+    free(text);
+}
+
+/* WR was not appended, and surely will not be: forget what its marks remembered. */
+static void writer_unmark(struct tally_writer *w, struct tally_write *wr)
+{
+    for (size_t k = 0; k < wr->n_marks; k++)
+        if (wr->marks[k].marked)
+            writer_unmark_part(w, &wr->marks[k]);
+}
+
+/* Answer WR, whose marks are done with, with STATUS. */
+static void writer_marks_end(struct tally_writer *w, struct tally_write *wr, int status)
+{
+    free(wr->marks);
+    free(wr->seen);
+    wr->marks = NULL;
+    wr->seen = NULL;
+    w->held_requests--;
+    tally_gauge_add(&w->metrics->held_requests, -1);
+    wr->done(status, wr, wr->arg);
+}
+
+/* Every mark of WR was answered. All ran: WR goes to the journal, its repeats flagged (SEEN:
+ * each brings its visitor alone, as on one Redis). Else nothing was counted: the marks are
+ * forgotten and WR is answered not written. */
+static void writer_marked(struct tally_writer *w, struct tally_write *wr)
+{
+    struct tally_write_part *p = &wr->single;
+    int part_of[TALLY_BUCKETS];
+    uint32_t repeats = wr->req.repeat;
+    int status = wr->unknown == 0 && wr->failure != 0 ? wr->failure : TALLY_EUNAVAIL;
+
+    wr->marks = wr->parts;
+    wr->n_marks = wr->n_parts;
+    wr->parts = NULL;
+    wr->phase = WRITE_APPEND;
+    wr->n_seen = 0;
+    if (wr->failed > 0 || wr->unknown > 0 || w->closing || !writer_journal_open(w) ||
+        (wr->seen = calloc(wr->req.n, 1)) == NULL) {
+        writer_unmark(w, wr);
+        writer_marks_end(w, wr, status);
+        return;
+    }
+    memset(part_of, -1, sizeof(part_of));
+    for (size_t k = 0; k < wr->n_marks; k++)
+        part_of[wr->marks[k].lane - &w->lanes[TALLY_BUCKETS + 1]] = (int)k;
+    for (size_t i = 0; i < wr->req.n; i++) {
+        const struct tally_event *ev = &wr->req.ev[i];
+        struct tally_write_part *m =
+            &wr->marks[part_of[tally_key_bucket(ev->article, ev->article_len)]];
+
+        wr->seen[i] = m->repeated[m->taken++];
+        wr->n_seen += wr->seen[i];
+    }
+    if (wr->n_seen == wr->req.n) {
+        /* Repeats alone: nothing to append. */
+        wr->req.accepted = 0;
+        wr->req.repeat = repeats;
+        wr->req.bot_out = wr->req.bot;
+        wr->req.prefetch_out = wr->req.prefetch;
+        writer_marks_end(w, wr, 0);
+        return;
+    }
+    memset(p, 0, sizeof(*p));
+    p->req.ev = wr->req.ev;
+    p->req.n = wr->req.n;
+    p->req.bot = wr->req.bot;
+    p->req.prefetch = wr->req.prefetch;
+    p->req.seen = wr->seen;
+    p->visitor = wr->visitor;
+    writer_part_init(w, p, wr, writer_journal_lane(w));
+    wr->n_parts = wr->parts_left = 1;
+    wr->applied = wr->failed = wr->unknown = 0;
+    wr->failure = 0;
+    wr->req.accepted = wr->req.repeat = wr->req.bot_out = wr->req.prefetch_out = 0;
+    wr->repeats = repeats;
+    w->held_events += wr->req.n;
+    tally_gauge_add(&w->metrics->held_events, (int64_t)wr->req.n);
+    TAILQ_INSERT_TAIL(&p->lane->pending, p, link);
+    writer_schedule(w);
 }
 
 /* ---- Life ---- */
@@ -1066,6 +1286,10 @@ struct tally_folder *tally_writer_folder(struct tally_writer *w)
 static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsigned bucket)
 {
     l->w = w;
+    /* After the journal's lane (TALLY_BUCKETS): each bucket's lane of marks. */
+    l->mark = bucket > TALLY_BUCKETS;
+    if (l->mark)
+        bucket -= TALLY_BUCKETS + 1;
     l->slot = tally_key_bucket_slot(bucket % TALLY_BUCKETS);
     if (tally_key_make(l->probe_key, sizeof(l->probe_key), w->cfg->prefix,
                        bucket % TALLY_BUCKETS, 'x', "probe", 5) == 0)
@@ -1087,6 +1311,7 @@ static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsig
         l->agg.declare = false;
         l->agg.journal = tally_folder_journal(w->folder);
         l->agg.trimmed = tally_folder_trimmed(w->folder);
+        l->agg.window = 0; /* views with a window were checked by their marks */
     }
 }
 
@@ -1105,7 +1330,10 @@ struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redi
     w->cfg = cfg;
     w->metrics = metrics;
     w->epochs = epochs;
-    w->n_lanes = tally_redis_is_cluster(router) ? TALLY_BUCKETS + (cfg->fold_interval_ms > 0) : 1;
+    w->n_lanes = !tally_redis_is_cluster(router) ? 1
+                 : cfg->fold_interval_ms == 0  ? TALLY_BUCKETS
+                 : cfg->view_window == 0       ? TALLY_BUCKETS + 1
+                                               : 2 * TALLY_BUCKETS + 1;
     w->lanes = calloc(w->n_lanes, sizeof(*w->lanes));
     /* Attempt ids must never repeat, across threads, restarts and collectors. */
     arc4random_buf(rnd, sizeof(rnd));
@@ -1147,6 +1375,7 @@ void tally_writer_free(struct tally_writer *w)
 {
     if (w == NULL)
         return;
+    w->closing = true;
     for (size_t i = 0; w->lanes != NULL && i < w->n_lanes; i++)
         writer_lane_release(&w->lanes[i]);
     if (w->flush_ev != NULL)

@@ -34,7 +34,12 @@ struct tally_agg_req {
     size_t idem_len;
     const char *digest;           /* with IDEM_KEY: its body's digest (tally_idem_digest()) */
     uint32_t bot, prefetch;       /* events already ignored, for the answer */
+    const uint8_t *seen;          /* per event, or NULL: a view found a repeat already (a
+                                   * cluster's mark, see tally/writer.h), which brings its
+                                   * visitor to the estimate and counts no view */
     /* Filled by tally_agg_apply_reply(): */
+    uint8_t *repeated;            /* per event, if not NULL: 1 where the script found a view
+                                   * a repeat (requests without an Idempotency-Key) */
     uint32_t accepted, repeat;    /* the answer: repeat views are ignored too */
     uint32_t bot_out, prefetch_out; /* as first answered (differs from the input on a replay) */
     bool replayed;                /* an earlier answer to the same Idempotency-Key */
@@ -101,6 +106,8 @@ struct tally_agg {
     size_t n_slots;
     uint32_t *vis_req;            /* per visitor of the shared segment, in order: its request */
     size_t cap_vis_req, n_vis_req;
+    uint32_t *vis_ev;             /* ... and its event's index in that request */
+    size_t cap_vis_ev;
     uint64_t *vscratch;           /* one record's visitors */
     size_t cap_vscratch;
     int64_t *dscratch;            /* one record's comment deltas */

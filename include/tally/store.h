@@ -46,6 +46,9 @@ enum tally_script {
     TALLY_SCRIPT_CDROP,  /* src/scripts/cdrop.lua: an emptied journal deleted */
     TALLY_SCRIPT_KEPT_RO, /* src/scripts/kept.lua, read-only: the same answer, not kept (while
                            * Redis takes no writes) */
+    /* A write with a repeat-view window journaled on a Redis Cluster (tally/writer.h): */
+    TALLY_SCRIPT_MARK,   /* src/scripts/mark.lua: one bucket's views checked, none counted */
+    TALLY_SCRIPT_UNMARK, /* src/scripts/unmark.lua: those views forgotten again */
     TALLY_SCRIPTS
 };
 

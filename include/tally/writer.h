@@ -14,6 +14,23 @@
  * most once by its own unit -- unless the journal takes it whole (tally/fold.h): then it is
  * one part of a unit of the journal's lane, in the journal's slot.
  *
+ * A journaled request with views and a repeat-view window on a cluster goes in two steps, as
+ * a view's markers lie in its article's bucket and the journal in another slot:
+ *   1. mark: split by bucket into the marks' lanes (one per bucket), each part checked by
+ *      src/scripts/mark.lua -- attempt marker, fence, each view against the window,
+ *      remembered when it is no repeat -- and nothing counted. Each part's answer flags the
+ *      views it found repeats.
+ *   2. append: once every mark ran, the whole request is one part of the journal's lane, its
+ *      repeats flagged SEEN (each brings its visitor alone to the estimate, as on one
+ *      Redis); a request of repeats alone appends nothing and is answered at once.
+ * Whatever fails surely -- a mark refused or unanswered, the append refused, fenced or not
+ * sent in time, the journal not open when the marks end -- counted nothing: the request is
+ * answered not written (503) and every mark that ran, or may have, is forgotten
+ * (src/scripts/unmark.lua deletes a marker only while it holds that mark's time), so that
+ * the request sent again is no repeat of itself. An append answered by no reply answers the
+ * request unknown (504) and its marks stay. A collector that dies between the steps leaves
+ * marks of views it never acknowledged.
+ *
  * Idempotency-Key (see idem.h). With one Redis, the unit's script reads the key's home marker,
  * compares the body's digest, and applies and settles it in the same atomic step. On a
  * cluster the home marker and the parts' buckets lie in different slots, so a keyed write
@@ -86,6 +103,11 @@ struct tally_write_part {
     struct tally_write *w;
     struct write_lane *lane;
     uint64_t *visitor;            /* room for req.n ids, when the write has a digest */
+    /* A mark (a journaled write's first step with a repeat-view window, on a cluster): */
+    uint8_t *repeated;            /* per event: found a repeat by its mark */
+    int64_t now;                  /* its unit's time, which the mark wrote */
+    uint32_t taken;               /* events gone over while reading its answer */
+    uint8_t marked;               /* 1: its mark ran (its repeats known); 2: it may have */
     char idem_key[TALLY_KEY_MAX]; /* its Idempotency-Key marker, in its own bucket */
     TAILQ_ENTRY(tally_write_part) link;
 };
@@ -113,6 +135,12 @@ struct tally_write {
     unsigned claim_tries;         /* cluster: redirected claims */
     char home[TALLY_KEY_MAX];     /* with IDEM: the home marker's key */
     size_t home_len;
+    /* Cluster, journaled with a repeat-view window: marked by bucket, then appended. */
+    uint8_t phase;                /* 0, or WRITE_MARK, then WRITE_APPEND (writer.c) */
+    struct tally_write_part *marks; /* while appending: the marks, owned */
+    size_t n_marks;
+    uint8_t *seen;                /* per event: a view its mark found a repeat */
+    uint32_t n_seen, repeats;
 };
 
 /* A writer for ROUTER's Redis on BASE, taking visitor salts from SALTS, bumping EPOCHS for

@@ -467,6 +467,16 @@ JOURNAL_KEY = re.compile(rb"^tally:\{([0-9a-f]{2})\}q:(.+)$", re.S)
 # The functions of the journal, whose every command must name a key they declared.
 JOURNAL_FUNCTIONS = ("ack", "cplan", "cpart", "cheartbeat", "cstale", "cgone", "cdrop")
 SLOW = ("--fold-interval", "10000")  # no fold by the clock while a test runs
+READER_UA = "Mozilla/5.0 (X11; Linux x86_64) tally-cluster-test"
+
+
+class _OwnerRedis:
+    """harness.reader_ids() and distinct_estimate() on the cluster: each command on the
+    master of its first key."""
+
+    @staticmethod
+    def command(*args):
+        return on_owner(args[1], *args)
 RECLAIM_SECONDS = 6.0  # a journal whose writer's heartbeat is 5 s old is folded by the next look
 
 
@@ -1087,7 +1097,10 @@ class ClusterCoreTest(ClusterTestCase):
         """A write unit declares the keys it touches -- only those of the metrics it counts --
         so that a slot being migrated refuses it whole: MONITOR on every master shows each
         command the write function ran, and its key must be among the unit's declared keys."""
-        t = ClusterTallyd(CLUSTER, ["--view-window", "1800", "--token", TOKEN])
+        # Counted at once (--fold-interval 0): with a journal, writes without a key have their
+        # views marked, then appended (test_40 checks the marks' keys).
+        t = ClusterTallyd(CLUSTER, ["--view-window", "1800", "--fold-interval", "0",
+                                    "--token", TOKEN])
         monitors = []
         try:
             t.start()
@@ -1930,6 +1943,123 @@ class ClusterJournalTest(ClusterTestCase):
         self.assertEqual(counted(keep), model)
         self.assertNotIn(journal, registered())
         self.assertNotIn(journal, journal_keys())
+
+    # ---- A repeat-view window: views marked in their buckets, then journaled ----
+
+    def marking(self, *args, threads=2):
+        """A collector with the default repeat-view window, its readers told apart by the
+        X-Forwarded-For of each request (see view())."""
+        return self.collector("--view-window", "1800", "--trust-proxy", "127.0.0.1", *args,
+                              threads=threads)
+
+    def view(self, t, body, addr, want, status=200):
+        """BODY posted to T as the reader at ADDR, answered STATUS (200: with the body WANT)."""
+        r = t.post_events(body, {"X-Forwarded-For": addr, "User-Agent": READER_UA})
+        if status == 200:
+            self.assertEqual((r.status, r.body), (200, want), r)
+        else:
+            self.assertEqual(r.status, status, r)
+
+    @staticmethod
+    def window_ids(article):
+        """The visitor ids ARTICLE's repeat-view hashes hold (every window-long slot's)."""
+        ids = set()
+        pattern = "tally:{??}w:%s:*" % harness.glob_escape(article)
+        for m, keys in CLUSTER.all_keys(pattern).items():
+            for k in keys:
+                ids |= {f.decode() for f in m.command("HKEYS", k)} - {"_"}
+        return ids
+
+    def test_40_views_with_a_window_are_marked_in_their_buckets_then_journaled(self):
+        """With --view-window above 0 a write's views are checked in their buckets first (the
+        mark function: each view against the window, remembered there when it is no repeat,
+        nothing counted), then what is no repeat is appended to the worker's journal and
+        counted by its folds: the answers say which views were repeats, the journal holds
+        exactly the others, the buckets remember exactly the readers, the counts and the
+        visitor estimates come out exact. Every command a mark ran names a key it declared."""
+        a = self.marking(*SLOW, threads=1)
+        arts = []
+        for x in ("jmark/%02d" % i for i in range(40)):
+            if bucket(x) not in {bucket(y) for y in arts}:
+                arts.append(x)
+        arts = arts[:3]
+        A, B, C = arts
+        readers = ["10.40.0.%d" % i for i in range(1, 7)]
+        monitors = [MonitorTap(m.port) for m in CLUSTER.masters()]
+        try:
+            for addr in readers[:5]:
+                self.view(a, [{"type": "view", "article": A}], addr, {"accepted": 1, "ignored": 0})
+            self.view(a, [{"type": "view", "article": A}], readers[0],
+                      {"accepted": 0, "ignored": 1, "ignored_reasons": {"repeat": 1}})
+            self.view(a, [{"type": "view", "article": x} for x in (B, C, A, B)], readers[5],
+                      {"accepted": 3, "ignored": 1, "ignored_reasons": {"repeat": 1}})
+            entries, held, _ = journal_state(a.journals)
+            self.assertEqual((entries, held), (6, {A: 6, B: 1, C: 1}))  # no entry of repeats
+            self.assertEqual(counted(arts), {A: 0, B: 0, C: 0})  # not counted at once
+            calls = [c for m in monitors for c in m.calls()]
+        finally:
+            for m in monitors:
+                m.close()
+        owner = _OwnerRedis()
+        ids = {A: harness.reader_ids(owner, A, [(x, READER_UA) for x in readers]),
+               B: harness.reader_ids(owner, B, [(readers[5], READER_UA)]),
+               C: harness.reader_ids(owner, C, [(readers[5], READER_UA)])}
+        for x in arts:
+            self.assertEqual(self.window_ids(x), set(ids[x]), x)
+        marks = [(keys, inner) for name, keys, inner in calls if name == "mark"]
+        # One mark per write and bucket: six writes of A alone, then the batch's three buckets.
+        self.assertEqual(len(marks), 6 + 3, [name for name, _, _ in calls])
+        for keys, inner in marks:
+            for cmd in inner:
+                if cmd[0].upper() != b"TIME":
+                    self.assertIn(cmd[1], set(keys), (cmd, keys))
+        self.assertEqual([name for name, _, _ in calls if name == "apply"], [])
+        # A read on the collector waits for its folds: exact at once.
+        for x, views in ((A, 6), (B, 1), (C, 1)):
+            st = a.stats(x)
+            self.assertEqual((st["views"], st["visitors"]),
+                             (views, harness.distinct_estimate(owner, ids[x])), x)
+        self.assertEqual(counted(arts), {A: 6, B: 1, C: 1})
+
+    def test_41_a_view_whose_append_failed_is_no_repeat_when_sent_again(self):
+        """A view marked in its bucket whose append then surely failed (here the journal's
+        slot half-moved: TRYAGAIN, nothing ran) is answered 503 and its mark forgotten
+        (unmark): sent again, it counts -- it is no repeat of a view never counted."""
+        a = self.collector_off_registry("--view-window", "1800", "--trust-proxy", "127.0.0.1",
+                                        *SLOW)
+        journal = a.journals[0]
+        art = [x for x in ("junmark/%02d" % i for i in range(60))
+               if CLUSTER.keyslot("tally:{%s}a:x" % bucket(x)) != CLUSTER.keyslot(journal)][0]
+        source, slot = on_owner_node(journal), CLUSTER.keyslot(journal)
+        self.half_move(slot, source)
+        self.view(a, [{"type": "view", "article": art}], "10.41.0.1", None, status=503)
+        self.assertEqual(self.window_ids(art), set())
+        self.view(a, [{"type": "view", "article": art}], "10.41.0.1",
+                  {"accepted": 1, "ignored": 0})
+        self.assertEqual(counted([art]), {art: 1})  # the journal moving: counted at once
+        self.assertEqual(len(self.window_ids(art)), 1)
+
+    def test_42_a_write_whose_other_mark_failed_forgets_the_marks_that_ran(self):
+        """A batch over two buckets whose mark ran in one and was refused in the other (its
+        master refusing writes: NOREPLICAS) counted nothing: it is answered 503 and the mark
+        that ran is forgotten, so that the batch sent again counts both views."""
+        a = self.collector_off_registry("--view-window", "1800", "--trust-proxy", "127.0.0.1",
+                                        "--hold", "200", "--redis-timeout", "600", *SLOW)
+        busy = {on_owner_node(a.journals[0]).port, on_owner_node(REGISTRY).port}
+        refusing = [m for m in CLUSTER.masters() if m.port not in busy][0]
+        names = ["jpart/%02d" % i for i in range(80)]
+        on_refusing = [x for x in names if on_owner_node("tally:{%s}a:x" % bucket(x)) is refusing]
+        elsewhere = [x for x in names if on_owner_node("tally:{%s}a:x" % bucket(x)) is not refusing]
+        x, y = on_refusing[0], elsewhere[0]
+        body = [{"type": "view", "article": x}, {"type": "view", "article": y}]
+        refusing.command("CONFIG", "SET", "min-replicas-to-write", "5")
+        self.addCleanup(refusing.command, "CONFIG", "SET", "min-replicas-to-write", "0")
+        self.view(a, body, "10.42.0.1", None, status=503)
+        self.assertEqual((self.window_ids(x), self.window_ids(y)), (set(), set()))
+        refusing.command("CONFIG", "SET", "min-replicas-to-write", "0")
+        self.view(a, body, "10.42.0.1", {"accepted": 2, "ignored": 0})
+        self.assertEqual(journal_state(a.journals)[1], {x: 1, y: 1})
+        self.assertEqual(a.stats(x)["views"] + a.stats(y)["views"], 2)
 
     # ---- The registry's slot moving ----
 

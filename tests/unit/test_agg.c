@@ -754,6 +754,34 @@ static void test_agg_sends_visitors_in_arrival_order(void **state)
     resp_free(&r);
 }
 
+/* A view a cluster's mark found a repeat (SEEN) brings its visitor to the estimate and no
+ * view, in a unit without a window (the journal's on a cluster). */
+static void test_agg_counts_no_view_of_a_view_seen_a_repeat(void **state)
+{
+    struct tally_event ev[] = {ev_view("a"), ev_view("a"), ev_view("b"),
+                               ev_share("b", TALLY_NETWORK_REDDIT)};
+    const uint64_t vis[] = {0x11, 0x12, 0x13, 0};
+    const uint8_t seen[] = {1, 0, 1, 0};
+    struct tally_agg_req r0 = {.ev = ev, .n = N_ELEMS(ev), .visitor = vis, .seen = seen};
+    struct tally_agg_req *reqs[] = {&r0};
+    const struct want_art arts[] = {
+        {"a", 1, "11,12", "", "", NULL, NULL},
+        {"b", 0, "13", "reddit=1", "", NULL, NULL},
+    };
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+
+    (void)state;
+    tally_agg_init(&a, "tally:", 0);
+    agg_build_ok(&a, reqs, 1, "u-1", &r, &c);
+    expect_header(&c, &a, "a", "u-1");
+    expect_segment(&c, NULL, 4, 0, 0, arts, N_ELEMS(arts));
+    cur_end(&c);
+    tally_agg_release(&a);
+    resp_free(&r);
+}
+
 static void test_agg_gives_each_keyed_request_its_own_segment(void **state)
 {
     static const char idem_b[] = "tally:{8c}i:retry-1", idem_d[] = "tally:{8c}i:{x}";
@@ -1136,6 +1164,46 @@ static void test_agg_attributes_repeats_to_their_requests(void **state)
         expect_answers(&u, cases[i].want);
     }
     tally_agg_release(&u.a);
+}
+
+/* The repeats the script lists (positions among the shared segment's visitors, which go by
+ * article) are flagged at their requests' events, where a request asks for the flags. */
+static void test_agg_flags_each_repeat_at_its_event(void **state)
+{
+    struct tally_event ev0[] = {ev_view("a"), ev_view("b"), ev_view("a")};
+    struct tally_event ev1[] = {ev_view("b"), ev_share("a", TALLY_NETWORK_EMAIL)};
+    const uint64_t vis0[] = {0x1, 0x2, 0x3}, vis1[] = {0x4, 0};
+    uint8_t rep0[3] = {9, 9, 9}, rep1[2] = {9, 9};
+    struct tally_agg_req r0 = {.ev = ev0, .n = 3, .visitor = vis0, .repeated = rep0};
+    struct tally_agg_req r1 = {.ev = ev1, .n = 2, .visitor = vis1, .repeated = rep1};
+    struct tally_agg_req *reqs[] = {&r0, &r1};
+    static const struct {
+        const char *reply;
+        uint8_t rep0[3], rep1[2];
+        uint32_t repeat0, repeat1;
+    } cases[] = {
+        /* Visitors in the segment: a's (r0's 1st, r0's 3rd), then b's (r0's 2nd, r1's 1st). */
+        {"[ok \"\" [1 3 0 0 2 2 3]]", {0, 1, 1}, {0, 0}, 2, 0},
+        {"[ok \"\" [1 4 0 0 1 4]]", {0, 0, 0}, {1, 0}, 0, 1},
+        {"[ok \"\" [1 5 0 0 0]]", {0, 0, 0}, {0, 0}, 0, 0},
+    };
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+
+    (void)state;
+    tally_agg_init(&a, "tally:", 1800);
+    agg_build_ok(&a, reqs, 2, "u-1", &r, &c);
+    for (size_t i = 0; i < N_ELEMS(cases); i++) {
+        assert_int_equal(apply_text(&a, cases[i].reply, reqs, 2), 0);
+        assert_memory_equal(rep0, cases[i].rep0, 3);
+        assert_memory_equal(rep1, cases[i].rep1, 2);
+        assert_int_equal(r0.repeat, cases[i].repeat0);
+        assert_int_equal(r1.repeat, cases[i].repeat1);
+        assert_int_equal(r0.accepted + r1.accepted, 5 - cases[i].repeat0 - cases[i].repeat1);
+    }
+    tally_agg_release(&a);
+    resp_free(&r);
 }
 
 static void test_agg_reads_a_replayed_keyed_segment(void **state)
@@ -2528,6 +2596,7 @@ int main(void)
         cmocka_unit_test(test_agg_counts_shares_per_network_in_contract_order),
         cmocka_unit_test(test_agg_keeps_comment_deltas_in_arrival_order),
         cmocka_unit_test(test_agg_sends_visitors_in_arrival_order),
+        cmocka_unit_test(test_agg_counts_no_view_of_a_view_seen_a_repeat),
         cmocka_unit_test(test_agg_gives_each_keyed_request_its_own_segment),
         cmocka_unit_test(test_agg_skips_requests_without_events),
         cmocka_unit_test(test_agg_refuses_units_without_events),
@@ -2535,6 +2604,7 @@ int main(void)
         cmocka_unit_test(test_agg_reuses_its_scratch_between_units),
         cmocka_unit_test(test_agg_reads_an_answer_without_repeats),
         cmocka_unit_test(test_agg_attributes_repeats_to_their_requests),
+        cmocka_unit_test(test_agg_flags_each_repeat_at_its_event),
         cmocka_unit_test(test_agg_reads_a_replayed_keyed_segment),
         cmocka_unit_test(test_agg_tells_a_fenced_unit),
         cmocka_unit_test(test_agg_rejects_replies_of_another_shape),

@@ -32,6 +32,8 @@ static const struct {
     {TALLY_SCRIPT_CDROP, "cdrop", "cdrop.lua", "{'allow-cross-slot-keys'}", false},
     {TALLY_SCRIPT_KEPT_RO, "kept_ro", "kept.lua", "{'no-writes', 'allow-cross-slot-keys'}",
      true},
+    {TALLY_SCRIPT_MARK, "mark", "mark.lua", "{'allow-cross-slot-keys'}", false},
+    {TALLY_SCRIPT_UNMARK, "unmark", "unmark.lua", "{'allow-cross-slot-keys'}", false},
 };
 
 /* The text of src/scripts/NAME, in a static buffer. */

@@ -1,0 +1,17 @@
+-- unmark.lua -- on a Redis Cluster, forgets views that mark.lua remembered for a write that was
+-- then not acknowledged (its append to the journal surely failed, or another part of it
+-- did): so that the write sent again is not taken for a repeat of itself.
+--
+-- KEYS     the window hashes the views were remembered in (P{bb}w:<id>:<slot>), one per view
+-- ARGV     at visitor...: AT, the time the mark wrote (its unit's now, as the collector wrote
+--          it); then the visitor id of each key's view
+-- Returns the views forgotten. A field that holds another time (a later view counted since)
+-- stays.
+
+local n = 0
+for i = 1, #KEYS do
+    if redis.call('HGET', KEYS[i], ARGV[i + 1]) == ARGV[1] then
+        n = n + redis.call('HDEL', KEYS[i], ARGV[i + 1])
+    end
+end
+return n
