@@ -729,7 +729,6 @@ static int agg_read_shared(struct tally_agg *a, const redisReply *seg,
 {
     for (size_t i = 5; i < seg->elements; i++) {
         long long idx = seg->element[i]->integer;
-
         struct tally_agg_req *q;
 
         if (idx < 1 || (size_t)idx > a->n_vis_req || a->vis_req[idx - 1] >= n)
