@@ -46,8 +46,9 @@
  * folds go apart. Each worker's journal, P{jj}q:<writer>, lies in a bucket jj whose slot a
  * master owns (the masters taken in turn by the process's workers); the writer sends it the
  * units it may count later -- no Idempotency-Key, no comment; views checked against a
- * repeat-view window in their buckets first (tally/writer.h) -- through a lane of its own (ack.lua, declaring only the journal's keys), and the others to their
- * buckets' lanes as before. It does so only while the folder's heartbeat (cheartbeat, at
+ * repeat-view window in their buckets first (tally/writer.h) -- through a lane of its own
+ * (ack.lua, declaring only the journal's keys), and the others to their buckets' lanes as
+ * before. It does so only while the folder's heartbeat (cheartbeat, at
  * start and every second) keeps the journal's score in the registry P{00}r:journals fresh
  * (tally_folder_registered()), and fences each unit sent there no later than others may take
  * the journal for gone (tally_folder_journal_by()). A fold is a plan and its parts: cplan, in the journal's slot,
