@@ -100,6 +100,23 @@ static void writer_settle(struct tally_writer *w, struct tally_write *wr);
 static void writer_marked(struct tally_writer *w, struct tally_write *wr);
 static void writer_unmark(struct tally_writer *w, struct tally_write *wr);
 
+/* WR leaves the writer: answer it with STATUS. */
+static void writer_answer(struct tally_writer *w, struct tally_write *wr, int status)
+{
+    w->held_requests--;
+    tally_gauge_add(&w->metrics->held_requests, -1);
+    wr->done(status, wr, wr->arg);
+}
+
+/* WR's marks (see writer_marked()) are done with. */
+static void writer_marks_free(struct tally_write *wr)
+{
+    free(wr->marks);
+    free(wr->seen);
+    wr->marks = NULL;
+    wr->seen = NULL;
+}
+
 /* Fold part P's outcome into its write, and answer the write after its last part. */
 static void writer_part_done(struct tally_writer *w, struct tally_write_part *p, int status)
 {
@@ -147,18 +164,13 @@ static void writer_part_done(struct tally_writer *w, struct tally_write_part *p,
         } else if (status != TALLY_EUNKNOWN) {
             writer_unmark(w, wr);
         }
-        free(wr->marks);
-        free(wr->seen);
-        wr->marks = NULL;
-        wr->seen = NULL;
+        writer_marks_free(wr);
     }
     free(wr->parts);
     wr->parts = NULL;
     if (status == 0 && wr->claimed)
         writer_settle(w, wr);
-    w->held_requests--;
-    tally_gauge_add(&w->metrics->held_requests, -1);
-    wr->done(status, wr, wr->arg);
+    writer_answer(w, wr, status);
 }
 
 /* Take the unit's parts out of flight and answer them all with STATUS. */
@@ -945,11 +957,10 @@ static void writer_unmark_part(struct tally_writer *w, struct tally_write_part *
     /* FCALL name numkeys key... at visitor...: keys' and visitors' texts in TEXT. */
     const char **argv = malloc((2 * max + 4) * sizeof(*argv));
     size_t *lens = malloc((2 * max + 4) * sizeof(*lens));
-    char *text = malloc(max * (TALLY_KEY_MAX + 48) + 64), *t = text, *cmd = NULL;
+    char *text = malloc(max * (TALLY_KEY_MAX + 48) + 64), *t = text;
     char numkeys[24], at[24];
     struct tally_store *st = tally_redis_for_slot(w->router, p->lane->slot);
     int64_t slot = p->now / (int64_t)w->cfg->view_window;
-    int len;
 
     if (argv == NULL || lens == NULL || text == NULL || st == NULL || !tally_store_ready(st))
         goto out;
@@ -987,10 +998,8 @@ static void writer_unmark_part(struct tally_writer *w, struct tally_write_part *
     lens[3 + n] = (size_t)snprintf(at, sizeof(at), "%lld", (long long)p->now);
     memmove(&argv[4 + n], &argv[4 + max], n * sizeof(*argv));
     memmove(&lens[4 + n], &lens[4 + max], n * sizeof(*lens));
-    if ((len = redisFormatCommandArgv(&cmd, (int)(4 + 2 * n), argv, lens)) > 0)
-        (void)tally_store_formatted(st, false, cmd, (size_t)len, on_unmark_reply, NULL);
+    (void)tally_store_command(st, (int)(4 + 2 * n), argv, lens, on_unmark_reply, NULL);
 out:
-    redisFreeCommand(cmd);
     free(argv);
     free(lens);
     free(text);
@@ -1002,18 +1011,6 @@ static void writer_unmark(struct tally_writer *w, struct tally_write *wr)
     for (size_t k = 0; k < wr->n_marks; k++)
         if (wr->marks[k].marked)
             writer_unmark_part(w, &wr->marks[k]);
-}
-
-/* Answer WR, whose marks are done with, with STATUS. */
-static void writer_marks_end(struct tally_writer *w, struct tally_write *wr, int status)
-{
-    free(wr->marks);
-    free(wr->seen);
-    wr->marks = NULL;
-    wr->seen = NULL;
-    w->held_requests--;
-    tally_gauge_add(&w->metrics->held_requests, -1);
-    wr->done(status, wr, wr->arg);
 }
 
 /* Every mark of WR was answered. All ran: WR goes to the journal, its repeats flagged (SEEN:
@@ -1034,7 +1031,8 @@ static void writer_marked(struct tally_writer *w, struct tally_write *wr)
     if (wr->failed > 0 || wr->unknown > 0 || w->closing || !writer_journal_open(w) ||
         (wr->seen = calloc(wr->req.n, 1)) == NULL) {
         writer_unmark(w, wr);
-        writer_marks_end(w, wr, status);
+        writer_marks_free(wr);
+        writer_answer(w, wr, status);
         return;
     }
     memset(part_of, -1, sizeof(part_of));
@@ -1054,7 +1052,8 @@ static void writer_marked(struct tally_writer *w, struct tally_write *wr)
         wr->req.repeat = repeats;
         wr->req.bot_out = wr->req.bot;
         wr->req.prefetch_out = wr->req.prefetch;
-        writer_marks_end(w, wr, 0);
+        writer_marks_free(wr);
+        writer_answer(w, wr, 0);
         return;
     }
     memset(p, 0, sizeof(*p));
@@ -1099,10 +1098,8 @@ static void writer_queue(struct tally_writer *w, struct tally_write *wr)
 static void writer_claim_end(struct tally_writer *w, struct tally_write *wr, int status)
 {
     w->held_events -= wr->req.n;
-    w->held_requests--;
     tally_gauge_add(&w->metrics->held_events, -(int64_t)wr->req.n);
-    tally_gauge_add(&w->metrics->held_requests, -1);
-    wr->done(status, wr, wr->arg);
+    writer_answer(w, wr, status);
 }
 
 struct claim_call {
