@@ -40,6 +40,12 @@ class CliTest(harness.TallyTestCase):
     def setUp(self):
         self.redis.flushall()
 
+    def assertLogged(self, t, line):
+        """LINE is in T's log within a second: the main thread logs its warnings after the
+        worker threads start, and a worker may answer the harness's /healthz before that."""
+        logged = harness.eventually(lambda: line in t.log(), True, timeout=1.0)
+        self.assertTrue(logged, "%r not logged:\n%s" % (line, t.log()))
+
     def test_help(self):
         code, out, err = run(["--help"])
         self.assertEqual(code, 0, err)
@@ -170,7 +176,7 @@ class CliTest(harness.TallyTestCase):
         self.assertEqual(t.post_events(ev, {"Authorization": "Bearer secrex"}).status, 401)
         self.assertEqual(t.post_events(ev, {"Authorization": "Bearer secret"}).status, 200)
         self.assertEqual(harness.counts(t.stats("short/token"))["comments"], 1)
-        self.assertIn("the token has fewer than 16 characters", t.log())
+        self.assertLogged(t, "the token has fewer than 16 characters")
         self.assertNotIn("secret", t.log())
 
     def test_cluster_seeds_replace_redis_with_a_warning(self):
@@ -180,7 +186,7 @@ class CliTest(harness.TallyTestCase):
                                                    "127.0.0.1:%d" % harness.free_port()]))
         self.addCleanup(t.close)
         t.start()
-        self.assertIn("--redis is ignored: --redis-cluster replaces it", t.log())
+        self.assertLogged(t, "--redis is ignored: --redis-cluster replaces it")
         self.assertEqual(harness.get(t.port, "/readyz").status, 503)
 
     def test_allowed_origins_from_the_environment(self):
