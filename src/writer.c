@@ -907,9 +907,25 @@ static bool writer_marks(const struct tally_writer *w, const struct tally_write 
     return false;
 }
 
-static int writer_parts(struct tally_writer *w, struct tally_write *wr)
+/* WR whole, as the one part of a unit of lane L. */
+static struct tally_write_part *writer_single(struct tally_writer *w, struct tally_write *wr,
+                                              struct write_lane *l)
 {
     struct tally_write_part *p = &wr->single;
+
+    memset(p, 0, sizeof(*p));
+    p->req.ev = wr->req.ev;
+    p->req.n = wr->req.n;
+    p->req.bot = wr->req.bot;
+    p->req.prefetch = wr->req.prefetch;
+    p->visitor = wr->visitor;
+    writer_part_init(w, p, wr, l);
+    wr->n_parts = 1;
+    return p;
+}
+
+static int writer_parts(struct tally_writer *w, struct tally_write *wr)
+{
     bool journaled = writer_journaled(w, wr);
 
     wr->parts = NULL;
@@ -927,14 +943,7 @@ static int writer_parts(struct tally_writer *w, struct tally_write *wr)
     }
     if (w->n_lanes > 1 && !journaled)
         return writer_split(w, wr, w->lanes);
-    memset(p, 0, sizeof(*p));
-    p->req.ev = wr->req.ev;
-    p->req.n = wr->req.n;
-    p->req.bot = wr->req.bot;
-    p->req.prefetch = wr->req.prefetch;
-    p->visitor = wr->visitor;
-    writer_part_init(w, p, wr, journaled ? writer_journal_lane(w) : &w->lanes[0]);
-    wr->n_parts = 1;
+    writer_single(w, wr, journaled ? writer_journal_lane(w) : &w->lanes[0]);
     return 0;
 }
 
@@ -1018,7 +1027,7 @@ static void writer_unmark(struct tally_writer *w, struct tally_write *wr)
  * forgotten and WR is answered not written. */
 static void writer_marked(struct tally_writer *w, struct tally_write *wr)
 {
-    struct tally_write_part *p = &wr->single;
+    struct tally_write_part *p;
     int part_of[TALLY_BUCKETS];
     uint32_t repeats = wr->req.repeat;
     int status = wr->unknown == 0 && wr->failure != 0 ? wr->failure : TALLY_EUNAVAIL;
@@ -1056,15 +1065,9 @@ static void writer_marked(struct tally_writer *w, struct tally_write *wr)
         writer_answer(w, wr, 0);
         return;
     }
-    memset(p, 0, sizeof(*p));
-    p->req.ev = wr->req.ev;
-    p->req.n = wr->req.n;
-    p->req.bot = wr->req.bot;
-    p->req.prefetch = wr->req.prefetch;
+    p = writer_single(w, wr, writer_journal_lane(w));
     p->req.seen = wr->seen;
-    p->visitor = wr->visitor;
-    writer_part_init(w, p, wr, writer_journal_lane(w));
-    wr->n_parts = wr->parts_left = 1;
+    wr->parts_left = 1;
     wr->applied = wr->failed = wr->unknown = 0;
     wr->failure = 0;
     wr->req.accepted = wr->req.repeat = wr->req.bot_out = wr->req.prefetch_out = 0;
