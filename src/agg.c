@@ -522,6 +522,39 @@ static int agg_emit_journal_seg(struct tally_agg *a, bool shared)
     return a->text.oom ? TALLY_ENOMEM : 0;
 }
 
+/* A mark's segment (src/scripts/mark.lua), after its accepted, bot and prefetch: the records
+ * with visitors, each as its visitors alone; its repeat-view hashes (this slot's, then the
+ * one before) are declared as keys, in the same order. */
+static int agg_emit_mark_seg(struct tally_agg *a)
+{
+    const struct agg_rec *r, *end = a->rec + a->n_rec;
+    char vh[16], key[TALLY_KEY_MAX];
+    size_t n = 0;
+
+    for (r = a->rec + a->seg_first; r < end; r++)
+        n += r->n_vis > 0;
+    agg_arg_int(a, (int64_t)n);
+    for (r = a->rec + a->seg_first; r < end; r++) {
+        if (r->n_vis == 0)
+            continue;
+        for (int k = 0; k < 2; k++) {
+            size_t len = agg_window_key(a, r, k, key);
+
+            if (len == 0)
+                return TALLY_EINVAL;
+            tally_buf_add_bulk(&a->keys, key, len);
+            a->nkeys++;
+        }
+        agg_arg_int(a, r->n_vis);
+        for (uint32_t v = r->vis_head; v != AGG_NONE; v = a->vis[v].next) {
+            tally_visitor_hex(a->vis[v].id, vh);
+            agg_arg(a, vh, sizeof(vh));
+        }
+        agg_note_visitors(a, r);
+    }
+    return a->args.oom || a->keys.oom ? TALLY_ENOMEM : 0;
+}
+
 /* Emit the segment collected so far. For the shared segment (IDEM NULL), VIS_REQ records the
  * request of each visitor entry, to attribute the repeats the script finds. */
 static int agg_emit_seg(struct tally_agg *a, const struct tally_agg_req *idem, uint64_t accepted,
@@ -531,6 +564,15 @@ static int agg_emit_seg(struct tally_agg *a, const struct tally_agg_req *idem, u
         (tally_grow(&a->vis_req, &a->cap_vis_req, a->n_vis, sizeof(*a->vis_req)) < 0 ||
          tally_grow(&a->vis_ev, &a->cap_vis_ev, a->n_vis, sizeof(*a->vis_ev)) < 0))
         return TALLY_ENOMEM;
+    if (a->mark) {
+        /* A mark's writes have no Idempotency-Key (tally/writer.h). */
+        if (idem != NULL)
+            return TALLY_EINVAL;
+        agg_arg_int(a, (int64_t)accepted);
+        agg_arg_int(a, (int64_t)bot);
+        agg_arg_int(a, (int64_t)prefetch);
+        return agg_emit_mark_seg(a);
+    }
     if (idem != NULL) {
         const char *digest = idem->digest != NULL ? idem->digest : "";
 
@@ -591,16 +633,20 @@ static int agg_header(struct tally_agg *a, const struct tally_event *first, cons
             tally_buf_add_bulk(&a->keys, a->trimmed, strlen(a->trimmed));
         a->nkeys = 3;
     }
-    tally_buf_add_bulk(&a->head, a->prefix, strlen(a->prefix));
+    /* A mark's: window now fence (src/scripts/mark.lua). */
+    if (!a->mark)
+        tally_buf_add_bulk(&a->head, a->prefix, strlen(a->prefix));
     tally_buf_add_bulk_i64(&a->head, a->window);
-    tally_buf_add_bulk_i64(&a->head, TALLY_ATTEMPT_TTL);
-    tally_buf_add_bulk_i64(&a->head, TALLY_IDEM_TTL);
+    if (!a->mark) {
+        tally_buf_add_bulk_i64(&a->head, TALLY_ATTEMPT_TTL);
+        tally_buf_add_bulk_i64(&a->head, TALLY_IDEM_TTL);
+    }
     tally_buf_add_bulk_i64(&a->head, a->now);
     /* The fence: set for each send by tally_agg_fence(), in place. */
     tally_buf_add(&a->head, "$" AGG_FENCE_DIGITS_STR "\r\n", 1 + strlen(AGG_FENCE_DIGITS_STR) + 2);
     a->fence_at = a->head.len;
     tally_buf_add(&a->head, "000000000000000\r\n", AGG_FENCE_DIGITS + 2);
-    a->nargs += 6;
+    a->nargs += a->mark ? 3 : 6;
     return 0;
 }
 
@@ -613,7 +659,8 @@ static int agg_assemble(struct tally_agg *a)
     /* A unit's ids are at most TALLY_ARTICLE_MAX bytes, its prefix TALLY_PREFIX_MAX and its
      * metrics' names this version's: every key fits. */
     assert(!a->key_too_long);
-    agg_fresh_arg(a);
+    if (!a->mark)
+        agg_fresh_arg(a);
     tally_buf_reset(&a->body);
     tally_buf_add_bulk_i64(&a->body, (int64_t)a->nkeys);
     tally_buf_add(&a->body, a->keys.data, a->keys.len);

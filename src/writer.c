@@ -358,7 +358,7 @@ static void writer_probe(struct write_lane *l, struct tally_store *st)
 
 static void writer_flush_lane(struct write_lane *l)
 {
-    uint64_t now;
+    uint64_t now, seq;
     struct tally_store *st;
     int rc;
 
@@ -389,16 +389,18 @@ static void writer_flush_lane(struct write_lane *l)
         writer_requeue_unit(l);
         return;
     }
-    snprintf(l->attempt, sizeof(l->attempt), "%s-%llu", l->w->nonce,
-             (unsigned long long)++l->w->seq);
+    seq = ++l->w->seq;
+    snprintf(l->attempt, sizeof(l->attempt), "%s-%llu", l->w->nonce, (unsigned long long)seq);
     l->agg.now = (int64_t)tally_clock_now();
     tally_known_update(&l->w->known, l->agg.now, tally_now_ms(),
                        tally_epochs_forgets(l->w->epochs));
     l->forgets = l->w->known.forgets;
     if (rc == 0)
         rc = tally_agg_build(&l->agg, l->reqs, l->n_unit, l->attempt);
-    for (size_t i = 0; l->mark && i < l->n_unit; i++)
-        l->unit[i]->now = l->agg.now; /* the time its views are remembered with */
+    for (size_t i = 0; l->mark && i < l->n_unit; i++) {
+        l->unit[i]->now = l->agg.now; /* its views' stamp (see writer_unmark_part()) */
+        l->unit[i]->seq = seq;
+    }
     if (rc < 0) {
         log_error("cannot build a write unit: %s", tally_strerror(rc));
         writer_answer_unit(l, TALLY_EUNAVAIL);
@@ -963,11 +965,11 @@ static void on_unmark_reply(int status, redisReply *reply, void *arg)
 static void writer_unmark_part(struct tally_writer *w, struct tally_write_part *p)
 {
     size_t n = 0, max = p->req.n;
-    /* FCALL name numkeys key... at visitor...: keys' and visitors' texts in TEXT. */
-    const char **argv = malloc((2 * max + 4) * sizeof(*argv));
-    size_t *lens = malloc((2 * max + 4) * sizeof(*lens));
+    /* FCALL name numkeys key... at attempt visitor...: keys' and visitors' texts in TEXT. */
+    const char **argv = malloc((2 * max + 5) * sizeof(*argv));
+    size_t *lens = malloc((2 * max + 5) * sizeof(*lens));
     char *text = malloc(max * (TALLY_KEY_MAX + 48) + 64), *t = text;
-    char numkeys[24], at[24];
+    char numkeys[24], at[24], attempt[sizeof(w->nonce) + 24];
     struct tally_store *st = tally_redis_for_slot(w->router, p->lane->slot);
     int64_t slot = p->now / (int64_t)w->cfg->view_window;
 
@@ -989,9 +991,8 @@ static void writer_unmark_part(struct tally_writer *w, struct tally_write_part *
         lens[3 + n] = k;
         t += k + 1;
         /* Its visitor, after every key: parked at the far end for now. */
-        argv[3 + max + 1 + n] = t;
-        lens[3 + max + 1 + n] = (size_t)snprintf(t, 17, "%016llx",
-                                                  (unsigned long long)p->visitor[j]);
+        argv[5 + max + n] = t;
+        lens[5 + max + n] = (size_t)snprintf(t, 17, "%016llx", (unsigned long long)p->visitor[j]);
         t += 17;
         n++;
     }
@@ -1003,11 +1004,15 @@ static void writer_unmark_part(struct tally_writer *w, struct tally_write_part *
     lens[1] = strlen(argv[1]);
     argv[2] = numkeys;
     lens[2] = (size_t)snprintf(numkeys, sizeof(numkeys), "%zu", n);
+    /* The mark's stamp: its unit's time and attempt id (see src/scripts/unit.lua). */
     argv[3 + n] = at;
     lens[3 + n] = (size_t)snprintf(at, sizeof(at), "%lld", (long long)p->now);
-    memmove(&argv[4 + n], &argv[4 + max], n * sizeof(*argv));
-    memmove(&lens[4 + n], &lens[4 + max], n * sizeof(*lens));
-    (void)tally_store_command(st, (int)(4 + 2 * n), argv, lens, on_unmark_reply, NULL);
+    argv[4 + n] = attempt;
+    lens[4 + n] = (size_t)snprintf(attempt, sizeof(attempt), "%s-%llu", w->nonce,
+                                   (unsigned long long)p->seq);
+    memmove(&argv[5 + n], &argv[5 + max], n * sizeof(*argv));
+    memmove(&lens[5 + n], &lens[5 + max], n * sizeof(*lens));
+    (void)tally_store_command(st, (int)(5 + 2 * n), argv, lens, on_unmark_reply, NULL);
 out:
     free(argv);
     free(lens);
@@ -1301,6 +1306,7 @@ static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsig
     /* In a cluster every key is declared, so that a slot being migrated refuses the unit
      * whole instead of failing half-way through it. */
     l->agg.declare = w->n_lanes > 1;
+    l->agg.mark = l->mark;
     if (w->folder != NULL && w->n_lanes == 1) {
         l->agg.journal = tally_folder_journal(w->folder);
         l->agg.registry = tally_folder_registry(w->folder);

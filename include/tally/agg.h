@@ -55,6 +55,10 @@ struct tally_agg {
     const char *prefix;
     uint32_t window;              /* --view-window */
     bool declare;                 /* list every key the unit touches (Redis Cluster) */
+    /* A mark's unit (src/scripts/mark.lua, see tally/writer.h): its views alone, checked
+     * against WINDOW and counted nothing. Its keys are its attempt marker (which names the
+     * unit, never written) and the repeat-view hashes it touches, its answer a unit's. */
+    bool mark;
     /* A writer that keeps a journal (see tally/fold.h): the unit is for src/scripts/ack.lua,
      * with these keys after its marker. Borrowed; NULL: for apply.lua. */
     const char *journal, *registry;
@@ -122,9 +126,10 @@ void tally_agg_release(struct tally_agg *a);
  * attempt id ATTEMPT (unique per unit; a resend of the same unit keeps it), filed at a->now.
  * The unit's RESP body is then a->body (a->nargs arguments: numkeys, the marker key -- and,
  * with a->journal, the journal and its registry; with a->declare, every other key the unit
- * touches --, the script's ARGV: see src/scripts/unit.lua), its fence still to be set with
- * tally_agg_fence().
- * Returns 0, TALLY_EINVAL when N is 0 or no request has an event, or TALLY_ENOMEM. */
+ * touches --, the script's ARGV: see src/scripts/unit.lua; a->mark: src/scripts/mark.lua),
+ * its fence still to be set with tally_agg_fence().
+ * Returns 0, TALLY_EINVAL when N is 0 or no request has an event (or, a->mark, a request
+ * has an Idempotency-Key), or TALLY_ENOMEM. */
 int tally_agg_build(struct tally_agg *a, struct tally_agg_req *const *reqs, size_t n,
                     const char *attempt);
 

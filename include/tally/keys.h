@@ -21,7 +21,9 @@
  *   P{bb}k:epoch                STRING the bucket's epoch, changed by a DELETE or an import
  *                                      that touched it (1 day)
  *   P{bb}w:<id>:<slot>          HASH   visitor -> time of a counted view, per window-long
- *                                      slot (2 windows)
+ *                                      slot (2 windows); marked on a Redis Cluster, the time
+ *                                      followed by six digits naming its unit (see
+ *                                      src/scripts/unit.lua)
  *   P{bb}i:<Idempotency-Key>    STRING the key's first answer (24 h)
  *   P{bb}x:<attempt>            STRING a write unit's outcome (10 min)
  *   P{00}q:<writer>             STREAM one Redis only: a worker's journal, one entry per unit

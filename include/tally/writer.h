@@ -17,16 +17,16 @@
  * A journaled request with views and a repeat-view window on a cluster goes in two steps, as
  * a view's markers lie in its article's bucket and the journal in another slot:
  *   1. mark: split by bucket into the marks' lanes (one per bucket), each part checked by
- *      src/scripts/mark.lua -- attempt marker, fence, each view against the window,
- *      remembered when it is no repeat -- and nothing counted. Each part's answer flags the
- *      views it found repeats.
+ *      src/scripts/mark.lua -- fence, each view against the window, remembered with the
+ *      unit's stamp (its time and attempt id: a copy sent again finds its own) when it is no
+ *      repeat -- and nothing counted. Each part's answer flags the views it found repeats.
  *   2. append: once every mark ran, the whole request is one part of the journal's lane, its
  *      repeats flagged SEEN (each brings its visitor alone to the estimate, as on one
  *      Redis); a request of repeats alone appends nothing and is answered at once.
  * Whatever fails surely -- a mark refused or unanswered, the append refused, fenced or not
  * sent in time, the journal not open when the marks end -- counted nothing: the request is
  * answered not written (503) and every mark that ran, or may have, is forgotten
- * (src/scripts/unmark.lua deletes a marker only while it holds that mark's time), so that
+ * (src/scripts/unmark.lua deletes a marker only while it holds that mark's stamp), so that
  * the request sent again is no repeat of itself. An append answered by no reply answers the
  * request unknown (504) and its marks stay. A collector that dies between the steps leaves
  * marks of views it never acknowledged.
@@ -105,7 +105,8 @@ struct tally_write_part {
     uint64_t *visitor;            /* room for req.n ids, when the write has a digest */
     /* A mark (a journaled write's first step with a repeat-view window, on a cluster): */
     uint8_t *repeated;            /* per event: found a repeat by its mark */
-    int64_t now;                  /* its unit's time, which the mark wrote */
+    int64_t now;                  /* its unit's time and number (its attempt id's), whose */
+    uint64_t seq;                 /* stamp the mark wrote (src/scripts/unit.lua) */
     uint32_t taken;               /* events gone over while reading its answer */
     uint8_t marked;               /* 1: its mark ran (its repeats known); 2: it may have */
     char idem_key[TALLY_KEY_MAX]; /* its Idempotency-Key marker, in its own bucket */

@@ -46,37 +46,69 @@ end
 
 -- Views are remembered in hashes per window-long slot, visitor -> time of the last view
 -- counted: "P{bb}w:<id>:<slot>", slot the view's Unix time divided by the window; the current
--- and the previous slot cover every view within a window. A hash gets its expiry (EXPIRE NX)
--- in the step that makes it, not with every view: to tell a new hash, each HSET also writes
--- the field "_" (no visitor's: those are 16 hex digits), so a hash is new exactly when every
--- field written was new, "_" included. (A hash without "_" that an HSET did not make was made
--- by a version that set the expiry whenever it added a field: it has its expiry.)
+-- and the previous slot cover every view within a window. A mark (mark.lua, a Redis Cluster's
+-- first step of a journaled write) keeps no attempt marker: it writes its unit's stamp,
+-- mark_stamp(), the time followed by a tag of the unit, and a copy of the same unit sent
+-- again (after a lost reply) takes a view holding its own stamp for no repeat. A hash gets
+-- its expiry (EXPIRE NX) in the step that makes it, not with every view: to tell a new hash,
+-- each HSET also writes the field "_" (no visitor's: those are 16 hex digits), so a hash is
+-- new exactly when every field written was new, "_" included. (A hash without "_" that an
+-- HSET did not make was made by a version that set the expiry whenever it added a field: it
+-- has its expiry.)
 
--- Is the view of visitor V at NOW (NOW_S: the same time as the collector wrote it) a repeat
--- of a view within WINDOW? CUR and PREV are the article's hashes of NOW's slot and the one
--- before. If not, it is remembered. The most common check: three commands when the visitor
--- is new to the article (HGET, HGET, HSET; and EXPIRE when the HSET made the hash), two when
--- it repeats a view of the slot before, one when it repeats one of this slot.
-local function repeat_one(cur, prev, v, now, now_s, window)
-    local seen = redis.call('HGET', cur, v) or redis.call('HGET', prev, v)
-    if seen and now - tonumber(seen) < window then
+-- The stamp a mark of a unit at NOW_S writes for each view it remembers: the time followed by
+-- six digits that name the unit, "<now><tag>", a number as a time is (Redis keeps either as
+-- an integer in a small hash). ATTEMPT ends with the unit's attempt id, "<writer's
+-- nonce>-<number>" (its attempt marker's key will do); the tag is the number plus the
+-- nonce's last five hex digits, modulo 1,000,000: one writer's units of one second have
+-- tags of their own, two writers' are equal one time in a million.
+local function mark_stamp(now_s, attempt)
+    local nonce, n = string.match(attempt, '(%x%x%x%x%x)%-(%d+)$')
+    local tag = nonce and (tonumber(nonce, 16) + tonumber(n)) % 1000000 or 0
+    return now_s .. string.format('%06d', tag)
+end
+
+-- The time a remembered view's value S holds: a time (Unix seconds), or a mark's stamp.
+local function seen_at(s)
+    local t = tonumber(s)
+    if t >= 1e12 then
+        t = math.floor(t / 1000000)
+    end
+    return t
+end
+
+-- Is the view of visitor V at NOW a repeat of a view within WINDOW? CUR and PREV are the
+-- article's hashes of NOW's slot and the one before. If not, it is remembered with STAMP
+-- (the same time as the collector wrote it, NOW_S; a mark's, see mark_stamp()). OWN: a view
+-- found holding STAMP is this unit's own, remembered by an earlier copy of it: no repeat
+-- (marks only; elsewhere the attempt marker answers a copy). The most common check: three
+-- commands when the visitor is new to the article (HGET, HGET, HSET; and EXPIRE when the
+-- HSET made the hash), two when it repeats a view of the slot before, one when it repeats
+-- one of this slot.
+local function repeat_one(cur, prev, v, now, stamp, window, own)
+    local seen = redis.call('HGET', cur, v)
+    if own and seen == stamp then
+        return false
+    end
+    seen = seen or redis.call('HGET', prev, v)
+    if seen and now - seen_at(seen) < window then
         return true
     end
-    if redis.call('HSET', cur, v, now_s, '_', '1') == 2 then
+    if redis.call('HSET', cur, v, stamp, '_', '1') == 2 then
         redis.call('EXPIRE', cur, 2 * window, 'NX')
     end
     return false
 end
 
--- Which of the views VIS (visitors, in order) of one article at NOW (NOW_S, WINDOW, CUR and
--- PREV as for repeat_one()) repeat a view within WINDOW? Returns a list of booleans, one per
--- view, as if each were checked and remembered in turn (a visitor twice in VIS repeats
+-- Which of the views VIS (visitors, in order) of one article at NOW (STAMP, WINDOW, OWN, CUR
+-- and PREV as for repeat_one()) repeat a view within WINDOW? Returns a list of booleans, one
+-- per view, as if each were checked and remembered in turn (a visitor twice in VIS repeats
 -- itself), in three commands for the whole list (per 1,000 views): HMGET of the current
 -- slot, HMGET of the previous one for the visitors not in it, one HSET of the views that
 -- count (and EXPIRE when it made the hash).
-local function repeats_of(cur, prev, vis, now, now_s, window)
+local function repeats_of(cur, prev, vis, now, stamp, window, own)
     if #vis == 1 then
-        return {repeat_one(cur, prev, vis[1], now, now_s, window)}
+        return {repeat_one(cur, prev, vis[1], now, stamp, window, own)}
     end
     local seen = hmget(cur, vis)
     local ask, at = {}, {}
@@ -95,13 +127,16 @@ local function repeats_of(cur, prev, vis, now, now_s, window)
     local rep, now_seen, set = {}, {}, {}
     for i, v in ipairs(vis) do
         local s = now_seen[v] or seen[i]
-        if s and now - tonumber(s) < window then
+        if own and s == stamp then
+            rep[i] = false -- remembered by an earlier copy of this unit
+            now_seen[v] = now
+        elseif s and now - seen_at(s) < window then
             rep[i] = true
         else
             rep[i] = false
             now_seen[v] = now
             set[#set + 1] = v
-            set[#set + 1] = now_s
+            set[#set + 1] = stamp
         end
     end
     if #set == 0 then

@@ -22,6 +22,11 @@ with exact counts and exact answers:
   ack       with no registry (two KEYS, or the journal's trimmed count as the third) it
             appends without the ZADD, and numbers entries across trims of a {jj} journal;
             past its fence (a late unit) it writes nothing, not even a journal dropped since
+  mark      each view checked against the window and remembered with its unit's stamp,
+            no attempt marker; a copy of the unit sent again finds its own stamps and answers
+            the same repeats, another unit (of the same second) finds them repeats, as do the
+            other scripts' checks; past its fence it writes nothing; unmark forgets a view
+            only while it holds that unit's stamp
 """
 
 import os
@@ -604,6 +609,104 @@ class JournalClusterFunctionsTest(unittest.TestCase):
         self.assertEqual(self.ack([J, TRIMMED], "a3", "x3")[-1], 1)
         self.assertEqual(self.redis.command("XLEN", J), 1)
         self.assertEqual(self.fcall("cstale", [REGISTRY], 0, 0), b"")
+
+    # ---- mark and unmark ----
+
+    V1, V2, V3 = "00000000000000b1", "00000000000000b2", "00000000000000b3"
+    WINDOW_KEY = "tally:{3a}w:%s:%d" % (A, T1 // 1800)
+
+    def mark(self, attempt, vis, fence=None, now=T1):
+        """A mark of views of A by the visitors VIS under the attempt id ATTEMPT: its keys the
+        attempt marker and A's repeat-view hashes, its arguments window now fence and one
+        segment of one record."""
+        fence = self.redis_ms() + 60000 if fence is None else fence
+        keys = ["tally:{3a}x:" + attempt, self.WINDOW_KEY,
+                "tally:{3a}w:%s:%d" % (A, now // 1800 - 1)]
+        return self.fcall("mark", keys, 1800, now, "%015d" % fence, len(vis), 0, 0, 1, len(vis),
+                          *vis)
+
+    def window(self):
+        h = self.redis.command("HGETALL", self.WINDOW_KEY)
+        return {h[i].decode(): h[i + 1].decode() for i in range(0, len(h), 2)}
+
+    def test_a_mark_remembers_views_with_its_stamp_and_knows_its_own_copy(self):
+        first = "0123456789abcdef-7"
+        stamp = "%d%06d" % (T1, (0xbcdef + 7) % 1000000)
+        # V1 twice in one unit: its second view repeats the first.
+        want = [b"ok", b"", [1, 2, 0, 0, 1, 3]]
+        self.assertEqual(self.mark(first, [self.V1, self.V2, self.V1]), want)
+        self.assertEqual(self.window(), {self.V1: stamp, self.V2: stamp, "_": "1"})
+        self.assertEqual(self.redis.command("EXISTS", "tally:{3a}x:" + first), 0)
+        self.assertGreater(self.redis.command("TTL", self.WINDOW_KEY), 3500)
+        # The same unit sent again (its reply lost): the same answer, nothing changed.
+        self.assertEqual(self.mark(first, [self.V1, self.V2, self.V1]), want)
+        self.assertEqual(self.window(), {self.V1: stamp, self.V2: stamp, "_": "1"})
+        # Another unit of the same second -- the writer's next, or another writer's of the
+        # same number -- repeats them; a new visitor is remembered with its stamp.
+        self.assertEqual(self.mark("0123456789abcdef-8", [self.V1]),
+                         [b"ok", b"", [1, 0, 0, 0, 1, 1]])
+        self.assertEqual(self.mark("fedcba9876543210-7", [self.V2, self.V3]),
+                         [b"ok", b"", [1, 1, 0, 0, 1, 1]])
+        self.assertEqual(self.window()[self.V3], "%d%06d" % (T1, (0x43210 + 7) % 1000000))
+        # The tag: the nonce's last five hex digits plus the number, modulo 1,000,000.
+        self.assertEqual(self.mark("00000000000fffff-5", ["00000000000000b4"]),
+                         [b"ok", b"", [1, 1, 0, 0, 0]])
+        self.assertEqual(self.window()["00000000000000b4"], "%d048580" % T1)
+        # Past its fence a mark writes nothing.
+        self.redis.command("HDEL", self.WINDOW_KEY, self.V3, "00000000000000b4")
+        self.assertEqual(self.mark("0123456789abcdef-9", [self.V3], fence=self.redis_ms() - 1),
+                         [b"fenced"])
+        self.assertEqual(set(self.window()), {self.V1, self.V2, "_"})
+        self.assertEqual(self.redis.command("EXISTS", "tally:{3a}x:0123456789abcdef-9"), 0)
+
+    def test_a_mark_of_two_articles_checks_each_in_its_own_hashes(self):
+        kb = "tally:{3a}w:%s:%d" % (B, T1 // 1800)
+        keys = [self.WINDOW_KEY, "tally:{3a}w:%s:%d" % (A, T1 // 1800 - 1),
+                kb, "tally:{3a}w:%s:%d" % (B, T1 // 1800 - 1)]
+        fence = "%015d" % (self.redis_ms() + 60000)
+
+        def mark(attempt, *segment):
+            return self.fcall("mark", ["tally:{3a}x:" + attempt] + keys, 1800, T1, fence,
+                              *segment)
+        # A: V1, V2; B: V1.
+        self.assertEqual(mark("0123456789abcdef-1", 3, 0, 0, 2, 2, self.V1, self.V2, 1, self.V1),
+                         [b"ok", b"", [1, 3, 0, 0, 0]])
+        self.assertEqual(self.redis.command("HKEYS", kb), [self.V1.encode(), b"_"])
+        # A's V3, B's V1 (the segment's second visitor: a repeat), with a bot and a prefetch.
+        self.assertEqual(mark("0123456789abcdef-2", 2, 1, 1, 2, 1, self.V3, 1, self.V1),
+                         [b"ok", b"", [1, 1, 1, 1, 1, 2]])
+        self.assertEqual(set(self.window()), {self.V1, self.V2, self.V3, "_"})
+        self.assertEqual(self.redis.command("HKEYS", kb), [self.V1.encode(), b"_"])
+
+    def test_a_marked_view_is_a_repeat_to_the_other_checks(self):
+        """A write counted at once on a cluster (an Idempotency-Key) or acknowledged on one
+        Redis reads the time of a mark's stamp."""
+        self.mark("0123456789abcdef-7", [self.V1])
+        cur, prev = self.WINDOW_KEY, "tally:{3a}w:%s:%d" % (A, T1 // 1800 - 1)
+        args = ["tally:", 1800, 600, 86400, T1 + 5, self.redis_ms() + 60000, "", MODEL,
+                "", "", 2, 0, 0, 1, cur, prev, 2, self.V1, self.V2, 0, ""]
+        reply = self.fcall("ack", ["tally:{3a}x:a1", J, TRIMMED], *args)
+        self.assertEqual(reply[2], [1, 1, 0, 0, 1, 1])  # V1 repeats; V2 counts
+        self.assertEqual(self.window()[self.V2], str(T1 + 5))
+        # A window later, the mark's view is no repeat.
+        nxt = "tally:{3a}w:%s:%d" % (A, T1 // 1800 + 1)
+        args = ["tally:", 1800, 600, 86400, T1 + 1800, self.redis_ms() + 60000, "", MODEL,
+                "", "", 1, 0, 0, 1, nxt, cur, 1, self.V1, 0, ""]
+        reply = self.fcall("ack", ["tally:{3a}x:a2", J, TRIMMED], *args)
+        self.assertEqual(reply[2], [1, 1, 0, 0, 0])
+
+    def test_unmark_forgets_only_its_own_stamp(self):
+        self.mark("0123456789abcdef-7", [self.V1, self.V2])
+        self.assertEqual(self.fcall("unmark", [self.WINDOW_KEY, self.WINDOW_KEY], T1,
+                                    "0123456789abcdef-8", self.V1, self.V2), 0)
+        self.assertEqual(self.fcall("unmark", [self.WINDOW_KEY], T1 + 1,
+                                    "0123456789abcdef-7", self.V1), 0)
+        self.assertEqual(self.fcall("unmark", [self.WINDOW_KEY, self.WINDOW_KEY], T1,
+                                    "0123456789abcdef-7", self.V1, self.V2), 2)
+        self.assertEqual(self.window(), {"_": "1"})
+        # Sent again, the views are no repeats.
+        self.assertEqual(self.mark("0123456789abcdef-9", [self.V1, self.V2]),
+                         [b"ok", b"", [1, 2, 0, 0, 0]])
 
     # ---- Least privilege ----
 

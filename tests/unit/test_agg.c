@@ -1206,6 +1206,63 @@ static void test_agg_flags_each_repeat_at_its_event(void **state)
     resp_free(&r);
 }
 
+/* A mark's unit (src/scripts/mark.lua): its attempt marker and each article's repeat-view
+ * hashes as its keys, then window, now and fence, and its views alone, by article; its answer
+ * is read as a unit's, each repeat flagged at its event. Nothing of the unit's counting goes:
+ * no prefix, no "fresh", no model, no share. */
+static void test_agg_builds_a_mark_of_views_alone(void **state)
+{
+    struct tally_event ev0[] = {ev_view("a"), ev_view("b"), ev_view("a")};
+    struct tally_event ev1[] = {ev_view("b"), ev_share("a", TALLY_NETWORK_EMAIL)};
+    const uint64_t vis0[] = {0x1, 0x2, 0x3}, vis1[] = {0x4, 0};
+    uint8_t rep0[3] = {9, 9, 9}, rep1[2] = {9, 9};
+    struct tally_agg_req r0 = {.ev = ev0, .n = 3, .visitor = vis0, .repeated = rep0};
+    struct tally_agg_req r1 = {.ev = ev1, .n = 2, .visitor = vis1, .repeated = rep1};
+    struct tally_agg_req *reqs[] = {&r0, &r1};
+    char ta[3], tb[3], want[13][40];
+    const char *tail[] = {"1800", "1800001800", "000000000000000", "5", "0", "0", "2",
+                          "2", "0000000000000001", "0000000000000003",
+                          "2", "0000000000000002", "0000000000000004"};
+    struct tally_agg a;
+    struct resp r = {0};
+    struct cur c;
+
+    (void)state;
+    bucket_hex("a", 1, ta);
+    bucket_hex("b", 1, tb);
+    snprintf(want[0], sizeof(want[0]), "5");
+    snprintf(want[1], sizeof(want[1]), "tally:{%s}x:u-1", ta);
+    snprintf(want[2], sizeof(want[2]), "tally:{%s}w:a:1000001", ta);
+    snprintf(want[3], sizeof(want[3]), "tally:{%s}w:a:1000000", ta);
+    snprintf(want[4], sizeof(want[4]), "tally:{%s}w:b:1000001", tb);
+    snprintf(want[5], sizeof(want[5]), "tally:{%s}w:b:1000000", tb);
+    tally_agg_init(&a, "tally:", 1800);
+    a.declare = true;
+    a.mark = true;
+    a.now = 1800001800; /* 2027-01-15 08:30 UTC, window slot 1000001 */
+    agg_build_ok(&a, reqs, 2, "u-1", &r, &c);
+    assert_int_equal(r.n, 6 + N_ELEMS(tail));
+    for (size_t i = 0; i < r.n; i++) {
+        const char *w = i < 6 ? want[i] : tail[i - 6];
+
+        if (r.len[i] != strlen(w) || memcmp(r.p[i], w, r.len[i]) != 0) {
+            print_error("argument %zu is %.*s, want %s\n", i, (int)r.len[i], r.p[i], w);
+            fail();
+        }
+    }
+    /* Visitors in the segment: a's (r0's 1st, r0's 3rd), then b's (r0's 2nd, r1's 1st). */
+    assert_int_equal(apply_text(&a, "[ok \"\" [1 3 0 0 2 2 4]]", reqs, 2), 0);
+    assert_memory_equal(rep0, ((uint8_t[]){0, 0, 1}), 3);
+    assert_memory_equal(rep1, ((uint8_t[]){1, 0}), 2);
+    assert_int_equal(r0.accepted + r1.accepted, 3);
+    /* A keyed request is never marked: refused, not built half-way. */
+    r1.idem_key = "tally:{00}i:k";
+    r1.idem_len = strlen(r1.idem_key);
+    assert_int_equal(tally_agg_build(&a, reqs, 2, "u-2"), TALLY_EINVAL);
+    tally_agg_release(&a);
+    resp_free(&r);
+}
+
 static void test_agg_reads_a_replayed_keyed_segment(void **state)
 {
     static const struct answer want[4] = {
@@ -2605,6 +2662,7 @@ int main(void)
         cmocka_unit_test(test_agg_reads_an_answer_without_repeats),
         cmocka_unit_test(test_agg_attributes_repeats_to_their_requests),
         cmocka_unit_test(test_agg_flags_each_repeat_at_its_event),
+        cmocka_unit_test(test_agg_builds_a_mark_of_views_alone),
         cmocka_unit_test(test_agg_reads_a_replayed_keyed_segment),
         cmocka_unit_test(test_agg_tells_a_fenced_unit),
         cmocka_unit_test(test_agg_rejects_replies_of_another_shape),
