@@ -461,6 +461,32 @@ static int agg_emit_rec(struct tally_agg *a, const struct agg_rec *r, bool share
     return 0;
 }
 
+/* Record R's views to check: its repeat-view hashes (this slot's, then the one before) -- as
+ * arguments, or AS_KEYS declared as keys --, then its visitors, counted. */
+static int agg_emit_views(struct tally_agg *a, const struct agg_rec *r, bool as_keys)
+{
+    char vh[16], key[TALLY_KEY_MAX];
+
+    for (int k = 0; k < 2; k++) {
+        size_t len = agg_window_key(a, r, k, key);
+
+        if (len == 0)
+            return TALLY_EINVAL;
+        if (as_keys) {
+            tally_buf_add_bulk(&a->keys, key, len);
+            a->nkeys++;
+        } else {
+            agg_arg(a, key, len);
+        }
+    }
+    agg_arg_int(a, r->n_vis);
+    for (uint32_t v = r->vis_head; v != AGG_NONE; v = a->vis[v].next) {
+        tally_visitor_hex(a->vis[v].id, vh);
+        agg_arg(a, vh, sizeof(vh));
+    }
+    return 0;
+}
+
 /* A journal's segment (src/scripts/ack.lua): the views to check (each record's repeat-view
  * hashes named in full: the script builds no key per view), the comment deltas, then every
  * record's other counts as the journal entry's text. */
@@ -468,7 +494,7 @@ static int agg_emit_journal_seg(struct tally_agg *a, bool shared)
 {
     const struct agg_rec *r, *end = a->rec + a->n_rec;
     struct tally_record rec;
-    char tag[2], vh[16], key[TALLY_KEY_MAX];
+    char tag[2];
     size_t n = 0;
 
     for (r = a->rec + a->seg_first; r < end; r++) {
@@ -479,18 +505,8 @@ static int agg_emit_journal_seg(struct tally_agg *a, bool shared)
     for (r = a->rec + a->seg_first; r < end && n > 0; r++) {
         if (r->n_vis == 0)
             continue;
-        for (int k = 0; k < 2; k++) {
-            size_t len = agg_window_key(a, r, k, key);
-
-            if (len == 0)
-                return TALLY_EINVAL;
-            agg_arg(a, key, len);
-        }
-        agg_arg_int(a, r->n_vis);
-        for (uint32_t v = r->vis_head; v != AGG_NONE; v = a->vis[v].next) {
-            tally_visitor_hex(a->vis[v].id, vh);
-            agg_arg(a, vh, sizeof(vh));
-        }
+        if (agg_emit_views(a, r, false) < 0)
+            return TALLY_EINVAL;
         if (shared)
             agg_note_visitors(a, r);
     }
@@ -528,7 +544,6 @@ static int agg_emit_journal_seg(struct tally_agg *a, bool shared)
 static int agg_emit_mark_seg(struct tally_agg *a)
 {
     const struct agg_rec *r, *end = a->rec + a->n_rec;
-    char vh[16], key[TALLY_KEY_MAX];
     size_t n = 0;
 
     for (r = a->rec + a->seg_first; r < end; r++)
@@ -537,19 +552,8 @@ static int agg_emit_mark_seg(struct tally_agg *a)
     for (r = a->rec + a->seg_first; r < end; r++) {
         if (r->n_vis == 0)
             continue;
-        for (int k = 0; k < 2; k++) {
-            size_t len = agg_window_key(a, r, k, key);
-
-            if (len == 0)
-                return TALLY_EINVAL;
-            tally_buf_add_bulk(&a->keys, key, len);
-            a->nkeys++;
-        }
-        agg_arg_int(a, r->n_vis);
-        for (uint32_t v = r->vis_head; v != AGG_NONE; v = a->vis[v].next) {
-            tally_visitor_hex(a->vis[v].id, vh);
-            agg_arg(a, vh, sizeof(vh));
-        }
+        if (agg_emit_views(a, r, true) < 0)
+            return TALLY_EINVAL;
         agg_note_visitors(a, r);
     }
     return a->args.oom || a->keys.oom ? TALLY_ENOMEM : 0;

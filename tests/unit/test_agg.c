@@ -1166,41 +1166,63 @@ static void test_agg_attributes_repeats_to_their_requests(void **state)
     tally_agg_release(&u.a);
 }
 
+/* Two requests that ask for their repeats' flags: views of a, b, a by visitors 1, 2, 3, then a
+ * view of b by visitor 4 and a share of a. The shared segment's visitors go by article: a's
+ * (r0's 1st, r0's 3rd), then b's (r0's 2nd, r1's 1st). */
+struct flagged {
+    struct tally_event ev0[3], ev1[2];
+    uint64_t vis0[3], vis1[2];
+    uint8_t rep0[3], rep1[2];
+    struct tally_agg_req r0, r1;
+    struct tally_agg_req *reqs[2];
+};
+
+static void flagged_init(struct flagged *f)
+{
+    *f = (struct flagged){
+        .ev0 = {ev_view("a"), ev_view("b"), ev_view("a")},
+        .ev1 = {ev_view("b"), ev_share("a", TALLY_NETWORK_EMAIL)},
+        .vis0 = {0x1, 0x2, 0x3},
+        .vis1 = {0x4, 0},
+        .rep0 = {9, 9, 9},
+        .rep1 = {9, 9},
+    };
+    f->r0 = (struct tally_agg_req){.ev = f->ev0, .n = 3, .visitor = f->vis0, .repeated = f->rep0};
+    f->r1 = (struct tally_agg_req){.ev = f->ev1, .n = 2, .visitor = f->vis1, .repeated = f->rep1};
+    f->reqs[0] = &f->r0;
+    f->reqs[1] = &f->r1;
+}
+
 /* The repeats the script lists (positions among the shared segment's visitors, which go by
  * article) are flagged at their requests' events, where a request asks for the flags. */
 static void test_agg_flags_each_repeat_at_its_event(void **state)
 {
-    struct tally_event ev0[] = {ev_view("a"), ev_view("b"), ev_view("a")};
-    struct tally_event ev1[] = {ev_view("b"), ev_share("a", TALLY_NETWORK_EMAIL)};
-    const uint64_t vis0[] = {0x1, 0x2, 0x3}, vis1[] = {0x4, 0};
-    uint8_t rep0[3] = {9, 9, 9}, rep1[2] = {9, 9};
-    struct tally_agg_req r0 = {.ev = ev0, .n = 3, .visitor = vis0, .repeated = rep0};
-    struct tally_agg_req r1 = {.ev = ev1, .n = 2, .visitor = vis1, .repeated = rep1};
-    struct tally_agg_req *reqs[] = {&r0, &r1};
     static const struct {
         const char *reply;
         uint8_t rep0[3], rep1[2];
         uint32_t repeat0, repeat1;
     } cases[] = {
-        /* Visitors in the segment: a's (r0's 1st, r0's 3rd), then b's (r0's 2nd, r1's 1st). */
         {"[ok \"\" [1 3 0 0 2 2 3]]", {0, 1, 1}, {0, 0}, 2, 0},
         {"[ok \"\" [1 4 0 0 1 4]]", {0, 0, 0}, {1, 0}, 0, 1},
         {"[ok \"\" [1 5 0 0 0]]", {0, 0, 0}, {0, 0}, 0, 0},
     };
+    struct flagged f;
     struct tally_agg a;
     struct resp r = {0};
     struct cur c;
 
     (void)state;
+    flagged_init(&f);
     tally_agg_init(&a, "tally:", 1800);
-    agg_build_ok(&a, reqs, 2, "u-1", &r, &c);
+    agg_build_ok(&a, f.reqs, 2, "u-1", &r, &c);
     for (size_t i = 0; i < N_ELEMS(cases); i++) {
-        assert_int_equal(apply_text(&a, cases[i].reply, reqs, 2), 0);
-        assert_memory_equal(rep0, cases[i].rep0, 3);
-        assert_memory_equal(rep1, cases[i].rep1, 2);
-        assert_int_equal(r0.repeat, cases[i].repeat0);
-        assert_int_equal(r1.repeat, cases[i].repeat1);
-        assert_int_equal(r0.accepted + r1.accepted, 5 - cases[i].repeat0 - cases[i].repeat1);
+        assert_int_equal(apply_text(&a, cases[i].reply, f.reqs, 2), 0);
+        assert_memory_equal(f.rep0, cases[i].rep0, 3);
+        assert_memory_equal(f.rep1, cases[i].rep1, 2);
+        assert_int_equal(f.r0.repeat, cases[i].repeat0);
+        assert_int_equal(f.r1.repeat, cases[i].repeat1);
+        assert_int_equal(f.r0.accepted + f.r1.accepted,
+                         5 - cases[i].repeat0 - cases[i].repeat1);
     }
     tally_agg_release(&a);
     resp_free(&r);
@@ -1212,13 +1234,7 @@ static void test_agg_flags_each_repeat_at_its_event(void **state)
  * no prefix, no "fresh", no model, no share. */
 static void test_agg_builds_a_mark_of_views_alone(void **state)
 {
-    struct tally_event ev0[] = {ev_view("a"), ev_view("b"), ev_view("a")};
-    struct tally_event ev1[] = {ev_view("b"), ev_share("a", TALLY_NETWORK_EMAIL)};
-    const uint64_t vis0[] = {0x1, 0x2, 0x3}, vis1[] = {0x4, 0};
-    uint8_t rep0[3] = {9, 9, 9}, rep1[2] = {9, 9};
-    struct tally_agg_req r0 = {.ev = ev0, .n = 3, .visitor = vis0, .repeated = rep0};
-    struct tally_agg_req r1 = {.ev = ev1, .n = 2, .visitor = vis1, .repeated = rep1};
-    struct tally_agg_req *reqs[] = {&r0, &r1};
+    struct flagged f;
     char ta[3], tb[3], want[13][40];
     const char *tail[] = {"1800", "1800001800", "000000000000000", "5", "0", "0", "2",
                           "2", "0000000000000001", "0000000000000003",
@@ -1228,6 +1244,7 @@ static void test_agg_builds_a_mark_of_views_alone(void **state)
     struct cur c;
 
     (void)state;
+    flagged_init(&f);
     bucket_hex("a", 1, ta);
     bucket_hex("b", 1, tb);
     snprintf(want[0], sizeof(want[0]), "5");
@@ -1240,7 +1257,7 @@ static void test_agg_builds_a_mark_of_views_alone(void **state)
     a.declare = true;
     a.mark = true;
     a.now = 1800001800; /* 2027-01-15 08:30 UTC, window slot 1000001 */
-    agg_build_ok(&a, reqs, 2, "u-1", &r, &c);
+    agg_build_ok(&a, f.reqs, 2, "u-1", &r, &c);
     assert_int_equal(r.n, 6 + N_ELEMS(tail));
     for (size_t i = 0; i < r.n; i++) {
         const char *w = i < 6 ? want[i] : tail[i - 6];
@@ -1250,15 +1267,15 @@ static void test_agg_builds_a_mark_of_views_alone(void **state)
             fail();
         }
     }
-    /* Visitors in the segment: a's (r0's 1st, r0's 3rd), then b's (r0's 2nd, r1's 1st). */
-    assert_int_equal(apply_text(&a, "[ok \"\" [1 3 0 0 2 2 4]]", reqs, 2), 0);
-    assert_memory_equal(rep0, ((uint8_t[]){0, 0, 1}), 3);
-    assert_memory_equal(rep1, ((uint8_t[]){1, 0}), 2);
-    assert_int_equal(r0.accepted + r1.accepted, 3);
+    /* r0's 3rd view and r1's 1st repeat. */
+    assert_int_equal(apply_text(&a, "[ok \"\" [1 3 0 0 2 2 4]]", f.reqs, 2), 0);
+    assert_memory_equal(f.rep0, ((uint8_t[]){0, 0, 1}), 3);
+    assert_memory_equal(f.rep1, ((uint8_t[]){1, 0}), 2);
+    assert_int_equal(f.r0.accepted + f.r1.accepted, 3);
     /* A keyed request is never marked: refused, not built half-way. */
-    r1.idem_key = "tally:{00}i:k";
-    r1.idem_len = strlen(r1.idem_key);
-    assert_int_equal(tally_agg_build(&a, reqs, 2, "u-2"), TALLY_EINVAL);
+    f.r1.idem_key = "tally:{00}i:k";
+    f.r1.idem_len = strlen(f.r1.idem_key);
+    assert_int_equal(tally_agg_build(&a, f.reqs, 2, "u-2"), TALLY_EINVAL);
     tally_agg_release(&a);
     resp_free(&r);
 }
