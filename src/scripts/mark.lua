@@ -8,7 +8,8 @@
 -- (mark_stamp() in unit.lua: its time and a tag of the unit, taken from the end of KEYS[1]),
 -- and a copy of the unit sent again after a lost reply finds its own stamps and answers the
 -- same repeats. Its arguments are its views alone. (A mark is one call per write and bucket:
--- its marker's GET and SET, and a unit's arguments, were a third of its cost.)
+-- its marker's GET and SET, and a unit's arguments, were over a third of its cost; see
+-- docs/scaling.md.)
 --
 -- KEYS[1]  the unit's attempt marker (named, never written: the unit's stamp comes from it),
 --          then for each record the article's repeat-view hashes P{bb}w:<id>:<slot> of the
