@@ -32,6 +32,14 @@ void fold_ended(struct tally_folder *f, bool blocked)
 {
     atomic_store(&f->blocked, blocked);
     atomic_fetch_add_explicit(&f->tries, 1, memory_order_release);
+    if (f->ended_cb != NULL)
+        f->ended_cb(f->ended_arg);
+}
+
+void tally_folder_on_ended(struct tally_folder *f, void (*cb)(void *arg), void *arg)
+{
+    f->ended_cb = cb;
+    f->ended_arg = arg;
 }
 
 void fold_bump(struct tally_folder *f, const redisReply *tags)

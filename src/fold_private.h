@@ -99,6 +99,8 @@ struct tally_folder {
                                   * or refuses) */
     _Atomic uint64_t tries;      /* folds that ended (answered, failed or not sent): a read
                                   * waits for one that ends after it arrived */
+    void (*ended_cb)(void *arg); /* told, in the folder's thread, that a fold ended */
+    void *ended_arg;
     bool in_flight, reclaiming, again;
     bool merged_in_flight;       /* the fold in flight is the oldest batch's */
     bool staged_in_flight;       /* the fold in flight counts a staged chunk */

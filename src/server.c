@@ -10,6 +10,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "tally/fold.h"
 #include "tally/log.h"
 #include "tally/writer.h"
 #include "worker.h"
@@ -83,6 +84,8 @@ int tally_server_start(struct tally_server *s, const struct tally_config *cfg, c
         if (s->workers[i] == NULL)
             return -1;
         s->folders[i] = tally_writer_folder(s->workers[i]->writer);
+        if (s->folders[i] != NULL)
+            tally_folder_on_ended(s->folders[i], tally_http_folded, s->workers[i]);
         s->n_workers++;
     }
     snprintf(s->listen_desc, sizeof(s->listen_desc), strchr(cfg->listen.host, ':') ? "[%s]:%u"

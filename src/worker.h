@@ -115,6 +115,10 @@ void tally_http_close_idle(struct tally_worker *w);
 /* Free W's reads waiting for folds (after its loop has ended). */
 void tally_http_waits_free(struct tally_worker *w);
 
+/* A fold of worker ARG's journal ended (tally_folder_on_ended(), in its thread): its reads
+ * waiting for folds look at once (http_server.c). */
+void tally_http_folded(void *arg);
+
 /* ---- live.c ---- */
 
 /* W's registry of watched articles and its once-a-second read. Returns 0 or -1. */

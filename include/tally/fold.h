@@ -176,6 +176,11 @@ uint64_t tally_folder_folded_count(const struct tally_folder *f);
 /* From any thread: fold F's journal now rather than at the next interval. */
 void tally_folder_soon(struct tally_folder *f);
 
+/* Call CB(ARG) in F's thread each time one of its folds ends (answered, failed or not sent),
+ * once what it folded is known (tally_folder_folded_count()): reads waiting for it may go
+ * on at once. Set before F's thread runs. */
+void tally_folder_on_ended(struct tally_folder *f, void (*cb)(void *arg), void *arg);
+
 /* What the folders of a process had appended at one moment. */
 struct tally_fold_mark {
     uint64_t appended[TALLY_THREADS_MAX];
