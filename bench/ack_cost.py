@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,7 +39,7 @@ import bench  # noqa: E402
 import capacity  # noqa: E402
 import unit_cost  # noqa: E402
 from capacity import Redis, spawn, start_redis, stop  # noqa: E402
-from fold_replay import monitor_lines, QUOTED, unquote  # noqa: E402
+from fold_replay import calls_under_load, fcalls_of, tally_library  # noqa: E402
 
 
 def catch(a, tallyd, work):
@@ -52,36 +51,17 @@ def catch(a, tallyd, work):
             extra += ["--trust-proxy", "127.0.0.1"]
         url = "redis://127.0.0.1:%d/0" % rport
         tport, tp = capacity.start_tally(tallyd, work, ["--redis", url], extra)
-        lines, ev = [], threading.Event()
-        wrk = subprocess.Popen(
-            ["wrk", "-t", "2", "-c", "64", "-d", "%ds" % a.seconds, "--timeout", "5s", "-s",
-             os.path.join(HERE, "lua", "dedupe.lua" if a.window > 0 else "view_uniform.lua"),
-             "http://127.0.0.1:%d" % tport, "--", "target=tally", "articles=10000",
-             "dist=" + a.dist, "duration=%d" % a.seconds, "drain=0.5", "visitors=50000"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(a.seconds / 2)
-        th = threading.Thread(target=monitor_lines, args=(rport, lines, ev))
-        th.start()
-        time.sleep(min(1.0, a.seconds / 3))
-        ev.set()
-        th.join()
-        wrk.wait()
+        lines = calls_under_load(rport, tport,
+                                 "dedupe.lua" if a.window > 0 else "view_uniform.lua",
+                                 a.seconds, ["articles=10000", "dist=" + a.dist,
+                                             "visitors=50000"])
         stop(tp)
-        lib = Redis(rport).command("FUNCTION", "LIST", "WITHCODE")
+        code = tally_library(rport)
     finally:
         stop(rp)
-    acks = []
-    for line in lines:
-        args = [unquote(x) for x in QUOTED.findall(line)]
-        if len(args) > 3 and args[0].upper() == b"FCALL" and b"_ack_" in args[1]:
-            acks.append(args[1:])
+    acks = fcalls_of(lines, b"_ack_")
     if not acks:
         sys.exit("ack_cost.py: no ack caught from %s" % tallyd)
-    code = None
-    for l in lib:
-        d = dict(zip(l[::2], l[1::2]))
-        if d[b"library_name"].startswith(b"tally_"):
-            code = d[b"library_code"]
     return acks, code
 
 

@@ -81,6 +81,46 @@ def monitor_lines(port, out, stop_ev):
     r.close()
 
 
+def calls_under_load(port, tport, script, seconds, wrk_args):
+    """wrk (bench/lua/SCRIPT, 2 threads, 64 connections, WRK_ARGS) against the tallyd at TPORT
+    for SECONDS; the MONITOR lines of the Redis at PORT over up to a second of the run's
+    second half."""
+    lines, ev = [], threading.Event()
+    wrk = subprocess.Popen(
+        ["wrk", "-t", "2", "-c", "64", "-d", "%ds" % seconds, "--timeout", "5s", "-s",
+         os.path.join(HERE, "lua", script), "http://127.0.0.1:%d" % tport, "--",
+         "target=tally", "duration=%d" % seconds, "drain=0.5"] + list(wrk_args),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(seconds / 2)
+    th = threading.Thread(target=monitor_lines, args=(port, lines, ev))
+    th.start()
+    time.sleep(min(1.0, seconds / 3))
+    ev.set()
+    th.join()
+    wrk.wait()
+    return lines
+
+
+def fcalls_of(lines, part):
+    """The FCALLs among MONITOR's LINES of a function whose name holds PART: each its
+    arguments after FCALL (the function's name, numkeys, the keys, the arguments)."""
+    calls = []
+    for line in lines:
+        args = [unquote(x) for x in QUOTED.findall(line)]
+        if len(args) > 3 and args[0].upper() == b"FCALL" and part in args[1]:
+            calls.append(args[1:])
+    return calls
+
+
+def tally_library(port):
+    """The code of the tally function library the Redis at PORT holds (None: none)."""
+    for entry in Redis(port).command("FUNCTION", "LIST", "WITHCODE"):
+        d = dict(zip(entry[::2], entry[1::2]))
+        if d[b"library_name"].startswith(b"tally_"):
+            return d[b"library_code"]
+    return None
+
+
 def capture(a):
     work = tempfile.mkdtemp(prefix="fold-replay.")
     procs = []

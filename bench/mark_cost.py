@@ -22,10 +22,8 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,7 +31,7 @@ sys.path.insert(0, HERE)
 
 import capacity  # noqa: E402
 from capacity import Redis, start_redis, stop  # noqa: E402
-from fold_replay import monitor_lines, QUOTED, unquote  # noqa: E402
+from fold_replay import calls_under_load, fcalls_of, tally_library  # noqa: E402
 
 VISITOR = re.compile(rb"^[0-9a-f]{16}$")
 FENCE = re.compile(rb"^[0-9]{15}$")
@@ -50,37 +48,16 @@ def catch(a, tallyd, work):
         tport, tp = capacity.start_tally(tallyd, work, ["--redis-cluster",
                                                         "127.0.0.1:%d" % port], extra)
         time.sleep(2.0)  # the journals open (their heartbeats): before, writes count at once
-        lines, ev = [], threading.Event()
-        wrk = subprocess.Popen(
-            ["wrk", "-t", "2", "-c", "64", "-d", "%ds" % a.seconds, "--timeout", "5s", "-s",
-             os.path.join(HERE, "lua", "dedupe.lua"), "http://127.0.0.1:%d" % tport, "--",
-             "target=tally", "articles=10000", "dist=zipf", "duration=%d" % a.seconds,
-             "drain=0.5", "visitors=50000"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(a.seconds / 2)
-        th = threading.Thread(target=monitor_lines, args=(port, lines, ev))
-        th.start()
-        time.sleep(min(1.0, a.seconds / 3))
-        ev.set()
-        th.join()
-        wrk.wait()
+        lines = calls_under_load(port, tport, "dedupe.lua", a.seconds,
+                                 ["articles=10000", "dist=zipf", "visitors=50000"])
         stop(tp)
-        lib = Redis(port).command("FUNCTION", "LIST", "WITHCODE")
+        code = tally_library(port)
     finally:
         for _, p in nodes:
             stop(p)
-    marks = []
-    for line in lines:
-        args = [unquote(x) for x in QUOTED.findall(line)]
-        if len(args) > 3 and args[0].upper() == b"FCALL" and b"_mark_" in args[1]:
-            marks.append(args[1:])
+    marks = fcalls_of(lines, b"_mark_")
     if not marks:
         sys.exit("mark_cost.py: no mark caught from %s" % tallyd)
-    code = None
-    for entry in lib:
-        d = dict(zip(entry[::2], entry[1::2]))
-        if d[b"library_name"].startswith(b"tally_"):
-            code = d[b"library_code"]
     return marks, code
 
 
