@@ -710,6 +710,14 @@ static struct http_wait *http_wait_new(struct tally_http_req *h, const char *con
     *oom = false;
     if (s->folders[0] == NULL) /* no journal: counted at once */
         return NULL;
+    /* The next writes of these articles are counted at once: the reads that follow them
+     * will find nothing to wait for. */
+    if (ids != NULL) {
+        uint64_t now = tally_now_ms();
+
+        for (size_t j = 0; j < k; j++)
+            tally_lately_read(&s->lately, ids[j], lens[j], now);
+    }
     if ((wt = tally_http_alloc(h, sizeof(*wt))) == NULL) {
         *oom = true;
         return NULL;

@@ -333,6 +333,11 @@ static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *
                     "Write requests answered 503 because their worker thread had --journal-max "
                     "events acknowledged and not folded yet.",
                     (double)SUM(journal_refused));
+    metrics_counter(out, "tally_writes_at_once_total",
+                    "Write requests counted before their answer instead of journaled, because "
+                    "one of their articles was read on this collector within the last second: "
+                    "a read after them finds nothing to wait for.",
+                    (double)SUM(writes_at_once));
     metrics_gauge_line(out, "tally_journal_backlog_events",
                        "Events acknowledged (appended to the journals) and not folded yet, summed "
                        "over worker threads; past --journal-max on a thread its writes get 503.",

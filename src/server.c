@@ -70,7 +70,9 @@ int tally_server_start(struct tally_server *s, const struct tally_config *cfg, c
     s->cfg = cfg;
     s->start_time = (double)now.tv_sec + (double)now.tv_usec / 1e6;
     s->workers = calloc(cfg->threads, sizeof(*s->workers));
-    if (s->workers == NULL || tally_ratelimit_init(&s->ratelimit, cfg->rate_limit) < 0) {
+    if (s->workers == NULL || tally_ratelimit_init(&s->ratelimit, cfg->rate_limit) < 0 ||
+        (cfg->fold_interval_ms > 0 && cfg->follow_reads_ms > 0 &&
+         tally_lately_init(&s->lately) < 0)) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -124,4 +126,5 @@ void tally_server_free(struct tally_server *s)
     s->workers = NULL;
     s->n_workers = 0;
     tally_ratelimit_release(&s->ratelimit);
+    tally_lately_release(&s->lately);
 }

@@ -144,7 +144,7 @@ struct tally_worker *tally_worker_new(unsigned id, struct tally_server *server,
     w->salts = w->redis != NULL ? tally_salts_new(w->redis, w->cfg->prefix, on_salt, w) : NULL;
     w->writer = w->salts != NULL
                     ? tally_writer_new(w->base, w->redis, w->salts, w->cfg, &w->metrics,
-                                       &server->epochs)
+                                       &server->epochs, &server->lately)
                     : NULL;
     w->stop_ev = event_new(w->base, w->stop_fd, EV_READ, on_stop, w);
     w->drain_ev = event_new(w->base, -1, EV_PERSIST, on_drain, w);

@@ -14,6 +14,7 @@
 #include "tally/cache.h"
 #include "tally/config.h"
 #include "tally/ingest.h"
+#include "tally/lately.h"
 #include "tally/metrics.h"
 #include "tally/ratelimit.h"
 
@@ -32,6 +33,8 @@ struct tally_server {
     double start_time;           /* Unix seconds */
     struct tally_ratelimit ratelimit; /* shared by every worker, lock-free */
     struct tally_epochs epochs;  /* bumped by every write, read by every worker's cache */
+    struct tally_lately lately;  /* with a journal: the articles read lately, whose writes
+                                  * are counted at once (tally/lately.h) */
     /* Each worker's journal folds, NULL without (fixed before the threads start): a read
      * waits until what every worker acknowledged before it is counted (tally/fold.h). */
     struct tally_folder *folders[TALLY_THREADS_MAX];

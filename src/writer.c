@@ -15,6 +15,7 @@
 #include "tally/functions.h"
 #include "tally/idem.h"
 #include "tally/known.h"
+#include "tally/lately.h"
 #include "tally/log.h"
 #include "tally/metrics.h"
 #include "tally/redis.h"
@@ -26,6 +27,7 @@
 #define WRITER_TICK_MS 50           /* backoffs and holds are looked at this often at least */
 #define WRITER_JOURNAL_MOVING_MS 1000 /* writes pass the journal this long after it answered
                                        * TRYAGAIN (its slot half-moved) */
+#define WRITER_AT_ONCE 1 /* one Redis with a journal: the lane of writes counted at once */
 
 /* The steps of a write journaled with a repeat-view window on a cluster (tally_write.phase). */
 enum { WRITE_MARK = 1, WRITE_APPEND = 2 };
@@ -74,12 +76,16 @@ struct tally_writer {
     const struct tally_config *cfg;
     struct tally_metrics *metrics;
     struct tally_epochs *epochs;
-    struct tally_folder *folder;   /* --fold-interval: units go to its journal (on a cluster,
-                                    * those it takes: see writer_journaled()) */
+    struct tally_folder *folder;   /* --fold-interval: units go to its journal (those it
+                                    * takes: see writer_journaled()) */
+    const struct tally_lately *lately; /* the articles read lately (tally/lately.h) */
+    bool cluster;
     struct write_lane *lanes;
-    size_t n_lanes;                /* 1, or TALLY_BUCKETS in a cluster (and the journal's lane
-                                    * after them, with a folder; then, with a repeat-view
-                                    * window, TALLY_BUCKETS lanes of marks) */
+    size_t n_lanes;                /* one Redis: 1, the journal's lane with a folder, and then
+                                    * the lane of units counted at once (WRITER_AT_ONCE);
+                                    * a cluster: TALLY_BUCKETS (and the journal's lane after
+                                    * them, with a folder; then, with a repeat-view window,
+                                    * TALLY_BUCKETS lanes of marks) */
     bool closing;                  /* tally_writer_free() is answering what it holds */
     uint64_t seq;
     char nonce[17];
@@ -746,7 +752,7 @@ static void writer_part_init(struct tally_writer *w, struct tally_write_part *p,
          * its own bucket, the home marker having been claimed (see writer.h). */
         unsigned bucket = (unsigned)(lane - w->lanes);
         size_t len = strlen(wr->idem);
-        size_t n = w->n_lanes == 1
+        size_t n = !w->cluster
                        ? tally_idem_home_key(p->idem_key, sizeof(p->idem_key), w->cfg->prefix,
                                              wr->space, wr->idem, len)
                        : tally_idem_part_key(p->idem_key, sizeof(p->idem_key), w->cfg->prefix,
@@ -883,17 +889,35 @@ static bool writer_journal_open(struct tally_writer *w)
     return tally_folder_registered(w->folder) && tally_now_ms() >= w->journal_moving_until;
 }
 
-/* Does WR go to the journal on a cluster (tally/fold.h)? Only when counting it later is the
- * same as counting it now: no Idempotency-Key (its markers have homes of their own), no
- * comment (its floor at 0 depends on order); views checked against a repeat-view window are
- * marked in their buckets first (writer_marked()). */
+/* Was an article of WR read lately on this collector (tally/lately.h)? Then a read of it
+ * will likely follow WR too, and would wait for WR's fold. */
+static bool writer_read_lately(const struct tally_writer *w, const struct tally_write *wr)
+{
+    uint64_t now = tally_now_ms();
+
+    for (size_t i = 0; w->cfg->follow_reads_ms > 0 && i < wr->req.n; i++)
+        if (tally_lately_was_read(w->lately, wr->req.ev[i].article, wr->req.ev[i].article_len,
+                                  now, w->cfg->follow_reads_ms))
+            return true;
+    return false;
+}
+
+/* Does WR go to the journal (tally/fold.h)? Not when an article of it was read lately: it is
+ * counted at once. On a cluster, only when counting it later is the same as counting it now:
+ * no Idempotency-Key (its markers have homes of their own), no comment (its floor at 0
+ * depends on order); views checked against a repeat-view window are marked in their buckets
+ * first (writer_marked()). */
 static bool writer_journaled(struct tally_writer *w, const struct tally_write *wr)
 {
-    if (w->folder == NULL || w->n_lanes == 1 || wr->idem != NULL || !writer_journal_open(w))
+    if (w->folder == NULL || (w->cluster && (wr->idem != NULL || !writer_journal_open(w))))
         return false;
-    for (size_t i = 0; i < wr->req.n; i++)
+    for (size_t i = 0; w->cluster && i < wr->req.n; i++)
         if (wr->req.ev[i].type == TALLY_EVENT_COMMENT)
             return false;
+    if (writer_read_lately(w, wr)) {
+        tally_metric_add(&w->metrics->writes_at_once, 1);
+        return false;
+    }
     return true;
 }
 
@@ -939,13 +963,18 @@ static int writer_parts(struct tally_writer *w, struct tally_write *wr)
     wr->phase = 0;
     wr->marks = NULL;
     wr->seen = NULL;
-    if (w->n_lanes > 1 && journaled && writer_marks(w, wr)) {
+    if (!w->cluster) {
+        writer_single(w, wr, w->folder != NULL && !journaled ? &w->lanes[WRITER_AT_ONCE]
+                                                              : &w->lanes[0]);
+        return 0;
+    }
+    if (journaled && writer_marks(w, wr)) {
         wr->phase = WRITE_MARK;
         return writer_split(w, wr, &w->lanes[TALLY_BUCKETS + 1]);
     }
-    if (w->n_lanes > 1 && !journaled)
+    if (!journaled)
         return writer_split(w, wr, w->lanes);
-    writer_single(w, wr, journaled ? writer_journal_lane(w) : &w->lanes[0]);
+    writer_single(w, wr, writer_journal_lane(w));
     return 0;
 }
 
@@ -1255,7 +1284,7 @@ int tally_writer_submit(struct tally_writer *w, struct tally_write *wr)
      * --redis-timeout like any command, and its parts by the same answer-by time. */
     wr->hold_until = now + w->cfg->hold_ms;
     wr->answer_by = wr->hold_until + w->cfg->redis_timeout_ms;
-    if (wr->idem != NULL && w->n_lanes > 1) {
+    if (wr->idem != NULL && w->cluster) {
         if (!ready)
             return TALLY_EUNAVAIL; /* the claim is not held: it has no lane to wait in */
         rc = writer_claim(w, wr);
@@ -1268,7 +1297,7 @@ int tally_writer_submit(struct tally_writer *w, struct tally_write *wr)
     w->held_requests++;
     tally_gauge_add(&w->metrics->held_events, (int64_t)wr->req.n);
     tally_gauge_add(&w->metrics->held_requests, 1);
-    if (wr->idem == NULL || w->n_lanes == 1)
+    if (wr->idem == NULL || !w->cluster)
         writer_queue(w, wr);
     return 0;
 }
@@ -1305,9 +1334,9 @@ static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsig
     l->agg.known_hour = w->known.hour;
     /* In a cluster every key is declared, so that a slot being migrated refuses the unit
      * whole instead of failing half-way through it. */
-    l->agg.declare = w->n_lanes > 1;
+    l->agg.declare = w->cluster;
     l->agg.mark = l->mark;
-    if (w->folder != NULL && w->n_lanes == 1) {
+    if (w->folder != NULL && !w->cluster && bucket == 0) {
         l->agg.journal = tally_folder_journal(w->folder);
         l->agg.registry = tally_folder_registry(w->folder);
     } else if (w->folder != NULL && bucket == TALLY_BUCKETS) {
@@ -1323,7 +1352,8 @@ static void writer_lane_init(struct tally_writer *w, struct write_lane *l, unsig
 
 struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redis *router,
                                       struct tally_salts *salts, const struct tally_config *cfg,
-                                      struct tally_metrics *metrics, struct tally_epochs *epochs)
+                                      struct tally_metrics *metrics, struct tally_epochs *epochs,
+                                      const struct tally_lately *lately)
 {
     struct tally_writer *w = calloc(1, sizeof(*w));
     uint8_t rnd[8];
@@ -1336,7 +1366,9 @@ struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redi
     w->cfg = cfg;
     w->metrics = metrics;
     w->epochs = epochs;
-    w->n_lanes = !tally_redis_is_cluster(router) ? 1
+    w->lately = lately;
+    w->cluster = tally_redis_is_cluster(router);
+    w->n_lanes = !w->cluster ? (cfg->fold_interval_ms == 0 ? 1 : 2)
                  : cfg->fold_interval_ms == 0  ? TALLY_BUCKETS
                  : cfg->view_window == 0       ? TALLY_BUCKETS + 1
                                                : 2 * TALLY_BUCKETS + 1;

@@ -67,6 +67,8 @@ struct tally_config {
     uint32_t max_connections;      /* open HTTP connections, all workers together */
     uint32_t fold_interval_ms;     /* between folds of a worker's journal; 0 = no journal */
     uint32_t journal_max;          /* events acknowledged and not folded, per worker */
+    uint32_t follow_reads_ms;      /* with a journal, a write of an article read within this
+                                    * long is counted at once (tally/lately.h); 0 = never */
     uint32_t live_max;             /* /v1/live streams open at once, all workers; 0 = off */
     enum tally_log_level log_level;
     bool demo;                     /* serve the demo pages under /demo/ */

@@ -36,8 +36,10 @@
  * slot of a table of the articles' hashes, its latest entry with a record of an article of
  * that slot (tally_fold_mark_articles()), so a read of an article nothing was acknowledged
  * for since the last fold neither waits nor asks for a fold -- unless an entry's records are not
- * known (a unit answered 504): every read waits for the folds to pass it. Other
- * collectors see it within --fold-interval and a round trip.
+ * known (a unit answered 504): every read waits for the folds to pass it. A write of an article
+ * read lately is not journaled at all but counted before its answer (tally/lately.h), so the
+ * reads that follow writes -- the embed's -- seldom wait. Other collectors see it within
+ * --fold-interval and a round trip.
  *
  * Backpressure: past --journal-max events appended and not folded, a worker refuses writes
  * (503, Retry-After) until its folds catch up; the journal stays bounded.

@@ -9,10 +9,15 @@
  * fence makes sure the unit does not run after that answer.
  *
  * With one Redis there is one lane, and a request is one part of one unit: all or nothing.
- * With a Redis Cluster there is a lane per key bucket (each a slot, on whichever master owns
- * it); a request touching several buckets is split into parts, each applied atomically and at
- * most once by its own unit -- unless the journal takes it whole (tally/fold.h): then it is
- * one part of a unit of the journal's lane, in the journal's slot.
+ * With a journal (tally/fold.h) there are two: the journal's, and the lane of the writes
+ * counted at once -- those of an article read lately on this collector (tally/lately.h), which
+ * a read would otherwise soon wait for. Both run the same checks on the same markers
+ * (src/scripts/unit.lua), so a request sent again after a lost reply, by either lane, is
+ * counted once. With a Redis Cluster there is a lane per key bucket (each a slot, on
+ * whichever master owns it); a request touching several buckets is split into parts, each
+ * applied atomically and at most once by its own unit -- unless the journal takes it whole
+ * (tally/fold.h): then it is one part of a unit of the journal's lane, in the journal's slot.
+ * A write of an article read lately is not the journal's there either.
  *
  * A journaled request with views and a repeat-view window on a cluster goes in two steps, as
  * a view's markers lie in its article's bucket and the journal in another slot:
@@ -85,6 +90,7 @@ struct tally_salts;
 struct tally_redis;
 struct tally_metrics;
 struct tally_epochs;
+struct tally_lately;
 struct tally_write;
 struct write_lane;
 
@@ -145,11 +151,13 @@ struct tally_write {
 };
 
 /* A writer for ROUTER's Redis on BASE, taking visitor salts from SALTS, bumping EPOCHS for
- * the buckets of every unit applied (before any of its requests is answered). Everything is
+ * the buckets of every unit applied (before any of its requests is answered), counting the
+ * writes of articles LATELY says were read lately at once (with a journal). Everything is
  * borrowed for its life. */
 struct tally_writer *tally_writer_new(struct event_base *base, struct tally_redis *router,
                                       struct tally_salts *salts, const struct tally_config *cfg,
-                                      struct tally_metrics *metrics, struct tally_epochs *epochs);
+                                      struct tally_metrics *metrics, struct tally_epochs *epochs,
+                                      const struct tally_lately *lately);
 
 /* Answers every held write (not written: TALLY_EUNAVAIL; in flight: TALLY_EUNKNOWN), then
  * frees. Free the router first: its last replies still reach the writer. */

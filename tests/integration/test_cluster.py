@@ -1306,6 +1306,9 @@ class ClusterJournalTest(ClusterTestCase):
                  SIGKILLed mid-run: every 200 counted exactly once;
       freshness  a read on the collector that acknowledged shows it at once, another
                  collector within a second;
+      follow     a write of an article read lately on the collector is counted in its
+                 buckets before its 200, not journaled (the other tests turn that off:
+                 --follow-reads 0);
       DELETE     on one collector, forgets what waited unfolded in another's journal."""
 
     def setUp(self):
@@ -1313,8 +1316,11 @@ class ClusterJournalTest(ClusterTestCase):
         CLUSTER.flushall()
 
     def collector(self, *args, threads=2):
-        """A collector on the cluster with its journals registered."""
+        """A collector on the cluster with its journals registered; every write through the
+        journal unless ARGS give --follow-reads."""
         before = registered()
+        if "--follow-reads" not in args:
+            args += ("--follow-reads", "0")
         t = self.track(ClusterTallyd(CLUSTER, ["--view-window", "0", "--token", TOKEN] +
                                      list(args), threads=threads))
         self.addCleanup(t.close)
@@ -1582,6 +1588,34 @@ class ClusterJournalTest(ClusterTestCase):
         self.assertEqual(read_views(b, arts), views)
 
     # ---- freshness ----
+
+    def test_22b_a_write_of_an_article_read_lately_is_counted_in_its_buckets(self):
+        a = self.collector(*SLOW, "--follow-reads", "400")
+        arts = ["jfollow/a", "jfollow/b", "jfollow/c"]
+        view = lambda x, n: [{"type": "view", "article": x}] * n
+        self.post(a, view("jfollow/a", 2))
+        self.assertEqual(journal_state(a.journals)[:2], (1, {"jfollow/a": 2}))
+        self.assertEqual(read_views(a, ["jfollow/a"]), {"jfollow/a": 2})
+        held = journal_state(a.journals)[:2]  # a plan's entries go with the next plan
+        # jfollow/a was read: a request with it is counted at once in its buckets, whole.
+        self.post(a, view("jfollow/a", 3) + view("jfollow/b", 1))
+        self.assertEqual(counted(arts), {"jfollow/a": 5, "jfollow/b": 1, "jfollow/c": 0})
+        self.assertEqual(journal_state(a.journals)[:2], held, "nothing appended")
+        self.assertEqual(harness.metric(a.metrics(), "tally_writes_at_once_total"), 1)
+        # An article never read takes the journal.
+        self.post(a, view("jfollow/c", 2))
+        entries, now_held, _ = journal_state(a.journals)
+        self.assertEqual((entries, now_held.get("jfollow/c")), (held[0] + 1, 2))
+        self.assertEqual(counted(arts)["jfollow/c"], 0)
+        # Past --follow-reads since its read, jfollow/a's writes take the journal again.
+        time.sleep(0.5)
+        self.post(a, view("jfollow/a", 1))
+        entries2, held2, _ = journal_state(a.journals)
+        self.assertEqual((entries2, held2.get("jfollow/a", 0)),
+                         (entries + 1, now_held.get("jfollow/a", 0) + 1))
+        self.assertEqual(counted(arts)["jfollow/a"], 5)
+        self.assertEqual(harness.metric(a.metrics(), "tally_writes_at_once_total"), 1)
+        self.assertEqual(read_views(a, arts), {"jfollow/a": 6, "jfollow/b": 1, "jfollow/c": 2})
 
     def test_22_a_read_on_the_acknowledging_collector_shows_it_at_once(self):
         a = self.collector(*SLOW)

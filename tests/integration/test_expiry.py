@@ -216,7 +216,8 @@ class ExpiryTest(harness.TallyTestCase):
         # Folds only when a reader asks (the interval is longer than the test), one worker.
         self.tallyd.close()
         self.tallyd = self.track(harness.Tallyd(self.redis, ["--token", harness.TOKEN,
-                                                             "--fold-interval", "10000"],
+                                                             "--fold-interval", "10000",
+                                                             "--follow-reads", "0"],
                                                 threads=1))
         self.addCleanup(self.tallyd.close)
         self.tallyd.start()

@@ -15,6 +15,9 @@ counts it. What must hold, with exact counts:
                 nothing of them is counted; the refusal starts the fold that makes room, so a
                 client waiting Retry-After gets in (the fold timer may be 10 s away);
   wrong type    a fold meeting a key of another type skips those commands only, and says so;
+  follow reads  a write of an article read on the collector within --follow-reads is counted
+                before its 200, not journaled (a read after it waits for nothing), the others
+                journaled; an Idempotency-Key sent again on the other path counts once;
   DELETE        forgetting an article on one collector while another holds unfolded views
                 of it leaves 0, also after that one folds;
   SIGTERM       the collector folds its backlog before it exits.
@@ -167,7 +170,8 @@ class JournalTest(harness.TallyTestCase):
     # ---- 1. freshness ----
 
     def test_reads_on_the_acknowledging_collector_show_it_at_once(self):
-        t = self.collector(*SLOW, threads=2)
+        # Every write through the journal, also of the articles just read (see 1b).
+        t = self.collector(*SLOW, "--follow-reads", "0", threads=2)
         model = {"f/a": 0, "f/b": 0, "f/c": 0}
         rnd = random.Random(12)
         for path, check in self.reads(model):
@@ -269,7 +273,7 @@ class JournalTest(harness.TallyTestCase):
     def test_shares_and_comments_are_fresh_too(self):
         """Shares go through the journal, comment deltas are counted at the ack: a read on the
         collector shows both at once, another collector within a second."""
-        a = self.collector(*SLOW, threads=2)
+        a = self.collector(*SLOW, "--follow-reads", "0", threads=2)  # all through the journal
         b = self.collector(threads=2)
         body = [{"type": "view", "article": "sc/a"}, {"type": "share", "article": "sc/a",
                                                      "network": "facebook"},
@@ -288,6 +292,92 @@ class JournalTest(harness.TallyTestCase):
                     "shares_by_network": {"facebook": 2 * i, "email": i}, "comments": 2 * i}
             self.assertEqual(counts(a.stats("sc/a")), want)
         self.assertEqual(harness.eventually(lambda: counts(b.stats("sc/a")), want), want)
+
+    # ---- 1b. writes that reads follow ----
+
+    def test_a_write_of_an_article_read_lately_is_counted_at_once(self):
+        """A read stamps its articles (tally/lately.h): for --follow-reads a write of one of
+        them is counted before its 200, not journaled, so a read after it waits for nothing;
+        the other writes take the journal. The stamps are the collector's, whichever worker
+        thread took the read or takes the write."""
+        t = self.collector(*SLOW, "--follow-reads", "400", threads=2)
+        at_once = lambda: harness.metric(t.metrics(), "tally_writes_at_once_total")
+        with harness.KeepAliveClient(t.port) as c:
+            self.post(c, "fr/a", 2)
+        self.assertEqual(self.journal_state(), (1, {"fr/a": 2}))
+        self.assertEqual(self.counted("fr/a"), 0)
+        self.assertEqual(self.stats_views(t, "fr/a"), 2)  # folds what waited
+        self.assertNoJournal()
+        folds = harness.metric(t.metrics(), "tally_folds_total")
+        # fr/a was read: its writes are counted at once, on any connection.
+        for n in (3, 1):
+            with harness.KeepAliveClient(t.port) as c:
+                self.post(c, "fr/a", n)
+        self.assertEqual(self.counted("fr/a"), 6)
+        self.assertEqual(self.journal_state(), (0, {}))
+        self.assertEqual(at_once(), 2)
+        # An article never read takes the journal; a request with one read article is counted
+        # at once whole.
+        with harness.KeepAliveClient(t.port) as c:
+            self.post(c, "fr/b", 1)
+            ex = c.post_events(views("fr/c", 2) + views("fr/a", 1))
+            self.assertEqual((ex.status, ex.body), (200, {"accepted": 3, "ignored": 0}), ex)
+        self.assertEqual(self.journal_state(), (1, {"fr/b": 1}))
+        self.assertEqual((self.counted("fr/a"), self.counted("fr/c")), (7, 2))
+        self.assertEqual(at_once(), 3)
+        # Reads of them wait for no fold; fr/b's does.
+        self.assertEqual(self.stats_views(t, "fr/a"), 7)
+        self.assertEqual(self.stats_views(t, "fr/c"), 2)
+        self.assertEqual(harness.metric(t.metrics(), "tally_folds_total"), folds)
+        self.assertEqual(self.stats_views(t, "fr/b"), 1)
+        self.assertEqual(harness.metric(t.metrics(), "tally_folds_total"), folds + 1)
+        # Past --follow-reads since its last read, fr/a's writes take the journal again.
+        time.sleep(0.5)
+        with harness.KeepAliveClient(t.port) as c:
+            self.post(c, "fr/a", 4)
+        self.assertEqual(self.journal_state(), (1, {"fr/a": 4}))
+        self.assertEqual(self.counted("fr/a"), 7)
+        self.assertEqual(at_once(), 3)
+        self.assertEqual(self.stats_views(t, "fr/a"), 11)
+
+    def test_follow_reads_0_journals_every_write(self):
+        t = self.collector(*SLOW, "--follow-reads", "0", threads=1)
+        with harness.KeepAliveClient(t.port) as c:
+            self.post(c, "f0/a", 1)
+            self.assertEqual(self.stats_views(t, "f0/a"), 1)
+            self.post(c, "f0/a", 2)
+        self.assertEqual(self.journal_state(), (1, {"f0/a": 2}))
+        self.assertEqual(self.counted("f0/a"), 1)
+        self.assertEqual(harness.metric(t.metrics(), "tally_writes_at_once_total"), 0)
+        self.assertEqual(self.stats_views(t, "f0/a"), 3)
+
+    def test_a_key_sent_again_on_the_other_path_counts_once(self):
+        """Both paths check the same Idempotency-Key markers: a request journaled, then sent
+        again when its article was read (counted at once), is answered as the first time and
+        counts nothing more; and the other way round."""
+        t = self.collector(*SLOW, "--follow-reads", "400", threads=1)
+        key = {"Idempotency-Key": "follow-1"}
+        with harness.KeepAliveClient(t.port) as c:
+            self.post(c, "fk/a", 2, key)  # journaled: fk/a was never read
+            self.assertEqual(self.journal_state(), (1, {"fk/a": 2}))
+            self.assertEqual(self.stats_views(t, "fk/a"), 2)
+            self.post(c, "fk/a", 2, key)  # counted at once: replayed
+            self.assertEqual(harness.metric(t.metrics(), "tally_writes_at_once_total"), 1)
+            self.assertEqual((self.counted("fk/a"), self.journal_state()), (2, (0, {})))
+            # Counted at once first, journaled when sent again.
+            key2 = {"Idempotency-Key": "follow-2"}
+            self.post(c, "fk/a", 3, key2)
+            self.assertEqual((self.counted("fk/a"), self.journal_state()), (5, (0, {})))
+            time.sleep(0.5)
+            self.post(c, "fk/a", 3, key2)
+            self.assertEqual(harness.metric(t.metrics(), "tally_writes_at_once_total"), 2)
+            self.assertEqual(self.journal_state(), (0, {}))
+            self.assertEqual(self.stats_views(t, "fk/a"), 5)
+            # Another body under either key is refused on either path.
+            for k in (key, key2):
+                ex = c.post_events(views("fk/a", 1), k)
+                self.assertEqual(ex.status, 422, ex)
+            self.assertEqual(self.counted("fk/a"), 5)
 
     # ---- 2. recovery ----
 
@@ -667,7 +757,7 @@ class JournalTest(harness.TallyTestCase):
     # ---- 4. backpressure ----
 
     def test_writes_past_journal_max_are_refused_and_not_counted(self):
-        t = self.collector(*SLOW, "--journal-max", "1000", threads=1)
+        t = self.collector(*SLOW, "--journal-max", "1000", "--follow-reads", "0", threads=1)
         with harness.KeepAliveClient(t.port) as c:
             for _ in range(10):
                 self.post(c, "bp/a", 100)
@@ -710,7 +800,7 @@ class JournalTest(harness.TallyTestCase):
     # ---- 5. a key of another type ----
 
     def test_a_fold_skips_commands_on_a_key_of_another_type_and_counts_the_rest(self):
-        t = self.collector(*SLOW, threads=1)
+        t = self.collector(*SLOW, "--follow-reads", "0", threads=1)  # w/x's writes folded
         with harness.KeepAliveClient(t.port) as c:
             self.post(c, "w/x", 1)
             self.assertEqual(self.stats_views(t, "w/x"), 1)

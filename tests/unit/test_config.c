@@ -138,6 +138,7 @@ static void assert_defaults(const struct tally_config *c, uint32_t threads)
     assert_int_equal(c->max_held, 10000);
     assert_int_equal(c->fold_interval_ms, 200);
     assert_int_equal(c->journal_max, 200000);
+    assert_int_equal(c->follow_reads_ms, 1000);
     assert_int_equal(c->max_connections, 10000);
     assert_int_equal(c->live_max, 5000);
     assert_int_equal(c->log_level, TALLY_LOG_INFO);
@@ -256,6 +257,10 @@ static void check_fold_interval(const struct tally_config *c)
 {
     assert_int_equal(c->fold_interval_ms, 500);
 }
+static void check_follow_reads(const struct tally_config *c)
+{
+    assert_int_equal(c->follow_reads_ms, 60000);
+}
 static void check_journal_max(const struct tally_config *c)
 {
     assert_int_equal(c->journal_max, 10000000);
@@ -300,6 +305,7 @@ static const struct flag_case {
     {"max-held", "TALLY_MAX_HELD", "1", check_max_held},
     {"fold-interval", "TALLY_FOLD_INTERVAL", "500", check_fold_interval},
     {"journal-max", "TALLY_JOURNAL_MAX", "10000000", check_journal_max},
+    {"follow-reads", "TALLY_FOLLOW_READS", "60000", check_follow_reads},
     {"max-connections", "TALLY_MAX_CONNECTIONS", "64", check_max_connections},
     {"live-max", "TALLY_LIVE_MAX", "0", check_live_max},
     {"log-level", "TALLY_LOG_LEVEL", "debug", check_log_level},
@@ -713,6 +719,8 @@ static void test_config_rejects_bad_numbers(void **state)
         {"journal-max", {"999", "'999' must be 1000..10000000"}},
         {"journal-max", {"10000001", "'10000001' must be 1000..10000000"}},
         {"journal-max", {"0", "'0' must be 1000..10000000"}},
+        {"follow-reads", {"60001", "'60001' must be 0..60000"}},
+        {"follow-reads", {"-1", "'-1' must be 0..60000"}},
         {"max-connections", {"0", "'0' must be 1..1000000"}},
         {"live-max", {"1000001", "'1000001' must be 0..1000000"}},
         {"live-max", {"-1", "'-1' must be 0..1000000"}},
