@@ -94,7 +94,7 @@ static const struct cfg_option cfg_options[] = {
      "ms between journal folds (any Redis; 0..10000; 0 = count at once)"},
     {"journal-max", cfg_parse_uint, CFG_FIELD(journal_max), "200000", "N", 1000, 10000000, 0,
      "unfolded events per worker thread before 503s (1000..10000000)"},
-    {"follow-reads", cfg_parse_uint, CFG_FIELD(follow_reads_ms), "1000", "MS", 0, 60000, 0,
+    {"follow-reads", cfg_parse_uint, CFG_FIELD(follow_reads_ms), "10000", "MS", 0, 60000, 0,
      "count writes of articles read here within MS ms at once (0 = off)"},
     {"max-connections", cfg_parse_uint, CFG_FIELD(max_connections), "10000", "N", 1, 1000000, 0,
      "open HTTP connections; past it, new ones wait in the backlog"},

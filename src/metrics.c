@@ -335,7 +335,7 @@ static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *
                     (double)SUM(journal_refused));
     metrics_counter(out, "tally_writes_at_once_total",
                     "Write requests counted before their answer instead of journaled, because "
-                    "one of their articles was read on this collector within the last second: "
+                    "one of their articles was read on this collector within --follow-reads: "
                     "a read after them finds nothing to wait for.",
                     (double)SUM(writes_at_once));
     metrics_gauge_line(out, "tally_journal_backlog_events",

@@ -138,7 +138,7 @@ static void assert_defaults(const struct tally_config *c, uint32_t threads)
     assert_int_equal(c->max_held, 10000);
     assert_int_equal(c->fold_interval_ms, 200);
     assert_int_equal(c->journal_max, 200000);
-    assert_int_equal(c->follow_reads_ms, 1000);
+    assert_int_equal(c->follow_reads_ms, 10000);
     assert_int_equal(c->max_connections, 10000);
     assert_int_equal(c->live_max, 5000);
     assert_int_equal(c->log_level, TALLY_LOG_INFO);
