@@ -341,9 +341,14 @@ def cmd_record(a):
         # and each write is one XADD.
         wcmd = "xadd" if a.target == "tally" else "fcall"
         writes = calls1.get(wcmd, 0) - calls0.get(wcmd, 0)
+        # On the journal path the writes of articles read lately are counted at once
+        # (--follow-reads): one FCALL each, no XADD. Those are left out of both sides.
+        at_once = (metrics_value(a.metrics, "tally_writes_at_once_total") or 0) * epr \
+            if a.target == "tally" and a.counting else 0
+        rec["at_once_events"] = at_once
         if a.target in TALLY_TARGETS and a.counting:
             rec["redis_writes"] = writes
-            rec["events_per_write"] = (events / writes) if writes else None
+            rec["events_per_write"] = ((events - at_once) / writes) if writes else None
         # Where Redis's time went: calls and microseconds per command over the run (commands
         # run inside scripts are counted too, and their time is also inside the FCALL's).
         rec["cmdstats"] = {k: [v[0] - stats0.get(k, (0, 0))[0], v[1] - stats0.get(k, (0, 0))[1]]
@@ -608,8 +613,10 @@ def cmd_report(a):
                 "cmds": med(r.get("cmds_per_event") for r in runs),
                 "fold_wait": med(r.get("fold_wait_s") for r in runs),
                 "folds_per_s": med(r.get("folds_per_s") for r in runs),
-                "events_per_fold": med(r["events"] / r["folds"] for r in runs
-                                       if r.get("folds") and r.get("events")),
+                "events_per_fold": med((r["events"] - r.get("at_once_events", 0)) / r["folds"]
+                                       for r in runs if r.get("folds") and r.get("events")),
+                "at_once_share": med(r.get("at_once_events", 0) / r["events"] for r in runs
+                                     if r.get("events")),
                 "reads_rps": med(r.get("reads_rps") for r in runs),
                 "n": len(runs),
             }
@@ -775,6 +782,9 @@ def cmd_report(a):
              f"events each)" for k in order for x in [groups[k]["m"].get("tally", {})]
              if groups[k]["counting"] and x.get("folds_per_s") is not None
              and x.get("events_per_fold") is not None]
+    at_once = [f"{scenario_label(groups[k])} {100 * x['at_once_share']:.0f} %" for k in order
+               for x in [groups[k]["m"].get("tally", {})]
+               if groups[k]["counting"] and x.get("at_once_share")]
     # Scenarios of writes and reads: events/s is page views/s there; reads/s beside it.
     pages = [f"{scenario_label(groups[k])} {t} {x['eps']:,.0f} views/s + {x['reads_rps']:,.0f} "
              f"reads/s" for k in order for t in TARGETS
@@ -783,15 +793,20 @@ def cmd_report(a):
     scripts = script_profile(groups, order)
     if epw:
         print()
-        print("Group commit: events per Redis write (FCALL; XADD on the journal path), median: "
+        print("Group commit: events per Redis write (FCALL; on the journal path XADD, of the "
+              "events journaled), median: "
               + ", ".join(epw))
     if waits:
         print("Journal path: seconds from the end of the run until every journal was folded, "
               "median: " + ", ".join(waits))
     if folds:
         print("Journal path: folds (tally_folds_total) per second of the run and of the wait "
-              "until every journal was folded, and events per fold, median: "
+              "until every journal was folded, and events journaled per fold, median: "
               + ", ".join(folds))
+    if at_once:
+        print("Journal path: events counted at once, their article read lately "
+              "(tally_writes_at_once_total), of the events acknowledged, median: "
+              + ", ".join(at_once))
     if pages:
         print()
         print("Page views as the embed makes them (a view, then a read of its article's stats; "
@@ -831,15 +846,19 @@ def cmd_report(a):
         for name, verdict, details in checks:
             f.write(f"- **{verdict}** {name}" + ("" if verdict == "PASS" else ": " + "; ".join(details)) + "\n")
         if epw:
-            f.write("\nGroup commit, events per Redis write (FCALL; XADD on the journal path), "
-                    "median: " + ", ".join(epw) + "\n")
+            f.write("\nGroup commit, events per Redis write (FCALL; on the journal path XADD, of "
+                    "the events journaled), median: " + ", ".join(epw) + "\n")
         if waits:
             f.write("\nJournal path, seconds from the end of the run until every journal was "
                     "folded (Redis CPU is measured until then), median: " + ", ".join(waits) + "\n")
         if folds:
             f.write("\nJournal path, folds (tally_folds_total) per second of the run and of the "
-                    "wait until every journal was folded, and events per fold, median: "
+                    "wait until every journal was folded, and events journaled per fold, median: "
                     + ", ".join(folds) + "\n")
+        if at_once:
+            f.write("\nJournal path, events counted at once because their article was read "
+                    "lately (`tally_writes_at_once_total`, `--follow-reads`), of the events "
+                    "acknowledged, median: " + ", ".join(at_once) + "\n")
         if pages:
             f.write("\nPage views as the embed makes them (a view, then a read of its article's "
                     "stats; events/s = views/s; p99 is over both kinds), median: "
