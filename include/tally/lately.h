@@ -25,9 +25,9 @@
 #define TALLY_LATELY_SLOTS (1u << 16) /* 256 KiB */
 
 struct tally_lately {
-    uint8_t key[16];          /* random: which slot an article takes cannot be aimed at */
-    _Atomic uint32_t *slots;  /* each slot's last read, in 16 ms ticks of the monotonic
-                               * clock (wrapping), 0 for never */
+    uint8_t key[16];         /* random: which slot an article takes cannot be aimed at */
+    _Atomic uint32_t *slots; /* each slot's last read, in 16 ms ticks of the monotonic
+                              * clock (wrapping), 0 for never */
 };
 
 /* An empty table. Returns 0 or TALLY_ENOMEM. */

@@ -111,12 +111,9 @@ static void test_lately_a_table_never_made_knows_nothing(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_lately_an_article_never_read_is_not, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_lately_a_read_counts_for_the_window, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_lately_each_read_moves_the_window_on, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_lately_an_article_never_read_is_not, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lately_a_read_counts_for_the_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lately_each_read_moves_the_window_on, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lately_a_read_at_every_time_of_a_tick_counts_as_long,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_lately_the_clock_at_zero_is_a_read_too, setup,
