@@ -854,6 +854,30 @@ static int agg_read_entry(struct tally_agg *a, const redisReply *reply, size_t *
     return 0;
 }
 
+/* A unit's status, "ok" or "ok <n> <the last refusal>" (src/scripts/unit.lua): into
+ * a->skipped and a->skip_why. */
+static int agg_read_status(struct tally_agg *a, const redisReply *r)
+{
+    const char *p = r->str + 3, *end = r->str + r->len;
+    uint32_t n = 0;
+
+    a->skipped = 0;
+    a->skip_why = NULL;
+    a->skip_why_len = 0;
+    if (r->len == 2 && memcmp(r->str, "ok", 2) == 0)
+        return 0;
+    if (r->len < 4 || memcmp(r->str, "ok ", 3) != 0)
+        return TALLY_EREDIS;
+    for (; p < end && *p >= '0' && *p <= '9' && n < UINT32_MAX / 10; p++)
+        n = n * 10 + (uint32_t)(*p - '0');
+    if (n == 0 || p >= end || *p != ' ')
+        return TALLY_EREDIS;
+    a->skipped = n;
+    a->skip_why = p + 1;
+    a->skip_why_len = (size_t)(end - p - 1);
+    return 0;
+}
+
 int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
                           struct tally_agg_req *const *reqs, size_t n)
 {
@@ -865,7 +889,7 @@ int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
          reply->element[0]->type != REDIS_REPLY_STRING))
         return TALLY_EREDIS;
     end = reply->elements;
-    if (strcmp(reply->element[0]->str, "ok") != 0 ||
+    if (agg_read_status(a, reply->element[0]) < 0 ||
         reply->elements < 2 + 2 * (a->journal != NULL) ||
         agg_read_expired(a, reply->element[1]) < 0 || agg_read_entry(a, reply, &end) < 0)
         return TALLY_EREDIS;

@@ -338,6 +338,13 @@ static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *
                     "one of their articles was read on this collector within --follow-reads: "
                     "a read after them finds nothing to wait for.",
                     (double)SUM(writes_at_once));
+    metrics_counter(out, "tally_write_skipped_commands_total",
+                    "Commands of writes counted before their answer (without a journal, an "
+                    "article read lately, comment deltas) that Redis refused (a key of another "
+                    "type, written by someone else) and that were skipped so that the write "
+                    "could finish: what they would have added is lost, and the write is "
+                    "logged.",
+                    (double)SUM(write_skipped));
     metrics_gauge_line(out, "tally_journal_backlog_events",
                        "Events acknowledged (appended to the journals) and not folded yet, summed "
                        "over worker threads; past --journal-max on a thread its writes get 503.",

@@ -500,8 +500,9 @@ static void writer_refused(struct write_lane *l, const redisReply *reply)
         return;
     }
     /* An error raised while the function ran ("... script: tally_apply_<v>, on
-     * @user_function:N."): what it wrote before stays written, so "not counted" would not be
-     * true. */
+     * @user_function:N."; its checks' keys -- attempt, Idempotency-Key and repeat-view markers
+     * -- of another type: a counting command Redis refuses is skipped instead): what it wrote
+     * before stays written, so "not counted" would not be true. */
     if (strstr(reply->str, "@user_function:") != NULL || strstr(reply->str, "@user_script:") != NULL) {
         log_error("the write script failed part-way: %s", reply->str);
         writer_answer_unit(l, tally_unit_status(TALLY_UNIT_BROKEN));
@@ -555,6 +556,13 @@ static void writer_applied(struct write_lane *l, const redisReply *reply)
     rc = tally_agg_apply_reply(&l->agg, reply, l->reqs, l->n_unit);
     if (rc == 0) {
         l->refusals = 0;
+        if (l->agg.skipped > 0) {
+            /* Counted but for those: the answer stays 200, as a fold's would (README,
+             * "Guarantees": one bad key never stops counting). */
+            tally_metric_add(&w->metrics->write_skipped, l->agg.skipped);
+            log_error("a write skipped %u commands redis refused, the last with: %.*s",
+                      (unsigned)l->agg.skipped, (int)l->agg.skip_why_len, l->agg.skip_why);
+        }
         /* A unit filed under an earlier hour set the expiry of that hour's keys; one built
          * before a DELETE ended may have seen keys the DELETE then removed. */
         tally_known_learn(&w->known, l->agg.hour, l->forgets, tally_epochs_forgets(w->epochs),

@@ -74,6 +74,12 @@ struct tally_agg {
     char entry_id[48];
     size_t entry_len;
     uint64_t entry_seq;
+    /* After its reply: the counting commands Redis refused and the unit skipped (a key of
+     * another type, written by someone else), and the last refusal (SKIP_WHY_LEN bytes, not
+     * NUL-terminated, pointing into the reply: valid until it is freed). */
+    uint32_t skipped;
+    const char *skip_why;
+    size_t skip_why_len;
     int64_t now;                  /* the unit's time, Unix seconds: set before building */
     struct tally_buf body;        /* the unit: script arguments from numkeys on, as RESP */
     size_t nargs;                 /* RESP arguments in BODY */
@@ -142,7 +148,7 @@ void tally_agg_fence(struct tally_agg *a, int64_t fence_ms);
 bool tally_agg_fenced(const redisReply *reply);
 
 /* Read the script's REPLY for the unit last built from REQS and fill each request's answer
- * (and a->expired_day, a->expired_hour).
+ * (and a->expired_day, a->expired_hour, a->skipped).
  * Returns 0, or TALLY_EREDIS when the reply is an error or not of the script's shape. */
 int tally_agg_apply_reply(struct tally_agg *a, const redisReply *reply,
                           struct tally_agg_req *const *reqs, size_t n);

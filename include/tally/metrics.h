@@ -132,6 +132,7 @@ struct tally_metrics {
     _Atomic uint64_t forget_steps;       /* bounded fold calls DELETEs made before forgetting */
     _Atomic uint64_t journal_refused;    /* writes answered 503: --journal-max */
     _Atomic uint64_t writes_at_once;     /* writes counted at once: articles read lately */
+    _Atomic uint64_t write_skipped;      /* commands a write counted at once skipped */
     _Atomic int64_t journal_backlog;     /* gauge: events appended, not folded */
     _Atomic int64_t redis_up;            /* gauge: 1 ready, 0 not; what /readyz reads */
     _Atomic int64_t held_events;         /* gauge: events waiting for Redis */

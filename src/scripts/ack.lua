@@ -146,7 +146,9 @@ while pos <= #ARGV do
     end
     result[#result + 1] = seg
 end
-result[2] = c and counter_finish(c) or ''
+if c then
+    result[1], result[2] = counter_status(c), (counter_finish(c))
+end
 local id, number = '', 0
 if #parts > 0 then
     local at

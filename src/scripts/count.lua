@@ -159,8 +159,8 @@ for i = 0, 5 do
     HEX[97 + i] = 10 + i
 end
 
--- R, an answer of counter C's c.call: an error (a fold's, from redis.pcall) is counted in C
--- and becomes nil. (No command counter_new's callers send answers a table otherwise.)
+-- R, an answer of counter C's c.call: an error (from redis.pcall) is counted in C and becomes
+-- nil. (No command counter_new's callers send answers a table otherwise.)
 local function ok(c, r)
     if type(r) == 'table' and r.err then
         c.errors = c.errors + 1
@@ -206,13 +206,14 @@ end
 -- apply.lua and ack.lua) or, with HOUR ("YYYYMMDDHH": a fold, whose records' hours are many),
 -- of the keys of that hour and of its day -- a fold sets the others once per call.
 --
--- A unit counted at once (apply.lua) stops at a command Redis refuses (a key of another type,
--- written by someone else): the collector answers its requests as of unknown outcome. A fold
--- (FRESH nil or HOUR given) must not stop half-way -- what it counted before would be counted
--- again by the next fold of the same entries --, so it skips such a command, goes on, and
--- counts it in c.errors (c.error: the last message): c.call is redis.pcall then, and each of
--- its answers goes through ok(). (A wrapper of redis.pcall taking "..." cost 0.1-0.4 us per
--- record of a fold.)
+-- A command Redis refuses (a key of another type, written by someone else; one the ACL user
+-- may not run) is skipped, and counted in c.errors (c.error: the last message): c.call is
+-- redis.pcall, and each of its answers goes through ok(). No call may stop half-way: what a
+-- fold counted before would be counted again by the next fold of the same entries, and what a
+-- unit counted at once (apply.lua, ack.lua's comments) before would be counted again when its
+-- requests, answered as of unknown outcome, were sent again. So a call counts the rest and
+-- says what it skipped (counter_status()). (A wrapper of redis.pcall taking "..." cost 0.1-0.4
+-- us per record of a fold.)
 --
 -- KEEP: FRESH is of every bucket (a staged chunk's call, a fold from the journal), the same
 -- from call to call while the keys the collector knows do not change, so it is kept decoded
@@ -220,13 +221,10 @@ end
 -- load none was one of the 8 before it) nor a unit's (a few buckets of its own).
 local function counter_new(P, model, fresh, hour, keep)
     local c = {P = P, model = model, buckets = {}, set = {}, site = {}, site_days = {},
-               tags = {}, errors = 0, call = redis.call, fresh = fresh ~= nil,
+               tags = {}, errors = 0, call = redis.pcall, fresh = fresh ~= nil,
                at_hour = hour, at_day = hour and string.sub(hour, 1, 8), fd = EMPTY, fh = EMPTY,
                hour_ttl = int(model.hour_ttl), day_ttl = int(model.day_ttl),
                visitors_ttl = int(model.visitors_ttl)}
-    if not fresh or hour then
-        c.call = redis.pcall
-    end
     if fresh then
         local f = fresh_of(fresh, keep) -- c.fd and c.fh are only read
         c.fd, c.fh = f.d, f.h
@@ -468,6 +466,15 @@ local function counter_finish(c)
         end
     end
     return table.concat(expired), table.concat(c.tags)
+end
+
+-- The status of a unit's answer (see unit.lua) after counter C counted it: "ok", or "ok <n>
+-- <the last refusal>" when it skipped N commands Redis refused.
+local function counter_status(c)
+    if c.errors == 0 then
+        return 'ok'
+    end
+    return 'ok ' .. c.errors .. ' ' .. c.error
 end
 
 -- The day and hour keys of Unix time NOW (seconds): "YYYYMMDD", "YYYYMMDDHH".

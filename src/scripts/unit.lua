@@ -24,13 +24,16 @@
 --            each record as count.lua reads it -- with a window > 0 each visitor entry is a
 --            view to check for a repeat, and only those that are not add to its views)
 -- Returns {"fenced"} when refused past the fence (now or for an earlier copy), else
--- {"ok", expired, seg...}: expired lists, in the form of fresh, the keys whose expiry this
--- unit set (the collector then knows them); each seg is
+-- {status, expired, seg...}: status is "ok", or "ok <n> <the last refusal>" when counting
+-- skipped N commands Redis refused (see counter_new() in count.lua); expired lists, in the
+-- form of fresh, the keys whose expiry this unit set (the collector then knows them); each
+-- seg is
 --   {first, accepted, bot, prefetch, repeat, repeat_index...}
 -- where first is 1 when applied now, 0 when an earlier answer is repeated, 2 when the marker
 -- holds another body's digest (nothing applied; the rest is zeros), and each
 -- repeat_index is the 1-based position of a repeated view among the segment's visitors.
--- All values were validated by the collector: nothing below can fail half-way.
+-- All values were validated by the collector: nothing below fails half-way on them (and a
+-- counting command Redis refuses is skipped, see count.lua).
 
 -- HMGET of KEY's fields LIST (any length), as one list.
 local function hmget(key, list)
@@ -222,7 +225,8 @@ end
 
 -- Run the unit in KEYS and ARGV. SINK(r, from, to, day, hour, now) takes each record that
 -- passed its checks (r.views then counts only the views to count; FROM..TO are its
--- arguments); FINISH() returns the answer's "expired". Returns the script's answer.
+-- arguments); FINISH() returns the answer's "expired" and its status (counter_status()).
+-- Returns the script's answer.
 local function run_unit(KEYS, ARGV, sink, finish)
     local answered = unit_answered(KEYS, ARGV)
     if answered then
@@ -278,7 +282,7 @@ local function run_unit(KEYS, ARGV, sink, finish)
         end
         result[s + 1] = seg
     end
-    result[2] = finish()
+    result[2], result[1] = finish()
     redis.call('SET', KEYS[1], cjson.encode(result), 'EX', tonumber(ARGV[3]))
     return result
 end

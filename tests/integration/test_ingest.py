@@ -543,31 +543,73 @@ class IngestTest(harness.TallyTestCase):
         self.assertTrue(closed)
         self.assertNothingCounted()
 
-    # ---- a write script that fails part-way ----
+    # ---- a key of another type; a write script that fails part-way ----
 
-    def test_a_write_script_that_fails_is_answered_as_of_unknown_outcome(self):
-        # The article's totals hash replaced by a string: the script fails at a write, and what
-        # it wrote before stays written, so neither a 200 nor "not counted" (503) would be
-        # true: 504 outcome_unknown. This is the direct write path (--fold-interval 0, the one
-        # a cluster takes), where a unit is counted when it is acknowledged: with a journal the
-        # counting happens later in a fold, which skips a command Redis refuses and goes on.
+    def test_a_write_counted_at_once_skips_commands_on_a_key_of_another_type(self):
+        # The article's totals hash replaced by a string (written by someone else): each
+        # command Redis refuses on it is skipped, logged and counted, the rest of the write
+        # counted, and the answer is 200 -- what a fold of the journal does with the same key,
+        # so that a request is answered alike on either path. A 504 would have the client
+        # send it again, and what the write counted before the refusal would count twice.
+        # This is the direct write path (--fold-interval 0, the one a cluster's keyed writes
+        # take), where a unit is counted when it is acknowledged.
         direct = self.track(harness.Tallyd(self.redis, ["--view-window", "0",
-                                                        "--fold-interval", "0"]))
+                                                        "--fold-interval", "0",
+                                                        "--token", TOKEN]))
         with direct:
             self.assertAccepted(self.post({"type": "view", "article": "i/broken"},
                                           tallyd=direct), 1)
             [key] = self.redis.keys("tally:{??}a:i/broken")
             self.redis.command("DEL", key)
             self.redis.command("SET", key, "not a hash")
+            names = ("tally_write_skipped_commands_total", "tally_requests_indeterminate_total")
+            before = [harness.metric(direct.metrics(), n) for n in names]
+            # i/broken's view: the HINCRBY of its totals' views (its visitor is not new: no
+            # HINCRBY of its visitors); its comment: the HGET and the HSET of its comments.
+            r = self.post([{"type": "view", "article": "i/fine"},
+                           {"type": "view", "article": "i/broken"},
+                           {"type": "comment", "article": "i/broken", "delta": 2},
+                           {"type": "view", "article": "i/fine"}], headers=AUTH, tallyd=direct)
+            self.assertAccepted(r, 4)
+            self.assertEqual([harness.metric(direct.metrics(), n) for n in names],
+                             [before[0] + 3, before[1]])
+            self.assertRegex(direct.log(), r"a write skipped 3 commands redis refused, the "
+                                           r"last with: WRONGTYPE")
+            self.assertNotIn("failed part-way", direct.log())
+            self.assertEqual(counts(direct.stats("i/fine")), expected("i/fine", views=2))
+            self.assertEqual(self.redis.command("GET", key), b"not a hash")
+            # Its keys of other kinds counted it: the hour's series.
+            r = direct.get("/v1/series/i%2Fbroken?metric=views&interval=hour")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(sum(p["value"] for p in r.body["points"]), 2)
+
+    def test_a_write_script_that_fails_part_way_is_answered_as_of_unknown_outcome(self):
+        # A check's key of another type -- here the hashes of an article's repeat-view window
+        # -- stops the write script where it meets it, and what it wrote before stays
+        # written, so neither a 200 nor "not counted" (503) would be true: 504
+        # outcome_unknown. i/first's view comes first in the unit and is counted.
+        direct = self.track(harness.Tallyd(self.redis, ["--view-window", "1800",
+                                                        "--fold-interval", "0"]))
+        with direct:
+            self.assertAccepted(self.post({"type": "view", "article": "i/checked"},
+                                          tallyd=direct), 1)
+            windows = self.redis.keys("tally:{??}w:i/checked:*")
+            self.assertGreater(len(windows), 0)
+            for key in windows:
+                self.redis.command("DEL", key)
+                self.redis.command("SET", key, "not a hash")
             name = "tally_requests_indeterminate_total"
             before = harness.metric(direct.metrics(), name)
-            r = self.post({"type": "view", "article": "i/broken"}, tallyd=direct)
+            r = self.post([{"type": "view", "article": "i/first"},
+                           {"type": "view", "article": "i/checked"}], tallyd=direct)
             self.assertEqual(r.status, 504, r)
             self.assertRegex(r.headers.get("Retry-After", ""), r"^[1-9][0-9]*$")
             self.assertEqual(set(r.body), {"error", "message"}, r)
             self.assertEqual(r.body["error"], "outcome_unknown")
             self.assertEqual(harness.metric(direct.metrics(), name), before + 1)
             self.assertIn("the write script failed part-way", direct.log())
+            self.assertEqual(counts(direct.stats("i/first"))["views"], 1)
+            self.assertEqual(counts(direct.stats("i/checked"))["views"], 1)
 
 
 class RateLimitTest(harness.TallyTestCase):

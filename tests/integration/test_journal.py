@@ -15,6 +15,7 @@ counts it. What must hold, with exact counts:
                 nothing of them is counted; the refusal starts the fold that makes room, so a
                 client waiting Retry-After gets in (the fold timer may be 10 s away);
   wrong type    a fold meeting a key of another type skips those commands only, and says so;
+                so does a write counted at once;
   follow reads  a write of an article read on the collector within --follow-reads is counted
                 before its 200, not journaled (a read after it waits for nothing), the others
                 journaled; an Idempotency-Key sent again on the other path counts once;
@@ -822,6 +823,41 @@ class JournalTest(harness.TallyTestCase):
         r = t.get("/v1/series/w%2Fx?metric=views&interval=hour")
         self.assertEqual(r.status, 200, r)
         self.assertEqual(sum(p["value"] for p in r.body["points"]), 6)
+
+    def test_a_write_counted_at_once_skips_them_too(self):
+        """A write counted before its 200 -- of an article read lately, or a comment delta,
+        which the ack counts -- skips the commands Redis refuses on such a key too, counts the
+        rest and answers 200, as a fold does: a request is answered alike on either path."""
+        t = self.collector(*SLOW, "--follow-reads", "400", threads=1)
+        skipped = lambda: harness.metric(t.metrics(), "tally_write_skipped_commands_total")
+        with harness.KeepAliveClient(t.port) as c:
+            self.post(c, "wo/x", 1)
+            self.assertEqual(self.stats_views(t, "wo/x"), 1)  # folded, and wo/x read
+            [key] = self.redis.keys("tally:{??}a:wo/x")
+            self.redis.command("DEL", key)
+            self.redis.command("SET", key, "not a hash")
+            ex = c.post_events(views("wo/x", 2) + views("wo/y", 3))
+            self.assertEqual((ex.status, ex.body), (200, {"accepted": 5, "ignored": 0}), ex)
+        self.assertEqual(harness.metric(t.metrics(), "tally_writes_at_once_total"), 1)
+        self.assertEqual(self.journal_state(), (0, {}))
+        self.assertEqual(self.counted("wo/y"), 3)
+        self.assertEqual(skipped(), 1)  # wo/x's HINCRBY of its views (its visitor is not new)
+        self.assertRegex(t.log(), r"a write skipped 1 commands redis refused, the last with: "
+                                  r"WRONGTYPE")
+        # Past --follow-reads, wo/x's view is journaled and its comment delta counted by the
+        # ack: the HGET and the HSET of its comments skipped.
+        time.sleep(0.5)
+        with harness.KeepAliveClient(t.port) as c:
+            ex = c.post_events([{"type": "comment", "article": "wo/x", "delta": 2}] +
+                               views("wo/x", 1), AUTH)
+            self.assertEqual((ex.status, ex.body), (200, {"accepted": 2, "ignored": 0}), ex)
+        self.assertEqual(self.journal_state(), (1, {"wo/x": 1}))
+        self.assertEqual(skipped(), 3)
+        self.assertRegex(t.log(), r"a write skipped 2 commands redis refused, the last with: "
+                                  r"WRONGTYPE")
+        self.assertNotIn("failed part-way", t.log())
+        self.assertEqual(self.redis.command("GET", key), b"not a hash")
+        self.assertEqual(harness.metric(t.metrics(), "tally_writes_at_once_total"), 1)
 
     # ---- 6. DELETE ----
 

@@ -294,6 +294,7 @@ expect "$final" tally_journal_refused_total 0
 expect "$final" tally_forget_steps_total 0
 expect "$final" tally_journal_backlog_events 0
 expect "$final" tally_writes_at_once_total 0 # check/down was never read
+expect "$final" tally_write_skipped_commands_total 0
 
 # Every family the dashboard and the docs rely on, with its type.
 families=(
@@ -317,6 +318,7 @@ families=(
     "tally_journal_reclaimed_chunks_total counter" "tally_journal_refused_total counter"
     "tally_forget_steps_total counter"
     "tally_journal_backlog_events gauge" "tally_writes_at_once_total counter"
+    "tally_write_skipped_commands_total counter"
     "process_cpu_seconds_total counter"
     "process_resident_memory_bytes gauge" "process_start_time_seconds gauge"
     "tally_build_info gauge"

@@ -1122,6 +1122,54 @@ static void test_agg_reads_the_expired_keys(void **state)
     tally_agg_release(&a);
 }
 
+/* The answer's status: "ok", or "ok <n> <the last refusal>" when counting skipped N commands
+ * Redis refused (src/scripts/count.lua); anything else is an error. */
+static void test_agg_reads_the_commands_a_unit_skipped(void **state)
+{
+    static const char *const bad[] = {"ok ",
+                                      "ok 0 WRONGTYPE",
+                                      "ok 3",
+                                      "ok 3WRONGTYPE",
+                                      "ok x WRONGTYPE",
+                                      "okay",
+                                      "ok 99999999999 WRONGTYPE",
+                                      "fenced",
+                                      "OK"};
+    static const char why[] = "WRONGTYPE Operation against a key holding the wrong kind of value";
+    struct tally_event ev[] = {ev_view("a")};
+    struct tally_agg_req r0 = {.ev = ev, .n = 1};
+    struct tally_agg_req *reqs[] = {&r0};
+    struct tally_agg a;
+    char text[160];
+
+    (void)state;
+    tally_agg_init(&a, "p:", 0);
+    assert_int_equal(tally_agg_build(&a, reqs, 1, "u-1"), 0);
+    for (size_t i = 0; i <= N_ELEMS(bad); i++) {
+        redisReply *r = reply_of("[ok \"\" [1 1 0 0 0]]");
+        const char *status = i < N_ELEMS(bad) ? bad[i] : text;
+
+        snprintf(text, sizeof(text), "ok 12 %s", why);
+        freeReplyObject(r->element[0]);
+        r->element[0] = reply_text(REDIS_REPLY_STRING, status, strlen(status));
+        if (i < N_ELEMS(bad)) {
+            assert_int_equal(tally_agg_apply_reply(&a, r, reqs, 1), TALLY_EREDIS);
+        } else {
+            assert_int_equal(tally_agg_apply_reply(&a, r, reqs, 1), 0);
+            assert_int_equal(a.skipped, 12);
+            assert_int_equal(a.skip_why_len, strlen(why));
+            assert_memory_equal(a.skip_why, why, strlen(why));
+            assert_int_equal(r0.accepted, 1);
+        }
+        freeReplyObject(r);
+    }
+    /* Each reply is read afresh. */
+    assert_int_equal(apply_text(&a, "[ok \"\" [1 1 0 0 0]]", reqs, 1), 0);
+    assert_int_equal(a.skipped, 0);
+    assert_null(a.skip_why);
+    tally_agg_release(&a);
+}
+
 static void test_agg_reads_an_answer_without_repeats(void **state)
 {
     static const struct answer want[4] = {
@@ -2666,6 +2714,7 @@ int main(void)
         cmocka_unit_test(test_agg_declares_the_keys_the_unit_touches_in_cluster_mode),
         cmocka_unit_test(test_agg_asks_for_expiry_only_where_it_may_be_missing),
         cmocka_unit_test(test_agg_reads_the_expired_keys),
+        cmocka_unit_test(test_agg_reads_the_commands_a_unit_skipped),
         cmocka_unit_test(test_agg_coalesces_views_of_one_article),
         cmocka_unit_test(test_agg_counts_shares_per_network_in_contract_order),
         cmocka_unit_test(test_agg_keeps_comment_deltas_in_arrival_order),
