@@ -240,12 +240,6 @@ def metrics_value(path, name):
     return None
 
 
-def writes_ok(w):
-    """The 200 answers that carried events: every 200, or in a scenario of writes and reads
-    (embed) those of the writes."""
-    return w.get("writes_ok", w["ok"])
-
-
 def tally_check(w, totals, seeded, counting, dedupe, metrics):
     """PASS, FAIL or UNSURE, and why, for one tally run."""
     if w is None:
@@ -260,9 +254,9 @@ def tally_check(w, totals, seeded, counting, dedupe, metrics):
     epr = w["events_per_request"]
     acked = w["accepted"]
     notes = []
-    if not dedupe and w["accepted"] != writes_ok(w) * epr:
+    if not dedupe and w["accepted"] != w["ok"] * epr:
         return "FAIL", (f"200 answers said accepted={w['accepted']} but carried "
-                        f"{writes_ok(w)}x{epr}={writes_ok(w) * epr} events (nothing should be "
+                        f"{w['ok']}x{epr}={w['ok'] * epr} events (nothing should be "
                         f"ignored)")
     if metrics is not None and metrics - seeded != counted:
         notes.append(f"/metrics says {metrics - seeded} counted")
@@ -299,7 +293,7 @@ def cmd_record(a):
         # Events one request of this target carries (webdis: one command, or one script of a
         # batch's HINCRBYs); reads count as one per request.
         epr = w["events_per_request"] if a.counting else 1
-        events = (writes_ok(w) if a.counting else w["ok"]) * epr
+        events = w["ok"] * epr
         cmds = sum(v - calls0.get(k, 0) for k, v in calls1.items() if k not in HARNESS_COMMANDS)
 
         def delta(before, after):
@@ -341,8 +335,9 @@ def cmd_record(a):
         # and each write is one XADD.
         wcmd = "xadd" if a.target == "tally" else "fcall"
         writes = calls1.get(wcmd, 0) - calls0.get(wcmd, 0)
-        # On the journal path the writes of articles read lately are counted at once
-        # (--follow-reads): one FCALL each, no XADD. Those are left out of both sides.
+        # On the journal path the writes of articles read lately, or asking for their stats,
+        # are counted at once (--follow-reads, ?stats=1): one FCALL each, no XADD. Those are
+        # left out of both sides.
         at_once = (metrics_value(a.metrics, "tally_writes_at_once_total") or 0) * epr \
             if a.target == "tally" and a.counting else 0
         rec["at_once_events"] = at_once
@@ -355,8 +350,6 @@ def cmd_record(a):
                            for k, v in stats1.items()
                            if k not in HARNESS_COMMANDS and v[0] != stats0.get(k, (0, 0))[0]}
         rec["events"] = events
-        if "reads_ok" in w:
-            rec["reads_rps"] = w["reads_ok"] / main_s
     rec["fold_wait_s"] = read_float(a.fold_wait) if a.fold_wait else None
     if a.slowlog:
         rec["slowlog"] = read_json(a.slowlog)
@@ -375,7 +368,7 @@ def cmd_record(a):
             w, totals, a.seeded, a.counting, a.dedupe, metrics_counted(a.metrics))
     elif a.target in ("webdis", "node") and w is not None:
         got = read_int(a.counter_sum)
-        want = (writes_ok(w) * w["events_per_request"] if a.counting else 0) + a.seeded
+        want = (w["ok"] * w["events_per_request"] if a.counting else 0) + a.seeded
         rec["webdis_check"] = "ok" if got == want else f"Redis {got}, 200s {want}"
     with open(a.out, "a", encoding="utf-8") as f:
         f.write(json.dumps(rec) + "\n")
@@ -617,7 +610,6 @@ def cmd_report(a):
                                        for r in runs if r.get("folds") and r.get("events")),
                 "at_once_share": med(r.get("at_once_events", 0) / r["events"] for r in runs
                                      if r.get("events")),
-                "reads_rps": med(r.get("reads_rps") for r in runs),
                 "n": len(runs),
             }
             if t in TALLY_TARGETS:
@@ -785,10 +777,6 @@ def cmd_report(a):
     at_once = [f"{scenario_label(groups[k])} {100 * x['at_once_share']:.0f} %" for k in order
                for x in [groups[k]["m"].get("tally", {})]
                if groups[k]["counting"] and x.get("at_once_share")]
-    # Scenarios of writes and reads: events/s is page views/s there; reads/s beside it.
-    pages = [f"{scenario_label(groups[k])} {t} {x['eps']:,.0f} views/s + {x['reads_rps']:,.0f} "
-             f"reads/s" for k in order for t in TARGETS
-             for x in [groups[k]["m"].get(t, {})] if x.get("reads_rps") is not None]
     profile = redis_profile(groups, order)
     scripts = script_profile(groups, order)
     if epw:
@@ -804,13 +792,9 @@ def cmd_report(a):
               "until every journal was folded, and events journaled per fold, median: "
               + ", ".join(folds))
     if at_once:
-        print("Journal path: events counted at once, their article read lately "
-              "(tally_writes_at_once_total), of the events acknowledged, median: "
+        print("Journal path: events counted at once, their article read lately or their "
+              "stats asked for (tally_writes_at_once_total), of the events acknowledged, median: "
               + ", ".join(at_once))
-    if pages:
-        print()
-        print("Page views as the embed makes them (a view, then a read of its article's stats; "
-              "events/s = views/s; p99 is over both kinds), median: " + ", ".join(pages))
     if profile:
         print()
         print("Redis time per event by command (µs, from INFO commandstats; \"script\" = the "
@@ -857,12 +841,8 @@ def cmd_report(a):
                     + ", ".join(folds) + "\n")
         if at_once:
             f.write("\nJournal path, events counted at once because their article was read "
-                    "lately (`tally_writes_at_once_total`, `--follow-reads`), of the events "
-                    "acknowledged, median: " + ", ".join(at_once) + "\n")
-        if pages:
-            f.write("\nPage views as the embed makes them (a view, then a read of its article's "
-                    "stats; events/s = views/s; p99 is over both kinds), median: "
-                    + ", ".join(pages) + "\n")
+                    "lately or their answer carries its stats (`tally_writes_at_once_total`, "
+                    "`--follow-reads`, `?stats=1`), of the events acknowledged, median: " + ", ".join(at_once) + "\n")
         if profile:
             f.write("\n## Redis time per event by command\n\nµs per event from `INFO "
                     "commandstats` over the run; commands run by scripts are counted, and "

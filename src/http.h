@@ -112,6 +112,12 @@ void tally_http_after_folds(struct tally_http_req *h, void (*fn)(void *arg), voi
 bool tally_http_after_folds_of(struct tally_http_req *h, const char *const *ids,
                                const uint16_t *lens, size_t k, void (*fn)(void *arg), void *arg);
 
+/* A read of the articles of the N events EV follows their write, which H is about to hand
+ * to the writer: the write is counted before its answer instead of journaled (as for
+ * articles read within --follow-reads, tally/lately.h), so that the read finds nothing to
+ * wait for. Nothing without a journal, or with --follow-reads 0. */
+void tally_http_read_follows(struct tally_http_req *h, const struct tally_event *ev, size_t n);
+
 /* Bytes of H's stream not written yet: 0 once its reader has taken everything. */
 size_t tally_http_stream_pending(const struct tally_http_req *h);
 
@@ -150,6 +156,9 @@ void tally_http_send_unavailable(struct tally_http_req *h, const char *message);
  * then answered (503, Retry-After) and counted as refused. What was admitted is given back
  * when H (or a copy of it) is answered. */
 bool tally_http_read_admit(struct tally_http_req *h, size_t cost);
+
+/* The same, but past the caps H is not answered (the caller answers it otherwise). */
+bool tally_http_read_try(struct tally_http_req *h, size_t cost);
 
 /* Add the security headers that answers of media type CTYPE carry (http_policy.c): CSP,
  * Referrer-Policy and nosniff for pages, nosniff for the rest. tally_http_send() calls it. */

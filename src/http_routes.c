@@ -15,6 +15,7 @@
 #include "tally/query.h"
 #include "tally/redis.h"
 #include "tally/store.h"
+#include "tally/uri.h"
 #include "tally/visitor.h"
 #include "tally/writer.h"
 
@@ -29,6 +30,7 @@ struct ingest_call {
     struct tally_write wr;
     struct tally_http_req *h;
     bool pixel;
+    bool stats;                     /* POST /v1/events?stats=1 */
     struct tally_verdict v;         /* COUNT */
     uint64_t *visitor;              /* N visitor ids, after the events */
     struct tally_event ev[];        /* then the visitor ids, then the article text */
@@ -70,17 +72,15 @@ static void ingest_send_refusal(struct tally_http_req *h, bool pixel, int status
     tally_http_send_error(h, status, code, message);
 }
 
-static void ingest_send_ok(struct tally_http_req *h, bool pixel, uint32_t accepted,
-                           const uint32_t ignored[TALLY_IGNORES])
+/* The 200 of a batch: ACCEPTED events counted, IGNORED not on purpose; with Q (or NULL), the
+ * stats of its articles after it. */
+static void ingest_send_ok_with(struct tally_http_req *h, uint32_t accepted,
+                                const uint32_t ignored[TALLY_IGNORES], const struct tally_query *q)
 {
     struct tally_buf *b = &h->w->out;
     uint32_t total = 0;
     bool first = true;
 
-    if (pixel) {
-        ingest_send_gif(h, accepted > 0 ? "counted" : "ignored");
-        return;
-    }
     for (int r = 0; r < TALLY_IGNORES; r++)
         total += ignored[r];
     tally_buf_reset(b);
@@ -101,9 +101,71 @@ static void ingest_send_ok(struct tally_http_req *h, bool pixel, uint32_t accept
         }
         tally_buf_adds(b, "}");
     }
+    if (q != NULL) {
+        tally_buf_adds(b, ",");
+        tally_query_render_list(b, q);
+    }
     tally_buf_adds(b, "}\n");
     tally_http_header(h, "Cache-Control", "no-store");
     tally_http_send(h, 200, "application/json", b->data, b->len);
+}
+
+/* ?stats=1: the stats of a batch's articles, read once its write is answered. */
+struct ingest_stats {
+    struct tally_http_req *h;
+    uint32_t accepted, ignored[TALLY_IGNORES];
+    struct tally_query q;
+};
+
+static void on_ingest_stats(int status, struct tally_query *q, void *arg)
+{
+    struct ingest_stats *c = arg;
+
+    /* The events are counted whatever the read did: without the stats, the 200 says so, and
+     * the page reads them with GET /v1/stats. */
+    ingest_send_ok_with(c->h, c->accepted, c->ignored, status == 0 ? q : NULL);
+    tally_query_release(q);
+}
+
+/* Once what this collector acknowledged of the batch's articles is counted. */
+static void ingest_stats_read(void *arg)
+{
+    struct ingest_stats *c = arg;
+    struct tally_http_req *h = c->h;
+
+    if (!tally_http_read_try(h, c->q.n) ||
+        tally_query_start(&c->q, h->w->redis, &h->w->cache, h->w->cfg->prefix, on_ingest_stats,
+                          c) < 0) {
+        ingest_send_ok_with(h, c->accepted, c->ignored, NULL);
+        tally_query_release(&c->q);
+    }
+}
+
+/* Answer a 200 for the N events EV; with STATS, once the stats of their articles are read. */
+static void ingest_send_ok(struct tally_http_req *h, bool pixel, bool stats, uint32_t accepted,
+                           const uint32_t ignored[TALLY_IGNORES], const struct tally_event *ev,
+                           size_t n)
+{
+    struct ingest_stats *c;
+    struct tally_error err;
+
+    if (pixel) {
+        ingest_send_gif(h, accepted > 0 ? "counted" : "ignored");
+        return;
+    }
+    if (!stats || (c = tally_http_alloc(h, sizeof(*c))) == NULL) {
+        ingest_send_ok_with(h, accepted, ignored, NULL);
+        return;
+    }
+    memset(c, 0, sizeof(*c));
+    c->h = h;
+    c->accepted = accepted;
+    memcpy(c->ignored, ignored, sizeof(c->ignored));
+    if (tally_query_of_events(&c->q, ev, n, &err) < 0 ||
+        !tally_http_after_folds_of(h, c->q.id, c->q.len, c->q.n, ingest_stats_read, c)) {
+        ingest_send_ok_with(h, accepted, ignored, NULL);
+        tally_query_release(&c->q);
+    }
 }
 
 /* How the write of an admitted batch ended, for the answer. */
@@ -114,10 +176,12 @@ struct ingest_written {
     uint32_t ignored[TALLY_IGNORES];
 };
 
-/* The end of every ingest request: its events' outcome is recorded, then it is answered. WR
- * is how the write ended for an admitted batch (NULL when V refused or ignored it). */
-static void ingest_end(struct tally_http_req *h, bool pixel, const struct tally_verdict *v,
-                       const struct tally_event *ev, size_t n, const struct ingest_written *wr)
+/* The end of every ingest request: its events' outcome is recorded, then it is answered
+ * (with STATS, a 200 with its articles' stats). WR is how the write ended for an admitted
+ * batch (NULL when V refused or ignored it). */
+static void ingest_end(struct tally_http_req *h, bool pixel, bool stats,
+                       const struct tally_verdict *v, const struct tally_event *ev, size_t n,
+                       const struct ingest_written *wr)
 {
     uint32_t ignored[TALLY_IGNORES] = {0};
 
@@ -126,7 +190,7 @@ static void ingest_end(struct tally_http_req *h, bool pixel, const struct tally_
         ingest_send_refusal(h, pixel, v->status, v->err.code, v->err.message, v->retry_s);
     } else if (v->action == TALLY_ADMIT_IGNORE) {
         ignored[v->ignore] = (uint32_t)n;
-        ingest_send_ok(h, pixel, 0, ignored);
+        ingest_send_ok(h, pixel, stats, 0, ignored, ev, n);
     } else if (wr->rec.status == TALLY_EUNKNOWN && pixel) {
         ingest_send_gif(h, "unknown"); /* the pixel always answers; its GIF claims nothing */
     } else if (wr->rec.status == TALLY_EUNKNOWN) {
@@ -138,7 +202,7 @@ static void ingest_end(struct tally_http_req *h, bool pixel, const struct tally_
     } else if (wr->rec.status < 0) {
         ingest_send_refusal(h, pixel, 503, "unavailable", wr->failure, 0);
     } else {
-        ingest_send_ok(h, pixel, wr->accepted, wr->ignored);
+        ingest_send_ok(h, pixel, stats, wr->accepted, wr->ignored, ev, n);
     }
 }
 
@@ -159,12 +223,12 @@ static void on_written(int status, struct tally_write *wr, void *arg)
             done.ignored[TALLY_IGNORE_PREFETCH] = r->prefetch_out;
         }
     }
-    ingest_end(c->h, c->pixel, &c->v, c->ev, r->n, &done);
+    ingest_end(c->h, c->pixel, c->stats, &c->v, c->ev, r->n, &done);
 }
 
 /* Copy the batch's events (the scratch is reused) into a call that waits for Redis. */
 static struct ingest_call *ingest_call_new(struct tally_http_req *h, const struct tally_batch *b,
-                                           bool pixel, const struct tally_verdict *v)
+                                           bool pixel, bool stats, const struct tally_verdict *v)
 {
     struct ingest_call *c = tally_http_alloc(h, sizeof(*c) + b->n * (sizeof(c->ev[0]) +
                                                                      sizeof(uint64_t)) +
@@ -175,6 +239,7 @@ static struct ingest_call *ingest_call_new(struct tally_http_req *h, const struc
         return NULL;
     c->h = h;
     c->pixel = pixel;
+    c->stats = stats;
     c->v = *v;
     c->visitor = (uint64_t *)&c->ev[b->n];
     text = (char *)&c->visitor[b->n];
@@ -206,28 +271,31 @@ static void ingest_visitor(const struct tally_admit_req *r, struct ingest_call *
     c->wr.visitor = c->visitor;
 }
 
-/* An admitted batch B: hand it to the writer, to be answered when Redis has it. */
+/* An admitted batch B: hand it to the writer, to be answered when Redis has it (with STATS,
+ * read right after: the write is counted before its answer, not journaled). */
 static void ingest_write(struct tally_http_req *h, const struct tally_admit_req *r,
-                         const struct tally_batch *b, const struct tally_verdict *v)
+                         const struct tally_batch *b, const struct tally_verdict *v, bool stats)
 {
     struct tally_worker *w = h->w;
     struct ingest_written failed = {.rec = {.status = TALLY_ENOMEM}, .failure = "out of memory"};
-    struct ingest_call *c = ingest_call_new(h, b, r->pixel, v);
+    struct ingest_call *c = ingest_call_new(h, b, r->pixel, stats, v);
     int rc;
 
     if (c == NULL) {
-        ingest_end(h, r->pixel, v, b->ev, b->n, &failed);
+        ingest_end(h, r->pixel, false, v, b->ev, b->n, &failed);
         return;
     }
     c->wr.idem = r->idempotency_key;
     c->wr.space = r->auth == 0 ? TALLY_IDEM_TOKEN : TALLY_IDEM_ANON;
     ingest_visitor(r, c);
+    if (stats)
+        tally_http_read_follows(h, c->ev, b->n);
     rc = tally_writer_submit(w->writer, &c->wr);
     if (rc < 0) {
         failed.rec.status = rc;
         failed.failure = rc == TALLY_EFULL ? "too many events waiting for redis; retry later"
                                            : "redis is unavailable; retry later";
-        ingest_end(h, r->pixel, v, b->ev, b->n, &failed);
+        ingest_end(h, r->pixel, false, v, b->ev, b->n, &failed);
     }
 }
 
@@ -245,7 +313,7 @@ static void ingest_facts(struct tally_http_req *h, bool pixel, struct tally_admi
     r->now_us = tally_http_now_us();
 }
 
-static void ingest_run(struct tally_http_req *h, const struct tally_admit_req *r)
+static void ingest_run(struct tally_http_req *h, const struct tally_admit_req *r, bool stats)
 {
     struct tally_worker *w = h->w;
     struct tally_admit_ctx ctx = {.cfg = w->cfg, .rl = &w->server->ratelimit, .bots = &w->bots};
@@ -253,20 +321,49 @@ static void ingest_run(struct tally_http_req *h, const struct tally_admit_req *r
 
     tally_admit(&ctx, r, &w->batch, &v);
     if (v.action == TALLY_ADMIT_COUNT)
-        ingest_write(h, r, &w->batch, &v);
+        ingest_write(h, r, &w->batch, &v, stats);
     else
-        ingest_end(h, r->pixel, &v, w->batch.ev, w->batch.n, NULL);
+        ingest_end(h, r->pixel, stats, &v, w->batch.ev, w->batch.n, NULL);
+}
+
+/* POST /v1/events?stats=1 (or true; 0 or false, the default: without). */
+static int ingest_stats_param(const struct tally_http_req *h, bool *stats)
+{
+    struct tally_query_iter it;
+    const char *k, *v;
+    size_t klen, vlen;
+    bool given = false;
+
+    *stats = false;
+    tally_query_iter_init(&it, h->query, h->query_len);
+    while (tally_query_next(&it, &k, &klen, &v, &vlen)) {
+        if (!tally_query_key_is(k, klen, "stats"))
+            continue;
+        if (given)
+            return TALLY_EINVAL;
+        given = true;
+        if ((vlen == 1 && v[0] == '1') || (vlen == 4 && memcmp(v, "true", 4) == 0))
+            *stats = true;
+        else if (!((vlen == 1 && v[0] == '0') || (vlen == 5 && memcmp(v, "false", 5) == 0)))
+            return TALLY_EINVAL;
+    }
+    return 0;
 }
 
 void tally_route_events(struct tally_http_req *h)
 {
     struct tally_admit_req r;
+    bool stats;
 
+    if (ingest_stats_param(h, &stats) < 0) {
+        tally_http_send_error(h, 400, "invalid_parameter", "stats: 1 or 0, given once");
+        return;
+    }
     ingest_facts(h, false, &r);
     r.idempotency_key = h->hdr.idempotency_key;
     r.input = h->body;
     r.input_len = h->body_len;
-    ingest_run(h, &r);
+    ingest_run(h, &r, stats);
 }
 
 void tally_route_pixel(struct tally_http_req *h)
@@ -281,7 +378,7 @@ void tally_route_pixel(struct tally_http_req *h)
     ingest_facts(h, true, &r);
     r.input = h->query;
     r.input_len = h->query_len;
-    ingest_run(h, &r);
+    ingest_run(h, &r, false);
 }
 
 /* ---- Stats ---- */

@@ -456,12 +456,20 @@ void tally_http_stream_end(struct tally_http_req *h)
 
 bool tally_http_read_admit(struct tally_http_req *h, size_t cost)
 {
+    if (!tally_http_read_try(h, cost)) {
+        tally_http_send_unavailable(h, "too many reads waiting for redis; retry later");
+        return false;
+    }
+    return true;
+}
+
+bool tally_http_read_try(struct tally_http_req *h, size_t cost)
+{
     struct tally_worker *w = h->w;
 
     assert(!h->read_admitted);
     if (w->reads >= TALLY_READS_MAX || cost > TALLY_READ_CMDS_MAX - w->read_cmds) {
         tally_metric_add(&w->metrics.reads_refused, 1);
-        tally_http_send_unavailable(h, "too many reads waiting for redis; retry later");
         return false;
     }
     w->reads++;
@@ -784,6 +792,18 @@ void tally_http_after_folds(struct tally_http_req *h, void (*fn)(void *arg), voi
 {
     if (!tally_http_after_folds_of(h, NULL, NULL, 0, fn, arg))
         fn(arg); /* out of memory: it reads what is counted */
+}
+
+void tally_http_read_follows(struct tally_http_req *h, const struct tally_event *ev, size_t n)
+{
+    struct tally_server *s = h->w->server;
+    uint64_t now;
+
+    if (s->folders[0] == NULL) /* no journal: every write is counted at once */
+        return;
+    now = tally_now_ms();
+    for (size_t i = 0; i < n; i++)
+        tally_lately_read(&s->lately, ev[i].article, ev[i].article_len, now);
 }
 
 /* Run R's handler for H; for a read of counts, once what every worker of the process

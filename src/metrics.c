@@ -335,8 +335,9 @@ static void metrics_journal(struct tally_buf *out, struct tally_metrics *const *
                     (double)SUM(journal_refused));
     metrics_counter(out, "tally_writes_at_once_total",
                     "Write requests counted before their answer instead of journaled, because "
-                    "one of their articles was read on this collector within --follow-reads: "
-                    "a read after them finds nothing to wait for.",
+                    "one of their articles was read on this collector within --follow-reads, "
+                    "or they asked for their articles' stats (POST /v1/events?stats=1): a read "
+                    "after them finds nothing to wait for.",
                     (double)SUM(writes_at_once));
     metrics_counter(out, "tally_write_skipped_commands_total",
                     "Commands of writes counted before their answer (without a journal, an "

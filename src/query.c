@@ -125,6 +125,34 @@ int tally_query_parse_articles(struct tally_query *q, const char *query, size_t 
     return 0;
 }
 
+int tally_query_of_events(struct tally_query *q, const struct tally_event *ev, size_t n,
+                          struct tally_error *err)
+{
+    size_t text = 0;
+    int rc;
+
+    for (size_t i = 0; i < n; i++)
+        text += ev[i].article_len + 1u;
+    if ((rc = query_room(q, n > 0 ? n : 1, text > 0 ? text : 1, err)) < 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        const struct tally_event *e = &ev[i];
+        char *dst = q->text + q->text_len;
+        bool seen = false;
+
+        for (size_t j = 0; j < q->n && !seen; j++)
+            seen = q->len[j] == e->article_len && memcmp(q->id[j], e->article, e->article_len) == 0;
+        if (seen)
+            continue;
+        memcpy(dst, e->article, e->article_len);
+        dst[e->article_len] = '\0';
+        q->id[q->n] = dst;
+        q->len[q->n++] = e->article_len;
+        q->text_len += e->article_len + 1u;
+    }
+    return 0;
+}
+
 int tally_query_parse_path(struct tally_query *q, const char *raw, size_t len,
                            struct tally_error *err)
 {
@@ -320,13 +348,20 @@ void tally_query_render_one(struct tally_buf *out, const char *id, size_t len,
     tally_buf_adds(out, "}");
 }
 
-void tally_query_render_many(struct tally_buf *out, const struct tally_query *q)
+void tally_query_render_list(struct tally_buf *out, const struct tally_query *q)
 {
-    tally_buf_adds(out, "{\"articles\":[");
+    tally_buf_adds(out, "\"articles\":[");
     for (size_t i = 0; i < q->n; i++) {
         if (i > 0)
             tally_buf_adds(out, ",");
         tally_query_render_one(out, q->id[i], q->len[i], &q->stats[i]);
     }
-    tally_buf_adds(out, "]}");
+    tally_buf_adds(out, "]");
+}
+
+void tally_query_render_many(struct tally_buf *out, const struct tally_query *q)
+{
+    tally_buf_adds(out, "{");
+    tally_query_render_list(out, q);
+    tally_buf_adds(out, "}");
 }

@@ -136,8 +136,6 @@ end
 
 -- Counters of this thread (read by done() through thread:get; plain numbers only).
 c_main_sent, c_main_recv, c_ok, c_non200, c_accepted, c_ignored = 0, 0, 0, 0, 0, 0
--- Scenarios of writes and reads (spec.kind): the 200 answers of each kind.
-c_writes_ok, c_reads_ok = 0, 0
 -- Events one counting request of this thread's target carries.
 c_epr = 1
 
@@ -152,9 +150,6 @@ function bench.run(spec)
     -- spec.tally(ctx) / spec.webdis(ctx): return the next request string for that target
     -- (nginx and node get spec.tally's requests); ctx has pick(), opt, thread_id, seq
     -- spec.tally_count(status, headers, body): accepted, ignored of one 200 (default: JSON body)
-    -- spec.kind(ctx, status, headers, body): in a scenario of writes and reads, "write" or
-    -- "read" for this answer (nil: not known, e.g. an error); a read's 200 counts no event,
-    -- and the output line adds writes_ok and reads_ok
     local opt, pick, deadline, count, build
     local ctx = {seq = 0}
 
@@ -219,15 +214,8 @@ function bench.run(spec)
 
     function response(status, headers, body)
         c_main_recv = c_main_recv + 1
-        local kind = spec.kind and spec.kind(ctx, status, headers, body)
-        if status == 200 and kind == "read" then
+        if status == 200 then
             c_ok = c_ok + 1
-            c_reads_ok = c_reads_ok + 1
-        elseif status == 200 then
-            c_ok = c_ok + 1
-            if kind == "write" then
-                c_writes_ok = c_writes_ok + 1
-            end
             local a, i = count(status, headers, body)
             c_accepted = c_accepted + a
             c_ignored = c_ignored + i
@@ -238,7 +226,7 @@ function bench.run(spec)
 
     function done(summary, latency, _)
         local t = {main_sent = 0, main_recv = 0, ok = 0, non200 = 0,
-                   accepted = 0, ignored = 0, writes_ok = 0, reads_ok = 0}
+                   accepted = 0, ignored = 0}
         local epr = 1
         for _, th in ipairs(threads) do
             epr = th:get("c_epr") or epr
@@ -248,8 +236,6 @@ function bench.run(spec)
             t.non200 = t.non200 + (th:get("c_non200") or 0)
             t.accepted = t.accepted + (th:get("c_accepted") or 0)
             t.ignored = t.ignored + (th:get("c_ignored") or 0)
-            t.writes_ok = t.writes_ok + (th:get("c_writes_ok") or 0)
-            t.reads_ok = t.reads_ok + (th:get("c_reads_ok") or 0)
         end
         -- wrk calls request() once on the first thread's state before the run, to check the
         -- script (script_verify_request); that request is never sent.
@@ -262,10 +248,6 @@ function bench.run(spec)
         for _, k in ipairs({"main_sent", "main_recv", "ok", "non200", "accepted",
                             "ignored"}) do
             put(k, t[k])
-        end
-        if spec.kind then
-            put("writes_ok", t.writes_ok)
-            put("reads_ok", t.reads_ok)
         end
         put("events_per_request", epr)
         put("wrk_requests", summary.requests)

@@ -8,6 +8,8 @@
 // one script (EVALSHA) of as many HINCRBYs, as webdis does in the batch scenario. No validation
 // beyond what the counting needs, no visitors, no dedupe, no buckets: a floor, not a peer.
 //   POST /v1/events             {"type","article"} or an array of them -> {"accepted":N,"ignored":0}
+//   POST /v1/events?stats=1     (the embed's view) the same, then one HGETALL per article ->
+//                               {"accepted":N,"ignored":0,"articles":[...]}
 //   GET  /v1/pixel.gif?type=view&article=ID -> the 43-byte GIF, "Tally-Outcome: counted"
 //   GET  /v1/stats/{article}    HGETALL -> {"article","views","shares","comments"}
 //   GET  /v1/stats?article=A&article=B...  (the embed's read) one HGETALL per article ->
@@ -68,7 +70,7 @@ function stats(article) {
         shares: Number(h.shares || 0), comments: Number(h.comments || 0) }));
 }
 
-function post(req, res) {
+function post(req, res, withStats) {
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
     req.on("end", () => {
@@ -78,18 +80,22 @@ function post(req, res) {
         } catch {
             return reply(res, 400, '{"error":"invalid_json"}\n');
         }
-        const p = count(Array.isArray(events) ? events : [events]);
+        const list = Array.isArray(events) ? events : [events];
+        const p = count(list);
         if (!p) return reply(res, 400, '{"error":"invalid_event"}\n');
-        p.then(
-            (n) => reply(res, 200, `{"accepted":${n},"ignored":0}\n`),
-            () => reply(res, 503, '{"error":"unavailable"}\n'),
-        );
+        p.then((n) => {
+            if (!withStats) return reply(res, 200, `{"accepted":${n},"ignored":0}\n`);
+            return Promise.all([...new Set(list.map((e) => e.article))].map(stats)).then(
+                (articles) => reply(res, 200, JSON.stringify({ accepted: n, ignored: 0, articles }) + "\n"));
+        }).catch(() => reply(res, 503, '{"error":"unavailable"}\n'));
     });
 }
 
 http.createServer((req, res) => {
     const url = new URL(req.url, "http://x");
-    if (req.method === "POST" && url.pathname === "/v1/events") return post(req, res);
+    if (req.method === "POST" && url.pathname === "/v1/events") {
+        return post(req, res, url.searchParams.get("stats") === "1");
+    }
     if (req.method !== "GET") return reply(res, 405, '{"error":"method_not_allowed"}\n');
     if (url.pathname === "/v1/pixel.gif") {
         const p = count([{ type: url.searchParams.get("type"), article: url.searchParams.get("article") }]);

@@ -53,6 +53,12 @@ struct tally_query {
 int tally_query_parse_articles(struct tally_query *q, const char *query, size_t len,
                                struct tally_error *err);
 
+/* Fill Q (as above) with the articles of the N events EV (validated ids), each once, in the
+ * order they first appear: the stats a POST /v1/events?stats=1 answers with. Returns 0 or
+ * TALLY_ENOMEM (ERR filled). */
+int tally_query_of_events(struct tally_query *q, const struct tally_event *ev, size_t n,
+                          struct tally_error *err);
+
 /* Fill Q (as above) with the one article of a path tail (RAW, LEN bytes, percent-encoded;
  * '/' may be encoded or not). Returns 0, TALLY_EINVAL with ERR filled, or TALLY_ENOMEM. */
 int tally_query_parse_path(struct tally_query *q, const char *raw, size_t len,
@@ -77,6 +83,9 @@ int tally_query_read_totals(const redisReply *r, struct tally_stats *s);
  *  listed. */
 void tally_query_render_one(struct tally_buf *out, const char *id, size_t len,
                             const struct tally_stats *s);
+
+/* "articles":[...] in Q's order, a member of an object the caller writes. */
+void tally_query_render_list(struct tally_buf *out, const struct tally_query *q);
 
 /* {"articles":[...]} in Q's order. */
 void tally_query_render_many(struct tally_buf *out, const struct tally_query *q);

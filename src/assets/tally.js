@@ -89,19 +89,32 @@
   /* A keepalive fetch outlives the page like a beacon, and unlike a beacon it can leave the
    * page's cookies and address behind (a beacon always sends the collector's cookies and the
    * Referer the page's policy allows). Returns a promise settled when the answer came, the
-   * URL when a beacon was sent instead, or ''. */
+   * URL when a beacon was sent instead, or ''. With STATS the answer also carries the stats
+   * of the event's article, counted with it (?stats=1): they are taken as shown. */
   var keepalive = !!(w.Request && 'keepalive' in w.Request.prototype);
-  function post(ev) {
-    var url = base + 'v1/events', body = JSON.stringify(ev);
+  function post(ev, stats) {
+    var url = base + 'v1/events' + (stats ? '?stats=1' : ''), body = JSON.stringify(ev);
     if (keepalive) {
       try {
         return fetch(url, {method: 'POST', body: body, keepalive: true, credentials: 'omit',
                            referrerPolicy: 'no-referrer',
-                           headers: {'Content-Type': 'text/plain;charset=UTF-8'}}).then(nop, nop);
+                           headers: {'Content-Type': 'text/plain;charset=UTF-8'}})
+            .then(function (r) { return stats && r.ok ? r.json() : null; })
+            .then(took, nop);
       } catch (e) {}
     }
     try { if (navigator.sendBeacon && navigator.sendBeacon(url, body)) return url; } catch (e) {}
     return '';
+  }
+
+  /* The stats an answer carries ({"articles": [...]}, as GET /v1/stats answers them). */
+  function took(j) {
+    var list = j && j.articles;
+    if (!list || !list.length) return;
+    for (var i = 0; i < list.length; i++) {
+      if (list[i] && typeof list[i].article === 'string') shown.set(list[i].article, list[i]);
+    }
+    render();
   }
 
   function format(n, el) {
@@ -115,6 +128,11 @@
 
   function elements() { return d.querySelectorAll('[data-tally]'); }
   function articleOf(el) { return el.getAttribute('data-tally-article') || page; }
+  function showsPage() {
+    var els = elements();
+    for (var i = 0; i < els.length; i++) if (articleOf(els[i]) === page && !ownReadTime(els[i])) return true;
+    return false;
+  }
   // This page's reading time, counted here: no stats needed for it.
   function ownReadTime(el) {
     return words > 0 && el.getAttribute('data-tally') === 'read-time' && articleOf(el) === page;
@@ -142,18 +160,26 @@
   }
 
   /* One request per 100 articles, or fewer when their ids make the URL long (proxies and CDNs
-   * refuse URLs past about 8 KB). */
+   * refuse URLs past about 8 KB). The stats of articles the view's answer brought are not
+   * asked for again; their live stream is. */
   function load() {
     var els = elements(), q = [], len = 0, seen = new Map();
+    function flush() {
+      var need = q.filter(function (p) { return !shown.has(seen.get(p)); });
+      if (need.length) fetchStats(need);
+      live(q);
+      q = [];
+      len = 0;
+    }
     for (var i = 0; i < els.length; i++) {
       var a = articleOf(els[i]), p = 'article=' + encodeURIComponent(a);
-      if (seen.has(a) || ownReadTime(els[i])) continue;
-      seen.set(a, 1);
-      if (q.length && (q.length === 100 || len + p.length > 7000)) { fetchStats(q); live(q); q = []; len = 0; }
+      if (seen.has(p) || ownReadTime(els[i])) continue;
+      seen.set(p, a);
+      if (q.length && (q.length === 100 || len + p.length > 7000)) flush();
       q.push(p);
       len += p.length + 1;
     }
-    if (q.length) { fetchStats(q); live(q); }
+    if (q.length) flush();
   }
 
   /* data-live: the counts follow the collector's /v1/live stream (one per 100 articles), which
@@ -305,7 +331,8 @@
     try { words = Math.min(root ? readable(root) : 0, WORDS_MAX); } catch (e) {}
     view = {type: 'view', article: page};
     if (words > 0) view.words = words;
-    var sent = counting ? post(view) : '';
+    // The page's own counts come back with its view, when it shows them.
+    var sent = counting ? post(view, showsPage()) : '';
     render();
     if (counting && root && s.getAttribute('data-engage') !== 'false') engage(root);
     d.addEventListener('click', function (e) {

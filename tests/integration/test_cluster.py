@@ -1617,6 +1617,19 @@ class ClusterJournalTest(ClusterTestCase):
         self.assertEqual(harness.metric(a.metrics(), "tally_writes_at_once_total"), 1)
         self.assertEqual(read_views(a, arts), {"jfollow/a": 6, "jfollow/b": 1, "jfollow/c": 2})
 
+    def test_22c_a_write_with_stats_1_is_counted_in_its_buckets_and_answered_with_them(self):
+        a = self.collector(*SLOW, "--follow-reads", "10000")
+        arts = ["jstats/a", "jstats/b"]
+        body = [{"type": "view", "article": "jstats/a"}] * 2 + [{"type": "view", "article": "jstats/b"}]
+        r = a.request("POST", "/v1/events?stats=1", harness.encode_body(body),
+                      {"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([(x["article"], x["views"]) for x in r.body["articles"]],
+                         [("jstats/a", 2), ("jstats/b", 1)])
+        self.assertEqual(counted(arts), {"jstats/a": 2, "jstats/b": 1})
+        self.assertEqual(journal_state(a.journals)[:2], (0, {}))
+        self.assertEqual(harness.metric(a.metrics(), "tally_writes_at_once_total"), 1)
+
     def test_22_a_read_on_the_acknowledging_collector_shows_it_at_once(self):
         a = self.collector(*SLOW)
         articles = ["jfresh/%02d" % i for i in range(24)]

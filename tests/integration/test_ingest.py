@@ -543,6 +543,72 @@ class IngestTest(harness.TallyTestCase):
         self.assertTrue(closed)
         self.assertNothingCounted()
 
+    # ---- POST /v1/events?stats=1 ----
+
+    def post_stats(self, body, query="stats=1", headers=None, tallyd=None):
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        return (tallyd or self.t).request("POST", "/v1/events?" + query,
+                                          harness.encode_body(body), h)
+
+    def full(self, article, views=0, visitors=0, shares=None, comments=0, words=0):
+        shares = shares or {}
+        return {"article": article, "views": views, "visitors": visitors,
+                "shares": sum(shares.values()), "shares_by_network": shares,
+                "comments": comments, "engaged_seconds": 0, "reads": 0, "words": words}
+
+    def test_stats_1_answers_with_the_stats_of_the_batch_articles_counted(self):
+        # Each article once, in the order it first appears, as GET /v1/stats would answer
+        # them right after: the batch's own events included.
+        self.assertAccepted(self.post([{"type": "view", "article": "q/b"}] * 2), 2)
+        r = self.post_stats([{"type": "view", "article": "q/a", "words": 420},
+                             {"type": "share", "article": "q/b", "network": "email"},
+                             {"type": "comment", "article": "q/a", "delta": 4},
+                             {"type": "view", "article": "q/a"}], headers=AUTH)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.headers.get("Cache-Control"), "no-store")
+        self.assertEqual(r.body, {"accepted": 4, "ignored": 0, "articles": [
+            self.full("q/a", views=2, visitors=1, comments=4, words=420),
+            self.full("q/b", views=2, visitors=1, shares={"email": 1})]}, r)
+        many = self.t.get("/v1/stats?article=q/a&article=q/b")
+        self.assertEqual(many.body["articles"], r.body["articles"])
+        # 0, false, or no parameter: the answer of the contract alone.
+        for query in ("stats=0", "stats=false", "utm_source=x"):
+            self.assertAccepted(self.post_stats({"type": "view", "article": "q/c"}, query), 1)
+        r = self.post_stats({"type": "view", "article": "q/c"}, "stats=true")
+        self.assertEqual(r.body, {"accepted": 1, "ignored": 0,
+                                  "articles": [self.full("q/c", views=4, visitors=1)]}, r)
+
+    def test_stats_1_answers_ignored_and_replayed_writes_too(self):
+        r = self.post_stats({"type": "view", "article": "q/bot"},
+                            headers={"User-Agent": "Googlebot/2.1 (+http://www.google.com/bot.html)"})
+        self.assertEqual(r.body, {"accepted": 0, "ignored": 1, "ignored_reasons": {"bot": 1},
+                                  "articles": [self.full("q/bot")]}, r)
+        key = {"Idempotency-Key": "q-replay-1"}
+        body = [{"type": "view", "article": "q/key"}] * 3
+        r = self.post_stats(body, headers=key)
+        self.assertEqual(r.body, {"accepted": 3, "ignored": 0,
+                                  "articles": [self.full("q/key", views=3, visitors=1)]}, r)
+        self.assertAccepted(self.post({"type": "view", "article": "q/key"}), 1)
+        # Sent again: answered as the first time, counted once; the stats are today's.
+        r = self.post_stats(body, headers=key)
+        self.assertEqual(r.body, {"accepted": 3, "ignored": 0,
+                                  "articles": [self.full("q/key", views=4, visitors=1)]}, r)
+
+    def test_stats_of_another_value_is_refused_and_counts_nothing(self):
+        for query in ("stats=yes", "stats=", "stats", "stats=1&stats=1", "stats=2"):
+            r = self.post_stats({"type": "view", "article": "q/bad"}, query)
+            self.assertRejected(r, 400, "invalid_parameter")
+            self.assertEqual(r.body["message"], "stats: 1 or 0, given once")
+        # A refused batch is answered as ever, without stats.
+        r = self.post_stats([{"type": "view", "article": "q/bad"}, {"type": "nope"}])
+        self.assertRejected(r, 400, "invalid_type")
+        self.assertNothingCounted()
+        # The pixel answers a GIF whatever its query holds.
+        r = self.t.get("/v1/pixel.gif?type=view&article=q/px&stats=1")
+        self.assertEqual((r.status, r.headers.get("Content-Type")), (200, "image/gif"), r)
+        self.assertCounts("q/px", views=1)
+
     # ---- a key of another type; a write script that fails part-way ----
 
     def test_a_write_counted_at_once_skips_commands_on_a_key_of_another_type(self):

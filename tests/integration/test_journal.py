@@ -18,7 +18,8 @@ counts it. What must hold, with exact counts:
                 so does a write counted at once;
   follow reads  a write of an article read on the collector within --follow-reads is counted
                 before its 200, not journaled (a read after it waits for nothing), the others
-                journaled; an Idempotency-Key sent again on the other path counts once;
+                journaled; so is a POST /v1/events?stats=1, whose 200 carries its articles'
+                stats; an Idempotency-Key sent again on the other path counts once;
   DELETE        forgetting an article on one collector while another holds unfolded views
                 of it leaves 0, also after that one folds;
   SIGTERM       the collector folds its backlog before it exits.
@@ -340,6 +341,39 @@ class JournalTest(harness.TallyTestCase):
         self.assertEqual(self.counted("fr/a"), 7)
         self.assertEqual(at_once(), 3)
         self.assertEqual(self.stats_views(t, "fr/a"), 11)
+
+    def test_a_write_with_stats_1_is_counted_at_once_and_answered_with_them(self):
+        """POST /v1/events?stats=1 says a read follows: the write is counted before its 200,
+        not journaled, and the 200 carries the stats of its articles, which wait for no fold.
+        With --follow-reads 0 it is journaled, and its stats wait for a fold as a read does."""
+        t = self.collector(*SLOW, threads=2)
+        h = {"Content-Type": "application/json"}
+        folds = lambda c: harness.metric(c.metrics(), "tally_folds_total")
+        with harness.KeepAliveClient(t.port) as c:
+            ex = c.request("POST", "/v1/events?stats=1", views("sq/a", 2) + views("sq/b", 1), h)
+        self.assertEqual(ex.status, 200, ex)
+        self.assertEqual([(a["article"], a["views"]) for a in ex.body["articles"]],
+                         [("sq/a", 2), ("sq/b", 1)])
+        self.assertEqual(self.journal_state(), (0, {}))
+        self.assertEqual((self.counted("sq/a"), self.counted("sq/b")), (2, 1))
+        self.assertEqual(harness.metric(t.metrics(), "tally_writes_at_once_total"), 1)
+        self.assertEqual(folds(t), 0)
+        # Its articles count as read: the next plain write of one is counted at once too.
+        with harness.KeepAliveClient(t.port) as c:
+            self.post(c, "sq/b", 3)
+        self.assertEqual(self.counted("sq/b"), 4)
+        self.assertEqual(self.journal_state(), (0, {}))
+
+        f0 = self.collector(*SLOW, "--follow-reads", "0", threads=1)
+        with harness.KeepAliveClient(f0.port) as c:
+            self.post(c, "sq/c", 1)
+            ex = c.request("POST", "/v1/events?stats=1", views("sq/c", 2), h)
+        self.assertEqual(ex.status, 200, ex)
+        self.assertEqual([(a["article"], a["views"]) for a in ex.body["articles"]],
+                         [("sq/c", 3)])
+        self.assertEqual(folds(f0), 1)
+        self.assertEqual(harness.metric(f0.metrics(), "tally_writes_at_once_total"), 0)
+        self.assertNoJournal()
 
     def test_follow_reads_0_journals_every_write(self):
         t = self.collector(*SLOW, "--follow-reads", "0", threads=1)

@@ -646,6 +646,18 @@ async function checkCases(A, B, redis) {
                  headers: h(['Content-Type', 'application/x-www-form-urlencoded']) });
     await post('events: no Content-Type', A, reqExample(EV, 'application/json', 'view'),
                { status: 200, example: 'counted', headers: h() });
+    {
+        const art = uniq('with-stats');
+        const body = JSON.stringify([{ type: 'view', article: art }, { type: 'share', article: art, network: 'email' }]);
+        await post('events: ?stats=1 answers with the articles\' stats, the events counted', A, body,
+                   { target: `${EV}?stats=1`, status: 200,
+                     expect: (res, b) => b.accepted === 2 && b.articles?.length === 1 &&
+                         b.articles[0].article === art && b.articles[0].views === 1 &&
+                         b.articles[0].shares_by_network.email === 1 ? null
+                         : `expected both events counted in the answer's stats: ${JSON.stringify(b)}` });
+        await post('events: 400 stats=yes', A, body,
+                   { target: `${EV}?stats=yes`, status: 400, example: 'invalid_stats' });
+    }
     await post('events: comment without a token', A,
                reqExample(EV, 'application/json', 'comment'),
                { status: 401, example: 'unauthorized', contract: '401 for a comment event without the right Authorization: Bearer <token>' });

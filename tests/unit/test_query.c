@@ -184,6 +184,45 @@ static void test_query_takes_the_longest_ids(void **state)
     assert_int_equal(q->len[0], 256);
 }
 
+/* A batch's articles for ?stats=1: each once, in the order it first appears, copied (the
+ * batch's text is reused by the next request); prefixes and ids of other lengths are apart. */
+static void test_query_takes_a_batch_articles_once_each(void **state)
+{
+    static const char *const ids[] = {"b", "a/x", "b", "ab", "a", "a/x", "b", "a"};
+    struct tally_event ev[N_ELEMS(ids) + TALLY_BATCH_MAX];
+    char text[64], big[TALLY_BATCH_MAX][8];
+    struct tally_query *q = &query_q;
+    struct tally_error err;
+    size_t at = 0;
+
+    (void)state;
+    memset(ev, 0, sizeof(ev));
+    for (size_t i = 0; i < N_ELEMS(ids); i++) {
+        size_t len = strlen(ids[i]);
+
+        memcpy(text + at, ids[i], len + 1);
+        ev[i].article = text + at;
+        ev[i].article_len = (uint16_t)len;
+        ev[i].type = i % 2 ? TALLY_EVENT_SHARE : TALLY_EVENT_VIEW;
+        at += len + 1;
+    }
+    assert_int_equal(tally_query_of_events(q, ev, N_ELEMS(ids), &err), 0);
+    memset(text, '#', sizeof(text));
+    query_expect_ids(q, "b|a/x|ab|a");
+    assert_int_equal(tally_query_of_events(q, ev, 1, &err), 0);
+    query_expect_ids(q, "#");
+    /* A full batch of distinct ids. */
+    for (size_t i = 0; i < TALLY_BATCH_MAX; i++) {
+        snprintf(big[i], sizeof(big[i]), "n%zu", i);
+        ev[i].article = big[i];
+        ev[i].article_len = (uint16_t)strlen(big[i]);
+    }
+    assert_int_equal(tally_query_of_events(q, ev, TALLY_BATCH_MAX, &err), 0);
+    assert_int_equal(q->n, TALLY_BATCH_MAX);
+    assert_string_equal(q->id[0], "n0");
+    assert_string_equal(q->id[TALLY_BATCH_MAX - 1], "n99");
+}
+
 static void test_query_parses_a_path_article(void **state)
 {
     static const struct {
@@ -487,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_query_rejects_bad_article_lists),
         cmocka_unit_test(test_query_takes_one_to_a_hundred_articles),
         cmocka_unit_test(test_query_takes_the_longest_ids),
+        cmocka_unit_test(test_query_takes_a_batch_articles_once_each),
         cmocka_unit_test(test_query_parses_a_path_article),
         cmocka_unit_test(test_query_rejects_bad_path_articles),
         cmocka_unit_test(test_query_room_is_sized_to_the_request),
