@@ -107,12 +107,17 @@
     return '';
   }
 
-  /* The stats an answer carries ({"articles": [...]}, as GET /v1/stats answers them). */
+  /* The stats an answer carries ({"articles": [...]}, as GET /v1/stats answers them); BROUGHT
+   * remembers their articles, which load() then does not ask for. */
+  var brought = new Map();
   function took(j) {
     var list = j && j.articles;
     if (!list || !list.length) return;
     for (var i = 0; i < list.length; i++) {
-      if (list[i] && typeof list[i].article === 'string') shown.set(list[i].article, list[i]);
+      if (list[i] && typeof list[i].article === 'string') {
+        shown.set(list[i].article, list[i]);
+        brought.set(list[i].article, 1);
+      }
     }
     render();
   }
@@ -165,7 +170,7 @@
   function load() {
     var els = elements(), q = [], len = 0, seen = new Map();
     function flush() {
-      var need = q.filter(function (p) { return !shown.has(seen.get(p)); });
+      var need = q.filter(function (p) { return !brought.has(seen.get(p)); });
       if (need.length) fetchStats(need);
       live(q);
       q = [];

@@ -192,6 +192,41 @@ test('1e. a view answered without stats (refused, or a 200 without them): the pa
   assert.equal((await stats(tally.origin, A)).views, 3);
 });
 
+test('1f. a share clicked before the view is answered: a view refused still has its counts read', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const tally = await startTally(redis, { viewWindow: 0 });
+  t.after(() => tally.stop());
+  const A = 't1f/early-share';
+  pages.pages.set('/t1f/article.html', () => html({
+    src: `${tally.origin}/tally.js`, attrs: { 'data-article': A },
+    body: '<span id="views" data-tally="views">–</span> <span id="shares" data-tally="shares">–</span>' +
+      '<button type="button" data-tally-share="email">Share</button>',
+  }));
+  await postEvents(tally.origin, Array(2).fill({ type: 'view', article: A }));
+  const ctx = await newContext(browser, { ua: UA(170) });
+  try {
+    let answer;
+    const held = new Promise((resolve) => { answer = resolve; });
+    await ctx.route(`${tally.origin}/v1/events?stats=1`, async (route) => {
+      await held;
+      await route.fulfill({ status: 503, contentType: 'application/json', headers: { 'Access-Control-Allow-Origin': '*' },
+        body: JSON.stringify({ error: 'unavailable', message: 'redis is unavailable; retry later' }) });
+    });
+    const page = await ctx.newPage();
+    await page.goto(`${pages.origin}/t1f/article.html`);
+    await page.click('button');
+    assert.equal(await textWhen(page, '#shares', /^1$/), '1'); // bumped at once
+    answer();
+    // The view's answer brought nothing: the counts are read, the share in them.
+    await waitFor(async () => (await page.textContent('#views')) === '2', { what: 'the views read after the refusal' });
+    assert.equal(await page.textContent('#shares'), '1');
+    assert.deepEqual(ctx.requestsTo(tally.origin).filter(([, u]) => u.startsWith('/v1/')), [
+      ['POST', '/v1/events?stats=1'], ['POST', '/v1/events'], ['GET', '/v1/stats?article=t1f%2Fearly-share'],
+    ]);
+  } finally {
+    await ctx.close();
+  }
+});
+
 test('1b. a repeat view by the same reader (same address and UA) is not counted', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const tally = await startTally(redis); // default --view-window 1800
   t.after(() => tally.stop());
