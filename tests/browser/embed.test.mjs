@@ -215,6 +215,8 @@ test('1f. a share clicked before the view is answered: a view refused still has 
     await page.goto(`${pages.origin}/t1f/article.html`);
     await page.click('button');
     assert.equal(await textWhen(page, '#shares', /^1$/), '1'); // bumped at once
+    // The share's POST goes its own way: once it is counted, the view is answered.
+    assert.equal((await settledStats(tally.origin, A, (st) => st.shares >= 1)).shares, 1);
     answer();
     // The view's answer brought nothing: the counts are read, the share in them.
     await waitFor(async () => (await page.textContent('#views')) === '2', { what: 'the views read after the refusal' });
