@@ -98,12 +98,13 @@ class AclTest(harness.TallyTestCase):
         # Nothing of it was refused, and every key is under the prefix.
         self.assertEqual(self.redis.command("ACL", "LOG"), [])
         self.assertEqual([k for k in self.redis.keys() if not k.startswith(b"tally:")], [])
-        # The writes went through the journals, and no fold skipped a command (a fold skips
-        # what Redis refuses rather than stop half-way: the ACL log and this must both be
-        # clean).
+        # The writes went through the journals, and no fold or write counted at once skipped
+        # a command (both skip what Redis refuses rather than stop half-way: the ACL log and
+        # these must all be clean).
         m = t.metrics()
         self.assertGreater(harness.metric(m, "tally_fold_entries_total"), 0)
         self.assertEqual(harness.metric(m, "tally_fold_skipped_commands_total"), 0)
+        self.assertEqual(harness.metric(m, "tally_write_skipped_commands_total"), 0)
         self.assertEqual(harness.metric(m, "tally_fold_errors_total"), 0)
 
     def test_a_journal_of_a_collector_killed_is_folded_as_the_tally_user(self):
